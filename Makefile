@@ -1,0 +1,55 @@
+# Parley: `make run` starts the product, `make test` runs every test. Both set up what they need.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck check worker system-deps clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (looked for $(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+
+# Reinstall only when the requirement files change. The first install compiles llama.cpp.
+$(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
+	@echo "Installing dependencies (the first time compiles llama.cpp: about 7 minutes on 2 cores)..."
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py ensure_admin
+	@echo "Parley is starting on http://$(HOST):$(PORT)/  (Ctrl+C stops it)"
+	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+# A Celery worker for production mode (needs CELERY_BROKER_URL and REDIS_URL).
+worker: $(STAMP)
+	$(BIN)/celery -A project worker -Q llm-remote,llm-local --loglevel=INFO
+
+# Debian packages the integration tests drive: nginx (the real proxy config) and Chromium.
+system-deps:
+	@missing=""; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "Please install:$$missing (apt-get install$$missing)"; fi; \
+	fi
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) staticfiles db.sqlite3*

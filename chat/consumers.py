@@ -1,0 +1,181 @@
+"""Where tokens land: the socket a person or program holds. Thin: parse, check, call a service."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from chat import selectors, services
+from chat.errors import ChatError
+from chat.events import conversation_group
+from chat.models import Message
+from chat.protocol import (
+    CancelFrame,
+    PingFrame,
+    ResumeFrame,
+    SendFrame,
+    SubscribeFrame,
+    delta_trim,
+    frame_parse,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # refused at the handshake: HTTP 403
+            return
+        self.user = user
+        self.groups_joined: set[str] = set()
+        # Per reply this socket follows: how much text (seq) the client holds.
+        self.held: dict[int, int] = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            data = json.loads(text_data or "")
+        except (TypeError, ValueError):
+            await self.send_error(ChatError("bad_frame", "Frames must be JSON text."))
+            return
+        try:
+            await self.handle(frame_parse(data))
+        except ChatError as error:
+            await self.send_error(error)
+        except Exception:
+            logger.exception("frame failed")
+            await self.send_error(ChatError("internal", "Something went wrong on our side."))
+
+    async def handle(self, frame: Any) -> None:
+        if isinstance(frame, SendFrame):
+            await self.on_send(frame)
+        elif isinstance(frame, CancelFrame):
+            message = await database_sync_to_async(selectors.message_access)(
+                user=self.user, message_id=frame.message
+            )
+            await database_sync_to_async(services.reply_cancel)(message=message, by=self.user)
+        elif isinstance(frame, ResumeFrame):
+            await self.on_resume(frame)
+        elif isinstance(frame, SubscribeFrame):
+            conversation = await database_sync_to_async(selectors.conversation_access)(
+                user=self.user, conversation_id=frame.conversation
+            )
+            await self.follow(conversation.pk)
+        elif isinstance(frame, PingFrame):
+            await self.send_json({"type": "pong"})
+
+    async def on_send(self, frame: SendFrame) -> None:
+        conversation = None
+        if frame.conversation is not None:
+            conversation = await database_sync_to_async(selectors.conversation_access)(
+                user=self.user, conversation_id=frame.conversation
+            )
+            await self.follow(conversation.pk)  # before the reply can start publishing
+        result = await database_sync_to_async(services.message_send)(
+            author=self.user, conversation=conversation, text=frame.text, client_id=frame.client_id
+        )
+        conversation_id = result.reply.conversation_id
+        await self.follow(conversation_id)
+        await self.send_json(
+            {"type": "ack", "client_id": frame.client_id, "conversation": conversation_id,
+             "message": result.user_message.pk, "reply": result.reply.pk,
+             "created": result.created}
+        )
+        # A new conversation's group is joined only now: catch up on anything already streamed.
+        await self.catch_up(result.reply.pk, after_seq=self.held.get(result.reply.pk, 0))
+
+    async def on_resume(self, frame: ResumeFrame) -> None:
+        message = await database_sync_to_async(selectors.message_access)(
+            user=self.user, message_id=frame.message
+        )
+        await self.follow(message.conversation_id)
+        self.held[message.pk] = frame.after_seq
+        await self.catch_up(message.pk, after_seq=frame.after_seq)
+
+    async def catch_up(self, message_id: int, *, after_seq: int) -> None:
+        """Send the saved text after `after_seq`, then `done` or `error` if the reply is final."""
+        message = await Message.objects.aget(pk=message_id)
+        self.held.setdefault(message.pk, after_seq)
+        await self.fill_from_saved(message)
+        if message.is_final:
+            await self.send_final(message)
+
+    async def fill_from_saved(self, message: Message) -> None:
+        """Send what the database holds beyond what the client holds."""
+        held = self.held.get(message.pk, 0)
+        if message.seq > held:
+            self.held[message.pk] = message.seq
+            await self.send_json(
+                {"type": "delta", "message": message.pk, "start": held, "seq": message.seq,
+                 "text": message.content[held : message.seq]}
+            )
+
+    async def send_final(self, message: Message) -> None:
+        self.held.pop(message.pk, None)
+        if message.status == Message.Status.FAILED:
+            error = ChatError(
+                message.error_code or "internal",
+                message.error_message or "The reply failed.",
+                retryable=message.error_code in services.RETRYABLE_CODES,
+            )
+            await self.send_json({**services.error_event(message, error), "type": "error"})
+        else:
+            await self.send_json({**services.done_event(message), "type": "done"})
+
+    async def follow(self, conversation_id: int) -> None:
+        group = conversation_group(conversation_id)
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    async def send_error(self, error: ChatError, message_id: int | None = None) -> None:
+        await self.send_json(
+            {"type": "error", "code": error.code, "detail": error.detail,
+             "retryable": error.retryable, "message": message_id}
+        )
+
+    # --- events from the conversation's group ---------------------------------------------
+
+    async def chat_delta(self, event: dict[str, Any]) -> None:
+        message_id = event["message"]
+        held = self.held.get(message_id, 0)
+        if event["start"] > held:
+            # A gap: the layer dropped a delta (it is at-most-once). Fill it from the saved text;
+            # if the checkpoint is not there yet, a later delta or `done` fills it.
+            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
+            held = self.held[message_id]
+        text = delta_trim(held=held, start=event["start"], seq=event["seq"], text=event["text"])
+        if text is None:
+            return
+        self.held[message_id] = event["seq"]
+        await self.send_json(
+            {"type": "delta", "message": message_id, "start": held, "seq": event["seq"],
+             "text": text}
+        )
+
+    async def chat_done(self, event: dict[str, Any]) -> None:
+        message_id = event["message"]
+        if self.held.get(message_id, 0) < event["seq"]:
+            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
+        self.held.pop(message_id, None)
+        await self.send_json({**event, "type": "done"})
+
+    async def chat_error(self, event: dict[str, Any]) -> None:
+        message_id = event["message"]
+        if self.held.get(message_id, 0) < event.get("seq", 0):
+            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
+        self.held.pop(message_id, None)
+        await self.send_json({**event, "type": "error"})
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        await self.send_json({**event, "type": "message"})

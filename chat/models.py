@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, default="New chat")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def group_name(self) -> str:
+        """The channel-layer group every socket watching this conversation joins."""
+        return f"conversation.{self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINAL_STATUSES = (Status.COMPLETE, Status.FAILED, Status.CANCELLED)
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # Who wrote a user message (null for the assistant); idempotent sends are keyed on it.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+    content = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, db_index=True)
+    # Position in the reply text (in code points) up to which `content` is saved; deltas on the
+    # wire carry the same kind of seq, like TCP sequence numbers (see docs/protocol.md).
+    seq = models.PositiveIntegerField(default=0)
+    # Chosen by the client for idempotent sends: a repeat by the same author finds the first
+    # message, even when the first send also created the conversation.
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    reply_to = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reply"
+    )
+    provider = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=128, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokens_estimated = models.BooleanField(
+        default=False, help_text="Counts were estimated, not reported by the provider."
+    )
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_id"],
+                condition=models.Q(client_id__isnull=False),
+                name="unique_client_id_per_author",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def first_token_ms(self) -> int | None:
+        if self.started_at and self.first_token_at:
+            return int((self.first_token_at - self.started_at).total_seconds() * 1000)
+        return None
+
+    @property
+    def total_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None

@@ -1,0 +1,90 @@
+"""Frames of the WebSocket protocol (docs/protocol.md): parsing client frames, trimming deltas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chat.errors import ChatError
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    conversation: int | None
+    text: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class CancelFrame:
+    message: int
+
+
+@dataclass(frozen=True)
+class ResumeFrame:
+    message: int
+    after_seq: int
+
+
+@dataclass(frozen=True)
+class SubscribeFrame:
+    conversation: int
+
+
+@dataclass(frozen=True)
+class PingFrame:
+    pass
+
+
+Frame = SendFrame | CancelFrame | ResumeFrame | SubscribeFrame | PingFrame
+
+
+def _bad(detail: str) -> ChatError:
+    return ChatError("bad_frame", detail)
+
+
+def _id(data: dict[str, Any], field: str, *, nullable: bool = False) -> int | None:
+    value = data.get(field)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(f"`{field}` must be a positive integer id.")
+    return value
+
+
+def frame_parse(data: object) -> Frame:
+    """Validate one client frame; raise ChatError('bad_frame', why) for anything else."""
+    if not isinstance(data, dict):
+        raise _bad("A frame must be a JSON object with a `type`.")
+    kind = data.get("type")
+    if kind == "send":
+        client_id = data.get("client_id")
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+            raise _bad("`client_id` must be a string of 1 to 64 characters.")
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise _bad("`text` must be a string.")
+        return SendFrame(_id(data, "conversation", nullable=True), text, client_id)
+    if kind == "cancel":
+        return CancelFrame(_id(data, "message"))  # type: ignore[arg-type]
+    if kind == "resume":
+        after_seq = data.get("after_seq", 0)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise _bad("`after_seq` must be an integer ≥ 0.")
+        return ResumeFrame(_id(data, "message"), after_seq)  # type: ignore[arg-type]
+    if kind == "subscribe":
+        return SubscribeFrame(_id(data, "conversation"))  # type: ignore[arg-type]
+    if kind == "ping":
+        return PingFrame()
+    raise _bad(f"Unknown frame type {kind!r}: use send, cancel, resume, subscribe or ping.")
+
+
+def delta_trim(*, held: int, start: int, seq: int, text: str) -> str | None:
+    """What of a delta a client holding `held` code points still needs.
+
+    None for a duplicate (nothing new) or a gap (start beyond what the client holds: it must
+    resume); otherwise the text from `held` on, trimming any overlap.
+    """
+    if seq <= held or start > held:
+        return None
+    return text[held - start :]

@@ -1,0 +1,220 @@
+"""Writes and side effects of the chat: sending, cancelling, and a reply's lifecycle.
+
+The reply lifecycle functions (reply_start, reply_checkpoint, reply_finish) are called by the
+generation in llm/streaming.py, in-process or in a Celery worker alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from chat.errors import ChatError
+from chat.events import event_publish_on_commit
+from chat.models import Conversation, Message
+
+CANCEL_KEY = "reply-cancel:{message_id}"
+CANCEL_TTL_SECONDS = 3600
+RETRYABLE_CODES = frozenset({"provider_unavailable", "interrupted"})
+
+
+@dataclass(frozen=True)
+class SendResult:
+    user_message: Message
+    reply: Message
+    created: bool
+
+
+def conversation_create(*, owner: User, title: str = "New chat") -> Conversation:
+    return Conversation.objects.create(owner=owner, title=title[:200] or "New chat")
+
+
+def message_event(message: Message) -> dict[str, Any]:
+    """The `message` frame other sockets on the conversation receive."""
+    return {
+        "type": "chat.message",
+        "conversation": message.conversation_id,
+        "message": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "reply_to": message.reply_to_id,
+        "client_id": message.client_id,
+    }
+
+
+def _clean_text(text: object) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ChatError("bad_frame", "Write a message first: text must be a non-empty string.")
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(
+            "bad_frame", f"The message is too long (at most {settings.CHAT_MAX_MESSAGE_CHARS} characters)."
+        )
+    return text
+
+
+def _earlier_send(*, author: User, client_id: str) -> SendResult | None:
+    user_message = (
+        Message.objects.filter(author=author, client_id=client_id).select_related("reply").first()
+    )
+    if user_message is None:
+        return None
+    return SendResult(user_message=user_message, reply=user_message.reply, created=False)
+
+
+def message_send(
+    *, author: User, conversation: Conversation | None, text: str, client_id: str
+) -> SendResult:
+    """Save a user message and a pending reply, then start generating it.
+
+    Idempotent on (author, client_id): a retried or doubled send returns the first result and
+    starts no second generation, even when the first one also created the conversation.
+    """
+    from llm.dispatch import dispatch_generation
+    from llm.router import provider_choose
+
+    text = _clean_text(text)
+    if conversation is not None and conversation.owner_id != author.pk:
+        raise ChatError("not_found", "No such conversation.")
+    if earlier := _earlier_send(author=author, client_id=client_id):
+        return earlier
+    provider = provider_choose()
+    try:
+        with transaction.atomic():
+            if conversation is None:
+                conversation = conversation_create(owner=author, title=_title_from(text))
+            elif not conversation.messages.exists():
+                conversation.title = _title_from(text)
+            user_message = Message.objects.create(
+                conversation=conversation, role=Message.Role.USER, author=author, content=text,
+                status=Message.Status.COMPLETE, seq=len(text), client_id=client_id,
+            )
+            reply = Message.objects.create(
+                conversation=conversation, role=Message.Role.ASSISTANT,
+                status=Message.Status.PENDING, reply_to=user_message,
+                provider=provider.name, model=provider.model,
+            )
+            conversation.save(update_fields=["title", "updated_at"])
+            event_publish_on_commit(conversation.pk, message_event(user_message))
+            event_publish_on_commit(conversation.pk, message_event(reply))
+            transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+    except IntegrityError:
+        # A concurrent twin won the unique (author, client_id) race: answer with its result.
+        if earlier := _earlier_send(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line[:60] + ("…" if len(line) > 60 else "")
+
+
+def reply_cancel(*, message: Message, by: User) -> None:
+    """Stop a reply from any replica: a pending one at once, a streaming one via a shared flag."""
+    if message.role != Message.Role.ASSISTANT:
+        raise ChatError("bad_frame", "Only an assistant reply can be cancelled.")
+    if message.is_final:
+        return
+    stopped = Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).update(
+        status=Message.Status.CANCELLED, finished_at=timezone.now()
+    )
+    if stopped:
+        message.refresh_from_db()
+        event_publish_on_commit(message.conversation_id, done_event(message))
+        return
+    # The generator, wherever it runs, polls this flag (the cache is Redis in production).
+    cache.set(CANCEL_KEY.format(message_id=message.pk), by.pk, CANCEL_TTL_SECONDS)
+
+
+def reply_cancel_requested(message_id: int) -> bool:
+    return cache.get(CANCEL_KEY.format(message_id=message_id)) is not None
+
+
+def reply_start(*, message_id: int) -> Message | None:
+    """Claim a pending reply for generation; None if it is gone, final or claimed already."""
+    claimed = Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
+        status=Message.Status.STREAMING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    return Message.objects.select_related("conversation").get(pk=message_id)
+
+
+def reply_first_token(*, message_id: int) -> None:
+    Message.objects.filter(pk=message_id).update(first_token_at=timezone.now())
+
+
+def reply_checkpoint(*, message_id: int, content: str, seq: int) -> None:
+    """Save the text streamed so far, so a resume or a crash loses at most one interval."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content, seq=seq
+    )
+
+
+def reply_finish(
+    *,
+    message_id: int,
+    content: str,
+    status: str,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    tokens_estimated: bool = False,
+    error: ChatError | None = None,
+) -> Message:
+    """Save the final state of a reply and tell every socket on its conversation."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        message.content = content
+        message.seq = len(content)
+        message.status = status
+        message.prompt_tokens = prompt_tokens
+        message.completion_tokens = completion_tokens
+        message.tokens_estimated = tokens_estimated
+        message.finished_at = timezone.now()
+        if error is not None:
+            message.error_code, message.error_message = error.code, error.detail
+        message.save()
+        if status == Message.Status.FAILED and error is not None:
+            event_publish_on_commit(message.conversation_id, error_event(message, error))
+        else:
+            event_publish_on_commit(message.conversation_id, done_event(message))
+    cache.delete(CANCEL_KEY.format(message_id=message_id))
+    return message
+
+
+def done_event(message: Message) -> dict[str, Any]:
+    return {
+        "type": "chat.done",
+        "message": message.pk,
+        "seq": message.seq,
+        "status": message.status,
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "estimated": message.tokens_estimated,
+        },
+        "cost": None,
+        "provider": message.provider,
+        "model": message.model,
+        "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
+    }
+
+
+def error_event(message: Message, error: ChatError) -> dict[str, Any]:
+    return {
+        "type": "chat.error",
+        "code": error.code,
+        "detail": error.detail,
+        "retryable": error.retryable,
+        "message": message.pk,
+        "seq": message.seq,
+    }

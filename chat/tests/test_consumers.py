@@ -1,0 +1,202 @@
+"""The socket as a client sees it, through the full ASGI app (origin check, auth, routing)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from chat.models import Conversation, Message
+from llm.providers.simulated import simulated_reply
+from project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+async def connect_as(user, *, origin=ORIGIN) -> WebsocketCommunicator:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    headers = [(b"cookie", cookie), (b"host", b"127.0.0.1:8000")]
+    if origin:
+        headers.append(origin)
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator, kind: str, timeout: float = 10.0) -> list[dict]:
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == kind:
+            return frames
+
+
+def reply_frames(frames: list[dict]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+async def test_it_streams_a_reply_then_done(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Hello", "client_id": "c1"})
+    frames = await receive_until(ws, "done")
+    ack = next(f for f in frames if f["type"] == "ack")
+    done = frames[-1]
+    text = reply_frames(frames)
+    assert text == simulated_reply("Hello")
+    assert done["status"] == "complete" and done["seq"] == len(text)
+    assert done["usage"]["completion_tokens"] > 0 and done["provider"] == "simulated"
+    reply = await Message.objects.aget(pk=ack["reply"])
+    assert reply.status == Message.Status.COMPLETE and reply.content == text
+    await ws.disconnect()
+
+
+async def test_deltas_are_contiguous_and_coalesced(owner, settings):
+    settings.SIMULATED_TOKENS_PER_SECOND = 400.0
+    settings.STREAM_FLUSH_INTERVAL = 0.05
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Hi there", "client_id": "c2"})
+    frames = await receive_until(ws, "done")
+    deltas = [f for f in frames if f["type"] == "delta"]
+    position = 0
+    for delta in deltas:
+        assert delta["start"] == position
+        position = delta["seq"]
+    tokens = simulated_reply("Hi there").split()
+    assert 1 < len(deltas) < len(tokens)  # coalesced: fewer layer messages than tokens
+    await ws.disconnect()
+
+
+async def test_unauthenticated_socket_is_refused():
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"host", b"127.0.0.1:8000"), ORIGIN]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_foreign_origin_is_refused(owner):
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    headers = [
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()),
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", b"https://evil.example"),
+    ]
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", "[1, 2]", '{"type": "teleport"}', '{"type": "send", "text": "x"}',
+     '{"type": "resume", "message": "7"}', '{"type": "send", "text": 5, "client_id": "a"}'],
+)
+async def test_malformed_frames_get_an_error_and_the_socket_stays_open(owner, raw):
+    ws = await connect_as(owner)
+    await ws.send_to(text_data=raw)
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "bad_frame" and frame["detail"]
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_empty_message_is_refused_and_nothing_is_saved(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "   ", "client_id": "e"})
+    frame = await ws.receive_json_from()
+    assert frame["code"] == "bad_frame"
+    assert await Message.objects.acount() == 0
+    await ws.disconnect()
+
+
+async def test_outsider_cannot_send_into_or_resume_a_conversation(owner, outsider):
+    ws_owner = await connect_as(owner)
+    await ws_owner.send_json_to({"type": "send", "conversation": None, "text": "mine", "client_id": "o1"})
+    frames = await receive_until(ws_owner, "done")
+    ack = frames[0]
+    ws_out = await connect_as(outsider)
+    await ws_out.send_json_to(
+        {"type": "send", "conversation": ack["conversation"], "text": "hi", "client_id": "x1"}
+    )
+    assert (await ws_out.receive_json_from())["code"] == "not_found"
+    await ws_out.send_json_to({"type": "resume", "message": ack["reply"], "after_seq": 0})
+    assert (await ws_out.receive_json_from())["code"] == "not_found"
+    await ws_out.send_json_to({"type": "cancel", "message": ack["reply"]})
+    assert (await ws_out.receive_json_from())["code"] == "not_found"
+    assert await Message.objects.filter(conversation_id=ack["conversation"]).acount() == 2
+    await ws_owner.disconnect()
+    await ws_out.disconnect()
+
+
+async def test_a_repeated_send_returns_the_same_ids_and_generates_once(owner):
+    ws = await connect_as(owner)
+    frame = {"type": "send", "conversation": None, "text": "Once", "client_id": "same"}
+    await ws.send_json_to(frame)
+    first = await receive_until(ws, "done")
+    await ws.send_json_to(frame)
+    second = await receive_until(ws, "done")
+    assert first[0]["reply"] == second[0]["reply"] and second[0]["created"] is False
+    assert await Conversation.objects.acount() == 1
+    assert await Message.objects.acount() == 2
+    await ws.disconnect()
+
+
+async def test_resume_sends_exactly_the_missing_text(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Resume me", "client_id": "r"})
+    frames = await receive_until(ws, "done")
+    full = reply_frames(frames)
+    reply_id = frames[0]["reply"]
+    await ws.disconnect()
+
+    ws2 = await connect_as(owner)
+    await ws2.send_json_to({"type": "resume", "message": reply_id, "after_seq": 10})
+    resumed = await receive_until(ws2, "done")
+    assert resumed[0] == {"type": "delta", "message": reply_id, "start": 10, "seq": len(full), "text": full[10:]}
+    await ws2.disconnect()
+
+
+async def test_cancel_stops_the_reply_and_keeps_the_partial_text(owner, settings):
+    settings.SIMULATED_TOKENS_PER_SECOND = 20.0
+    settings.STREAM_CANCEL_POLL_INTERVAL = 0.05
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Long one", "client_id": "k"})
+    ack = await ws.receive_json_from()
+    frames = []
+    while not any(f["type"] == "delta" for f in frames):
+        frames.append(await ws.receive_json_from(timeout=5))
+    await ws.send_json_to({"type": "cancel", "message": ack["reply"]})
+    frames += await receive_until(ws, "done")
+    done = frames[-1]
+    assert done["status"] == "cancelled"
+    reply = await Message.objects.aget(pk=ack["reply"])
+    assert reply.status == Message.Status.CANCELLED
+    assert reply.content == reply_frames(frames)
+    assert 0 < len(reply.content) < len(simulated_reply("Long one"))
+    await ws.disconnect()
+
+
+async def test_another_tab_sees_the_conversation_stream(owner):
+    tab1 = await connect_as(owner)
+    await tab1.send_json_to({"type": "send", "conversation": None, "text": "first", "client_id": "t1"})
+    conversation_id = (await receive_until(tab1, "done"))[0]["conversation"]
+    tab2 = await connect_as(owner)
+    await tab2.send_json_to({"type": "subscribe", "conversation": conversation_id})
+    await asyncio.sleep(0.05)
+    await tab1.send_json_to({"type": "send", "conversation": conversation_id, "text": "second", "client_id": "t2"})
+    seen = await receive_until(tab2, "done")
+    assert reply_frames(seen) == simulated_reply("second")
+    assert {f["role"] for f in seen if f["type"] == "message"} == {"user", "assistant"}
+    await tab1.disconnect()
+    await tab2.disconnect()

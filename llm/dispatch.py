@@ -1,0 +1,90 @@
+"""How a pending reply gets generated: a Celery task in production, a task on the server's own
+event loop in embedded mode. Both run llm.streaming.reply_stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from django.conf import settings
+
+from llm.providers.base import ProviderConfig
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+_running: set[asyncio.Task[None]] = set()
+
+
+class RememberEventLoop:
+    """ASGI wrapper that notes the event loop serving requests, for in-process generation.
+
+    The in-memory channel layer is not thread-safe: generation must publish from the loop that
+    the consumers receive on, so embedded mode schedules it there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        global _server_loop
+        _server_loop = asyncio.get_running_loop()
+        await self.app(scope, receive, send)
+
+
+def queue_for(provider: ProviderConfig) -> str:
+    """CPU-bound local inference and I/O-bound remote calls use separate worker pools."""
+    return "llm-local" if provider.is_local else "llm-remote"
+
+
+def dispatch_generation(message_id: int, provider: ProviderConfig) -> None:
+    if settings.GENERATION_BACKEND == "celery":
+        from llm.tasks import generate_reply
+
+        generate_reply.apply_async((message_id,), queue=queue_for(provider))
+        return
+    _run_in_process(message_id)
+
+
+def _run_in_process(message_id: int) -> None:
+    from llm.streaming import reply_stream
+
+    loop = _server_loop
+    if loop is not None and loop.is_running():
+        # A fresh context: the caller's (a sync_to_async thread) would make the task's own
+        # sync_to_async calls think they are nested in it, and refuse ("would deadlock").
+        loop.call_soon_threadsafe(_start_task, message_id, context=contextvars.Context())
+        return
+    # No server loop (a management command, a plain script): run on a loop of our own.
+    threading.Thread(
+        target=asyncio.run, args=(reply_stream(message_id=message_id),), daemon=True,
+        name=f"reply-{message_id}",
+    ).start()
+
+
+def _start_task(message_id: int) -> None:
+    from llm.streaming import reply_stream
+
+    task = asyncio.get_running_loop().create_task(
+        reply_stream(message_id=message_id), name=f"reply-{message_id}"
+    )
+    _running.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _running.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("in-process generation crashed", exc_info=exc)
+
+
+def in_process_generations() -> int:
+    """How many in-process generations are running (for tests and health)."""
+    return len(_running)

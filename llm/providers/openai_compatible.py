@@ -1,0 +1,27 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp's server) via ChatOpenAI."""
+
+from __future__ import annotations
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+
+from llm.providers.base import ProviderConfig
+
+
+def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+    common = dict(
+        model=config.model,
+        api_key=config.api_key or "not-needed",
+        base_url=config.base_url or None,
+        timeout=config.timeout,
+        max_retries=0,  # retries are the router's job, with backoff it controls
+        streaming=True,
+        stream_usage=True,
+        temperature=float(config.options.get("temperature", 0.7)),
+    )
+    if config.kind == "openai":
+        # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
+        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[arg-type]
+    # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
+    # unbounded; send the classic field they understand.
+    return ChatOpenAI(extra_body={"max_tokens": max_tokens}, **common)  # type: ignore[arg-type]

@@ -1,0 +1,113 @@
+"""A deterministic provider for tests and load tests: fixed text at a configured rate."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from llm.providers.base import ProviderConfig
+
+
+def simulated_reply(prompt: str) -> str:
+    """The reply the simulated model gives to a prompt: it quotes it and adds some Markdown."""
+    return (
+        f"You said: {prompt}\n\n"
+        "Here is a **simulated** answer with a list:\n\n"
+        "- first point\n- second point\n\n"
+        "```python\ndef greet(name):\n    return f\"Hello, {name}!\"\n```\n"
+    )
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split text into word-ish tokens that join back to exactly the same text."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+class SimulatedChatModel(BaseChatModel):
+    tokens_per_second: float = 40.0
+    first_token_delay: float = 0.2
+    max_tokens: int | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "parley-simulated"
+
+    def _tokens(self, messages: list[BaseMessage]) -> tuple[list[str], int]:
+        prompt = str(messages[-1].content) if messages else ""
+        tokens = split_tokens(simulated_reply(prompt))
+        if self.max_tokens is not None:
+            tokens = tokens[: self.max_tokens]
+        prompt_tokens = sum(len(split_tokens(str(m.content))) for m in messages)
+        return tokens, prompt_tokens
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
+        return UsageMetadata(
+            input_tokens=prompt_tokens,
+            output_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        tokens, prompt_tokens = self._tokens(messages)
+        message = AIMessage(
+            content="".join(tokens), usage_metadata=self._usage(prompt_tokens, len(tokens))
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        tokens, prompt_tokens = self._tokens(messages)
+        time.sleep(self.first_token_delay)
+        for index, token in enumerate(tokens):
+            if index:
+                time.sleep(1 / self.tokens_per_second)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=self._usage(prompt_tokens, len(tokens)))
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # Sleeps on the event loop, not in a thread, so hundreds of streams cost no threads.
+        tokens, prompt_tokens = self._tokens(messages)
+        await asyncio.sleep(self.first_token_delay)
+        for index, token in enumerate(tokens):
+            if index:
+                await asyncio.sleep(1 / self.tokens_per_second)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=self._usage(prompt_tokens, len(tokens)))
+        )
+
+
+def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+    return SimulatedChatModel(
+        tokens_per_second=float(config.options.get("tokens_per_second", 40.0)),
+        first_token_delay=float(config.options.get("first_token_delay", 0.2)),
+        max_tokens=max_tokens,
+    )

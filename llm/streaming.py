@@ -1,0 +1,220 @@
+"""Where a reply is born and set travelling: provider tokens → coalesced, numbered deltas.
+
+`reply_stream` is the one generation function: embedded mode runs it as a task on the server's
+event loop, production runs it in a Celery worker. It reads tokens from a LangChain chat model,
+coalesces them (the channel layer is the expensive hop: never one message per token), publishes
+numbered deltas to the conversation's group, checkpoints the text to the database at a steady
+cadence, and stops within a poll interval when anyone cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from chat import services
+from chat.errors import ChatError
+from chat.events import event_publish
+from chat.models import Message
+from llm.providers.base import ProviderError, provider_error_from
+from llm.registry import chat_model_for, provider_config
+
+logger = logging.getLogger(__name__)
+
+
+class DeltaCoalescer:
+    """Buffers text; flushes the first piece at once, then at most every `interval` seconds
+    or whenever `max_chars` are waiting."""
+
+    def __init__(
+        self, flush: Callable[[str], Awaitable[None]], *, interval: float, max_chars: int
+    ) -> None:
+        self._flush = flush
+        self._interval = interval
+        self._max_chars = max_chars
+        self._buffer: list[str] = []
+        self._size = 0
+        self._flushed_once = False
+        self._last_flush = 0.0
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def add(self, text: str) -> None:
+        if not text:
+            return
+        self._buffer.append(text)
+        self._size += len(text)
+        if not self._flushed_once or self._size >= self._max_chars:
+            await self.flush()
+        elif self._timer is None:
+            delay = max(0.0, self._interval - (time.monotonic() - self._last_flush))
+            self._timer = asyncio.create_task(self._flush_later(delay))
+
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            self._size = 0
+            self._flushed_once = True
+            self._last_flush = time.monotonic()
+            await self._flush(text)
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
+
+
+@dataclass
+class ReplyState:
+    """The reply as streamed so far; `seq` is its length in code points (see protocol.md)."""
+
+    message_id: int
+    conversation_id: int
+    text: str = ""
+    last_checkpoint: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def seq(self) -> int:
+        return len(self.text)
+
+
+def prompt_messages(reply: Message) -> list[BaseMessage]:
+    """The system prompt plus the conversation up to the message this reply answers."""
+    history = (
+        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        .exclude(status__in=[Message.Status.FAILED, Message.Status.PENDING])
+        .exclude(content="")
+        .order_by("-id")[: settings.LLM_HISTORY_MESSAGES]
+    )
+    messages: list[BaseMessage] = [SystemMessage(content=settings.LLM_SYSTEM_PROMPT)]
+    for message in reversed(list(history)):
+        cls = HumanMessage if message.role == Message.Role.USER else AIMessage
+        messages.append(cls(content=message.content))
+    return messages
+
+
+async def reply_stream(*, message_id: int) -> None:
+    """Generate one assistant reply from start to a final state; never leaves it streaming."""
+    reply = await sync_to_async(services.reply_start)(message_id=message_id)
+    if reply is None:
+        return  # cancelled before it started, or already taken by another worker
+    state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
+    state.last_checkpoint = time.monotonic()
+
+    async def publish(text: str) -> None:
+        start = state.seq
+        state.text += text
+        if start == 0:
+            await sync_to_async(services.reply_first_token)(message_id=state.message_id)
+        await event_publish(
+            state.conversation_id,
+            {"type": "chat.delta", "message": state.message_id, "start": start,
+             "seq": state.seq, "text": text},
+        )
+        if time.monotonic() - state.last_checkpoint >= settings.STREAM_CHECKPOINT_INTERVAL:
+            state.last_checkpoint = time.monotonic()
+            await sync_to_async(services.reply_checkpoint)(
+                message_id=state.message_id, content=state.text, seq=state.seq
+            )
+
+    coalescer = DeltaCoalescer(
+        publish,
+        interval=settings.STREAM_FLUSH_INTERVAL,
+        max_chars=settings.STREAM_FLUSH_MAX_CHARS,
+    )
+    status, error = Message.Status.COMPLETE, None
+    try:
+        messages = await sync_to_async(prompt_messages)(reply)
+        pump = asyncio.create_task(_pump_tokens(reply, messages, coalescer, state))
+        cancelled = await _await_unless_cancelled(pump, state.message_id)
+        await coalescer.aclose()
+        if cancelled:
+            status = Message.Status.CANCELLED
+    except ProviderError as exc:
+        await coalescer.aclose()
+        status = Message.Status.FAILED
+        error = ChatError(exc.code, exc.detail, retryable=exc.retryable)
+        logger.warning("reply %s failed: %s (%s)", message_id, exc.code, exc.detail)
+    except Exception:
+        await coalescer.aclose()
+        status = Message.Status.FAILED
+        error = ChatError("internal", "Something went wrong on our side generating this reply.")
+        logger.exception("reply %s failed unexpectedly", message_id)
+    prompt_tokens, completion_tokens, estimated = _usage(state, status)
+    await sync_to_async(services.reply_finish)(
+        message_id=state.message_id,
+        content=state.text,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        tokens_estimated=estimated,
+        error=error,
+    )
+
+
+async def _pump_tokens(
+    reply: Message, messages: list[BaseMessage], coalescer: DeltaCoalescer, state: ReplyState
+) -> None:
+    config = provider_config(reply.provider)
+    model = chat_model_for(config, max_tokens=settings.LLM_MAX_TOKENS)
+    try:
+        async for chunk in model.astream(messages):
+            usage = getattr(chunk, "usage_metadata", None)
+            if usage:
+                state.prompt_tokens = usage.get("input_tokens")
+                state.completion_tokens = usage.get("output_tokens")
+            if isinstance(chunk.content, str):
+                await coalescer.add(chunk.content)
+            else:  # content blocks (e.g. Anthropic): keep the text ones
+                for block in chunk.content:
+                    if isinstance(block, dict) and block.get("type") == "text":
+                        await coalescer.add(str(block.get("text", "")))
+    except (asyncio.CancelledError, ProviderError):
+        raise
+    except Exception as exc:
+        raise provider_error_from(exc) from exc
+
+
+async def _await_unless_cancelled(pump: asyncio.Task[None], message_id: int) -> bool:
+    """Wait for the token pump; poll the shared cancel flag meanwhile. True if cancelled."""
+    poll = settings.STREAM_CANCEL_POLL_INTERVAL
+    while True:
+        done, _ = await asyncio.wait({pump}, timeout=poll)
+        if done:
+            pump.result()  # re-raises the pump's error
+            return False
+        if await sync_to_async(services.reply_cancel_requested)(message_id):
+            pump.cancel()
+            try:
+                await pump
+            except asyncio.CancelledError:
+                pass
+            return True
+
+
+def _usage(state: ReplyState, status: str) -> tuple[int | None, int | None, bool]:
+    """Provider-reported usage when given; otherwise an estimate (~4 chars a token) saying so."""
+    if state.completion_tokens is not None and status == Message.Status.COMPLETE:
+        return state.prompt_tokens, state.completion_tokens, False
+    if not state.text and state.prompt_tokens is None:
+        return None, None, False
+    completion = max(1, round(len(state.text) / 4)) if state.text else 0
+    return state.prompt_tokens, completion, True
