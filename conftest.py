@@ -12,7 +12,7 @@ from accounts.models import User
 
 @pytest.fixture(autouse=True)
 def _embedded_defaults(settings):
-    """Unit tests run in embedded mode with the fast simulated provider unless they say otherwise."""
+    """Unit tests run embedded, with a fast simulated provider, unless they say otherwise."""
     settings.LLM_DEFAULT_PROVIDER = "simulated"
     settings.SIMULATED_FIRST_TOKEN_DELAY = 0.0
     settings.SIMULATED_TOKENS_PER_SECOND = 2000.0
@@ -41,7 +41,7 @@ def outsider(db) -> User:
     return User.objects.create_user(username="oscar", password="correct horse battery")
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # noqa: ASYNC109
     """Poll an async predicate until it is truthy; fail with a clear message at the deadline."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

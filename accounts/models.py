@@ -5,6 +5,3 @@ from django.contrib.auth.models import AbstractUser
 
 class User(AbstractUser):
     """Parley's own user model, swappable from the first migration on."""
-
-    class Meta(AbstractUser.Meta):
-        swappable = "AUTH_USER_MODEL"

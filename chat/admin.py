@@ -31,8 +31,17 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = (
-        "id", "conversation", "role", "status", "provider", "model", "prompt_tokens",
-        "completion_tokens", "first_token_ms", "total_ms", "created_at",
+        "id",
+        "conversation",
+        "role",
+        "status",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "first_token_ms",
+        "total_ms",
+        "created_at",
     )
     list_filter = ("status", "role", "provider", "model", "created_at")
     search_fields = ("content", "conversation__title", "author__username", "client_id")

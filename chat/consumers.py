@@ -87,9 +87,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         conversation_id = result.reply.conversation_id
         await self.follow(conversation_id)
         await self.send_json(
-            {"type": "ack", "client_id": frame.client_id, "conversation": conversation_id,
-             "message": result.user_message.pk, "reply": result.reply.pk,
-             "created": result.created}
+            {
+                "type": "ack",
+                "client_id": frame.client_id,
+                "conversation": conversation_id,
+                "message": result.user_message.pk,
+                "reply": result.reply.pk,
+                "created": result.created,
+            }
         )
         # A new conversation's group is joined only now: catch up on anything already streamed.
         await self.catch_up(result.reply.pk, after_seq=self.held.get(result.reply.pk, 0))
@@ -116,8 +121,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if message.seq > held:
             self.held[message.pk] = message.seq
             await self.send_json(
-                {"type": "delta", "message": message.pk, "start": held, "seq": message.seq,
-                 "text": message.content[held : message.seq]}
+                {
+                    "type": "delta",
+                    "message": message.pk,
+                    "start": held,
+                    "seq": message.seq,
+                    "text": message.content[held : message.seq],
+                }
             )
 
     async def send_final(self, message: Message) -> None:
@@ -140,8 +150,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def send_error(self, error: ChatError, message_id: int | None = None) -> None:
         await self.send_json(
-            {"type": "error", "code": error.code, "detail": error.detail,
-             "retryable": error.retryable, "message": message_id}
+            {
+                "type": "error",
+                "code": error.code,
+                "detail": error.detail,
+                "retryable": error.retryable,
+                "message": message_id,
+            }
         )
 
     # --- events from the conversation's group ---------------------------------------------
@@ -159,8 +174,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.held[message_id] = event["seq"]
         await self.send_json(
-            {"type": "delta", "message": message_id, "start": held, "seq": event["seq"],
-             "text": text}
+            {
+                "type": "delta",
+                "message": message_id,
+                "start": held,
+                "seq": event["seq"],
+                "text": text,
+            }
         )
 
     async def chat_done(self, event: dict[str, Any]) -> None:

@@ -39,11 +39,16 @@ class Message(models.Model):
 
     FINAL_STATUSES = (Status.COMPLETE, Status.FAILED, Status.CANCELLED)
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     # Who wrote a user message (null for the assistant); idempotent sends are keyed on it.
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="messages",
     )
     content = models.TextField(blank=True, default="")
@@ -53,7 +58,7 @@ class Message(models.Model):
     seq = models.PositiveIntegerField(default=0)
     # Chosen by the client for idempotent sends: a repeat by the same author finds the first
     # message, even when the first send also created the conversation.
-    client_id = models.CharField(max_length=64, null=True, blank=True)
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - unique when set
     reply_to = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reply"
     )

@@ -55,7 +55,8 @@ def _clean_text(text: object) -> str:
         raise ChatError("bad_frame", "Write a message first: text must be a non-empty string.")
     if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(
-            "bad_frame", f"The message is too long (at most {settings.CHAT_MAX_MESSAGE_CHARS} characters)."
+            "bad_frame",
+            f"The message is too long (at most {settings.CHAT_MAX_MESSAGE_CHARS} characters).",
         )
     return text
 
@@ -93,13 +94,21 @@ def message_send(
             elif not conversation.messages.exists():
                 conversation.title = _title_from(text)
             user_message = Message.objects.create(
-                conversation=conversation, role=Message.Role.USER, author=author, content=text,
-                status=Message.Status.COMPLETE, seq=len(text), client_id=client_id,
+                conversation=conversation,
+                role=Message.Role.USER,
+                author=author,
+                content=text,
+                status=Message.Status.COMPLETE,
+                seq=len(text),
+                client_id=client_id,
             )
             reply = Message.objects.create(
-                conversation=conversation, role=Message.Role.ASSISTANT,
-                status=Message.Status.PENDING, reply_to=user_message,
-                provider=provider.name, model=provider.model,
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.PENDING,
+                reply_to=user_message,
+                provider=provider.name,
+                model=provider.model,
             )
             conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))

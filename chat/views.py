@@ -30,7 +30,9 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
     try:
-        conversation = selectors.conversation_access(user=_user(request), conversation_id=conversation_id)
+        conversation = selectors.conversation_access(
+            user=_user(request), conversation_id=conversation_id
+        )
     except ChatError:
         return render(request, "chat/not_found.html", status=404)
     return render(request, "chat/page.html", _page_context(request, conversation=conversation))

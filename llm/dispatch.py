@@ -17,7 +17,9 @@ from llm.providers.base import ProviderConfig
 logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _running: set[asyncio.Task[None]] = set()
@@ -64,7 +66,9 @@ def _run_in_process(message_id: int) -> None:
         return
     # No server loop (a management command, a plain script): run on a loop of our own.
     threading.Thread(
-        target=asyncio.run, args=(reply_stream(message_id=message_id),), daemon=True,
+        target=asyncio.run,
+        args=(reply_stream(message_id=message_id),),
+        daemon=True,
         name=f"reply-{message_id}",
     ).start()
 

@@ -48,26 +48,34 @@ def provider_configs() -> dict[str, ProviderConfig]:
     if settings.OPENAI_API_KEY:
         configs.append(
             ProviderConfig(
-                name="openai", kind="openai", model=settings.OPENAI_MODEL,
-                api_key=settings.OPENAI_API_KEY, timeout=timeout,
+                name="openai",
+                kind="openai",
+                model=settings.OPENAI_MODEL,
+                api_key=settings.OPENAI_API_KEY,
+                timeout=timeout,
                 options={"temperature": settings.LLM_TEMPERATURE},
             )
         )
     if settings.OPENAI_COMPATIBLE_BASE_URL:
         configs.append(
             ProviderConfig(
-                name="openai-compatible", kind="openai-compatible",
+                name="openai-compatible",
+                kind="openai-compatible",
                 model=settings.OPENAI_COMPATIBLE_MODEL,
                 base_url=settings.OPENAI_COMPATIBLE_BASE_URL,
-                api_key=settings.OPENAI_COMPATIBLE_API_KEY, timeout=timeout,
+                api_key=settings.OPENAI_COMPATIBLE_API_KEY,
+                timeout=timeout,
                 options={"temperature": settings.LLM_TEMPERATURE},
             )
         )
     if settings.ANTHROPIC_API_KEY:
         configs.append(
             ProviderConfig(
-                name="anthropic", kind="anthropic", model=settings.ANTHROPIC_MODEL,
-                api_key=settings.ANTHROPIC_API_KEY, timeout=timeout,
+                name="anthropic",
+                kind="anthropic",
+                model=settings.ANTHROPIC_MODEL,
+                api_key=settings.ANTHROPIC_API_KEY,
+                timeout=timeout,
                 options={"temperature": settings.LLM_TEMPERATURE},
             )
         )

@@ -126,8 +126,13 @@ async def reply_stream(*, message_id: int) -> None:
             await sync_to_async(services.reply_first_token)(message_id=state.message_id)
         await event_publish(
             state.conversation_id,
-            {"type": "chat.delta", "message": state.message_id, "start": start,
-             "seq": state.seq, "text": text},
+            {
+                "type": "chat.delta",
+                "message": state.message_id,
+                "start": start,
+                "seq": state.seq,
+                "text": text,
+            },
         )
         if time.monotonic() - state.last_checkpoint >= settings.STREAM_CHECKPOINT_INTERVAL:
             state.last_checkpoint = time.monotonic()

@@ -120,7 +120,9 @@ else:
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
 GENERATION_BACKEND = env_str("GENERATION_BACKEND", "celery" if CELERY_BROKER_URL else "inprocess")
 if GENERATION_BACKEND not in ("inprocess", "celery"):
-    raise ImproperlyConfigured(f"GENERATION_BACKEND={GENERATION_BACKEND!r}: use inprocess or celery")
+    raise ImproperlyConfigured(
+        f"GENERATION_BACKEND={GENERATION_BACKEND!r}: use inprocess or celery"
+    )
 if GENERATION_BACKEND == "celery" and not CELERY_BROKER_URL:
     raise ImproperlyConfigured("GENERATION_BACKEND=celery needs CELERY_BROKER_URL")
 if GENERATION_BACKEND == "celery" and not REDIS_URL:

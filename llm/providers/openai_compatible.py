@@ -21,7 +21,7 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
     )
     if config.kind == "openai":
         # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
-        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[arg-type]
+        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[arg-type, call-arg]
     # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
     # unbounded; send the classic field they understand.
     return ChatOpenAI(extra_body={"max_tokens": max_tokens}, **common)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ def simulated_reply(prompt: str) -> str:
         f"You said: {prompt}\n\n"
         "Here is a **simulated** answer with a list:\n\n"
         "- first point\n- second point\n\n"
-        "```python\ndef greet(name):\n    return f\"Hello, {name}!\"\n```\n"
+        '```python\ndef greet(name):\n    return f"Hello, {name}!"\n```\n'
     )
 
 
@@ -83,7 +83,9 @@ class SimulatedChatModel(BaseChatModel):
                 time.sleep(1 / self.tokens_per_second)
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
         yield ChatGenerationChunk(
-            message=AIMessageChunk(content="", usage_metadata=self._usage(prompt_tokens, len(tokens)))
+            message=AIMessageChunk(
+                content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
+            )
         )
 
     async def _astream(
@@ -101,7 +103,9 @@ class SimulatedChatModel(BaseChatModel):
                 await asyncio.sleep(1 / self.tokens_per_second)
             yield ChatGenerationChunk(message=AIMessageChunk(content=token))
         yield ChatGenerationChunk(
-            message=AIMessageChunk(content="", usage_metadata=self._usage(prompt_tokens, len(tokens)))
+            message=AIMessageChunk(
+                content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
+            )
         )
 
 

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import close_old_connections
+
+from chat import services
+from chat.errors import ChatError
+from chat.models import Conversation, Message
+
+
+@pytest.fixture
+def no_dispatch(monkeypatch):
+    """Record dispatches instead of generating: these tests are about the rows."""
+    calls: list[int] = []
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid))
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_creates_conversation_user_message_and_pending_reply(owner, no_dispatch):
+    result = services.message_send(author=owner, conversation=None, text="Plan a trip to Oslo", client_id="a")
+    assert result.created
+    conversation = result.reply.conversation
+    assert conversation.owner == owner and conversation.title == "Plan a trip to Oslo"
+    assert result.user_message.status == Message.Status.COMPLETE
+    assert result.reply.status == Message.Status.PENDING
+    assert result.reply.reply_to == result.user_message
+    assert result.reply.provider == "simulated"
+    assert no_dispatch == [result.reply.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_repeated_client_id_returns_first_result_without_new_generation(owner, no_dispatch):
+    first = services.message_send(author=owner, conversation=None, text="hi", client_id="dup")
+    again = services.message_send(author=owner, conversation=None, text="hi", client_id="dup")
+    assert not again.created
+    assert (again.user_message.pk, again.reply.pk) == (first.user_message.pk, first.reply.pk)
+    assert Conversation.objects.count() == 1 and Message.objects.count() == 2
+    assert no_dispatch == [first.reply.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_twin_sends_create_one_message(owner, no_dispatch):
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def send():
+        try:
+            barrier.wait()
+            results.append(
+                services.message_send(author=owner, conversation=None, text="race", client_id="twin")
+            )
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors
+    assert len({r.reply.pk for r in results}) == 1
+    assert Message.objects.filter(client_id="twin").count() == 1
+    assert len(no_dispatch) == 1
+
+
+@pytest.mark.django_db
+def test_same_client_id_from_two_users_is_two_messages(owner, member, no_dispatch):
+    services.message_send(author=owner, conversation=None, text="x", client_id="shared")
+    services.message_send(author=member, conversation=None, text="x", client_id="shared")
+    assert Message.objects.filter(role="user").count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", ["", "   \n", None, 42])
+def test_empty_or_non_text_is_refused(owner, no_dispatch, text):
+    with pytest.raises(ChatError) as error:
+        services.message_send(author=owner, conversation=None, text=text, client_id="e")
+    assert error.value.code == "bad_frame"
+    assert Message.objects.count() == 0 and Conversation.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_too_long_text_is_refused(owner, no_dispatch, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 10
+    with pytest.raises(ChatError, match="too long"):
+        services.message_send(author=owner, conversation=None, text="x" * 11, client_id="l")
+
+
+@pytest.mark.django_db
+def test_outsider_cannot_send_into_a_conversation(owner, outsider, no_dispatch):
+    conversation = services.conversation_create(owner=owner)
+    with pytest.raises(ChatError) as error:
+        services.message_send(author=outsider, conversation=conversation, text="hi", client_id="o")
+    assert error.value.code == "not_found"
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_pending_reply_finishes_it_at_once(owner, no_dispatch):
+    result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
+    services.reply_cancel(message=result.reply, by=owner)
+    result.reply.refresh_from_db()
+    assert result.reply.status == Message.Status.CANCELLED and result.reply.finished_at
+    assert services.reply_start(message_id=result.reply.pk) is None  # never starts later
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_streaming_reply_raises_the_shared_flag(owner, no_dispatch):
+    result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
+    assert services.reply_start(message_id=result.reply.pk) is not None
+    assert not services.reply_cancel_requested(result.reply.pk)
+    services.reply_cancel(message=result.reply, by=owner)
+    assert services.reply_cancel_requested(result.reply.pk)
+
+
+@pytest.mark.django_db
+def test_a_user_message_cannot_be_cancelled(owner, no_dispatch):
+    result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
+    with pytest.raises(ChatError):
+        services.reply_cancel(message=result.user_message, by=owner)
+
+
+@pytest.mark.django_db
+def test_reply_is_claimed_once(owner, no_dispatch):
+    result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
+    assert services.reply_start(message_id=result.reply.pk) is not None
+    assert services.reply_start(message_id=result.reply.pk) is None
+
+
+@pytest.mark.django_db
+def test_checkpoint_and_finish_save_text_seq_and_usage(owner, no_dispatch):
+    reply = services.message_send(author=owner, conversation=None, text="hi", client_id="c").reply
+    services.reply_start(message_id=reply.pk)
+    services.reply_checkpoint(message_id=reply.pk, content="Hel", seq=3)
+    reply.refresh_from_db()
+    assert (reply.content, reply.seq, reply.status) == ("Hel", 3, "streaming")
+    services.reply_finish(
+        message_id=reply.pk, content="Hello ✓", status="complete", prompt_tokens=5,
+        completion_tokens=2,
+    )
+    reply.refresh_from_db()
+    assert reply.seq == 7  # code points, not bytes
+    assert (reply.completion_tokens, reply.status) == (2, "complete")
+    assert reply.total_ms is not None
+
+
+@pytest.mark.django_db
+def test_send_pins_a_query_budget(owner, no_dispatch, django_assert_max_num_queries):
+    conversation = services.conversation_create(owner=owner)
+    with django_assert_max_num_queries(8):
+        services.message_send(author=owner, conversation=conversation, text="hi", client_id="q")

@@ -1,0 +1,151 @@
+"""The generation function and its coalescer, on the in-memory layer with the simulated model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from chat import services
+from chat.events import conversation_group
+from chat.models import Message
+from llm.providers.base import ProviderError
+from llm.providers.simulated import simulated_reply
+from llm.streaming import DeltaCoalescer, reply_stream
+
+
+async def test_first_piece_goes_at_once_then_pieces_are_coalesced():
+    flushed: list[str] = []
+
+    async def flush(text):
+        flushed.append(text)
+
+    coalescer = DeltaCoalescer(flush, interval=0.05, max_chars=1000)
+    await coalescer.add("Hel")
+    assert flushed == ["Hel"]
+    for piece in ["lo", ",", " wor", "ld"]:
+        await coalescer.add(piece)
+    assert flushed == ["Hel"]  # waiting for the window
+    await asyncio.sleep(0.08)
+    assert flushed == ["Hel", "lo, world"]
+    await coalescer.add("!")
+    await coalescer.aclose()
+    assert "".join(flushed) == "Hello, world!"
+
+
+async def test_a_full_buffer_flushes_before_the_window_ends():
+    flushed: list[str] = []
+
+    async def flush(text):
+        flushed.append(text)
+
+    coalescer = DeltaCoalescer(flush, interval=10, max_chars=4)
+    for piece in ["a", "bb", "cc", "d"]:
+        await coalescer.add(piece)
+    assert flushed == ["a", "bbcc"]
+    await coalescer.aclose()
+    assert flushed == ["a", "bbcc", "d"]
+
+
+async def _drain(layer, channel) -> list[dict]:
+    events = []
+    while True:
+        try:
+            events.append(await asyncio.wait_for(layer.receive(channel), 0.2))
+        except asyncio.TimeoutError:
+            return events
+
+
+@pytest.fixture
+def pending_reply(owner, monkeypatch):
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+
+    def make(text="Tell me"):
+        return services.message_send(author=owner, conversation=None, text=text, client_id=text).reply
+
+    return make
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_reply_stream_publishes_contiguous_deltas_and_saves_the_same_text(pending_reply):
+    reply = await sync_to_async(pending_reply)()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(conversation_group(reply.conversation_id), channel)
+    await reply_stream(message_id=reply.pk)
+    events = await _drain(layer, channel)
+    deltas = [e for e in events if e["type"] == "chat.delta"]
+    position = 0
+    for delta in deltas:
+        assert delta["start"] == position
+        position = delta["seq"]
+    saved = await Message.objects.aget(pk=reply.pk)
+    assert "".join(d["text"] for d in deltas) == saved.content == simulated_reply("Tell me")
+    assert saved.status == "complete" and saved.seq == len(saved.content)
+    assert saved.first_token_at and saved.finished_at and not saved.tokens_estimated
+    assert events[-1]["type"] == "chat.done" and events[-1]["seq"] == saved.seq
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reply_is_generated_once_even_if_dispatched_twice(pending_reply):
+    reply = await sync_to_async(pending_reply)()
+    await asyncio.gather(reply_stream(message_id=reply.pk), reply_stream(message_id=reply.pk))
+    saved = await Message.objects.aget(pk=reply.pk)
+    assert saved.content == simulated_reply("Tell me")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(pending_reply, monkeypatch):
+    reply = await sync_to_async(pending_reply)()
+
+    class Broken:
+        async def astream(self, messages):
+            raise ProviderError("provider_unavailable", "The model provider answered 503.", retryable=True)
+            yield  # pragma: no cover
+
+    monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Broken())
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(conversation_group(reply.conversation_id), channel)
+    await reply_stream(message_id=reply.pk)
+    saved = await Message.objects.aget(pk=reply.pk)
+    assert saved.status == "failed" and saved.error_code == "provider_unavailable"
+    error = (await _drain(layer, channel))[-1]
+    assert error["type"] == "chat.error" and error["retryable"] is True and error["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_unexpected_failure_never_leaves_a_reply_streaming(pending_reply, monkeypatch):
+    reply = await sync_to_async(pending_reply)()
+
+    def explode(config, max_tokens):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("llm.streaming.chat_model_for", explode)
+    await reply_stream(message_id=reply.pk)
+    saved = await Message.objects.aget(pk=reply.pk)
+    assert saved.status == "failed" and saved.error_code == "internal"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypatch):
+    seen = []
+
+    class Recorder:
+        async def astream(self, messages):
+            seen.append([(m.type, m.content) for m in messages])
+            from langchain_core.messages import AIMessageChunk
+
+            yield AIMessageChunk(content="ok")
+
+    monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Recorder())
+    first = await sync_to_async(pending_reply)("one")
+    await reply_stream(message_id=first.pk)
+    second = await sync_to_async(services.message_send)(
+        author=owner, conversation=first.conversation, text="two", client_id="two"
+    )
+    await reply_stream(message_id=second.reply.pk)
+    assert [t for t, _ in seen[1]] == ["system", "human", "ai", "human"]
+    assert [c for _, c in seen[1]][1:] == ["one", "ok", "two"]
