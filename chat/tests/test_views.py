@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from chat import services
+from chat.models import Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def chat_with_history(owner, monkeypatch):
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    result = services.message_send(author=owner, conversation=None, text="What is **2+2**?", client_id="h")
+    services.reply_start(message_id=result.reply.pk)
+    services.reply_finish(message_id=result.reply.pk, content="It is **4**.\n\n<script>x()</script>", status="complete")
+    return result.reply.conversation
+
+
+def test_the_chat_page_needs_sign_in(client):
+    response = client.get(reverse("chat:home"))
+    assert response.status_code == 302 and reverse("accounts:login") in response["Location"]
+
+
+def test_history_is_server_rendered_as_safe_markdown(client, owner, chat_with_history):
+    client.force_login(owner)
+    response = client.get(reverse("chat:conversation", args=[chat_with_history.pk]))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "It is <strong>4</strong>." in html
+    assert "<script>x()" not in html and "&lt;script&gt;x()" in html
+    assert "What is **2+2**?" in html  # the user's own text is shown as written
+    assert chat_with_history.title in html  # in the conversation list
+
+
+def test_pages_send_a_strict_content_security_policy(client, owner):
+    client.force_login(owner)
+    policy = client.get(reverse("chat:home"))["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "object-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_outsider_gets_not_found_for_someone_elses_conversation(client, outsider, chat_with_history):
+    client.force_login(outsider)
+    response = client.get(reverse("chat:conversation", args=[chat_with_history.pk]))
+    assert response.status_code == 404
+    assert b"What is" not in response.content
+
+
+def test_new_chat_creates_a_conversation_and_opens_it(client, owner):
+    client.force_login(owner)
+    response = client.post(reverse("chat:new"))
+    assert response.status_code == 302
+    assert owner.conversations.count() == 1
+
+
+def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch):
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    result = services.message_send(author=owner, conversation=None, text="go", client_id="s")
+    services.reply_start(message_id=result.reply.pk)
+    services.reply_checkpoint(message_id=result.reply.pk, content="Partial", seq=7)
+    client.force_login(owner)
+    html = client.get(reverse("chat:conversation", args=[result.reply.conversation_id])).content.decode()
+    assert f'data-message-id="{result.reply.pk}"' in html
+    assert 'data-seq="7"' in html and 'data-content="Partial"' in html
+    assert Message.objects.get(pk=result.reply.pk).status == "streaming"
+
+
+def test_healthz_answers(client):
+    assert client.get("/healthz").json()["status"] == "ok"
