@@ -22,6 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_admin
+	$(BIN)/python manage.py reap_replies --all
 	@echo "Parley is starting on http://$(HOST):$(PORT)/  (Ctrl+C stops it)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 

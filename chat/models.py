@@ -73,11 +73,15 @@ class Message(models.Model):
     error_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed by the generator every few seconds; a streaming reply whose heartbeat stops is
+    # reaped (marked failed, retryable) instead of hanging forever.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="message_status_heartbeat")]
         constraints = [
             models.UniqueConstraint(
                 fields=["author", "client_id"],

@@ -7,12 +7,14 @@ generation in llm/streaming.py, in-process or in a Celery worker alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -150,8 +152,9 @@ def reply_cancel_requested(message_id: int) -> bool:
 
 def reply_start(*, message_id: int) -> Message | None:
     """Claim a pending reply for generation; None if it is gone, final or claimed already."""
+    now = timezone.now()
     claimed = Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
-        status=Message.Status.STREAMING, started_at=timezone.now()
+        status=Message.Status.STREAMING, started_at=now, heartbeat_at=now
     )
     if not claimed:
         return None
@@ -165,7 +168,16 @@ def reply_first_token(*, message_id: int) -> None:
 def reply_checkpoint(*, message_id: int, content: str, seq: int) -> None:
     """Save the text streamed so far, so a resume or a crash loses at most one interval."""
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content, seq=seq
+        content=content, seq=seq, heartbeat_at=timezone.now()
+    )
+
+
+def reply_heartbeat(*, message_id: int) -> bool:
+    """Say the generator is alive; False if the reply is no longer ours (reaped or final)."""
+    return bool(
+        Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+            heartbeat_at=timezone.now()
+        )
     )
 
 
@@ -178,10 +190,20 @@ def reply_finish(
     completion_tokens: int | None = None,
     tokens_estimated: bool = False,
     error: ChatError | None = None,
-) -> Message:
-    """Save the final state of a reply and tell every socket on its conversation."""
+) -> Message | None:
+    """Save the final state of a streaming reply and tell every socket on its conversation.
+
+    Only a streaming reply can be finished, and only once: if the reaper (or another worker)
+    got there first, this returns None and publishes nothing, so no reply has two endings.
+    """
     with transaction.atomic():
-        message = Message.objects.select_for_update().get(pk=message_id)
+        message = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, status=Message.Status.STREAMING)
+            .first()
+        )
+        if message is None:
+            return None
         message.content = content
         message.seq = len(content)
         message.status = status
@@ -198,6 +220,44 @@ def reply_finish(
             event_publish_on_commit(message.conversation_id, done_event(message))
     cache.delete(CANCEL_KEY.format(message_id=message_id))
     return message
+
+
+INTERRUPTED = ChatError(
+    "interrupted",
+    "The reply stopped before it was complete (the server generating it went away). "
+    "The partial text is kept; regenerate to try again.",
+    retryable=True,
+)
+
+
+def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
+    """Fail replies whose generator died: streaming without a heartbeat for `stale_after`, or
+    pending (never picked up) for `pending_after`. Returns how many were reaped."""
+    now = timezone.now()
+    stuck = Message.objects.filter(
+        Q(status=Message.Status.STREAMING, heartbeat_at__lt=now - stale_after)
+        | Q(status=Message.Status.PENDING, created_at__lt=now - pending_after),
+        role=Message.Role.ASSISTANT,
+    ).values_list("pk", flat=True)
+    reaped = 0
+    for message_id in list(stuck):
+        with transaction.atomic():
+            message = (
+                Message.objects.select_for_update()
+                .filter(
+                    pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.PENDING]
+                )
+                .first()
+            )
+            if message is None:
+                continue
+            message.status = Message.Status.FAILED
+            message.error_code, message.error_message = INTERRUPTED.code, INTERRUPTED.detail
+            message.finished_at = now
+            message.save(update_fields=["status", "error_code", "error_message", "finished_at"])
+            event_publish_on_commit(message.conversation_id, error_event(message, INTERRUPTED))
+            reaped += 1
+    return reaped
 
 
 def done_event(message: Message) -> dict[str, Any]:

@@ -124,7 +124,7 @@ async def reply_stream(*, message_id: int) -> None:
         state.text += text
         if start == 0:
             await sync_to_async(services.reply_first_token)(message_id=state.message_id)
-        await event_publish(
+        await _publish_delta(
             state.conversation_id,
             {
                 "type": "chat.delta",
@@ -199,20 +199,43 @@ async def _pump_tokens(
 
 
 async def _await_unless_cancelled(pump: asyncio.Task[None], message_id: int) -> bool:
-    """Wait for the token pump; poll the shared cancel flag meanwhile. True if cancelled."""
+    """Wait for the token pump; meanwhile poll the shared cancel flag and keep the heartbeat
+    fresh (it also tells us if the reaper took the reply away). True if it was cancelled."""
     poll = settings.STREAM_CANCEL_POLL_INTERVAL
+    last_heartbeat = time.monotonic()
     while True:
         done, _ = await asyncio.wait({pump}, timeout=poll)
         if done:
             pump.result()  # re-raises the pump's error
             return False
-        if await sync_to_async(services.reply_cancel_requested)(message_id):
+        stop = await _cancel_requested(message_id)
+        if not stop and time.monotonic() - last_heartbeat >= settings.STREAM_HEARTBEAT_INTERVAL:
+            last_heartbeat = time.monotonic()
+            stop = not await sync_to_async(services.reply_heartbeat)(message_id=message_id)
+        if stop:
             pump.cancel()
             try:
                 await pump
             except asyncio.CancelledError:
                 pass
             return True
+
+
+async def _cancel_requested(message_id: int) -> bool:
+    try:
+        return await sync_to_async(services.reply_cancel_requested)(message_id)
+    except Exception:  # the cache (Redis) is down: keep generating, look again next poll
+        logger.warning("cancel flag unreadable for reply %s", message_id, exc_info=True)
+        return False
+
+
+async def _publish_delta(conversation_id: int, event: dict[str, object]) -> None:
+    """Publish, but never let a channel-layer outage kill the generation: the text is saved
+    at each checkpoint and clients recover missing deltas by seq (resume)."""
+    try:
+        await event_publish(conversation_id, event)
+    except Exception:
+        logger.warning("delta for reply %s not published", event.get("message"), exc_info=True)
 
 
 def _usage(state: ReplyState, status: str) -> tuple[int | None, int | None, bool]:

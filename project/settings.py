@@ -136,6 +136,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "llm-remote"
 # Longer than the longest generation, so an unacked task is not redelivered while it still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The reaper runs on a worker started with --beat (or a separate `celery beat`).
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-replies": {
+        "task": "llm.tasks.reap_replies",
+        "schedule": env_float("REAP_EVERY", 10.0),
+        "options": {"queue": "llm-remote", "expires": 30},
+    }
+}
 
 # --- LLM providers -------------------------------------------------------------------------
 LLM_DEFAULT_PROVIDER = env_str("LLM_DEFAULT_PROVIDER", "local")
@@ -161,6 +170,13 @@ STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 0.04)
 STREAM_FLUSH_MAX_CHARS = env_int("STREAM_FLUSH_MAX_CHARS", 1024)
 STREAM_CHECKPOINT_INTERVAL = env_float("STREAM_CHECKPOINT_INTERVAL", 1.0)
 STREAM_CANCEL_POLL_INTERVAL = env_float("STREAM_CANCEL_POLL_INTERVAL", 0.25)
+# A generator refreshes its heartbeat this often; the reaper fails streaming replies whose
+# heartbeat is older than REAP_STALE_AFTER, and pending ones never picked up after
+# REAP_PENDING_AFTER (seconds).
+STREAM_HEARTBEAT_INTERVAL = env_float("STREAM_HEARTBEAT_INTERVAL", 3.0)
+REAP_STALE_AFTER = env_float("REAP_STALE_AFTER", 20.0)
+REAP_PENDING_AFTER = env_float("REAP_PENDING_AFTER", 900.0)
+REAP_EVERY = env_float("REAP_EVERY", 10.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
 
 # --- Static files --------------------------------------------------------------------------

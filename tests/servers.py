@@ -7,6 +7,8 @@ own), waits until it answers, and is stopped by `ProcessGroup.stop_all()`.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -15,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +165,236 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed; .ci/run must install it")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+# --- The production topology on loopback (tests/integration/test_topology.py) ----------------
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+_REDIS_LOCK_KEY = "parley-e2e:lock"
+_REDIS_MARKER_KEY = "parley-e2e:marker"
+
+
+def require_service(name: str, host: str, port: int, timeout: float = 3.0) -> None:
+    """A TCP service the test needs (PostgreSQL, Redis): missing fails in CI, skips elsewhere."""
+    import pytest
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+    if IN_CI:
+        pytest.fail(f"{message}; .ci/run must start it")
+    pytest.skip(message)
+
+
+@contextmanager
+def postgres_database(
+    admin_url: str = POSTGRES_ADMIN_URL, prefix: str = "parley_e2e"
+) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; yields its URL and drops it (with its sessions) after."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def redis_database(candidates: range = range(8, 16), ttl: int = 900) -> Iterator[int]:
+    """Claim an empty Redis database index for one test run; flushed at claim and at release.
+
+    Concurrent runs (several developers on one machine) each get their own index, so their
+    channel-layer groups (conversation.1, …) and Celery queues never cross. A database holding
+    someone else's keys is skipped; one left by a crashed run (marker, expired lock) is reused.
+    """
+    import redis
+
+    token = secrets.token_hex(8)
+    for index in candidates:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=5)
+        if not client.set(_REDIS_LOCK_KEY, token, nx=True, ex=ttl):
+            continue
+        if client.dbsize() > 1 and not client.exists(_REDIS_MARKER_KEY):
+            client.delete(_REDIS_LOCK_KEY)
+            client.close()
+            continue
+        with client.pipeline(transaction=True) as pipe:
+            pipe.flushdb()
+            pipe.set(_REDIS_LOCK_KEY, token, ex=ttl)
+            pipe.set(_REDIS_MARKER_KEY, "1")
+            pipe.execute()
+        try:
+            yield index
+        finally:
+            if client.get(_REDIS_LOCK_KEY) == token.encode():
+                client.flushdb()
+            client.close()
+        return
+    raise RuntimeError(f"no free Redis database among {list(candidates)}")
+
+
+def wait_for_log(
+    group: ProcessGroup,
+    name: str,
+    needle: str,
+    timeout: float = 60.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Wait until a process's log contains `needle`; fail early if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in group.log(name):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode} before logging {needle!r}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{name} did not log {needle!r} within {timeout}s")
+
+
+def start_daphne_behind_proxy(
+    group: ProcessGroup, name: str, port: int, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Daphne as the image runs it (--proxy-headers), not waited for: start several, then wait."""
+    return group.start(
+        name,
+        [
+            PYTHON,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--proxy-headers",
+            "project.asgi:application",
+        ],
+        env,
+    )
+
+
+def start_celery_worker(
+    group: ProcessGroup,
+    name: str,
+    env: Mapping[str, str],
+    queues: str = "llm-remote,llm-local",
+    concurrency: int = 2,
+    timeout: float = 90.0,
+) -> subprocess.Popen[bytes]:
+    """A Celery worker consuming `queues`; returns once it logs that it is ready."""
+    proc = group.start(
+        name,
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "--loglevel=INFO",
+            "-n",
+            f"{name}-{secrets.token_hex(3)}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+    )
+    wait_for_log(group, name, " ready.", timeout=timeout, proc=proc)
+    return proc
+
+
+def nginx_conf_for_test(
+    source: str, *, upstream_ports: list[int], listen_port: int, static_root: Path, prefix: Path
+) -> str:
+    """The repository's nginx.conf pointed at loopback processes; every other line unchanged.
+
+    Rewrites the upstream `server daphne-N:8000` lines (one per port, in order), `listen 80;`,
+    the static alias, and adds temp paths under `prefix`. Fails loudly when the file no longer
+    has the shape this expects, rather than testing a config that production would not run.
+    """
+    servers = list(re.finditer(r"^(\s*)server daphne-\d+:8000\b", source, flags=re.M))
+    if len(servers) != len(upstream_ports):
+        raise AssertionError(
+            f"nginx.conf has {len(servers)} daphne upstream servers, test has {len(upstream_ports)}"
+        )
+    ports = iter(upstream_ports)
+    text = re.sub(
+        r"^(\s*)server daphne-\d+:8000\b",
+        lambda m: f"{m.group(1)}server 127.0.0.1:{next(ports)}",
+        source,
+        flags=re.M,
+    )
+    replacements = [
+        (r"^(\s*)listen 80;", rf"\g<1>listen 127.0.0.1:{listen_port};"),
+        (r"^(\s*)alias /app/staticfiles/;", rf"\g<1>alias {static_root}/;"),
+    ]
+    for pattern, replacement in replacements:
+        text, count = re.subn(pattern, replacement, text, flags=re.M)
+        if count != 1:
+            raise AssertionError(f"nginx.conf: expected one line matching {pattern!r}")
+    temp_paths = "".join(
+        f"    {kind}_temp_path {prefix / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    text, count = re.subn(r"^http \{\n", lambda m: m.group(0) + temp_paths, text, flags=re.M)
+    if count != 1:
+        raise AssertionError("nginx.conf: expected one `http {` line")
+    return text
+
+
+def start_nginx(
+    group: ProcessGroup, name: str, binary: str, conf: Path, prefix: Path, port: int
+) -> subprocess.Popen[bytes]:
+    """nginx in the foreground with its own prefix and pid file; returns once it answers."""
+    test = subprocess.run(
+        [
+            binary,
+            "-t",
+            "-p",
+            str(prefix),
+            "-c",
+            str(conf),
+            "-e",
+            "stderr",
+            "-g",
+            f"pid {prefix / 'nginx.pid'};",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if test.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{test.stderr}")
+    proc = group.start(
+        name,
+        [
+            binary,
+            "-p",
+            str(prefix),
+            "-c",
+            str(conf),
+            "-e",
+            "stderr",
+            "-g",
+            f"daemon off; pid {prefix / 'nginx.pid'};",
+        ],
+        os.environ,
+    )
+    wait_until_answers(f"http://127.0.0.1:{port}/nginx-health", timeout=20, proc=proc)
+    return proc

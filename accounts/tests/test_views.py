@@ -12,8 +12,12 @@ pytestmark = pytest.mark.django_db
 def test_signup_creates_an_account_and_signs_in(client):
     response = client.post(
         reverse("accounts:signup"),
-        {"username": "nadia", "email": "n@example.org", "password1": "a long passphrase 42",
-         "password2": "a long passphrase 42"},
+        {
+            "username": "nadia",
+            "email": "n@example.org",
+            "password1": "a long passphrase 42",
+            "password2": "a long passphrase 42",
+        },
     )
     assert response.status_code == 302 and response["Location"] == reverse("chat:home")
     assert User.objects.filter(username="nadia").exists()
@@ -48,8 +52,11 @@ def test_wrong_password_is_refused(client, owner):
 
 def test_sign_in_is_rate_limited(client, owner):
     url = reverse("accounts:login")
-    statuses = [client.post(url, {"username": "olivia", "password": "nope"}).status_code for _ in range(25)]
-    assert statuses[0] == 200 and statuses[-1] == 403
+    # 45 tries span at most two fixed one-minute windows, so one of them exceeds 20/m.
+    statuses = [
+        client.post(url, {"username": "olivia", "password": "nope"}).status_code for _ in range(45)
+    ]
+    assert statuses[0] == 200 and 403 in statuses
 
 
 def test_ensure_admin_creates_one_admin_once(capsys, monkeypatch):

@@ -17,16 +17,22 @@ def operator(db):
 @pytest.fixture
 def finished_chat(owner, monkeypatch):
     monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
-    result = services.message_send(author=owner, conversation=None, text="quarterly report", client_id="a")
+    result = services.message_send(
+        author=owner, conversation=None, text="quarterly report", client_id="a"
+    )
     services.reply_start(message_id=result.reply.pk)
-    services.reply_finish(message_id=result.reply.pk, content="Here it is", status="complete", completion_tokens=3)
+    services.reply_finish(
+        message_id=result.reply.pk, content="Here it is", status="complete", completion_tokens=3
+    )
     return result
 
 
 def test_operator_sees_conversations_with_messages_inline(client, operator, finished_chat):
     client.force_login(operator)
     conversation = finished_chat.reply.conversation
-    page = client.get(reverse("admin:chat_conversation_change", args=[conversation.pk])).content.decode()
+    page = client.get(
+        reverse("admin:chat_conversation_change", args=[conversation.pk])
+    ).content.decode()
     assert "quarterly report" in page and "Here it is" in page and "simulated" in page
 
 

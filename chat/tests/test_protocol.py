@@ -15,8 +15,12 @@ from chat.protocol import (
 
 
 def test_it_parses_every_frame_type():
-    assert frame_parse({"type": "send", "conversation": None, "text": "hi", "client_id": "a"}) == SendFrame(None, "hi", "a")
-    assert frame_parse({"type": "send", "conversation": 3, "text": "hi", "client_id": "a"}) == SendFrame(3, "hi", "a")
+    assert frame_parse(
+        {"type": "send", "conversation": None, "text": "hi", "client_id": "a"}
+    ) == SendFrame(None, "hi", "a")
+    assert frame_parse(
+        {"type": "send", "conversation": 3, "text": "hi", "client_id": "a"}
+    ) == SendFrame(3, "hi", "a")
     assert frame_parse({"type": "cancel", "message": 9}) == CancelFrame(9)
     assert frame_parse({"type": "resume", "message": 9, "after_seq": 4}) == ResumeFrame(9, 4)
     assert frame_parse({"type": "subscribe", "conversation": 2}) == SubscribeFrame(2)
@@ -26,14 +30,20 @@ def test_it_parses_every_frame_type():
 @pytest.mark.parametrize(
     "frame",
     [
-        None, [], "send", {}, {"type": "nope"},
+        None,
+        [],
+        "send",
+        {},
+        {"type": "nope"},
         {"type": "send", "text": "hi"},
         {"type": "send", "text": "hi", "client_id": ""},
         {"type": "send", "text": "hi", "client_id": "x" * 65},
         {"type": "send", "text": ["hi"], "client_id": "a"},
         {"type": "send", "text": "hi", "client_id": "a", "conversation": "3"},
         {"type": "send", "text": "hi", "client_id": "a", "conversation": True},
-        {"type": "cancel"}, {"type": "cancel", "message": 0}, {"type": "cancel", "message": -1},
+        {"type": "cancel"},
+        {"type": "cancel", "message": 0},
+        {"type": "cancel", "message": -1},
         {"type": "resume", "message": 1, "after_seq": -1},
         {"type": "resume", "message": 1, "after_seq": 1.5},
         {"type": "subscribe", "conversation": None},

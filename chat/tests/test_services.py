@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import close_old_connections
 
 from chat import services
 from chat.errors import ChatError
@@ -20,7 +17,9 @@ def no_dispatch(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_send_creates_conversation_user_message_and_pending_reply(owner, no_dispatch):
-    result = services.message_send(author=owner, conversation=None, text="Plan a trip to Oslo", client_id="a")
+    result = services.message_send(
+        author=owner, conversation=None, text="Plan a trip to Oslo", client_id="a"
+    )
     assert result.created
     conversation = result.reply.conversation
     assert conversation.owner == owner and conversation.title == "Plan a trip to Oslo"
@@ -42,30 +41,22 @@ def test_repeated_client_id_returns_first_result_without_new_generation(owner, n
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_twin_sends_create_one_message(owner, no_dispatch):
-    results, errors = [], []
-    barrier = threading.Barrier(2)
+def test_a_twin_that_loses_the_insert_race_answers_with_the_winner(owner, no_dispatch, monkeypatch):
+    """Two sends with one client_id pass the look-up together; the unique constraint decides."""
+    winner = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
+    real_lookup = services._earlier_send
+    calls = []
 
-    def send():
-        try:
-            barrier.wait()
-            results.append(
-                services.message_send(author=owner, conversation=None, text="race", client_id="twin")
-            )
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            close_old_connections()
+    def lookup_that_misses_once(**kwargs):
+        calls.append(kwargs)
+        return None if len(calls) == 1 else real_lookup(**kwargs)
 
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert not errors
-    assert len({r.reply.pk for r in results}) == 1
+    monkeypatch.setattr(services, "_earlier_send", lookup_that_misses_once)
+    loser = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
+    assert not loser.created and loser.reply.pk == winner.reply.pk
     assert Message.objects.filter(client_id="twin").count() == 1
-    assert len(no_dispatch) == 1
+    assert Conversation.objects.count() == 1  # the loser's new conversation was rolled back
+    assert no_dispatch == [winner.reply.pk]
 
 
 @pytest.mark.django_db
@@ -139,7 +130,10 @@ def test_checkpoint_and_finish_save_text_seq_and_usage(owner, no_dispatch):
     reply.refresh_from_db()
     assert (reply.content, reply.seq, reply.status) == ("Hel", 3, "streaming")
     services.reply_finish(
-        message_id=reply.pk, content="Hello ✓", status="complete", prompt_tokens=5,
+        message_id=reply.pk,
+        content="Hello ✓",
+        status="complete",
+        prompt_tokens=5,
         completion_tokens=2,
     )
     reply.refresh_from_db()

@@ -12,9 +12,15 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def chat_with_history(owner, monkeypatch):
     monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
-    result = services.message_send(author=owner, conversation=None, text="What is **2+2**?", client_id="h")
+    result = services.message_send(
+        author=owner, conversation=None, text="What is **2+2**?", client_id="h"
+    )
     services.reply_start(message_id=result.reply.pk)
-    services.reply_finish(message_id=result.reply.pk, content="It is **4**.\n\n<script>x()</script>", status="complete")
+    services.reply_finish(
+        message_id=result.reply.pk,
+        content="It is **4**.\n\n<script>x()</script>",
+        status="complete",
+    )
     return result.reply.conversation
 
 
@@ -41,7 +47,9 @@ def test_pages_send_a_strict_content_security_policy(client, owner):
     assert "unsafe-inline" not in policy
 
 
-def test_outsider_gets_not_found_for_someone_elses_conversation(client, outsider, chat_with_history):
+def test_outsider_gets_not_found_for_someone_elses_conversation(
+    client, outsider, chat_with_history
+):
     client.force_login(outsider)
     response = client.get(reverse("chat:conversation", args=[chat_with_history.pk]))
     assert response.status_code == 404
@@ -61,7 +69,9 @@ def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch
     services.reply_start(message_id=result.reply.pk)
     services.reply_checkpoint(message_id=result.reply.pk, content="Partial", seq=7)
     client.force_login(owner)
-    html = client.get(reverse("chat:conversation", args=[result.reply.conversation_id])).content.decode()
+    html = client.get(
+        reverse("chat:conversation", args=[result.reply.conversation_id])
+    ).content.decode()
     assert f'data-message-id="{result.reply.pk}"' in html
     assert 'data-seq="7"' in html and 'data-content="Partial"' in html
     assert Message.objects.get(pk=result.reply.pk).status == "streaming"

@@ -54,7 +54,7 @@ async def _drain(layer, channel) -> list[dict]:
     while True:
         try:
             events.append(await asyncio.wait_for(layer.receive(channel), 0.2))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return events
 
 
@@ -63,7 +63,9 @@ def pending_reply(owner, monkeypatch):
     monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
 
     def make(text="Tell me"):
-        return services.message_send(author=owner, conversation=None, text=text, client_id=text).reply
+        return services.message_send(
+            author=owner, conversation=None, text=text, client_id=text
+        ).reply
 
     return make
 
@@ -97,12 +99,16 @@ async def test_a_reply_is_generated_once_even_if_dispatched_twice(pending_reply)
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(pending_reply, monkeypatch):
+async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(
+    pending_reply, monkeypatch
+):
     reply = await sync_to_async(pending_reply)()
 
     class Broken:
         async def astream(self, messages):
-            raise ProviderError("provider_unavailable", "The model provider answered 503.", retryable=True)
+            raise ProviderError(
+                "provider_unavailable", "The model provider answered 503.", retryable=True
+            )
             yield  # pragma: no cover
 
     monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Broken())

@@ -1,0 +1,398 @@
+"""Providers without the network: the simulated model, error mapping, the registry, the builders
+and the local llama.cpp model (which runs in-process, from the bundled GGUF file)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
+from llm.providers.local import ChatLocalLlama, bundled_model_path, load_model
+from llm.providers.simulated import simulated_reply, split_tokens
+from llm.registry import chat_model_for, provider_config, provider_configs
+
+# --- simulated ------------------------------------------------------------------------------
+
+
+def _simulated(max_tokens: int = 512):
+    return chat_model_for(provider_config("simulated"), max_tokens=max_tokens)
+
+
+def _contents(chunks) -> list[str]:
+    return [c.content for c in chunks if c.content]
+
+
+def _usage(chunks):
+    found = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "one",
+        "  leading and trailing  ",
+        "tabs\tand\nnew\n\nlines\n",
+        "ünïcödé — “quotes” 😀 日本語",
+        "```python\ndef f():\n    return 1\n```\n",
+    ],
+)
+def test_split_tokens_joins_back_exactly(text):
+    tokens = split_tokens(text)
+    assert "".join(tokens) == text
+    assert all(tokens)
+
+
+def test_simulated_same_prompt_gives_same_tokens():
+    prompt = [HumanMessage("Tell me about otters")]
+    first = _contents(_simulated().stream(prompt))
+    second = _contents(_simulated().stream(prompt))
+    assert first == second
+    assert "".join(first) == simulated_reply("Tell me about otters")
+    assert first == split_tokens(simulated_reply("Tell me about otters"))
+
+
+def test_simulated_max_tokens_truncates():
+    chunks = list(_simulated(max_tokens=5).stream([HumanMessage("Tell me about otters")]))
+    contents = _contents(chunks)
+    assert contents == split_tokens(simulated_reply("Tell me about otters"))[:5]
+    assert _usage(chunks)["output_tokens"] == 5
+
+
+async def test_simulated_async_stream_yields_tokens_then_usage():
+    messages = [SystemMessage("Be brief."), HumanMessage("Tell me about otters")]
+    chunks = [chunk async for chunk in _simulated().astream(messages)]
+    contents = _contents(chunks)
+    assert "".join(contents) == simulated_reply("Tell me about otters")
+    usage = _usage(chunks)
+    assert usage["output_tokens"] == len(contents)
+    assert usage["input_tokens"] == len(split_tokens("Be brief.")) + len(
+        split_tokens("Tell me about otters")
+    )
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_simulated_invoke_matches_stream():
+    message = _simulated().invoke([HumanMessage("hi")])
+    assert message.content == simulated_reply("hi")
+    assert message.usage_metadata["output_tokens"] == len(split_tokens(simulated_reply("hi")))
+
+
+# --- provider_error_from --------------------------------------------------------------------
+
+_REQUEST = httpx2.Request("POST", "https://api.example.test/v1/chat/completions")
+_HTTPX_REQUEST = httpx.Request("POST", "https://api.example.test/v1/chat/completions")
+
+
+def _sdk_error(module, cls_name: str, status: int) -> Exception:
+    response = httpx2.Response(status, request=_REQUEST, json={"error": {"message": "no"}})
+    return getattr(module, cls_name)("no", response=response, body={"error": {"message": "no"}})
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(_sdk_error(openai, "RateLimitError", 429), id="openai-429"),
+        pytest.param(_sdk_error(openai, "InternalServerError", 500), id="openai-500"),
+        pytest.param(_sdk_error(openai, "InternalServerError", 503), id="openai-503"),
+        pytest.param(_sdk_error(anthropic, "RateLimitError", 429), id="anthropic-429"),
+        pytest.param(_sdk_error(anthropic, "InternalServerError", 500), id="anthropic-500"),
+        pytest.param(_sdk_error(anthropic, "OverloadedError", 529), id="anthropic-529"),
+        pytest.param(
+            httpx.HTTPStatusError(
+                "bad gateway",
+                request=_HTTPX_REQUEST,
+                response=httpx.Response(502, request=_HTTPX_REQUEST),
+            ),
+            id="httpx-502-via-response",
+        ),
+        pytest.param(
+            httpx.HTTPStatusError(
+                "timeout",
+                request=_HTTPX_REQUEST,
+                response=httpx.Response(408, request=_HTTPX_REQUEST),
+            ),
+            id="httpx-408",
+        ),
+    ],
+)
+def test_overload_and_server_errors_are_retryable_unavailable(exc):
+    error = provider_error_from(exc)
+    assert (error.code, error.retryable) == ("provider_unavailable", True)
+    assert str(getattr(exc, "status_code", None) or exc.response.status_code) in error.detail
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(_sdk_error(openai, "BadRequestError", 400), id="openai-400"),
+        pytest.param(_sdk_error(openai, "AuthenticationError", 401), id="openai-401"),
+        pytest.param(_sdk_error(openai, "PermissionDeniedError", 403), id="openai-403"),
+        pytest.param(_sdk_error(openai, "NotFoundError", 404), id="openai-404"),
+        pytest.param(_sdk_error(anthropic, "BadRequestError", 400), id="anthropic-400"),
+        pytest.param(_sdk_error(anthropic, "AuthenticationError", 401), id="anthropic-401"),
+        pytest.param(_sdk_error(anthropic, "PermissionDeniedError", 403), id="anthropic-403"),
+    ],
+)
+def test_client_errors_are_rejected_and_not_retryable(exc):
+    error = provider_error_from(exc)
+    assert (error.code, error.retryable) == ("provider_rejected", False)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(httpx.ConnectError("refused", request=_HTTPX_REQUEST), id="httpx-connect"),
+        pytest.param(httpx.ReadTimeout("slow", request=_HTTPX_REQUEST), id="httpx-read-timeout"),
+        pytest.param(httpx.ReadError("reset", request=_HTTPX_REQUEST), id="httpx-read-error"),
+        pytest.param(
+            httpx.RemoteProtocolError("closed", request=_HTTPX_REQUEST), id="httpx-protocol"
+        ),
+        pytest.param(httpx2.ConnectError("refused", request=_REQUEST), id="httpx2-connect"),
+        pytest.param(TimeoutError(), id="builtin-timeout"),
+        pytest.param(ConnectionRefusedError(), id="builtin-connection-refused"),
+        pytest.param(openai.APIConnectionError(request=_REQUEST), id="openai-connection"),
+        pytest.param(openai.APITimeoutError(request=_REQUEST), id="openai-timeout"),
+        pytest.param(anthropic.APIConnectionError(request=_REQUEST), id="anthropic-connection"),
+        pytest.param(anthropic.APITimeoutError(request=_REQUEST), id="anthropic-timeout"),
+    ],
+)
+def test_transport_failures_are_retryable_unavailable(exc):
+    error = provider_error_from(exc)
+    assert (error.code, error.retryable) == ("provider_unavailable", True)
+
+
+def test_anything_else_is_a_non_retryable_provider_error():
+    error = provider_error_from(ValueError("odd chunk"))
+    assert (error.code, error.retryable) == ("provider_error", False)
+    assert "ValueError" in error.detail
+    assert "odd chunk" not in error.detail  # vendor text is not shown to users
+
+
+def test_a_provider_error_passes_through_unchanged():
+    original = ProviderError("provider_rejected", "nope", retryable=False)
+    assert provider_error_from(original) is original
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_remote_providers(settings):
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_COMPATIBLE_BASE_URL = ""
+    settings.ANTHROPIC_API_KEY = ""
+    return settings
+
+
+def test_local_and_simulated_are_always_configured(no_remote_providers):
+    configs = provider_configs()
+    assert set(configs) == {"local", "simulated"}
+    assert configs["local"].kind == "local" and configs["local"].is_local
+    assert configs["simulated"].kind == "simulated" and not configs["simulated"].is_local
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "name", "kind"),
+    [
+        ("OPENAI_API_KEY", "sk-test", "openai", "openai"),
+        (
+            "OPENAI_COMPATIBLE_BASE_URL",
+            "http://127.0.0.1:9/v1",
+            "openai-compatible",
+            "openai-compatible",
+        ),
+        ("ANTHROPIC_API_KEY", "sk-ant-test", "anthropic", "anthropic"),
+    ],
+)
+def test_remote_providers_appear_only_when_configured(
+    no_remote_providers, setting, value, name, kind
+):
+    assert name not in provider_configs()
+    with pytest.raises(ProviderError) as info:
+        provider_config(name)
+    assert (info.value.code, info.value.retryable) == ("provider_rejected", False)
+
+    setattr(no_remote_providers, setting, value)
+    config = provider_config(name)
+    assert config.kind == kind
+    assert set(provider_configs()) == {"local", "simulated", name}
+    assert value in (config.api_key, config.base_url)
+    assert "sk-" not in repr(config)  # keys stay out of logs
+
+
+def test_openai_compatible_config_carries_model_url_and_key(no_remote_providers):
+    no_remote_providers.OPENAI_COMPATIBLE_BASE_URL = "http://127.0.0.1:9/v1"
+    no_remote_providers.OPENAI_COMPATIBLE_MODEL = "smollm2"
+    no_remote_providers.OPENAI_COMPATIBLE_API_KEY = "k"
+    no_remote_providers.LLM_REQUEST_TIMEOUT = 12.5
+    config = provider_config("openai-compatible")
+    assert (config.model, config.base_url, config.api_key, config.timeout) == (
+        "smollm2",
+        "http://127.0.0.1:9/v1",
+        "k",
+        12.5,
+    )
+
+
+def test_unknown_provider_name_is_rejected():
+    with pytest.raises(ProviderError) as info:
+        provider_config("no-such-provider")
+    assert (info.value.code, info.value.retryable) == ("provider_rejected", False)
+
+
+def test_unknown_provider_kind_is_rejected():
+    with pytest.raises(ProviderError) as info:
+        chat_model_for(ProviderConfig(name="x", kind="carrier-pigeon", model="m"), max_tokens=8)
+    assert (info.value.code, info.value.retryable) == ("provider_rejected", False)
+
+
+# --- builders: what LangChain would send ----------------------------------------------------
+
+_MESSAGES = [SystemMessage("Be brief."), HumanMessage("hi")]
+
+
+def _openai_model(kind: str, max_tokens: int = 8):
+    config = ProviderConfig(
+        name=kind,
+        kind=kind,
+        model="some-model",
+        base_url="http://127.0.0.1:9/v1",
+        timeout=7.0,
+        options={"temperature": 0.3},
+    )
+    return chat_model_for(config, max_tokens=max_tokens)
+
+
+def test_openai_kind_sends_max_completion_tokens():
+    model = _openai_model("openai")
+    payload = model._get_request_payload(_MESSAGES)
+    assert payload["max_completion_tokens"] == 8
+    assert "max_tokens" not in payload
+    assert "max_tokens" not in (payload.get("extra_body") or {})
+    assert payload["model"] == "some-model"
+    assert payload["temperature"] == 0.3
+    assert (model.streaming, model.stream_usage, model.max_retries) == (True, True, 0)
+
+
+def test_openai_compatible_kind_sends_classic_max_tokens_in_the_body():
+    model = _openai_model("openai-compatible")
+    payload = model._get_request_payload(_MESSAGES)
+    # The OpenAI SDK merges extra_body into the JSON body: the server sees "max_tokens": 8.
+    assert payload["extra_body"] == {"max_tokens": 8}
+    assert "max_completion_tokens" not in payload
+    assert "max_tokens" not in payload
+    assert payload["model"] == "some-model"
+    assert (model.streaming, model.stream_usage, model.max_retries) == (True, True, 0)
+    assert model.openai_api_base == "http://127.0.0.1:9/v1"
+
+
+def test_openai_compatible_without_a_key_still_builds():
+    config = ProviderConfig(
+        name="c", kind="openai-compatible", model="m", base_url="http://127.0.0.1:9/v1"
+    )
+    model = chat_model_for(config, max_tokens=8)
+    assert model.openai_api_key.get_secret_value() == "not-needed"
+
+
+def test_anthropic_builder_sets_model_and_max_tokens():
+    config = ProviderConfig(
+        name="anthropic",
+        kind="anthropic",
+        model="claude-3-5-haiku-latest",
+        api_key="sk-ant-test",
+        timeout=9.0,
+    )
+    model = chat_model_for(config, max_tokens=321)
+    payload = model._get_request_payload(_MESSAGES)
+    assert payload["model"] == "claude-3-5-haiku-latest"
+    assert payload["max_tokens"] == 321
+    assert payload["system"] == "Be brief."
+    assert (model.streaming, model.max_retries) == (True, 0)
+
+
+# --- local (llama.cpp in-process) -----------------------------------------------------------
+
+
+def test_bundled_model_file_exists():
+    path = bundled_model_path()
+    assert path.suffix == ".gguf"
+    assert path.is_file()
+    assert path.stat().st_size > 50_000_000
+
+
+def _local(max_tokens: int, temperature: float = 0.0) -> ChatLocalLlama:
+    config = ProviderConfig(
+        name="local",
+        kind="local",
+        model="smollm2-135m-instruct",
+        options={"n_ctx": 2048, "n_threads": 2, "temperature": temperature},
+    )
+    model = chat_model_for(config, max_tokens=max_tokens)
+    assert isinstance(model, ChatLocalLlama)
+    return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_loaded_models():
+    """Free the models loaded here while Python is whole: llama.cpp's __del__ fails at exit."""
+    yield
+    load_model.cache_clear()
+
+
+def _generating_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "llama-generate" and t.is_alive()]
+
+
+async def test_local_model_streams_a_short_reply_with_usage():
+    chunks = []
+    async with asyncio.timeout(60):
+        async for chunk in _local(max_tokens=8).astream([HumanMessage("Name a fruit.")]):
+            chunks.append(chunk)
+    contents = _contents(chunks)
+    assert contents and "".join(contents).strip()
+    assert len(contents) <= 8  # at most one chunk per generated token
+    usage = _usage(chunks)
+    assert usage["input_tokens"] > 0
+    # Counted by re-tokenizing the text, which can differ from the generated ids by a token.
+    assert 0 < usage["output_tokens"] <= 9
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+async def test_local_model_stopped_early_releases_the_model_for_the_next_reply():
+    long_one = _local(max_tokens=1000)  # ~40 s of generation if nothing stopped it
+    stream = long_one.astream([HumanMessage("Write a very long story about a lighthouse.")])
+    received = []
+    async with asyncio.timeout(60):
+        async for chunk in stream:
+            if chunk.content:
+                received.append(chunk.content)
+            if len(received) >= 3:
+                break
+        await stream.aclose()
+    stopped_at = time.monotonic()
+
+    # The generating thread notices within a token or so and lets go of the model's lock.
+    async with asyncio.timeout(10):
+        while _generating_threads():
+            await asyncio.sleep(0.02)
+    loaded = load_model(long_one.model_path, long_one.n_ctx, long_one.n_threads)
+    assert not loaded.lock.locked()
+
+    # And a second reply runs right away on the same loaded model.
+    async with asyncio.timeout(20):
+        second = [c async for c in _local(max_tokens=8).astream([HumanMessage("Say hi.")])]
+    assert _contents(second)
+    assert _usage(second)["output_tokens"] > 0
+    assert time.monotonic() - stopped_at < 20
+    assert not loaded.lock.locked()

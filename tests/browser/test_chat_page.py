@@ -1,0 +1,406 @@
+"""The chat page in a real browser: headless Chromium against a real Daphne in embedded mode.
+
+The simulated provider streams a fixed Markdown reply ("You said: <prompt>", a list, a Python
+code block) at a known rate, so the page's streaming, rendering, sanitizing, Stop and
+reconnect-and-resume paths are all exercised end to end. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ProcessGroup, base_env, free_port, manage, require_binary
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+USERNAME = "olivia"
+PASSWORD = "correct horse battery staple"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/parley_chat.png")
+FINAL = ("complete", "cancelled", "failed")
+WAIT_MS = 20_000
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    group: ProcessGroup
+
+    def saved_content(self, message_id: int) -> str:
+        """The reply text as the database holds it."""
+        code = (
+            "import json; from chat.models import Message; "
+            f"print(json.dumps(Message.objects.get(pk={message_id}).content))"
+        )
+        out = manage("shell", "-c", code, env=self.env, timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def _start_server(tmp: Path, *, tokens_per_second: float) -> Iterator[Server]:
+    env = base_env(
+        SQLITE_PATH=str(tmp / "db.sqlite3"),
+        DJANGO_DEBUG="false",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        SERVE_STATIC="true",
+        LLM_DEFAULT_PROVIDER="simulated",
+        SIMULATED_TOKENS_PER_SECOND=str(tokens_per_second),
+        SIMULATED_FIRST_TOKEN_DELAY="0.3",
+        LOG_LEVEL="WARNING",
+    )
+    manage("migrate", "--noinput", env=env, timeout=120)
+    manage(
+        "shell",
+        "-c",
+        "from accounts.models import User; "
+        f"User.objects.create_user(username={USERNAME!r}, password={PASSWORD!r})",
+        env=env,
+        timeout=60,
+    )
+    group = ProcessGroup(log_dir=tmp)
+    port = free_port()
+    try:
+        group.daphne("daphne", port, env)
+        yield Server(url=f"http://127.0.0.1:{port}", env=env, group=group)
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    return require_binary("chromium")
+
+
+@pytest.fixture(scope="module")
+def server(chromium_path, tmp_path_factory) -> Iterator[Server]:
+    """Replies at 30 tokens a second: a short reply streams for about a second."""
+    yield from _start_server(tmp_path_factory.mktemp("parley-fast"), tokens_per_second=30)
+
+
+@pytest.fixture(scope="module")
+def slow_server(chromium_path, tmp_path_factory) -> Iterator[Server]:
+    """Replies at 6 tokens a second: time enough to click Stop or drop the connection."""
+    yield from _start_server(tmp_path_factory.mktemp("parley-slow"), tokens_per_second=6)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class PageProblems:
+    """JavaScript errors and CSP violations the page reported."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def watch(self, page) -> None:
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        text = message.text
+        if message.type == "error" and ("Content Security Policy" in text or "Refused" in text):
+            self.errors.append(f"csp: {text}")
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    problems = PageProblems()
+    problems.watch(page)
+    try:
+        yield page
+        assert problems.errors == [], problems.errors
+    finally:
+        context.close()
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def sign_in(page, server: Server):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/accounts/login/")
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click(".auth-card button[type=submit]")
+    page.wait_for_url(f"{server.url}/")
+    expect(page.locator("#status")).to_have_text("Connected", timeout=WAIT_MS)
+
+
+def send(page, text: str):
+    """Type a message, press Enter; return the reply's article once the ack named it."""
+    from playwright.sync_api import expect
+
+    page.fill("#composer-text", text)
+    page.press("#composer-text", "Enter")
+    reply = page.locator("#messages article.message--assistant").last
+    expect(reply).to_have_attribute("data-message-id", re.compile(r"^\d+$"), timeout=WAIT_MS)
+    expect(page.locator("#composer-text")).to_have_value("", timeout=WAIT_MS)
+    return reply
+
+
+def wait_final(reply, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = reply.get_attribute("data-status")
+        if status in FINAL:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"reply not final within {timeout}s: {reply.get_attribute('data-status')}")
+
+
+def body_text(reply) -> str:
+    return reply.locator(".message__body").text_content() or ""
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+RECORD_RENDERS = """() => {
+  window.__renders = [];
+  const messages = document.getElementById("messages");
+  new MutationObserver(() => {
+    const replies = messages.querySelectorAll("article.message--assistant");
+    const reply = replies[replies.length - 1];
+    if (!reply) return;
+    const length = reply.querySelector(".message__body").textContent.length;
+    window.__renders.push([reply.dataset.status, length]);
+  }).observe(messages, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+RECORD_STATUS = """() => {
+  window.__statuses = [];
+  const status = document.getElementById("status");
+  new MutationObserver(() => window.__statuses.push(status.textContent))
+    .observe(status, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_sign_in_send_stream_markdown_and_reload(page, server):
+    from playwright.sync_api import expect
+
+    sign_in(page, server)
+    page.evaluate(RECORD_RENDERS)
+    reply = send(page, "Show me a list and some code")
+    assert wait_final(reply) == "complete"
+
+    # It streamed: the body grew over at least two renders before the reply was complete.
+    renders = page.evaluate("window.__renders")
+    streaming = [length for status, length in renders if status not in FINAL and length > 0]
+    assert len(set(streaming)) >= 2, renders
+    assert streaming == sorted(streaming), renders
+    final_length = len(body_text(reply))
+    assert max(streaming) <= final_length
+
+    # Rendered Markdown while streaming and at the end: a list, highlighted Python.
+    expect(reply.locator(".message__body li")).to_have_count(2)
+    expect(reply.locator(".message__body strong")).to_have_text("simulated")
+    code = reply.locator(".message__body pre code.hljs")
+    expect(code).to_have_count(1)
+    expect(code).to_have_class(re.compile(r"language-python"))
+    assert code.locator("span[class^='hljs-']").count() > 0
+    expect(reply.locator(".message__meta")).to_contain_text("simulated · simulated")
+    expect(reply.locator(".message__meta")).to_contain_text("tokens")
+    expect(reply.locator(".message__meta")).to_contain_text("first token")
+    expect(reply.locator("[data-stop]")).to_be_hidden()
+
+    # The new conversation got a URL and a place in the sidebar.
+    conversation = page.locator("#chat").get_attribute("data-conversation")
+    assert conversation and conversation.isdigit()
+    assert page.url == f"{server.url}/c/{conversation}/"
+    link = page.locator(f"#conversations a[data-conversation-id='{conversation}']")
+    expect(link).to_have_attribute("aria-current", "page")
+    streamed_text = body_text(reply)
+
+    # After a reload the history is server-rendered (and highlighted on load).
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    user = page.locator("#messages article.message--user")
+    expect(user).to_have_count(1)
+    expect(user.locator(".plain")).to_have_text("Show me a list and some code")
+    reloaded = page.locator("#messages article.message--assistant")
+    expect(reloaded).to_have_count(1)
+    expect(reloaded).to_have_attribute("data-status", "complete")
+    expect(reloaded.locator(".message__body li")).to_have_count(2)
+    expect(reloaded.locator(".message__body pre code.hljs")).to_have_count(1)
+    assert normalized(body_text(reloaded)) == normalized(streamed_text)
+    expect(page.locator("#conversations a[aria-current='page']")).to_have_count(1)
+
+    page.screenshot(path=str(SCREENSHOT), full_page=False)
+
+
+XSS_PROMPT = (
+    '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>\n\n'
+    "[x](javascript:window.__pwned=3)"
+)
+
+
+def _assert_inert(page) -> None:
+    from playwright.sync_api import expect
+
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    dangerous = "#messages script, #messages img, #messages [onerror], #messages [style]"
+    expect(page.locator(dangerous)).to_have_count(0)
+    expect(page.locator("#messages a[href^='javascript' i]")).to_have_count(0)
+    user = page.locator("#messages article.message--user .plain").last
+    assert user.text_content() == XSS_PROMPT
+    reply = page.locator("#messages article.message--assistant").last
+    text = body_text(reply)
+    assert '<img src=x onerror="window.__pwned=1">' in text
+    assert "<script>window.__pwned=2</script>" in text
+    assert "[x](javascript:window.__pwned=3)" in text
+
+
+def test_model_output_never_becomes_html(page, server):
+    sign_in(page, server)
+    reply = send(page, XSS_PROMPT)
+    assert wait_final(reply) == "complete"
+    _assert_inert(page)
+
+    response = page.reload()
+    csp = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp, csp
+    assert "unsafe-inline" not in csp, csp
+    _assert_inert(page)
+
+
+def test_stop_keeps_partial_text(page, slow_server):
+    from playwright.sync_api import expect
+
+    sign_in(page, slow_server)
+    reply = send(page, "Please take your time answering this")
+    expect(reply).to_have_attribute("data-status", "streaming", timeout=WAIT_MS)
+    expect(reply.locator(".message__body")).to_contain_text("You said", timeout=WAIT_MS)
+    reply.locator("[data-stop]").click()
+    assert wait_final(reply, timeout=10) == "cancelled"
+    expect(reply.locator("[data-stop]")).to_be_hidden()
+    partial = body_text(reply)
+    assert partial.startswith("You said")
+    assert "second point" not in partial  # stopped long before the end
+
+    page.reload()
+    reloaded = page.locator("#messages article.message--assistant").last
+    expect(reloaded).to_have_attribute("data-status", "cancelled")
+    assert normalized(body_text(reloaded)) == normalized(partial)
+
+
+class SocketRelay:
+    """Sits between the page and Daphne (Playwright's WebSocket routing); can lose deltas
+    like the channel layer may, and cut the connection."""
+
+    def __init__(self) -> None:
+        self.connections = []  # (page side, server side)
+        self.from_page: list[tuple[int, dict]] = []
+        self.dropped: list[dict] = []
+        self.drop_next_deltas = 0
+
+    def __call__(self, ws) -> None:
+        server = ws.connect_to_server()
+        number = len(self.connections)
+        self.connections.append((ws, server))
+
+        def to_server(message) -> None:
+            self.from_page.append((number, json.loads(message)))
+            server.send(message)
+
+        def to_page(message) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "delta" and self.drop_next_deltas > 0:
+                self.drop_next_deltas -= 1
+                self.dropped.append(frame)
+                return
+            ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    def cut(self) -> None:
+        ws, server = self.connections[-1]
+        ws.close(code=4000, reason="test: connection lost")
+        server.close()
+
+    def resumes(self, connection: int) -> list[dict]:
+        return [f for n, f in self.from_page if n == connection and f["type"] == "resume"]
+
+
+def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+def test_lost_deltas_and_reconnect_resume_without_gaps_or_duplicates(page, slow_server):
+    from playwright.sync_api import expect
+
+    from llm.providers.simulated import simulated_reply
+
+    relay = SocketRelay()
+    page.route_web_socket(re.compile(r"/ws/chat/$"), relay)
+    sign_in(page, slow_server)
+    page.evaluate(RECORD_STATUS)
+    prompt = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    reply = send(page, prompt)
+    expect(reply.locator(".message__body")).to_contain_text("You said", timeout=WAIT_MS)
+
+    # The layer loses two deltas: the page sees a gap and resumes from what it holds.
+    relay.drop_next_deltas = 2
+    wait_until(lambda: len(relay.dropped) == 2, what="two deltas dropped")
+    wait_until(lambda: relay.resumes(0), what="resume after a gap")
+    gap_resume = relay.resumes(0)[0]
+    assert gap_resume["after_seq"] == relay.dropped[0]["start"]
+
+    # Then the connection goes: the page reconnects and resumes from where it is.
+    expect(reply).to_have_attribute("data-status", "streaming")
+    relay.cut()
+    wait_until(lambda: len(relay.connections) == 2, what="reconnect")
+    wait_until(lambda: relay.resumes(1), what="resume after reconnect")
+    assert wait_final(reply, timeout=40) == "complete"
+    expect(page.locator("#status")).to_have_text("Connected")
+    statuses = page.evaluate("window.__statuses")
+    assert any("reconnecting" in s.lower() for s in statuses), statuses
+
+    message_id = int(reply.get_attribute("data-message-id"))
+    expected = simulated_reply(prompt)
+    assert slow_server.saved_content(message_id) == expected
+    live = body_text(reply)
+    assert live.count("You said:") == 1
+    assert live.count("first point") == 1
+    assert live.count("def greet(name):") == 1
+
+    page.reload()
+    reloaded = page.locator(f"#messages article[data-message-id='{message_id}']")
+    expect(reloaded).to_have_attribute("data-status", "complete")
+    assert body_text(reloaded) == live
