@@ -15,7 +15,9 @@ from chat.events import conversation_group
 from chat.models import Message
 from chat.protocol import (
     CancelFrame,
+    EditFrame,
     PingFrame,
+    RegenerateFrame,
     ResumeFrame,
     SendFrame,
     SubscribeFrame,
@@ -71,6 +73,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 user=self.user, conversation_id=frame.conversation
             )
             await self.follow(conversation.pk)
+        elif isinstance(frame, RegenerateFrame):
+            message = await database_sync_to_async(selectors.message_access)(
+                user=self.user, message_id=frame.message
+            )
+            await self.follow(message.conversation_id)
+            result = await database_sync_to_async(services.reply_regenerate)(
+                message=message, by=self.user
+            )
+            await self.acknowledge(result, client_id=None)
+        elif isinstance(frame, EditFrame):
+            message = await database_sync_to_async(selectors.message_access)(
+                user=self.user, message_id=frame.message
+            )
+            await self.follow(message.conversation_id)
+            result = await database_sync_to_async(services.message_edit)(
+                message=message, author=self.user, text=frame.text, client_id=frame.client_id
+            )
+            await self.acknowledge(result, client_id=frame.client_id)
         elif isinstance(frame, PingFrame):
             await self.send_json({"type": "pong"})
 
@@ -84,19 +104,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         result = await database_sync_to_async(services.message_send)(
             author=self.user, conversation=conversation, text=frame.text, client_id=frame.client_id
         )
-        conversation_id = result.reply.conversation_id
-        await self.follow(conversation_id)
+        await self.follow(result.reply.conversation_id)
+        await self.acknowledge(result, client_id=frame.client_id)
+
+    async def acknowledge(self, result: services.SendResult, *, client_id: str | None) -> None:
         await self.send_json(
             {
                 "type": "ack",
-                "client_id": frame.client_id,
-                "conversation": conversation_id,
+                "client_id": client_id,
+                "conversation": result.reply.conversation_id,
                 "message": result.user_message.pk,
                 "reply": result.reply.pk,
                 "created": result.created,
             }
         )
-        # A new conversation's group is joined only now: catch up on anything already streamed.
+        # The group may have been joined only now: catch up on anything already streamed.
         await self.catch_up(result.reply.pk, after_seq=self.held.get(result.reply.pk, 0))
 
     async def on_resume(self, frame: ResumeFrame) -> None:
@@ -199,3 +221,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send_json({**event, "type": "message"})
+
+    async def chat_superseded(self, event: dict[str, Any]) -> None:
+        await self.send_json({**event, "type": "superseded"})

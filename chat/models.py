@@ -59,9 +59,12 @@ class Message(models.Model):
     # Chosen by the client for idempotent sends: a repeat by the same author finds the first
     # message, even when the first send also created the conversation.
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - unique when set
-    reply_to = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reply"
+    # The user message an assistant reply answers; regenerating adds a reply to the same one.
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
+    # Replaced by a regenerate or an edit: kept for the record, left out of pages and prompts.
+    superseded = models.BooleanField(default=False)
     provider = models.CharField(max_length=64, blank=True, default="")
     model = models.CharField(max_length=128, blank=True, default="")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)

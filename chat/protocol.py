@@ -32,11 +32,25 @@ class SubscribeFrame:
 
 
 @dataclass(frozen=True)
+class RegenerateFrame:
+    message: int
+
+
+@dataclass(frozen=True)
+class EditFrame:
+    message: int
+    text: str
+    client_id: str
+
+
+@dataclass(frozen=True)
 class PingFrame:
     pass
 
 
-Frame = SendFrame | CancelFrame | ResumeFrame | SubscribeFrame | PingFrame
+Frame = (
+    SendFrame | CancelFrame | ResumeFrame | SubscribeFrame | RegenerateFrame | EditFrame | PingFrame
+)
 
 
 def _bad(detail: str) -> ChatError:
@@ -58,13 +72,13 @@ def frame_parse(data: object) -> Frame:
         raise _bad("A frame must be a JSON object with a `type`.")
     kind = data.get("type")
     if kind == "send":
-        client_id = data.get("client_id")
-        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
-            raise _bad("`client_id` must be a string of 1 to 64 characters.")
-        text = data.get("text")
-        if not isinstance(text, str):
-            raise _bad("`text` must be a string.")
+        text, client_id = _text_and_client_id(data)
         return SendFrame(_id(data, "conversation", nullable=True), text, client_id)
+    if kind == "edit":
+        text, client_id = _text_and_client_id(data)
+        return EditFrame(_id(data, "message"), text, client_id)  # type: ignore[arg-type]
+    if kind == "regenerate":
+        return RegenerateFrame(_id(data, "message"))  # type: ignore[arg-type]
     if kind == "cancel":
         return CancelFrame(_id(data, "message"))  # type: ignore[arg-type]
     if kind == "resume":
@@ -76,7 +90,20 @@ def frame_parse(data: object) -> Frame:
         return SubscribeFrame(_id(data, "conversation"))  # type: ignore[arg-type]
     if kind == "ping":
         return PingFrame()
-    raise _bad(f"Unknown frame type {kind!r}: use send, cancel, resume, subscribe or ping.")
+    raise _bad(
+        f"Unknown frame type {kind!r}: "
+        "use send, cancel, resume, subscribe, regenerate, edit or ping."
+    )
+
+
+def _text_and_client_id(data: dict[str, Any]) -> tuple[str, str]:
+    client_id = data.get("client_id")
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+        raise _bad("`client_id` must be a string of 1 to 64 characters.")
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise _bad("`text` must be a string.")
+    return text, client_id
 
 
 def delta_trim(*, held: int, start: int, seq: int, text: str) -> str | None:

@@ -31,4 +31,5 @@ def message_access(*, user: User, message_id: int) -> Message:
 
 
 def message_history(*, conversation: Conversation) -> QuerySet[Message]:
-    return conversation.messages.all()
+    """The conversation as it stands: superseded messages (regenerated, edited) left out."""
+    return conversation.messages.filter(superseded=False)

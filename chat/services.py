@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -64,12 +64,36 @@ def _clean_text(text: object) -> str:
 
 
 def _earlier_send(*, author: User, client_id: str) -> SendResult | None:
-    user_message = (
-        Message.objects.filter(author=author, client_id=client_id).select_related("reply").first()
-    )
+    user_message = Message.objects.filter(author=author, client_id=client_id).first()
     if user_message is None:
         return None
-    return SendResult(user_message=user_message, reply=user_message.reply, created=False)
+    return SendResult(user_message=user_message, reply=_current_reply(user_message), created=False)
+
+
+def _current_reply(user_message: Message) -> Message:
+    """The latest reply to a user message (a regenerate adds one and supersedes the last)."""
+    reply = user_message.replies.order_by("-id").first()
+    assert reply is not None, "every user message is saved together with its reply"
+    return reply
+
+
+def _reply_create(*, conversation: Conversation, reply_to: Message) -> Message:
+    """A pending assistant reply, announced and dispatched once the transaction commits."""
+    from llm.dispatch import dispatch_generation
+    from llm.router import provider_choose
+
+    provider = provider_choose()
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        reply_to=reply_to,
+        provider=provider.name,
+        model=provider.model,
+    )
+    event_publish_on_commit(conversation.pk, message_event(reply))
+    transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+    return reply
 
 
 def message_send(
@@ -80,15 +104,11 @@ def message_send(
     Idempotent on (author, client_id): a retried or doubled send returns the first result and
     starts no second generation, even when the first one also created the conversation.
     """
-    from llm.dispatch import dispatch_generation
-    from llm.router import provider_choose
-
     text = _clean_text(text)
     if conversation is not None and conversation.owner_id != author.pk:
         raise ChatError("not_found", "No such conversation.")
     if earlier := _earlier_send(author=author, client_id=client_id):
         return earlier
-    provider = provider_choose()
     try:
         with transaction.atomic():
             if conversation is None:
@@ -104,24 +124,104 @@ def message_send(
                 seq=len(text),
                 client_id=client_id,
             )
-            reply = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.PENDING,
-                reply_to=user_message,
-                provider=provider.name,
-                model=provider.model,
-            )
             conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))
-            event_publish_on_commit(conversation.pk, message_event(reply))
-            transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+            reply = _reply_create(conversation=conversation, reply_to=user_message)
     except IntegrityError:
         # A concurrent twin won the unique (author, client_id) race: answer with its result.
         if earlier := _earlier_send(author=author, client_id=client_id):
             return earlier
         raise
     return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def reply_regenerate(*, message: Message, by: User) -> SendResult:
+    """Answer the last user message again. The old reply is kept, superseded.
+
+    A repeat (double click, retry) finds the old reply superseded already and answers with the
+    reply that replaced it, so one regenerate makes one provider call.
+    """
+    if message.role != Message.Role.ASSISTANT or message.reply_to is None:
+        raise ChatError("bad_frame", "Only an assistant reply can be regenerated.")
+    with transaction.atomic():
+        current = Message.objects.select_for_update().get(pk=message.pk)
+        user_message = message.reply_to
+        if current.superseded:
+            return SendResult(
+                user_message=user_message, reply=_current_reply(user_message), created=False
+            )
+        if not current.is_final:
+            raise ChatError("bad_frame", "Stop the reply before regenerating it.")
+        if _later_messages(current).exists():
+            raise ChatError(
+                "bad_frame", "Only the last reply can be regenerated; edit an earlier message."
+            )
+        current.superseded = True
+        current.save(update_fields=["superseded"])
+        event_publish_on_commit(current.conversation_id, superseded_event(current, [current.pk]))
+        reply = _reply_create(conversation=current.conversation, reply_to=user_message)
+        Conversation.objects.filter(pk=current.conversation_id).update(updated_at=timezone.now())
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def message_edit(*, message: Message, author: User, text: str, client_id: str) -> SendResult:
+    """Replace a user message with new text and answer it afresh.
+
+    The old message and everything after it are superseded (kept, hidden from pages and
+    prompts); replies still running there are stopped. Idempotent on client_id like a send.
+    """
+    text = _clean_text(text)
+    if message.role != Message.Role.USER or message.author_id != author.pk:
+        raise ChatError("bad_frame", "Only your own messages can be edited.")
+    if earlier := _earlier_send(author=author, client_id=client_id):
+        return earlier
+    try:
+        with transaction.atomic():
+            current = Message.objects.select_for_update().get(pk=message.pk)
+            if current.superseded:
+                raise ChatError("bad_frame", "This message was edited already; edit the new one.")
+            doomed = list(
+                Message.objects.select_for_update()
+                .filter(conversation_id=current.conversation_id, id__gte=current.pk)
+                .filter(superseded=False)
+            )
+            for old in doomed:
+                if old.role == Message.Role.ASSISTANT and not old.is_final:
+                    reply_cancel(message=old, by=author)
+            Message.objects.filter(pk__in=[m.pk for m in doomed]).update(superseded=True)
+            event_publish_on_commit(
+                current.conversation_id, superseded_event(current, [m.pk for m in doomed])
+            )
+            user_message = Message.objects.create(
+                conversation=current.conversation,
+                role=Message.Role.USER,
+                author=author,
+                content=text,
+                status=Message.Status.COMPLETE,
+                seq=len(text),
+                client_id=client_id,
+            )
+            event_publish_on_commit(current.conversation_id, message_event(user_message))
+            reply = _reply_create(conversation=current.conversation, reply_to=user_message)
+    except IntegrityError:
+        if earlier := _earlier_send(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def _later_messages(message: Message) -> QuerySet[Message]:
+    return Message.objects.filter(
+        conversation_id=message.conversation_id, id__gt=message.pk, superseded=False
+    )
+
+
+def superseded_event(message: Message, message_ids: list[int]) -> dict[str, Any]:
+    return {
+        "type": "chat.superseded",
+        "conversation": message.conversation_id,
+        "messages": message_ids,
+    }
 
 
 def _title_from(text: str) -> str:

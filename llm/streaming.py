@@ -99,7 +99,9 @@ class ReplyState:
 def prompt_messages(reply: Message) -> list[BaseMessage]:
     """The system prompt plus the conversation up to the message this reply answers."""
     history = (
-        Message.objects.filter(conversation_id=reply.conversation_id, id__lt=reply.pk)
+        Message.objects.filter(
+            conversation_id=reply.conversation_id, id__lt=reply.pk, superseded=False
+        )
         .exclude(status__in=[Message.Status.FAILED, Message.Status.PENDING])
         .exclude(content="")
         .order_by("-id")[: settings.LLM_HISTORY_MESSAGES]

@@ -226,3 +226,63 @@ async def test_another_tab_sees_the_conversation_stream(owner):
     assert {f["role"] for f in seen if f["type"] == "message"} == {"user", "assistant"}
     await tab1.disconnect()
     await tab2.disconnect()
+
+
+async def test_regenerate_answers_again_and_supersedes_the_old_reply(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Again", "client_id": "g"})
+    first = await receive_until(ws, "done")
+    old_reply = first[0]["reply"]
+    await ws.send_json_to({"type": "regenerate", "message": old_reply})
+    second = await receive_until(ws, "done")
+    ack = next(f for f in second if f["type"] == "ack")
+    assert ack["reply"] != old_reply and ack["message"] == first[0]["message"] and ack["created"]
+    assert any(f["type"] == "superseded" and old_reply in f["messages"] for f in second)
+    assert reply_frames([f for f in second if f.get("message") == ack["reply"]]) == simulated_reply(
+        "Again"
+    )
+    # A repeated regenerate of the same reply answers with the new one, no third generation.
+    await ws.send_json_to({"type": "regenerate", "message": old_reply})
+    repeat = await receive_until(ws, "done")
+    assert repeat[0]["reply"] == ack["reply"] and repeat[0]["created"] is False
+    assert await Message.objects.filter(role="assistant").acount() == 2
+    await ws.disconnect()
+
+
+async def test_edit_replaces_the_message_and_everything_after_it(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "e1"})
+    first = await receive_until(ws, "done")
+    conversation = first[0]["conversation"]
+    await ws.send_json_to(
+        {"type": "send", "conversation": conversation, "text": "two", "client_id": "e2"}
+    )
+    await receive_until(ws, "done")
+    await ws.send_json_to(
+        {"type": "edit", "message": first[0]["message"], "text": "uno", "client_id": "e3"}
+    )
+    edited = await receive_until(ws, "done")
+    superseded = next(f for f in edited if f["type"] == "superseded")
+    assert len(superseded["messages"]) == 4  # one, its reply, two, its reply
+    visible = [
+        m.content
+        async for m in Message.objects.filter(
+            conversation_id=conversation, superseded=False
+        ).order_by("id")
+    ]
+    assert visible == ["uno", simulated_reply("uno")]
+    await ws.disconnect()
+
+
+async def test_a_streaming_reply_cannot_be_regenerated(owner, settings):
+    settings.SIMULATED_TOKENS_PER_SECOND = 20.0
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "slow", "client_id": "s"})
+    ack = await ws.receive_json_from()
+    await ws.send_json_to({"type": "regenerate", "message": ack["reply"]})
+    while (frame := await ws.receive_json_from(timeout=5))["type"] != "error":
+        pass
+    assert frame["code"] == "bad_frame" and "Stop" in frame["detail"]
+    await ws.send_json_to({"type": "cancel", "message": ack["reply"]})
+    await receive_until(ws, "done")
+    await ws.disconnect()
