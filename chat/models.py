@@ -72,6 +72,10 @@ class Message(models.Model):
     tokens_estimated = models.BooleanField(
         default=False, help_text="Counts were estimated, not reported by the provider."
     )
+    # Cost from the configured prices (llm/accounting.py); null when no price is configured.
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    # How the router got this reply: attempts, deployments tried, failovers (llm/router.py).
+    routing = models.JSONField(default=dict, blank=True)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
