@@ -64,13 +64,22 @@ def _run_in_process(message_id: int) -> None:
         # sync_to_async calls think they are nested in it, and refuse ("would deadlock").
         loop.call_soon_threadsafe(_start_task, message_id, context=contextvars.Context())
         return
-    # No server loop (a management command, a plain script): run on a loop of our own.
-    threading.Thread(
-        target=asyncio.run,
-        args=(reply_stream(message_id=message_id),),
-        daemon=True,
-        name=f"reply-{message_id}",
-    ).start()
+    # No server loop (a management command, a plain script): one long-lived loop of our own,
+    # so SDK clients that pool connections per loop keep working across replies.
+    _own_loop().call_soon_threadsafe(_start_task, message_id, context=contextvars.Context())
+
+
+_own: asyncio.AbstractEventLoop | None = None
+_own_lock = threading.Lock()
+
+
+def _own_loop() -> asyncio.AbstractEventLoop:
+    global _own
+    with _own_lock:
+        if _own is None or _own.is_closed():
+            _own = asyncio.new_event_loop()
+            threading.Thread(target=_own.run_forever, daemon=True, name="reply-loop").start()
+        return _own
 
 
 def _start_task(message_id: int) -> None:

@@ -141,7 +141,9 @@ def start_llama_server(
             server.warmed_in = time.monotonic() - began
     except BaseException as exc:
         server.stop()
-        raise RuntimeError(f"llama_cpp.server did not start: {exc}\n{server.log()[-3000:]}") from exc
+        raise RuntimeError(
+            f"llama_cpp.server did not start: {exc}\n{server.log()[-3000:]}"
+        ) from exc
     return server
 
 

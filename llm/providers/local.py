@@ -9,6 +9,7 @@ moment a reply is cancelled, and report token usage from the model's own tokeniz
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -62,6 +63,10 @@ def load_model(path: str, n_ctx: int, n_threads: int) -> LoadedModel:
     if not Path(path).is_file():
         raise ProviderError("provider_rejected", f"Model file not found: {path}", retryable=False)
     return LoadedModel(path, n_ctx, n_threads)
+
+
+# Free models before the interpreter tears down llama.cpp's bindings (else a noisy TypeError).
+atexit.register(load_model.cache_clear)
 
 
 def _to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
