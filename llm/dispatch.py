@@ -56,7 +56,6 @@ def dispatch_generation(message_id: int, provider: ProviderConfig) -> None:
 
 
 def _run_in_process(message_id: int) -> None:
-    from llm.streaming import reply_stream
 
     loop = _server_loop
     if loop is not None and loop.is_running():
