@@ -80,10 +80,12 @@ function start() {
   page.composer.addEventListener("submit", onSubmit);
   page.input.addEventListener("keydown", onComposerKey);
   page.messages.addEventListener("click", onMessagesClick);
-  window.addEventListener("online", () => reconnectNow());
-  window.addEventListener("offline", () => setStatus("Offline — waiting for the network…", "warn"));
+  // After a network change or a sleeping tab, check the socket at once rather than at the
+  // next heartbeat, and skip what is left of a reconnect wait.
+  window.addEventListener("online", () => (socket.ws ? probeSocket() : reconnectNow()));
+  window.addEventListener("offline", () => probeSocket());
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") reconnectNow();
+    if (document.visibilityState === "visible") socket.ws ? probeSocket() : reconnectNow();
   });
   connect();
 }
@@ -414,11 +416,13 @@ function dropSocket() {
 
 function startHeartbeat() {
   stopHeartbeat();
-  socket.heartbeatTimer = setInterval(() => {
-    if (!sendFrame({ type: "ping" })) return;
-    clearTimeout(socket.pongTimer);
-    socket.pongTimer = setTimeout(dropSocket, PONG_TIMEOUT_MS);
-  }, HEARTBEAT_MS);
+  socket.heartbeatTimer = setInterval(probeSocket, HEARTBEAT_MS);
+}
+
+/** Ping; a socket that sends nothing back within PONG_TIMEOUT_MS is dropped and replaced. */
+function probeSocket() {
+  if (socket.pongTimer || !sendFrame({ type: "ping" })) return;
+  socket.pongTimer = setTimeout(dropSocket, PONG_TIMEOUT_MS);
 }
 
 function stopHeartbeat() {
@@ -442,12 +446,17 @@ function sendFrame(frame, { queue = false } = {}) {
 
 function onFrame(data) {
   clearTimeout(socket.pongTimer); // anything at all shows the socket is alive
+  socket.pongTimer = 0;
   let frame;
   try {
     frame = JSON.parse(data);
   } catch {
     return;
   }
+  dispatch(frame);
+}
+
+function dispatch(frame) {
   switch (frame.type) {
     case "ack":
       return onAck(frame);
@@ -459,6 +468,8 @@ function onFrame(data) {
       return withReply(frame, onDone);
     case "error":
       return frame.message == null ? onFrameError(frame) : withReply(frame, onReplyError);
+    case "superseded":
+      return onSuperseded(frame);
     default:
       return; // pong, or a type this page does not know
   }
@@ -481,7 +492,7 @@ function replayOrphans(id) {
   if (!frames) return;
   orphanFrames.delete(id);
   orphanCount -= frames.length;
-  for (const frame of frames) onFrame(JSON.stringify(frame));
+  for (const frame of frames) dispatch(frame);
 }
 
 function onAck(frame) {
@@ -611,6 +622,21 @@ function onReplyError(reply, frame) {
   setReplyStatus(reply, "failed");
   metaSpan(reply, "message__error").textContent = frame.detail || "The reply failed.";
   renderReply(reply);
+}
+
+/** A regenerate or an edit (e.g. in another tab) replaced these messages: take them away. */
+function onSuperseded(frame) {
+  if (frame.conversation !== currentConversation()) return;
+  for (const id of frame.messages || []) {
+    const reply = replies.get(id);
+    if (reply) {
+      reply.final = true; // no more resumes or renders for it
+      clearTimeout(reply.resumeTimer);
+      if (reply.renderFrame) cancelAnimationFrame(reply.renderFrame);
+      replies.delete(id);
+    }
+    page.messages.querySelector(`article.message[data-message-id="${Number(id)}"]`)?.remove();
+  }
 }
 
 /** An error about a frame rather than a reply. A non-final send was probably refused. */
