@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -17,7 +18,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import Organisation, User
+from accounts.quotas import quota_release, quota_reserve, quota_settle_message, reservation_attach
+from accounts.services import organisation_personal_ensure
+from chat import selectors
 from chat.errors import ChatError
 from chat.events import event_publish_on_commit
 from chat.models import Conversation, Message
@@ -34,8 +38,15 @@ class SendResult:
     created: bool
 
 
-def conversation_create(*, owner: User, title: str = "New chat") -> Conversation:
-    return Conversation.objects.create(owner=owner, title=title[:200] or "New chat")
+def conversation_create(
+    *, owner: User, title: str = "New chat", organisation: Organisation | None = None
+) -> Conversation:
+    """A conversation in `organisation` (the owner's personal one if not given)."""
+    return Conversation.objects.create(
+        owner=owner,
+        organisation=organisation or organisation_personal_ensure(user=owner),
+        title=title[:200] or "New chat",
+    )
 
 
 def message_event(message: Message) -> dict[str, Any]:
@@ -47,6 +58,7 @@ def message_event(message: Message) -> dict[str, Any]:
         "role": message.role,
         "content": message.content,
         "status": message.status,
+        "seq": message.seq,
         "reply_to": message.reply_to_id,
         "client_id": message.client_id,
     }
@@ -90,6 +102,8 @@ def _reply_create(*, conversation: Conversation, reply_to: Message) -> Message:
         reply_to=reply_to,
         provider=provider.name,
         model=provider.model,
+        # The model alias the generation routes (llm/router.py); it may answer elsewhere.
+        routing={"alias": provider.alias},
     )
     event_publish_on_commit(conversation.pk, message_event(reply))
     transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
@@ -97,22 +111,41 @@ def _reply_create(*, conversation: Conversation, reply_to: Message) -> Message:
 
 
 def message_send(
-    *, author: User, conversation: Conversation | None, text: str, client_id: str
+    *,
+    author: User,
+    conversation: Conversation | None,
+    text: str,
+    client_id: str,
+    organisation: Organisation | None = None,
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
     Idempotent on (author, client_id): a retried or doubled send returns the first result and
     starts no second generation, even when the first one also created the conversation.
+    A new conversation starts in `organisation` (default: the author's personal one). A send
+    over budget raises QuotaExceeded and saves nothing.
     """
     text = _clean_text(text)
     if conversation is not None and conversation.owner_id != author.pk:
         raise ChatError("not_found", "No such conversation.")
     if earlier := _earlier_send(author=author, client_id=client_id):
         return earlier
+    if conversation is None and organisation is None:
+        organisation = organisation_personal_ensure(user=author)
     try:
         with transaction.atomic():
+            # The budget check comes first and holds its locks until the commit.
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=conversation.organisation_id if conversation else organisation.pk,  # type: ignore[union-attr]
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=conversation.pk if conversation else None, text=text
+                ),
+            )
             if conversation is None:
-                conversation = conversation_create(owner=author, title=_title_from(text))
+                conversation = conversation_create(
+                    owner=author, title=_title_from(text), organisation=organisation
+                )
             elif not conversation.messages.exists():
                 conversation.title = _title_from(text)
             user_message = Message.objects.create(
@@ -127,6 +160,7 @@ def message_send(
             conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))
             reply = _reply_create(conversation=conversation, reply_to=user_message)
+            reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         # A concurrent twin won the unique (author, client_id) race: answer with its result.
         if earlier := _earlier_send(author=author, client_id=client_id):
@@ -156,10 +190,18 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
             raise ChatError(
                 "bad_frame", "Only the last reply can be regenerated; edit an earlier message."
             )
+        reservation = quota_reserve(
+            user_id=by.pk,
+            organisation_id=current.conversation.organisation_id,
+            prompt_tokens=selectors.prompt_tokens_estimate(
+                conversation_id=current.conversation_id, before_id=current.pk
+            ),
+        )
         current.superseded = True
         current.save(update_fields=["superseded"])
         event_publish_on_commit(current.conversation_id, superseded_event(current, [current.pk]))
         reply = _reply_create(conversation=current.conversation, reply_to=user_message)
+        reservation_attach(reservation=reservation, message_id=reply.pk)
         Conversation.objects.filter(pk=current.conversation_id).update(updated_at=timezone.now())
     return SendResult(user_message=user_message, reply=reply, created=True)
 
@@ -189,6 +231,13 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 if old.role == Message.Role.ASSISTANT and not old.is_final:
                     reply_cancel(message=old, by=author)
             Message.objects.filter(pk__in=[m.pk for m in doomed]).update(superseded=True)
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=current.conversation.organisation_id,
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=current.conversation_id, text=text, before_id=current.pk
+                ),
+            )
             event_publish_on_commit(
                 current.conversation_id, superseded_event(current, [m.pk for m in doomed])
             )
@@ -203,6 +252,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
             )
             event_publish_on_commit(current.conversation_id, message_event(user_message))
             reply = _reply_create(conversation=current.conversation, reply_to=user_message)
+            reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         if earlier := _earlier_send(author=author, client_id=client_id):
             return earlier
@@ -239,6 +289,7 @@ def reply_cancel(*, message: Message, by: User) -> None:
         status=Message.Status.CANCELLED, finished_at=timezone.now()
     )
     if stopped:
+        quota_release(message_id=message.pk)  # it never reached a provider
         message.refresh_from_db()
         event_publish_on_commit(message.conversation_id, done_event(message))
         return
@@ -290,11 +341,17 @@ def reply_finish(
     completion_tokens: int | None = None,
     tokens_estimated: bool = False,
     error: ChatError | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    cost: Decimal | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> Message | None:
     """Save the final state of a streaming reply and tell every socket on its conversation.
 
     Only a streaming reply can be finished, and only once: if the reaper (or another worker)
     got there first, this returns None and publishes nothing, so no reply has two endings.
+    `provider`/`model` name the deployment that answered (or last tried), `routing` how the
+    router got there; None leaves what the message holds.
     """
     with transaction.atomic():
         message = (
@@ -310,6 +367,13 @@ def reply_finish(
         message.prompt_tokens = prompt_tokens
         message.completion_tokens = completion_tokens
         message.tokens_estimated = tokens_estimated
+        message.cost = cost
+        if provider is not None:
+            message.provider = provider
+        if model is not None:
+            message.model = model
+        if routing is not None:
+            message.routing = routing
         message.finished_at = timezone.now()
         if error is not None:
             message.error_code, message.error_message = error.code, error.detail
@@ -319,6 +383,7 @@ def reply_finish(
         else:
             event_publish_on_commit(message.conversation_id, done_event(message))
     cache.delete(CANCEL_KEY.format(message_id=message_id))
+    quota_settle_message(message=message)  # real usage replaces the reserved worst case
     return message
 
 
@@ -355,6 +420,8 @@ def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
             message.error_code, message.error_message = INTERRUPTED.code, INTERRUPTED.detail
             message.finished_at = now
             message.save(update_fields=["status", "error_code", "error_message", "finished_at"])
+            # Pending: released. Streaming: its worst case stays charged (usage unknown).
+            quota_settle_message(message=message)
             event_publish_on_commit(message.conversation_id, error_event(message, INTERRUPTED))
             reaped += 1
     return reaped

@@ -212,7 +212,11 @@ function assistantArticle(id, status) {
   stop.type = "button";
   stop.dataset.stop = id ?? "";
   stop.hidden = FINAL_STATUSES.has(status);
-  meta.append(stop);
+  const regenerate = element("button", "regenerate", "Regenerate");
+  regenerate.type = "button";
+  regenerate.dataset.regenerate = id ?? "";
+  regenerate.hidden = !FINAL_STATUSES.has(status);
+  meta.append(stop, regenerate);
   article.append(element("div", "message__body"), meta);
   return article;
 }
@@ -227,6 +231,8 @@ function setReplyStatus(reply, status) {
   metaSpan(reply, "message__status").textContent = status;
   const stop = reply.article.querySelector("[data-stop]");
   if (stop) stop.hidden = FINAL_STATUSES.has(status);
+  const regenerate = reply.article.querySelector("[data-regenerate]");
+  if (regenerate) regenerate.hidden = !FINAL_STATUSES.has(status);
 }
 
 /** The `.message__meta` span with this class, created before the Stop button if missing. */
@@ -246,6 +252,8 @@ function bindReply(reply, id) {
   reply.article.dataset.messageId = String(id);
   const stop = reply.article.querySelector("[data-stop]");
   if (stop) stop.dataset.stop = String(id);
+  const regenerate = reply.article.querySelector("[data-regenerate]");
+  if (regenerate) regenerate.dataset.regenerate = String(id);
   replies.set(id, reply);
   knownMessages.add(id);
   if (reply.cancelWanted) sendFrame({ type: "cancel", message: id }, { queue: true });
@@ -336,6 +344,13 @@ function setComposerBusy(busy) {
 }
 
 function onMessagesClick(event) {
+  const again = event.target.closest("[data-regenerate]");
+  if (again && again.dataset.regenerate) {
+    // The server supersedes this reply and announces the new one (`superseded`, `message`).
+    again.disabled = true;
+    sendFrame({ type: "regenerate", message: Number(again.dataset.regenerate) });
+    return;
+  }
   const button = event.target.closest("[data-stop]");
   if (!button) return;
   const article = button.closest("article.message");

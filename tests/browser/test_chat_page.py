@@ -487,3 +487,25 @@ def test_reload_mid_stream_resumes_the_server_rendered_reply(page, slow_server):
     reloaded = page.locator(f"#messages article[data-message-id='{message_id}']")
     expect(reloaded).to_have_attribute("data-status", "complete")
     assert body_text(reloaded) == live
+
+
+def test_regenerate_replaces_the_last_reply(page, server):
+    from playwright.sync_api import expect
+
+    sign_in(page, server)
+    first = send(page, "Answer this twice")
+    assert wait_final(first) == "complete"
+    old_id = first.get_attribute("data-message-id")
+    button = first.locator("[data-regenerate]")
+    expect(button).to_be_visible(timeout=WAIT_MS)
+    button.click()
+    expect(page.locator(f'article[data-message-id="{old_id}"]')).to_have_count(0, timeout=WAIT_MS)
+    replies = page.locator("#messages article.message--assistant")
+    expect(replies).to_have_count(1, timeout=WAIT_MS)
+    new = replies.last
+    expect(new).to_have_attribute("data-message-id", re.compile(r"^\d+$"), timeout=WAIT_MS)
+    assert wait_final(new) == "complete"
+    assert new.get_attribute("data-message-id") != old_id
+    assert "You said: Answer this twice" in body_text(new)
+    page.reload()
+    expect(page.locator("#messages article.message--assistant")).to_have_count(1)
