@@ -9,6 +9,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from accounts import limits
+from accounts.ws_auth import socket_organisation
 from chat import selectors, services
 from chat.errors import ChatError
 from chat.events import conversation_group
@@ -35,6 +37,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close()  # refused at the handshake: HTTP 403
             return
         self.user = user
+        organisation, limited = await database_sync_to_async(socket_organisation)(scope=self.scope)
+        if organisation is None:
+            await self.close()  # e.g. two-factor required but not verified: HTTP 403
+            return
+        self.organisation = organisation  # where new conversations start; rate limits count
+        # Programs (ticket, API key) reach only their credential's organisation.
+        self.only_organisation = organisation if limited else None
         self.groups_joined: set[str] = set()
         # Per reply this socket follows: how much text (seq) the client holds.
         self.held: dict[int, int] = {}
@@ -46,12 +55,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
+            # Every frame counts, per user and per organisation, on all replicas (Redis).
+            await limits.frame_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
             data = json.loads(text_data or "")
+        except ChatError as error:
+            await self.send_error(error)
+            return
         except (TypeError, ValueError):
             await self.send_error(ChatError("bad_frame", "Frames must be JSON text."))
             return
         try:
-            await self.handle(frame_parse(data))
+            frame = frame_parse(data)
+            if isinstance(frame, SendFrame | EditFrame | RegenerateFrame):
+                await limits.send_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
+            await self.handle(frame)
         except ChatError as error:
             await self.send_error(error)
         except Exception:
@@ -63,19 +80,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.on_send(frame)
         elif isinstance(frame, CancelFrame):
             message = await database_sync_to_async(selectors.message_access)(
-                user=self.user, message_id=frame.message
+                user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
             await database_sync_to_async(services.reply_cancel)(message=message, by=self.user)
         elif isinstance(frame, ResumeFrame):
             await self.on_resume(frame)
         elif isinstance(frame, SubscribeFrame):
             conversation = await database_sync_to_async(selectors.conversation_access)(
-                user=self.user, conversation_id=frame.conversation
+                user=self.user,
+                conversation_id=frame.conversation,
+                organisation=self.only_organisation,
             )
             await self.follow(conversation.pk)
         elif isinstance(frame, RegenerateFrame):
             message = await database_sync_to_async(selectors.message_access)(
-                user=self.user, message_id=frame.message
+                user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
             await self.follow(message.conversation_id)
             result = await database_sync_to_async(services.reply_regenerate)(
@@ -84,7 +103,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.acknowledge(result, client_id=None)
         elif isinstance(frame, EditFrame):
             message = await database_sync_to_async(selectors.message_access)(
-                user=self.user, message_id=frame.message
+                user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
             await self.follow(message.conversation_id)
             result = await database_sync_to_async(services.message_edit)(
@@ -98,11 +117,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         conversation = None
         if frame.conversation is not None:
             conversation = await database_sync_to_async(selectors.conversation_access)(
-                user=self.user, conversation_id=frame.conversation
+                user=self.user,
+                conversation_id=frame.conversation,
+                organisation=self.only_organisation,
             )
             await self.follow(conversation.pk)  # before the reply can start publishing
         result = await database_sync_to_async(services.message_send)(
-            author=self.user, conversation=conversation, text=frame.text, client_id=frame.client_id
+            author=self.user,
+            conversation=conversation,
+            text=frame.text,
+            client_id=frame.client_id,
+            organisation=self.organisation,
         )
         await self.follow(result.reply.conversation_id)
         await self.acknowledge(result, client_id=frame.client_id)
@@ -123,7 +148,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def on_resume(self, frame: ResumeFrame) -> None:
         message = await database_sync_to_async(selectors.message_access)(
-            user=self.user, message_id=frame.message
+            user=self.user, message_id=frame.message, organisation=self.only_organisation
         )
         await self.follow(message.conversation_id)
         self.held[message.pk] = frame.after_seq
@@ -178,6 +203,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 "detail": error.detail,
                 "retryable": error.retryable,
                 "message": message_id,
+                **error.extra,  # e.g. retry_after (rate_limited), resets_at (quota_exceeded)
             }
         )
 
@@ -190,7 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # A gap: the layer dropped a delta (it is at-most-once). Fill it from the saved text;
             # if the checkpoint is not there yet, a later delta or `done` fills it.
             await self.fill_from_saved(await Message.objects.aget(pk=message_id))
-            held = self.held[message_id]
+            held = self.held.get(message_id, 0)
         text = delta_trim(held=held, start=event["start"], seq=event["seq"], text=event["text"])
         if text is None:
             return

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -226,7 +227,7 @@ def redis_database(candidates: range = range(8, 16), ttl: int = 900) -> Iterator
         client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=index, socket_timeout=5)
         if not client.set(_REDIS_LOCK_KEY, token, nx=True, ex=ttl):
             continue
-        if client.dbsize() > 1 and not client.exists(_REDIS_MARKER_KEY):
+        if cast(int, client.dbsize()) > 1 and not client.exists(_REDIS_MARKER_KEY):
             client.delete(_REDIS_LOCK_KEY)
             client.close()
             continue
@@ -352,7 +353,7 @@ def nginx_conf_for_test(
         f"    {kind}_temp_path {prefix / kind};\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    text, count = re.subn(r"^http \{\n", lambda m: m.group(0) + temp_paths, text, flags=re.M)
+    text, count = re.subn(r"^http \{\n", f"http {{\n{temp_paths}", text, flags=re.M)
     if count != 1:
         raise AssertionError("nginx.conf: expected one `http {` line")
     return text

@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -26,11 +27,12 @@ import psycopg
 import pytest
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from tests.servers import (
     POSTGRES_ADMIN_URL,
+    PYTHON,
     REDIS_HOST,
     REDIS_PORT,
     REPO,
@@ -64,6 +66,7 @@ class Topology:
     static_root: Path
     cookie: str = ""
     names: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -158,6 +161,7 @@ def topology() -> Iterator[Topology]:
             LLM_MAX_TOKENS="48",
             LOG_LEVEL="INFO",
         )
+        topo.env = env
         try:
             manage("migrate", "--noinput", env=env, timeout=120)
             manage("collectstatic", "--noinput", env=env, timeout=120)
@@ -232,6 +236,13 @@ class Heard:
     @property
     def text(self) -> str:
         return "".join(d["text"] for d in self.deltas)
+
+    def check_contiguous_prefix(self) -> None:
+        """Deltas received before a cut: contiguous from 0, no final frame needed."""
+        position = 0
+        for delta in self.deltas:
+            assert delta["start"] == position, f"gap/overlap at {position}: {self.frames}"
+            position = delta["seq"]
 
     def check_contiguous(self, after_seq: int = 0) -> None:
         """Deltas follow each other with no gap or overlap, and `done` closes at their end."""
@@ -312,6 +323,17 @@ def test_healthz_and_static_through_nginx(topology: Topology) -> None:
             f"http://127.0.0.1:{topology.daphne_ports[0]}/static/{STATIC_FILE}", timeout=10
         )
         assert direct.status_code == 404
+
+    # The image's HEALTHCHECK script, against a replica, with the Host it derives.
+    for port, expected in ((topology.daphne_ports[0], 0), (free_port(), 1)):
+        check = subprocess.run(
+            [PYTHON, str(REPO / "deploy" / "healthcheck.py")],
+            env={**topology.env, "PORT": str(port), "DJANGO_ALLOWED_HOSTS": "localhost,x.test"},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert check.returncode == expected, check.stderr
 
 
 @pytest.mark.integration
@@ -444,3 +466,135 @@ def test_compose_nginx_and_dockerfile_agree() -> None:
     assert "STATIC_ROOT=/app/staticfiles" in dockerfile
     assert "COPY --from=app-base /app/staticfiles /app/staticfiles" in dockerfile
     assert services["nginx"]["build"]["target"] == "nginx"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+async def test_subscriber_joining_mid_stream_gets_the_whole_reply(topology: Topology) -> None:
+    """A second tab that subscribes while a reply streams (before its first checkpoint) ends
+    up with the whole text: the consumer fills the part it missed from PostgreSQL."""
+    with topology.logs_on_failure():
+        sender, late = await _open(topology), await _open(topology)
+        try:
+            await _send(sender, "Write a short poem about the sea.")
+            heard = Heard()
+            while not heard.deltas:  # the reply is streaming: its first delta is out
+                frame = await _recv(sender, REPLY_TIMEOUT)
+                heard.frames.append(frame)
+                if frame["type"] == "ack":
+                    heard.reply, heard.conversation = frame["reply"], frame["conversation"]
+                elif frame["type"] == "delta":
+                    heard.deltas.append(frame)
+                elif frame["type"] in ("done", "error"):
+                    raise AssertionError(f"the reply ended before streaming: {heard.frames}")
+            await late.send(json.dumps({"type": "subscribe", "conversation": heard.conversation}))
+            rest, joined = await asyncio.gather(
+                _hear_reply(sender, reply=heard.reply), _hear_reply(late, reply=heard.reply)
+            )
+        finally:
+            await asyncio.gather(sender.close(), late.close(), return_exceptions=True)
+        assert heard.reply is not None
+        row = topology.row(heard.reply)
+        assert heard.text + rest.text == row["content"]
+        assert rest.final is not None and rest.final["status"] == "complete"
+        assert joined.final is not None, joined.frames
+        assert joined.final["status"] == "complete"
+        joined.check_contiguous(after_seq=joined.deltas[0]["start"] if joined.deltas else 0)
+
+
+def _replica_of_next_socket(topo: Topology, before: dict[str, int]) -> str:
+    """Which replica logged the WebSocket that just connected (Daphne logs WSCONNECT)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for name, count in _wsconnects(topo).items():
+            if count > before[name]:
+                return name
+        time.sleep(0.05)
+    raise AssertionError("no replica logged the new WebSocket")
+
+
+def _wsconnects(topo: Topology) -> dict[str, int]:
+    names = [f"daphne-{index}" for index in range(1, len(topo.daphne_ports) + 1)]
+    return {name: topo.group.log(name).count('"WSCONNECT /ws/chat/"') for name in names}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+async def test_replica_killed_mid_stream_loses_nothing(topology: Topology) -> None:
+    """SIGKILL the replica holding the sender's socket while its reply streams: the worker goes
+    on, the other replica's subscriber hears it all, and the sender reconnects through nginx
+    (which fails over to the live replica) and resumes with no gap and no duplicate."""
+    with topology.logs_on_failure():
+        placed: dict[str, ClientConnection] = {}
+        spare: list[ClientConnection] = []
+        victim = ""
+        try:
+            for _ in range(6):  # least_conn alternates; a stale count may repeat a replica
+                before = _wsconnects(topology)
+                ws = await _open(topology)
+                name = _replica_of_next_socket(topology, before)
+                if name in placed:
+                    spare.append(ws)
+                else:
+                    placed[name] = ws
+                if len(placed) == len(topology.daphne_ports):
+                    break
+            assert len(placed) == 2, f"sockets landed on {list(placed)} only"
+            victim, survivor = sorted(placed)
+            await _send(placed[victim], "Name one colour.")
+            first = await _hear_reply(placed[victim])
+            conversation = first.conversation
+            await placed[survivor].send(
+                json.dumps({"type": "subscribe", "conversation": conversation})
+            )
+            await _barrier(placed[survivor])
+
+            await _send(placed[victim], "Write a short poem about the sea.", conversation)
+            cut = Heard()
+            listening = asyncio.create_task(_hear_reply(placed[survivor]))
+            try:
+                while not cut.deltas:
+                    frame = await _recv(placed[victim], REPLY_TIMEOUT)
+                    cut.frames.append(frame)
+                    if frame["type"] == "ack":
+                        cut.reply = frame["reply"]
+                    elif frame["type"] == "delta" and frame["message"] == cut.reply:
+                        cut.deltas.append(frame)
+                topology.group.kill(victim)  # SIGKILL: no close frame, no cleanup
+                while True:  # whatever was already in flight, then the cut
+                    frame = await _recv(placed[victim], 10)
+                    cut.frames.append(frame)
+                    if frame["type"] == "delta" and frame["message"] == cut.reply:
+                        cut.deltas.append(frame)
+                    assert frame["type"] != "done", "the reply ended before the kill"
+            except ConnectionClosed:
+                pass
+            survivor_heard = await listening
+
+            held = cut.deltas[-1]["seq"]
+            again = await _open(topology)  # nginx: the dead replica refuses, the live one takes it
+            try:
+                resume = {"type": "resume", "message": cut.reply, "after_seq": held}
+                await again.send(json.dumps(resume))
+                resumed = await _hear_reply(again, reply=cut.reply)
+            finally:
+                await again.close()
+        finally:
+            sockets = [*placed.values(), *spare]
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+            # Put the replica back for anything that runs after this test.
+            if victim and topology.group.procs[victim].poll() is not None:
+                port = topology.daphne_ports[int(victim.split("-")[1]) - 1]
+                name = f"{victim}-restarted"
+                topology.names.append(name)
+                proc = start_daphne_behind_proxy(topology.group, name, port, topology.env)
+                wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=proc)
+
+        assert cut.reply is not None
+        row = topology.row(cut.reply)
+        assert row["status"] == "complete"
+        cut.check_contiguous_prefix()
+        resumed.check_contiguous(after_seq=held)
+        assert cut.text + resumed.text == row["content"]
+        survivor_heard.check_contiguous()
+        assert survivor_heard.text == row["content"]
