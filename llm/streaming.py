@@ -17,14 +17,19 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from chat import services
 from chat.errors import ChatError
 from chat.events import event_publish
 from chat.models import Message
-from llm.providers.base import ProviderError, provider_error_from
-from llm.registry import chat_model_for, provider_config
+from llm import accounting, limits
+from llm.catalog import DeploymentConfig, default_alias
+from llm.failover import RoutingRecord, stream_with_failover
+from llm.providers.base import ProviderError
+from llm.registry import chat_model_for
+from llm.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,8 @@ class ReplyState:
     last_checkpoint: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    prompt_estimate: int = 0  # ~tokens in the prompt, for pricing when none are reported
+    routing: RoutingRecord | None = None
 
     @property
     def seq(self) -> int:
@@ -165,8 +172,14 @@ async def reply_stream(*, message_id: int) -> None:
         status = Message.Status.FAILED
         error = ChatError("internal", "Something went wrong on our side generating this reply.")
         logger.exception("reply %s failed unexpectedly", message_id)
-    prompt_tokens, completion_tokens, estimated = _usage(state, status)
-    await sync_to_async(services.reply_finish)(
+    prompt_tokens, completion_tokens, estimated = accounting.usage_final(
+        prompt_tokens=state.prompt_tokens,
+        completion_tokens=state.completion_tokens,
+        text=state.text,
+        complete=status == Message.Status.COMPLETE,
+    )
+    deployment = state.routing.deployment if state.routing else None
+    finished = await sync_to_async(services.reply_finish)(
         message_id=state.message_id,
         content=state.text,
         status=status,
@@ -174,30 +187,43 @@ async def reply_stream(*, message_id: int) -> None:
         completion_tokens=completion_tokens,
         tokens_estimated=estimated,
         error=error,
+        provider=deployment.name if deployment else None,
+        model=deployment.model if deployment else None,
+        cost=accounting.cost_of(
+            deployment, prompt_tokens, completion_tokens, prompt_estimate=state.prompt_estimate
+        ),
+        routing=state.routing.as_json() if state.routing else None,
     )
+    if finished is not None and deployment is not None and deployment.tpm_limit:
+        used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
+        await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
 
 
 async def _pump_tokens(
     reply: Message, messages: list[BaseMessage], coalescer: DeltaCoalescer, state: ReplyState
 ) -> None:
-    config = provider_config(reply.provider)
-    model = chat_model_for(config, max_tokens=settings.LLM_MAX_TOKENS)
+    """Stream the reply from the deployments serving its model alias (llm/failover.py: silent
+    failover before the first token, an `interrupted` error after it, bounded retries)."""
+    alias = str(reply.routing.get("alias") or reply.provider or default_alias())
+    state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
+    record = state.routing = RoutingRecord(alias=alias)
+
+    def build(deployment: DeploymentConfig) -> BaseChatModel:
+        return chat_model_for(deployment, max_tokens=settings.LLM_MAX_TOKENS)
+
     try:
-        async for chunk in model.astream(messages):
-            usage = getattr(chunk, "usage_metadata", None)
-            if usage:
-                state.prompt_tokens = usage.get("input_tokens")
-                state.completion_tokens = usage.get("output_tokens")
-            if isinstance(chunk.content, str):
-                await coalescer.add(chunk.content)
-            else:  # content blocks (e.g. Anthropic): keep the text ones
-                for block in chunk.content:
-                    if isinstance(block, dict) and block.get("type") == "text":
-                        await coalescer.add(str(block.get("text", "")))
-    except (asyncio.CancelledError, ProviderError):
-        raise
-    except Exception as exc:
-        raise provider_error_from(exc) from exc
+        await stream_with_failover(
+            alias=alias,
+            messages=messages,
+            sink=coalescer.add,
+            build=build,
+            record=record,
+            policy=RetryPolicy.from_settings(),
+            prompt_tokens=state.prompt_estimate,
+        )
+    finally:
+        state.prompt_tokens = record.usage.prompt_tokens
+        state.completion_tokens = record.usage.completion_tokens
 
 
 async def _await_unless_cancelled(pump: asyncio.Task[None], message_id: int) -> bool:
@@ -238,13 +264,3 @@ async def _publish_delta(conversation_id: int, event: dict[str, object]) -> None
         await event_publish(conversation_id, event)
     except Exception:
         logger.warning("delta for reply %s not published", event.get("message"), exc_info=True)
-
-
-def _usage(state: ReplyState, status: str) -> tuple[int | None, int | None, bool]:
-    """Provider-reported usage when given; otherwise an estimate (~4 chars a token) saying so."""
-    if state.completion_tokens is not None and status == Message.Status.COMPLETE:
-        return state.prompt_tokens, state.completion_tokens, False
-    if not state.text and state.prompt_tokens is None:
-        return None, None, False
-    completion = max(1, round(len(state.text) / 4)) if state.text else 0
-    return state.prompt_tokens, completion, True

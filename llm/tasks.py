@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from celery import shared_task
@@ -15,6 +16,39 @@ from chat import services
 from llm.streaming import reply_stream
 
 _worker = threading.local()
+
+
+def _closed_broker_channel_raises_a_connection_error() -> None:
+    """Keep a worker alive through a Redis broker outage (Celery 5.7.0, kombu 5.7.0).
+
+    On a lost broker connection Celery 5.7.0's consumer collects the connection (which drops
+    the transport's client) and then closes it again; closing the old channel restores its
+    unacked messages (our running, acks_late generations), and acking a task that finishes
+    later goes through the same channel. Both then build a Redis client from a transport whose
+    client is None and raise AttributeError, which nothing treats as a connection error: the
+    worker died ("Unrecoverable error") with every reply it was streaming
+    (tests/integration/test_faults.py::test_redis_outage_mid_stream_recovers_without_restarts).
+    A closed channel now raises the connection error kombu's callers expect: they log it and go
+    on, the consumer reconnects, and the replies finish (a lost ack only means a redelivery
+    after the visibility timeout, which reply_start turns into a no-op).
+    """
+    from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "parley_closed_check", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection of this channel was closed")
+        return original(self, asynchronous=asynchronous)
+
+    _connparams.parley_closed_check = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+
+_closed_broker_channel_raises_a_connection_error()
 
 
 def _worker_loop() -> asyncio.AbstractEventLoop:

@@ -242,3 +242,120 @@ LOGGING = {
 
 if SECRET_KEY == _INSECURE_DEV_KEY and (REDIS_URL or env_str("DATABASE_URL", "")):
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production settings refuse the embedded key")
+
+# --- LLM routing: providers, retries, circuit breakers (llm/router.py, docs/routing.md) ------
+# Providers and deployments are admin rows (llm.models); with none, the providers above serve,
+# each under its own name as model alias. The default alias; empty means LLM_DEFAULT_PROVIDER.
+LLM_DEFAULT_MODEL = env_str("LLM_DEFAULT_MODEL", "")
+# Fallback chains for aliases without an admin row: "default=claude,local;claude=local".
+LLM_FALLBACKS: dict[str, list[str]] = {}
+for _chain in [c.strip() for c in env_str("LLM_FALLBACKS", "").split(";") if c.strip()]:
+    _alias, _sep, _rest = _chain.partition("=")
+    if not _sep or not _alias.strip() or not _rest.strip():
+        raise ImproperlyConfigured(f"LLM_FALLBACKS: {_chain!r} is not alias=fallback,fallback")
+    LLM_FALLBACKS[_alias.strip()] = [a.strip() for a in _rest.split(",") if a.strip()]
+# Timeouts (seconds) for the settings-configured providers; rows carry their own.
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0)
+LLM_FIRST_TOKEN_TIMEOUT = env_float("LLM_FIRST_TOKEN_TIMEOUT", 60.0)
+# Local inference runs one reply at a time per process: a queued reply waits for the model.
+LLM_LOCAL_FIRST_TOKEN_TIMEOUT = env_float("LLM_LOCAL_FIRST_TOKEN_TIMEOUT", 300.0)
+LLM_INTER_TOKEN_TIMEOUT = env_float("LLM_INTER_TOKEN_TIMEOUT", 30.0)
+# Retries of one reply: attempts across all deployments, exponential backoff with full jitter,
+# a time budget for the whole reply's retries, and the longest Retry-After we will wait out.
+LLM_RETRY_MAX_ATTEMPTS = env_int("LLM_RETRY_MAX_ATTEMPTS", 4)
+LLM_RETRY_BASE_DELAY = env_float("LLM_RETRY_BASE_DELAY", 0.5)
+LLM_RETRY_MAX_DELAY = env_float("LLM_RETRY_MAX_DELAY", 8.0)
+LLM_RETRY_BUDGET = env_float("LLM_RETRY_BUDGET", 30.0)
+LLM_RETRY_AFTER_MAX = env_float("LLM_RETRY_AFTER_MAX", 20.0)
+# Circuit breakers, shared through the cache (Redis in production): open after N consecutive
+# failures, or an error rate over a window once it saw enough requests; half-open after the
+# cooldown lets one probe through (the probe lock expires after LLM_BREAKER_PROBE_TTL).
+LLM_BREAKER_FAILURES = env_int("LLM_BREAKER_FAILURES", 5)
+LLM_BREAKER_ERROR_RATE = env_float("LLM_BREAKER_ERROR_RATE", 0.5)
+LLM_BREAKER_MIN_REQUESTS = env_int("LLM_BREAKER_MIN_REQUESTS", 20)
+LLM_BREAKER_WINDOW = env_int("LLM_BREAKER_WINDOW", 60)
+LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 30.0)
+LLM_BREAKER_PROBE_TTL = env_int("LLM_BREAKER_PROBE_TTL", 120)
+# Provider API keys at rest: Fernet key(s), comma-separated, first encrypts; empty derives one
+# from DJANGO_SECRET_KEY (rotating that then makes stored keys unreadable).
+PARLEY_ENCRYPTION_KEY = env_str("PARLEY_ENCRYPTION_KEY", "")
+# /llm/health: open to all when empty, else staff or "Authorization: Bearer <token>".
+LLM_HEALTH_TOKEN = env_str("LLM_HEALTH_TOKEN", "")
+
+# --- Accounts: organisations, API keys, two-factor, rate limits, budgets (docs/accounts.md) ---
+from decimal import Decimal, InvalidOperation  # noqa: E402
+
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
+# After AuthenticationMiddleware: OTP verification, then the two-factor gate and the active
+# organisation; the 429 handler anywhere (it only handles view exceptions).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+    "django_otp.middleware.OTPMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1,
+    "accounts.middleware.TwoFactorMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("accounts.middleware.TwoFactorMiddleware") + 1,
+    "accounts.middleware.ActiveOrganisationMiddleware",
+)
+MIDDLEWARE.append("accounts.middleware.RateLimitedMiddleware")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
+    "accounts.context_processors.organisations"
+)
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "accounts.auth.ApiKeyAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+# The name shown in authenticator apps.
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Parley")
+# One-time WebSocket tickets (POST /api/v1/ws-ticket) live this many seconds.
+WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
+# django-ratelimit counts in the default cache (Redis in production, shared by replicas).
+RATELIMIT_USE_CACHE = "default"
+API_RATE_WS_TICKET = env_str("API_RATE_WS_TICKET", "30/m")
+# WebSocket limits, shared by replicas through Redis: COUNT/PERIOD, e.g. 120/m, 10/5s.
+WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
+WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
+WS_RATE_SENDS_PER_USER = env_str("WS_RATE_SENDS_PER_USER", "20/m")
+WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
+# Budgets: the price per token used to reserve a reply's worst-case cost, and to cost replies
+# whose provider reports none. 0 (default) means cost budgets only count reported costs.
+try:
+    QUOTA_COST_PER_TOKEN = Decimal(env_str("QUOTA_COST_PER_TOKEN", "0"))
+except InvalidOperation:
+    raise ImproperlyConfigured("QUOTA_COST_PER_TOKEN: expected a decimal number") from None
+
+# --- REST API, OpenAPI schema, OpenAI-compatible endpoints (issue 6: docs/api.md) ----------
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+# Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "chat.api.errors.api_exception_handler"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Parley API",
+    "DESCRIPTION": (
+        "Conversations, messages, models and usage. Authenticate with an API key "
+        "(`Authorization: Bearer pk_…`) or a session (with CSRF). The OpenAI-compatible "
+        "endpoints (/v1/chat/completions, /v1/models) are described in docs/api.md."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's files come from drf-spectacular-sidecar (static files): nothing is fetched
+    # from a CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {},
+}
+# Idempotency-Key: how long a first result is kept for repeats, and the longest a first
+# request may hold its lock (a non-streaming completion waits for the whole reply).
+API_IDEMPOTENCY_TTL = env_int("API_IDEMPOTENCY_TTL", 86400)
+API_IDEMPOTENCY_LOCK_SECONDS = env_int("API_IDEMPOTENCY_LOCK_SECONDS", 600)
+# HTTP streams (SSE, /v1/chat/completions): after this many quiet seconds a stream reads the
+# reply from the database (a dropped `done` cannot hang it) and sends a keep-alive comment.
+API_STREAM_POLL_INTERVAL = env_float("API_STREAM_POLL_INTERVAL", 5.0)
+# No `?format=` override: a response's type follows the Accept header alone.
+REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None

@@ -2,12 +2,20 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
+from chat.api.docs import api_docs
 from chat.views import healthz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("api/v1/", include("accounts.api_urls")),
+    path("api/v1/", include("chat.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", api_docs, name="api-docs"),
+    path("v1/", include("chat.openai_compat.urls")),
     path("healthz", healthz, name="healthz"),
+    path("llm/", include("llm.urls")),
     path("", include("chat.urls")),
 ]

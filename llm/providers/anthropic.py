@@ -9,6 +9,9 @@ from llm.providers.base import ProviderConfig
 
 
 def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+    # ChatAnthropic takes one number for every HTTP timeout (connect included); a separate
+    # connect timeout would need a hand-built client. Opening the connection is still bounded
+    # by the deployment's first-token timeout, which llm/failover.py enforces for every kind.
     return ChatAnthropic(  # type: ignore[call-arg]
         model=config.model,
         api_key=config.api_key,  # type: ignore[arg-type]

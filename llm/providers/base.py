@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    """One configured deployment: a provider kind, a model, and how to reach it."""
+    """One configured deployment: a provider kind, a model, and how to reach it.
+
+    `timeout` bounds each HTTP read (a backstop: first-token and inter-token timeouts are
+    enforced by llm/failover.py for every kind); `connect_timeout`, when set, bounds opening
+    the connection.
+    """
 
     name: str
-    kind: str  # local | openai | anthropic | simulated
+    kind: str  # local | openai | openai-compatible | anthropic | simulated
     model: str
     base_url: str = ""
     api_key: str = field(default="", repr=False)
     timeout: float = 60.0
     options: dict[str, Any] = field(default_factory=dict)
+    connect_timeout: float | None = None
 
     @property
     def is_local(self) -> bool:
@@ -25,13 +34,71 @@ class ProviderConfig:
 
 
 class ProviderError(Exception):
-    """A provider failed; `retryable` says whether trying again may succeed."""
+    """A provider failed; `retryable` says whether trying again may succeed.
 
-    def __init__(self, code: str, detail: str, *, retryable: bool) -> None:
+    `status` is the HTTP status when there was one, `retry_after` the seconds the provider
+    asked us to wait (Retry-After), `reason` a short machine word for routing records and
+    health (e.g. "http_429", "first_token_timeout", "connection").
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        reason: str = "",
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.reason = reason or (f"http_{status}" if status else code)
+
+    @property
+    def deployment_fault(self) -> bool:
+        """The fault lies with this deployment's credentials or setup (401, 403, a missing
+        key), not with the request: another deployment may well answer."""
+        return self.status in (401, 403) or self.reason == "misconfigured"
+
+
+def retry_after_from(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI) or `retry-after` (seconds or an HTTP
+    date); None when absent or unreadable."""
+    if not headers:
+        return None
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return headers if isinstance(headers, Mapping) else None
 
 
 def provider_error_from(exc: BaseException) -> ProviderError:
@@ -49,17 +116,22 @@ def provider_error_from(exc: BaseException) -> ProviderError:
                 "provider_unavailable",
                 f"The model provider answered {status}; try again.",
                 retryable=True,
+                status=status,
+                retry_after=retry_after_from(_headers_of(exc)),
             )
         return ProviderError(
             "provider_rejected",
             f"The model provider refused the request ({status}).",
             retryable=False,
+            status=status,
         )
     transient = ("Timeout", "Connection", "Connect", "ReadError", "RemoteProtocol")
     if isinstance(exc, (TimeoutError, ConnectionError)) or any(t in name for t in transient):
+        timed_out = isinstance(exc, TimeoutError) or "Timeout" in name
         return ProviderError(
             "provider_unavailable",
             "The model provider could not be reached; try again.",
             retryable=True,
+            reason="timeout" if timed_out else "connection",
         )
     return ProviderError("provider_error", f"The model provider failed ({name}).", retryable=False)

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from llm.providers.base import ProviderConfig
 
 
+def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float, float]:
+    """The client's timeout: (connect, read, write, pool) when a connect timeout is set.
+
+    A tuple, not an httpx.Timeout: langchain-openai shares one pooled HTTP client per
+    (base_url, timeout) and can only do so for a hashable timeout; an httpx.Timeout would make
+    it build a new client (and new TLS connections) for every reply.
+    """
+    if config.connect_timeout is None:
+        return config.timeout
+    return (config.connect_timeout, config.timeout, config.timeout, config.timeout)
+
+
 def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
-    common = dict(
+    common: dict[str, Any] = dict(
         model=config.model,
         api_key=config.api_key or "not-needed",
         base_url=config.base_url or None,
-        timeout=config.timeout,
+        timeout=request_timeout(config),
         max_retries=0,  # retries are the router's job, with backoff it controls
         streaming=True,
         stream_usage=True,
@@ -21,7 +35,7 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
     )
     if config.kind == "openai":
         # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
-        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[arg-type, call-arg]
+        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[call-arg]
     # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
     # unbounded; send the classic field they understand.
-    return ChatOpenAI(extra_body={"max_tokens": max_tokens}, **common)  # type: ignore[arg-type]
+    return ChatOpenAI(extra_body={"max_tokens": max_tokens}, **common)

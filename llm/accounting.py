@@ -1,0 +1,114 @@
+"""Tokens and cost: per reply (stored on the Message) and per user and day (a SQL aggregate).
+
+Token counts come from the provider when it reports them (OpenAI, Anthropic and the simulated
+model do; the bundled local model counts with its own llama.cpp tokenizer). Otherwise they are
+estimated at ~4 characters a token and the message says so (tokens_estimated). tiktoken is not
+used: its encodings are downloaded at run time, which an offline install cannot do.
+
+Cost is tokens × the deployment's prices per million tokens, in Decimal, rounded half-up to
+the 8 places Message.cost keeps. An unreported prompt count stays null on the message (the
+provider did not say), but its estimate is priced, under the same tokens_estimated flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
+
+from chat.models import Message
+from llm.catalog import DeploymentConfig
+
+CHARS_PER_TOKEN = 4
+MILLION = Decimal(1_000_000)
+COST_PLACES = Decimal("0.00000001")
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count for text no tokenizer is at hand for: ~4 characters a token."""
+    return max(1, round(len(text) / CHARS_PER_TOKEN)) if text else 0
+
+
+def usage_final(
+    *, prompt_tokens: int | None, completion_tokens: int | None, text: str, complete: bool
+) -> tuple[int | None, int | None, bool]:
+    """(prompt, completion, estimated): reported usage for a complete reply that has it;
+    otherwise the completion estimated from the text that was produced."""
+    if completion_tokens is not None and complete:
+        return prompt_tokens, completion_tokens, False
+    if not text and prompt_tokens is None:
+        return None, None, False
+    return prompt_tokens, estimate_tokens(text), True
+
+
+def cost_of(
+    deployment: DeploymentConfig | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    *,
+    prompt_estimate: int = 0,
+) -> Decimal | None:
+    """What a reply cost at the deployment's prices; None when it has no prices or no tokens."""
+    if deployment is None or (deployment.input_price is None and deployment.output_price is None):
+        return None
+    if prompt_tokens is None and completion_tokens is None:
+        return None
+    prompt = prompt_tokens if prompt_tokens is not None else prompt_estimate
+    cost = (
+        Decimal(prompt) * (deployment.input_price or 0)
+        + Decimal(completion_tokens or 0) * (deployment.output_price or 0)
+    ) / MILLION
+    return cost.quantize(COST_PLACES, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    day: date
+    user_id: int
+    username: str
+    replies: int
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: int  # replies whose counts are estimates
+    cost: Decimal
+
+
+def usage_daily(
+    *, since: date | None = None, until: date | None = None, username: str = ""
+) -> list[UsageDay]:
+    """Assistant replies per conversation owner and (UTC) day, newest day first."""
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.FINAL_STATUSES)
+    if since is not None:
+        replies = replies.filter(created_at__date__gte=since)
+    if until is not None:
+        replies = replies.filter(created_at__date__lte=until)
+    if username:
+        replies = replies.filter(conversation__owner__username__icontains=username)
+    rows = (
+        replies.annotate(day=TruncDate("created_at"))
+        .values("day", "conversation__owner_id", "conversation__owner__username")
+        .annotate(
+            reply_count=Count("id"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+            estimated=Count("id", filter=Q(tokens_estimated=True)),
+            total_cost=Sum("cost"),
+        )
+        .order_by("-day", "conversation__owner__username")
+    )
+    return [
+        UsageDay(
+            day=row["day"],
+            user_id=row["conversation__owner_id"],
+            username=row["conversation__owner__username"],
+            replies=row["reply_count"],
+            prompt_tokens=row["prompt"] or 0,
+            completion_tokens=row["completion"] or 0,
+            estimated=row["estimated"],
+            cost=(row["total_cost"] or Decimal(0)).quantize(COST_PLACES),
+        )
+        for row in rows
+    ]

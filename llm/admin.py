@@ -1,0 +1,227 @@
+"""Operators configure providers and deployments here and watch their health and usage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from llm.accounting import usage_daily
+from llm.breaker import CircuitBreaker, State
+from llm.health import key_health
+from llm.models import Deployment, FallbackChain, Provider, UsageReport
+
+
+class ProviderForm(forms.ModelForm):  # type: ignore[type-arg]
+    base_url = forms.URLField(
+        label="Base URL",
+        required=False,
+        assume_scheme="https",
+        help_text=Provider._meta.get_field("base_url").help_text,
+    )
+    # Write-only: rendered empty every time, so a stored key never leaves the server again.
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the stored key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+
+    class Meta:
+        model = Provider
+        fields = (
+            "name",
+            "kind",
+            "base_url",
+            "api_key",
+            "clear_api_key",
+            "api_key_env",
+            "connect_timeout",
+            "first_token_timeout",
+            "inter_token_timeout",
+            "options",
+            "enabled",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("api_key") and data.get("api_key_env"):
+            raise forms.ValidationError(
+                "Either store a key or name an environment variable, not both."
+            )
+        return data
+
+    def save(self, commit: bool = True) -> Provider:
+        provider: Provider = super().save(commit=False)
+        key = self.cleaned_data.get("api_key") or ""
+        if key:
+            provider.api_key_set(key)
+        elif self.cleaned_data.get("clear_api_key") or provider.api_key_env:
+            provider.api_key_set("")
+        if commit:
+            provider.save()
+        return provider
+
+
+class DeploymentInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Deployment
+    fields = ("alias", "model", "weight", "priority", "rpm_limit", "tpm_limit", "enabled")
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = ProviderForm
+    list_display = ("name", "kind", "base_url", "key", "deployment_count", "enabled")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "base_url", "deployments__alias", "deployments__model")
+    readonly_fields = ("key",)
+    inlines = [DeploymentInline]
+
+    @admin.display(description="API key")
+    def key(self, provider: Provider) -> str:
+        return provider.key_source
+
+    @admin.display(description="deployments")
+    def deployment_count(self, provider: Provider) -> int:
+        return provider.deployments.count()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "—"
+    return timezone.localtime(datetime.fromtimestamp(timestamp, tz=UTC)).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = (
+        "alias",
+        "provider",
+        "model",
+        "weight",
+        "priority",
+        "enabled",
+        "breaker",
+        "failures",
+        "first_token_ms",
+        "last_error",
+    )
+    list_display_links = ("alias",)
+    list_editable = ("weight", "priority", "enabled")
+    list_filter = ("alias", "provider__kind", "provider", "enabled", "priority")
+    list_select_related = ("provider",)
+    search_fields = ("alias", "model", "provider__name")
+    readonly_fields = ("health",)
+    actions = ["reset_breakers"]
+    fieldsets = (
+        (None, {"fields": ("provider", "alias", "model", "enabled")}),
+        ("Routing", {"fields": ("weight", "priority", "rpm_limit", "tpm_limit")}),
+        ("Prices (per 1M tokens)", {"fields": ("input_price", "output_price")}),
+        ("Health", {"fields": ("health",)}),
+    )
+
+    @admin.display(description="breaker")
+    def breaker(self, deployment: Deployment) -> str:
+        status, _ = key_health(deployment.key)
+        if status.state == State.OPEN and status.retry_in is not None:
+            return f"open ({status.retry_in:.0f} s)"
+        return str(status.state)
+
+    @admin.display(description="failures in a row")
+    def failures(self, deployment: Deployment) -> int:
+        return key_health(deployment.key)[0].consecutive_failures
+
+    @admin.display(description="last first token (ms)")
+    def first_token_ms(self, deployment: Deployment) -> str:
+        value = key_health(deployment.key)[1].get("last_first_token_ms")
+        return "—" if value is None else str(value)
+
+    @admin.display(description="last error")
+    def last_error(self, deployment: Deployment) -> str:
+        record = key_health(deployment.key)[1]
+        if not record.get("last_error_at"):
+            return "—"
+        return f"{record.get('last_error_reason')} at {_when(record.get('last_error_at'))}"
+
+    @admin.display(description="health")
+    def health(self, deployment: Deployment) -> str:
+        if deployment.pk is None:
+            return "—"
+        status, record = key_health(deployment.key)
+        return (
+            f"breaker {status.state}, {status.consecutive_failures} failures in a row; "
+            f"last answer {_when(record.get('last_ok_at'))} "
+            f"(first token {record.get('last_first_token_ms', '—')} ms); "
+            f"last error {_when(record.get('last_error_at'))}: {record.get('last_error', '—')}"
+        )
+
+    @admin.action(description="Close the circuit breaker of the selected deployments")
+    def reset_breakers(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        for deployment in queryset:
+            CircuitBreaker(deployment.key).reset()
+        self.message_user(request, f"Reset {queryset.count()} breaker(s).", messages.SUCCESS)
+
+
+@admin.register(FallbackChain)
+class FallbackChainAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("alias", "fallbacks")
+    search_fields = ("alias", "fallbacks")
+
+
+class UsageFilter(forms.Form):
+    user = forms.CharField(required=False, label="User contains")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@admin.register(UsageReport)
+class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: tokens and cost per user and day, summed from the messages themselves."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        form = UsageFilter(request.GET or None)
+        filters = form.cleaned_data if form.is_valid() else {}
+        rows = usage_daily(
+            since=filters.get("since"),
+            until=filters.get("until"),
+            username=filters.get("user") or "",
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage per user and day",
+            "opts": self.model._meta,
+            "form": form,
+            "rows": rows,
+            "totals": {
+                "replies": sum(r.replies for r in rows),
+                "prompt_tokens": sum(r.prompt_tokens for r in rows),
+                "completion_tokens": sum(r.completion_tokens for r in rows),
+                "cost": sum((r.cost for r in rows), start=0),
+            },
+        }
+        return TemplateResponse(request, "admin/llm/usage_report.html", context)

@@ -1,0 +1,341 @@
+"""Stream one reply from whichever deployment can answer it, within timeouts and retry bounds.
+
+The rules (docs/routing.md says the same for operators):
+- Before the first token, failover is silent: a deployment that fails, times out or is skipped
+  is replaced by the next in the route plan, and the user sees only the answer.
+- After the first token, there is no silent splice: the reply ends failed with the retryable
+  `interrupted` error, keeping the partial text (regenerate asks again).
+- A request the provider refuses (400, content filter) is not retried anywhere; a deployment
+  whose credentials are refused (401/403) or missing is dropped for this reply and the next one
+  is tried.
+- When every candidate of a round failed with retryable errors, the next round waits an
+  exponential backoff with full jitter (at least the smallest Retry-After); attempts and total
+  time are bounded (llm/retry.py).
+- When no candidate may even be tried (breakers open, rate limits, Retry-After pauses), the
+  reply fails at once with `provider_unavailable`: never a hang.
+- Timeouts: the first text must come within the deployment's first-token timeout (measured from
+  the request, so connecting counts), every later chunk within its inter-token timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+from llm import router
+from llm.breaker import Permit
+from llm.catalog import DeploymentConfig
+from llm.providers.base import ProviderError, provider_error_from
+from llm.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+TextSink = Callable[[str], Awaitable[None]]
+ModelBuilder = Callable[[DeploymentConfig], BaseChatModel]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class RoutingRecord:
+    """How a reply was routed; saved as Message.routing."""
+
+    alias: str
+    chain: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
+    slept_ms: int = 0
+    sent_text: bool = False
+    usage: Usage = field(default_factory=Usage)
+    answered_by: DeploymentConfig | None = None
+    last_tried: DeploymentConfig | None = None
+
+    @property
+    def deployment(self) -> DeploymentConfig | None:
+        """The deployment that answered, else the last one tried."""
+        return self.answered_by or self.last_tried
+
+    def as_json(self) -> dict[str, Any]:
+        answered = self.answered_by
+        return {
+            "alias": self.alias,
+            "chain": self.chain,
+            "attempts": self.attempts,
+            "skipped": self.skipped,
+            "retries": self.retries,
+            "slept_ms": self.slept_ms,
+            "answered_by": answered.key if answered else None,
+            "failover": answered is not None and len(self.attempts) > 1,
+        }
+
+
+def chunk_texts(chunk: Any) -> list[str]:
+    """The text pieces of one streamed chunk (content blocks, e.g. Anthropic's: the text ones)."""
+    content = getattr(chunk, "content", "")
+    if isinstance(content, str):
+        return [content] if content else []
+    return [
+        str(block.get("text", ""))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text" and block.get("text")
+    ]
+
+
+# Breaker, limit and health bookkeeping only touches the cache: run it off the event loop but
+# not on the one thread Django keeps for database work.
+_gate = sync_to_async(router.gate, thread_sensitive=False)
+_succeeded = sync_to_async(router.attempt_succeeded, thread_sensitive=False)
+_failed = sync_to_async(router.attempt_failed, thread_sensitive=False)
+
+
+async def stream_with_failover(
+    *,
+    alias: str,
+    messages: list[BaseMessage],
+    sink: TextSink,
+    build: ModelBuilder,
+    record: RoutingRecord,
+    policy: RetryPolicy,
+    prompt_tokens: int = 0,
+    plan_for: Callable[[str], router.RoutePlan] = router.route_plan,
+) -> DeploymentConfig:
+    """Stream a reply to `sink` from the first deployment that answers; returns it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + policy.budget
+    dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
+    last_error: ProviderError | None = None
+    while True:
+        plan = await sync_to_async(plan_for)(alias)
+        record.chain = plan.chain
+        candidates = [d for d in plan.candidates if d.key not in dropped]
+        if not plan.candidates:
+            raise ProviderError(
+                "provider_rejected",
+                f"No enabled deployment serves the model {alias!r}.",
+                retryable=False,
+                reason="no_deployment",
+            )
+        round_errors: list[ProviderError] = []
+        waits: list[float] = []
+        for deployment in candidates:
+            if len(record.attempts) >= policy.max_attempts:
+                break
+            verdict = await _gate(deployment, prompt_tokens=prompt_tokens)
+            if isinstance(verdict, router.Skip):
+                record.skipped.append(
+                    {"deployment": deployment.key, "label": deployment.label, **_skip(verdict)}
+                )
+                if verdict.retry_in is not None:
+                    waits.append(verdict.retry_in)
+                continue
+            try:
+                record.usage = await _attempt(deployment, verdict, build, messages, sink, record)
+            except ProviderError as error:
+                if record.sent_text:
+                    raise _interrupted(error) from error
+                if not (error.retryable or error.deployment_fault):
+                    raise
+                if error.deployment_fault:
+                    dropped.add(deployment.key)
+                last_error = error
+                round_errors.append(error)
+                logger.info(
+                    "%s failed before its first token (%s); trying the next deployment",
+                    deployment.label,
+                    error.reason,
+                )
+                continue
+            record.answered_by = deployment
+            return deployment
+        if last_error is None:
+            raise _all_unavailable(alias, waits)
+        if not round_errors or len(record.attempts) >= policy.max_attempts:
+            raise _exhausted(last_error, record)
+        delay = policy.delay(record.retries, round_errors)
+        if delay is None or loop.time() + delay > deadline:
+            raise _exhausted(last_error, record)
+        record.retries += 1
+        record.slept_ms += int(delay * 1000)
+        await asyncio.sleep(delay)
+
+
+async def _attempt(
+    deployment: DeploymentConfig,
+    permit: Permit,
+    build: ModelBuilder,
+    messages: list[BaseMessage],
+    sink: TextSink,
+    record: RoutingRecord,
+) -> Usage:
+    """One request to one deployment; raises ProviderError on any provider failure."""
+    began = time.monotonic()
+    entry: dict[str, Any] = {
+        "deployment": deployment.key,
+        "label": deployment.label,
+        "alias": deployment.alias,
+        "outcome": "started",
+    }
+    record.attempts.append(entry)
+    record.last_tried = deployment
+    usage = Usage()
+    settled = False  # the breaker has heard how this attempt went
+    try:
+        if deployment.problem:
+            raise ProviderError(
+                "provider_rejected",
+                f"The model provider {deployment.name!r} is misconfigured: {deployment.problem}.",
+                retryable=False,
+                reason="misconfigured",
+            )
+        model = build(deployment)
+        requested = time.monotonic()  # after building the client: that is local work
+        stream = model.astream(messages)
+        first_token_deadline = requested + deployment.first_token_timeout
+        try:
+            while True:
+                first = "first_token_ms" not in entry
+                wait = (
+                    first_token_deadline - time.monotonic()
+                    if first
+                    else deployment.inter_token_timeout
+                )
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise _timed_out(deployment, first=first) from exc
+                except (asyncio.CancelledError, ProviderError):
+                    raise
+                except Exception as exc:
+                    raise provider_error_from(exc) from exc
+                reported = getattr(chunk, "usage_metadata", None)
+                if reported:
+                    usage.prompt_tokens = reported.get("input_tokens")
+                    usage.completion_tokens = reported.get("output_tokens")
+                for text in chunk_texts(chunk):
+                    if "first_token_ms" not in entry:
+                        entry["first_token_ms"] = int((time.monotonic() - requested) * 1000)
+                        await _succeeded(deployment, permit, first_token_ms=entry["first_token_ms"])
+                        permit = Permit(permit.key)  # the probe has spoken
+                        settled = True
+                    record.sent_text = True
+                    await sink(text)
+        finally:
+            await _close(stream)
+    except ProviderError as error:
+        entry.update(_error_fields(error), outcome="failed")
+        await _failed(deployment, permit, error)
+        settled = True
+        raise
+    except asyncio.CancelledError:
+        entry["outcome"] = "cancelled"
+        raise
+    except Exception:
+        entry["outcome"] = "crashed"
+        raise
+    finally:
+        entry["ms"] = int((time.monotonic() - began) * 1000)
+        if not settled:
+            # Cancelled or crashed before any verdict; done synchronously, so that it also
+            # happens while the task is being cancelled.
+            router.attempt_abandoned(deployment, permit)
+    if entry["outcome"] == "started":
+        entry["outcome"] = "answered"
+    if not settled:  # answered with no text at all: still an answer
+        await _succeeded(deployment, permit, first_token_ms=entry["ms"])
+    return usage
+
+
+async def _close(stream: Any) -> None:
+    """Close the provider's stream (and its HTTP response); a failure to close is no news."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        logger.debug("closing a provider stream failed", exc_info=True)
+
+
+def _error_fields(error: ProviderError) -> dict[str, Any]:
+    fields: dict[str, Any] = {"code": error.code, "reason": error.reason}
+    if error.status is not None:
+        fields["status"] = error.status
+    if error.retry_after is not None:
+        fields["retry_after"] = error.retry_after
+    return fields
+
+
+def _skip(skip: router.Skip) -> dict[str, Any]:
+    fields: dict[str, Any] = {"reason": skip.reason}
+    if skip.retry_in is not None:
+        fields["retry_in"] = round(skip.retry_in, 1)
+    return fields
+
+
+def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
+    if first:
+        return ProviderError(
+            "provider_unavailable",
+            "The model provider sent nothing within "
+            f"{deployment.first_token_timeout:g} s; try again.",
+            retryable=True,
+            reason="first_token_timeout",
+        )
+    return ProviderError(
+        "provider_unavailable",
+        f"The model provider went silent for {deployment.inter_token_timeout:g} s mid-reply.",
+        retryable=True,
+        reason="inter_token_timeout",
+    )
+
+
+def _interrupted(error: ProviderError) -> ProviderError:
+    return ProviderError(
+        "interrupted",
+        "The model provider failed in the middle of this reply, so it is incomplete. "
+        "The partial text is kept; regenerate to try again.",
+        retryable=True,
+        status=error.status,
+        reason=error.reason,
+    )
+
+
+def _exhausted(last: ProviderError, record: RoutingRecord) -> ProviderError:
+    tries = len(record.attempts)
+    if tries <= 1:
+        return last
+    return ProviderError(
+        last.code,
+        f"{last.detail} (tried {tries} times)",
+        retryable=last.retryable,
+        status=last.status,
+        retry_after=last.retry_after,
+        reason=last.reason,
+    )
+
+
+def _all_unavailable(alias: str, waits: list[float]) -> ProviderError:
+    soon = f" in about {max(1, round(min(waits)))} s" if waits else " shortly"
+    return ProviderError(
+        "provider_unavailable",
+        f"Every provider for the model {alias!r} is paused after repeated failures or at its "
+        f"rate limit; try again{soon}.",
+        retryable=True,
+        reason="all_unavailable",
+    )

@@ -1,0 +1,299 @@
+"""A small OpenAI-compatible server on loopback that fails on cue, for the router's tests.
+
+It serves `GET /<route>/v1/models` and `POST /<route>/v1/chat/completions` (SSE streaming
+with usage when asked, and plain JSON), where each `<route>` stands for one deployment: tests
+point every deployment at its own route (`server.base_url("a")`), script what the next
+requests to it do, and count what it received.
+
+    server.script("a", Fail(429, retry_after=1), Reply("Hello"))   # next two requests
+    server.default("b", Hang())                                     # every later request
+
+Behaviours: Reply (streams `text` in chunks, optional delay before the first and between
+chunks), Fail (an HTTP status with an OpenAI error body, optional Retry-After), Hang (never
+sends a byte until the test ends), Stall (sends some chunks, then nothing), Disconnect (sends
+some chunks, then drops the connection). The server runs in a thread with its own event loop,
+so it is independent of the test's loop and of the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str = "Hello from the fault server."
+    chunk_chars: int = 6
+    first_delay: float = 0.0
+    chunk_delay: float = 0.0
+    prompt_tokens: int = 11
+    completion_tokens: int | None = None  # default: one per chunk
+    usage: bool = True  # send usage when the client asks (stream_options.include_usage)
+    name = "reply"
+
+    def chunks(self) -> list[str]:
+        step = max(1, self.chunk_chars)
+        return [self.text[i : i + step] for i in range(0, len(self.text), step)]
+
+
+@dataclass(frozen=True)
+class Fail:
+    status: int
+    retry_after: float | None = None
+    message: str = "scripted failure"
+    name = "fail"
+
+
+@dataclass(frozen=True)
+class Hang:
+    name = "hang"
+
+
+@dataclass(frozen=True)
+class Stall:
+    text: str = "Partial answer that then "
+    after_chunks: int = 2
+    chunk_chars: int = 8
+    name = "stall"
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    text: str = "Partial answer that then "
+    after_chunks: int = 2
+    chunk_chars: int = 8
+    name = "disconnect"
+
+
+Behaviour = Reply | Fail | Hang | Stall | Disconnect
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the server received."""
+
+    route: str
+    behaviour: str
+    stream: bool
+    at: float
+    body: dict = field(repr=False)
+
+
+class FaultServer:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scripts: dict[str, deque[Behaviour]] = defaultdict(deque)
+        self._defaults: dict[str, Behaviour] = {}
+        self.seen: list[Seen] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._stopping: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    # --- scripting and counting, from the test's side -----------------------------------
+
+    def base_url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{route}/v1"
+
+    def script(self, route: str, *behaviours: Behaviour) -> None:
+        """What the next requests to `route` do, in order."""
+        with self._lock:
+            self._scripts[route].extend(behaviours)
+
+    def default(self, route: str, behaviour: Behaviour) -> None:
+        """What requests to `route` do once its script is used up (else: Reply())."""
+        with self._lock:
+            self._defaults[route] = behaviour
+
+    def requests(self, route: str | None = None, behaviour: str | None = None) -> list[Seen]:
+        with self._lock:
+            return [
+                s
+                for s in self.seen
+                if (route is None or s.route == route)
+                and (behaviour is None or s.behaviour == behaviour)
+            ]
+
+    def count(self, route: str | None = None, behaviour: str | None = None) -> int:
+        return len(self.requests(route, behaviour))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/{route}/v1/models", self._models)
+        app.router.add_post("/{route}/v1/chat/completions", self._completions)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def _stop(self) -> None:
+        assert self._stopping is not None and self._runner is not None
+        self._stopping.set()  # releases every Hang and Stall
+        await self._runner.cleanup()
+
+    # --- the server's side -------------------------------------------------------------------
+
+    def _next(self, route: str) -> Behaviour:
+        with self._lock:
+            queue = self._scripts[route]
+            return queue.popleft() if queue else self._defaults.get(route, Reply())
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": "fault-model", "object": "model"}]}
+        )
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        route = request.match_info["route"]
+        body = await request.json()
+        behaviour = self._next(route)
+        stream = bool(body.get("stream"))
+        with self._lock:
+            self.seen.append(Seen(route, behaviour.name, stream, time.monotonic(), body))
+        if isinstance(behaviour, Fail):
+            headers = {}
+            if behaviour.retry_after is not None:
+                headers["Retry-After"] = f"{behaviour.retry_after:g}"
+            return web.json_response(
+                {"error": {"message": behaviour.message, "type": "fault", "code": None}},
+                status=behaviour.status,
+                headers=headers,
+            )
+        if isinstance(behaviour, Hang):
+            await self._wait_until_stopped()
+            return web.Response(status=503)
+        if isinstance(behaviour, Reply) and not stream:
+            await asyncio.sleep(behaviour.first_delay)
+            return web.json_response(_completion(body, behaviour))
+        return await self._stream(request, body, behaviour)
+
+    async def _stream(
+        self, request: web.Request, body: dict, behaviour: Reply | Stall | Disconnect
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        model = body.get("model", "fault-model")
+
+        async def send(payload: dict | str) -> None:
+            data = payload if isinstance(payload, str) else json.dumps(payload)
+            await response.write(f"data: {data}\n\n".encode())
+
+        await send(_chunk(model, {"role": "assistant", "content": ""}))
+        if isinstance(behaviour, Reply):
+            await asyncio.sleep(behaviour.first_delay)
+            pieces = behaviour.chunks()
+            for index, piece in enumerate(pieces):
+                if index and behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+                await send(_chunk(model, {"content": piece}))
+            await send(_chunk(model, {}, finish="stop"))
+            if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
+                completion = behaviour.completion_tokens or len(pieces)
+                await send(_usage_chunk(model, behaviour.prompt_tokens, completion))
+            await send("[DONE]")
+            await response.write_eof()
+            return response
+        step = behaviour.chunk_chars
+        pieces = [behaviour.text[i : i + step] for i in range(0, len(behaviour.text), step)]
+        for piece in pieces[: behaviour.after_chunks]:
+            await send(_chunk(model, {"content": piece}))
+        if isinstance(behaviour, Disconnect):
+            await asyncio.sleep(0.05)  # let the sent chunks reach the client first
+            assert request.transport is not None
+            request.transport.close()  # mid-body: no final chunk, no [DONE]
+            return response
+        await self._wait_until_stopped()
+        return response
+
+    async def _wait_until_stopped(self) -> None:
+        assert self._stopping is not None
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=120)
+        except TimeoutError:
+            pass
+
+
+def _chunk(model: str, delta: dict, finish: str | None = None) -> dict:
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _usage_chunk(model: str, prompt: int, completion: int) -> dict:
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _completion(body: dict, reply: Reply) -> dict:
+    completion = reply.completion_tokens or len(reply.chunks())
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fault-model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": reply.prompt_tokens + completion,
+        },
+    }
+
+
+@contextmanager
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
