@@ -98,6 +98,16 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # --proxy-headers: the client address (rate limits) and scheme come from nginx's
 # X-Forwarded-For / X-Forwarded-Proto; Daphne is reachable only through nginx.
-# The worker runs the same image with another command (see compose.yaml), e.g.
-#   celery -A project worker -Q llm-local --concurrency=1
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "project.asgi:application"]
+# WebSocket lifetime and keepalive, chosen together with nginx.conf and the page (chat.js):
+# --websocket_timeout 86400: a socket is closed after 24 h whatever it does. Credentials are
+#   checked only at the handshake, so this bounds how long a revoked session or API key keeps a
+#   live socket; the page (and any client following docs/protocol.md) reconnects and resumes by
+#   seq, so even a reply streaming at that moment loses nothing.
+# --ping-interval 20 / --ping-timeout 30: a socket with no frame from the client for 20 s gets a
+#   WebSocket ping; no answer within 30 s closes it. The page pings every 25 s itself, so live
+#   sockets carry traffic at least every ~25 s and nginx's 75 s proxy_read_timeout never fires
+#   on them, only on a peer that vanished.
+# tests/integration/test_faults.py runs Daphne with exactly this command line.
+# The workers run the same image with other commands (compose.yaml: worker-remote,
+# worker-local, beat).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30", "project.asgi:application"]

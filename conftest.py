@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from django.test import override_settings
 
-from accounts.models import User
+from accounts.models import Membership, Organisation, User
+from accounts.services import account_create, membership_set, organisation_create
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +21,9 @@ def _embedded_defaults(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.RATELIMIT_ENABLE = True
+    settings.REDIS_URL = ""  # rate limits count in the (locmem) cache
+    # Fixtures hash several passwords per test; the production hasher is slow by design.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     from django.core.cache import cache
 
     cache.clear()
@@ -28,17 +32,33 @@ def _embedded_defaults(settings):
 
 @pytest.fixture
 def owner(db) -> User:
-    return User.objects.create_user(username="olivia", password="correct horse battery")
+    """Has a personal organisation, as sign-up gives everyone."""
+    return account_create(username="olivia", password="correct horse battery")
 
 
 @pytest.fixture
-def member(db) -> User:
-    return User.objects.create_user(username="marek", password="correct horse battery")
+def organisation(owner) -> Organisation:
+    """A team organisation the owner administers (the member joins it)."""
+    return organisation_create(name="Acme", admin=owner)
+
+
+@pytest.fixture
+def member(db, owner, organisation) -> User:
+    """Has a personal organisation, and is a plain member of the owner's team `organisation`."""
+    user = account_create(username="marek", password="correct horse battery")
+    membership_set(organisation=organisation, user=user, role=Membership.Role.MEMBER, by=owner)
+    return user
 
 
 @pytest.fixture
 def outsider(db) -> User:
-    return User.objects.create_user(username="oscar", password="correct horse battery")
+    """In no organisation of the owner's: every permission test uses them."""
+    return account_create(username="oscar", password="correct horse battery")
+
+
+@pytest.fixture
+def other_organisation(outsider) -> Organisation:
+    return Organisation.objects.get(personal_owner=outsider)
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # noqa: ASYNC109

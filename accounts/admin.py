@@ -1,10 +1,301 @@
+"""Operators' admin: users, organisations and roles, API keys, budgets, usage, the audit log.
+
+Non-superuser operators (is_staff plus an operator/admin role) see only their organisations'
+rows (accounts/admin_scoping.py).
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from typing import Any
 
-from accounts.models import User
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Model, QuerySet
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest
 
-admin.site.register(User, UserAdmin)
+from accounts import services
+from accounts.admin_scoping import (
+    OPERATOR_ROLES,
+    OrganisationScopedAdmin,
+    ReadOnlyScopedAdmin,
+    _is_superuser,
+    admin_roles,
+)
+from accounts.models import (
+    ApiKey,
+    AuditLog,
+    Budget,
+    Membership,
+    Organisation,
+    UsageCounter,
+    UsageLedger,
+    User,
+)
+from accounts.signals import client_ip
+
 admin.site.site_header = "Parley operations"
 admin.site.site_title = "Parley admin"
+
+ADMIN_ROLE = frozenset({Membership.Role.ADMIN})
+
+
+@admin.register(User)
+class UserAdmin(OrganisationScopedAdmin, DjangoUserAdmin):  # type: ignore[misc]
+    """Superusers manage accounts; operators see their organisations' members, read-only
+    (changing passwords or staff flags is not an organisation's business)."""
+
+    organisation_field = "memberships__organisation"
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if _is_superuser(request) or obj is None:
+            return super().has_view_permission(request, None)
+        return self.get_queryset(request).filter(pk=obj.pk).exists()
+
+
+class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Membership
+    extra = 0
+    raw_id_fields = ("user",)
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+
+    def _org_admin(self, request: HttpRequest, obj: Organisation | None) -> bool:
+        if _is_superuser(request):
+            return True
+        return obj is not None and admin_roles(request).get(obj.pk) == Membership.Role.ADMIN
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request) or bool(admin_roles(request))
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._org_admin(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._org_admin(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._org_admin(request, obj)
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(OrganisationScopedAdmin):
+    organisation_field = "pk"
+    change_roles = ADMIN_ROLE
+    list_display = ("name", "slug", "personal_owner", "require_2fa", "created_at")
+    list_filter = (("personal_owner", admin.EmptyFieldListFilter), "require_2fa")
+    raw_id_fields = ("personal_owner",)
+    search_fields = ("name", "slug", "memberships__user__username")
+    readonly_fields = ("created_at",)
+    inlines = [MembershipInline]
+
+    def object_organisation_id(self, obj: Model) -> int | None:
+        return obj.pk
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return _is_superuser(request) and super().has_add_permission(request, *args)
+
+    def save_model(
+        self, request: HttpRequest, obj: Organisation, form: ModelForm, change: bool
+    ) -> None:  # type: ignore[type-arg]
+        if change and "require_2fa" in form.changed_data:
+            services.audit_record(
+                action=AuditLog.Action.ADMIN_EDIT,
+                actor=request.user,  # type: ignore[arg-type]
+                organisation=obj,
+                target=str(obj),
+                ip=client_ip(request),
+                details={"require_2fa": obj.require_2fa},
+            )
+        super().save_model(request, obj, form, change)
+
+    def save_formset(
+        self,
+        request: HttpRequest,
+        form: ModelForm,
+        formset: BaseInlineFormSet,
+        change: bool,  # type: ignore[type-arg]
+    ) -> None:
+        """Role changes, additions and removals are audited with who did them."""
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        before = {m.pk: m.role for m in Membership.objects.filter(organisation=form.instance)}
+        super().save_formset(request, form, formset, change)
+        after = {
+            m.pk: m
+            for m in Membership.objects.filter(organisation=form.instance).select_related("user")
+        }
+        for pk, membership in after.items():
+            if before.get(pk) != membership.role:
+                self._audit_role(
+                    request,
+                    form.instance,
+                    membership.user.get_username(),
+                    before.get(pk),
+                    membership.role,
+                )
+        for obj in formset.deleted_objects:
+            self._audit_role(
+                request, form.instance, obj.user.get_username(), before.get(obj.pk), None
+            )
+
+    def _audit_role(
+        self,
+        request: HttpRequest,
+        organisation: Organisation,
+        username: str,
+        old: str | None,
+        new: str | None,
+    ) -> None:
+        services.audit_record(
+            action=AuditLog.Action.ROLE_CHANGED,
+            actor=request.user,  # type: ignore[arg-type]
+            organisation=organisation,
+            target=username,
+            ip=client_ip(request),
+            details={"from": old, "to": new},
+        )
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(OrganisationScopedAdmin):
+    """Keys are made by their users at /accounts/keys/; here operators revoke them. The
+    secret is not stored, and the hash is not shown."""
+
+    list_display = (
+        "name",
+        "prefix_shown",
+        "organisation",
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    list_filter = (("organisation", admin.RelatedOnlyFieldListFilter), "revoked_at")
+    search_fields = ("name", "prefix", "user__username", "organisation__name")
+    fields = (
+        "name",
+        "prefix_shown",
+        "organisation",
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="key")
+    def prefix_shown(self, obj: ApiKey) -> str:
+        return f"pk_{obj.prefix}_…"
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return _is_superuser(request) or bool(
+            request.user.is_staff and self.organisation_ids(request, OPERATOR_ROLES)
+        )
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = sum(
+            services.api_key_revoke(key=key, by=request.user, ip=client_ip(request))  # type: ignore[arg-type]
+            for key in queryset.select_related("organisation")
+        )
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+@admin.register(Budget)
+class BudgetAdmin(OrganisationScopedAdmin):
+    change_roles = OPERATOR_ROLES
+    delete_roles = OPERATOR_ROLES
+    list_display = ("organisation", "user", "period", "max_tokens", "max_cost", "updated_at")
+    list_filter = ("period", ("organisation", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("organisation__name", "user__username")
+    raw_id_fields = ("user",)
+
+    def _audit(self, request: HttpRequest, obj: Budget, change: str) -> None:
+        services.audit_record(
+            action=AuditLog.Action.BUDGET_CHANGED,
+            actor=request.user,  # type: ignore[arg-type]
+            organisation=obj.organisation,
+            target=str(obj),
+            ip=client_ip(request),
+            details={
+                "change": change,
+                "period": obj.period,
+                "user": obj.user_id,
+                "max_tokens": obj.max_tokens,
+                "max_cost": str(obj.max_cost) if obj.max_cost is not None else None,
+            },
+        )
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: ModelForm, change: bool) -> None:  # type: ignore[type-arg]
+        super().save_model(request, obj, form, change)
+        self._audit(request, obj, "changed" if change else "added")
+
+    def delete_model(self, request: HttpRequest, obj: Budget) -> None:
+        self._audit(request, obj, "deleted")
+        super().delete_model(request, obj)
+
+
+@admin.register(UsageCounter)
+class UsageAdmin(ReadOnlyScopedAdmin):
+    """Usage and cost per organisation (user empty) and per member, per day or month."""
+
+    list_display = ("start", "period", "organisation", "who", "tokens", "cost", "requests")
+    list_filter = ("period", ("organisation", admin.RelatedOnlyFieldListFilter), "start")
+    search_fields = ("organisation__name", "user__username")
+    date_hierarchy = "start"
+    list_select_related = ("organisation", "user")
+
+    @admin.display(description="user")
+    def who(self, obj: UsageCounter) -> str:
+        return obj.user.get_username() if obj.user else "(whole organisation)"
+
+
+@admin.register(UsageLedger)
+class UsageLedgerAdmin(ReadOnlyScopedAdmin):
+    list_display = (
+        "created_at",
+        "organisation",
+        "user",
+        "message_id",
+        "state",
+        "reserved_tokens",
+        "used_tokens",
+        "cost",
+    )
+    list_filter = ("state", ("organisation", admin.RelatedOnlyFieldListFilter), "created_at")
+    search_fields = ("organisation__name", "user__username")
+    date_hierarchy = "created_at"
+    list_select_related = ("organisation", "user")
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyScopedAdmin):
+    """Operators read their organisations' entries and their members' sign-ins; nobody edits
+    or deletes entries here."""
+
+    list_display = ("created_at", "action", "actor", "organisation", "target", "ip")
+    list_filter = ("action", "created_at")
+    search_fields = ("target", "actor__username", "ip")
+    date_hierarchy = "created_at"
+    list_select_related = ("actor", "organisation")
+
+    def scope(self, queryset: QuerySet[Any], organisation_ids: set[int]) -> QuerySet[Any]:
+        members = Membership.objects.filter(organisation_id__in=organisation_ids).values("user_id")
+        return queryset.filter(organisation_id__in=organisation_ids) | queryset.filter(
+            organisation__isnull=True, actor_id__in=members
+        )
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if _is_superuser(request) or obj is None:
+            return super().has_view_permission(request, None)
+        return self.get_queryset(request).filter(pk=obj.pk).exists()

@@ -2,23 +2,18 @@ from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from django.utils.decorators import method_decorator
-from django_ratelimit.decorators import ratelimit
 
 from accounts import views
 
 app_name = "accounts"
 
-_login = method_decorator(ratelimit(key="ip", rate="20/m", method="POST", block=True), name="post")
-
 urlpatterns = [
-    path(
-        "login/",
-        _login(auth_views.LoginView).as_view(
-            template_name="accounts/login.html", redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
+    path("organisation/", views.organisation_switch, name="organisation_switch"),
+    path("keys/", views.api_keys, name="keys"),
+    path("keys/<int:key_id>/revoke", views.api_key_revoke, name="key_revoke"),
+    path("2fa/", views.two_factor, name="two_factor"),
+    path("2fa/disable", views.two_factor_disable, name="two_factor_disable"),
 ]

@@ -47,6 +47,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.groups_joined: set[str] = set()
         # Per reply this socket follows: how much text (seq) the client holds.
         self.held: dict[int, int] = {}
+        # Replies whose final frame (done/error) this socket sent: a group event for one of
+        # them arriving later (in flight during a resume or an ack's catch-up) is dropped, so
+        # no reply ends twice and no text follows its end on a socket.
+        self.finished: set[int] = set()
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -179,6 +183,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def send_final(self, message: Message) -> None:
         self.held.pop(message.pk, None)
+        self.finished.add(message.pk)
         if message.status == Message.Status.FAILED:
             error = ChatError(
                 message.error_code or "internal",
@@ -211,6 +216,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def chat_delta(self, event: dict[str, Any]) -> None:
         message_id = event["message"]
+        if message_id in self.finished:
+            return
         held = self.held.get(message_id, 0)
         if event["start"] > held:
             # A gap: the layer dropped a delta (it is at-most-once). Fill it from the saved text;
@@ -233,16 +240,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def chat_done(self, event: dict[str, Any]) -> None:
         message_id = event["message"]
+        if message_id in self.finished:
+            return
         if self.held.get(message_id, 0) < event["seq"]:
             await self.fill_from_saved(await Message.objects.aget(pk=message_id))
         self.held.pop(message_id, None)
+        self.finished.add(message_id)
         await self.send_json({**event, "type": "done"})
 
     async def chat_error(self, event: dict[str, Any]) -> None:
         message_id = event["message"]
+        if message_id in self.finished:
+            return
         if self.held.get(message_id, 0) < event.get("seq", 0):
             await self.fill_from_saved(await Message.objects.aget(pk=message_id))
         self.held.pop(message_id, None)
+        self.finished.add(message_id)
         await self.send_json({**event, "type": "error"})
 
     async def chat_message(self, event: dict[str, Any]) -> None:

@@ -1,30 +1,55 @@
-"""Reads, each checked against who is asking."""
+"""Reads, each checked against who is asking.
+
+A conversation is readable by its owner while they are a member of its organisation; it stays
+private to them within the organisation (operators read it in the admin only). A socket or key
+limited to one organisation passes `organisation` and reaches nothing outside it.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.db.models.functions import Length
 
-from accounts.models import User
+from accounts.models import Organisation, User
+from accounts.quotas import tokens_estimate
 from chat.errors import ChatError
 from chat.models import Conversation, Message
 
+# Tokens a chat template adds around each message (role markers and separators), rounded up.
+TOKENS_PER_MESSAGE = 8
 
-def conversation_list(*, user: User) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user)
+
+def _readable(user: User, organisation: Organisation | None) -> QuerySet[Conversation]:
+    conversations = Conversation.objects.filter(owner=user, organisation__memberships__user=user)
+    if organisation is not None:
+        conversations = conversations.filter(organisation=organisation)
+    return conversations
 
 
-def conversation_access(*, user: User, conversation_id: int) -> Conversation:
+def conversation_list(
+    *, user: User, organisation: Organisation | None = None
+) -> QuerySet[Conversation]:
+    """The user's conversations (in one organisation, if given)."""
+    return _readable(user, organisation)
+
+
+def conversation_access(
+    *, user: User, conversation_id: int, organisation: Organisation | None = None
+) -> Conversation:
     """The conversation if this user may read it; otherwise not_found (no existence leak)."""
     try:
-        return Conversation.objects.get(pk=conversation_id, owner=user)
+        return _readable(user, organisation).get(pk=conversation_id)
     except Conversation.DoesNotExist:
         raise ChatError("not_found", "No such conversation.") from None
 
 
-def message_access(*, user: User, message_id: int) -> Message:
+def message_access(
+    *, user: User, message_id: int, organisation: Organisation | None = None
+) -> Message:
     try:
         return Message.objects.select_related("conversation").get(
-            pk=message_id, conversation__owner=user
+            pk=message_id, conversation__in=_readable(user, organisation)
         )
     except Message.DoesNotExist:
         raise ChatError("not_found", "No such message.") from None
@@ -33,3 +58,25 @@ def message_access(*, user: User, message_id: int) -> Message:
 def message_history(*, conversation: Conversation) -> QuerySet[Message]:
     """The conversation as it stands: superseded messages (regenerated, edited) left out."""
     return conversation.messages.filter(superseded=False)
+
+
+def prompt_tokens_estimate(
+    *, conversation_id: int | None, text: str = "", before_id: int | None = None
+) -> int:
+    """A high estimate of the prompt a new reply will send (what llm/streaming.py builds: the
+    system prompt, the recent history before `before_id`, and `text`), for budget reservations.
+    One query, none for a new conversation."""
+    lengths: list[int] = []
+    if conversation_id is not None:
+        history = Message.objects.filter(conversation_id=conversation_id, superseded=False).exclude(
+            status__in=[Message.Status.FAILED, Message.Status.PENDING]
+        )
+        if before_id is not None:
+            history = history.filter(id__lt=before_id)
+        lengths = list(
+            history.order_by("-id")
+            .annotate(chars=Length("content"))
+            .values_list("chars", flat=True)[: settings.LLM_HISTORY_MESSAGES]
+        )
+    chars = len(settings.LLM_SYSTEM_PROMPT) + len(text) + sum(lengths)
+    return tokens_estimate(chars) + TOKENS_PER_MESSAGE * (len(lengths) + 2)

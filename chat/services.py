@@ -6,6 +6,7 @@ generation in llm/streaming.py, in-process or in a Celery worker alike.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -19,7 +20,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organisation, User
-from accounts.quotas import quota_release, quota_reserve, quota_settle_message, reservation_attach
+from accounts.quotas import (
+    ledger_settle_stale,
+    quota_release,
+    quota_reserve,
+    quota_settle,
+    quota_settle_message,
+    reservation_attach,
+)
 from accounts.services import organisation_personal_ensure
 from chat import selectors
 from chat.errors import ChatError
@@ -382,7 +390,10 @@ def reply_finish(
             event_publish_on_commit(message.conversation_id, error_event(message, error))
         else:
             event_publish_on_commit(message.conversation_id, done_event(message))
-    cache.delete(CANCEL_KEY.format(message_id=message_id))
+    try:
+        cache.delete(CANCEL_KEY.format(message_id=message_id))
+    except Exception:  # the cache (Redis) is down: the flag expires by itself (CANCEL_TTL)
+        logging.getLogger(__name__).warning("cancel flag of %s not cleared", message_id)
     quota_settle_message(message=message)  # real usage replaces the reserved worst case
     return message
 
@@ -424,6 +435,7 @@ def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
             quota_settle_message(message=message)
             event_publish_on_commit(message.conversation_id, error_event(message, INTERRUPTED))
             reaped += 1
+    ledger_settle_stale()  # final replies whose settlement was lost (a crash in between)
     return reaped
 
 
@@ -438,10 +450,11 @@ def done_event(message: Message) -> dict[str, Any]:
             "completion_tokens": message.completion_tokens,
             "estimated": message.tokens_estimated,
         },
-        "cost": None,
+        "cost": str(message.cost) if message.cost is not None else None,
         "provider": message.provider,
         "model": message.model,
         "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
+        "cached": bool((message.routing or {}).get("cache")),  # answered by llm/cache/
     }
 
 
@@ -454,3 +467,148 @@ def error_event(message: Message, error: ChatError) -> dict[str, Any]:
         "message": message.pk,
         "seq": message.seq,
     }
+
+
+# --- The programmable API (chat/api/, chat/openai_compat/) ---------------------------------
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """Give a conversation a new title (trimmed to what the column holds)."""
+    title = " ".join(title.split())[:200]
+    if not title:
+        raise ChatError("bad_frame", "A title must have some text.")
+    # An update, not a save: a conversation deleted meanwhile is a not_found, not a crash.
+    if not Conversation.objects.filter(pk=conversation.pk).update(
+        title=title, updated_at=timezone.now()
+    ):
+        raise ChatError("not_found", "No such conversation.")
+    conversation.refresh_from_db(fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation, by: User) -> None:
+    """Delete a conversation and its messages; replies still running there are stopped first.
+
+    A pending reply gives its reservation back (reply_cancel). A streaming one may already have
+    been billed by its provider and will not be able to save its usage once its row is gone, so
+    its reservation stays charged at the worst case, as for an interrupted reply.
+    """
+    with transaction.atomic():
+        running = list(
+            Message.objects.select_for_update().filter(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status__in=[Message.Status.PENDING, Message.Status.STREAMING],
+            )
+        )
+        for reply in running:
+            reply_cancel(message=reply, by=by)
+            if reply.status == Message.Status.STREAMING:
+                quota_settle(
+                    message_id=reply.pk,
+                    started=True,
+                    prompt_tokens=None,
+                    completion_tokens=None,
+                    content_chars=len(reply.content),
+                    interrupted=True,
+                )
+        conversation.delete()
+
+
+@dataclass(frozen=True)
+class PriorMessage:
+    """A message of a request's history, recorded as it was (OpenAI-compatible requests)."""
+
+    role: str  # Message.Role
+    content: str
+
+
+def _reply_create_routed(*, conversation: Conversation, reply_to: Message, alias: str) -> Message:
+    """Like _reply_create, for a reply pinned to a model alias (llm.router resolves it).
+
+    A copy of _reply_create with `provider_choose(pinned=alias)`: see the note in the issue 6
+    report (an `alias` argument there would make this unnecessary).
+    """
+    from llm.dispatch import dispatch_generation
+    from llm.router import provider_choose
+
+    provider = provider_choose(pinned=alias)
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        reply_to=reply_to,
+        provider=provider.name,
+        model=provider.model,
+        routing={"alias": provider.alias or alias},
+    )
+    event_publish_on_commit(conversation.pk, message_event(reply))
+    transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+    return reply
+
+
+def completion_request_create(
+    *,
+    author: User,
+    organisation: Organisation,
+    history: list[PriorMessage],
+    text: str,
+    client_id: str,
+    alias: str,
+) -> SendResult:
+    """Record a stateless completion request (POST /v1/chat/completions) as a conversation and
+    start its reply, the way message_send does: same budget reservation, same pending reply,
+    same dispatch; only the model alias is the caller's choice.
+
+    The request's earlier messages are saved as they were (final, never generated here); the
+    last user message is `text`. Idempotent on (author, client_id) like a send.
+    """
+    text = _clean_text(text)
+    if earlier := _earlier_send(author=author, client_id=client_id):
+        return earlier
+    try:
+        with transaction.atomic():
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=organisation.pk,
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=None, text=text + "".join(m.content for m in history)
+                )
+                + selectors.TOKENS_PER_MESSAGE * len(history),
+            )
+            conversation = conversation_create(
+                owner=author,
+                title=_title_from(text),
+                organisation=organisation,
+            )
+            Message.objects.bulk_create(
+                [
+                    Message(
+                        conversation=conversation,
+                        role=prior.role,
+                        author=author if prior.role == Message.Role.USER else None,
+                        content=prior.content,
+                        status=Message.Status.COMPLETE,
+                        seq=len(prior.content),
+                    )
+                    for prior in history
+                ]
+            )
+            user_message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                author=author,
+                content=text,
+                status=Message.Status.COMPLETE,
+                seq=len(text),
+                client_id=client_id,
+            )
+            reply = _reply_create_routed(
+                conversation=conversation, reply_to=user_message, alias=alias
+            )
+            reservation_attach(reservation=reservation, message_id=reply.pk)
+    except IntegrityError:
+        if earlier := _earlier_send(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
+from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY
 from chat import selectors, services
 from chat.errors import ChatError
 
@@ -35,13 +36,19 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpRespo
         )
     except ChatError:
         return render(request, "chat/not_found.html", status=404)
+    # Opening a chat of another of your organisations works in that organisation from now on.
+    request.session[ACTIVE_ORGANISATION_SESSION_KEY] = conversation.organisation_id
+    request.organisation = conversation.organisation  # type: ignore[attr-defined]
     return render(request, "chat/page.html", _page_context(request, conversation=conversation))
 
 
 @login_required
 @require_POST
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    conversation = services.conversation_create(owner=_user(request))
+    conversation = services.conversation_create(
+        owner=_user(request),
+        organisation=request.organisation,  # type: ignore[attr-defined]
+    )
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
@@ -53,7 +60,10 @@ def _page_context(request: HttpRequest, *, conversation: object) -> dict[str, ob
         else []
     )
     return {
-        "conversations": selectors.conversation_list(user=user)[:100],
+        "conversations": selectors.conversation_list(
+            user=user,
+            organisation=request.organisation,  # type: ignore[attr-defined]
+        )[:100],
         "conversation": conversation,
         "messages": messages,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,

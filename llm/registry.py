@@ -42,6 +42,7 @@ def provider_configs() -> dict[str, ProviderConfig]:
             options={
                 "tokens_per_second": settings.SIMULATED_TOKENS_PER_SECOND,
                 "first_token_delay": settings.SIMULATED_FIRST_TOKEN_DELAY,
+                "stamp_tokens": settings.SIMULATED_STAMP_TOKENS,
             },
         ),
     ]

@@ -25,6 +25,7 @@ from chat.errors import ChatError
 from chat.events import event_publish
 from chat.models import Message
 from llm import accounting, limits
+from llm import cache as reply_cache
 from llm.catalog import DeploymentConfig, default_alias
 from llm.failover import RoutingRecord, stream_with_failover
 from llm.providers.base import ProviderError
@@ -155,9 +156,17 @@ async def reply_stream(*, message_id: int) -> None:
         max_chars=settings.STREAM_FLUSH_MAX_CHARS,
     )
     status, error = Message.Status.COMPLETE, None
+    lookup = reply_cache.Lookup()
     try:
         messages = await sync_to_async(prompt_messages)(reply)
-        pump = asyncio.create_task(_pump_tokens(reply, messages, coalescer, state))
+        # A cached answer streams through the same coalescer instead of a provider (llm/cache/).
+        lookup = await reply_cache.reply_lookup(reply=reply, messages=messages)
+        source = (
+            reply_cache.reply_replay(lookup, coalescer.add, state)
+            if lookup.hit
+            else _pump_tokens(reply, messages, coalescer, state)
+        )
+        pump = asyncio.create_task(source)
         cancelled = await _await_unless_cancelled(pump, state.message_id)
         await coalescer.aclose()
         if cancelled:
@@ -197,6 +206,7 @@ async def reply_stream(*, message_id: int) -> None:
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
+    await reply_cache.reply_settle(lookup, finished)  # record a hit, or store a complete reply
 
 
 async def _pump_tokens(

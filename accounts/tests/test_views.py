@@ -50,13 +50,14 @@ def test_wrong_password_is_refused(client, owner):
     assert "_auth_user_id" not in client.session
 
 
-def test_sign_in_is_rate_limited(client, owner):
+def test_sign_in_is_rate_limited_with_429_and_retry_after(client, owner):
     url = reverse("accounts:login")
     # 45 tries span at most two fixed one-minute windows, so one of them exceeds 20/m.
-    statuses = [
-        client.post(url, {"username": "olivia", "password": "nope"}).status_code for _ in range(45)
-    ]
-    assert statuses[0] == 200 and 403 in statuses
+    responses = [client.post(url, {"username": "olivia", "password": "nope"}) for _ in range(45)]
+    assert responses[0].status_code == 200
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited and all(1 <= int(r["Retry-After"]) <= 60 for r in limited)
+    assert not any(r.status_code == 403 for r in responses)
 
 
 def test_ensure_admin_creates_one_admin_once(capsys, monkeypatch):

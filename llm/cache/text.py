@@ -31,7 +31,7 @@ def normalise(text: str) -> str:
 
 # --- The lexical check ---------------------------------------------------------------------
 
-_QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|'([^']{2,})'")
+_QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|(?<!\w)'([^']+)'(?!\w)")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_](?:[\w.+#'’-]*[\w+#])?")
 _NUMBER_WORDS = {
@@ -44,7 +44,10 @@ _NUMBER_WORDS = {
 _NEGATIONS = {"not", "no", "never", "without", "none", "nothing", "nobody", "neither", "nor"}
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not"}
 # Words around which order carries meaning: "from A to B", "A into B", "A than B", "A vs B".
-_DIRECTIONAL = {"to", "into", "from", "than", "vs", "versus", "over", "onto"}
+_DIRECTIONAL = {"to", "into", "from", "than", "vs", "versus", "onto"}
+# Function words that still set a direction: "round up" is not "round down".
+_PARTICLES = {"up", "down", "above", "below", "before", "after", "more", "less", "most", "least"}
+_PARTICLES |= {"over", "under", "off", "out", "inside", "outside", "early", "late"}
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been being
@@ -62,12 +65,12 @@ FILLER = frozenset(
     """explain explanation tell describe description define definition meaning mean means
     simple terms briefly exactly way ways best easiest easy command syntax possible help know
     want need like thing things example examples actually really basically someone something
-    anyone anything quick quickly short give show me word also just kindly again go going
+    anyone anything quickly short give me also just kindly again go going
     method proper correct right""".split()
 )
 # Generic verbs and adjectives of questions, mapped to one stand-in. Entities never are.
 _SYNONYMS = {
-    **dict.fromkeys(["make", "create", "generate", "new"], "create"),
+    **dict.fromkeys(["make", "create", "generate"], "create"),
     **dict.fromkeys(["delete", "remove", "erase"], "remove"),
     **dict.fromkeys(["quit", "exit", "leave"], "exit"),
     **dict.fromkeys(["change", "update", "modify", "edit", "switch", "alter"], "change"),
@@ -134,12 +137,19 @@ class Profile:
     numbers: tuple[str, ...]
     negations: int
     quoted: tuple[str, ...]
-    directions: frozenset[tuple[str, str]]
+    particles: frozenset[str]
+    # (content words before a directional word in its clause, the first content word after).
+    directions: tuple[tuple[frozenset[str], str], ...]
+    words: tuple[str, ...]
 
 
 def _canonical(word: str) -> str:
-    word = _SYNONYMS.get(word, word)
-    return _SYNONYMS.get(_stem(word), _stem(word)) if word not in _SYNONYMS.values() else word
+    if word in _SYNONYMS:
+        return _SYNONYMS[word]
+    if word.endswith("s") and word[:-1] in _SYNONYMS:
+        return _SYNONYMS[word[:-1]]
+    stem = _stem(word)
+    return _SYNONYMS.get(stem, stem)
 
 
 def profile(text: str) -> Profile:
@@ -158,41 +168,65 @@ def profile(text: str) -> Profile:
     numbers += [_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS]
     negations = sum(1 for w in words if w in _NEGATIONS)
     content: list[str] = []
-    directions: set[tuple[str, str]] = set()
-    last_content: str | None = None
+    directions: list[tuple[frozenset[str], str]] = []
+    before: set[str] = set()  # content words of the clause so far
     pending_direction = False
     for word in words:
         if word in _DIRECTIONAL:
-            pending_direction = last_content is not None
+            pending_direction = bool(before)
             continue
         if word in STOPWORDS or word in FILLER or word in _NEGATIONS or word in _NUMBER_WORDS:
+            continue
+        if _NUMBER.fullmatch(word):  # compared as numbers
             continue
         canonical = _canonical(word)
         if canonical in FILLER:
             continue
-        if pending_direction and last_content is not None:
-            directions.add((last_content, canonical))
-        pending_direction = False
+        if pending_direction:
+            directions.append((frozenset(before), canonical))
+            pending_direction = False
         content.append(canonical)
-        last_content = canonical
+        before.add(canonical)
     return Profile(
         content=frozenset(content),
         numbers=tuple(sorted(Counter(n.replace(",", "") for n in numbers).elements())),
         negations=min(negations, 1),
         quoted=quoted,
-        directions=frozenset(directions),
+        particles=frozenset(w for w in words if w in _PARTICLES),
+        directions=tuple(directions),
+        words=tuple(words),
     )
 
 
+def _reversed(a: Profile, b: Profile) -> bool:
+    """Does `b` put around a directional word, in the other order, two things `a` relates?
+    ("convert PDF to Word" / "convert Word to PDF", "Rust faster than Go" / "Go ... Rust")."""
+    for a_before, a_after in a.directions:
+        for b_before, b_after in b.directions:
+            if a_after in b_before and b_after in a_before and a_after != b_after:
+                return True
+    return False
+
+
+def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Is `b` exactly `a` with two words exchanged ("dog chases cat" / "cat chases dog")?"""
+    if len(a) != len(b):
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(diff) == 2 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
 def same_question(a: Profile, b: Profile) -> str:
-    """"" when `a` and `b` may share an answer, else why not (for logs and the benchmark)."""
+    """ "" when `a` and `b` may share an answer, else why not (for logs and the benchmark)."""
     if a.numbers != b.numbers:
         return "numbers"
     if a.negations != b.negations:
         return "negation"
     if a.quoted != b.quoted:
         return "quoted"
-    if any((y, x) in b.directions and (x, y) not in b.directions for x, y in a.directions):
+    if a.particles != b.particles:
+        return "particles"
+    if _reversed(a, b) or _reversed(b, a) or _swapped(a.words, b.words):
         return "direction"
     if a.content != b.content:
         return "content"

@@ -36,6 +36,12 @@ class SimulatedChatModel(BaseChatModel):
     tokens_per_second: float = 40.0
     first_token_delay: float = 0.2
     max_tokens: int | None = None
+    # Benchmarks only (bench/stream_bench.py): each token becomes its own emit time,
+    # "<epoch seconds, 6 decimals> ", so a client can measure emit -> receive per token.
+    stamp_tokens: bool = False
+
+    def _emit(self, token: str) -> str:
+        return f"{time.time():.6f} " if self.stamp_tokens else token
 
     @property
     def _llm_type(self) -> str:
@@ -81,7 +87,7 @@ class SimulatedChatModel(BaseChatModel):
         for index, token in enumerate(tokens):
             if index:
                 time.sleep(1 / self.tokens_per_second)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+            yield ChatGenerationChunk(message=AIMessageChunk(content=self._emit(token)))
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
@@ -101,7 +107,7 @@ class SimulatedChatModel(BaseChatModel):
         for index, token in enumerate(tokens):
             if index:
                 await asyncio.sleep(1 / self.tokens_per_second)
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+            yield ChatGenerationChunk(message=AIMessageChunk(content=self._emit(token)))
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
@@ -114,4 +120,5 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
         tokens_per_second=float(config.options.get("tokens_per_second", 40.0)),
         first_token_delay=float(config.options.get("first_token_delay", 0.2)),
         max_tokens=max_tokens,
+        stamp_tokens=bool(config.options.get("stamp_tokens", False)),
     )

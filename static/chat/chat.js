@@ -9,6 +9,9 @@ const HEARTBEAT_MS = 25_000;
 const PONG_TIMEOUT_MS = 10_000;
 const RESUME_DEBOUNCE_MS = 200; // one resume for a burst of out-of-order deltas
 const RESUME_REPEAT_MS = 1_500; // before asking again from the same position
+// A reply that is not final and has heard nothing for this long is resumed: the channel layer
+// may drop a reply's last event (its `done`), which no later seq would reveal.
+const STALL_RESUME_MS = 15_000;
 const STICKY_BOTTOM_PX = 48;
 const MAX_ORPHAN_FRAMES = 500;
 
@@ -88,6 +91,17 @@ function start() {
     if (document.visibilityState === "visible") socket.ws ? probeSocket() : reconnectNow();
   });
   connect();
+  setInterval(resumeStalledReplies, STALL_RESUME_MS / 3);
+}
+
+/** Resume every bound, non-final reply that has been silent for STALL_RESUME_MS. */
+function resumeStalledReplies() {
+  const now = Date.now();
+  for (const reply of replies.values()) {
+    if (reply.final || reply.id === null || now - reply.heardAt < STALL_RESUME_MS) continue;
+    reply.heardAt = now;
+    sendResume(reply);
+  }
 }
 
 function currentConversation() {
@@ -178,6 +192,7 @@ function newReply(article) {
     renderFrame: 0,
     resumeTimer: 0,
     lastResume: { seq: -1, at: 0 },
+    heardAt: Date.now(), // the last frame about this reply (stall watchdog)
     cancelWanted: false,
   };
 }
@@ -249,6 +264,7 @@ function metaSpan(reply, className) {
 function bindReply(reply, id) {
   if (reply.id === id) return;
   reply.id = id;
+  reply.heardAt = Date.now();
   reply.article.dataset.messageId = String(id);
   const stop = reply.article.querySelector("[data-stop]");
   if (stop) stop.dataset.stop = String(id);
@@ -493,6 +509,7 @@ function dispatch(frame) {
 function withReply(frame, handler) {
   const reply = replies.get(frame.message);
   if (reply) {
+    reply.heardAt = Date.now();
     handler(reply, frame);
   } else if (orphanCount < MAX_ORPHAN_FRAMES) {
     // About a reply we do not know yet (its ack is on the way): keep it for then.

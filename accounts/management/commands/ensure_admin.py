@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from accounts.models import User
+from accounts.services import account_create
 
 
 class Command(BaseCommand):
@@ -20,7 +21,7 @@ class Command(BaseCommand):
             return
         username = os.environ.get("PARLEY_ADMIN_USERNAME", "admin")
         password = os.environ.get("PARLEY_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-        User.objects.create_superuser(username=username, email="", password=password)
+        account_create(username=username, password=password, is_superuser=True)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created admin account\n  username: {username}\n  password: {password}\n"

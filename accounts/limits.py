@@ -1,0 +1,168 @@
+"""Rate limits for WebSocket frames and message sends, per user and per organisation, shared
+by every replica.
+
+With REDIS_URL set, counters live in Redis: one Lua script increments every counter a frame
+touches and sets each counter's expiry on its first hit, atomically, so replicas A and B count
+into the same windows. A window starts at the first hit and lasts the rate's period; the
+answer says how long until it ends (`retry_after`). Without Redis (embedded mode, one process)
+the Django cache holds the same counters.
+
+If Redis cannot be reached, frames are let through (logged): a limiter outage must not take
+the chat down, and budgets (accounts/quotas.py) still bound spend from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+
+from chat.errors import ChatError
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "parley:rl"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+
+# KEYS: counters; ARGV: each counter's window in ms. Returns count, ms left for each.
+_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('PEXPIRE', key, ARGV[i])
+    ttl = tonumber(ARGV[i])
+  end
+  out[#out + 1] = n
+  out[#out + 1] = ttl
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}s"
+
+
+def rate_parse(text: str) -> Rate:
+    """'120/m', '10/5s', '1000/h', '5000/d' (django-ratelimit's notation)."""
+    match = _RATE.match(text)
+    if match is None:
+        raise ImproperlyConfigured(f"rate {text!r}: use COUNT/PERIOD such as 120/m or 10/5s")
+    count, multiplier, unit = match.groups()
+    return Rate(int(count), int(multiplier or 1) * _UNITS[unit])
+
+
+class RateLimited(ChatError):
+    def __init__(self, *, retry_after: int, what: str) -> None:
+        super().__init__(
+            "rate_limited",
+            f"Too many {what}; try again in {retry_after} s.",
+            retryable=True,
+            extra={"retry_after": retry_after},
+        )
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Check:
+    key: str
+    rate: Rate
+
+
+# One client per event loop: redis.asyncio connections belong to the loop that made them.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def _client() -> Any:
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        client.parley_script = client.register_script(_SCRIPT)
+        _clients[loop] = client
+    return client
+
+
+async def _hit_redis(checks: list[Check]) -> list[tuple[int, float]]:
+    client = _client()
+    raw = await client.parley_script(
+        keys=[c.key for c in checks], args=[c.rate.seconds * 1000 for c in checks]
+    )
+    return [(int(raw[i]), int(raw[i + 1]) / 1000) for i in range(0, len(raw), 2)]
+
+
+def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
+    now = time.time()
+    out = []
+    for check in checks:
+        cache.add(f"{check.key}:until", now + check.rate.seconds, check.rate.seconds)
+        cache.add(check.key, 0, check.rate.seconds)
+        try:
+            count = cache.incr(check.key)
+        except ValueError:  # expired between add and incr
+            cache.set(check.key, 1, check.rate.seconds)
+            count = 1
+        until = cache.get(f"{check.key}:until") or now + check.rate.seconds
+        out.append((count, max(0.0, until - now)))
+    return out
+
+
+async def limits_hit(checks: list[Check], *, what: str) -> None:
+    """Count one hit on every check; raise RateLimited if any is past its rate."""
+    try:
+        if settings.REDIS_URL:
+            results = await _hit_redis(checks)
+        else:
+            results = _hit_cache(checks)
+    except Exception:
+        logger.warning("rate limiter unavailable; letting the frame through", exc_info=True)
+        return
+    waits = [
+        left
+        for (count, left), check in zip(results, checks, strict=True)
+        if count > check.rate.count
+    ]
+    if waits:
+        raise RateLimited(retry_after=max(1, math.ceil(max(waits))), what=what)
+
+
+def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Check]:
+    per_user = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_USER"))
+    per_org = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_ORG"))
+    checks = [Check(f"{KEY_PREFIX}:{kind.lower()}:user:{user_id}", per_user)]
+    if organisation_id is not None:
+        checks.append(Check(f"{KEY_PREFIX}:{kind.lower()}:org:{organisation_id}", per_org))
+    return checks
+
+
+async def frame_check(*, user_id: int, organisation_id: int | None) -> None:
+    """Every frame a socket receives, whatever it is (malformed ones too)."""
+    await limits_hit(
+        _checks("FRAMES", user_id=user_id, organisation_id=organisation_id), what="frames"
+    )
+
+
+async def send_check(*, user_id: int, organisation_id: int | None) -> None:
+    """Frames that start a generation: send, edit, regenerate."""
+    await limits_hit(
+        _checks("SENDS", user_id=user_id, organisation_id=organisation_id), what="messages"
+    )

@@ -1,0 +1,358 @@
+"""Token and cost budgets: reserve a reply's worst case before the provider call, settle what
+it really used afterwards.
+
+How a reservation stays atomic across processes and replicas:
+- Every reply charges four UsageCounter rows — its user's and its organisation's counter for
+  the current day and month — in the same transaction that writes its UsageLedger row.
+- When a budget applies, the reservation first locks those rows (SELECT … FOR UPDATE, in
+  primary-key order so two reservations never deadlock), reads what is charged, and refuses if
+  charged + worst case would pass the budget. Any concurrent reservation against the same
+  budget waits for the lock and then reads the committed total (READ COMMITTED takes a fresh
+  snapshot per statement). SQLite (embedded mode) has no row locks, but its IMMEDIATE
+  transactions take the database write lock at BEGIN, which serialises the same way.
+- Settling replaces the reserved worst case by the real usage (prompt + completion tokens,
+  cost) on the ledger row and adds the difference (≤ 0 unless the prompt estimate was low) to
+  the same counters, under the same locks.
+So the charged total only passes a budget by what replies used beyond their reserved worst
+case — at most the prompt-estimate error, never one extra max_tokens per parallel request.
+
+PostgreSQL is the record (ledger and counters); the cache (Redis in production) only holds
+each organisation's budget rules, so most sends do not query them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import Budget, Period, UsageCounter, UsageLedger
+from chat.errors import ChatError
+
+if TYPE_CHECKING:
+    from chat.models import Message
+
+BUDGETS_CACHE_KEY = "quota:budgets:{organisation_id}"
+BUDGETS_CACHE_SECONDS = 300
+PERIOD_ADJECTIVE = {"day": "daily", "month": "monthly"}
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    user_id: int | None
+    period: str
+    max_tokens: int | None
+    max_cost: Decimal | None
+
+
+class QuotaExceeded(ChatError):
+    """Over a budget: not retryable until the period resets (`resets_at`, `retry_after`)."""
+
+    def __init__(self, *, rule: BudgetRule, resets_at: datetime, now: datetime) -> None:
+        whose = "your" if rule.user_id is not None else "your organisation's"
+        super().__init__(
+            "quota_exceeded",
+            f"This would pass {whose} {PERIOD_ADJECTIVE[rule.period]} budget. "
+            f"It resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
+            retryable=False,
+            extra={
+                "resets_at": resets_at.isoformat(),
+                "retry_after": max(1, math.ceil((resets_at - now).total_seconds())),
+            },
+        )
+        self.rule = rule
+        self.resets_at = resets_at
+
+
+# --- periods -----------------------------------------------------------------------------
+
+
+def period_start(period: str, day: date) -> date:
+    return day if period == Period.DAY else day.replace(day=1)
+
+
+def period_reset(period: str, day: date) -> datetime:
+    """When the period holding `day` ends (UTC midnight)."""
+    if period == Period.DAY:
+        nxt = date.fromordinal(day.toordinal() + 1)
+    else:
+        nxt = date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+    return datetime.combine(nxt, time.min, tzinfo=UTC)
+
+
+def _today(now: datetime) -> date:
+    return now.astimezone(UTC).date()
+
+
+# --- budget rules ------------------------------------------------------------------------
+
+
+def budgets_for(*, organisation_id: int) -> list[BudgetRule]:
+    """An organisation's budget rules, from the cache when it has them."""
+    key = BUDGETS_CACHE_KEY.format(organisation_id=organisation_id)
+    rules: list[BudgetRule] | None = cache.get(key)
+    if rules is None:
+        rules = [
+            BudgetRule(b.user_id, b.period, b.max_tokens, b.max_cost)
+            for b in Budget.objects.filter(organisation_id=organisation_id)
+        ]
+        cache.set(key, rules, BUDGETS_CACHE_SECONDS)
+    return rules
+
+
+def budgets_forget(*, organisation_id: int) -> None:
+    """Called when a budget is saved or deleted (accounts.signals)."""
+    cache.delete(BUDGETS_CACHE_KEY.format(organisation_id=organisation_id))
+
+
+# --- estimates ---------------------------------------------------------------------------
+
+
+def tokens_estimate(chars: int) -> int:
+    """A deliberately high token count for text: ~3 characters a token (English is ~4)."""
+    return math.ceil(chars / 3)
+
+
+def cost_of(tokens: int) -> Decimal:
+    return Decimal(tokens) * settings.QUOTA_COST_PER_TOKEN
+
+
+# --- counters ----------------------------------------------------------------------------
+
+
+def _counter_filter(*, organisation_id: int, user_id: int | None, day: date) -> Q:
+    scopes = (
+        Q(user_id=user_id) | Q(user__isnull=True) if user_id is not None else Q(user__isnull=True)
+    )
+    periods = Q(period=Period.DAY, start=day) | Q(
+        period=Period.MONTH, start=period_start(Period.MONTH, day)
+    )
+    return Q(organisation_id=organisation_id) & scopes & periods
+
+
+def _counters_locked(
+    *, organisation_id: int, user_id: int | None, day: date
+) -> dict[tuple[int | None, str], UsageCounter]:
+    """The (user, organisation) × (day, month) counters of `day`, created if missing, locked
+    for this transaction in primary-key order."""
+    where = _counter_filter(organisation_id=organisation_id, user_id=user_id, day=day)
+    wanted = 4 if user_id is not None else 2
+    rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
+    if len(rows) < wanted:
+        UsageCounter.objects.bulk_create(
+            [
+                UsageCounter(
+                    organisation_id=organisation_id,
+                    user_id=who,
+                    period=period,
+                    start=period_start(period, day),
+                )
+                # Always in this order, so concurrent first inserts cannot deadlock.
+                for who in ([user_id, None] if user_id is not None else [None])
+                for period in (Period.DAY, Period.MONTH)
+            ],
+            ignore_conflicts=True,
+        )
+        rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
+    return {(row.user_id, row.period): row for row in rows}
+
+
+def _counters_add(
+    counters: dict[tuple[int | None, str], UsageCounter],
+    *,
+    tokens: int,
+    cost: Decimal,
+    requests: int,
+) -> None:
+    if tokens or cost or requests:
+        UsageCounter.objects.filter(pk__in=[c.pk for c in counters.values()]).update(
+            tokens=F("tokens") + tokens,
+            cost=F("cost") + cost,
+            requests=F("requests") + requests,
+        )
+
+
+# --- reserve, settle, release ------------------------------------------------------------
+
+
+def quota_reserve(
+    *,
+    user_id: int,
+    organisation_id: int,
+    prompt_tokens: int,
+    max_tokens: int | None = None,
+    now: datetime | None = None,
+) -> UsageLedger:
+    """Charge a reply's worst case (prompt + max_tokens) against every budget that applies, or
+    raise QuotaExceeded and charge nothing. Returns the ledger row (state `reserved`); attach
+    the reply to it with `reservation_attach` once the reply row exists."""
+    now = now or timezone.now()
+    day = _today(now)
+    worst_tokens = prompt_tokens + (settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens)
+    worst_cost = cost_of(worst_tokens)
+    rules = [
+        r
+        for r in budgets_for(organisation_id=organisation_id)
+        if r.user_id is None or r.user_id == user_id
+    ]
+    # No savepoint: a refusal aborts the caller's transaction anyway (nothing may be saved).
+    with transaction.atomic(savepoint=False):
+        counters = _counters_locked(organisation_id=organisation_id, user_id=user_id, day=day)
+        for rule in rules:
+            charged = counters[(rule.user_id, rule.period)]
+            over_tokens = rule.max_tokens is not None and (
+                charged.tokens + worst_tokens > rule.max_tokens
+            )
+            over_cost = rule.max_cost is not None and (
+                charged.cost >= rule.max_cost or charged.cost + worst_cost > rule.max_cost
+            )
+            if over_tokens or over_cost:
+                raise QuotaExceeded(rule=rule, resets_at=period_reset(rule.period, day), now=now)
+        _counters_add(counters, tokens=worst_tokens, cost=worst_cost, requests=1)
+        return UsageLedger.objects.create(
+            organisation_id=organisation_id,
+            user_id=user_id,
+            reserved_prompt_tokens=prompt_tokens,
+            reserved_tokens=worst_tokens,
+            reserved_cost=worst_cost,
+            created_at=now,
+        )
+
+
+def reservation_attach(*, reservation: UsageLedger, message_id: int) -> None:
+    UsageLedger.objects.filter(pk=reservation.pk).update(message_id=message_id)
+
+
+def _finalise(
+    *, ledger_filter: Q, used_tokens: int | None, cost: Decimal | None, now: datetime | None
+) -> UsageLedger | None:
+    """Replace a reservation by real usage (None: release it). Once only: a ledger row that is
+    not `reserved` any more is left alone."""
+    with transaction.atomic(savepoint=False):
+        entry = (
+            UsageLedger.objects.select_for_update()
+            .filter(ledger_filter, state=UsageLedger.State.RESERVED)
+            .first()
+        )
+        if entry is None:
+            return None
+        # Lock order matches quota_reserve (counters in pk order); the ledger row is locked
+        # first here, but no reservation ever locks an existing ledger row.
+        counters = _counters_locked(
+            organisation_id=entry.organisation_id,
+            user_id=entry.user_id,
+            day=_today(entry.created_at),
+        )
+        if used_tokens is None:
+            entry.state = UsageLedger.State.RELEASED
+            entry.used_tokens, entry.cost = 0, Decimal(0)
+            requests = -1
+        else:
+            entry.state = UsageLedger.State.SETTLED
+            entry.used_tokens = used_tokens
+            entry.cost = cost if cost is not None else cost_of(used_tokens)
+            requests = 0
+        entry.settled_at = now or timezone.now()
+        entry.save(update_fields=["state", "used_tokens", "cost", "settled_at"])
+        _counters_add(
+            counters,
+            tokens=entry.used_tokens - entry.reserved_tokens,
+            cost=entry.cost - entry.reserved_cost,
+            requests=requests,
+        )
+        return entry
+
+
+def ledger_settle(
+    *, entry_id: int, used_tokens: int | None, cost: Decimal | None = None
+) -> UsageLedger | None:
+    """Settle one ledger entry with known usage (None releases it); for callers that reserved
+    without a chat message (e.g. a future REST endpoint, or a test)."""
+    return _finalise(ledger_filter=Q(pk=entry_id), used_tokens=used_tokens, cost=cost, now=None)
+
+
+def quota_release(*, message_id: int) -> UsageLedger | None:
+    """A reply that never reached a provider (cancelled or reaped while pending): give its
+    reservation back."""
+    return _finalise(ledger_filter=Q(message_id=message_id), used_tokens=None, cost=None, now=None)
+
+
+def quota_settle(
+    *,
+    message_id: int,
+    started: bool,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    content_chars: int,
+    cost: Decimal | None = None,
+    interrupted: bool = False,
+) -> UsageLedger | None:
+    """Settle a finished reply's reservation with what it used.
+
+    - Usage reported (or estimated by llm/): prompt + completion; an unknown prompt count is
+      taken as the reserved estimate.
+    - Never started: released.
+    - Interrupted (the generator died; the provider may have billed all of it): the reserved
+      worst case stays charged.
+    - Failed with no usage: the estimated text, if any, else released.
+    """
+    entry = (
+        UsageLedger.objects.filter(message_id=message_id, state=UsageLedger.State.RESERVED)
+        .only("reserved_prompt_tokens", "reserved_tokens")
+        .first()
+    )
+    if entry is None:
+        return None
+    used: int | None
+    if not started:
+        used = None
+    elif interrupted:
+        used = entry.reserved_tokens
+    elif prompt_tokens is not None or completion_tokens is not None:
+        prompt = prompt_tokens if prompt_tokens is not None else entry.reserved_prompt_tokens
+        used = prompt + (completion_tokens or 0)
+    elif content_chars:
+        used = entry.reserved_prompt_tokens + tokens_estimate(content_chars)
+    else:
+        used = None
+    return _finalise(ledger_filter=Q(pk=entry.pk), used_tokens=used, cost=cost, now=None)
+
+
+def quota_settle_message(*, message: Message) -> UsageLedger | None:
+    """quota_settle for a final chat Message (what chat/services.py calls)."""
+    return quota_settle(
+        message_id=message.pk,
+        started=message.started_at is not None,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        content_chars=len(message.content),
+        cost=message.cost,
+        interrupted=message.error_code == "interrupted",
+    )
+
+
+def ledger_settle_stale() -> int:
+    """Settle reservations whose reply is final but that were never settled (the process died
+    between finishing the reply and settling). Run by the reaper; returns how many."""
+    from chat.models import Message
+
+    stale = (
+        UsageLedger.objects.filter(
+            state=UsageLedger.State.RESERVED, message__status__in=Message.FINAL_STATUSES
+        )
+        .select_related("message")
+        .order_by("pk")[:500]
+    )
+    settled = 0
+    for entry in stale:
+        assert entry.message is not None
+        settled += quota_settle_message(message=entry.message) is not None
+    return settled

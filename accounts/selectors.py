@@ -1,0 +1,56 @@
+"""Reads of accounts, each for a given user."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import ApiKey, Membership, Organisation, User
+from accounts.services import organisation_personal_ensure
+
+ACTIVE_ORGANISATION_SESSION_KEY = "active_organisation"
+OPERATOR_ROLES = (Membership.Role.OPERATOR, Membership.Role.ADMIN)
+
+
+def organisation_list(*, user: User) -> QuerySet[Organisation]:
+    """The organisations the user is a member of."""
+    return Organisation.objects.filter(memberships__user=user).order_by("name")
+
+
+def organisation_access(*, user: User, organisation_id: int) -> Organisation | None:
+    return Organisation.objects.filter(pk=organisation_id, memberships__user=user).first()
+
+
+def organisation_active(*, user: User, requested_id: object = None) -> Organisation:
+    """The organisation the user works in: the one asked for (the session's choice) if they
+    are a member of it, else their personal organisation."""
+    if isinstance(requested_id, int):
+        organisation = organisation_access(user=user, organisation_id=requested_id)
+        if organisation is not None:
+            return organisation
+    return organisation_personal_ensure(user=user)
+
+
+def operated_organisation_ids(*, user: User) -> set[int]:
+    """Organisations where the user is an operator or admin (what they see in the admin)."""
+    return set(
+        Membership.objects.filter(user=user, role__in=OPERATOR_ROLES).values_list(
+            "organisation_id", flat=True
+        )
+    )
+
+
+def administered_organisation_ids(*, user: User) -> set[int]:
+    return set(
+        Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values_list(
+            "organisation_id", flat=True
+        )
+    )
+
+
+def api_key_list(*, user: User, organisation: Organisation) -> QuerySet[ApiKey]:
+    """The user's own keys in an organisation (operators revoke others' keys in the admin)."""
+    return ApiKey.objects.filter(user=user, organisation=organisation)
+
+
+def api_key_access(*, user: User, key_id: int) -> ApiKey | None:
+    return ApiKey.objects.select_related("organisation").filter(pk=key_id, user=user).first()

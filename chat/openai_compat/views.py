@@ -1,0 +1,282 @@
+"""POST /v1/chat/completions and GET /v1/models: async views on the chat's own path.
+
+A completion request is recorded as a conversation (services.completion_request_create: the
+earlier messages saved as they were, the last user message and a pending reply, reserved
+against budgets and dispatched exactly as message_send does), after the socket's send rate
+limit. The answer is then read the way a socket reads it: by following the conversation's
+channel-layer group (chat/api/follow.py), so it works with in-process generation (embedded)
+and with Celery workers (production) alike.
+
+Streaming: the response starts with the first text (or fails with a proper status if the
+reply fails before any), so errors like "every provider is down" are a 503, not a 200 with an
+error inside. A client that goes away mid-stream cancels the reply, as OpenAI does; a
+non-streaming request whose client goes away lets the reply finish (a retry with the same
+Idempotency-Key then gets it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts import limits
+from accounts.auth import bearer_token
+from accounts.models import ApiKey
+from accounts.services import api_key_use
+from chat import services
+from chat.api import idempotency
+from chat.api.catalog import model_aliases
+from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower
+from chat.errors import ChatError
+from chat.models import Message
+from chat.openai_compat.shapes import (
+    ChunkMaker,
+    CompletionRequest,
+    OpenAIError,
+    completion_body,
+    completion_id,
+    completion_request_parse,
+    created_of,
+    finish_reason,
+    model_body,
+    model_not_found,
+    models_body,
+    openai_error_from,
+    reply_error,
+    sse_data,
+)
+from llm.providers.base import ProviderError
+
+logger = logging.getLogger(__name__)
+
+
+async def _api_key(request: HttpRequest) -> ApiKey:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise OpenAIError(
+            401,
+            "You didn't provide an API key. Send it as `Authorization: Bearer pk_…`.",
+        )
+    key = await sync_to_async(api_key_use)(raw=token)
+    if key is None:
+        raise OpenAIError(
+            401, "Incorrect API key provided (invalid, expired or revoked).", code="invalid_api_key"
+        )
+    return key
+
+
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    response = OpenAIError(405, f"Use {allowed} for this endpoint.").response()
+    response["Allow"] = allowed
+    return response
+
+
+def _parley_headers(reply: Message) -> dict[str, str]:
+    return {"X-Parley-Conversation": str(reply.conversation_id), "X-Parley-Message": str(reply.pk)}
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    try:
+        key = await _api_key(request)
+        completion = completion_request_parse(request.body)
+        aliases = await sync_to_async(model_aliases)()
+        if completion.model not in {alias.id for alias in aliases}:
+            raise model_not_found(completion.model)
+        scope = f"key:{key.pk}"
+        idempotency_key = request.headers.get(idempotency.HEADER)
+        client_id = (
+            idempotency.client_id_for(scope=scope, key=idempotency_key)
+            if idempotency_key
+            else f"oai-{uuid.uuid4().hex}"
+        )
+        if completion.stream:
+            # A repeat with the same Idempotency-Key follows the same reply (client_id).
+            return await _stream(key, completion, client_id)
+        if idempotency_key is None:
+            outcome = await _complete(key, completion, client_id)
+        else:
+            slot = idempotency.slot_for(
+                scope=scope,
+                key=idempotency_key,
+                method="POST",
+                path=request.path,
+                payload=completion.payload,
+            )
+            outcome = await idempotency.arun_once(
+                slot, lambda: _complete(key, completion, client_id)
+            )
+        return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
+    except OpenAIError as error:
+        return error.response()
+    except (ChatError, ProviderError) as error:
+        return openai_error_from(error).response()
+    except idempotency.IdempotencyRefused as refused:
+        return OpenAIError(refused.status, refused.detail, code=refused.code).response()
+
+
+async def _start(key: ApiKey, completion: CompletionRequest, client_id: str) -> Message:
+    """Record the request and start its reply (rate limit, budget, dispatch)."""
+    await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
+    result = await sync_to_async(services.completion_request_create)(
+        author=key.user,
+        organisation=key.organisation,
+        history=completion.history,
+        text=completion.text,
+        client_id=client_id,
+        alias=completion.model,
+    )
+    return result.reply
+
+
+async def _complete(
+    key: ApiKey, completion: CompletionRequest, client_id: str
+) -> idempotency.Outcome:
+    reply = await _start(key, completion, client_id)
+    final: Message | None = None
+    async with ReplyFollower(
+        message_id=reply.pk, conversation_id=reply.conversation_id
+    ) as follower:
+        async with contextlib.aclosing(follower.events()) as events:
+            async for item in events:
+                if isinstance(item, Final):
+                    final = item.message
+                    break
+    assert final is not None
+    if final.status == Message.Status.FAILED:
+        raise reply_error(final)
+    return idempotency.Outcome(
+        status=200,
+        body=completion_body(final, model=completion.model),
+        headers=_parley_headers(final),
+    )
+
+
+async def _first(events: AsyncGenerator[Event, None]) -> Delta | Final:
+    async for item in events:
+        if not isinstance(item, Idle):
+            return item
+    raise AssertionError("a reply's events end with Final")
+
+
+async def _cancel(reply: Message, key: ApiKey) -> None:
+    try:
+        await sync_to_async(services.reply_cancel)(message=reply, by=key.user)
+    except Exception:
+        logger.warning("could not cancel reply %s", reply.pk, exc_info=True)
+
+
+async def _stream(key: ApiKey, completion: CompletionRequest, client_id: str) -> HttpResponseBase:
+    reply = await _start(key, completion, client_id)
+    follower = ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id)
+    await follower.join()
+    events = follower.events()
+    try:
+        first = await _first(events)
+    except BaseException as exc:
+        await events.aclose()
+        await follower.leave()
+        if isinstance(exc, asyncio.CancelledError):
+            await _cancel(reply, key)  # the client went away before the first token
+        raise
+    if isinstance(first, Final) and first.message.status == Message.Status.FAILED:
+        await events.aclose()
+        await follower.leave()
+        return reply_error(first.message).response()
+    maker = ChunkMaker(
+        id=completion_id(reply),
+        created=created_of(reply),
+        model=completion.model,
+        include_usage=completion.include_usage,
+    )
+    response = StreamingHttpResponse(
+        _chunks(maker, first, events, follower, reply, key),
+        content_type="text/event-stream; charset=utf-8",
+        headers=_parley_headers(reply),
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass it through unbuffered
+    return response
+
+
+async def _chunks(
+    maker: ChunkMaker,
+    first: Delta | Final,
+    events: AsyncGenerator[Event, None],
+    follower: ReplyFollower,
+    reply: Message,
+    key: ApiKey,
+) -> AsyncIterator[str]:
+    finished = False
+    try:
+        yield maker.chunk({"role": "assistant", "content": ""})
+        item: Event = first
+        while True:
+            if isinstance(item, Delta):
+                yield maker.chunk({"content": item.text})
+            elif isinstance(item, Idle):
+                yield ": keep-alive\n\n"
+            else:
+                finished = True
+                final = item.message
+                if final.status == Message.Status.FAILED:
+                    # After text was sent the status is 200 already: OpenAI's in-stream error.
+                    yield sse_data(reply_error(final).body())
+                    return
+                yield maker.chunk({}, finish=finish_reason(final))
+                if maker.include_usage:
+                    yield maker.usage(final)
+                yield sse_data("[DONE]")
+                return
+            item = await events.__anext__()
+    finally:
+        with contextlib.suppress(Exception):
+            await events.aclose()
+        await follower.leave()
+        if not finished:
+            await _cancel(reply, key)  # the client went away mid-stream
+
+
+async def models(request: HttpRequest) -> HttpResponseBase:
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    try:
+        await _api_key(request)
+    except OpenAIError as error:
+        return error.response()
+    aliases = await sync_to_async(model_aliases)()
+    return JsonResponse(models_body([alias.id for alias in aliases]))
+
+
+async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    try:
+        await _api_key(request)
+        aliases = await sync_to_async(model_aliases)()
+        if model not in {alias.id for alias in aliases}:
+            raise model_not_found(model)
+    except OpenAIError as error:
+        return error.response()
+    return JsonResponse(model_body(model))
+
+
+@csrf_exempt
+async def unknown(request: HttpRequest, rest: str = "") -> HttpResponseBase:
+    """Anything else under /v1/: OpenAI's answer to an endpoint it does not have."""
+    return OpenAIError(
+        404, f"Invalid URL ({request.method} {request.path}): Parley does not serve it."
+    ).response()
+
+
+__all__: list[Any] = ["chat_completions", "model_detail", "models", "unknown"]

@@ -1,0 +1,200 @@
+"""Limits and program auth across two Daphne replicas sharing Redis and PostgreSQL.
+
+Real processes, real WebSocket clients (websockets 15) sending no Origin, as programs do:
+- the per-user frame limit and the per-organisation send limit count frames on both
+  replicas together, and the error frame says when to retry;
+- a one-time ticket bought from replica A works once, on replica B;
+- a revoked key is refused on HTTP and on both replicas' WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from tests.servers import (
+    PYTHON,
+    REDIS_HOST,
+    REDIS_PORT,
+    REPO,
+    ProcessGroup,
+    base_env,
+    free_port,
+    manage,
+    postgres_database,
+    redis_database,
+    require_service,
+)
+
+pytestmark = pytest.mark.integration
+
+FRAMES_PER_USER = 8
+SENDS_PER_ORG = 3
+
+SETUP = """
+import json, django
+django.setup()
+from accounts.services import account_create, api_key_create, membership_set, organisation_create
+keys = {}
+for name in ("frames", "alice", "bob", "tickets", "revoked"):
+    user = account_create(username=name, password="x")
+    keys[name] = (user, user.personal_organisation)
+team = organisation_create(name="Team", admin=keys["alice"][0])
+membership_set(organisation=team, user=keys["bob"][0], role="member", by=keys["alice"][0])
+keys["alice"] = (keys["alice"][0], team)
+keys["bob"] = (keys["bob"][0], team)
+print(json.dumps({
+    name: api_key_create(user=user, organisation=org, name=name).raw
+    for name, (user, org) in keys.items()
+}))
+"""
+
+
+@dataclass
+class Replicas:
+    ports: list[int]
+    keys: dict[str, str]
+    env: dict[str, str]
+
+    def ws(self, replica: int, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.ports[replica]}/ws/chat/{query}"
+
+    def http(self, replica: int, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[replica]}{path}"
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory) -> Iterator[Replicas]:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    group = ProcessGroup(tmp_path_factory.mktemp("limits"))
+    with (
+        postgres_database(prefix="parley_limits") as database_url,
+        redis_database() as redis_index,
+    ):
+        env = base_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
+            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
+            LLM_DEFAULT_PROVIDER="simulated",
+            SIMULATED_FIRST_TOKEN_DELAY="0",
+            SIMULATED_TOKENS_PER_SECOND="500",
+            WS_RATE_FRAMES_PER_USER=f"{FRAMES_PER_USER}/m",
+            WS_RATE_SENDS_PER_ORG=f"{SENDS_PER_ORG}/m",
+        )
+        manage("migrate", "--noinput", env=env)
+        out = subprocess.run(
+            [PYTHON, "-c", SETUP], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
+        keys = json.loads(out.stdout.strip().splitlines()[-1])
+        ports = [free_port(), free_port()]
+        try:
+            for i, port in enumerate(ports):
+                group.daphne(f"daphne-{i}", port, env)
+            yield Replicas(ports=ports, keys=keys, env=env)
+        finally:
+            group.stop_all()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def next_frame(ws: ClientConnection, kinds: set[str]) -> dict[str, Any]:
+    """The next frame of one of `kinds` (skipping deltas and other traffic)."""
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=15))
+        if frame["type"] in kinds:
+            return frame
+
+
+async def test_the_frame_limit_is_shared_by_both_replicas(replicas):
+    key = replicas.keys["frames"]
+    async with (
+        connect(replicas.ws(0), additional_headers=bearer(key)) as on_a,
+        connect(replicas.ws(1), additional_headers=bearer(key)) as on_b,
+    ):
+        answers = []
+        for i in range(FRAMES_PER_USER + 1):
+            ws = on_a if i % 2 == 0 else on_b
+            await ws.send(json.dumps({"type": "ping"}))
+            answers.append(await next_frame(ws, {"pong", "error"}))
+        assert answers[:FRAMES_PER_USER] == [{"type": "pong"}] * FRAMES_PER_USER
+        limited = answers[FRAMES_PER_USER]
+        assert limited["code"] == "rate_limited" and limited["retryable"] is True
+        assert 1 <= limited["retry_after"] <= 60
+        # The other replica refuses too: the count lives in Redis, not in a process.
+        await on_a.send(json.dumps({"type": "ping"}))
+        assert (await next_frame(on_a, {"pong", "error"}))["code"] == "rate_limited"
+
+
+async def test_the_organisation_send_limit_counts_members_on_both_replicas(replicas):
+    async with (
+        connect(replicas.ws(0), additional_headers=bearer(replicas.keys["alice"])) as alice,
+        connect(replicas.ws(1), additional_headers=bearer(replicas.keys["bob"])) as bob,
+    ):
+        outcomes = []
+        for i, ws in enumerate([alice, bob, alice, bob]):
+            await ws.send(
+                json.dumps(
+                    {"type": "send", "conversation": None, "text": f"hi {i}", "client_id": f"s{i}"}
+                )
+            )
+            outcomes.append(await next_frame(ws, {"ack", "error"}))
+        assert [f["type"] for f in outcomes[:SENDS_PER_ORG]] == ["ack"] * SENDS_PER_ORG
+        assert outcomes[SENDS_PER_ORG]["code"] == "rate_limited"
+        assert outcomes[SENDS_PER_ORG]["retry_after"] >= 1
+
+
+async def test_a_ticket_from_one_replica_works_once_on_the_other(replicas):
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            replicas.http(0, "/api/v1/ws-ticket"), headers=bearer(replicas.keys["tickets"])
+        )
+    assert response.status_code == 201
+    ticket = response.json()["ticket"]
+    async with connect(replicas.ws(1, f"?ticket={ticket}")) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await next_frame(ws, {"pong"}) == {"type": "pong"}
+    for replica in (0, 1):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(replicas.ws(replica, f"?ticket={ticket}")):
+                pass
+        assert refused.value.response.status_code == 403
+
+
+async def test_a_revoked_key_is_refused_on_http_and_on_both_replicas(replicas):
+    key = replicas.keys["revoked"]
+    async with connect(replicas.ws(0), additional_headers=bearer(key)):
+        pass  # accepted before
+    subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            "import django; django.setup(); from accounts.models import ApiKey; "
+            "from accounts.services import api_key_revoke; "
+            "api_key_revoke(key=ApiKey.objects.get(name='revoked'), by=None)",
+        ],
+        cwd=REPO,
+        env=replicas.env,
+        check=True,
+        capture_output=True,
+    )
+    async with httpx.AsyncClient() as http:
+        response = await http.post(replicas.http(1, "/api/v1/ws-ticket"), headers=bearer(key))
+    assert response.status_code == 401 and "ticket" not in response.text
+    for replica in (0, 1):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(replicas.ws(replica), additional_headers=bearer(key)):
+                pass
+        assert refused.value.response.status_code == 403
