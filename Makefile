@@ -26,9 +26,17 @@ run: $(STAMP)
 	@echo "Parley is starting on http://$(HOST):$(PORT)/  (Ctrl+C stops it)"
 	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
-# A Celery worker for production mode (needs CELERY_BROKER_URL and REDIS_URL).
+# Production mode's Celery side (needs CELERY_BROKER_URL and REDIS_URL), as compose.yaml runs
+# it: remote providers in 64 threads (I/O-bound), the local model one reply at a time
+# (CPU-bound, prefork), and beat, which schedules the reaper. Ctrl+C stops all three.
 worker: $(STAMP)
-	$(BIN)/celery -A project worker -Q llm-remote,llm-local --loglevel=INFO
+	trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
+	$(BIN)/celery -A project worker -Q llm-local --pool=prefork --concurrency=1 \
+	  --prefetch-multiplier=1 --without-gossip --without-mingle -n local@%h --loglevel=INFO & \
+	$(BIN)/celery -A project beat --schedule=$${TMPDIR:-/tmp}/parley-celerybeat-schedule \
+	  --loglevel=INFO & \
+	$(BIN)/celery -A project worker -Q llm-remote --pool=threads --concurrency=64 \
+	  --prefetch-multiplier=1 --without-gossip --without-mingle -n remote@%h --loglevel=INFO
 
 # Debian packages the integration tests drive: nginx (the real proxy config) and Chromium.
 system-deps:

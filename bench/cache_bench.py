@@ -73,15 +73,18 @@ def rss_mb() -> float:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # --- 1. embedder ---------------------------------------------------------------------------
 
 
 def bench_embedder(questions: list[str]) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
     from llm import embeddings
 
+    threadpool_limits(limits=1, user_api="blas")  # as llm.embeddings.embedder() does
     before = rss_mb()
     began = time.perf_counter()
     model = embeddings.MiniLMEmbedder(embeddings.model_dir())

@@ -226,4 +226,5 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         }
         return TemplateResponse(request, "admin/llm/usage_report.html", context)
 
+
 import llm.admin_cache  # noqa: E402, F401 - registers the reply cache admin

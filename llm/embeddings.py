@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import threadpool_limits
 
 Vectors = npt.NDArray[np.float32]
 
@@ -158,12 +158,6 @@ class MiniLMEmbedder:
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        # One BLAS thread: these matrices are small, and on 2 cores OpenBLAS's second thread
-        # made a query ~10x slower (docs/caching.md). Scoped to this call only.
-        with _blas().limit(limits=1, user_api="blas"):
-            return self._embed(texts)
-
-    def _embed(self, texts: list[str]) -> Vectors:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
@@ -200,12 +194,12 @@ _lock = threading.Lock()
 
 
 @cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-@cache
 def _load() -> Embedder:
+    # One BLAS thread for the process: these matrices are small, and on 2 cores OpenBLAS's
+    # second thread made a query up to 10x slower (docs/caching.md). NumPy's BLAS serves
+    # nothing else here (llama.cpp has its own threads). Set once: a per-call limit would race
+    # between the threads of a Celery worker.
+    threadpool_limits(limits=1, user_api="blas")
     return MiniLMEmbedder(model_dir())
 
 

@@ -179,4 +179,5 @@ class UsageReport(Message):
         verbose_name = "usage per user and day"
         verbose_name_plural = "usage per user and day"
 
+
 from llm.cache_models import *  # noqa: E402, F403 - the reply cache (llm/cache/)

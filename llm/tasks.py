@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -15,8 +16,6 @@ from django.db import close_old_connections
 
 from chat import services
 from llm.streaming import reply_stream
-
-_worker = threading.local()
 
 
 def _closed_broker_channel_raises_a_connection_error() -> None:
@@ -52,44 +51,51 @@ def _closed_broker_channel_raises_a_connection_error() -> None:
 _closed_broker_channel_raises_a_connection_error()
 
 
-def _worker_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per worker thread, kept across tasks.
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
+_loop_lock = threading.Lock()
 
-    Vendor SDK clients (langchain-openai, langchain-anthropic) and channels-redis pool
-    connections per event loop; a fresh loop per task broke every second reply with
-    "Event loop is closed" (llm/tests/test_openai_compatible.py pins this).
+
+def _generation_loop() -> asyncio.AbstractEventLoop:
+    """The worker process's one event loop for generations, running in its own thread.
+
+    Every generation of the process runs on it; a Celery thread (threads pool) or process
+    (prefork) only waits for its reply's result. One loop per worker thread, as before, put 64
+    event loops in 64 threads that each woke for every token: they fought over the GIL and at
+    100 streams tokens reached sockets seconds late (docs/benchmarks.md). Kept for the life of
+    the process: vendor SDK clients (langchain-openai, langchain-anthropic) and channels-redis
+    pool connections per loop, and a fresh loop per task broke every second reply with "Event
+    loop is closed" (llm/tests/test_openai_compatible.py pins this). Created on first use in
+    each process, so a prefork child makes its own after the fork.
     """
-    loop = getattr(_worker, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _worker.loop = asyncio.new_event_loop()
-    return loop
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop.is_closed() or _loop_pid != os.getpid():
+            _loop, _loop_pid = asyncio.new_event_loop(), os.getpid()
+            threading.Thread(target=_loop.run_forever, name="generation-loop", daemon=True).start()
+        return _loop
 
 
 _lanes: list[ThreadPoolExecutor] = []
-_lanes_lock = threading.Lock()
 _lanes_given = 0
 
 
 def _database_lane() -> ThreadPoolExecutor:
-    """The thread this worker thread's generations do their database work on.
+    """The thread a new generation does its database work on (round robin over the lanes).
 
     A generation's ORM calls are thread-sensitive (sync_to_async's default), and without a
-    context asgiref runs them all on ONE thread per process: with 64 streams in a threads-pool
-    worker every checkpoint, heartbeat and finish queued behind the others, heartbeats went
-    seconds stale and the reaper failed live replies as `interrupted`
-    (tests/integration/test_faults.py, 500 concurrent replies). Worker threads now share
-    GENERATION_DB_THREADS lanes round robin: that many database connections per process, at
-    most, each used by one call at a time.
+    context asgiref runs them all on ONE thread per process: with 64 streams in a worker every
+    checkpoint, heartbeat and finish queued behind the others, heartbeats went seconds stale and
+    the reaper failed live replies as `interrupted` (tests/integration/test_faults.py, 500
+    replies). Generations now share GENERATION_DB_THREADS lanes: that many database
+    connections per process at most, each used by one call at a time.
     """
-    lane: ThreadPoolExecutor | None = getattr(_worker, "lane", None)
-    if lane is None:
-        global _lanes_given
-        with _lanes_lock:
-            if len(_lanes) < max(1, settings.GENERATION_DB_THREADS):
-                _lanes.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-lane"))
-            lane = _lanes[_lanes_given % len(_lanes)]
-            _lanes_given += 1
-        _worker.lane = lane
+    global _lanes_given
+    with _loop_lock:
+        if len(_lanes) < max(1, settings.GENERATION_DB_THREADS):
+            _lanes.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-lane"))
+        lane = _lanes[_lanes_given % len(_lanes)]
+        _lanes_given += 1
     return lane
 
 
@@ -105,7 +111,7 @@ async def _generate(message_id: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
-    _worker_loop().run_until_complete(_generate(message_id))
+    asyncio.run_coroutine_threadsafe(_generate(message_id), _generation_loop()).result()
 
 
 @shared_task(ignore_result=True)

@@ -359,6 +359,26 @@ API_IDEMPOTENCY_LOCK_SECONDS = env_int("API_IDEMPOTENCY_LOCK_SECONDS", 600)
 API_STREAM_POLL_INTERVAL = env_float("API_STREAM_POLL_INTERVAL", 5.0)
 # No `?format=` override: a response's type follows the Accept header alone.
 REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# Tests on SQLite use a database file (per test process), not the shared-cache in-memory
+# database: there, a read and a generator's write from two threads fail at once with "database
+# table is locked" (no busy timeout), which made tests that stream over HTTP while a reply is
+# generated flaky. A file gets WAL and the busy timeout above, as embedded mode has.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    import atexit as _atexit
+    import os as _os
+    import tempfile as _tempfile
+
+    _TEST_DB = _os.path.join(_tempfile.gettempdir(), f"parley-test-{_os.getpid()}.sqlite3")
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = _TEST_DB  # type: ignore[index]
+
+    def _test_db_leftovers_remove() -> None:
+        # Django removes the test database file; SQLite's WAL files outlive it when threads
+        # still held connections. Only this process's own files, if it made any.
+        for suffix in ("-wal", "-shm"):
+            if _os.path.exists(_TEST_DB + suffix) and not _os.path.exists(_TEST_DB):
+                _os.remove(_TEST_DB + suffix)
+
+    _atexit.register(_test_db_leftovers_remove)
 
 # --- Reply cache: exact + semantic, per organisation (llm/cache/, docs/caching.md) ----------
 # Exact entries live in the default cache (Redis in production), their records and the
@@ -411,6 +431,35 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads, each
 # with its own connection. One thread for all of them let heartbeats go seconds stale.
 GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)
-# Benchmarks only: the simulated provider's tokens carry their emit time (bench/README.md).
+# Benchmarks only: the simulated provider's tokens carry their emit time
+# (bench/stream_bench.py).
 SIMULATED_STAMP_TOKENS = env_bool("SIMULATED_STAMP_TOKENS", False)
+# Channel-layer connections (channels-redis 4.3, redis-py 6.4; docs/benchmarks.md). Each event
+# loop (a Daphne process, a worker thread) has its own redis-py pool, unbounded: a bound makes
+# redis-py fail a command with "Too many connections" instead of waiting, and the real bound is
+# Redis' maxclients (10,000). What is set: connect within 5 s or fail (an outage is reported at
+# once and retried, never a hang); a 15 s read timeout, longer than channels-redis' 5 s blocking
+# receive (BZPOPMIN) so an idle replica never sees "Timeout reading", yet a Redis that vanished
+# without closing its sockets is noticed; a pooled connection idle for 30 s is pinged before
+# use (one left over from before a Redis restart). CHANNEL_LAYER_CAPACITY (above) bounds each
+# process's queue; what it drops, seq numbers and resumes recover (docs/protocol.md).
+if REDIS_URL:
+    _layer_config: dict[str, object] = CHANNEL_LAYERS["default"]["CONFIG"]  # type: ignore[assignment]
+    _layer_config["hosts"] = [
+        {
+            "address": REDIS_URL,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 15,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+        }
+    ]
+# How deltas cross the layer: "core" (channels-redis' list-based layer: one queue per process,
+# read one message at a time) or "pubsub" (Redis PUBLISH/SUBSCRIBE, pushed to each process).
+# docs/benchmarks.md compares them.
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "core")
+if CHANNEL_LAYER_BACKEND not in ("core", "pubsub"):
+    raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND={CHANNEL_LAYER_BACKEND!r}: core or pubsub")
+if REDIS_URL and CHANNEL_LAYER_BACKEND == "pubsub":
+    CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
 # --- end of long streaming generation settings ----------------------------------------------

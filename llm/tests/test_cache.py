@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from accounts.models import UsageLedger
 from chat import services
 from chat.models import Conversation, Message
 from llm.cache.entries import entries_evict, entries_purge, entry_store
@@ -65,6 +66,8 @@ async def test_an_identical_question_is_answered_from_the_cache(owner):
     )
     await entry.arefresh_from_db()
     assert entry.hits == 1
+    ledger = await UsageLedger.objects.aget(message_id=again.message.pk)
+    assert ledger.used_tokens == 0 and ledger.cost == 0, "quotas are charged nothing"
 
 
 async def test_a_cached_answer_streams_as_numbered_deltas(owner, settings):

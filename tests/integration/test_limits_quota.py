@@ -8,6 +8,7 @@ import json
 import secrets
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -46,42 +47,55 @@ Budget.objects.create(organisation=org, period="day", max_tokens={budget})
 print(json.dumps({{"user": owner.pk, "organisation": org.pk}}))
 """
 
-# Each thread reserves at the same instant; once every thread of both processes has tried
-# (settle_at), the admitted ones settle what they "used": the prompt plus up to max_tokens of
-# completion (never more: that is what max_tokens guarantees).
+# Phases are driven by files in a shared directory, so a slow start of one process (imports
+# under load) cannot let the other settle before every reservation was tried:
+#   worker: threads ready -> "<name>.ready"; waits for "go"
+#   threads reserve at once; all tried -> "<name>.reserved"; wait for "settle"
+#   the admitted settle what they "used": the prompt plus up to max_tokens of completion
+#   (never more: that is what max_tokens guarantees).
 WORKER = """
-import json, random, sys, threading, time, django
+import json, os, random, sys, threading, time, django
 django.setup()
 from django.db import connection
 from accounts.quotas import QuotaExceeded, ledger_settle, quota_reserve
 
 user_id, org_id, threads = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-start_at, settle_at = float(sys.argv[4]), float(sys.argv[5])
-results, lock = [], threading.Lock()
+phases, name = sys.argv[4], sys.argv[5]
+results, lock, tried = [], threading.Lock(), threading.Semaphore(0)
+
+def wait_for(flag):
+    while not os.path.exists(os.path.join(phases, flag)):
+        time.sleep(0.001)
+
+def touch(flag):
+    open(os.path.join(phases, flag), "w").close()
 
 def one():
-    while time.time() < start_at:
-        time.sleep(0.001)
+    wait_for("go")
+    entry = None
     try:
         entry = quota_reserve(
             user_id=user_id, organisation_id=org_id, prompt_tokens={prompt}, max_tokens={max_tokens}
         )
+        outcome = {{"ok": True, "id": entry.pk, "reserved": entry.reserved_tokens}}
     except QuotaExceeded as refused:
         outcome = {{"ok": False, "code": refused.code}}
-    else:
-        used = {prompt} + random.randint(0, {max_tokens})
-        while time.time() < settle_at:
-            time.sleep(0.01)
-        ledger_settle(entry_id=entry.pk, used_tokens=used)
-        outcome = {{"ok": True, "id": entry.pk, "reserved": entry.reserved_tokens, "used": used}}
-    finally:
-        connection.close()
+    tried.release()
+    if entry is not None:
+        wait_for("settle")
+        outcome["used"] = {prompt} + random.randint(0, {max_tokens})
+        ledger_settle(entry_id=entry.pk, used_tokens=outcome["used"])
+    connection.close()
     with lock:
         results.append(outcome)
 
 workers = [threading.Thread(target=one) for _ in range(threads)]
 for w in workers:
     w.start()
+touch(name + ".ready")
+for _ in range(threads):
+    tried.acquire()
+touch(name + ".reserved")
 for w in workers:
     w.join()
 print(json.dumps(results))
@@ -99,19 +113,33 @@ def run_python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen[s
     )
 
 
-def output_of(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+def output_of(proc: subprocess.Popen[str], timeout: float = 180) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err
     return out.strip().splitlines()[-1]
 
 
-def race(env: dict[str, str], ids: dict[str, int]) -> list[dict[str, object]]:
-    """Two processes × 25 threads reserve at once, then settle; all 50 outcomes."""
-    start_at = time.time() + 4  # both processes are up and waiting by then
+def wait_for_files(paths: list[Path], procs: list[subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in paths):
+        for proc in procs:
+            assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"workers did not reach {paths}"
+        time.sleep(0.01)
+
+
+def race(env: dict[str, str], ids: dict[str, int], phases: Path) -> list[dict[str, Any]]:
+    """Two processes × 25 threads reserve at once; once all 50 have tried, the admitted ones
+    settle. Returns the admitted outcomes."""
+    phases.mkdir()
     code = WORKER.format(prompt=PROMPT_TOKENS, max_tokens=MAX_TOKENS)
-    args = [str(ids["user"]), str(ids["organisation"]), str(THREADS_PER_PROCESS)]
-    args += [str(start_at), str(start_at + 6)]
-    procs = [run_python(code, *args, env=env) for _ in range(2)]
+    args = [str(ids["user"]), str(ids["organisation"]), str(THREADS_PER_PROCESS), str(phases)]
+    names = ["a", "b"]
+    procs = [run_python(code, *args, name, env=env) for name in names]
+    wait_for_files([phases / f"{n}.ready" for n in names], procs)
+    (phases / "go").touch()
+    wait_for_files([phases / f"{n}.reserved" for n in names], procs)
+    (phases / "settle").touch()
     results = [r for proc in procs for r in json.loads(output_of(proc))]
     assert len(results) == 2 * THREADS_PER_PROCESS
     assert {r["code"] for r in results if not r["ok"]} <= {"quota_exceeded"}
@@ -134,7 +162,7 @@ def ledger_and_counters(database_url: str, organisation_id: int) -> tuple[Any, l
     return ledger, counters
 
 
-def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget():
+def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget(tmp_path):
     require_service("PostgreSQL", "127.0.0.1", 5432)
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     with (
@@ -153,13 +181,13 @@ def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget
 
         # Round 1, at the edge: exactly as many worst cases as fit are admitted, whichever
         # process or thread got there first; the eleventh would pass the budget.
-        first = race(env, ids)
+        first = race(env, ids, tmp_path / "round1")
         assert len(first) == ADMITTED
         assert sum(r["reserved"] for r in first) <= BUDGET
         spent = sum(r["used"] for r in first)
 
         # Round 2: settling gave back what was not used; again exactly what fits is admitted.
-        second = race(env, ids)
+        second = race(env, ids, tmp_path / "round2")
         assert len(second) == (BUDGET - spent) // WORST
         spent += sum(r["used"] for r in second)
         assert spent <= BUDGET  # the issue's bound is BUDGET + MAX_TOKENS; this is stricter

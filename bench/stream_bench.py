@@ -1,0 +1,468 @@
+"""Streaming path benchmark: tokens/s and per-token latency, full path vs floor, in one run.
+
+For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repeat by repeat:
+  - floor: one Daphne process running bench/floor_app.py, writing each socket N frames at R
+    frames/s straight from the consumer (no Django, no channel layer, no database);
+  - full: the production path on loopback. PostgreSQL, a private Redis (channel layer, cache,
+    broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
+    llm.tasks.generate_reply with the simulated provider at R tokens/s, N tokens per reply,
+    each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as configured
+    (STREAM_FLUSH_INTERVAL 0.04 s by default);
+  - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
+    group_send per token).
+Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
+replies are dispatched (all at once, straight to Celery: the send path is not measured here).
+Token latency = client receive time - provider emit time (one clock: one machine). Tokens/s =
+tokens delivered / (last token received - first token emitted). A stream that does not end
+with all N tokens and `done` within the time limit counts as incomplete.
+
+    .venv/bin/python bench/stream_bench.py --streams 1 100 500 --repeats 3
+
+Loopback only; it starts and stops every process itself and takes a few minutes. It needs
+PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.servers import (  # noqa: E402
+    POSTGRES_ADMIN_URL,
+    PYTHON,
+    ProcessGroup,
+    base_env,
+    free_port,
+    manage,
+    postgres_database,
+    start_redis_server,
+    wait_for_log,
+    wait_until_answers,
+)
+
+USERNAME, PASSWORD = "bench-bo", "correct horse battery staple"
+MODES = ("floor", "full", "uncoalesced")
+
+
+@dataclass
+class Run:
+    mode: str
+    streams: int
+    tokens: int = 0
+    incomplete: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    frames: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+# --- One client per stream --------------------------------------------------------------------
+
+
+async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: list[float]) -> None:
+    """Read one stream to its end; every stamp in a delta is one token."""
+    from websockets.exceptions import ConnectionClosed
+
+    got = 0
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            async with asyncio.timeout(left):
+                raw = await ws.recv()
+            now = time.time()
+            frame = json.loads(raw)
+            if frame["type"] == "delta":
+                run.frames += 1
+                for stamp in frame["text"].split():
+                    emitted_at = float(stamp)
+                    emitted.append(emitted_at)
+                    run.latencies.append(now - emitted_at)
+                    got += 1
+                run.tokens_last = now  # type: ignore[attr-defined]
+            elif frame["type"] in ("done", "error"):
+                break
+    except (TimeoutError, ConnectionClosed):
+        pass
+    run.tokens += got
+    if got < expected:
+        run.incomplete += 1
+
+
+def _finish(run: Run, emitted: list[float]) -> Run:
+    last = getattr(run, "tokens_last", None)
+    if emitted and last:
+        run.seconds = last - min(emitted)
+    return run
+
+
+async def _open_all(urls: list[str], headers: dict[str, str], origin: str | None) -> list[Any]:
+    from websockets.asyncio.client import connect
+    from websockets.typing import Origin
+
+    sockets = []
+    for chunk in range(0, len(urls), 50):  # Daphne accepts ~145 sockets/s here: don't stampede
+        sockets += await asyncio.gather(
+            *(
+                connect(
+                    url,
+                    additional_headers=headers,
+                    origin=Origin(origin) if origin else None,
+                    open_timeout=30,
+                    max_queue=None,
+                    compression=None,
+                )
+                for url in urls[chunk : chunk + 50]
+            )
+        )
+    return sockets
+
+
+async def floor_run(port: int, streams: int, tokens: int, rate: float) -> Run:
+    run, emitted = Run("floor", streams), []
+    url = f"ws://127.0.0.1:{port}/?frames={tokens}&rate={rate}"
+    sockets = await _open_all([url] * streams, {}, None)
+    deadline = time.monotonic() + tokens / rate * 4 + 30
+    try:
+        await asyncio.gather(*(ws.send("go") for ws in sockets))
+        await asyncio.gather(*(_listen(ws, run, tokens, deadline, emitted) for ws in sockets))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return _finish(run, emitted)
+
+
+def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
+    """(conversation, reply, provider) for `streams` new pending replies, not yet dispatched."""
+    from accounts.models import User
+    from chat import services
+
+    user = User.objects.get(username=USERNAME)
+    held: list[tuple[int, Any]] = []
+    prompt = " ".join(f"w{i}" for i in range(tokens))  # a reply of >= `tokens` tokens
+    with mock.patch("llm.dispatch.dispatch_generation", lambda *args: held.append(args)):
+        results = [
+            services.message_send(
+                author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex
+            )
+            for _ in range(streams)
+        ]
+    providers = dict(held)
+    return [(r.reply.conversation_id, r.reply.pk, providers[r.reply.pk]) for r in results]
+
+
+async def full_run(
+    mode: str, port: int, cookie: str, streams: int, tokens: int, rate: float
+) -> Run:
+    from llm.dispatch import queue_for
+    from llm.tasks import generate_reply
+
+    run, emitted = Run(mode, streams), []
+    pending = await asyncio.to_thread(_pending_replies, streams, tokens)
+    base = f"http://127.0.0.1:{port}"
+    url = f"ws://127.0.0.1:{port}/ws/chat/"
+    sockets = await _open_all([url] * streams, {"Cookie": cookie}, base)
+    try:
+        for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
+            await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
+            await ws.send(json.dumps({"type": "ping"}))
+        for ws in sockets:  # frames are handled in order: a pong means subscribed
+            while json.loads(await ws.recv())["type"] != "pong":
+                pass
+        deadline = time.monotonic() + tokens / rate * 4 + 60
+        listeners = [
+            asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
+        ]
+        for _, reply, provider in pending:
+            generate_reply.apply_async((reply,), queue=queue_for(provider))
+        await asyncio.gather(*listeners)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return _finish(run, emitted)
+
+
+# --- The processes ---------------------------------------------------------------------------
+
+
+def _sign_in(base: str) -> str:
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        client.get("/accounts/login/")
+        response = client.post(
+            "/accounts/login/",
+            data={
+                "username": USERNAME,
+                "password": PASSWORD,
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{base}/accounts/login/", "Origin": base},
+        )
+        assert response.status_code == 302, response.status_code
+        return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+
+def start_workers(group: ProcessGroup, env: dict[str, str], args: argparse.Namespace, tag: str):
+    names = []
+    for index in range(args.workers):
+        name = f"worker-{tag}-{index}"
+        argv = [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "worker",
+            "-Q",
+            "llm-remote",
+            "--pool=threads",
+            f"--concurrency={args.threads}",
+            "--prefetch-multiplier=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+            "-n",
+            f"{name}-{secrets.token_hex(3)}@%h",
+        ]
+        proc = group.start(name, argv, env)
+        wait_for_log(group, name, " ready.", timeout=90, proc=proc)
+        names.append(name)
+    return names
+
+
+def log_problems(group: ProcessGroup) -> dict[str, int]:
+    text = "".join(group.log(name) for name in group.procs)
+    patterns = {
+        "over capacity": r"over capacity",
+        "Too many connections": r"Too many connections",
+        "Timeout reading": r"Timeout reading",
+        "reply failed": r"reply \d+ failed",
+    }
+    return {key: len(re.findall(pattern, text)) for key, pattern in patterns.items()}
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ["django", "channels", "channels-redis", "redis", "daphne", "celery", "websockets"]
+    redis_v = subprocess.run(
+        [shutil.which("redis-server") or "redis-server", "--version"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()[2]
+    found = ", ".join(f"{n} {version(n)}" for n in names)
+    return f"Python {platform.python_version()}, {found}, Redis {redis_v.removeprefix('v=')}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 500])
+    parser.add_argument("--tokens", type=int, default=60, help="tokens per stream (N)")
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream (R)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--threads", type=int, default=256, help="threads per worker")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--json", type=Path, help="write every run here too")
+    parser.add_argument("--layer", default="", help="CHANNEL_LAYER_BACKEND (default: settings')")
+    args = parser.parse_args()
+    assert max(args.streams) <= args.workers * args.threads, "more streams than worker threads"
+
+    redis_binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        database_url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "parley_bench"))
+        group = ProcessGroup(log_dir=workdir)
+        stack.callback(group.stop_all)
+        redis_port, daphne_port, floor_port = free_port(), free_port(), free_port()
+        start_redis_server(group, "redis", redis_binary, redis_port, workdir)
+        unlimited = "100000000/m"
+        env = base_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_port}/1",
+            GENERATION_BACKEND="celery",
+            DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+            SERVE_STATIC="false",
+            LLM_DEFAULT_PROVIDER="simulated",
+            SIMULATED_TOKENS_PER_SECOND=str(args.rate),
+            SIMULATED_FIRST_TOKEN_DELAY="0",
+            SIMULATED_STAMP_TOKENS="true",
+            LLM_MAX_TOKENS=str(args.tokens),
+            CACHE_ENABLED="false",
+            REAP_STALE_AFTER="600",
+            WS_RATE_FRAMES_PER_USER=unlimited,
+            WS_RATE_FRAMES_PER_ORG=unlimited,
+            WS_RATE_SENDS_PER_USER=unlimited,
+            WS_RATE_SENDS_PER_ORG=unlimited,
+            LOG_LEVEL="WARNING",
+        )
+        if args.layer:
+            env["CHANNEL_LAYER_BACKEND"] = args.layer
+        manage("migrate", "--noinput", env=env, timeout=300)
+        manage(
+            "shell",
+            "-c",
+            "from accounts.models import User; "
+            f"User.objects.create_user(username={USERNAME!r}, password={PASSWORD!r})",
+            env=env,
+        )
+        os.environ.update(env)  # this process creates rows and dispatches like Daphne does
+        import django
+
+        django.setup()
+
+        daphne = group.start(
+            "daphne",
+            [
+                PYTHON,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(daphne_port),
+                "project.asgi:application",
+            ],
+            env,
+        )
+        floor = group.start(
+            "floor",
+            [
+                PYTHON,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(floor_port),
+                "bench.floor_app:application",
+            ],
+            base_env(),
+        )
+        wait_until_answers(f"http://127.0.0.1:{daphne_port}/healthz", 60, daphne)
+        wait_until_answers(f"http://127.0.0.1:{floor_port}/", 60, floor)
+        cookie = _sign_in(f"http://127.0.0.1:{daphne_port}")
+
+        runs: list[Run] = []
+        coalescing = {
+            "full": {},
+            "uncoalesced": {"STREAM_FLUSH_INTERVAL": "0", "STREAM_FLUSH_MAX_CHARS": "1"},
+        }
+        started = time.monotonic()
+        for mode in [m for m in ("full", "uncoalesced") if m in args.modes] or [None]:
+            workers = start_workers(group, {**env, **coalescing[mode]}, args, mode) if mode else []
+            for repeat in range(args.repeats):
+                for streams in args.streams:
+                    # The floor is measured next to each full-path run (same minute, same noise).
+                    if "floor" in args.modes and (mode == "full" or mode is None):
+                        runs.append(
+                            asyncio.run(floor_run(floor_port, streams, args.tokens, args.rate))
+                        )
+                        _report(runs[-1], repeat)
+                    if mode:
+                        runs.append(
+                            asyncio.run(
+                                full_run(mode, daphne_port, cookie, streams, args.tokens, args.rate)
+                            )
+                        )
+                        _report(runs[-1], repeat)
+            for name in workers:
+                group.kill(name, 15)
+        problems = log_problems(group)
+        print(f"\nlog lines: {problems}; whole run {time.monotonic() - started:.0f} s")
+        print(f"machine: {os.cpu_count()} cores; {versions()}\n")
+        print(table(runs, args))
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    [
+                        {
+                            "mode": r.mode,
+                            "streams": r.streams,
+                            "tokens": r.tokens,
+                            "seconds": r.seconds,
+                            "incomplete": r.incomplete,
+                            "frames": r.frames,
+                            "p50_ms": r.quantile(0.5),
+                            "p95_ms": r.quantile(0.95),
+                        }
+                        for r in runs
+                    ],
+                    indent=1,
+                )
+            )
+
+
+def _report(run: Run, repeat: int) -> None:
+    print(
+        f"[{repeat}] {run.mode:12} {run.streams:4} streams: {run.tokens_per_second:9.0f} tok/s, "
+        f"p50 {run.quantile(0.5):7.1f} ms, p95 {run.quantile(0.95):8.1f} ms, "
+        f"{run.frames} frames, incomplete {run.incomplete}",
+        flush=True,
+    )
+
+
+def table(runs: list[Run], args: argparse.Namespace) -> str:
+    """Medians over repeats; ratios against the floor at the same stream count."""
+    rows = [
+        f"N={args.tokens} tokens per stream at R={args.rate:g} tokens/s; "
+        f"medians of {args.repeats} repeats",
+        "",
+        "| streams | path | tokens/s | x floor | p50 ms | p95 ms | frames/stream | incomplete |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for streams in args.streams:
+        floor = [r for r in runs if r.mode == "floor" and r.streams == streams]
+        floor_tps = statistics.median(r.tokens_per_second for r in floor) if floor else 0
+        for mode in MODES:
+            some = [r for r in runs if r.mode == mode and r.streams == streams]
+            if not some:
+                continue
+            tps = statistics.median(r.tokens_per_second for r in some)
+            ratio = f"{tps / floor_tps:.2f}" if floor_tps else "-"
+            p50 = statistics.median(r.quantile(0.5) for r in some)
+            p95 = statistics.median(r.quantile(0.95) for r in some)
+            frames = statistics.median(r.frames / r.streams for r in some)
+            incomplete = max(r.incomplete for r in some)
+            rows.append(
+                f"| {streams} | {mode} | {tps:.0f} | {ratio} | {p50:.1f} | {p95:.1f} | "
+                f"{frames:.0f} | {incomplete} |"
+            )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
