@@ -600,7 +600,7 @@ def write_doc(section: str) -> None:
     if START in text and END in text:
         before, rest = text.split(START, 1)
         after = rest.split(END, 1)[1].lstrip("\n")
-        text = before + section + after
+        text = before + section + ("\n" + after if after else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     DOC.write_text(text)

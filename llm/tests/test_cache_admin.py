@@ -77,6 +77,11 @@ def test_the_entry_list_shows_hit_rate_savings_and_entries(
     assert "0.25" in page and reverse("admin:llm_cacheentry_purge_all") in page
     stats = superuser_client.get(reverse("admin:llm_cachestat_changelist")).content.decode()
     assert "38%" in stats
+    entry = CacheEntry.objects.get(question="What is a mutex?")
+    detail = superuser_client.get(reverse("admin:llm_cacheentry_change", args=[entry.pk]))
+    assert detail.status_code == 200 and "answer to What is a mutex?" in detail.content.decode()
+    for name in ("cachehit", "cachepolicy"):
+        assert superuser_client.get(reverse(f"admin:llm_{name}_changelist")).status_code == 200
 
 
 @pytest.mark.django_db
