@@ -450,7 +450,7 @@ def done_event(message: Message) -> dict[str, Any]:
             "completion_tokens": message.completion_tokens,
             "estimated": message.tokens_estimated,
         },
-        "cost": str(message.cost) if message.cost is not None else None,
+        "cost": format(message.cost, "f") if message.cost is not None else None,
         "provider": message.provider,
         "model": message.model,
         "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
