@@ -318,7 +318,7 @@ class SocketRelay:
     like the channel layer may, and cut the connection."""
 
     def __init__(self) -> None:
-        self.connections = []  # (page side, server side)
+        self.connections: list = []  # (page side, server side)
         self.from_page: list[tuple[int, dict]] = []
         self.dropped: list[dict] = []
         self.drop_next_deltas = 0
