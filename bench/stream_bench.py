@@ -149,7 +149,7 @@ async def _open_all(urls: list[str], headers: dict[str, str], origin: str | None
 
 
 async def floor_run(port: int, streams: int, tokens: int, rate: float) -> Run:
-    run, emitted = Run("floor", streams), []
+    run, emitted = Run("floor", streams), list[float]()
     url = f"ws://127.0.0.1:{port}/?frames={tokens}&rate={rate}"
     sockets = await _open_all([url] * streams, {}, None)
     deadline = time.monotonic() + tokens / rate * 4 + 30
@@ -186,7 +186,7 @@ async def full_run(
     from llm.dispatch import queue_for
     from llm.tasks import generate_reply
 
-    run, emitted = Run(mode, streams), []
+    run, emitted = Run(mode, streams), list[float]()
     pending = await asyncio.to_thread(_pending_replies, streams, tokens)
     base = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/ws/chat/"
@@ -382,7 +382,8 @@ def main() -> None:
             "uncoalesced": {"STREAM_FLUSH_INTERVAL": "0", "STREAM_FLUSH_MAX_CHARS": "1"},
         }
         started = time.monotonic()
-        for mode in [m for m in ("full", "uncoalesced") if m in args.modes] or [None]:
+        modes: list[str | None] = [m for m in ("full", "uncoalesced") if m in args.modes]
+        for mode in modes or [None]:
             workers = start_workers(group, {**env, **coalescing[mode]}, args, mode) if mode else []
             for repeat in range(args.repeats):
                 for streams in args.streams:

@@ -156,9 +156,11 @@ def test_a_session_needs_csrf_for_a_ticket(owner):
 
 def test_the_ticket_endpoint_is_rate_limited_with_retry_after(client, key, settings):
     settings.API_RATE_WS_TICKET = "3/m"
-    statuses = [client.post(TICKET_URL, **bearer(key.raw)) for _ in range(5)]
-    assert [r.status_code for r in statuses[:3]] == [201, 201, 201]
-    assert statuses[3].status_code == 429 and 1 <= int(statuses[3]["Retry-After"]) <= 60
+    # Fixed one-minute windows: 7 tries span at most two, so one of them exceeds 3/m.
+    statuses = [client.post(TICKET_URL, **bearer(key.raw)) for _ in range(7)]
+    assert statuses[0].status_code == 201
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited and all(1 <= int(r["Retry-After"]) <= 60 for r in limited)
 
 
 def test_an_expired_ticket_is_refused(client, key, settings):

@@ -886,11 +886,11 @@ async def test_duplicate_sends_make_one_message_and_one_generation_each(topo: Fa
     worker_log = topo.log("worker")[log_start:]
     received = re.findall(r"Task llm\.tasks\.generate_reply\[[^\]]+\] received", worker_log)
     assert len(received) == len(prompts), len(received)
-    for client, reply in finals:
-        assert reply is not None
-        assert len(client.finals[reply]) <= 1 + client.resumed[reply], client.finals[reply]
-        assert client.finals[reply][0]["status"] == "complete"
-        assert client.texts[reply] == rows[reply]["content"], client.label
+    for client, heard in finals:
+        assert heard is not None
+        assert len(client.finals[heard]) <= 1 + client.resumed[heard], client.finals[heard]
+        assert client.finals[heard][0]["status"] == "complete"
+        assert client.texts[heard] == rows[heard]["content"], client.label
     assert_clean(*[c for pair in twins for c in pair])
     print(f"{2 * len(prompts)} sends: {len(prompts)} replies, all final after {took:.1f} s")
 
