@@ -97,12 +97,15 @@ def _current_reply(user_message: Message) -> Message:
     return reply
 
 
-def _reply_create(*, conversation: Conversation, reply_to: Message) -> Message:
-    """A pending assistant reply, announced and dispatched once the transaction commits."""
+def _reply_create(*, conversation: Conversation, reply_to: Message, alias: str = "") -> Message:
+    """A pending assistant reply, announced and dispatched once the transaction commits.
+
+    `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
+    """
     from llm.dispatch import dispatch_generation
     from llm.router import provider_choose
 
-    provider = provider_choose()
+    provider = provider_choose(pinned=alias)
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -111,7 +114,7 @@ def _reply_create(*, conversation: Conversation, reply_to: Message) -> Message:
         provider=provider.name,
         model=provider.model,
         # The model alias the generation routes (llm/router.py); it may answer elsewhere.
-        routing={"alias": provider.alias},
+        routing={"alias": provider.alias or alias},
     )
     event_publish_on_commit(conversation.pk, message_event(reply))
     transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
@@ -523,30 +526,6 @@ class PriorMessage:
     content: str
 
 
-def _reply_create_routed(*, conversation: Conversation, reply_to: Message, alias: str) -> Message:
-    """Like _reply_create, for a reply pinned to a model alias (llm.router resolves it).
-
-    A copy of _reply_create with `provider_choose(pinned=alias)`: see the note in the issue 6
-    report (an `alias` argument there would make this unnecessary).
-    """
-    from llm.dispatch import dispatch_generation
-    from llm.router import provider_choose
-
-    provider = provider_choose(pinned=alias)
-    reply = Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.PENDING,
-        reply_to=reply_to,
-        provider=provider.name,
-        model=provider.model,
-        routing={"alias": provider.alias or alias},
-    )
-    event_publish_on_commit(conversation.pk, message_event(reply))
-    transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
-    return reply
-
-
 def completion_request_create(
     *,
     author: User,
@@ -603,9 +582,7 @@ def completion_request_create(
                 seq=len(text),
                 client_id=client_id,
             )
-            reply = _reply_create_routed(
-                conversation=conversation, reply_to=user_message, alias=alias
-            )
+            reply = _reply_create(conversation=conversation, reply_to=user_message, alias=alias)
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         if earlier := _earlier_send(author=author, client_id=client_id):
