@@ -32,14 +32,17 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -73,6 +76,7 @@ class Run:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     frames: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process in the run
 
     @property
     def tokens_per_second(self) -> float:
@@ -148,12 +152,15 @@ async def _open_all(urls: list[str], headers: dict[str, str], origin: str | None
     return sockets
 
 
-async def floor_run(port: int, streams: int, tokens: int, rate: float) -> Run:
+async def floor_run(
+    port: int, streams: int, tokens: int, rate: float, mark: Callable[[], None]
+) -> Run:
     run, emitted = Run("floor", streams), list[float]()
     url = f"ws://127.0.0.1:{port}/?frames={tokens}&rate={rate}"
     sockets = await _open_all([url] * streams, {}, None)
     deadline = time.monotonic() + tokens / rate * 4 + 30
     try:
+        await asyncio.to_thread(mark)
         await asyncio.gather(*(ws.send("go") for ws in sockets))
         await asyncio.gather(*(_listen(ws, run, tokens, deadline, emitted) for ws in sockets))
     finally:
@@ -181,7 +188,13 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
 
 
 async def full_run(
-    mode: str, port: int, cookie: str, streams: int, tokens: int, rate: float
+    mode: str,
+    port: int,
+    cookie: str,
+    streams: int,
+    tokens: int,
+    rate: float,
+    mark: Callable[[], None],
 ) -> Run:
     from llm.dispatch import queue_for
     from llm.tasks import generate_reply
@@ -198,6 +211,7 @@ async def full_run(
         for ws in sockets:  # frames are handled in order: a pong means subscribed
             while json.loads(await ws.recv())["type"] != "pong":
                 pass
+        await asyncio.to_thread(mark)
         deadline = time.monotonic() + tokens / rate * 4 + 60
         listeners = [
             asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
@@ -211,6 +225,80 @@ async def full_run(
 
 
 # --- The processes ---------------------------------------------------------------------------
+
+
+def _process_cpu(pid: int | str) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_seconds(group: ProcessGroup) -> dict[str, float]:
+    """CPU seconds used so far by each running process of the group, by PostgreSQL's
+    processes together, and by the whole machine (busy time of all cores)."""
+    used = {}
+    for name, proc in group.procs.items():
+        if (seconds := _process_cpu(proc.pid)) is not None:
+            used[name] = seconds
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += _process_cpu(entry.name) or 0.0
+            except OSError:
+                continue
+    used["postgres"] = postgres
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    used["machine"] = (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
+    """Run a benchmark (a coroutine function taking a `mark` callback) and note the CPU each
+    process (and this client) spends from its mark, when the streams start, to its end.
+
+    With `profile`, py-spy samples Daphne and the workers over the same span (collapsed
+    stacks in that folder).
+    """
+    samplers: list[subprocess.Popen[bytes]] = []
+    before: dict[str, float] = {}
+    client_before = 0.0
+
+    def mark() -> None:
+        nonlocal client_before
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for name, proc in group.procs.items():
+                if proc.poll() is None and name.split("-")[0] in ("daphne", "worker"):
+                    out = profile / f"{name}-{len(list(profile.iterdir()))}.txt"
+                    py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+                    argv = [py_spy, "record", "--nonblocking", "-r", "100", "-f", "raw"]
+                    samplers.append(
+                        subprocess.Popen(
+                            [*argv, "-o", str(out), "-p", str(proc.pid)],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+            time.sleep(1.5)  # py-spy attaches
+        before.update(cpu_seconds(group))
+        client_before = time.process_time()
+
+    result: Run = asyncio.run(run(mark))
+    for sampler in samplers:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=30)
+    after = cpu_seconds(group)
+    for name in after:
+        if name in before and after[name] > before[name]:
+            role = name.split("-")[0]
+            result.cpu[role] = result.cpu.get(role, 0) + after[name] - before[name]
+    result.cpu["client"] = time.process_time() - client_before
+    return result
 
 
 def _sign_in(base: str) -> str:
@@ -294,6 +382,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=256, help="threads per worker")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--json", type=Path, help="write every run here too")
+    parser.add_argument("--profile", type=Path, help="py-spy Daphne and workers, stacks here")
     parser.add_argument("--layer", default="", help="CHANNEL_LAYER_BACKEND (default: settings')")
     args = parser.parse_args()
     assert max(args.streams) <= args.workers * args.threads, "more streams than worker threads"
@@ -390,13 +479,26 @@ def main() -> None:
                     # The floor is measured next to each full-path run (same minute, same noise).
                     if "floor" in args.modes and (mode == "full" or mode is None):
                         runs.append(
-                            asyncio.run(floor_run(floor_port, streams, args.tokens, args.rate))
+                            measured(
+                                group,
+                                partial(floor_run, floor_port, streams, args.tokens, args.rate),
+                            )
                         )
                         _report(runs[-1], repeat)
                     if mode:
                         runs.append(
-                            asyncio.run(
-                                full_run(mode, daphne_port, cookie, streams, args.tokens, args.rate)
+                            measured(
+                                group,
+                                partial(
+                                    full_run,
+                                    mode,
+                                    daphne_port,
+                                    cookie,
+                                    streams,
+                                    args.tokens,
+                                    args.rate,
+                                ),
+                                args.profile,
                             )
                         )
                         _report(runs[-1], repeat)
@@ -419,6 +521,7 @@ def main() -> None:
                             "frames": r.frames,
                             "p50_ms": r.quantile(0.5),
                             "p95_ms": r.quantile(0.95),
+                            "cpu_seconds": r.cpu,
                         }
                         for r in runs
                     ],
@@ -431,7 +534,8 @@ def _report(run: Run, repeat: int) -> None:
     print(
         f"[{repeat}] {run.mode:12} {run.streams:4} streams: {run.tokens_per_second:9.0f} tok/s, "
         f"p50 {run.quantile(0.5):7.1f} ms, p95 {run.quantile(0.95):8.1f} ms, "
-        f"{run.frames} frames, incomplete {run.incomplete}",
+        f"{run.frames} frames, incomplete {run.incomplete}; CPU s: "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(run.cpu.items())),
         flush=True,
     )
 

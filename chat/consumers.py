@@ -258,6 +258,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.finished.add(message_id)
         await self.send_json({**event, "type": "error"})
 
+    # --- the channel layer's own events (chat/layers.py) ------------------------------------
+
+    async def layer_disconnected(self, event: dict[str, Any]) -> None:
+        """Redis is unreachable: live events stop until it is back. The socket stays open."""
+        await self.send_error(
+            ChatError(
+                "unavailable",
+                "Live updates are interrupted; they resume by themselves when the connection "
+                "is back.",
+                retryable=True,
+            )
+        )
+
+    async def layer_reconnected(self, event: dict[str, Any]) -> None:
+        """Live again: send what was saved while events could not arrive, then say so."""
+        for message_id, held in list(self.held.items()):
+            await self.catch_up(message_id, after_seq=held)
+        await self.send_json({"type": "live"})
+
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send_json({**event, "type": "message"})
 

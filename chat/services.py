@@ -1,12 +1,15 @@
 """Writes and side effects of the chat: sending, cancelling, and a reply's lifecycle.
 
 The reply lifecycle functions (reply_start, reply_checkpoint, reply_finish) are called by the
-generation in llm/streaming.py, in-process or in a Celery worker alike.
+generation in llm/streaming.py, in-process or in a Celery worker alike; their batch forms
+(replies_cancel_requested, replies_checkpoint, replies_heartbeat) by the process's reply watch
+(llm/watch.py), which does for every live reply at once what each would do alone.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -341,6 +344,56 @@ def reply_heartbeat(*, message_id: int) -> bool:
             heartbeat_at=timezone.now()
         )
     )
+
+
+@dataclass(frozen=True)
+class ReplyCheckpoint:
+    """The text of a streaming reply up to `seq`, waiting to be saved."""
+
+    message_id: int
+    content: str
+    seq: int
+
+
+def replies_cancel_requested(*, message_ids: Collection[int]) -> set[int]:
+    """The replies among `message_ids` someone asked to stop: one cache read for them all."""
+    keys = {CANCEL_KEY.format(message_id=message_id): message_id for message_id in message_ids}
+    if not keys:
+        return set()
+    flags = cache.get_many(list(keys))
+    return {keys[key] for key, value in flags.items() if value is not None}
+
+
+def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
+    """reply_checkpoint for many replies in one statement (per database batch); a reply that is
+    no longer streaming (finished, reaped) is left as it is. Returns how many were saved."""
+    if not checkpoints:
+        return 0
+    now = timezone.now()
+    rows = [
+        Message(pk=c.message_id, content=c.content, seq=c.seq, heartbeat_at=now)
+        for c in checkpoints
+    ]
+    # bulk_update keeps the queryset's filter (Django 5.2: `self.using(...).filter(pk__in=...)`),
+    # so the status condition guards every row as reply_checkpoint's does.
+    return Message.objects.filter(status=Message.Status.STREAMING).bulk_update(
+        rows, ["content", "seq", "heartbeat_at"]
+    )
+
+
+def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
+    """reply_heartbeat for many replies: refresh them all, and return those still streaming
+    (the others are no longer ours: reaped, or finished elsewhere)."""
+    if not message_ids:
+        return set()
+    with transaction.atomic():
+        streaming = Message.objects.filter(status=Message.Status.STREAMING)
+        live = set(streaming.filter(pk__in=message_ids).order_by().values_list("pk", flat=True))
+        # A reply reaped between the two statements is not refreshed (the update is
+        # conditional) and is reported live this once: the next heartbeat tells its generator.
+        if live:
+            streaming.filter(pk__in=live).update(heartbeat_at=timezone.now())
+    return live
 
 
 def reply_finish(

@@ -3,8 +3,9 @@
 `reply_stream` is the one generation function: embedded mode runs it as a task on the server's
 event loop, production runs it in a Celery worker. It reads tokens from a LangChain chat model,
 coalesces them (the channel layer is the expensive hop: never one message per token), publishes
-numbered deltas to the conversation's group, checkpoints the text to the database at a steady
-cadence, and stops within a poll interval when anyone cancels.
+numbered deltas to the conversation's group, and has the process's reply watch (llm/watch.py)
+checkpoint its text at a steady cadence, keep its heartbeat fresh and stop it within a poll
+interval when anyone cancels.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from llm.failover import RoutingRecord, stream_with_failover
 from llm.providers.base import ProviderError
 from llm.registry import chat_model_for
 from llm.retry import RetryPolicy
+from llm.watch import WatchedReply, reply_watch
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,6 @@ class ReplyState:
     message_id: int
     conversation_id: int
     text: str = ""
-    last_checkpoint: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_estimate: int = 0  # ~tokens in the prompt, for pricing when none are reported
@@ -127,7 +128,6 @@ async def reply_stream(*, message_id: int) -> None:
     if reply is None:
         return  # cancelled before it started, or already taken by another worker
     state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
-    state.last_checkpoint = time.monotonic()
 
     async def publish(text: str) -> None:
         start = state.seq
@@ -144,11 +144,7 @@ async def reply_stream(*, message_id: int) -> None:
                 "text": text,
             },
         )
-        if time.monotonic() - state.last_checkpoint >= settings.STREAM_CHECKPOINT_INTERVAL:
-            state.last_checkpoint = time.monotonic()
-            await sync_to_async(services.reply_checkpoint)(
-                message_id=state.message_id, content=state.text, seq=state.seq
-            )
+        watched.checkpoint(content=state.text, seq=state.seq)  # saved by the watch, in a batch
 
     coalescer = DeltaCoalescer(
         publish,
@@ -157,6 +153,7 @@ async def reply_stream(*, message_id: int) -> None:
     )
     status, error = Message.Status.COMPLETE, None
     lookup = reply_cache.Lookup()
+    watched = reply_watch(message_id=state.message_id)
     try:
         messages = await sync_to_async(prompt_messages)(reply)
         # A cached answer streams through the same coalescer instead of a provider (llm/cache/).
@@ -167,7 +164,7 @@ async def reply_stream(*, message_id: int) -> None:
             else _pump_tokens(reply, messages, coalescer, state)
         )
         pump = asyncio.create_task(source)
-        cancelled = await _await_unless_cancelled(pump, state.message_id)
+        cancelled = await _await_unless_cancelled(pump, watched)
         await coalescer.aclose()
         if cancelled:
             status = Message.Status.CANCELLED
@@ -181,6 +178,10 @@ async def reply_stream(*, message_id: int) -> None:
         status = Message.Status.FAILED
         error = ChatError("internal", "Something went wrong on our side generating this reply.")
         logger.exception("reply %s failed unexpectedly", message_id)
+    finally:
+        # Before the final save, whatever happened: the watch drops the unsaved text (the final
+        # save has it all) and stops heartbeating a reply nobody generates any more.
+        watched.close()
     prompt_tokens, completion_tokens, estimated = accounting.usage_final(
         prompt_tokens=state.prompt_tokens,
         completion_tokens=state.completion_tokens,
@@ -236,35 +237,23 @@ async def _pump_tokens(
         state.completion_tokens = record.usage.completion_tokens
 
 
-async def _await_unless_cancelled(pump: asyncio.Task[None], message_id: int) -> bool:
-    """Wait for the token pump; meanwhile poll the shared cancel flag and keep the heartbeat
-    fresh (it also tells us if the reaper took the reply away). True if it was cancelled."""
-    poll = settings.STREAM_CANCEL_POLL_INTERVAL
-    last_heartbeat = time.monotonic()
-    while True:
-        done, _ = await asyncio.wait({pump}, timeout=poll)
-        if done:
-            pump.result()  # re-raises the pump's error
-            return False
-        stop = await _cancel_requested(message_id)
-        if not stop and time.monotonic() - last_heartbeat >= settings.STREAM_HEARTBEAT_INTERVAL:
-            last_heartbeat = time.monotonic()
-            stop = not await sync_to_async(services.reply_heartbeat)(message_id=message_id)
-        if stop:
-            pump.cancel()
-            try:
-                await pump
-            except asyncio.CancelledError:
-                pass
-            return True
-
-
-async def _cancel_requested(message_id: int) -> bool:
+async def _await_unless_cancelled(pump: asyncio.Task[None], watched: WatchedReply) -> bool:
+    """Wait for the token pump unless the watch says stop first (the reply was cancelled, or
+    the reaper took it away). True if it was stopped."""
+    stop = asyncio.create_task(watched.stop.wait())
     try:
-        return await sync_to_async(services.reply_cancel_requested)(message_id)
-    except Exception:  # the cache (Redis) is down: keep generating, look again next poll
-        logger.warning("cancel flag unreadable for reply %s", message_id, exc_info=True)
+        done, _ = await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if pump in done:
+        pump.result()  # re-raises the pump's error
         return False
+    pump.cancel()
+    try:
+        await pump
+    except asyncio.CancelledError:
+        pass
+    return True
 
 
 async def _publish_delta(conversation_id: int, event: dict[str, object]) -> None:

@@ -87,6 +87,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif env_int("DATABASE_POOL_MAX_SIZE", 20) > 0:
+    # Django's psycopg 3 pool, per process: a socket's or a generation's query borrows an open
+    # connection instead of opening one (Daphne otherwise connected to PostgreSQL for each
+    # database call of a consumer: a backend start per frame; docs/benchmarks.md). Sized for
+    # Daphne's sync threads and a worker's GENERATION_DB_THREADS lanes with headroom; mind
+    # PostgreSQL's max_connections (100 by default) across all processes. 0 turns it off.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections instead
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and cache when REDIS_URL is set ------------------------------------
@@ -454,12 +466,16 @@ if REDIS_URL:
             "health_check_interval": 30,
         }
     ]
-# How deltas cross the layer: "core" (channels-redis' list-based layer: one queue per process,
-# read one message at a time) or "pubsub" (Redis PUBLISH/SUBSCRIBE, pushed to each process).
-# docs/benchmarks.md compares them.
-CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "core")
+# How events cross the layer: "pubsub" (default: chat/layers.py, Redis PUBLISH/SUBSCRIBE pushed
+# to each process, publishes batched per round trip, consumers told of outages) or "core"
+# (channels-redis' list-based layer: one queue per process, read one message at a time, with
+# CHANNEL_LAYER_CAPACITY; seconds behind at 100 streams here). docs/benchmarks.md compares them.
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub")
 if CHANNEL_LAYER_BACKEND not in ("core", "pubsub"):
     raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND={CHANNEL_LAYER_BACKEND!r}: core or pubsub")
 if REDIS_URL and CHANNEL_LAYER_BACKEND == "pubsub":
-    CHANNEL_LAYERS["default"]["BACKEND"] = "channels_redis.pubsub.RedisPubSubChannelLayer"
+    CHANNEL_LAYERS["default"] = {
+        "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+        "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},  # type: ignore[index]
+    }
 # --- end of long streaming generation settings ----------------------------------------------

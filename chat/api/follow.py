@@ -106,7 +106,8 @@ class ReplyFollower:
         poll = settings.API_STREAM_POLL_INTERVAL
         while True:
             event = await self._receive(poll)
-            if event is None:
+            if event is None or event.get("type") == "layer.reconnected":
+                # Quiet, or live again after an outage: the database says what was missed.
                 message = await self._read()
                 if (delta := self._from_saved(message)) is not None:
                     yield delta

@@ -286,3 +286,50 @@ async def test_a_streaming_reply_cannot_be_regenerated(owner, settings):
     await ws.send_json_to({"type": "cancel", "message": ack["reply"]})
     await receive_until(ws, "done")
     await ws.disconnect()
+
+
+async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owner):
+    """The production layer (chat/layers.py) tells every local channel when Redis drops and
+    when it is back. The socket stays open: it says `unavailable`, then re-sends what was
+    saved meanwhile (here the rest of the text and the end) and says `live`."""
+    from channels.layers import get_channel_layer
+
+    from accounts.models import Organisation
+    from chat.events import conversation_group
+    from chat.layers import DISCONNECTED, RECONNECTED
+
+    organisation = await Organisation.objects.aget(personal_owner=owner)
+    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
+    reply = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="Hello",
+        seq=5,
+    )
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
+    assert (await ws.receive_json_from())["text"] == "Hello"
+
+    layer = get_channel_layer()
+    await layer.group_send(conversation_group(conversation.pk), {"type": DISCONNECTED})
+    outage = await ws.receive_json_from()
+    assert outage["type"] == "error" and outage["code"] == "unavailable"
+    assert outage["retryable"] is True and outage["message"] is None
+
+    # Meanwhile the generator finished; its last deltas and `done` were lost with Redis.
+    await Message.objects.filter(pk=reply.pk).aupdate(
+        content="Hello, world", seq=12, status=Message.Status.COMPLETE
+    )
+    await layer.group_send(conversation_group(conversation.pk), {"type": RECONNECTED})
+    frames = await receive_until(ws, "live")
+    assert [f["type"] for f in frames] == ["delta", "done", "live"]
+    assert frames[0] == {
+        "type": "delta",
+        "message": reply.pk,
+        "start": 5,
+        "seq": 12,
+        "text": ", world",
+    }
+    assert frames[1]["status"] == "complete" and frames[1]["seq"] == 12
+    await ws.disconnect()

@@ -102,11 +102,16 @@ class SimulatedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         # Sleeps on the event loop, not in a thread, so hundreds of streams cost no threads.
+        # Paced on a schedule (token i is due i / rate after the first), as a model server
+        # emits, so the time our own code takes per token does not slow the "model" down.
         tokens, prompt_tokens = self._tokens(messages)
         await asyncio.sleep(self.first_token_delay)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         for index, token in enumerate(tokens):
             if index:
-                await asyncio.sleep(1 / self.tokens_per_second)
+                due = started + index / self.tokens_per_second
+                await asyncio.sleep(max(0.0, due - loop.time()))
             yield ChatGenerationChunk(message=AIMessageChunk(content=self._emit(token)))
         yield ChatGenerationChunk(
             message=AIMessageChunk(

@@ -501,6 +501,8 @@ function dispatch(frame) {
       return frame.message == null ? onFrameError(frame) : withReply(frame, onReplyError);
     case "superseded":
       return onSuperseded(frame);
+    case "live":
+      return setStatus("Connected", "ok"); // live updates are back after an outage
     default:
       return; // pong, or a type this page does not know
   }
@@ -673,6 +675,11 @@ function onSuperseded(frame) {
 
 /** An error about a frame rather than a reply. A non-final send was probably refused. */
 function onFrameError(frame) {
+  if (frame.code === "unavailable") {
+    // The server lost its live feed (Redis); it re-sends what was missed and then says `live`.
+    setStatus(frame.detail || "Live updates are interrupted.", "warn");
+    return;
+  }
   setStatus(`Error: ${frame.detail || frame.code}`, "error");
   const refused = Array.from(pendingSends.values()).find((s) => s.sent);
   if (!refused || frame.retryable) return;

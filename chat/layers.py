@@ -1,0 +1,137 @@
+"""How events cross processes in production: Redis pub/sub, published in batches, with
+outages told to the consumers.
+
+channels-redis' RedisPubSubChannelLayer pushes every message of a process's groups over one
+subscriber connection: no round trip per message, unlike the list-based core layer, whose one
+reader per Daphne process fell seconds behind at 100 streams (docs/benchmarks.md). It lacks two
+things token streaming needs, added here:
+
+- **Batched publishing.** Its publish holds a per-process lock for one round trip per message,
+  so a worker streaming hundreds of replies queues behind its own publishes. Here the messages
+  published while a round trip is in flight leave together in the next pipeline (group
+  commit): a message alone goes at once, and under load batches grow by themselves, with no
+  fixed window and no added latency.
+- **Outage signals.** When the subscriber connection drops, redis-py reconnects and
+  resubscribes on its own, but consumers are never told, so sockets would silently miss every
+  event of the outage. Here each local channel gets `layer.disconnected` when the connection
+  drops and `layer.reconnected` once it is subscribed again; consumers tell their clients and
+  re-send what was saved meanwhile (chat/consumers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close
+
+logger = logging.getLogger(__name__)
+
+DISCONNECTED = "layer.disconnected"
+RECONNECTED = "layer.reconnected"
+RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
+
+
+class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
+    """RedisPubSubChannelLayer with batched publishing and outage signals (module docstring)."""
+
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)  # flushes the layer when its loop closes, as the base does
+            return layer
+
+
+class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain: list[RedisSingleShardConnection] = self.__dict__["_shards"]
+        self._shards: list[RedisSingleShardConnection] = [
+            _Shard(shard.host, self) for shard in plain
+        ]
+
+    def tell_local_channels(self, kind: str) -> None:
+        """Put an event of `kind` on every channel of this process (each consumer's queue)."""
+        event = self.channel_layer.serialize({"type": kind})
+        for queue in self.channels.values():
+            queue.put_nowait(event)
+
+
+class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
+    def __init__(self, host: dict[str, Any], channel_layer: _LoopLayer) -> None:
+        super().__init__(host, channel_layer)
+        self._outbox: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._connected = True  # what local channels were last told
+
+    # --- publishing: one pipeline per round trip ------------------------------------------
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """Resolves once Redis took the message; raises if it could not (e.g. an outage)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_batches())
+        await future
+
+    async def _send_batches(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                self._ensure_redis()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, message, _ in batch:
+                        pipe.publish(channel, message)
+                    await pipe.execute()
+            except Exception as error:
+                for _, _, future in batch:
+                    if not future.done():  # its publisher may have been cancelled
+                        future.set_exception(error)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def flush(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            self._sender = None
+        for _, _, future in self._outbox:
+            future.cancel()
+        self._outbox = []
+        await super().flush()
+
+    # --- receiving: tell consumers when the subscription drops and comes back ------------
+
+    async def _do_receiving(self) -> None:
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    # Reconnects and resubscribes first if the connection was lost (redis-py).
+                    message = await self._pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=0.1
+                    )
+                    if not self._connected:
+                        self._connected = True
+                        logger.warning("channel layer subscription restored")
+                        self.channel_layer.tell_local_channels(RECONNECTED)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except Exception:
+                # Not only ConnectionError: a read timeout or a half-closed socket too.
+                if self._connected:
+                    self._connected = False
+                    logger.warning("channel layer subscription lost; reconnecting", exc_info=True)
+                    self.channel_layer.tell_local_channels(DISCONNECTED)
+                await asyncio.sleep(RECONNECT_DELAY)
