@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -52,6 +53,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # no reply ends twice and no text follows its end on a socket.
         self.finished: set[int] = set()
         await self.accept()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels (4.2+) closes stale database connections before every handler: a hop to
+        Daphne's one sync thread, where it queues behind other sockets' queries. Events from
+        the layer (deltas above all) seldom touch the database, so only client frames pay for
+        it; an event handler that reads (a gap fill) uses the thread's connection as is, and the
+        next client frame's cleanup returns it."""
+        if message["type"].startswith(("chat.", "layer.")):
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups_joined", ()):
