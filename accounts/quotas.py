@@ -23,6 +23,7 @@ each organisation's budget rules, so most sends do not query them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -232,10 +233,15 @@ def reservation_attach(*, reservation: UsageLedger, message_id: int) -> None:
 
 
 def _finalise(
-    *, ledger_filter: Q, used_tokens: int | None, cost: Decimal | None, now: datetime | None
+    *,
+    ledger_filter: Q,
+    used_tokens: int | Callable[[UsageLedger], int | None] | None,
+    cost: Decimal | None,
+    now: datetime | None,
 ) -> UsageLedger | None:
     """Replace a reservation by real usage (None: release it). Once only: a ledger row that is
-    not `reserved` any more is left alone."""
+    not `reserved` any more is left alone. `used_tokens` may be worked out from the locked
+    row (what it reserved), so that settling reads the row once."""
     with transaction.atomic(savepoint=False):
         entry = (
             UsageLedger.objects.select_for_update()
@@ -244,6 +250,8 @@ def _finalise(
         )
         if entry is None:
             return None
+        if callable(used_tokens):
+            used_tokens = used_tokens(entry)
         # Lock order matches quota_reserve (counters in pk order); the ledger row is locked
         # first here, but no reservation ever locks an existing ledger row.
         counters = _counters_locked(
@@ -304,26 +312,20 @@ def quota_settle(
       worst case stays charged.
     - Failed with no usage: the estimated text, if any, else released.
     """
-    entry = (
-        UsageLedger.objects.filter(message_id=message_id, state=UsageLedger.State.RESERVED)
-        .only("reserved_prompt_tokens", "reserved_tokens")
-        .first()
-    )
-    if entry is None:
+
+    def used(entry: UsageLedger) -> int | None:
+        if not started:
+            return None
+        if interrupted:
+            return entry.reserved_tokens
+        if prompt_tokens is not None or completion_tokens is not None:
+            prompt = prompt_tokens if prompt_tokens is not None else entry.reserved_prompt_tokens
+            return prompt + (completion_tokens or 0)
+        if content_chars:
+            return entry.reserved_prompt_tokens + tokens_estimate(content_chars)
         return None
-    used: int | None
-    if not started:
-        used = None
-    elif interrupted:
-        used = entry.reserved_tokens
-    elif prompt_tokens is not None or completion_tokens is not None:
-        prompt = prompt_tokens if prompt_tokens is not None else entry.reserved_prompt_tokens
-        used = prompt + (completion_tokens or 0)
-    elif content_chars:
-        used = entry.reserved_prompt_tokens + tokens_estimate(content_chars)
-    else:
-        used = None
-    return _finalise(ledger_filter=Q(pk=entry.pk), used_tokens=used, cost=cost, now=None)
+
+    return _finalise(ledger_filter=Q(message_id=message_id), used_tokens=used, cost=cost, now=None)
 
 
 def quota_settle_message(*, message: Message) -> UsageLedger | None:

@@ -333,3 +333,24 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     }
     assert frames[1]["status"] == "complete" and frames[1]["seq"] == 12
     await ws.disconnect()
+
+
+async def test_layer_events_do_not_wait_for_the_database_thread(owner, monkeypatch):
+    """Channels closes stale database connections before every handler, a hop to Daphne's one
+    sync thread; deltas skip it (ChatConsumer.dispatch), client frames still pay it."""
+    import channels.consumer
+
+    hops = []
+    original = channels.consumer.aclose_old_connections
+
+    async def counted() -> None:
+        hops.append(1)
+        await original()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "Hello", "client_id": "h"})
+    frames = await receive_until(ws, "done")
+    assert sum(1 for f in frames if f["type"] == "delta") > 1
+    assert len(hops) == 2  # the socket's connect and its `send` frame; no delta, no `done`
+    await ws.disconnect()

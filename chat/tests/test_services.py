@@ -143,6 +143,26 @@ def test_checkpoint_and_finish_save_text_seq_and_usage(owner, no_dispatch):
 
 
 @pytest.mark.django_db
+def test_finishing_a_reply_pins_a_query_budget(owner, no_dispatch, django_assert_max_num_queries):
+    reply = services.message_send(author=owner, conversation=None, text="hi", client_id="w").reply
+    services.reply_start(message_id=reply.pk)
+    # Every reply pays this in the worker: lock and save the reply in a savepoint (4), then
+    # settle its reservation: lock the ledger row (read once) and the counters, update both.
+    with django_assert_max_num_queries(8):
+        finished = services.reply_finish(
+            message_id=reply.pk, content="Hello", status="complete", completion_tokens=2
+        )
+    assert finished is not None
+    saved = Message.objects.get(pk=reply.pk)
+    assert (saved.status, saved.content, saved.seq, saved.completion_tokens) == (
+        "complete",
+        "Hello",
+        5,
+        2,
+    )
+
+
+@pytest.mark.django_db
 def test_send_pins_a_query_budget(owner, no_dispatch, django_assert_max_num_queries):
     conversation = services.conversation_create(owner=owner)
     # The first send of the day also creates the usage counters and caches the budget rules.

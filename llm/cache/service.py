@@ -122,6 +122,8 @@ async def reply_lookup(*, reply: Message, messages: list[BaseMessage]) -> Lookup
 
 
 def _lookup_prepare(reply: Message, messages: list[BaseMessage]) -> Lookup:
+    if not settings.CACHE_ENABLED:
+        return Lookup()  # off for everyone (policy_for): no need to read the policy row
     conversation = reply.conversation
     organisation_id = getattr(conversation, "organisation_id", None)
     policy = policy_for(organisation_id)

@@ -116,6 +116,18 @@ async def test_a_disabled_policy_neither_stores_nor_serves(owner):
     assert await entries() == []
 
 
+def test_with_caching_off_a_lookup_reads_no_policy(owner, settings, django_assert_num_queries):
+    from llm.cache.service import _lookup_prepare
+
+    settings.CACHE_ENABLED = False
+    reply = services.message_send(
+        author=owner, conversation=None, text="What is a mutex?", client_id="off"
+    ).reply
+    with django_assert_num_queries(0):
+        lookup = _lookup_prepare(reply, [])
+    assert lookup.request is None and lookup.hit is None
+
+
 async def test_a_different_system_prompt_is_a_different_request(owner, settings):
     await ask(owner, "What is a mutex?")
     settings.LLM_SYSTEM_PROMPT = "You are a pirate."

@@ -1,0 +1,148 @@
+"""What one assistant reply costs a Celery worker outside its tokens: CPU, SQL and Redis.
+
+    .venv/bin/python bench/reply_cost.py                    # 200 replies of 1 token, together
+    .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
+
+Starts a private redis-server and a throwaway PostgreSQL database (tests/servers.py), migrates,
+saves N pending replies and runs the worker's generation (llm.tasks._generate: reply_start,
+prompt, routing, the simulated provider, reply_finish, quota settlement) for all of them on one
+event loop, as a worker does. With 1 token per reply almost all the CPU is the per-reply start
+and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL (POSTGRES_ADMIN_URL)
+and redis-server on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.servers import (  # noqa: E402
+    POSTGRES_ADMIN_URL,
+    ProcessGroup,
+    base_env,
+    free_port,
+    manage,
+    postgres_database,
+    start_redis_server,
+)
+
+
+def _count_sql(counts: collections.Counter[str]) -> None:
+    """Count every statement Django sends, by its first 90 characters."""
+    from django.db.backends import utils
+
+    original = utils.CursorWrapper.execute
+    lock = threading.Lock()
+
+    def execute(self: Any, sql: str, params: Any = None) -> Any:
+        with lock:
+            counts[re.sub(r"\s+", " ", sql)[:90]] += 1
+        return original(self, sql, params)
+
+    utils.CursorWrapper.execute = execute  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replies", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=1, help="tokens per reply")
+    parser.add_argument("--sequential", action="store_true", help="one reply after another")
+    args = parser.parse_args()
+    replies, tokens = args.replies, args.tokens
+
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="reply-cost-"))
+        stack.callback(shutil.rmtree, workdir, True)
+        database = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "parley_reply_cost"))
+        group = ProcessGroup(log_dir=workdir)
+        stack.callback(group.stop_all)
+        port = free_port()
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            sys.exit("redis-server is not on PATH")
+        start_redis_server(group, "redis", redis_server, port, workdir)
+        env = base_env(
+            DATABASE_URL=database,
+            REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/1",
+            GENERATION_BACKEND="celery",
+            DJANGO_SECRET_KEY="x" * 50,
+            LLM_DEFAULT_PROVIDER="simulated",
+            SIMULATED_TOKENS_PER_SECOND="1000000",
+            SIMULATED_FIRST_TOKEN_DELAY="0",
+            SIMULATED_STAMP_TOKENS="true",
+            LLM_MAX_TOKENS=str(tokens),
+            CACHE_ENABLED="false",
+            REAP_STALE_AFTER="600",
+            LOG_LEVEL="WARNING",
+        )
+        manage("migrate", "--noinput", env=env, timeout=300)
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        import redis
+
+        from accounts.models import User
+        from chat import services
+        from llm import tasks
+
+        user = User.objects.create_user(username="bench", password="bench")
+        prompt = " ".join(f"w{i}" for i in range(tokens))
+        with mock.patch("llm.dispatch.dispatch_generation", lambda *a: None):
+            ids = [
+                services.message_send(
+                    author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex
+                ).reply.pk
+                for _ in range(replies)
+            ]
+
+        async def generate_all() -> None:
+            if args.sequential:
+                for message_id in ids:
+                    await tasks._generate(message_id)
+            else:
+                await asyncio.gather(*(tasks._generate(message_id) for message_id in ids))
+
+        sql: collections.Counter[str] = collections.Counter()
+        _count_sql(sql)
+        stats_client = redis.Redis(port=port)
+        stats_client.config_resetstat()
+        wall, cpu = time.monotonic(), time.process_time()
+        asyncio.run(generate_all())
+        wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+
+        mode = "one after another" if args.sequential else "together"
+        print(f"{replies} replies x {tokens} token(s), {mode}: wall {wall:.2f} s")
+        print(f"CPU per reply: {cpu / replies * 1000:.1f} ms")
+        print(f"SQL per reply: {sum(sql.values()) / replies:.2f}")
+        for statement, count in sql.most_common(20):
+            print(f"  {count / replies:5.2f}  {statement}")
+        commands = {
+            name.removeprefix("cmdstat_"): stat["calls"] / replies
+            for name, stat in stats_client.info("commandstats").items()
+            if not name.startswith("cmdstat_config")
+        }
+        print(f"Redis commands per reply: {sum(commands.values()):.2f}")
+        for name, count in sorted(commands.items(), key=lambda item: -item[1]):
+            print(f"  {count:5.2f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
