@@ -508,6 +508,8 @@ def main() -> None:
         print(f"\nlog lines: {problems}; whole run {time.monotonic() - started:.0f} s")
         print(f"machine: {os.cpu_count()} cores; {versions()}\n")
         print(table(runs, args))
+        print()
+        print(cpu_table(runs, args.streams))
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -566,6 +568,30 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
                 f"| {streams} | {mode} | {tps:.0f} | {ratio} | {p50:.1f} | {p95:.1f} | "
                 f"{frames:.0f} | {incomplete} |"
             )
+    return "\n".join(rows)
+
+
+def cpu_table(runs: list[Run], stream_counts: list[int]) -> str:
+    """CPU milliseconds per token delivered, by process, from the streams' start to their end
+    (medians over repeats). `machine` is all cores' busy time, whoever used it."""
+    roles = ["floor", "daphne", "worker", "redis", "postgres", "client", "machine"]
+    rows = [
+        "CPU ms per token delivered (per frame for the floor), medians:",
+        "",
+        "| streams | path | " + " | ".join(roles) + " |",
+        "| ---: | --- |" + " ---: |" * len(roles),
+    ]
+    for streams in stream_counts:
+        for mode in MODES:
+            some = [r for r in runs if r.mode == mode and r.streams == streams and r.tokens]
+            if not some:
+                continue
+            cells = []
+            for role in roles:
+                values = [r.cpu.get(role, 0.0) / r.tokens * 1000 for r in some]
+                median = statistics.median(values)
+                cells.append(f"{median:.3f}" if median >= 0.0005 else "-")
+            rows.append(f"| {streams} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
