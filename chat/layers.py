@@ -97,6 +97,10 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 for _, _, future in batch:
                     if not future.done():  # its publisher may have been cancelled
                         future.set_exception(error)
+            except BaseException:  # this sender was cancelled (flush): nobody waits forever
+                for _, _, future in batch:
+                    future.cancel()
+                raise
             else:
                 for _, _, future in batch:
                     if not future.done():

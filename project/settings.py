@@ -122,6 +122,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "parley",
+            # A Redis that stops answering fails a cache call (rate limits, cancel flags,
+            # breakers) within seconds instead of hanging it; callers treat it as an outage.
+            "OPTIONS": {"socket_connect_timeout": 5, "socket_timeout": 5},
         }
     }
 else:

@@ -142,3 +142,37 @@ async def test_an_outage_is_told_to_every_local_channel_and_the_subscription_com
     assert (await receive(daphne, second))["seq"] == 7
     await worker.flush()
     await daphne.flush()
+
+
+async def test_flushing_the_layer_never_leaves_a_publisher_waiting(
+    redis_server: PrivateRedis,
+) -> None:
+    """A batch on its way when the layer is flushed (its loop closing) ends its publishers."""
+    worker = layer_for(redis_server)
+    shard = worker._get_layer()._shards[0]
+    shard._ensure_redis()
+    on_the_wire = asyncio.Event()
+
+    class StalledPipeline:  # a round trip that never comes back
+        async def __aenter__(self) -> StalledPipeline:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        def publish(self, channel: str, message: bytes) -> None:
+            pass
+
+        async def execute(self) -> None:
+            on_the_wire.set()
+            await asyncio.Event().wait()
+
+    shard._redis.pipeline = lambda **kwargs: StalledPipeline()
+    sends = [
+        asyncio.ensure_future(worker.group_send(f"conversation.{index}", {"type": "chat.delta"}))
+        for index in range(50)
+    ]
+    await asyncio.wait_for(on_the_wire.wait(), 5)
+    await worker.flush()
+    _, pending = await asyncio.wait(sends, timeout=5)
+    assert not pending, f"{len(pending)} publishers still waiting after flush"
