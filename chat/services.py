@@ -496,21 +496,16 @@ def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
     """Fail replies whose generator died: streaming without a heartbeat for `stale_after`, or
     pending (never picked up) for `pending_after`. Returns how many were reaped."""
     now = timezone.now()
-    stuck = Message.objects.filter(
-        Q(status=Message.Status.STREAMING, heartbeat_at__lt=now - stale_after)
-        | Q(status=Message.Status.PENDING, created_at__lt=now - pending_after),
-        role=Message.Role.ASSISTANT,
-    ).values_list("pk", flat=True)
+    dead = Q(status=Message.Status.STREAMING, heartbeat_at__lt=now - stale_after) | Q(
+        status=Message.Status.PENDING, created_at__lt=now - pending_after
+    )
+    stuck = Message.objects.filter(dead, role=Message.Role.ASSISTANT).values_list("pk", flat=True)
     reaped = 0
     for message_id in list(stuck):
         with transaction.atomic():
-            message = (
-                Message.objects.select_for_update()
-                .filter(
-                    pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.PENDING]
-                )
-                .first()
-            )
+            # Still dead under the lock: a heartbeat (or a start) that landed since the scan
+            # above means the generator is alive, and the reply is left to it.
+            message = Message.objects.select_for_update().filter(dead, pk=message_id).first()
             if message is None:
                 continue
             message.status = Message.Status.FAILED

@@ -59,3 +59,28 @@ def test_reap_all_at_start_up_clears_unfinished_replies(streaming_reply, capsys)
     call_command("reap_replies", "--all")
     assert "Reaped 1 unfinished reply." in capsys.readouterr().out
     assert Message.objects.get(pk=streaming_reply.pk).status == "failed"
+
+
+def test_a_heartbeat_that_lands_after_the_scan_saves_the_reply(streaming_reply, monkeypatch):
+    """The reaper scans for stale replies, then locks each one: a generator whose heartbeat
+    arrives in between is alive, and its reply must not be failed."""
+    from django.db import transaction
+
+    Message.objects.filter(pk=streaming_reply.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=60)
+    )
+    real_atomic = transaction.atomic
+    landed = []
+
+    def heartbeat_lands_first(*args, **kwargs):
+        if not landed:
+            landed.append(services.reply_heartbeat(message_id=streaming_reply.pk))
+        return real_atomic(*args, **kwargs)
+
+    monkeypatch.setattr(transaction, "atomic", heartbeat_lands_first)
+    reaped = services.replies_reap(
+        stale_after=timedelta(seconds=20), pending_after=timedelta(hours=1)
+    )
+    streaming_reply.refresh_from_db()
+    assert landed == [True]
+    assert reaped == 0 and streaming_reply.status == "streaming"
