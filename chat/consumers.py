@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import timezone
 
 from accounts import limits
 from accounts.ws_auth import socket_organisation
@@ -30,6 +32,10 @@ from chat.protocol import (
 
 logger = logging.getLogger(__name__)
 
+# The layer notices a lost connection at its next read, a moment after the last event it
+# delivered: messages added within this margin before are sent again rather than missed.
+FEED_LOSS_MARGIN = timedelta(seconds=5)
+
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
@@ -46,6 +52,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # Programs (ticket, API key) reach only their credential's organisation.
         self.only_organisation = organisation if limited else None
         self.groups_joined: set[str] = set()
+        self.conversations: set[int] = set()  # followed, i.e. let in by an access check
+        self.feed_lost_at: datetime | None = None  # the layer's outage, as this socket heard
         # Per reply this socket follows: how much text (seq) the client holds.
         self.held: dict[int, int] = {}
         # Replies whose final frame (done/error) this socket sent: a group event for one of
@@ -211,6 +219,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)
+            self.conversations.add(conversation_id)
 
     async def send_error(self, error: ChatError, message_id: int | None = None) -> None:
         await self.send_json(
@@ -274,6 +283,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def layer_disconnected(self, event: dict[str, Any]) -> None:
         """Redis is unreachable: live events stop until it is back. The socket stays open."""
+        self.feed_lost_at = self.feed_lost_at or timezone.now()
         await self.send_error(
             ChatError(
                 "unavailable",
@@ -284,7 +294,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         )
 
     async def layer_reconnected(self, event: dict[str, Any]) -> None:
-        """Live again: send what was saved while events could not arrive, then say so."""
+        """Live again: send what was saved while events could not arrive, then say so.
+
+        That is the messages added meanwhile to the conversations this socket follows (e.g.
+        from another tab; a `message` the client already has is a repeat it ignores by id),
+        and the text and ending of every reply it follows."""
+        lost_at, self.feed_lost_at = self.feed_lost_at, None
+        if lost_at is not None and self.conversations:
+            missed = await database_sync_to_async(selectors.messages_created_since)(
+                conversation_ids=self.conversations, since=lost_at - FEED_LOSS_MARGIN
+            )
+            for message in missed:
+                if message.pk in self.held or message.pk in self.finished:
+                    continue
+                await self.send_json({**services.message_event(message), "type": "message"})
+                if message.role == Message.Role.ASSISTANT:
+                    self.held[message.pk] = message.seq  # the `message` frame carried that much
         for message_id, held in list(self.held.items()):
             await self.catch_up(message_id, after_seq=held)
         await self.send_json({"type": "live"})

@@ -7,6 +7,9 @@ limited to one organisation passes `organisation` and reaches nothing outside it
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
+
 from django.conf import settings
 from django.db.models import QuerySet
 from django.db.models.functions import Length
@@ -58,6 +61,19 @@ def message_access(
 def message_history(*, conversation: Conversation) -> QuerySet[Message]:
     """The conversation as it stands: superseded messages (regenerated, edited) left out."""
     return conversation.messages.filter(superseded=False)
+
+
+def messages_created_since(
+    *, conversation_ids: Collection[int], since: datetime, limit: int = 200
+) -> list[Message]:
+    """Messages (not superseded) added to these conversations since `since`, oldest first:
+    what a socket missed while its live feed was down (chat/consumers.py). The socket passes
+    only conversations it was let into (it followed them after conversation_access)."""
+    return list(
+        Message.objects.filter(
+            conversation_id__in=conversation_ids, created_at__gte=since, superseded=False
+        ).order_by("id")[:limit]
+    )
 
 
 def prompt_tokens_estimate(

@@ -295,6 +295,7 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     from channels.layers import get_channel_layer
 
     from accounts.models import Organisation
+    from chat import services
     from chat.events import conversation_group
     from chat.layers import DISCONNECTED, RECONNECTED
 
@@ -317,21 +318,57 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     assert outage["type"] == "error" and outage["code"] == "unavailable"
     assert outage["retryable"] is True and outage["message"] is None
 
-    # Meanwhile the generator finished; its last deltas and `done` were lost with Redis.
+    # Meanwhile the generator finished; its last deltas and `done` were lost with Redis. And
+    # another tab asked again and got an answer, unannounced.
     await Message.objects.filter(pk=reply.pk).aupdate(
         content="Hello, world", seq=12, status=Message.Status.COMPLETE
     )
+    question = await Message.objects.acreate(
+        conversation=conversation, role=Message.Role.USER, author=owner, content="Again?"
+    )
+    answer = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="Yes",
+        seq=3,
+        reply_to=question,
+    )
     await layer.group_send(conversation_group(conversation.pk), {"type": RECONNECTED})
     frames = await receive_until(ws, "live")
-    assert [f["type"] for f in frames] == ["delta", "done", "live"]
-    assert frames[0] == {
+    assert [(f["type"], f.get("message")) for f in frames] == [
+        ("message", question.pk),
+        ("message", answer.pk),
+        ("delta", reply.pk),
+        ("done", reply.pk),
+        ("live", None),
+    ]
+    assert frames[1]["content"] == "Yes" and frames[1]["status"] == "streaming"
+    assert frames[2] == {
         "type": "delta",
         "message": reply.pk,
         "start": 5,
         "seq": 12,
         "text": ", world",
     }
-    assert frames[1]["status"] == "complete" and frames[1]["seq"] == 12
+    assert frames[3]["status"] == "complete" and frames[3]["seq"] == 12
+
+    # The other tab's answer goes on streaming to this socket, from where `message` left it.
+    await Message.objects.filter(pk=answer.pk).aupdate(
+        content="Yes, again", seq=10, status=Message.Status.COMPLETE
+    )
+    await layer.group_send(
+        conversation_group(conversation.pk),
+        {**services.done_event(await Message.objects.aget(pk=answer.pk))},
+    )
+    frames = await receive_until(ws, "done")
+    assert frames[0] == {
+        "type": "delta",
+        "message": answer.pk,
+        "start": 3,
+        "seq": 10,
+        "text": ", again",
+    }
     await ws.disconnect()
 
 
