@@ -100,6 +100,21 @@ def _current_reply(user_message: Message) -> Message:
     return reply
 
 
+def _user_message_create(
+    *, conversation: Conversation, author: User, text: str, client_id: str | None
+) -> Message:
+    """A user's message as it is saved: complete at once, its seq the length of its text."""
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        author=author,
+        content=text,
+        status=Message.Status.COMPLETE,
+        seq=len(text),
+        client_id=client_id,
+    )
+
+
 def _reply_create(*, conversation: Conversation, reply_to: Message, alias: str = "") -> Message:
     """A pending assistant reply, announced and dispatched once the transaction commits.
 
@@ -162,14 +177,8 @@ def message_send(
                 )
             elif not conversation.messages.exists():
                 conversation.title = _title_from(text)
-            user_message = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.USER,
-                author=author,
-                content=text,
-                status=Message.Status.COMPLETE,
-                seq=len(text),
-                client_id=client_id,
+            user_message = _user_message_create(
+                conversation=conversation, author=author, text=text, client_id=client_id
             )
             conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))
@@ -255,14 +264,8 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
             event_publish_on_commit(
                 current.conversation_id, superseded_event(current, [m.pk for m in doomed])
             )
-            user_message = Message.objects.create(
-                conversation=current.conversation,
-                role=Message.Role.USER,
-                author=author,
-                content=text,
-                status=Message.Status.COMPLETE,
-                seq=len(text),
-                client_id=client_id,
+            user_message = _user_message_create(
+                conversation=current.conversation, author=author, text=text, client_id=client_id
             )
             event_publish_on_commit(current.conversation_id, message_event(user_message))
             reply = _reply_create(conversation=current.conversation, reply_to=user_message)
@@ -651,14 +654,8 @@ def completion_request_create(
                     for prior in history
                 ]
             )
-            user_message = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.USER,
-                author=author,
-                content=text,
-                status=Message.Status.COMPLETE,
-                seq=len(text),
-                client_id=client_id,
+            user_message = _user_message_create(
+                conversation=conversation, author=author, text=text, client_id=client_id
             )
             reply = _reply_create(conversation=conversation, reply_to=user_message, alias=alias)
             reservation_attach(reservation=reservation, message_id=reply.pk)
