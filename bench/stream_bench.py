@@ -58,6 +58,7 @@ from tests.servers import (  # noqa: E402
     free_port,
     manage,
     postgres_database,
+    sign_in_cookie,
     start_redis_server,
     wait_for_log,
     wait_until_answers,
@@ -301,24 +302,6 @@ def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
     return result
 
 
-def _sign_in(base: str) -> str:
-    import httpx
-
-    with httpx.Client(base_url=base, timeout=30) as client:
-        client.get("/accounts/login/")
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": USERNAME,
-                "password": PASSWORD,
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-            headers={"Referer": f"{base}/accounts/login/", "Origin": base},
-        )
-        assert response.status_code == 302, response.status_code
-        return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-
-
 def start_workers(group: ProcessGroup, env: dict[str, str], args: argparse.Namespace, tag: str):
     names = []
     for index in range(args.workers):
@@ -463,7 +446,7 @@ def main() -> None:
         )
         wait_until_answers(f"http://127.0.0.1:{daphne_port}/healthz", 60, daphne)
         wait_until_answers(f"http://127.0.0.1:{floor_port}/", 60, floor)
-        cookie = _sign_in(f"http://127.0.0.1:{daphne_port}")
+        cookie = sign_in_cookie(f"http://127.0.0.1:{daphne_port}", USERNAME, PASSWORD)
 
         runs: list[Run] = []
         coalescing = {

@@ -531,3 +531,26 @@ def nginx_conf_for_replicas(
         static_root=static_root,
         prefix=prefix,
     )
+
+
+def sign_in_cookie(base: str, username: str, password: str) -> str:
+    """Sign in like a browser (CSRF cookie, POST with Origin and Referer); returns the Cookie
+    header a WebSocket client sends."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        page = client.get("/accounts/login/")
+        assert page.status_code == 200, page.text
+        response = client.post(
+            "/accounts/login/",
+            data={
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{base}/accounts/login/", "Origin": base},
+        )
+        assert response.status_code == 302, f"sign-in failed ({response.status_code})"
+        home = client.get(response.headers["location"])
+        assert home.status_code == 200, home.status_code
+        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())

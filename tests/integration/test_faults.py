@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -52,6 +51,7 @@ from tests.servers import (
     postgres_database,
     require_binary,
     require_service,
+    sign_in_cookie,
     start_celery_from_compose,
     start_daphne_as_in_image,
     start_nginx,
@@ -196,23 +196,6 @@ class Faults:
         return str(row[0])
 
 
-def _sign_in(base: str) -> str:
-    with httpx.Client(base_url=base, timeout=15) as client:
-        page = client.get("/accounts/login/")
-        assert page.status_code == 200, page.text
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": USERNAME,
-                "password": PASSWORD,
-                "csrfmiddlewaretoken": client.cookies["csrftoken"],
-            },
-            headers={"Referer": f"{base}/accounts/login/", "Origin": base},
-        )
-        assert response.status_code == 302, f"sign-in failed ({response.status_code})"
-        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
-
-
 @pytest.fixture(scope="module")
 def faults() -> Iterator[Faults]:
     nginx = require_binary("nginx")
@@ -301,7 +284,7 @@ def faults() -> Iterator[Faults]:
             )
             topo.roles["nginx"].append("nginx")
             start_nginx(group, "nginx", nginx, conf, nginx_dir, topo.nginx_port)
-            topo.cookie = _sign_in(topo.base)
+            topo.cookie = sign_in_cookie(topo.base, USERNAME, PASSWORD)
         except BaseException:
             print(topo.logs())
             raise

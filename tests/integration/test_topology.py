@@ -45,6 +45,7 @@ from tests.servers import (
     redis_database,
     require_binary,
     require_service,
+    sign_in_cookie,
     start_celery_worker,
     start_daphne_behind_proxy,
     start_nginx,
@@ -100,23 +101,6 @@ class Topology:
             found = cur.fetchone()
         assert found is not None, f"message {message_id} is not in PostgreSQL"
         return dict(zip(("role", "status", "provider", "content", "seq"), found, strict=True))
-
-
-def _sign_in(base: str) -> str:
-    """Sign in like a browser, through nginx: CSRF cookie, POST with Origin and Referer."""
-    with httpx.Client(base_url=base, timeout=15) as client:
-        page = client.get("/accounts/login/")
-        assert page.status_code == 200, page.text
-        csrftoken = client.cookies["csrftoken"]
-        response = client.post(
-            "/accounts/login/",
-            data={"username": USERNAME, "password": PASSWORD, "csrfmiddlewaretoken": csrftoken},
-            headers={"Referer": f"{base}/accounts/login/", "Origin": base},
-        )
-        assert response.status_code == 302, f"sign-in failed ({response.status_code})"
-        home = client.get(response.headers["location"])
-        assert home.status_code == 200, home.status_code
-        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +181,7 @@ def topology() -> Iterator[Topology]:
             )
             topo.names.append("nginx")
             start_nginx(group, "nginx", nginx, conf, nginx_dir, topo.nginx_port)
-            topo.cookie = _sign_in(topo.base)
+            topo.cookie = sign_in_cookie(topo.base, USERNAME, PASSWORD)
         except BaseException:
             print(topo.logs())
             raise
