@@ -19,7 +19,10 @@ with all N tokens and `done` within the time limit counts as incomplete.
     .venv/bin/python bench/stream_bench.py --streams 1 100 500 --repeats 3
 
 Loopback only; it starts and stops every process itself and takes a few minutes. It needs
-PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server.
+PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server. Each run also
+reports the CPU every process spent per token; `--profile DIR` adds py-spy stacks of Daphne
+and the workers (`.venv/bin/pip install py-spy` first; sampling 256-thread workers is slow and
+disturbs the latencies, so read only the stacks from such a run).
 """
 
 from __future__ import annotations
