@@ -119,7 +119,9 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache keeping one redis-py client per connection pool instead of
+            # building one per call (project/cache.py, bench/reply_cost.py).
+            "BACKEND": "project.cache.SharedClientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "parley",
             # A Redis that stops answering fails a cache call (rate limits, cancel flags,
@@ -482,10 +484,3 @@ if REDIS_URL and CHANNEL_LAYER_BACKEND == "pubsub":
         "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},  # type: ignore[index]
     }
 # --- end of long streaming generation settings ----------------------------------------------
-
-# --- Per-reply cost (bench/reply_cost.py) ----------------------------------------------------
-# The Redis cache keeps one redis-py client per connection pool instead of building one per
-# call (project/cache.py); same server, options and behaviour otherwise.
-if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
-    CACHES["default"]["BACKEND"] = "project.cache.SharedClientRedisCache"
-# --- end of per-reply cost settings ----------------------------------------------------------
