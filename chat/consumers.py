@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
 from accounts import limits
 from accounts.ws_auth import socket_organisation
 from chat import selectors, services
+from chat.cursor import ReplyCursor, Step
 from chat.errors import ChatError
 from chat.events import conversation_group
 from chat.models import Message
@@ -26,7 +29,6 @@ from chat.protocol import (
     ResumeFrame,
     SendFrame,
     SubscribeFrame,
-    delta_trim,
     frame_parse,
 )
 
@@ -54,12 +56,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.groups_joined: set[str] = set()
         self.conversations: set[int] = set()  # followed, i.e. let in by an access check
         self.feed_lost_at: datetime | None = None  # the layer's outage, as this socket heard
-        # Per reply this socket follows: how much text (seq) the client holds.
-        self.held: dict[int, int] = {}
-        # Replies whose final frame (done/error) this socket sent: a group event for one of
-        # them arriving later (in flight during a resume or an ack's catch-up) is dropped, so
-        # no reply ends twice and no text follows its end on a socket.
-        self.finished: set[int] = set()
+        # Per reply this socket follows, what its client holds and whether its final frame
+        # went (chat/cursor.py): a group event arriving after that (in flight during a resume
+        # or an ack's catch-up) is dropped, so no reply ends twice on a socket.
+        self.cursors: dict[int, ReplyCursor] = {}
         await self.accept()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -168,42 +168,61 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             }
         )
         # The group may have been joined only now: catch up on anything already streamed.
-        await self.catch_up(result.reply.pk, after_seq=self.held.get(result.reply.pk, 0))
+        await self.catch_up(result.reply.pk, after_seq=0)
 
     async def on_resume(self, frame: ResumeFrame) -> None:
         message = await database_sync_to_async(selectors.message_access)(
             user=self.user, message_id=frame.message, organisation=self.only_organisation
         )
         await self.follow(message.conversation_id)
-        self.held[message.pk] = frame.after_seq
         await self.catch_up(message.pk, after_seq=frame.after_seq)
 
-    async def catch_up(self, message_id: int, *, after_seq: int) -> None:
-        """Send the saved text after `after_seq`, then `done` or `error` if the reply is final."""
-        message = await Message.objects.aget(pk=message_id)
-        self.held.setdefault(message.pk, after_seq)
-        await self.fill_from_saved(message)
-        if message.is_final:
-            await self.send_final(message)
+    def cursor(self, message_id: int) -> ReplyCursor:
+        cursor = self.cursors.get(message_id)
+        if cursor is None:
+            cursor = self.cursors[message_id] = ReplyCursor(
+                fill_every=settings.STREAM_CHECKPOINT_INTERVAL
+            )
+        return cursor
 
-    async def fill_from_saved(self, message: Message) -> None:
-        """Send what the database holds beyond what the client holds."""
-        held = self.held.get(message.pk, 0)
-        if message.seq > held:
-            self.held[message.pk] = message.seq
+    async def catch_up(self, message_id: int, *, after_seq: int) -> None:
+        """Send the saved text after what the client holds (`after_seq`, or more if this socket
+        sent it more), then `done` or `error` if the reply is final, even if sent before."""
+        cursor = self.cursor(message_id)
+        cursor.resume(after_seq=after_seq)
+        await self.advance(message_id, cursor, Step(fill=True))
+
+    async def advance(
+        self, message_id: int, cursor: ReplyCursor, step: Step, event: dict[str, Any] | None = None
+    ) -> None:
+        """Do what the cursor says: send text, fill it from the saved reply, end the reply (with
+        the final `event` if one came, else from the saved reply)."""
+        message: Message | None = None
+        await self.send_piece(message_id, step)
+        if step.fill:
+            message = await Message.objects.aget(pk=message_id)
+            step = cursor.saved(content=message.content, seq=message.seq, final=message.is_final)
+            await self.send_piece(message_id, step)
+        if not step.end:
+            return
+        if message is not None or event is None:
+            await self.send_final(message or await Message.objects.aget(pk=message_id))
+        else:
+            await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
+
+    async def send_piece(self, message_id: int, step: Step) -> None:
+        if step.piece is not None:
             await self.send_json(
                 {
                     "type": "delta",
-                    "message": message.pk,
-                    "start": held,
-                    "seq": message.seq,
-                    "text": message.content[held : message.seq],
+                    "message": message_id,
+                    "start": step.piece.start,
+                    "seq": step.piece.seq,
+                    "text": step.piece.text,
                 }
             )
 
     async def send_final(self, message: Message) -> None:
-        self.held.pop(message.pk, None)
-        self.finished.add(message.pk)
         if message.status == Message.Status.FAILED:
             error = ChatError(
                 message.error_code or "internal",
@@ -236,48 +255,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # --- events from the conversation's group ---------------------------------------------
 
     async def chat_delta(self, event: dict[str, Any]) -> None:
+        # A gap (the layer is at-most-once) is filled from the saved text (chat/cursor.py).
         message_id = event["message"]
-        if message_id in self.finished:
-            return
-        held = self.held.get(message_id, 0)
-        if event["start"] > held:
-            # A gap: the layer dropped a delta (it is at-most-once). Fill it from the saved text;
-            # if the checkpoint is not there yet, a later delta or `done` fills it.
-            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
-            held = self.held.get(message_id, 0)
-        text = delta_trim(held=held, start=event["start"], seq=event["seq"], text=event["text"])
-        if text is None:
-            return
-        self.held[message_id] = event["seq"]
-        await self.send_json(
-            {
-                "type": "delta",
-                "message": message_id,
-                "start": held,
-                "seq": event["seq"],
-                "text": text,
-            }
+        cursor = self.cursor(message_id)
+        step = cursor.live(
+            start=event["start"], seq=event["seq"], text=event["text"], now=time.monotonic()
         )
+        await self.advance(message_id, cursor, step)
 
     async def chat_done(self, event: dict[str, Any]) -> None:
         message_id = event["message"]
-        if message_id in self.finished:
-            return
-        if self.held.get(message_id, 0) < event["seq"]:
-            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
-        self.held.pop(message_id, None)
-        self.finished.add(message_id)
-        await self.send_json({**event, "type": "done"})
+        cursor = self.cursor(message_id)
+        await self.advance(message_id, cursor, cursor.final(seq=event["seq"]), event)
 
     async def chat_error(self, event: dict[str, Any]) -> None:
-        message_id = event["message"]
-        if message_id in self.finished:
-            return
-        if self.held.get(message_id, 0) < event.get("seq", 0):
-            await self.fill_from_saved(await Message.objects.aget(pk=message_id))
-        self.held.pop(message_id, None)
-        self.finished.add(message_id)
-        await self.send_json({**event, "type": "error"})
+        await self.chat_done(event)
 
     # --- the channel layer's own events (chat/layers.py) ------------------------------------
 
@@ -305,13 +297,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 conversation_ids=self.conversations, since=lost_at - FEED_LOSS_MARGIN
             )
             for message in missed:
-                if message.pk in self.held or message.pk in self.finished:
+                if message.pk in self.cursors:
                     continue
                 await self.send_json({**services.message_event(message), "type": "message"})
                 if message.role == Message.Role.ASSISTANT:
-                    self.held[message.pk] = message.seq  # the `message` frame carried that much
-        for message_id, held in list(self.held.items()):
-            await self.catch_up(message_id, after_seq=held)
+                    # The `message` frame carried its text so far.
+                    self.cursor(message.pk).resume(after_seq=message.seq)
+        for message_id, cursor in list(self.cursors.items()):
+            if not cursor.finished:
+                await self.catch_up(message_id, after_seq=cursor.position)
         await self.send_json({"type": "live"})
 
     async def chat_message(self, event: dict[str, Any]) -> None:

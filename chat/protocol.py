@@ -1,4 +1,5 @@
-"""Frames of the WebSocket protocol (docs/protocol.md): parsing client frames, trimming deltas."""
+"""Frames of the WebSocket protocol (docs/protocol.md): parsing client frames. What of a
+reply's text a reader is sent is the reply cursor's call (chat/cursor.py)."""
 
 from __future__ import annotations
 
@@ -82,9 +83,10 @@ def frame_parse(data: object) -> Frame:
     if kind == "cancel":
         return CancelFrame(_id(data, "message"))  # type: ignore[arg-type]
     if kind == "resume":
-        after_seq = data.get("after_seq", 0)
+        # Required: a missing position taken as 0 would re-send text the client may hold.
+        after_seq = data.get("after_seq")
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
-            raise _bad("`after_seq` must be an integer ≥ 0.")
+            raise _bad("`after_seq` must be an integer ≥ 0 (the last `seq` held; 0 for none).")
         return ResumeFrame(_id(data, "message"), after_seq)  # type: ignore[arg-type]
     if kind == "subscribe":
         return SubscribeFrame(_id(data, "conversation"))  # type: ignore[arg-type]
@@ -104,14 +106,3 @@ def _text_and_client_id(data: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(text, str):
         raise _bad("`text` must be a string.")
     return text, client_id
-
-
-def delta_trim(*, held: int, start: int, seq: int, text: str) -> str | None:
-    """What of a delta a client holding `held` code points still needs.
-
-    None for a duplicate (nothing new) or a gap (start beyond what the client holds: it must
-    resume); otherwise the text from `held` on, trimming any overlap.
-    """
-    if seq <= held or start > held:
-        return None
-    return text[held - start :]

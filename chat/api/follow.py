@@ -1,6 +1,6 @@
 """Follow one reply over HTTP the way a socket does (chat/consumers.py): join the
-conversation's channel-layer group, send the saved text first, then the live deltas trimmed
-by seq, until `done` or `error`.
+conversation's channel-layer group, send the saved text first, then the live deltas, until
+`done` or `error`; what of each to send is the reply cursor's call (chat/cursor.py).
 
 Used by the SSE stream (GET /api/v1/messages/<id>/stream) and the OpenAI-compatible endpoint.
 It works wherever the reply is generated — in this process (embedded mode, in-memory layer)
@@ -8,7 +8,7 @@ or in a Celery worker (Redis layer) — because it only listens to the group.
 
 The layer is at-most-once, so a follower never trusts it alone:
 - a delta that starts past what it holds (a drop) is filled from the saved text; if the
-  checkpoint is not there yet, a later delta or the final event fills it;
+  checkpoint is not there yet, a later delta or the final event fills it (the cursor);
 - when nothing arrives for API_STREAM_POLL_INTERVAL seconds it reads the reply from the
   database, so a dropped `done` ends the stream at the next poll instead of never;
 - a read that meets a momentary database error (SQLite's "table is locked" while a generator
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,9 +30,9 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import OperationalError
 
+from chat.cursor import NOTHING, Piece, ReplyCursor, Step
 from chat.events import conversation_group
 from chat.models import Message
-from chat.protocol import delta_trim
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,7 @@ READ_ATTEMPTS = 4
 READ_BACKOFF = 0.05  # seconds, doubled each time
 
 
-@dataclass(frozen=True)
-class Delta:
-    start: int
-    seq: int
-    text: str
+Delta = Piece  # reply text from `start` to `seq`
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,8 @@ class ReplyFollower:
     def __init__(self, *, message_id: int, conversation_id: int, after_seq: int = 0) -> None:
         self.message_id = message_id
         self.group = conversation_group(conversation_id)
-        self.held = after_seq
+        self.cursor = ReplyCursor(fill_every=settings.STREAM_CHECKPOINT_INTERVAL)
+        self.cursor.resume(after_seq=after_seq)
         self.layer: BaseChannelLayer | None = None
         self.channel = ""
 
@@ -97,47 +95,49 @@ class ReplyFollower:
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Deltas (saved text first), then one Final; Idle while nothing happens."""
-        message = await self._read()
-        if (delta := self._from_saved(message)) is not None:
-            yield delta
-        if message.is_final:
-            yield Final(message)
-            return
-        poll = settings.API_STREAM_POLL_INTERVAL
+        step, quiet = Step(fill=True), False
         while True:
-            event = await self._receive(poll)
-            if event is None or event.get("type") == "layer.reconnected":
-                # Quiet, or live again after an outage: the database says what was missed.
+            if step.piece is not None:
+                yield step.piece
+            message: Message | None = None
+            if step.fill:
                 message = await self._read()
-                if (delta := self._from_saved(message)) is not None:
-                    yield delta
-                if message.is_final:
-                    yield Final(message)
-                    return
+                step = self.cursor.saved(
+                    content=message.content, seq=message.seq, final=message.is_final
+                )
+                if step.piece is not None:
+                    yield step.piece
+            if step.end:
+                # After a final event the row is final too: it is committed before publishing.
+                yield Final(message or await self._read())
+                return
+            if quiet:
                 yield Idle()
-                continue
+            step, quiet = await self._next()
+
+    async def _next(self) -> tuple[Step, bool]:
+        """What the cursor makes of the next event of this reply; a quiet poll interval (or
+        the layer live again after an outage) asks the database what was missed."""
+        while True:
+            event = await self._receive(settings.API_STREAM_POLL_INTERVAL)
+            if event is None or event.get("type") == "layer.reconnected":
+                return Step(fill=True), True
             if event.get("message") != self.message_id:
                 continue  # another message of the same conversation
             kind = event.get("type")
             if kind == "chat.delta":
-                if event["start"] > self.held:
-                    # A drop: fill the gap from the saved text (if it is saved yet).
-                    message = await self._read()
-                    if (delta := self._from_saved(message)) is not None:
-                        yield delta
-                text = delta_trim(
-                    held=self.held, start=event["start"], seq=event["seq"], text=event["text"]
+                step = self.cursor.live(
+                    start=event["start"],
+                    seq=event["seq"],
+                    text=event["text"],
+                    now=time.monotonic(),
                 )
-                if text is not None:
-                    start, self.held = self.held, event["seq"]
-                    yield Delta(start=start, seq=event["seq"], text=text)
             elif kind in ("chat.done", "chat.error"):
-                # The final row is committed before its event is published.
-                message = await self._read()
-                if (delta := self._from_saved(message)) is not None:
-                    yield delta
-                yield Final(message)
-                return
+                step = self.cursor.final(seq=event["seq"])
+            else:
+                continue
+            if step != NOTHING:
+                return step, False
 
     async def _read(self) -> Message:
         for attempt in range(READ_ATTEMPTS):
@@ -161,10 +161,3 @@ class ReplyFollower:
         except TimeoutError:
             return None
         return event
-
-    def _from_saved(self, message: Message) -> Delta | None:
-        """What the database holds beyond what this follower has sent."""
-        if message.seq <= self.held:
-            return None
-        start, self.held = self.held, message.seq
-        return Delta(start=start, seq=message.seq, text=message.content[start : message.seq])

@@ -108,6 +108,9 @@ async def test_foreign_origin_is_refused(owner):
         '{"type": "teleport"}',
         '{"type": "send", "text": "x"}',
         '{"type": "resume", "message": "7"}',
+        '{"type": "resume", "message": 7}',
+        '{"type": "resume", "message": 7, "after_seq": -1}',
+        '{"type": "resume", "message": 7, "after_seq": "0"}',
         '{"type": "send", "text": 5, "client_id": "a"}',
     ],
 )
@@ -390,4 +393,98 @@ async def test_layer_events_do_not_wait_for_the_database_thread(owner, monkeypat
     frames = await receive_until(ws, "done")
     assert sum(1 for f in frames if f["type"] == "delta") > 1
     assert len(hops) == 2  # the socket's connect and its `send` frame; no delta, no `done`
+    await ws.disconnect()
+
+
+async def test_a_resume_behind_what_the_socket_sent_gets_no_overlapping_text(owner):
+    """A client may resume from what it holds while deltas are still on their way to it (the
+    page's stall resume): the answer and the deltas after it start where the socket's last
+    frame ended, never inside text already sent (docs/protocol.md)."""
+    from channels.layers import get_channel_layer
+
+    from accounts.models import Organisation
+    from chat.events import conversation_group
+
+    organisation = await Organisation.objects.aget(personal_owner=owner)
+    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
+    full = "Hello, wonderful world"
+    reply = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content=full[:5],
+        seq=5,
+    )
+    layer = get_channel_layer()
+    group = conversation_group(conversation.pk)
+
+    async def publish(start: int, seq: int) -> None:
+        event = {"type": "chat.delta", "message": reply.pk, "start": start, "seq": seq}
+        await layer.group_send(group, {**event, "text": full[start:seq]})
+
+    async def until_pong() -> list[dict]:
+        await ws.send_json_to({"type": "ping"})
+        return (await receive_until(ws, "pong"))[:-1]
+
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
+    assert [(f["start"], f["seq"]) for f in await until_pong()] == [(0, 5)]
+    await publish(5, 12)
+    assert (await ws.receive_json_from())["seq"] == 12
+    # Asked from 5 as if 5..12 had not arrived; the saved text (9) is behind what was sent.
+    await Message.objects.filter(pk=reply.pk).aupdate(content=full[:9], seq=9)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 5})
+    assert await until_pong() == []
+    await Message.objects.filter(pk=reply.pk).aupdate(content=full[:14], seq=14)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 5})
+    await publish(12, 18)
+    frames = await until_pong()
+    assert [(f["start"], f["seq"], f["text"]) for f in frames] == [
+        (12, 14, full[12:14]),
+        (14, 18, full[14:18]),
+    ]
+    await ws.disconnect()
+
+
+async def test_a_dropped_delta_is_filled_from_the_saved_text_with_what_came_after(owner):
+    from channels.layers import get_channel_layer
+
+    from accounts.models import Organisation
+    from chat import services
+    from chat.events import conversation_group
+
+    organisation = await Organisation.objects.aget(personal_owner=owner)
+    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
+    full = "one two three four"
+    reply = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content=full[:4],
+        seq=4,
+    )
+    layer = get_channel_layer()
+    group = conversation_group(conversation.pk)
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
+    assert (await ws.receive_json_from())["seq"] == 4
+    # 4..8 never arrives; the checkpoint has reached 8 when 8..14 does.
+    await Message.objects.filter(pk=reply.pk).aupdate(content=full[:8], seq=8)
+    event = {"type": "chat.delta", "message": reply.pk, "start": 8, "seq": 14}
+    await layer.group_send(group, {**event, "text": full[8:14]})
+    assert await ws.receive_json_from() == {
+        "type": "delta",
+        "message": reply.pk,
+        "start": 4,
+        "seq": 14,
+        "text": full[4:14],
+    }
+    await Message.objects.filter(pk=reply.pk).aupdate(
+        content=full, seq=len(full), status=Message.Status.COMPLETE
+    )
+    done = services.done_event(await Message.objects.aget(pk=reply.pk))
+    await layer.group_send(group, done)
+    frames = await receive_until(ws, "done")
+    assert [f["type"] for f in frames] == ["delta", "done"]
+    assert (frames[0]["start"], frames[0]["text"]) == (14, full[14:])
     await ws.disconnect()
