@@ -16,20 +16,30 @@ things token streaming needs, added here:
   event of the outage. Here each local channel gets `layer.disconnected` when the connection
   drops and `layer.reconnected` once it is subscribed again; consumers tell their clients and
   re-send what was saved meanwhile (chat/consumers.py).
+- **Journals.** A publish may carry a write to a Redis list (`Journal`), sent in the same
+  pipeline just before the PUBLISH: whatever subscribers were sent, the list holds, and it
+  outlives the publisher. A reply's deltas are journaled so that the reaper can keep the text
+  clients were shown when the worker streaming it dies between two checkpoints
+  (chat/journal.py); `journal_read` reads a list back from sync code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import threading
+from dataclasses import dataclass
+from typing import Any, cast
 
+import redis
+from channels.layers import get_channel_layer
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
-from channels_redis.utils import _wrap_close
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +48,21 @@ RECONNECTED = "layer.reconnected"
 RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
 
 
+@dataclass(frozen=True)
+class Journal:
+    """A Redis list write that goes with a publish: `entry` appended (the list then expires
+    `ttl` seconds later unless written again), or the list deleted when `entry` is None."""
+
+    key: str
+    entry: bytes | None
+    ttl: int = 0
+
+
 class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
-    """RedisPubSubChannelLayer with batched publishing and outage signals (module docstring)."""
+    """RedisPubSubChannelLayer with batched publishing, outage signals and journals (module
+    docstring). `group_send(group, message, journal=Journal(...))` journals a publish."""
+
+    journals = True
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
@@ -60,6 +83,13 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
             _Shard(shard.host, self) for shard in plain
         ]
 
+    async def group_send(
+        self, group: str, message: dict[str, Any], journal: Journal | None = None
+    ) -> None:
+        channel = self._get_group_channel_name(group)
+        shard: _Shard = self._get_shard(channel)
+        await shard.publish(channel, self.channel_layer.serialize(message), journal)
+
     def tell_local_channels(self, kind: str) -> None:
         """Put an event of `kind` on every channel of this process (each consumer's queue)."""
         event = self.channel_layer.serialize({"type": kind})
@@ -70,16 +100,17 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
 class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
     def __init__(self, host: dict[str, Any], channel_layer: _LoopLayer) -> None:
         super().__init__(host, channel_layer)
-        self._outbox: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._outbox: list[tuple[str, bytes, Journal | None, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._connected = True  # what local channels were last told
 
     # --- publishing: one pipeline per round trip ------------------------------------------
 
-    async def publish(self, channel: str, message: bytes) -> None:
-        """Resolves once Redis took the message; raises if it could not (e.g. an outage)."""
+    async def publish(self, channel: str, message: bytes, journal: Journal | None = None) -> None:
+        """Resolves once Redis took the message (and its journal write); raises if it could
+        not (e.g. an outage)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, message, future))
+        self._outbox.append((channel, message, journal, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_batches())
         await future
@@ -90,19 +121,28 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
             try:
                 self._ensure_redis()
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, message, _ in batch:
+                    for channel, message, journal, _ in batch:
+                        # Redis runs a pipeline's commands in order: a journal write before
+                        # its PUBLISH means no subscriber gets text the journal lacks.
+                        if journal is None:
+                            pass
+                        elif journal.entry is None:
+                            pipe.delete(journal.key)
+                        else:
+                            pipe.rpush(journal.key, journal.entry)
+                            pipe.expire(journal.key, journal.ttl)
                         pipe.publish(channel, message)
                     await pipe.execute()
             except Exception as error:
-                for _, _, future in batch:
+                for *_, future in batch:
                     if not future.done():  # its publisher may have been cancelled
                         future.set_exception(error)
             except BaseException:  # this sender was cancelled (flush): nobody waits forever
-                for _, _, future in batch:
+                for *_, future in batch:
                     future.cancel()
                 raise
             else:
-                for _, _, future in batch:
+                for *_, future in batch:
                     if not future.done():
                         future.set_result(None)
 
@@ -110,7 +150,7 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         if self._sender is not None:
             self._sender.cancel()
             self._sender = None
-        for _, _, future in self._outbox:
+        for *_, future in self._outbox:
             future.cancel()
         self._outbox = []
         await super().flush()
@@ -139,3 +179,43 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                     logger.warning("channel layer subscription lost; reconnecting", exc_info=True)
                     self.channel_layer.tell_local_channels(DISCONNECTED)
                 await asyncio.sleep(RECONNECT_DELAY)
+
+
+# --- reading journals back, from sync code (the reaper) --------------------------------------
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def journal_read(*, group: str, key: str) -> list[bytes] | None:
+    """The entries of the journal `key` written with publishes to `group`, from the Redis that
+    carries that group; None when the configured layer keeps no journals (in memory, core)."""
+    layer = get_channel_layer()
+    if not isinstance(layer, BatchingPubSubChannelLayer):
+        return None
+    hosts = decode_hosts(layer._kwargs.get("hosts"))
+    prefix = layer._kwargs.get("prefix", "asgi")
+    # The shard the layer publishes the group on (RedisPubSubLoopLayer._get_shard).
+    host = hosts[_consistent_hash(f"{prefix}__group__{group}", len(hosts))]
+    return cast(list[bytes], _client(host).lrange(key, 0, -1))
+
+
+def _client(host: dict[str, Any]) -> redis.Redis:
+    """One sync client per Redis host, built as channels-redis builds its async pools."""
+    name = repr(sorted(host.items()))
+    with _clients_lock:
+        client = _clients.get(name)
+        if client is None:
+            options = dict(host)
+            if "address" in options:
+                pool = redis.ConnectionPool.from_url(options.pop("address"), **options)
+            elif "master_name" in options:
+                master = options.pop("master_name")
+                sentinel = Sentinel(
+                    options.pop("sentinels"), sentinel_kwargs=options.pop("sentinel_kwargs", None)
+                )
+                pool = SentinelConnectionPool(master, sentinel, **options)
+            else:
+                pool = redis.ConnectionPool(**options)
+            client = _clients[name] = redis.Redis(connection_pool=pool)
+        return client

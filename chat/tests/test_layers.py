@@ -11,9 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat.layers import DISCONNECTED, RECONNECTED, BatchingPubSubChannelLayer
+from chat.layers import (
+    DISCONNECTED,
+    RECONNECTED,
+    BatchingPubSubChannelLayer,
+    Journal,
+    journal_read,
+)
 from tests.servers import ProcessGroup, free_port, require_binary, start_redis_server
 
 pytestmark = pytest.mark.integration
@@ -176,3 +183,74 @@ async def test_flushing_the_layer_never_leaves_a_publisher_waiting(
     await worker.flush()
     _, pending = await asyncio.wait(sends, timeout=5)
     assert not pending, f"{len(pending)} publishers still waiting after flush"
+
+
+async def test_a_journal_holds_what_was_published_and_outlives_the_publisher(
+    redis_server: PrivateRedis, settings: Any
+) -> None:
+    """Journal writes travel in the publish's round trip, before it; after the publisher is
+    gone, journal_read (sync, as the reaper calls it) gets them back in publish order."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
+    worker, daphne = layer_for(redis_server), layer_for(redis_server)
+    channel = await joined(daphne, "conversation.1")
+    round_trips = 0
+    shard = worker._get_layer()._shards[0]
+    shard._ensure_redis()
+    original_pipeline = shard._redis.pipeline
+
+    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        round_trips += 1
+        return original_pipeline(*args, **kwargs)
+
+    shard._redis.pipeline = counted_pipeline
+    sends = [
+        worker.group_send(
+            "conversation.1",
+            {"type": "chat.delta", "seq": index},
+            journal=Journal("reply.7", f"{index}".encode(), ttl=60),
+        )
+        for index in range(30)
+    ]
+    await asyncio.gather(*sends)
+    assert [(await receive(daphne, channel))["seq"] for _ in range(30)] == list(range(30))
+    assert round_trips < 30  # journaled publishes still batch
+    await worker.flush()
+    entries = await asyncio.to_thread(journal_read, group="conversation.1", key="reply.7")
+    assert entries == [f"{index}".encode() for index in range(30)]
+    assert 0 < redis.Redis.from_url(redis_server.url).ttl("reply.7") <= 60
+    # The final event deletes it.
+    await worker.group_send(
+        "conversation.1", {"type": "chat.done"}, journal=Journal("reply.7", None)
+    )
+    assert (await receive(daphne, channel))["type"] == "chat.done"
+    assert await asyncio.to_thread(journal_read, group="conversation.1", key="reply.7") == []
+    await worker.flush()
+    await daphne.flush()
+
+
+async def test_a_journal_is_read_from_the_shard_its_group_is_published_on(
+    redis_server: PrivateRedis, settings: Any
+) -> None:
+    shards = [f"{redis_server.url[:-2]}/{db}" for db in (1, 2, 3)]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+            "CONFIG": {"hosts": shards},
+        }
+    }
+    worker = BatchingPubSubChannelLayer(hosts=shards)
+    groups = [f"conversation.{index}" for index in range(12)]
+    for group in groups:
+        await worker.group_send(group, {"type": "chat.delta"}, journal=Journal(group, b"x", 60))
+    await worker.flush()
+    used = set()
+    for group in groups:
+        assert await asyncio.to_thread(journal_read, group=group, key=group) == [b"x"]
+        used |= {db for db, url in enumerate(shards) if redis.Redis.from_url(url).exists(group)}
+    assert len(used) > 1  # the groups spread over the shards, and each was found on its own
