@@ -52,7 +52,15 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(MAKE) --no-print-directory jstest
 	$(BIN)/pytest
+
+# The page's scripts (static/chat/*.js, ES modules) under Node's built-in test runner.
+.PHONY: jstest
+jstest:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "make jstest: Node.js 20+ runs the page's script tests: apt-get install nodejs"; exit 1; }
+	node --test static/chat/tests/
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
