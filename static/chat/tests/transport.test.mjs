@@ -203,8 +203,12 @@ test("any frame counts as an answer to the ping", () => {
 test("the server's outage and recovery show as status; other frames go to the page", () => {
   const { frames, statuses, socket } = setUp();
   socket().open();
-  const outage = { type: "error", message: null, code: "unavailable", detail: "Live updates paused." };
-  socket().receive(outage);
+  socket().receive({
+    type: "error",
+    message: null,
+    code: "unavailable",
+    detail: "Live updates paused.",
+  });
   assert.deepEqual(statuses.at(-1), ["Live updates paused.", "warn"]);
   socket().receive({ type: "live" });
   assert.deepEqual(statuses.at(-1), ["Connected", "ok"]);
