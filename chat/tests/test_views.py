@@ -77,5 +77,15 @@ def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch
     assert Message.objects.get(pk=result.reply.pk).status == "streaming"
 
 
+def test_a_failed_reply_names_its_error_code_for_the_pages_label(client, owner, chat_with_history):
+    reply = chat_with_history.messages.get(role=Message.Role.ASSISTANT)
+    Message.objects.filter(pk=reply.pk).update(
+        status=Message.Status.FAILED, error_code="interrupted"
+    )
+    client.force_login(owner)
+    html = client.get(reverse("chat:conversation", args=[chat_with_history.pk])).content.decode()
+    assert 'data-status="failed"' in html and 'data-error-code="interrupted"' in html
+
+
 def test_healthz_answers(client):
     assert client.get("/healthz").json()["status"] == "ok"
