@@ -36,7 +36,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
-from chat.errors import ChatError
+from core.errors import ParleyError
 
 if TYPE_CHECKING:
     from chat.models import Message
@@ -54,7 +54,7 @@ class BudgetRule:
     max_cost: Decimal | None
 
 
-class QuotaExceeded(ChatError):
+class QuotaExceeded(ParleyError):
     """Over a budget: not retryable until the period resets (`resets_at`, `retry_after`)."""
 
     def __init__(self, *, rule: BudgetRule, resets_at: datetime, now: datetime) -> None:
@@ -63,7 +63,6 @@ class QuotaExceeded(ChatError):
             "quota_exceeded",
             f"This would pass {whose} {PERIOD_ADJECTIVE[rule.period]} budget. "
             f"It resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
-            retryable=False,
             extra={
                 "resets_at": resets_at.isoformat(),
                 "retry_after": max(1, math.ceil((resets_at - now).total_seconds())),

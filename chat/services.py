@@ -34,12 +34,17 @@ from accounts.quotas import (
 from accounts.services import organisation_personal_ensure
 from chat import selectors
 from chat.errors import ChatError
-from chat.events import event_publish_on_commit
+from chat.events import (
+    done_event,
+    error_event,
+    event_publish_on_commit,
+    message_event,
+    superseded_event,
+)
 from chat.models import Conversation, Message
 
 CANCEL_KEY = "reply-cancel:{message_id}"
 CANCEL_TTL_SECONDS = 3600
-RETRYABLE_CODES = frozenset({"provider_unavailable", "interrupted"})
 
 
 @dataclass(frozen=True)
@@ -58,21 +63,6 @@ def conversation_create(
         organisation=organisation or organisation_personal_ensure(user=owner),
         title=title[:200] or "New chat",
     )
-
-
-def message_event(message: Message) -> dict[str, Any]:
-    """The `message` frame other sockets on the conversation receive."""
-    return {
-        "type": "chat.message",
-        "conversation": message.conversation_id,
-        "message": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "seq": message.seq,
-        "reply_to": message.reply_to_id,
-        "client_id": message.client_id,
-    }
 
 
 def _clean_text(text: object) -> str:
@@ -222,7 +212,10 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
         )
         current.superseded = True
         current.save(update_fields=["superseded"])
-        event_publish_on_commit(current.conversation_id, superseded_event(current, [current.pk]))
+        event_publish_on_commit(
+            current.conversation_id,
+            superseded_event(conversation_id=current.conversation_id, message_ids=[current.pk]),
+        )
         reply = _reply_create(conversation=current.conversation, reply_to=user_message)
         reservation_attach(reservation=reservation, message_id=reply.pk)
         Conversation.objects.filter(pk=current.conversation_id).update(updated_at=timezone.now())
@@ -262,7 +255,10 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 ),
             )
             event_publish_on_commit(
-                current.conversation_id, superseded_event(current, [m.pk for m in doomed])
+                current.conversation_id,
+                superseded_event(
+                    conversation_id=current.conversation_id, message_ids=[m.pk for m in doomed]
+                ),
             )
             user_message = _user_message_create(
                 conversation=current.conversation, author=author, text=text, client_id=client_id
@@ -281,14 +277,6 @@ def _later_messages(message: Message) -> QuerySet[Message]:
     return Message.objects.filter(
         conversation_id=message.conversation_id, id__gt=message.pk, superseded=False
     )
-
-
-def superseded_event(message: Message, message_ids: list[int]) -> dict[str, Any]:
-    return {
-        "type": "chat.superseded",
-        "conversation": message.conversation_id,
-        "messages": message_ids,
-    }
 
 
 def _title_from(text: str) -> str:
@@ -491,7 +479,6 @@ INTERRUPTED = ChatError(
     "interrupted",
     "The reply stopped before it was complete (the server generating it went away). "
     "The partial text is kept; regenerate to try again.",
-    retryable=True,
 )
 
 
@@ -521,36 +508,6 @@ def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
             reaped += 1
     ledger_settle_stale()  # final replies whose settlement was lost (a crash in between)
     return reaped
-
-
-def done_event(message: Message) -> dict[str, Any]:
-    return {
-        "type": "chat.done",
-        "message": message.pk,
-        "seq": message.seq,
-        "status": message.status,
-        "usage": {
-            "prompt_tokens": message.prompt_tokens,
-            "completion_tokens": message.completion_tokens,
-            "estimated": message.tokens_estimated,
-        },
-        "cost": format(message.cost, "f") if message.cost is not None else None,
-        "provider": message.provider,
-        "model": message.model,
-        "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
-        "cached": bool((message.routing or {}).get("cache")),  # answered by llm/cache/
-    }
-
-
-def error_event(message: Message, error: ChatError) -> dict[str, Any]:
-    return {
-        "type": "chat.error",
-        "code": error.code,
-        "detail": error.detail,
-        "retryable": error.retryable,
-        "message": message.pk,
-        "seq": message.seq,
-    }
 
 
 # --- The programmable API (chat/api/, chat/openai_compat/) ---------------------------------

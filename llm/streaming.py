@@ -171,7 +171,7 @@ async def reply_stream(*, message_id: int) -> None:
     except ProviderError as exc:
         await coalescer.aclose()
         status = Message.Status.FAILED
-        error = ChatError(exc.code, exc.detail, retryable=exc.retryable)
+        error = ChatError(exc.code, exc.detail)
         logger.warning("reply %s failed: %s (%s)", message_id, exc.code, exc.detail)
     except Exception:
         await coalescer.aclose()

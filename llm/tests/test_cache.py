@@ -240,7 +240,7 @@ async def test_a_lookup_checks_the_tenant_on_the_record_too(owner, outsider):
 async def test_a_failed_reply_is_never_cached(owner, monkeypatch):
     async def failing(reply, messages, coalescer, state):
         await coalescer.add("Half an ans")
-        raise ProviderError("interrupted", "The provider went away.", retryable=True)
+        raise ProviderError("interrupted", "The provider went away.")
 
     monkeypatch.setattr("llm.streaming._pump_tokens", failing)
     failed = await ask(owner, "What is a mutex?")

@@ -106,9 +106,7 @@ async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(
 
     class Broken:
         async def astream(self, messages):
-            raise ProviderError(
-                "provider_unavailable", "The model provider answered 503.", retryable=True
-            )
+            raise ProviderError("provider_unavailable", "The model provider answered 503.")
             yield  # pragma: no cover
 
     monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Broken())
