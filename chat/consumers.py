@@ -29,6 +29,7 @@ from chat.protocol import (
     delta_trim,
     frame_parse,
 )
+from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             message = await database_sync_to_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
-            await database_sync_to_async(services.reply_cancel)(message=message, by=self.user)
+            await database_sync_to_async(reply_cancel)(message=message, by=self.user)
         elif isinstance(frame, ResumeFrame):
             await self.on_resume(frame)
         elif isinstance(frame, SubscribeFrame):

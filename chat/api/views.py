@@ -57,6 +57,7 @@ from chat.api.usage import usage_by_member, usage_summary
 from chat.errors import ChatError
 from chat.events import final_event
 from chat.models import Conversation, Message
+from chat.replies.lifecycle import reply_cancel
 
 
 def errors(*statuses: int) -> dict[tuple[int, str], Any]:
@@ -382,7 +383,7 @@ class ReplyCancelApi(ApiView):
         A streaming reply stops within a moment (its generator polls for the request), so the
         status returned may still say `streaming`."""
         message = self.message(message_id)
-        services.reply_cancel(message=message, by=self.caller().user)
+        reply_cancel(message=message, by=self.caller().user)
         message.refresh_from_db()
         return Response(MessageOutputSerializer(message).data)
 

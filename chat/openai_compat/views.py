@@ -52,6 +52,7 @@ from chat.openai_compat.shapes import (
     reply_error,
     sse_data,
 )
+from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ async def _first(events: AsyncGenerator[Event, None]) -> Delta | Final:
 
 async def _cancel(reply: Message, key: ApiKey) -> None:
     try:
-        await sync_to_async(services.reply_cancel)(message=reply, by=key.user)
+        await sync_to_async(reply_cancel)(message=reply, by=key.user)
     except Exception:
         logger.warning("could not cancel reply %s", reply.pk, exc_info=True)
 
