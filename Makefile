@@ -51,6 +51,7 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy .
 	$(MAKE) --no-print-directory jstest
 	$(BIN)/pytest
@@ -62,8 +63,9 @@ jstest:
 	  echo "make jstest: Node.js 20+ runs the page's script tests: apt-get install nodejs"; exit 1; }
 	node --test static/chat/tests/
 
+# ruff, then the architecture contracts of pyproject.toml (import-linter).
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy .
