@@ -4,11 +4,11 @@
     .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/servers.py), migrates,
-saves N pending replies and runs the worker's generation (llm.tasks._generate: reply_start,
-prompt, routing, the simulated provider, reply_finish, quota settlement) for all of them on one
-event loop, as a worker does. With 1 token per reply almost all the CPU is the per-reply start
-and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL (POSTGRES_ADMIN_URL)
-and redis-server on PATH.
+saves N pending replies and runs the worker's generation (chat/replies/tasks.py _generate:
+reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all of
+them on one event loop, as a worker does. With 1 token per reply almost all the CPU is the
+per-reply start and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL
+(POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 
 from __future__ import annotations
@@ -101,11 +101,11 @@ def main() -> None:
 
         from accounts.models import User
         from chat import services
-        from llm import tasks
+        from chat.replies import tasks
 
         user = User.objects.create_user(username="bench", password="bench")
         prompt = " ".join(f"w{i}" for i in range(tokens))
-        with mock.patch("llm.dispatch.dispatch_generation", lambda *a: None):
+        with mock.patch("chat.replies.dispatch.dispatch_generation", lambda *a: None):
             ids = [
                 services.message_send(
                     author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex

@@ -5,9 +5,9 @@ For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repe
     frames/s straight from the consumer (no Django, no channel layer, no database);
   - full: the production path on loopback. PostgreSQL, a private Redis (channel layer, cache,
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
-    llm.tasks.generate_reply with the simulated provider at R tokens/s, N tokens per reply,
-    each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as configured
-    (STREAM_FLUSH_INTERVAL 0.04 s by default);
+    generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
+    per reply, each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as
+    configured (STREAM_FLUSH_INTERVAL 0.04 s by default);
   - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
     group_send per token).
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
@@ -180,7 +180,7 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
     user = User.objects.get(username=USERNAME)
     held: list[tuple[int, Any]] = []
     prompt = " ".join(f"w{i}" for i in range(tokens))  # a reply of >= `tokens` tokens
-    with mock.patch("llm.dispatch.dispatch_generation", lambda *args: held.append(args)):
+    with mock.patch("chat.replies.dispatch.dispatch_generation", lambda *args: held.append(args)):
         results = [
             services.message_send(
                 author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex
@@ -200,8 +200,8 @@ async def full_run(
     rate: float,
     mark: Callable[[], None],
 ) -> Run:
-    from llm.dispatch import queue_for
-    from llm.tasks import generate_reply
+    from chat.replies.dispatch import queue_for
+    from chat.replies.tasks import generate_reply
 
     run, emitted = Run(mode, streams), list[float]()
     pending = await asyncio.to_thread(_pending_replies, streams, tokens)

@@ -125,7 +125,6 @@ async def stream_with_failover(
             raise ProviderError(
                 "provider_rejected",
                 f"No enabled deployment serves the model {alias!r}.",
-                retryable=False,
                 reason="no_deployment",
             )
         round_errors: list[ProviderError] = []
@@ -197,7 +196,6 @@ async def _attempt(
             raise ProviderError(
                 "provider_rejected",
                 f"The model provider {deployment.name!r} is misconfigured: {deployment.problem}.",
-                retryable=False,
                 reason="misconfigured",
             )
         model = build(deployment)
@@ -294,13 +292,11 @@ def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
             "provider_unavailable",
             "The model provider sent nothing within "
             f"{deployment.first_token_timeout:g} s; try again.",
-            retryable=True,
             reason="first_token_timeout",
         )
     return ProviderError(
         "provider_unavailable",
         f"The model provider went silent for {deployment.inter_token_timeout:g} s mid-reply.",
-        retryable=True,
         reason="inter_token_timeout",
     )
 
@@ -310,7 +306,6 @@ def _interrupted(error: ProviderError) -> ProviderError:
         "interrupted",
         "The model provider failed in the middle of this reply, so it is incomplete. "
         "The partial text is kept; regenerate to try again.",
-        retryable=True,
         status=error.status,
         reason=error.reason,
     )
@@ -323,7 +318,6 @@ def _exhausted(last: ProviderError, record: RoutingRecord) -> ProviderError:
     return ProviderError(
         last.code,
         f"{last.detail} (tried {tries} times)",
-        retryable=last.retryable,
         status=last.status,
         retry_after=last.retry_after,
         reason=last.reason,
@@ -336,6 +330,5 @@ def _all_unavailable(alias: str, waits: list[float]) -> ProviderError:
         "provider_unavailable",
         f"Every provider for the model {alias!r} is paused after repeated failures or at its "
         f"rate limit; try again{soon}.",
-        retryable=True,
         reason="all_unavailable",
     )

@@ -444,7 +444,7 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < 600:
 # channel layer, not the broker. Keep them running and keep reconnecting, forever.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# Database threads per worker process for generations (llm/tasks.py): a threads-pool worker
+# Database threads per worker process for generations (chat/replies/tasks.py): a threads-pool worker
 # (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads, each
 # with its own connection. One thread for all of them let heartbeats go seconds stale.
 GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import OperationalError
 
 from chat.cursor import NOTHING, Piece, ReplyCursor, Step
-from chat.events import conversation_group
+from chat.events import LAYER_RECONNECTED, conversation_group
 from chat.models import Message
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class ReplyFollower:
         the layer live again after an outage) asks the database what was missed."""
         while True:
             event = await self._receive(settings.API_STREAM_POLL_INTERVAL)
-            if event is None or event.get("type") == "layer.reconnected":
+            if event is None or event.get("type") == LAYER_RECONNECTED:
                 return Step(fill=True), True
             if event.get("message") != self.message_id:
                 continue  # another message of the same conversation

@@ -14,13 +14,9 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat.layers import (
-    DISCONNECTED,
-    RECONNECTED,
-    BatchingPubSubChannelLayer,
-    Journal,
-    journal_read,
-)
+from chat.events import LAYER_DISCONNECTED as DISCONNECTED
+from chat.events import LAYER_RECONNECTED as RECONNECTED
+from chat.layers import BatchingPubSubChannelLayer, Journal, journal_read
 from tests.servers import ProcessGroup, free_port, require_binary, start_redis_server
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from tests.fault_server import Fail, Reply
 
 
 def _unavailable(retry_after: float | None = None) -> ProviderError:
-    return ProviderError("provider_unavailable", "x", retryable=True, retry_after=retry_after)
+    return ProviderError("provider_unavailable", "x", retry_after=retry_after)
 
 
 # --- the policy ---------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def test_retry_after_is_a_floor_on_the_wait_and_capped():
 
 def test_nothing_is_retried_after_non_retryable_errors_only():
     policy = RetryPolicy()
-    rejected = ProviderError("provider_rejected", "400", retryable=False, status=400)
+    rejected = ProviderError("provider_rejected", "400", status=400)
     assert policy.delay(0, [rejected]) is None
     assert policy.delay(0, []) is None
 
