@@ -18,6 +18,7 @@ def _embedded_defaults(settings):
     settings.SIMULATED_FIRST_TOKEN_DELAY = 0.0
     settings.SIMULATED_TOKENS_PER_SECOND = 2000.0
     settings.GENERATION_BACKEND = "inprocess"
+    settings.REAP_IN_SERVER = False  # no reaper thread behind a test's back (test_reaper.py)
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.RATELIMIT_ENABLE = True

@@ -13,8 +13,10 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
+from chat.journal import Journal, journal_entry, journal_key
 from chat.models import Message
 from core.errors import ParleyError
 
@@ -103,10 +105,32 @@ def final_event(message: Message) -> dict[str, Any]:
 
 
 async def event_publish(conversation_id: int, event: dict[str, Any]) -> None:
-    """Send an event (its `type` names the consumer handler, e.g. chat.delta) to a group."""
+    """Send an event (its `type` names the consumer handler, e.g. chat.delta) to a group.
+
+    Where the layer keeps journals (chat/layers.py), a reply's delta is journaled in the same
+    round trip and its final event deletes the journal (chat/journal.py).
+    """
     layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(conversation_group(conversation_id), event)
+    if layer is None:
+        return
+    group = conversation_group(conversation_id)
+    journal = _journal_of(event) if getattr(layer, "journals", False) else None
+    if journal is None:
+        await layer.group_send(group, event)
+    else:
+        await layer.group_send(group, event, journal=journal)
+
+
+def _journal_of(event: dict[str, Any]) -> Journal | None:
+    ttl = settings.STREAM_JOURNAL_TTL
+    if not ttl:
+        return None
+    if event["type"] == "chat.delta":
+        entry = journal_entry(start=event["start"], text=event["text"])
+        return Journal(journal_key(event["message"]), entry, ttl=ttl)
+    if event["type"] in ("chat.done", "chat.error"):
+        return Journal(journal_key(event["message"]), None)
+    return None
 
 
 def event_publish_on_commit(conversation_id: int, event: dict[str, Any]) -> None:

@@ -6,12 +6,24 @@ a worker that dies in between leaves clients holding more than was stored. The j
 the worker, so the reaper first completes the stored text from it, then fails the reply
 (`interrupted`): the stored partial text is never shorter than what any client was shown.
 
-Pure: the key, the entry encoding, and the completion. Reading it is chat/layers.journal_read.
+Pure: the key, the entry encoding, the write that goes with a publish, and the completion.
+Reading a journal back is chat/layers.journal_read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Journal:
+    """A Redis list write that goes with a publish: `entry` appended (the list then expires
+    `ttl` seconds later unless written again), or the list deleted when `entry` is None."""
+
+    key: str
+    entry: bytes | None
+    ttl: int = 0
 
 
 def journal_key(message_id: int) -> str:

@@ -16,7 +16,7 @@ things token streaming needs, added here:
   event of the outage. Here each local channel gets `layer.disconnected` when the connection
   drops and `layer.reconnected` once it is subscribed again; consumers tell their clients and
   re-send what was saved meanwhile (chat/consumers.py).
-- **Journals.** A publish may carry a write to a Redis list (`Journal`), sent in the same
+- **Journals.** A publish may carry a write to a Redis list (chat/journal.py), sent in the same
   pipeline just before the PUBLISH: whatever subscribers were sent, the list holds, and it
   outlives the publisher. A reply's deltas are journaled so that the reaper can keep the text
   clients were shown when the worker streaming it dies between two checkpoints
@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -42,20 +41,11 @@ from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
+from chat.journal import Journal
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
-
-
-@dataclass(frozen=True)
-class Journal:
-    """A Redis list write that goes with a publish: `entry` appended (the list then expires
-    `ttl` seconds later unless written again), or the list deleted when `entry` is None."""
-
-    key: str
-    entry: bytes | None
-    ttl: int = 0
 
 
 class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]

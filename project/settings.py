@@ -194,6 +194,13 @@ STREAM_HEARTBEAT_INTERVAL = env_float("STREAM_HEARTBEAT_INTERVAL", 3.0)
 REAP_STALE_AFTER = env_float("REAP_STALE_AFTER", 20.0)
 REAP_PENDING_AFTER = env_float("REAP_PENDING_AFTER", 900.0)
 REAP_EVERY = env_float("REAP_EVERY", 10.0)
+# Daphne runs the reaper itself, every REAP_EVERY, where it generates replies in-process: no
+# Celery beat does it there (chat/replies/reaper.py).
+REAP_IN_SERVER = env_bool("REAP_IN_SERVER", GENERATION_BACKEND == "inprocess")
+# Each published delta is journaled in the channel layer's Redis (deleted when the reply ends,
+# else expiring this many seconds after its last delta), so that the reaper keeps the text
+# clients were shown when a generator dies between two checkpoints (chat/journal.py). 0: off.
+STREAM_JOURNAL_TTL = env_int("STREAM_JOURNAL_TTL", 3600)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
 
 # --- Static files --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.db import transaction
 
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
+from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_reply
 from llm.providers.base import ProviderConfig
@@ -58,15 +59,21 @@ class RememberEventLoop:
     """ASGI wrapper that notes the event loop serving requests, for in-process generation.
 
     The in-memory channel layer is not thread-safe: generation must publish from the loop that
-    the consumers receive on, so embedded mode schedules it there.
+    the consumers receive on, so embedded mode schedules it there. A server generating
+    in-process also reaps (REAP_IN_SERVER), from its first request on: no Celery beat does it,
+    and a restart leaves the replies it was generating streaming until then.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.reaping = False
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         global _server_loop
         _server_loop = asyncio.get_running_loop()
+        if not self.reaping and settings.REAP_IN_SERVER:
+            self.reaping = True
+            reaper_start()
         await self.app(scope, receive, send)
 
 

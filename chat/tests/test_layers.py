@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat.events import LAYER_DISCONNECTED as DISCONNECTED
 from chat.events import LAYER_RECONNECTED as RECONNECTED
-from chat.layers import BatchingPubSubChannelLayer, Journal, journal_read
+from chat.journal import Journal
+from chat.layers import BatchingPubSubChannelLayer, journal_read
 from tests.servers import ProcessGroup, free_port, require_binary, start_redis_server
 
 pytestmark = pytest.mark.integration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -90,3 +91,45 @@ def test_a_heartbeat_that_lands_after_the_scan_saves_the_reply(streaming_reply, 
     streaming_reply.refresh_from_db()
     assert landed == [True]
     assert reaped == 0 and streaming_reply.status == "streaming"
+
+
+def stale(reply: Message) -> None:
+    Message.objects.filter(pk=reply.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_generating_in_process_reaps_from_its_first_request(
+    streaming_reply, settings, monkeypatch
+):
+    """No Celery beat runs beside in-process generation: the server's reaper thread, started
+    by its first request, fails a reply left streaming by a server that died."""
+    from asgiref.sync import async_to_sync
+    from channels.testing import HttpCommunicator
+
+    from project.asgi import application
+
+    settings.REAP_IN_SERVER = True
+    settings.REAP_EVERY = 0.05
+    stale(streaming_reply)
+    monkeypatch.setattr(application, "reaping", False)
+    started = []
+    monkeypatch.setattr("chat.replies.dispatch.reaper_start", lambda: started.append(1))
+
+    async def request() -> None:
+        await HttpCommunicator(application, "GET", "/healthz").get_response()
+
+    async_to_sync(request)()
+    async_to_sync(request)()
+    assert started == [1]  # once per process
+
+    reaper.reaper_start()
+    try:
+        deadline = time.monotonic() + 10
+        while Message.objects.get(pk=streaming_reply.pk).status == "streaming":
+            assert time.monotonic() < deadline, "not reaped"
+            time.sleep(0.05)
+    finally:
+        reaper.reaper_stop()
+    streaming_reply.refresh_from_db()
+    assert streaming_reply.status == "failed" and streaming_reply.error_code == "interrupted"
+    assert streaming_reply.content == "Half an ans"
