@@ -51,8 +51,8 @@ from unittest import mock
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness.client import open_many  # noqa: E402
 from tests.harness.processes import PYTHON, ProcessGroup, base_env, free_port  # noqa: E402
+from tests.harness.sockets import open_many  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 USERNAME, PASSWORD = "bench-bo", "correct horse battery staple"

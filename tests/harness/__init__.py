@@ -6,7 +6,8 @@
 - `nginx`: the repository's nginx.conf pointed at loopback replicas, and nginx itself.
 - `topology`: the production topology (nginx → N Daphne → Redis ← Celery, PostgreSQL) in one
   call, with its parts killed and restarted by role.
-- `client`: the WebSocket protocol client that follows replies by seq as the page does.
+- `client`: the WebSocket client that follows replies by seq as the page does.
+- `sockets`: plain sockets read frame by frame, a browser-like sign-in, sockets in batches.
 - `embedded`: one Daphne in embedded mode with an API key, for HTTP API and SDK tests.
 
 Every process gets an explicit environment (the developer's own never leaks in), and every

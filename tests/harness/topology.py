@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.harness.client import sign_in_cookie
 from tests.harness.nginx import nginx_conf, start_nginx
 from tests.harness.processes import (
     REPO,
@@ -47,6 +46,7 @@ from tests.harness.services import (
     postgres_database,
     require_service,
 )
+from tests.harness.sockets import sign_in_cookie
 
 # Deadlines for a process to come up: generous, since a busy machine starts Django slowly;
 # they only run out when something is broken.

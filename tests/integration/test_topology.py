@@ -21,7 +21,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.harness.client import (
+from tests.harness.processes import PYTHON, REPO, free_port
+from tests.harness.sockets import (
     Heard,
     barrier,
     hear_reply,
@@ -29,7 +30,6 @@ from tests.harness.client import (
     recv_frame,
     send_text,
 )
-from tests.harness.processes import PYTHON, REPO, free_port
 from tests.harness.topology import Topology, production_topology
 
 USERNAME = "e2e-olivia"
