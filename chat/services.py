@@ -36,6 +36,7 @@ from chat import selectors
 from chat.errors import ChatError
 from chat.events import event_publish_on_commit
 from chat.models import Conversation, Message
+from llm.pricing import price_ceiling
 
 CANCEL_KEY = "reply-cancel:{message_id}"
 CANCEL_TTL_SECONDS = 3600
@@ -170,6 +171,7 @@ def message_send(
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=conversation.pk if conversation else None, text=text
                 ),
+                prices=price_ceiling(),
             )
             if conversation is None:
                 conversation = conversation_create(
@@ -219,6 +221,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
             prompt_tokens=selectors.prompt_tokens_estimate(
                 conversation_id=current.conversation_id, before_id=current.pk
             ),
+            prices=price_ceiling(),
         )
         current.superseded = True
         current.save(update_fields=["superseded"])
@@ -260,6 +263,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=current.conversation_id, text=text, before_id=current.pk
                 ),
+                prices=price_ceiling(),
             )
             event_publish_on_commit(
                 current.conversation_id, superseded_event(current, [m.pk for m in doomed])
@@ -635,6 +639,7 @@ def completion_request_create(
                     conversation_id=None, text=text + "".join(m.content for m in history)
                 )
                 + selectors.TOKENS_PER_MESSAGE * len(history),
+                prices=price_ceiling(alias=alias),
             )
             conversation = conversation_create(
                 owner=author,

@@ -337,8 +337,9 @@ WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
 WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
 WS_RATE_SENDS_PER_USER = env_str("WS_RATE_SENDS_PER_USER", "20/m")
 WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
-# Budgets: the price per token used to reserve a reply's worst-case cost, and to cost replies
-# whose provider reports none. 0 (default) means cost budgets only count reported costs.
+# Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
+# holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)
+# still bounds cost budgets wherever deployments are priced.
 try:
     QUOTA_COST_PER_TOKEN = Decimal(env_str("QUOTA_COST_PER_TOKEN", "0"))
 except InvalidOperation:
