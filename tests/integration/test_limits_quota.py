@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 import time
 from decimal import Decimal
@@ -179,7 +178,6 @@ def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget
         env = base_env(
             DATABASE_URL=database_url,
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
             LLM_DEFAULT_PROVIDER="simulated",
             LLM_MAX_TOKENS=str(MAX_TOKENS),
         )
@@ -281,7 +279,6 @@ def test_fifty_parallel_sends_never_spend_past_a_cost_budget_at_the_default_flat
         env = base_env(
             DATABASE_URL=database_url,
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
             LLM_MAX_TOKENS=str(COST_MAX_TOKENS),
             QUOTA_COST_PER_TOKEN="0",  # the default: the deployment's prices must bound it
             LLM_DEFAULT_MODEL="priced",

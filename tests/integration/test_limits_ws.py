@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,7 +89,6 @@ def replicas(tmp_path_factory) -> Iterator[Replicas]:
         env = base_env(
             DATABASE_URL=database_url,
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
             LLM_DEFAULT_PROVIDER="simulated",
             SIMULATED_FIRST_TOKEN_DELAY="0",
             SIMULATED_TOKENS_PER_SECOND="500",
