@@ -346,6 +346,8 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
 ]
 # The name shown in authenticator apps.
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Parley")
+# Invitations to join an organisation (accounts/invitations.py) expire after this many days.
+INVITATION_TTL_DAYS = env_int("INVITATION_TTL_DAYS", 14)
 # One-time WebSocket tickets (POST /api/v1/ws-ticket) live this many seconds.
 WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
 # django-ratelimit counts in the default cache (Redis in production, shared by replicas).
