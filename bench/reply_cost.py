@@ -81,7 +81,6 @@ def main() -> None:
             REDIS_URL=f"redis://127.0.0.1:{port}/0",
             CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/1",
             GENERATION_BACKEND="celery",
-            DJANGO_SECRET_KEY="x" * 50,
             LLM_DEFAULT_PROVIDER="simulated",
             SIMULATED_TOKENS_PER_SECOND="1000000",
             SIMULATED_FIRST_TOKEN_DELAY="0",
