@@ -173,7 +173,7 @@ def bench_redis_blob(vectors: Any) -> dict[str, float] | None:
     import numpy as np
     import redis
 
-    from tests.servers import redis_database
+    from tests.harness.services import redis_database
 
     with redis_database() as index:
         client = redis.Redis(host="127.0.0.1", port=6379, db=index)

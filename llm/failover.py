@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -94,6 +94,28 @@ def chunk_texts(chunk: Any) -> list[str]:
     ]
 
 
+class RetryClock(Protocol):
+    """What retry waits and the retry budget are measured on."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running event loop's clock: monotonic, and what asyncio's own timers use."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# Read at each reply, so a test can put a virtual clock here and check the budget on it rather
+# than on how fast a busy machine runs the attempts between the waits.
+retry_clock: RetryClock = LoopClock()
+
 # Breaker, limit and health bookkeeping only touches the cache: run it off the event loop but
 # not on the one thread Django keeps for database work.
 _gate = sync_to_async(router.gate, thread_sensitive=False)
@@ -113,8 +135,8 @@ async def stream_with_failover(
     plan_for: Callable[[str], router.RoutePlan] = router.route_plan,
 ) -> DeploymentConfig:
     """Stream a reply to `sink` from the first deployment that answers; returns it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + policy.budget
+    clock = retry_clock
+    deadline = clock.now() + policy.budget
     dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
     last_error: ProviderError | None = None
     while True:
@@ -164,11 +186,11 @@ async def stream_with_failover(
         if not round_errors or len(record.attempts) >= policy.max_attempts:
             raise _exhausted(last_error, record)
         delay = policy.delay(record.retries, round_errors)
-        if delay is None or loop.time() + delay > deadline:
+        if delay is None or clock.now() + delay > deadline:
             raise _exhausted(last_error, record)
         record.retries += 1
         record.slept_ms += int(delay * 1000)
-        await asyncio.sleep(delay)
+        await clock.sleep(delay)
 
 
 async def _attempt(

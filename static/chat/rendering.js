@@ -49,7 +49,7 @@ export function statusLabel({ status, errorCode = "", finishReason = null }) {
   }
 }
 
-/** As chat/services.py _title_from: the first 60 characters, whitespace collapsed. */
+/** As chat/services/messages.py title_from: the first 60 characters, whitespace collapsed. */
 export function titleFrom(text) {
   const line = text.split(/\s+/).filter(Boolean).join(" ");
   const chars = Array.from(line);

@@ -3,6 +3,8 @@
 Real processes, real WebSocket clients (websockets 15) sending no Origin, as programs do:
 - the per-user frame limit and the per-organisation send limit count frames on both
   replicas together, and the error frame says when to retry;
+- a member flooding one replica with frames refused by their own limit leaves the
+  organisation's limit to their colleagues on the other;
 - a one-time ticket bought from replica A works once, on replica B;
 - a revoked key is refused on HTTP and on both replicas' WebSockets.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,37 +23,29 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import (
-    PYTHON,
-    REDIS_HOST,
-    REDIS_PORT,
-    REPO,
-    ProcessGroup,
-    base_env,
-    free_port,
-    manage,
-    postgres_database,
-    redis_database,
-    require_service,
-)
+from tests.harness.processes import PYTHON, REPO
+from tests.harness.topology import Topology, production_topology
 
 pytestmark = pytest.mark.integration
 
 FRAMES_PER_USER = 8
+FRAMES_PER_ORG = 20
 SENDS_PER_ORG = 3
+FLOOD = 3000
 
 SETUP = """
 import json, django
 django.setup()
 from accounts.services import account_create, api_key_create, membership_set, organisation_create
 keys = {}
-for name in ("frames", "alice", "bob", "tickets", "revoked"):
+for name in ("frames", "alice", "bob", "tickets", "revoked", "flooder", "carol"):
     user = account_create(username=name, password="x")
     keys[name] = (user, user.personal_organisation)
-team = organisation_create(name="Team", admin=keys["alice"][0])
-membership_set(organisation=team, user=keys["bob"][0], role="member", by=keys["alice"][0])
-keys["alice"] = (keys["alice"][0], team)
-keys["bob"] = (keys["bob"][0], team)
+for admin, member, team_name in (("alice", "bob", "Team"), ("flooder", "carol", "Floodteam")):
+    team = organisation_create(name=team_name, admin=keys[admin][0])
+    membership_set(organisation=team, user=keys[member][0], role="member", by=keys[admin][0])
+    keys[admin] = (keys[admin][0], team)
+    keys[member] = (keys[member][0], team)
 print(json.dumps({
     name: api_key_create(user=user, organisation=org, name=name).raw
     for name, (user, org) in keys.items()
@@ -62,48 +55,46 @@ print(json.dumps({
 
 @dataclass
 class Replicas:
-    ports: list[int]
+    topo: Topology
     keys: dict[str, str]
-    env: dict[str, str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.topo.env
 
     def ws(self, replica: int, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.ports[replica]}/ws/chat/{query}"
+        return f"ws://127.0.0.1:{self.topo.daphne_ports[replica]}/ws/chat/{query}"
 
     def http(self, replica: int, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[replica]}{path}"
+        return f"http://127.0.0.1:{self.topo.daphne_ports[replica]}{path}"
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory) -> Iterator[Replicas]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    group = ProcessGroup(tmp_path_factory.mktemp("limits"))
-    with (
-        postgres_database(prefix="parley_limits") as database_url,
-        redis_database() as redis_index,
-    ):
-        env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
-            LLM_DEFAULT_PROVIDER="simulated",
-            SIMULATED_FIRST_TOKEN_DELAY="0",
-            SIMULATED_TOKENS_PER_SECOND="500",
-            WS_RATE_FRAMES_PER_USER=f"{FRAMES_PER_USER}/m",
-            WS_RATE_SENDS_PER_ORG=f"{SENDS_PER_ORG}/m",
-        )
-        manage("migrate", "--noinput", env=env)
+def replicas() -> Iterator[Replicas]:
+    """Two replicas, no nginx in front (a test picks the replica), generation in-process."""
+    with production_topology(
+        replicas=2,
+        generation="inprocess",
+        nginx=False,
+        provider="simulated",
+        env={
+            "SIMULATED_FIRST_TOKEN_DELAY": "0",
+            "SIMULATED_TOKENS_PER_SECOND": "500",
+            "WS_RATE_FRAMES_PER_USER": f"{FRAMES_PER_USER}/m",
+            "WS_RATE_FRAMES_PER_ORG": f"{FRAMES_PER_ORG}/m",
+            "WS_RATE_SENDS_PER_ORG": f"{SENDS_PER_ORG}/m",
+        },
+        name="limits",
+    ) as topo:
         out = subprocess.run(
-            [PYTHON, "-c", SETUP], cwd=REPO, env=env, capture_output=True, text=True, check=True
+            [PYTHON, "-c", SETUP],
+            cwd=REPO,
+            env=topo.env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        keys = json.loads(out.stdout.strip().splitlines()[-1])
-        ports = [free_port(), free_port()]
-        try:
-            for i, port in enumerate(ports):
-                group.daphne(f"daphne-{i}", port, env)
-            yield Replicas(ports=ports, keys=keys, env=env)
-        finally:
-            group.stop_all()
+        yield Replicas(topo=topo, keys=json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -154,6 +145,25 @@ async def test_the_organisation_send_limit_counts_members_on_both_replicas(repli
         assert [f["type"] for f in outcomes[:SENDS_PER_ORG]] == ["ack"] * SENDS_PER_ORG
         assert outcomes[SENDS_PER_ORG]["code"] == "rate_limited"
         assert outcomes[SENDS_PER_ORG]["retry_after"] >= 1
+
+
+async def test_a_member_flooding_one_replica_leaves_the_organisation_limit_to_colleagues(
+    replicas,
+):
+    async with (
+        connect(replicas.ws(0), additional_headers=bearer(replicas.keys["flooder"])) as flooder,
+        connect(replicas.ws(1), additional_headers=bearer(replicas.keys["carol"])) as carol,
+    ):
+        for _ in range(FLOOD):
+            await flooder.send(json.dumps({"type": "ping"}))
+        answers = [await next_frame(flooder, {"pong", "error"}) for _ in range(FLOOD)]
+        assert answers[:FRAMES_PER_USER] == [{"type": "pong"}] * FRAMES_PER_USER
+        assert {a.get("code") for a in answers[FRAMES_PER_USER:]} == {"rate_limited"}
+        # Only the flooder's 8 admitted frames were charged to the organisation's 20: carol
+        # has her own 8 (the refused 2,992 would have used the organisation's up).
+        for _ in range(FRAMES_PER_USER):
+            await carol.send(json.dumps({"type": "ping"}))
+            assert await next_frame(carol, {"pong", "error"}) == {"type": "pong"}
 
 
 async def test_a_ticket_from_one_replica_works_once_on_the_other(replicas):
