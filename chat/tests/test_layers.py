@@ -5,9 +5,6 @@ to every local channel, and the subscription comes back by itself."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,37 +15,9 @@ from chat.events import LAYER_DISCONNECTED as DISCONNECTED
 from chat.events import LAYER_RECONNECTED as RECONNECTED
 from chat.journal import Journal
 from chat.layers import BatchingPubSubChannelLayer, journal_read
-from tests.servers import ProcessGroup, free_port, require_binary, start_redis_server
+from chat.tests.conftest import PrivateRedis
 
 pytestmark = pytest.mark.integration
-
-
-class PrivateRedis:
-    def __init__(self, group: ProcessGroup, binary: str, workdir: Path) -> None:
-        self.group, self.binary, self.workdir = group, binary, workdir
-        self.port = free_port()
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        start_redis_server(self.group, "redis", self.binary, self.port, self.workdir)
-
-    def stop(self) -> None:
-        self.group.kill("redis", 15)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    binary = require_binary("redis-server")
-    with tempfile.TemporaryDirectory(prefix="parley-layer-") as workdir:
-        group = ProcessGroup(log_dir=Path(workdir))
-        try:
-            yield PrivateRedis(group, binary, Path(workdir))
-        finally:
-            group.stop_all()
 
 
 def layer_for(redis_server: PrivateRedis) -> BatchingPubSubChannelLayer:

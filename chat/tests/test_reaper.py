@@ -133,3 +133,64 @@ def test_a_server_generating_in_process_reaps_from_its_first_request(
     streaming_reply.refresh_from_db()
     assert streaming_reply.status == "failed" and streaming_reply.error_code == "interrupted"
     assert streaming_reply.content == "Half an ans"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_keeps_what_was_published_after_the_last_checkpoint(
+    streaming_reply, redis_server, settings
+):
+    """The worker published past its checkpoint ("Half an ans") and died: clients were shown
+    the longer text, which the journal in the layer's Redis still holds; the reaper keeps it."""
+    from asgiref.sync import async_to_sync
+
+    from chat.events import conversation_group, delta_event, event_publish
+    from chat.journal import journal_key
+    from chat.layers import journal_read
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
+    full = "Half an answer, and then some more of it"
+
+    async def publish() -> None:
+        for start, seq in ((0, 6), (6, 11), (11, 20), (20, len(full))):
+            event = delta_event(
+                message_id=streaming_reply.pk, start=start, seq=seq, text=full[start:seq]
+            )
+            await event_publish(streaming_reply.conversation_id, event)
+
+    async_to_sync(publish)()
+    stale(streaming_reply)
+    assert reaper.replies_reap(stale_after=timedelta(seconds=20), pending_after=timedelta(0)) == 1
+    streaming_reply.refresh_from_db()
+    assert streaming_reply.status == "failed" and streaming_reply.error_code == "interrupted"
+    assert (streaming_reply.content, streaming_reply.seq) == (full, len(full))
+    # The reply's final event deleted its journal.
+    group = conversation_group(streaming_reply.conversation_id)
+    assert journal_read(group=group, key=journal_key(streaming_reply.pk)) == []
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_without_a_journal_the_reaper_keeps_the_checkpoint(streaming_reply, redis_server, settings):
+    from asgiref.sync import async_to_sync
+
+    from chat.events import delta_event, event_publish
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
+    settings.STREAM_JOURNAL_TTL = 0
+    event = delta_event(message_id=streaming_reply.pk, start=0, seq=20, text="Half an answer, and")
+    async_to_sync(event_publish)(streaming_reply.conversation_id, event)
+    stale(streaming_reply)
+    reaper.replies_reap(stale_after=timedelta(seconds=20), pending_after=timedelta(0))
+    streaming_reply.refresh_from_db()
+    assert (streaming_reply.content, streaming_reply.seq) == ("Half an ans", 11)

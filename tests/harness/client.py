@@ -37,10 +37,12 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
 class Client:
     """One WebSocket to the topology (through nginx). It holds each reply's text by seq
     (docs/protocol.md) and records anything a correct server never sends: a delta that does
-    not start where the held text ends, text after a reply's final frame, a second final frame.
-    Like the page, after a dropped socket it reconnects (backoff, through nginx) and resumes
-    every reply it holds that is not final, and it resumes a reply that has been silent for
-    `stall_resume` seconds.
+    not start exactly where the held text ends (a gap, an overlap, a repeat: the server trims
+    for each socket), text after a reply's final frame, a second final frame. Like the page,
+    after a dropped socket it reconnects (backoff, through nginx) and resumes every reply it
+    holds that is not final, and it resumes a reply that has been silent for `stall_resume`
+    seconds; an `error` whose `seq` is short of the text it holds trims it (`shown` keeps the
+    most it was ever shown).
     """
 
     def __init__(self, topo: Topology, label: str, stall_resume: float = STALL_RESUME) -> None:
@@ -50,6 +52,7 @@ class Client:
         self.ws: ClientConnection | None = None
         self.replica = ""
         self.texts: dict[int, str] = {}
+        self.shown: dict[int, str] = {}  # the longest text of each reply this client held
         self.finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.final_at: dict[int, float] = {}
         self.acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -168,13 +171,15 @@ class Client:
             break
         self.reconnects += 1
         try:
-            for conversation in sorted(self.following):
-                await self.send({"type": "subscribe", "conversation": conversation})
+            # Resumes first: a `subscribe` before them would let the new socket, which knows
+            # nothing of what this client holds, send those replies from their start.
             for reply, text in list(self.texts.items()):
                 if reply not in self.finals:
                     self.resumes.append((reply, len(text)))
                     self.resumed[reply] += 1
                     await self.send({"type": "resume", "message": reply, "after_seq": len(text)})
+            for conversation in sorted(self.following):
+                await self.send({"type": "subscribe", "conversation": conversation})
         except ConnectionClosed:
             pass  # dropped again: the read loop sees it and reconnects once more
 
@@ -188,8 +193,8 @@ class Client:
             self.following.add(frame["conversation"])
             self.texts.setdefault(frame["reply"], "")
         elif kind == "message":
-            if frame["role"] == "assistant":
-                self.texts.setdefault(frame["message"], "")
+            if frame["role"] == "assistant" and frame["message"] not in self.texts:
+                self.texts[frame["message"]] = frame["content"]  # its text so far, as the page
         elif kind == "delta":
             self._delta(frame)
         elif kind in ("done", "error") and frame.get("message") is not None:
@@ -204,6 +209,10 @@ class Client:
                 self.violations.append(f"{self.label}: second final for {reply}: {frame}")
             if not earlier and kind == "done" and frame["seq"] != held:
                 self.violations.append(f"{self.label}: done at {frame['seq']}, holding {held}")
+            if not earlier and kind == "error" and frame["seq"] > held:
+                self.violations.append(f"{self.label}: error at {frame['seq']}, holding {held}")
+            if kind == "error" and frame["seq"] < held:
+                self.texts[reply] = self.texts[reply][: frame["seq"]]  # what is kept is the truth
             self.finals[reply].append(frame)
             self.final_at.setdefault(reply, time.monotonic())
         elif kind == "error":
@@ -216,17 +225,12 @@ class Client:
     def _delta(self, frame: dict[str, Any]) -> None:
         reply, start, seq, piece = frame["message"], frame["start"], frame["seq"], frame["text"]
         text = self.texts.setdefault(reply, "")
-        # The answer to a resume starts at the after_seq it asked for, which may be behind what
-        # the client holds by the time it arrives (live deltas overtook it), and may follow
-        # the final frame (protocol.md: duplicates are ignored). Unasked, neither may happen.
-        asked = self.resumed[reply] > 0
         if self.finals.get(reply):
-            if not asked:
-                self.violations.append(f"{self.label}: delta after final for {reply}: {frame}")
+            self.violations.append(f"{self.label}: delta after final for {reply}: {frame}")
             return
         if len(piece) != seq - start:
             self.violations.append(f"{self.label}: delta length != seq - start: {frame}")
-        if start > len(text) or (start < len(text) and not asked):
+        if start != len(text) or seq <= start:
             kind = "gap" if start > len(text) else "overlap"
             self.violations.append(f"{self.label}: {kind}: {start}..{seq} holding {len(text)}")
         if seq <= len(text):
@@ -238,6 +242,8 @@ class Client:
             asyncio.get_running_loop().create_task(self.send(resume))
             return
         self.texts[reply] = text + piece[len(text) - start :]
+        if len(self.texts[reply]) > len(self.shown.get(reply, "")):
+            self.shown[reply] = self.texts[reply]
 
 
 def _ending(frame: dict[str, Any]) -> tuple[Any, ...]:

@@ -200,8 +200,10 @@ async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Topo
 @shows_logs
 async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     """SIGKILL the Celery worker (its whole process group) mid-stream: the reaper ends the
-    reply within a bounded time — failed, `interrupted`, retryable, the saved text kept — and
-    no socket ever hears two endings. A fresh worker then answers new messages."""
+    reply within a bounded time — failed, `interrupted`, retryable — and no socket ever hears
+    two endings. The text kept is all that any client was shown: the checkpoint in PostgreSQL
+    lags the deltas by up to a second, and the reaper completes it from the reply's journal
+    in Redis (chat/journal.py). A fresh worker then answers new messages."""
     sender, follower, spare = await clients_on_replicas(topo, 1, "b")
     await spare.close()
     clients = [sender, follower]
@@ -217,9 +219,11 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
         await until(
             lambda: topo.reply_rows([reply])[reply]["seq"] > 0, 10, "a checkpoint in PostgreSQL"
         )
+        stored_at_kill, shown_at_kill = await freeze_ahead_of_checkpoint(topo, clients, reply)
         topo.kill("worker")
         killed = time.monotonic()
-        assert topo.reply_rows([reply])[reply]["status"] == "streaming"
+        at_kill = topo.reply_rows([reply])[reply]
+        assert at_kill["status"] == "streaming" and at_kill["seq"] == stored_at_kill
         topo.start_worker()
         bound = REAP_STALE_AFTER + 2 * REAP_EVERY + 20  # + worker start-up and a loaded machine
         await all_final(clients, [reply], bound)
@@ -240,6 +244,7 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
         assert row["error_code"] == "interrupted"
         assert row["content"] and expected.startswith(row["content"]), "the partial text is kept"
         assert row["seq"] == len(row["content"])
+        assert row["seq"] >= at_kill["seq"]
     else:  # a redelivery finished it
         assert row["status"] == "complete" and row["content"] == expected, row
     for client in clients:
@@ -249,11 +254,46 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
         if row["status"] == "failed":
             assert final["type"] == "error", final
             assert final["code"] == "interrupted" and final["retryable"] is True, final
-        assert expected.startswith(client.texts[reply]), client.label
-        assert client.texts[reply].startswith(row["content"]), client.label
+            assert final["seq"] == row["seq"], final
+        # Nothing a client was shown is lost: the stored text holds it all, and each client
+        # ends holding exactly the stored text.
+        shown = client.shown.get(reply, "")
+        assert row["content"].startswith(shown), (client.label, len(shown), row["seq"])
+        assert client.texts[reply] == row["content"], client.label
     assert_complete_and_exact(topo, clients, [again])
     assert_clean(*clients)
-    print(f"worker killed: reply {row['status']} ({row['error_code']}) after {ended_after:.1f} s")
+    print(
+        f"worker killed: reply {row['status']} ({row['error_code']}) after {ended_after:.1f} s; "
+        f"at the kill PostgreSQL held {stored_at_kill} characters, a client {shown_at_kill}; "
+        f"kept {row['seq']}"
+    )
+
+
+def most_shown(clients: list[Client], reply: int) -> int:
+    return max(len(client.shown.get(reply, "")) for client in clients)
+
+
+async def freeze_ahead_of_checkpoint(
+    topo: Topology, clients: list[Client], reply: int
+) -> tuple[int, int]:
+    """Stop the worker (SIGSTOP) at a moment when a client holds more of `reply` than its
+    checkpoint in PostgreSQL, as clients do between two checkpoints; a frozen worker writes
+    no checkpoint, so the difference stands until it is killed. (Stored, shown) at that moment.
+    """
+    worker = topo.pid("worker")
+    for _ in range(20):
+        await until(
+            lambda: most_shown(clients, reply) > topo.reply_rows([reply])[reply]["seq"],
+            10,
+            "a client holding more than the checkpoint",
+        )
+        os.killpg(worker, signal.SIGSTOP)
+        stored = topo.reply_rows([reply])[reply]["seq"]
+        shown = most_shown(clients, reply)
+        if shown > stored:
+            return stored, shown
+        os.killpg(worker, signal.SIGCONT)  # a checkpoint landed in between: again
+    raise AssertionError("never caught a client ahead of the checkpoint")
 
 
 @pytest.mark.timeout(180)
