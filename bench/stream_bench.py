@@ -9,7 +9,11 @@ For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repe
     per reply, each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as
     configured (STREAM_FLUSH_INTERVAL 0.04 s by default);
   - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
-    group_send per token).
+    group_send per token);
+  - unjournaled: the full path with STREAM_JOURNAL_TTL=0 (no delta journaled in Redis,
+    chat/journal.py): what the journal costs.
+Each repeat runs every mode in turn (its workers started for it), so modes compared share the
+same minutes of machine noise.
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
 replies are dispatched (all at once, straight to Celery: the send path is not measured here).
 Token latency = client receive time - provider emit time (one clock: one machine). Tokens/s =
@@ -56,7 +60,8 @@ from tests.harness.sockets import open_many  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 USERNAME, PASSWORD = "bench-bo", "correct horse battery staple"
-MODES = ("floor", "full", "uncoalesced")
+MODES = ("floor", "full", "uncoalesced", "unjournaled")
+PATHS = ("full", "uncoalesced", "unjournaled")  # the modes that run the production path
 
 
 @dataclass
@@ -360,15 +365,17 @@ def main() -> None:
         cookie = topo.cookie
 
         runs: list[Run] = []
-        coalescing = {
+        settings_of = {
             "full": {},
             "uncoalesced": {"STREAM_FLUSH_INTERVAL": "0", "STREAM_FLUSH_MAX_CHARS": "1"},
+            "unjournaled": {"STREAM_JOURNAL_TTL": "0"},
         }
         started = time.monotonic()
-        modes: list[str | None] = [m for m in ("full", "uncoalesced") if m in args.modes]
-        for mode in modes or [None]:
-            workers = start_workers(topo, coalescing[mode], args, mode) if mode else []
-            for repeat in range(args.repeats):
+        modes: list[str | None] = [m for m in PATHS if m in args.modes]
+        for repeat in range(args.repeats):
+            for mode in modes or [None]:
+                tag = f"{mode}-{repeat}"
+                workers = start_workers(topo, settings_of[mode], args, tag) if mode else []
                 for streams in args.streams:
                     # The floor is measured next to each full-path run (same minute, same noise).
                     if "floor" in args.modes and (mode == "full" or mode is None):
@@ -396,8 +403,8 @@ def main() -> None:
                             )
                         )
                         _report(runs[-1], repeat)
-            for role in workers:
-                topo.kill(role, signal.SIGTERM)
+                for role in workers:
+                    topo.kill(role, signal.SIGTERM)
         problems = log_problems(group)
         print(f"\nlog lines: {problems}; whole run {time.monotonic() - started:.0f} s")
         print(f"machine: {os.cpu_count()} cores; {versions()}\n")

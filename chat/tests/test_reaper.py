@@ -116,7 +116,7 @@ def test_a_server_generating_in_process_reaps_from_its_first_request(
     monkeypatch.setattr("chat.replies.dispatch.reaper_start", lambda: started.append(1))
 
     async def request() -> None:
-        await HttpCommunicator(application, "GET", "/healthz").get_response()
+        await HttpCommunicator(application, "GET", "/healthz").get_response(timeout=60)
 
     async_to_sync(request)()
     async_to_sync(request)()
