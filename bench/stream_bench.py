@@ -12,8 +12,8 @@ For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repe
     group_send per token);
   - unjournaled: the full path with STREAM_JOURNAL_TTL=0 (no delta journaled in Redis,
     chat/journal.py): what the journal costs.
-Each repeat runs every mode in turn (its workers started for it), so modes compared share the
-same minutes of machine noise.
+Each repeat runs every mode in turn (its workers started for it; every other repeat in reverse
+order), so modes compared share the same minutes of machine noise.
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
 replies are dispatched (all at once, straight to Celery: the send path is not measured here).
 Token latency = client receive time - provider emit time (one clock: one machine). Tokens/s =
@@ -373,7 +373,8 @@ def main() -> None:
         started = time.monotonic()
         modes: list[str | None] = [m for m in PATHS if m in args.modes]
         for repeat in range(args.repeats):
-            for mode in modes or [None]:
+            # Every other repeat in reverse order: no mode always runs first (or last).
+            for mode in (modes if repeat % 2 == 0 else modes[::-1]) or [None]:
                 tag = f"{mode}-{repeat}"
                 workers = start_workers(topo, settings_of[mode], args, tag) if mode else []
                 for streams in args.streams:

@@ -127,7 +127,10 @@ def _journal_of(event: dict[str, Any]) -> Journal | None:
         return None
     if event["type"] == "chat.delta":
         entry = journal_entry(start=event["start"], text=event["text"])
-        return Journal(journal_key(event["message"]), entry, ttl=ttl)
+        # The expiry is set once, by the first delta: one command per delta, not two. A reply
+        # that streams longer than it starts a fresh list, which its final event deletes.
+        expire = ttl if event["start"] == 0 else None
+        return Journal(journal_key(event["message"]), entry, expire=expire)
     if event["type"] in ("chat.done", "chat.error"):
         return Journal(journal_key(event["message"]), None)
     return None

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Journal:
-    """A Redis list write that goes with a publish: `entry` appended (the list then expires
-    `ttl` seconds later unless written again), or the list deleted when `entry` is None."""
+    """A Redis list write that goes with a publish: `entry` appended (and, with `expire`, the
+    list set to expire that many seconds later), or the list deleted when `entry` is None."""
 
     key: str
     entry: bytes | None
-    ttl: int = 0
+    expire: int | None = None
 
 
 def journal_key(message_id: int) -> str:

@@ -46,14 +46,6 @@ from chat.journal import Journal
 logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
-# Append to a journal, renew its expiry, publish: one command where three cost a worker a tenth
-# more CPU per streamed token at 500 streams (bench/stream_bench.py, docs/benchmarks.md). EVAL
-# rather than EVALSHA: nothing to reload after a Redis restart, and Redis caches the script.
-JOURNALED_PUBLISH = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])
-"""
 
 
 class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
@@ -120,24 +112,17 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 self._ensure_redis()
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for channel, message, journal, _ in batch:
-                        # Redis runs a pipeline's commands in order, and a script at once: a
-                        # journal write before its PUBLISH means no subscriber gets text the
-                        # journal lacks.
+                        # Redis runs a pipeline's commands in order: a journal write before
+                        # its PUBLISH means no subscriber gets text the journal lacks.
                         if journal is None:
-                            pipe.publish(channel, message)
+                            pass
                         elif journal.entry is None:
                             pipe.delete(journal.key)
-                            pipe.publish(channel, message)
                         else:
-                            pipe.eval(
-                                JOURNALED_PUBLISH,
-                                1,
-                                journal.key,
-                                journal.entry,
-                                journal.ttl,
-                                channel,
-                                message,
-                            )
+                            pipe.rpush(journal.key, journal.entry)
+                            if journal.expire is not None:
+                                pipe.expire(journal.key, journal.expire)
+                        pipe.publish(channel, message)
                     await pipe.execute()
             except Exception as error:
                 for *_, future in batch:
