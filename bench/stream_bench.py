@@ -12,8 +12,9 @@ For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repe
     group_send per token);
   - unjournaled: the full path with STREAM_JOURNAL_TTL=0 (no delta journaled in Redis,
     chat/journal.py): what the journal costs.
-Each repeat runs every mode in turn (its workers started for it; every other repeat in reverse
-order), so modes compared share the same minutes of machine noise.
+Each path mode has its own workers on a queue of its own, all started (and warmed up by a first,
+unmeasured run) before measuring; each repeat then runs every mode in turn, every other repeat
+in reverse order, so modes compared share the same minutes of machine noise.
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
 replies are dispatched (all at once, straight to Celery: the send path is not measured here).
 Token latency = client receive time - provider emit time (one clock: one machine). Tokens/s =
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -164,6 +165,7 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
 
 async def full_run(
     mode: str,
+    queue: str,
     port: int,
     cookie: str,
     streams: int,
@@ -171,7 +173,6 @@ async def full_run(
     rate: float,
     mark: Callable[[], None],
 ) -> Run:
-    from chat.replies.dispatch import queue_for
     from chat.replies.tasks import generate_reply
 
     run, emitted = Run(mode, streams), list[float]()
@@ -191,8 +192,8 @@ async def full_run(
         listeners = [
             asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
         ]
-        for _, reply, provider in pending:
-            generate_reply.apply_async((reply,), queue=queue_for(provider))
+        for _, reply, _ in pending:
+            generate_reply.apply_async((reply,), queue=queue)
         await asyncio.gather(*listeners)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
@@ -232,9 +233,12 @@ def cpu_seconds(group: ProcessGroup) -> dict[str, float]:
     return used
 
 
-def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
+def measured(
+    group: ProcessGroup, run: Any, profile: Path | None = None, workers: Sequence[str] = ()
+) -> Run:
     """Run a benchmark (a coroutine function taking a `mark` callback) and note the CPU each
-    process (and this client) spends from its mark, when the streams start, to its end.
+    process (and this client) spends from its mark, when the streams start, to its end. Only
+    `workers` count as the run's workers (other modes' idle ones count in `machine` only).
 
     With `profile`, py-spy samples Daphne and the workers over the same span (collapsed
     stacks in that folder).
@@ -269,6 +273,8 @@ def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
         sampler.wait(timeout=30)
     after = cpu_seconds(group)
     for name in after:
+        if name.startswith("worker") and name not in workers:
+            continue
         if name in before and after[name] > before[name]:
             role = name.split("-")[0]
             result.cpu[role] = result.cpu.get(role, 0) + after[name] - before[name]
@@ -277,14 +283,15 @@ def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
 
 
 def start_workers(
-    topo: Topology, env: dict[str, str], args: argparse.Namespace, tag: str
+    topo: Topology, env: dict[str, str], args: argparse.Namespace, mode: str
 ) -> list[str]:
-    """compose.yaml's worker-remote, `args.workers` times, with `args.threads` threads each."""
-    roles = [f"worker-{tag}-{index}" for index in range(args.workers)]
+    """compose.yaml's worker-remote, `args.workers` times, with `args.threads` threads each,
+    consuming the queue of `mode` (bench-<mode>)."""
+    roles = [f"worker-{mode}-{index}" for index in range(args.workers)]
     for role in roles:
-        extra = (f"--concurrency={args.threads}", "--without-heartbeat")
+        extra = (f"--concurrency={args.threads}", "--without-heartbeat", f"--queues=bench-{mode}")
         topo.start_worker(role, env=env, extra=extra)
-    return roles
+    return [topo.current(role) for role in roles]
 
 
 def log_problems(group: ProcessGroup) -> dict[str, int]:
@@ -372,11 +379,26 @@ def main() -> None:
         }
         started = time.monotonic()
         modes: list[str | None] = [m for m in PATHS if m in args.modes]
+        workers = {m: start_workers(topo, settings_of[m], args, m) for m in modes if m}
+
+        def path_run(mode: str, streams: int) -> Run:
+            benchmark = partial(
+                full_run,
+                mode,
+                f"bench-{mode}",
+                daphne_port,
+                cookie,
+                streams,
+                args.tokens,
+                args.rate,
+            )
+            return measured(group, benchmark, args.profile, workers[mode])
+
+        for mode in workers:  # warm-up: a fresh worker's first replies cost it more
+            path_run(mode, min(args.streams))
         for repeat in range(args.repeats):
             # Every other repeat in reverse order: no mode always runs first (or last).
             for mode in (modes if repeat % 2 == 0 else modes[::-1]) or [None]:
-                tag = f"{mode}-{repeat}"
-                workers = start_workers(topo, settings_of[mode], args, tag) if mode else []
                 for streams in args.streams:
                     # The floor is measured next to each full-path run (same minute, same noise).
                     if "floor" in args.modes and (mode == "full" or mode is None):
@@ -388,24 +410,11 @@ def main() -> None:
                         )
                         _report(runs[-1], repeat)
                     if mode:
-                        runs.append(
-                            measured(
-                                group,
-                                partial(
-                                    full_run,
-                                    mode,
-                                    daphne_port,
-                                    cookie,
-                                    streams,
-                                    args.tokens,
-                                    args.rate,
-                                ),
-                                args.profile,
-                            )
-                        )
+                        runs.append(path_run(mode, streams))
                         _report(runs[-1], repeat)
-                for role in workers:
-                    topo.kill(role, signal.SIGTERM)
+        for roles in workers.values():
+            for role in roles:
+                group.kill(role, signal.SIGTERM)
         problems = log_problems(group)
         print(f"\nlog lines: {problems}; whole run {time.monotonic() - started:.0f} s")
         print(f"machine: {os.cpu_count()} cores; {versions()}\n")
