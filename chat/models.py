@@ -41,10 +41,12 @@ class Message(models.Model):
         PENDING = "pending"
         STREAMING = "streaming"
         COMPLETE = "complete"
+        # Final, but cut short by the token cap (the provider's finish reason was "length").
+        INCOMPLETE = "incomplete"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    FINAL_STATUSES = (Status.COMPLETE, Status.FAILED, Status.CANCELLED)
+    FINAL_STATUSES = (Status.COMPLETE, Status.INCOMPLETE, Status.FAILED, Status.CANCELLED)
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"

@@ -234,9 +234,8 @@ def created_of(reply: Message) -> int:
 
 
 def finish_reason(reply: Message) -> str:
-    """`length` when the reply used the whole token allowance, else `stop`."""
-    tokens = reply.completion_tokens
-    return "length" if tokens is not None and tokens >= settings.LLM_MAX_TOKENS else "stop"
+    """`length` when the token cap cut the reply (the provider said so), else `stop`."""
+    return "length" if reply.status == Message.Status.INCOMPLETE else "stop"
 
 
 def usage_of(reply: Message) -> dict[str, int]:

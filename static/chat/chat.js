@@ -2,7 +2,7 @@
 // The wire protocol is docs/protocol.md. No framework and no build step: an ES module that the
 // page loads after the vendored markdown-it, DOMPurify and highlight.js (deferred scripts).
 
-const FINAL_STATUSES = new Set(["complete", "failed", "cancelled"]);
+const FINAL_STATUSES = new Set(["complete", "incomplete", "failed", "cancelled"]);
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 const HEARTBEAT_MS = 25_000;
