@@ -8,7 +8,9 @@ client holds exactly the provider's text" is a string comparison.
 
 Each test breaks something while replies stream (SIGKILL a replica, SIGKILL the worker, stop
 Redis, flood duplicate sends, cancel from another replica), checks what every client and the
-database end up with, and puts the topology back for the next test. Clients behave like the
+database end up with, and puts the topology back for the next test. The test of fifty cancels
+routes the model alias to a real OpenAI-compatible upstream that never stops streaming
+(tests/fault_server.py, in this process), to see the upstream let go. Clients behave like the
 page (static/chat/chat.js): they hold each reply's text by seq, and after a dropped socket they
 reconnect through nginx and send `resume {message, after_seq}` for every reply not yet final.
 """
@@ -23,6 +25,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import tempfile
 import time
 import uuid
@@ -40,6 +43,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Origin
 
 from llm.providers.simulated import simulated_reply
+from tests.fault_server import Endless, fault_server
 from tests.servers import (
     POSTGRES_ADMIN_URL,
     REPO,
@@ -69,6 +73,9 @@ HEARTBEAT_INTERVAL = 0.5
 REAP_STALE_AFTER = 4.0
 REAP_EVERY = 1.0
 CANCEL_WITHIN = 1.5  # seconds from `cancel` to `done` on every socket (issue: ~1 s)
+# Fifty cancels at once must each stop their generation and its upstream call within 1 s; that
+# is measured and printed, and a loaded machine gets this much before the test fails.
+CANCEL_ALL_WITHIN = 15.0
 # A reply silent this long gets a `resume` (chat.js does the same after STALL_RESUME_MS): the
 # channel layer may drop a reply's last event, which no later seq would reveal.
 STALL_RESUME = 10.0
@@ -186,6 +193,30 @@ class Faults:
         }
         assert set(found) == set(ids), f"missing rows: {set(ids) - set(found)}"
         return found
+
+    def route_alias(self, alias: str, base_url: str) -> None:
+        """Serve `alias` from an OpenAI-compatible upstream instead (admin rows, as an operator
+        adds them; an alias any row names is served by rows only)."""
+        manage(
+            "shell",
+            "-c",
+            "from llm.models import Deployment, Provider; "
+            f"p = Provider.objects.create(name='faults-upstream', kind='openai-compatible', "
+            f"base_url={base_url!r}, first_token_timeout=60, inter_token_timeout=60); "
+            f"Deployment.objects.create(provider=p, alias={alias!r}, model='fault-model')",
+            env=self.env,
+            timeout=120,
+        )
+
+    def unroute_alias(self) -> None:
+        manage(
+            "shell",
+            "-c",
+            "from llm.models import Provider; "
+            "Provider.objects.filter(name='faults-upstream').delete()",
+            env=self.env,
+            timeout=120,
+        )
 
     def prompt_of(self, reply_id: int) -> str:
         (row,) = self.query(
@@ -659,6 +690,80 @@ async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Faults
     assert_clean(*clients)
     slowest = max(c.final_at[reply] - asked for c in clients)
     print(f"cancel: `done` cancelled on all {len(clients)} sockets within {slowest:.2f} s")
+
+
+@pytest.mark.timeout(300)
+@shows_logs
+async def test_fifty_cancels_on_another_replica_stop_generation_and_the_upstream(
+    topo: Faults,
+) -> None:
+    """Fifty replies stream from a real OpenAI-compatible upstream that never stops; a socket on
+    another replica cancels every one. Each ends `cancelled` (finish reason `cancelled`) on both
+    sockets and in PostgreSQL with the partial text both hold, and the upstream sees each of its
+    fifty responses closed: the generation let go of the HTTP call, it did not run on."""
+    count = 50
+    sender, canceller, spare = await clients_on_replicas(topo, 1, "fifty")
+    await spare.close()
+    clients = [sender, canceller]
+    with fault_server() as upstream:
+        upstream.default("endless", Endless(text="and on ", chunk_delay=0.1))
+        topo.route_alias("simulated", upstream.base_url("endless"))  # the default alias here
+        try:
+            replies = [await start_reply(sender, f"cancel-fifty-{n}") for n in range(count)]
+            for reply in replies:
+                conversation = next(
+                    a[0]["conversation"] for a in sender.acks.values() if a[0]["reply"] == reply
+                )
+                await canceller.subscribe(conversation)
+            await until(
+                lambda: all(c.texts.get(r) for c in clients for r in replies),
+                60,
+                "text of every reply on both sockets",
+            )
+            assert upstream.count("endless") == count and not upstream.closed("endless")
+            asked: dict[int, float] = {}
+            for reply in replies:
+                asked[reply] = time.monotonic()
+                await canceller.send({"type": "cancel", "message": reply})
+            await all_final(clients, replies, CANCEL_ALL_WITHIN + 30)
+            await until(
+                lambda: len(upstream.closed("endless")) == count,
+                CANCEL_ALL_WITHIN,
+                "every upstream response closed",
+            )
+            sent = sum(seen.chunks for seen in upstream.requests("endless"))
+            await asyncio.sleep(1.0)  # nothing may follow the final frames, nor the closes
+            assert sum(seen.chunks for seen in upstream.requests("endless")) == sent
+        finally:
+            topo.unroute_alias()
+            await close_all(clients)
+
+    rows = topo.reply_rows(replies)
+    for reply in replies:
+        row = rows[reply]
+        assert row["status"] == "cancelled", row
+        assert row["content"].startswith("and on "), row
+        assert row["routing"]["finish_reason"] == "cancelled", row["routing"]
+        for client in clients:
+            final = client.finals[reply][0]
+            assert (final["type"], final["status"], final["finish_reason"]) == (
+                "done",
+                "cancelled",
+                "cancelled",
+            ), final
+            assert final["seq"] == len(row["content"]) == len(client.texts[reply])
+            assert client.texts[reply] == row["content"], client.label
+    assert_clean(*clients)
+    first = min(asked.values())
+    closed = sorted(seen.closed_at - first for seen in upstream.closed("endless"))
+    done = sorted(max(c.final_at[r] for c in clients) - asked[r] for r in replies)
+    print(
+        f"fifty cancels from another replica (sent over {(max(asked.values()) - first) * 1000:.0f}"
+        f" ms): upstream closed median {statistics.median(closed) * 1000:.0f} ms, max"
+        f" {closed[-1] * 1000:.0f} ms after the first cancel; `done` on both sockets median"
+        f" {statistics.median(done) * 1000:.0f} ms, max {done[-1] * 1000:.0f} ms after each cancel"
+    )
+    assert closed[-1] < CANCEL_ALL_WITHIN and done[-1] < CANCEL_ALL_WITHIN
 
 
 @pytest.mark.timeout(150)
