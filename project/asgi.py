@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP goes to Django, WebSockets pass auth (and, for browsers, the origin
 check) to chat: see accounts/ws_auth.py.
 
-Embedded mode: generation tasks run on this same event loop (see llm/dispatch.py), so the
+Embedded mode: generation tasks run on this same event loop (see chat/replies/dispatch.py), so the
 application remembers the loop it is served on.
 """
 
@@ -22,8 +22,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
+from chat.replies.dispatch import RememberEventLoop  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from llm.dispatch import RememberEventLoop  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
