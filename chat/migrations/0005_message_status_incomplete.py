@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chat", "0003_conversation_organisation_required")]
+    dependencies = [("chat", "0004_usagereport")]
 
     operations = [
         migrations.AlterField(

@@ -239,8 +239,8 @@ async def test_a_lookup_checks_the_tenant_on_the_record_too(owner, outsider):
 
 
 async def test_a_failed_reply_is_never_cached(owner, monkeypatch):
-    async def failing(reply, messages, coalescer, state):
-        await coalescer.add("Half an ans")
+    async def failing(reply, messages, sink, state, stop):
+        await sink("Half an ans")
         raise ProviderError("interrupted", "The provider went away.")
 
     monkeypatch.setattr("chat.replies.stream._pump_tokens", failing)
@@ -281,8 +281,8 @@ async def test_an_overlong_answer_is_not_stored(owner, settings):
 async def test_a_failover_answer_is_not_stored(owner, monkeypatch):
     from chat.replies.stream import _pump_tokens as real
 
-    async def failed_over(reply, messages, coalescer, state):
-        await real(reply, messages, coalescer, state)
+    async def failed_over(reply, messages, sink, state, stop):
+        await real(reply, messages, sink, state, stop)
         state.routing.attempts.insert(0, {"deployment": "primary", "error": "http_503"})
 
     monkeypatch.setattr("chat.replies.stream._pump_tokens", failed_over)
