@@ -63,7 +63,7 @@ MIDDLEWARE = [
     "accounts.middleware.ActiveOrganisationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Turns a view's RateLimited into a 429; it only handles view exceptions, so anywhere works.
+    # Turns a view's ViewRateLimited into a 429; it only handles view exceptions, so anywhere works.
     "accounts.middleware.RateLimitedMiddleware",
 ]
 
