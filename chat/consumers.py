@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from chat.protocol import (
     SendFrame,
     SubscribeFrame,
     delta_trim,
+    frame_decode,
     frame_parse,
 )
 
@@ -81,15 +81,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         try:
             # Every frame counts, per user and per organisation, on all replicas (Redis).
             await limits.frame_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
-            data = json.loads(text_data or "")
+            frame = frame_parse(frame_decode(text_data))
         except ChatError as error:
             await self.send_error(error)
             return
-        except (TypeError, ValueError):
-            await self.send_error(ChatError("bad_frame", "Frames must be JSON text."))
-            return
         try:
-            frame = frame_parse(data)
             if isinstance(frame, SendFrame | EditFrame | RegenerateFrame):
                 await limits.send_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
             await self.handle(frame)

@@ -195,6 +195,12 @@ REAP_STALE_AFTER = env_float("REAP_STALE_AFTER", 20.0)
 REAP_PENDING_AFTER = env_float("REAP_PENDING_AFTER", 900.0)
 REAP_EVERY = env_float("REAP_EVERY", 10.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
+# Input bounds (chat/bounded_json.py). A socket frame longer than WS_MAX_FRAME_CHARS is answered
+# `bad_frame` and the socket stays open (room for a whole message with every character escaped);
+# Daphne refuses a WebSocket message over 1 MiB with close code 1009 (Dockerfile CMD). HTTP bodies
+# (REST, OpenAI endpoint, forms) stop at DATA_UPLOAD_MAX_MEMORY_SIZE, nginx's client_max_body_size.
+WS_MAX_FRAME_CHARS = env_int("WS_MAX_FRAME_CHARS", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HTTP_MAX_BODY_BYTES", 1024 * 1024)
 
 # --- Static files --------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -349,6 +355,8 @@ INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "chat.api.errors.api_exception_handler"
+# JSON bodies only, bounded in size and depth (chat/api/parsers.py).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["chat.api.parsers.BoundedJSONParser"]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Parley API",
     "DESCRIPTION": (

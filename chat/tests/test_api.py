@@ -3,6 +3,7 @@ idempotency. Streams are in test_api_stream.py, the OpenAI endpoints in test_api
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -574,3 +575,30 @@ def test_unknown_api_paths_are_json_404s(api, owner, path):
     session.force_login(owner)
     response = session.delete(API + path)  # no CSRF refusal hiding the 404
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"title": ' + "[" * 40 + "]" * 40 + "}",
+        '{"title": "a\\u0000b"}',
+        '{"title": "\\ud800"}',
+    ],
+    ids=["deep", "nested", "nul", "surrogate"],
+)
+def test_hostile_json_is_a_400_parse_error_without_a_traceback(api, raw, caplog):
+    response = api.post(f"{API}/conversations", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert not Conversation.objects.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_a_body_over_the_limit_is_a_413(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = '{"title": "' + "x" * 5000 + '"}'
+    response = api.post(f"{API}/conversations", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert not Conversation.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -119,6 +120,31 @@ async def test_malformed_frames_get_an_error_and_the_socket_stays_open(owner, ra
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from() == {"type": "pong"}
     await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,  # past the JSON parser's recursion limit
+        '{"type": "ping", "x": ' + "[" * 40 + "]" * 40 + "}",
+        '{"type": "send", "conversation": null, "text": "a\\u0000b", "client_id": "nul"}',
+        '{"type": "send", "conversation": null, "text": "hi", "client_id": "\\ud800"}',
+        '{"type": "send", "conversation": null, "text": "\\udfff", "client_id": "lone"}',
+        '{"type": "ping", "pad": "' + "x" * (256 * 1024) + '"}',
+    ],
+    ids=["deep", "nested-field", "nul-text", "surrogate-client-id", "surrogate-text", "huge"],
+)
+async def test_hostile_frames_are_bad_frames_and_the_socket_stays_open(owner, raw, caplog):
+    ws = await connect_as(owner)
+    await ws.send_to(text_data=raw)
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "bad_frame", frame
+    assert frame["retryable"] is False and frame["message"] is None
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+    assert await Message.objects.acount() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_empty_message_is_refused_and_nothing_is_saved(owner):
