@@ -1,12 +1,13 @@
-"""A WebSocket handshake while Redis is down: told `unavailable` and closed 1013, never HTTP 500.
+"""A WebSocket handshake while Redis is down: told `unavailable` and closed, never HTTP 500.
 
 Before a socket is accepted, Redis is on its path twice: channels gives every consumer its own
 layer channel (the pub/sub layer subscribes to it in Redis), and a program's ticket is redeemed
 from the cache. Either failing used to escape as an exception, which Daphne turns into an HTTP
 500 with a traceback per attempt. `OutageGuard` wraps the WebSocket stack (project/asgi.py):
 such a failure before the socket is answered accepts it, sends the protocol's `unavailable`
-error (retryable) and closes with 1013 "try again later" (docs/protocol.md). Failures after the
-socket was answered are the consumer's, and pass through.
+error (retryable) and closes with 4503 (docs/protocol.md; an application may close only with
+1000 or 3000-4999, so not the registry's 1013 "try again later"). Failures after the socket
+was answered are the consumer's, and pass through.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Redis unreachable, refusing or timing out (redis-py's own errors, or the socket's).
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionError, TimeoutError)
-TRY_AGAIN_LATER = 1013  # RFC 6455 registry: "Try Again Later"
+TRY_AGAIN_LATER = 4503  # like HTTP 503: reconnect with backoff
 UNAVAILABLE_FRAME = {
     "type": "error",
     "code": "unavailable",

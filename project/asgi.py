@@ -25,9 +25,9 @@ from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
 from chat.outage import OutageGuard  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from llm.dispatch import RememberEventLoop  # noqa: E402
-from project.patches import daphne_close_oversized_messages  # noqa: E402
+from project.patches import daphne_patches_apply  # noqa: E402
 
-daphne_close_oversized_messages()
+daphne_patches_apply()
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 

@@ -1,4 +1,7 @@
-"""Process-level patches, applied once by project/asgi.py."""
+"""Process-level patches to the server Daphne builds on, applied once by project/asgi.py.
+
+Each is applied only inside a Daphne process (tests and Celery import the ASGI module too).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,14 @@ import sys
 from typing import Any
 
 
-def daphne_close_oversized_messages() -> None:
+def daphne_patches_apply() -> None:
+    if "daphne.server" not in sys.modules:  # not served by Daphne: nothing to patch
+        return
+    _close_oversized_messages()
+    _answer_long_request_lines()
+
+
+def _close_oversized_messages() -> None:
     """Daphne refuses a WebSocket message over --websocket-max-message-size with close code 1009.
 
     Autobahn "fails" such a connection by dropping TCP without a close frame (its `failByDrop`
@@ -15,11 +25,9 @@ def daphne_close_oversized_messages() -> None:
     for protocol errors and invalid UTF-8) and drops the connection only if the peer does not
     answer within its close-handshake timeout. docs/protocol.md documents the codes.
     """
-    if "daphne.server" not in sys.modules:  # not served by Daphne (tests, Celery): nothing to do
-        return
     from daphne.ws_protocol import WebSocketFactory
 
-    if getattr(WebSocketFactory, "_parley_close_oversized", False):
+    if getattr(WebSocketFactory, "_parley_patched", False):
         return
     original = WebSocketFactory.setProtocolOptions
 
@@ -28,4 +36,30 @@ def daphne_close_oversized_messages() -> None:
         original(self, *args, **kwargs)
 
     WebSocketFactory.setProtocolOptions = set_protocol_options
-    WebSocketFactory._parley_close_oversized = True
+    WebSocketFactory._parley_patched = True
+
+
+def _answer_long_request_lines() -> None:
+    """A request line or header line over Twisted's 16 KiB line limit gets 414 or 431.
+
+    Twisted's HTTP channel closes the connection without a word when a line passes its
+    LineReceiver limit, so a client sending a 20,000-character URL saw a dropped connection.
+    nginx answers 414 before Daphne sees such a request (its large_client_header_buffers);
+    Daphne reached directly now answers the same.
+    """
+    from twisted.web.http import HTTPChannel
+
+    if getattr(HTTPChannel, "_parley_patched", False):
+        return
+
+    def line_length_exceeded(self: Any, line: bytes) -> None:
+        # Until the request line is complete, Twisted's private flag is set.
+        request_line = bool(getattr(self, "_HTTPChannel__first_line", 0))
+        status = b"414 URI Too Long" if request_line else b"431 Request Header Fields Too Large"
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.loseConnection()
+
+    HTTPChannel.lineLengthExceeded = line_length_exceeded
+    HTTPChannel._parley_patched = True

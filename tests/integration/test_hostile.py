@@ -1,0 +1,303 @@
+"""A hostile user against the production topology, for real, on loopback (issue 12).
+
+nginx (the repository's nginx.conf) → three Daphne replicas (the image's own command line) → a
+private Redis (channel layer, cache) that a test may stop; PostgreSQL holds every row. Replies
+are generated in-process by the simulated provider. What crosses a process boundary is tested
+here: oversized WebSocket messages and URLs (Daphne and nginx limits), a Redis outage at the
+handshake, a burst of handshakes through nginx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.servers import (
+    POSTGRES_ADMIN_URL,
+    REPO,
+    ProcessGroup,
+    base_env,
+    free_port,
+    manage,
+    nginx_conf_for_replicas,
+    postgres_database,
+    require_binary,
+    require_service,
+    start_daphne_as_in_image,
+    start_nginx,
+    start_redis_server,
+    wait_until_answers,
+)
+
+pytestmark = pytest.mark.integration
+
+REPLICAS = 3
+USERNAME = "hostile-hana"
+PASSWORD = "correct horse battery staple"
+MIB = 1024 * 1024
+
+
+@dataclass
+class Site:
+    group: ProcessGroup
+    workdir: Path
+    redis_binary: str
+    redis_port: int
+    nginx_port: int
+    daphne_ports: list[int]
+    env: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
+    redis_runs: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.nginx_port}"
+
+    def ws_url(self, port: int | None = None) -> str:
+        return f"ws://127.0.0.1:{port or self.nginx_port}/ws/chat/"
+
+    @property
+    def redis_name(self) -> str:
+        return f"redis.{self.redis_runs}"
+
+    def start_redis(self) -> None:
+        self.redis_runs += 1
+        start_redis_server(
+            self.group, self.redis_name, self.redis_binary, self.redis_port, self.workdir
+        )
+
+    def redis_alive(self) -> bool:
+        return self.group.procs[self.redis_name].poll() is None
+
+    def replica_logs(self) -> str:
+        return "".join(self.group.log(f"daphne-{i}") for i in range(1, REPLICAS + 1))
+
+    def logs(self, lines: int = 40) -> str:
+        parts = []
+        for name in self.group.procs:
+            tail = "\n".join(self.group.log(name).splitlines()[-lines:])
+            parts.append(f"----- {name} (last {lines} lines) -----\n{tail}")
+        return "\n".join(parts)
+
+    async def socket(self, port: int | None = None, **kwargs: Any) -> ClientConnection:
+        """A program's socket (API key), through nginx unless a replica's port is given."""
+        return await connect(
+            self.ws_url(port),
+            additional_headers={"Authorization": f"Bearer {self.api_key}"},
+            open_timeout=15,
+            close_timeout=5,
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    nginx = require_binary("nginx")
+    redis_binary = require_binary("redis-server")
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="parley-hostile-"))
+        workdir.chmod(0o755)  # nginx workers (another user) read the static root
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        if keep := os.environ.get("PARLEY_HOSTILE_KEEP_LOGS"):  # a directory, for debugging
+            stack.callback(shutil.copytree, workdir / "logs", keep, dirs_exist_ok=True)
+        database_url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "parley_hostile"))
+        (workdir / "logs").mkdir()
+        group = ProcessGroup(log_dir=workdir / "logs")
+        stack.callback(group.stop_all)
+        site = Site(
+            group=group,
+            workdir=workdir,
+            redis_binary=redis_binary,
+            redis_port=free_port(),
+            nginx_port=free_port(),
+            daphne_ports=[free_port() for _ in range(REPLICAS)],
+        )
+        static_root = workdir / "staticfiles"
+        unlimited = "1000000/m"
+        site.env = base_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://127.0.0.1:{site.redis_port}/0",
+            GENERATION_BACKEND="inprocess",
+            DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+            DJANGO_DEBUG="false",
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+            SERVE_STATIC="false",
+            STATIC_ROOT=str(static_root),
+            LLM_DEFAULT_PROVIDER="simulated",
+            SIMULATED_FIRST_TOKEN_DELAY="0.05",
+            WS_RATE_FRAMES_PER_USER=unlimited,
+            WS_RATE_FRAMES_PER_ORG=unlimited,
+            WS_RATE_SENDS_PER_USER=unlimited,
+            WS_RATE_SENDS_PER_ORG=unlimited,
+            CACHE_ENABLED="false",
+            LOG_LEVEL="INFO",
+        )
+        try:
+            site.start_redis()
+            manage("migrate", "--noinput", env=site.env, timeout=180)
+            manage("collectstatic", "--noinput", env=site.env, timeout=180)
+            site.api_key = (
+                manage(
+                    "shell",
+                    "-c",
+                    "from accounts.models import Organisation\n"
+                    "from accounts.services import account_create, api_key_create\n"
+                    f"user = account_create(username={USERNAME!r}, password={PASSWORD!r})\n"
+                    "org = Organisation.objects.get(personal_owner=user)\n"
+                    "print(api_key_create(user=user, organisation=org, name='hostile').raw)\n",
+                    env=site.env,
+                    timeout=120,
+                )
+                .strip()
+                .splitlines()[-1]
+            )
+            for index, port in enumerate(site.daphne_ports, start=1):
+                start_daphne_as_in_image(group, f"daphne-{index}", port, site.env)
+            for index, port in enumerate(site.daphne_ports, start=1):
+                proc = group.procs[f"daphne-{index}"]
+                wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=proc)
+            nginx_dir = workdir / "nginx"
+            nginx_dir.mkdir()
+            conf = nginx_dir / "nginx.conf"
+            conf.write_text(
+                nginx_conf_for_replicas(
+                    (REPO / "nginx.conf").read_text(),
+                    upstream_ports=site.daphne_ports,
+                    listen_port=site.nginx_port,
+                    static_root=static_root,
+                    prefix=nginx_dir,
+                )
+            )
+            start_nginx(group, "nginx", nginx, conf, nginx_dir, site.nginx_port)
+        except BaseException:
+            print(site.logs())
+            raise
+        yield site
+
+
+@pytest.fixture
+def hostile(site: Site) -> Iterator[Site]:
+    """The site, with Redis running again after the test."""
+    try:
+        yield site
+    finally:
+        if not site.redis_alive():
+            site.start_redis()
+
+
+async def frames_until(ws: ClientConnection, kind: str, timeout: float = 15) -> list[dict]:
+    frames = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frames.append(json.loads(await ws.recv()))
+            if frames[-1]["type"] == kind:
+                return frames
+
+
+async def pong(ws: ClientConnection) -> None:
+    await ws.send(json.dumps({"type": "ping"}))
+    assert (await frames_until(ws, "pong"))[-1] == {"type": "pong"}
+
+
+# --- Item 7: sizes that cross Daphne and nginx ------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["nginx", "direct"])
+async def test_a_message_over_one_mib_is_closed_with_1009(hostile: Site, via: str) -> None:
+    """Daphne's transport limit (1 MiB, the Dockerfile CMD) answers with a close frame."""
+    port = None if via == "nginx" else hostile.daphne_ports[0]
+    ws = await hostile.socket(port, max_size=None)
+    await pong(ws)
+    frame = json.dumps({"type": "ping", "pad": "x" * MIB})
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.send(frame)
+        await asyncio.wait_for(ws.recv(), timeout=15)
+    assert closed.value.rcvd is not None, "the server dropped the connection without a close"
+    assert closed.value.rcvd.code == 1009
+
+
+async def test_a_frame_over_the_frame_limit_is_a_bad_frame_on_a_live_socket(hostile: Site) -> None:
+    ws = await hostile.socket()
+    for raw in (
+        json.dumps({"type": "ping", "pad": "x" * (300 * 1024)}),
+        "[" * 100_000 + "]" * 100_000,
+        '{"type": "send", "conversation": null, "text": "a\\u0000b", "client_id": "c-1"}',
+        '{"type": "send", "conversation": null, "text": "hi", "client_id": "\\ud800"}',
+    ):
+        await ws.send(raw)
+        error = (await frames_until(ws, "error"))[-1]
+        assert error["code"] == "bad_frame" and error["retryable"] is False, error
+        await pong(ws)
+    await ws.close()
+    assert "Traceback" not in hostile.replica_logs()
+
+
+def raw_request(port: int, request: bytes, timeout: float = 15) -> bytes:
+    """Send raw bytes, read the answer until the server closes (or the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+@pytest.mark.parametrize("via", ["nginx", "direct"])
+def test_a_20000_character_url_is_answered_414(hostile: Site, via: str) -> None:
+    port = hostile.nginx_port if via == "nginx" else hostile.daphne_ports[0]
+    request = (
+        f"GET /api/v1/models?q={'a' * 20_000} HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer = raw_request(port, request)
+    assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
+
+
+# --- Item 8: a handshake while Redis is down --------------------------------------------------
+
+
+async def test_a_new_socket_while_redis_is_down_is_told_unavailable_and_closed_4503(
+    hostile: Site,
+) -> None:
+    hostile.group.kill(hostile.redis_name)
+    before = hostile.replica_logs().count("Exception inside application")
+    for port in (None, hostile.daphne_ports[1]):  # through nginx, and a replica directly
+        ws = await hostile.socket(port)
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        assert frame == {
+            "type": "error",
+            "code": "unavailable",
+            "detail": frame["detail"],
+            "retryable": True,
+            "message": None,
+        }
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout=15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4503
+    assert hostile.replica_logs().count("Exception inside application") == before
+    assert "new socket refused while Redis is unreachable" in hostile.replica_logs()
+
+    hostile.start_redis()  # back: new sockets work again, on every replica
+    for port in hostile.daphne_ports:
+        ws = await hostile.socket(port)
+        await pong(ws)
+        await ws.close()
