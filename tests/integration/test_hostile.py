@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -61,6 +62,7 @@ class Site:
     redis_port: int
     nginx_port: int
     daphne_ports: list[int]
+    database_url: str
     env: dict[str, str] = field(default_factory=dict)
     api_key: str = ""
     redis_runs: int = 0
@@ -97,12 +99,11 @@ class Site:
 
     async def socket(self, port: int | None = None, **kwargs: Any) -> ClientConnection:
         """A program's socket (API key), through nginx unless a replica's port is given."""
+        options: dict[str, Any] = {"open_timeout": 15, "close_timeout": 5, **kwargs}
         return await connect(
             self.ws_url(port),
             additional_headers={"Authorization": f"Bearer {self.api_key}"},
-            open_timeout=15,
-            close_timeout=5,
-            **kwargs,
+            **options,
         )
 
 
@@ -128,6 +129,7 @@ def site() -> Iterator[Site]:
             redis_port=free_port(),
             nginx_port=free_port(),
             daphne_ports=[free_port() for _ in range(REPLICAS)],
+            database_url=database_url,
         )
         static_root = workdir / "staticfiles"
         unlimited = "1000000/m"
@@ -301,3 +303,60 @@ async def test_a_new_socket_while_redis_is_down_is_told_unavailable_and_closed_4
         ws = await hostile.socket(port)
         await pong(ws)
         await ws.close()
+
+
+# --- Item 9: a burst of handshakes ------------------------------------------------------------
+
+BURST = 200
+BURST_SECONDS = 2.0
+# Past Daphne's default 5 s handshake timeout, within the image's --websocket_connect_timeout.
+STALL_SECONDS = 8.0
+RECOVERY_SECONDS = 5.0
+
+
+async def _handshake(site: Site, delay: float) -> tuple[str, ClientConnection | None]:
+    await asyncio.sleep(delay)
+    try:
+        ws = await site.socket(open_timeout=60)
+    except InvalidStatus as refused:
+        return f"http {refused.response.status_code}", None
+    except (OSError, ConnectionClosed, TimeoutError) as error:
+        return type(error).__name__, None
+    return "open", ws
+
+
+async def test_a_burst_of_slow_handshakes_does_not_take_the_site_down(hostile: Site) -> None:
+    """200 sockets in 2 s through nginx while every replica is slow to authenticate them (the
+    API key table locked in PostgreSQL for STALL_SECONDS: a machine too busy to answer in time).
+    Daphne waits for them rather than resetting them, nginx keeps every replica in rotation,
+    and the site answers within seconds of the stall ending."""
+    with psycopg.connect(hostile.database_url, autocommit=True) as lock:
+        lock.execute("BEGIN")
+        lock.execute("LOCK TABLE accounts_apikey IN ACCESS EXCLUSIVE MODE")
+        burst = asyncio.gather(
+            *(_handshake(hostile, BURST_SECONDS * i / BURST) for i in range(BURST))
+        )
+        await asyncio.sleep(STALL_SECONDS)
+        lock.execute("COMMIT")
+        stall_ended = time.monotonic()
+        results = await burst
+    outcomes: dict[str, int] = {}
+    for outcome, _ in results:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    try:
+        async with httpx.AsyncClient(base_url=hostile.base, timeout=RECOVERY_SECONDS) as http:
+            while True:
+                response = await http.get("/healthz")
+                if response.status_code == 200:
+                    break
+                assert time.monotonic() - stall_ended < RECOVERY_SECONDS, (
+                    f"{response.status_code} {response.text[:200]} after the burst: {outcomes}"
+                )
+                await asyncio.sleep(0.2)
+        ws = await hostile.socket()
+        await pong(ws)
+        await ws.close()
+        assert outcomes == {"open": BURST}
+        assert "no live upstreams" not in hostile.group.log("nginx")
+    finally:
+        await asyncio.gather(*(ws.close() for _, ws in results if ws is not None))
