@@ -21,6 +21,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from accounts.models import Organisation
 from accounts.services import api_key_create
 from chat.models import Conversation
 from project.asgi import application
@@ -148,7 +149,7 @@ async def test_no_frame_breaks_the_socket_or_logs_a_traceback(owner, caplog, fra
 @EXAMPLES
 async def test_no_body_gets_a_5xx_or_logs_a_traceback(owner, caplog, body, path) -> None:
     key = await sync_to_async(api_key_create)(
-        user=owner, organisation=await owner_organisation(owner), name="fuzz"
+        user=owner, organisation=await Organisation.objects.aget(personal_owner=owner), name="fuzz"
     )
     conversation = await Conversation.objects.filter(owner=owner).afirst()
     if conversation is None:
@@ -168,9 +169,3 @@ async def test_no_body_gets_a_5xx_or_logs_a_traceback(owner, caplog, body, path)
         error = response.json()["error"]
         assert ("message" in error) if path == "v1" else ("code" in error), error
     no_tracebacks(caplog)
-
-
-async def owner_organisation(owner: Any) -> Any:
-    from accounts.models import Organisation
-
-    return await Organisation.objects.aget(personal_owner=owner)
