@@ -343,6 +343,9 @@ WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
 WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
 WS_RATE_SENDS_PER_USER = env_str("WS_RATE_SENDS_PER_USER", "20/m")
 WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
+# An open socket re-checks its credentials before a send at most this often (seconds): the
+# backstop for access that ended without reaching it (accounts/revocation.py).
+ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
 # Budgets: the price per token used to reserve a reply's worst-case cost, and to cost replies
 # whose provider reports none. 0 (default) means cost budgets only count reported costs.
 try:
@@ -355,8 +358,13 @@ INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 # Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "chat.api.errors.api_exception_handler"
-# JSON bodies only, bounded in size and depth (chat/api/parsers.py).
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["chat.api.parsers.BoundedJSONParser"]
+# JSON bounded in size and depth (chat/api/parsers.py); forms bounded by Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE (a larger one is a 413 too, chat/api/errors.py).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "chat.api.parsers.BoundedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Parley API",
     "DESCRIPTION": (
