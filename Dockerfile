@@ -99,10 +99,10 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 # --proxy-headers: the client address (rate limits) and scheme come from nginx's
 # X-Forwarded-For / X-Forwarded-Proto; Daphne is reachable only through nginx.
 # WebSocket lifetime and keepalive, chosen together with nginx.conf and the page (chat.js):
-# --websocket_timeout 86400: a socket is closed after 24 h whatever it does. Credentials are
-#   checked only at the handshake, so this bounds how long a revoked session or API key keeps a
-#   live socket; the page (and any client following docs/protocol.md) reconnects and resumes by
-#   seq, so even a reply streaming at that moment loses nothing.
+# --websocket_timeout 86400: a socket is closed after 24 h whatever it does; the page (and any
+#   client following docs/protocol.md) reconnects and resumes by seq, so even a reply streaming
+#   at that moment loses nothing. (A revoked key, a sign-out or a removed membership closes a
+#   socket at once: accounts/revocation.py.)
 # --websocket_connect_timeout 30: how long a handshake may wait for the application to accept it
 #   (authentication: database queries). Daphne's default, 5 s, reset handshakes on a busy
 #   machine (a burst of 200 sockets); nginx holds the client meanwhile, and only a complete

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from tests.servers import (
     POSTGRES_ADMIN_URL,
@@ -40,6 +41,7 @@ from tests.servers import (
     postgres_database,
     require_binary,
     require_service,
+    sign_in_cookie,
     start_daphne_as_in_image,
     start_nginx,
     start_redis_server,
@@ -360,3 +362,104 @@ async def test_a_burst_of_slow_handshakes_does_not_take_the_site_down(hostile: S
         assert "no live upstreams" not in hostile.group.log("nginx")
     finally:
         await asyncio.gather(*(ws.close() for _, ws in results if ws is not None))
+
+
+# --- Item 2: access that ends reaches sockets on every replica -------------------------------
+
+CLOSE_WITHIN = 5.0
+
+
+def shell(site: Site, code: str) -> str:
+    """Run Python in a separate process against the site's database and Redis."""
+    return manage("shell", "-c", code, env=site.env, timeout=120).strip().splitlines()[-1]
+
+
+def new_key(site: Site) -> tuple[int, str]:
+    out = shell(
+        site,
+        "from accounts.models import Organisation, User\n"
+        "from accounts.services import api_key_create\n"
+        f"user = User.objects.get(username={USERNAME!r})\n"
+        "org = Organisation.objects.get(personal_owner=user)\n"
+        "new = api_key_create(user=user, organisation=org, name='doomed')\n"
+        "print(new.key.pk, new.raw)\n",
+    )
+    key_id, raw = out.split()
+    return int(key_id), raw
+
+
+async def closed_code(ws: ClientConnection) -> int:
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(CLOSE_WITHIN):
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None, "dropped without a close frame"
+    return closed.value.rcvd.code
+
+
+def browser(site: Site, port: int) -> httpx.Client:
+    """A signed-in browser talking to one replica (cookies, CSRF header, Origin)."""
+    base = f"http://127.0.0.1:{port}"
+    cookie = sign_in_cookie(base, USERNAME, PASSWORD)
+    cookies = dict(part.split("=", 1) for part in cookie.split("; "))
+    return httpx.Client(
+        base_url=base,
+        cookies=cookies,
+        headers={"X-CSRFToken": cookies["csrftoken"], "Origin": base, "Referer": f"{base}/"},
+        timeout=30,
+    )
+
+
+async def test_a_key_revoked_on_one_replica_closes_its_socket_on_another(hostile: Site) -> None:
+    replica_a, replica_b = hostile.daphne_ports[0], hostile.daphne_ports[1]
+    key_id, raw = new_key(hostile)
+    ws = await connect(
+        hostile.ws_url(replica_a), additional_headers={"Authorization": f"Bearer {raw}"}
+    )
+    await pong(ws)
+    with browser(hostile, replica_b) as http:
+        response = http.post(f"/accounts/keys/{key_id}/revoke")
+        assert response.status_code == 302, response.text[:300]
+    assert await closed_code(ws) == 4401
+
+
+async def test_signing_out_on_one_replica_closes_the_sessions_socket_on_another(
+    hostile: Site,
+) -> None:
+    replica_a, replica_b = hostile.daphne_ports[0], hostile.daphne_ports[2]
+    with browser(hostile, replica_b) as http:
+        cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+        ws = await connect(
+            hostile.ws_url(replica_a),
+            origin=Origin(f"http://127.0.0.1:{replica_a}"),
+            additional_headers={"Cookie": cookie},
+        )
+        await pong(ws)
+        assert http.post("/accounts/logout/").status_code == 302
+    assert await closed_code(ws) == 4401
+
+
+async def test_a_membership_removed_elsewhere_closes_the_members_socket(hostile: Site) -> None:
+    """Removed by another process (a shell, as an admin's script would), socket on a replica."""
+    team, raw = shell(
+        hostile,
+        "from accounts.models import Membership, User\n"
+        "from accounts.services import api_key_create, organisation_create\n"
+        f"user = User.objects.get(username={USERNAME!r})\n"
+        "boss = User.objects.create_user(username='hostile-boss', password='x')\n"
+        "team = organisation_create(name='Team', admin=boss)\n"
+        "Membership.objects.create(user=user, organisation=team, role='member')\n"
+        "print(team.pk, api_key_create(user=user, organisation=team, name='team').raw)\n",
+    ).split()
+    ws = await connect(
+        hostile.ws_url(hostile.daphne_ports[1]),
+        additional_headers={"Authorization": f"Bearer {raw}"},
+    )
+    await pong(ws)
+    shell(
+        hostile,
+        "from accounts.models import Membership\n"
+        f"print(Membership.objects.filter(organisation_id={team}, user__username={USERNAME!r})"
+        ".delete())\n",
+    )
+    assert await closed_code(ws) == 4403
