@@ -98,7 +98,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # --proxy-headers: the client address (rate limits) and scheme come from nginx's
 # X-Forwarded-For / X-Forwarded-Proto; Daphne is reachable only through nginx.
-# WebSocket lifetime and keepalive, chosen together with nginx.conf and the page (chat.js):
+# WebSocket lifetime and keepalive, chosen with nginx.conf and the page (static/chat/transport.js):
 # --websocket_timeout 86400: a socket is closed after 24 h whatever it does; the page (and any
 #   client following docs/protocol.md) reconnects and resumes by seq, so even a reply streaming
 #   at that moment loses nothing. (A revoked key, a sign-out or a removed membership closes a

@@ -51,11 +51,21 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy .
+	$(MAKE) --no-print-directory jstest
 	$(BIN)/pytest
 
+# The page's scripts (static/chat/*.js, ES modules) under Node's built-in test runner.
+.PHONY: jstest
+jstest:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "make jstest: Node.js 20+ runs the page's script tests: apt-get install nodejs"; exit 1; }
+	node --test static/chat/tests/
+
+# ruff, then the architecture contracts of pyproject.toml (import-linter).
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy .

@@ -1,14 +1,45 @@
-"""Shared fixtures: three users (owner, member, outsider) and a running-generation helper."""
+"""Shared fixtures: the test database, three users (owner, member, outsider) and a
+running-generation helper."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
 from accounts.models import Membership, Organisation, User
 from accounts.services import account_create, membership_set, organisation_create
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+) -> Iterator[None]:
+    """On SQLite, tests use a database file (one per test process), not Django's shared-cache
+    in-memory database: there, a read and a generator's write from two threads fail at once
+    with "database table is locked" (no busy timeout), which made tests that stream over HTTP
+    while a reply is generated flaky. A file gets WAL and the busy timeout, as embedded mode
+    has (project/settings.py)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"parley-test-{os.getpid()}.sqlite3"
+    database.setdefault("TEST", {})["NAME"] = str(path)
+    yield
+    # Django removes the test database file; SQLite's WAL files outlive it when threads still
+    # held connections. Only this process's own files, if it made any.
+    for suffix in ("-wal", "-shm"):
+        leftover = Path(f"{path}{suffix}")
+        if leftover.exists() and not path.exists():
+            leftover.unlink()
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
-from chat.errors import ChatError
+from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,13 @@ def rate_parse(text: str) -> Rate:
     return Rate(int(count), int(multiplier or 1) * _UNITS[unit])
 
 
-class RateLimited(ChatError):
+class RateLimitExceeded(ParleyError):
+    """Too many frames or sends in a window (`rate_limited`); `retry_after` says when it ends."""
+
     def __init__(self, *, retry_after: int, what: str) -> None:
         super().__init__(
             "rate_limited",
             f"Too many {what}; try again in {retry_after} s.",
-            retryable=True,
             extra={"retry_after": retry_after},
         )
         self.retry_after = retry_after
@@ -127,7 +128,7 @@ def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
 
 
 async def limits_hit(checks: list[Check], *, what: str) -> None:
-    """Count one hit on every check; raise RateLimited if any is past its rate."""
+    """Count one hit on every check; raise RateLimitExceeded if any is past its rate."""
     try:
         if settings.REDIS_URL:
             results = await _hit_redis(checks)
@@ -142,7 +143,7 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
         if count > check.rate.count
     ]
     if waits:
-        raise RateLimited(retry_after=max(1, math.ceil(max(waits))), what=what)
+        raise RateLimitExceeded(retry_after=max(1, math.ceil(max(waits))), what=what)
 
 
 def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Check]:

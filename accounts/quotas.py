@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -36,10 +35,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
-from chat.errors import ChatError
-
-if TYPE_CHECKING:
-    from chat.models import Message
+from core.errors import ParleyError
 
 BUDGETS_CACHE_KEY = "quota:budgets:{organisation_id}"
 BUDGETS_CACHE_SECONDS = 300
@@ -54,7 +50,7 @@ class BudgetRule:
     max_cost: Decimal | None
 
 
-class QuotaExceeded(ChatError):
+class QuotaExceeded(ParleyError):
     """Over a budget: not retryable until the period resets (`resets_at`, `retry_after`)."""
 
     def __init__(self, *, rule: BudgetRule, resets_at: datetime, now: datetime) -> None:
@@ -63,7 +59,6 @@ class QuotaExceeded(ChatError):
             "quota_exceeded",
             f"This would pass {whose} {PERIOD_ADJECTIVE[rule.period]} budget. "
             f"It resets at {resets_at:%Y-%m-%d %H:%M} UTC.",
-            retryable=False,
             extra={
                 "resets_at": resets_at.isoformat(),
                 "retry_after": max(1, math.ceil((resets_at - now).total_seconds())),
@@ -326,35 +321,3 @@ def quota_settle(
         return None
 
     return _finalise(ledger_filter=Q(message_id=message_id), used_tokens=used, cost=cost, now=None)
-
-
-def quota_settle_message(*, message: Message) -> UsageLedger | None:
-    """quota_settle for a final chat Message (what chat/services.py calls)."""
-    return quota_settle(
-        message_id=message.pk,
-        started=message.started_at is not None,
-        prompt_tokens=message.prompt_tokens,
-        completion_tokens=message.completion_tokens,
-        content_chars=len(message.content),
-        cost=message.cost,
-        interrupted=message.error_code == "interrupted",
-    )
-
-
-def ledger_settle_stale() -> int:
-    """Settle reservations whose reply is final but that were never settled (the process died
-    between finishing the reply and settling). Run by the reaper; returns how many."""
-    from chat.models import Message
-
-    stale = (
-        UsageLedger.objects.filter(
-            state=UsageLedger.State.RESERVED, message__status__in=Message.FINAL_STATUSES
-        )
-        .select_related("message")
-        .order_by("pk")[:500]
-    )
-    settled = 0
-    for entry in stale:
-        assert entry.message is not None
-        settled += quota_settle_message(message=entry.message) is not None
-    return settled

@@ -14,7 +14,7 @@ from django_ratelimit.exceptions import Ratelimited
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class RateLimited(Ratelimited):
+class ViewRateLimited(Ratelimited):
     """Ratelimited that knows when the window ends (accounts.middleware turns it into 429)."""
 
     def __init__(self, retry_after: int) -> None:
@@ -34,7 +34,7 @@ def rate_limit(
                 request, group=group, key=key, rate=rate, method=method, increment=True
             )
             if usage is not None and usage["should_limit"]:
-                raise RateLimited(int(usage["time_left"]))
+                raise ViewRateLimited(int(usage["time_left"]))
             return view(request, *args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

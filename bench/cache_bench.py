@@ -59,9 +59,9 @@ def setup_django(db_path: str) -> None:
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)
-    import llm.dispatch
+    import chat.replies.dispatch
 
-    llm.dispatch.dispatch_generation = lambda *args, **kwargs: None  # we run replies here
+    chat.replies.dispatch.dispatch_generation = lambda *args, **kwargs: None  # we run replies here
 
 
 def rss_mb() -> float:
@@ -173,7 +173,7 @@ def bench_redis_blob(vectors: Any) -> dict[str, float] | None:
     import numpy as np
     import redis
 
-    from tests.servers import redis_database
+    from tests.harness.services import redis_database
 
     with redis_database() as index:
         client = redis.Redis(host="127.0.0.1", port=6379, db=index)
@@ -296,7 +296,7 @@ class Replier:
         from chat import services
         from chat.events import conversation_group
         from chat.models import Message
-        from llm.streaming import reply_stream
+        from chat.replies.stream import reply_stream
 
         self.count += 1
         user = self.users[self.count % len(self.users)]
@@ -438,7 +438,7 @@ async def bench_latency(provider: str) -> dict[str, Any]:
             rows["semantic"].append(semantic)
     # What the cache adds to a reply it cannot answer: a lookup that misses both layers.
     from chat.models import Message
-    from llm.streaming import prompt_messages
+    from chat.replies.prompt import prompt_messages
 
     reply = (
         await Message.objects.select_related("conversation")

@@ -32,8 +32,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chat.tests.embedded_server import running_parley
 from tests.fault_server import Reply, fault_server
+from tests.harness.embedded import running_parley
 
 WARM_UP = 3
 UPSTREAM_TEXT = "Parley benchmark reply: " + " ".join(f"token{n}" for n in range(40))

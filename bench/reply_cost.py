@@ -3,9 +3,9 @@
     .venv/bin/python bench/reply_cost.py                    # 200 replies of 1 token, together
     .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
 
-Starts a private redis-server and a throwaway PostgreSQL database (tests/servers.py), migrates,
-saves N pending replies and runs the worker's generation (llm.tasks._generate: reply_start,
-prompt, routing, the simulated provider, reply_finish, quota settlement) for all of them on one
+Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
+saves N pending replies and runs the worker's generation (chat/replies/tasks.py _generate:
+reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all of them on one
 event loop, as a worker does. With 1 token per reply almost all the CPU is the per-reply start
 and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL (POSTGRES_ADMIN_URL)
 and redis-server on PATH.
@@ -32,15 +32,14 @@ from unittest import mock
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.servers import (  # noqa: E402
-    POSTGRES_ADMIN_URL,
+from tests.harness.processes import (  # noqa: E402
     ProcessGroup,
     base_env,
     free_port,
     manage,
-    postgres_database,
     start_redis_server,
 )
+from tests.harness.services import POSTGRES_ADMIN_URL, postgres_database  # noqa: E402
 
 
 def _count_sql(counts: collections.Counter[str]) -> None:
@@ -101,11 +100,11 @@ def main() -> None:
 
         from accounts.models import User
         from chat import services
-        from llm import tasks
+        from chat.replies import tasks
 
         user = User.objects.create_user(username="bench", password="bench")
         prompt = " ".join(f"w{i}" for i in range(tokens))
-        with mock.patch("llm.dispatch.dispatch_generation", lambda *a: None):
+        with mock.patch("chat.replies.dispatch.dispatch_generation", lambda *a: None):
             ids = [
                 services.message_send(
                     author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex

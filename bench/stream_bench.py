@@ -5,9 +5,9 @@ For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repe
     frames/s straight from the consumer (no Django, no channel layer, no database);
   - full: the production path on loopback. PostgreSQL, a private Redis (channel layer, cache,
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
-    llm.tasks.generate_reply with the simulated provider at R tokens/s, N tokens per reply,
-    each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as configured
-    (STREAM_FLUSH_INTERVAL 0.04 s by default);
+    generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
+    per reply, each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as
+    configured (STREAM_FLUSH_INTERVAL 0.04 s by default);
   - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
     group_send per token).
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
@@ -18,11 +18,12 @@ with all N tokens and `done` within the time limit counts as incomplete.
 
     .venv/bin/python bench/stream_bench.py --streams 1 100 500 --repeats 3
 
-Loopback only; it starts and stops every process itself and takes a few minutes. It needs
-PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server. Each run also
-reports the CPU every process spent per token; `--profile DIR` adds py-spy stacks of Daphne
-and the workers (`.venv/bin/pip install py-spy` first; sampling 256-thread workers is slow and
-disturbs the latencies, so read only the stacks from such a run).
+Loopback only; it starts and stops every process through the test harness (tests/harness/:
+the production topology without nginx, Daphne with `make run`'s command) and takes a few
+minutes. It needs PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server.
+Each run also reports the CPU every process spent per token; `--profile DIR` adds py-spy
+stacks of Daphne and the workers (`.venv/bin/pip install py-spy` first; sampling 256-thread
+workers is slow and disturbs the latencies, so read only the stacks from such a run).
 """
 
 from __future__ import annotations
@@ -33,17 +34,14 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,19 +51,9 @@ from unittest import mock
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.servers import (  # noqa: E402
-    POSTGRES_ADMIN_URL,
-    PYTHON,
-    ProcessGroup,
-    base_env,
-    free_port,
-    manage,
-    postgres_database,
-    sign_in_cookie,
-    start_redis_server,
-    wait_for_log,
-    wait_until_answers,
-)
+from tests.harness.processes import PYTHON, ProcessGroup, base_env, free_port  # noqa: E402
+from tests.harness.sockets import open_many  # noqa: E402
+from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 USERNAME, PASSWORD = "bench-bo", "correct horse battery staple"
 MODES = ("floor", "full", "uncoalesced")
@@ -134,34 +122,12 @@ def _finish(run: Run, emitted: list[float]) -> Run:
     return run
 
 
-async def _open_all(urls: list[str], headers: dict[str, str], origin: str | None) -> list[Any]:
-    from websockets.asyncio.client import connect
-    from websockets.typing import Origin
-
-    sockets = []
-    for chunk in range(0, len(urls), 50):  # Daphne accepts ~145 sockets/s here: don't stampede
-        sockets += await asyncio.gather(
-            *(
-                connect(
-                    url,
-                    additional_headers=headers,
-                    origin=Origin(origin) if origin else None,
-                    open_timeout=30,
-                    max_queue=None,
-                    compression=None,
-                )
-                for url in urls[chunk : chunk + 50]
-            )
-        )
-    return sockets
-
-
 async def floor_run(
     port: int, streams: int, tokens: int, rate: float, mark: Callable[[], None]
 ) -> Run:
     run, emitted = Run("floor", streams), list[float]()
     url = f"ws://127.0.0.1:{port}/?frames={tokens}&rate={rate}"
-    sockets = await _open_all([url] * streams, {}, None)
+    sockets = await open_many([url] * streams, {}, None)
     deadline = time.monotonic() + tokens / rate * 4 + 30
     try:
         await asyncio.to_thread(mark)
@@ -180,7 +146,7 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
     user = User.objects.get(username=USERNAME)
     held: list[tuple[int, Any]] = []
     prompt = " ".join(f"w{i}" for i in range(tokens))  # a reply of >= `tokens` tokens
-    with mock.patch("llm.dispatch.dispatch_generation", lambda *args: held.append(args)):
+    with mock.patch("chat.replies.dispatch.dispatch_generation", lambda *args: held.append(args)):
         results = [
             services.message_send(
                 author=user, conversation=None, text=prompt, client_id=uuid.uuid4().hex
@@ -200,14 +166,14 @@ async def full_run(
     rate: float,
     mark: Callable[[], None],
 ) -> Run:
-    from llm.dispatch import queue_for
-    from llm.tasks import generate_reply
+    from chat.replies.dispatch import queue_for
+    from chat.replies.tasks import generate_reply
 
     run, emitted = Run(mode, streams), list[float]()
     pending = await asyncio.to_thread(_pending_replies, streams, tokens)
     base = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/ws/chat/"
-    sockets = await _open_all([url] * streams, {"Cookie": cookie}, base)
+    sockets = await open_many([url] * streams, {"Cookie": cookie}, base)
     try:
         for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
             await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
@@ -305,33 +271,15 @@ def measured(group: ProcessGroup, run: Any, profile: Path | None = None) -> Run:
     return result
 
 
-def start_workers(group: ProcessGroup, env: dict[str, str], args: argparse.Namespace, tag: str):
-    names = []
-    for index in range(args.workers):
-        name = f"worker-{tag}-{index}"
-        argv = [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "project",
-            "worker",
-            "-Q",
-            "llm-remote",
-            "--pool=threads",
-            f"--concurrency={args.threads}",
-            "--prefetch-multiplier=1",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=INFO",
-            "-n",
-            f"{name}-{secrets.token_hex(3)}@%h",
-        ]
-        proc = group.start(name, argv, env)
-        wait_for_log(group, name, " ready.", timeout=90, proc=proc)
-        names.append(name)
-    return names
+def start_workers(
+    topo: Topology, env: dict[str, str], args: argparse.Namespace, tag: str
+) -> list[str]:
+    """compose.yaml's worker-remote, `args.workers` times, with `args.threads` threads each."""
+    roles = [f"worker-{tag}-{index}" for index in range(args.workers)]
+    for role in roles:
+        extra = (f"--concurrency={args.threads}", "--without-heartbeat")
+        topo.start_worker(role, env=env, extra=extra)
+    return roles
 
 
 def log_problems(group: ProcessGroup) -> dict[str, int]:
@@ -373,83 +321,43 @@ def main() -> None:
     args = parser.parse_args()
     assert max(args.streams) <= args.workers * args.threads, "more streams than worker threads"
 
-    redis_binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        database_url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "parley_bench"))
-        group = ProcessGroup(log_dir=workdir)
-        stack.callback(group.stop_all)
-        redis_port, daphne_port, floor_port = free_port(), free_port(), free_port()
-        start_redis_server(group, "redis", redis_binary, redis_port, workdir)
-        unlimited = "100000000/m"
-        env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-            CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_port}/1",
-            GENERATION_BACKEND="celery",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-            SERVE_STATIC="false",
-            LLM_DEFAULT_PROVIDER="simulated",
-            SIMULATED_TOKENS_PER_SECOND=str(args.rate),
-            SIMULATED_FIRST_TOKEN_DELAY="0",
-            SIMULATED_STAMP_TOKENS="true",
-            LLM_MAX_TOKENS=str(args.tokens),
-            CACHE_ENABLED="false",
-            REAP_STALE_AFTER="600",
-            WS_RATE_FRAMES_PER_USER=unlimited,
-            WS_RATE_FRAMES_PER_ORG=unlimited,
-            WS_RATE_SENDS_PER_USER=unlimited,
-            WS_RATE_SENDS_PER_ORG=unlimited,
-            LOG_LEVEL="WARNING",
+    unlimited = "100000000/m"
+    env = {
+        "SIMULATED_TOKENS_PER_SECOND": str(args.rate),
+        "SIMULATED_FIRST_TOKEN_DELAY": "0",
+        "SIMULATED_STAMP_TOKENS": "true",
+        "LLM_MAX_TOKENS": str(args.tokens),
+        "CACHE_ENABLED": "false",
+        "REAP_STALE_AFTER": "600",
+        "WS_RATE_FRAMES_PER_USER": unlimited,
+        "WS_RATE_FRAMES_PER_ORG": unlimited,
+        "WS_RATE_SENDS_PER_USER": unlimited,
+        "WS_RATE_SENDS_PER_ORG": unlimited,
+        "LOG_LEVEL": "WARNING",
+    }
+    if args.layer:
+        env["CHANNEL_LAYER_BACKEND"] = args.layer
+    # One replica that clients reach directly, Celery workers started below for each mode.
+    with production_topology(
+        replicas=1,
+        provider="simulated",
+        env=env,
+        worker=False,
+        nginx=False,
+        as_in_image=False,
+        user=(USERNAME, PASSWORD),
+        name="bench",
+    ) as topo:
+        group = topo.group
+        daphne_port, floor_port = topo.daphne_ports[0], free_port()
+        group.daphne(
+            "floor", floor_port, base_env(), app="bench.floor_app:application", wait_for="/"
         )
-        if args.layer:
-            env["CHANNEL_LAYER_BACKEND"] = args.layer
-        manage("migrate", "--noinput", env=env, timeout=300)
-        manage(
-            "shell",
-            "-c",
-            "from accounts.models import User; "
-            f"User.objects.create_user(username={USERNAME!r}, password={PASSWORD!r})",
-            env=env,
-        )
-        os.environ.update(env)  # this process creates rows and dispatches like Daphne does
+        os.environ.update(topo.env)  # this process creates rows and dispatches like Daphne does
         import django
 
         django.setup()
-
-        daphne = group.start(
-            "daphne",
-            [
-                PYTHON,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(daphne_port),
-                "project.asgi:application",
-            ],
-            env,
-        )
-        floor = group.start(
-            "floor",
-            [
-                PYTHON,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(floor_port),
-                "bench.floor_app:application",
-            ],
-            base_env(),
-        )
-        wait_until_answers(f"http://127.0.0.1:{daphne_port}/healthz", 60, daphne)
-        wait_until_answers(f"http://127.0.0.1:{floor_port}/", 60, floor)
-        cookie = sign_in_cookie(f"http://127.0.0.1:{daphne_port}", USERNAME, PASSWORD)
+        cookie = topo.cookie
 
         runs: list[Run] = []
         coalescing = {
@@ -459,7 +367,7 @@ def main() -> None:
         started = time.monotonic()
         modes: list[str | None] = [m for m in ("full", "uncoalesced") if m in args.modes]
         for mode in modes or [None]:
-            workers = start_workers(group, {**env, **coalescing[mode]}, args, mode) if mode else []
+            workers = start_workers(topo, coalescing[mode], args, mode) if mode else []
             for repeat in range(args.repeats):
                 for streams in args.streams:
                     # The floor is measured next to each full-path run (same minute, same noise).
@@ -488,8 +396,8 @@ def main() -> None:
                             )
                         )
                         _report(runs[-1], repeat)
-            for name in workers:
-                group.kill(name, 15)
+            for role in workers:
+                topo.kill(role, signal.SIGTERM)
         problems = log_problems(group)
         print(f"\nlog lines: {problems}; whole run {time.monotonic() - started:.0f} s")
         print(f"machine: {os.cpu_count()} cores; {versions()}\n")

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from accounts.admin_scoping import OrganisationScopedAdmin
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, UsageReport
+from chat.replies.accounting import usage_daily
 
 
 class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -64,3 +70,50 @@ class MessageAdmin(OrganisationScopedAdmin):
         "routing",
     )
     date_hierarchy = "created_at"
+
+
+class UsageFilter(forms.Form):
+    user = forms.CharField(required=False, label="User contains")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@admin.register(UsageReport)
+class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: tokens and cost per user and day, summed from the messages themselves."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        form = UsageFilter(request.GET or None)
+        filters = form.cleaned_data if form.is_valid() else {}
+        rows = usage_daily(
+            since=filters.get("since"),
+            until=filters.get("until"),
+            username=filters.get("user") or "",
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage per user and day",
+            "opts": self.model._meta,
+            "form": form,
+            "rows": rows,
+            "totals": {
+                "replies": sum(r.replies for r in rows),
+                "prompt_tokens": sum(r.prompt_tokens for r in rows),
+                "completion_tokens": sum(r.completion_tokens for r in rows),
+                "cost": sum((r.cost for r in rows), start=0),
+            },
+        }
+        return TemplateResponse(request, "admin/chat/usage_report.html", context)

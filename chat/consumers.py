@@ -17,7 +17,7 @@ from accounts import limits
 from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
 from chat import selectors, services
 from chat.errors import ChatError
-from chat.events import conversation_group
+from chat.events import conversation_group, final_event, message_event
 from chat.models import Message
 from chat.protocol import (
     CancelFrame,
@@ -31,6 +31,8 @@ from chat.protocol import (
     frame_decode,
     frame_parse,
 )
+from chat.replies.lifecycle import reply_cancel
+from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # Every frame counts, per user and per organisation, on all replicas (Redis).
             await limits.frame_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
             frame = frame_parse(frame_decode(text_data))
-        except ChatError as error:
+        except ParleyError as error:
             await self.send_error(error)
             return
         try:
@@ -102,7 +104,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                     return
                 await limits.send_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
             await self.handle(frame)
-        except ChatError as error:
+        except ParleyError as error:
             await self.send_error(error)
         except Exception:
             logger.exception("frame failed")
@@ -136,7 +138,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             message = await database_sync_to_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
-            await database_sync_to_async(services.reply_cancel)(message=message, by=self.user)
+            await database_sync_to_async(reply_cancel)(message=message, by=self.user)
         elif isinstance(frame, ResumeFrame):
             await self.on_resume(frame)
         elif isinstance(frame, SubscribeFrame):
@@ -234,15 +236,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def send_final(self, message: Message) -> None:
         self.held.pop(message.pk, None)
         self.finished.add(message.pk)
-        if message.status == Message.Status.FAILED:
-            error = ChatError(
-                message.error_code or "internal",
-                message.error_message or "The reply failed.",
-                retryable=message.error_code in services.RETRYABLE_CODES,
-            )
-            await self.send_json({**services.error_event(message, error), "type": "error"})
-        else:
-            await self.send_json({**services.done_event(message), "type": "done"})
+        event = final_event(message)
+        await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
     async def follow(self, conversation_id: int) -> None:
         group = conversation_group(conversation_id)
@@ -251,7 +246,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.groups_joined.add(group)
             self.conversations.add(conversation_id)
 
-    async def send_error(self, error: ChatError, message_id: int | None = None) -> None:
+    async def send_error(self, error: ParleyError, message_id: int | None = None) -> None:
         await self.send_json(
             {
                 "type": "error",
@@ -319,7 +314,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 "unavailable",
                 "Live updates are interrupted; they resume by themselves when the connection "
                 "is back.",
-                retryable=True,
             )
         )
 
@@ -337,7 +331,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             for message in missed:
                 if message.pk in self.held or message.pk in self.finished:
                     continue
-                await self.send_json({**services.message_event(message), "type": "message"})
+                await self.send_json({**message_event(message), "type": "message"})
                 if message.role == Message.Role.ASSISTANT:
                     self.held[message.pk] = message.seq  # the `message` frame carried that much
         for message_id, held in list(self.held.items()):

@@ -1,5 +1,7 @@
-"""The one way events reach sockets: a conversation's channel-layer group.
+"""Every event that reaches a conversation's sockets, its shape, and the one way to publish it.
 
+An event's `type` names the consumer handler that receives it (`chat.delta` → `chat_delta`,
+chat/consumers.py); the socket forwards it as the frame named after the dot (docs/protocol.md).
 Publishing from a transaction waits for the commit, so a socket never hears of a row that a
 rollback then removes.
 """
@@ -13,11 +15,91 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from chat.models import Message
+from core.errors import ParleyError
+
 logger = logging.getLogger(__name__)
+
+# What the channel layer (chat/layers.py) tells every socket of a process about its Redis.
+LAYER_DISCONNECTED = "layer.disconnected"
+LAYER_RECONNECTED = "layer.reconnected"
 
 
 def conversation_group(conversation_id: int) -> str:
     return f"conversation.{conversation_id}"
+
+
+# --- the shapes ------------------------------------------------------------------------------
+
+
+def message_event(message: Message) -> dict[str, Any]:
+    """A message was added (the other sockets on the conversation learn of it)."""
+    return {
+        "type": "chat.message",
+        "conversation": message.conversation_id,
+        "message": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "seq": message.seq,
+        "reply_to": message.reply_to_id,
+        "client_id": message.client_id,
+    }
+
+
+def superseded_event(*, conversation_id: int, message_ids: list[int]) -> dict[str, Any]:
+    """Messages replaced by an edit or a regenerate: kept, hidden from pages and prompts."""
+    return {"type": "chat.superseded", "conversation": conversation_id, "messages": message_ids}
+
+
+def delta_event(*, message_id: int, start: int, seq: int, text: str) -> dict[str, Any]:
+    """A reply's text from `start` to `seq` (code points, docs/protocol.md)."""
+    return {"type": "chat.delta", "message": message_id, "start": start, "seq": seq, "text": text}
+
+
+def done_event(message: Message) -> dict[str, Any]:
+    """A reply ended (complete or cancelled): its usage, cost, provider and timings."""
+    return {
+        "type": "chat.done",
+        "message": message.pk,
+        "seq": message.seq,
+        "status": message.status,
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+            "estimated": message.tokens_estimated,
+        },
+        "cost": format(message.cost, "f") if message.cost is not None else None,
+        "provider": message.provider,
+        "model": message.model,
+        "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
+        "cached": bool((message.routing or {}).get("cache")),  # answered by the reply cache
+    }
+
+
+def error_event(message: Message, error: ParleyError) -> dict[str, Any]:
+    """A reply failed; `seq` is the length of its text that is final (stored)."""
+    return {
+        "type": "chat.error",
+        "code": error.code,
+        "detail": error.detail,
+        "retryable": error.retryable,
+        "message": message.pk,
+        "seq": message.seq,
+    }
+
+
+def final_event(message: Message) -> dict[str, Any]:
+    """The `done` or `error` event of a final reply, as its row says it ended."""
+    if message.status == Message.Status.FAILED:
+        error = ParleyError(
+            message.error_code or "internal", message.error_message or "The reply failed."
+        )
+        return error_event(message, error)
+    return done_event(message)
+
+
+# --- publishing ------------------------------------------------------------------------------
 
 
 async def event_publish(conversation_id: int, event: dict[str, Any]) -> None:

@@ -31,10 +31,10 @@ from channels_redis.pubsub import (
 )
 from channels_redis.utils import _wrap_close
 
+from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
+
 logger = logging.getLogger(__name__)
 
-DISCONNECTED = "layer.disconnected"
-RECONNECTED = "layer.reconnected"
 RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
 
 
@@ -137,7 +137,7 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                     if not self._connected:
                         self._connected = True
                         logger.warning("channel layer subscription restored")
-                        self.channel_layer.tell_local_channels(RECONNECTED)
+                        self.channel_layer.tell_local_channels(LAYER_RECONNECTED)
                     self._receive_message(message)
                 else:
                     await asyncio.sleep(0.1)
@@ -146,5 +146,5 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 if self._connected:
                     self._connected = False
                     logger.warning("channel layer subscription lost; reconnecting", exc_info=True)
-                    self.channel_layer.tell_local_channels(DISCONNECTED)
+                    self.channel_layer.tell_local_channels(LAYER_DISCONNECTED)
                 await asyncio.sleep(RECONNECT_DELAY)

@@ -122,3 +122,12 @@ class Message(models.Model):
         if self.started_at and self.finished_at:
             return int((self.finished_at - self.started_at).total_seconds() * 1000)
         return None
+
+
+class UsageReport(Message):
+    """Token usage and cost per user and day, as an admin page (chat/admin.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "usage per user and day"
+        verbose_name_plural = "usage per user and day"

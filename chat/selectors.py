@@ -79,7 +79,7 @@ def messages_created_since(
 def prompt_tokens_estimate(
     *, conversation_id: int | None, text: str = "", before_id: int | None = None
 ) -> int:
-    """A high estimate of the prompt a new reply will send (what llm/streaming.py builds: the
+    """A high estimate of the prompt a new reply will send (what chat/replies/prompt.py builds: the
     system prompt, the recent history before `before_id`, and `text`), for budget reservations.
     One query, none for a new conversation."""
     lengths: list[int] = []

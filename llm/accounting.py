@@ -1,4 +1,4 @@
-"""Tokens and cost: per reply (stored on the Message) and per user and day (a SQL aggregate).
+"""Tokens and cost of one model reply (chat stores them on its Message, chat/replies/).
 
 Token counts come from the provider when it reports them (OpenAI, Anthropic and the simulated
 model do; the bundled local model counts with its own llama.cpp tokenizer). Otherwise they are
@@ -12,14 +12,8 @@ provider did not say), but its estimate is priced, under the same tokens_estimat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate
-
-from chat.models import Message
 from llm.catalog import DeploymentConfig
 
 CHARS_PER_TOKEN = 4
@@ -62,53 +56,3 @@ def cost_of(
         + Decimal(completion_tokens or 0) * (deployment.output_price or 0)
     ) / MILLION
     return cost.quantize(COST_PLACES, rounding=ROUND_HALF_UP)
-
-
-@dataclass(frozen=True)
-class UsageDay:
-    day: date
-    user_id: int
-    username: str
-    replies: int
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: int  # replies whose counts are estimates
-    cost: Decimal
-
-
-def usage_daily(
-    *, since: date | None = None, until: date | None = None, username: str = ""
-) -> list[UsageDay]:
-    """Assistant replies per conversation owner and (UTC) day, newest day first."""
-    replies = Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.FINAL_STATUSES)
-    if since is not None:
-        replies = replies.filter(created_at__date__gte=since)
-    if until is not None:
-        replies = replies.filter(created_at__date__lte=until)
-    if username:
-        replies = replies.filter(conversation__owner__username__icontains=username)
-    rows = (
-        replies.annotate(day=TruncDate("created_at"))
-        .values("day", "conversation__owner_id", "conversation__owner__username")
-        .annotate(
-            reply_count=Count("id"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            estimated=Count("id", filter=Q(tokens_estimated=True)),
-            total_cost=Sum("cost"),
-        )
-        .order_by("-day", "conversation__owner__username")
-    )
-    return [
-        UsageDay(
-            day=row["day"],
-            user_id=row["conversation__owner_id"],
-            username=row["conversation__owner__username"],
-            replies=row["reply_count"],
-            prompt_tokens=row["prompt"] or 0,
-            completion_tokens=row["completion"] or 0,
-            estimated=row["estimated"],
-            cost=(row["total_cost"] or Decimal(0)).quantize(COST_PLACES),
-        )
-        for row in rows
-    ]

@@ -1,4 +1,5 @@
-"""Operators configure providers and deployments here and watch their health and usage."""
+"""Operators configure providers and deployments here and watch their health (usage per user
+and day is chat's page, chat/admin.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.utils import timezone
 
-from llm.accounting import usage_daily
 from llm.breaker import CircuitBreaker, State
 from llm.health import key_health
-from llm.models import Deployment, FallbackChain, Provider, UsageReport
+from llm.models import Deployment, FallbackChain, Provider
 
 
 class ProviderForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -178,53 +177,6 @@ class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class FallbackChainAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("alias", "fallbacks")
     search_fields = ("alias", "fallbacks")
-
-
-class UsageFilter(forms.Form):
-    user = forms.CharField(required=False, label="User contains")
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-
-
-@admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Read-only: tokens and cost per user and day, summed from the messages themselves."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self.has_view_permission(request):
-            return HttpResponse(status=403)
-        form = UsageFilter(request.GET or None)
-        filters = form.cleaned_data if form.is_valid() else {}
-        rows = usage_daily(
-            since=filters.get("since"),
-            until=filters.get("until"),
-            username=filters.get("user") or "",
-        )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Usage per user and day",
-            "opts": self.model._meta,
-            "form": form,
-            "rows": rows,
-            "totals": {
-                "replies": sum(r.replies for r in rows),
-                "prompt_tokens": sum(r.prompt_tokens for r in rows),
-                "completion_tokens": sum(r.completion_tokens for r in rows),
-                "cost": sum((r.cost for r in rows), start=0),
-            },
-        }
-        return TemplateResponse(request, "admin/llm/usage_report.html", context)
 
 
 import llm.admin_cache  # noqa: E402, F401 - registers the reply cache admin

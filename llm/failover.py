@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -94,6 +94,28 @@ def chunk_texts(chunk: Any) -> list[str]:
     ]
 
 
+class RetryClock(Protocol):
+    """What retry waits and the retry budget are measured on."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running event loop's clock: monotonic, and what asyncio's own timers use."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# Read at each reply, so a test can put a virtual clock here and check the budget on it rather
+# than on how fast a busy machine runs the attempts between the waits.
+retry_clock: RetryClock = LoopClock()
+
 # Breaker, limit and health bookkeeping only touches the cache: run it off the event loop but
 # not on the one thread Django keeps for database work.
 _gate = sync_to_async(router.gate, thread_sensitive=False)
@@ -113,8 +135,8 @@ async def stream_with_failover(
     plan_for: Callable[[str], router.RoutePlan] = router.route_plan,
 ) -> DeploymentConfig:
     """Stream a reply to `sink` from the first deployment that answers; returns it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + policy.budget
+    clock = retry_clock
+    deadline = clock.now() + policy.budget
     dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
     last_error: ProviderError | None = None
     while True:
@@ -125,7 +147,6 @@ async def stream_with_failover(
             raise ProviderError(
                 "provider_rejected",
                 f"No enabled deployment serves the model {alias!r}.",
-                retryable=False,
                 reason="no_deployment",
             )
         round_errors: list[ProviderError] = []
@@ -165,11 +186,11 @@ async def stream_with_failover(
         if not round_errors or len(record.attempts) >= policy.max_attempts:
             raise _exhausted(last_error, record)
         delay = policy.delay(record.retries, round_errors)
-        if delay is None or loop.time() + delay > deadline:
+        if delay is None or clock.now() + delay > deadline:
             raise _exhausted(last_error, record)
         record.retries += 1
         record.slept_ms += int(delay * 1000)
-        await asyncio.sleep(delay)
+        await clock.sleep(delay)
 
 
 async def _attempt(
@@ -197,7 +218,6 @@ async def _attempt(
             raise ProviderError(
                 "provider_rejected",
                 f"The model provider {deployment.name!r} is misconfigured: {deployment.problem}.",
-                retryable=False,
                 reason="misconfigured",
             )
         model = build(deployment)
@@ -294,13 +314,11 @@ def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
             "provider_unavailable",
             "The model provider sent nothing within "
             f"{deployment.first_token_timeout:g} s; try again.",
-            retryable=True,
             reason="first_token_timeout",
         )
     return ProviderError(
         "provider_unavailable",
         f"The model provider went silent for {deployment.inter_token_timeout:g} s mid-reply.",
-        retryable=True,
         reason="inter_token_timeout",
     )
 
@@ -310,7 +328,6 @@ def _interrupted(error: ProviderError) -> ProviderError:
         "interrupted",
         "The model provider failed in the middle of this reply, so it is incomplete. "
         "The partial text is kept; regenerate to try again.",
-        retryable=True,
         status=error.status,
         reason=error.reason,
     )
@@ -323,7 +340,6 @@ def _exhausted(last: ProviderError, record: RoutingRecord) -> ProviderError:
     return ProviderError(
         last.code,
         f"{last.detail} (tried {tries} times)",
-        retryable=last.retryable,
         status=last.status,
         retry_after=last.retry_after,
         reason=last.reason,
@@ -336,6 +352,5 @@ def _all_unavailable(alias: str, waits: list[float]) -> ProviderError:
         "provider_unavailable",
         f"Every provider for the model {alias!r} is paused after repeated failures or at its "
         f"rate limit; try again{soon}.",
-        retryable=True,
         reason="all_unavailable",
     )

@@ -15,7 +15,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from chat.models import Message
 from llm import crypto
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -169,15 +168,6 @@ class FallbackChain(models.Model):
     def clean(self) -> None:
         if self.alias in self.chain():
             raise ValidationError({"fallbacks": "An alias cannot fall back to itself."})
-
-
-class UsageReport(Message):
-    """Token usage and cost per user and day, as an admin page (llm/admin.py)."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "usage per user and day"
-        verbose_name_plural = "usage per user and day"
 
 
 from llm.cache_models import *  # noqa: E402, F403 - the reply cache (llm/cache/)

@@ -88,15 +88,13 @@ def provider_config(name: str) -> ProviderConfig:
         return provider_configs()[name]
     except KeyError:
         raise ProviderError(
-            "provider_rejected", f"No provider named {name!r} is configured.", retryable=False
+            "provider_rejected", f"No provider named {name!r} is configured."
         ) from None
 
 
 def chat_model_for(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
     """Build the LangChain chat model for one configured provider."""
     if config.kind not in PROVIDER_KINDS:
-        raise ProviderError(
-            "provider_rejected", f"Unknown provider kind {config.kind!r}.", retryable=False
-        )
+        raise ProviderError("provider_rejected", f"Unknown provider kind {config.kind!r}.")
     build: Callable[..., BaseChatModel] = import_string(f"{PROVIDER_KINDS[config.kind]}.build")
     return build(config, max_tokens=max_tokens)

@@ -40,9 +40,7 @@ class RoutePlan:
 
 
 def _unknown(alias: str) -> ProviderError:
-    return ProviderError(
-        "provider_rejected", f"No model named {alias!r} is configured.", retryable=False
-    )
+    return ProviderError("provider_rejected", f"No model named {alias!r} is configured.")
 
 
 def provider_choose(*, pinned: str = "") -> DeploymentConfig:

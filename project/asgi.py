@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP goes to Django, WebSockets pass auth (and, for browsers, the origin
 check) to chat: see accounts/ws_auth.py.
 
-Embedded mode: generation tasks run on this same event loop (see llm/dispatch.py), so the
+Embedded mode: generation tasks run on this same event loop (see chat/replies/dispatch.py), so the
 application remembers the loop it is served on.
 """
 
@@ -23,8 +23,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
 from chat.outage import OutageGuard  # noqa: E402
+from chat.replies.dispatch import RememberEventLoop  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from llm.dispatch import RememberEventLoop  # noqa: E402
 from project.patches import daphne_patches_apply  # noqa: E402
 
 daphne_patches_apply()

@@ -10,4 +10,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("parley")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# A reply's tasks live with the rest of its life, in chat/replies/tasks.py.
+app.autodiscover_tasks(["chat.replies"])

@@ -35,8 +35,8 @@ def _close_oversized_messages() -> None:
         kwargs.setdefault("failByDrop", False)
         original(self, *args, **kwargs)
 
-    WebSocketFactory.setProtocolOptions = set_protocol_options
-    WebSocketFactory._parley_patched = True
+    setattr(WebSocketFactory, "setProtocolOptions", set_protocol_options)  # noqa: B010
+    setattr(WebSocketFactory, "_parley_patched", True)  # noqa: B010
 
 
 def _answer_long_request_lines() -> None:
@@ -61,5 +61,5 @@ def _answer_long_request_lines() -> None:
         )
         self.loseConnection()
 
-    HTTPChannel.lineLengthExceeded = line_length_exceeded
-    HTTPChannel._parley_patched = True
+    setattr(HTTPChannel, "lineLengthExceeded", line_length_exceeded)  # noqa: B010
+    setattr(HTTPChannel, "_parley_patched", True)  # noqa: B010

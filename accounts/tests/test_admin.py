@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def world(owner, member, organisation, outsider, other_organisation, monkeypatch):
     """Two organisations with a chat, a key, a budget and usage each; an operator of the first."""
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     ours = services.message_send(
         author=owner,
         conversation=None,

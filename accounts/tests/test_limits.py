@@ -85,7 +85,7 @@ async def test_the_organisation_limit_is_shared_by_its_members(
 async def test_sends_past_the_limit_are_refused_and_save_nothing(
     owner, organisation, settings, monkeypatch
 ):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     settings.WS_RATE_SENDS_PER_USER = "1/m"
     ws = await program_socket(owner, organisation)
     await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "1"})

@@ -13,11 +13,12 @@ from accounts.models import Membership, Organisation, User
 from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY
 from chat import selectors, services
 from chat.errors import ChatError
+from chat.models import Conversation
 
 
 @pytest.fixture
 def no_dispatch(monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
 
 @pytest.mark.django_db
@@ -155,6 +156,6 @@ def test_migrations_give_existing_users_and_conversations_a_personal_organisatio
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
 
-    conversation = services.Conversation.objects.get(title="from before")
+    conversation = Conversation.objects.get(title="from before")
     assert conversation.organisation.personal
     assert Membership.objects.get(user_id=user.pk).organisation == conversation.organisation

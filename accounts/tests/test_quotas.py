@@ -20,6 +20,7 @@ from accounts.services import membership_set
 from accounts.tickets import ws_ticket_issue
 from chat import services
 from chat.models import Conversation, Message
+from chat.replies import lifecycle, reaper
 from project.asgi import application
 
 MAX = 100  # settings.LLM_MAX_TOKENS in these tests
@@ -32,7 +33,7 @@ def _small_max_tokens(settings):
 
 @pytest.fixture
 def no_dispatch(monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
 
 def assert_counters_match_the_ledger(organisation) -> None:
@@ -63,8 +64,8 @@ def test_a_send_reserves_its_worst_case_and_finishing_settles_real_usage(
     entry = UsageLedger.objects.get(message=reply)
     assert entry.state == "reserved" and entry.reserved_tokens == entry.reserved_prompt_tokens + MAX
     assert entry.reserved_prompt_tokens > 0
-    services.reply_start(message_id=reply.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=reply.pk)
+    lifecycle.reply_finish(
         message_id=reply.pk, content="Hi!", status="complete", prompt_tokens=12, completion_tokens=3
     )
     entry.refresh_from_db()
@@ -77,8 +78,8 @@ def test_a_send_reserves_its_worst_case_and_finishing_settles_real_usage(
 @pytest.mark.django_db
 def test_an_unreported_prompt_count_settles_as_the_reserved_estimate(owner, no_dispatch):
     reply = send(owner).reply
-    services.reply_start(message_id=reply.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=reply.pk)
+    lifecycle.reply_finish(
         message_id=reply.pk, content="x" * 40, status="complete", completion_tokens=10
     )
     entry = UsageLedger.objects.get(message=reply)
@@ -127,8 +128,8 @@ def test_settling_gives_back_what_was_not_used(owner, organisation, no_dispatch)
     send(owner, organisation=organisation, client_id="2")
     with pytest.raises(QuotaExceeded):
         send(owner, organisation=organisation, client_id="3")
-    services.reply_start(message_id=first.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=first.pk)
+    lifecycle.reply_finish(
         message_id=first.pk, content="ok", status="complete", prompt_tokens=5, completion_tokens=5
     )
     assert send(owner, organisation=organisation, client_id="3").created
@@ -138,7 +139,7 @@ def test_settling_gives_back_what_was_not_used(owner, organisation, no_dispatch)
 @pytest.mark.django_db
 def test_cancelling_a_pending_reply_releases_its_reservation(owner, organisation, no_dispatch):
     reply = send(owner, organisation=organisation).reply
-    services.reply_cancel(message=reply, by=owner)
+    lifecycle.reply_cancel(message=reply, by=owner)
     entry = UsageLedger.objects.get(message=reply)
     assert (entry.state, entry.used_tokens) == ("released", 0)
     counter = UsageCounter.objects.get(organisation=organisation, user__isnull=True, period="day")
@@ -151,8 +152,8 @@ def test_the_reaper_releases_pending_replies_and_charges_dead_streams_their_wors
 ):
     pending = send(owner, organisation=organisation, client_id="p").reply
     streaming = send(owner, organisation=organisation, client_id="s").reply
-    services.reply_start(message_id=streaming.pk)
-    services.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
+    lifecycle.reply_start(message_id=streaming.pk)
+    reaper.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
     assert UsageLedger.objects.get(message=pending).state == "released"
     dead = UsageLedger.objects.get(message=streaming)
     assert dead.state == "settled" and dead.used_tokens == dead.reserved_tokens
@@ -162,10 +163,10 @@ def test_the_reaper_releases_pending_replies_and_charges_dead_streams_their_wors
 @pytest.mark.django_db
 def test_a_reply_settles_once(owner, no_dispatch):
     reply = send(owner).reply
-    services.reply_start(message_id=reply.pk)
-    services.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
+    lifecycle.reply_start(message_id=reply.pk)
+    reaper.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
     # The generator comes back after the reaper: its finish is refused, the ledger unchanged.
-    assert services.reply_finish(message_id=reply.pk, content="late", status="complete") is None
+    assert lifecycle.reply_finish(message_id=reply.pk, content="late", status="complete") is None
     entry = UsageLedger.objects.get(message=reply)
     assert entry.used_tokens == entry.reserved_tokens
 
@@ -173,8 +174,8 @@ def test_a_reply_settles_once(owner, no_dispatch):
 @pytest.mark.django_db
 def test_regenerate_and_edit_reserve_too(owner, organisation, no_dispatch):
     result = send(owner, organisation=organisation)
-    services.reply_start(message_id=result.reply.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=result.reply.pk)
+    lifecycle.reply_finish(
         message_id=result.reply.pk,
         content="a",
         status="complete",
@@ -203,9 +204,9 @@ def test_cost_budgets_reserve_at_the_configured_price_and_settle_reported_cost(
     reply = send(owner, organisation=organisation).reply
     entry = UsageLedger.objects.get(message=reply)
     assert entry.reserved_cost == Decimal(entry.reserved_tokens) * Decimal("0.001")
-    services.reply_start(message_id=reply.pk)
+    lifecycle.reply_start(message_id=reply.pk)
     Message.objects.filter(pk=reply.pk).update(cost=Decimal("0.5"))
-    services.reply_finish(
+    lifecycle.reply_finish(
         message_id=reply.pk,
         content="x",
         status="complete",
@@ -305,10 +306,10 @@ def test_the_reaper_settles_a_final_reply_whose_settlement_was_lost(
     owner, organisation, no_dispatch, monkeypatch
 ):
     reply = send(owner, organisation=organisation).reply
-    services.reply_start(message_id=reply.pk)
+    lifecycle.reply_start(message_id=reply.pk)
     with monkeypatch.context() as patched:
-        patched.setattr(services, "quota_settle_message", lambda message: None)  # "a crash"
-        services.reply_finish(
+        patched.setattr(lifecycle, "quota_settle_message", lambda message: None)  # "a crash"
+        lifecycle.reply_finish(
             message_id=reply.pk,
             content="ok",
             status="complete",
@@ -316,7 +317,7 @@ def test_the_reaper_settles_a_final_reply_whose_settlement_was_lost(
             completion_tokens=2,
         )
     assert UsageLedger.objects.get(message=reply).state == "reserved"
-    services.replies_reap(stale_after=timedelta(hours=1), pending_after=timedelta(hours=1))
+    reaper.replies_reap(stale_after=timedelta(hours=1), pending_after=timedelta(hours=1))
     entry = UsageLedger.objects.get(message=reply)
     assert (entry.state, entry.used_tokens) == ("settled", 6)
     assert_counters_match_the_ledger(organisation)

@@ -39,7 +39,7 @@ async def session_cookie(user) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def no_dispatch(monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
 
 @pytest.fixture

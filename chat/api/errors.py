@@ -1,8 +1,9 @@
 """One error body for the whole REST API: {"error": {"code", "detail", ...}}.
 
-ChatError (and the router's ProviderError) codes keep their meaning from the WebSocket
-protocol (docs/protocol.md) and get the HTTP status below; DRF's own exceptions keep their
-status and use their default code. Fields some errors add: `fields` (validation),
+Errors of the services (ChatError, the router's ProviderError, budgets and rate limits) keep
+their meaning from the WebSocket protocol (docs/protocol.md) and get their HTTP status and code
+from the one vocabulary (core/errors.py); DRF's own exceptions keep their status and use their
+default code. Fields some errors add: `fields` (validation),
 `retry_after` and `resets_at` (429s; Retry-After is also a header).
 """
 
@@ -20,26 +21,10 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.errors import ChatError
+from core.errors import ParleyError
 from llm.providers.base import ProviderError
 
 logger = logging.getLogger(__name__)
-
-# ChatError code -> (HTTP status, code the API shows)
-CHAT_ERROR_STATUS: dict[str, tuple[int, str]] = {
-    "bad_frame": (400, "invalid"),
-    "invalid": (400, "invalid"),
-    "not_found": (404, "not_found"),
-    "forbidden": (403, "permission_denied"),
-    "conflict": (409, "conflict"),
-    "rate_limited": (429, "rate_limited"),
-    "quota_exceeded": (429, "quota_exceeded"),
-    "provider_rejected": (502, "provider_rejected"),
-    "provider_error": (502, "provider_error"),
-    "provider_unavailable": (503, "provider_unavailable"),
-    "interrupted": (503, "interrupted"),
-    "internal": (500, "internal"),
-}
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -57,18 +42,20 @@ def error_response(
     return response
 
 
-def chat_error_response(error: ChatError | ProviderError) -> Response:
-    status, code = CHAT_ERROR_STATUS.get(error.code, (500, "internal"))
-    extra = dict(error.extra) if isinstance(error, ChatError) else {}
+def chat_error_response(error: ParleyError) -> Response:
+    vocabulary = error.vocabulary
+    extra = dict(error.extra)
     retry_after = extra.pop("retry_after", None)
     if isinstance(error, ProviderError) and error.retry_after:
         retry_after = math.ceil(error.retry_after)
-    return error_response(status, code, error.detail, retry_after=retry_after, **extra)
+    return error_response(
+        vocabulary.http_status, vocabulary.api_code, error.detail, retry_after=retry_after, **extra
+    )
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER (project/settings.py): every API error in the one shape."""
-    if isinstance(exc, ChatError | ProviderError):
+    if isinstance(exc, ParleyError):
         return chat_error_response(exc)
     if isinstance(exc, Ratelimited):
         # django-ratelimit's refusal is a PermissionDenied (403); here it is what it means.

@@ -29,7 +29,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import OperationalError
 
-from chat.events import conversation_group
+from chat.events import LAYER_RECONNECTED, conversation_group
 from chat.models import Message
 from chat.protocol import delta_trim
 
@@ -106,7 +106,7 @@ class ReplyFollower:
         poll = settings.API_STREAM_POLL_INTERVAL
         while True:
             event = await self._receive(poll)
-            if event is None or event.get("type") == "layer.reconnected":
+            if event is None or event.get("type") == LAYER_RECONNECTED:
                 # Quiet, or live again after an outage: the database says what was missed.
                 message = await self._read()
                 if (delta := self._from_saved(message)) is not None:

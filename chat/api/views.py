@@ -55,7 +55,9 @@ from chat.api.serializers import (
 )
 from chat.api.usage import usage_by_member, usage_summary
 from chat.errors import ChatError
+from chat.events import final_event
 from chat.models import Conversation, Message
+from chat.replies.lifecycle import reply_cancel
 
 
 def errors(*statuses: int) -> dict[tuple[int, str], Any]:
@@ -381,7 +383,7 @@ class ReplyCancelApi(ApiView):
         A streaming reply stops within a moment (its generator polls for the request), so the
         status returned may still say `streaming`."""
         message = self.message(message_id)
-        services.reply_cancel(message=message, by=self.caller().user)
+        reply_cancel(message=message, by=self.caller().user)
         message.refresh_from_db()
         return Response(MessageOutputSerializer(message).data)
 
@@ -436,19 +438,9 @@ async def reply_events(message: Message, after_seq: int) -> AsyncIterator[str]:
                 yield ": keep-alive\n\n"
             elif isinstance(item, Final):
                 final = item.message
-                if final.status == Message.Status.FAILED:
-                    error = ChatError(
-                        final.error_code or "internal",
-                        final.error_message or "The reply failed.",
-                        retryable=final.error_code in services.RETRYABLE_CODES,
-                    )
-                    body = {**services.error_event(final, error)}
-                    body.pop("type", None)
-                    yield sse_event("error", body, event_id=final.seq)
-                else:
-                    body = {**services.done_event(final)}
-                    body.pop("type", None)
-                    yield sse_event("done", body, event_id=final.seq)
+                body = final_event(final)
+                kind = body.pop("type").removeprefix("chat.")  # done | error
+                yield sse_event(kind, body, event_id=final.seq)
                 return
 
 

@@ -14,6 +14,7 @@ from chat.bounded_json import JSONRefused, json_parse
 from chat.errors import ChatError
 from chat.models import Message
 from chat.services import PriorMessage
+from core.errors import ParleyError
 from llm.providers.base import ProviderError
 
 # --- errors -------------------------------------------------------------------------------
@@ -57,33 +58,19 @@ class OpenAIError(Exception):
         return response
 
 
-# ChatError / ProviderError code -> (status, OpenAI error type)
-_CHAT_CODES: dict[str, tuple[int, str]] = {
-    "bad_frame": (400, "invalid_request_error"),
-    "not_found": (404, "invalid_request_error"),
-    "rate_limited": (429, "requests"),
-    "quota_exceeded": (429, "insufficient_quota"),
-    "provider_rejected": (400, "invalid_request_error"),
-    "provider_error": (502, "server_error"),
-    "provider_unavailable": (503, "server_error"),
-    "interrupted": (503, "server_error"),
-    "internal": (500, "server_error"),
-}
-_OPENAI_CODES = {"rate_limited": "rate_limit_exceeded", "quota_exceeded": "insufficient_quota"}
-
-
-def openai_error_from(error: ChatError | ProviderError) -> OpenAIError:
-    status, kind = _CHAT_CODES.get(error.code, (500, "server_error"))
+def openai_error_from(error: ParleyError) -> OpenAIError:
+    """A service's error as OpenAI says it (status, type and code from core/errors.py)."""
+    vocabulary = error.vocabulary
     retry_after = None
-    if isinstance(error, ChatError) and "retry_after" in error.extra:
+    if "retry_after" in error.extra:
         retry_after = int(error.extra["retry_after"])
     elif isinstance(error, ProviderError) and error.retry_after:
         retry_after = max(1, round(error.retry_after))
     return OpenAIError(
-        status,
+        vocabulary.openai_status,
         error.detail,
-        type=kind,
-        code=_OPENAI_CODES.get(error.code, error.code),
+        type=vocabulary.openai_type,
+        code=vocabulary.openai_code,
         retry_after=retry_after,
     )
 

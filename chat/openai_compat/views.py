@@ -36,7 +36,6 @@ from chat import services
 from chat.api import idempotency
 from chat.api.catalog import model_aliases
 from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower
-from chat.errors import ChatError
 from chat.models import Message
 from chat.openai_compat.shapes import (
     ChunkMaker,
@@ -54,7 +53,8 @@ from chat.openai_compat.shapes import (
     reply_error,
     sse_data,
 )
-from llm.providers.base import ProviderError
+from chat.replies.lifecycle import reply_cancel
+from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
     except OpenAIError as error:
         return error.response()
-    except (ChatError, ProviderError) as error:
+    except ParleyError as error:
         return openai_error_from(error).response()
     except idempotency.IdempotencyRefused as refused:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
@@ -176,7 +176,7 @@ async def _first(events: AsyncGenerator[Event, None]) -> Delta | Final:
 
 async def _cancel(reply: Message, key: ApiKey) -> None:
     try:
-        await sync_to_async(services.reply_cancel)(message=reply, by=key.user)
+        await sync_to_async(reply_cancel)(message=reply, by=key.user)
     except Exception:
         logger.warning("could not cancel reply %s", reply.pk, exc_info=True)
 

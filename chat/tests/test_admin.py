@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from chat import services
+from chat.replies import lifecycle
 
 pytestmark = pytest.mark.django_db
 
@@ -16,12 +17,12 @@ def operator(db):
 
 @pytest.fixture
 def finished_chat(owner, monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     result = services.message_send(
         author=owner, conversation=None, text="quarterly report", client_id="a"
     )
-    services.reply_start(message_id=result.reply.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=result.reply.pk)
+    lifecycle.reply_finish(
         message_id=result.reply.pk, content="Here it is", status="complete", completion_tokens=3
     )
     return result

@@ -321,9 +321,10 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     from channels.layers import get_channel_layer
 
     from accounts.models import Organisation
-    from chat import services
+    from chat import events
+    from chat.events import LAYER_DISCONNECTED as DISCONNECTED
+    from chat.events import LAYER_RECONNECTED as RECONNECTED
     from chat.events import conversation_group
-    from chat.layers import DISCONNECTED, RECONNECTED
 
     organisation = await Organisation.objects.aget(personal_owner=owner)
     conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
@@ -385,7 +386,7 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     )
     await layer.group_send(
         conversation_group(conversation.pk),
-        {**services.done_event(await Message.objects.aget(pk=answer.pk))},
+        {**events.done_event(await Message.objects.aget(pk=answer.pk))},
     )
     frames = await receive_until(ws, "done")
     assert frames[0] == {

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat.layers import DISCONNECTED, RECONNECTED, BatchingPubSubChannelLayer
+from chat.events import LAYER_DISCONNECTED as DISCONNECTED
+from chat.events import LAYER_RECONNECTED as RECONNECTED
+from chat.layers import BatchingPubSubChannelLayer
 from tests.servers import ProcessGroup, free_port, require_binary, start_redis_server
 
 pytestmark = pytest.mark.integration

@@ -10,16 +10,19 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import Message
+from chat.replies import lifecycle, reaper
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def streaming_reply(owner, monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     reply = services.message_send(author=owner, conversation=None, text="hi", client_id="x").reply
-    services.reply_start(message_id=reply.pk)
-    services.reply_checkpoint(message_id=reply.pk, content="Half an ans", seq=11)
+    lifecycle.reply_start(message_id=reply.pk)
+    lifecycle.replies_checkpoint(
+        checkpoints=[lifecycle.ReplyCheckpoint(message_id=reply.pk, content="Half an ans", seq=11)]
+    )
     return reply
 
 
@@ -27,7 +30,7 @@ def test_a_reply_without_heartbeat_is_failed_retryably_with_its_partial_text(str
     Message.objects.filter(pk=streaming_reply.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=60)
     )
-    reaped = services.replies_reap(
+    reaped = reaper.replies_reap(
         stale_after=timedelta(seconds=20), pending_after=timedelta(hours=1)
     )
     streaming_reply.refresh_from_db()
@@ -38,17 +41,18 @@ def test_a_reply_without_heartbeat_is_failed_retryably_with_its_partial_text(str
 
 def test_a_live_reply_is_left_alone(streaming_reply):
     assert (
-        services.replies_reap(stale_after=timedelta(seconds=20), pending_after=timedelta(hours=1))
+        reaper.replies_reap(stale_after=timedelta(seconds=20), pending_after=timedelta(hours=1))
         == 0
     )
-    assert services.reply_heartbeat(message_id=streaming_reply.pk)
+    assert lifecycle.replies_heartbeat(message_ids=[streaming_reply.pk]) == {streaming_reply.pk}
 
 
 def test_the_generator_cannot_finish_a_reaped_reply(streaming_reply):
-    services.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
-    assert not services.reply_heartbeat(message_id=streaming_reply.pk)  # it learns it lost
+    reaper.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
+    # It learns it lost.
+    assert lifecycle.replies_heartbeat(message_ids=[streaming_reply.pk]) == set()
     assert (
-        services.reply_finish(message_id=streaming_reply.pk, content="late", status="complete")
+        lifecycle.reply_finish(message_id=streaming_reply.pk, content="late", status="complete")
         is None
     )
     streaming_reply.refresh_from_db()
@@ -74,11 +78,13 @@ def test_a_heartbeat_that_lands_after_the_scan_saves_the_reply(streaming_reply, 
 
     def heartbeat_lands_first(*args, **kwargs):
         if not landed:
-            landed.append(services.reply_heartbeat(message_id=streaming_reply.pk))
+            landed.append(None)  # once: the heartbeat opens a transaction of its own
+            live = lifecycle.replies_heartbeat(message_ids=[streaming_reply.pk])
+            landed[0] = streaming_reply.pk in live
         return real_atomic(*args, **kwargs)
 
     monkeypatch.setattr(transaction, "atomic", heartbeat_lands_first)
-    reaped = services.replies_reap(
+    reaped = reaper.replies_reap(
         stale_after=timedelta(seconds=20), pending_after=timedelta(hours=1)
     )
     streaming_reply.refresh_from_db()

@@ -5,13 +5,17 @@ import pytest
 from chat import services
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from chat.replies import lifecycle
+from chat.services import messages
 
 
 @pytest.fixture
 def no_dispatch(monkeypatch):
     """Record dispatches instead of generating: these tests are about the rows."""
     calls: list[int] = []
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid))
+    monkeypatch.setattr(
+        "chat.replies.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid)
+    )
     return calls
 
 
@@ -44,14 +48,14 @@ def test_repeated_client_id_returns_first_result_without_new_generation(owner, n
 def test_a_twin_that_loses_the_insert_race_answers_with_the_winner(owner, no_dispatch, monkeypatch):
     """Two sends with one client_id pass the look-up together; the unique constraint decides."""
     winner = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
-    real_lookup = services._earlier_send
+    real_lookup = messages.send_earlier
     calls = []
 
     def lookup_that_misses_once(**kwargs):
         calls.append(kwargs)
         return None if len(calls) == 1 else real_lookup(**kwargs)
 
-    monkeypatch.setattr(services, "_earlier_send", lookup_that_misses_once)
+    monkeypatch.setattr(messages, "send_earlier", lookup_that_misses_once)
     loser = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
     assert not loser.created and loser.reply.pk == winner.reply.pk
     assert Message.objects.filter(client_id="twin").count() == 1
@@ -93,43 +97,45 @@ def test_outsider_cannot_send_into_a_conversation(owner, outsider, no_dispatch):
 @pytest.mark.django_db
 def test_cancel_of_a_pending_reply_finishes_it_at_once(owner, no_dispatch):
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
-    services.reply_cancel(message=result.reply, by=owner)
+    lifecycle.reply_cancel(message=result.reply, by=owner)
     result.reply.refresh_from_db()
     assert result.reply.status == Message.Status.CANCELLED and result.reply.finished_at
-    assert services.reply_start(message_id=result.reply.pk) is None  # never starts later
+    assert lifecycle.reply_start(message_id=result.reply.pk) is None  # never starts later
 
 
 @pytest.mark.django_db
 def test_cancel_of_a_streaming_reply_raises_the_shared_flag(owner, no_dispatch):
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
-    assert services.reply_start(message_id=result.reply.pk) is not None
-    assert not services.reply_cancel_requested(result.reply.pk)
-    services.reply_cancel(message=result.reply, by=owner)
-    assert services.reply_cancel_requested(result.reply.pk)
+    assert lifecycle.reply_start(message_id=result.reply.pk) is not None
+    assert result.reply.pk not in lifecycle.replies_cancel_requested(message_ids=[result.reply.pk])
+    lifecycle.reply_cancel(message=result.reply, by=owner)
+    assert result.reply.pk in lifecycle.replies_cancel_requested(message_ids=[result.reply.pk])
 
 
 @pytest.mark.django_db
 def test_a_user_message_cannot_be_cancelled(owner, no_dispatch):
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
     with pytest.raises(ChatError):
-        services.reply_cancel(message=result.user_message, by=owner)
+        lifecycle.reply_cancel(message=result.user_message, by=owner)
 
 
 @pytest.mark.django_db
 def test_reply_is_claimed_once(owner, no_dispatch):
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="c")
-    assert services.reply_start(message_id=result.reply.pk) is not None
-    assert services.reply_start(message_id=result.reply.pk) is None
+    assert lifecycle.reply_start(message_id=result.reply.pk) is not None
+    assert lifecycle.reply_start(message_id=result.reply.pk) is None
 
 
 @pytest.mark.django_db
 def test_checkpoint_and_finish_save_text_seq_and_usage(owner, no_dispatch):
     reply = services.message_send(author=owner, conversation=None, text="hi", client_id="c").reply
-    services.reply_start(message_id=reply.pk)
-    services.reply_checkpoint(message_id=reply.pk, content="Hel", seq=3)
+    lifecycle.reply_start(message_id=reply.pk)
+    lifecycle.replies_checkpoint(
+        checkpoints=[lifecycle.ReplyCheckpoint(message_id=reply.pk, content="Hel", seq=3)]
+    )
     reply.refresh_from_db()
     assert (reply.content, reply.seq, reply.status) == ("Hel", 3, "streaming")
-    services.reply_finish(
+    lifecycle.reply_finish(
         message_id=reply.pk,
         content="Hello ✓",
         status="complete",
@@ -145,11 +151,11 @@ def test_checkpoint_and_finish_save_text_seq_and_usage(owner, no_dispatch):
 @pytest.mark.django_db
 def test_finishing_a_reply_pins_a_query_budget(owner, no_dispatch, django_assert_max_num_queries):
     reply = services.message_send(author=owner, conversation=None, text="hi", client_id="w").reply
-    services.reply_start(message_id=reply.pk)
+    lifecycle.reply_start(message_id=reply.pk)
     # Every reply pays this in the worker: lock and save the reply in a savepoint (4), then
     # settle its reservation: lock the ledger row (read once) and the counters, update both.
     with django_assert_max_num_queries(8):
-        finished = services.reply_finish(
+        finished = lifecycle.reply_finish(
             message_id=reply.pk, content="Hello", status="complete", completion_tokens=2
         )
     assert finished is not None

@@ -5,18 +5,19 @@ from django.urls import reverse
 
 from chat import services
 from chat.models import Message
+from chat.replies import lifecycle
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def chat_with_history(owner, monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     result = services.message_send(
         author=owner, conversation=None, text="What is **2+2**?", client_id="h"
     )
-    services.reply_start(message_id=result.reply.pk)
-    services.reply_finish(
+    lifecycle.reply_start(message_id=result.reply.pk)
+    lifecycle.reply_finish(
         message_id=result.reply.pk,
         content="It is **4**.\n\n<script>x()</script>",
         status="complete",
@@ -64,10 +65,14 @@ def test_new_chat_creates_a_conversation_and_opens_it(client, owner):
 
 
 def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     result = services.message_send(author=owner, conversation=None, text="go", client_id="s")
-    services.reply_start(message_id=result.reply.pk)
-    services.reply_checkpoint(message_id=result.reply.pk, content="Partial", seq=7)
+    lifecycle.reply_start(message_id=result.reply.pk)
+    lifecycle.replies_checkpoint(
+        checkpoints=[
+            lifecycle.ReplyCheckpoint(message_id=result.reply.pk, content="Partial", seq=7)
+        ]
+    )
     client.force_login(owner)
     html = client.get(
         reverse("chat:conversation", args=[result.reply.conversation_id])
@@ -75,6 +80,16 @@ def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch
     assert f'data-message-id="{result.reply.pk}"' in html
     assert 'data-seq="7"' in html and 'data-content="Partial"' in html
     assert Message.objects.get(pk=result.reply.pk).status == "streaming"
+
+
+def test_a_failed_reply_names_its_error_code_for_the_pages_label(client, owner, chat_with_history):
+    reply = chat_with_history.messages.get(role=Message.Role.ASSISTANT)
+    Message.objects.filter(pk=reply.pk).update(
+        status=Message.Status.FAILED, error_code="interrupted"
+    )
+    client.force_login(owner)
+    html = client.get(reverse("chat:conversation", args=[chat_with_history.pk])).content.decode()
+    assert 'data-status="failed"' in html and 'data-error-code="interrupted"' in html
 
 
 def test_healthz_answers(client):

@@ -6,13 +6,30 @@
 - `text`: normalisation, and the lexical check every semantic match must pass.
 - `entries`: store, LRU eviction, purges, hit and savings records.
 - `policy`: per-organisation settings over the CACHE_* defaults.
-- `service`: lookup, replay and settle, called from llm/streaming.py.
+- `service`: lookup, replay and settle in plain data, called from chat/replies/cache.py.
 - `warm`: FAQ entries from a YAML or JSON file (manage.py cache_warm).
 """
 
 from __future__ import annotations
 
 from llm.cache.entries import entries_purge
-from llm.cache.service import Lookup, reply_lookup, reply_replay, reply_settle
+from llm.cache.service import (
+    Answer,
+    Lookup,
+    cache_replay,
+    cache_settle,
+    lookup_similar,
+    lookup_start,
+    lookup_stored,
+)
 
-__all__ = ["Lookup", "entries_purge", "reply_lookup", "reply_replay", "reply_settle"]
+__all__ = [
+    "Answer",
+    "Lookup",
+    "cache_replay",
+    "cache_settle",
+    "entries_purge",
+    "lookup_similar",
+    "lookup_start",
+    "lookup_stored",
+]

@@ -1,14 +1,17 @@
-"""How one reply meets the cache; llm/streaming.py reply_stream calls these three.
+"""How one model request meets the cache, in plain data: chat/replies/cache.py calls these for
+every reply and decides in between what only the chat knows (a regenerate wants a fresh answer).
 
-1. `reply_lookup`, once the prompt is built and before any provider is called: the exact key,
-   then (first questions only, unless the organisation allows follow-ups) the nearest stored
-   question of the same tenant and scope. Any failure here is logged and counts as a miss:
-   the cache never stops a reply.
-2. `reply_replay`, on a hit, instead of the provider: the stored text goes through the same
-   coalescer as live tokens, at CACHE_REPLAY_CHARS_PER_SECOND, so clients see ordinary deltas
-   and a `done` whose provider is "cache", cost 0 and `cached: true`.
-3. `reply_settle`, after the reply is final: a hit is recorded with its savings; a miss is
-   stored only if the reply completed (never failed, cancelled, empty or after a failover)
+1. `lookup_start`, once the prompt is built and before any provider is called: is the cache on
+   for this tenant, and what is the request (key, scope, question)?
+2. `lookup_stored` (not for a regenerate): the exact key, then (first questions only, unless
+   the organisation allows follow-ups) whether the semantic index may hold an answer;
+   `lookup_similar` then finds the nearest stored question of the same tenant and scope.
+   The caller counts any failure as a miss: the cache never stops a reply.
+3. `cache_replay`, on a hit, instead of the provider: the stored text goes through the same
+   sink (the reply's coalescer) as live tokens, at CACHE_REPLAY_CHARS_PER_SECOND, so clients
+   see ordinary deltas and a `done` whose provider is "cache", cost 0 and `cached: true`.
+4. `cache_settle`, once the reply is final: a hit is recorded with its savings; a miss is
+   stored only if the answer completed (never failed, cancelled, empty or after a failover)
    and the request may be cached (temperature 0, or the organisation opted in).
 """
 
@@ -26,7 +29,6 @@ from django.conf import settings
 from django.utils import timezone
 from langchain_core.messages import BaseMessage
 
-from chat.models import Message
 from llm.cache.entries import entry_store, hit_record, stat_add
 from llm.cache.exact import exact_get
 from llm.cache.keys import CacheRequest, namespace_of, request_from
@@ -34,7 +36,7 @@ from llm.cache.policy import Policy, params_for, policy_for
 from llm.cache.semantic import ScopeIndex, index_for, vector_bytes
 from llm.cache.text import normalise, profile
 from llm.cache_models import CacheEntry
-from llm.catalog import DeploymentConfig, default_alias
+from llm.catalog import DeploymentConfig
 from llm.embeddings import Vectors, embed_one
 from llm.failover import RoutingRecord
 
@@ -56,20 +58,35 @@ class Hit:
 
 @dataclass
 class Lookup:
-    """What the cache knows about one reply, from lookup to settle."""
+    """What the cache knows about one request, from lookup to settle."""
 
     request: CacheRequest | None = None
     policy: Policy | None = None
     replayable: bool = False  # model replies may be stored and replayed for this request
     semantic: bool = False  # semantic matching applies (policy, first turn, length)
-    regenerate: bool = False  # the user asked for a fresh answer: no lookup
+    regenerate: bool = False  # the user asked for a fresh answer: no lookup (the caller says)
     index: ScopeIndex | None = None
     vector: Vectors | None = None
     hit: Hit | None = None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A final reply as the cache sees it: what it said, how it ended, what it cost."""
+
+    source_id: int  # the reply's message id (CacheEntry.source_message, CacheHit.message)
+    text: str
+    complete: bool  # ended complete, with no error
+    failed_over: bool  # answered by a fallback deployment, not the alias's usual one
+    provider: str
+    model: str
+    cost: Decimal | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
 class _State(Protocol):
-    """The part of llm.streaming.ReplyState a replay fills in."""
+    """The part of a reply's state a replay fills in (chat/replies/stream.py ReplyState)."""
 
     routing: RoutingRecord | None
     prompt_tokens: int | None
@@ -96,75 +113,68 @@ class CacheRoutingRecord(RoutingRecord):
         }
 
 
-def _alias_of(reply: Message) -> str:
-    # The same alias llm/streaming.py routes the reply to.
-    return str(reply.routing.get("alias") or reply.provider or default_alias())
-
-
 def _embed(question: str) -> Vectors:
     return embed_one(normalise(question))
 
 
-async def reply_lookup(*, reply: Message, messages: list[BaseMessage]) -> Lookup:
-    """Look the reply's request up; `hit` is set when the cache can answer it."""
-    try:
-        lookup = await sync_to_async(_lookup_prepare)(reply, messages)
-        if lookup.hit is None and lookup.index is not None and lookup.request is not None:
-            # CPU work off the event loop, and off the thread Django keeps for the database.
-            lookup.vector = await sync_to_async(_embed, thread_sensitive=False)(
-                lookup.request.question
-            )
-            await sync_to_async(_lookup_semantic)(lookup)
-        return lookup
-    except Exception:
-        logger.warning("cache lookup failed for reply %s; generating", reply.pk, exc_info=True)
-        return Lookup()
+# --- lookup -------------------------------------------------------------------------------
 
 
-def _lookup_prepare(reply: Message, messages: list[BaseMessage]) -> Lookup:
+def lookup_start(
+    *, alias: str, messages: list[BaseMessage], organisation_id: int | None, owner_id: int
+) -> Lookup:
+    """The request to `alias` with `messages`, as the cache of its tenant (the organisation,
+    else the owner) keys it; an empty Lookup when the cache is off for that tenant."""
     if not settings.CACHE_ENABLED:
         return Lookup()  # off for everyone (policy_for): no need to read the policy row
-    conversation = reply.conversation
-    organisation_id = getattr(conversation, "organisation_id", None)
     policy = policy_for(organisation_id)
     if not policy.enabled:
         return Lookup()
-    params = params_for(_alias_of(reply))
+    params = params_for(alias)
     request = request_from(
         messages,
-        namespace=namespace_of(organisation_id=organisation_id, owner_id=conversation.owner_id),
+        namespace=namespace_of(organisation_id=organisation_id, owner_id=owner_id),
         organisation_id=organisation_id,
-        alias=_alias_of(reply),
+        alias=alias,
         params=params,
     )
     if request is None:
         return Lookup()
-    lookup = Lookup(
+    return Lookup(
         request=request,
         policy=policy,
         replayable=params.deterministic or policy.cache_sampled,
         semantic=policy.semantic_enabled
         and (request.first_turn or policy.mid_conversation)
         and len(request.question) <= settings.CACHE_SEMANTIC_MAX_CHARS,
-        regenerate=reply.reply_to_id is not None
-        and Message.objects.filter(reply_to_id=reply.reply_to_id, role=Message.Role.ASSISTANT)
-        .exclude(pk=reply.pk)
-        .exists(),
     )
-    if lookup.regenerate:
-        return lookup
+
+
+def lookup_stored(lookup: Lookup) -> None:
+    """Find the request by its exact key (sets `hit`), else note the semantic index that may
+    hold a near question (`lookup_similar` searches it). Nothing for a regenerate."""
+    request = lookup.request
+    if request is None or lookup.regenerate:
+        return
     payload = exact_get(request.namespace, request.key)
     if payload is not None and (lookup.replayable or payload["kind"] == CacheEntry.Kind.FAQ):
         # The record decides: a purged or expired entry whose key lingers is a miss.
         row = _live_entries(request).filter(pk=payload["entry"], key=request.key).first()
         if row is not None:
             lookup.hit = _hit(row, "exact", answer=payload["answer"])
-            return lookup
+            return
     if lookup.semantic:
         index = index_for(request.namespace, request.scope)
         if len(index) and (lookup.replayable or bool(index.faq.any())):
             lookup.index = index
-    return lookup
+
+
+async def lookup_similar(lookup: Lookup) -> None:
+    """After an exact miss, the nearest stored question of the index `lookup_stored` noted."""
+    if lookup.hit is None and lookup.index is not None and lookup.request is not None:
+        # CPU work off the event loop, and off the thread Django keeps for the database.
+        lookup.vector = await sync_to_async(_embed, thread_sensitive=False)(lookup.request.question)
+        await sync_to_async(_lookup_semantic)(lookup)
 
 
 def _live_entries(request: CacheRequest) -> Any:
@@ -202,7 +212,10 @@ def _lookup_semantic(lookup: Lookup) -> None:
         lookup.hit = _hit(row, "semantic", answer=row.answer, similarity=similarity)
 
 
-async def reply_replay(
+# --- replay -------------------------------------------------------------------------------
+
+
+async def cache_replay(
     lookup: Lookup, sink: Callable[[str], Awaitable[None]], state: _State
 ) -> None:
     """Stream the cached answer into `sink` (the reply's coalescer) like a live model."""
@@ -231,40 +244,42 @@ async def reply_replay(
             await asyncio.sleep(len(piece) / pace)
 
 
-async def reply_settle(lookup: Lookup, finished: Message | None) -> None:
-    """After the reply is final (`finished` is None if someone else finished it)."""
-    if finished is None or lookup.request is None:
+# --- settle -------------------------------------------------------------------------------
+
+
+async def cache_settle(lookup: Lookup, answer: Answer | None) -> None:
+    """Once the reply is final (`answer` is None if someone else finished it)."""
+    if answer is None or lookup.request is None:
         return
     try:
-        store = lookup.hit is None and _storable(lookup, finished)
+        store = lookup.hit is None and _storable(lookup, answer)
         if store and lookup.semantic and lookup.vector is None:
             lookup.vector = await sync_to_async(_embed, thread_sensitive=False)(
                 lookup.request.question
             )
-        await sync_to_async(_settle)(lookup, finished, store)
+        await sync_to_async(_settle)(lookup, answer, store)
     except Exception:
-        logger.warning("cache not updated for reply %s", finished.pk, exc_info=True)
+        logger.warning("cache not updated for reply %s", answer.source_id, exc_info=True)
 
 
-def _storable(lookup: Lookup, message: Message) -> bool:
+def _storable(lookup: Lookup, answer: Answer) -> bool:
     return (
         lookup.replayable
-        and message.status == Message.Status.COMPLETE
-        and not message.error_code
-        and bool(message.content.strip())
-        and len(message.content) <= settings.CACHE_MAX_ANSWER_CHARS
+        and answer.complete
+        and bool(answer.text.strip())
+        and len(answer.text) <= settings.CACHE_MAX_ANSWER_CHARS
         # An answer from a fallback model is not what this alias would normally give.
-        and not (message.routing or {}).get("failover")
+        and not answer.failed_over
     )
 
 
-def _settle(lookup: Lookup, message: Message, store: bool) -> None:
+def _settle(lookup: Lookup, answer: Answer, store: bool) -> None:
     request, policy, hit = lookup.request, lookup.policy, lookup.hit
     assert request is not None and policy is not None
     counts: dict[str, int | Decimal] = {"lookups": 0 if lookup.regenerate else 1}
-    if hit is not None and message.status == Message.Status.COMPLETE:
+    if hit is not None and answer.complete:
         hit_record(
-            message_id=message.pk,
+            message_id=answer.source_id,
             entry_id=hit.entry_id,
             namespace=request.namespace,
             organisation_id=request.organisation_id,
@@ -279,17 +294,17 @@ def _settle(lookup: Lookup, message: Message, store: bool) -> None:
     elif store:
         entry_store(
             request,
-            answer=message.content,
+            answer=answer.text,
             ttl=policy.ttl,
             max_entries=policy.max_entries,
             embedding=vector_bytes(lookup.vector) if lookup.vector is not None else None,
             replace=lookup.regenerate,
-            provider=message.provider,
-            model=message.model,
-            cost=message.cost,
-            prompt_tokens=message.prompt_tokens,
-            completion_tokens=message.completion_tokens,
-            source_message_id=message.pk,
+            provider=answer.provider,
+            model=answer.model,
+            cost=answer.cost,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            source_message_id=answer.source_id,
         )
         counts["stores"] = 1
     stat_add(namespace=request.namespace, organisation_id=request.organisation_id, **counts)

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import ParleyError
+
 
 @dataclass(frozen=True)
 class ProviderConfig:
@@ -33,8 +35,8 @@ class ProviderConfig:
         return self.kind == "local"
 
 
-class ProviderError(Exception):
-    """A provider failed; `retryable` says whether trying again may succeed.
+class ProviderError(ParleyError):
+    """A provider failed; its code says whether trying again may succeed (`retryable`).
 
     `status` is the HTTP status when there was one, `retry_after` the seconds the provider
     asked us to wait (Retry-After), `reason` a short machine word for routing records and
@@ -46,15 +48,11 @@ class ProviderError(Exception):
         code: str,
         detail: str,
         *,
-        retryable: bool,
         status: int | None = None,
         retry_after: float | None = None,
         reason: str = "",
     ) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.retryable = retryable
+        super().__init__(code, detail)
         self.status = status
         self.retry_after = retry_after
         self.reason = reason or (f"http_{status}" if status else code)
@@ -115,14 +113,12 @@ def provider_error_from(exc: BaseException) -> ProviderError:
             return ProviderError(
                 "provider_unavailable",
                 f"The model provider answered {status}; try again.",
-                retryable=True,
                 status=status,
                 retry_after=retry_after_from(_headers_of(exc)),
             )
         return ProviderError(
             "provider_rejected",
             f"The model provider refused the request ({status}).",
-            retryable=False,
             status=status,
         )
     transient = ("Timeout", "Connection", "Connect", "ReadError", "RemoteProtocol")
@@ -131,7 +127,6 @@ def provider_error_from(exc: BaseException) -> ProviderError:
         return ProviderError(
             "provider_unavailable",
             "The model provider could not be reached; try again.",
-            retryable=True,
             reason="timeout" if timed_out else "connection",
         )
-    return ProviderError("provider_error", f"The model provider failed ({name}).", retryable=False)
+    return ProviderError("provider_error", f"The model provider failed ({name}).")

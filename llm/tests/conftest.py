@@ -13,8 +13,8 @@ from channels.layers import get_channel_layer
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
+from chat.replies.stream import reply_stream
 from llm.models import Deployment, Provider
-from llm.streaming import reply_stream
 from tests.fault_server import FaultServer, fault_server
 
 
@@ -101,7 +101,7 @@ async def _drain(layer, channel) -> list[dict]:
 @pytest.fixture
 def generate(owner, settings, monkeypatch):
     """Send a message to a model alias and run its reply's generation to the end."""
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     sent = 0
 
     async def run(alias: str = "default", text: str = "Hello?") -> Generated:

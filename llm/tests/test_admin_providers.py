@@ -128,7 +128,7 @@ def test_operators_see_breaker_state_and_last_error_in_the_deployment_list(admin
     broken = Deployment.objects.create(provider=provider, alias="default", model="broken")
     healthy = Deployment.objects.create(provider=provider, alias="default", model="healthy")
     configs = {c.model: c for c in deployments_for(["default"])["default"]}
-    error = ProviderError("provider_unavailable", "answered 503", retryable=True, status=503)
+    error = ProviderError("provider_unavailable", "answered 503", status=503)
     for _ in range(5):
         router.attempt_failed(configs["broken"], CircuitBreaker(broken.key).allow(), error)
     router.attempt_succeeded(
@@ -177,7 +177,7 @@ def test_the_health_endpoint_reports_every_deployment_as_json(client):
     assert "api_key" not in by_key[row.key] and "base_url" not in by_key[row.key]
 
     configs = {d.key: d for d in all_deployments()}
-    error = ProviderError("provider_unavailable", "slow", retryable=True, reason="timeout")
+    error = ProviderError("provider_unavailable", "slow", reason="timeout")
     for _ in range(5):
         router.attempt_failed(configs[row.key], CircuitBreaker(row.key).allow(), error)
     body = client.get("/llm/health").json()

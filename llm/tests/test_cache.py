@@ -14,6 +14,8 @@ from django.utils import timezone
 from accounts.models import UsageLedger
 from chat import services
 from chat.models import Conversation, Message
+from chat.replies import lifecycle
+from chat.replies.stream import reply_stream
 from llm.cache.entries import entries_evict, entries_purge, entry_store
 from llm.cache.exact import exact_get
 from llm.cache.keys import CacheRequest, Params
@@ -21,7 +23,6 @@ from llm.cache.semantic import index_for, indexes_forget
 from llm.cache_models import CacheEntry, CacheHit, CachePolicy, CacheStat
 from llm.providers.base import ProviderError
 from llm.providers.simulated import simulated_reply
-from llm.streaming import reply_stream
 from llm.tests.cache_support import ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +33,7 @@ def _deterministic(settings, monkeypatch):
     """Temperature 0 (cacheable) unless a test says otherwise; generation run by hand."""
     settings.LLM_TEMPERATURE = 0.0
     settings.CACHE_REPLAY_CHARS_PER_SECOND = 0  # no pacing: tests about pace set their own
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     indexes_forget()
     yield
     indexes_forget()
@@ -117,7 +118,7 @@ async def test_a_disabled_policy_neither_stores_nor_serves(owner):
 
 
 def test_with_caching_off_a_lookup_reads_no_policy(owner, settings, django_assert_num_queries):
-    from llm.cache.service import _lookup_prepare
+    from chat.replies.cache import _lookup_prepare
 
     settings.CACHE_ENABLED = False
     reply = services.message_send(
@@ -240,9 +241,9 @@ async def test_a_lookup_checks_the_tenant_on_the_record_too(owner, outsider):
 async def test_a_failed_reply_is_never_cached(owner, monkeypatch):
     async def failing(reply, messages, coalescer, state):
         await coalescer.add("Half an ans")
-        raise ProviderError("interrupted", "The provider went away.", retryable=True)
+        raise ProviderError("interrupted", "The provider went away.")
 
-    monkeypatch.setattr("llm.streaming._pump_tokens", failing)
+    monkeypatch.setattr("chat.replies.stream._pump_tokens", failing)
     failed = await ask(owner, "What is a mutex?")
     assert failed.message.status == Message.Status.FAILED
     assert failed.message.content == "Half an ans"
@@ -264,7 +265,7 @@ async def test_a_cancelled_reply_is_never_cached(owner, settings):
     from conftest import wait_for
 
     await wait_for(streaming)
-    await sync_to_async(services.reply_cancel)(message=result.reply, by=owner)
+    await sync_to_async(lifecycle.reply_cancel)(message=result.reply, by=owner)
     await generation
     reply = await Message.objects.aget(pk=result.reply.pk)
     assert reply.status == Message.Status.CANCELLED and reply.content
@@ -278,13 +279,13 @@ async def test_an_overlong_answer_is_not_stored(owner, settings):
 
 
 async def test_a_failover_answer_is_not_stored(owner, monkeypatch):
-    from llm.streaming import _pump_tokens as real
+    from chat.replies.stream import _pump_tokens as real
 
     async def failed_over(reply, messages, coalescer, state):
         await real(reply, messages, coalescer, state)
         state.routing.attempts.insert(0, {"deployment": "primary", "error": "http_503"})
 
-    monkeypatch.setattr("llm.streaming._pump_tokens", failed_over)
+    monkeypatch.setattr("chat.replies.stream._pump_tokens", failed_over)
     answered = await ask(owner, "What is a mutex?")
     assert answered.message.routing["failover"] is True
     assert await entries() == []

@@ -168,7 +168,7 @@ async def test_warmed_faq_answers_are_served_even_to_sampling_models(
 ):
     settings.LLM_TEMPERATURE = 0.7  # model replies are not cached; an operator's FAQ is
     settings.CACHE_REPLAY_CHARS_PER_SECOND = 0
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     indexes_forget()
     organisation = await sync_to_async(lambda: owner.personal_organisation)()
     await sync_to_async(call_command)(

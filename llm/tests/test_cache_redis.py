@@ -72,7 +72,7 @@ def test_entries_live_in_redis_per_tenant_with_their_ttl(redis_cache):
 async def test_a_reply_is_answered_from_redis(redis_cache, owner, settings, monkeypatch):
     settings.LLM_TEMPERATURE = 0.0
     settings.CACHE_REPLAY_CHARS_PER_SECOND = 0
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     indexes_forget()
     first = await ask(owner, "What is a mutex?")
     keys = await sync_to_async(redis_cache.keys)("parley:1:llmcache:x:org:*")

@@ -156,9 +156,9 @@ async def test_a_reply_whose_model_lost_every_deployment_fails_without_retrying(
 ):
     from chat import services
     from chat.models import Message
-    from llm.streaming import reply_stream
+    from chat.replies.stream import reply_stream
 
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     settings.LLM_DEFAULT_MODEL = "default"
     deployment = await sync_to_async(deploy)("soon-off")
     reply = (

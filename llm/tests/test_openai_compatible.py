@@ -23,9 +23,9 @@ from accounts.models import User
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
+from chat.replies.stream import reply_stream
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.registry import chat_model_for
-from llm.streaming import reply_stream
 from tests.llama_server import LlamaServer, llama_server_fixture  # noqa: F401
 from tests.servers import free_port
 
@@ -144,7 +144,9 @@ async def _drain(layer, channel) -> list[dict]:
 @pytest.fixture
 def no_dispatch(monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid))
+    monkeypatch.setattr(
+        "chat.replies.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid)
+    )
     return calls
 
 
@@ -242,7 +244,7 @@ def test_consecutive_celery_replies_each_complete(
     llama_server: LlamaServer, settings, owner, no_dispatch
 ):
     """What a Celery worker does: generate_reply(id) for one reply after another."""
-    from llm.tasks import generate_reply
+    from chat.replies.tasks import generate_reply
 
     settings.LLM_DEFAULT_PROVIDER = "openai-compatible"
     settings.OPENAI_COMPATIBLE_BASE_URL = llama_server.base_url

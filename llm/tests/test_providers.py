@@ -180,7 +180,7 @@ def test_anything_else_is_a_non_retryable_provider_error():
 
 
 def test_a_provider_error_passes_through_unchanged():
-    original = ProviderError("provider_rejected", "nope", retryable=False)
+    original = ProviderError("provider_rejected", "nope")
     assert provider_error_from(original) is original
 
 

@@ -227,7 +227,7 @@ def test_routing_fails_open_when_the_cache_is_unreachable(settings, caplog):
     deployment = _config("anyway")
     permit = gate(deployment, prompt_tokens=1)
     assert not isinstance(permit, Skip) and not permit.probe
-    error = ProviderError("provider_unavailable", "x", retryable=True)
+    error = ProviderError("provider_unavailable", "x")
     attempt_failed(deployment, permit, error)  # logged, not raised
     attempt_succeeded(deployment, permit, first_token_ms=5)
     assert [d.key for d in rotation("default", [_config("a"), _config("b")])] == ["a", "b"]

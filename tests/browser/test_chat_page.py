@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +232,7 @@ def test_sign_in_send_stream_markdown_and_reload(page, server):
     expect(reply.locator(".message__meta")).to_contain_text("tokens")
     expect(reply.locator(".message__meta")).to_contain_text("first token")
     expect(reply.locator("[data-stop]")).to_be_hidden()
+    expect(reply.locator(".message__status")).to_have_text("Complete")
 
     # The new conversation got a URL and a place in the sidebar.
     conversation = page.locator("#chat").get_attribute("data-conversation")
@@ -250,6 +251,7 @@ def test_sign_in_send_stream_markdown_and_reload(page, server):
     reloaded = page.locator("#messages article.message--assistant")
     expect(reloaded).to_have_count(1)
     expect(reloaded).to_have_attribute("data-status", "complete")
+    expect(reloaded.locator(".message__status")).to_have_text("Complete")
     expect(reloaded.locator(".message__body li")).to_have_count(2)
     expect(reloaded.locator(".message__body pre code.hljs")).to_have_count(1)
     assert normalized(body_text(reloaded)) == normalized(streamed_text)
@@ -303,6 +305,7 @@ def test_stop_keeps_partial_text(page, slow_server):
     reply.locator("[data-stop]").click()
     assert wait_final(reply, timeout=10) == "cancelled"
     expect(reply.locator("[data-stop]")).to_be_hidden()
+    expect(reply.locator(".message__status")).to_have_text("Stopped")
     partial = body_text(reply)
     assert partial.startswith("You said")
     assert "second point" not in partial  # stopped long before the end
@@ -310,6 +313,7 @@ def test_stop_keeps_partial_text(page, slow_server):
     page.reload()
     reloaded = page.locator("#messages article.message--assistant").last
     expect(reloaded).to_have_attribute("data-status", "cancelled")
+    expect(reloaded.locator(".message__status")).to_have_text("Stopped")  # labelled as streamed
     assert normalized(body_text(reloaded)) == normalized(partial)
 
 
@@ -325,6 +329,9 @@ class SocketRelay:
         self.refusing = False  # the server is unreachable: every connection closes at once
         self.refused = 0
         self.lose_next_ack = False  # the ack is lost together with the connection
+        # Replaces each `done` on its way to the page: how a reply the server ends otherwise
+        # (cut off upstream, stopped at the token cap) arrives there.
+        self.rewrite_done: Callable[[dict], dict] | None = None
 
     def __call__(self, ws) -> None:
         if self.refusing:
@@ -344,6 +351,9 @@ class SocketRelay:
             if frame.get("type") == "delta" and self.drop_next_deltas > 0:
                 self.drop_next_deltas -= 1
                 self.dropped.append(frame)
+                return
+            if frame.get("type") == "done" and self.rewrite_done:
+                ws.send(json.dumps(self.rewrite_done(frame)))
                 return
             if frame.get("type") == "ack" and self.lose_next_ack:
                 self.lose_next_ack = False
@@ -460,6 +470,62 @@ def test_send_while_disconnected_is_queued_and_a_lost_ack_is_retried(page, serve
     expect(page.locator("#messages article.message--assistant")).to_have_attribute(
         "data-status", "complete"
     )
+
+
+CUT_PROMPT = "Cut me short"
+# Where the stored text of a reply cut off upstream ends: after "answer", before the list.
+CUT_AT = len(f"You said: {CUT_PROMPT}\n\nHere is a **simulated** answer")
+
+
+def _cut_off_upstream(done: dict) -> dict:
+    """The reply failed `interrupted` with less text stored than the page was shown."""
+    return {
+        "type": "error",
+        "message": done["message"],
+        "code": "interrupted",
+        "detail": "The reply stopped before it was complete.",
+        "retryable": True,
+        "seq": CUT_AT,
+    }
+
+
+def _stopped_at_length_limit(done: dict) -> dict:
+    return {**done, "status": "incomplete", "finish_reason": "length"}
+
+
+def test_a_reply_cut_off_upstream_keeps_only_the_stored_text_and_says_so(page, server):
+    from playwright.sync_api import expect
+
+    relay = SocketRelay()
+    relay.rewrite_done = _cut_off_upstream
+    page.route_web_socket(re.compile(r"/ws/chat/$"), relay)
+    sign_in(page, server)
+    reply = send(page, CUT_PROMPT)
+    assert wait_final(reply) == "failed"
+    expect(reply).to_have_attribute("data-seq", str(CUT_AT))
+    assert normalized(body_text(reply)).endswith("Here is a simulated answer")
+    expect(reply.locator(".message__body li")).to_have_count(0)
+    expect(reply.locator(".message__status")).to_have_text("Cut off — regenerate to try again")
+    expect(reply.locator(".message__error")).to_have_text(
+        "The reply stopped before it was complete."
+    )
+    expect(reply.locator("[data-regenerate]")).to_be_visible()
+    expect(reply.locator("[data-stop]")).to_be_hidden()
+
+
+def test_a_reply_stopped_at_the_length_limit_is_not_labelled_complete(page, server):
+    from playwright.sync_api import expect
+
+    relay = SocketRelay()
+    relay.rewrite_done = _stopped_at_length_limit
+    page.route_web_socket(re.compile(r"/ws/chat/$"), relay)
+    sign_in(page, server)
+    reply = send(page, "Go on until the limit")
+    expect(reply).to_have_attribute("data-status", "incomplete", timeout=WAIT_MS)
+    expect(reply.locator(".message__status")).to_have_text("Stopped at the length limit")
+    expect(reply.locator("[data-regenerate]")).to_be_visible()
+    expect(reply.locator("[data-stop]")).to_be_hidden()
+    assert "def greet(name):" in body_text(reply)  # the text it was shown stays
 
 
 def test_reload_mid_stream_resumes_the_server_rendered_reply(page, slow_server):

@@ -11,53 +11,34 @@ Redis, flood duplicate sends, cancel from another replica), checks what every cl
 database end up with, and puts the topology back for the next test. Clients behave like the
 page (static/chat/chat.js): they hold each reply's text by seq, and after a dropped socket they
 reconnect through nginx and send `resume {message, after_seq}` for every reply not yet final.
+The topology and the client are the shared harness's (tests/harness/).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import os
 import re
-import secrets
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
-import psycopg
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Origin
 
 from llm.providers.simulated import simulated_reply
-from tests.servers import (
-    POSTGRES_ADMIN_URL,
-    REPO,
-    ProcessGroup,
-    base_env,
-    free_port,
-    manage,
-    nginx_conf_for_replicas,
-    postgres_database,
-    require_binary,
-    require_service,
-    sign_in_cookie,
-    start_celery_from_compose,
-    start_daphne_as_in_image,
-    start_nginx,
-    start_redis_server,
-    wait_until_answers,
+from tests.harness.client import (
+    Client,
+    all_final,
+    assert_clean,
+    clients_on_replicas,
+    close_all,
+    start_reply,
+    streaming,
+    until,
 )
+from tests.harness.topology import Topology, production_topology, shows_logs
 
 pytestmark = pytest.mark.integration
 
@@ -69,9 +50,6 @@ HEARTBEAT_INTERVAL = 0.5
 REAP_STALE_AFTER = 4.0
 REAP_EVERY = 1.0
 CANCEL_WITHIN = 1.5  # seconds from `cancel` to `done` on every socket (issue: ~1 s)
-# A reply silent this long gets a `resume` (chat.js does the same after STALL_RESUME_MS): the
-# channel layer may drop a reply's last event, which no later seq would reveal.
-STALL_RESUME = 10.0
 
 
 def long_prompt(tag: str, words: int = 200) -> str:
@@ -79,514 +57,47 @@ def long_prompt(tag: str, words: int = 200) -> str:
     return f"{tag} " + " ".join(f"word{i}" for i in range(words))
 
 
-# --- The topology --------------------------------------------------------------------------
-
-
-@dataclass
-class Faults:
-    group: ProcessGroup
-    workdir: Path
-    redis_binary: str
-    redis_port: int
-    nginx_port: int
-    daphne_ports: list[int]
-    database_url: str
-    env: dict[str, str] = field(default_factory=dict)
-    cookie: str = ""
-    # role (daphne-1, worker, redis, ...) -> names of its processes, latest last (restarts)
-    roles: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.nginx_port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.nginx_port}/ws/chat/"
-
-    @property
-    def replicas(self) -> list[str]:
-        return [f"daphne-{index}" for index in range(1, REPLICAS + 1)]
-
-    def current(self, role: str) -> str:
-        return self.roles[role][-1]
-
-    def alive(self, role: str) -> bool:
-        return self.group.procs[self.current(role)].poll() is None
-
-    def pid(self, role: str) -> int:
-        return self.group.procs[self.current(role)].pid
-
-    def _name(self, role: str) -> str:
-        name = role if not self.roles[role] else f"{role}.{len(self.roles[role]) + 1}"
-        self.roles[role].append(name)
-        return name
-
-    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
-        """Signal the role's whole process group (a Celery worker with its pool, too)."""
-        self.group.kill(self.current(role), sig)
-
-    # -- starting (and restarting) each part --
-
-    def start_redis(self) -> None:
-        start_redis_server(
-            self.group, self._name("redis"), self.redis_binary, self.redis_port, self.workdir
-        )
-
-    def start_replica(self, role: str, wait: bool = True) -> None:
-        port = self.daphne_ports[self.replicas.index(role)]
-        proc = start_daphne_as_in_image(self.group, self._name(role), port, self.env)
-        if wait:
-            wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=proc)
-
-    def start_worker(self) -> None:
-        start_celery_from_compose(self.group, self._name("worker"), "worker-remote", self.env)
-
-    def start_beat(self) -> None:
-        schedule = self.workdir / f"beat-schedule-{secrets.token_hex(3)}"
-        name = self._name("beat")
-        start_celery_from_compose(
-            self.group,
-            name,
-            "beat",
-            self.env,
-            extra=(f"--schedule={schedule}",),  # the last --schedule wins: not /tmp's
-            ready="beat: Starting...",
-        )
-
-    # -- what the processes said --
-
-    def logs(self, lines: int = 60) -> str:
-        parts = []
-        for names in self.roles.values():
-            for name in names:
-                tail = "\n".join(self.group.log(name).splitlines()[-lines:])
-                parts.append(f"----- {name} (last {lines} lines) -----\n{tail}")
-        return "\n".join(parts)
-
-    def log(self, role: str) -> str:
-        return "".join(self.group.log(name) for name in self.roles[role])
-
-    def wsconnects(self) -> dict[str, int]:
-        return {role: self.log(role).count('"WSCONNECT /ws/chat/"') for role in self.replicas}
-
-    # -- PostgreSQL --
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url, connect_timeout=5) as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def reply_rows(self, ids: list[int]) -> dict[int, dict[str, Any]]:
-        columns = ("id", "status", "content", "seq", "error_code", "started_at", "finished_at")
-        rows = self.query(
-            f"SELECT {', '.join(columns)}, routing FROM chat_message WHERE id = ANY(%s)", ids
-        )
-        found = {
-            row[0]: {**dict(zip(columns, row, strict=False)), "routing": row[-1]} for row in rows
-        }
-        assert set(found) == set(ids), f"missing rows: {set(ids) - set(found)}"
-        return found
-
-    def prompt_of(self, reply_id: int) -> str:
-        (row,) = self.query(
-            "SELECT u.content FROM chat_message r JOIN chat_message u ON u.id = r.reply_to_id "
-            "WHERE r.id = %s",
-            reply_id,
-        )
-        return str(row[0])
-
-
 @pytest.fixture(scope="module")
-def faults() -> Iterator[Faults]:
-    nginx = require_binary("nginx")
-    redis_binary = require_binary("redis-server")
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="parley-faults-"))
-        workdir.chmod(0o755)  # nginx workers (another user) read the static root
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        if keep := os.environ.get("PARLEY_FAULTS_KEEP_LOGS"):  # a directory, for debugging
-            stack.callback(shutil.copytree, workdir / "logs", keep, dirs_exist_ok=True)
-        database_url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "parley_faults"))
-        (workdir / "logs").mkdir()
-        group = ProcessGroup(log_dir=workdir / "logs")
-        stack.callback(group.stop_all)
-        topo = Faults(
-            group=group,
-            workdir=workdir,
-            redis_binary=redis_binary,
-            redis_port=free_port(),
-            nginx_port=free_port(),
-            daphne_ports=[free_port() for _ in range(REPLICAS)],
-            database_url=database_url,
-        )
-        redis_url = f"redis://127.0.0.1:{topo.redis_port}"
-        static_root = workdir / "staticfiles"
-        unlimited = "1000000/m"
-        topo.env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=f"{redis_url}/0",
-            CELERY_BROKER_URL=f"{redis_url}/1",
-            GENERATION_BACKEND="celery",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-            DJANGO_DEBUG="false",
-            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-            SERVE_STATIC="false",
-            STATIC_ROOT=str(static_root),
-            LLM_DEFAULT_PROVIDER="simulated",
-            SIMULATED_TOKENS_PER_SECOND=str(TOKENS_PER_SECOND),
-            SIMULATED_FIRST_TOKEN_DELAY="0.05",
-            STREAM_CHECKPOINT_INTERVAL="0.5",
-            STREAM_HEARTBEAT_INTERVAL=str(HEARTBEAT_INTERVAL),
-            REAP_STALE_AFTER=str(REAP_STALE_AFTER),
-            REAP_EVERY=str(REAP_EVERY),
-            REAP_PENDING_AFTER="120",
-            WS_RATE_FRAMES_PER_USER=unlimited,
-            WS_RATE_FRAMES_PER_ORG=unlimited,
-            WS_RATE_SENDS_PER_USER=unlimited,
-            WS_RATE_SENDS_PER_ORG=unlimited,
-            # The streaming path itself: no reply may come from the reply cache.
-            CACHE_ENABLED="false",
-            LOG_LEVEL="INFO",
-        )
-        if layer := os.environ.get("PARLEY_FAULTS_LAYER"):  # e.g. pubsub (settings' default else)
-            topo.env["CHANNEL_LAYER_BACKEND"] = layer
-        try:
-            topo.start_redis()
-            manage("migrate", "--noinput", env=topo.env, timeout=120)
-            manage("collectstatic", "--noinput", env=topo.env, timeout=120)
-            manage(
-                "shell",
-                "-c",
-                "from accounts.models import User; "
-                f"User.objects.create_user(username={USERNAME!r}, password={PASSWORD!r})",
-                env=topo.env,
-                timeout=120,
-            )
-            for role in topo.replicas:
-                topo.start_replica(role, wait=False)
-            topo.start_worker()
-            topo.start_beat()
-            for role, port in zip(topo.replicas, topo.daphne_ports, strict=True):
-                proc = topo.group.procs[topo.current(role)]
-                wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=proc)
-            nginx_dir = workdir / "nginx"
-            nginx_dir.mkdir()
-            conf = nginx_dir / "nginx.conf"
-            conf.write_text(
-                nginx_conf_for_replicas(
-                    (REPO / "nginx.conf").read_text(),
-                    upstream_ports=topo.daphne_ports,
-                    listen_port=topo.nginx_port,
-                    static_root=static_root,
-                    prefix=nginx_dir,
-                )
-            )
-            topo.roles["nginx"].append("nginx")
-            start_nginx(group, "nginx", nginx, conf, nginx_dir, topo.nginx_port)
-            topo.cookie = sign_in_cookie(topo.base, USERNAME, PASSWORD)
-        except BaseException:
-            print(topo.logs())
-            raise
+def faults() -> Iterator[Topology]:
+    unlimited = "1000000/m"
+    env = {
+        "SIMULATED_TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
+        "SIMULATED_FIRST_TOKEN_DELAY": "0.05",
+        "STREAM_CHECKPOINT_INTERVAL": "0.5",
+        "STREAM_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+        "REAP_STALE_AFTER": str(REAP_STALE_AFTER),
+        "REAP_EVERY": str(REAP_EVERY),
+        "REAP_PENDING_AFTER": "120",
+        "WS_RATE_FRAMES_PER_USER": unlimited,
+        "WS_RATE_FRAMES_PER_ORG": unlimited,
+        "WS_RATE_SENDS_PER_USER": unlimited,
+        "WS_RATE_SENDS_PER_ORG": unlimited,
+        # The streaming path itself: no reply may come from the reply cache.
+        "CACHE_ENABLED": "false",
+    }
+    if layer := os.environ.get("PARLEY_FAULTS_LAYER"):  # e.g. pubsub (settings' default else)
+        env["CHANNEL_LAYER_BACKEND"] = layer
+    with production_topology(
+        replicas=REPLICAS,
+        provider="simulated",
+        env=env,
+        beat=True,
+        user=(USERNAME, PASSWORD),
+        name="faults",
+    ) as topo:
         yield topo
 
 
 @pytest.fixture
-def topo(faults: Faults) -> Iterator[Faults]:
+def topo(faults: Topology) -> Iterator[Topology]:
     """The topology, whole again after the test (restarted parts keep their new pids)."""
     try:
         yield faults
     finally:
-        if not faults.alive("redis"):
-            faults.start_redis()
-        for role in faults.replicas:
-            if not faults.alive(role):
-                faults.start_replica(role)
-        if not faults.alive("worker"):
-            faults.start_worker()
-        if not faults.alive("beat"):
-            faults.start_beat()
+        faults.restore()
 
 
-# --- A client that behaves like the page ---------------------------------------------------
-
-
-class Client:
-    """One WebSocket through nginx. It holds each reply's text by seq (docs/protocol.md) and
-    records anything a correct server never sends: a delta that does not start where the held
-    text ends, text after a reply's final frame, a second final frame. Like the page, after a
-    dropped socket it reconnects (backoff, through nginx) and resumes every reply it holds that
-    is not final, and it resumes a reply that has been silent for STALL_RESUME seconds.
-    """
-
-    def __init__(self, topo: Faults, label: str) -> None:
-        self.topo = topo
-        self.label = label
-        self.ws: ClientConnection | None = None
-        self.replica = ""
-        self.texts: dict[int, str] = {}
-        self.finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.final_at: dict[int, float] = {}
-        self.acks: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.frame_errors: list[dict[str, Any]] = []
-        self.violations: list[str] = []
-        self.following: set[int] = set()
-        self.resumes: list[tuple[int, int]] = []
-        self.drops = 0
-        self.reconnects = 0
-        self.pongs = 0
-        self.lives = 0  # `live` frames: the server's live feed is back after an outage
-        self.reconnecting = True
-        self.heard: dict[int, float] = {}  # reply -> when it last had a frame
-        self.resumed: dict[int, int] = defaultdict(int)  # reply -> resumes sent
-        self.stall_resumes = 0
-        self._reader: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-
-    async def open(self, place: bool = False) -> None:
-        before = self.topo.wsconnects() if place else {}
-        self.ws = await self._connect()
-        if place:
-            self.replica = await _replica_of_new_socket(self.topo, before)
-        self._reader = asyncio.create_task(self._read())
-        self._watchdog = asyncio.create_task(self._watch())
-
-    async def _connect(self) -> ClientConnection:
-        return await connect(
-            self.topo.ws_url,
-            origin=Origin(self.topo.base),
-            additional_headers={"Cookie": self.topo.cookie},
-            open_timeout=10,
-            close_timeout=2,
-            max_queue=None,
-        )
-
-    async def close(self) -> None:
-        self.reconnecting = False
-        for task in (self._reader, self._watchdog):
-            if task is not None:
-                task.cancel()
-        if self.ws is not None:
-            await self.ws.close()
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        assert self.ws is not None
-        await self.ws.send(json.dumps(frame))
-
-    async def send_text(self, text: str, conversation: int | None = None) -> str:
-        client_id = uuid.uuid4().hex
-        await self.send(
-            {"type": "send", "conversation": conversation, "text": text, "client_id": client_id}
-        )
-        return client_id
-
-    async def subscribe(self, conversation: int) -> None:
-        self.following.add(conversation)
-        await self.send({"type": "subscribe", "conversation": conversation})
-        pongs = self.pongs
-        await self.send({"type": "ping"})  # frames are handled in order: then it is subscribed
-        await until(lambda: self.pongs > pongs, 10, f"{self.label}: pong")
-
-    def reply_of(self, client_id: str) -> int | None:
-        acks = self.acks.get(client_id)
-        return acks[0]["reply"] if acks else None
-
-    def final(self, reply: int) -> dict[str, Any] | None:
-        finals = self.finals.get(reply)
-        return finals[0] if finals else None
-
-    # -- reading --
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            now = time.monotonic()
-            for reply, text in list(self.texts.items()):
-                if reply in self.finals or now - self.heard.get(reply, now) < STALL_RESUME:
-                    continue
-                self.heard[reply] = now
-                self.stall_resumes += 1
-                self.resumes.append((reply, len(text)))
-                self.resumed[reply] += 1
-                try:
-                    await self.send({"type": "resume", "message": reply, "after_seq": len(text)})
-                except ConnectionClosed:
-                    pass  # the reader reconnects and resumes
-
-    async def _read(self) -> None:
-        while True:
-            ws = self.ws
-            assert ws is not None
-            try:
-                async for raw in ws:
-                    self._apply(json.loads(raw))
-            except ConnectionClosed:
-                pass
-            self.drops += 1
-            if not self.reconnecting:
-                return
-            await self._reconnect()
-
-    async def _reconnect(self) -> None:
-        """Like chat.js: backoff, reconnect through nginx, then resume what is not final."""
-        delay, deadline = 0.1, time.monotonic() + 60
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                self.ws = await self._connect()
-            except (OSError, InvalidHandshake, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                delay = min(delay * 2, 1.0)
-                continue
-            break
-        self.reconnects += 1
-        try:
-            for conversation in sorted(self.following):
-                await self.send({"type": "subscribe", "conversation": conversation})
-            for reply, text in list(self.texts.items()):
-                if reply not in self.finals:
-                    self.resumes.append((reply, len(text)))
-                    self.resumed[reply] += 1
-                    await self.send({"type": "resume", "message": reply, "after_seq": len(text)})
-        except ConnectionClosed:
-            pass  # dropped again: the read loop sees it and reconnects once more
-
-    def _apply(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        reply = frame.get("reply") if kind == "ack" else frame.get("message")
-        if isinstance(reply, int):
-            self.heard[reply] = time.monotonic()
-        if kind == "ack":
-            self.acks[frame["client_id"]].append(frame)
-            self.following.add(frame["conversation"])
-            self.texts.setdefault(frame["reply"], "")
-        elif kind == "message":
-            if frame["role"] == "assistant":
-                self.texts.setdefault(frame["message"], "")
-        elif kind == "delta":
-            self._delta(frame)
-        elif kind in ("done", "error") and frame.get("message") is not None:
-            reply = frame["message"]
-            held = len(self.texts.setdefault(reply, ""))
-            earlier = self.finals[reply]
-            # A resume of a final reply answers with its final frame again (protocol.md); any
-            # other repeat, or a different ending, is a reply that ended twice.
-            if earlier and (
-                len(earlier) > self.resumed[reply] or _ending(frame) != _ending(earlier[0])
-            ):
-                self.violations.append(f"{self.label}: second final for {reply}: {frame}")
-            if not earlier and kind == "done" and frame["seq"] != held:
-                self.violations.append(f"{self.label}: done at {frame['seq']}, holding {held}")
-            self.finals[reply].append(frame)
-            self.final_at.setdefault(reply, time.monotonic())
-        elif kind == "error":
-            self.frame_errors.append(frame)
-        elif kind == "pong":
-            self.pongs += 1
-        elif kind == "live":
-            self.lives += 1
-
-    def _delta(self, frame: dict[str, Any]) -> None:
-        reply, start, seq, piece = frame["message"], frame["start"], frame["seq"], frame["text"]
-        text = self.texts.setdefault(reply, "")
-        # The answer to a resume starts at the after_seq it asked for, which may be behind what
-        # the client holds by the time it arrives (live deltas overtook it), and may follow
-        # the final frame (protocol.md: duplicates are ignored). Unasked, neither may happen.
-        asked = self.resumed[reply] > 0
-        if self.finals.get(reply):
-            if not asked:
-                self.violations.append(f"{self.label}: delta after final for {reply}: {frame}")
-            return
-        if len(piece) != seq - start:
-            self.violations.append(f"{self.label}: delta length != seq - start: {frame}")
-        if start > len(text) or (start < len(text) and not asked):
-            kind = "gap" if start > len(text) else "overlap"
-            self.violations.append(f"{self.label}: {kind}: {start}..{seq} holding {len(text)}")
-        if seq <= len(text):
-            return
-        if start > len(text):  # as the page does: ask for the missing text
-            self.resumes.append((reply, len(text)))
-            self.resumed[reply] += 1
-            resume = {"type": "resume", "message": reply, "after_seq": len(text)}
-            asyncio.get_running_loop().create_task(self.send(resume))
-            return
-        self.texts[reply] = text + piece[len(text) - start :]
-
-
-def _ending(frame: dict[str, Any]) -> tuple[Any, ...]:
-    return (frame["type"], frame.get("status"), frame.get("code"), frame.get("seq"))
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
-async def _replica_of_new_socket(topo: Faults, before: dict[str, int]) -> str:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for role, count in topo.wsconnects().items():
-            if count > before[role]:
-                return role
-        await asyncio.sleep(0.02)
-    raise AssertionError("no replica logged the new WebSocket")
-
-
-async def clients_on_replicas(topo: Faults, per_replica: int, label: str) -> list[Client]:
-    """Open sockets one by one until every replica holds `per_replica` of them (least_conn
-    spreads them; an extra socket on a full replica is closed)."""
-    placed: dict[str, list[Client]] = defaultdict(list)
-    for attempt in range(per_replica * REPLICAS * 4):
-        client = Client(topo, f"{label}{attempt}")
-        await client.open(place=True)
-        if len(placed[client.replica]) < per_replica:
-            placed[client.replica].append(client)
-            client.label = f"{label}{len(placed[client.replica])}@{client.replica}"
-        else:
-            await client.close()
-        if all(len(placed[role]) == per_replica for role in topo.replicas):
-            return [c for role in topo.replicas for c in placed[role]]
-    raise AssertionError(f"sockets did not spread: {dict(placed)}")
-
-
-async def close_all(clients: list[Client]) -> None:
-    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-
-
-async def start_reply(client: Client, prompt: str, conversation: int | None = None) -> int:
-    """Send `prompt`; the reply's id once acknowledged."""
-    client_id = await client.send_text(prompt, conversation)
-    await until(lambda: client.reply_of(client_id) is not None, 15, f"{client.label}: ack")
-    reply = client.reply_of(client_id)
-    assert reply is not None
-    return reply
-
-
-async def streaming(clients: list[Client], reply: int, timeout: float = 15) -> None:
-    """Until every client holds some of the reply's text and none has its end."""
-    await until(lambda: all(c.texts.get(reply) for c in clients), timeout, f"first text of {reply}")
-    for client in clients:
-        assert not client.finals.get(reply), f"{reply} ended before the fault: {client.label}"
-
-
-async def all_final(clients: list[Client], replies: list[int], timeout: float) -> None:
-    await until(
-        lambda: all(r in c.finals for c in clients for r in replies if r in c.texts),
-        timeout,
-        f"final frames for {replies}",
-    )
-
-
-def assert_clean(*clients: Client) -> None:
-    problems = [v for c in clients for v in c.violations]
-    assert not problems, "\n".join(problems[:20])
-
-
-def assert_complete_and_exact(topo: Faults, clients: list[Client], replies: list[int]) -> None:
+def assert_complete_and_exact(topo: Topology, clients: list[Client], replies: list[int]) -> None:
     """Every reply is complete in PostgreSQL with the provider's exact text, and every client
     following it holds exactly that text and one `done`."""
     rows = topo.reply_rows(replies)
@@ -603,26 +114,12 @@ def assert_complete_and_exact(topo: Faults, clients: list[Client], replies: list
             assert final["type"] == "done" and final["status"] == "complete", final
 
 
-def shows_logs(test: Callable[..., Any]) -> Callable[..., Any]:
-    """On failure, print the tail of every process's log with the error."""
-
-    @functools.wraps(test)
-    async def wrapper(topo: Faults) -> None:
-        try:
-            await test(topo)
-        except BaseException:
-            print(topo.logs())
-            raise
-
-    return wrapper
-
-
 # --- The faults ----------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(120)
 @shows_logs
-async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Faults) -> None:
+async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Topology) -> None:
     """`cancel` sent through a socket on another replica stops the generation in the worker
     within about a second; the partial text is kept and every socket hears `done` cancelled."""
     clients = await clients_on_replicas(topo, 1, "cancel")
@@ -663,7 +160,7 @@ async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Faults
 
 @pytest.mark.timeout(150)
 @shows_logs
-async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Faults) -> None:
+async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Topology) -> None:
     """SIGKILL the replica holding several streaming sockets: each client reconnects through
     nginx, resumes after the last seq it holds, and ends with the provider's exact text; the
     sockets on the other replicas never notice."""
@@ -701,7 +198,7 @@ async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Faul
 
 @pytest.mark.timeout(150)
 @shows_logs
-async def test_worker_killed_mid_stream_reply_ends_once(topo: Faults) -> None:
+async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     """SIGKILL the Celery worker (its whole process group) mid-stream: the reaper ends the
     reply within a bounded time — failed, `interrupted`, retryable, the saved text kept — and
     no socket ever hears two endings. A fresh worker then answers new messages."""
@@ -761,7 +258,7 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Faults) -> None:
 
 @pytest.mark.timeout(180)
 @shows_logs
-async def test_redis_outage_mid_stream_recovers_without_restarts(topo: Faults) -> None:
+async def test_redis_outage_mid_stream_recovers_without_restarts(topo: Topology) -> None:
     """Stop Redis (channel layer, cache, broker) for a few seconds while replies stream, then
     start it again, empty: no Daphne or Celery process restarts, clients see their socket drop
     (or an error), reconnect and resume; no reply is complete with truncated text; new
@@ -803,7 +300,7 @@ async def test_redis_outage_mid_stream_recovers_without_restarts(topo: Faults) -
 
 @pytest.mark.timeout(240)
 @shows_logs
-async def test_duplicate_sends_make_one_message_and_one_generation_each(topo: Faults) -> None:
+async def test_duplicate_sends_make_one_message_and_one_generation_each(topo: Topology) -> None:
     """1,000 sends: 500 client ids, each sent at the same moment over two sockets on different
     replicas. One user message and one reply per client id, each generated once (one task, one
     provider attempt), and both sockets get the same ids and one `done` per reply."""
@@ -885,7 +382,7 @@ async def test_duplicate_sends_make_one_message_and_one_generation_each(topo: Fa
     print(f"{2 * len(prompts)} sends: {len(prompts)} replies, all final after {took:.1f} s")
 
 
-def assert_no_complete_reply_is_truncated(topo: Faults) -> None:
+def assert_no_complete_reply_is_truncated(topo: Topology) -> None:
     """Across everything these tests made: a complete reply holds the provider's exact text."""
     rows = topo.query(
         "SELECT r.id, r.content, u.content FROM chat_message r "
@@ -906,7 +403,7 @@ def assert_no_complete_reply_is_truncated(topo: Faults) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_no_complete_reply_is_truncated(topo: Faults) -> None:
+def test_no_complete_reply_is_truncated(topo: Topology) -> None:
     assert_no_complete_reply_is_truncated(topo)
     stuck = topo.query(
         "SELECT id, status FROM chat_message WHERE status IN ('pending', 'streaming')"

@@ -30,23 +30,19 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.servers import (
-    POSTGRES_ADMIN_URL,
+from tests.harness.client import sign_in_cookie
+from tests.harness.nginx import nginx_conf, start_nginx
+from tests.harness.processes import (
     REPO,
     ProcessGroup,
     base_env,
     free_port,
     manage,
-    nginx_conf_for_replicas,
-    postgres_database,
     require_binary,
-    require_service,
-    sign_in_cookie,
-    start_daphne_as_in_image,
-    start_nginx,
     start_redis_server,
     wait_until_answers,
 )
+from tests.harness.services import POSTGRES_ADMIN_URL, postgres_database, require_service
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +169,7 @@ def site() -> Iterator[Site]:
                 .splitlines()[-1]
             )
             for index, port in enumerate(site.daphne_ports, start=1):
-                start_daphne_as_in_image(group, f"daphne-{index}", port, site.env)
+                group.daphne(f"daphne-{index}", port, site.env, as_in_image=True, wait_for=None)
             for index, port in enumerate(site.daphne_ports, start=1):
                 proc = group.procs[f"daphne-{index}"]
                 wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=proc)
@@ -181,7 +177,7 @@ def site() -> Iterator[Site]:
             nginx_dir.mkdir()
             conf = nginx_dir / "nginx.conf"
             conf.write_text(
-                nginx_conf_for_replicas(
+                nginx_conf(
                     (REPO / "nginx.conf").read_text(),
                     upstream_ports=site.daphne_ports,
                     listen_port=site.nginx_port,

@@ -14,13 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.servers import (
-    PYTHON,
+from tests.harness.processes import PYTHON, REPO, base_env, manage
+from tests.harness.services import (
     REDIS_HOST,
     REDIS_PORT,
-    REPO,
-    base_env,
-    manage,
     postgres_database,
     redis_database,
     require_service,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,19 +21,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.servers import (
-    PYTHON,
-    REDIS_HOST,
-    REDIS_PORT,
-    REPO,
-    ProcessGroup,
-    base_env,
-    free_port,
-    manage,
-    postgres_database,
-    redis_database,
-    require_service,
-)
+from tests.harness.processes import PYTHON, REPO
+from tests.harness.topology import Topology, production_topology
 
 pytestmark = pytest.mark.integration
 
@@ -62,48 +50,45 @@ print(json.dumps({
 
 @dataclass
 class Replicas:
-    ports: list[int]
+    topo: Topology
     keys: dict[str, str]
-    env: dict[str, str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.topo.env
 
     def ws(self, replica: int, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.ports[replica]}/ws/chat/{query}"
+        return f"ws://127.0.0.1:{self.topo.daphne_ports[replica]}/ws/chat/{query}"
 
     def http(self, replica: int, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[replica]}{path}"
+        return f"http://127.0.0.1:{self.topo.daphne_ports[replica]}{path}"
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory) -> Iterator[Replicas]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    group = ProcessGroup(tmp_path_factory.mktemp("limits"))
-    with (
-        postgres_database(prefix="parley_limits") as database_url,
-        redis_database() as redis_index,
-    ):
-        env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
-            LLM_DEFAULT_PROVIDER="simulated",
-            SIMULATED_FIRST_TOKEN_DELAY="0",
-            SIMULATED_TOKENS_PER_SECOND="500",
-            WS_RATE_FRAMES_PER_USER=f"{FRAMES_PER_USER}/m",
-            WS_RATE_SENDS_PER_ORG=f"{SENDS_PER_ORG}/m",
-        )
-        manage("migrate", "--noinput", env=env)
+def replicas() -> Iterator[Replicas]:
+    """Two replicas, no nginx in front (a test picks the replica), generation in-process."""
+    with production_topology(
+        replicas=2,
+        generation="inprocess",
+        nginx=False,
+        provider="simulated",
+        env={
+            "SIMULATED_FIRST_TOKEN_DELAY": "0",
+            "SIMULATED_TOKENS_PER_SECOND": "500",
+            "WS_RATE_FRAMES_PER_USER": f"{FRAMES_PER_USER}/m",
+            "WS_RATE_SENDS_PER_ORG": f"{SENDS_PER_ORG}/m",
+        },
+        name="limits",
+    ) as topo:
         out = subprocess.run(
-            [PYTHON, "-c", SETUP], cwd=REPO, env=env, capture_output=True, text=True, check=True
+            [PYTHON, "-c", SETUP],
+            cwd=REPO,
+            env=topo.env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        keys = json.loads(out.stdout.strip().splitlines()[-1])
-        ports = [free_port(), free_port()]
-        try:
-            for i, port in enumerate(ports):
-                group.daphne(f"daphne-{i}", port, env)
-            yield Replicas(ports=ports, keys=keys, env=env)
-        finally:
-            group.stop_all()
+        yield Replicas(topo=topo, keys=json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -14,8 +14,8 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 
-from chat.tests.embedded_server import RunningParley, running_parley
 from llm.providers.simulated import simulated_reply
+from tests.harness.embedded import RunningParley, running_parley
 
 pytestmark = pytest.mark.integration
 

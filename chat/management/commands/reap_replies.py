@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from chat.services import replies_reap
+from chat.replies.reaper import replies_reap
 
 
 class Command(BaseCommand):

@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import Message
+from chat.replies import lifecycle, reaper, watch
+from chat.replies.stream import reply_stream
+from chat.replies.watch import reply_watch
 from conftest import wait_for
-from llm import watch
 from llm.providers.simulated import simulated_reply
-from llm.streaming import reply_stream
-from llm.watch import reply_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +37,7 @@ def _quick_watch(settings, monkeypatch):
     settings.STREAM_CANCEL_POLL_INTERVAL = POLL
     settings.STREAM_CHECKPOINT_INTERVAL = INTERVAL
     settings.STREAM_HEARTBEAT_INTERVAL = INTERVAL
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
 
 def _streaming_replies(owner, count: int, *, started: bool = True) -> list[int]:
@@ -47,7 +47,7 @@ def _streaming_replies(owner, count: int, *, started: bool = True) -> list[int]:
             author=owner, conversation=None, text=f"Question {n}", client_id=f"q{n}"
         ).reply
         if started:
-            services.reply_start(message_id=reply.pk)
+            lifecycle.reply_start(message_id=reply.pk)
         ids.append(reply.pk)
     return ids
 
@@ -112,13 +112,13 @@ def cancel_reads(monkeypatch) -> list[list[str]]:
 def checkpoint_rounds(monkeypatch) -> list[list[tuple[int, str]]]:
     """Each checkpoint round the watch sends to the database: (message id, text) per reply."""
     rounds: list[list[tuple[int, str]]] = []
-    real = services.replies_checkpoint
+    real = lifecycle.replies_checkpoint
 
     def recorded(*, checkpoints):
         rounds.append([(c.message_id, c.content) for c in checkpoints])
         return real(checkpoints=checkpoints)
 
-    monkeypatch.setattr(services, "replies_checkpoint", recorded)
+    monkeypatch.setattr(watch, "replies_checkpoint", recorded)
     return rounds
 
 
@@ -126,7 +126,7 @@ def checkpoint_rounds(monkeypatch) -> list[list[tuple[int, str]]]:
 def heartbeat_rounds(monkeypatch) -> list[tuple[list[int], int]]:
     """Each heartbeat round: the replies it covered, and how many queries it took."""
     rounds: list[tuple[list[int], int]] = []
-    real = services.replies_heartbeat
+    real = lifecycle.replies_heartbeat
 
     def counted(*, message_ids):
         # In the watch's own thread, on its own connection.
@@ -135,7 +135,7 @@ def heartbeat_rounds(monkeypatch) -> list[tuple[list[int], int]]:
         rounds.append((sorted(message_ids), len(queries)))
         return live
 
-    monkeypatch.setattr(services, "replies_heartbeat", counted)
+    monkeypatch.setattr(watch, "replies_heartbeat", counted)
     return rounds
 
 
@@ -146,7 +146,7 @@ async def test_a_cancel_stops_only_the_reply_it_names_within_a_poll(owner):
     ids = await streaming(owner, 3)
     with watching(ids) as watched:
         target = await saved(ids[1])
-        await sync_to_async(services.reply_cancel)(message=target, by=owner)
+        await sync_to_async(lifecycle.reply_cancel)(message=target, by=owner)
         loop = asyncio.get_running_loop()
         asked_at = loop.time()
         await asyncio.wait_for(watched[1].stop.wait(), timeout=2)
@@ -160,7 +160,7 @@ async def test_one_cache_read_per_poll_covers_every_reply(owner, cancel_reads):
     with watching(ids):
         await asyncio.sleep(10 * POLL)
     assert 3 <= len(cancel_reads) <= 11
-    keys = sorted(services.CANCEL_KEY.format(message_id=message_id) for message_id in ids)
+    keys = sorted(lifecycle.CANCEL_KEY.format(message_id=message_id) for message_id in ids)
     assert all(sorted(read) == keys for read in cancel_reads)  # one get_many, never a get each
 
 
@@ -175,8 +175,8 @@ async def test_an_unreadable_cache_does_not_stop_the_reply(owner, monkeypatch, c
         return real_get_many(self, keys, version=version)
 
     monkeypatch.setattr(LocMemCache, "get_many", get_many)
-    with watching([reply_id]) as (watched,), caplog.at_level(logging.WARNING, "llm.watch"):
-        cache.set(services.CANCEL_KEY.format(message_id=reply_id), owner.pk)
+    with watching([reply_id]) as (watched,), caplog.at_level(logging.WARNING, "chat.replies.watch"):
+        cache.set(lifecycle.CANCEL_KEY.format(message_id=reply_id), owner.pk)
         await asyncio.sleep(4 * POLL)
         assert not watched.stop.is_set()
         assert "cancel flags of 1 replies unreadable" in caplog.text
@@ -221,7 +221,7 @@ async def test_a_reaped_reply_stops_generating_and_keeps_what_the_reaper_wrote(o
         return (await saved(reply_id)).first_token_at
 
     await wait_for(started)
-    await sync_to_async(services.replies_reap)(
+    await sync_to_async(reaper.replies_reap)(
         stale_after=timedelta(0), pending_after=timedelta(hours=1)
     )
     await asyncio.wait_for(generation, timeout=1.5)
@@ -289,7 +289,7 @@ async def test_a_streamed_reply_is_checkpointed_while_it_runs_and_never_after(
 
 async def test_a_failed_database_round_is_retried_next_interval(owner, monkeypatch, caplog):
     [reply_id] = await streaming(owner)
-    real = services.replies_checkpoint
+    real = lifecycle.replies_checkpoint
     failures = [OperationalError("database is locked")]
 
     def flaky(*, checkpoints):
@@ -297,8 +297,8 @@ async def test_a_failed_database_round_is_retried_next_interval(owner, monkeypat
             raise failures.pop()
         return real(checkpoints=checkpoints)
 
-    monkeypatch.setattr(services, "replies_checkpoint", flaky)
-    with watching([reply_id]) as (watched,), caplog.at_level(logging.WARNING, "llm.watch"):
+    monkeypatch.setattr(watch, "replies_checkpoint", flaky)
+    with watching([reply_id]) as (watched,), caplog.at_level(logging.WARNING, "chat.replies.watch"):
         watched.checkpoint(content="Saved at last", seq=13)
 
         async def checkpointed():
@@ -344,14 +344,14 @@ async def test_a_crashed_watch_comes_back_and_still_stops_a_cancelled_reply(
         return real(self)
 
     monkeypatch.setattr(watch.ReplyWatch, "_take_unsaved", buggy)
-    with watching([reply_id]) as (watched,), caplog.at_level(logging.ERROR, "llm.watch"):
+    with watching([reply_id]) as (watched,), caplog.at_level(logging.ERROR, "chat.replies.watch"):
         watched.checkpoint(content="Still saved", seq=11)
 
         async def crashed():
             return not bugs
 
         await wait_for(crashed, timeout=2)
-        cache.set(services.CANCEL_KEY.format(message_id=reply_id), owner.pk)
+        cache.set(lifecycle.CANCEL_KEY.format(message_id=reply_id), owner.pk)
         await asyncio.wait_for(watched.stop.wait(), timeout=2)
 
         async def checkpointed():
@@ -368,7 +368,7 @@ async def test_each_event_loop_has_its_own_watch(owner):
     async def other_loop():
         with watching([there_id]) as (there,):
             assert len(watch_tasks()) == 1  # this loop's own
-            cache.set(services.CANCEL_KEY.format(message_id=there_id), owner.pk)
+            cache.set(lifecycle.CANCEL_KEY.format(message_id=there_id), owner.pk)
             await asyncio.wait_for(there.stop.wait(), timeout=2)
             there_stopped.set()
 
@@ -386,8 +386,8 @@ async def test_each_event_loop_has_its_own_watch(owner):
 def test_batch_heartbeat_tells_which_replies_are_still_streaming(owner):
     ids = _streaming_replies(owner, 3)
     Message.objects.filter(pk=ids[0]).update(status=Message.Status.FAILED)
-    assert services.replies_heartbeat(message_ids=ids) == set(ids[1:])
-    assert services.replies_heartbeat(message_ids=[]) == set()
+    assert lifecycle.replies_heartbeat(message_ids=ids) == set(ids[1:])
+    assert lifecycle.replies_heartbeat(message_ids=[]) == set()
 
 
 def test_batch_heartbeat_and_checkpoint_cost_the_same_for_one_reply_or_many(
@@ -397,18 +397,18 @@ def test_batch_heartbeat_and_checkpoint_cost_the_same_for_one_reply_or_many(
     # Counted on SQLite, whose BEGIN and COMMIT show up as queries.
     for batch in (ids[:1], ids):
         with django_assert_num_queries(4):  # BEGIN, SELECT, UPDATE, COMMIT
-            services.replies_heartbeat(message_ids=batch)
+            lifecycle.replies_heartbeat(message_ids=batch)
         with django_assert_num_queries(3):  # BEGIN, UPDATE, COMMIT
-            services.replies_checkpoint(
-                checkpoints=[services.ReplyCheckpoint(i, "Some text", 9) for i in batch]
+            lifecycle.replies_checkpoint(
+                checkpoints=[lifecycle.ReplyCheckpoint(i, "Some text", 9) for i in batch]
             )
 
 
 def test_batch_checkpoint_leaves_final_replies_alone(owner):
     ids = _streaming_replies(owner, 2)
-    services.reply_finish(message_id=ids[0], content="The whole answer.", status="complete")
-    saved_count = services.replies_checkpoint(
-        checkpoints=[services.ReplyCheckpoint(i, "Stale", 5) for i in ids]
+    lifecycle.reply_finish(message_id=ids[0], content="The whole answer.", status="complete")
+    saved_count = lifecycle.replies_checkpoint(
+        checkpoints=[lifecycle.ReplyCheckpoint(i, "Stale", 5) for i in ids]
     )
     assert saved_count == 1
     finished, running = Message.objects.get(pk=ids[0]), Message.objects.get(pk=ids[1])
@@ -418,6 +418,6 @@ def test_batch_checkpoint_leaves_final_replies_alone(owner):
 
 def test_batch_cancel_lookup_names_only_flagged_replies(owner):
     ids = _streaming_replies(owner, 3)
-    cache.set(services.CANCEL_KEY.format(message_id=ids[2]), owner.pk)
-    assert services.replies_cancel_requested(message_ids=ids) == {ids[2]}
-    assert services.replies_cancel_requested(message_ids=[]) == set()
+    cache.set(lifecycle.CANCEL_KEY.format(message_id=ids[2]), owner.pk)
+    assert lifecycle.replies_cancel_requested(message_ids=ids) == {ids[2]}
+    assert lifecycle.replies_cancel_requested(message_ids=[]) == set()

@@ -1,5 +1,6 @@
-"""How a pending reply gets generated: a Celery task in production, a task on the server's own
-event loop in embedded mode. Both run llm.streaming.reply_stream."""
+"""Where a reply is born: saved pending, announced, and handed to its generator once the
+transaction commits: a Celery task in production (chat/replies/tasks.py), a task on the
+server's own event loop in embedded mode. Both run chat/replies/stream.py reply_stream."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
+from chat.events import event_publish_on_commit, message_event
+from chat.models import Conversation, Message
+from chat.replies.stream import reply_stream
+from chat.replies.tasks import generate_reply
 from llm.providers.base import ProviderConfig
+from llm.router import provider_choose
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +30,28 @@ ASGIApp = Callable[
 ]
 
 _server_loop: asyncio.AbstractEventLoop | None = None
-_running: set[asyncio.Task[None]] = set()
+_running: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
+
+
+def reply_create(*, conversation: Conversation, reply_to: Message, alias: str = "") -> Message:
+    """A pending assistant reply, announced and dispatched once the transaction commits.
+
+    `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
+    """
+    provider = provider_choose(pinned=alias)
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        reply_to=reply_to,
+        provider=provider.name,
+        model=provider.model,
+        # The model alias the generation routes (llm/router.py); it may answer elsewhere.
+        routing={"alias": provider.alias or alias},
+    )
+    event_publish_on_commit(conversation.pk, message_event(reply))
+    transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+    return reply
 
 
 class RememberEventLoop:
@@ -47,9 +76,8 @@ def queue_for(provider: ProviderConfig) -> str:
 
 
 def dispatch_generation(message_id: int, provider: ProviderConfig) -> None:
+    """Start generating a pending reply, where the settings say (GENERATION_BACKEND)."""
     if settings.GENERATION_BACKEND == "celery":
-        from llm.tasks import generate_reply
-
         generate_reply.apply_async((message_id,), queue=queue_for(provider))
         return
     _run_in_process(message_id)
@@ -82,8 +110,6 @@ def _own_loop() -> asyncio.AbstractEventLoop:
 
 
 def _start_task(message_id: int) -> None:
-    from llm.streaming import reply_stream
-
     task = asyncio.get_running_loop().create_task(
         reply_stream(message_id=message_id), name=f"reply-{message_id}"
     )
@@ -95,8 +121,3 @@ def _forget(task: asyncio.Task[None]) -> None:
     _running.discard(task)
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("in-process generation crashed", exc_info=exc)
-
-
-def in_process_generations() -> int:
-    """How many in-process generations are running (for tests and health)."""
-    return len(_running)

@@ -11,9 +11,10 @@ from channels.layers import get_channel_layer
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
+from chat.replies.coalesce import DeltaCoalescer
+from chat.replies.stream import reply_stream
 from llm.providers.base import ProviderError
 from llm.providers.simulated import simulated_reply
-from llm.streaming import DeltaCoalescer, reply_stream
 
 
 async def test_first_piece_goes_at_once_then_pieces_are_coalesced():
@@ -60,7 +61,7 @@ async def _drain(layer, channel) -> list[dict]:
 
 @pytest.fixture
 def pending_reply(owner, monkeypatch):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
     def make(text="Tell me"):
         return services.message_send(
@@ -106,12 +107,10 @@ async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(
 
     class Broken:
         async def astream(self, messages):
-            raise ProviderError(
-                "provider_unavailable", "The model provider answered 503.", retryable=True
-            )
+            raise ProviderError("provider_unavailable", "The model provider answered 503.")
             yield  # pragma: no cover
 
-    monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Broken())
+    monkeypatch.setattr("chat.replies.stream.chat_model_for", lambda config, max_tokens: Broken())
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(conversation_group(reply.conversation_id), channel)
@@ -129,7 +128,7 @@ async def test_unexpected_failure_never_leaves_a_reply_streaming(pending_reply, 
     def explode(config, max_tokens):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("llm.streaming.chat_model_for", explode)
+    monkeypatch.setattr("chat.replies.stream.chat_model_for", explode)
     await reply_stream(message_id=reply.pk)
     saved = await Message.objects.aget(pk=reply.pk)
     assert saved.status == "failed" and saved.error_code == "internal"
@@ -146,7 +145,7 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
 
             yield AIMessageChunk(content="ok")
 
-    monkeypatch.setattr("llm.streaming.chat_model_for", lambda config, max_tokens: Recorder())
+    monkeypatch.setattr("chat.replies.stream.chat_model_for", lambda config, max_tokens: Recorder())
     first = await sync_to_async(pending_reply)("one")
     await reply_stream(message_id=first.pk)
     second = await sync_to_async(services.message_send)(

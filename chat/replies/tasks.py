@@ -1,4 +1,9 @@
-"""Celery tasks: the production way a reply gets generated."""
+"""Celery tasks: the production way a reply gets generated, and the reaper's schedule.
+
+Their names are fixed ("llm.tasks.generate_reply", "llm.tasks.reap_replies"), not taken from
+this module's path: messages already queued in the broker, and the beat schedule
+(project/settings.py), name them so, and must keep finding them across releases (README).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
 
-from chat import services
-from llm.streaming import reply_stream
+from chat.replies.reaper import replies_reap
+from chat.replies.stream import reply_stream
 
 
 def _closed_broker_channel_raises_a_connection_error() -> None:
@@ -108,16 +113,18 @@ async def _generate(message_id: int) -> None:
             await sync_to_async(close_old_connections)()
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name="llm.tasks.generate_reply", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
     asyncio.run_coroutine_threadsafe(_generate(message_id), _generation_loop()).result()
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="llm.tasks.reap_replies", ignore_result=True)
 def reap_replies() -> int:
     """Fail replies whose generator died, so none hangs in `streaming` forever."""
-    return services.replies_reap(
+    return replies_reap(
         stale_after=timedelta(seconds=settings.REAP_STALE_AFTER),
         pending_after=timedelta(seconds=settings.REAP_PENDING_AFTER),
     )

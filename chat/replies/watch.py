@@ -12,7 +12,7 @@ per checkpoint interval.
 A generation enters the watch with `reply_watch(message_id=...)` (the watch starts with the first
 reply on its loop and ends after the last), notes its text with `WatchedReply.checkpoint` (no
 await, no query) and waits on `WatchedReply.stop`, which the watch sets when the reply is
-cancelled or no longer streaming. It leaves before its final save (services.reply_finish).
+cancelled or no longer streaming. It leaves before its final save (lifecycle.reply_finish).
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ from functools import partial
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from chat import services
+from chat.replies.lifecycle import (
+    ReplyCheckpoint,
+    replies_cancel_requested,
+    replies_checkpoint,
+    replies_heartbeat,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +69,7 @@ class ReplyWatch:
     """The watch of one event loop: polls cancel flags, heartbeats and checkpoints its replies.
 
     Its cache and database calls run in two threads of its own, not on the loop and not on a
-    generation's database lane (llm/tasks.py): the lanes stay free for the generations' own
+    generation's database lane (chat/replies/tasks.py): the lanes stay free for the generations' own
     writes, the database work is one connection (one thread) whatever the number of replies,
     and a cancel poll never queues behind a slow database round (cancel latency stays within a
     poll). `sync_to_async(thread_sensitive=False)` would spread the rounds over the loop's
@@ -193,10 +198,10 @@ class ReplyWatch:
                     task.cancel()
             raise
 
-    def _take_unsaved(self) -> list[services.ReplyCheckpoint]:
+    def _take_unsaved(self) -> list[ReplyCheckpoint]:
         unsaved, self._unsaved = self._unsaved, {}
         return [
-            services.ReplyCheckpoint(message_id=message_id, content=content, seq=seq)
+            ReplyCheckpoint(message_id=message_id, content=content, seq=seq)
             for message_id, (content, seq) in unsaved.items()
         ]
 
@@ -204,7 +209,7 @@ class ReplyWatch:
         message_ids = list(self._replies)
         try:
             asked = await self._loop.run_in_executor(
-                lane, partial(services.replies_cancel_requested, message_ids=message_ids)
+                lane, partial(replies_cancel_requested, message_ids=message_ids)
             )
         except Exception:  # the cache (Redis) is down: keep generating, look again next poll
             logger.warning("cancel flags of %d replies unreadable", len(message_ids), exc_info=True)
@@ -216,7 +221,7 @@ class ReplyWatch:
     async def _store(
         self,
         lane: ThreadPoolExecutor,
-        checkpoints: list[services.ReplyCheckpoint],
+        checkpoints: list[ReplyCheckpoint],
         heartbeat: list[int],
     ) -> None:
         try:
@@ -232,14 +237,14 @@ class ReplyWatch:
                         checkpoint.message_id, (checkpoint.content, checkpoint.seq)
                     )
         if stored.live is not None:
-            # No longer streaming: reaped (or finished elsewhere). Stop, as reply_heartbeat's
-            # False did; a reply that left meanwhile is no longer here to be told.
+            # No longer streaming: reaped (or finished elsewhere), so no longer this generator's
+            # to write. A reply that left meanwhile is no longer here to be told.
             for message_id in set(heartbeat) - stored.live:
                 if watched := self._replies.get(message_id):
                     watched.stop.set()
 
 
-def _database_round(checkpoints: list[services.ReplyCheckpoint], heartbeat: list[int]) -> _Stored:
+def _database_round(checkpoints: list[ReplyCheckpoint], heartbeat: list[int]) -> _Stored:
     """One trip to the database in the watch's thread, handled like a request: a broken or
     obsolete connection is dropped before and after (with the psycopg pool, PostgreSQL's
     production setting, that is a borrow and a return per round; otherwise CONN_MAX_AGE rules).
@@ -250,7 +255,7 @@ def _database_round(checkpoints: list[services.ReplyCheckpoint], heartbeat: list
         saved = False
         if checkpoints:
             try:
-                services.replies_checkpoint(checkpoints=checkpoints)
+                replies_checkpoint(checkpoints=checkpoints)
                 saved = True
             except Exception:
                 logger.warning(
@@ -261,7 +266,7 @@ def _database_round(checkpoints: list[services.ReplyCheckpoint], heartbeat: list
         live = None
         if heartbeat:
             try:
-                live = services.replies_heartbeat(message_ids=heartbeat)
+                live = replies_heartbeat(message_ids=heartbeat)
             except Exception:
                 logger.warning(
                     "heartbeat of %d replies not saved; retrying next interval",

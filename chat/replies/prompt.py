@@ -1,0 +1,35 @@
+"""What a model is asked: the system prompt and the conversation up to the reply's question.
+
+Plain LangChain messages, the shape llm/ takes (llm/failover.py stream_with_failover, the
+cache's keys): llm never reads a Message row.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from chat.models import Message
+from llm.catalog import default_alias
+
+
+def prompt_messages(reply: Message) -> list[BaseMessage]:
+    """The system prompt plus the conversation up to the message this reply answers."""
+    history = (
+        Message.objects.filter(
+            conversation_id=reply.conversation_id, id__lt=reply.pk, superseded=False
+        )
+        .exclude(status__in=[Message.Status.FAILED, Message.Status.PENDING])
+        .exclude(content="")
+        .order_by("-id")[: settings.LLM_HISTORY_MESSAGES]
+    )
+    messages: list[BaseMessage] = [SystemMessage(content=settings.LLM_SYSTEM_PROMPT)]
+    for message in reversed(list(history)):
+        cls = HumanMessage if message.role == Message.Role.USER else AIMessage
+        messages.append(cls(content=message.content))
+    return messages
+
+
+def reply_alias(reply: Message) -> str:
+    """The model alias the reply is routed to (llm/router.py): the one it was created with."""
+    return str(reply.routing.get("alias") or reply.provider or default_alias())

@@ -1,0 +1,89 @@
+"""Writes of the OpenAI-compatible endpoint (chat/openai_compat/): a stateless completion
+request recorded as a conversation, answered like a send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from accounts.models import Organisation, User
+from accounts.quotas import quota_reserve, reservation_attach
+from chat import selectors
+from chat.models import Message
+from chat.replies.dispatch import reply_create
+from chat.services.conversations import conversation_create
+from chat.services.messages import (
+    SendResult,
+    message_text_clean,
+    send_earlier,
+    title_from,
+    user_message_create,
+)
+
+
+@dataclass(frozen=True)
+class PriorMessage:
+    """A message of a request's history, recorded as it was (OpenAI-compatible requests)."""
+
+    role: str  # Message.Role
+    content: str
+
+
+def completion_request_create(
+    *,
+    author: User,
+    organisation: Organisation,
+    history: list[PriorMessage],
+    text: str,
+    client_id: str,
+    alias: str,
+) -> SendResult:
+    """Record a stateless completion request (POST /v1/chat/completions) as a conversation and
+    start its reply, the way message_send does: same budget reservation, same pending reply,
+    same dispatch; only the model alias is the caller's choice.
+
+    The request's earlier messages are saved as they were (final, never generated here); the
+    last user message is `text`. Idempotent on (author, client_id) like a send.
+    """
+    text = message_text_clean(text)
+    if earlier := send_earlier(author=author, client_id=client_id):
+        return earlier
+    try:
+        with transaction.atomic():
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=organisation.pk,
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=None, text=text + "".join(m.content for m in history)
+                )
+                + selectors.TOKENS_PER_MESSAGE * len(history),
+            )
+            conversation = conversation_create(
+                owner=author,
+                title=title_from(text),
+                organisation=organisation,
+            )
+            Message.objects.bulk_create(
+                [
+                    Message(
+                        conversation=conversation,
+                        role=prior.role,
+                        author=author if prior.role == Message.Role.USER else None,
+                        content=prior.content,
+                        status=Message.Status.COMPLETE,
+                        seq=len(prior.content),
+                    )
+                    for prior in history
+                ]
+            )
+            user_message = user_message_create(
+                conversation=conversation, author=author, text=text, client_id=client_id
+            )
+            reply = reply_create(conversation=conversation, reply_to=user_message, alias=alias)
+            reservation_attach(reservation=reservation, message_id=reply.pk)
+    except IntegrityError:
+        if earlier := send_earlier(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)

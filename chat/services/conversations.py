@@ -1,0 +1,67 @@
+"""Writes of conversations: create, rename, delete."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Organisation, User
+from accounts.quotas import quota_settle
+from accounts.services import organisation_personal_ensure
+from chat.errors import ChatError
+from chat.models import Conversation, Message
+from chat.replies.lifecycle import reply_cancel
+
+
+def conversation_create(
+    *, owner: User, title: str = "New chat", organisation: Organisation | None = None
+) -> Conversation:
+    """A conversation in `organisation` (the owner's personal one if not given)."""
+    return Conversation.objects.create(
+        owner=owner,
+        organisation=organisation or organisation_personal_ensure(user=owner),
+        title=title[:200] or "New chat",
+    )
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """Give a conversation a new title (trimmed to what the column holds)."""
+    title = " ".join(title.split())[:200]
+    if not title:
+        raise ChatError("bad_frame", "A title must have some text.")
+    # An update, not a save: a conversation deleted meanwhile is a not_found, not a crash.
+    if not Conversation.objects.filter(pk=conversation.pk).update(
+        title=title, updated_at=timezone.now()
+    ):
+        raise ChatError("not_found", "No such conversation.")
+    conversation.refresh_from_db(fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation, by: User) -> None:
+    """Delete a conversation and its messages; replies still running there are stopped first.
+
+    A pending reply gives its reservation back (reply_cancel). A streaming one may already have
+    been billed by its provider and will not be able to save its usage once its row is gone, so
+    its reservation stays charged at the worst case, as for an interrupted reply.
+    """
+    with transaction.atomic():
+        running = list(
+            Message.objects.select_for_update().filter(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status__in=[Message.Status.PENDING, Message.Status.STREAMING],
+            )
+        )
+        for reply in running:
+            reply_cancel(message=reply, by=by)
+            if reply.status == Message.Status.STREAMING:
+                quota_settle(
+                    message_id=reply.pk,
+                    started=True,
+                    prompt_tokens=None,
+                    completion_tokens=None,
+                    content_chars=len(reply.content),
+                    interrupted=True,
+                )
+        conversation.delete()

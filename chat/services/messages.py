@@ -1,0 +1,230 @@
+"""Writes of what people say: a message sent, edited, or answered again.
+
+Each saves the user's message (if any) and a pending reply in one transaction, with the budget
+reserved first; the reply is born in chat/replies/dispatch.py and lives in chat/replies/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import Organisation, User
+from accounts.quotas import quota_reserve, reservation_attach
+from accounts.services import organisation_personal_ensure
+from chat import selectors
+from chat.errors import ChatError
+from chat.events import event_publish_on_commit, message_event, superseded_event
+from chat.models import Conversation, Message
+from chat.replies.dispatch import reply_create
+from chat.replies.lifecycle import reply_cancel
+from chat.services.conversations import conversation_create
+
+
+@dataclass(frozen=True)
+class SendResult:
+    user_message: Message
+    reply: Message
+    created: bool
+
+
+def message_text_clean(text: object) -> str:
+    """The text of a message as sent, or a bad_frame: non-empty, and not too long."""
+    if not isinstance(text, str) or not text.strip():
+        raise ChatError("bad_frame", "Write a message first: text must be a non-empty string.")
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(
+            "bad_frame",
+            f"The message is too long (at most {settings.CHAT_MAX_MESSAGE_CHARS} characters).",
+        )
+    return text
+
+
+def send_earlier(*, author: User, client_id: str) -> SendResult | None:
+    """What an earlier send with this client id made, if there was one (idempotency)."""
+    user_message = Message.objects.filter(author=author, client_id=client_id).first()
+    if user_message is None:
+        return None
+    return SendResult(user_message=user_message, reply=_current_reply(user_message), created=False)
+
+
+def _current_reply(user_message: Message) -> Message:
+    """The latest reply to a user message (a regenerate adds one and supersedes the last)."""
+    reply = user_message.replies.order_by("-id").first()
+    assert reply is not None, "every user message is saved together with its reply"
+    return reply
+
+
+def user_message_create(
+    *, conversation: Conversation, author: User, text: str, client_id: str | None
+) -> Message:
+    """A user's message as it is saved: complete at once, its seq the length of its text."""
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.USER,
+        author=author,
+        content=text,
+        status=Message.Status.COMPLETE,
+        seq=len(text),
+        client_id=client_id,
+    )
+
+
+def title_from(text: str) -> str:
+    """A conversation's title from its first message: one line, at most 60 characters."""
+    line = " ".join(text.split())
+    return line[:60] + ("…" if len(line) > 60 else "")
+
+
+def message_send(
+    *,
+    author: User,
+    conversation: Conversation | None,
+    text: str,
+    client_id: str,
+    organisation: Organisation | None = None,
+) -> SendResult:
+    """Save a user message and a pending reply, then start generating it.
+
+    Idempotent on (author, client_id): a retried or doubled send returns the first result and
+    starts no second generation, even when the first one also created the conversation.
+    A new conversation starts in `organisation` (default: the author's personal one). A send
+    over budget raises QuotaExceeded and saves nothing.
+    """
+    text = message_text_clean(text)
+    if conversation is not None and conversation.owner_id != author.pk:
+        raise ChatError("not_found", "No such conversation.")
+    if earlier := send_earlier(author=author, client_id=client_id):
+        return earlier
+    if conversation is None and organisation is None:
+        organisation = organisation_personal_ensure(user=author)
+    try:
+        with transaction.atomic():
+            # The budget check comes first and holds its locks until the commit.
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=conversation.organisation_id if conversation else organisation.pk,  # type: ignore[union-attr]
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=conversation.pk if conversation else None, text=text
+                ),
+            )
+            if conversation is None:
+                conversation = conversation_create(
+                    owner=author, title=title_from(text), organisation=organisation
+                )
+            elif not conversation.messages.exists():
+                conversation.title = title_from(text)
+            user_message = user_message_create(
+                conversation=conversation, author=author, text=text, client_id=client_id
+            )
+            conversation.save(update_fields=["title", "updated_at"])
+            event_publish_on_commit(conversation.pk, message_event(user_message))
+            reply = reply_create(conversation=conversation, reply_to=user_message)
+            reservation_attach(reservation=reservation, message_id=reply.pk)
+    except IntegrityError:
+        # A concurrent twin won the unique (author, client_id) race: answer with its result.
+        if earlier := send_earlier(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def reply_regenerate(*, message: Message, by: User) -> SendResult:
+    """Answer the last user message again. The old reply is kept, superseded.
+
+    A repeat (double click, retry) finds the old reply superseded already and answers with the
+    reply that replaced it, so one regenerate makes one provider call.
+    """
+    if message.role != Message.Role.ASSISTANT or message.reply_to is None:
+        raise ChatError("bad_frame", "Only an assistant reply can be regenerated.")
+    with transaction.atomic():
+        current = Message.objects.select_for_update().get(pk=message.pk)
+        user_message = message.reply_to
+        if current.superseded:
+            return SendResult(
+                user_message=user_message, reply=_current_reply(user_message), created=False
+            )
+        if not current.is_final:
+            raise ChatError("bad_frame", "Stop the reply before regenerating it.")
+        if _later_messages(current).exists():
+            raise ChatError(
+                "bad_frame", "Only the last reply can be regenerated; edit an earlier message."
+            )
+        reservation = quota_reserve(
+            user_id=by.pk,
+            organisation_id=current.conversation.organisation_id,
+            prompt_tokens=selectors.prompt_tokens_estimate(
+                conversation_id=current.conversation_id, before_id=current.pk
+            ),
+        )
+        current.superseded = True
+        current.save(update_fields=["superseded"])
+        event_publish_on_commit(
+            current.conversation_id,
+            superseded_event(conversation_id=current.conversation_id, message_ids=[current.pk]),
+        )
+        reply = reply_create(conversation=current.conversation, reply_to=user_message)
+        reservation_attach(reservation=reservation, message_id=reply.pk)
+        Conversation.objects.filter(pk=current.conversation_id).update(updated_at=timezone.now())
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def message_edit(*, message: Message, author: User, text: str, client_id: str) -> SendResult:
+    """Replace a user message with new text and answer it afresh.
+
+    The old message and everything after it are superseded (kept, hidden from pages and
+    prompts); replies still running there are stopped. Idempotent on client_id like a send.
+    """
+    text = message_text_clean(text)
+    if message.role != Message.Role.USER or message.author_id != author.pk:
+        raise ChatError("bad_frame", "Only your own messages can be edited.")
+    if earlier := send_earlier(author=author, client_id=client_id):
+        return earlier
+    try:
+        with transaction.atomic():
+            current = Message.objects.select_for_update().get(pk=message.pk)
+            if current.superseded:
+                raise ChatError("bad_frame", "This message was edited already; edit the new one.")
+            doomed = list(
+                Message.objects.select_for_update()
+                .filter(conversation_id=current.conversation_id, id__gte=current.pk)
+                .filter(superseded=False)
+            )
+            for old in doomed:
+                if old.role == Message.Role.ASSISTANT and not old.is_final:
+                    reply_cancel(message=old, by=author)
+            Message.objects.filter(pk__in=[m.pk for m in doomed]).update(superseded=True)
+            reservation = quota_reserve(
+                user_id=author.pk,
+                organisation_id=current.conversation.organisation_id,
+                prompt_tokens=selectors.prompt_tokens_estimate(
+                    conversation_id=current.conversation_id, text=text, before_id=current.pk
+                ),
+            )
+            event_publish_on_commit(
+                current.conversation_id,
+                superseded_event(
+                    conversation_id=current.conversation_id, message_ids=[m.pk for m in doomed]
+                ),
+            )
+            user_message = user_message_create(
+                conversation=current.conversation, author=author, text=text, client_id=client_id
+            )
+            event_publish_on_commit(current.conversation_id, message_event(user_message))
+            reply = reply_create(conversation=current.conversation, reply_to=user_message)
+            reservation_attach(reservation=reservation, message_id=reply.pk)
+    except IntegrityError:
+        if earlier := send_earlier(author=author, client_id=client_id):
+            return earlier
+        raise
+    return SendResult(user_message=user_message, reply=reply, created=True)
+
+
+def _later_messages(message: Message) -> QuerySet[Message]:
+    return Message.objects.filter(
+        conversation_id=message.conversation_id, id__gt=message.pk, superseded=False
+    )

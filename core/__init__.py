@@ -1,0 +1,1 @@
+"""What every app shares and nothing else: the one error vocabulary (core/errors.py)."""

@@ -1,0 +1,235 @@
+// The page's socket handling with a scripted WebSocket and a hand-driven clock: node --test.
+// (The real socket, through Daphne, is exercised by tests/browser/test_chat_page.py.)
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  BACKOFF_FIRST_MS,
+  BACKOFF_MAX_MS,
+  HEARTBEAT_MS,
+  PONG_TIMEOUT_MS,
+  Transport,
+  backoffDelay,
+} from "../transport.js";
+
+/** Timers that run only when the test advances time. */
+class ManualClock {
+  constructor() {
+    this.now = 0;
+    this.nextId = 1;
+    this.timers = new Map(); // id → {at, fn, every}
+    this.random = () => 0.5;
+  }
+
+  setTimeout(fn, ms) {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.now + ms, fn, every: 0 });
+    return id;
+  }
+
+  setInterval(fn, ms) {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.now + ms, fn, every: ms });
+    return id;
+  }
+
+  clearTimeout(id) {
+    this.timers.delete(id);
+  }
+
+  clearInterval(id) {
+    this.timers.delete(id);
+  }
+
+  advance(ms) {
+    const end = this.now + ms;
+    for (;;) {
+      const due = [...this.timers].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at);
+      if (!due.length) break;
+      const [id, timer] = due[0];
+      this.now = timer.at;
+      if (timer.every) timer.at += timer.every;
+      else this.timers.delete(id);
+      timer.fn();
+    }
+    this.now = end;
+  }
+}
+
+/** A WebSocket the test opens, feeds and closes; it records what the page sent. */
+class ScriptedSocket {
+  static made = [];
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.listeners = {};
+    ScriptedSocket.made.push(this);
+  }
+
+  addEventListener(type, fn) {
+    (this.listeners[type] ||= []).push(fn);
+  }
+
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+
+  close() {
+    this.readyState = 3;
+  }
+
+  open() {
+    this.readyState = 1;
+    for (const fn of this.listeners.open || []) fn({});
+  }
+
+  receive(frame) {
+    const data = typeof frame === "string" ? frame : JSON.stringify(frame);
+    for (const fn of this.listeners.message || []) fn({ data });
+  }
+
+  lose() {
+    this.readyState = 3;
+    for (const fn of this.listeners.close || []) fn({});
+  }
+}
+
+function setUp({ onOpen = () => {} } = {}) {
+  ScriptedSocket.made = [];
+  const clock = new ManualClock();
+  const frames = [];
+  const statuses = [];
+  const transport = new Transport({
+    url: "ws://parley.test/ws/chat/",
+    onFrame: (frame) => frames.push(frame),
+    onOpen: () => onOpen(transport),
+    onStatus: (text, kind) => statuses.push([text, kind]),
+    WebSocket: ScriptedSocket,
+    clock,
+  });
+  transport.online = () => true;
+  transport.start();
+  const socket = () => ScriptedSocket.made.at(-1);
+  return { clock, frames, statuses, transport, socket };
+}
+
+test("backoff doubles from 0.5 s to at most 10 s, each wait 50-100 % of that", () => {
+  assert.equal(backoffDelay(0, () => 0), BACKOFF_FIRST_MS / 2);
+  assert.equal(backoffDelay(0, () => 1), BACKOFF_FIRST_MS);
+  assert.equal(backoffDelay(3, () => 1), BACKOFF_FIRST_MS * 8);
+  assert.equal(backoffDelay(20, () => 1), BACKOFF_MAX_MS);
+  assert.equal(backoffDelay(20, () => 0), BACKOFF_MAX_MS / 2);
+});
+
+test("on open: unacknowledged sends, then the page's frames, then queued frames", () => {
+  const { transport, socket } = setUp({
+    onOpen: (t) => t.send({ type: "subscribe", conversation: 3 }),
+  });
+  assert.equal(transport.sendUntilAcked("c-1", { type: "send", client_id: "c-1" }), false);
+  assert.equal(transport.send({ type: "cancel", message: 9 }, { queue: true }), false);
+  assert.equal(transport.send({ type: "regenerate", message: 9 }), false); // not queued
+  socket().open();
+  assert.deepEqual(
+    socket().sent.map((f) => f.type),
+    ["send", "subscribe", "cancel"],
+  );
+  assert.deepEqual(transport.inFlight(), ["c-1"]);
+});
+
+test("a send is repeated on every new connection until it is acknowledged", () => {
+  const { clock, transport, socket } = setUp();
+  socket().open();
+  transport.sendUntilAcked("c-1", { type: "send", client_id: "c-1" });
+  socket().lose();
+  assert.deepEqual(transport.inFlight(), []); // not sent on any live connection
+  clock.advance(BACKOFF_FIRST_MS);
+  socket().open();
+  assert.deepEqual(socket().sent, [{ type: "send", client_id: "c-1" }]);
+  transport.acked("c-1");
+  socket().lose();
+  clock.advance(BACKOFF_FIRST_MS);
+  socket().open();
+  assert.deepEqual(socket().sent, []);
+});
+
+test("a lost connection reconnects after a backoff that grows until one opens", () => {
+  const { clock, statuses, socket } = setUp();
+  socket().open();
+  socket().lose();
+  assert.deepEqual(statuses.at(-1), ["Connection lost — reconnecting in 1 s…", "warn"]);
+  clock.advance(374); // random 0.5: the first wait is 375 ms
+  assert.equal(ScriptedSocket.made.length, 1);
+  clock.advance(1);
+  assert.equal(ScriptedSocket.made.length, 2);
+  assert.deepEqual(statuses.at(-1), ["Reconnecting…", "warn"]);
+  socket().lose();
+  clock.advance(749); // the second wait is 750 ms
+  assert.equal(ScriptedSocket.made.length, 2);
+  clock.advance(1);
+  assert.equal(ScriptedSocket.made.length, 3);
+  socket().open();
+  assert.deepEqual(statuses.at(-1), ["Connected", "ok"]);
+});
+
+test("a socket that does not answer a ping is dropped and replaced", () => {
+  const { clock, transport, socket } = setUp();
+  const first = socket();
+  first.open();
+  clock.advance(HEARTBEAT_MS);
+  assert.deepEqual(first.sent.at(-1), { type: "ping" });
+  clock.advance(PONG_TIMEOUT_MS - 1);
+  assert.equal(transport.ws, first);
+  clock.advance(1);
+  assert.equal(first.readyState, 3);
+  clock.advance(BACKOFF_FIRST_MS);
+  assert.notEqual(socket(), first);
+  transport.stop();
+});
+
+test("any frame counts as an answer to the ping", () => {
+  const { clock, transport, socket } = setUp();
+  const first = socket();
+  first.open();
+  clock.advance(HEARTBEAT_MS);
+  first.receive({ type: "delta", message: 1, start: 0, seq: 1, text: "a" });
+  clock.advance(PONG_TIMEOUT_MS);
+  assert.equal(transport.ws, first);
+  transport.stop();
+});
+
+test("the server's outage and recovery show as status; other frames go to the page", () => {
+  const { frames, statuses, socket } = setUp();
+  socket().open();
+  socket().receive({
+    type: "error",
+    message: null,
+    code: "unavailable",
+    detail: "Live updates paused.",
+  });
+  assert.deepEqual(statuses.at(-1), ["Live updates paused.", "warn"]);
+  socket().receive({ type: "live" });
+  assert.deepEqual(statuses.at(-1), ["Connected", "ok"]);
+  socket().receive({ type: "pong" });
+  socket().receive("not json");
+  socket().receive({ type: "error", message: null, code: "bad_frame", detail: "?" });
+  socket().receive({ type: "done", message: 4, seq: 0, status: "complete" });
+  assert.deepEqual(
+    frames.map((f) => f.type),
+    ["error", "done"],
+  );
+});
+
+test("coming back online skips the rest of a reconnect wait", () => {
+  const { clock, transport, socket } = setUp();
+  socket().open();
+  socket().lose();
+  clock.advance(BACKOFF_FIRST_MS); // reconnects, fails again: a longer wait
+  socket().lose();
+  assert.equal(ScriptedSocket.made.length, 2);
+  transport.wake();
+  assert.equal(ScriptedSocket.made.length, 3);
+  transport.stop();
+});
