@@ -602,3 +602,32 @@ def test_a_body_over_the_limit_is_a_413(api, settings):
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
     assert not Conversation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_id_reused_in_another_organisation_posts_a_new_message(api, chat, owner):
+    """ "c-1" posted in Acme, then with the personal organisation's key into a personal
+    conversation: a new message there, never Acme's ids or text."""
+    acme = api.post(
+        f"{API}/conversations/{chat.pk}/messages",
+        {"text": "Acme's plan", "client_id": "c-1"},
+        content_type="application/json",
+    )
+    assert acme.status_code == 201
+    personal_key = api_key_create(
+        user=owner, organisation=owner.personal_organisation, name="personal"
+    )
+    personal = Client(**bearer(personal_key.raw))
+    mine = services.conversation_create(
+        owner=owner, title="Mine", organisation=owner.personal_organisation
+    )
+    response = personal.post(
+        f"{API}/conversations/{mine.pk}/messages",
+        {"text": "My own", "client_id": "c-1"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["created"] is True and body["conversation"] == mine.pk
+    assert body["message"] != acme.json()["message"]
+    assert Message.objects.get(pk=body["message"]).content == "My own"
