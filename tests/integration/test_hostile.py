@@ -30,7 +30,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.harness.client import sign_in_cookie
 from tests.harness.nginx import nginx_conf, start_nginx
 from tests.harness.processes import (
     REPO,
@@ -43,6 +42,7 @@ from tests.harness.processes import (
     wait_until_answers,
 )
 from tests.harness.services import POSTGRES_ADMIN_URL, postgres_database, require_service
+from tests.harness.sockets import sign_in_cookie
 
 pytestmark = pytest.mark.integration
 
