@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from core.errors import error_code
+
 logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -34,7 +36,7 @@ UNAVAILABLE_FRAME = {
     "type": "error",
     "code": "unavailable",
     "detail": "The server cannot take new connections for a moment; reconnect shortly.",
-    "retryable": True,
+    "retryable": error_code("unavailable").retryable,
     "message": None,
 }
 
