@@ -1,4 +1,5 @@
-"""Operators' admin: users, organisations and roles, API keys, budgets, usage, the audit log.
+"""Operators' admin: users, organisations and roles, invitations, API keys, budgets, usage,
+the audit log.
 
 Non-superuser operators (is_staff plus an operator/admin role) see only their organisations'
 rows (accounts/admin_scoping.py).
@@ -10,13 +11,15 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Model, QuerySet
+from django.db.models import Exists, Model, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
 
-from accounts import services
+from accounts import invitations, services
 from accounts.admin_scoping import (
     OPERATOR_ROLES,
+    OrganisationListFilter,
     OrganisationScopedAdmin,
     ReadOnlyScopedAdmin,
     _is_superuser,
@@ -26,6 +29,7 @@ from accounts.models import (
     ApiKey,
     AuditLog,
     Budget,
+    Invitation,
     Membership,
     Organisation,
     UsageCounter,
@@ -54,6 +58,9 @@ class UserAdmin(OrganisationScopedAdmin, DjangoUserAdmin):  # type: ignore[misc]
 
 
 class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
+    """Organisation admins change their members' roles and remove members; they add nobody:
+    joining takes the user's consent (an invitation they accept). Superusers add members."""
+
     model = Membership
     extra = 0
     raw_id_fields = ("user",)
@@ -65,11 +72,15 @@ class MembershipInline(admin.TabularInline):  # type: ignore[type-arg]
             return True
         return obj is not None and admin_roles(request).get(obj.pk) == Membership.Role.ADMIN
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A membership's user is fixed: swapping in another user id would add them unasked.
+        return self.readonly_fields if _is_superuser(request) else ("user", "created_at")
+
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _is_superuser(request) or bool(admin_roles(request))
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._org_admin(request, obj)
+        return _is_superuser(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._org_admin(request, obj)
@@ -91,6 +102,12 @@ class OrganisationAdmin(OrganisationScopedAdmin):
 
     def object_organisation_id(self, obj: Model) -> int | None:
         return obj.pk
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Naming an organisation someone's personal one would start their chats in it.
+        if _is_superuser(request):
+            return self.readonly_fields
+        return (*self.readonly_fields, "personal_owner")
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return _is_superuser(request) and super().has_add_permission(request, *args)
@@ -154,6 +171,91 @@ class OrganisationAdmin(OrganisationScopedAdmin):
             target=username,
             ip=client_ip(request),
             details={"from": old, "to": new},
+        )
+
+
+class InvitationForm(ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = Invitation
+        fields = ("organisation", "username", "email", "role")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        organisation = cleaned.get("organisation")
+        if organisation is not None:
+            invitations.invitation_validate(
+                organisation=organisation,
+                username=cleaned.get("username") or "",
+                email=cleaned.get("email") or "",
+            )
+        return cleaned
+
+
+@admin.register(Invitation)
+class InvitationAdmin(OrganisationScopedAdmin):
+    """Admins invite people into their organisations; the invitee accepts or declines on
+    their invitations page (or through the link shown once here, for an email address)."""
+
+    form = InvitationForm
+    change_roles = ADMIN_ROLE
+    delete_roles = ADMIN_ROLE
+    list_display = ("invitee", "organisation", "role", "state", "invited_by", "expires_at")
+    list_filter = ("role", ("organisation", OrganisationListFilter))
+    search_fields = ("username", "email", "organisation__name")
+    list_select_related = ("organisation", "invited_by")
+    readonly_fields = (
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "declined_at",
+    )
+
+    @admin.display(description="state")
+    def state(self, obj: Invitation) -> str:
+        return obj.state
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return self.readonly_fields
+        return ("organisation", "username", "email", "role", *self.readonly_fields)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        if _is_superuser(request):
+            return super().has_add_permission(request, *args)
+        administered = self.organisation_ids(request, self.change_roles)
+        return bool(request.user.is_staff) and (
+            Organisation.objects.filter(pk__in=administered, personal_owner__isnull=True).exists()
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # answered by the invitee, revoked by deleting it
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if field is not None and field.queryset is not None and db_field.name == "organisation":
+            field.queryset = field.queryset.filter(personal_owner__isnull=True)
+        return field
+
+    def save_model(
+        self, request: HttpRequest, obj: Invitation, form: ModelForm, change: bool
+    ) -> None:  # type: ignore[type-arg]
+        created = invitations.invitation_create(
+            organisation=obj.organisation,
+            by=request.user,  # type: ignore[arg-type]
+            username=obj.username,
+            email=obj.email,
+            role=obj.role,
+            ip=client_ip(request),
+        )
+        obj.pk = created.invitation.pk
+        obj.refresh_from_db()
+        link = request.build_absolute_uri(reverse("accounts:invitation_link", args=[created.token]))
+        self.message_user(
+            request,
+            f"Invited {obj.invitee}. Their link, shown only now: {link}",
+            messages.SUCCESS,
         )
 
 
@@ -290,9 +392,15 @@ class AuditLogAdmin(ReadOnlyScopedAdmin):
     list_select_related = ("actor", "organisation")
 
     def scope(self, queryset: QuerySet[Any], organisation_ids: set[int]) -> QuerySet[Any]:
-        members = Membership.objects.filter(organisation_id__in=organisation_ids).values("user_id")
+        # A member's own entries (sign-ins with their IPs) only from when they joined: joining
+        # does not open their past to the organisation's operators, and leaving closes it.
+        member_then = Membership.objects.filter(
+            organisation_id__in=organisation_ids,
+            user_id=OuterRef("actor_id"),
+            created_at__lte=OuterRef("created_at"),
+        )
         return queryset.filter(organisation_id__in=organisation_ids) | queryset.filter(
-            organisation__isnull=True, actor_id__in=members
+            Exists(member_then), organisation__isnull=True
         )
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:

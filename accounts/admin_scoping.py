@@ -6,19 +6,23 @@ Who may do what in the admin (superusers: everything Django allows them):
   and admins; memberships and organisation settings: admins);
 - nobody but a superuser deletes, unless `delete_roles` says so.
 Rows come from get_queryset filtered on `organisation_field`, so lists, change pages, actions
-and raw-id pop-ups all see the same scope.
+and raw-id pop-ups all see the same scope; `OrganisationListFilter` lists the same
+organisations in a list's filter (personal organisations carry their owners' names).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
-from django.db.models import ForeignKey, Model, QuerySet
+from django.db.models import Field, ForeignKey, Model, QuerySet
 from django.forms import ModelChoiceField
 from django.http import HttpRequest
 
 from accounts.models import Membership, Organisation, User
+
+if TYPE_CHECKING:
+    from django.utils.functional import _StrPromise
 
 ROLES_CACHE_ATTRIBUTE = "_parley_admin_roles"
 OPERATOR_ROLES = frozenset({Membership.Role.OPERATOR, Membership.Role.ADMIN})
@@ -39,6 +43,22 @@ def admin_roles(request: HttpRequest) -> dict[int, str]:
 
 def _is_superuser(request: HttpRequest) -> bool:
     return bool(request.user.is_active and request.user.is_superuser)
+
+
+class OrganisationListFilter(admin.RelatedFieldListFilter):
+    """A list filter on an organisation field that offers only the organisations the operator
+    may see: all of them for a superuser, else the ones they operate."""
+
+    def field_choices(
+        self,
+        field: Field[Any, Any],
+        request: HttpRequest,
+        model_admin: admin.ModelAdmin,  # type: ignore[type-arg]
+    ) -> list[tuple[str, str | _StrPromise]]:
+        organisations = Organisation.objects.order_by("name", "pk")
+        if not _is_superuser(request):
+            organisations = organisations.filter(pk__in=admin_roles(request))
+        return [(str(organisation.pk), str(organisation)) for organisation in organisations]
 
 
 class OrganisationScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

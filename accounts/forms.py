@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
-from accounts.models import User
+from accounts.models import Membership, User
 
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
@@ -28,3 +28,9 @@ class TokenForm(forms.Form):
         label="Code from your authenticator app",
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
+
+
+class InvitationForm(forms.Form):
+    username = forms.CharField(max_length=150, required=False)
+    email = forms.EmailField(required=False, help_text="Or an email address: they get a link.")
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)

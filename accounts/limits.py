@@ -1,11 +1,15 @@
 """Rate limits for WebSocket frames and message sends, per user and per organisation, shared
 by every replica.
 
-With REDIS_URL set, counters live in Redis: one Lua script increments every counter a frame
+With REDIS_URL set, counters live in Redis: one Lua script increments the counters a frame
 touches and sets each counter's expiry on its first hit, atomically, so replicas A and B count
 into the same windows. A window starts at the first hit and lasts the rate's period; the
 answer says how long until it ends (`retry_after`). Without Redis (embedded mode, one process)
 the Django cache holds the same counters.
+
+Counters are charged narrowest first (the user's, then the organisation's), and a frame over
+one counter's limit is not charged to the counters after it: frames refused by a member's own
+limit never use up the organisation's, so one member flooding cannot lock their colleagues out.
 
 If Redis cannot be reached, frames are let through (logged): a limiter outage must not take
 the chat down, and budgets (accounts/quotas.py) still bound spend from PostgreSQL.
@@ -34,7 +38,8 @@ KEY_PREFIX = "parley:rl"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 
-# KEYS: counters; ARGV: each counter's window in ms. Returns count, ms left for each.
+# KEYS: counters, narrowest first; ARGV: each counter's window in ms, then each one's limit.
+# Returns count, ms left for each counter charged: it stops after the first one over its limit.
 _SCRIPT = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -46,6 +51,9 @@ for i, key in ipairs(KEYS) do
   end
   out[#out + 1] = n
   out[#out + 1] = ttl
+  if n > tonumber(ARGV[#KEYS + i]) then
+    break
+  end
 end
 return out
 """
@@ -106,7 +114,8 @@ def _client() -> Any:
 async def _hit_redis(checks: list[Check]) -> list[tuple[int, float]]:
     client = _client()
     raw = await client.parley_script(
-        keys=[c.key for c in checks], args=[c.rate.seconds * 1000 for c in checks]
+        keys=[c.key for c in checks],
+        args=[c.rate.seconds * 1000 for c in checks] + [c.rate.count for c in checks],
     )
     return [(int(raw[i]), int(raw[i + 1]) / 1000) for i in range(0, len(raw), 2)]
 
@@ -124,11 +133,14 @@ def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
             count = 1
         until = cache.get(f"{check.key}:until") or now + check.rate.seconds
         out.append((count, max(0.0, until - now)))
+        if count > check.rate.count:
+            break  # as the script does: the wider counters are not charged
     return out
 
 
 async def limits_hit(checks: list[Check], *, what: str) -> None:
-    """Count one hit on every check; raise RateLimitExceeded if any is past its rate."""
+    """Count one hit on each check in order (narrowest first) until one is past its rate;
+    raise RateLimitExceeded if one is. The checks after it are not charged."""
     try:
         if settings.REDIS_URL:
             results = await _hit_redis(checks)
@@ -139,7 +151,7 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
         return
     waits = [
         left
-        for (count, left), check in zip(results, checks, strict=True)
+        for (count, left), check in zip(results, checks, strict=False)
         if count > check.rate.count
     ]
     if waits:
@@ -147,6 +159,7 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
 
 
 def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Check]:
+    """The user's counter, then the organisation's (the order limits_hit charges them)."""
     per_user = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_USER"))
     per_org = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_ORG"))
     checks = [Check(f"{KEY_PREFIX}:{kind.lower()}:user:{user_id}", per_user)]

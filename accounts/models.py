@@ -70,6 +70,67 @@ class Membership(models.Model):
         return f"{self.user} in {self.organisation} ({self.role})"
 
 
+class Invitation(models.Model):
+    """An offer to join an organisation, made by one of its admins: membership needs the
+    invitee's consent (accounts/invitations.py).
+
+    Addressed to a username (the invitee sees it on their invitations page) or to an email
+    address (accepted only through its link, whose token proves the link reached them: Parley
+    does not verify addresses). Only a hash of the token is stored.
+    """
+
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="invitations"
+    )
+    username = models.CharField(max_length=150, blank=True, default="")
+    email = models.EmailField(blank=True, default="")
+    role = models.CharField(
+        max_length=16, choices=Membership.Role.choices, default=Membership.Role.MEMBER
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="invitations_sent",
+    )
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    declined_at = models.DateTimeField(null=True, blank=True)
+    # Who accepted it (for an email invitation, the account that used the link).
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="invitations_accepted",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(username="") | ~Q(email=""), name="invitation_has_an_invitee"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invitee} to {self.organisation} ({self.role})"
+
+    @property
+    def invitee(self) -> str:
+        return self.username or self.email
+
+    @property
+    def state(self) -> str:
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.declined_at is not None:
+            return "declined"
+        return "expired" if self.expires_at <= timezone.now() else "pending"
+
+
 class ApiKey(models.Model):
     """A key a program sends as `Authorization: Bearer pk_<prefix>_<secret>`.
 
@@ -248,6 +309,10 @@ class AuditLog(models.Model):
         TWO_FACTOR_ENABLED = "2fa_enabled"
         TWO_FACTOR_DISABLED = "2fa_disabled"
         ADMIN_EDIT = "admin_edit"
+        INVITATION_SENT = "invitation_sent"
+        INVITATION_ACCEPTED = "invitation_accepted"
+        INVITATION_DECLINED = "invitation_declined"
+        MEMBERSHIP_LEFT = "membership_left"
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -16,6 +16,10 @@ How a reservation stays atomic across processes and replicas:
 So the charged total only passes a budget by what replies used beyond their reserved worst
 case — at most the prompt-estimate error, never one extra max_tokens per parallel request.
 
+The worst-case cost is the larger of tokens × QUOTA_COST_PER_TOKEN and the highest prices of
+the deployments that may answer (`TokenPrices`, passed in by the caller: accounts knows nothing
+of models), so a cost budget holds under concurrency whatever QUOTA_COST_PER_TOKEN says.
+
 PostgreSQL is the record (ledger and counters); the cache (Redis in production) only holds
 each organisation's budget rules, so most sends do not query them.
 """
@@ -40,6 +44,16 @@ from core.errors import ParleyError
 BUDGETS_CACHE_KEY = "quota:budgets:{organisation_id}"
 BUDGETS_CACHE_SECONDS = 300
 PERIOD_ADJECTIVE = {"day": "daily", "month": "monthly"}
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class TokenPrices:
+    """The most a reply may pay per million prompt and completion tokens (the highest prices
+    among the deployments that may answer it)."""
+
+    input_per_million: Decimal = Decimal(0)
+    output_per_million: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,19 @@ def cost_of(tokens: int) -> Decimal:
     return Decimal(tokens) * settings.QUOTA_COST_PER_TOKEN
 
 
+def cost_bound(*, prompt_tokens: int, max_tokens: int, prices: TokenPrices | None) -> Decimal:
+    """The most a reply can cost: at QUOTA_COST_PER_TOKEN, or at the deployments' own prices
+    if those come to more."""
+    flat = cost_of(prompt_tokens + max_tokens)
+    if prices is None:
+        return flat
+    priced = (
+        Decimal(prompt_tokens) * prices.input_per_million
+        + Decimal(max_tokens) * prices.output_per_million
+    ) / MILLION
+    return max(flat, priced)
+
+
 # --- counters ----------------------------------------------------------------------------
 
 
@@ -185,15 +212,18 @@ def quota_reserve(
     organisation_id: int,
     prompt_tokens: int,
     max_tokens: int | None = None,
+    prices: TokenPrices | None = None,
     now: datetime | None = None,
 ) -> UsageLedger:
-    """Charge a reply's worst case (prompt + max_tokens) against every budget that applies, or
-    raise QuotaExceeded and charge nothing. Returns the ledger row (state `reserved`); attach
-    the reply to it with `reservation_attach` once the reply row exists."""
+    """Charge a reply's worst case (prompt + max_tokens, and their cost at `prices`) against
+    every budget that applies, or raise QuotaExceeded and charge nothing. Returns the ledger
+    row (state `reserved`); attach the reply to it with `reservation_attach` once the reply
+    row exists."""
     now = now or timezone.now()
     day = _today(now)
-    worst_tokens = prompt_tokens + (settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens)
-    worst_cost = cost_of(worst_tokens)
+    completion = settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens
+    worst_tokens = prompt_tokens + completion
+    worst_cost = cost_bound(prompt_tokens=prompt_tokens, max_tokens=completion, prices=prices)
     rules = [
         r
         for r in budgets_for(organisation_id=organisation_id)
@@ -231,12 +261,12 @@ def _finalise(
     *,
     ledger_filter: Q,
     used_tokens: int | Callable[[UsageLedger], int | None] | None,
-    cost: Decimal | None,
+    cost: Decimal | Callable[[UsageLedger], Decimal | None] | None,
     now: datetime | None,
 ) -> UsageLedger | None:
     """Replace a reservation by real usage (None: release it). Once only: a ledger row that is
-    not `reserved` any more is left alone. `used_tokens` may be worked out from the locked
-    row (what it reserved), so that settling reads the row once."""
+    not `reserved` any more is left alone. `used_tokens` and `cost` may be worked out from the
+    locked row (what it reserved), so that settling reads the row once."""
     with transaction.atomic(savepoint=False):
         entry = (
             UsageLedger.objects.select_for_update()
@@ -247,6 +277,8 @@ def _finalise(
             return None
         if callable(used_tokens):
             used_tokens = used_tokens(entry)
+        if callable(cost):
+            cost = cost(entry)
         # Lock order matches quota_reserve (counters in pk order); the ledger row is locked
         # first here, but no reservation ever locks an existing ledger row.
         counters = _counters_locked(
@@ -304,7 +336,7 @@ def quota_settle(
       taken as the reserved estimate.
     - Never started: released.
     - Interrupted (the generator died; the provider may have billed all of it): the reserved
-      worst case stays charged.
+      worst case stays charged, tokens and cost.
     - Failed with no usage: the estimated text, if any, else released.
     """
 
@@ -320,4 +352,9 @@ def quota_settle(
             return entry.reserved_prompt_tokens + tokens_estimate(content_chars)
         return None
 
-    return _finalise(ledger_filter=Q(message_id=message_id), used_tokens=used, cost=cost, now=None)
+    def charged(entry: UsageLedger) -> Decimal | None:
+        return max(cost or Decimal(0), entry.reserved_cost) if interrupted and started else cost
+
+    return _finalise(
+        ledger_filter=Q(message_id=message_id), used_tokens=used, cost=charged, now=None
+    )

@@ -16,6 +16,15 @@ def organisation_list(*, user: User) -> QuerySet[Organisation]:
     return Organisation.objects.filter(memberships__user=user).order_by("name")
 
 
+def membership_list(*, user: User) -> QuerySet[Membership]:
+    """The user's memberships with their organisations, by organisation name."""
+    return (
+        Membership.objects.filter(user=user)
+        .select_related("organisation")
+        .order_by("organisation__name", "organisation_id")
+    )
+
+
 def organisation_access(*, user: User, organisation_id: int) -> Organisation | None:
     return Organisation.objects.filter(pk=organisation_id, memberships__user=user).first()
 

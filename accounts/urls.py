@@ -12,6 +12,25 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
     path("organisation/", views.organisation_switch, name="organisation_switch"),
+    path("organisations/", views.organisations, name="organisations"),
+    path(
+        "organisations/<int:organisation_id>/leave",
+        views.organisation_leave,
+        name="organisation_leave",
+    ),
+    path("organisation/invite/", views.organisation_invite, name="organisation_invite"),
+    path(
+        "invitations/<int:invitation_id>/accept", views.invitation_accept, name="invitation_accept"
+    ),
+    path(
+        "invitations/<int:invitation_id>/decline",
+        views.invitation_decline,
+        name="invitation_decline",
+    ),
+    path(
+        "invitations/<int:invitation_id>/revoke", views.invitation_revoke, name="invitation_revoke"
+    ),
+    path("invitations/join/<str:token>", views.invitation_link, name="invitation_link"),
     path("keys/", views.api_keys, name="keys"),
     path("keys/<int:key_id>/revoke", views.api_key_revoke, name="key_revoke"),
     path("2fa/", views.two_factor, name="two_factor"),

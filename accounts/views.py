@@ -1,4 +1,5 @@
-"""Account pages: sign-up and sign-in, the organisation switcher, API keys, two-factor."""
+"""Account pages: sign-up and sign-in, the organisation switcher, organisations and
+invitations, API keys, two-factor."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import invitations, selectors, services
 from accounts import two_factor as totp
-from accounts.forms import ApiKeyForm, SignUpForm, TokenForm
-from accounts.models import User
+from accounts.forms import ApiKeyForm, InvitationForm, SignUpForm, TokenForm
+from accounts.models import Invitation, User
 from accounts.ratelimit import rate_limit
 from accounts.signals import client_ip
 
 NEW_KEY_SESSION_KEY = "new_api_key"
+NEW_INVITATION_SESSION_KEY = "new_invitation_link"
 
 
 def _user(request: HttpRequest) -> User:
@@ -63,8 +67,6 @@ def _safe_next(request: HttpRequest, fallback: str = "chat:home") -> str:
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return target
-    from django.urls import reverse
-
     return reverse(fallback)
 
 
@@ -83,6 +85,143 @@ def organisation_switch(request: HttpRequest) -> HttpResponse:
         return HttpResponse("No such organisation.", status=404)
     request.session[selectors.ACTIVE_ORGANISATION_SESSION_KEY] = organisation.pk
     return redirect("chat:home")
+
+
+@login_required
+@require_GET
+def organisations(request: HttpRequest) -> HttpResponse:
+    """Your organisations (leave any but your personal one) and the invitations for you."""
+    user = _user(request)
+    organisation = request.organisation  # type: ignore[attr-defined]
+    return render(
+        request,
+        "accounts/organisations.html",
+        {
+            "memberships": selectors.membership_list(user=user),
+            "invitations": invitations.invitation_list(user=user),
+            "organisation": organisation,
+            "may_invite": invitations.invitation_may_invite(user=user, organisation=organisation),
+        },
+    )
+
+
+@login_required
+@require_POST
+def organisation_leave(request: HttpRequest, organisation_id: int) -> HttpResponse:
+    user = _user(request)
+    organisation = selectors.organisation_access(user=user, organisation_id=organisation_id)
+    if organisation is None:
+        return HttpResponse("No such organisation.", status=404)
+    try:
+        invitations.membership_leave(user=user, organisation=organisation, ip=client_ip(request))
+    except ValidationError as refused:
+        messages.error(request, " ".join(refused.messages))
+    else:
+        messages.success(request, f"You left {organisation.name}.")
+    return redirect("accounts:organisations")
+
+
+def _invitation_answered(request: HttpRequest, invitation_id: int, *, accept: bool) -> HttpResponse:
+    user = _user(request)
+    token = request.POST.get("token") or None
+    invitation = invitations.invitation_access(
+        user=user, invitation_id=None if token else invitation_id, token=token
+    )
+    if invitation is None or invitation.pk != invitation_id:
+        return HttpResponse("No such invitation.", status=404)
+    try:
+        if accept:
+            invitations.invitation_accept(
+                invitation=invitation, user=user, token=token, ip=client_ip(request)
+            )
+            messages.success(request, f"You joined {invitation.organisation.name}.")
+        else:
+            invitations.invitation_decline(
+                invitation=invitation, user=user, token=token, ip=client_ip(request)
+            )
+            messages.success(request, f"You declined {invitation.organisation.name}.")
+    except ValidationError as refused:
+        messages.error(request, " ".join(refused.messages))
+    return redirect("accounts:organisations")
+
+
+@login_required
+@require_POST
+def invitation_accept(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    """Join: only the invitee can, signed in (by username, or with the link's token)."""
+    return _invitation_answered(request, invitation_id, accept=True)
+
+
+@login_required
+@require_POST
+def invitation_decline(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    return _invitation_answered(request, invitation_id, accept=False)
+
+
+@login_required
+@require_GET
+def invitation_link(request: HttpRequest, token: str) -> HttpResponse:
+    """An invitation's link: shown to the account it is addressed to, to accept or decline."""
+    invitation = invitations.invitation_access(user=_user(request), token=token)
+    if invitation is None:
+        return render(request, "accounts/invitation.html", {"invitation": None}, status=404)
+    return render(request, "accounts/invitation.html", {"invitation": invitation, "token": token})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_invite(request: HttpRequest) -> HttpResponse:
+    """Invite people into the active organisation (its admins only); they accept or decline.
+    An email invitation's link is shown once, for the admin to send on."""
+    user = _user(request)
+    organisation = request.organisation  # type: ignore[attr-defined]
+    if not invitations.invitation_may_invite(user=user, organisation=organisation):
+        return HttpResponse("Only the organisation's admins invite members.", status=403)
+    form = InvitationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = invitations.invitation_create(
+                organisation=organisation,
+                by=user,
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                ip=client_ip(request),
+            )
+        except ValidationError as refused:
+            form.add_error(None, refused)
+        else:
+            request.session[NEW_INVITATION_SESSION_KEY] = request.build_absolute_uri(
+                reverse("accounts:invitation_link", args=[created.token])
+            )
+            return redirect("accounts:organisation_invite")
+    return render(
+        request,
+        "accounts/invite.html",
+        {
+            "form": form,
+            "organisation": organisation,
+            "pending": invitations.invitation_pending(organisation=organisation),
+            "new_link": request.session.pop(NEW_INVITATION_SESSION_KEY, None),
+        },
+    )
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    organisation = request.organisation  # type: ignore[attr-defined]
+    invitation: Invitation | None = (
+        invitations.invitation_pending(organisation=organisation).filter(pk=invitation_id).first()
+    )
+    if invitation is None:
+        return HttpResponse("No such invitation.", status=404)
+    try:
+        invitations.invitation_revoke(invitation=invitation, by=_user(request))
+    except PermissionDenied:
+        return HttpResponse("Only the organisation's admins revoke invitations.", status=403)
+    messages.success(request, f"Revoked the invitation of {invitation.invitee}.")
+    return redirect("accounts:organisation_invite")
 
 
 @login_required

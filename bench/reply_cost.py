@@ -5,10 +5,10 @@
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
 saves N pending replies and runs the worker's generation (chat/replies/tasks.py _generate:
-reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all of them on one
-event loop, as a worker does. With 1 token per reply almost all the CPU is the per-reply start
-and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL (POSTGRES_ADMIN_URL)
-and redis-server on PATH.
+reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all
+of them on one event loop, as a worker does. With 1 token per reply almost all the CPU is the
+per-reply start and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL
+(POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ def main() -> None:
             REDIS_URL=f"redis://127.0.0.1:{port}/0",
             CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/1",
             GENERATION_BACKEND="celery",
-            DJANGO_SECRET_KEY="x" * 50,
             LLM_DEFAULT_PROVIDER="simulated",
             SIMULATED_TOKENS_PER_SECOND="1000000",
             SIMULATED_FIRST_TOKEN_DELAY="0",

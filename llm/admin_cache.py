@@ -19,7 +19,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from accounts.admin_scoping import OPERATOR_ROLES, OrganisationScopedAdmin, ReadOnlyScopedAdmin
+from accounts.admin_scoping import (
+    OPERATOR_ROLES,
+    OrganisationListFilter,
+    OrganisationScopedAdmin,
+    ReadOnlyScopedAdmin,
+)
 from accounts.models import Membership
 from llm.cache.entries import entries_purge
 from llm.cache_models import CacheEntry, CacheHit, CachePolicy, CacheStat
@@ -45,7 +50,7 @@ class CacheEntryAdmin(OrganisationScopedAdmin):
         "last_used_at",
         "expires_at",
     )
-    list_filter = ("kind", "organisation", "alias")
+    list_filter = ("kind", ("organisation", OrganisationListFilter), "alias")
     list_select_related = ("organisation",)
     search_fields = ("question", "answer", "namespace")
     readonly_fields = [f.name for f in CacheEntry._meta.fields if f.name != "embedding"]
@@ -157,7 +162,7 @@ class CacheStatAdmin(ReadOnlyScopedAdmin):
         "saved_cost",
         "saved_tokens",
     )
-    list_filter = ("organisation",)
+    list_filter = (("organisation", OrganisationListFilter),)
     list_select_related = ("organisation",)
     date_hierarchy = "day"
 
@@ -178,7 +183,7 @@ class CacheHitAdmin(ReadOnlyScopedAdmin):
         "saved_tokens",
         "entry",
     )
-    list_filter = ("kind", "organisation")
+    list_filter = ("kind", ("organisation", OrganisationListFilter))
     list_select_related = ("organisation", "entry", "message")
     raw_id_fields = ("message", "entry")
 

@@ -1,8 +1,8 @@
-"""Provider API keys at rest: Fernet tokens, keyed from PARLEY_ENCRYPTION_KEY or SECRET_KEY.
+"""Provider API keys at rest: Fernet tokens, keyed from PARLEY_ENCRYPTION_KEY.
 
 PARLEY_ENCRYPTION_KEY may list several keys (comma-separated): the first encrypts, all
-decrypt, so keys can be rotated. Without it the key is derived from SECRET_KEY, and rotating
-SECRET_KEY makes stored provider keys unreadable (the admin then says so; enter them again).
+decrypt, so keys can be rotated. Production start-up requires it (project/security.py); only
+embedded mode, without it, derives a key from SECRET_KEY.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from llm.health import deployment_health, overall
 
 
 def _allowed(request: HttpRequest) -> bool:
-    token = settings.LLM_HEALTH_TOKEN
-    if not token:
-        return True
+    """Staff sessions, or a probe sending LLM_HEALTH_TOKEN: deployment names, breaker states
+    and error reasons are not for everyone (anonymous callers get 401 when no token is set)."""
     if request.user.is_authenticated and request.user.is_staff:
         return True
+    token = settings.LLM_HEALTH_TOKEN
     sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    return bool(sent) and hmac.compare_digest(sent, token)
+    return bool(token) and bool(sent) and hmac.compare_digest(sent, token)
 
 
 @require_GET

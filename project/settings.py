@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from project.env import env_bool, env_float, env_int, env_list, env_str
+from project.security import secrets_check
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ MIDDLEWARE = [
     "accounts.middleware.ActiveOrganisationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Turns a view's RateLimited into a 429; it only handles view exceptions, so anywhere works.
+    # Turns a view's ViewRateLimited into a 429; it only handles view exceptions, so anywhere works.
     "accounts.middleware.RateLimitedMiddleware",
 ]
 
@@ -221,8 +222,8 @@ OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY", "not-needed")
 OPENAI_COMPATIBLE_MODEL = env_str("OPENAI_COMPATIBLE_MODEL", "local-model")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
 ANTHROPIC_MODEL = env_str("ANTHROPIC_MODEL", "claude-3-5-haiku-latest")
-# Provider API keys at rest: Fernet key(s), comma-separated, first encrypts; empty derives one
-# from DJANGO_SECRET_KEY (rotating that then makes stored keys unreadable).
+# Provider API keys at rest: Fernet key(s), comma-separated, first encrypts. Required in
+# production; embedded mode, without it, derives one from DJANGO_SECRET_KEY.
 PARLEY_ENCRYPTION_KEY = env_str("PARLEY_ENCRYPTION_KEY", "")
 
 # --- LLM routing: providers, retries, circuit breakers (llm/router.py, docs/routing.md) ------
@@ -258,7 +259,7 @@ LLM_BREAKER_MIN_REQUESTS = env_int("LLM_BREAKER_MIN_REQUESTS", 20)
 LLM_BREAKER_WINDOW = env_int("LLM_BREAKER_WINDOW", 60)
 LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 30.0)
 LLM_BREAKER_PROBE_TTL = env_int("LLM_BREAKER_PROBE_TTL", 120)
-# /llm/health: open to all when empty, else staff or "Authorization: Bearer <token>".
+# /llm/health: staff sessions, or "Authorization: Bearer <token>" when this is set.
 LLM_HEALTH_TOKEN = env_str("LLM_HEALTH_TOKEN", "")
 
 # --- Replies: streaming, checkpoints, heartbeats, the reaper --------------------------------
@@ -357,6 +358,8 @@ CACHE_REPLAY_CHARS_PER_SECOND = env_float("CACHE_REPLAY_CHARS_PER_SECOND", 4000.
 # --- Accounts: organisations, API keys, two-factor, rate limits, budgets (docs/accounts.md) ---
 # The name shown in authenticator apps.
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Parley")
+# Invitations to join an organisation (accounts/invitations.py) expire after this many days.
+INVITATION_TTL_DAYS = env_int("INVITATION_TTL_DAYS", 14)
 # One-time WebSocket tickets (POST /api/v1/ws-ticket) live this many seconds.
 WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
 # django-ratelimit counts in the default cache (Redis in production, shared by replicas).
@@ -370,8 +373,9 @@ WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
 # An open socket re-checks its credentials before a send at most this often (seconds): the
 # backstop for access that ended without reaching it (accounts/revocation.py).
 ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
-# Budgets: the price per token used to reserve a reply's worst-case cost, and to cost replies
-# whose provider reports none. 0 (default) means cost budgets only count reported costs.
+# Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
+# holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)
+# still bounds cost budgets wherever deployments are priced.
 try:
     QUOTA_COST_PER_TOKEN = Decimal(env_str("QUOTA_COST_PER_TOKEN", "0"))
 except InvalidOperation:
@@ -433,9 +437,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
 # --- Security ------------------------------------------------------------------------------
-# Production (a database or Redis configured) refuses the embedded mode's well-known key.
-if SECRET_KEY == _INSECURE_DEV_KEY and (REDIS_URL or _DATABASE_URL):
-    raise ImproperlyConfigured("Set DJANGO_SECRET_KEY: production settings refuse the embedded key")
+# Production (a database, Redis or broker configured) refuses weak or example secrets and
+# wants PARLEY_ENCRYPTION_KEY of its own; so does a key set with DEBUG off (project/security.py).
+secrets_check(
+    secret_key=SECRET_KEY,
+    encryption_keys=PARLEY_ENCRYPTION_KEY,
+    embedded_key=_INSECURE_DEV_KEY,
+    production=bool(_DATABASE_URL or REDIS_URL or CELERY_BROKER_URL),
+    debug=DEBUG,
+)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
@@ -448,8 +458,20 @@ WS_MAX_FRAME_CHARS = env_int("WS_MAX_FRAME_CHARS", 256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HTTP_MAX_BODY_BYTES", 1024 * 1024)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env_bool("BEHIND_TLS_PROXY", False):
+# TLS ends in front of Daphne (at nginx or a load balancer that passes X-Forwarded-Proto on):
+# then Django trusts that header, redirects plain HTTP to HTTPS and sends HSTS, by default.
+# /healthz stays plain: container probes call a replica directly.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+# Joining the browsers' HSTS preload list is the domain owner's decision (hstspreload.org),
+# so the preload flag is off unless asked for, and check --deploy's reminder (W021) with it.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
 # Model output is rendered as Markdown: no inline script, no foreign origins, ever.
 CONTENT_SECURITY_POLICY = {

@@ -9,10 +9,11 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
-from accounts.limits import Rate, rate_parse
+from accounts.limits import Rate, RateLimitExceeded, frame_check, rate_parse, send_check
 from accounts.tickets import ws_ticket_issue
 from chat.models import Message
 from project.asgi import application
+from tests.servers import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 HOST = (b"host", b"127.0.0.1:8000")
 
@@ -25,6 +26,35 @@ async def program_socket(user, organisation) -> WebsocketCommunicator:
     connected, _ = await ws.connect()
     assert connected
     return ws
+
+
+@pytest.fixture(params=["cache", "redis"])
+def limiter_store(request, settings):
+    """The limiter's two stores: the Django cache (embedded mode) and the Lua script on real
+    Redis (production)."""
+    if request.param == "cache":
+        yield
+        return
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    with redis_database() as index:
+        settings.REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
+        yield
+
+
+async def next_answer(ws: WebsocketCommunicator) -> dict:
+    """The next ack or error, past the conversation's message frames."""
+    while True:
+        frame = await ws.receive_json_from()
+        if frame["type"] in ("ack", "error"):
+            return frame
+
+
+async def passes(check, **ids) -> bool:
+    try:
+        await check(**ids)
+    except RateLimitExceeded:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(
@@ -106,3 +136,61 @@ def test_sign_up_is_rate_limited_with_429_and_retry_after(client):
     assert [r.status_code for r in responses[:10]] == [200] * 10
     assert responses[10].status_code == 429
     assert 1 <= int(responses[10]["Retry-After"]) <= 3600
+
+
+@pytest.mark.parametrize("check", [frame_check, send_check], ids=["frames", "sends"])
+async def test_frames_refused_by_the_user_limit_do_not_count_against_the_organisation(
+    limiter_store, settings, check
+):
+    settings.WS_RATE_FRAMES_PER_USER = settings.WS_RATE_SENDS_PER_USER = "5/m"
+    settings.WS_RATE_FRAMES_PER_ORG = settings.WS_RATE_SENDS_PER_ORG = "8/m"
+    flooder, colleague = {"user_id": 1, "organisation_id": 7}, {"user_id": 2, "organisation_id": 7}
+    outcomes = [await passes(check, **flooder) for _ in range(3000)]
+    assert outcomes[:5] == [True] * 5 and not any(outcomes[5:])
+    # The organisation was charged 5 of its 8; the colleague has the other 3.
+    assert [await passes(check, **colleague) for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_one_member_flooding_pings_does_not_rate_limit_a_colleague(
+    owner, member, organisation, settings
+):
+    settings.WS_RATE_FRAMES_PER_USER = "10/m"
+    settings.WS_RATE_FRAMES_PER_ORG = "50/m"
+    flooder = await program_socket(owner, organisation)
+    for _ in range(3000):
+        await flooder.send_json_to({"type": "ping"})
+    answers = [await flooder.receive_json_from() for _ in range(3000)]
+    assert answers[:10] == [{"type": "pong"}] * 10
+    assert {a.get("code") for a in answers[10:]} == {"rate_limited"}
+    colleague = await program_socket(member, organisation)
+    await colleague.send_json_to({"type": "ping"})
+    assert await colleague.receive_json_from() == {"type": "pong"}
+    await flooder.disconnect()
+    await colleague.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_one_member_flooding_sends_does_not_stop_a_colleagues_send(
+    owner, member, organisation, settings, monkeypatch
+):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    settings.WS_RATE_FRAMES_PER_USER = "1000/m"  # the send limits are what this is about
+    settings.WS_RATE_SENDS_PER_USER = "2/m"
+    settings.WS_RATE_SENDS_PER_ORG = "5/m"
+    flooder = await program_socket(owner, organisation)
+    for i in range(200):
+        await flooder.send_json_to(
+            {"type": "send", "conversation": None, "text": f"spam {i}", "client_id": f"f{i}"}
+        )
+    answers = [await next_answer(flooder) for _ in range(200)]
+    acks = [a for a in answers if a["type"] == "ack"]
+    refused = [a for a in answers if a.get("code") == "rate_limited"]
+    assert (len(acks), len(refused)) == (2, 198)
+    colleague = await program_socket(member, organisation)
+    await colleague.send_json_to(
+        {"type": "send", "conversation": None, "text": "real work", "client_id": "w1"}
+    )
+    assert (await next_answer(colleague))["type"] == "ack"
+    await flooder.disconnect()
+    await colleague.disconnect()

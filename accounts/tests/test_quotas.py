@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AuditLog, Budget, UsageCounter, UsageLedger, User
-from accounts.quotas import QuotaExceeded, period_reset, quota_reserve
+from accounts.quotas import QuotaExceeded, TokenPrices, period_reset, quota_reserve
 from accounts.services import membership_set
 from accounts.tickets import ws_ticket_issue
 from chat import services
@@ -321,3 +321,78 @@ def test_the_reaper_settles_a_final_reply_whose_settlement_was_lost(
     entry = UsageLedger.objects.get(message=reply)
     assert (entry.state, entry.used_tokens) == ("settled", 6)
     assert_counters_match_the_ledger(organisation)
+
+
+@pytest.fixture
+def priced(settings):
+    """The default model served by a deployment priced per million tokens ($0.001 a prompt
+    token, $0.003 a completion token), with the flat QUOTA_COST_PER_TOKEN at its default 0."""
+    from llm.models import Deployment, Provider
+
+    settings.QUOTA_COST_PER_TOKEN = Decimal(0)
+    provider = Provider.objects.create(name="priced", kind="simulated")
+    return Deployment.objects.create(
+        provider=provider,
+        alias="simulated",  # the default alias in tests (LLM_DEFAULT_PROVIDER)
+        model="sim",
+        input_price=Decimal(1000),
+        output_price=Decimal(3000),
+    )
+
+
+@pytest.mark.django_db
+def test_a_reservation_holds_the_deployments_prices_when_no_flat_price_is_set(
+    owner, organisation, priced, no_dispatch
+):
+    reply = send(owner, organisation=organisation).reply
+    entry = UsageLedger.objects.get(message=reply)
+    worst_cost = Decimal(entry.reserved_prompt_tokens) * Decimal("0.001") + MAX * Decimal("0.003")
+    assert entry.reserved_cost == worst_cost > 0
+    # Room for one and a half worst cases: the second send cannot fit and is refused.
+    Budget.objects.create(organisation=organisation, period="day", max_cost=worst_cost * 3 / 2)
+    with pytest.raises(QuotaExceeded):
+        send(owner, organisation=organisation, client_id="2")
+    # Released, the first reservation leaves room for the second again.
+    lifecycle.reply_cancel(message=reply, by=owner)
+    assert send(owner, organisation=organisation, client_id="2").created
+
+
+@pytest.mark.django_db
+def test_the_flat_price_still_bounds_a_reservation_when_it_is_higher(owner, organisation, settings):
+    settings.QUOTA_COST_PER_TOKEN = Decimal("0.01")
+    cheap = TokenPrices(input_per_million=Decimal(1), output_per_million=Decimal(1))
+    entry = quota_reserve(
+        user_id=owner.pk, organisation_id=organisation.pk, prompt_tokens=10, prices=cheap
+    )
+    assert entry.reserved_cost == Decimal(10 + MAX) * Decimal("0.01")
+
+
+@pytest.mark.django_db
+def test_the_price_ceiling_is_the_highest_the_alias_or_its_fallbacks_may_charge(owner):
+    from llm.models import Deployment, FallbackChain, Provider
+    from llm.pricing import price_ceiling
+
+    provider = Provider.objects.create(name="p", kind="simulated")
+    cheap = Deployment.objects.create(
+        provider=provider, alias="chat", model="a", input_price=1, output_price=2
+    )
+    Deployment.objects.create(  # disabled now, but it may be enabled before the reply runs
+        provider=provider, alias="chat", model="b", input_price=1, output_price=9, enabled=False
+    )
+    Deployment.objects.create(provider=provider, alias="backup", model="c", input_price=5)
+    assert price_ceiling(alias="chat") == TokenPrices(Decimal(1), Decimal(9))
+    FallbackChain.objects.create(alias="chat", fallbacks="backup")
+    assert price_ceiling(alias="chat") == TokenPrices(Decimal(5), Decimal(9))
+    cheap.output_price = Decimal(20)
+    cheap.save()  # as the admin saves it: the cached ceilings are dropped
+    assert price_ceiling(alias="chat") == TokenPrices(Decimal(5), Decimal(20))
+    assert price_ceiling(alias="local") == TokenPrices()  # served by the settings: no prices
+
+
+@pytest.mark.django_db
+def test_a_dead_stream_keeps_its_reserved_cost_charged(owner, organisation, priced, no_dispatch):
+    reply = send(owner, organisation=organisation).reply
+    lifecycle.reply_start(message_id=reply.pk)
+    reaper.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
+    entry = UsageLedger.objects.get(message=reply)
+    assert entry.state == "settled" and entry.cost == entry.reserved_cost > 0

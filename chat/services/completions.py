@@ -20,6 +20,7 @@ from chat.services.messages import (
     title_from,
     user_message_create,
 )
+from llm.pricing import price_ceiling
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def completion_request_create(
                     conversation_id=None, text=text + "".join(m.content for m in history)
                 )
                 + selectors.TOKENS_PER_MESSAGE * len(history),
+                prices=price_ceiling(alias=alias),
             )
             conversation = conversation_create(
                 owner=author,

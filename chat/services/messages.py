@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from llm.pricing import price_ceiling
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def message_send(
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=conversation.pk if conversation else None, text=text
                 ),
+                prices=price_ceiling(),
             )
             if conversation is None:
                 conversation = conversation_create(
@@ -168,6 +170,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
             prompt_tokens=selectors.prompt_tokens_estimate(
                 conversation_id=current.conversation_id, before_id=current.pk
             ),
+            prices=price_ceiling(),
         )
         current.superseded = True
         current.save(update_fields=["superseded"])
@@ -213,6 +216,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=current.conversation_id, text=text, before_id=current.pk
                 ),
+                prices=price_ceiling(),
             )
             event_publish_on_commit(
                 current.conversation_id,

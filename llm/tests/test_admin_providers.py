@@ -165,7 +165,8 @@ def test_people_without_staff_rights_cannot_open_provider_admin(client, owner):
     assert client.get(reverse("admin:llm_provider_changelist")).status_code == 302
 
 
-def test_the_health_endpoint_reports_every_deployment_as_json(client):
+def test_the_health_endpoint_reports_every_deployment_as_json(admin_client):
+    client = admin_client
     provider = Provider.objects.create(name="acme", kind="simulated")
     row = Deployment.objects.create(provider=provider, alias="default", model="sim")
 
@@ -191,6 +192,18 @@ def test_the_health_endpoint_reports_every_deployment_as_json(client):
             router.attempt_failed(config, CircuitBreaker(key).allow(), error)
     response = client.get("/llm/health")
     assert response.status_code == 503 and response.json()["status"] == "down"
+
+
+def test_the_health_endpoint_is_closed_to_anonymous_callers_without_a_token(
+    client, settings, owner, operator
+):
+    settings.LLM_HEALTH_TOKEN = ""
+    assert client.get("/llm/health").status_code == 401
+    assert client.get("/llm/health", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+    client.force_login(owner)  # signed in, not staff
+    assert client.get("/llm/health").status_code == 401
+    client.force_login(operator)
+    assert client.get("/llm/health").status_code == 200
 
 
 def test_the_health_endpoint_can_require_a_token(client, settings, operator):

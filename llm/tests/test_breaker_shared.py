@@ -104,7 +104,6 @@ def test_worker_processes_share_one_breaker_through_redis(fault):
     with redis_database() as index:
         env = base_env(
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}",
-            DJANGO_SECRET_KEY="breaker-test-secret",
             LLM_BREAKER_COOLDOWN="6",
             LOG_LEVEL="WARNING",
         )

@@ -3,6 +3,7 @@ organisation, everything; and the cache_warm / cache_purge commands."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from accounts.models import Membership, User
+from accounts.models import Membership, Organisation, User
 from accounts.services import membership_set
 from llm.cache.entries import entry_store
 from llm.cache.exact import exact_get
@@ -131,6 +132,37 @@ def test_an_operator_sees_and_purges_only_their_organisations_entries(
         {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
     )
     assert CacheEntry.objects.filter(pk=other.pk).exists(), "not theirs to delete"
+
+
+CACHE_LISTS = [CHANGELIST, "admin:llm_cachestat_changelist", "admin:llm_cachehit_changelist"]
+
+
+def organisation_choices(page: str) -> set[int]:
+    return {int(pk) for pk in re.findall(r"organisation__id__exact=(\d+)", page)}
+
+
+@pytest.mark.django_db
+def test_an_operators_organisation_filters_offer_only_their_organisations(
+    operator_client, organisation, member, other_organisation
+):
+    stored("mine", organisation)
+    stored("theirs", other_organisation)
+    theirs = {member.personal_organisation.pk, organisation.pk}
+    for url in CACHE_LISTS:
+        page = operator_client.get(reverse(url)).content.decode()
+        assert organisation_choices(page) == theirs, url
+        assert "oscar" not in page  # the other organisation is named after its owner
+
+
+@pytest.mark.django_db
+def test_a_superusers_organisation_filters_offer_every_organisation(
+    superuser_client, organisation, other_organisation
+):
+    everyone = set(Organisation.objects.values_list("pk", flat=True))
+    assert len(everyone) >= 3
+    for url in CACHE_LISTS:
+        page = superuser_client.get(reverse(url)).content.decode()
+        assert organisation_choices(page) == everyone, url
 
 
 @pytest.mark.django_db

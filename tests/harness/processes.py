@@ -4,6 +4,7 @@ together by `ProcessGroup.stop_all()`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -45,9 +46,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Production settings refuse weak secrets (project/security.py). One strong pair per test run,
+# so every process a test starts (setup scripts, replicas, workers) shares sessions and can
+# read the provider keys the others stored.
+_SECRET_KEY = secrets.token_urlsafe(50)
+_ENCRYPTION_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key
+
+
 def base_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
     env.update({"DJANGO_SETTINGS_MODULE": "project.settings", "PYTHONUNBUFFERED": "1"})
+    env.update({"DJANGO_SECRET_KEY": _SECRET_KEY, "PARLEY_ENCRYPTION_KEY": _ENCRYPTION_KEY})
     env.update(overrides)
     return env
 

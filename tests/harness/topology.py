@@ -303,7 +303,6 @@ def production_topology(
             "REDIS_URL": f"{topo.redis_url}/0",
             "CELERY_BROKER_URL": f"{topo.redis_url}/1" if generation == "celery" else "",
             "GENERATION_BACKEND": generation,
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
             "DJANGO_DEBUG": "false",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DJANGO_CSRF_TRUSTED_ORIGINS": "",

@@ -1,20 +1,24 @@
 """Budgets hold under concurrency across processes, on real PostgreSQL (and Redis as the
 cache, as in production): 50 parallel reservations at the edge of a budget, from two
-processes of 25 threads each, never overspend, and the ledger and counters agree."""
+processes of 25 threads each, never overspend, and the ledger and counters agree; and 50
+parallel sends on sockets of two Daphne replicas, answered by a priced deployment, never
+spend past a cost budget although QUOTA_COST_PER_TOKEN is 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import secrets
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
-from tests.harness.processes import PYTHON, REPO, base_env, manage
+from tests.harness.processes import PYTHON, REPO, ProcessGroup, base_env, free_port, manage
 from tests.harness.services import (
     REDIS_HOST,
     REDIS_PORT,
@@ -169,7 +173,6 @@ def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget
         env = base_env(
             DATABASE_URL=database_url,
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
-            DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
             LLM_DEFAULT_PROVIDER="simulated",
             LLM_MAX_TOKENS=str(MAX_TOKENS),
         )
@@ -196,3 +199,109 @@ def test_fifty_parallel_reservations_from_two_processes_never_overspend_a_budget
         assert len(counters) == 4  # user and organisation, day and month
         for whole_org, period, tokens, requests in counters:
             assert (tokens, requests) == (spent, admitted), (whole_org, period)
+
+
+# --- Cost budgets priced by the deployment, through the real request path ------------------
+
+COST_MAX_TOKENS = 20
+REQUESTS = 50
+BUDGET_DOLLARS = Decimal(5)
+
+PRICED_SETUP = """
+import json, django
+django.setup()
+from accounts.models import Budget
+from accounts.services import account_create, api_key_create, organisation_create
+from llm.models import Deployment, Provider
+owner = account_create(username="cost-owner", password="x")
+org = organisation_create(name="Priced", admin=owner)
+Budget.objects.create(organisation=org, period="day", max_cost="{budget}")
+# Slow to start, so that every request is reserved before the first one is settled.
+provider = Provider.objects.create(
+    name="sim", kind="simulated", options={{"first_token_delay": 1.0, "tokens_per_second": 200}}
+)
+# $0.01 a prompt token, $0.05 a completion token: a capped reply costs over $1.
+Deployment.objects.create(
+    provider=provider, alias="priced", model="sim", input_price=10000, output_price=50000
+)
+key = api_key_create(user=owner, organisation=org, name="bot").raw
+print(json.dumps({{"organisation": org.pk, "key": key}}))
+"""
+
+
+async def send_all(urls: list[str], key: str) -> list[dict[str, Any]]:
+    """REQUESTS program sockets spread over the replicas, each sending one message at the
+    same moment; each one's answer: `done` for an admitted reply, else its `error`."""
+    headers = {"Authorization": f"Bearer {key}"}
+    sockets = [
+        await connect(f"{urls[i % len(urls)]}/ws/chat/", additional_headers=headers)
+        for i in range(REQUESTS)
+    ]
+
+    async def one(i: int, ws: ClientConnection) -> dict[str, Any]:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "send",
+                    "conversation": None,
+                    "text": f"Tell me about topic number {i}",
+                    "client_id": f"c{i}",
+                }
+            )
+        )
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+            if frame["type"] in ("done", "error"):
+                return frame
+
+    try:
+        return list(await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets))))
+    finally:
+        for ws in sockets:
+            await ws.close()
+
+
+def test_fifty_parallel_sends_never_spend_past_a_cost_budget_at_the_default_flat_price(
+    tmp_path,
+):
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    group = ProcessGroup(tmp_path)
+    with (
+        postgres_database(prefix="parley_cost") as database_url,
+        redis_database() as redis_index,
+    ):
+        env = base_env(
+            DATABASE_URL=database_url,
+            REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_index}",
+            LLM_MAX_TOKENS=str(COST_MAX_TOKENS),
+            QUOTA_COST_PER_TOKEN="0",  # the default: the deployment's prices must bound it
+            LLM_DEFAULT_MODEL="priced",
+            WS_RATE_SENDS_PER_USER="1000/m",
+            WS_RATE_SENDS_PER_ORG="1000/m",
+        )
+        manage("migrate", "--noinput", env=env)
+        ids = json.loads(output_of(run_python(PRICED_SETUP.format(budget=BUDGET_DOLLARS), env=env)))
+        ports = [free_port(), free_port()]
+        try:
+            for i, port in enumerate(ports):
+                group.daphne(f"daphne-{i}", port, env)
+            answers = asyncio.run(send_all([f"ws://127.0.0.1:{p}" for p in ports], ids["key"]))
+            # Every reply settles (its ledger row leaves `reserved`) before its `done` is sent.
+            with psycopg.connect(database_url) as conn:
+                states, spent, reserved, replies_cost = conn.execute(
+                    "SELECT array_agg(DISTINCT state), coalesce(sum(cost), 0), "
+                    "coalesce(sum(reserved_cost), 0), "
+                    "(SELECT coalesce(sum(cost), 0) FROM chat_message WHERE role = 'assistant') "
+                    "FROM accounts_usageledger WHERE organisation_id = %s",
+                    [ids["organisation"]],
+                ).fetchone()
+        finally:
+            group.stop_all()
+    admitted = sum(a["type"] == "done" for a in answers)
+    assert spent <= BUDGET_DOLLARS, f"{admitted} of {REQUESTS} admitted spent ${spent}"
+    assert reserved <= BUDGET_DOLLARS
+    assert {a.get("status") or a["code"] for a in answers} == {"complete", "quota_exceeded"}
+    assert admitted >= 2  # the budget held several replies: the bound is not "refuse all"
+    assert states == ["settled"]
+    assert replies_cost == spent > 0  # the deployment's prices were really charged

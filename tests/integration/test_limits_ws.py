@@ -3,6 +3,8 @@
 Real processes, real WebSocket clients (websockets 15) sending no Origin, as programs do:
 - the per-user frame limit and the per-organisation send limit count frames on both
   replicas together, and the error frame says when to retry;
+- a member flooding one replica with frames refused by their own limit leaves the
+  organisation's limit to their colleagues on the other;
 - a one-time ticket bought from replica A works once, on replica B;
 - a revoked key is refused on HTTP and on both replicas' WebSockets.
 """
@@ -27,20 +29,23 @@ from tests.harness.topology import Topology, production_topology
 pytestmark = pytest.mark.integration
 
 FRAMES_PER_USER = 8
+FRAMES_PER_ORG = 20
 SENDS_PER_ORG = 3
+FLOOD = 3000
 
 SETUP = """
 import json, django
 django.setup()
 from accounts.services import account_create, api_key_create, membership_set, organisation_create
 keys = {}
-for name in ("frames", "alice", "bob", "tickets", "revoked"):
+for name in ("frames", "alice", "bob", "tickets", "revoked", "flooder", "carol"):
     user = account_create(username=name, password="x")
     keys[name] = (user, user.personal_organisation)
-team = organisation_create(name="Team", admin=keys["alice"][0])
-membership_set(organisation=team, user=keys["bob"][0], role="member", by=keys["alice"][0])
-keys["alice"] = (keys["alice"][0], team)
-keys["bob"] = (keys["bob"][0], team)
+for admin, member, team_name in (("alice", "bob", "Team"), ("flooder", "carol", "Floodteam")):
+    team = organisation_create(name=team_name, admin=keys[admin][0])
+    membership_set(organisation=team, user=keys[member][0], role="member", by=keys[admin][0])
+    keys[admin] = (keys[admin][0], team)
+    keys[member] = (keys[member][0], team)
 print(json.dumps({
     name: api_key_create(user=user, organisation=org, name=name).raw
     for name, (user, org) in keys.items()
@@ -76,6 +81,7 @@ def replicas() -> Iterator[Replicas]:
             "SIMULATED_FIRST_TOKEN_DELAY": "0",
             "SIMULATED_TOKENS_PER_SECOND": "500",
             "WS_RATE_FRAMES_PER_USER": f"{FRAMES_PER_USER}/m",
+            "WS_RATE_FRAMES_PER_ORG": f"{FRAMES_PER_ORG}/m",
             "WS_RATE_SENDS_PER_ORG": f"{SENDS_PER_ORG}/m",
         },
         name="limits",
@@ -139,6 +145,25 @@ async def test_the_organisation_send_limit_counts_members_on_both_replicas(repli
         assert [f["type"] for f in outcomes[:SENDS_PER_ORG]] == ["ack"] * SENDS_PER_ORG
         assert outcomes[SENDS_PER_ORG]["code"] == "rate_limited"
         assert outcomes[SENDS_PER_ORG]["retry_after"] >= 1
+
+
+async def test_a_member_flooding_one_replica_leaves_the_organisation_limit_to_colleagues(
+    replicas,
+):
+    async with (
+        connect(replicas.ws(0), additional_headers=bearer(replicas.keys["flooder"])) as flooder,
+        connect(replicas.ws(1), additional_headers=bearer(replicas.keys["carol"])) as carol,
+    ):
+        for _ in range(FLOOD):
+            await flooder.send(json.dumps({"type": "ping"}))
+        answers = [await next_frame(flooder, {"pong", "error"}) for _ in range(FLOOD)]
+        assert answers[:FRAMES_PER_USER] == [{"type": "pong"}] * FRAMES_PER_USER
+        assert {a.get("code") for a in answers[FRAMES_PER_USER:]} == {"rate_limited"}
+        # Only the flooder's 8 admitted frames were charged to the organisation's 20: carol
+        # has her own 8 (the refused 2,992 would have used the organisation's up).
+        for _ in range(FRAMES_PER_USER):
+            await carol.send(json.dumps({"type": "ping"}))
+            assert await next_frame(carol, {"pong", "error"}) == {"type": "pong"}
 
 
 async def test_a_ticket_from_one_replica_works_once_on_the_other(replicas):
