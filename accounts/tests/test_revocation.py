@@ -9,6 +9,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
 
+from accounts.invitations import membership_leave
 from accounts.models import ApiKey, Membership
 from accounts.revocation import CREDENTIAL_ENDED, MEMBERSHIP_ENDED
 from accounts.services import api_key_create, api_key_revoke
@@ -113,3 +114,9 @@ async def test_a_send_after_a_missed_revocation_closes_the_socket(owner, organis
     await ws.send_json_to({"type": "send", "conversation": None, "text": "hi", "client_id": "c"})
     assert await closed_with(ws) == CREDENTIAL_ENDED
     assert not await Message.objects.aexists()
+
+
+async def test_leaving_an_organisation_closes_the_members_sockets(member, organisation):
+    _, ws = await signed_in(member)
+    await sync_to_async(membership_leave)(user=member, organisation=organisation)
+    assert await closed_with(ws) == MEMBERSHIP_ENDED
