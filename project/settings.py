@@ -370,6 +370,9 @@ WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
 WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
 WS_RATE_SENDS_PER_USER = env_str("WS_RATE_SENDS_PER_USER", "20/m")
 WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
+# An open socket re-checks its credentials before a send at most this often (seconds): the
+# backstop for access that ended without reaching it (accounts/revocation.py).
+ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
 # Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
 # holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)
 # still bounds cost budgets wherever deployments are priced.
@@ -390,6 +393,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every API error as {"error": {"code", "detail", ...}} (chat/api/errors.py).
     "EXCEPTION_HANDLER": "chat.api.errors.api_exception_handler",
+    # JSON bounded in size and depth (chat/api/parsers.py); forms bounded by Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE (a larger one is a 413 too, chat/api/errors.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "chat.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # No `?format=` override: a response's type follows the Accept header alone.
     "URL_FORMAT_OVERRIDE": None,
 }
@@ -440,6 +450,12 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Input bounds (chat/bounded_json.py). A socket frame longer than WS_MAX_FRAME_CHARS is answered
+# `bad_frame` and the socket stays open (room for a whole message with every character escaped);
+# Daphne refuses a WebSocket message over 1 MiB with close code 1009 (Dockerfile CMD). HTTP bodies
+# (REST, OpenAI endpoint, forms) stop at DATA_UPLOAD_MAX_MEMORY_SIZE, nginx's client_max_body_size.
+WS_MAX_FRAME_CHARS = env_int("WS_MAX_FRAME_CHARS", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HTTP_MAX_BODY_BYTES", 1024 * 1024)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # TLS ends in front of Daphne (at nginx or a load balancer that passes X-Forwarded-Proto on):
