@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chat", "0004_usagereport")]
+    dependencies = [("chat", "0005_message_organisation")]
 
     operations = [
         migrations.AlterField(
