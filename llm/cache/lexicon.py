@@ -59,7 +59,8 @@ PHRASES: list[tuple[str, str]] = [
     (r"how fast", "speed"),
     (r"speed(?:s|ing)? up", "faster"),
     (r"how long", "duration"),
-    (r"how many (?:seconds|minutes|hours|days|weeks|months|years)", "duration"),
+    # The unit stays: "how many hours" and "how many minutes" ask different things.
+    (r"how many (seconds|minutes|hours|days|weeks|months|years)", r"duration \1"),
     # A conversion asked as a question is the conversion: "how many euros is 5 dollars",
     # "how much is 5 usd in eur", "what is 100 f in c" all become "convert X to Y".
     (

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from accounts.models import UsageLedger
+from accounts.models import Organisation, UsageLedger
 from chat import services
 from chat.models import Conversation, Message
 from chat.replies import lifecycle
@@ -186,6 +186,8 @@ async def test_each_organisation_matches_at_its_own_threshold(owner, organisatio
     """The same rewording (cosine ~0.70, same content words) is a hit where the threshold
     allows it and a miss where the organisation asks for more."""
     await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.9)
+    personal = await Organisation.objects.aget(personal_owner=owner)
+    await CachePolicy.objects.acreate(organisation=personal, semantic_threshold=0.6)
     for where in (organisation, None):
         await ask(owner, "What are your opening hours?", organisation=where)
     strict = await ask(owner, "When are you open?", organisation=organisation)

@@ -319,7 +319,7 @@ def test_an_organisation_admin_switches_semantic_matching_off_and_sets_the_thres
     assert add.status_code == 302, add.content.decode()[:2000]
     policy = CachePolicy.objects.get(organisation=organisation)
     assert policy_for(organisation.pk).semantic_enabled
-    assert policy_for(organisation.pk).threshold == pytest.approx(0.60)
+    assert policy_for(organisation.pk).threshold == pytest.approx(0.80)  # the default
 
     change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
     response = admin_client.post(
