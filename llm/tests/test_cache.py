@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from accounts.models import UsageLedger
+from accounts.models import Organisation, UsageLedger
 from chat import services
 from chat.models import Conversation, Message
 from chat.replies import lifecycle
@@ -161,6 +161,40 @@ async def test_a_higher_threshold_for_the_organisation_turns_matches_away(owner)
     await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.999)
     await ask(owner, "How do I reset my password?")
     assert (await ask(owner, "How can I reset my password")).cache is None
+
+
+async def test_an_organisation_that_switches_semantic_matching_off_gets_exact_hits_only(
+    owner, organisation
+):
+    await CachePolicy.objects.acreate(organisation=organisation, semantic_enabled=False)
+    first = await ask(owner, "How do I reset my password?", organisation=organisation)
+    [entry] = await entries()
+    assert entry.embedding is None and entry.scope == "", "no vector kept when it is off"
+    assert (
+        await ask(owner, "How can I reset my password", organisation=organisation)
+    ).cache is None
+    again = await ask(owner, "how do I reset my password", organisation=organisation)
+    assert again.cache == "exact" and again.text == first.message.content
+    # The owner's personal organisation has no policy row: semantic matching as by default.
+    await ask(owner, "How do I reset my password?")
+    assert (await ask(owner, "How can I reset my password")).cache == "semantic"
+    stat = await CacheStat.objects.aget(organisation=organisation)
+    assert (stat.exact_hits, stat.semantic_hits) == (1, 0)
+
+
+async def test_each_organisation_matches_at_its_own_threshold(owner, organisation):
+    """The same rewording (cosine ~0.70, same content words) is a hit where the threshold
+    allows it and a miss where the organisation asks for more."""
+    await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.9)
+    personal = await Organisation.objects.aget(personal_owner=owner)
+    await CachePolicy.objects.acreate(organisation=personal, semantic_threshold=0.6)
+    for where in (organisation, None):
+        await ask(owner, "What are your opening hours?", organisation=where)
+    strict = await ask(owner, "When are you open?", organisation=organisation)
+    default = await ask(owner, "When are you open?")
+    assert strict.cache is None
+    assert default.cache == "semantic"
+    assert 0.6 <= default.message.routing["similarity"] < 0.9
 
 
 async def test_follow_ups_are_matched_semantically_only_when_the_organisation_allows(owner):
