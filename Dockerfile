@@ -97,10 +97,17 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 # --proxy-headers: the client address (rate limits) and scheme come from nginx's
 # X-Forwarded-For / X-Forwarded-Proto; Daphne is reachable only through nginx.
 # WebSocket lifetime and keepalive, chosen with nginx.conf and the page (static/chat/transport.js):
-# --websocket_timeout 86400: a socket is closed after 24 h whatever it does. Credentials are
-#   checked only at the handshake, so this bounds how long a revoked session or API key keeps a
-#   live socket; the page (and any client following docs/protocol.md) reconnects and resumes by
-#   seq, so even a reply streaming at that moment loses nothing.
+# --websocket_timeout 86400: a socket is closed after 24 h whatever it does; the page (and any
+#   client following docs/protocol.md) reconnects and resumes by seq, so even a reply streaming
+#   at that moment loses nothing. (A revoked key, a sign-out or a removed membership closes a
+#   socket at once: accounts/revocation.py.)
+# --websocket_connect_timeout 30: how long a handshake may wait for the application to accept it
+#   (authentication: database queries). Daphne's default, 5 s, reset handshakes on a busy
+#   machine (a burst of 200 sockets); nginx holds the client meanwhile, and only a complete
+#   request header ever reaches Daphne, so a longer wait costs nothing.
+# --websocket-max-message-size 1048576 (1 MiB, Daphne's default, stated): a larger message is
+#   refused with close code 1009 (project/patches.py sends the close frame); smaller frames
+#   past WS_MAX_FRAME_CHARS get a `bad_frame` error and the socket stays open.
 # --ping-interval 20 / --ping-timeout 30: a socket with no frame from the client for 20 s gets a
 #   WebSocket ping; no answer within 30 s closes it. The page pings every 25 s itself, so live
 #   sockets carry traffic at least every ~25 s and nginx's 75 s proxy_read_timeout never fires
@@ -108,4 +115,4 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 # tests/integration/test_faults.py runs Daphne with exactly this command line.
 # The workers run the same image with other commands (compose.yaml: worker-remote,
 # worker-local, beat).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30", "project.asgi:application"]
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "--websocket_timeout", "86400", "--websocket_connect_timeout", "30", "--websocket-max-message-size", "1048576", "--ping-interval", "20", "--ping-timeout", "30", "project.asgi:application"]

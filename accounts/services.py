@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import ApiKey, AuditLog, Membership, Organisation, User
+from accounts.revocation import api_key_ended
 
 API_KEY_PREFIX = "pk"
 
@@ -163,6 +164,7 @@ def api_key_revoke(*, key: ApiKey, by: User | None, ip: str | None = None) -> bo
     )
     if revoked:
         key.refresh_from_db(fields=["revoked_at"])
+        api_key_ended(key_id=key.pk)  # open sockets using it close (update() sends no signal)
         audit_record(
             action=AuditLog.Action.KEY_REVOKED,
             actor=by,

@@ -27,6 +27,7 @@ class Principal:
     user: User
     organisation: Organisation
     via: str  # "ticket" or "api_key"
+    api_key_id: int | None = None  # the key it came from, directly or through a ticket
 
 
 def _cache_key(ticket: str) -> str:
@@ -71,4 +72,9 @@ def ws_ticket_redeem(*, ticket: str) -> Principal | None:
     )
     if membership is None or not membership.user.is_active:
         return None
-    return Principal(user=membership.user, organisation=membership.organisation, via="ticket")
+    return Principal(
+        user=membership.user,
+        organisation=membership.organisation,
+        via="ticket",
+        api_key_id=data["api_key"],
+    )

@@ -25,9 +25,17 @@ from urllib.parse import parse_qs, urlparse
 from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 
 from accounts.auth import bearer_token
-from accounts.models import Organisation, User
+from accounts.models import ApiKey, Membership, Organisation, User
+from accounts.revocation import (
+    CREDENTIAL_ENDED,
+    MEMBERSHIP_ENDED,
+    api_key_group,
+    session_group,
+    user_group,
+)
 from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY, organisation_active
 from accounts.services import api_key_use
 from accounts.tickets import Principal, ws_ticket_redeem
@@ -66,7 +74,9 @@ def program_authenticate(*, ticket: str | None, api_key: str | None) -> Principa
     if api_key:
         key = api_key_use(raw=api_key)
         if key is not None:
-            return Principal(user=key.user, organisation=key.organisation, via="api_key")
+            return Principal(
+                user=key.user, organisation=key.organisation, via="api_key", api_key_id=key.pk
+            )
     return None
 
 
@@ -93,8 +103,15 @@ class ProgramAuthMiddleware:
             user=principal.user,
             organisation_id=principal.organisation.pk,
             auth_method=principal.via,
+            api_key_id=principal.api_key_id,
         )
         return await self.programs(scope, receive, send)
+
+
+def _user_of(scope: Scope) -> User | None:
+    # The session stack's user is a lazy proxy around the real one.
+    user = getattr(scope.get("user"), "_wrapped", scope.get("user"))
+    return user if isinstance(user, User) and user.is_authenticated else None
 
 
 def socket_organisation(*, scope: Scope) -> tuple[Organisation | None, bool]:
@@ -104,9 +121,8 @@ def socket_organisation(*, scope: Scope) -> tuple[Organisation | None, bool]:
     active organisation and reaches its own conversations in every organisation it belongs to,
     once two-factor is satisfied where required.
     """
-    # The session stack's user is a lazy proxy around the real one.
-    user = getattr(scope.get("user"), "_wrapped", scope.get("user"))
-    if not isinstance(user, User) or not user.is_authenticated:
+    user = _user_of(scope)
+    if user is None:
         return None, False
     if "organisation_id" in scope:
         organisation = Organisation.objects.filter(pk=scope["organisation_id"]).first()
@@ -116,3 +132,41 @@ def socket_organisation(*, scope: Scope) -> tuple[Organisation | None, bool]:
         return None, False
     requested = session.get(ACTIVE_ORGANISATION_SESSION_KEY)
     return organisation_active(user=user, requested_id=requested), False
+
+
+def socket_access_groups(*, scope: Scope) -> list[str]:
+    """The groups a socket joins to hear that its access ended (accounts/revocation.py): its
+    user's, and its API key's (also through a ticket) or its browser session's."""
+    user = _user_of(scope)
+    assert user is not None  # called for accepted sockets only
+    groups = [user_group(user.pk)]
+    if scope.get("api_key_id") is not None:
+        groups.append(api_key_group(scope["api_key_id"]))
+    session_key = getattr(scope.get("session"), "session_key", None)
+    if "organisation_id" not in scope and session_key:
+        groups.append(session_group(session_key))
+    return groups
+
+
+def socket_access_lost(*, scope: Scope, organisation: Organisation) -> int | None:
+    """None while the socket's credentials still hold, else the close code for it.
+
+    The backstop for a missed `access.revoked` event (Redis down when access ended, or an
+    expiry, which publishes nothing): the consumer asks before work that costs (a send).
+    """
+    user = _user_of(scope)
+    if user is None or not User.objects.filter(pk=user.pk, is_active=True).exists():
+        return CREDENTIAL_ENDED
+    key_id = scope.get("api_key_id")
+    if key_id is not None:
+        key = ApiKey.objects.filter(pk=key_id).first()
+        if key is None or not key.is_active:
+            return CREDENTIAL_ENDED
+    session = scope.get("session")
+    if "organisation_id" not in scope and session is not None:
+        stored = session.__class__(session.session_key).load() if session.session_key else {}
+        if str(stored.get(SESSION_KEY, "")) != str(user.pk):
+            return CREDENTIAL_ENDED
+    if not Membership.objects.filter(user_id=user.pk, organisation_id=organisation.pk).exists():
+        return MEMBERSHIP_ENDED
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -15,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts import limits
-from accounts.ws_auth import socket_organisation
+from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
 from chat import selectors, services
 from chat.cursor import ReplyCursor, Step
 from chat.errors import ChatError
@@ -29,6 +28,7 @@ from chat.protocol import (
     ResumeFrame,
     SendFrame,
     SubscribeFrame,
+    frame_decode,
     frame_parse,
 )
 from chat.replies.lifecycle import reply_cancel
@@ -62,6 +62,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # went (chat/cursor.py): a group event arriving after that (in flight during a resume
         # or an ack's catch-up) is dropped, so no reply ends twice on a socket.
         self.cursors: dict[int, ReplyCursor] = {}
+        # Access that ends closes the socket (accounts/revocation.py): events to these groups,
+        # and a re-check before a send at most every ACCESS_RECHECK_INTERVAL.
+        for group in socket_access_groups(scope=self.scope):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+        self.access_checked_at = time.monotonic()
+        self.closing = False
         await self.accept()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -80,19 +87,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return  # access ended: nothing more is done for this socket
         try:
             # Every frame counts, per user and per organisation, on all replicas (Redis).
             await limits.frame_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
-            data = json.loads(text_data or "")
+            frame = frame_parse(frame_decode(text_data))
         except ParleyError as error:
             await self.send_error(error)
             return
-        except (TypeError, ValueError):
-            await self.send_error(ChatError("bad_frame", "Frames must be JSON text."))
-            return
         try:
-            frame = frame_parse(data)
             if isinstance(frame, SendFrame | EditFrame | RegenerateFrame):
+                if await self.access_lost():
+                    return
                 await limits.send_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
             await self.handle(frame)
         except ParleyError as error:
@@ -100,6 +107,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except Exception:
             logger.exception("frame failed")
             await self.send_error(ChatError("internal", "Something went wrong on our side."))
+
+    async def access_lost(self) -> bool:
+        """Re-check the socket's credentials (at most every ACCESS_RECHECK_INTERVAL): the
+        backstop for a missed `access.revoked` event, and for keys that expire."""
+        now = time.monotonic()
+        if now - self.access_checked_at < settings.ACCESS_RECHECK_INTERVAL:
+            return False
+        code = await database_sync_to_async(socket_access_lost)(
+            scope=self.scope, organisation=self.organisation
+        )
+        if code is None:
+            self.access_checked_at = now
+            return False
+        await self.access_revoked({"code": code, "reason": "access ended"})
+        return True
+
+    async def access_revoked(self, event: dict[str, Any]) -> None:
+        """This socket's key, session, user or membership ended (accounts/revocation.py)."""
+        if not self.closing:
+            self.closing = True
+            await self.close(code=event["code"], reason=event["reason"])
 
     async def handle(self, frame: Any) -> None:
         if isinstance(frame, SendFrame):

@@ -59,13 +59,23 @@ def delta_event(*, message_id: int, start: int, seq: int, text: str) -> dict[str
     return {"type": "chat.delta", "message": message_id, "start": start, "seq": seq, "text": text}
 
 
+# A final reply's status as a finish reason (OpenAI's words, and `cancelled`).
+FINISH_REASONS: dict[str, str] = {
+    Message.Status.COMPLETE: "stop",
+    Message.Status.INCOMPLETE: "length",
+    Message.Status.CANCELLED: "cancelled",
+}
+
+
 def done_event(message: Message) -> dict[str, Any]:
-    """A reply ended (complete or cancelled): its usage, cost, provider and timings."""
+    """A reply ended (complete, cut by the token cap, or cancelled): how, its usage, cost,
+    provider and timings."""
     return {
         "type": "chat.done",
         "message": message.pk,
         "seq": message.seq,
         "status": message.status,
+        "finish_reason": FINISH_REASONS.get(message.status),
         "usage": {
             "prompt_tokens": message.prompt_tokens,
             "completion_tokens": message.completion_tokens,

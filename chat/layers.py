@@ -80,6 +80,15 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         shard: _Shard = self._get_shard(channel)
         await shard.publish(channel, self.channel_layer.serialize(message), journal)
 
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        # The base registers the channel's queue before subscribing: one whose subscription
+        # failed (Redis down at a handshake) would stay behind and collect outage events forever.
+        try:
+            await super()._subscribe_to_channel(channel)
+        except BaseException:
+            self.channels.pop(channel, None)
+            raise
+
     def tell_local_channels(self, kind: str) -> None:
         """Put an event of `kind` on every channel of this process (each consumer's queue)."""
         event = self.channel_layer.serialize({"type": kind})

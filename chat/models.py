@@ -41,10 +41,12 @@ class Message(models.Model):
         PENDING = "pending"
         STREAMING = "streaming"
         COMPLETE = "complete"
+        # Final, but cut short by the token cap (the provider's finish reason was "length").
+        INCOMPLETE = "incomplete"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    FINAL_STATUSES = (Status.COMPLETE, Status.FAILED, Status.CANCELLED)
+    FINAL_STATUSES = (Status.COMPLETE, Status.INCOMPLETE, Status.FAILED, Status.CANCELLED)
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -63,9 +65,19 @@ class Message(models.Model):
     # Position in the reply text (in code points) up to which `content` is saved; deltas on the
     # wire carry the same kind of seq, like TCP sequence numbers (see docs/protocol.md).
     seq = models.PositiveIntegerField(default=0)
-    # Chosen by the client for idempotent sends: a repeat by the same author finds the first
-    # message, even when the first send also created the conversation.
+    # Chosen by the client for idempotent sends: a repeat by the same author in the same
+    # organisation finds the first message, even when the first send also created the
+    # conversation. The same client_id in another organisation is another message.
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - unique when set
+    # The conversation's organisation, kept on messages that carry a client_id: the scope of
+    # that id's uniqueness (a constraint cannot reach through the conversation).
+    organisation = models.ForeignKey(
+        "accounts.Organisation",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
     # The user message an assistant reply answers; regenerating adds a reply to the same one.
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
@@ -98,10 +110,14 @@ class Message(models.Model):
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="message_status_heartbeat")]
         constraints = [
             models.UniqueConstraint(
-                fields=["author", "client_id"],
+                fields=["author", "organisation", "client_id"],
                 condition=models.Q(client_id__isnull=False),
-                name="unique_client_id_per_author",
-            )
+                name="unique_client_id_per_author_organisation",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(client_id__isnull=True) | models.Q(organisation__isnull=False),
+                name="client_id_has_organisation",
+            ),
         ]
 
     def __str__(self) -> str:

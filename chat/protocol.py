@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
+from chat.bounded_json import JSONRefused, json_parse
 from chat.errors import ChatError
 
 
@@ -65,6 +68,22 @@ def _id(data: dict[str, Any], field: str, *, nullable: bool = False) -> int | No
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _bad(f"`{field}` must be a positive integer id.")
     return value
+
+
+def frame_decode(text: str | None) -> object:
+    """The JSON value of one text frame; ChatError('bad_frame', why) for anything else: binary
+    frames, malformed or too deeply nested JSON, frames over WS_MAX_FRAME_CHARS, NULs, lone
+    surrogates (chat/bounded_json.py)."""
+    if text is None:
+        raise _bad("Frames must be JSON text.")
+    try:
+        return json_parse(text, max_size=settings.WS_MAX_FRAME_CHARS)
+    except JSONRefused as refused:
+        if refused.too_large:
+            raise _bad(
+                f"A frame must be at most {settings.WS_MAX_FRAME_CHARS} characters."
+            ) from None
+        raise _bad(refused.detail) from None
 
 
 def frame_parse(data: object) -> Frame:

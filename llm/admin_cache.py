@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet, Sum
+from django.db.models import OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -188,21 +189,62 @@ class CacheHitAdmin(ReadOnlyScopedAdmin):
     raw_id_fields = ("message", "entry")
 
 
+def _recent_sum(field: str) -> Coalesce:
+    """The organisation's total of a CacheStat counter over the last SUMMARY_DAYS days."""
+    since = timezone.now().date() - timedelta(days=SUMMARY_DAYS - 1)
+    per_organisation = (
+        CacheStat.objects.filter(organisation_id=OuterRef("organisation_id"), day__gte=since)
+        .values("organisation_id")
+        .annotate(total=Sum(field))
+        .values("total")
+    )
+    return Coalesce(Subquery(per_organisation), 0)
+
+
 @admin.register(CachePolicy)
 class CachePolicyAdmin(OrganisationScopedAdmin):
+    """Per organisation: its cache settings (semantic matching on or off, its threshold...)
+    beside how its lookups were answered over the last days, exact vs semantic."""
+
     change_roles = frozenset({Membership.Role.ADMIN})
     list_display = (
         "organisation",
         "enabled",
-        "cache_sampled",
         "semantic_enabled",
         "semantic_threshold",
+        "lookups_recent",
+        "exact_hits_recent",
+        "semantic_hits_recent",
+        "cache_sampled",
         "semantic_mid_conversation",
         "ttl_seconds",
         "max_entries",
     )
     list_select_related = ("organisation",)
     actions = ["purge_caches"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CachePolicy]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                lookups_recent=_recent_sum("lookups"),
+                exact_recent=_recent_sum("exact_hits"),
+                semantic_recent=_recent_sum("semantic_hits"),
+            )
+        )
+
+    @admin.display(description=f"lookups ({SUMMARY_DAYS} days)", ordering="lookups_recent")
+    def lookups_recent(self, policy: Any) -> int:
+        return int(policy.lookups_recent)
+
+    @admin.display(description=f"exact hits ({SUMMARY_DAYS} days)", ordering="exact_recent")
+    def exact_hits_recent(self, policy: Any) -> int:
+        return int(policy.exact_recent)
+
+    @admin.display(description=f"semantic hits ({SUMMARY_DAYS} days)", ordering="semantic_recent")
+    def semantic_hits_recent(self, policy: Any) -> int:
+        return int(policy.semantic_recent)
 
     @admin.action(description="Purge the cache of the selected organisations")
     def purge_caches(self, request: HttpRequest, queryset: QuerySet[CachePolicy]) -> None:

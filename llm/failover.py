@@ -15,13 +15,21 @@ The rules (docs/routing.md says the same for operators):
   reply fails at once with `provider_unavailable`: never a hang.
 - Timeouts: the first text must come within the deployment's first-token timeout (measured from
   the request, so connecting counts), every later chunk within its inter-token timeout.
+- A stream that ends without the provider's finish reason was cut (a proxy or server closed it
+  cleanly mid-reply): before any text that is a retryable failure like any other, after text it
+  is `interrupted`. A finish reason of `length` (the token cap) is recorded: the reply is
+  incomplete, not complete.
+- Stopping: the caller sets `stop` (an asyncio.Event) and the stream ends at the next chunk, or
+  at once while waiting for one; the provider's stream, and with it its HTTP response, is
+  closed from inside this task. Stopping never relies on a task cancel crossing LangChain, the
+  SDKs and httpx: Python 3.11's `asyncio.wait_for` (which langchain-openai puts around every
+  chunk unless told not to) drops a cancel that arrives as its inner await completes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +49,11 @@ logger = logging.getLogger(__name__)
 TextSink = Callable[[str], Awaitable[None]]
 ModelBuilder = Callable[[DeploymentConfig], BaseChatModel]
 
+# What each provider's own finish reason means for the reply; any other reason the provider
+# gives (stop, end_turn, stop_sequence, content_filter, ...) ends it as answered.
+_LENGTH_REASONS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
+STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
+
 
 @dataclass
 class Usage:
@@ -59,6 +72,9 @@ class RoutingRecord:
     retries: int = 0
     slept_ms: int = 0
     sent_text: bool = False
+    # How the stream ended: "stop" (the model finished), "length" (the token cap cut it),
+    # "cancelled" (the caller's stop signal); None while it runs or when it failed.
+    finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     answered_by: DeploymentConfig | None = None
     last_tried: DeploymentConfig | None = None
@@ -79,6 +95,7 @@ class RoutingRecord:
             "slept_ms": self.slept_ms,
             "answered_by": answered.key if answered else None,
             "failover": answered is not None and len(self.attempts) > 1,
+            "finish_reason": self.finish_reason,
         }
 
 
@@ -133,13 +150,20 @@ async def stream_with_failover(
     policy: RetryPolicy,
     prompt_tokens: int = 0,
     plan_for: Callable[[str], router.RoutePlan] = router.route_plan,
-) -> DeploymentConfig:
-    """Stream a reply to `sink` from the first deployment that answers; returns it."""
+    stop: asyncio.Event | None = None,
+) -> DeploymentConfig | None:
+    """Stream a reply to `sink` from the first deployment that answers; returns it.
+
+    `record.finish_reason` says how it ended: "stop", "length", or "cancelled" when `stop` was
+    set (then the return value is the deployment that was streaming, or None if none was yet).
+    """
     clock = retry_clock
     deadline = clock.now() + policy.budget
     dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
     last_error: ProviderError | None = None
     while True:
+        if _stopped(stop):
+            return _stopped_at(record)
         plan = await sync_to_async(plan_for)(alias)
         record.chain = plan.chain
         candidates = [d for d in plan.candidates if d.key not in dropped]
@@ -155,6 +179,10 @@ async def stream_with_failover(
             if len(record.attempts) >= policy.max_attempts:
                 break
             verdict = await _gate(deployment, prompt_tokens=prompt_tokens)
+            if _stopped(stop):
+                if not isinstance(verdict, router.Skip):
+                    router.attempt_abandoned(deployment, verdict)
+                return _stopped_at(record)
             if isinstance(verdict, router.Skip):
                 record.skipped.append(
                     {"deployment": deployment.key, "label": deployment.label, **_skip(verdict)}
@@ -163,7 +191,9 @@ async def stream_with_failover(
                     waits.append(verdict.retry_in)
                 continue
             try:
-                record.usage = await _attempt(deployment, verdict, build, messages, sink, record)
+                record.usage = await _attempt(
+                    deployment, verdict, build, messages, sink, record, stop
+                )
             except ProviderError as error:
                 if record.sent_text:
                     raise _interrupted(error) from error
@@ -179,6 +209,8 @@ async def stream_with_failover(
                     error.reason,
                 )
                 continue
+            if record.finish_reason == CANCELLED:
+                return _stopped_at(record)
             record.answered_by = deployment
             return deployment
         if last_error is None:
@@ -190,7 +222,7 @@ async def stream_with_failover(
             raise _exhausted(last_error, record)
         record.retries += 1
         record.slept_ms += int(delay * 1000)
-        await clock.sleep(delay)
+        await _sleep_unless_stopped(clock, delay, stop)
 
 
 async def _attempt(
@@ -200,9 +232,15 @@ async def _attempt(
     messages: list[BaseMessage],
     sink: TextSink,
     record: RoutingRecord,
+    stop: asyncio.Event | None,
 ) -> Usage:
-    """One request to one deployment; raises ProviderError on any provider failure."""
-    began = time.monotonic()
+    """One request to one deployment; raises ProviderError on any provider failure.
+
+    Returns when the provider finished (record.finish_reason "stop" or "length") or when `stop`
+    was set (record.finish_reason "cancelled"), having closed the provider's stream either way.
+    """
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     entry: dict[str, Any] = {
         "deployment": deployment.key,
         "label": deployment.label,
@@ -213,6 +251,7 @@ async def _attempt(
     record.last_tried = deployment
     usage = Usage()
     settled = False  # the breaker has heard how this attempt went
+    finish: str | None = None  # the provider's own word for how the stream ended
     try:
         if deployment.problem:
             raise ProviderError(
@@ -221,42 +260,88 @@ async def _attempt(
                 reason="misconfigured",
             )
         model = build(deployment)
-        requested = time.monotonic()  # after building the client: that is local work
+        requested = loop.time()  # after building the client: that is local work
         stream = model.astream(messages)
-        first_token_deadline = requested + deployment.first_token_timeout
+        # One deadline for the whole stream, moved as chunks arrive: the first-token deadline
+        # until text comes, then the inter-token timeout after each chunk. It runs only while
+        # waiting on the provider, not while the sink works. `waiting` also tells the stop
+        # signal's waker whether there is an await on the provider to cut short.
+        waiting = False
+        clock = asyncio.timeout_at(requested + deployment.first_token_timeout)
+
+        def wake(_: object) -> None:
+            if waiting and not clock.expired():
+                clock.reschedule(loop.time())  # the deadline is now: the wait ends at once
+
+        waker = _on_stop(stop, wake)
         try:
-            while True:
-                first = "first_token_ms" not in entry
-                wait = (
-                    first_token_deadline - time.monotonic()
-                    if first
-                    else deployment.inter_token_timeout
-                )
-                try:
-                    async with asyncio.timeout(max(wait, 0.0)):
+            async with clock:
+                while stop is None or not stop.is_set():
+                    waiting = True
+                    try:
                         chunk = await stream.__anext__()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError as exc:
-                    raise _timed_out(deployment, first=first) from exc
-                except (asyncio.CancelledError, ProviderError):
-                    raise
-                except Exception as exc:
-                    raise provider_error_from(exc) from exc
-                reported = getattr(chunk, "usage_metadata", None)
-                if reported:
-                    usage.prompt_tokens = reported.get("input_tokens")
-                    usage.completion_tokens = reported.get("output_tokens")
-                for text in chunk_texts(chunk):
-                    if "first_token_ms" not in entry:
-                        entry["first_token_ms"] = int((time.monotonic() - requested) * 1000)
-                        await _succeeded(deployment, permit, first_token_ms=entry["first_token_ms"])
-                        permit = Permit(permit.key)  # the probe has spoken
-                        settled = True
-                    record.sent_text = True
-                    await sink(text)
+                    except StopAsyncIteration:
+                        break
+                    except (asyncio.CancelledError, ProviderError):
+                        raise
+                    except Exception as exc:
+                        raise provider_error_from(exc) from exc
+                    finally:
+                        waiting = False
+                    if clock.expired():
+                        # The deadline's cancel was swallowed below us and a chunk came anyway.
+                        raise _timed_out(deployment, first="first_token_ms" not in entry)
+                    clock.reschedule(None)
+                    if stop is not None and stop.is_set():
+                        break
+                    metadata = getattr(chunk, "response_metadata", None)
+                    if metadata:
+                        # OpenAI and compatible servers say finish_reason, Anthropic stop_reason.
+                        reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+                        if reason:
+                            finish = str(reason)
+                    reported = getattr(chunk, "usage_metadata", None)
+                    if reported:
+                        usage.prompt_tokens = reported.get("input_tokens")
+                        usage.completion_tokens = reported.get("output_tokens")
+                    for text in chunk_texts(chunk):
+                        if "first_token_ms" not in entry:
+                            entry["first_token_ms"] = int((loop.time() - requested) * 1000)
+                            await _succeeded(
+                                deployment, permit, first_token_ms=entry["first_token_ms"]
+                            )
+                            permit = Permit(permit.key)  # the probe has spoken
+                            settled = True
+                        record.sent_text = True
+                        await sink(text)
+                    if "first_token_ms" in entry:
+                        clock.reschedule(loop.time() + deployment.inter_token_timeout)
+                    else:
+                        clock.reschedule(requested + deployment.first_token_timeout)
+        except TimeoutError as exc:
+            if not clock.expired():
+                raise
+            if not _stopped(stop):
+                raise _timed_out(deployment, first="first_token_ms" not in entry) from exc
+        except ProviderError as error:
+            if _stopped(stop):
+                pass  # cut short by the stop signal: however the stack reported it, no fault
+            elif clock.expired():
+                # The deadline's cancel surfaced below us as some other failure.
+                raise _timed_out(deployment, first="first_token_ms" not in entry) from error
+            else:
+                raise
         finally:
+            if waker is not None:
+                waker.cancel()
             await _close(stream)
+        if _stopped(stop):
+            record.finish_reason = CANCELLED
+        elif finish is None:
+            raise _cut()
+        else:
+            record.finish_reason = LENGTH if finish in _LENGTH_REASONS else STOP
+            entry["finish_reason"] = finish
     except ProviderError as error:
         entry.update(_error_fields(error), outcome="failed")
         await _failed(deployment, permit, error)
@@ -269,16 +354,60 @@ async def _attempt(
         entry["outcome"] = "crashed"
         raise
     finally:
-        entry["ms"] = int((time.monotonic() - began) * 1000)
+        entry["ms"] = int((loop.time() - began) * 1000)
         if not settled:
-            # Cancelled or crashed before any verdict; done synchronously, so that it also
-            # happens while the task is being cancelled.
+            # Stopped, cancelled or crashed before any verdict; done synchronously, so that it
+            # also happens while the task is being cancelled.
             router.attempt_abandoned(deployment, permit)
+    if record.finish_reason == CANCELLED:
+        entry["outcome"] = "cancelled"
+        return usage
     if entry["outcome"] == "started":
         entry["outcome"] = "answered"
     if not settled:  # answered with no text at all: still an answer
         await _succeeded(deployment, permit, first_token_ms=entry["ms"])
     return usage
+
+
+def _stopped(stop: asyncio.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def _stopped_at(record: RoutingRecord) -> DeploymentConfig | None:
+    record.finish_reason = CANCELLED
+    return record.last_tried if record.sent_text else None
+
+
+def _on_stop(
+    stop: asyncio.Event | None, wake: Callable[[object], None]
+) -> asyncio.Task[bool] | None:
+    """A waiter that calls `wake` once `stop` is set (one per attempt, not per chunk)."""
+    if stop is None:
+        return None
+    waiter = asyncio.ensure_future(stop.wait())
+
+    def done(task: asyncio.Task[bool]) -> None:
+        if not task.cancelled():
+            wake(task)
+
+    waiter.add_done_callback(done)
+    return waiter
+
+
+async def _sleep_unless_stopped(
+    clock: RetryClock, delay: float, stop: asyncio.Event | None
+) -> None:
+    """The backoff between rounds, ended early by the stop signal."""
+    if stop is None:
+        await clock.sleep(delay)
+        return
+    sleeping = asyncio.ensure_future(clock.sleep(delay))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeping.cancel()
+        stopping.cancel()
 
 
 async def _close(stream: Any) -> None:
@@ -320,6 +449,14 @@ def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
         "provider_unavailable",
         f"The model provider went silent for {deployment.inter_token_timeout:g} s mid-reply.",
         reason="inter_token_timeout",
+    )
+
+
+def _cut() -> ProviderError:
+    return ProviderError(
+        "provider_unavailable",
+        "The model provider ended the stream without finishing the reply; try again.",
+        reason="cut",
     )
 
 

@@ -22,8 +22,12 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
+from chat.outage import OutageGuard  # noqa: E402
 from chat.replies.dispatch import RememberEventLoop  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from project.patches import daphne_patches_apply  # noqa: E402
+
+daphne_patches_apply()
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
@@ -31,10 +35,15 @@ application = RememberEventLoop(
     ProtocolTypeRouter(
         {
             "http": http_app,
-            # Programs (one-time ticket or API key) or browsers (origin check + session).
-            "websocket": ProgramAuthMiddleware(
-                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-                programs=URLRouter(websocket_urlpatterns),
+            # Programs (one-time ticket or API key) or browsers (origin check + session); a
+            # handshake that meets a Redis outage is told so (chat/outage.py).
+            "websocket": OutageGuard(
+                ProgramAuthMiddleware(
+                    AllowedHostsOriginValidator(
+                        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                    ),
+                    programs=URLRouter(websocket_urlpatterns),
+                )
             ),
         }
     )

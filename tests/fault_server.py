@@ -9,10 +9,17 @@ requests to it do, and count what it received.
     server.default("b", Hang())                                     # every later request
 
 Behaviours: Reply (streams `text` in chunks, optional delay before the first and between
-chunks), Fail (an HTTP status with an OpenAI error body, optional Retry-After), Hang (never
-sends a byte until the test ends), Stall (sends some chunks, then nothing), Disconnect (sends
-some chunks, then drops the connection). The server runs in a thread with its own event loop,
-so it is independent of the test's loop and of the code under test.
+chunks, then its `finish_reason`: "length" plays a reply cut by the token cap), Fail (an HTTP
+status with an OpenAI error body, optional Retry-After), Hang (never sends a byte until the test
+ends), Stall (sends some chunks, then nothing), Disconnect (sends some chunks, then drops the
+connection), Cut (sends some chunks, then ends the response cleanly with no finish_reason, as a
+proxy or a server that gave up does), Endless (streams text until the client goes away). The
+server runs in a thread with its own event loop, so it is independent of the test's loop and of
+the code under test.
+
+Each request's `Seen` record tells whether the client closed the connection before the response
+ended (`closed_at`, on the time.monotonic() clock, which every process on the machine shares),
+so a test can check that a cancelled reply let go of its upstream call, and when.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class Reply:
     prompt_tokens: int = 11
     completion_tokens: int | None = None  # default: one per chunk
     usage: bool = True  # send usage when the client asks (stream_options.include_usage)
+    finish_reason: str = "stop"  # "length": the reply hit max_tokens
     name = "reply"
 
     def chunks(self) -> list[str]:
@@ -74,18 +82,36 @@ class Disconnect:
     name = "disconnect"
 
 
-Behaviour = Reply | Fail | Hang | Stall | Disconnect
+@dataclass(frozen=True)
+class Cut:
+    text: str = "Partial answer that then "
+    after_chunks: int = 2
+    chunk_chars: int = 8
+    done: bool = True  # still send `data: [DONE]` before the end of the body
+    name = "cut"
 
 
 @dataclass(frozen=True)
+class Endless:
+    text: str = "and on "  # sent again and again, one chunk every chunk_delay seconds
+    chunk_delay: float = 0.02
+    name = "endless"
+
+
+Behaviour = Reply | Fail | Hang | Stall | Disconnect | Cut | Endless
+
+
+@dataclass
 class Seen:
-    """One request the server received."""
+    """One request the server received, and how its connection ended."""
 
     route: str
     behaviour: str
     stream: bool
     at: float
     body: dict = field(repr=False)
+    chunks: int = 0  # text chunks sent
+    closed_at: float | None = None  # the client closed the connection before the response ended
 
 
 class FaultServer:
@@ -127,6 +153,10 @@ class FaultServer:
     def count(self, route: str | None = None, behaviour: str | None = None) -> int:
         return len(self.requests(route, behaviour))
 
+    def closed(self, route: str | None = None, behaviour: str | None = None) -> list[Seen]:
+        """The requests whose client closed the connection before the response ended."""
+        return [s for s in self.requests(route, behaviour) if s.closed_at is not None]
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FaultServer:
@@ -146,7 +176,10 @@ class FaultServer:
         app = web.Application()
         app.router.add_get("/{route}/v1/models", self._models)
         app.router.add_post("/{route}/v1/chat/completions", self._completions)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
+        # handler_cancellation: a handler learns at once that its client went away (Seen.closed_at)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=1.0, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -176,8 +209,20 @@ class FaultServer:
         body = await request.json()
         behaviour = self._next(route)
         stream = bool(body.get("stream"))
+        seen = Seen(route, behaviour.name, stream, time.monotonic(), body)
         with self._lock:
-            self.seen.append(Seen(route, behaviour.name, stream, time.monotonic(), body))
+            self.seen.append(seen)
+        try:
+            return await self._answer(request, body, behaviour, seen)
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The client closed the connection (the handler is cancelled, or a write fails).
+            seen.closed_at = time.monotonic()
+            raise
+
+    async def _answer(
+        self, request: web.Request, body: dict, behaviour: Behaviour, seen: Seen
+    ) -> web.StreamResponse:
+        stream = seen.stream
         if isinstance(behaviour, Fail):
             headers = {}
             if behaviour.retry_after is not None:
@@ -193,10 +238,14 @@ class FaultServer:
         if isinstance(behaviour, Reply) and not stream:
             await asyncio.sleep(behaviour.first_delay)
             return web.json_response(_completion(body, behaviour))
-        return await self._stream(request, body, behaviour)
+        return await self._stream(request, body, behaviour, seen)
 
     async def _stream(
-        self, request: web.Request, body: dict, behaviour: Reply | Stall | Disconnect
+        self,
+        request: web.Request,
+        body: dict,
+        behaviour: Reply | Stall | Disconnect | Cut | Endless,
+        seen: Seen,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -208,15 +257,25 @@ class FaultServer:
             data = payload if isinstance(payload, str) else json.dumps(payload)
             await response.write(f"data: {data}\n\n".encode())
 
+        async def send_text(piece: str) -> None:
+            await send(_chunk(model, {"content": piece}))
+            seen.chunks += 1
+
         await send(_chunk(model, {"role": "assistant", "content": ""}))
+        if isinstance(behaviour, Endless):
+            assert self._stopping is not None
+            while not self._stopping.is_set():
+                await send_text(behaviour.text)
+                await asyncio.sleep(behaviour.chunk_delay)
+            return response
         if isinstance(behaviour, Reply):
             await asyncio.sleep(behaviour.first_delay)
             pieces = behaviour.chunks()
             for index, piece in enumerate(pieces):
                 if index and behaviour.chunk_delay:
                     await asyncio.sleep(behaviour.chunk_delay)
-                await send(_chunk(model, {"content": piece}))
-            await send(_chunk(model, {}, finish="stop"))
+                await send_text(piece)
+            await send(_chunk(model, {}, finish=behaviour.finish_reason))
             if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
                 completion = behaviour.completion_tokens or len(pieces)
                 await send(_usage_chunk(model, behaviour.prompt_tokens, completion))
@@ -226,7 +285,12 @@ class FaultServer:
         step = behaviour.chunk_chars
         pieces = [behaviour.text[i : i + step] for i in range(0, len(behaviour.text), step)]
         for piece in pieces[: behaviour.after_chunks]:
-            await send(_chunk(model, {"content": piece}))
+            await send_text(piece)
+        if isinstance(behaviour, Cut):
+            if behaviour.done:
+                await send("[DONE]")
+            await response.write_eof()  # a well-formed end of the body, but no finish_reason
+            return response
         if isinstance(behaviour, Disconnect):
             await asyncio.sleep(0.05)  # let the sent chunks reach the client first
             assert request.transport is not None
@@ -279,7 +343,7 @@ def _completion(body: dict, reply: Reply) -> dict:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": "stop",
+                "finish_reason": reply.finish_reason,
             }
         ],
         "usage": {

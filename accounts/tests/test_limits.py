@@ -9,7 +9,7 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
-from accounts.limits import Rate, RateLimited, frame_check, rate_parse, send_check
+from accounts.limits import Rate, RateLimitExceeded, frame_check, rate_parse, send_check
 from accounts.tickets import ws_ticket_issue
 from chat.models import Message
 from project.asgi import application
@@ -52,7 +52,7 @@ async def next_answer(ws: WebsocketCommunicator) -> dict:
 async def passes(check, **ids) -> bool:
     try:
         await check(**ids)
-    except RateLimited:
+    except RateLimitExceeded:
         return False
     return True
 
@@ -174,7 +174,7 @@ async def test_one_member_flooding_pings_does_not_rate_limit_a_colleague(
 async def test_one_member_flooding_sends_does_not_stop_a_colleagues_send(
     owner, member, organisation, settings, monkeypatch
 ):
-    monkeypatch.setattr("llm.dispatch.dispatch_generation", lambda mid, provider: None)
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     settings.WS_RATE_FRAMES_PER_USER = "1000/m"  # the send limits are what this is about
     settings.WS_RATE_SENDS_PER_USER = "2/m"
     settings.WS_RATE_SENDS_PER_ORG = "5/m"

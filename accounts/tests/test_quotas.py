@@ -353,7 +353,7 @@ def test_a_reservation_holds_the_deployments_prices_when_no_flat_price_is_set(
     with pytest.raises(QuotaExceeded):
         send(owner, organisation=organisation, client_id="2")
     # Released, the first reservation leaves room for the second again.
-    services.reply_cancel(message=reply, by=owner)
+    lifecycle.reply_cancel(message=reply, by=owner)
     assert send(owner, organisation=organisation, client_id="2").created
 
 
@@ -392,7 +392,7 @@ def test_the_price_ceiling_is_the_highest_the_alias_or_its_fallbacks_may_charge(
 @pytest.mark.django_db
 def test_a_dead_stream_keeps_its_reserved_cost_charged(owner, organisation, priced, no_dispatch):
     reply = send(owner, organisation=organisation).reply
-    services.reply_start(message_id=reply.pk)
-    services.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
+    lifecycle.reply_start(message_id=reply.pk)
+    reaper.replies_reap(stale_after=timedelta(0), pending_after=timedelta(0))
     entry = UsageLedger.objects.get(message=reply)
     assert entry.state == "settled" and entry.cost == entry.reserved_cost > 0

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions, serializers
@@ -62,6 +63,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return error_response(
             429, "rate_limited", f"Too many requests; retry in {wait} s.", retry_after=wait
         )
+    if isinstance(exc, RequestDataTooBig):  # a form past DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(413, "too_large", "The request body is too large.")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -34,5 +34,7 @@ def export_markdown(conversation: Conversation) -> str:
         if message.status in (Message.Status.FAILED, Message.Status.CANCELLED):
             why = f": {message.error_message}" if message.error_message else ""
             lines += ["", f"_({message.status}{why})_"]
+        elif message.status == Message.Status.INCOMPLETE:
+            lines += ["", "_(incomplete: cut short at the reply length limit)_"]
         lines.append("")
     return "\n".join(lines)

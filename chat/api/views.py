@@ -22,7 +22,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import renderers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +38,7 @@ from chat.api.catalog import model_aliases
 from chat.api.errors import ErrorSerializer, error_body, error_response
 from chat.api.export import export_json, export_markdown
 from chat.api.follow import Delta, Final, Idle, ReplyFollower
+from chat.api.parsers import BoundedJSONParser
 from chat.api.serializers import (
     ConversationCreateInputSerializer,
     ConversationExportSerializer,
@@ -68,7 +68,7 @@ def errors(*statuses: int) -> dict[tuple[int, str], Any]:
 class ApiView(APIView):
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [JSONParser]
+    parser_classes = [BoundedJSONParser]
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any

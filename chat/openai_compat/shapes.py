@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.http import JsonResponse
 
+from chat.bounded_json import JSONRefused, json_parse
 from chat.errors import ChatError
 from chat.models import Message
 from chat.services import PriorMessage
@@ -138,12 +139,18 @@ def _joined_text(content: object, param: str) -> str:
 
 
 def completion_request_parse(raw: bytes) -> CompletionRequest:
-    """Validate a /v1/chat/completions body. Parameters that tune sampling (temperature,
-    max_tokens, top_p, stop, …) are accepted and left to the deployment's own settings."""
+    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py). Parameters that
+    tune sampling (temperature, max_tokens, top_p, stop, …) are accepted and left to the
+    deployment's own settings."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if len(raw) > limit:
+        raise OpenAIError(413, f"The request body must be at most {limit} bytes.")
     try:
-        payload = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("We could not parse the JSON body of your request.") from None
+        payload = json_parse(raw or b"null", max_size=limit)
+    except JSONRefused as refused:
+        raise _invalid(
+            f"We could not parse the JSON body of your request: {refused.detail}"
+        ) from None
     if not isinstance(payload, dict):
         raise _invalid("The request body must be a JSON object.")
     model = payload.get("model")
@@ -221,9 +228,8 @@ def created_of(reply: Message) -> int:
 
 
 def finish_reason(reply: Message) -> str:
-    """`length` when the reply used the whole token allowance, else `stop`."""
-    tokens = reply.completion_tokens
-    return "length" if tokens is not None and tokens >= settings.LLM_MAX_TOKENS else "stop"
+    """`length` when the token cap cut the reply (the provider said so), else `stop`."""
+    return "length" if reply.status == Message.Status.INCOMPLETE else "stop"
 
 
 def usage_of(reply: Message) -> dict[str, int]:

@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -89,7 +90,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return _method_not_allowed("POST")
     try:
         key = await _api_key(request)
-        completion = completion_request_parse(request.body)
+        # At most one byte past the limit is read, whatever Content-Length says (Django's
+        # request.body would refuse a long one with its own HTML page).
+        completion = completion_request_parse(
+            request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+        )
         aliases = await sync_to_async(model_aliases)()
         if completion.model not in {alias.id for alias in aliases}:
             raise model_not_found(completion.model)

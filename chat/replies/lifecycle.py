@@ -1,6 +1,6 @@
 """A reply's row from claim to its end: what the generation, the watch and a cancel write.
 
-pending ──reply_start──▶ streaming ──reply_finish──▶ complete | cancelled | failed
+pending ──reply_start──▶ streaming ──reply_finish──▶ complete | incomplete | cancelled | failed
    └──reply_cancel (at once)──▶ cancelled      (the reaper, chat/replies/reaper.py, fails
                                                  what nobody generates any more)
 

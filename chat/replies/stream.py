@@ -8,7 +8,16 @@ failover over LangChain chat models), coalesces them (chat/replies/coalesce.py: 
 layer is the expensive hop, never one message per token), publishes numbered deltas, and has
 the process's reply watch (chat/replies/watch.py) checkpoint its text at a steady cadence, keep
 its heartbeat fresh and stop it within a poll interval when anyone cancels. It always ends the
-reply (reply_finish), whatever happened.
+reply (reply_finish), whatever happened: `complete`, `incomplete` (the provider stopped at the
+token cap: finish reason `length`), `cancelled`, or `failed` (an upstream that cut the stream
+mid-reply is `interrupted`, llm/failover.py).
+
+A cancel does not cancel the task that reads the provider: a cancel can be lost inside the
+provider's SDK and HTTP stack, and the reply would run to its natural end. The watch's `stop`
+event goes to llm as plain data instead; the streaming loop checks it after every chunk (and it
+cuts a wait for the next chunk short) and closes the provider's stream, and its HTTP call, from
+inside its own task. The reply does not wait for that: it ends `cancelled` at once, with the
+text streamed up to the stop, and a late chunk from the pump, now detached, is dropped.
 """
 
 from __future__ import annotations
@@ -29,12 +38,12 @@ from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_first_token, reply_start
 from chat.replies.prompt import prompt_messages, reply_alias
-from chat.replies.watch import WatchedReply, reply_watch
+from chat.replies.watch import reply_watch
 from core.errors import ParleyError
 from llm import accounting, limits
 from llm.cache import Lookup, cache_replay
 from llm.catalog import DeploymentConfig
-from llm.failover import RoutingRecord, stream_with_failover
+from llm.failover import CANCELLED, LENGTH, RoutingRecord, TextSink, stream_with_failover
 from llm.providers.base import ProviderError
 from llm.registry import chat_model_for
 from llm.retry import RetryPolicy
@@ -86,20 +95,32 @@ async def reply_stream(*, message_id: int) -> None:
     error: ParleyError | None = None
     lookup = Lookup()
     watched = reply_watch(message_id=state.message_id)
+    stop = watched.stop
+
+    async def sink(text: str) -> None:
+        # Once stopped, the text streamed so far is the reply: a detached pump's late text is
+        # dropped.
+        if not stop.is_set():
+            await coalescer.add(text)
+
     try:
         messages = await sync_to_async(prompt_messages)(reply)
         # A cached answer streams through the same coalescer instead of a provider (llm/cache/).
         lookup = await reply_lookup(reply=reply, messages=messages)
         source = (
-            cache_replay(lookup, coalescer.add, state)
+            cache_replay(lookup, sink, state, stop)
             if lookup.hit
-            else _pump_tokens(reply, messages, coalescer, state)
+            else _pump_tokens(reply, messages, sink, state, stop)
         )
         pump = asyncio.create_task(source)
-        cancelled = await _await_unless_cancelled(pump, watched)
+        stopped = await _await_unless_stopped(pump, stop)
         await coalescer.aclose()
-        if cancelled:
+        if stopped:
             status = Message.Status.CANCELLED
+            if state.routing is not None and state.routing.finish_reason is None:
+                state.routing.finish_reason = CANCELLED  # the pump, detached, may not know yet
+        elif state.routing is not None and state.routing.finish_reason == LENGTH:
+            status = Message.Status.INCOMPLETE
     except ProviderError as exc:
         await coalescer.aclose()
         status = Message.Status.FAILED
@@ -118,7 +139,8 @@ async def reply_stream(*, message_id: int) -> None:
         prompt_tokens=state.prompt_tokens,
         completion_tokens=state.completion_tokens,
         text=state.text,
-        complete=status == Message.Status.COMPLETE,
+        # The provider's usage counts what it generated, also when its token cap cut it short.
+        complete=status in (Message.Status.COMPLETE, Message.Status.INCOMPLETE),
     )
     deployment = state.routing.deployment if state.routing else None
     finished = await sync_to_async(reply_finish)(
@@ -143,10 +165,15 @@ async def reply_stream(*, message_id: int) -> None:
 
 
 async def _pump_tokens(
-    reply: Message, messages: list[BaseMessage], coalescer: DeltaCoalescer, state: ReplyState
+    reply: Message,
+    messages: list[BaseMessage],
+    sink: TextSink,
+    state: ReplyState,
+    stop: asyncio.Event,
 ) -> None:
     """Stream the reply from the deployments serving its model alias (llm/failover.py: silent
-    failover before the first token, an `interrupted` error after it, bounded retries)."""
+    failover before the first token, an `interrupted` error after it, bounded retries, and an
+    end as soon as `stop` is set)."""
     alias = reply_alias(reply)
     state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
     record = state.routing = RoutingRecord(alias=alias)
@@ -158,34 +185,51 @@ async def _pump_tokens(
         await stream_with_failover(
             alias=alias,
             messages=messages,
-            sink=coalescer.add,
+            sink=sink,
             build=build,
             record=record,
             policy=RetryPolicy.from_settings(),
             prompt_tokens=state.prompt_estimate,
+            stop=stop,
         )
     finally:
         state.prompt_tokens = record.usage.prompt_tokens
         state.completion_tokens = record.usage.completion_tokens
 
 
-async def _await_unless_cancelled(pump: asyncio.Task[None], watched: WatchedReply) -> bool:
-    """Wait for the token pump unless the watch says stop first (the reply was cancelled, or
-    the reaper took it away). True if it was stopped."""
-    stop = asyncio.create_task(watched.stop.wait())
+async def _await_unless_stopped(pump: asyncio.Task[None], stop: asyncio.Event) -> bool:
+    """Wait for the token pump unless `stop` is set first (the reply was cancelled, or the
+    reaper took it away). True if it was stopped: the pump is then left to end by itself."""
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        done, _ = await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({pump, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stop.cancel()
-    if pump in done:
+        stopping.cancel()
+    if not stop.is_set():
         pump.result()  # re-raises the pump's error
         return False
-    pump.cancel()
-    try:
-        await pump
-    except asyncio.CancelledError:
-        pass
+    _detach(pump)
     return True
+
+
+# Pumps of stopped replies that have not ended yet. The event loop only keeps weak references to
+# tasks: this holds them until they have closed their provider stream.
+_detached: set[asyncio.Task[None]] = set()
+
+
+def _detach(pump: asyncio.Task[None]) -> None:
+    if pump.done():
+        _ended(pump)
+        return
+    _detached.add(pump)
+    pump.add_done_callback(_ended)
+
+
+def _ended(pump: asyncio.Task[None]) -> None:
+    _detached.discard(pump)
+    if not pump.cancelled() and (exc := pump.exception()) is not None:
+        # The reply is already final; a provider that failed as it was let go is no news.
+        logger.info("a stopped reply's stream ended with %r", exc)
 
 
 async def _publish_delta(conversation_id: int, event: dict[str, object]) -> None:

@@ -45,10 +45,10 @@ def completion_request_create(
     same dispatch; only the model alias is the caller's choice.
 
     The request's earlier messages are saved as they were (final, never generated here); the
-    last user message is `text`. Idempotent on (author, client_id) like a send.
+    last user message is `text`. Idempotent on (author, organisation, client_id) like a send.
     """
     text = message_text_clean(text)
-    if earlier := send_earlier(author=author, client_id=client_id):
+    if earlier := send_earlier(author=author, organisation_id=organisation.pk, client_id=client_id):
         return earlier
     try:
         with transaction.atomic():
@@ -85,7 +85,9 @@ def completion_request_create(
             reply = reply_create(conversation=conversation, reply_to=user_message, alias=alias)
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
-        if earlier := send_earlier(author=author, client_id=client_id):
+        if earlier := send_earlier(
+            author=author, organisation_id=organisation.pk, client_id=client_id
+        ):
             return earlier
         raise
     return SendResult(user_message=user_message, reply=reply, created=True)

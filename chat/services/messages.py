@@ -45,9 +45,13 @@ def message_text_clean(text: object) -> str:
     return text
 
 
-def send_earlier(*, author: User, client_id: str) -> SendResult | None:
-    """What an earlier send with this client id made, if there was one (idempotency)."""
-    user_message = Message.objects.filter(author=author, client_id=client_id).first()
+def send_earlier(*, author: User, organisation_id: int, client_id: str) -> SendResult | None:
+    """What an earlier send with this client id made in this organisation, if there was one
+    (idempotency). The same id in another organisation is another message: a client reusing
+    "c-1" there must not reach this organisation's conversation."""
+    user_message = Message.objects.filter(
+        author=author, organisation_id=organisation_id, client_id=client_id
+    ).first()
     if user_message is None:
         return None
     return SendResult(user_message=user_message, reply=_current_reply(user_message), created=False)
@@ -72,6 +76,7 @@ def user_message_create(
         status=Message.Status.COMPLETE,
         seq=len(text),
         client_id=client_id,
+        organisation_id=conversation.organisation_id,  # the scope of client_id
     )
 
 
@@ -91,24 +96,26 @@ def message_send(
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
-    Idempotent on (author, client_id): a retried or doubled send returns the first result and
-    starts no second generation, even when the first one also created the conversation.
-    A new conversation starts in `organisation` (default: the author's personal one). A send
-    over budget raises QuotaExceeded and saves nothing.
+    Idempotent on (author, organisation, client_id): a retried or doubled send returns the
+    first result and starts no second generation, even when the first one also created the
+    conversation. A new conversation starts in `organisation` (default: the author's personal
+    one). A send over budget raises QuotaExceeded and saves nothing.
     """
     text = message_text_clean(text)
     if conversation is not None and conversation.owner_id != author.pk:
         raise ChatError("not_found", "No such conversation.")
-    if earlier := send_earlier(author=author, client_id=client_id):
-        return earlier
     if conversation is None and organisation is None:
         organisation = organisation_personal_ensure(user=author)
+    # The organisation the send acts in: its conversation's, or the new conversation's.
+    acting_in = conversation.organisation_id if conversation else organisation.pk  # type: ignore[union-attr]
+    if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
+        return earlier
     try:
         with transaction.atomic():
             # The budget check comes first and holds its locks until the commit.
             reservation = quota_reserve(
                 user_id=author.pk,
-                organisation_id=conversation.organisation_id if conversation else organisation.pk,  # type: ignore[union-attr]
+                organisation_id=acting_in,
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=conversation.pk if conversation else None, text=text
                 ),
@@ -128,8 +135,9 @@ def message_send(
             reply = reply_create(conversation=conversation, reply_to=user_message)
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
-        # A concurrent twin won the unique (author, client_id) race: answer with its result.
-        if earlier := send_earlier(author=author, client_id=client_id):
+        # A concurrent twin won the unique (author, organisation, client_id) race: answer
+        # with its result.
+        if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
             return earlier
         raise
     return SendResult(user_message=user_message, reply=reply, created=True)
@@ -185,7 +193,8 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
     text = message_text_clean(text)
     if message.role != Message.Role.USER or message.author_id != author.pk:
         raise ChatError("bad_frame", "Only your own messages can be edited.")
-    if earlier := send_earlier(author=author, client_id=client_id):
+    acting_in = message.conversation.organisation_id
+    if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
         return earlier
     try:
         with transaction.atomic():
@@ -222,7 +231,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
             reply = reply_create(conversation=current.conversation, reply_to=user_message)
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
-        if earlier := send_earlier(author=author, client_id=client_id):
+        if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
             return earlier
         raise
     return SendResult(user_message=user_message, reply=reply, created=True)

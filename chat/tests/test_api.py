@@ -3,6 +3,7 @@ idempotency. Streams are in test_api_stream.py, the OpenAI endpoints in test_api
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -574,3 +575,59 @@ def test_unknown_api_paths_are_json_404s(api, owner, path):
     session.force_login(owner)
     response = session.delete(API + path)  # no CSRF refusal hiding the 404
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"title": ' + "[" * 40 + "]" * 40 + "}",
+        '{"title": "a\\u0000b"}',
+        '{"title": "\\ud800"}',
+    ],
+    ids=["deep", "nested", "nul", "surrogate"],
+)
+def test_hostile_json_is_a_400_parse_error_without_a_traceback(api, raw, caplog):
+    response = api.post(f"{API}/conversations", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert not Conversation.objects.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_a_body_over_the_limit_is_a_413(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = '{"title": "' + "x" * 5000 + '"}'
+    response = api.post(f"{API}/conversations", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert not Conversation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_id_reused_in_another_organisation_posts_a_new_message(api, chat, owner):
+    """ "c-1" posted in Acme, then with the personal organisation's key into a personal
+    conversation: a new message there, never Acme's ids or text."""
+    acme = api.post(
+        f"{API}/conversations/{chat.pk}/messages",
+        {"text": "Acme's plan", "client_id": "c-1"},
+        content_type="application/json",
+    )
+    assert acme.status_code == 201
+    personal_key = api_key_create(
+        user=owner, organisation=owner.personal_organisation, name="personal"
+    )
+    personal = Client(**bearer(personal_key.raw))
+    mine = services.conversation_create(
+        owner=owner, title="Mine", organisation=owner.personal_organisation
+    )
+    response = personal.post(
+        f"{API}/conversations/{mine.pk}/messages",
+        {"text": "My own", "client_id": "c-1"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["created"] is True and body["conversation"] == mine.pk
+    assert body["message"] != acme.json()["message"]
+    assert Message.objects.get(pk=body["message"]).content == "My own"

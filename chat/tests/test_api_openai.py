@@ -4,6 +4,7 @@ shapes, its errors, and the chat path underneath (recorded conversation, limits,
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
@@ -288,3 +289,32 @@ async def test_unstorable_text_is_a_400_not_a_crash(http):
         "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "simulated", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"model": "simulated", "messages": [{"role": "user", "content": "a\\u0000b"}]}',
+        b'{"model": "simulated\\u0000", "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"model": "simulated", "messages": [{"role": "user", "content": [' * 20 + b"]}]" * 20,
+    ],
+    ids=["deep", "nul-content", "nul-model", "nested-parts"],
+)
+async def test_hostile_bodies_are_openai_400s_and_log_no_traceback(http, raw, caplog):
+    response = await http.post(
+        "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert openai_error(response)["type"] == "invalid_request_error"
+    assert not await Message.objects.aexists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_a_body_over_the_limit_is_an_openai_413(http, settings):
+    content = json.dumps(chat_request("x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)))
+    response = await http.post(
+        "/v1/chat/completions", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert openai_error(response)["type"] == "invalid_request_error"

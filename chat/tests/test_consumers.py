@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
+from accounts.services import api_key_create
 from chat.models import Conversation, Message
 from llm.providers.simulated import simulated_reply
 from project.asgi import application
@@ -122,6 +124,31 @@ async def test_malformed_frames_get_an_error_and_the_socket_stays_open(owner, ra
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from() == {"type": "pong"}
     await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,  # past the JSON parser's recursion limit
+        '{"type": "ping", "x": ' + "[" * 40 + "]" * 40 + "}",
+        '{"type": "send", "conversation": null, "text": "a\\u0000b", "client_id": "nul"}',
+        '{"type": "send", "conversation": null, "text": "hi", "client_id": "\\ud800"}',
+        '{"type": "send", "conversation": null, "text": "\\udfff", "client_id": "lone"}',
+        '{"type": "ping", "pad": "' + "x" * (256 * 1024) + '"}',
+    ],
+    ids=["deep", "nested-field", "nul-text", "surrogate-client-id", "surrogate-text", "huge"],
+)
+async def test_hostile_frames_are_bad_frames_and_the_socket_stays_open(owner, raw, caplog):
+    ws = await connect_as(owner)
+    await ws.send_to(text_data=raw)
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "bad_frame", frame
+    assert frame["retryable"] is False and frame["message"] is None
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+    assert await Message.objects.acount() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_empty_message_is_refused_and_nothing_is_saved(owner):
@@ -489,3 +516,37 @@ async def test_a_dropped_delta_is_filled_from_the_saved_text_with_what_came_afte
     assert [f["type"] for f in frames] == ["delta", "done"]
     assert (frames[0]["start"], frames[0]["text"]) == (14, full[14:])
     await ws.disconnect()
+
+async def test_a_client_id_reused_with_another_organisations_key_is_a_new_conversation(
+    owner, organisation
+):
+    """The personal-organisation key sending a client_id already used in Acme gets its own
+    conversation and reply, and hears nothing of Acme's."""
+    team_key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="t")
+    personal_key = await sync_to_async(api_key_create)(
+        user=owner, organisation=owner.personal_organisation, name="p"
+    )
+
+    async def socket(raw):
+        ws = WebsocketCommunicator(
+            application,
+            "/ws/chat/",
+            headers=[(b"authorization", f"Bearer {raw}".encode()), (b"host", b"127.0.0.1:8000")],
+        )
+        assert (await ws.connect())[0]
+        return ws
+
+    team, personal = await socket(team_key.raw), await socket(personal_key.raw)
+    send = {"type": "send", "conversation": None, "text": "Secret plan", "client_id": "c-1"}
+    await team.send_json_to(send)
+    team_frames = await receive_until(team, "done")
+    team_ack = next(f for f in team_frames if f["type"] == "ack")
+    await personal.send_json_to({**send, "text": "Hello"})
+    frames = await receive_until(personal, "done")
+    ack = frames[0]
+    assert ack["type"] == "ack" and ack["created"] is True
+    assert ack["conversation"] != team_ack["conversation"]
+    assert {f.get("message") for f in frames[1:]} == {ack["reply"]}
+    assert reply_frames(frames) == simulated_reply("Hello")
+    await team.disconnect()
+    await personal.disconnect()

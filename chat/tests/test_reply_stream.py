@@ -143,7 +143,8 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
             seen.append([(m.type, m.content) for m in messages])
             from langchain_core.messages import AIMessageChunk
 
-            yield AIMessageChunk(content="ok")
+            # A provider says how its stream ended; one that does not was cut (interrupted).
+            yield AIMessageChunk(content="ok", response_metadata={"finish_reason": "stop"})
 
     monkeypatch.setattr("chat.replies.stream.chat_model_for", lambda config, max_tokens: Recorder())
     first = await sync_to_async(pending_reply)("one")

@@ -20,6 +20,7 @@ from django.utils import timezone
 from chat import services
 from chat.models import Message
 from chat.replies import lifecycle, reaper, watch
+from chat.replies import stream as stream_module
 from chat.replies.stream import reply_stream
 from chat.replies.watch import reply_watch
 from conftest import wait_for
@@ -272,16 +273,51 @@ async def test_unsaved_text_is_dropped_when_the_reply_leaves(owner, checkpoint_r
 
 
 async def test_a_streamed_reply_is_checkpointed_while_it_runs_and_never_after(
-    owner, settings, checkpoint_rounds
+    owner, settings, monkeypatch
 ):
-    settings.SIMULATED_TOKENS_PER_SECOND = 200.0
+    """Held mid-stream until the watch has saved a checkpoint (no race with the machine's
+    speed); once the reply is final, no checkpoint changes its row again."""
     settings.STREAM_CHECKPOINT_INTERVAL = 0.05
+    saved_rounds: list[tuple[bool, int]] = []  # (reply final when the round ran, rows saved)
+    final = threading.Event()
+    real_checkpoint = lifecycle.replies_checkpoint
+
+    def recorded(*, checkpoints):
+        ended = final.is_set()
+        rows = real_checkpoint(checkpoints=checkpoints)
+        saved_rounds.append((ended, rows))
+        return rows
+
+    monkeypatch.setattr(watch, "replies_checkpoint", recorded)
+    real_publish = stream_module._publish_delta
+    published = 0
+
+    async def publish_then_hold(conversation_id, event):
+        nonlocal published
+        await real_publish(conversation_id, event)
+        published += 1
+        if published == 2:  # mid-stream: the first delta is checkpointable, the rest waits
+
+            async def checkpointed():
+                return any(rows for _, rows in saved_rounds)
+
+            await wait_for(checkpointed, timeout=60)
+
+    monkeypatch.setattr(stream_module, "_publish_delta", publish_then_hold)
+    real_finish = stream_module.reply_finish
+
+    def finish_and_mark(**kwargs):
+        try:
+            return real_finish(**kwargs)
+        finally:
+            final.set()
+
+    monkeypatch.setattr(stream_module, "reply_finish", finish_and_mark)
     reply_id = await pending(owner)
     await reply_stream(message_id=reply_id)
-    rounds_during = len(checkpoint_rounds)
     await asyncio.sleep(4 * INTERVAL)
-    assert rounds_during >= 1
-    assert len(checkpoint_rounds) == rounds_during  # nothing written after the reply ended
+    assert any(rows for ended, rows in saved_rounds if not ended)  # saved while it ran
+    assert [rows for ended, rows in saved_rounds if ended and rows] == []  # never after
     reply = await saved(reply_id)
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == simulated_reply("Question 0")

@@ -177,3 +177,22 @@ def test_send_pins_a_query_budget(owner, no_dispatch, django_assert_max_num_quer
     # update, ledger insert, attaching the reply).
     with django_assert_max_num_queries(13):
         services.message_send(author=owner, conversation=conversation, text="hi", client_id="q")
+
+
+@pytest.mark.django_db
+def test_a_client_id_reused_in_another_organisation_is_a_new_message(
+    owner, organisation, no_dispatch
+):
+    """Idempotency is per (author, organisation, client_id): "c-1" in Acme is not "c-1" in the
+    owner's personal organisation, and never answers with Acme's conversation."""
+    team = services.message_send(
+        author=owner, conversation=None, text="team", client_id="c-1", organisation=organisation
+    )
+    personal = services.message_send(author=owner, conversation=None, text="mine", client_id="c-1")
+    assert personal.created and team.created
+    assert personal.reply.conversation_id != team.reply.conversation_id
+    assert personal.reply.conversation.organisation_id == owner.personal_organisation.pk
+    again = services.message_send(
+        author=owner, conversation=None, text="team", client_id="c-1", organisation=organisation
+    )
+    assert not again.created and again.reply.pk == team.reply.pk

@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from llm.cache.exact import PREFIX
-from llm.cache.text import Profile, profile, same_question
+from llm.cache.text import Profile, match, profile
 from llm.cache_models import CacheEntry
 from llm.embeddings import Vectors
 
@@ -65,7 +65,7 @@ class ScopeIndex:
         self, vector: Vectors, question: Profile, *, threshold: float, faq_only: bool
     ) -> tuple[int, float] | None:
         """(entry id, similarity) of the most similar question at or above the threshold
-        that also asks about the same things (llm/cache/text.py), else None."""
+        that also passes the lexical check at that similarity (llm/cache/text.py), else None."""
         if not len(self):
             return None
         similarities = self.vectors @ vector
@@ -77,7 +77,7 @@ class ScopeIndex:
             similarity = float(similarities[row])
             if similarity < threshold:
                 return None
-            if not same_question(question, self.profile_at(int(row))):
+            if not match(question, self.profile_at(int(row)), similarity, threshold):
                 return int(self.ids[row]), similarity
         return None
 

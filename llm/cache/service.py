@@ -216,9 +216,13 @@ def _lookup_semantic(lookup: Lookup) -> None:
 
 
 async def cache_replay(
-    lookup: Lookup, sink: Callable[[str], Awaitable[None]], state: _State
+    lookup: Lookup,
+    sink: Callable[[str], Awaitable[None]],
+    state: _State,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Stream the cached answer into `sink` (the reply's coalescer) like a live model."""
+    """Stream the cached answer into `sink` (the reply's coalescer) like a live model, until
+    `stop` is set (the reply was cancelled)."""
     hit = lookup.hit
     assert hit is not None and lookup.request is not None
     state.routing = CacheRoutingRecord(
@@ -238,6 +242,8 @@ async def cache_replay(
     pace = settings.CACHE_REPLAY_CHARS_PER_SECOND
     text = hit.answer
     for start in range(0, len(text), REPLAY_PIECE_CHARS):
+        if stop is not None and stop.is_set():
+            return
         piece = text[start : start + REPLAY_PIECE_CHARS]
         await sink(piece)
         if pace > 0:

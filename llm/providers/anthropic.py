@@ -20,5 +20,6 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
         max_retries=0,
         max_tokens=max_tokens,
         streaming=True,
+        stream_usage=True,  # the stream's last event then carries stop_reason (llm/failover.py)
         temperature=float(config.options.get("temperature", 0.7)),
     )

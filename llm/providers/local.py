@@ -95,6 +95,7 @@ class ChatLocalLlama(BaseChatModel):
         with model.lock:
             prompt_tokens = model.count_tokens("".join(m["content"] for m in chat))
             completion = []
+            finish = None  # llama.cpp's last part says "stop" or "length" (max_tokens)
             stream = model.llama.create_chat_completion(
                 messages=chat,  # type: ignore[arg-type]
                 stream=True,
@@ -104,8 +105,9 @@ class ChatLocalLlama(BaseChatModel):
             for part in stream:
                 if stop_event is not None and stop_event.is_set():
                     break
-                delta: Any = part["choices"][0]["delta"]  # type: ignore[index]
-                text = str(delta.get("content") or "")
+                choice: Any = part["choices"][0]  # type: ignore[index]
+                finish = choice.get("finish_reason") or finish
+                text = str(choice["delta"].get("content") or "")
                 if text:
                     completion.append(text)
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
@@ -115,7 +117,11 @@ class ChatLocalLlama(BaseChatModel):
             output_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
         )
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+        # No finish reason when stopped early: the stream did not finish (llm/failover.py).
+        metadata = {"finish_reason": finish} if finish else {}
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata)
+        )
 
     def _generate(
         self,
@@ -125,12 +131,13 @@ class ChatLocalLlama(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         text, usage = "", None
+        metadata: dict[str, Any] = {}
         for chunk in self._run(messages):
             text += str(chunk.message.content)
             usage = getattr(chunk.message, "usage_metadata", None) or usage
-        return ChatResult(
-            generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))]
-        )
+            metadata = chunk.message.response_metadata or metadata
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata=metadata)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,

@@ -31,6 +31,10 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
         max_retries=0,  # retries are the router's job, with backoff it controls
         streaming=True,
         stream_usage=True,
+        # No per-chunk timeout of its own: llm/failover.py bounds every chunk for every kind, and
+        # langchain-openai's wraps each chunk in asyncio.wait_for, which on Python 3.11 drops a
+        # cancel arriving as the chunk does (and costs a task per chunk).
+        stream_chunk_timeout=0,
         temperature=float(config.options.get("temperature", 0.7)),
     )
     if config.kind == "openai":

@@ -47,19 +47,27 @@ class SimulatedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "parley-simulated"
 
-    def _tokens(self, messages: list[BaseMessage]) -> tuple[list[str], int]:
+    def _tokens(self, messages: list[BaseMessage]) -> tuple[list[str], int, str]:
+        """The reply's tokens, the prompt's token count, and the finish reason (as OpenAI's:
+        "length" when max_tokens cut the reply, else "stop")."""
         prompt = str(messages[-1].content) if messages else ""
         tokens = split_tokens(simulated_reply(prompt))
-        if self.max_tokens is not None:
-            tokens = tokens[: self.max_tokens]
+        finish = "stop"
+        if self.max_tokens is not None and len(tokens) > self.max_tokens:
+            tokens, finish = tokens[: self.max_tokens], "length"
         prompt_tokens = sum(len(split_tokens(str(m.content))) for m in messages)
-        return tokens, prompt_tokens
+        return tokens, prompt_tokens, finish
 
-    def _usage(self, prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
-        return UsageMetadata(
-            input_tokens=prompt_tokens,
-            output_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
+    def _last(self, prompt_tokens: int, completion_tokens: int, finish: str) -> AIMessageChunk:
+        """The stream's last chunk: no text, the usage and the finish reason."""
+        return AIMessageChunk(
+            content="",
+            usage_metadata=UsageMetadata(
+                input_tokens=prompt_tokens,
+                output_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+            response_metadata={"finish_reason": finish},
         )
 
     def _generate(
@@ -69,9 +77,12 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        tokens, prompt_tokens = self._tokens(messages)
+        tokens, prompt_tokens, finish = self._tokens(messages)
+        last = self._last(prompt_tokens, len(tokens), finish)
         message = AIMessage(
-            content="".join(tokens), usage_metadata=self._usage(prompt_tokens, len(tokens))
+            content="".join(tokens),
+            usage_metadata=last.usage_metadata,
+            response_metadata=last.response_metadata,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -82,17 +93,13 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        tokens, prompt_tokens = self._tokens(messages)
+        tokens, prompt_tokens, finish = self._tokens(messages)
         time.sleep(self.first_token_delay)
         for index, token in enumerate(tokens):
             if index:
                 time.sleep(1 / self.tokens_per_second)
             yield ChatGenerationChunk(message=AIMessageChunk(content=self._emit(token)))
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
-            )
-        )
+        yield ChatGenerationChunk(message=self._last(prompt_tokens, len(tokens), finish))
 
     async def _astream(
         self,
@@ -104,7 +111,7 @@ class SimulatedChatModel(BaseChatModel):
         # Sleeps on the event loop, not in a thread, so hundreds of streams cost no threads.
         # Paced on a schedule (token i is due i / rate after the first), as a model server
         # emits, so the time our own code takes per token does not slow the "model" down.
-        tokens, prompt_tokens = self._tokens(messages)
+        tokens, prompt_tokens, finish = self._tokens(messages)
         await asyncio.sleep(self.first_token_delay)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -113,11 +120,7 @@ class SimulatedChatModel(BaseChatModel):
                 due = started + index / self.tokens_per_second
                 await asyncio.sleep(max(0.0, due - loop.time()))
             yield ChatGenerationChunk(message=AIMessageChunk(content=self._emit(token)))
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="", usage_metadata=self._usage(prompt_tokens, len(tokens))
-            )
-        )
+        yield ChatGenerationChunk(message=self._last(prompt_tokens, len(tokens), finish))
 
 
 def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:

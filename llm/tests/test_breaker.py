@@ -165,6 +165,7 @@ async def test_an_open_deployment_is_skipped_then_probed_once_by_concurrent_repl
             policy=RetryPolicy(max_attempts=2),
             plan_for=lambda alias: plan,
         )
+        assert answered is not None  # None only when stopped, and nothing stops it here
         return answered.name, record
 
     for _ in range(5):  # each fails over silently to the backup

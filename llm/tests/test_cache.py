@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from accounts.models import UsageLedger
+from accounts.models import Organisation, UsageLedger
 from chat import services
 from chat.models import Conversation, Message
 from chat.replies import lifecycle
@@ -163,6 +163,40 @@ async def test_a_higher_threshold_for_the_organisation_turns_matches_away(owner)
     assert (await ask(owner, "How can I reset my password")).cache is None
 
 
+async def test_an_organisation_that_switches_semantic_matching_off_gets_exact_hits_only(
+    owner, organisation
+):
+    await CachePolicy.objects.acreate(organisation=organisation, semantic_enabled=False)
+    first = await ask(owner, "How do I reset my password?", organisation=organisation)
+    [entry] = await entries()
+    assert entry.embedding is None and entry.scope == "", "no vector kept when it is off"
+    assert (
+        await ask(owner, "How can I reset my password", organisation=organisation)
+    ).cache is None
+    again = await ask(owner, "how do I reset my password", organisation=organisation)
+    assert again.cache == "exact" and again.text == first.message.content
+    # The owner's personal organisation has no policy row: semantic matching as by default.
+    await ask(owner, "How do I reset my password?")
+    assert (await ask(owner, "How can I reset my password")).cache == "semantic"
+    stat = await CacheStat.objects.aget(organisation=organisation)
+    assert (stat.exact_hits, stat.semantic_hits) == (1, 0)
+
+
+async def test_each_organisation_matches_at_its_own_threshold(owner, organisation):
+    """The same rewording (cosine ~0.70, same content words) is a hit where the threshold
+    allows it and a miss where the organisation asks for more."""
+    await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.9)
+    personal = await Organisation.objects.aget(personal_owner=owner)
+    await CachePolicy.objects.acreate(organisation=personal, semantic_threshold=0.6)
+    for where in (organisation, None):
+        await ask(owner, "What are your opening hours?", organisation=where)
+    strict = await ask(owner, "When are you open?", organisation=organisation)
+    default = await ask(owner, "When are you open?")
+    assert strict.cache is None
+    assert default.cache == "semantic"
+    assert 0.6 <= default.message.routing["similarity"] < 0.9
+
+
 async def test_follow_ups_are_matched_semantically_only_when_the_organisation_allows(owner):
     async def conversation_after_mutex() -> Conversation:
         first = await ask(owner, "What is a mutex?")  # the same first exchange every time
@@ -239,8 +273,8 @@ async def test_a_lookup_checks_the_tenant_on_the_record_too(owner, outsider):
 
 
 async def test_a_failed_reply_is_never_cached(owner, monkeypatch):
-    async def failing(reply, messages, coalescer, state):
-        await coalescer.add("Half an ans")
+    async def failing(reply, messages, sink, state, stop):
+        await sink("Half an ans")
         raise ProviderError("interrupted", "The provider went away.")
 
     monkeypatch.setattr("chat.replies.stream._pump_tokens", failing)
@@ -281,8 +315,8 @@ async def test_an_overlong_answer_is_not_stored(owner, settings):
 async def test_a_failover_answer_is_not_stored(owner, monkeypatch):
     from chat.replies.stream import _pump_tokens as real
 
-    async def failed_over(reply, messages, coalescer, state):
-        await real(reply, messages, coalescer, state)
+    async def failed_over(reply, messages, sink, state, stop):
+        await real(reply, messages, sink, state, stop)
         state.routing.attempts.insert(0, {"deployment": "primary", "error": "http_503"})
 
     monkeypatch.setattr("chat.replies.stream._pump_tokens", failed_over)

@@ -4,7 +4,7 @@ organisation, everything; and the cache_warm / cache_purge commands."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,6 +17,7 @@ from accounts.services import membership_set
 from llm.cache.entries import entry_store
 from llm.cache.exact import exact_get
 from llm.cache.keys import CacheRequest, Params
+from llm.cache.policy import policy_for
 from llm.cache.semantic import indexes_forget
 from llm.cache_models import CacheEntry, CachePolicy, CacheStat
 from llm.tests.cache_support import ask
@@ -245,3 +246,110 @@ def test_cache_purge_by_entry_organisation_and_all(organisation, other_organisat
     assert exact_get(b.namespace, b.key) is None and exact_get(c.namespace, c.key) is not None
     call_command("cache_purge", "--all")
     assert not CacheEntry.objects.exists() and exact_get(c.namespace, c.key) is None
+
+
+# --- per-organisation semantic matching ------------------------------------------------------
+
+POLICIES = "admin:llm_cachepolicy_changelist"
+
+
+def policy_row(page: str, organisation) -> str:
+    """The list row of `organisation`'s policy."""
+    rows = [row for row in page.split("<tr") if f">{organisation.name}<" in row]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+@pytest.mark.django_db
+def test_the_policy_list_shows_exact_and_semantic_hits_per_organisation(
+    superuser_client, organisation, other_organisation
+):
+    today = date.today()
+    for org, exact, semantic in ((organisation, 5, 3), (other_organisation, 1, 7)):
+        CachePolicy.objects.create(organisation=org)
+        CacheStat.objects.create(
+            namespace=f"org:{org.pk}",
+            organisation=org,
+            day=today,
+            lookups=20,
+            exact_hits=exact,
+            semantic_hits=semantic,
+        )
+    CacheStat.objects.create(  # older than the list's window: not counted
+        namespace=f"org:{organisation.pk}",
+        organisation=organisation,
+        day=today - timedelta(days=30),
+        lookups=100,
+        exact_hits=100,
+        semantic_hits=100,
+    )
+    page = superuser_client.get(reverse(POLICIES)).content.decode()
+    ours, theirs = policy_row(page, organisation), policy_row(page, other_organisation)
+    assert '<td class="field-exact_hits_recent">5</td>' in ours
+    assert '<td class="field-semantic_hits_recent">3</td>' in ours
+    assert '<td class="field-lookups_recent">20</td>' in ours
+    assert '<td class="field-exact_hits_recent">1</td>' in theirs
+    assert '<td class="field-semantic_hits_recent">7</td>' in theirs
+
+
+def policy_form(**changes) -> dict[str, str]:
+    """The change form as the browser posts it (a checkbox left unticked is not sent)."""
+    form = {"enabled": "on", "semantic_threshold": "", "ttl_seconds": "", "max_entries": ""}
+    form.update(changes)
+    return {name: value for name, value in form.items() if value is not None}
+
+
+@pytest.fixture
+def admin_client(client, owner, organisation):
+    """The owner: staff, and admin of the team organisation."""
+    owner.is_staff = True
+    owner.save(update_fields=["is_staff"])
+    client.force_login(owner)
+    return client
+
+
+@pytest.mark.django_db
+def test_an_organisation_admin_switches_semantic_matching_off_and_sets_the_threshold(
+    admin_client, organisation
+):
+    add = admin_client.post(
+        reverse("admin:llm_cachepolicy_add"),
+        policy_form(organisation=str(organisation.pk), semantic_enabled="on"),
+    )
+    assert add.status_code == 302, add.content.decode()[:2000]
+    policy = CachePolicy.objects.get(organisation=organisation)
+    assert policy_for(organisation.pk).semantic_enabled
+    assert policy_for(organisation.pk).threshold == pytest.approx(0.80)  # the default
+
+    change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
+    response = admin_client.post(
+        change, policy_form(organisation=str(organisation.pk), semantic_threshold="0.9")
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert policy_for(organisation.pk).semantic_enabled is False  # the box was left unticked
+    assert policy_for(organisation.pk).threshold == pytest.approx(0.9)
+
+    refused = admin_client.post(
+        change,
+        policy_form(
+            organisation=str(organisation.pk), semantic_enabled="on", semantic_threshold="1.5"
+        ),
+    )
+    assert refused.status_code == 200 and "less than or equal to 1.0" in refused.content.decode()
+    assert policy_for(organisation.pk).threshold == pytest.approx(0.9)
+
+
+@pytest.mark.django_db
+def test_an_operator_sees_the_counts_but_cannot_change_the_policy(
+    operator_client, organisation, other_organisation
+):
+    policy = CachePolicy.objects.create(organisation=organisation, semantic_threshold=0.7)
+    CachePolicy.objects.create(organisation=other_organisation)
+    page = operator_client.get(reverse(POLICIES)).content.decode()
+    assert "Exact hits (7 days)" in page and "Semantic hits (7 days)" in page
+    assert f">{organisation.name}<" in page and "oscar" not in page
+    change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
+    response = operator_client.post(change, policy_form(organisation=str(organisation.pk)))
+    assert response.status_code == 403
+    policy.refresh_from_db()
+    assert policy.semantic_enabled and policy.semantic_threshold == pytest.approx(0.7)

@@ -36,6 +36,12 @@ def _usage(chunks):
     return found[0]
 
 
+def _finish(chunks) -> str | None:
+    """The finish reason the stream reported (llm/failover.py reads it the same way)."""
+    reasons = [c.response_metadata.get("finish_reason") for c in chunks]
+    return next((r for r in reasons if r), None)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -67,6 +73,7 @@ def test_simulated_max_tokens_truncates():
     contents = _contents(chunks)
     assert contents == split_tokens(simulated_reply("Tell me about otters"))[:5]
     assert _usage(chunks)["output_tokens"] == 5
+    assert _finish(chunks) == "length"
 
 
 async def test_simulated_async_stream_yields_tokens_then_usage():
@@ -80,11 +87,13 @@ async def test_simulated_async_stream_yields_tokens_then_usage():
         split_tokens("Tell me about otters")
     )
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert _finish(chunks) == "stop"
 
 
 def test_simulated_invoke_matches_stream():
     message = _simulated().invoke([HumanMessage("hi")])
     assert message.content == simulated_reply("hi")
+    assert message.response_metadata["finish_reason"] == "stop"
     assert message.usage_metadata["output_tokens"] == len(split_tokens(simulated_reply("hi")))
 
 
@@ -297,6 +306,13 @@ def test_openai_compatible_kind_sends_classic_max_tokens_in_the_body():
     assert model.openai_api_base == "http://127.0.0.1:9/v1"
 
 
+@pytest.mark.parametrize("kind", ["openai", "openai-compatible"])
+def test_openai_kinds_leave_chunk_timeouts_to_the_router(kind):
+    """langchain-openai would wrap every chunk in asyncio.wait_for, which on Python 3.11 drops
+    a cancel arriving as the chunk does; llm/failover.py bounds every chunk itself."""
+    assert _openai_model(kind).stream_chunk_timeout in (0, None)
+
+
 def test_openai_compatible_without_a_key_still_builds():
     config = ProviderConfig(
         name="c", kind="openai-compatible", model="m", base_url="http://127.0.0.1:9/v1"
@@ -319,6 +335,7 @@ def test_anthropic_builder_sets_model_and_max_tokens():
     assert payload["max_tokens"] == 321
     assert payload["system"] == "Be brief."
     assert (model.streaming, model.max_retries) == (True, 0)
+    assert model.stream_usage  # else the stream's last event carries no stop_reason
 
 
 # --- local (llama.cpp in-process) -----------------------------------------------------------
@@ -367,6 +384,14 @@ async def test_local_model_streams_a_short_reply_with_usage():
     # Counted by re-tokenizing the text, which can differ from the generated ids by a token.
     assert 0 < usage["output_tokens"] <= 9
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+async def test_local_model_reports_its_finish_reason():
+    async with asyncio.timeout(60):
+        capped = [c async for c in _local(max_tokens=4).astream([HumanMessage("Write an essay.")])]
+        whole = [c async for c in _local(max_tokens=200).astream([HumanMessage("Say hi.")])]
+    assert _finish(capped) == "length"
+    assert _finish(whole) == "stop"
 
 
 async def test_local_model_stopped_early_releases_the_model_for_the_next_reply():

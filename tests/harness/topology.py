@@ -229,6 +229,32 @@ class Topology:
     def row(self, message_id: int) -> dict[str, Any]:
         return self.reply_rows([message_id])[message_id]
 
+    @contextmanager
+    def alias_served_by(self, alias: str, base_url: str) -> Iterator[None]:
+        """Serve `alias` from an OpenAI-compatible upstream while inside (admin rows, as an
+        operator adds them: an alias any row names is served by rows only), then as before."""
+        manage(
+            "shell",
+            "-c",
+            "from llm.models import Deployment, Provider; "
+            "p = Provider.objects.create(name='harness-upstream', kind='openai-compatible', "
+            f"base_url={base_url!r}, first_token_timeout=60, inter_token_timeout=60); "
+            f"Deployment.objects.create(provider=p, alias={alias!r}, model='upstream-model')",
+            env=self.env,
+            timeout=START_TIMEOUT,
+        )
+        try:
+            yield
+        finally:
+            manage(
+                "shell",
+                "-c",
+                "from llm.models import Provider; "
+                "Provider.objects.filter(name='harness-upstream').delete()",
+                env=self.env,
+                timeout=START_TIMEOUT,
+            )
+
     def prompt_of(self, reply_id: int) -> str:
         (row,) = self.query(
             "SELECT u.content FROM chat_message r JOIN chat_message u ON u.id = r.reply_to_id "

@@ -9,8 +9,11 @@ client holds exactly the provider's text" is a string comparison.
 Each test breaks something while replies stream (SIGKILL a replica, SIGKILL the worker, stop
 Redis, flood duplicate sends, cancel from another replica), checks what every client and the
 database end up with, and puts the topology back for the next test. Clients behave like the
-page (static/chat/chat.js): they hold each reply's text by seq, and after a dropped socket they
+page (static/chat/): they hold each reply's text by seq, and after a dropped socket they
 reconnect through nginx and send `resume {message, after_seq}` for every reply not yet final.
+The test of fifty cancels serves the model alias from a real OpenAI-compatible upstream that
+never stops streaming (tests/fault_server.py, in this process), to see each generation let go
+of its upstream.
 The topology and the client are the shared harness's (tests/harness/).
 """
 
@@ -20,6 +23,7 @@ import asyncio
 import os
 import re
 import signal
+import statistics
 import time
 import uuid
 from collections import defaultdict
@@ -28,6 +32,7 @@ from collections.abc import Iterator
 import pytest
 
 from llm.providers.simulated import simulated_reply
+from tests.fault_server import Endless, fault_server
 from tests.harness.client import (
     Client,
     all_final,
@@ -50,6 +55,9 @@ HEARTBEAT_INTERVAL = 0.5
 REAP_STALE_AFTER = 4.0
 REAP_EVERY = 1.0
 CANCEL_WITHIN = 1.5  # seconds from `cancel` to `done` on every socket (issue: ~1 s)
+# Fifty cancels at once must each stop their generation and its upstream call within 1 s; that
+# is measured and printed, and a loaded machine gets this much before the test fails.
+CANCEL_ALL_WITHIN = 15.0
 
 
 def long_prompt(tag: str, words: int = 200) -> str:
@@ -156,6 +164,75 @@ async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Topolo
     assert_clean(*clients)
     slowest = max(c.final_at[reply] - asked for c in clients)
     print(f"cancel: `done` cancelled on all {len(clients)} sockets within {slowest:.2f} s")
+
+
+@pytest.mark.timeout(300)
+@shows_logs
+async def test_fifty_cancels_on_another_replica_stop_generation_and_the_upstream(
+    topo: Topology,
+) -> None:
+    """Fifty replies stream from a real OpenAI-compatible upstream that never stops; a socket on
+    another replica cancels every one. Each ends `cancelled` (finish reason `cancelled`) on both
+    sockets and in PostgreSQL with the partial text both hold, and the upstream sees each of its
+    fifty responses closed: the generation let go of the HTTP call, it did not run on."""
+    count = 50
+    sender, canceller, spare = await clients_on_replicas(topo, 1, "fifty")
+    await spare.close()
+    clients = [sender, canceller]
+    asked: dict[int, float] = {}
+    with fault_server() as upstream, topo.alias_served_by("simulated", upstream.base_url("up")):
+        upstream.default("up", Endless(text="and on ", chunk_delay=0.1))
+        try:
+            replies = [await start_reply(sender, f"cancel-fifty-{n}") for n in range(count)]
+            for acks in list(sender.acks.values()):
+                await canceller.subscribe(acks[0]["conversation"])
+            await until(
+                lambda: all(c.texts.get(r) for c in clients for r in replies),
+                60,
+                "text of every reply on both sockets",
+            )
+            assert upstream.count("up") == count and not upstream.closed("up")
+            for reply in replies:
+                asked[reply] = time.monotonic()
+                await canceller.send({"type": "cancel", "message": reply})
+            await all_final(clients, replies, CANCEL_ALL_WITHIN + 30)
+            await until(
+                lambda: len(upstream.closed("up")) == count,
+                CANCEL_ALL_WITHIN,
+                "every upstream response closed",
+            )
+            sent = sum(seen.chunks for seen in upstream.requests("up"))
+            await asyncio.sleep(1.0)  # nothing may follow the final frames, nor the closes
+            assert sum(seen.chunks for seen in upstream.requests("up")) == sent
+        finally:
+            await close_all(clients)
+
+    rows = topo.reply_rows(replies)
+    for reply in replies:
+        row = rows[reply]
+        assert row["status"] == "cancelled", row
+        assert row["content"].startswith("and on "), row
+        assert row["routing"]["finish_reason"] == "cancelled", row["routing"]
+        for client in clients:
+            final = client.finals[reply][0]
+            assert (final["type"], final["status"], final["finish_reason"]) == (
+                "done",
+                "cancelled",
+                "cancelled",
+            ), final
+            assert final["seq"] == len(row["content"]) == len(client.texts[reply])
+            assert client.texts[reply] == row["content"], client.label
+    assert_clean(*clients)
+    first = min(asked.values())
+    closed = sorted(seen.closed_at - first for seen in upstream.closed("up"))
+    done = sorted(max(c.final_at[r] for c in clients) - asked[r] for r in replies)
+    print(
+        f"fifty cancels from another replica (sent over {(max(asked.values()) - first) * 1000:.0f}"
+        f" ms): upstream closed median {statistics.median(closed) * 1000:.0f} ms, max"
+        f" {closed[-1] * 1000:.0f} ms after the first cancel; `done` on both sockets median"
+        f" {statistics.median(done) * 1000:.0f} ms, max {done[-1] * 1000:.0f} ms after each cancel"
+    )
+    assert closed[-1] < CANCEL_ALL_WITHIN and done[-1] < CANCEL_ALL_WITHIN
 
 
 @pytest.mark.timeout(150)

@@ -1,0 +1,110 @@
+"""Access that ends reaches open sockets: a revoked or deleted API key, a removed membership, a
+deactivated user, a session that signed out.
+
+Credentials are checked at the handshake, so without this an open socket outlived them. Each
+socket joins channel-layer groups named here (chat/consumers.py: its user's, its API key's, its
+session's); when access ends, `access_revoke` publishes one `access.revoked` event to the group
+after the transaction commits, and every socket in it, on every replica (Redis), closes with
+the event's code. accounts never imports chat: the group names and the event are the seam.
+
+Close codes (docs/protocol.md): 4401 the credential ended (key revoked, expired or deleted,
+signed out, user deactivated); 4403 the user was removed from an organisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.http import HttpRequest
+
+from accounts.models import ApiKey, Membership, User
+
+logger = logging.getLogger(__name__)
+
+EVENT = "access.revoked"
+CREDENTIAL_ENDED = 4401
+MEMBERSHIP_ENDED = 4403
+
+
+def user_group(user_id: int) -> str:
+    return f"access.user.{user_id}"
+
+
+def api_key_group(key_id: int) -> str:
+    return f"access.key.{key_id}"
+
+
+def session_group(session_key: str) -> str:
+    # A digest: session keys are bearer secrets and group names travel through Redis.
+    return f"access.session.{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
+
+
+def access_revoke(*, group: str, code: int, reason: str) -> None:
+    """Close every socket in `group`, on every replica, once the transaction commits."""
+    transaction.on_commit(lambda: _publish(group=group, code=code, reason=reason))
+
+
+def _publish(*, group: str, code: int, reason: str) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, {"type": EVENT, "code": code, "reason": reason})
+    except Exception:
+        # Redis is down: the sockets miss the event, and their own re-check on the next send
+        # (chat/consumers.py) closes them instead.
+        logger.warning("could not tell open sockets that access ended (%s)", group, exc_info=True)
+
+
+# --- every way access ends, wherever it is done (services, admin, deletes) ----------------
+
+
+@receiver(user_logged_out, dispatch_uid="accounts.revocation.signed_out")
+def _signed_out(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None:
+    # Sent before the session is flushed: its key still names the sockets it opened.
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if session_key:
+        access_revoke(group=session_group(session_key), code=CREDENTIAL_ENDED, reason="signed out")
+
+
+@receiver(post_save, sender=ApiKey, dispatch_uid="accounts.revocation.key_saved")
+def _key_saved(sender: Any, instance: ApiKey, created: bool, **kwargs: Any) -> None:
+    if not created and not instance.is_active:
+        api_key_ended(key_id=instance.pk)
+
+
+@receiver(post_delete, sender=ApiKey, dispatch_uid="accounts.revocation.key_deleted")
+def _key_deleted(sender: Any, instance: ApiKey, **kwargs: Any) -> None:
+    api_key_ended(key_id=instance.pk)
+
+
+@receiver(post_delete, sender=Membership, dispatch_uid="accounts.revocation.membership_deleted")
+def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
+    # Every socket of the user closes, whichever organisation it works in: a browser's socket
+    # reaches all of its user's organisations, and reconnecting costs a resume.
+    access_revoke(
+        group=user_group(instance.user_id),
+        code=MEMBERSHIP_ENDED,
+        reason="removed from an organisation",
+    )
+
+
+@receiver(post_save, sender=User, dispatch_uid="accounts.revocation.user_saved")
+def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> None:
+    if not created and not instance.is_active:
+        access_revoke(
+            group=user_group(instance.pk), code=CREDENTIAL_ENDED, reason="account deactivated"
+        )
+
+
+def api_key_ended(*, key_id: int) -> None:
+    """The key was revoked or deleted (services call this where no model signal fires)."""
+    access_revoke(group=api_key_group(key_id), code=CREDENTIAL_ENDED, reason="API key revoked")

@@ -1,0 +1,288 @@
+"""Word lists of the lexical check (llm/cache/text.py): what is rewritten before comparing two
+questions (symbols, units, abbreviations, set phrases), which words only frame a question, and
+which words are synonyms. Generic question vocabulary only: an entity (a country, a product, a
+language) is never made equal to another one here."""
+
+from __future__ import annotations
+
+import re
+
+# Rewritten in the lower-cased text before it is split into words, in this order.
+SYMBOLS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(\d)\s*%"), r"\1 percent"),
+    (re.compile(r"%"), " percent "),
+    (re.compile(r"\$\s*(\d[\d,.]*)"), r"\1 dollar"),
+    (re.compile(r"€\s*(\d[\d,.]*)"), r"\1 euro"),
+    (re.compile(r"£\s*(\d[\d,.]*)"), r"\1 gbp"),
+    (re.compile(r"¥\s*(\d[\d,.]*)"), r"\1 yen"),
+    (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
+    (re.compile(r"°\s*f\b"), " fahrenheit"),
+    (re.compile(r"°\s*c\b"), " celsius"),
+    (re.compile(r"°"), " degree "),
+    (re.compile(r"\s&\s"), " and "),
+    (re.compile(r"(?<=\w)/(?=\w)"), " "),  # "iPhone/Android", "w/o" is handled before
+    # Units written against their number: "5km", "10kg", "3ft".
+    (re.compile(r"(\d)(km|cm|mm|kg|mg|lbs?|oz|ft|mi|ml|gb|mb|kb|tb|hz|ghz|mph|kph)\b"), r"\1 \2"),
+]
+
+# Set phrases (lower-cased, whole words), rewritten before splitting into words.
+PHRASES: list[tuple[str, str]] = [
+    (r"w/o", "without"),
+    (r"w/", "with"),
+    (r"time zones?", "timezone"),
+    (r"wi-?fi", "wifi"),
+    (r"e-?mails?", "email"),
+    (r"e-?books?", "ebook"),
+    (r"web ?sites?", "website"),
+    (r"user ?names?", "username"),
+    (r"pass ?words?", "password"),
+    (r"set(?:ting)?s? up", "setup"),
+    (r"(?:turn|switch)(?:ed|ing|s)? on", "enable"),
+    (r"(?:turn|switch)(?:ed|ing|s)? off", "disable"),
+    (r"(?:turn|switch)(?:ed|ing|s)? (?:\w+ )?on", "enable"),
+    (r"(?:turn|switch)(?:ed|ing|s)? (?:\w+ )?off", "disable"),
+    (r"(?:log|sign)(?:ged|ging|s)? (?:in|into|on)", "login"),
+    (r"(?:log|sign)(?:ged|ging|s)? (?:out|off)", "logout"),
+    (r"sign(?:ed|ing|s)? up", "signup"),
+    (r"money back", "refund"),
+    (r"get rid of", "remove"),
+    (r"big-?o", "complexity"),
+    (r"virtual env(?:ironment)?s?", "virtualenv"),
+    (r"opening (?:hours|times)", "open"),
+    (r"closing (?:hours|times?)", "close"),
+    (r"business hours", "open"),
+    (r"(?:stands?|short) for", "abbreviation"),
+    (r"how do you say", "translate"),
+    (r"how (?:do|would|can) (?:i|you|we) say", "translate"),
+    (r"what is the number of", "how many"),
+    (r"how many people live in", "population"),
+    (r"how fast", "speed"),
+    (r"speed(?:s|ing)? up", "faster"),
+    (r"how long", "duration"),
+    # The unit stays: "how many hours" and "how many minutes" ask different things.
+    (r"how many (seconds|minutes|hours|days|weeks|months|years)", r"duration \1"),
+    # A conversion asked as a question is the conversion: "how many euros is 5 dollars",
+    # "how much is 5 usd in eur", "what is 100 f in c" all become "convert X to Y".
+    (
+        r"how (?:many|much) (\w+) (?:is|are|in|for|equals?)(?: in)? ((?:an?|one|\d[\d.,]*) \w+)",
+        r"convert \2 to \1",
+    ),
+    (r"(?:how much|what) (?:is|are) (\d[\d.,]* ?\w+(?: \w+)?) in (\w+)", r"convert \1 to \2"),
+    (r"how tall", "height"),
+    (r"how high", "height"),
+    (r"how big", "size"),
+    (r"how old", "age"),
+    (r"how much does (.+?) cost", r"price \1"),
+    (r"what (?:makes|causes)", "why"),
+    (r"what is the cause of", "why"),
+    (r"what is the reason", "why"),
+    (r"how come", "why"),
+    (r"forgot(?:ten)? (?:my|the|your) (\w+)", r"reset \1"),
+    (r"lost (?:my|the|your) (\w+)", r"reset \1"),
+    (r"two[- ]?fa", "two factor authentication"),
+    (r"2[- ]?fa", "two factor authentication"),
+    (r"(?:two|2)[- ]?(?:factor|step) auth\b", "two factor authentication"),
+    (r"(?:two|2)[- ]step verification", "two factor authentication"),
+    (r"(?:two|2)[- ]factor verification", "two factor authentication"),
+    (r"(?:two|2)[- ]factor authentication", "two factor authentication"),
+    (r"multi[- ]?factor authentication", "mfa"),
+    (r"single[- ]sign[- ]on", "sso"),
+    (r"machine learning", "ml"),
+    (r"artificial intelligence", "ai"),
+    (r"value[- ]added tax", "vat"),
+    (r"operating system", "os"),
+    (r"command[- ]line", "terminal"),
+    (r"(?:us|u\.s\.|american) dollars?", "dollar"),
+    (r"british pounds?(?: sterling)?", "gbp"),
+    (r"pounds? sterling", "gbp"),
+    (r"japanese yen", "yen"),
+    (r"square root", "sqrt"),
+]
+
+# One word for another: abbreviations and spellings, then the words' lemmas are compared.
+ABBREVIATIONS: dict[str, str] = {
+    "tz": "timezone",
+    "pw": "password",
+    "pwd": "password",
+    "acct": "account",
+    "info": "information",
+    "pic": "picture",
+    "pics": "picture",
+    "photo": "picture",
+    "msg": "message",
+    "msgs": "message",
+    "repo": "repository",
+    "k8s": "kubernetes",
+    "js": "javascript",
+    "nodejs": "node",
+    "node.js": "node",
+    "ts": "typescript",
+    "py": "python",
+    "db": "database",
+    "u": "you",
+    "ur": "your",
+    "pls": "please",
+    "plz": "please",
+    "thx": "thanks",
+    "cm": "centimetre",
+    "centimeter": "centimetre",
+    "mm": "millimetre",
+    "millimeter": "millimetre",
+    "km": "kilometre",
+    "kilometer": "kilometre",
+    "m": "metre",
+    "meter": "metre",
+    "kg": "kilogram",
+    "kilo": "kilogram",
+    "kilos": "kilogram",
+    "g": "gram",
+    "mg": "milligram",
+    "lb": "pound",
+    "lbs": "pound",
+    "oz": "ounce",
+    "ft": "foot",
+    "feet": "foot",
+    "mi": "mile",
+    "ml": "ml",
+    "litre": "liter",
+    "hr": "hour",
+    "hrs": "hour",
+    "min": "minute",
+    "mins": "minute",
+    "sec": "second",
+    "secs": "second",
+    "usd": "dollar",
+    "eur": "euro",
+    "jpy": "yen",
+    "mph": "mile hour",
+    "kph": "kilometre hour",
+    "percentage": "percent",
+    "pct": "percent",
+    "colour": "color",
+    "favourite": "favorite",
+    "organization": "organisation",
+    "org": "organisation",
+    "summarise": "summarize",
+    "summarize": "summarize",
+    "analyse": "analyze",
+    "licence": "license",
+    "cancelled": "cancel",
+    "cancelling": "cancel",
+    "programme": "program",
+    "catalogue": "catalog",
+    "theatre": "theater",
+    "centre": "center",
+    "defence": "defense",
+    "travelling": "travel",
+    "travelled": "travel",
+    "signin": "login",
+    "log-in": "login",
+    "signout": "logout",
+    "log-out": "logout",
+    "sign-up": "signup",
+    "register": "signup",
+    "registration": "signup",
+    "e-mail": "email",
+    "set-up": "setup",
+}
+
+# Groups of words that ask the same thing in a question; each maps to its first word.
+_SYNONYM_GROUPS = [
+    "create make generate",
+    "remove delete erase",
+    "exit quit leave",
+    "change update modify edit alter switch",
+    "largest biggest greatest",
+    "tallest highest",
+    "height tall high",
+    "contact reach",
+    "get obtain receive retrieve",
+    "see view display check find show look",
+    "kill terminate",
+    "differ difference different compare comparison distinguish versus vs",
+    "price cost pricing fee charge",
+    "fast faster speed quick quickly rapid",
+    "learn study",
+    "merge combine",
+    "app application",
+    "phone mobile smartphone cellphone",
+    "write author wrote writer written",
+    "setup configure configuration",
+    "dict dictionary",
+    "int integer",
+    "string str",
+    "virtualenv venv",
+    "refund reimburse reimbursement",
+    "summarize summary summarise synopsis recap",
+    "translate translation say",
+    "picture photo image avatar",
+    "shipping delivery shipment",
+    "ship deliver",
+    "invite add",
+    "member user",
+    "colleague coworker co-worker teammate",
+    "conversation chat",
+    "start begin",
+    "end finish",
+    "purchase buy",
+    "reset recover",
+    "help support assistance",
+    "error problem issue",
+    "fix solve resolve repair",
+    "send transmit",
+    "download export",
+    "run execute",
+    "need require",
+    "allow permit",
+    "cancel stop",
+    "open opening",
+    "close closing",
+    "lower reduce",
+    "raise increase",
+    "loop iterate",
+    "load read",
+    "turn convert",
+    "document doc",
+    "discover discoverer",
+    "paint painter artist",
+    "timezone tz",
+    "world earth globe",
+    "undo revert",
+    "last latest recent",
+]
+
+SYNONYMS: dict[str, str] = {
+    word: group.split()[0] for group in _SYNONYM_GROUPS for word in group.split()
+}
+
+# Words that frame a question without changing what it asks: they may be on one side only.
+FRAMING = frozenset(
+    """explain explanation tell describe description define definition meaning mean means
+    simple simply terms briefly exactly way ways method syntax know
+    possible help want need like thing things example examples actually really
+    basically someone something anyone anything short give also just kindly again go
+    going try trying able process procedure steps step idea option options
+    number amount kind type sort word phrase term city person year time day
+    current currently now today please hi hello hey thanks thank ok okay
+    shortcut command code use using used work works working happen happens happened
+    new copy own available instead mean called call""".split()
+)
+
+# Where a support question is asked from, said or not: "delete my account permanently", "for
+# my team". Free when only one side has them.
+CONTEXT = frozenset("account team customer permanently online".split())
+
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been being
+    below between both but by can could did do does doing down during each few for further had
+    has have having he her here hers herself him himself his how i if in is it its itself just
+    let me might more most must my myself of off on once only or other our ours ourselves out
+    own same shall she should so some such that the their theirs them themselves then there
+    these they this those through too under until up very was we were what when where which
+    while who whom whose why will with would you your yours yourself yourselves
+    i'm i've i'd it's what's how's where's who's there's that's let's im ive whats hows
+    get got""".split()
+)
+
+# Question words kept as content: "why" asks for a cause, "how many" for a count.
+ASPECTS = frozenset({"why"})

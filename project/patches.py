@@ -1,0 +1,65 @@
+"""Process-level patches to the server Daphne builds on, applied once by project/asgi.py.
+
+Each is applied only inside a Daphne process (tests and Celery import the ASGI module too).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def daphne_patches_apply() -> None:
+    if "daphne.server" not in sys.modules:  # not served by Daphne: nothing to patch
+        return
+    _close_oversized_messages()
+    _answer_long_request_lines()
+
+
+def _close_oversized_messages() -> None:
+    """Daphne refuses a WebSocket message over --websocket-max-message-size with close code 1009.
+
+    Autobahn "fails" such a connection by dropping TCP without a close frame (its `failByDrop`
+    default), which a client sees as 1006, an unexplained network error; Daphne has no flag for
+    it. With failByDrop off, autobahn sends the close frame (1009 "message too big"; 1002/1007
+    for protocol errors and invalid UTF-8) and drops the connection only if the peer does not
+    answer within its close-handshake timeout. docs/protocol.md documents the codes.
+    """
+    from daphne.ws_protocol import WebSocketFactory
+
+    if getattr(WebSocketFactory, "_parley_patched", False):
+        return
+    original = WebSocketFactory.setProtocolOptions
+
+    def set_protocol_options(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("failByDrop", False)
+        original(self, *args, **kwargs)
+
+    setattr(WebSocketFactory, "setProtocolOptions", set_protocol_options)  # noqa: B010
+    setattr(WebSocketFactory, "_parley_patched", True)  # noqa: B010
+
+
+def _answer_long_request_lines() -> None:
+    """A request line or header line over Twisted's 16 KiB line limit gets 414 or 431.
+
+    Twisted's HTTP channel closes the connection without a word when a line passes its
+    LineReceiver limit, so a client sending a 20,000-character URL saw a dropped connection.
+    nginx answers 414 before Daphne sees such a request (its large_client_header_buffers);
+    Daphne reached directly now answers the same.
+    """
+    from twisted.web.http import HTTPChannel
+
+    if getattr(HTTPChannel, "_parley_patched", False):
+        return
+
+    def line_length_exceeded(self: Any, line: bytes) -> None:
+        # Until the request line is complete, Twisted's private flag is set.
+        request_line = bool(getattr(self, "_HTTPChannel__first_line", 0))
+        status = b"414 URI Too Long" if request_line else b"431 Request Header Fields Too Large"
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        self.loseConnection()
+
+    setattr(HTTPChannel, "lineLengthExceeded", line_length_exceeded)  # noqa: B010
+    setattr(HTTPChannel, "_parley_patched", True)  # noqa: B010
