@@ -517,6 +517,7 @@ async def test_a_dropped_delta_is_filled_from_the_saved_text_with_what_came_afte
     assert (frames[0]["start"], frames[0]["text"]) == (14, full[14:])
     await ws.disconnect()
 
+
 async def test_a_client_id_reused_with_another_organisations_key_is_a_new_conversation(
     owner, organisation
 ):
