@@ -18,7 +18,7 @@ from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_or
 from chat import selectors, services
 from chat.errors import ChatError
 from chat.events import conversation_group, final_event, message_event
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.protocol import (
     CancelFrame,
     EditFrame,
@@ -184,6 +184,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             text=frame.text,
             client_id=frame.client_id,
             organisation=self.organisation,
+            # A session's socket is the page's; a credential's (API key, ticket) a program's.
+            origin=(
+                Conversation.Origin.WEBSOCKET
+                if self.only_organisation is not None
+                else Conversation.Origin.PAGE
+            ),
         )
         await self.follow(result.reply.conversation_id)
         await self.acknowledge(result, client_id=frame.client_id)

@@ -41,6 +41,7 @@ from langchain_core.messages import BaseMessage
 from llm import router
 from llm.breaker import Permit
 from llm.catalog import DeploymentConfig
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderError, provider_error_from
 from llm.retry import RetryPolicy
 
@@ -78,6 +79,8 @@ class RoutingRecord:
     usage: Usage = field(default_factory=Usage)
     answered_by: DeploymentConfig | None = None
     last_tried: DeploymentConfig | None = None
+    # The caller's generation choices (kept with the routing so the reply says how it was asked).
+    options: GenerationOptions = field(default_factory=GenerationOptions)
 
     @property
     def deployment(self) -> DeploymentConfig | None:
@@ -96,6 +99,7 @@ class RoutingRecord:
             "answered_by": answered.key if answered else None,
             "failover": answered is not None and len(self.attempts) > 1,
             "finish_reason": self.finish_reason,
+            **({"options": options} if (options := self.options.as_json()) else {}),
         }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llm.catalog import all_deployments, default_alias, fallbacks_for
+from llm.catalog import all_deployments, default_alias, deployments_for, fallbacks_for
+from llm.options import GenerationOptions, option_unsupported
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,16 @@ def model_aliases() -> list[ModelAlias]:
 
 def model_alias_known(alias: str) -> bool:
     return any(model.id == alias for model in model_aliases())
+
+
+def model_option_unsupported(alias: str, options: GenerationOptions) -> str | None:
+    """The first option that some enabled deployment of the alias, or of its fallbacks, cannot
+    honour: a request is refused rather than answered without it by whichever one serves it."""
+    if not options.set_params():
+        return None
+    aliases = [alias, *fallbacks_for(alias)]
+    for deployments in deployments_for(aliases).values():
+        for deployment in deployments:
+            if deployment.enabled and (param := option_unsupported(options, deployment.kind)):
+                return param
+    return None

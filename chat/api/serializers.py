@@ -20,6 +20,12 @@ class ConversationListInputSerializer(serializers.Serializer):
         max_length=200,
         help_text="Only conversations whose title or any message contains this (case-insensitive).",
     )
+    origin = serializers.MultipleChoiceField(
+        required=False,
+        choices=Conversation.Origin.choices,
+        help_text="Only conversations started here (repeat for several): page, websocket "
+        "(a program's socket), rest, openai. Default: all.",
+    )
 
 
 class ConversationCreateInputSerializer(serializers.Serializer):
@@ -33,7 +39,7 @@ class ConversationRenameInputSerializer(serializers.Serializer):
 class ConversationOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
-        fields = ["id", "title", "organisation", "created_at", "updated_at"]
+        fields = ["id", "title", "organisation", "origin", "created_at", "updated_at"]
         read_only_fields = fields
 
 

@@ -132,7 +132,9 @@ class ConversationListApi(ApiView):
         query.is_valid(raise_exception=True)
         caller = self.caller()
         conversations = selectors.conversation_list(
-            user=caller.user, organisation=caller.only_organisation
+            user=caller.user,
+            organisation=caller.only_organisation,
+            origins=query.validated_data.get("origin") or None,
         )
         if search := query.validated_data.get("search", "").strip():
             matching = Message.objects.filter(content__icontains=search, superseded=False)
@@ -157,7 +159,10 @@ class ConversationCreateApi(ApiView):
         data.is_valid(raise_exception=True)
         caller = self.caller()
         conversation = services.conversation_create(
-            owner=caller.user, title=data.validated_data["title"], organisation=caller.organisation
+            owner=caller.user,
+            title=data.validated_data["title"],
+            organisation=caller.organisation,
+            origin=Conversation.Origin.REST,
         )
         return Response(ConversationOutputSerializer(conversation).data, status=201)
 

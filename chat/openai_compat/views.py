@@ -34,7 +34,7 @@ from accounts.models import ApiKey
 from accounts.services import api_key_use
 from chat import services
 from chat.api import idempotency
-from chat.api.catalog import model_aliases
+from chat.api.catalog import model_aliases, model_option_unsupported
 from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower
 from chat.models import Message
 from chat.openai_compat.shapes import (
@@ -50,6 +50,7 @@ from chat.openai_compat.shapes import (
     model_not_found,
     models_body,
     openai_error_from,
+    options_refused,
     reply_error,
     sse_data,
 )
@@ -98,6 +99,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         aliases = await sync_to_async(model_aliases)()
         if completion.model not in {alias.id for alias in aliases}:
             raise model_not_found(completion.model)
+        if param := await sync_to_async(model_option_unsupported)(
+            completion.model, completion.options
+        ):
+            raise options_refused(completion.options, param, completion.model)
         scope = f"key:{key.pk}"
         idempotency_key = request.headers.get(idempotency.HEADER)
         client_id = (
@@ -140,6 +145,8 @@ async def _start(key: ApiKey, completion: CompletionRequest, client_id: str) -> 
         text=completion.text,
         client_id=client_id,
         alias=completion.model,
+        system_prompt=completion.system,
+        options=completion.options,
     )
     return result.reply
 

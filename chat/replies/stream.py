@@ -37,7 +37,7 @@ from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_first_token, reply_start
-from chat.replies.prompt import prompt_messages, reply_alias
+from chat.replies.prompt import prompt_messages, reply_alias, reply_options
 from chat.replies.watch import reply_watch
 from core.errors import ParleyError
 from llm import accounting, limits
@@ -175,11 +175,13 @@ async def _pump_tokens(
     failover before the first token, an `interrupted` error after it, bounded retries, and an
     end as soon as `stop` is set)."""
     alias = reply_alias(reply)
+    options = reply_options(reply)
     state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
-    record = state.routing = RoutingRecord(alias=alias)
+    record = state.routing = RoutingRecord(alias=alias, options=options)
+    max_tokens = options.max_tokens or settings.LLM_MAX_TOKENS
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
-        return chat_model_for(deployment, max_tokens=settings.LLM_MAX_TOKENS)
+        return chat_model_for(deployment, max_tokens=max_tokens, options=options)
 
     try:
         await stream_with_failover(

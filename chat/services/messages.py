@@ -93,13 +93,14 @@ def message_send(
     text: str,
     client_id: str,
     organisation: Organisation | None = None,
+    origin: str = Conversation.Origin.PAGE,
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
     Idempotent on (author, organisation, client_id): a retried or doubled send returns the
     first result and starts no second generation, even when the first one also created the
     conversation. A new conversation starts in `organisation` (default: the author's personal
-    one). A send over budget raises QuotaExceeded and saves nothing.
+    one), marked with `origin`. A send over budget raises QuotaExceeded and saves nothing.
     """
     text = message_text_clean(text)
     if conversation is not None and conversation.owner_id != author.pk:
@@ -123,7 +124,7 @@ def message_send(
             )
             if conversation is None:
                 conversation = conversation_create(
-                    owner=author, title=title_from(text), organisation=organisation
+                    owner=author, title=title_from(text), organisation=organisation, origin=origin
                 )
             elif not conversation.messages.exists():
                 conversation.title = title_from(text)

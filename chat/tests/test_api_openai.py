@@ -92,16 +92,18 @@ async def test_a_request_is_recorded_as_a_conversation(http, owner, organisation
     )
     assert conversation.owner_id == owner.pk and conversation.organisation_id == organisation.pk
     assert conversation.title == "How are you?"
+    # Kept apart from the person's own chats, its system message as the conversation's prompt.
+    assert conversation.origin == "openai" and conversation.system_prompt == "Answer in French."
     messages = [m async for m in conversation.messages.order_by("id")]
-    assert [(m.role, m.content) for m in messages[:4]] == [
-        ("user", "System: Answer in French."),
+    assert [(m.role, m.content) for m in messages[:3]] == [
         ("user", "Hello"),
         ("assistant", "Bonjour !"),
         ("user", "How are you?"),
     ]
-    reply = messages[4]
+    reply = messages[3]
     assert reply.pk == int(response.headers["x-parley-message"])
     assert reply.status == "complete" and reply.routing["alias"] == "simulated"
+    assert reply.routing["options"] == {"temperature": 0.2, "max_tokens": 50}
     assert reply.content == response.json()["choices"][0]["message"]["content"]
 
 
