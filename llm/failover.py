@@ -458,7 +458,7 @@ def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
 
 def _cut() -> ProviderError:
     return ProviderError(
-        "provider_unavailable",
+        "provider_failed",
         "The model provider ended the stream without finishing the reply; try again.",
         reason="cut",
     )
@@ -493,5 +493,6 @@ def _all_unavailable(alias: str, waits: list[float]) -> ProviderError:
         "provider_unavailable",
         f"Every provider for the model {alias!r} is paused after repeated failures or at its "
         f"rate limit; try again{soon}.",
+        retry_after=min(waits) if waits else None,
         reason="all_unavailable",
     )

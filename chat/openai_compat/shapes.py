@@ -77,9 +77,15 @@ def openai_error_from(error: ParleyError) -> OpenAIError:
 
 
 def reply_error(message: Message) -> OpenAIError:
-    """The error a failed reply answers with."""
+    """The error a failed reply answers with: its code's status, and Retry-After when the
+    provider asked for a wait (its 429) or the router knows when one will be tried again."""
+    code = message.error_code or "internal"
+    retry_after = (message.routing or {}).get("retry_after")
+    if retry_after is None and code == "provider_rate_limited":
+        retry_after = 1
+    extra = {"retry_after": retry_after} if retry_after is not None else None
     return openai_error_from(
-        ChatError(message.error_code or "internal", message.error_message or "The reply failed.")
+        ChatError(code, message.error_message or "The reply failed.", extra=extra)
     )
 
 

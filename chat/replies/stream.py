@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -156,12 +158,23 @@ async def reply_stream(*, message_id: int) -> None:
         cost=accounting.cost_of(
             deployment, prompt_tokens, completion_tokens, prompt_estimate=state.prompt_estimate
         ),
-        routing=state.routing.as_json() if state.routing else None,
+        routing=_routing_json(state.routing, error),
     )
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
     await reply_settle(lookup, finished)  # record a hit, or store a complete reply
+
+
+def _routing_json(record: RoutingRecord | None, error: ParleyError | None) -> dict[str, Any] | None:
+    """The routing record saved on the reply; a failure keeps the wait the provider asked for
+    (the HTTP edges answer it as Retry-After)."""
+    if record is None:
+        return None
+    routing = record.as_json()
+    if isinstance(error, ProviderError) and error.retry_after is not None:
+        routing["retry_after"] = max(1, math.ceil(error.retry_after))
+    return routing
 
 
 async def _pump_tokens(

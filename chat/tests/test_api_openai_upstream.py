@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from accounts.services import api_key_create
 from chat.models import Conversation
 from project.asgi import application
-from tests.fault_server import FaultServer, Reply, fault_server
+from tests.fault_server import Fail, FaultServer, Reply, fault_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,3 +189,42 @@ async def test_an_option_the_models_provider_cannot_honour_is_refused(upstream, 
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "response_format"
+
+
+# --- the upstream's status, carried through --------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_429_ends_as_429_with_its_retry_after(upstream, http, settings, stream):
+    settings.LLM_RETRY_MAX_ATTEMPTS = 2
+    upstream.default(ROUTE, Fail(429, retry_after=1))
+    response = await http.post("/v1/chat/completions", json=ask(stream=stream))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "1"
+    error = response.json()["error"]
+    assert error["code"] == "provider_rate_limited" and error["type"] == "requests"
+    assert upstream.count(ROUTE) == 2  # retried within Parley first
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_500_ends_as_502(upstream, http, settings, stream):
+    settings.LLM_RETRY_MAX_ATTEMPTS = 2
+    upstream.default(ROUTE, Fail(500))
+    response = await http.post("/v1/chat/completions", json=ask(stream=stream))
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "provider_failed" and error["type"] == "server_error"
+    assert upstream.count(ROUTE) == 2
+
+
+async def test_an_open_circuit_is_503_with_retry_after(upstream, http, settings):
+    settings.LLM_RETRY_MAX_ATTEMPTS = 1
+    settings.LLM_BREAKER_FAILURES = 2
+    upstream.default(ROUTE, Fail(500))
+    for _ in range(2):
+        assert (await http.post("/v1/chat/completions", json=ask())).status_code == 502
+    response = await http.post("/v1/chat/completions", json=ask())
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    assert upstream.count(ROUTE) == 2  # the open circuit sent nothing upstream
