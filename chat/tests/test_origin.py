@@ -1,0 +1,64 @@
+"""Conversations carry where they were started: the page lists people's own chats (the page,
+a program's socket) by default, and programs' traffic (REST, the OpenAI endpoint) only when
+asked; the REST API filters by origin. Nothing is hidden from the API."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.services import api_key_create
+from chat import services
+from chat.models import Conversation
+
+ORIGINS = [choice.value for choice in Conversation.Origin]
+
+
+@pytest.fixture
+def one_of_each(owner, organisation) -> dict[str, Conversation]:
+    return {
+        origin: services.conversation_create(
+            owner=owner, title=f"From {origin}", organisation=organisation, origin=origin
+        )
+        for origin in ORIGINS
+    }
+
+
+def test_the_page_lists_only_peoples_own_chats_unless_asked(client, owner, one_of_each):
+    client.force_login(owner)
+    url = reverse("chat:conversation", args=[one_of_each["page"].pk])
+    sidebar = client.get(url).content.decode()
+    assert "From page" in sidebar and "From websocket" in sidebar
+    assert "From rest" not in sidebar and "From openai" not in sidebar
+    everything = client.get(url, {"all": "1"}).content.decode()
+    assert all(f"From {origin}" in everything for origin in ORIGINS)
+
+
+def test_the_rest_api_filters_conversations_by_origin(owner, organisation, one_of_each):
+    key = api_key_create(user=owner, organisation=organisation, name="tests")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
+    listed = api.get("/api/v1/conversations").json()["results"]
+    assert sorted(c["origin"] for c in listed) == sorted(ORIGINS)  # nothing lost by default
+    only = api.get("/api/v1/conversations", {"origin": "openai"}).json()["results"]
+    assert [c["title"] for c in only] == ["From openai"]
+    people = api.get("/api/v1/conversations?origin=page&origin=websocket").json()["results"]
+    assert sorted(c["origin"] for c in people) == ["page", "websocket"]
+    assert api.get("/api/v1/conversations", {"origin": "fax"}).status_code == 400
+
+
+def test_a_conversation_made_through_rest_is_rests(owner, organisation):
+    key = api_key_create(user=owner, organisation=organisation, name="tests")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
+    made = api.post("/api/v1/conversations", {"title": "Scripted"}, content_type="application/json")
+    assert made.status_code == 201 and made.json()["origin"] == "rest"
+
+
+def test_a_send_without_a_conversation_starts_one_with_its_origin(owner, monkeypatch):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda *args: None)
+    result = services.message_send(
+        author=owner, conversation=None, text="Hi", client_id="c1", origin="websocket"
+    )
+    assert result.reply.conversation.origin == "websocket"
+    page = services.message_send(author=owner, conversation=None, text="Hi", client_id="c2")
+    assert page.reply.conversation.origin == "page"
