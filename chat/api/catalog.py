@@ -27,6 +27,20 @@ def model_alias_known(alias: str) -> bool:
     return any(model.id == alias for model in model_aliases())
 
 
+DEFAULT_NAME = "default"
+
+
+def model_alias_resolve(model: str) -> str | None:
+    """The alias a request's `model` names, or None if none: an alias, or `default` for the
+    default model when no alias has that name (so `model="default"` works on a fresh install)."""
+    known = {alias.id for alias in model_aliases()}
+    if model in known:
+        return model
+    if model == DEFAULT_NAME and (fallback := default_alias()) in known:
+        return fallback
+    return None
+
+
 def model_option_unsupported(alias: str, options: GenerationOptions) -> str | None:
     """The first option that some enabled deployment of the alias, or of its fallbacks, cannot
     honour: a request is refused rather than answered without it by whichever one serves it."""
