@@ -13,6 +13,7 @@ import openai
 import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
 
 from llm.providers.simulated import simulated_reply
 from tests.fault_server import Fail, FaultServer, Reply, fault_server
@@ -306,3 +307,29 @@ def test_the_sdk_sees_the_upstreams_500_and_429(sdk_upstream, upstream):
         )
     assert limited.value.response.headers["retry-after"] == "1"
     assert limited.value.code == "provider_rate_limited"
+
+
+def test_langchain_structured_output_and_its_refusals(parley_upstream, upstream):
+    class Answer(BaseModel):
+        answer: str
+
+    def chat(model: str) -> ChatOpenAI:
+        return ChatOpenAI(
+            base_url=f"{parley_upstream.url}/v1",
+            api_key=parley_upstream.key,
+            model=model,
+            max_retries=0,
+        )
+
+    upstream.script("up", Reply(text='{"answer": "yes"}'))
+    result = chat("openai-compatible").with_structured_output(Answer).invoke("Yes or no?")
+    assert result == Answer(answer="yes")
+    sent = upstream.requests("up")[-1].body["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Answer"
+    # A model whose provider cannot constrain its output, and tools: refused, never ignored.
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat("simulated").with_structured_output(Answer).invoke("Yes or no?")
+    assert refused.value.param == "response_format"
+    with pytest.raises(openai.BadRequestError) as no_tools:
+        chat("openai-compatible").bind_tools([Answer]).invoke("Call it")
+    assert no_tools.value.param == "tools"
