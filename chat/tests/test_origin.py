@@ -5,12 +5,16 @@ asked; the REST API filters by origin. Nothing is hidden from the API."""
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import reverse
 
 from accounts.services import api_key_create
 from chat import services
 from chat.models import Conversation
+from chat.tests.test_consumers import connect_as, receive_until
+from project.asgi import application
 
 ORIGINS = [choice.value for choice in Conversation.Origin]
 
@@ -62,3 +66,27 @@ def test_a_send_without_a_conversation_starts_one_with_its_origin(owner, monkeyp
     assert result.reply.conversation.origin == "websocket"
     page = services.message_send(author=owner, conversation=None, text="Hi", client_id="c2")
     assert page.reply.conversation.origin == "page"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_sockets_new_chat_is_the_pages_with_a_session_and_a_programs_with_a_key(
+    owner, organisation
+):
+    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="k")
+    program = WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[(b"authorization", f"Bearer {key.raw}".encode()), (b"host", b"127.0.0.1:8000")],
+    )
+    person = await connect_as(owner)
+    assert (await program.connect())[0]
+    origins = []
+    for socket, client_id in ((program, "p-1"), (person, "s-1")):
+        await socket.send_json_to(
+            {"type": "send", "conversation": None, "text": "Hi", "client_id": client_id}
+        )
+        ack = (await receive_until(socket, "done"))[0]
+        conversation = await Conversation.objects.aget(pk=ack["conversation"])
+        origins.append(conversation.origin)
+        await socket.disconnect()
+    assert origins == ["websocket", "page"]
