@@ -235,6 +235,15 @@ async def test_a_budget_is_429_insufficient_quota(http, organisation):
     assert not await Conversation.objects.aexists()
 
 
+async def test_the_budget_reserves_the_requests_own_max_tokens(http, organisation, settings):
+    # 100 tokens a month: the deployment's cap (512) would not fit, the request's 20 does.
+    await Budget.objects.acreate(organisation=organisation, period="month", max_tokens=100)
+    refused = await http.post("/v1/chat/completions", json=chat_request())
+    assert refused.status_code == 429
+    capped = await http.post("/v1/chat/completions", json=chat_request(max_tokens=20))
+    assert capped.status_code == 200, capped.text
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_every_provider_down_is_503(http, settings, stream):
     # A deployment nobody listens on: the router fails over to nothing and gives up.
