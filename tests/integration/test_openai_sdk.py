@@ -299,7 +299,7 @@ def test_the_sdk_sees_the_upstreams_500_and_429(sdk_upstream, upstream):
             stream=True,
         )
     assert failed.value.status_code == 502 and failed.value.code == "provider_failed"
-    # Last: the 429's Retry-After pauses the deployment for a second.
+    # The 429's Retry-After pauses the deployment for a second.
     upstream.script("up", Fail(429, retry_after=1), Fail(429, retry_after=1))
     with pytest.raises(openai.RateLimitError) as limited:
         sdk_upstream.chat.completions.create(
@@ -307,6 +307,19 @@ def test_the_sdk_sees_the_upstreams_500_and_429(sdk_upstream, upstream):
         )
     assert limited.value.response.headers["retry-after"] == "1"
     assert limited.value.code == "provider_rate_limited"
+    # The pause ends by itself (503 "paused" meanwhile): wait for it, so the next test finds
+    # the deployment open.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sdk_upstream.chat.completions.create(
+                model="openai-compatible", messages=[{"role": "user", "content": "x"}]
+            )
+            break
+        except openai.InternalServerError as paused:
+            assert paused.status_code == 503 and time.monotonic() < deadline
+            assert paused.response.headers["retry-after"] == "1"
+            time.sleep(0.2)
 
 
 def test_langchain_structured_output_and_its_refusals(parley_upstream, upstream):
