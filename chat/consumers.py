@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts import limits
 from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
 from chat import selectors, services
+from chat.api.catalog import send_choices
 from chat.errors import ChatError
 from chat.events import conversation_group, final_event, message_event
 from chat.models import Conversation, Message
@@ -170,6 +171,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({"type": "pong"})
 
     async def on_send(self, frame: SendFrame) -> None:
+        alias, options = await database_sync_to_async(send_choices)(frame)
         conversation = None
         if frame.conversation is not None:
             conversation = await database_sync_to_async(selectors.conversation_access)(
@@ -190,6 +192,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 if self.only_organisation is not None
                 else Conversation.Origin.PAGE
             ),
+            alias=alias,
+            options=options,
         )
         await self.follow(result.reply.conversation_id)
         await self.acknowledge(result, client_id=frame.client_id)

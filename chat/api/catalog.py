@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chat.errors import ChatError
+from chat.protocol import SendFrame
 from llm.catalog import all_deployments, default_alias, deployments_for, fallbacks_for
 from llm.options import GenerationOptions, option_unsupported
 
@@ -52,3 +54,17 @@ def model_option_unsupported(alias: str, options: GenerationOptions) -> str | No
             if deployment.enabled and (param := option_unsupported(options, deployment.kind)):
                 return param
     return None
+
+
+def send_choices(frame: SendFrame) -> tuple[str, GenerationOptions]:
+    """A socket send's model alias and generation options, or a bad_frame naming what cannot
+    be honoured (an unknown model, an option its providers lack)."""
+    alias = ""
+    if frame.model:
+        alias = model_alias_resolve(frame.model) or ""
+        if not alias:
+            raise ChatError("bad_frame", f"No model {frame.model!r} (GET /api/v1/models).")
+    options = GenerationOptions(max_tokens=frame.max_tokens, temperature=frame.temperature)
+    if param := model_option_unsupported(alias or default_alias(), options):
+        raise ChatError("bad_frame", f"The model's provider cannot honour `{param}`.")
+    return alias, options

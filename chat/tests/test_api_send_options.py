@@ -1,5 +1,6 @@
-"""REST send with the caller's model and generation choices (model, max_tokens, temperature);
-unknown fields refused; the OpenAI endpoint's `model="default"` on a fresh install."""
+"""REST and WebSocket sends with the caller's model and generation choices (model, max_tokens,
+temperature); unknown fields refused; the OpenAI endpoint's `model="default"` on a fresh
+install."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.test import Client
 from accounts.services import api_key_create
 from chat import services
 from chat.models import Conversation, Message
+from chat.tests.test_consumers import connect_as, receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,3 +86,29 @@ def test_model_default_names_the_default_model_on_the_openai_endpoint(owner, org
     assert answered.status_code == 200, answered.content
     assert answered.json()["model"] == "default"
     assert http.get("/v1/models/default").status_code == 200
+
+
+async def test_a_socket_send_takes_a_model_and_a_token_cap(owner):
+    socket = await connect_as(owner)
+    await socket.send_json_to(
+        {
+            "type": "send",
+            "conversation": None,
+            "text": "Hi",
+            "client_id": "w-1",
+            "model": "simulated",
+            "max_tokens": 3,
+            "temperature": 0.4,
+        }
+    )
+    done = (await receive_until(socket, "done"))[-1]
+    assert (done["status"], done["finish_reason"]) == ("incomplete", "length")
+    reply = await Message.objects.aget(pk=done["message"])
+    assert reply.routing["options"] == {"max_tokens": 3, "temperature": 0.4}
+    for bad in ({"model": "nope"}, {"max_tokens": -1}, {"temperature": "hot"}):
+        await socket.send_json_to(
+            {"type": "send", "conversation": None, "text": "Hi", "client_id": "w-2", **bad}
+        )
+        error = await socket.receive_json_from(timeout=5)
+        assert (error["type"], error["code"]) == ("error", "bad_frame"), bad
+    await socket.disconnect()
