@@ -3,6 +3,17 @@
 from django.db import migrations, models
 
 
+def mark_openai_requests(apps, schema_editor):
+    """Conversations the OpenAI-compatible endpoint recorded before origins existed: each holds
+    a message whose generated client_id starts `oai-` (that endpoint never adds to an existing
+    conversation). Others stay `page`: nothing else tells them apart, and none is hidden from
+    the API."""
+    Conversation = apps.get_model("chat", "Conversation")
+    Message = apps.get_model("chat", "Message")
+    recorded = Message.objects.filter(client_id__startswith="oai-").values("conversation_id")
+    Conversation.objects.filter(pk__in=recorded).update(origin="openai")
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("chat", "0006_message_status_incomplete"),
@@ -28,4 +39,5 @@ class Migration(migrations.Migration):
             name="system_prompt",
             field=models.TextField(blank=True, default=""),
         ),
+        migrations.RunPython(mark_openai_requests, migrations.RunPython.noop),
     ]

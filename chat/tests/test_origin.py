@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.urls import reverse
 
@@ -90,3 +92,33 @@ async def test_a_sockets_new_chat_is_the_pages_with_a_session_and_a_programs_wit
         origins.append(conversation.origin)
         await socket.disconnect()
     assert origins == ["websocket", "page"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_marks_earlier_openai_requests(owner, organisation):
+    executor = MigrationExecutor(connection)
+    old = [("chat", "0006_message_status_incomplete")]
+    executor.migrate(old)
+    apps = executor.loader.project_state(old).apps
+    OldConversation = apps.get_model("chat", "Conversation")
+    OldMessage = apps.get_model("chat", "Message")
+    made = {}
+    for title, client_id in (("SDK call", "oai-1a2b"), ("A person's chat", "c-1")):
+        conversation = OldConversation.objects.create(
+            owner_id=owner.pk, organisation_id=organisation.pk, title=title
+        )
+        OldMessage.objects.create(
+            conversation=conversation,
+            organisation_id=organisation.pk,
+            role="user",
+            content="Hi",
+            client_id=client_id,
+        )
+        made[title] = conversation.pk
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert Conversation.objects.get(pk=made["SDK call"]).origin == "openai"
+    assert Conversation.objects.get(pk=made["A person's chat"]).origin == "page"
