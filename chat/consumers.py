@@ -16,10 +16,11 @@ from django.utils import timezone
 from accounts import limits
 from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
 from chat import selectors, services
+from chat.api.catalog import send_choices
 from chat.cursor import ReplyCursor, Step
 from chat.errors import ChatError
 from chat.events import conversation_group, final_event, message_event
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.protocol import (
     CancelFrame,
     EditFrame,
@@ -168,6 +169,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({"type": "pong"})
 
     async def on_send(self, frame: SendFrame) -> None:
+        alias, options = await database_sync_to_async(send_choices)(frame)
         conversation = None
         if frame.conversation is not None:
             conversation = await database_sync_to_async(selectors.conversation_access)(
@@ -182,6 +184,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             text=frame.text,
             client_id=frame.client_id,
             organisation=self.organisation,
+            # A session's socket is the page's; a credential's (API key, ticket) a program's.
+            origin=(
+                Conversation.Origin.WEBSOCKET
+                if self.only_organisation is not None
+                else Conversation.Origin.PAGE
+            ),
+            alias=alias,
+            options=options,
         )
         await self.follow(result.reply.conversation_id)
         await self.acknowledge(result, client_id=frame.client_id)

@@ -5,6 +5,14 @@ from django.db import models
 
 
 class Conversation(models.Model):
+    class Origin(models.TextChoices):
+        """Where it was started: people's chats (the page) are listed apart from programs'."""
+
+        PAGE = "page", "Page"  # the web page (a signed-in person, session socket)
+        WEBSOCKET = "websocket", "WebSocket program"  # a program's socket (API key or JWT)
+        REST = "rest", "REST API"
+        OPENAI = "openai", "OpenAI endpoint"
+
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
@@ -13,6 +21,10 @@ class Conversation(models.Model):
         "accounts.Organisation", on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=200, default="New chat")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.PAGE)
+    # The conversation's own instructions, given to the model after Parley's system prompt
+    # (chat/replies/prompt.py); e.g. an OpenAI-compatible request's system messages.
+    system_prompt = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

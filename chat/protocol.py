@@ -17,6 +17,10 @@ class SendFrame:
     conversation: int | None
     text: str
     client_id: str
+    # The caller's choices for the reply (None/"": the default model, the deployment's settings).
+    model: str = ""
+    max_tokens: int | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def frame_parse(data: object) -> Frame:
     kind = data.get("type")
     if kind == "send":
         text, client_id = _text_and_client_id(data)
-        return SendFrame(_id(data, "conversation", nullable=True), text, client_id)
+        return SendFrame(
+            _id(data, "conversation", nullable=True), text, client_id, *_send_choices(data)
+        )
     if kind == "edit":
         text, client_id = _text_and_client_id(data)
         return EditFrame(_id(data, "message"), text, client_id)  # type: ignore[arg-type]
@@ -125,3 +131,30 @@ def _text_and_client_id(data: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(text, str):
         raise _bad("`text` must be a string.")
     return text, client_id
+
+
+def _send_choices(data: dict[str, Any]) -> tuple[str, int | None, float | None]:
+    """A send's optional `model`, `max_tokens` and `temperature`, checked as the REST API does."""
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not 1 <= len(model) <= 100):
+        raise _bad("`model` must be a model alias (a string of 1 to 100 characters).")
+    max_tokens = data.get("max_tokens")
+    cap = settings.LLM_MAX_TOKENS
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= cap
+    ):
+        raise _bad(f"`max_tokens` must be an integer from 1 to {cap}.")
+    temperature = data.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0 <= temperature <= 2
+    ):
+        raise _bad("`temperature` must be a number from 0 to 2.")
+    return (
+        model or "",
+        max_tokens,
+        float(temperature) if temperature is not None else None,
+    )

@@ -7,7 +7,7 @@ limited to one organisation passes `organisation` and reaches nothing outside it
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from django.conf import settings
@@ -30,11 +30,22 @@ def _readable(user: User, organisation: Organisation | None) -> QuerySet[Convers
     return conversations
 
 
+# The chats a person has in the page's sidebar by default: their own (the page, or a program
+# on their socket), not the traffic of the REST API and the OpenAI-compatible endpoint.
+PEOPLE_ORIGINS = (Conversation.Origin.PAGE, Conversation.Origin.WEBSOCKET)
+
+
 def conversation_list(
-    *, user: User, organisation: Organisation | None = None
+    *,
+    user: User,
+    organisation: Organisation | None = None,
+    origins: Iterable[str] | None = None,
 ) -> QuerySet[Conversation]:
-    """The user's conversations (in one organisation, if given)."""
-    return _readable(user, organisation)
+    """The user's conversations (in one organisation, and of these origins, if given)."""
+    conversations = _readable(user, organisation)
+    if origins is not None:
+        conversations = conversations.filter(origin__in=list(origins))
+    return conversations
 
 
 def conversation_access(

@@ -59,11 +59,15 @@ def _page_context(request: HttpRequest, *, conversation: object) -> dict[str, ob
         if conversation is not None
         else []
     )
+    # People's own chats by default; `?all=1` adds what programs started (REST, OpenAI endpoint).
+    show_all = request.GET.get("all") == "1"
     return {
         "conversations": selectors.conversation_list(
             user=user,
             organisation=request.organisation,  # type: ignore[attr-defined]
+            origins=None if show_all else selectors.PEOPLE_ORIGINS,
         )[:100],
+        "show_all": show_all,
         "conversation": conversation,
         "messages": messages,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,

@@ -94,6 +94,16 @@ CODES: dict[str, ErrorCode] = {
             openai_type="invalid_request_error",
         ),
         _entry("provider_error", retryable=False, http_status=502, openai_type="server_error"),
+        # What the upstream said, carried through once retries and failover are spent: its
+        # rate limit (429, with its Retry-After), a bad answer (5xx, a stream cut before any
+        # text: 502); no provider could be reached or tried (timeouts, circuits open: 503).
+        _entry(
+            "provider_rate_limited",
+            retryable=True,
+            http_status=429,
+            openai_type="requests",
+        ),
+        _entry("provider_failed", retryable=True, http_status=502, openai_type="server_error"),
         _entry("provider_unavailable", retryable=True, http_status=503, openai_type="server_error"),
         # A reply that stopped before it was complete; its partial text is kept.
         _entry("interrupted", retryable=True, http_status=503, openai_type="server_error"),

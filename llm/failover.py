@@ -41,6 +41,7 @@ from langchain_core.messages import BaseMessage
 from llm import router
 from llm.breaker import Permit
 from llm.catalog import DeploymentConfig
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderError, provider_error_from
 from llm.retry import RetryPolicy
 
@@ -78,6 +79,8 @@ class RoutingRecord:
     usage: Usage = field(default_factory=Usage)
     answered_by: DeploymentConfig | None = None
     last_tried: DeploymentConfig | None = None
+    # The caller's generation choices (kept with the routing so the reply says how it was asked).
+    options: GenerationOptions = field(default_factory=GenerationOptions)
 
     @property
     def deployment(self) -> DeploymentConfig | None:
@@ -96,6 +99,7 @@ class RoutingRecord:
             "answered_by": answered.key if answered else None,
             "failover": answered is not None and len(self.attempts) > 1,
             "finish_reason": self.finish_reason,
+            **({"options": options} if (options := self.options.as_json()) else {}),
         }
 
 
@@ -454,7 +458,7 @@ def _timed_out(deployment: DeploymentConfig, *, first: bool) -> ProviderError:
 
 def _cut() -> ProviderError:
     return ProviderError(
-        "provider_unavailable",
+        "provider_failed",
         "The model provider ended the stream without finishing the reply; try again.",
         reason="cut",
     )
@@ -489,5 +493,6 @@ def _all_unavailable(alias: str, waits: list[float]) -> ProviderError:
         "provider_unavailable",
         f"Every provider for the model {alias!r} is paused after repeated failures or at its "
         f"rate limit; try again{soon}.",
+        retry_after=min(waits) if waits else None,
         reason="all_unavailable",
     )

@@ -8,9 +8,10 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from llm.options import GenerationOptions, option_unsupported
 from llm.providers.base import ProviderConfig, ProviderError
 
-# kind -> module with build(config, *, max_tokens) -> BaseChatModel
+# kind -> module with build(config, *, max_tokens, options) -> BaseChatModel
 PROVIDER_KINDS = {
     "local": "llm.providers.local",
     "openai": "llm.providers.openai_compatible",
@@ -92,9 +93,18 @@ def provider_config(name: str) -> ProviderConfig:
         ) from None
 
 
-def chat_model_for(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
-    """Build the LangChain chat model for one configured provider."""
+def chat_model_for(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
+) -> BaseChatModel:
+    """Build the LangChain chat model for one configured provider, with the caller's generation
+    options; an option this kind cannot honour is refused, never dropped."""
     if config.kind not in PROVIDER_KINDS:
         raise ProviderError("provider_rejected", f"Unknown provider kind {config.kind!r}.")
+    if options is not None and (param := option_unsupported(options, config.kind)):
+        raise ProviderError(
+            "provider_rejected",
+            f"The model provider {config.name!r} ({config.kind}) cannot honour `{param}`.",
+            reason="unsupported_option",
+        )
     build: Callable[..., BaseChatModel] = import_string(f"{PROVIDER_KINDS[config.kind]}.build")
-    return build(config, max_tokens=max_tokens)
+    return build(config, max_tokens=max_tokens, options=options)

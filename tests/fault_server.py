@@ -9,7 +9,8 @@ requests to it do, and count what it received.
     server.default("b", Hang())                                     # every later request
 
 Behaviours: Reply (streams `text` in chunks, optional delay before the first and between
-chunks, then its `finish_reason`: "length" plays a reply cut by the token cap), Fail (an HTTP
+chunks, then its `finish_reason`: "length" plays a reply cut by the token cap, as does a request
+whose `max_tokens` is fewer than the chunks), Fail (an HTTP
 status with an OpenAI error body, optional Retry-After), Hang (never sends a byte until the test
 ends), Stall (sends some chunks, then nothing), Disconnect (sends some chunks, then drops the
 connection), Cut (sends some chunks, then ends the response cleanly with no finish_reason, as a
@@ -271,11 +272,17 @@ class FaultServer:
         if isinstance(behaviour, Reply):
             await asyncio.sleep(behaviour.first_delay)
             pieces = behaviour.chunks()
+            finish = behaviour.finish_reason
+            # The classic `max_tokens` caps the reply, one chunk a token, as llama.cpp's server
+            # does (it ignores max_completion_tokens).
+            cap = body.get("max_tokens")
+            if isinstance(cap, int) and cap < len(pieces):
+                pieces, finish = pieces[:cap], "length"
             for index, piece in enumerate(pieces):
                 if index and behaviour.chunk_delay:
                     await asyncio.sleep(behaviour.chunk_delay)
                 await send_text(piece)
-            await send(_chunk(model, {}, finish=behaviour.finish_reason))
+            await send(_chunk(model, {}, finish=finish))
             if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
                 completion = behaviour.completion_tokens or len(pieces)
                 await send(_usage_chunk(model, behaviour.prompt_tokens, completion))

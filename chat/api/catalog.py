@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llm.catalog import all_deployments, default_alias, fallbacks_for
+from chat.errors import ChatError
+from chat.protocol import SendFrame
+from llm.catalog import all_deployments, default_alias, deployments_for, fallbacks_for
+from llm.options import GenerationOptions, option_unsupported
 
 
 @dataclass(frozen=True)
@@ -24,3 +27,44 @@ def model_aliases() -> list[ModelAlias]:
 
 def model_alias_known(alias: str) -> bool:
     return any(model.id == alias for model in model_aliases())
+
+
+DEFAULT_NAME = "default"
+
+
+def model_alias_resolve(model: str) -> str | None:
+    """The alias a request's `model` names, or None if none: an alias, or `default` for the
+    default model when no alias has that name (so `model="default"` works on a fresh install)."""
+    known = {alias.id for alias in model_aliases()}
+    if model in known:
+        return model
+    if model == DEFAULT_NAME and (fallback := default_alias()) in known:
+        return fallback
+    return None
+
+
+def model_option_unsupported(alias: str, options: GenerationOptions) -> str | None:
+    """The first option that some enabled deployment of the alias, or of its fallbacks, cannot
+    honour: a request is refused rather than answered without it by whichever one serves it."""
+    if not options.set_params():
+        return None
+    aliases = [alias, *fallbacks_for(alias)]
+    for deployments in deployments_for(aliases).values():
+        for deployment in deployments:
+            if deployment.enabled and (param := option_unsupported(options, deployment.kind)):
+                return param
+    return None
+
+
+def send_choices(frame: SendFrame) -> tuple[str, GenerationOptions]:
+    """A socket send's model alias and generation options, or a bad_frame naming what cannot
+    be honoured (an unknown model, an option its providers lack)."""
+    alias = ""
+    if frame.model:
+        alias = model_alias_resolve(frame.model) or ""
+        if not alias:
+            raise ChatError("bad_frame", f"No model {frame.model!r} (GET /api/v1/models).")
+    options = GenerationOptions(max_tokens=frame.max_tokens, temperature=frame.temperature)
+    if param := model_option_unsupported(alias or default_alias(), options):
+        raise ChatError("bad_frame", f"The model's provider cannot honour `{param}`.")
+    return alias, options

@@ -20,6 +20,12 @@ class ConversationListInputSerializer(serializers.Serializer):
         max_length=200,
         help_text="Only conversations whose title or any message contains this (case-insensitive).",
     )
+    origin = serializers.MultipleChoiceField(
+        required=False,
+        choices=Conversation.Origin.choices,
+        help_text="Only conversations started here (repeat for several): page, websocket "
+        "(a program's socket), rest, openai. Default: all.",
+    )
 
 
 class ConversationCreateInputSerializer(serializers.Serializer):
@@ -33,7 +39,7 @@ class ConversationRenameInputSerializer(serializers.Serializer):
 class ConversationOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
-        fields = ["id", "title", "organisation", "created_at", "updated_at"]
+        fields = ["id", "title", "organisation", "origin", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -102,6 +108,27 @@ class MessageSendInputSerializer(serializers.Serializer):
         help_text="Your id for this message: a repeat with the same client_id returns the first "
         "result and starts no second reply (like the socket's `send`).",
     )
+    model = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="The model alias to answer with (GET models); default: the default model.",
+    )
+    max_tokens = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.LLM_MAX_TOKENS,
+        help_text="At most this many tokens in the reply (it ends `incomplete` when cut).",
+    )
+    temperature = serializers.FloatField(
+        required=False, min_value=0, max_value=2, help_text="Sampling temperature, 0 to 2."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Unknown fields are refused, not dropped: a misspelt choice must not go unnoticed."""
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
 
 
 class MessageSendOutputSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -34,7 +35,7 @@ from chat import selectors, services
 from chat.api import idempotency
 from chat.api import schema as _schema  # noqa: F401 - registers the schema extensions
 from chat.api.caller import Caller, caller_of
-from chat.api.catalog import model_aliases
+from chat.api.catalog import model_alias_resolve, model_aliases, model_option_unsupported
 from chat.api.errors import ErrorSerializer, error_body, error_response
 from chat.api.export import export_json, export_markdown
 from chat.api.follow import Delta, Final, Idle, ReplyFollower
@@ -58,6 +59,8 @@ from chat.errors import ChatError
 from chat.events import final_event
 from chat.models import Conversation, Message
 from chat.replies.lifecycle import reply_cancel
+from llm.catalog import default_alias
+from llm.options import GenerationOptions
 
 
 def errors(*statuses: int) -> dict[tuple[int, str], Any]:
@@ -132,7 +135,9 @@ class ConversationListApi(ApiView):
         query.is_valid(raise_exception=True)
         caller = self.caller()
         conversations = selectors.conversation_list(
-            user=caller.user, organisation=caller.only_organisation
+            user=caller.user,
+            organisation=caller.only_organisation,
+            origins=query.validated_data.get("origin") or None,
         )
         if search := query.validated_data.get("search", "").strip():
             matching = Message.objects.filter(content__icontains=search, superseded=False)
@@ -157,7 +162,10 @@ class ConversationCreateApi(ApiView):
         data.is_valid(raise_exception=True)
         caller = self.caller()
         conversation = services.conversation_create(
-            owner=caller.user, title=data.validated_data["title"], organisation=caller.organisation
+            owner=caller.user,
+            title=data.validated_data["title"],
+            organisation=caller.organisation,
+            origin=Conversation.Origin.REST,
         )
         return Response(ConversationOutputSerializer(conversation).data, status=201)
 
@@ -308,6 +316,17 @@ class MessageSendApi(ApiView):
         data.is_valid(raise_exception=True)
         caller = self.caller()
         key = request.headers.get(idempotency.HEADER)
+        alias = ""
+        if model := data.validated_data.get("model"):
+            alias = model_alias_resolve(model) or ""
+            if not alias:
+                raise ValidationError({"model": [f"No model {model!r} (GET models lists them)."]})
+        options = GenerationOptions(
+            max_tokens=data.validated_data.get("max_tokens"),
+            temperature=data.validated_data.get("temperature"),
+        )
+        if param := model_option_unsupported(alias or default_alias(), options):
+            raise ValidationError({param: ["The model's provider cannot honour this."]})
 
         def send() -> idempotency.Outcome:
             # Same limits as the socket's send, counted together with it.
@@ -325,6 +344,8 @@ class MessageSendApi(ApiView):
                 text=data.validated_data["text"],
                 client_id=client_id,
                 organisation=conversation.organisation,
+                alias=alias,
+                options=options,
             )
             body = MessageSendOutputSerializer(
                 {

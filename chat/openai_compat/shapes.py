@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +15,7 @@ from chat.errors import ChatError
 from chat.models import Message
 from chat.services import PriorMessage
 from core.errors import ParleyError
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderError
 
 # --- errors -------------------------------------------------------------------------------
@@ -76,9 +77,15 @@ def openai_error_from(error: ParleyError) -> OpenAIError:
 
 
 def reply_error(message: Message) -> OpenAIError:
-    """The error a failed reply answers with."""
+    """The error a failed reply answers with: its code's status, and Retry-After when the
+    provider asked for a wait (its 429) or the router knows when one will be tried again."""
+    code = message.error_code or "internal"
+    retry_after = (message.routing or {}).get("retry_after")
+    if retry_after is None and code == "provider_rate_limited":
+        retry_after = 1
+    extra = {"retry_after": retry_after} if retry_after is not None else None
     return openai_error_from(
-        ChatError(message.error_code or "internal", message.error_message or "The reply failed.")
+        ChatError(code, message.error_message or "The reply failed.", extra=extra)
     )
 
 
@@ -93,8 +100,6 @@ def model_not_found(model: str) -> OpenAIError:
 
 # --- the request --------------------------------------------------------------------------
 
-SYSTEM_PREFIX = "System: "
-
 
 @dataclass(frozen=True)
 class CompletionRequest:
@@ -104,6 +109,8 @@ class CompletionRequest:
     stream: bool
     include_usage: bool
     payload: dict[str, Any]  # the request as sent (its fingerprint keys idempotency)
+    system: str = ""  # the request's system (and developer) messages, joined
+    options: GenerationOptions = field(default_factory=GenerationOptions)
 
 
 def _invalid(message: str, param: str | None = None) -> OpenAIError:
@@ -139,9 +146,9 @@ def _joined_text(content: object, param: str) -> str:
 
 
 def completion_request_parse(raw: bytes) -> CompletionRequest:
-    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py). Parameters that
-    tune sampling (temperature, max_tokens, top_p, stop, …) are accepted and left to the
-    deployment's own settings."""
+    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py): every parameter is
+    either taken (generation options, carried to the provider) or refused with a 400 naming it;
+    whether the model's providers can honour the options is checked by the view."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if len(raw) > limit:
         raise OpenAIError(413, f"The request body must be at most {limit} bytes.")
@@ -164,15 +171,13 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
         stream = False
     if not isinstance(stream, bool):
         raise _invalid("`stream` must be a boolean.", "stream")
-    options = payload.get("stream_options") or {}
-    if not isinstance(options, dict):
+    stream_options = payload.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
         raise _invalid("`stream_options` must be an object.", "stream_options")
-    n = payload.get("n", 1)
-    if n not in (None, 1):
-        raise _invalid("Only n=1 is supported.", "n")
-    if payload.get("tools") or payload.get("functions"):
-        raise _invalid("Tools and function calling are not supported.", "tools")
+    _refuse_unsupported(payload)
+    options = _options_of(payload)
     converted: list[PriorMessage] = []
+    system: list[str] = []
     for index, message in enumerate(messages):
         param = f"messages.[{index}]"
         if not isinstance(message, dict):
@@ -180,10 +185,10 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
         role = message.get("role")
         text = _text_of(message.get("content"), f"{param}.content")
         if role in ("system", "developer"):
-            # Parley's messages are the user's or the assistant's: the request's own system
-            # prompt reaches the model as a user turn that says what it is.
+            # The conversation's own instructions: the model gets them as system text after
+            # Parley's system prompt (chat/replies/prompt.py), wherever they stood.
             if text.strip():
-                converted.append(PriorMessage(Message.Role.USER, SYSTEM_PREFIX + text))
+                system.append(text)
         elif role == "user":
             converted.append(PriorMessage(Message.Role.USER, text))
         elif role == "assistant":
@@ -211,8 +216,151 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
         history=converted[:-1],
         text=text,
         stream=stream,
-        include_usage=bool(options.get("include_usage")),
+        include_usage=bool(stream_options.get("include_usage")),
         payload=payload,
+        system="\n\n".join(system),
+        options=options,
+    )
+
+
+# Parameters taken without effect on the text: OpenAI's own bookkeeping, and tool choices that
+# say "no tools" (LangChain sends some of these by default).
+_IGNORABLE = frozenset({"store", "metadata", "service_tier", "parallel_tool_calls"})
+_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+        "response_format",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "logit_bias",
+    }
+)
+
+
+def _refuse_unsupported(payload: dict[str, Any]) -> None:
+    """Refuse what Parley cannot do (never accept it and answer as if it had not been asked)."""
+    for name in payload:
+        if name not in _KNOWN and name not in _IGNORABLE:
+            raise _invalid(f"Unrecognized request argument supplied: {name}", name)
+    n = payload.get("n", 1)
+    if n not in (None, 1) or isinstance(n, bool):
+        raise _invalid("Only n=1 is supported.", "n")
+    if payload.get("tools") or payload.get("functions"):
+        raise _invalid("Tools and function calling are not supported.", "tools")
+    if payload.get("tool_choice") not in (None, "none", "auto"):
+        raise _invalid("Tools and function calling are not supported.", "tool_choice")
+    if payload.get("function_call") not in (None, "none", "auto"):
+        raise _invalid("Tools and function calling are not supported.", "function_call")
+    if payload.get("logprobs") not in (None, False):
+        raise _invalid("Log probabilities are not supported.", "logprobs")
+    if payload.get("top_logprobs") is not None:
+        raise _invalid("Log probabilities are not supported.", "top_logprobs")
+    if payload.get("logit_bias"):
+        raise _invalid("`logit_bias` is not supported.", "logit_bias")
+
+
+def _number(payload: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(f"`{name}` must be a number.", name)
+    if not low <= value <= high:
+        raise _invalid(f"`{name}` must be between {low:g} and {high:g}; got {value}.", name)
+    return float(value)
+
+
+def _max_tokens(payload: dict[str, Any]) -> int | None:
+    chosen = None
+    for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins if both are set
+        value = payload.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _invalid(f"`{name}` must be an integer.", name)
+        cap = settings.LLM_MAX_TOKENS
+        if not 1 <= value <= cap:
+            raise _invalid(f"`{name}` must be between 1 and {cap}; got {value}.", name)
+        chosen = value
+    return chosen
+
+
+def _stop(payload: dict[str, Any]) -> tuple[str, ...] | None:
+    value = payload.get("stop")
+    if value is None:
+        return None
+    words = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(words, list)
+        or not 1 <= len(words) <= 4
+        or not all(isinstance(w, str) and w for w in words)
+    ):
+        raise _invalid("`stop` must be a non-empty string or a list of up to 4 of them.", "stop")
+    return tuple(words)
+
+
+def _response_format(payload: dict[str, Any]) -> dict[str, Any] | None:
+    value = payload.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None  # the default: plain text
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        schema = value.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
+            raise _invalid("`response_format.json_schema` must be an object.", "response_format")
+        return {"type": "json_schema", "json_schema": schema}
+    raise _invalid(
+        "`response_format.type` must be one of text, json_object, json_schema.", "response_format"
+    )
+
+
+def _options_of(payload: dict[str, Any]) -> GenerationOptions:
+    """The request's generation choices, each checked as OpenAI checks it."""
+    seed = payload.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _invalid("`seed` must be an integer.", "seed")
+    user = payload.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256):
+        raise _invalid("`user` must be a string of at most 256 characters.", "user")
+    return GenerationOptions(
+        max_tokens=_max_tokens(payload),
+        temperature=_number(payload, "temperature", 0, 2),
+        top_p=_number(payload, "top_p", 0, 1),
+        seed=seed,
+        stop=_stop(payload),
+        presence_penalty=_number(payload, "presence_penalty", -2, 2),
+        frequency_penalty=_number(payload, "frequency_penalty", -2, 2),
+        user=user,
+        response_format=_response_format(payload),
+    )
+
+
+def options_refused(options: GenerationOptions, param: str, alias: str) -> OpenAIError:
+    return _invalid(
+        f"`{param}` is not supported by the model `{alias}` (one of its providers cannot "
+        "honour it).",
+        param,
     )
 
 

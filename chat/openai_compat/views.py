@@ -34,7 +34,7 @@ from accounts.models import ApiKey
 from accounts.services import api_key_use
 from chat import services
 from chat.api import idempotency
-from chat.api.catalog import model_aliases
+from chat.api.catalog import model_alias_resolve, model_aliases, model_option_unsupported
 from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower
 from chat.models import Message
 from chat.openai_compat.shapes import (
@@ -50,6 +50,7 @@ from chat.openai_compat.shapes import (
     model_not_found,
     models_body,
     openai_error_from,
+    options_refused,
     reply_error,
     sse_data,
 )
@@ -95,9 +96,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         completion = completion_request_parse(
             request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
         )
-        aliases = await sync_to_async(model_aliases)()
-        if completion.model not in {alias.id for alias in aliases}:
+        alias = await sync_to_async(model_alias_resolve)(completion.model)
+        if alias is None:
             raise model_not_found(completion.model)
+        if param := await sync_to_async(model_option_unsupported)(alias, completion.options):
+            raise options_refused(completion.options, param, completion.model)
         scope = f"key:{key.pk}"
         idempotency_key = request.headers.get(idempotency.HEADER)
         client_id = (
@@ -107,9 +110,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         )
         if completion.stream:
             # A repeat with the same Idempotency-Key follows the same reply (client_id).
-            return await _stream(key, completion, client_id)
+            return await _stream(key, completion, client_id, alias)
         if idempotency_key is None:
-            outcome = await _complete(key, completion, client_id)
+            outcome = await _complete(key, completion, client_id, alias)
         else:
             slot = idempotency.slot_for(
                 scope=scope,
@@ -119,7 +122,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 payload=completion.payload,
             )
             outcome = await idempotency.arun_once(
-                slot, lambda: _complete(key, completion, client_id)
+                slot, lambda: _complete(key, completion, client_id, alias)
             )
         return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
     except OpenAIError as error:
@@ -130,8 +133,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
 
 
-async def _start(key: ApiKey, completion: CompletionRequest, client_id: str) -> Message:
-    """Record the request and start its reply (rate limit, budget, dispatch)."""
+async def _start(key: ApiKey, completion: CompletionRequest, client_id: str, alias: str) -> Message:
+    """Record the request and start its reply on `alias` (rate limit, budget, dispatch)."""
     await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
     result = await sync_to_async(services.completion_request_create)(
         author=key.user,
@@ -139,15 +142,17 @@ async def _start(key: ApiKey, completion: CompletionRequest, client_id: str) -> 
         history=completion.history,
         text=completion.text,
         client_id=client_id,
-        alias=completion.model,
+        alias=alias,
+        system_prompt=completion.system,
+        options=completion.options,
     )
     return result.reply
 
 
 async def _complete(
-    key: ApiKey, completion: CompletionRequest, client_id: str
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str
 ) -> idempotency.Outcome:
-    reply = await _start(key, completion, client_id)
+    reply = await _start(key, completion, client_id, alias)
     final: Message | None = None
     async with ReplyFollower(
         message_id=reply.pk, conversation_id=reply.conversation_id
@@ -181,8 +186,10 @@ async def _cancel(reply: Message, key: ApiKey) -> None:
         logger.warning("could not cancel reply %s", reply.pk, exc_info=True)
 
 
-async def _stream(key: ApiKey, completion: CompletionRequest, client_id: str) -> HttpResponseBase:
-    reply = await _start(key, completion, client_id)
+async def _stream(
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str
+) -> HttpResponseBase:
+    reply = await _start(key, completion, client_id, alias)
     follower = ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id)
     await follower.join()
     events = follower.events()
@@ -268,8 +275,7 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
         return _method_not_allowed("GET")
     try:
         await _api_key(request)
-        aliases = await sync_to_async(model_aliases)()
-        if model not in {alias.id for alias in aliases}:
+        if await sync_to_async(model_alias_resolve)(model) is None:
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()

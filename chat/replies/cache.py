@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from langchain_core.messages import BaseMessage
 
 from chat.models import Message
-from chat.replies.prompt import reply_alias
+from chat.replies.prompt import reply_alias, reply_options
 from llm.cache import Answer, Lookup, cache_settle, lookup_similar, lookup_start, lookup_stored
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ async def reply_lookup(*, reply: Message, messages: list[BaseMessage]) -> Lookup
 
 
 def _lookup_prepare(reply: Message, messages: list[BaseMessage]) -> Lookup:
+    if reply_options(reply).shapes_text:
+        # The caller asked for its own limits or sampling: an answer given under other choices
+        # cannot stand in, and this one is not stored for requests that made none.
+        return Lookup()
     conversation = reply.conversation  # loaded with the reply (reply_start)
     lookup = lookup_start(
         alias=reply_alias(reply),

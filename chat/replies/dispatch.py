@@ -20,6 +20,7 @@ from chat.models import Conversation, Message
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_reply
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
 from llm.router import provider_choose
 
@@ -34,11 +35,21 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _running: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
 
-def reply_create(*, conversation: Conversation, reply_to: Message, alias: str = "") -> Message:
+def reply_create(
+    *,
+    conversation: Conversation,
+    reply_to: Message,
+    alias: str = "",
+    options: GenerationOptions | None = None,
+) -> Message:
     """A pending assistant reply, announced and dispatched once the transaction commits.
 
     `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
+    `options` are the caller's generation choices, kept on the reply (chat/replies/stream.py).
     """
+    routing: dict[str, object] = {}
+    if options is not None and (chosen := options.as_json()):
+        routing["options"] = chosen
     provider = provider_choose(pinned=alias)
     reply = Message.objects.create(
         conversation=conversation,
@@ -48,7 +59,7 @@ def reply_create(*, conversation: Conversation, reply_to: Message, alias: str = 
         provider=provider.name,
         model=provider.model,
         # The model alias the generation routes (llm/router.py); it may answer elsewhere.
-        routing={"alias": provider.alias or alias},
+        routing={"alias": provider.alias or alias, **routing},
     )
     event_publish_on_commit(conversation.pk, message_event(reply))
     transaction.on_commit(partial(dispatch_generation, reply.pk, provider))

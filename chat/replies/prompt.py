@@ -11,10 +11,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from chat.models import Message
 from llm.catalog import default_alias
+from llm.options import GenerationOptions
 
 
 def prompt_messages(reply: Message) -> list[BaseMessage]:
-    """The system prompt plus the conversation up to the message this reply answers."""
+    """The system prompt (Parley's, then the conversation's own) plus the conversation up to the
+    message this reply answers."""
     history = (
         Message.objects.filter(
             conversation_id=reply.conversation_id, id__lt=reply.pk, superseded=False
@@ -23,7 +25,12 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
         .exclude(content="")
         .order_by("-id")[: settings.LLM_HISTORY_MESSAGES]
     )
-    messages: list[BaseMessage] = [SystemMessage(content=settings.LLM_SYSTEM_PROMPT)]
+    # One system message: Parley's prompt, then the conversation's own (several system messages,
+    # or one after the first turn, are not understood by every chat template and provider).
+    system = settings.LLM_SYSTEM_PROMPT
+    if own := reply.conversation.system_prompt:
+        system = f"{system}\n\n{own}" if system else own
+    messages: list[BaseMessage] = [SystemMessage(content=system)]
     for message in reversed(list(history)):
         cls = HumanMessage if message.role == Message.Role.USER else AIMessage
         messages.append(cls(content=message.content))
@@ -33,3 +40,8 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
 def reply_alias(reply: Message) -> str:
     """The model alias the reply is routed to (llm/router.py): the one it was created with."""
     return str(reply.routing.get("alias") or reply.provider or default_alias())
+
+
+def reply_options(reply: Message) -> GenerationOptions:
+    """The caller's generation choices for the reply, stored with it when it was created."""
+    return GenerationOptions.from_json((reply.routing or {}).get("options"))

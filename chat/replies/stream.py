@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -37,7 +39,7 @@ from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_first_token, reply_start
-from chat.replies.prompt import prompt_messages, reply_alias
+from chat.replies.prompt import prompt_messages, reply_alias, reply_options
 from chat.replies.watch import reply_watch
 from core.errors import ParleyError
 from llm import accounting, limits
@@ -156,12 +158,23 @@ async def reply_stream(*, message_id: int) -> None:
         cost=accounting.cost_of(
             deployment, prompt_tokens, completion_tokens, prompt_estimate=state.prompt_estimate
         ),
-        routing=state.routing.as_json() if state.routing else None,
+        routing=_routing_json(state.routing, error),
     )
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
     await reply_settle(lookup, finished)  # record a hit, or store a complete reply
+
+
+def _routing_json(record: RoutingRecord | None, error: ParleyError | None) -> dict[str, Any] | None:
+    """The routing record saved on the reply; a failure keeps the wait the provider asked for
+    (the HTTP edges answer it as Retry-After)."""
+    if record is None:
+        return None
+    routing = record.as_json()
+    if isinstance(error, ProviderError) and error.retry_after is not None:
+        routing["retry_after"] = max(1, math.ceil(error.retry_after))
+    return routing
 
 
 async def _pump_tokens(
@@ -175,11 +188,13 @@ async def _pump_tokens(
     failover before the first token, an `interrupted` error after it, bounded retries, and an
     end as soon as `stop` is set)."""
     alias = reply_alias(reply)
+    options = reply_options(reply)
     state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
-    record = state.routing = RoutingRecord(alias=alias)
+    record = state.routing = RoutingRecord(alias=alias, options=options)
+    max_tokens = options.max_tokens or settings.LLM_MAX_TOKENS
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
-        return chat_model_for(deployment, max_tokens=settings.LLM_MAX_TOKENS)
+        return chat_model_for(deployment, max_tokens=max_tokens, options=options)
 
     try:
         await stream_with_failover(

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from accounts.models import Organisation, User
 from accounts.quotas import quota_reserve, reservation_attach
 from chat import selectors
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.services.conversations import conversation_create
 from chat.services.messages import (
@@ -20,6 +20,7 @@ from chat.services.messages import (
     title_from,
     user_message_create,
 )
+from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
 
@@ -39,13 +40,17 @@ def completion_request_create(
     text: str,
     client_id: str,
     alias: str,
+    system_prompt: str = "",
+    options: GenerationOptions | None = None,
 ) -> SendResult:
     """Record a stateless completion request (POST /v1/chat/completions) as a conversation and
     start its reply, the way message_send does: same budget reservation, same pending reply,
     same dispatch; only the model alias is the caller's choice.
 
     The request's earlier messages are saved as they were (final, never generated here); the
-    last user message is `text`. Idempotent on (author, organisation, client_id) like a send.
+    last user message is `text`; its system messages become the conversation's system prompt,
+    its generation `options` the reply's (the budget reserves its max tokens).
+    Idempotent on (author, organisation, client_id) like a send.
     """
     text = message_text_clean(text)
     if earlier := send_earlier(author=author, organisation_id=organisation.pk, client_id=client_id):
@@ -59,12 +64,15 @@ def completion_request_create(
                     conversation_id=None, text=text + "".join(m.content for m in history)
                 )
                 + selectors.TOKENS_PER_MESSAGE * len(history),
+                max_tokens=options.max_tokens if options else None,
                 prices=price_ceiling(alias=alias),
             )
             conversation = conversation_create(
                 owner=author,
                 title=title_from(text),
                 organisation=organisation,
+                origin=Conversation.Origin.OPENAI,
+                system_prompt=system_prompt,
             )
             Message.objects.bulk_create(
                 [
@@ -82,7 +90,9 @@ def completion_request_create(
             user_message = user_message_create(
                 conversation=conversation, author=author, text=text, client_id=client_id
             )
-            reply = reply_create(conversation=conversation, reply_to=user_message, alias=alias)
+            reply = reply_create(
+                conversation=conversation, reply_to=user_message, alias=alias, options=options
+            )
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         if earlier := send_earlier(

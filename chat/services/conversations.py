@@ -14,13 +14,21 @@ from chat.replies.lifecycle import reply_cancel
 
 
 def conversation_create(
-    *, owner: User, title: str = "New chat", organisation: Organisation | None = None
+    *,
+    owner: User,
+    title: str = "New chat",
+    organisation: Organisation | None = None,
+    origin: str = Conversation.Origin.PAGE,
+    system_prompt: str = "",
 ) -> Conversation:
-    """A conversation in `organisation` (the owner's personal one if not given)."""
+    """A conversation in `organisation` (the owner's personal one if not given), marked with
+    where it was started (the page lists people's own chats apart from programs')."""
     return Conversation.objects.create(
         owner=owner,
         organisation=organisation or organisation_personal_ensure(user=owner),
         title=title[:200] or "New chat",
+        origin=origin,
+        system_prompt=system_prompt,
     )
 
 

@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
 
@@ -93,13 +94,18 @@ def message_send(
     text: str,
     client_id: str,
     organisation: Organisation | None = None,
+    origin: str = Conversation.Origin.PAGE,
+    alias: str = "",
+    options: GenerationOptions | None = None,
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
     Idempotent on (author, organisation, client_id): a retried or doubled send returns the
     first result and starts no second generation, even when the first one also created the
     conversation. A new conversation starts in `organisation` (default: the author's personal
-    one). A send over budget raises QuotaExceeded and saves nothing.
+    one), marked with `origin`. `alias` and `options` are the caller's model and generation
+    choices (default: the default model, the deployment's settings). A send over budget raises
+    QuotaExceeded and saves nothing.
     """
     text = message_text_clean(text)
     if conversation is not None and conversation.owner_id != author.pk:
@@ -119,11 +125,12 @@ def message_send(
                 prompt_tokens=selectors.prompt_tokens_estimate(
                     conversation_id=conversation.pk if conversation else None, text=text
                 ),
-                prices=price_ceiling(),
+                max_tokens=options.max_tokens if options else None,
+                prices=price_ceiling(alias=alias),
             )
             if conversation is None:
                 conversation = conversation_create(
-                    owner=author, title=title_from(text), organisation=organisation
+                    owner=author, title=title_from(text), organisation=organisation, origin=origin
                 )
             elif not conversation.messages.exists():
                 conversation.title = title_from(text)
@@ -132,7 +139,9 @@ def message_send(
             )
             conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))
-            reply = reply_create(conversation=conversation, reply_to=user_message)
+            reply = reply_create(
+                conversation=conversation, reply_to=user_message, alias=alias, options=options
+            )
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         # A concurrent twin won the unique (author, organisation, client_id) race: answer

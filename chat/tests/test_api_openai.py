@@ -92,16 +92,18 @@ async def test_a_request_is_recorded_as_a_conversation(http, owner, organisation
     )
     assert conversation.owner_id == owner.pk and conversation.organisation_id == organisation.pk
     assert conversation.title == "How are you?"
+    # Kept apart from the person's own chats, its system message as the conversation's prompt.
+    assert conversation.origin == "openai" and conversation.system_prompt == "Answer in French."
     messages = [m async for m in conversation.messages.order_by("id")]
-    assert [(m.role, m.content) for m in messages[:4]] == [
-        ("user", "System: Answer in French."),
+    assert [(m.role, m.content) for m in messages[:3]] == [
         ("user", "Hello"),
         ("assistant", "Bonjour !"),
         ("user", "How are you?"),
     ]
-    reply = messages[4]
+    reply = messages[3]
     assert reply.pk == int(response.headers["x-parley-message"])
     assert reply.status == "complete" and reply.routing["alias"] == "simulated"
+    assert reply.routing["options"] == {"temperature": 0.2, "max_tokens": 50}
     assert reply.content == response.json()["choices"][0]["message"]["content"]
 
 
@@ -231,6 +233,15 @@ async def test_a_budget_is_429_insufficient_quota(http, organisation):
     error = openai_error(refused)
     assert error["type"] == "insufficient_quota" and error["code"] == "insufficient_quota"
     assert not await Conversation.objects.aexists()
+
+
+async def test_the_budget_reserves_the_requests_own_max_tokens(http, organisation, settings):
+    # 100 tokens a month: the deployment's cap (512) would not fit, the request's 20 does.
+    await Budget.objects.acreate(organisation=organisation, period="month", max_tokens=100)
+    refused = await http.post("/v1/chat/completions", json=chat_request())
+    assert refused.status_code == 429
+    capped = await http.post("/v1/chat/completions", json=chat_request(max_tokens=20))
+    assert capped.status_code == 200, capped.text
 
 
 @pytest.mark.parametrize("stream", [False, True])

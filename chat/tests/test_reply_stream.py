@@ -110,7 +110,9 @@ async def test_provider_failure_marks_the_reply_failed_with_a_clear_error(
             raise ProviderError("provider_unavailable", "The model provider answered 503.")
             yield  # pragma: no cover
 
-    monkeypatch.setattr("chat.replies.stream.chat_model_for", lambda config, max_tokens: Broken())
+    monkeypatch.setattr(
+        "chat.replies.stream.chat_model_for", lambda config, max_tokens, options=None: Broken()
+    )
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(conversation_group(reply.conversation_id), channel)
@@ -146,7 +148,9 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
             # A provider says how its stream ended; one that does not was cut (interrupted).
             yield AIMessageChunk(content="ok", response_metadata={"finish_reason": "stop"})
 
-    monkeypatch.setattr("chat.replies.stream.chat_model_for", lambda config, max_tokens: Recorder())
+    monkeypatch.setattr(
+        "chat.replies.stream.chat_model_for", lambda config, max_tokens, options=None: Recorder()
+    )
     first = await sync_to_async(pending_reply)("one")
     await reply_stream(message_id=first.pk)
     second = await sync_to_async(services.message_send)(

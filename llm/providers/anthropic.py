@@ -5,10 +5,17 @@ from __future__ import annotations
 from langchain_anthropic import ChatAnthropic
 from langchain_core.language_models.chat_models import BaseChatModel
 
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
 
 
-def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+def build(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
+) -> BaseChatModel:
+    options = options or GenerationOptions()
+    temperature = options.temperature
+    if temperature is None:
+        temperature = float(config.options.get("temperature", 0.7))
     # ChatAnthropic takes one number for every HTTP timeout (connect included); a separate
     # connect timeout would need a hand-built client. Opening the connection is still bounded
     # by the deployment's first-token timeout, which llm/failover.py enforces for every kind.
@@ -21,5 +28,8 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
         max_tokens=max_tokens,
         streaming=True,
         stream_usage=True,  # the stream's last event then carries stop_reason (llm/failover.py)
-        temperature=float(config.options.get("temperature", 0.7)),
+        # Anthropic's temperature runs 0..1: above it, its own 400 reaches the caller.
+        temperature=temperature,
+        top_p=options.top_p,
+        stop=list(options.stop) if options.stop else None,
     )

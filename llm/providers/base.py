@@ -110,8 +110,11 @@ def provider_error_from(exc: BaseException) -> ProviderError:
     name = type(exc).__name__
     if isinstance(status, int):
         if status == 429 or status >= 500 or status == 408:
+            code = {429: "provider_rate_limited", 408: "provider_unavailable"}.get(
+                status, "provider_failed"
+            )
             return ProviderError(
-                "provider_unavailable",
+                code,
                 f"The model provider answered {status}; try again.",
                 status=status,
                 retry_after=retry_after_from(_headers_of(exc)),

@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig, ProviderError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,6 +79,9 @@ class ChatLocalLlama(BaseChatModel):
     n_threads: int = 2
     max_tokens: int = 512
     temperature: float = 0.7
+    # The caller's other sampling choices, by llama.cpp's (= OpenAI's) names: top_p, seed, stop,
+    # presence_penalty, frequency_penalty.
+    sampling: dict[str, Any] = {}
 
     @property
     def _llm_type(self) -> str:
@@ -101,6 +105,7 @@ class ChatLocalLlama(BaseChatModel):
                 stream=True,
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
+                **self.sampling,
             )
             for part in stream:
                 if stop_event is not None and stop_event.is_set():
@@ -182,12 +187,16 @@ class ChatLocalLlama(BaseChatModel):
             stop_event.set()
 
 
-def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+def build(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
+) -> BaseChatModel:
     path = config.options.get("model_path") or str(bundled_model_path())
+    sampling = sampling_kwargs(options)
     return ChatLocalLlama(
         model_path=path,
         n_ctx=int(config.options.get("n_ctx", 2048)),
         n_threads=int(config.options.get("n_threads", 2)),
         max_tokens=max_tokens,
-        temperature=float(config.options.get("temperature", 0.7)),
+        temperature=float(sampling.pop("temperature", config.options.get("temperature", 0.7))),
+        sampling=sampling,
     )

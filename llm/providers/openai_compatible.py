@@ -7,6 +7,7 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
+from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig
 
 
@@ -22,7 +23,10 @@ def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float
     return (config.connect_timeout, config.timeout, config.timeout, config.timeout)
 
 
-def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+def build(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
+) -> BaseChatModel:
+    sampling = sampling_kwargs(options)
     common: dict[str, Any] = dict(
         model=config.model,
         api_key=config.api_key or "not-needed",
@@ -35,11 +39,20 @@ def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
         # langchain-openai's wraps each chunk in asyncio.wait_for, which on Python 3.11 drops a
         # cancel arriving as the chunk does (and costs a task per chunk).
         stream_chunk_timeout=0,
-        temperature=float(config.options.get("temperature", 0.7)),
+        temperature=float(sampling.pop("temperature", config.options.get("temperature", 0.7))),
     )
+    # The request's own choices go into the body as they are, by OpenAI's names, which
+    # compatible servers (vLLM, llama.cpp's, Ollama's) read too.
+    body: dict[str, Any] = dict(sampling)
+    if options is not None and options.user is not None:
+        body["user"] = options.user
+    if options is not None and options.response_format is not None:
+        body["response_format"] = options.response_format
     if config.kind == "openai":
         # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
-        return ChatOpenAI(max_tokens=max_tokens, **common)  # type: ignore[call-arg]
+        return ChatOpenAI(  # type: ignore[call-arg]
+            max_tokens=max_tokens, extra_body=body or None, **common
+        )
     # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
     # unbounded; send the classic field they understand.
-    return ChatOpenAI(extra_body={"max_tokens": max_tokens}, **common)
+    return ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)

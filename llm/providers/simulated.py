@@ -14,6 +14,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
 
 
@@ -36,6 +37,7 @@ class SimulatedChatModel(BaseChatModel):
     tokens_per_second: float = 40.0
     first_token_delay: float = 0.2
     max_tokens: int | None = None
+    stop_words: list[str] = []  # the reply ends before the first of them, as a model's would
     # Benchmarks only (bench/stream_bench.py): each token becomes its own emit time,
     # "<epoch seconds, 6 decimals> ", so a client can measure emit -> receive per token.
     stamp_tokens: bool = False
@@ -51,7 +53,11 @@ class SimulatedChatModel(BaseChatModel):
         """The reply's tokens, the prompt's token count, and the finish reason (as OpenAI's:
         "length" when max_tokens cut the reply, else "stop")."""
         prompt = str(messages[-1].content) if messages else ""
-        tokens = split_tokens(simulated_reply(prompt))
+        text = simulated_reply(prompt)
+        cuts = [text.find(word) for word in self.stop_words if word and word in text]
+        if cuts:
+            text = text[: min(cuts)]
+        tokens = split_tokens(text)
         finish = "stop"
         if self.max_tokens is not None and len(tokens) > self.max_tokens:
             tokens, finish = tokens[: self.max_tokens], "length"
@@ -123,8 +129,11 @@ class SimulatedChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=self._last(prompt_tokens, len(tokens), finish))
 
 
-def build(config: ProviderConfig, *, max_tokens: int) -> BaseChatModel:
+def build(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
+) -> BaseChatModel:
     return SimulatedChatModel(
+        stop_words=list(options.stop) if options and options.stop else [],
         tokens_per_second=float(config.options.get("tokens_per_second", 40.0)),
         first_token_delay=float(config.options.get("first_token_delay", 0.2)),
         max_tokens=max_tokens,

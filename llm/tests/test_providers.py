@@ -135,9 +135,14 @@ def _sdk_error(module, cls_name: str, status: int) -> Exception:
         ),
     ],
 )
-def test_overload_and_server_errors_are_retryable_unavailable(exc):
+def test_overload_and_server_errors_are_retryable_and_keep_their_meaning(exc):
     error = provider_error_from(exc)
-    assert (error.code, error.retryable) == ("provider_unavailable", True)
+    status = getattr(exc, "status_code", None) or exc.response.status_code
+    # The upstream's rate limit, its failure, or a timeout: each ends with its own HTTP status.
+    expected = {429: "provider_rate_limited", 408: "provider_unavailable"}.get(
+        status, "provider_failed"
+    )
+    assert (error.code, error.retryable) == (expected, True)
     assert str(getattr(exc, "status_code", None) or exc.response.status_code) in error.detail
 
 

@@ -77,7 +77,7 @@ def test_a_vendor_429_carries_its_retry_after_into_provider_error():
     response = httpx2.Response(429, request=request, headers={"Retry-After": "12"})
     error = provider_error_from(openai.RateLimitError("slow down", response=response, body=None))
     assert (error.code, error.retryable, error.status, error.retry_after) == (
-        "provider_unavailable",
+        "provider_rate_limited",
         True,
         429,
         12.0,
@@ -165,7 +165,10 @@ async def test_a_retry_after_beyond_the_cap_ends_the_reply_at_once(fault, deploy
 
     assert done.seconds < 2  # not the hour it asked for
     assert fault.count("throttled") == 1
-    assert (done.message.error_code, done.events[-1]["retryable"]) == ("provider_unavailable", True)
+    assert (done.message.error_code, done.events[-1]["retryable"]) == (
+        "provider_rate_limited",
+        True,
+    )
 
 
 @with_db
@@ -177,7 +180,7 @@ async def test_retries_are_bounded_in_attempts(fault, deploy, generate, settings
     done = await generate()
 
     assert fault.count("down") == 4
-    assert done.message.error_code == "provider_unavailable"
+    assert done.message.error_code == "provider_failed"  # the upstream's 503, carried through
     assert "(tried 4 times)" in done.message.error_message
 
 
@@ -219,4 +222,4 @@ async def test_retries_are_bounded_in_time(fault, deploy, generate, settings, mo
     assert len(clock.waits) == len(seen) - 1
     assert all(0 <= wait <= 0.2 for wait in clock.waits)
     assert done.message.routing["retries"] == len(clock.waits)
-    assert done.message.error_code == "provider_unavailable"
+    assert done.message.error_code == "provider_failed"

@@ -301,7 +301,10 @@ def test_fifty_parallel_sends_never_spend_past_a_cost_budget_at_the_default_flat
     admitted = sum(a["type"] == "done" for a in answers)
     assert spent <= BUDGET_DOLLARS, f"{admitted} of {REQUESTS} admitted spent ${spent}"
     assert reserved <= BUDGET_DOLLARS
-    assert {a.get("status") or a["code"] for a in answers} == {"complete", "quota_exceeded"}
+    # Admitted replies end at their natural end or at the 20-token cap (`incomplete`).
+    outcomes = {a.get("status") or a["code"] for a in answers}
+    assert "quota_exceeded" in outcomes
+    assert outcomes <= {"complete", "incomplete", "quota_exceeded"}
     assert admitted >= 2  # the budget held several replies: the bound is not "refuse all"
     assert states == ["settled"]
     assert replies_cost == spent > 0  # the deployment's prices were really charged

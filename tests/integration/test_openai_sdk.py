@@ -13,8 +13,10 @@ import openai
 import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
 
 from llm.providers.simulated import simulated_reply
+from tests.fault_server import Fail, FaultServer, Reply, fault_server
 from tests.harness.embedded import RunningParley, running_parley
 
 pytestmark = pytest.mark.integration
@@ -200,3 +202,147 @@ def test_the_sse_stream_resumes_with_last_event_id_over_a_real_socket(parley):
     held += "".join(d["data"]["text"] for d in deltas)
     assert held == simulated_reply(text)
     assert rest_events[-1]["event"] == "done" and rest_events[-1]["data"]["seq"] == len(held)
+
+
+# --- against a real OpenAI-compatible upstream (tests/fault_server.py) -----------------------
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with fault_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def parley_upstream(tmp_path_factory, upstream: FaultServer):
+    with running_parley(
+        tmp_path_factory.mktemp("openai-sdk-upstream"),
+        OPENAI_COMPATIBLE_BASE_URL=upstream.base_url("up"),
+        OPENAI_COMPATIBLE_MODEL="fault-model",
+        LLM_SYSTEM_PROMPT="You are Parley.",
+        LLM_RETRY_MAX_ATTEMPTS="2",
+        LLM_RETRY_BASE_DELAY="0.01",
+        LLM_BREAKER_FAILURES="1000",
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def sdk_upstream(parley_upstream: RunningParley) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{parley_upstream.url}/v1", api_key=parley_upstream.key, max_retries=0
+    )
+
+
+def test_the_sdks_parameters_reach_the_upstream_and_the_cap_says_length(sdk_upstream, upstream):
+    upstream.script("up", Reply(text="one two three four five", chunk_chars=4))
+    completion = sdk_upstream.chat.completions.create(
+        model="openai-compatible",
+        messages=[
+            {"role": "system", "content": "Answer tersely."},
+            {"role": "user", "content": "Count"},
+        ],
+        max_tokens=2,
+        temperature=0.1,
+        top_p=0.5,
+        seed=3,
+        stop=["six"],
+        presence_penalty=0.25,
+        frequency_penalty=-0.25,
+        user="customer-7",
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.content == "one two "
+    body = upstream.requests("up")[-1].body
+    assert {k: body[k] for k in ("max_tokens", "temperature", "top_p", "seed", "stop")} == {
+        "max_tokens": 2,
+        "temperature": 0.1,
+        "top_p": 0.5,
+        "seed": 3,
+        "stop": ["six"],
+    }
+    assert (body["presence_penalty"], body["frequency_penalty"], body["user"]) == (
+        0.25,
+        -0.25,
+        "customer-7",
+    )
+    assert body["messages"][0] == {
+        "role": "system",
+        "content": "You are Parley.\n\nAnswer tersely.",
+    }
+
+
+def test_the_sdk_gets_a_400_naming_a_bad_parameter(sdk_upstream, upstream):
+    before = upstream.count()
+    for extra, param in [
+        ({"temperature": 7}, "temperature"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"logprobs": True}, "logprobs"),
+        ({"n": 2}, "n"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk_upstream.chat.completions.create(
+                model="openai-compatible",
+                messages=[{"role": "user", "content": "x"}],
+                **extra,
+            )
+        assert refused.value.param == param
+    assert upstream.count() == before
+
+
+def test_the_sdk_sees_the_upstreams_500_and_429(sdk_upstream, upstream):
+    upstream.script("up", Fail(500), Fail(500))
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk_upstream.chat.completions.create(
+            model="openai-compatible",
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+        )
+    assert failed.value.status_code == 502 and failed.value.code == "provider_failed"
+    # The 429's Retry-After pauses the deployment for a second.
+    upstream.script("up", Fail(429, retry_after=1), Fail(429, retry_after=1))
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk_upstream.chat.completions.create(
+            model="openai-compatible", messages=[{"role": "user", "content": "x"}]
+        )
+    assert limited.value.response.headers["retry-after"] == "1"
+    assert limited.value.code == "provider_rate_limited"
+    # The pause ends by itself (503 "paused" meanwhile): wait for it, so the next test finds
+    # the deployment open.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sdk_upstream.chat.completions.create(
+                model="openai-compatible", messages=[{"role": "user", "content": "x"}]
+            )
+            break
+        except openai.InternalServerError as paused:
+            assert paused.status_code == 503 and time.monotonic() < deadline
+            assert paused.response.headers["retry-after"] == "1"
+            time.sleep(0.2)
+
+
+def test_langchain_structured_output_and_its_refusals(parley_upstream, upstream):
+    class Answer(BaseModel):
+        answer: str
+
+    def chat(model: str) -> ChatOpenAI:
+        return ChatOpenAI(
+            base_url=f"{parley_upstream.url}/v1",
+            api_key=parley_upstream.key,
+            model=model,
+            max_retries=0,
+        )
+
+    upstream.script("up", Reply(text='{"answer": "yes"}'))
+    result = chat("openai-compatible").with_structured_output(Answer).invoke("Yes or no?")
+    assert result == Answer(answer="yes")
+    sent = upstream.requests("up")[-1].body["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Answer"
+    # A model whose provider cannot constrain its output, and tools: refused, never ignored.
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat("simulated").with_structured_output(Answer).invoke("Yes or no?")
+    assert refused.value.param == "response_format"
+    with pytest.raises(openai.BadRequestError) as no_tools:
+        chat("openai-compatible").bind_tools([Answer]).invoke("Call it")
+    assert no_tools.value.param == "tools"
