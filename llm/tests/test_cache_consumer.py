@@ -101,6 +101,10 @@ async def test_resuming_a_cached_reply_says_it_was_cached(owner):
     await send_and_collect(ws, "What is a mutex?", "c1")
     cached = await send_and_collect(ws, "What is a mutex?", "c2")
     reply_id = next(f for f in cached if f["type"] == "ack")["reply"]
+    await ws.disconnect()
+    # A new socket (a reload): this one was sent the text already, so its resume would not
+    # repeat it (docs/protocol.md, the server trims per socket).
+    ws = await connect_as(owner)
     await ws.send_json_to({"type": "resume", "message": reply_id, "after_seq": 0})
     frames = []
     while not frames or frames[-1]["type"] != "done":

@@ -224,7 +224,7 @@ async def test_fifty_cancels_on_another_replica_stop_generation_and_the_upstream
             assert client.texts[reply] == row["content"], client.label
     assert_clean(*clients)
     first = min(asked.values())
-    closed = sorted(seen.closed_at - first for seen in upstream.closed("up"))
+    closed = sorted((seen.closed_at or 0.0) - first for seen in upstream.closed("up"))
     done = sorted(max(c.final_at[r] for c in clients) - asked[r] for r in replies)
     print(
         f"fifty cancels from another replica (sent over {(max(asked.values()) - first) * 1000:.0f}"

@@ -253,7 +253,7 @@ def raw_request(port: int, request: bytes, timeout: float = 15) -> bytes:
     """Send raw bytes, read the answer until the server closes (or the timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = sock.recv(65536)
             if not chunk:
