@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_server import FaultServer, fault_server
 from tests.harness.processes import ProcessGroup, free_port, require_binary, start_redis_server
 
 
@@ -37,3 +38,10 @@ def redis_server() -> Iterator[PrivateRedis]:
             yield PrivateRedis(group, binary, Path(workdir))
         finally:
             group.stop_all()
+
+
+@pytest.fixture
+def fault() -> Iterator[FaultServer]:
+    """A real OpenAI-compatible upstream on loopback that fails on cue (tests/fault_server.py)."""
+    with fault_server() as server:
+        yield server

@@ -12,18 +12,12 @@ from asgiref.sync import sync_to_async
 from accounts.services import api_key_create
 from chat.models import Conversation
 from project.asgi import application
-from tests.fault_server import Fail, FaultServer, Reply, fault_server
+from tests.fault_server import Fail, FaultServer, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "openai-compatible"  # the settings provider's alias
 ROUTE = "up"
-
-
-@pytest.fixture
-def fault():
-    with fault_server() as server:
-        yield server
 
 
 @pytest.fixture

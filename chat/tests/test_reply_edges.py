@@ -27,7 +27,7 @@ from django.test import Client
 from accounts.services import api_key_create
 from chat.models import Message
 from project.asgi import application
-from tests.fault_server import Cut, Disconnect, Endless, FaultServer, Hang, Reply, fault_server
+from tests.fault_server import Cut, Disconnect, Endless, FaultServer, Hang, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,12 +37,6 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 GENEROUS = 20.0
 ROUTE = "up"
 MODEL = "openai-compatible"  # the settings provider's alias
-
-
-@pytest.fixture
-def fault():
-    with fault_server() as server:
-        yield server
 
 
 @pytest.fixture
