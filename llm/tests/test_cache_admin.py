@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -319,7 +320,7 @@ def test_an_organisation_admin_switches_semantic_matching_off_and_sets_the_thres
     assert add.status_code == 302, add.content.decode()[:2000]
     policy = CachePolicy.objects.get(organisation=organisation)
     assert policy_for(organisation.pk).semantic_enabled
-    assert policy_for(organisation.pk).threshold == pytest.approx(0.80)  # the default
+    assert policy_for(organisation.pk).threshold == pytest.approx(settings.CACHE_SEMANTIC_THRESHOLD)
 
     change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
     response = admin_client.post(
