@@ -175,3 +175,26 @@ def test_the_threshold_still_bounds_a_lexically_equal_question():
     threshold = settings.CACHE_SEMANTIC_THRESHOLD
     assert match(asked, stored, threshold, threshold) == ""
     assert match(asked, stored, threshold - 0.01, threshold) == "similarity"
+
+
+def test_a_boiling_point_and_the_temperature_something_boils_at_match():
+    assert (
+        same_question(
+            profile("What is the boiling point of milk?"),
+            profile("At what temperature does milk boil?"),
+        )
+        == ""
+    )
+
+
+def test_a_freezing_point_never_answers_a_boiling_point():
+    assert refused("What is the boiling point of milk?", "What is the freezing point of milk?")
+
+
+def test_how_fast_something_travels_is_its_speed():
+    assert (
+        same_question(
+            profile("What is the speed of sound?"), profile("How fast does sound travel?")
+        )
+        == ""
+    )
