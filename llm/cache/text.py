@@ -7,7 +7,8 @@ all score 0.66-0.998 with all-MiniLM-L6-v2, above many true paraphrases (see
 docs/caching.md). So a semantic hit needs the embedding *and* this check. Both questions are
 first rewritten the same way (symbols, units, abbreviations and set phrases: llm/cache/lexicon.py),
 their words reduced to lemmas (simplemma's English dictionary, shipped in its wheel) and a small
-table of synonyms. Then they must have the same numbers, negations, quoted or code spans and
+table of synonyms; acronyms and compounds are paired with their spelled-out words
+(llm/cache/spelling.py). Then they must have the same numbers, negations, quoted or code spans and
 direction, and no content word of one may stand where the other has a different one (an entity,
 an attribute, an opposite operation). Words that only frame a question ("which city is",
 "what is the process") are free; a content word that only one side adds is allowed only to a
