@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -7,9 +8,9 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts.admin_scoping import OrganisationScopedAdmin
+from accounts.admin_scoping import OrganisationScopedAdmin, ReadOnlyScopedAdmin, _is_superuser
+from accounts.usage import UsageTotals, usage_daily
 from chat.models import Conversation, Message, UsageReport
-from chat.replies.accounting import usage_daily
 
 
 class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -79,17 +80,9 @@ class UsageFilter(forms.Form):
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Read-only: tokens and cost per user and day, summed from the messages themselves."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class UsageReportAdmin(ReadOnlyScopedAdmin):
+    """Read-only: charged tokens and cost per day, organisation and user, from the usage
+    ledger (accounts/usage.py), scoped to the operator's organisations."""
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -99,6 +92,7 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = UsageFilter(request.GET or None)
         filters = form.cleaned_data if form.is_valid() else {}
         rows = usage_daily(
+            organisation_ids=None if _is_superuser(request) else self.organisation_ids(request),
             since=filters.get("since"),
             until=filters.get("until"),
             username=filters.get("user") or "",
@@ -109,11 +103,14 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "opts": self.model._meta,
             "form": form,
             "rows": rows,
-            "totals": {
-                "replies": sum(r.replies for r in rows),
-                "prompt_tokens": sum(r.prompt_tokens for r in rows),
-                "completion_tokens": sum(r.completion_tokens for r in rows),
-                "cost": sum((r.cost for r in rows), start=0),
-            },
+            "totals": UsageTotals(
+                replies=sum(r.totals.replies for r in rows),
+                in_flight=sum(r.totals.in_flight for r in rows),
+                prompt_tokens=sum(r.totals.prompt_tokens for r in rows),
+                completion_tokens=sum(r.totals.completion_tokens for r in rows),
+                tokens=sum(r.totals.tokens for r in rows),
+                cost=sum((r.totals.cost for r in rows), start=Decimal(0)),
+                estimated=sum(r.totals.estimated for r in rows),
+            ),
         }
         return TemplateResponse(request, "admin/chat/usage_report.html", context)
