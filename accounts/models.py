@@ -32,6 +32,14 @@ class Organisation(models.Model):
         default=False,
         help_text="Members must set up and use an authenticator app before using chat.",
     )
+    # Tenant features: the model aliases members may use (empty: every model). Plain data that
+    # llm/catalog.py applies (accounts knows nothing of models): accounts/features.py.
+    allowed_models = models.JSONField(
+        "allowed models",
+        default=list,
+        blank=True,
+        help_text="The model aliases this organisation may use; none ticked: every model.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

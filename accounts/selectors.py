@@ -63,3 +63,14 @@ def api_key_list(*, user: User, organisation: Organisation) -> QuerySet[ApiKey]:
 
 def api_key_access(*, user: User, key_id: int) -> ApiKey | None:
     return ApiKey.objects.select_related("organisation").filter(pk=key_id, user=user).first()
+
+
+def organisation_allowed_models(*, organisation_id: int) -> frozenset[str]:
+    """The model aliases an organisation may use (empty: every model): plain data for the
+    one check in llm/catalog.py (`tenant_alias`, `tenant_aliases`)."""
+    allowed = (
+        Organisation.objects.filter(pk=organisation_id)
+        .values_list("allowed_models", flat=True)
+        .first()
+    )
+    return frozenset(str(alias) for alias in (allowed or []))

@@ -179,4 +179,5 @@ class FallbackChainAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("alias", "fallbacks")
 
 
-import llm.admin_cache  # noqa: E402, F401 - registers the reply cache admin
+import llm.admin_cache  # noqa: E402 - registers the reply cache admin
+import llm.admin_tenants  # noqa: E402, F401 - the models an organisation may use
