@@ -114,3 +114,7 @@ class UsageReportAdmin(ReadOnlyScopedAdmin):
             ),
         }
         return TemplateResponse(request, "admin/chat/usage_report.html", context)
+
+
+# The admin's front page links the dashboard, the usage report and provider health.
+admin.site.index_template = "admin/parley_index.html"
