@@ -369,13 +369,21 @@ class UsageLedgerAdmin(ReadOnlyScopedAdmin):
         "organisation",
         "user",
         "message_id",
+        "model",
+        "outcome",
         "state",
         "reserved_tokens",
         "used_tokens",
         "cost",
     )
-    list_filter = ("state", ("organisation", admin.RelatedOnlyFieldListFilter), "created_at")
-    search_fields = ("organisation__name", "user__username")
+    list_filter = (
+        "state",
+        "outcome",
+        ("organisation", admin.RelatedOnlyFieldListFilter),
+        "model",
+        "created_at",
+    )
+    search_fields = ("organisation__name", "user__username", "model")
     date_hierarchy = "created_at"
     list_select_related = ("organisation", "user")
 

@@ -43,22 +43,28 @@ class ConversationAdmin(OrganisationScopedAdmin):
 @admin.register(Message)
 class MessageAdmin(OrganisationScopedAdmin):
     organisation_field = "conversation__organisation"
+    # Trimmed to fit 1366 px; the error is a column, so failed replies read without opening
+    # each (filter on status "failed").
     list_display = (
         "id",
-        "conversation",
+        "conversation_title",
         "role",
         "status",
-        "provider",
         "model",
-        "prompt_tokens",
-        "completion_tokens",
+        "tokens",
         "cost",
         "first_token_ms",
-        "total_ms",
+        "error",
         "created_at",
     )
-    list_filter = ("status", "role", "provider", "model", "created_at")
-    search_fields = ("content", "conversation__title", "author__username", "client_id")
+    list_filter = ("status", "role", "error_code", "provider", "model", "created_at")
+    search_fields = (
+        "content",
+        "conversation__title",
+        "author__username",
+        "client_id",
+        "error_message",
+    )
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation", "author", "reply_to")
     readonly_fields = (
@@ -71,6 +77,28 @@ class MessageAdmin(OrganisationScopedAdmin):
         "routing",
     )
     date_hierarchy = "created_at"
+
+    class Media:
+        css = {"all": ("parley_admin/admin.css",)}
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_title(self, message: Message) -> str:
+        title = message.conversation.title
+        return title if len(title) <= 40 else title[:39] + "…"
+
+    @admin.display(description="tokens (prompt + completion)")
+    def tokens(self, message: Message) -> str:
+        if message.prompt_tokens is None and message.completion_tokens is None:
+            return "—"
+        return f"{message.prompt_tokens or 0} + {message.completion_tokens or 0}"
+
+    @admin.display(description="error", ordering="error_code")
+    def error(self, message: Message) -> str:
+        if not message.error_code:
+            return ""
+        detail = message.error_message
+        detail = detail if len(detail) <= 160 else detail[:159] + "…"
+        return f"{message.error_code}: {detail}" if detail else message.error_code
 
 
 class UsageFilter(forms.Form):
