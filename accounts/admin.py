@@ -7,14 +7,17 @@ rows (accounts/admin_scoping.py).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Model, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from accounts import invitations, services
 from accounts.admin_scoping import (
@@ -37,6 +40,7 @@ from accounts.models import (
     User,
 )
 from accounts.signals import client_ip
+from accounts.usage import month_parse, usage_month_csv
 
 admin.site.site_header = "Parley operations"
 admin.site.site_title = "Parley admin"
@@ -99,9 +103,48 @@ class OrganisationAdmin(OrganisationScopedAdmin):
     search_fields = ("name", "slug", "memberships__user__username")
     readonly_fields = ("created_at",)
     inlines = [MembershipInline]
+    actions = ["export_usage_this_month"]
 
     def object_organisation_id(self, obj: Model) -> int | None:
         return obj.pk
+
+    # --- the monthly usage export (CSV) ------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        export = path(
+            "usage-export/",
+            self.admin_site.admin_view(self.usage_export_view),
+            name="accounts_organisation_usage_export",
+        )
+        return [export, *super().get_urls()]
+
+    def _usage_csv(self, organisations: list[Organisation], month: date) -> HttpResponse:
+        name = organisations[0].slug if len(organisations) == 1 else "organisations"
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="usage-{name}-{month:%Y-%m}.csv"'
+        usage_month_csv(organisations=organisations, month=month, out=response)
+        return response
+
+    def usage_export_view(self, request: HttpRequest) -> HttpResponse:
+        """GET ?organisation=<id>&month=YYYY-MM (default: this month): one organisation's
+        usage per day, user and model, for those who may view it here."""
+        try:
+            month = month_parse(request.GET.get("month") or f"{timezone.now():%Y-%m}")
+            organisation_id = int(request.GET.get("organisation", ""))
+        except ValueError:
+            return HttpResponse(
+                "Give ?organisation=<id>&month=YYYY-MM.", status=400, content_type="text/plain"
+            )
+        organisation = self.get_queryset(request).filter(pk=organisation_id).first()
+        if organisation is None or not self.has_view_permission(request, organisation):
+            raise PermissionDenied("Not an organisation you operate.")
+        return self._usage_csv([organisation], month)
+
+    @admin.action(description="Export this month's usage (CSV)", permissions=["view"])
+    def export_usage_this_month(
+        self, request: HttpRequest, queryset: QuerySet[Organisation]
+    ) -> HttpResponse:
+        return self._usage_csv(list(queryset.order_by("name", "pk")), timezone.now().date())
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Naming an organisation someone's personal one would start their chats in it.

@@ -10,18 +10,19 @@ report, the dashboard and the export agree by construction. Scoped by organisati
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate
 
-from accounts.models import UsageLedger
+from accounts.models import Organisation, UsageLedger
 
 COST_PLACES = Decimal("0.00000001")
 RESERVED = UsageLedger.State.RESERVED
@@ -229,4 +230,51 @@ def usage_month_rows(*, organisation_id: int, month: date) -> Iterable[ExportRow
                 username=row["user__username"] or "(deleted user)",
                 model=row["model"] or "(pending)",
                 totals=UsageTotals.from_row(row),
+            )
+
+
+class Writable(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+
+EXPORT_COLUMNS = (
+    "organisation",
+    "day",
+    "user",
+    "model",
+    "messages",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens",
+    "cost",
+)
+
+
+def month_parse(text: str) -> date:
+    """ "2026-03" → the first day of that month; ValueError otherwise."""
+    year, _, month = text.partition("-")
+    if len(year) != 4 or len(month) != 2:
+        raise ValueError(f"{text!r}: use YYYY-MM")
+    return date(int(year), int(month), 1)
+
+
+def usage_month_csv(*, organisations: Sequence[Organisation], month: date, out: Writable) -> None:
+    """The monthly usage export: one CSV row per organisation, day, user and model, with the
+    charged tokens and cost (what the counters and budgets hold; messages are replies)."""
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for organisation in organisations:
+        for row in usage_month_rows(organisation_id=organisation.pk, month=month):
+            writer.writerow(
+                [
+                    organisation.slug,
+                    row.day.isoformat(),
+                    row.username,
+                    row.model,
+                    row.totals.replies,
+                    row.totals.prompt_tokens,
+                    row.totals.completion_tokens,
+                    row.totals.tokens,
+                    f"{row.totals.cost:.8f}",
+                ]
             )
