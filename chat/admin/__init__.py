@@ -48,13 +48,12 @@ class MessageAdmin(OrganisationScopedAdmin):
     list_display = (
         "id",
         "conversation_title",
-        "role",
         "status",
         "model",
+        "error",
         "tokens",
         "cost",
         "first_token_ms",
-        "error",
         "created_at",
     )
     list_filter = ("status", "role", "error_code", "provider", "model", "created_at")
@@ -84,9 +83,9 @@ class MessageAdmin(OrganisationScopedAdmin):
     @admin.display(description="conversation", ordering="conversation__title")
     def conversation_title(self, message: Message) -> str:
         title = message.conversation.title
-        return title if len(title) <= 40 else title[:39] + "…"
+        return title if len(title) <= 30 else title[:29] + "…"
 
-    @admin.display(description="tokens (prompt + completion)")
+    @admin.display(description="tokens")
     def tokens(self, message: Message) -> str:
         if message.prompt_tokens is None and message.completion_tokens is None:
             return "—"

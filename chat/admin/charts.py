@@ -141,8 +141,8 @@ def line_chart(
                 "</circle>"
             )
         body.append(
-            f'<text class="legend {line.css_class}-text" x="{MARGIN_LEFT + 8 + n * 90}" '
-            f'y="{MARGIN_TOP + 4}">{escape(line.name)}</text>'
+            f'<text class="legend {line.css_class}-text" x="{WIDTH - MARGIN_RIGHT - 8}" '
+            f'y="{MARGIN_TOP + 4 + n * 14}" text-anchor="end">{escape(line.name)}</text>'
         )
     if not known:
         body.append(

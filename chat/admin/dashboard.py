@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 from accounts.admin_scoping import _is_superuser, admin_roles
 from accounts.models import Organisation
 from accounts.usage import (
+    COST_PLACES,
     UsageTotals,
     ledger_scoped,
     percentile,
@@ -136,7 +137,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     cache_total = CacheSavings(
         hits=sum(s.hits for s in savings.values()),
         saved_tokens=sum(s.saved_tokens for s in savings.values()),
-        saved_cost=sum((s.saved_cost for s in savings.values()), start=Decimal(0)),
+        saved_cost=sum((s.saved_cost for s in savings.values()), start=Decimal(0)).quantize(
+            COST_PLACES
+        ),
     )
     day_charts: list[tuple[str, SafeString]] = [
         (
