@@ -161,3 +161,25 @@ def test_an_organisation_admin_ticks_its_allowed_models_in_the_admin(client, own
     assert {"allowed_models": ["simulated"]} in [entry.details for entry in audited]
     listing = client.get(reverse("admin:accounts_organisation_changelist")).content.decode()
     assert "simulated" in listing
+
+
+@pytest.mark.django_db
+def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, monkeypatch):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+
+    def send(client_id: str) -> Message:
+        return services.message_send(
+            author=owner,
+            conversation=None,
+            text="Hi",
+            client_id=client_id,
+            organisation=organisation,
+            alias="simulated",
+        ).reply
+
+    assert send("before").routing["alias"] == "simulated"  # every model: the list is cached
+    organisation.allowed_models = ["local"]
+    organisation.save()  # as the admin saves it
+    with pytest.raises(ParleyError) as refused:
+        send("after")
+    assert refused.value.code == "model_not_allowed"
