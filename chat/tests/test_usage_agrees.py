@@ -81,3 +81,34 @@ def test_a_conversation_deleted_through_the_api_keeps_its_usage(
     page = client.get(reverse("admin:chat_usagereport_changelist")).content.decode()
     assert f'<th id="usage-total-tokens">{counter.tokens}</th>' in page
     assert f'<th id="usage-total-cost">{counter.cost.quantize(Decimal("0.00000001"))}</th>' in page
+
+
+@pytest.mark.django_db
+def test_a_conversation_deleted_mid_reply_keeps_the_worst_case_charged(
+    owner, organisation, monkeypatch
+):
+    """The provider may have billed a streaming reply in full: deleting its conversation
+    charges the reserved worst case, and the ledger row says what it was."""
+    from chat import services
+    from chat.replies import lifecycle
+
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    sent = services.message_send(
+        author=owner, conversation=None, text="Hi", client_id="c", organisation=organisation
+    )
+    lifecycle.reply_start(message_id=sent.reply.pk)
+    services.conversation_delete(conversation=sent.reply.conversation, by=owner)
+
+    entry = UsageLedger.objects.get(organisation=organisation)
+    assert entry.message_id is None and entry.state == "settled"
+    assert (
+        entry.used_tokens == entry.reserved_tokens == entry.prompt_tokens + entry.completion_tokens
+    )
+    assert (entry.outcome, entry.error_code, entry.model) == ("cancelled", "deleted", "simulated")
+    today = timezone.now().date()
+    counter = UsageCounter.objects.get(
+        organisation=organisation, user=owner, period=Period.DAY, start=today
+    )
+    [report] = [r.totals for r in usage_daily(organisation_ids=[organisation.pk])]
+    assert counter.tokens == report.tokens == entry.used_tokens
+    assert counter.requests == report.replies == 1 and report.in_flight == 0
