@@ -155,18 +155,22 @@ class OrganisationAdmin(OrganisationScopedAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return _is_superuser(request) and super().has_add_permission(request, *args)
 
+    # Settings whose changes are audited with who made them (tenant features add theirs).
+    audited_fields: tuple[str, ...] = ("require_2fa",)
+
     def save_model(
         self, request: HttpRequest, obj: Organisation, form: ModelForm, change: bool
     ) -> None:  # type: ignore[type-arg]
-        if change and "require_2fa" in form.changed_data:
-            services.audit_record(
-                action=AuditLog.Action.ADMIN_EDIT,
-                actor=request.user,  # type: ignore[arg-type]
-                organisation=obj,
-                target=str(obj),
-                ip=client_ip(request),
-                details={"require_2fa": obj.require_2fa},
-            )
+        for name in self.audited_fields:
+            if change and name in form.changed_data:
+                services.audit_record(
+                    action=AuditLog.Action.ADMIN_EDIT,
+                    actor=request.user,  # type: ignore[arg-type]
+                    organisation=obj,
+                    target=str(obj),
+                    ip=client_ip(request),
+                    details={name: getattr(obj, name)},
+                )
         super().save_model(request, obj, form, change)
 
     def save_formset(

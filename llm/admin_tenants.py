@@ -13,12 +13,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.forms import ModelForm
-from django.http import HttpRequest
 
-from accounts import services
 from accounts.admin import OrganisationAdmin
-from accounts.models import AuditLog, Organisation
-from accounts.signals import client_ip
+from accounts.models import Organisation
 from llm.catalog import all_deployments
 
 
@@ -55,24 +52,11 @@ class OrganisationFeaturesForm(ModelForm):  # type: ignore[type-arg]
 class OrganisationFeaturesAdmin(OrganisationAdmin):
     form = OrganisationFeaturesForm
     list_display = (*OrganisationAdmin.list_display, "models_allowed")  # type: ignore[assignment]
+    audited_fields = (*OrganisationAdmin.audited_fields, "allowed_models")
 
     @admin.display(description="models")
     def models_allowed(self, organisation: Organisation) -> str:
         return ", ".join(organisation.allowed_models or []) or "all"
-
-    def save_model(
-        self, request: HttpRequest, obj: Organisation, form: ModelForm, change: bool
-    ) -> None:  # type: ignore[type-arg]
-        if change and "allowed_models" in form.changed_data:
-            services.audit_record(
-                action=AuditLog.Action.ADMIN_EDIT,
-                actor=request.user,  # type: ignore[arg-type]
-                organisation=obj,
-                target=str(obj),
-                ip=client_ip(request),
-                details={"allowed_models": obj.allowed_models},
-            )
-        super().save_model(request, obj, form, change)
 
 
 admin.site.unregister(Organisation)

@@ -56,6 +56,13 @@ def _svg(title: str, body: list[str], *, width: int = WIDTH, height: int = HEIGH
     )
 
 
+def _empty(y: float) -> str:
+    return (
+        f'<text class="empty" x="{WIDTH / 2}" y="{y}" text-anchor="middle">'
+        "No data in this period</text>"
+    )
+
+
 def _y_axis(top: float, fmt: Format, plot_height: float, plot_width: float) -> list[str]:
     parts = []
     for fraction in (0.0, 0.5, 1.0):
@@ -99,10 +106,7 @@ def bar_chart(
             f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
         )
     if not values:
-        body.append(
-            f'<text class="empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-            "No data in this period</text>"
-        )
+        body.append(_empty(HEIGHT / 2))
     body += _x_labels(labels, centres)
     return _svg(title, body)
 
@@ -145,10 +149,7 @@ def line_chart(
             f'y="{MARGIN_TOP + 4 + n * 14}" text-anchor="end">{escape(line.name)}</text>'
         )
     if not known:
-        body.append(
-            f'<text class="empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
-            "No data in this period</text>"
-        )
+        body.append(_empty(HEIGHT / 2))
     body += _x_labels(labels, centres)
     return _svg(title, body)
 
@@ -176,8 +177,5 @@ def hbar_chart(
             f"{escape(fmt(value))}</text>"
         )
     if not values:
-        body.append(
-            f'<text class="empty" x="{WIDTH / 2}" y="{MARGIN_TOP + 14}" text-anchor="middle">'
-            "No data in this period</text>"
-        )
+        body.append(_empty(MARGIN_TOP + 14))
     return _svg(title, body, height=height)
