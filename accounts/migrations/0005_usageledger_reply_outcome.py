@@ -27,6 +27,13 @@ def backfill(apps, schema_editor):
             fields["prompt_tokens"] = prompt
             fields["completion_tokens"] = entry.used_tokens - prompt
         UsageLedger.objects.filter(pk=entry.pk).update(**fields)
+    # Rows whose conversation was deleted before: the split is the reserved prompt estimate.
+    orphans = UsageLedger.objects.filter(message__isnull=True, state="settled")
+    for entry in orphans.iterator(chunk_size=500):
+        prompt = min(entry.reserved_prompt_tokens, entry.used_tokens)
+        UsageLedger.objects.filter(pk=entry.pk).update(
+            prompt_tokens=prompt, completion_tokens=entry.used_tokens - prompt
+        )
 
 
 class Migration(migrations.Migration):
