@@ -40,6 +40,14 @@ class ConversationAdmin(OrganisationScopedAdmin):
     inlines = [MessageInline]
 
 
+class SetValuesFilter(admin.AllValuesFieldListFilter):
+    """A column's values to filter on, without the empty one (a link with no name)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookup_choices = [value for value in self.lookup_choices if value]
+
+
 @admin.register(Message)
 class MessageAdmin(OrganisationScopedAdmin):
     organisation_field = "conversation__organisation"
@@ -56,7 +64,14 @@ class MessageAdmin(OrganisationScopedAdmin):
         "first_token_ms",
         "created_at",
     )
-    list_filter = ("status", "role", "error_code", "provider", "model", "created_at")
+    list_filter = (
+        "status",
+        "role",
+        ("error_code", SetValuesFilter),
+        ("provider", SetValuesFilter),
+        ("model", SetValuesFilter),
+        "created_at",
+    )
     search_fields = (
         "content",
         "conversation__title",

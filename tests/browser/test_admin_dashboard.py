@@ -150,6 +150,19 @@ def _fits(page) -> None:
     assert width <= WIDTH, f"the page is {width} px wide at {WIDTH} px"
 
 
+def _accessible(page) -> None:
+    """axe-core finds no serious or critical violation on the page."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    bad = [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], bad
+
+
 def _screenshot(page, name: str) -> None:
     if os.environ.get("PARLEY_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -183,6 +196,7 @@ def test_the_admin_at_1366_px(parley, page):
     assert first_bar.evaluate("e => getComputedStyle(e).fill") == "rgb(65, 118, 144)"  # the CSS
     _screenshot(page, "admin-dashboard-1366.png")
     _fits(page)
+    _accessible(page)
 
     page.goto(f"{server.url}/admin/chat/message/?status__exact=failed")
     error = page.locator("#result_list td.field-error").filter(has_text="provider_failed")
@@ -190,9 +204,11 @@ def test_the_admin_at_1366_px(parley, page):
     expect(error.first).to_be_in_viewport()  # readable without scrolling sideways
     _screenshot(page, "admin-failed-replies-1366.png")
     _fits(page)
+    _accessible(page)
 
     page.goto(f"{server.url}/admin/llm/provider/")
     expect(page.locator("tr.settings-provider")).to_have_count(2)  # local and simulated
     expect(page.locator("#settings-providers")).to_contain_text("closed")
     _screenshot(page, "admin-providers-1366.png")
     _fits(page)
+    _accessible(page)
