@@ -45,7 +45,7 @@ class SetValuesFilter(admin.AllValuesFieldListFilter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lookup_choices = [value for value in self.lookup_choices if value]
+        self.lookup_choices = self.lookup_choices.exclude(**{self.field_path: ""})
 
 
 @admin.register(Message)

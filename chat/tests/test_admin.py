@@ -72,3 +72,4 @@ def test_failed_replies_show_their_error_in_the_message_list(client, owner, oper
     page = client.get(url, {"status__exact": "failed"}).content.decode()
     assert "provider_failed: The model provider answered 502 three times." in page
     assert "parley_admin/admin.css" in page  # wide lists scroll instead of being cut
+    assert "?error_code=provider_failed" in page and "error_code=&" not in page  # named links
