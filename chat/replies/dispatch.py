@@ -51,10 +51,9 @@ def reply_create(
     A model the conversation's organisation may not use is refused here (model_not_allowed),
     whichever edge chose it.
     """
-    alias = tenant_alias(
-        alias, allowed=organisation_allowed_models(organisation_id=conversation.organisation_id)
-    )
-    routing: dict[str, object] = {}
+    allowed = organisation_allowed_models(organisation_id=conversation.organisation_id)
+    alias = tenant_alias(alias, allowed=allowed)
+    routing: dict[str, object] = {"allowed": sorted(allowed)} if allowed else {}
     if options is not None and (chosen := options.as_json()):
         routing["options"] = chosen
     provider = provider_choose(pinned=alias)

@@ -42,6 +42,12 @@ def reply_alias(reply: Message) -> str:
     return str(reply.routing.get("alias") or reply.provider or default_alias())
 
 
+def reply_allowed_models(reply: Message) -> list[str]:
+    """The organisation's model allow-list when the reply was created (empty: every model);
+    it bounds the fallbacks the reply may fail over to."""
+    return [str(alias) for alias in (reply.routing or {}).get("allowed", [])]
+
+
 def reply_options(reply: Message) -> GenerationOptions:
     """The caller's generation choices for the reply, stored with it when it was created."""
     return GenerationOptions.from_json((reply.routing or {}).get("options"))

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -39,7 +40,12 @@ from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_first_token, reply_start
-from chat.replies.prompt import prompt_messages, reply_alias, reply_options
+from chat.replies.prompt import (
+    prompt_messages,
+    reply_alias,
+    reply_allowed_models,
+    reply_options,
+)
 from chat.replies.watch import reply_watch
 from core.errors import ParleyError
 from llm import accounting, limits
@@ -49,6 +55,7 @@ from llm.failover import CANCELLED, LENGTH, RoutingRecord, TextSink, stream_with
 from llm.providers.base import ProviderError
 from llm.registry import chat_model_for
 from llm.retry import RetryPolicy
+from llm.router import route_plan
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +212,7 @@ async def _pump_tokens(
             record=record,
             policy=RetryPolicy.from_settings(),
             prompt_tokens=state.prompt_estimate,
+            plan_for=partial(route_plan, allowed=reply_allowed_models(reply)),
             stop=stop,
         )
     finally:
