@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from chat.api.docs import api_docs
 from chat.views import healthz
+from project.observability import views as observability
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,6 +17,9 @@ urlpatterns = [
     path("api/docs/", api_docs, name="api-docs"),
     path("v1/", include("chat.openai_compat.urls")),
     path("healthz", healthz, name="healthz"),
+    path("livez", observability.livez, name="livez"),
+    path("readyz", observability.readyz, name="readyz"),
+    path("metrics", observability.metrics, name="metrics"),
     path("llm/", include("llm.urls")),
     path("", include("chat.urls")),
 ]
