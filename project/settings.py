@@ -509,6 +509,9 @@ LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# A Celery worker replaces the root logger's handlers with its own plain format unless told not
+# to: in JSON mode Django's LOGGING above stays in charge, for Celery's own lines too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 # /metrics (and a worker's METRICS_PORT) answer 404 until one of these is set; each one set
 # must pass: "Authorization: Bearer <METRICS_TOKEN>", and/or a peer address inside one of the
 # comma-separated networks (CIDR) of a request that did not come through a proxy.

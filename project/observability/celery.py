@@ -68,8 +68,11 @@ def _prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
     )
     span_cm.__enter__()
     sent_at = _header(task, SENT_AT)
-    if isinstance(sent_at, int | float):
-        TASK_WAIT.labels(queue, task.name).observe(max(time.time() - sent_at, 0.0))
+    waited = max(time.time() - sent_at, 0.0) if isinstance(sent_at, int | float) else None
+    if waited is not None:
+        TASK_WAIT.labels(queue, task.name).observe(waited)
+    # One line per task, with the ids bound above: it ties the task to the request in the logs.
+    logger.info("task %s started from %s (queued %s s)", task.name, queue, waited)
     with _lock:
         _running[task_id] = (span_cm, token, time.perf_counter(), queue)
 
@@ -131,11 +134,17 @@ def metrics_server_start(port: int, address: str = "0.0.0.0") -> WSGIServer:  # 
     return server
 
 
+_server: WSGIServer | None = None
+
+
 def _worker_init(**_: Any) -> None:
+    """The first of worker_init and worker_ready (whichever this app's setup did not miss)."""
+    global _server
     port = settings.METRICS_PORT
-    if port:
-        metrics_server_start(port, settings.METRICS_ADDRESS)
-        logger.info("metrics on port %s", port)
+    with _lock:
+        if port and _server is None:
+            _server = metrics_server_start(port, settings.METRICS_ADDRESS)
+            logger.info("metrics on port %s", port)
 
 
 def _process_shutdown(pid: int | None = None, **_: Any) -> None:
@@ -150,4 +159,5 @@ def signals_connect() -> None:
     signals.task_prerun.connect(_prerun, weak=False)
     signals.task_postrun.connect(_postrun, weak=False)
     signals.worker_init.connect(_worker_init, weak=False)
+    signals.worker_ready.connect(_worker_init, weak=False)
     signals.worker_process_shutdown.connect(_process_shutdown, weak=False)
