@@ -29,7 +29,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def topo() -> Iterator[tuple[Topology, int]]:
     with tempfile.TemporaryDirectory(prefix="parley-metrics-") as dirs:
         web, worker = Path(dirs, "web"), Path(dirs, "worker")
-        web.mkdir(), worker.mkdir()
+        web.mkdir()
+        worker.mkdir()
         with production_topology(
             replicas=1,
             nginx=False,
