@@ -474,12 +474,13 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # TLS ends in front of Daphne (at nginx or a load balancer that passes X-Forwarded-Proto on):
 # then Django trusts that header, redirects plain HTTP to HTTPS and sends HSTS, by default.
-# /healthz stays plain: container probes call a replica directly.
+# The probes (/healthz, /livez, /readyz) and /metrics stay plain: kubelets, container
+# healthchecks and Prometheus call a replica directly.
 BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
 if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000 if BEHIND_TLS_PROXY else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
 # Joining the browsers' HSTS preload list is the domain owner's decision (hstspreload.org),

@@ -10,7 +10,8 @@ class ObservabilityConfig(AppConfig):
     def ready(self) -> None:
         # Connects Celery's signals (harmless in a process that runs no Celery worker) and
         # installs the tracer provider when OTLP export is configured.
-        from project.observability import celery, tracing
+        from project.observability import celery, exposition, tracing
 
+        exposition.multiprocess_tidy()
         tracing.tracing_setup()
         celery.signals_connect()

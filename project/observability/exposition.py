@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -72,6 +73,29 @@ class BreakerCollector(Collector):
         except Exception:
             logger.warning("breaker states not read", exc_info=True)
         yield family
+
+
+def multiprocess_tidy() -> int:
+    """At start: drop live-gauge files of processes that no longer run (a restarted container
+    keeps its pod's directory), so open sockets and active streams count only live processes.
+    Returns how many processes were marked dead."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return 0
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass  # alive, another user's
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return len(dead)
 
 
 def scrape_registry(*, shared: bool) -> CollectorRegistry:
