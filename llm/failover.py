@@ -276,7 +276,7 @@ async def _attempt(
         # waiting on the provider, not while the sink works. `waiting` also tells the stop
         # signal's waker whether there is an await on the provider to cut short.
         waiting = False
-        last_chunk: float | None = None  # for the inter-chunk latency metric
+        gaps = metrics.ChunkGaps(deployment.name, deployment.model)  # inter-chunk latency
         clock = asyncio.timeout_at(requested + deployment.first_token_timeout)
 
         def wake(_: object) -> None:
@@ -314,9 +314,7 @@ async def _attempt(
                     if reported:
                         usage.prompt_tokens = reported.get("input_tokens")
                         usage.completion_tokens = reported.get("output_tokens")
-                    last_chunk = metrics.chunk_gap(
-                        deployment.name, deployment.model, last_chunk, loop.time()
-                    )
+                    gaps.chunk(loop.time())
                     for text in chunk_texts(chunk):
                         if "first_token_ms" not in entry:
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
@@ -347,6 +345,7 @@ async def _attempt(
         finally:
             if waker is not None:
                 waker.cancel()
+            gaps.flush()
             await _close(stream)
         if _stopped(stop):
             record.finish_reason = CANCELLED

@@ -4,6 +4,7 @@ test client (the cross-process evidence is tests/integration/test_metrics_topolo
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import logging.config
@@ -19,6 +20,7 @@ from chat.tests.test_consumers import connect_as, receive_until
 from conftest import wait_for
 from core.observability.context import bind, carrier_extract, carrier_inject, tracer
 from core.observability.logs import logging_config
+from core.observability.metrics import INTER_TOKEN, ChunkGaps
 from project.observability import celery as celery_signals
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -269,3 +271,30 @@ def test_task_headers_carry_the_trace_and_request_id_to_the_worker(spans):
     carrier: dict = {}
     carrier_inject(carrier)  # outside any span or request: nothing to carry
     assert "traceparent" not in carrier
+
+
+def test_batched_chunk_gaps_fill_the_histogram_as_observing_each_gap_would():
+    # Chunk times whose gaps fall below, on and past bucket bounds, and past the last one.
+    times = [0.0, 0.004, 0.014, 0.0240001, 0.3240001, 0.6240001, 42.6240001]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    batched = ChunkGaps("gaps-batched", "m")
+    for at in times:
+        batched.chunk(at)
+    batched.flush()
+    batched.flush()  # a second flush adds nothing
+    for gap in gaps:
+        INTER_TOKEN.labels("gaps-each", "m").observe(gap)
+
+    def buckets(provider: str) -> dict[str, float]:
+        (family,) = [f for f in INTER_TOKEN.collect()]
+        return {
+            f"{s.name}{s.labels.get('le', '')}": s.value
+            for s in family.samples
+            if s.labels["provider"] == provider and not s.name.endswith("_created")
+        }
+
+    each, mine = buckets("gaps-each"), buckets("gaps-batched")
+    assert mine.keys() == each.keys()
+    for key, value in each.items():
+        assert mine[key] == pytest.approx(value, abs=1e-6), key
+    assert mine["parley_provider_inter_chunk_seconds_count"] == len(gaps)
