@@ -85,6 +85,20 @@ def traced(
     return decorate
 
 
+def traced_sync(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run a plain function (a service) in a span named `name`, a child of the caller's."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with tracer.start_as_current_span(name):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 # --- across a process boundary: a carrier of strings (Celery headers) ----------------------
 
 

@@ -230,9 +230,13 @@ async def test_one_message_makes_one_connected_trace(owner, spans):
     for span in finished:
         if span is not frame:  # every other span hangs off the frame's, through its parents
             assert span.parent is not None and span.parent.span_id in by_id, span.name
+    service = next(s for s in finished if s.name == "chat.message_send")
     stream = next(s for s in finished if s.name == "reply.stream")
     call = next(s for s in finished if s.name == "llm.provider_call")
-    assert stream.parent.span_id == frame.context.span_id
+    assert service.parent.span_id == frame.context.span_id
+    # The reply is dispatched as the service's transaction commits: its generation continues
+    # the service's span (in a worker, through the task's span: test_task_headers_carry_…).
+    assert stream.parent.span_id == service.context.span_id
     assert call.parent.span_id == stream.context.span_id
 
 
