@@ -34,8 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.harness.metrics import metered_topology  # noqa: E402
 from tests.harness.sockets import open_socket, recv_frame  # noqa: E402
-from tests.harness.topology import Topology, production_topology  # noqa: E402
+from tests.harness.topology import Topology  # noqa: E402
 
 USER = ("bench-metrics", "correct horse battery staple")
 PROMPT = " ".join(f"word{i}" for i in range(300))  # the simulated reply quotes it: ~330 tokens
@@ -177,46 +178,34 @@ def main() -> None:
     for mode, (observe, batched) in costs.items():
         print(f"| {mode} | {observe:.2f} | {batched:.2f} |")
     batches: list[Batch] = []
-    with tempfile.TemporaryDirectory(prefix="parley-metrics-bench-") as tmp:
-        web, worker_dir = Path(tmp, "web"), Path(tmp, "worker")
-        web.mkdir()
-        worker_dir.mkdir()
-        unlimited = "1000000/m"
-        with production_topology(
-            replicas=1,
-            nginx=False,
-            worker=False,
-            provider="simulated",
-            user=USER,
-            name="metrics-bench",
-            env={
-                "PROMETHEUS_MULTIPROC_DIR": str(web),
-                "SIMULATED_TOKENS_PER_SECOND": str(args.tokens_per_second),
-                "SIMULATED_FIRST_TOKEN_DELAY": "0.05",
-                "LLM_MAX_TOKENS": "1000",
-                "WS_RATE_FRAMES_PER_USER": unlimited,
-                "WS_RATE_FRAMES_PER_ORG": unlimited,
-                "WS_RATE_SENDS_PER_USER": unlimited,
-                "WS_RATE_SENDS_PER_ORG": unlimited,
-                "CACHE_ENABLED": "false",
-                "LOG_LEVEL": "WARNING",
-            },
-        ) as topo:
-            for repeat in range(args.repeats):
-                modes = ("on", "off") if repeat % 2 == 0 else ("off", "on")
-                for mode in modes:
-                    topo.start_worker(env=worker_env(mode, worker_dir))
-                    result = asyncio.run(batch(topo, mode, args.streams))
-                    topo.kill("worker")  # SIGKILL: every reply is final, nothing to wait for
-                    batches.append(result)
-                    print(
-                        f"repeat {repeat + 1} metrics {mode}: {result.tokens} tokens, "
-                        f"{result.cpu:.2f} s worker CPU = {result.cpu_per_1k:.3f} s/1k tokens, "
-                        f"first delta p50 {statistics.median(result.first_delta):.3f} s, "
-                        f"reply p50 {statistics.median(result.duration):.3f} s, "
-                        f"failed {result.failed}",
-                        flush=True,
-                    )
+    unlimited = "1000000/m"
+    env = {
+        "SIMULATED_TOKENS_PER_SECOND": str(args.tokens_per_second),
+        "SIMULATED_FIRST_TOKEN_DELAY": "0.05",
+        "LLM_MAX_TOKENS": "1000",
+        "WS_RATE_FRAMES_PER_USER": unlimited,
+        "WS_RATE_FRAMES_PER_ORG": unlimited,
+        "WS_RATE_SENDS_PER_USER": unlimited,
+        "WS_RATE_SENDS_PER_ORG": unlimited,
+        "CACHE_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    with metered_topology(name="metrics-bench", user=USER, env=env) as (topo, worker_dir):
+        for repeat in range(args.repeats):
+            modes = ("on", "off") if repeat % 2 == 0 else ("off", "on")
+            for mode in modes:
+                topo.start_worker(env=worker_env(mode, worker_dir))
+                result = asyncio.run(batch(topo, mode, args.streams))
+                topo.kill("worker")  # SIGKILL: every reply is final, nothing to wait for
+                batches.append(result)
+                print(
+                    f"repeat {repeat + 1} metrics {mode}: {result.tokens} tokens, "
+                    f"{result.cpu:.2f} s worker CPU = {result.cpu_per_1k:.3f} s/1k tokens, "
+                    f"first delta p50 {statistics.median(result.first_delta):.3f} s, "
+                    f"reply p50 {statistics.median(result.duration):.3f} s, "
+                    f"failed {result.failed}",
+                    flush=True,
+                )
     print()
     print("| metrics | worker CPU s / 1k tokens (median) | first delta p50 | reply p50 | failed |")
     print("| --- | --- | --- | --- | --- |")

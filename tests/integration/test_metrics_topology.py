@@ -6,68 +6,42 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.metrics import Samples, metered_topology, total
+from tests.harness.metrics import scrape as scrape_with
 from tests.harness.processes import free_port, wait_until_answers
 from tests.harness.sockets import hear_reply, open_socket, recv_frame, send_text
-from tests.harness.topology import Topology, production_topology
+from tests.harness.topology import Topology
 
 TOKEN = "metrics-token-for-the-test"
 USER = ("obs-olivia", "correct horse battery staple")
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[tuple[Topology, int]]:
-    with tempfile.TemporaryDirectory(prefix="parley-metrics-") as dirs:
-        web, worker = Path(dirs, "web"), Path(dirs, "worker")
-        web.mkdir()
-        worker.mkdir()
-        with production_topology(
-            replicas=1,
-            nginx=False,
-            worker=False,
-            provider="simulated",
-            user=USER,
-            name="metrics",
-            env={
-                "PROMETHEUS_MULTIPROC_DIR": str(web),
-                "METRICS_TOKEN": TOKEN,
-                "LOG_FORMAT": "json",
-                # Slow enough to scrape mid-stream: ~3 s for the simulated reply.
-                "SIMULATED_TOKENS_PER_SECOND": "12",
-                "SIMULATED_FIRST_TOKEN_DELAY": "0.3",
-            },
-        ) as topology:
-            port = free_port()
-            topology.start_worker(
-                env={"PROMETHEUS_MULTIPROC_DIR": str(worker), "METRICS_PORT": str(port)}
-            )
-            wait_until_answers(f"http://127.0.0.1:{port}/metrics", timeout=120)
-            yield topology, port
+    env = {
+        "METRICS_TOKEN": TOKEN,
+        "LOG_FORMAT": "json",
+        # Slow enough to scrape mid-stream: ~3 s for the simulated reply.
+        "SIMULATED_TOKENS_PER_SECOND": "12",
+        "SIMULATED_FIRST_TOKEN_DELAY": "0.3",
+    }
+    with metered_topology(name="metrics", user=USER, env=env) as (topology, worker_dir):
+        port = free_port()
+        topology.start_worker(
+            env={"PROMETHEUS_MULTIPROC_DIR": str(worker_dir), "METRICS_PORT": str(port)}
+        )
+        wait_until_answers(f"http://127.0.0.1:{port}/metrics", timeout=120)
+        yield topology, port
 
 
 def scrape(url: str) -> Samples:
-    response = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-    assert response.status_code == 200, response.text
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+    return scrape_with(url, TOKEN)
 
 
 @pytest.mark.integration
