@@ -173,9 +173,17 @@ def test_alert_rules_and_dashboard_name_only_metrics_the_code_defines():
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
-def test_promtool_accepts_the_alert_rules():
+@pytest.mark.parametrize(
+    "command",
+    [("check", "rules", "alerts.yaml"), ("test", "rules", "alerts_test.yaml")],
+    ids=["check", "fire"],
+)
+def test_promtool_accepts_the_alert_rules_and_they_fire_on_cue(command):
+    """`check`: the rules parse; `test`: synthetic series fire (and do not fire) each alert as
+    deploy/prometheus/alerts_test.yaml expects."""
     result = subprocess.run(
-        ["promtool", "check", "rules", str(DEPLOY / "prometheus" / "alerts.yaml")],
+        ["promtool", *command],
+        cwd=DEPLOY / "prometheus",
         capture_output=True,
         text=True,
         timeout=60,
