@@ -26,8 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness.metrics import Samples, metered_topology, scrape, total  # noqa: E402
-from tests.harness.processes import free_port, wait_until_answers  # noqa: E402
+from tests.harness import metrics as harness  # noqa: E402
 from tests.harness.sockets import open_socket, recv_frame  # noqa: E402
 from tests.harness.topology import Topology  # noqa: E402
 
@@ -84,7 +83,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return None
 
 
-def draw(series: list[tuple[float, Samples]], out: Path) -> None:
+def draw(series: list[tuple[float, harness.Samples]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +91,7 @@ def draw(series: list[tuple[float, Samples]], out: Path) -> None:
 
     t0 = series[0][0]
 
-    def windowed(now_index: int) -> tuple[Samples, Samples, float] | None:
+    def windowed(now_index: int) -> tuple[harness.Samples, harness.Samples, float] | None:
         now, current = series[now_index]
         for then, earlier in series:
             if now - then <= WINDOW:
@@ -105,12 +104,14 @@ def draw(series: list[tuple[float, Samples]], out: Path) -> None:
             found = windowed(i)
             if found is not None:
                 current, earlier, seconds = found
-                value = (total(current, name, **labels) - total(earlier, name, **labels)) / seconds
+                value = (
+                    harness.total(current, name, **labels) - harness.total(earlier, name, **labels)
+                ) / seconds
                 points.append((series[i][0] - t0, value))
         return points
 
     def gauge(name: str) -> list[tuple[float, float]]:
-        return [(t - t0, total(s, name)) for t, s in series]
+        return [(t - t0, harness.total(s, name)) for t, s in series]
 
     def histogram_q(name: str, q: float) -> list[tuple[float, float]]:
         points = []
@@ -211,25 +212,21 @@ def main() -> None:
         "WS_RATE_SENDS_PER_ORG": unlimited,
         "LOG_LEVEL": "WARNING",
     }
-    with metered_topology(name="dashboard", user=USER, env=env) as (topo, worker_dir):
-        port = free_port()
-        topo.start_worker(
-            env={"PROMETHEUS_MULTIPROC_DIR": str(worker_dir), "METRICS_PORT": str(port)}
-        )
-        wait_until_answers(f"http://127.0.0.1:{port}/metrics", timeout=120)
+    with harness.metered_topology(name="dashboard", user=USER, env=env) as (topo, worker_dir):
+        port = harness.start_metered_worker(topo, worker_dir)
         urls = [
             f"http://127.0.0.1:{topo.daphne_ports[0]}/metrics",
             f"http://127.0.0.1:{port}/metrics",
         ]
-        series: list[tuple[float, Samples]] = []
+        series: list[tuple[float, harness.Samples]] = []
         stop = threading.Event()
 
         def scraper() -> None:
             while not stop.is_set():
                 began = time.monotonic()
-                merged: Samples = {}
+                merged: harness.Samples = {}
                 for url in urls:
-                    for key, value in scrape(url, TOKEN).items():
+                    for key, value in harness.scrape(url, TOKEN).items():
                         merged[key] = merged.get(key, 0.0) + value
                 series.append((began, merged))
                 stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
@@ -246,7 +243,7 @@ def main() -> None:
     print(
         f"{len(series)} scrapes; replies: ",
         {
-            status: total(last, "parley_replies_total", status=status)
+            status: harness.total(last, "parley_replies_total", status=status)
             for status in ("complete", "cancelled", "failed")
         },
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.harness.processes import free_port, wait_until_answers
 from tests.harness.topology import Topology, production_topology
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -37,6 +38,15 @@ def metered_topology(
             env={"PROMETHEUS_MULTIPROC_DIR": str(web), **env},
         ) as topo:
             yield topo, workers
+
+
+def start_metered_worker(topo: Topology, worker_dir: Path) -> int:
+    """Start the topology's worker with its metrics files in `worker_dir` and its own /metrics
+    port; returns the port once it answers."""
+    port = free_port()
+    topo.start_worker(env={"PROMETHEUS_MULTIPROC_DIR": str(worker_dir), "METRICS_PORT": str(port)})
+    wait_until_answers(f"http://127.0.0.1:{port}/metrics", timeout=120)
+    return port
 
 
 def scrape(url: str, token: str) -> Samples:

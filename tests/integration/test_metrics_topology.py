@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.harness.metrics import Samples, metered_topology, total
+from tests.harness.metrics import Samples, metered_topology, start_metered_worker, total
 from tests.harness.metrics import scrape as scrape_with
-from tests.harness.processes import free_port, wait_until_answers
 from tests.harness.sockets import hear_reply, open_socket, recv_frame, send_text
 from tests.harness.topology import Topology
 
@@ -32,12 +31,7 @@ def topo() -> Iterator[tuple[Topology, int]]:
         "SIMULATED_FIRST_TOKEN_DELAY": "0.3",
     }
     with metered_topology(name="metrics", user=USER, env=env) as (topology, worker_dir):
-        port = free_port()
-        topology.start_worker(
-            env={"PROMETHEUS_MULTIPROC_DIR": str(worker_dir), "METRICS_PORT": str(port)}
-        )
-        wait_until_answers(f"http://127.0.0.1:{port}/metrics", timeout=120)
-        yield topology, port
+        yield topology, start_metered_worker(topology, worker_dir)
 
 
 def scrape(url: str) -> Samples:
