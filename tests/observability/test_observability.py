@@ -3,6 +3,7 @@ test client (the cross-process evidence is tests/integration/test_metrics_topolo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -20,7 +21,7 @@ from chat.tests.test_consumers import connect_as, receive_until
 from conftest import wait_for
 from core.observability.context import bind, carrier_extract, carrier_inject, tracer
 from core.observability.logs import logging_config
-from core.observability.metrics import INTER_TOKEN, ChunkGaps
+from core.observability.metrics import INTER_TOKEN, ChunkGaps, cache_looked_up
 from project.observability import celery as celery_signals
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -302,3 +303,74 @@ def test_batched_chunk_gaps_fill_the_histogram_as_observing_each_gap_would():
     for key, value in each.items():
         assert mine[key] == pytest.approx(value, abs=1e-6), key
     assert mine["parley_provider_inter_chunk_seconds_count"] == len(gaps)
+
+
+# --- the one-line hooks elsewhere count what they say -------------------------------------------
+
+
+def test_limit_refusals_are_counted_by_code_and_scope():
+    from accounts.limits import RateLimitExceeded
+    from accounts.ratelimit import ViewRateLimited
+
+    socket = sample("parley_refusals_total", code="rate_limited", scope="messages")
+    http = sample("parley_refusals_total", code="rate_limited", scope="http")
+    RateLimitExceeded(retry_after=3, what="messages")
+    ViewRateLimited(5)
+    assert sample("parley_refusals_total", code="rate_limited", scope="messages") == socket + 1
+    assert sample("parley_refusals_total", code="rate_limited", scope="http") == http + 1
+
+
+def test_a_breaker_opening_is_counted_once_however_many_failures_follow(settings):
+    from llm.breaker import CircuitBreaker
+
+    breaker = CircuitBreaker("obs-test", failures=2, min_requests=1000, cooldown=60)
+    before = sample("parley_breaker_opens_total", breaker="obs-test")
+    in_flight = [breaker.allow() for _ in range(5)]  # five requests sent while it was closed
+    for permit in in_flight:  # ... all fail: it opens at the second, the others find it open
+        assert permit is not None
+        breaker.record_failure(permit)
+    assert breaker.allow() is None  # open
+    assert sample("parley_breaker_opens_total", breaker="obs-test") == before + 1
+
+
+def test_cache_lookups_count_hits_by_kind_and_their_savings():
+    from decimal import Decimal
+
+    from llm.cache.service import Hit
+
+    hits = sample("parley_cache_lookups_total", result="hit_semantic")
+    misses = sample("parley_cache_lookups_total", result="miss")
+    skips = sample("parley_cache_lookups_total", result="skip")
+    saved = sample("parley_cache_saved_tokens_total")
+    hit = Hit(
+        entry_id=1,
+        kind="semantic",
+        answer="a",
+        model="m",
+        saved_cost=Decimal("0.002"),
+        saved_tokens=120,
+    )
+    cache_looked_up(hit, cacheable=True)
+    cache_looked_up(None, cacheable=True)
+    cache_looked_up(None, cacheable=False)
+    assert sample("parley_cache_lookups_total", result="hit_semantic") == hits + 1
+    assert sample("parley_cache_lookups_total", result="miss") == misses + 1
+    assert sample("parley_cache_lookups_total", result="skip") == skips + 1
+    assert sample("parley_cache_saved_tokens_total") == saved + 120
+
+
+@pytest.mark.integration
+async def test_layer_publishes_are_timed_and_their_batches_sized(redis_server):
+    from chat.tests.test_layers import layer_for
+
+    layer = layer_for(redis_server)
+    batches = sample("parley_layer_publish_batch_size_count")
+    events = sample("parley_layer_publish_batch_size_sum")
+    try:
+        await asyncio.gather(*(layer.group_send(f"obs-{i}", {"type": "x"}) for i in range(20)))
+    finally:
+        await layer.flush()
+    sent_batches = sample("parley_layer_publish_batch_size_count") - batches
+    assert 1 <= sent_batches < 20  # group commit: fewer round trips than events
+    assert sample("parley_layer_publish_batch_size_sum") - events == 20
+    assert sample("parley_layer_publish_seconds_count") >= sent_batches
