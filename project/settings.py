@@ -12,6 +12,7 @@ Test-only configuration lives with the tests (conftest.py), not here.
 from __future__ import annotations
 
 import ipaddress
+import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -530,6 +531,10 @@ METRICS_PORT = env_int("METRICS_PORT", 0)
 METRICS_ADDRESS = env_str("METRICS_ADDRESS", "0.0.0.0")  # noqa: S104 - a pod's own address
 # Queues whose depth /metrics reads from the broker at each scrape.
 METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES", ["llm-remote", "llm-local"])
-# Multi-process metrics: PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself, before
-# Django starts); traces: OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables (read by
-# OpenTelemetry itself). Both unset by default: one process's metrics, no traces.
+# Multi-process metrics: PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself when it is
+# first imported, after these settings); traces: OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_*
+# variables (read by OpenTelemetry itself). Both unset by default: one process's metrics, no
+# traces. prometheus-client takes a directory that is set but empty (an `.env` line left blank)
+# as the current one and fills it with files: empty means unset here.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
