@@ -15,7 +15,7 @@ import pytest
 from tests.harness.metrics import Samples, metered_topology, start_metered_worker, total
 from tests.harness.metrics import scrape as scrape_with
 from tests.harness.sockets import hear_reply, open_socket, recv_frame, send_text
-from tests.harness.topology import Topology
+from tests.harness.topology import Topology, production_topology
 
 TOKEN = "metrics-token-for-the-test"
 USER = ("obs-olivia", "correct horse battery staple")
@@ -119,3 +119,20 @@ def test_the_replica_is_ready_and_live_and_its_metrics_are_protected(topo) -> No
         assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
         assert httpx.get(f"{base}/metrics", timeout=10).status_code == 403
         assert httpx.get(f"http://127.0.0.1:{worker_port}/metrics", timeout=10).status_code == 403
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_real_replica_that_lost_redis_is_not_ready_but_live_and_ready_again_after() -> None:
+    with production_topology(replicas=1, nginx=False, worker=False, name="readiness") as topo:
+        base = f"http://127.0.0.1:{topo.daphne_ports[0]}"
+        with topo.logs_on_failure():
+            assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+            topo.kill("redis")
+            down = httpx.get(f"{base}/readyz", timeout=10)
+            assert down.status_code == 503
+            assert down.json()["checks"]["redis"] == "down"
+            assert down.json()["checks"]["database"].startswith("ok")
+            assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
+            topo.restore()  # the same port, empty
+            assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
