@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
 from core.errors import ParleyError
+from core.observability import metrics
 
 BUDGETS_CACHE_KEY = "quota:budgets:{organisation_id}"
 BUDGETS_CACHE_SECONDS = 300
@@ -80,6 +81,7 @@ class QuotaExceeded(ParleyError):
         )
         self.rule = rule
         self.resets_at = resets_at
+        metrics.REFUSALS.labels("quota_exceeded", rule.period).inc()
 
 
 # --- periods -----------------------------------------------------------------------------

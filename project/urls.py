@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 from chat.admin.dashboard import dashboard
 from chat.api.docs import api_docs
 from chat.views import healthz
+from project.observability import views as observability
 
 urlpatterns = [
     # The operators' dashboard (before the admin's own catch-all URLs).
@@ -19,6 +20,9 @@ urlpatterns = [
     path("api/docs/", api_docs, name="api-docs"),
     path("v1/", include("chat.openai_compat.urls")),
     path("healthz", healthz, name="healthz"),
+    path("livez", observability.livez, name="livez"),
+    path("readyz", observability.readyz, name="readyz"),
+    path("metrics", observability.metrics, name="metrics"),
     path("llm/", include("llm.urls")),
     path("", include("chat.urls")),
 ]

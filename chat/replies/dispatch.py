@@ -21,6 +21,7 @@ from chat.models import Conversation, Message
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_reply
+from core.observability.context import handoff
 from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
@@ -108,6 +109,7 @@ def dispatch_generation(message_id: int, provider: ProviderConfig) -> None:
 
 
 def _run_in_process(message_id: int) -> None:
+    handoff(message_id)  # the generation continues this trace (core/observability/context.py)
 
     loop = _server_loop
     if loop is not None and loop.is_running():

@@ -48,6 +48,8 @@ from chat.replies.prompt import (
 )
 from chat.replies.watch import reply_watch
 from core.errors import ParleyError
+from core.observability import metrics
+from core.observability.context import traced
 from llm import accounting, limits
 from llm.cache import Lookup, cache_replay
 from llm.catalog import DeploymentConfig
@@ -77,6 +79,8 @@ class ReplyState:
         return len(self.text)
 
 
+@traced("reply.stream", bind_kwargs=("message_id",))
+@metrics.streaming
 async def reply_stream(*, message_id: int) -> None:
     """Generate one assistant reply from start to a final state; never leaves it streaming."""
     reply = await sync_to_async(reply_start)(message_id=message_id)
@@ -167,6 +171,7 @@ async def reply_stream(*, message_id: int) -> None:
         ),
         routing=_routing_json(state.routing, error),
     )
+    metrics.reply_finished(finished, organisation=reply.conversation.organisation_id)
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
