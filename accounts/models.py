@@ -32,6 +32,11 @@ class Organisation(models.Model):
         default=False,
         help_text="Members must set up and use an authenticator app before using chat.",
     )
+    documents_enabled = models.BooleanField(
+        "documents",
+        default=True,
+        help_text="Members may upload documents and chat with them (docs/documents.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -11,11 +11,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("accounts.api_urls")),
+    path("api/v1/", include("chat.documents.api_urls")),  # before chat.api's catch-all 404
     path("api/v1/", include("chat.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", api_docs, name="api-docs"),
     path("v1/", include("chat.openai_compat.urls")),
     path("healthz", healthz, name="healthz"),
     path("llm/", include("llm.urls")),
+    path("documents/", include("chat.documents.urls")),
     path("", include("chat.urls")),
 ]
