@@ -117,4 +117,6 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             },
         }
         return TemplateResponse(request, "admin/chat/usage_report.html", context)
+
+
 from chat.documents import admin as _documents_admin  # noqa: E402, F401 - registers it

@@ -1,1 +1,1 @@
-"""Chat with your documents: upload, ingestion, scope, retrieval and citations (docs/documents.md)."""
+"""Chat with your documents: upload, ingestion, scope, retrieval, citations (docs/documents.md)."""

@@ -22,6 +22,8 @@ class DocumentAddForm(forms.ModelForm):  # type: ignore[type-arg]
     """Uploading through the admin: the same service (and refusals) as the page and REST."""
 
     upload = forms.FileField(label="File", help_text="PDF, Markdown, plain text, HTML or DOCX.")
+    request_user: Any = None  # set by DocumentAdmin.get_form
+    uploaded: services.Upload
 
     class Meta:
         model = Document
@@ -68,10 +70,12 @@ class DocumentAdmin(OrganisationScopedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).defer("data")
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = DocumentAddForm
-            form = super().get_form(request, obj, change=change, **kwargs)
+            form: Any = super().get_form(request, obj, change=change, **kwargs)
             form.request_user = request.user
             return form
         return super().get_form(request, obj, change=change, **kwargs)

@@ -285,4 +285,3 @@ class ConversationCollectionsApi(ApiView):
             conversation=conversation, collections=collections
         )
         return Response(CollectionOutputSerializer(picked, many=True).data)
-

@@ -10,9 +10,7 @@ from chat.documents import api
 app_name = "documents_api"
 
 urlpatterns = [
-    path(
-        "documents", operations(api.DocumentListApi, api.DocumentUploadApi), name="documents"
-    ),
+    path("documents", operations(api.DocumentListApi, api.DocumentUploadApi), name="documents"),
     path(
         "documents/<int:document_id>",
         operations(api.DocumentDetailApi, api.DocumentDeleteApi),

@@ -36,9 +36,7 @@ CONTENT_TYPES = {
     "text/x-markdown": Document.Kind.MARKDOWN,
     "text/plain": Document.Kind.TEXT,
     "text/html": Document.Kind.HTML,
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (
-        Document.Kind.DOCX
-    ),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (Document.Kind.DOCX),
 }
 MIME = {kind: mime for mime, kind in CONTENT_TYPES.items()}
 MIME[Document.Kind.MARKDOWN] = "text/markdown"
@@ -62,7 +60,7 @@ def pages_extract(kind: str, data: bytes, *, max_pages: int) -> list[str]:
     """The text of each page; refuses a file that cannot be read, holds no text, or has more
     than `max_pages` pages (counted before any text is extracted)."""
     try:
-        pages = _EXTRACTORS[kind](data, max_pages)
+        pages = _EXTRACTORS[Document.Kind(kind)](data, max_pages)
     except DocumentRefused:
         raise
     except Exception as exc:  # every parser has its own errors; each means "cannot read it"

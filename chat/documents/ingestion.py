@@ -22,7 +22,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from accounts.quotas import QuotaExceeded, ledger_settle, quota_reserve, tokens_estimate
 from chat.documents.models import Document, DocumentChunk
-from llm.embeddings import embedder
+from llm.embeddings import Vectors, embedder
 from llm.vectors import VectorItem, vector_store
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ def document_ingest(*, document_id: int) -> str:
             )
         model = embedder()
         batch = max(1, settings.DOCUMENTS_EMBED_BATCH)
-        vectors, tokens = [], 0
+        vectors: list[Vectors] = []
+        tokens = 0
         for at in range(0, len(pieces), batch):
             texts = [p.text for p in pieces[at : at + batch]]
             vectors.extend(model.embed(texts))
@@ -128,7 +129,9 @@ def document_ingest(*, document_id: int) -> str:
     except Exception as exc:
         if reservation is not None:
             ledger_settle(entry_id=reservation.pk, used_tokens=None)
-        reason = exc.detail if isinstance(exc, QuotaExceeded) else "The document could not be processed."
+        reason = (
+            exc.detail if isinstance(exc, QuotaExceeded) else "The document could not be processed."
+        )
         if not isinstance(exc, QuotaExceeded):
             logger.exception("ingestion of document %s failed", document_id)
         Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, error=reason)

@@ -25,7 +25,9 @@ def _member_organisations(user: User, organisation: Organisation | None) -> Quer
     return organisations
 
 
-def collection_list(*, user: User, organisation: Organisation | None = None) -> QuerySet[Collection]:
+def collection_list(
+    *, user: User, organisation: Organisation | None = None
+) -> QuerySet[Collection]:
     return Collection.objects.filter(
         organisation__in=_member_organisations(user, organisation)
     ).order_by("name", "id")
@@ -67,7 +69,8 @@ def document_may_delete(*, user: User, document: Document) -> bool:
     organisation (who may also purge them all in the admin)."""
     if document.uploaded_by_id == user.pk:
         return True
-    if document.conversation_id is not None and document.conversation.owner_id == user.pk:
+    conversation = document.conversation
+    if conversation is not None and conversation.owner_id == user.pk:
         return True
     return Membership.objects.filter(
         user=user, organisation_id=document.organisation_id, role__in=OPERATOR_ROLES

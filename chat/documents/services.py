@@ -77,7 +77,9 @@ def document_upload(
             "document_unsupported", f"{name}: this kind of file is not accepted ({accepted})."
         )
     sha256 = hashlib.sha256(data).hexdigest()
-    scope = {"conversation": conversation} if conversation else {"collection": collection}
+    scope: dict[str, Conversation | Collection | None] = (
+        {"conversation": conversation} if conversation else {"collection": collection}
+    )
     if (existing := Document.objects.filter(sha256=sha256, **scope).first()) is not None:
         return Upload(existing, created=False)
     pages = pages_extract(kind, data, max_pages=settings.DOCUMENTS_MAX_PAGES)
@@ -134,9 +136,12 @@ def organisation_documents_purge(*, organisation: Organisation) -> int:
     """Delete every document of an organisation (attached and shared), with their chunks and
     vectors; its collections stay, empty. Returns how many documents went."""
     with transaction.atomic():
-        scopes = {d.scope for d in Document.objects.filter(organisation=organisation).only(
-            "conversation_id", "collection_id"
-        )}
+        scopes = {
+            d.scope
+            for d in Document.objects.filter(organisation=organisation).only(
+                "conversation_id", "collection_id"
+            )
+        }
         if scopes:
             vector_store(NAMESPACE).delete_scopes(scopes)
         DocumentChunk.objects.filter(document__organisation=organisation).delete()
@@ -155,7 +160,9 @@ def collection_create(*, organisation: Organisation, name: str, by: User | None)
         with transaction.atomic():
             return Collection.objects.create(organisation=organisation, name=name, created_by=by)
     except IntegrityError:
-        raise ChatError("conflict", f"{organisation.name} already has a collection {name!r}.") from None
+        raise ChatError(
+            "conflict", f"{organisation.name} already has a collection {name!r}."
+        ) from None
 
 
 def conversation_collections_set(

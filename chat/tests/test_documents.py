@@ -100,7 +100,9 @@ def test_a_pdf_keeps_its_pages(owner, conversation):
 
 
 def test_docx_and_html_are_read_as_their_visible_text(owner, conversation):
-    docx = upload_ready(owner, "n.docx", docx_bytes(["Hello from Word."]), conversation=conversation)
+    docx = upload_ready(
+        owner, "n.docx", docx_bytes(["Hello from Word."]), conversation=conversation
+    )
     html = b"<html><head><style>p{}</style></head><body><script>alert(1)</script><p>Hi there</p>"
     page = upload_ready(owner, "p.html", html, conversation=conversation)
     assert docx.chunks.get().text == "Hello from Word."
@@ -108,8 +110,12 @@ def test_docx_and_html_are_read_as_their_visible_text(owner, conversation):
 
 
 def test_the_same_file_uploaded_again_is_the_same_document(owner, conversation):
-    first = services.document_upload(by=owner, name="a.txt", data=b"same", conversation=conversation)
-    again = services.document_upload(by=owner, name="b.txt", data=b"same", conversation=conversation)
+    first = services.document_upload(
+        by=owner, name="a.txt", data=b"same", conversation=conversation
+    )
+    again = services.document_upload(
+        by=owner, name="b.txt", data=b"same", conversation=conversation
+    )
     assert first.created and not again.created
     assert again.document.pk == first.document.pk
 
@@ -157,7 +163,9 @@ def test_documents_switched_off_for_an_organisation_are_refused(owner, conversat
 
 
 def test_a_failed_ingestion_keeps_no_chunk_and_says_why(owner, conversation, monkeypatch):
-    upload = services.document_upload(by=owner, name="a.txt", data=LISBON.encode(), conversation=conversation)
+    upload = services.document_upload(
+        by=owner, name="a.txt", data=LISBON.encode(), conversation=conversation
+    )
 
     def broken_add(self, items):
         raise RuntimeError("disk full")
@@ -197,7 +205,9 @@ def test_outsider_cannot_read_or_retrieve_an_organisations_documents(
     owner, member, outsider, conversation, collection, other_organisation
 ):
     shared = upload_ready(owner, "b.md", LISBON.encode(), collection=collection)
-    attached = upload_ready(owner, "a.md", b"Owner's private notes on tram 28.", conversation=conversation)
+    attached = upload_ready(
+        owner, "a.md", b"Owner's private notes on tram 28.", conversation=conversation
+    )
     with pytest.raises(ChatError):
         document_access(user=outsider, document_id=shared.pk)
     with pytest.raises(ChatError):
@@ -211,9 +221,12 @@ def test_outsider_cannot_read_or_retrieve_an_organisations_documents(
     # Even a forced pick across organisations is not a scope a reply searches.
     collection.conversations.add(theirs)
     assert retrieval_scopes(conversation=theirs) == [f"conversation:{theirs.pk}"]
-    assert passages_retrieve(
-        scopes=retrieval_scopes(conversation=theirs), question="tram 28", k=5, budget_tokens=900
-    ) == []
+    assert (
+        passages_retrieve(
+            scopes=retrieval_scopes(conversation=theirs), question="tram 28", k=5, budget_tokens=900
+        )
+        == []
+    )
 
 
 # --- retrieval into the prompt ------------------------------------------------------------
@@ -222,7 +235,9 @@ def test_outsider_cannot_read_or_retrieve_an_organisations_documents(
 def test_the_question_retrieves_the_passage_and_the_reply_cites_it(owner, conversation, collection):
     upload_ready(owner, "lisbon.md", LISBON.encode(), conversation=conversation)
     services.conversation_collections_set(conversation=conversation, collections=[collection])
-    upload_ready(owner, "hr.md", b"Holidays: every employee has 25 days a year.", collection=collection)
+    upload_ready(
+        owner, "hr.md", b"Holidays: every employee has 25 days a year.", collection=collection
+    )
     reply = reply_in(conversation, "How many holiday days does an employee get?")
     messages = prompt_messages(reply)
     question = messages[-1]
@@ -237,7 +252,7 @@ def test_the_question_retrieves_the_passage_and_the_reply_cites_it(owner, conver
 
 
 def test_passages_stay_within_the_token_budget(owner, conversation):
-    upload_ready(owner, "lisbon.md", (LISBON + "\n\n") .encode() * 5, conversation=conversation)
+    upload_ready(owner, "lisbon.md", (LISBON + "\n\n").encode() * 5, conversation=conversation)
     passages = passages_retrieve(
         scopes=[f"conversation:{conversation.pk}"], question="tram tickets", k=5, budget_tokens=300
     )

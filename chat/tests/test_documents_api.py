@@ -31,16 +31,16 @@ def conversation(owner, organisation):
 
 
 def upload(api: Client, name: str, data: bytes, **fields) -> dict:
-    response = api.post(
-        f"{API}/documents", {"file": SimpleUploadedFile(name, data), **fields}
-    )
+    response = api.post(f"{API}/documents", {"file": SimpleUploadedFile(name, data), **fields})
     return {"http": response.status_code, **response.json()}
 
 
 def test_upload_over_rest_stores_the_document_and_a_repeat_is_deduplicated(api, conversation):
     first = upload(api, "wifi.txt", TEXT, conversation=conversation.pk)
     assert first["http"] == 201
-    assert first["kind"] == "text" and first["pages"] == 1 and first["conversation"] == conversation.pk
+    assert (
+        first["kind"] == "text" and first["pages"] == 1 and first["conversation"] == conversation.pk
+    )
     again = upload(api, "copy.txt", TEXT, conversation=conversation.pk)
     assert again["http"] == 200 and again["id"] == first["id"]
     detail = api.get(f"{API}/documents/{first['id']}").json()
@@ -89,7 +89,9 @@ def test_collections_are_created_listed_and_picked(api, conversation, outsider):
     created = api.post(f"{API}/collections", {"name": "Handbook"}, content_type="application/json")
     assert created.status_code == 201
     collection = created.json()["id"]
-    assert upload(api, "hr.pdf", pdf_bytes(["Leave: 25 days."]), collection=collection)["http"] == 201
+    assert (
+        upload(api, "hr.pdf", pdf_bytes(["Leave: 25 days."]), collection=collection)["http"] == 201
+    )
     assert api.get(f"{API}/collections").json()["results"][0]["documents"] == 1
     picked = api.put(
         f"{API}/conversations/{conversation.pk}/collections",

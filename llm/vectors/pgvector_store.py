@@ -42,7 +42,7 @@ class PgVectorStore:
             with connection.cursor() as cursor:
                 cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 cursor.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TABLE} ("  # noqa: S608 - constants only
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                     "namespace varchar(32) NOT NULL, key bigint NOT NULL, "
                     f"scope varchar(64) NOT NULL, embedding vector({int(self.dim)}) NOT NULL, "
                     "PRIMARY KEY (namespace, key))"

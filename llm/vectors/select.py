@@ -17,13 +17,17 @@ from llm.vectors.pgvector_store import PgVectorStore
 logger = logging.getLogger(__name__)
 
 
+# The server's packages: the extension is installed there (CREATE EXTENSION can then succeed).
+PGVECTOR_PROBE = "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+
+
 def pgvector_available() -> bool:
     """Whether the database is PostgreSQL with the `vector` extension installed, or available
     to install (pg_available_extensions lists the server's packages)."""
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        cursor.execute(PGVECTOR_PROBE)
         return cursor.fetchone() is not None
 
 
