@@ -260,6 +260,22 @@ class CollectionCreateApi(ApiView):
 
 class ConversationCollectionsApi(ApiView):
     @extend_schema(
+        operation_id="conversation_collections",
+        tags=["documents"],
+        responses={
+            (200, "application/json"): CollectionOutputSerializer(many=True),
+            **errors(404),
+        },
+    )
+    def get(self, request: Request, conversation_id: int) -> Response:
+        """The shared collections this conversation's replies retrieve from."""
+        conversation = self.conversation(conversation_id)
+        picked = selectors.collection_list(
+            user=self.caller().user, organisation=conversation.organisation
+        ).filter(conversations=conversation)
+        return Response(CollectionOutputSerializer(picked, many=True).data)
+
+    @extend_schema(
         operation_id="conversation_collections_set",
         tags=["documents"],
         request=ConversationCollectionsInputSerializer,
