@@ -34,7 +34,8 @@ DROP = """([selector, name, text]) => {
   transfer.items.add(new File([text], name, {type: "text/markdown"}));
   const zone = document.querySelector(selector);
   for (const type of ["dragenter", "dragover", "drop"]) {
-    zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    const init = {dataTransfer: transfer, bubbles: true, cancelable: true};
+    zone.dispatchEvent(new DragEvent(type, init));
   }
 }"""
 
