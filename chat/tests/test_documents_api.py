@@ -128,3 +128,12 @@ def test_a_reply_cites_the_uploaded_document_over_rest(api, conversation):
     assert citation["document"] == document["id"] and citation["page"] == 1
     page = api.get(citation["url"])  # a key is not a session: the page wants a sign-in
     assert page.status_code == 302
+
+
+def test_a_file_larger_than_the_api_body_limit_is_taken_up_to_the_documents_limit(
+    api, conversation, settings
+):
+    # The API's 1 MiB body limit (HTTP_MAX_BODY_BYTES) is for JSON and forms, not files.
+    data = ("A line of a long handbook.\n" * 80_000).encode()
+    assert len(data) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    assert upload(api, "long.txt", data, conversation=conversation.pk)["http"] == 201
