@@ -11,6 +11,7 @@ could call; the block is text the model reads, like the user's question.
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +65,16 @@ def words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS}
 
 
-def lexical_score(query: set[str], text: str) -> float:
-    """Share of the question's content words that the passage contains (0..1)."""
-    if not query:
-        return 0.0
-    return len(query & words(text)) / len(query)
+def lexical_scores(query: set[str], texts: list[str]) -> list[float]:
+    """How much of the question's content each passage contains (0..1), each word weighted by
+    its rarity among these candidates (an IDF over them): a name that only the right passages
+    hold counts for more than a word they all share."""
+    if not query or not texts:
+        return [0.0] * len(texts)
+    held = [words(text) & query for text in texts]
+    weight = {w: math.log(1 + len(texts) / (1 + sum(w in h for h in held))) for w in query}
+    total = sum(weight.values()) or 1.0
+    return [sum(weight[w] for w in h) / total for h in held]
 
 
 def passages_retrieve(
@@ -89,16 +95,20 @@ def passages_retrieve(
             pk__in=[h.key for h in hits], document__status=Document.Status.READY
         ).select_related("document")
     }
-    query = words(question)
+    candidates = [
+        (hit, chunk)
+        for hit in hits
+        if (chunk := chunks.get(hit.key)) is not None
+        # The chunk's own scope must be one asked for (a vector is never trusted alone).
+        and chunk.document.scope == hit.scope
+        and hit.scope in scopes
+    ]
+    lexical = lexical_scores(words(question), [chunk.text for _, chunk in candidates])
     weight = settings.DOCUMENTS_LEXICAL_WEIGHT
     ranked = sorted(
         (
-            ((1 - weight) * hit.score + weight * lexical_score(query, chunk.text), chunk)
-            for hit in hits
-            if (chunk := chunks.get(hit.key)) is not None
-            # The chunk's own scope must be one asked for (a vector is never trusted alone).
-            and chunk.document.scope == hit.scope
-            and hit.scope in scopes
+            ((1 - weight) * hit.score + weight * lex, chunk)
+            for (hit, chunk), lex in zip(candidates, lexical, strict=True)
         ),
         key=lambda pair: -pair[0],
     )

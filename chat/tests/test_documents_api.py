@@ -137,3 +137,16 @@ def test_a_file_larger_than_the_api_body_limit_is_taken_up_to_the_documents_limi
     data = ("A line of a long handbook.\n" * 80_000).encode()
     assert len(data) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     assert upload(api, "long.txt", data, conversation=conversation.pk)["http"] == 201
+
+
+def test_a_member_cannot_delete_a_shared_document_someone_else_uploaded(
+    api, owner, member, organisation
+):
+    created = api.post(f"{API}/collections", {"name": "Shared"}, content_type="application/json")
+    document = upload(api, "a.md", b"shared notes", collection=created.json()["id"])
+    colleague = Client()
+    colleague.force_login(member)
+    assert colleague.get(f"{API}/documents/{document['id']}").status_code == 200
+    refused = colleague.delete(f"{API}/documents/{document['id']}")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    assert Document.objects.filter(pk=document["id"]).exists()
