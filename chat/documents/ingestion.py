@@ -21,13 +21,11 @@ from django.utils import timezone
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from accounts.quotas import QuotaExceeded, ledger_settle, quota_reserve, tokens_estimate
-from chat.documents.models import Document, DocumentChunk
+from chat.documents.models import VECTOR_NAMESPACE, Document, DocumentChunk
 from llm.embeddings import Vectors, embedder
 from llm.vectors import VectorItem, vector_store
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE = "documents"
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,7 @@ def document_ingest(*, document_id: int) -> str:
             )
             if any(c.pk is None for c in chunks):  # a backend that returns no ids
                 chunks = list(DocumentChunk.objects.filter(document_id=document_id))
-            vector_store(NAMESPACE).add(
+            vector_store(VECTOR_NAMESPACE).add(
                 [
                     VectorItem(key=chunk.pk, scope=document.scope, vector=vector)
                     for chunk, vector in zip(chunks, vectors, strict=True)

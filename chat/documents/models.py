@@ -14,6 +14,9 @@ from django.db.models import Q
 
 from accounts.models import Organisation
 
+# The vector store's namespace of document chunks (llm/vectors/): keys are DocumentChunk ids.
+VECTOR_NAMESPACE = "documents"
+
 
 class Collection(models.Model):
     """An organisation's shared set of documents; conversations pick the ones to draw on."""

@@ -20,13 +20,12 @@ from django.conf import settings
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from accounts.quotas import tokens_estimate
-from chat.documents.models import Document, DocumentChunk
+from chat.documents.models import VECTOR_NAMESPACE, Document, DocumentChunk
 from chat.documents.selectors import retrieval_scopes
 from chat.models import Message
 from llm.embeddings import embed_one
 from llm.vectors import vector_store
 
-NAMESPACE = "documents"
 CANDIDATES_PER_PASSAGE = 4  # vector hits re-ranked per passage given
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -84,7 +83,7 @@ def passages_retrieve(
     `budget_tokens` of text (a high estimate). Only scopes the caller was allowed are searched."""
     if not scopes or not question.strip() or k <= 0 or budget_tokens <= 0:
         return []
-    hits = vector_store(NAMESPACE).search(
+    hits = vector_store(VECTOR_NAMESPACE).search(
         embed_one(question), scopes=scopes, k=k * CANDIDATES_PER_PASSAGE
     )
     if not hits:

@@ -13,15 +13,19 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import Organisation, User
 from chat.documents.extract import DocumentRefused, kind_of, pages_extract
-from chat.documents.models import Collection, Document, DocumentChunk, DocumentPage
+from chat.documents.models import (
+    VECTOR_NAMESPACE,
+    Collection,
+    Document,
+    DocumentChunk,
+    DocumentPage,
+)
 from chat.documents.tasks import ingestion_dispatch
 from chat.errors import ChatError
 from chat.models import Conversation
 from llm.vectors import vector_store
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE = "documents"
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def document_delete(*, document: Document) -> None:
     with transaction.atomic():
         keys = list(document.chunks.values_list("pk", flat=True))
         if keys:
-            vector_store(NAMESPACE).delete(keys)
+            vector_store(VECTOR_NAMESPACE).delete(keys)
         document.delete()
 
 
@@ -143,7 +147,7 @@ def organisation_documents_purge(*, organisation: Organisation) -> int:
             )
         }
         if scopes:
-            vector_store(NAMESPACE).delete_scopes(scopes)
+            vector_store(VECTOR_NAMESPACE).delete_scopes(scopes)
         DocumentChunk.objects.filter(document__organisation=organisation).delete()
         _, deleted = Document.objects.filter(organisation=organisation).delete()
     count = deleted.get(Document._meta.label, 0)

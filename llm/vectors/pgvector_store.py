@@ -69,19 +69,18 @@ class PgVectorStore:
             )
 
     def delete(self, keys: Collection[int]) -> None:
-        self.ensure()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {TABLE} WHERE namespace = %s AND key = ANY(%s)",  # noqa: S608
-                [self.namespace, list(keys)],
-            )
+        self._delete_where("key", list(keys))
 
     def delete_scopes(self, scopes: Collection[str]) -> None:
+        self._delete_where("scope", list(scopes))
+
+    def _delete_where(self, column: str, values: list[int] | list[str]) -> None:
+        assert column in ("key", "scope")
         self.ensure()
         with connection.cursor() as cursor:
             cursor.execute(
-                f"DELETE FROM {TABLE} WHERE namespace = %s AND scope = ANY(%s)",  # noqa: S608
-                [self.namespace, list(scopes)],
+                f"DELETE FROM {TABLE} WHERE namespace = %s AND {column} = ANY(%s)",  # noqa: S608
+                [self.namespace, values],
             )
 
     def search(self, vector: Vectors, *, scopes: Collection[str], k: int) -> list[Hit]:

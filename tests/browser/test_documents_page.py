@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_chat_page import (
-    CHROMIUM_ARGS,
-    WAIT_MS,
-    PageProblems,
+from tests.browser.test_chat_page import (  # noqa: F401 - fixtures: browser, page, chromium_path
     Server,
     _start_server,
+    browser,
+    chromium_path,
+    page,
     send,
     sign_in,
     wait_final,
 )
-from tests.servers import require_binary
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -41,40 +40,11 @@ DROP = """([selector, name, text]) => {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    require_binary("chromium")
+def server(chromium_path, tmp_path_factory) -> Iterator[Server]:  # noqa: F811 - the imported fixture
     yield from _start_server(tmp_path_factory.mktemp("parley-docs"), tokens_per_second=60)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=require_binary("chromium"), args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    problems = PageProblems()
-    problems.watch(page)
-    try:
-        yield page
-        assert problems.errors == [], problems.errors
-    finally:
-        context.close()
-
-
-def test_drop_a_document_see_it_ingested_and_open_a_citation(page, server, tmp_path: Path):
+def test_drop_a_document_see_it_ingested_and_open_a_citation(page, server, tmp_path: Path):  # noqa: F811
     from playwright.sync_api import expect
 
     sign_in(page, server)
