@@ -80,12 +80,24 @@ def document_may_delete(*, user: User, document: Document) -> bool:
 def retrieval_scopes(*, conversation: Conversation) -> list[str]:
     """Where a reply in this conversation may retrieve from: its own documents and the
     collections its owner picked, of its own organisation only, while the organisation has
-    documents switched on."""
-    if not Organisation.objects.filter(
-        pk=conversation.organisation_id, documents_enabled=True
-    ).exists():
-        return []
-    picked = Collection.objects.filter(
-        conversations=conversation, organisation_id=conversation.organisation_id
-    ).values_list("pk", flat=True)
-    return [f"conversation:{conversation.pk}", *(f"collection:{pk}" for pk in picked)]
+    documents switched on; only scopes holding a ready document, so a reply without documents
+    costs this one query (no embedding, no vector store)."""
+    picked = Q(
+        collection__conversations=conversation,
+        collection__organisation_id=conversation.organisation_id,
+    )
+    held = (
+        Document.objects.filter(
+            Q(conversation_id=conversation.pk) | picked,
+            organisation_id=conversation.organisation_id,
+            organisation__documents_enabled=True,
+            status=Document.Status.READY,
+        )
+        .order_by()
+        .values_list("conversation_id", "collection_id")
+        .distinct()
+    )
+    scopes = {
+        f"conversation:{conv}" if conv is not None else f"collection:{coll}" for conv, coll in held
+    }
+    return sorted(scopes)

@@ -220,16 +220,27 @@ def test_outsider_cannot_read_or_retrieve_an_organisations_documents(
         services.conversation_collections_set(conversation=theirs, collections=[collection])
     # Even a forced pick across organisations is not a scope a reply searches.
     collection.conversations.add(theirs)
+    mine = upload_ready(outsider, "mine.md", b"My own notes.", conversation=theirs)
     assert retrieval_scopes(conversation=theirs) == [f"conversation:{theirs.pk}"]
-    assert (
-        passages_retrieve(
-            scopes=retrieval_scopes(conversation=theirs), question="tram 28", k=5, budget_tokens=900
-        )
-        == []
+    passages = passages_retrieve(
+        scopes=retrieval_scopes(conversation=theirs), question="tram 28", k=5, budget_tokens=900
     )
+    assert {p.document_id for p in passages} == {mine.pk}
 
 
 # --- retrieval into the prompt ------------------------------------------------------------
+
+
+def test_a_reply_without_documents_costs_one_query_and_no_embedding(
+    conversation, monkeypatch, django_assert_num_queries
+):
+    from chat.documents import retrieval
+
+    monkeypatch.setattr(retrieval, "embed_one", lambda text: pytest.fail("embedded"))
+    reply = reply_in(conversation, "Anything in my files?")
+    messages = [SystemMessage(content="s"), HumanMessage(content="Anything in my files?")]
+    with django_assert_num_queries(1):
+        assert retrieval.prompt_with_documents(reply, messages) == messages
 
 
 def test_the_question_retrieves_the_passage_and_the_reply_cites_it(owner, conversation, collection):
