@@ -401,9 +401,10 @@ DOCUMENTS_KINDS = env_list("DOCUMENTS_KINDS", ["pdf", "markdown", "text", "html"
 DOCUMENTS_CHUNK_CHARS = env_int("DOCUMENTS_CHUNK_CHARS", 600)
 DOCUMENTS_CHUNK_OVERLAP = env_int("DOCUMENTS_CHUNK_OVERLAP", 100)
 DOCUMENTS_EMBED_BATCH = env_int("DOCUMENTS_EMBED_BATCH", 32)
-# The Celery queue of ingestion (CPU-bound: the prefork worker of llm-local by default; give it
-# a worker of its own with `-Q documents` and DOCUMENTS_QUEUE=documents).
-DOCUMENTS_QUEUE = env_str("DOCUMENTS_QUEUE", "llm-local")
+# The Celery queue of ingestion: llm-remote, the worker every deployment runs (embedding runs in
+# NumPy, outside the GIL); heavy ingestion gets a worker of its own with `-Q documents` and
+# DOCUMENTS_QUEUE=documents.
+DOCUMENTS_QUEUE = env_str("DOCUMENTS_QUEUE", "llm-remote")
 # Retrieval: passages given to a reply, and the most of the model's context they may take
 # (tokens; also at most DOCUMENTS_CONTEXT_SHARE of the model's context window).
 DOCUMENTS_TOP_K = env_int("DOCUMENTS_TOP_K", 5)
