@@ -32,7 +32,7 @@ def topology() -> Iterator[Topology]:
         yield topo
 
 
-def until(check, what: str):  # noqa: ANN001, ANN201 - a small poll helper
+def until(check, what: str):
     deadline = time.monotonic() + TIMEOUT
     while (value := check()) is None:
         assert time.monotonic() < deadline, f"{what} within {TIMEOUT}s"
