@@ -120,11 +120,9 @@ def document_upload(
 
 
 def document_delete(*, document: Document) -> None:
-    """Delete a document, its pages, chunks and vectors together."""
+    """Delete a document, its pages, chunks and vectors together (chat/documents/signals.py
+    forgets the vectors, also when a cascade deletes the document)."""
     with transaction.atomic():
-        keys = list(document.chunks.values_list("pk", flat=True))
-        if keys:
-            vector_store(VECTOR_NAMESPACE).delete(keys)
         document.delete()
 
 

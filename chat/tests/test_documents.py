@@ -183,6 +183,17 @@ def test_deleting_a_document_deletes_its_chunks_and_vectors(owner, conversation)
     assert not DocumentChunk.objects.exists() and not StoredVector.objects.exists()
 
 
+def test_deleting_a_conversation_or_collection_deletes_their_vectors(
+    owner, conversation, collection
+):
+    upload_ready(owner, "a.md", LISBON.encode(), conversation=conversation)
+    upload_ready(owner, "b.md", b"Handbook text about holidays.", collection=collection)
+    assert StoredVector.objects.exists()
+    conversation.delete()
+    collection.delete()
+    assert not Document.objects.exists() and not StoredVector.objects.exists()
+
+
 def test_purging_an_organisation_removes_only_its_documents(
     owner, outsider, conversation, collection, other_organisation
 ):
