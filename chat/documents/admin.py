@@ -119,10 +119,15 @@ class DocumentAdmin(OrganisationScopedAdmin):
         count = services.documents_delete(documents=list(queryset))
         self.message_user(request, f"Deleted {count} document(s).", messages.SUCCESS)
 
-    @admin.action(description="Retry the ingestion of failed documents")
+    @admin.action(description="Ingest failed or stuck documents again")
     def retry_ingestion(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        failed = list(queryset.filter(status=Document.Status.FAILED).values_list("pk", flat=True))
-        Document.objects.filter(pk__in=failed).update(status=Document.Status.PENDING, error="")
+        # A document stays `processing` if its worker died; retry it only once nobody works on
+        # it (a second ingestion of a live one fails on the chunks' unique positions).
+        stuck = (Document.Status.FAILED, Document.Status.PROCESSING)
+        failed = list(queryset.filter(status__in=stuck).values_list("pk", flat=True))
+        Document.objects.filter(pk__in=failed, status__in=stuck).update(
+            status=Document.Status.PENDING, error="", chunks_done=0
+        )
         for pk in failed:
             ingestion_dispatch(pk)
         self.message_user(request, f"Ingesting {len(failed)} document(s) again.", messages.SUCCESS)
