@@ -156,7 +156,8 @@ class Message(models.Model):
 
 
 class UsageReport(Message):
-    """Token usage and cost per user and day, as an admin page (chat/admin.py)."""
+    """Charged usage per user and day, as an admin page (chat/admin.py); the figures come
+    from the usage ledger (accounts/usage.py), not from messages, which a deletion takes."""
 
     class Meta:
         proxy = True

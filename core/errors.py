@@ -69,6 +69,10 @@ CODES: dict[str, ErrorCode] = {
             openai_type="permission_error",
         ),
         _entry("conflict", retryable=False, http_status=409, openai_type="invalid_request_error"),
+        # The organisation's allow-list does not have the model (a tenant feature).
+        _entry(
+            "model_not_allowed", retryable=False, http_status=403, openai_type="permission_error"
+        ),
         # Documents (chat/documents/, docs/documents.md): an upload that is not taken.
         _entry(
             "document_too_large",

@@ -4,10 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from chat.admin.dashboard import dashboard
 from chat.api.docs import api_docs
 from chat.views import healthz
 
 urlpatterns = [
+    # The operators' dashboard (before the admin's own catch-all URLs).
+    path("admin/dashboard/", admin.site.admin_view(dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("accounts.api_urls")),

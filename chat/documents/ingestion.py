@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from accounts.models import UsageLedger
 from accounts.quotas import QuotaExceeded, ledger_settle, quota_reserve, tokens_estimate
 from chat.documents.models import VECTOR_NAMESPACE, Document, DocumentChunk
 from llm.embeddings import Vectors, embedder
@@ -123,6 +124,10 @@ def document_ingest(*, document_id: int) -> str:
             )
         if reservation is not None:
             ledger_settle(entry_id=reservation.pk, used_tokens=tokens)
+            # Named in the usage reports and dashboard: embedding work, not a reply.
+            UsageLedger.objects.filter(pk=reservation.pk).update(
+                provider="embeddings", model=getattr(model, "name", "embeddings")
+            )
         return Document.Status.READY
     except Exception as exc:
         if reservation is not None:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0005_organisation_documents_enabled'),
+        ('accounts', '0007_organisation_documents_enabled'),
         ('chat', '0007_conversation_origin_system_prompt'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -15,11 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from accounts.selectors import organisation_allowed_models
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_reply
+from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
 from llm.router import provider_choose
@@ -46,7 +48,12 @@ def reply_create(
 
     `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
     `options` are the caller's generation choices, kept on the reply (chat/replies/stream.py).
+    A model the conversation's organisation may not use is refused here (model_not_allowed),
+    whichever edge chose it.
     """
+    alias = tenant_alias(
+        alias, allowed=organisation_allowed_models(organisation_id=conversation.organisation_id)
+    )
     routing: dict[str, object] = {}
     if options is not None and (chosen := options.as_json()):
         routing["options"] = chosen

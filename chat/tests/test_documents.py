@@ -89,6 +89,7 @@ def test_embedding_work_is_charged_to_the_uploaders_ledger(owner, conversation):
     entry = UsageLedger.objects.get(user=owner, message__isnull=True)
     assert entry.state == UsageLedger.State.SETTLED
     assert entry.used_tokens == document.embedding_tokens > 0
+    assert (entry.provider, entry.model) == ("embeddings", "all-MiniLM-L6-v2")
 
 
 def test_a_pdf_keeps_its_pages(owner, conversation):

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0004_invitations'),
+        ('accounts', '0006_organisation_allowed_models'),
     ]
 
     operations = [
