@@ -40,6 +40,11 @@ class Organisation(models.Model):
         blank=True,
         help_text="The model aliases this organisation may use; none ticked: every model.",
     )
+    documents_enabled = models.BooleanField(
+        "documents",
+        default=True,
+        help_text="Members may upload documents and chat with them (docs/documents.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -396,6 +396,34 @@ try:
 except InvalidOperation:
     raise ImproperlyConfigured("QUOTA_COST_PER_TOKEN: expected a decimal number") from None
 
+# --- Documents: upload, ingestion, vector store, retrieval (chat/documents/, docs/documents.md)
+# Limits of one upload: bytes, pages (a PDF's; other kinds count as one), and the kinds taken
+# (pdf, markdown, text, html, docx).
+DOCUMENTS_MAX_BYTES = env_int("DOCUMENTS_MAX_BYTES", 10 * 1024 * 1024)
+DOCUMENTS_MAX_PAGES = env_int("DOCUMENTS_MAX_PAGES", 500)
+DOCUMENTS_KINDS = env_list("DOCUMENTS_KINDS", ["pdf", "markdown", "text", "html", "docx"])
+# Splitting (characters: the embedder reads 128 tokens, ~600 characters of English) and
+# embedding (chunks per batch: one progress step each).
+DOCUMENTS_CHUNK_CHARS = env_int("DOCUMENTS_CHUNK_CHARS", 600)
+DOCUMENTS_CHUNK_OVERLAP = env_int("DOCUMENTS_CHUNK_OVERLAP", 100)
+DOCUMENTS_EMBED_BATCH = env_int("DOCUMENTS_EMBED_BATCH", 32)
+# The Celery queue of ingestion: llm-remote, the worker every deployment runs (embedding runs in
+# NumPy, outside the GIL); heavy ingestion gets a worker of its own with `-Q documents` and
+# DOCUMENTS_QUEUE=documents.
+DOCUMENTS_QUEUE = env_str("DOCUMENTS_QUEUE", "llm-remote")
+# Retrieval: passages given to a reply, and the most of the model's context they may take
+# (tokens; also at most DOCUMENTS_CONTEXT_SHARE of the model's context window).
+DOCUMENTS_TOP_K = env_int("DOCUMENTS_TOP_K", 5)
+DOCUMENTS_CONTEXT_TOKENS = env_int("DOCUMENTS_CONTEXT_TOKENS", 1500)
+DOCUMENTS_CONTEXT_SHARE = env_float("DOCUMENTS_CONTEXT_SHARE", 0.4)
+# Weight of the lexical score (query words found in the passage) against the vector one.
+DOCUMENTS_LEXICAL_WEIGHT = env_float("DOCUMENTS_LEXICAL_WEIGHT", 0.3)
+# auto: pgvector when the database has the extension, else numpy (vectors in rows, searched in
+# memory); numpy or pgvector to force one (llm/vectors/).
+VECTORS_BACKEND = env_str("VECTORS_BACKEND", "auto")
+# Scopes (a conversation's documents, a collection) whose vectors a process keeps in memory.
+VECTORS_MEMORY_SCOPES = env_int("VECTORS_MEMORY_SCOPES", 256)
+
 # --- REST API, OpenAPI schema, OpenAI-compatible endpoints (docs/api.md) -------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

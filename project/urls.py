@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("accounts.api_urls")),
+    path("api/v1/", include("chat.documents.api_urls")),  # before chat.api's catch-all 404
     path("api/v1/", include("chat.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", api_docs, name="api-docs"),
@@ -24,5 +25,6 @@ urlpatterns = [
     path("readyz", observability.readyz, name="readyz"),
     path("metrics", observability.metrics, name="metrics"),
     path("llm/", include("llm.urls")),
+    path("documents/", include("chat.documents.urls")),
     path("", include("chat.urls")),
 ]

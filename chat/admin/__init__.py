@@ -160,3 +160,5 @@ class UsageReportAdmin(ReadOnlyScopedAdmin):
 
 # The admin's front page links the dashboard, the usage report and provider health.
 admin.site.index_template = "admin/parley_index.html"
+
+from chat.documents import admin as _documents_admin  # noqa: E402, F401 - registers it
