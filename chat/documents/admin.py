@@ -8,10 +8,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from accounts.admin_scoping import OPERATOR_ROLES, OrganisationScopedAdmin
-from accounts.models import Membership
+from accounts.models import AuditLog, Membership
+from accounts.services import audit_record
+from accounts.signals import client_ip
 from chat.documents import services
 from chat.documents.extract import DocumentRefused
 from chat.documents.models import Collection, Document, OrganisationDocuments
@@ -173,6 +176,20 @@ class OrganisationDocumentsAdmin(OrganisationScopedAdmin):
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:  # type: ignore[type-arg]
+        """The switch is a tenant feature: who turned it on or off is audited, as the
+        organisation's other settings are (accounts/admin.py)."""
+        if change and "documents_enabled" in form.changed_data:
+            audit_record(
+                action=AuditLog.Action.ADMIN_EDIT,
+                actor=request.user,  # type: ignore[arg-type]
+                organisation=obj,
+                target=str(obj),
+                ip=client_ip(request),
+                details={"documents_enabled": obj.documents_enabled},
+            )
+        super().save_model(request, obj, form, change)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)

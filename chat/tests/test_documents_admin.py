@@ -60,3 +60,21 @@ def test_an_operator_purges_their_organisations_documents(
     )
     assert response.status_code == 302
     assert not Document.objects.exists()
+
+
+def test_an_organisation_admin_switches_documents_off_and_it_is_audited(
+    client, owner, organisation
+):
+    from accounts.models import AuditLog, Organisation
+
+    owner.is_staff = True
+    owner.save(update_fields=["is_staff"])
+    client.force_login(owner)
+    response = client.post(
+        f"/admin/chat/organisationdocuments/{organisation.pk}/change/",
+        {"documents_enabled": ""},
+    )
+    assert response.status_code == 302
+    assert Organisation.objects.get(pk=organisation.pk).documents_enabled is False
+    entry = AuditLog.objects.get(action=AuditLog.Action.ADMIN_EDIT, organisation=organisation)
+    assert (entry.actor, entry.details) == (owner, {"documents_enabled": False})
