@@ -11,10 +11,31 @@ import re
 SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*%"), r"\1 percent"),
     (re.compile(r"%"), " percent "),
-    (re.compile(r"\$\s*(\d[\d,.]*)"), r"\1 dollar"),
-    (re.compile(r"€\s*(\d[\d,.]*)"), r"\1 euro"),
-    (re.compile(r"£\s*(\d[\d,.]*)"), r"\1 gbp"),
-    (re.compile(r"¥\s*(\d[\d,.]*)"), r"\1 yen"),
+    # A currency sign before or after its amount ("$40", "40 €", "₹500") is the currency's name.
+    *(
+        (re.compile(rf"{sign}\s*(\d[\d,.]*)|(\d[\d,.]*)\s*{sign}"), rf"\1\2 {name}")
+        for sign, name in (
+            (r"(?:us|a|c|nz|hk)?\$", "dollar"),
+            ("€", "euro"),
+            ("£", "gbp"),
+            ("¥", "yen"),
+            ("₹", "rupee"),
+            ("₩", "won"),
+            ("₽", "ruble"),
+            ("₺", "lira"),
+            ("₪", "shekel"),
+            ("฿", "baht"),
+            ("₱", "peso"),
+            ("₿", "bitcoin"),
+        )
+    ),
+    # Arithmetic between two numbers, said in words: "2 + 2" is "two plus two".
+    (re.compile(r"(\d)\s*\+\s*(?=\d)"), r"\1 plus "),
+    (re.compile(r"(\d)\s*(?:[×x*]|times)\s*(?=\d)"), r"\1 multiply "),
+    (re.compile(r"(\d)\s*÷\s*(?=\d)"), r"\1 divided by "),
+    (re.compile(r"(\d)\s+-\s+(?=\d)"), r"\1 minus "),
+    (re.compile(r"(\d)\s*\^\s*(?=\d)"), r"\1 power "),
+    (re.compile(r"\s*=\s*"), " equals "),
     (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
     (re.compile(r"°\s*f\b"), " fahrenheit"),
     (re.compile(r"°\s*c\b"), " celsius"),
@@ -22,16 +43,23 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\s&\s"), " and "),
     (re.compile(r"(?<=\w)/(?=\w)"), " "),  # "iPhone/Android", "w/o" is handled before
     # Units written against their number: "5km", "10kg", "3ft".
-    (re.compile(r"(\d)(km|cm|mm|kg|mg|lbs?|oz|ft|mi|ml|gb|mb|kb|tb|hz|ghz|mph|kph)\b"), r"\1 \2"),
+    (
+        re.compile(
+            r"(\d)((?:k|c|m|d|µ|mc)?(?:m|g|l)|lbs?|oz|ft|mi|gb|mb|kb|tb|hz|ghz|mph|kph|km/h)\b"
+        ),
+        r"\1 \2",
+    ),
 ]
-
-_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
 
 _GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
 
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
+    (r"(?:km|kilomet(?:re|er)s?) (?:per |an |a )?(?:h|hr|hour)", "kph"),
+    (r"(?:mi|miles?) (?:per |an |a )(?:h|hr|hour)", "mph"),
+    (r"per ?cent", "percent"),
+    (r"multiplied by", "multiply"),
     (r"w/", "with"),
     (r"time zones?", "timezone"),
     (r"wi-?fi", "wifi"),
@@ -285,6 +313,31 @@ _SYNONYM_GROUPS = [
     "last latest recent",
 ]
 
+# Metric units in every spelling: symbol, -metre/-meter, -litre/-liter, singular or plural.
+# "ml" stays "ml" (machine learning is rewritten to it too, and "ML" may be either).
+_PREFIXES = {"": "", "k": "kilo", "c": "centi", "d": "deci", "m": "milli", "µ": "micro"}
+_BASES = {"m": ("metre", "meter"), "l": ("litre", "liter"), "g": ("gram", "gramme")}
+UNITS: dict[str, str] = {}
+for _short, _prefix in _PREFIXES.items():
+    for _symbol, (_british, _american) in _BASES.items():
+        _name = "ml" if _short + _symbol == "ml" else _prefix + _british
+        UNITS[_short + _symbol] = _name
+        for _spelling in (_british, _american):
+            UNITS[_prefix + _spelling] = UNITS[_prefix + _spelling + "s"] = _name
+UNITS |= {"mcg": "microgram", "ug": "microgram", "kilo": "kilogram", "kilos": "kilogram"}
+ABBREVIATIONS |= UNITS
+ABBREVIATIONS |= {
+    "inr": "rupee",
+    "krw": "won",
+    "cny": "yuan",
+    "rmb": "yuan",
+    "renminbi": "yuan",
+    "btc": "bitcoin",
+    "buck": "dollar",
+    "bucks": "dollar",
+    "quid": "gbp",
+}
+
 SYNONYMS: dict[str, str] = {
     word: group.split()[0] for group in _SYNONYM_GROUPS for word in group.split()
 }
@@ -299,7 +352,8 @@ FRAMING = frozenset(
     number amount kind type sort word phrase term city person year time day
     current currently now today please ok okay
     shortcut command code use using used work works working happen happens happened
-    new copy own available instead mean called call abbreviation every""".split()
+    new copy own available instead mean called call abbreviation every
+    wonder wondering curious question ask much error locate located situated""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
