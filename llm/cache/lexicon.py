@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from django.conf.locale import LANG_INFO
+
 # Rewritten in the lower-cased text before it is split into words, in this order.
 SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*%"), r"\1 percent"),
@@ -35,6 +37,7 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*÷\s*(?=\d)"), r"\1 divided by "),
     (re.compile(r"(\d)\s+-\s+(?=\d)"), r"\1 minus "),
     (re.compile(r"(\d)\s*\^\s*(?=\d)"), r"\1 power "),
+    (re.compile(r"\s*=\s*\??\s*$"), ""),  # "sqrt(144) = ?" asks what it is
     (re.compile(r"\s*=\s*"), " equals "),
     (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
     (re.compile(r"°\s*f\b"), " fahrenheit"),
@@ -51,11 +54,32 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     ),
 ]
 
-_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
+_GOOD = (
+    "(?:good|best|easiest|simplest|quickest|fastest|right|proper|correct|recommended|ideal|"
+    "optimal|smartest|most efficient|most effective)"
+)
+# "make my laptop faster" asks to speed it up: the comparative is what is asked.
+_COMPARATIVE = "(faster|quicker|smaller|bigger|larger|shorter|longer|cheaper|safer|better|easier)"
+# Language names (Django's list of the languages it is translated into, and a few more).
+_LANGUAGE_NAMES = {
+    str(info["name"]).casefold() for info in LANG_INFO.values() if "name" in info
+} | {"chinese", "mandarin", "cantonese", "latin", "tagalog", "filipino"}
+_LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + ")"
 
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
+    # Reshaped questions: "1 mile is how many km" is "how many km are in a mile", "calorie
+    # count of a banana" is "how many calories are in a banana", "what's the German for X" is
+    # "how do you say X in German".
+    (
+        r"((?:an?|one|\d[\d.,]*) \w+) (?:is|are|equals?|makes?) how (?:many|much) (\w+)",
+        r"convert \1 to \2",
+    ),
+    (r"(\w+) count (?:of|for|in) (an?|the|one)", r"how many \1 in \2"),
+    (rf"what(?: is|'s| are) the {_LANGUAGE} (?:word |words |term |phrase )?for", r"translate \1"),
+    (rf"what(?: is|'s| are) (.+?) in {_LANGUAGE}", r"translate \1 in \2"),
+    (rf"make (\w+(?: \w+)?) {_COMPARATIVE}", r"\2 \1"),
     (r"(?:km|kilomet(?:re|er)s?) (?:per |an |a )?(?:h|hr|hour)", "kph"),
     (r"(?:mi|miles?) (?:per |an |a )(?:h|hr|hour)", "mph"),
     (r"per ?cent", "percent"),
@@ -311,6 +335,10 @@ _SYNONYM_GROUPS = [
     "world earth globe",
     "undo revert",
     "last latest recent",
+    "improve boost enhance",
+    "split divide",
+    "choose select pick",
+    "leak drip",
 ]
 
 # Metric units in every spelling: symbol, -metre/-meter, -litre/-liter, singular or plural.

@@ -105,6 +105,7 @@ _SHARED_SHARE = 0.75
 
 
 _NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
+_TIME_UNITS = frozenset("second minute hour day week month year".split())
 
 
 @lru_cache(maxsize=65536)
@@ -267,9 +268,28 @@ def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         )
     if only_a and only_b:
         return only_a, only_b
+    if "duration" in a.content and "duration" in b.content:
+        # "how long" and "how many minutes" ask the same; two different units do not.
+        only_a = [w for w in only_a if w not in _TIME_UNITS]
+        only_b = [w for w in only_b if w not in _TIME_UNITS]
     return (
         [w for w in only_a if w not in CONTEXT and w not in b.content],
         [w for w in only_b if w not in CONTEXT and w not in a.content],
+    )
+
+
+def _quoted_alike(a: Profile, b: Profile) -> bool:
+    """Is every span quoted on one side only written, unquoted, on the other ("what is 'cat'
+    in Spanish" / "how do you say cat in Spanish")?"""
+
+    def written(span: str, words: tuple[str, ...]) -> bool:
+        parts = tuple(_WORD.findall(span.casefold()))
+        return bool(parts) and any(
+            words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
+        )
+
+    return all(written(span, b.words) for span in set(a.quoted) - set(b.quoted)) and all(
+        written(span, a.words) for span in set(b.quoted) - set(a.quoted)
     )
 
 
@@ -280,7 +300,7 @@ def same_question(a: Profile, b: Profile) -> str:
         return "numbers"
     if a.negations != b.negations:
         return "negation"
-    if a.quoted != b.quoted:
+    if a.quoted != b.quoted and not _quoted_alike(a, b):
         return "quoted"
     if a.particles != b.particles:
         return "particles"
