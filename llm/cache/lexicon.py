@@ -381,7 +381,7 @@ FRAMING = frozenset(
     current currently now today please ok okay
     shortcut command code use using used work works working happen happens happened
     new copy own available instead mean called call abbreviation every
-    wonder wondering curious question ask much error locate located situated""".split()
+    wonder wondering curious question ask much error locate located situated whether""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
