@@ -17,7 +17,12 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     *(
         (re.compile(rf"{sign}\s*(\d[\d,.]*)|(\d[\d,.]*)\s*{sign}"), rf"\1\2 {name}")
         for sign, name in (
-            (r"(?:us|a|c|nz|hk)?\$", "dollar"),
+            # Another country's dollar is another currency.
+            (r"(?<!\w)a\$", "aud"),
+            (r"(?<!\w)c\$", "cad"),
+            (r"(?<!\w)nz\$", "nzd"),
+            (r"(?<!\w)hk\$", "hkd"),
+            (r"(?<!\w)(?:us)?\$", "dollar"),
             ("€", "euro"),
             ("£", "gbp"),
             ("¥", "yen"),
@@ -48,7 +53,7 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     # Units written against their number: "5km", "10kg", "3ft".
     (
         re.compile(
-            r"(\d)((?:k|c|m|d|µ|mc)?(?:m|g|l)|lbs?|oz|ft|mi|gb|mb|kb|tb|hz|ghz|mph|kph|km/h)\b"
+            r"(\d)((?:k|c|m|d|μ|mc)?(?:m|g|l)|lbs?|oz|ft|mi|gb|mb|kb|tb|hz|ghz|mph|kph|km/h)\b"
         ),
         r"\1 \2",
     ),
@@ -78,7 +83,9 @@ PHRASES: list[tuple[str, str]] = [
     ),
     (r"(\w+) count (?:of|for|in) (an?|the|one)", r"how many \1 in \2"),
     (rf"what(?: is|'s| are) the {_LANGUAGE} (?:word |words |term |phrase )?for", r"translate \1"),
-    (rf"what(?: is|'s| are) (.+?) in {_LANGUAGE}", r"translate \1 in \2"),
+    # (A short phrase, and the language ends the question: "what is the word order in German
+    # grammar" is not a translation.)
+    (rf"what(?: is|'s| are) ((?:\S+ ){{0,4}}?\S+) in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
     (rf"make (\w+(?: \w+)?) {_COMPARATIVE}", r"\2 \1"),
     (r"(?:km|kilomet(?:re|er)s?) (?:per |an |a )?(?:h|hr|hour)", "kph"),
     (r"(?:mi|miles?) (?:per |an |a )(?:h|hr|hour)", "mph"),
@@ -343,7 +350,8 @@ _SYNONYM_GROUPS = [
 
 # Metric units in every spelling: symbol, -metre/-meter, -litre/-liter, singular or plural.
 # "ml" stays "ml" (machine learning is rewritten to it too, and "ML" may be either).
-_PREFIXES = {"": "", "k": "kilo", "c": "centi", "d": "deci", "m": "milli", "µ": "micro"}
+# (NFKC makes the micro sign a Greek mu.)
+_PREFIXES = {"": "", "k": "kilo", "c": "centi", "d": "deci", "m": "milli", "μ": "micro"}
 _BASES = {"m": ("metre", "meter"), "l": ("litre", "liter"), "g": ("gram", "gramme")}
 UNITS: dict[str, str] = {}
 for _short, _prefix in _PREFIXES.items():

@@ -43,8 +43,8 @@ _THANKS = re.compile(r"[\s,!.]*\b(?:thanks|thank you|thx)(?: in advance)?[\s!.]*
 # Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
 # "I was wondering ..."): removed, repeatedly, only at the start.
 _CHATTY = re.compile(
-    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering)|sorry|"
-    r"excuse me|so|ok(?:ay)?|um+|well)\b[\s,:;!.-]*|"
+    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
     r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
     r"i wonder(?: if| whether)?\b[\s,:]*|"
     r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "
@@ -337,8 +337,11 @@ def floor(threshold: float) -> float:
 def _spelled_out(a: Profile, b: Profile) -> bool:
     """Does one side write as an abbreviation or acronym (or a compound) what the other spells
     out? Only asked of two questions whose content words all pair."""
-    short_a = {w for w in a.words if ABBREVIATIONS.get(w, w) != w}
-    short_b = {w for w in b.words if ABBREVIATIONS.get(w, w) != w}
+    if not (a.content and b.content):
+        return False
+    # Abbreviations of words the check compares ("pw", "mg"), not of framing ("pls", "u").
+    short_a = {w for w in a.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in a.content}
+    short_b = {w for w in b.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in b.content}
     if short_a ^ short_b:
         return True
     return bool(_unmatched(a.content, b.content) and _unmatched(b.content, a.content))

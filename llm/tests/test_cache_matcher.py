@@ -268,6 +268,8 @@ def test_chatty_framing_before_a_question_is_ignored():
 
 
 def test_chatty_framing_never_hides_what_is_asked():
+    assert "well" in profile("Well water: is it safe to drink?").content
+    assert match(profile("Please explain it"), profile("pls tell me something"), 0.4, 0.6) != ""
     assert (
         refused(
             "Could you tell me how to enable dark mode?",
@@ -304,6 +306,7 @@ def test_currency_signs_before_or_after_the_amount_match_their_names():
 
 
 def test_another_currency_or_amount_never_hits():
+    assert refused("Is A$100 enough for a week?", "Is $100 enough for a week?") == "content"
     assert refused("Is ₹500 a good tip?", "Is ¥500 a good tip?") == "content"
     assert refused("Is €40 too much for a haircut?", "Is €45 too much for a haircut?") == "numbers"
 
