@@ -7,14 +7,43 @@ from __future__ import annotations
 
 import re
 
+from django.conf.locale import LANG_INFO
+
 # Rewritten in the lower-cased text before it is split into words, in this order.
 SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*%"), r"\1 percent"),
     (re.compile(r"%"), " percent "),
-    (re.compile(r"\$\s*(\d[\d,.]*)"), r"\1 dollar"),
-    (re.compile(r"€\s*(\d[\d,.]*)"), r"\1 euro"),
-    (re.compile(r"£\s*(\d[\d,.]*)"), r"\1 gbp"),
-    (re.compile(r"¥\s*(\d[\d,.]*)"), r"\1 yen"),
+    # A currency sign before or after its amount ("$40", "40 €", "₹500") is the currency's name.
+    *(
+        (re.compile(rf"{sign}\s*(\d[\d,.]*)|(\d[\d,.]*)\s*{sign}"), rf"\1\2 {name}")
+        for sign, name in (
+            # Another country's dollar is another currency.
+            (r"(?<!\w)a\$", "aud"),
+            (r"(?<!\w)c\$", "cad"),
+            (r"(?<!\w)nz\$", "nzd"),
+            (r"(?<!\w)hk\$", "hkd"),
+            (r"(?<!\w)(?:us)?\$", "dollar"),
+            ("€", "euro"),
+            ("£", "gbp"),
+            ("¥", "yen"),
+            ("₹", "rupee"),
+            ("₩", "won"),
+            ("₽", "ruble"),
+            ("₺", "lira"),
+            ("₪", "shekel"),
+            ("฿", "baht"),
+            ("₱", "peso"),
+            ("₿", "bitcoin"),
+        )
+    ),
+    # Arithmetic between two numbers, said in words: "2 + 2" is "two plus two".
+    (re.compile(r"(\d)\s*\+\s*(?=\d)"), r"\1 plus "),
+    (re.compile(r"(\d)\s*(?:[×x*]|times)\s*(?=\d)"), r"\1 multiply "),
+    (re.compile(r"(\d)\s*÷\s*(?=\d)"), r"\1 divided by "),
+    (re.compile(r"(\d)\s+-\s+(?=\d)"), r"\1 minus "),
+    (re.compile(r"(\d)\s*\^\s*(?=\d)"), r"\1 power "),
+    (re.compile(r"\s*=\s*\??\s*$"), ""),  # "sqrt(144) = ?" asks what it is
+    (re.compile(r"\s*=\s*"), " equals "),
     (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
     (re.compile(r"°\s*f\b"), " fahrenheit"),
     (re.compile(r"°\s*c\b"), " celsius"),
@@ -22,16 +51,46 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\s&\s"), " and "),
     (re.compile(r"(?<=\w)/(?=\w)"), " "),  # "iPhone/Android", "w/o" is handled before
     # Units written against their number: "5km", "10kg", "3ft".
-    (re.compile(r"(\d)(km|cm|mm|kg|mg|lbs?|oz|ft|mi|ml|gb|mb|kb|tb|hz|ghz|mph|kph)\b"), r"\1 \2"),
+    (
+        re.compile(
+            r"(\d)((?:k|c|m|d|μ|mc)?(?:m|g|l)|lbs?|oz|ft|mi|gb|mb|kb|tb|hz|ghz|mph|kph|km/h)\b"
+        ),
+        r"\1 \2",
+    ),
 ]
 
-_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
-
-_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
+_GOOD = (
+    "(?:good|best|easiest|simplest|quickest|fastest|right|proper|correct|recommended|ideal|"
+    "optimal|smartest|most efficient|most effective)"
+)
+# "make my laptop faster" asks to speed it up: the comparative is what is asked.
+_COMPARATIVE = "(faster|quicker|smaller|bigger|larger|shorter|longer|cheaper|safer|better|easier)"
+# Language names (Django's list of the languages it is translated into, and a few more).
+_LANGUAGE_NAMES = {
+    str(info["name"]).casefold() for info in LANG_INFO.values() if "name" in info
+} | {"chinese", "mandarin", "cantonese", "latin", "tagalog", "filipino"}
+_LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + ")"
 
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
+    # Reshaped questions: "1 mile is how many km" is "how many km are in a mile", "calorie
+    # count of a banana" is "how many calories are in a banana", "what's the German for X" is
+    # "how do you say X in German".
+    (
+        r"((?:an?|one|\d[\d.,]*) \w+) (?:is|are|equals?|makes?) how (?:many|much) (\w+)",
+        r"convert \1 to \2",
+    ),
+    (r"(\w+) count (?:of|for|in) (an?|the|one)", r"how many \1 in \2"),
+    (rf"what(?: is|'s| are) the {_LANGUAGE} (?:word |words |term |phrase )?for", r"translate \1"),
+    # (A short phrase, and the language ends the question: "what is the word order in German
+    # grammar" is not a translation.)
+    (rf"what(?: is|'s| are) ((?:\S+ ){{0,4}}?\S+) in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
+    (rf"make (\w+(?: \w+)?) {_COMPARATIVE}", r"\2 \1"),
+    (r"(?:km|kilomet(?:re|er)s?) (?:per |an |a )?(?:h|hr|hour)", "kph"),
+    (r"(?:mi|miles?) (?:per |an |a )(?:h|hr|hour)", "mph"),
+    (r"per ?cent", "percent"),
+    (r"multiplied by", "multiply"),
     (r"w/", "with"),
     (r"time zones?", "timezone"),
     (r"wi-?fi", "wifi"),
@@ -283,7 +342,37 @@ _SYNONYM_GROUPS = [
     "world earth globe",
     "undo revert",
     "last latest recent",
+    "improve boost enhance",
+    "split divide",
+    "choose select pick",
+    "leak drip",
 ]
+
+# Metric units in every spelling: symbol, -metre/-meter, -litre/-liter, singular or plural.
+# "ml" stays "ml" (machine learning is rewritten to it too, and "ML" may be either).
+# (NFKC makes the micro sign a Greek mu.)
+_PREFIXES = {"": "", "k": "kilo", "c": "centi", "d": "deci", "m": "milli", "μ": "micro"}
+_BASES = {"m": ("metre", "meter"), "l": ("litre", "liter"), "g": ("gram", "gramme")}
+UNITS: dict[str, str] = {}
+for _short, _prefix in _PREFIXES.items():
+    for _symbol, (_british, _american) in _BASES.items():
+        _name = "ml" if _short + _symbol == "ml" else _prefix + _british
+        UNITS[_short + _symbol] = _name
+        for _spelling in (_british, _american):
+            UNITS[_prefix + _spelling] = UNITS[_prefix + _spelling + "s"] = _name
+UNITS |= {"mcg": "microgram", "ug": "microgram", "kilo": "kilogram", "kilos": "kilogram"}
+ABBREVIATIONS |= UNITS
+ABBREVIATIONS |= {
+    "inr": "rupee",
+    "krw": "won",
+    "cny": "yuan",
+    "rmb": "yuan",
+    "renminbi": "yuan",
+    "btc": "bitcoin",
+    "buck": "dollar",
+    "bucks": "dollar",
+    "quid": "gbp",
+}
 
 SYNONYMS: dict[str, str] = {
     word: group.split()[0] for group in _SYNONYM_GROUPS for word in group.split()
@@ -299,7 +388,8 @@ FRAMING = frozenset(
     number amount kind type sort word phrase term city person year time day
     current currently now today please ok okay
     shortcut command code use using used work works working happen happens happened
-    new copy own available instead mean called call abbreviation every""".split()
+    new copy own available instead mean called call abbreviation every
+    wonder wondering curious question ask much error locate located situated whether""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for

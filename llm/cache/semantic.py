@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from llm.cache.exact import PREFIX
-from llm.cache.text import Profile, match, profile
+from llm.cache.text import Profile, floor, match, profile
 from llm.cache_models import CacheEntry
 from llm.embeddings import Vectors
 
@@ -64,8 +64,9 @@ class ScopeIndex:
     def search(
         self, vector: Vectors, question: Profile, *, threshold: float, faq_only: bool
     ) -> tuple[int, float] | None:
-        """(entry id, similarity) of the most similar question at or above the threshold
-        that also passes the lexical check at that similarity (llm/cache/text.py), else None."""
+        """(entry id, similarity) of the most similar question that passes the lexical check
+        at its similarity (llm/cache/text.py: at or above the threshold, or a little below it
+        when every content word pairs), else None."""
         if not len(self):
             return None
         similarities = self.vectors @ vector
@@ -75,7 +76,7 @@ class ScopeIndex:
         top = np.argpartition(-similarities, count - 1)[:count]
         for row in top[np.argsort(-similarities[top])]:
             similarity = float(similarities[row])
-            if similarity < threshold:
+            if similarity < floor(threshold):
                 return None
             if not match(question, self.profile_at(int(row)), similarity, threshold):
                 return int(self.ids[row]), similarity

@@ -45,6 +45,7 @@ def _pair_acronyms(
     only: list[str],
     other_only: list[str],
     other_words: Sequence[str],
+    other_content: Sequence[str],
     canonical: Callable[[str], str],
 ) -> tuple[list[str], list[str]]:
     for word in list(only):
@@ -54,10 +55,14 @@ def _pair_acronyms(
         if run is None:
             continue
         expanded = [canonical(part) for part in run]
-        # Every word of the expansion must be one the other side has and this side lacks.
-        if all(part in other_only for part in expanded):
+        # Every content word of the expansion must be one the other side has and this side
+        # lacks; a word the check never compares ("processing", "number", "time") may be in
+        # it ("CPU", "PIN", "ETA"), but at most one, and two words must pair.
+        paired = [part for part in expanded if part in other_only]
+        free = [part for part in expanded if part not in other_content]
+        if len(paired) + len(free) == len(expanded) and len(paired) >= max(2, len(word) - 1):
             only = _drop(only, [word])
-            other_only = _drop(other_only, expanded)
+            other_only = _drop(other_only, paired)
     return only, other_only
 
 
@@ -89,8 +94,8 @@ def pair_spellings(
 ) -> tuple[list[str], list[str]]:
     """The unmatched content words of each side, less those the other side only spells
     differently (an acronym, a compound)."""
-    only_a, only_b = _pair_acronyms(only_a, only_b, words_b, canonical)
-    only_b, only_a = _pair_acronyms(only_b, only_a, words_a, canonical)
+    only_a, only_b = _pair_acronyms(only_a, only_b, words_b, content_b, canonical)
+    only_b, only_a = _pair_acronyms(only_b, only_a, words_a, content_a, canonical)
     only_a, only_b = _pair_compounds(only_a, only_b, words_a, content_b, canonical)
     only_b, only_a = _pair_compounds(only_b, only_a, words_b, content_a, canonical)
     return only_a, only_b

@@ -40,6 +40,20 @@ _TRAILING = re.compile(r"[\s?!.。？！]+$")
 # A greeting or thanks around a question; inside it ("how do you say thanks") they are asked about.
 _GREETING = re.compile(r"^(?:hi|hello|hey)(?: there)?\b[\s,!.]*")
 _THANKS = re.compile(r"[\s,!.]*\b(?:thanks|thank you|thx)(?: in advance)?[\s!.]*$")
+# Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
+# "I was wondering ..."): removed, repeatedly, only at the start.
+_CHATTY = re.compile(
+    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
+    r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
+    r"i wonder(?: if| whether)?\b[\s,:]*|"
+    r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "
+    r"(?:please |kindly )?(?:tell|show|explain to|let) me(?: know)?\b[\s,:]*|"
+    r"(?:please )?(?:tell|show|explain to) me\b[\s,:]*|"
+    r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
+    r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
+    r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*)"
+)
 
 
 def normalise(text: str) -> str:
@@ -91,6 +105,7 @@ _SHARED_SHARE = 0.75
 
 
 _NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
+_TIME_UNITS = frozenset("second minute hour day week month year".split())
 
 
 @lru_cache(maxsize=65536)
@@ -119,7 +134,9 @@ class Profile:
 
 def _canonical(word: str) -> str:
     """The word as compared: abbreviation spelled out, lemma, synonym group."""
-    word = ABBREVIATIONS.get(word, word)
+    if word in ABBREVIATIONS:  # already a dictionary form (simplemma makes "ml" "millileter")
+        word = ABBREVIATIONS[word]
+        return SYNONYMS.get(word, word)
     if word in SYNONYMS:
         return SYNONYMS[word]
     lemma = _lemma(word)
@@ -133,6 +150,8 @@ def _rewrite(text: str) -> str:
         lowered = lowered.replace(short, long)
     lowered = lowered.replace("n't", " not")
     lowered = _THANKS.sub("", _GREETING.sub("", lowered.strip()))
+    while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
+        lowered = _GREETING.sub("", unframed)
     for pattern, replacement in SYMBOLS:
         lowered = pattern.sub(replacement, lowered)
     lowered = _SPACE.sub(" ", lowered)
@@ -214,10 +233,14 @@ def _reversed(a: Profile, b: Profile) -> bool:
 
 
 _ARTICLES = frozenset({"a", "an", "the"})
+# A verb moved in an embedded question changes nothing: "what is Docker" / "(tell me) what
+# Docker is", "is it" / "it is".
+_AUXILIARIES = frozenset("is are was were do does did can could will would should has have".split())
 
 
 def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Is `b` exactly `a` with two words exchanged ("dog chases cat" / "cat chases dog")?
+    """Is `b` exactly `a` with two words exchanged ("dog chases cat" / "cat chases dog"), not
+    counting an auxiliary verb moved?
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
     crocodile"."""
     a = tuple(word for word in a if word not in _ARTICLES)
@@ -225,7 +248,12 @@ def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     if len(a) != len(b):
         return False
     diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-    return len(diff) == 2 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+    return (
+        len(diff) == 2
+        and a[diff[0]] == b[diff[1]]
+        and a[diff[1]] == b[diff[0]]
+        and not {a[diff[0]], a[diff[1]]} & _AUXILIARIES
+    )
 
 
 def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
@@ -240,9 +268,28 @@ def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         )
     if only_a and only_b:
         return only_a, only_b
+    if "duration" in a.content and "duration" in b.content:
+        # "how long" and "how many minutes" ask the same; two different units do not.
+        only_a = [w for w in only_a if w not in _TIME_UNITS]
+        only_b = [w for w in only_b if w not in _TIME_UNITS]
     return (
         [w for w in only_a if w not in CONTEXT and w not in b.content],
         [w for w in only_b if w not in CONTEXT and w not in a.content],
+    )
+
+
+def _quoted_alike(a: Profile, b: Profile) -> bool:
+    """Is every span quoted on one side only written, unquoted, on the other ("what is 'cat'
+    in Spanish" / "how do you say cat in Spanish")?"""
+
+    def written(span: str, words: tuple[str, ...]) -> bool:
+        parts = tuple(_WORD.findall(span.casefold()))
+        return bool(parts) and any(
+            words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
+        )
+
+    return all(written(span, b.words) for span in set(a.quoted) - set(b.quoted)) and all(
+        written(span, a.words) for span in set(b.quoted) - set(a.quoted)
     )
 
 
@@ -253,7 +300,7 @@ def same_question(a: Profile, b: Profile) -> str:
         return "numbers"
     if a.negations != b.negations:
         return "negation"
-    if a.quoted != b.quoted:
+    if a.quoted != b.quoted and not _quoted_alike(a, b):
         return "quoted"
     if a.particles != b.particles:
         return "particles"
@@ -275,12 +322,39 @@ ADDED_MARGIN = 0.3
 ADDED_MAX_WORDS = 0
 
 
+# The embedding does not know most abbreviations and acronyms: "PW" and "password", "GDPR"
+# and "General Data Protection Regulation" score 0.35-0.45. Two questions that differ only in
+# that spelling (every content word paired, the same numbers, negation, quotes and direction)
+# may match this much below the threshold; every other pair is bounded by the threshold.
+LEXICAL_MARGIN = 0.3
+
+
+def floor(threshold: float) -> float:
+    """The lowest similarity at which `match` can accept a candidate."""
+    return threshold - LEXICAL_MARGIN
+
+
+def _spelled_out(a: Profile, b: Profile) -> bool:
+    """Does one side write as an abbreviation or acronym (or a compound) what the other spells
+    out? Only asked of two questions whose content words all pair."""
+    if not (a.content and b.content):
+        return False
+    # Abbreviations of words the check compares ("pw", "mg"), not of framing ("pls", "u").
+    short_a = {w for w in a.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in a.content}
+    short_b = {w for w in b.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in b.content}
+    if short_a ^ short_b:
+        return True
+    return bool(_unmatched(a.content, b.content) and _unmatched(b.content, a.content))
+
+
 def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
     """ "" when the stored question `b` may answer `a` at this cosine similarity, else why
     not ("similarity", or what same_question found)."""
-    if similarity < threshold:
+    if similarity < floor(threshold):
         return "similarity"
     reason = same_question(a, b)
+    if similarity < threshold:
+        return "" if not reason and _spelled_out(a, b) else "similarity"
     if reason == "added":
         only_a, only_b = _content_difference(a, b)
         if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:

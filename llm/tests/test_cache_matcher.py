@@ -198,3 +198,249 @@ def test_how_fast_something_travels_is_its_speed():
         )
         == ""
     )
+
+
+# --- Issue 18, third round: rules that generalise (each with a hit and a never-hits test) ---
+
+THRESHOLD = 0.6
+
+
+def test_an_acronym_spelled_out_matches_below_the_threshold():
+    """The embedding does not know most acronyms (cosine 0.35-0.45 for "GDPR" and its words);
+    when every content word pairs, the lexical check vouches for the pair."""
+    stored = profile("What does an SSD do?")
+    asked = profile("What does a solid state drive do?")
+    assert match(asked, stored, 0.40, THRESHOLD) == ""
+    assert (
+        match(
+            profile("How do I change my PW?"),
+            profile("How do I change my password?"),
+            0.41,
+            THRESHOLD,
+        )
+        == ""
+    )
+    assert hits("What is the NHS?", "What is the National Health Service?") == ""  # 0.48
+    assert hits("What is an ISP?", "What is an internet service provider?") == ""  # 0.57
+
+
+def test_below_the_threshold_only_a_spelling_difference_matches():
+    # Same words but no abbreviation between them: the threshold still bounds the pair.
+    same = profile("How do I export my notes?"), profile("How can I export my notes?")
+    assert match(*same, 0.40, THRESHOLD) == "similarity"
+    # An acronym that is not the other side's words, and the margin's own floor.
+    assert (
+        match(
+            profile("What does an SSD do?"),
+            profile("What does a hard disk drive do?"),
+            0.40,
+            THRESHOLD,
+        )
+        == "similarity"
+    )
+    assert (
+        match(
+            profile("What does an SSD do?"),
+            profile("What does a solid state drive do?"),
+            0.29,
+            THRESHOLD,
+        )
+        == "similarity"
+    )
+
+
+def test_chatty_framing_before_a_question_is_ignored():
+    stored = profile("How do I rename a folder?")
+    for asked in (
+        "Hey, quick question: how do I rename a folder?",
+        "Could you tell me how I rename a folder?",
+        "I was wondering how I rename a folder",
+        "I'd like to know how to rename a folder",
+    ):
+        assert same_question(profile(asked), stored) == "", asked
+    assert (
+        same_question(
+            profile("Do you know whether Python has a switch statement?"),
+            profile("Does Python have a switch statement?"),
+        )
+        == ""
+    )
+
+
+def test_chatty_framing_never_hides_what_is_asked():
+    assert "well" in profile("Well water: is it safe to drink?").content
+    assert match(profile("Please explain it"), profile("pls tell me something"), 0.4, 0.6) != ""
+    assert (
+        refused(
+            "Could you tell me how to enable dark mode?",
+            "Could you tell me how to disable dark mode?",
+        )
+        == "content"
+    )
+    assert (
+        refused(
+            "Quick question: how do I rename a folder?", "Quick question: how do I delete a folder?"
+        )
+        == "content"
+    )
+
+
+def test_a_verb_moved_in_an_embedded_question_matches():
+    assert (
+        same_question(
+            profile("Can you tell me what Kubernetes is?"), profile("What is Kubernetes?")
+        )
+        == ""
+    )
+
+
+def test_two_content_words_exchanged_still_never_hit():
+    assert refused("Does the dog chase the cat?", "Does the cat chase the dog?") == "direction"
+
+
+def test_currency_signs_before_or_after_the_amount_match_their_names():
+    stored = profile("Is €40 too much for a haircut?")
+    assert same_question(profile("Is 40 € too much for a haircut?"), stored) == ""
+    assert same_question(profile("Is 40 euros too much for a haircut?"), stored) == ""
+    assert same_question(profile("Is ₹500 a good tip?"), profile("Is 500 rupees a good tip?")) == ""
+
+
+def test_another_currency_or_amount_never_hits():
+    assert refused("Is A$100 enough for a week?", "Is $100 enough for a week?") == "content"
+    assert refused("Is ₹500 a good tip?", "Is ¥500 a good tip?") == "content"
+    assert refused("Is €40 too much for a haircut?", "Is €45 too much for a haircut?") == "numbers"
+
+
+def test_arithmetic_signs_match_their_words():
+    assert same_question(profile("What is 7 + 5?"), profile("What is seven plus five?")) == ""
+    assert same_question(profile("What is 6 × 7?"), profile("What is 6 times 7?")) == ""
+    assert same_question(profile("sqrt(81) = ?"), profile("What is the square root of 81?")) == ""
+
+
+def test_another_operation_never_hits():
+    assert refused("What is 7 + 5?", "What is 7 × 5?") != ""
+    assert refused("What is 6 times 7?", "What is 6 minus 7?") != ""
+    assert refused("sqrt(81) = ?", "sqrt(64) = ?") == "numbers"
+
+
+def test_metric_units_match_in_every_spelling():
+    assert (
+        same_question(
+            profile("How many mg in a gram?"), profile("How many milligrams are in a gram?")
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Is 5 km/h a walking pace?"),
+            profile("Is 5 kilometers per hour a walking pace?"),
+        )
+        == ""
+    )
+    assert (
+        same_question(profile("Is 2l of water enough?"), profile("Is 2 litres of water enough?"))
+        == ""
+    )
+
+
+def test_another_unit_never_hits():
+    assert refused("How many ml in a cup?", "How many cl in a cup?") == "content"
+    assert refused("Is 5 km/h a walking pace?", "Is 5 mph a walking pace?") == "content"
+    assert refused("Is 2l of water enough?", "Is 2kg of water enough?") == "content"
+
+
+def test_a_conversion_or_count_asked_back_to_front_matches():
+    assert (
+        same_question(
+            profile("1 inch is how many cm?"), profile("How many centimetres are in an inch?")
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Calorie count of an apple?"), profile("How many calories are in an apple?")
+        )
+        == ""
+    )
+
+
+def test_a_reshaped_conversion_or_count_of_something_else_never_hits():
+    assert refused("1 inch is how many cm?", "1 inch is how many mm?") == "content"
+    assert refused("Calorie count of an apple?", "How many calories are in a pear?") == "content"
+
+
+def test_the_language_for_a_phrase_is_a_translation():
+    assert (
+        same_question(
+            profile("What's the Italian for goodbye?"), profile("How do I say goodbye in Italian?")
+        )
+        == ""
+    )
+    assert (
+        same_question(profile("What is 'dog' in German?"), profile("How do you say dog in German?"))
+        == ""
+    )
+
+
+def test_a_translation_into_another_language_or_of_another_word_never_hits():
+    assert (
+        refused("What's the Italian for goodbye?", "How do I say goodbye in Spanish?") == "content"
+    )
+    assert refused("What is 'dog' in German?", "How do you say cat in German?") != ""
+    # "the X for" is a translation only when X is a language.
+    assert "translate" not in profile("What's the syntax for a list comprehension?").content
+
+
+def test_how_long_and_how_many_minutes_match():
+    assert (
+        same_question(
+            profile("How long do I bake a potato?"), profile("How many minutes do I bake a potato?")
+        )
+        == ""
+    )
+
+
+def test_two_different_time_units_never_hit():
+    assert (
+        refused("How many minutes do I bake a potato?", "How many hours do I bake a potato?")
+        == "content"
+    )
+
+
+def test_making_something_faster_is_speeding_it_up():
+    assert (
+        same_question(
+            profile("How can I make my phone faster?"), profile("How do I speed up my phone?")
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("What's the fastest way to learn typing?"), profile("How do I learn typing?")
+        )
+        == ""
+    )
+
+
+def test_making_something_slower_or_smaller_never_hits_faster():
+    assert refused("How can I make my phone faster?", "How can I make my phone slower?") != ""
+    assert refused("How can I make my photo bigger?", "How can I make my photo smaller?") != ""
+
+
+def test_general_synonyms_of_question_verbs_match():
+    assert (
+        same_question(
+            profile("How do I boost my battery life?"),
+            profile("How can I improve my battery life?"),
+        )
+        == ""
+    )
+    assert same_question(profile("How do I split a PDF?"), profile("How do I divide a PDF?")) == ""
+
+
+def test_a_verb_of_the_opposite_operation_never_hits():
+    assert (
+        refused("How do I improve my battery life?", "How do I reduce my battery life?")
+        == "content"
+    )
+    assert refused("How do I split a PDF?", "How do I merge a PDF?") == "content"
