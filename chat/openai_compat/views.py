@@ -56,11 +56,13 @@ from chat.openai_compat.shapes import (
 )
 from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
+from llm.embedding_models import embedding_model_resolve, embedding_models
 
 logger = logging.getLogger(__name__)
 
 
-async def _api_key(request: HttpRequest) -> ApiKey:
+async def api_key_authenticate(request: HttpRequest) -> ApiKey:
+    """The request's API key (Authorization: Bearer), or OpenAI's 401."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise OpenAIError(
@@ -75,7 +77,7 @@ async def _api_key(request: HttpRequest) -> ApiKey:
     return key
 
 
-def _method_not_allowed(allowed: str) -> JsonResponse:
+def method_not_allowed(allowed: str) -> JsonResponse:
     response = OpenAIError(405, f"Use {allowed} for this endpoint.").response()
     response["Allow"] = allowed
     return response
@@ -88,9 +90,9 @@ def _parley_headers(reply: Message) -> dict[str, str]:
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
-        return _method_not_allowed("POST")
+        return method_not_allowed("POST")
     try:
-        key = await _api_key(request)
+        key = await api_key_authenticate(request)
         # At most one byte past the limit is read, whatever Content-Length says (Django's
         # request.body would refuse a long one with its own HTML page).
         completion = completion_request_parse(
@@ -261,21 +263,26 @@ async def _chunks(
 
 async def models(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
-        return _method_not_allowed("GET")
+        return method_not_allowed("GET")
     try:
-        await _api_key(request)
+        await api_key_authenticate(request)
     except OpenAIError as error:
         return error.response()
     aliases = await sync_to_async(model_aliases)()
-    return JsonResponse(models_body([alias.id for alias in aliases]))
+    # Chat models first (the default one leads), then the embedding models (/v1/embeddings).
+    embedding_ids = [model.id for model in embedding_models()]
+    return JsonResponse(models_body([alias.id for alias in aliases] + embedding_ids))
 
 
 async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
     if request.method != "GET":
-        return _method_not_allowed("GET")
+        return method_not_allowed("GET")
     try:
-        await _api_key(request)
-        if await sync_to_async(model_alias_resolve)(model) is None:
+        await api_key_authenticate(request)
+        if (
+            await sync_to_async(model_alias_resolve)(model) is None
+            and embedding_model_resolve(model) is None
+        ):
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()
