@@ -377,6 +377,7 @@ WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
 # django-ratelimit counts in the default cache (Redis in production, shared by replicas).
 RATELIMIT_USE_CACHE = "default"
 API_RATE_WS_TICKET = env_str("API_RATE_WS_TICKET", "30/m")
+API_RATE_KEY_CREATE = env_str("API_RATE_KEY_CREATE", "10/m")  # POST /api/v1/keys, per user
 # WebSocket limits, shared by replicas through Redis: COUNT/PERIOD, e.g. 120/m, 10/5s.
 WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
 WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
@@ -432,6 +433,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {},
+    # Request bodies are closed (unknown fields are a 400): say so in the schema.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.closed_request_bodies",
+    ],
 }
 # Idempotency-Key: how long a first result is kept for repeats, and the longest a first
 # request may hold its lock (a non-streaming completion waits for the whole reply).

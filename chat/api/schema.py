@@ -9,6 +9,11 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiVi
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
+from accounts.api_serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateInputSerializer,
+    ApiKeyOutputSerializer,
+)
 from chat.api.errors import ErrorSerializer
 
 
@@ -52,3 +57,66 @@ class WsTicketSchema(OpenApiViewExtension):  # type: ignore[no-untyped-call]
                 return super().post(request)
 
         return Fixed
+
+
+class ApiKeyListCreateSchema(OpenApiViewExtension):  # type: ignore[no-untyped-call]
+    target_class = "accounts.api.ApiKeyListCreateView"
+
+    def view_replacement(self) -> Any:
+        class Fixed(self.target_class):  # type: ignore[name-defined,misc]
+            @extend_schema(
+                operation_id="api_key_list",
+                tags=["keys"],
+                responses={200: ApiKeyOutputSerializer(many=True), 401: ErrorSerializer},
+            )
+            def get(self, request: Any) -> Any:
+                return super().get(request)
+
+            @extend_schema(
+                operation_id="api_key_create",
+                tags=["keys"],
+                request=ApiKeyCreateInputSerializer,
+                responses={
+                    201: ApiKeyCreatedSerializer,
+                    400: ErrorSerializer,
+                    401: ErrorSerializer,
+                    403: ErrorSerializer,
+                    429: ErrorSerializer,
+                },
+            )
+            def post(self, request: Any) -> Any:
+                return super().post(request)
+
+        return Fixed
+
+
+class ApiKeyRevokeSchema(OpenApiViewExtension):  # type: ignore[no-untyped-call]
+    target_class = "accounts.api.ApiKeyRevokeView"
+
+    def view_replacement(self) -> Any:
+        class Fixed(self.target_class):  # type: ignore[name-defined,misc]
+            @extend_schema(
+                operation_id="api_key_revoke",
+                tags=["keys"],
+                responses={
+                    204: None,
+                    401: ErrorSerializer,
+                    403: ErrorSerializer,
+                    404: ErrorSerializer,
+                },
+            )
+            def delete(self, request: Any, key_id: int) -> Any:
+                return super().delete(request, key_id)
+
+        return Fixed
+
+
+def closed_request_bodies(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: request bodies allow no properties besides their
+    own (additionalProperties: false), as the server enforces (StrictInputSerializer)."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
+    return result

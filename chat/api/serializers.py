@@ -8,6 +8,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.api_serializers import StrictInputSerializer
 from chat.models import Conversation, Message
 
 # --- conversations ------------------------------------------------------------------------
@@ -28,12 +29,14 @@ class ConversationListInputSerializer(serializers.Serializer):
     )
 
 
-class ConversationCreateInputSerializer(serializers.Serializer):
+class ConversationCreateInputSerializer(StrictInputSerializer):
     title = serializers.CharField(required=False, max_length=200, default="New chat")
 
 
-class ConversationRenameInputSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
+class ConversationRenameInputSerializer(StrictInputSerializer):
+    title = serializers.CharField(
+        required=False, max_length=200, help_text="The new title; left out, nothing changes."
+    )
 
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
@@ -99,8 +102,13 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         return {"code": message.error_code, "detail": message.error_message}
 
 
-class MessageSendInputSerializer(serializers.Serializer):
-    text = serializers.CharField(max_length=settings.CHAT_MAX_MESSAGE_CHARS, trim_whitespace=False)
+class MessageSendInputSerializer(StrictInputSerializer):
+    text = serializers.RegexField(
+        r"\S",
+        max_length=settings.CHAT_MAX_MESSAGE_CHARS,
+        trim_whitespace=False,
+        help_text="The message: some text besides whitespace.",
+    )
     client_id = serializers.CharField(
         required=False,
         min_length=1,
@@ -129,6 +137,26 @@ class MessageSendInputSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return attrs
+
+
+class MessageEditInputSerializer(StrictInputSerializer):
+    text = serializers.RegexField(
+        r"\S",
+        max_length=settings.CHAT_MAX_MESSAGE_CHARS,
+        trim_whitespace=False,
+        help_text="The message: some text besides whitespace.",
+    )
+    client_id = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=64,
+        help_text="Your id for this edit: a repeat with the same client_id returns the first "
+        "result and starts no second reply (like the socket's `edit`).",
+    )
+
+
+class MessageRegenerateInputSerializer(StrictInputSerializer):
+    """No fields: the reply to answer again is in the path."""
 
 
 class MessageSendOutputSerializer(serializers.Serializer):
