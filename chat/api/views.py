@@ -334,7 +334,12 @@ class MessageListApi(ApiView):
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     name=idempotency.HEADER,
-    type=str,
+    type={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": idempotency.KEY_PATTERN,
+    },
     location=OpenApiParameter.HEADER,
     required=False,
     description="Any unique string of yours: a repeat returns the first result, a concurrent "
@@ -503,15 +508,22 @@ def sse_event(event: str, data: Any, *, event_id: int | None = None) -> str:
 
 
 def after_seq_from(request: Request) -> int:
-    """`Last-Event-ID` (what EventSource sends on reconnecting), else `?after_seq=`."""
-    raw = request.headers.get("Last-Event-ID") or request.query_params.get("after_seq") or "0"
-    try:
-        after_seq = int(raw.strip())
-    except ValueError:
-        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.") from None
-    if after_seq < 0:
-        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.")
-    return after_seq
+    """`Last-Event-ID` (what EventSource sends on reconnecting), else `?after_seq=`; each one
+    present must be an integer ≥ 0."""
+    header = request.headers.get("Last-Event-ID")
+    query = request.query_params.get("after_seq")
+    values = []
+    for raw in (header, query):
+        if raw is None:
+            continue
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.")
+        values.append(value)
+    return values[0] if values else 0
 
 
 async def reply_events(message: Message, after_seq: int) -> AsyncIterator[str]:

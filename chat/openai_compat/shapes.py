@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -329,6 +330,15 @@ def _response_format(payload: dict[str, Any]) -> dict[str, Any] | None:
         schema = value.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
             raise _invalid("`response_format.json_schema` must be an object.", "response_format")
+        try:
+            jsonschema.validators.validator_for(schema.get("schema", {})).check_schema(
+                schema.get("schema", {})
+            )
+        except jsonschema.exceptions.SchemaError as error:
+            raise _invalid(
+                f"`response_format.json_schema.schema` is not a valid JSON Schema: {error.message}",
+                "response_format",
+            ) from None
         return {"type": "json_schema", "json_schema": schema}
     raise _invalid(
         "`response_format.type` must be one of text, json_object, json_schema.", "response_format"
