@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,18 +54,23 @@ class Sample:
     ttft: float
     total: float
     text: str
+    started_wall: float = 0.0  # time.time() when the request was sent
+    reply_id: int | None = None  # Parley's reply (X-Parley-Message)
 
 
 async def one(client: httpx.AsyncClient, url: str, key: str, prompt: str, model: str) -> Sample:
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True}
-    start = time.perf_counter()
+    start, started_wall = time.perf_counter(), time.time()
     ttfb = ttft = None
+    reply_id = None
     text = []
     buffer = b""
     async with client.stream(
         "POST", url, json=payload, headers={"Authorization": f"Bearer {key}"}
     ) as response:
         response.raise_for_status()
+        if "x-parley-message" in response.headers:
+            reply_id = int(response.headers["x-parley-message"])
         async for raw in response.aiter_raw():
             now = time.perf_counter()
             if ttfb is None:
@@ -83,7 +89,7 @@ async def one(client: httpx.AsyncClient, url: str, key: str, prompt: str, model:
                         text.append(content)
     total = time.perf_counter() - start
     assert ttfb is not None and ttft is not None, "no content streamed"
-    return Sample(ttfb, ttft, total, "".join(text))
+    return Sample(ttfb, ttft, total, "".join(text), started_wall, reply_id)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -163,17 +169,42 @@ PARLEY_ENV = {
 }
 
 
+def breakdown(samples: list[Sample], query: Any, mode: str, concurrency: int) -> str:
+    """Where a reply's first-token time goes, from the reply rows' timestamps (one clock: one
+    machine): request sent → reply row created (the view: key, limits, budget, saving), →
+    started (dispatch to the generator), → first token (routing, the upstream call and its
+    first-token delay), → the client's first text (publish, layer, the view's relay, nginx)."""
+    ids = [s.reply_id for s in samples if s.reply_id is not None]
+    rows = {
+        row[0]: row[1:]
+        for row in query(
+            "SELECT id, extract(epoch from created_at), extract(epoch from started_at), "
+            "extract(epoch from first_token_at) FROM chat_message WHERE id = ANY(%s)",
+            ids,
+        )
+    }
+    parts: dict[str, list[float]] = {"view": [], "dispatch": [], "upstream": [], "relay": []}
+    for sample in samples:
+        created, started, first = (float(v) for v in rows[sample.reply_id])
+        parts["view"].append(created - sample.started_wall)
+        parts["dispatch"].append(started - created)
+        parts["upstream"].append(first - started)
+        parts["relay"].append(sample.started_wall + sample.ttft - first)
+    cells = " | ".join(f"{ms(statistics.median(v))} / {ms(pct(v, 0.95))}" for v in parts.values())
+    return f"| {mode} | {concurrency} | {cells} |"
+
+
 @contextmanager
-def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str]]:
+def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any]]:
     """(base URL, API key) of a Parley in `mode` whose default model is the upstream."""
     env = {**PARLEY_ENV, "OPENAI_COMPATIBLE_BASE_URL": upstream_url}
     if mode == "embedded":
         with tempfile.TemporaryDirectory() as workdir, running_parley(Path(workdir), **env) as p:
-            yield p.url, p.key
+            yield p.url, p.key, None
         return
     with production_topology(provider="openai-compatible", env=env, name="openai-bench") as topo:
         key = manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
-        yield topo.base, key
+        yield topo.base, key, topo.query
 
 
 def main() -> None:
@@ -193,6 +224,7 @@ def main() -> None:
         first_delay=args.first_delay,
         chunk_delay=args.chunk_delay,
     )
+    split: list[str] = []
     lines = [
         "| mode | concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
         "| TTFT p95 ms | total median ms | total p95 ms |",
@@ -202,7 +234,7 @@ def main() -> None:
         upstream.default("bench", reply)
         upstream_url = upstream.base_url("bench")
         for mode in args.mode or ["embedded"]:
-            with parley_in(mode, upstream_url) as (url, key):
+            with parley_in(mode, upstream_url) as (url, key, query):
                 for concurrency in levels:
                     before = upstream.count("bench")
                     samples = asyncio.run(run(url, key, upstream_url, args.requests, concurrency))
@@ -211,7 +243,18 @@ def main() -> None:
                     assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
                     lines += table(samples, concurrency, mode)
                     print(lines[-1], file=sys.stderr, flush=True)
+                    if query is not None:
+                        split.append(breakdown(samples["parley"], query, mode, concurrency))
+                        print(split[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
+    if split:
+        print(
+            "\nWhere Parley's first-token time goes (production; median / p95 ms):\n\n"
+            "| mode | concurrency | request → reply saved (view) | → generation started "
+            "(dispatch) | → first token (routing + upstream) | → client's first text (relay) |\n"
+            "| --- | --- | --- | --- | --- | --- |"
+        )
+        print("\n".join(split))
 
 
 if __name__ == "__main__":

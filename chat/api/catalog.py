@@ -17,10 +17,15 @@ class ModelAlias:
     fallbacks: list[str] = field(default_factory=list)
 
 
+def _enabled_aliases() -> set[str]:
+    """The aliases with at least one enabled deployment (one query)."""
+    return {d.alias for d in all_deployments() if d.enabled and d.alias}
+
+
 def model_aliases() -> list[ModelAlias]:
     """Every alias with at least one enabled deployment, the default first."""
     default = default_alias()
-    aliases = sorted({d.alias for d in all_deployments() if d.enabled and d.alias})
+    aliases = sorted(_enabled_aliases())
     aliases.sort(key=lambda alias: alias != default)
     return [ModelAlias(id=a, default=a == default, fallbacks=fallbacks_for(a)) for a in aliases]
 
@@ -35,7 +40,7 @@ DEFAULT_NAME = "default"
 def model_alias_resolve(model: str) -> str | None:
     """The alias a request's `model` names, or None if none: an alias, or `default` for the
     default model when no alias has that name (so `model="default"` works on a fresh install)."""
-    known = {alias.id for alias in model_aliases()}
+    known = _enabled_aliases()  # not model_aliases(): no fallback chains needed here
     if model in known:
         return model
     if model == DEFAULT_NAME and (fallback := default_alias()) in known:
