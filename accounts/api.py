@@ -31,6 +31,15 @@ def _rate_key(group: str, request: Request) -> str:
     return f"{request.user.pk}"
 
 
+def _rate_check(request: Request, *, group: str, rate: str) -> None:
+    """Count this POST against the user's `rate` in `group`; 429 (Throttled) past it."""
+    usage = get_usage(
+        request._request, group=group, key=_rate_key, rate=rate, method="POST", increment=True
+    )
+    if usage is not None and usage["should_limit"]:
+        raise exceptions.Throttled(wait=usage["time_left"])
+
+
 class WsTicketView(APIView):
     """POST /api/v1/ws-ticket: a one-time ticket for `ws/chat/?ticket=…`, valid 30 seconds.
 
@@ -42,16 +51,7 @@ class WsTicketView(APIView):
     permission_classes = [IsAuthenticated]
 
     def post(self, request: Request) -> Response:
-        usage = get_usage(
-            request._request,
-            group="api.ws-ticket",
-            key=_rate_key,
-            rate=settings.API_RATE_WS_TICKET,
-            method="POST",
-            increment=True,
-        )
-        if usage is not None and usage["should_limit"]:
-            raise exceptions.Throttled(wait=usage["time_left"])
+        _rate_check(request, group="api.ws-ticket", rate=settings.API_RATE_WS_TICKET)
         user = request.user
         assert isinstance(user, User)
         api_key = request.auth if isinstance(request.auth, ApiKey) else None
@@ -123,16 +123,7 @@ class ApiKeyListCreateView(_SignedIn):
             user=user, session=request.session
         ):
             raise exceptions.PermissionDenied("Verify with your authenticator app first.")
-        usage = get_usage(
-            request._request,
-            group="api.keys",
-            key=_rate_key,
-            rate=settings.API_RATE_KEY_CREATE,
-            method="POST",
-            increment=True,
-        )
-        if usage is not None and usage["should_limit"]:
-            raise exceptions.Throttled(wait=usage["time_left"])
+        _rate_check(request, group="api.keys", rate=settings.API_RATE_KEY_CREATE)
         data = ApiKeyCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         days = data.validated_data.get("expires_in_days")

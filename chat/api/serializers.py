@@ -102,7 +102,9 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         return {"code": message.error_code, "detail": message.error_message}
 
 
-class MessageSendInputSerializer(StrictInputSerializer):
+class MessageTextInputSerializer(StrictInputSerializer):
+    """A user message's text and the client id it is idempotent on (a send, an edit)."""
+
     text = serializers.RegexField(
         r"\S",
         max_length=settings.CHAT_MAX_MESSAGE_CHARS,
@@ -114,8 +116,11 @@ class MessageSendInputSerializer(StrictInputSerializer):
         min_length=1,
         max_length=64,
         help_text="Your id for this message: a repeat with the same client_id returns the first "
-        "result and starts no second reply (like the socket's `send`).",
+        "result and starts no second reply (like the socket's `send` and `edit`).",
     )
+
+
+class MessageSendInputSerializer(MessageTextInputSerializer):
     model = serializers.CharField(
         required=False,
         max_length=100,
@@ -139,20 +144,8 @@ class MessageSendInputSerializer(StrictInputSerializer):
         return attrs
 
 
-class MessageEditInputSerializer(StrictInputSerializer):
-    text = serializers.RegexField(
-        r"\S",
-        max_length=settings.CHAT_MAX_MESSAGE_CHARS,
-        trim_whitespace=False,
-        help_text="The message: some text besides whitespace.",
-    )
-    client_id = serializers.CharField(
-        required=False,
-        min_length=1,
-        max_length=64,
-        help_text="Your id for this edit: a repeat with the same client_id returns the first "
-        "result and starts no second reply (like the socket's `edit`).",
-    )
+class MessageEditInputSerializer(MessageTextInputSerializer):
+    """The new text of your message (and a client id for repeats)."""
 
 
 class MessageRegenerateInputSerializer(StrictInputSerializer):

@@ -19,8 +19,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts import limits
-from chat.bounded_json import JSONRefused, json_parse
-from chat.openai_compat.shapes import OpenAIError, openai_error_from
+from chat.openai_compat.shapes import OpenAIError, json_object_parse, openai_error_from
 from chat.openai_compat.views import api_key_authenticate, method_not_allowed
 from core.errors import ParleyError
 from llm.embedding_models import (
@@ -76,17 +75,7 @@ def _texts(value: object) -> list[str]:
 
 
 def embedding_request_parse(raw: bytes) -> EmbeddingRequest:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if len(raw) > limit:
-        raise OpenAIError(413, f"The request body must be at most {limit} bytes.")
-    try:
-        payload = json_parse(raw or b"null", max_size=limit)
-    except JSONRefused as refused:
-        raise _invalid(
-            f"We could not parse the JSON body of your request: {refused.detail}"
-        ) from None
-    if not isinstance(payload, dict):
-        raise _invalid("The request body must be a JSON object.")
+    payload = json_object_parse(raw)
     for name in payload:
         if name not in _KNOWN:
             raise _invalid(f"Unrecognized request argument supplied: {name}", name)

@@ -146,10 +146,8 @@ def _joined_text(content: object, param: str) -> str:
     raise _invalid("`content` must be a string or a list of text parts.", param)
 
 
-def completion_request_parse(raw: bytes) -> CompletionRequest:
-    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py): every parameter is
-    either taken (generation options, carried to the provider) or refused with a 400 naming it;
-    whether the model's providers can honour the options is checked by the view."""
+def json_object_parse(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object, bounded in size (413) and shape (400)."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if len(raw) > limit:
         raise OpenAIError(413, f"The request body must be at most {limit} bytes.")
@@ -161,6 +159,14 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
         ) from None
     if not isinstance(payload, dict):
         raise _invalid("The request body must be a JSON object.")
+    return payload
+
+
+def completion_request_parse(raw: bytes) -> CompletionRequest:
+    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py): every parameter is
+    either taken (generation options, carried to the provider) or refused with a 400 naming it;
+    whether the model's providers can honour the options is checked by the view."""
+    payload = json_object_parse(raw)
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise _invalid("You must provide a model parameter.", "model")
