@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts import limits
+from chat.api.follow import connection_release
 from chat.openai_compat.shapes import OpenAIError, json_object_parse, openai_error_from
 from chat.openai_compat.views import api_key_authenticate, method_not_allowed
 from core.errors import ParleyError
@@ -154,14 +155,21 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         parsed = embedding_request_parse(request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
         model = await sync_to_async(_model_for)(parsed)
         await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
+
+        def embed() -> EmbeddingResult:
+            try:
+                return embeddings_create(
+                    user_id=key.user_id,
+                    organisation_id=key.organisation_id,
+                    model=model,
+                    texts=parsed.texts,
+                    dimensions=parsed.dimensions,
+                )
+            finally:
+                connection_release()  # a pool thread must not keep a pooled connection
+
         # Off the thread Django's sync calls share: the model computes for a while.
-        result = await sync_to_async(embeddings_create, thread_sensitive=False)(
-            user_id=key.user_id,
-            organisation_id=key.organisation_id,
-            model=model,
-            texts=parsed.texts,
-            dimensions=parsed.dimensions,
-        )
+        result = await sync_to_async(embed, thread_sensitive=False)()
     except OpenAIError as error:
         return error.response()
     except EmbeddingInputRefused as refused:
