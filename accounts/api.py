@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts import selectors, services
@@ -83,6 +86,13 @@ class WsTicketView(APIView):
 class _SignedIn(APIView):
     authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
+    # JSON only, as the schema says (the API's bounded JSON parser, from the settings): a form
+    # or multipart body is a 415 in the API's error shape.
+    parser_classes = [
+        parser
+        for parser in cast(list[type[BaseParser]], api_settings.DEFAULT_PARSER_CLASSES)
+        if parser.media_type == "application/json"
+    ]
 
     def user(self) -> User:
         user = self.request.user
