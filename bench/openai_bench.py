@@ -3,8 +3,11 @@
 One run measures, interleaved request by request, the same streamed completion
   - direct: against a loopback OpenAI-compatible upstream (tests/fault_server.py) that streams
     fixed chunks after a fixed first-token delay, and
-  - via Parley: Daphne in embedded mode (SQLite, in-memory layer, in-process generation) with
-    LLM_DEFAULT_PROVIDER=openai-compatible and OPENAI_COMPATIBLE_BASE_URL at that upstream,
+  - via Parley, with LLM_DEFAULT_PROVIDER=openai-compatible and OPENAI_COMPATIBLE_BASE_URL at
+    that upstream, in each `--mode`:
+      embedded: one Daphne (SQLite, in-memory layer, in-process generation);
+      production: tests/harness' topology — nginx → 2 Daphne replicas → Redis ← a Celery
+      worker, PostgreSQL (as compose.yaml runs it),
 and reports median and p95 of time to first byte (TTFB: first byte of the response body), time
 to first token (TTFT: first chunk with content) and total time, plus Parley's added latency.
 Parley starts its response with the first text (errors before it get a real status), so its
@@ -13,7 +16,8 @@ TTFB is close to its TTFT; the upstream sends a role chunk at once, so its TTFB 
 The reply cache is off (CACHE_ENABLED=false) and every prompt is unique; the run checks that
 the upstream served every request, direct or via Parley.
 
-    .venv/bin/python bench/openai_bench.py --requests 60 --concurrency 1 --concurrency 8
+    .venv/bin/python bench/openai_bench.py --requests 60 --concurrency 1 --concurrency 8 \
+        --concurrency 32 --mode embedded --mode production
 """
 
 from __future__ import annotations
@@ -25,15 +29,20 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fault_server import Reply, fault_server
-from tests.harness.embedded import running_parley
+from tests.harness.embedded import MAKE_KEY, running_parley
+from tests.harness.processes import manage
+from tests.harness.topology import production_topology
 
 WARM_UP = 3
 UPSTREAM_TEXT = "Parley benchmark reply: " + " ".join(f"token{n}" for n in range(40))
@@ -45,18 +54,23 @@ class Sample:
     ttft: float
     total: float
     text: str
+    started_wall: float = 0.0  # time.time() when the request was sent
+    reply_id: int | None = None  # Parley's reply (X-Parley-Message)
 
 
 async def one(client: httpx.AsyncClient, url: str, key: str, prompt: str, model: str) -> Sample:
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True}
-    start = time.perf_counter()
+    start, started_wall = time.perf_counter(), time.time()
     ttfb = ttft = None
+    reply_id = None
     text = []
     buffer = b""
     async with client.stream(
         "POST", url, json=payload, headers={"Authorization": f"Bearer {key}"}
     ) as response:
         response.raise_for_status()
+        if "x-parley-message" in response.headers:
+            reply_id = int(response.headers["x-parley-message"])
         async for raw in response.aiter_raw():
             now = time.perf_counter()
             if ttfb is None:
@@ -75,7 +89,7 @@ async def one(client: httpx.AsyncClient, url: str, key: str, prompt: str, model:
                         text.append(content)
     total = time.perf_counter() - start
     assert ttfb is not None and ttft is not None, "no content streamed"
-    return Sample(ttfb, ttft, total, "".join(text))
+    return Sample(ttfb, ttft, total, "".join(text), started_wall, reply_id)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -121,13 +135,13 @@ async def run(
     return samples
 
 
-def table(samples: dict[str, list[Sample]], concurrency: int) -> list[str]:
+def table(samples: dict[str, list[Sample]], concurrency: int, mode: str) -> list[str]:
     rows = []
     for name in ("direct", "parley"):
         s = samples[name]
         ttfb, ttft, total = [x.ttfb for x in s], [x.ttft for x in s], [x.total for x in s]
         rows.append(
-            f"| {concurrency} | {'upstream direct' if name == 'direct' else 'via Parley'} "
+            f"| {mode} | {concurrency} | {'upstream direct' if name == 'direct' else 'via Parley'} "
             f"| {len(s)} | {ms(statistics.median(ttfb))} | {ms(pct(ttfb, 0.95))} "
             f"| {ms(statistics.median(ttft))} | {ms(pct(ttft, 0.95))} "
             f"| {ms(statistics.median(total))} | {ms(pct(total, 0.95))} |"
@@ -138,16 +152,68 @@ def table(samples: dict[str, list[Sample]], concurrency: int) -> list[str]:
     )
     added_p95 = pct([x.ttft for x in parley], 0.95) - pct([x.ttft for x in direct], 0.95)
     rows.append(
-        f"| {concurrency} | **added by Parley (TTFT)** | | | | **{ms(added_med)}** "
+        f"| {mode} | {concurrency} | **added by Parley (TTFT)** | | | | **{ms(added_med)}** "
         f"| **{ms(added_p95)}** | | |"
     )
     return rows
+
+
+# Same for both modes: the path to the upstream, not the reply cache; no rate limit in the way.
+PARLEY_ENV = {
+    "LLM_DEFAULT_PROVIDER": "openai-compatible",
+    "OPENAI_COMPATIBLE_MODEL": "bench-model",
+    "CACHE_ENABLED": "false",
+    "LOG_LEVEL": "WARNING",
+    "WS_RATE_SENDS_PER_USER": "100000/m",
+    "WS_RATE_SENDS_PER_ORG": "100000/m",
+}
+
+
+def breakdown(samples: list[Sample], query: Any, mode: str, concurrency: int) -> str:
+    """Where a reply's first-token time goes, from the reply rows' timestamps (one clock: one
+    machine): request sent → reply row created (the view: key, limits, budget, saving), →
+    started (dispatch to the generator), → first token (routing, the upstream call and its
+    first-token delay), → the client's first text (publish, layer, the view's relay, nginx)."""
+    ids = [s.reply_id for s in samples if s.reply_id is not None]
+    rows = {
+        row[0]: row[1:]
+        for row in query(
+            "SELECT id, extract(epoch from created_at), extract(epoch from started_at), "
+            "extract(epoch from first_token_at) FROM chat_message WHERE id = ANY(%s)",
+            ids,
+        )
+    }
+    parts: dict[str, list[float]] = {"view": [], "dispatch": [], "upstream": [], "relay": []}
+    for sample in samples:
+        created, started, first = (float(v) for v in rows[sample.reply_id])
+        parts["view"].append(created - sample.started_wall)
+        parts["dispatch"].append(started - created)
+        parts["upstream"].append(first - started)
+        parts["relay"].append(sample.started_wall + sample.ttft - first)
+    cells = " | ".join(f"{ms(statistics.median(v))} / {ms(pct(v, 0.95))}" for v in parts.values())
+    return f"| {mode} | {concurrency} | {cells} |"
+
+
+@contextmanager
+def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any]]:
+    """(base URL, API key) of a Parley in `mode` whose default model is the upstream."""
+    env = {**PARLEY_ENV, "OPENAI_COMPATIBLE_BASE_URL": upstream_url}
+    if mode == "embedded":
+        with tempfile.TemporaryDirectory() as workdir, running_parley(Path(workdir), **env) as p:
+            yield p.url, p.key, None
+        return
+    with production_topology(provider="openai-compatible", env=env, name="openai-bench") as topo:
+        key = manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
+        yield topo.base, key, topo.query
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=60, help="per path and concurrency")
     parser.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1")
+    parser.add_argument(
+        "--mode", action="append", choices=["embedded", "production"], help="default: embedded"
+    )
     parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")
     args = parser.parse_args()
@@ -158,33 +224,37 @@ def main() -> None:
         first_delay=args.first_delay,
         chunk_delay=args.chunk_delay,
     )
+    split: list[str] = []
     lines = [
-        "| concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
+        "| mode | concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
         "| TTFT p95 ms | total median ms | total p95 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    with fault_server() as upstream, tempfile.TemporaryDirectory() as workdir:
+    with fault_server() as upstream:
         upstream.default("bench", reply)
         upstream_url = upstream.base_url("bench")
-        with running_parley(
-            Path(workdir),
-            LLM_DEFAULT_PROVIDER="openai-compatible",
-            OPENAI_COMPATIBLE_BASE_URL=upstream_url,
-            OPENAI_COMPATIBLE_MODEL="bench-model",
-            # Measure the path to the upstream, not the reply cache (llm/cache/).
-            CACHE_ENABLED="false",
-            LOG_LEVEL="WARNING",
-        ) as parley:
-            for concurrency in levels:
-                before = upstream.count("bench")
-                samples = asyncio.run(
-                    run(parley.url, parley.key, upstream_url, args.requests, concurrency)
-                )
-                # Every request, direct or via Parley, reached the upstream exactly once.
-                served = upstream.count("bench") - before
-                assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
-                lines += table(samples, concurrency)
+        for mode in args.mode or ["embedded"]:
+            with parley_in(mode, upstream_url) as (url, key, query):
+                for concurrency in levels:
+                    before = upstream.count("bench")
+                    samples = asyncio.run(run(url, key, upstream_url, args.requests, concurrency))
+                    # Every request, direct or via Parley, reached the upstream exactly once.
+                    served = upstream.count("bench") - before
+                    assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
+                    lines += table(samples, concurrency, mode)
+                    print(lines[-1], file=sys.stderr, flush=True)
+                    if query is not None:
+                        split.append(breakdown(samples["parley"], query, mode, concurrency))
+                        print(split[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
+    if split:
+        print(
+            "\nWhere Parley's first-token time goes (production; median / p95 ms):\n\n"
+            "| mode | concurrency | request → reply saved (view) | → generation started "
+            "(dispatch) | → first token (routing + upstream) | → client's first text (relay) |\n"
+            "| --- | --- | --- | --- | --- | --- |"
+        )
+        print("\n".join(split))
 
 
 if __name__ == "__main__":

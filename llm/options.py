@@ -20,7 +20,8 @@ _SAMPLING = frozenset(
 SUPPORTED: dict[str, frozenset[str]] = {
     "openai": _SAMPLING | {"response_format"},
     "openai-compatible": _SAMPLING | {"response_format"},
-    "local": _SAMPLING,
+    # llama.cpp constrains the output with a grammar built from the schema (llm/providers/local.py).
+    "local": _SAMPLING | {"response_format"},
     "anthropic": frozenset({"temperature", "top_p", "stop"}),
     # The simulated model is deterministic: sampling choices cannot change its text, so they
     # are taken as honoured; it stops at `stop` words and at max_tokens like a real model.

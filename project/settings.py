@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "corsheaders",  # CORS allow-list for /v1 and /api/v1 (see its settings below)
     "csp",
     "accounts",
     "chat",
@@ -59,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Before CommonMiddleware, as django-cors-headers asks; answers preflights itself.
+    "project.cors.AllowListCorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -380,6 +383,7 @@ WS_TICKET_TTL_SECONDS = env_int("WS_TICKET_TTL_SECONDS", 30)
 # django-ratelimit counts in the default cache (Redis in production, shared by replicas).
 RATELIMIT_USE_CACHE = "default"
 API_RATE_WS_TICKET = env_str("API_RATE_WS_TICKET", "30/m")
+API_RATE_KEY_CREATE = env_str("API_RATE_KEY_CREATE", "10/m")  # POST /api/v1/keys, per user
 # WebSocket limits, shared by replicas through Redis: COUNT/PERIOD, e.g. 120/m, 10/5s.
 WS_RATE_FRAMES_PER_USER = env_str("WS_RATE_FRAMES_PER_USER", "120/m")
 WS_RATE_FRAMES_PER_ORG = env_str("WS_RATE_FRAMES_PER_ORG", "3000/m")
@@ -463,6 +467,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {},
+    # Request bodies are closed (unknown fields are a 400): say so in the schema.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.closed_request_bodies",
+    ],
 }
 # Idempotency-Key: how long a first result is kept for repeats, and the longest a first
 # request may hold its lock (a non-streaming completion waits for the whole reply).
@@ -471,6 +480,50 @@ API_IDEMPOTENCY_LOCK_SECONDS = env_int("API_IDEMPOTENCY_LOCK_SECONDS", 600)
 # HTTP streams (SSE, /v1/chat/completions): after this many quiet seconds a stream reads the
 # reply from the database (a dropped `done` cannot hang it) and sends a keep-alive comment.
 API_STREAM_POLL_INTERVAL = env_float("API_STREAM_POLL_INTERVAL", 5.0)
+
+# --- OpenAI-compatible extras: embeddings and CORS (issue 13, docs/api.md) ----------------
+# POST /v1/embeddings: the bundled all-MiniLM-L6-v2 (llm/embeddings.py), and the embeddings
+# model of the OpenAI-compatible server / of OpenAI when named here (llm/embedding_models.py).
+EMBEDDINGS_LOCAL_ENABLED = env_bool("EMBEDDINGS_LOCAL_ENABLED", True)
+EMBEDDINGS_DEFAULT_MODEL = env_str("EMBEDDINGS_DEFAULT_MODEL", "all-MiniLM-L6-v2")
+EMBEDDINGS_MAX_INPUTS = env_int("EMBEDDINGS_MAX_INPUTS", 256)
+OPENAI_COMPATIBLE_EMBEDDING_MODEL = env_str("OPENAI_COMPATIBLE_EMBEDDING_MODEL", "")
+# Its vector width when known (0: unknown; a request's `dimensions` is then passed on).
+OPENAI_COMPATIBLE_EMBEDDING_DIMENSIONS = env_int("OPENAI_COMPATIBLE_EMBEDDING_DIMENSIONS", 0)
+OPENAI_EMBEDDING_MODEL = env_str("OPENAI_EMBEDDING_MODEL", "")
+# Browser programs on other origins (django-cors-headers): none unless listed, e.g.
+# CORS_ALLOWED_ORIGINS=https://app.example.com. Only the APIs answer CORS; API keys travel in
+# the Authorization header, never cookies, so credentials stay off.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/(v1|api/v1)/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+    "openai-organization",
+    "openai-project",
+    "user-agent",
+    "x-requested-with",
+    # The openai JS SDK's own headers (dangerouslyAllowBrowser).
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+]
+CORS_EXPOSE_HEADERS = [
+    "retry-after",
+    "idempotent-replayed",
+    "x-parley-conversation",
+    "x-parley-message",
+]
+CORS_PREFLIGHT_MAX_AGE = 600
 
 # --- Static files --------------------------------------------------------------------------
 STATIC_URL = "/static/"

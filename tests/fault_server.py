@@ -177,6 +177,7 @@ class FaultServer:
         app = web.Application()
         app.router.add_get("/{route}/v1/models", self._models)
         app.router.add_post("/{route}/v1/chat/completions", self._completions)
+        app.router.add_post("/{route}/v1/embeddings", self._embeddings)
         # handler_cancellation: a handler learns at once that its client went away (Seen.closed_at)
         self._runner = web.AppRunner(
             app, shutdown_timeout=1.0, handle_signals=False, handler_cancellation=True
@@ -203,6 +204,35 @@ class FaultServer:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response(
             {"object": "list", "data": [{"id": "fault-model", "object": "model"}]}
+        )
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """Embeddings: a Fail answers as scripted; anything else gets `fake_embedding` of each
+        input, with one prompt token per word."""
+        route = request.match_info["route"]
+        body = await request.json()
+        behaviour = self._next(route)
+        with self._lock:
+            self.seen.append(
+                Seen(route, f"embeddings-{behaviour.name}", False, time.monotonic(), body)
+            )
+        if isinstance(behaviour, Fail):
+            return await self._answer(request, body, behaviour, self.seen[-1])
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        width = int(body.get("dimensions") or EMBEDDING_WIDTH)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": fake_embedding(t, width)}
+                    for i, t in enumerate(texts)
+                ],
+                "model": body.get("model"),
+                "usage": {
+                    "prompt_tokens": sum(len(t.split()) for t in texts),
+                    "total_tokens": sum(len(t.split()) for t in texts),
+                },
+            }
         )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
@@ -312,6 +342,16 @@ class FaultServer:
             await asyncio.wait_for(self._stopping.wait(), timeout=120)
         except TimeoutError:
             pass
+
+
+EMBEDDING_WIDTH = 8
+
+
+def fake_embedding(text: str, width: int = EMBEDDING_WIDTH) -> list[float]:
+    """A deterministic vector for `text` (its bytes' sums by position), for checking that
+    vectors come back in input order."""
+    data = text.encode("utf-8")
+    return [float(sum(data[i::width]) % 997) / 997 for i in range(width)]
 
 
 def _chunk(model: str, delta: dict, finish: str | None = None) -> dict:

@@ -8,9 +8,9 @@ from accounts.selectors import organisation_allowed_models
 from chat.errors import ChatError
 from chat.protocol import SendFrame
 from llm.catalog import (
+    all_deployments,
     default_alias,
     deployments_for,
-    enabled_aliases,
     fallbacks_for,
     tenant_aliases,
 )
@@ -24,12 +24,18 @@ class ModelAlias:
     fallbacks: list[str] = field(default_factory=list)
 
 
+def _enabled_aliases() -> set[str]:
+    """The aliases with at least one enabled deployment (one query)."""
+    return {d.alias for d in all_deployments() if d.enabled and d.alias}
+
+
 def model_aliases(*, organisation_id: int | None = None) -> list[ModelAlias]:
     """Every alias with at least one enabled deployment, the default first; with an
     organisation, only those it may use (its allow-list, llm/catalog.py tenant_aliases): the
     model lists and the page's model picker."""
     default = default_alias()
-    aliases = enabled_aliases()
+    aliases = sorted(_enabled_aliases())
+    aliases.sort(key=lambda alias: alias != default)
     if organisation_id is not None:
         allowed = organisation_allowed_models(organisation_id=organisation_id)
         aliases = tenant_aliases(aliases, allowed=allowed)
@@ -49,7 +55,7 @@ DEFAULT_NAME = "default"
 def model_alias_resolve(model: str) -> str | None:
     """The alias a request's `model` names, or None if none: an alias, or `default` for the
     default model when no alias has that name (so `model="default"` works on a fresh install)."""
-    known = {alias.id for alias in model_aliases()}
+    known = _enabled_aliases()  # not model_aliases(): no fallback chains needed here
     if model in known:
         return model
     if model == DEFAULT_NAME and (fallback := default_alias()) in known:

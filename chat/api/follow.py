@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, close_old_connections, connection
 
 from chat.cursor import NOTHING, Piece, ReplyCursor, Step
 from chat.events import LAYER_RECONNECTED, conversation_group
@@ -56,6 +57,22 @@ class Idle:
 
 
 Event = Delta | Final | Idle
+
+
+def connection_release() -> None:
+    """Give this thread's database connection back (to the pool in production) unless a
+    transaction holds it: a follower waits seconds between reads, and a stream that kept its
+    connection for its whole life would empty the pool at a few dozen concurrent streams."""
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+def message_read_released(message_id: int) -> Message:
+    """The reply's row, read with a connection that is released right after."""
+    try:
+        return Message.objects.get(pk=message_id)
+    finally:
+        connection_release()
 
 
 class ReplyFollower:
@@ -142,7 +159,7 @@ class ReplyFollower:
     async def _read(self) -> Message:
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await Message.objects.aget(pk=self.message_id)
+                return await sync_to_async(message_read_released)(self.message_id)
             except OperationalError:
                 if attempt == READ_ATTEMPTS - 1:
                     raise

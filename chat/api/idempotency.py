@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from django.core.cache import cache
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Visible ASCII, inner spaces allowed (HTTP trims the ends anyway); the schema says the same.
+KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,12 @@ class Slot:
 
 def slot_for(*, scope: str, key: str, method: str, path: str, payload: Any) -> Slot:
     """Where one idempotency key's lock and result live; refuses a malformed key."""
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if not re.fullmatch(KEY_PATTERN, key):
         raise IdempotencyRefused(
-            400, "invalid", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters."
+            400,
+            "invalid",
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (inner spaces "
+            "allowed).",
         )
     digest = hashlib.sha256(f"{scope}\n{method}\n{path}\n{key}".encode()).hexdigest()
     return Slot(

@@ -8,6 +8,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.api_serializers import StrictInputSerializer
 from chat.models import Conversation, Message
 
 # --- conversations ------------------------------------------------------------------------
@@ -28,12 +29,14 @@ class ConversationListInputSerializer(serializers.Serializer):
     )
 
 
-class ConversationCreateInputSerializer(serializers.Serializer):
+class ConversationCreateInputSerializer(StrictInputSerializer):
     title = serializers.CharField(required=False, max_length=200, default="New chat")
 
 
-class ConversationRenameInputSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
+class ConversationRenameInputSerializer(StrictInputSerializer):
+    title = serializers.CharField(
+        required=False, max_length=200, help_text="The new title; left out, nothing changes."
+    )
 
 
 class ConversationOutputSerializer(serializers.ModelSerializer):
@@ -112,15 +115,25 @@ class MessageOutputSerializer(serializers.ModelSerializer):
         return {"code": message.error_code, "detail": message.error_message}
 
 
-class MessageSendInputSerializer(serializers.Serializer):
-    text = serializers.CharField(max_length=settings.CHAT_MAX_MESSAGE_CHARS, trim_whitespace=False)
+class MessageTextInputSerializer(StrictInputSerializer):
+    """A user message's text and the client id it is idempotent on (a send, an edit)."""
+
+    text = serializers.RegexField(
+        r"\S",
+        max_length=settings.CHAT_MAX_MESSAGE_CHARS,
+        trim_whitespace=False,
+        help_text="The message: some text besides whitespace.",
+    )
     client_id = serializers.CharField(
         required=False,
         min_length=1,
         max_length=64,
         help_text="Your id for this message: a repeat with the same client_id returns the first "
-        "result and starts no second reply (like the socket's `send`).",
+        "result and starts no second reply (like the socket's `send` and `edit`).",
     )
+
+
+class MessageSendInputSerializer(MessageTextInputSerializer):
     model = serializers.CharField(
         required=False,
         max_length=100,
@@ -142,6 +155,14 @@ class MessageSendInputSerializer(serializers.Serializer):
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return attrs
+
+
+class MessageEditInputSerializer(MessageTextInputSerializer):
+    """The new text of your message (and a client id for repeats)."""
+
+
+class MessageRegenerateInputSerializer(StrictInputSerializer):
+    """No fields: the reply to answer again is in the path."""
 
 
 class MessageSendOutputSerializer(serializers.Serializer):

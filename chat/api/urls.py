@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from django.urls import path, re_path
 
-from chat.api import views
+from chat.api import actions, views
 
 app_name = "chat_api"
 
@@ -50,6 +50,12 @@ urlpatterns = [
         name="messages",
     ),
     path("messages/<int:message_id>", views.MessageDetailApi.as_view(), name="message-detail"),
+    path(
+        "messages/<int:message_id>/regenerate",
+        actions.MessageRegenerateApi.as_view(),
+        name="message-regenerate",
+    ),
+    path("messages/<int:message_id>/edit", actions.MessageEditApi.as_view(), name="message-edit"),
     path("messages/<int:message_id>/cancel", views.ReplyCancelApi.as_view(), name="reply-cancel"),
     path(
         "messages/<int:message_id>/stream", views.MessageStreamApi.as_view(), name="message-stream"

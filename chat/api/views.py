@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -100,10 +101,55 @@ class ApiView(APIView):
         )
 
 
+@contextmanager
+def state_conflicts() -> Iterator[None]:
+    """A service's refusal of a well-formed request because of the message's state or kind
+    (cancel a user message, regenerate an earlier reply, edit someone else's message): 409,
+    not 400 — the request was valid, the target does not allow it."""
+    try:
+        yield
+    except ChatError as error:
+        if error.code != "bad_frame":
+            raise
+        raise ChatError("conflict", error.detail) from None
+
+
+def query_dict(request: Request) -> dict[str, str]:
+    """The query string as a plain dict (last value wins): an empty `days=` is then a bad
+    integer (400), where DRF's form handling would take it as left out."""
+    return {name: request.query_params[name] for name in request.query_params}
+
+
 class Pagination(PageNumberPagination):
+    """Pages of 20; `page_size` 1 to 100. A `page_size` that is not such a number is a 400
+    (DRF would quietly use the default), an out-of-range `page` a 404."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if str(size) != raw.strip() or not 1 <= size <= self.max_page_size:
+            raise ValidationError(
+                {"page_size": [f"A whole number from 1 to {self.max_page_size}."]}
+            )
+        return size
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": self.max_page_size})
+            elif parameter["name"] == self.page_query_param:
+                parameter["schema"].update({"minimum": 1})
+        return parameters
 
 
 def paginated(view: ApiView, queryset: QuerySet[Any], serializer: type) -> Response:
@@ -188,13 +234,14 @@ class ConversationRenameApi(ApiView):
         responses={(200, "application/json"): ConversationOutputSerializer, **errors(400, 404)},
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
-        """Change the title."""
+        """Change the title (a body without one changes nothing)."""
         conversation = self.conversation(conversation_id)
         data = ConversationRenameInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        conversation = services.conversation_rename(
-            conversation=conversation, title=data.validated_data["title"]
-        )
+        if "title" in data.validated_data:
+            conversation = services.conversation_rename(
+                conversation=conversation, title=data.validated_data["title"]
+            )
         return Response(ConversationOutputSerializer(conversation).data)
 
 
@@ -273,7 +320,10 @@ class MessageListApi(ApiView):
     @extend_schema(
         operation_id="message_list",
         tags=["messages"],
-        responses={(200, "application/json"): MessageOutputSerializer(many=True), **errors(404)},
+        responses={
+            (200, "application/json"): MessageOutputSerializer(many=True),
+            **errors(400, 404),
+        },
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         """The conversation's messages as it stands (superseded ones left out), oldest first."""
@@ -284,12 +334,72 @@ class MessageListApi(ApiView):
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     name=idempotency.HEADER,
-    type=str,
+    type={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": idempotency.KEY_PATTERN,
+    },
     location=OpenApiParameter.HEADER,
     required=False,
     description="Any unique string of yours: a repeat returns the first result, a concurrent "
     "duplicate gets 409, a reuse with another body 422.",
 )
+
+
+def client_id_of(request: Request, caller: Caller, given: str | None) -> str:
+    """The client id a write is idempotent on: the body's, else one derived from the
+    Idempotency-Key header, else a fresh one."""
+    key = request.headers.get(idempotency.HEADER)
+    if given:
+        return given
+    if key:
+        return idempotency.client_id_for(scope=caller.idempotency_scope, key=key)
+    return f"api-{uuid.uuid4().hex}"
+
+
+def run_idempotent(
+    request: Request,
+    caller: Caller,
+    payload: dict[str, Any],
+    operation: Callable[[], idempotency.Outcome],
+) -> Response:
+    """Run a write once per Idempotency-Key (when the header is there) and answer it."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        outcome = operation()
+    else:
+        try:
+            slot = idempotency.slot_for(
+                scope=caller.idempotency_scope,
+                key=key,
+                method="POST",
+                path=request.path,
+                payload=payload,
+            )
+            outcome = idempotency.run_once(slot, operation)
+        except idempotency.IdempotencyRefused as refused:
+            return error_response(refused.status, refused.code, refused.detail)
+    return Response(outcome.body, status=outcome.status, headers=outcome.headers)
+
+
+def send_outcome(result: services.SendResult) -> idempotency.Outcome:
+    """A send's, an edit's or a regenerate's answer: 201 with the ids (200 for a repeat)."""
+    body = MessageSendOutputSerializer(
+        {
+            "conversation": result.reply.conversation_id,
+            "message": result.user_message.pk,
+            "reply": result.reply.pk,
+            "created": result.created,
+            "stream_url": reverse("chat_api:message-stream", args=[result.reply.pk]),
+            "reply_url": reverse("chat_api:message-detail", args=[result.reply.pk]),
+        }
+    ).data
+    return idempotency.Outcome(
+        status=201 if result.created else 200,
+        body=dict(body),
+        headers={"Location": body["reply_url"]},
+    )
 
 
 class MessageSendApi(ApiView):
@@ -315,12 +425,12 @@ class MessageSendApi(ApiView):
         data = MessageSendInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         caller = self.caller()
-        key = request.headers.get(idempotency.HEADER)
         alias = ""
         if model := data.validated_data.get("model"):
             alias = model_alias_resolve(model) or ""
             if not alias:
-                raise ValidationError({"model": [f"No model {model!r} (GET models lists them)."]})
+                detail = f"No model {model!r} (GET models lists them)."
+                return error_response(404, "not_found", detail, fields={"model": [detail]})
         options = GenerationOptions(
             max_tokens=data.validated_data.get("max_tokens"),
             temperature=data.validated_data.get("temperature"),
@@ -333,11 +443,7 @@ class MessageSendApi(ApiView):
             async_to_sync(limits.send_check)(
                 user_id=caller.user.pk, organisation_id=conversation.organisation_id
             )
-            client_id = data.validated_data.get("client_id") or (
-                idempotency.client_id_for(scope=caller.idempotency_scope, key=key)
-                if key
-                else f"api-{uuid.uuid4().hex}"
-            )
+            client_id = client_id_of(request, caller, data.validated_data.get("client_id"))
             result = services.message_send(
                 author=caller.user,
                 conversation=conversation,
@@ -347,37 +453,9 @@ class MessageSendApi(ApiView):
                 alias=alias,
                 options=options,
             )
-            body = MessageSendOutputSerializer(
-                {
-                    "conversation": result.reply.conversation_id,
-                    "message": result.user_message.pk,
-                    "reply": result.reply.pk,
-                    "created": result.created,
-                    "stream_url": reverse("chat_api:message-stream", args=[result.reply.pk]),
-                    "reply_url": reverse("chat_api:message-detail", args=[result.reply.pk]),
-                }
-            ).data
-            return idempotency.Outcome(
-                status=201 if result.created else 200,
-                body=dict(body),
-                headers={"Location": body["reply_url"]},
-            )
+            return send_outcome(result)
 
-        if key is None:
-            outcome = send()
-        else:
-            try:
-                slot = idempotency.slot_for(
-                    scope=caller.idempotency_scope,
-                    key=key,
-                    method="POST",
-                    path=request.path,
-                    payload=data.validated_data,
-                )
-                outcome = idempotency.run_once(slot, send)
-            except idempotency.IdempotencyRefused as refused:
-                return error_response(refused.status, refused.code, refused.detail)
-        return Response(outcome.body, status=outcome.status, headers=outcome.headers)
+        return run_idempotent(request, caller, data.validated_data, send)
 
 
 class MessageDetailApi(ApiView):
@@ -396,7 +474,7 @@ class ReplyCancelApi(ApiView):
         operation_id="reply_cancel",
         tags=["messages"],
         request=None,
-        responses={(200, "application/json"): MessageOutputSerializer, **errors(400, 404)},
+        responses={(200, "application/json"): MessageOutputSerializer, **errors(400, 404, 409)},
     )
     def post(self, request: Request, message_id: int) -> Response:
         """Stop a reply; the partial text is kept. A final reply is left as it is.
@@ -404,7 +482,8 @@ class ReplyCancelApi(ApiView):
         A streaming reply stops within a moment (its generator polls for the request), so the
         status returned may still say `streaming`."""
         message = self.message(message_id)
-        reply_cancel(message=message, by=self.caller().user)
+        with state_conflicts():
+            reply_cancel(message=message, by=self.caller().user)
         message.refresh_from_db()
         return Response(MessageOutputSerializer(message).data)
 
@@ -429,15 +508,22 @@ def sse_event(event: str, data: Any, *, event_id: int | None = None) -> str:
 
 
 def after_seq_from(request: Request) -> int:
-    """`Last-Event-ID` (what EventSource sends on reconnecting), else `?after_seq=`."""
-    raw = request.headers.get("Last-Event-ID") or request.query_params.get("after_seq") or "0"
-    try:
-        after_seq = int(raw.strip())
-    except ValueError:
-        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.") from None
-    if after_seq < 0:
-        raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.")
-    return after_seq
+    """`Last-Event-ID` (what EventSource sends on reconnecting), else `?after_seq=`; each one
+    present must be an integer ≥ 0."""
+    header = request.headers.get("Last-Event-ID")
+    query = request.query_params.get("after_seq")
+    values = []
+    for raw in (header, query):
+        if raw is None:
+            continue
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ChatError("bad_frame", "Last-Event-ID / after_seq must be an integer ≥ 0.")
+        values.append(value)
+    return values[0] if values else 0
 
 
 async def reply_events(message: Message, after_seq: int) -> AsyncIterator[str]:
@@ -503,7 +589,7 @@ class MessageStreamApi(ApiView):
                 SSE_EVENT_SCHEMA,
                 description="Server-sent events: `delta` (id = seq), then `done` or `error`.",
             ),
-            **errors(400, 404),
+            **errors(400, 404, 409),
         },
     )
     def get(self, request: Request, message_id: int) -> StreamingHttpResponse:
@@ -514,7 +600,7 @@ class MessageStreamApi(ApiView):
         with `Last-Event-ID` to get only what you miss. Close the stream on `done`/`error`."""
         message = self.message(message_id)
         if message.role != Message.Role.ASSISTANT:
-            raise ChatError("bad_frame", "Only an assistant reply can be streamed.")
+            raise ChatError("conflict", "Only an assistant reply can be streamed.")
         response = StreamingHttpResponse(
             reply_events(message, after_seq_from(request)),
             content_type="text/event-stream; charset=utf-8",
@@ -550,7 +636,7 @@ class UsageApi(ApiView):
     def get(self, request: Request) -> Response:
         """Your tokens and cost in your (or your key's) organisation: today, this month, and
         per day."""
-        query = UsageInputSerializer(data=request.query_params)
+        query = UsageInputSerializer(data=query_dict(request))
         query.is_valid(raise_exception=True)
         caller = self.caller()
         summary = usage_summary(
@@ -569,7 +655,7 @@ class OrganisationUsageApi(ApiView):
     def get(self, request: Request) -> Response:
         """The whole organisation's tokens and cost, and each member's this month: for its
         operators and admins."""
-        query = UsageInputSerializer(data=request.query_params)
+        query = UsageInputSerializer(data=query_dict(request))
         query.is_valid(raise_exception=True)
         caller = self.caller()
         if caller.organisation.pk not in operated_organisation_ids(user=caller.user):

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -145,10 +146,8 @@ def _joined_text(content: object, param: str) -> str:
     raise _invalid("`content` must be a string or a list of text parts.", param)
 
 
-def completion_request_parse(raw: bytes) -> CompletionRequest:
-    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py): every parameter is
-    either taken (generation options, carried to the provider) or refused with a 400 naming it;
-    whether the model's providers can honour the options is checked by the view."""
+def json_object_parse(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object, bounded in size (413) and shape (400)."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if len(raw) > limit:
         raise OpenAIError(413, f"The request body must be at most {limit} bytes.")
@@ -160,6 +159,14 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
         ) from None
     if not isinstance(payload, dict):
         raise _invalid("The request body must be a JSON object.")
+    return payload
+
+
+def completion_request_parse(raw: bytes) -> CompletionRequest:
+    """Validate a /v1/chat/completions body (bounded: chat/bounded_json.py): every parameter is
+    either taken (generation options, carried to the provider) or refused with a 400 naming it;
+    whether the model's providers can honour the options is checked by the view."""
+    payload = json_object_parse(raw)
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise _invalid("You must provide a model parameter.", "model")
@@ -329,6 +336,15 @@ def _response_format(payload: dict[str, Any]) -> dict[str, Any] | None:
         schema = value.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
             raise _invalid("`response_format.json_schema` must be an object.", "response_format")
+        try:
+            jsonschema.validators.validator_for(schema.get("schema", {})).check_schema(
+                schema.get("schema", {})
+            )
+        except jsonschema.exceptions.SchemaError as error:
+            raise _invalid(
+                f"`response_format.json_schema.schema` is not a valid JSON Schema: {error.message}",
+                "response_format",
+            ) from None
         return {"type": "json_schema", "json_schema": schema}
     raise _invalid(
         "`response_format.type` must be one of text, json_object, json_schema.", "response_format"

@@ -35,7 +35,7 @@ from accounts.services import api_key_use
 from chat import services
 from chat.api import idempotency
 from chat.api.catalog import model_alias_resolve, model_aliases, model_option_unsupported
-from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower
+from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower, connection_release
 from chat.models import Message
 from chat.openai_compat.shapes import (
     ChunkMaker,
@@ -56,18 +56,19 @@ from chat.openai_compat.shapes import (
 )
 from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
+from llm.embedding_models import embedding_model_resolve, embedding_models
 
 logger = logging.getLogger(__name__)
 
 
-async def _api_key(request: HttpRequest) -> ApiKey:
+def _api_key_sync(request: HttpRequest) -> ApiKey:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise OpenAIError(
             401,
             "You didn't provide an API key. Send it as `Authorization: Bearer pk_…`.",
         )
-    key = await sync_to_async(api_key_use)(raw=token)
+    key = api_key_use(raw=token)
     if key is None:
         raise OpenAIError(
             401, "Incorrect API key provided (invalid, expired or revoked).", code="invalid_api_key"
@@ -75,7 +76,12 @@ async def _api_key(request: HttpRequest) -> ApiKey:
     return key
 
 
-def _method_not_allowed(allowed: str) -> JsonResponse:
+async def api_key_authenticate(request: HttpRequest) -> ApiKey:
+    """The request's API key (Authorization: Bearer), or OpenAI's 401."""
+    return await sync_to_async(_api_key_sync)(request)
+
+
+def method_not_allowed(allowed: str) -> JsonResponse:
     response = OpenAIError(405, f"Use {allowed} for this endpoint.").response()
     response["Allow"] = allowed
     return response
@@ -88,19 +94,11 @@ def _parley_headers(reply: Message) -> dict[str, str]:
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
-        return _method_not_allowed("POST")
+        return method_not_allowed("POST")
     try:
-        key = await _api_key(request)
-        # At most one byte past the limit is read, whatever Content-Length says (Django's
-        # request.body would refuse a long one with its own HTML page).
-        completion = completion_request_parse(
-            request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
-        )
-        alias = await sync_to_async(model_alias_resolve)(completion.model)
-        if alias is None:
-            raise model_not_found(completion.model)
-        if param := await sync_to_async(model_option_unsupported)(alias, completion.options):
-            raise options_refused(completion.options, param, completion.model)
+        # One hop to the sync thread for the key, the body and the model (each hop queues
+        # behind the other requests' database work).
+        key, completion, alias = await sync_to_async(_accepted)(request)
         scope = f"key:{key.pk}"
         idempotency_key = request.headers.get(idempotency.HEADER)
         client_id = (
@@ -133,20 +131,40 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
 
 
+def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str]:
+    """The request's key, its parsed body and the model alias it names; else OpenAIError."""
+    key = _api_key_sync(request)
+    # At most one byte past the limit is read, whatever Content-Length says (Django's
+    # request.body would refuse a long one with its own HTML page).
+    completion = completion_request_parse(request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
+    alias = model_alias_resolve(completion.model)
+    if alias is None:
+        raise model_not_found(completion.model)
+    if param := model_option_unsupported(alias, completion.options):
+        raise options_refused(completion.options, param, completion.model)
+    return key, completion, alias
+
+
 async def _start(key: ApiKey, completion: CompletionRequest, client_id: str, alias: str) -> Message:
     """Record the request and start its reply on `alias` (rate limit, budget, dispatch)."""
     await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
-    result = await sync_to_async(services.completion_request_create)(
-        author=key.user,
-        organisation=key.organisation,
-        history=completion.history,
-        text=completion.text,
-        client_id=client_id,
-        alias=alias,
-        system_prompt=completion.system,
-        options=completion.options,
-    )
-    return result.reply
+
+    def create() -> Message:
+        try:
+            return services.completion_request_create(
+                author=key.user,
+                organisation=key.organisation,
+                history=completion.history,
+                text=completion.text,
+                client_id=client_id,
+                alias=alias,
+                system_prompt=completion.system,
+                options=completion.options,
+            ).reply
+        finally:
+            connection_release()  # the wait for the reply needs no connection
+
+    return await sync_to_async(create)()
 
 
 async def _complete(
@@ -261,21 +279,26 @@ async def _chunks(
 
 async def models(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
-        return _method_not_allowed("GET")
+        return method_not_allowed("GET")
     try:
-        key = await _api_key(request)
+        key = await api_key_authenticate(request)
     except OpenAIError as error:
         return error.response()
     aliases = await sync_to_async(model_aliases)(organisation_id=key.organisation_id)
-    return JsonResponse(models_body([alias.id for alias in aliases]))
+    # Chat models first (the default one leads), then the embedding models (/v1/embeddings).
+    embedding_ids = [model.id for model in embedding_models()]
+    return JsonResponse(models_body([alias.id for alias in aliases] + embedding_ids))
 
 
 async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
     if request.method != "GET":
-        return _method_not_allowed("GET")
+        return method_not_allowed("GET")
     try:
-        await _api_key(request)
-        if await sync_to_async(model_alias_resolve)(model) is None:
+        await api_key_authenticate(request)
+        if (
+            await sync_to_async(model_alias_resolve)(model) is None
+            and embedding_model_resolve(model) is None
+        ):
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()

@@ -460,10 +460,11 @@ def test_cancel_stops_a_running_reply_and_keeps_its_text(api, chat, settings):
     assert len(reply["content"]) < len(simulated_reply("Tell me a long story"))
 
 
-def test_cancelling_a_user_message_is_a_400(api, chat):
+def test_cancelling_a_user_message_is_a_409(api, chat):
+    """A well-formed request the message's kind does not allow: a conflict, not bad input."""
     user_message = chat.messages.get(role="user")
     response = api.post(f"{API}/messages/{user_message.pk}/cancel")
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
 
 
 def test_posting_is_rate_limited_with_retry_after(api, chat, settings):

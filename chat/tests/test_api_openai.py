@@ -259,7 +259,7 @@ async def test_every_provider_down_is_503(http, settings, stream):
 
 
 async def test_the_rest_of_v1_answers_in_openais_shape(http):
-    response = await http.post("/v1/embeddings", json={})
+    response = await http.post("/v1/audio/speech", json={})
     assert response.status_code == 404 and openai_error(response)["type"] == "invalid_request_error"
     assert (await http.get("/v1/chat/completions")).status_code == 405
 

@@ -60,7 +60,6 @@ def test_a_rest_send_takes_a_model_and_a_token_cap(api, chat):
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"model": "local"[::-1]}, "model"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": "many"}, "max_tokens"),
         ({"temperature": 3}, "temperature"),
@@ -72,6 +71,14 @@ def test_a_bad_or_unknown_field_is_a_400_naming_it(api, chat, body, field):
     assert sent.status_code == 400
     error = sent.json()["error"]
     assert error["code"] == "invalid" and field in error["fields"]
+    assert not Message.objects.filter(conversation=chat).exists()
+
+
+def test_an_unknown_model_is_a_404_naming_it(api, chat):
+    sent = send(api, chat, text="Hello", model="local"[::-1])
+    assert sent.status_code == 404
+    error = sent.json()["error"]
+    assert error["code"] == "not_found" and "model" in error["fields"]
     assert not Message.objects.filter(conversation=chat).exists()
 
 

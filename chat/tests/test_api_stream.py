@@ -161,7 +161,7 @@ async def test_stream_errors_are_json_even_for_an_event_stream_client(http):
 async def test_a_user_message_cannot_be_streamed(http):
     sent = await post_message(http, "Mine")
     response = await http.get(f"/api/v1/messages/{sent['message']}/stream")
-    assert response.status_code == 400
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
 
 
 # --- the follower: drops, duplicates, a lost `done` -----------------------------------------

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -69,6 +71,47 @@ def load_model(path: str, n_ctx: int, n_threads: int) -> LoadedModel:
 atexit.register(load_model.cache_clear)
 
 
+def llama_response_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's response_format as llama-cpp-python takes it: `json_object`, with the schema
+    when there is one (llama.cpp then builds a grammar from it). `text` needs none."""
+    if not response_format or response_format.get("type") == "text":
+        return None
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return {"type": "json_object", **({"schema": schema} if schema else {})}
+    return {"type": "json_object"}
+
+
+def structured_output_check(text: str, response_format: dict[str, Any]) -> None:
+    """Refuse an answer that is not the JSON (or the JSON Schema instance) asked for: the
+    grammar should make that impossible, and Parley does not pass it on if it happens."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProviderError(
+            "provider_failed",
+            f"The local model's answer is not valid JSON ({exc.msg}).",
+            reason="bad_answer",
+        ) from None
+    schema = None
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+    elif not isinstance(value, dict):
+        raise ProviderError(
+            "provider_failed", "The local model's answer is not a JSON object.", reason="bad_answer"
+        )
+    if schema:
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(value)
+        )
+        if error is not None:
+            raise ProviderError(
+                "provider_failed",
+                f"The local model's answer does not match the schema: {error.message}",
+                reason="bad_answer",
+            )
+
+
 def _to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
     return [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
 
@@ -82,6 +125,9 @@ class ChatLocalLlama(BaseChatModel):
     # The caller's other sampling choices, by llama.cpp's (= OpenAI's) names: top_p, seed, stop,
     # presence_penalty, frequency_penalty.
     sampling: dict[str, Any] = {}
+    # OpenAI's response_format (json_object / json_schema): the output is constrained by a
+    # llama.cpp grammar, then checked (structured_output_check).
+    response_format: dict[str, Any] | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -105,6 +151,7 @@ class ChatLocalLlama(BaseChatModel):
                 stream=True,
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
+                response_format=llama_response_format(self.response_format),  # type: ignore[arg-type]
                 **self.sampling,
             )
             for part in stream:
@@ -117,6 +164,11 @@ class ChatLocalLlama(BaseChatModel):
                     completion.append(text)
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
             completion_tokens = model.count_tokens("".join(completion))
+        stopped = stop_event is not None and stop_event.is_set()
+        if self.response_format is not None and finish == "stop" and not stopped:
+            # A reply cut by max_tokens says so (finish_reason "length"); a finished one must
+            # be what was asked for.
+            structured_output_check("".join(completion), self.response_format)
         usage = UsageMetadata(
             input_tokens=prompt_tokens,
             output_tokens=completion_tokens,
@@ -199,4 +251,5 @@ def build(
         max_tokens=max_tokens,
         temperature=float(sampling.pop("temperature", config.options.get("temperature", 0.7))),
         sampling=sampling,
+        response_format=options.response_format if options is not None else None,
     )

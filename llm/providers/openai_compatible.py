@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
+import openai
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from llm.options import GenerationOptions, sampling_kwargs
-from llm.providers.base import ProviderConfig
+from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 
 
 def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float, float]:
@@ -56,3 +58,37 @@ def build(
     # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
     # unbounded; send the classic field they understand.
     return ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)
+
+
+@cache
+def _embeddings_client(base_url: str, api_key: str, timeout: float) -> Any:
+    """One pooled client per upstream (its HTTP connections are reused across requests)."""
+    return openai.OpenAI(
+        base_url=base_url or None, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
+    )
+
+
+def embed(
+    config: ProviderConfig, texts: list[str], *, dimensions: int | None = None
+) -> tuple[list[list[float]], int | None]:
+    """Vectors for `texts` from the deployment's /embeddings (input order), and the prompt
+    tokens it reports (None if it reports none). `dimensions` is passed on when asked for; a
+    vendor error becomes our ProviderError."""
+    client = _embeddings_client(config.base_url, config.api_key, config.timeout)
+    extra: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
+    try:
+        response = client.embeddings.create(
+            model=config.model, input=texts, encoding_format="float", **extra
+        )
+    except Exception as exc:
+        raise provider_error_from(exc) from exc
+    rows = sorted(response.data, key=lambda row: row.index)
+    if len(rows) != len(texts) or any(not isinstance(row.embedding, list) for row in rows):
+        raise ProviderError(
+            "provider_failed",
+            f"The embeddings provider answered {len(rows)} vectors for {len(texts)} inputs.",
+            reason="bad_answer",
+        )
+    usage = getattr(response, "usage", None)
+    tokens = getattr(usage, "prompt_tokens", None)
+    return [list(row.embedding) for row in rows], tokens if isinstance(tokens, int) else None

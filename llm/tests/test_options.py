@@ -85,10 +85,11 @@ def test_anthropic_gets_what_it_has_and_refuses_the_rest():
     assert refused.value.code == "provider_rejected" and "`seed`" in refused.value.detail
 
 
-def test_structured_output_goes_only_to_openai_style_servers():
+def test_structured_output_goes_to_openai_style_servers_and_the_local_model():
     structured = GenerationOptions(response_format={"type": "json_object"})
-    assert option_unsupported(structured, "openai-compatible") is None
-    for kind in ("local", "simulated", "anthropic"):
+    for kind in ("openai", "openai-compatible", "local"):
+        assert option_unsupported(structured, kind) is None
+    for kind in ("simulated", "anthropic"):
         assert option_unsupported(structured, kind) == "response_format"
 
 
