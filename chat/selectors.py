@@ -18,6 +18,7 @@ from accounts.models import Organisation, User
 from accounts.quotas import tokens_estimate
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from llm.catalog import all_deployments, default_alias
 
 # Tokens a chat template adds around each message (role markers and separators), rounded up.
 TOKENS_PER_MESSAGE = 8
@@ -72,6 +73,29 @@ def message_access(
 def message_history(*, conversation: Conversation) -> QuerySet[Message]:
     """The conversation as it stands: superseded messages (regenerated, edited) left out."""
     return conversation.messages.filter(superseded=False)
+
+
+def reply_versions(*, conversation: Conversation) -> dict[int, list[Message]]:
+    """Earlier answers to each user message still shown, oldest first: the replies a
+    regenerate superseded (kept, docs/protocol.md), browsable on the page as 1/2, 2/2. One query."""
+    shown = conversation.messages.filter(superseded=False, role=Message.Role.USER)
+    earlier = conversation.messages.filter(
+        role=Message.Role.ASSISTANT, superseded=True, reply_to__in=shown
+    ).order_by("created_at", "id")
+    versions: dict[int, list[Message]] = {}
+    for reply in earlier:
+        versions.setdefault(reply.reply_to_id or 0, []).append(reply)
+    return versions
+
+
+def model_choices(*, organisation: Organisation | None) -> list[str]:
+    """The model aliases this organisation's people may pick, the default first: every alias
+    with an enabled deployment (llm/catalog.py). The page reads models only through here, so an
+    organisation's allow-list (tenant features) is applied in this one place."""
+    default = default_alias()
+    aliases = sorted({d.alias for d in all_deployments() if d.enabled and d.alias})
+    aliases.sort(key=lambda alias: alias != default)
+    return aliases
 
 
 def messages_created_since(
