@@ -55,7 +55,8 @@ function setUpMenus(document) {
   });
 }
 
-export function setDrawer(document, open) {
+/** Open or close the drawer; `focus` (an element in it) gets the focus once it is shown. */
+export function setDrawer(document, open, focus = null) {
   const sidebar = document.getElementById("sidebar");
   const toggle = document.getElementById("drawer-toggle");
   const backdrop = document.getElementById("drawer-backdrop");
@@ -63,6 +64,8 @@ export function setDrawer(document, open) {
   sidebar.dataset.open = String(open);
   toggle.setAttribute("aria-expanded", String(open));
   if (backdrop) backdrop.hidden = !open;
+  // A hidden drawer cannot take focus: wait for the frame that shows it.
+  if (focus) requestAnimationFrame(() => requestAnimationFrame(() => focus()));
 }
 
 export function drawerOpen(document) {
@@ -74,8 +77,8 @@ function setUpDrawer(document) {
   if (!toggle) return;
   toggle.addEventListener("click", () => {
     const open = !drawerOpen(document);
-    setDrawer(document, open);
-    if (open) document.querySelector("#sidebar .new-chat")?.focus();
+    const first = document.querySelector("#sidebar .new-chat");
+    setDrawer(document, open, open && first ? () => first.focus() : null);
   });
   document.getElementById("drawer-backdrop")?.addEventListener("click", () => {
     setDrawer(document, false);

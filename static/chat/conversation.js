@@ -243,8 +243,6 @@ export class Conversation {
         return this.withReply(frame, this.onReplyError);
       case "superseded":
         return this.onSuperseded(frame);
-      case "queued":
-        return this.withReply(frame, this.onQueued);
       default:
         return; // a type this page does not know
     }
@@ -367,13 +365,6 @@ export class Conversation {
       this.renderNow(reply);
       this.view.announce(`The reply failed: ${reply.state.detail || reply.state.errorCode}`);
     }
-  }
-
-  /** The reply waits for the model, `position` in its queue (1 = next). */
-  onQueued(reply, frame) {
-    if (reply.state.status !== "pending") return;
-    reply.state.position = frame.position ?? null;
-    this.view.showReplyStatus(reply.article, reply.state);
   }
 
   /** A regenerate or an edit (e.g. in another tab) replaced these messages: take them away. */

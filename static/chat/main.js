@@ -62,8 +62,11 @@ function setUpShortcuts(view, conversation, sidebar) {
     event.preventDefault();
     switch (action) {
       case "search":
-        if (window.matchMedia(NARROW).matches) setDrawer(document, true);
-        sidebar.focusSearch();
+        if (window.matchMedia(NARROW).matches && !drawerOpen(document)) {
+          setDrawer(document, true, () => sidebar.focusSearch());
+        } else {
+          sidebar.focusSearch();
+        }
         break;
       case "new-chat":
         document.querySelector("#sidebar form")?.requestSubmit();

@@ -227,6 +227,7 @@ export class View {
     for (const pre of root.querySelectorAll("pre")) {
       if (pre.parentElement?.classList.contains("code-block")) continue;
       const wrapper = this.element("div", "code-block");
+      pre.tabIndex = 0; // a wide block scrolls sideways from the keyboard too
       pre.replaceWith(wrapper);
       wrapper.append(this.button("chip copy-code", "Copy code", { copyCode: "" }), pre);
     }

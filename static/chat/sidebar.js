@@ -100,7 +100,7 @@ export class Sidebar {
     if (action === "pin") {
       item.dataset.pinned = String(answer.pinned);
       item.classList.toggle("conversation--pinned", answer.pinned);
-      item.querySelector(".conversation__pin").textContent = answer.pinned ? "📌 " : "";
+      item.querySelector(".conversation__pin").textContent = answer.pinned ? "★ " : "";
       item.querySelector("input[name=pinned]").value = String(!answer.pinned);
       const button = item.querySelector("form[data-action=pin] button");
       button.textContent = answer.pinned ? "Unpin" : "Pin";
