@@ -64,6 +64,15 @@ def test_search_rename_pin_and_delete_conversations(page, server):
     page.fill("#conversation-search", "")
     expect(items.locator("visible=true")).to_have_count(3)
 
+    # The chat just started (its list entry made by the page, not the server) has a menu too.
+    current = page.locator("#conversations li.conversation:has(a[aria-current='page'])")
+    expect(current).to_contain_text("Crème brûlée")
+    current.locator("summary").click()
+    current.locator("input[name=title]").fill("Dessert")
+    current.get_by_role("button", name="Rename").click()
+    expect(current.locator(".conversation__title")).to_have_text("Dessert")
+    expect(page).to_have_title("Dessert · Parley")
+
     # Rename from the chat's menu, by keyboard.
     soup_id = conversation_item(page, "Soup recipe").get_attribute("data-conversation-id")
     soup = page.locator(f"#conversations li[data-conversation-id='{soup_id}']")

@@ -157,6 +157,19 @@ def test_phone_width_has_no_sideways_scroll_and_the_list_is_a_drawer(
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, box
 
 
+def test_a_wide_window_keeps_the_list_beside_a_readable_column(open_page, server, conversation_url):
+    from playwright.sync_api import expect
+
+    page = open_page(width=1920, height=1080)
+    sign_in(page, server)
+    page.goto(conversation_url)
+    no_horizontal_overflow(page)
+    expect(page.locator("#sidebar")).to_be_visible()
+    expect(page.locator("#drawer-toggle")).to_be_hidden()
+    reply = page.locator("article.message--assistant").bounding_box()
+    assert reply and reply["width"] <= 900, reply  # lines stay short enough to read
+
+
 def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(open_page, server):
     from playwright.sync_api import expect
 
