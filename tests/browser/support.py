@@ -50,15 +50,19 @@ class Server:
 
     def add_user(self, username: str) -> str:
         """Another person with the same password, so a test starts with an empty sidebar."""
-        manage(
-            "shell",
-            "-c",
-            "from accounts.models import User; "
-            f"User.objects.create_user(username={username!r}, password={PASSWORD!r})",
-            env=self.env,
-            timeout=60,
-        )
+        _create_user(self.env, username)
         return username
+
+
+def _create_user(env: dict[str, str], username: str) -> None:
+    manage(
+        "shell",
+        "-c",
+        "from accounts.models import User; "
+        f"User.objects.create_user(username={username!r}, password={PASSWORD!r})",
+        env=env,
+        timeout=60,
+    )
 
 
 def _start_server(tmp: Path, *, tokens_per_second: float) -> Iterator[Server]:
@@ -73,14 +77,7 @@ def _start_server(tmp: Path, *, tokens_per_second: float) -> Iterator[Server]:
         LOG_LEVEL="WARNING",
     )
     manage("migrate", "--noinput", env=env, timeout=120)
-    manage(
-        "shell",
-        "-c",
-        "from accounts.models import User; "
-        f"User.objects.create_user(username={USERNAME!r}, password={PASSWORD!r})",
-        env=env,
-        timeout=60,
-    )
+    _create_user(env, USERNAME)
     group = ProcessGroup(log_dir=tmp)
     port = free_port()
     try:

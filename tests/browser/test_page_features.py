@@ -312,4 +312,7 @@ def test_a_reply_waiting_for_the_model_says_so(page, server):
     wait_until(page, lambda: relay.held, what="the reply's first delta")
     relay.release()
     assert wait_final(reply) == "complete"
+    # Screen readers hear the finished reply once, not every token as it streams.
     expect(page.locator("#announcer")).to_contain_text("You said: Are you busy?")
+    expect(page.locator("#announcer")).to_have_attribute("aria-live", "polite")
+    assert page.locator("#messages").get_attribute("aria-live") is None
