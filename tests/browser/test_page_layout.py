@@ -121,7 +121,7 @@ def test_phone_width_has_no_sideways_scroll_and_the_list_is_a_drawer(
 ):
     from playwright.sync_api import expect
 
-    page = open_page(width=width, height=780)
+    page = open_page(width=width, height=780, reduced_motion="reduce")
     sign_in(page, server)
     page.goto(conversation_url)
     expect(page.locator("#status")).to_have_text("Connected")
@@ -141,6 +141,8 @@ def test_phone_width_has_no_sideways_scroll_and_the_list_is_a_drawer(
     expect(page.locator("#sidebar .new-chat")).to_be_focused()
     expect(page.locator("#conversations li.conversation").first).to_be_visible()
     no_horizontal_overflow(page)
+    if os.environ.get("PARLEY_SCREENSHOTS") == "1" and width == 390:
+        page.screenshot(path=str(SCREENSHOTS / "chat-drawer-phone-light.png"))
     page.keyboard.press("Escape")
     expect(sidebar).to_be_hidden()
     expect(toggle).to_be_focused()
