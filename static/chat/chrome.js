@@ -91,12 +91,12 @@ function setUpDrawer(document) {
   });
 }
 
-/** A button with `data-copy-target` copies that element's text (e.g. a new API key). */
+/** A button with `data-copy-from` (a selector) copies that element's text (a new API key). */
 function setUpCopyButtons(document) {
   document.addEventListener("click", async (event) => {
-    const button = event.target.closest("[data-copy-target]");
+    const button = event.target.closest("[data-copy-from]");
     if (!button) return;
-    const text = document.getElementById(button.dataset.copyTarget)?.textContent || "";
+    const text = document.querySelector(button.dataset.copyFrom)?.textContent || "";
     const label = button.textContent;
     try {
       await navigator.clipboard.writeText(text.trim());

@@ -234,7 +234,7 @@ def test_a_new_api_key_fits_its_card_and_has_a_copy_button(open_page, server):
     page.goto(f"{server.url}/accounts/keys/")
     page.fill("input[name=name]", "laptop")
     page.click("main form button[type=submit]")
-    key = page.locator("#new-key-value")
+    key = page.locator("#new-key code")
     expect(key).to_have_text(re.compile(r"^pk_"))
     no_horizontal_overflow(page)
     card = page.locator("#new-key").evaluate("e => [e.scrollWidth, e.clientWidth]")
