@@ -278,6 +278,12 @@ def test_keyboard_shortcuts_help_focus_newline_and_stop(page, slow_server):
     page.keyboard.press("Escape")
     assert wait_final(reply, timeout=15) == "cancelled"
     expect(reply.locator(".message__status")).to_have_text("Stopped")
+    # Ctrl+Shift+O starts a new chat (the page's New chat form).
+    current = page.locator("#chat").get_attribute("data-conversation")
+    page.keyboard.press("Control+Shift+O")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    expect(page.locator("#chat")).not_to_have_attribute("data-conversation", current)
+    expect(page.locator("#empty-chat")).to_be_visible()
 
 
 def test_connection_loss_shows_a_banner_and_says_when_it_is_back(page, server):
