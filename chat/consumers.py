@@ -34,6 +34,8 @@ from chat.protocol import (
 )
 from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
+from core.observability import metrics
+from core.observability.context import traced
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.access_checked_at = time.monotonic()
         self.closing = False
         await self.accept()
+        self.socket_counted = metrics.socket_opened()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels (4.2+) closes stale database connections before every handler: a hop to
@@ -84,9 +87,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await super().dispatch(message)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(getattr(self, "socket_counted", False))
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
+    @traced("ws.frame", new_request=True)
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # access ended: nothing more is done for this socket
@@ -211,6 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.catch_up(result.reply.pk, after_seq=0)
 
     async def on_resume(self, frame: ResumeFrame) -> None:
+        metrics.RESUMES.inc()
         message = await database_sync_to_async(selectors.message_access)(
             user=self.user, message_id=frame.message, organisation=self.only_organisation
         )

@@ -16,9 +16,10 @@ from django.db.models.functions import Length
 
 from accounts.models import Organisation, User
 from accounts.quotas import tokens_estimate
+from accounts.selectors import organisation_allowed_models
 from chat.errors import ChatError
 from chat.models import Conversation, Message
-from llm.catalog import all_deployments, default_alias
+from llm.catalog import enabled_aliases, tenant_aliases
 
 # Tokens a chat template adds around each message (role markers and separators), rounded up.
 TOKENS_PER_MESSAGE = 8
@@ -89,12 +90,13 @@ def reply_versions(*, conversation: Conversation) -> dict[int, list[Message]]:
 
 
 def model_choices(*, organisation: Organisation | None) -> list[str]:
-    """The model aliases this organisation's people may pick, the default first: every alias
-    with an enabled deployment (llm/catalog.py). The page reads models only through here, so an
-    organisation's allow-list (tenant features) is applied in this one place."""
-    default = default_alias()
-    aliases = sorted({d.alias for d in all_deployments() if d.enabled and d.alias})
-    aliases.sort(key=lambda alias: alias != default)
+    """The model aliases this organisation's people may pick, the one a send without a model
+    runs on first: every alias with an enabled deployment that the organisation's allow-list
+    lets it use (llm/catalog.py tenant_aliases; an empty list allows all)."""
+    aliases = enabled_aliases()  # the default first
+    if organisation is not None:
+        allowed = organisation_allowed_models(organisation_id=organisation.pk)
+        aliases = tenant_aliases(aliases, allowed=allowed)
     return aliases
 
 

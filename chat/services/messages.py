@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from core.observability.context import traced_sync
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -87,6 +88,7 @@ def title_from(text: str) -> str:
     return line[:60] + ("…" if len(line) > 60 else "")
 
 
+@traced_sync("chat.message_send")
 def message_send(
     *,
     author: User,
@@ -152,6 +154,7 @@ def message_send(
     return SendResult(user_message=user_message, reply=reply, created=True)
 
 
+@traced_sync("chat.reply_regenerate")
 def reply_regenerate(*, message: Message, by: User) -> SendResult:
     """Answer the last user message again. The old reply is kept, superseded.
 
@@ -193,6 +196,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
     return SendResult(user_message=user_message, reply=reply, created=True)
 
 
+@traced_sync("chat.message_edit")
 def message_edit(*, message: Message, author: User, text: str, client_id: str) -> SendResult:
     """Replace a user message with new text and answer it afresh.
 

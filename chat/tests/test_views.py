@@ -176,3 +176,18 @@ def test_the_api_help_page_is_served(client, owner):
     answer = client.get(reverse("chat:api_help"))
     assert answer.status_code == 200 and b"Authorization: Bearer" in answer.content
     assert reverse("chat:api_help").encode() in client.get(reverse("accounts:keys")).content
+
+
+def test_the_model_picker_offers_only_what_the_organisation_allows(client, owner):
+    from llm.catalog import enabled_aliases
+
+    client.force_login(owner)
+    everything = enabled_aliases()
+    html = client.get(reverse("chat:home")).content.decode()
+    assert all(f'<option value="{alias}"' in html for alias in everything)
+    organisation = owner.personal_organisation
+    organisation.allowed_models = [everything[-1]]
+    organisation.save()
+    html = client.get(reverse("chat:home")).content.decode()
+    assert f'<option value="{everything[-1]}"' in html
+    assert all(f'<option value="{alias}"' not in html for alias in everything[:-1])

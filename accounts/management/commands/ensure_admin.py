@@ -25,6 +25,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created admin account\n  username: {username}\n  password: {password}\n"
-                "Sign in at http://127.0.0.1:8000/ (chat) or /admin/ (operators)."
+                "Sign in on the chat page, or at /admin/ as an operator."
             )
         )

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0007_conversation_origin_system_prompt"),
+        ("chat", "0008_documents"),
     ]
 
     operations = [
