@@ -25,6 +25,8 @@ class Conversation(models.Model):
     # The conversation's own instructions, given to the model after Parley's system prompt
     # (chat/replies/prompt.py); e.g. an OpenAI-compatible request's system messages.
     system_prompt = models.TextField(blank=True, default="")
+    # Kept at the top of its owner's conversation list (the page's sidebar).
+    pinned = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -16,8 +16,10 @@ from django.db.models.functions import Length
 
 from accounts.models import Organisation, User
 from accounts.quotas import tokens_estimate
+from accounts.selectors import organisation_allowed_models
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from llm.catalog import enabled_aliases, tenant_aliases
 
 # Tokens a chat template adds around each message (role markers and separators), rounded up.
 TOKENS_PER_MESSAGE = 8
@@ -72,6 +74,30 @@ def message_access(
 def message_history(*, conversation: Conversation) -> QuerySet[Message]:
     """The conversation as it stands: superseded messages (regenerated, edited) left out."""
     return conversation.messages.filter(superseded=False)
+
+
+def reply_versions(*, conversation: Conversation) -> dict[int, list[Message]]:
+    """Earlier answers to each user message still shown, oldest first: the replies a
+    regenerate superseded (kept, docs/protocol.md), browsable on the page as 1/2, 2/2. One query."""
+    shown = conversation.messages.filter(superseded=False, role=Message.Role.USER)
+    earlier = conversation.messages.filter(
+        role=Message.Role.ASSISTANT, superseded=True, reply_to__in=shown
+    ).order_by("created_at", "id")
+    versions: dict[int, list[Message]] = {}
+    for reply in earlier:
+        versions.setdefault(reply.reply_to_id or 0, []).append(reply)
+    return versions
+
+
+def model_choices(*, organisation: Organisation | None) -> list[str]:
+    """The model aliases this organisation's people may pick, the one a send without a model
+    runs on first: every alias with an enabled deployment that the organisation's allow-list
+    lets it use (llm/catalog.py tenant_aliases; an empty list allows all)."""
+    aliases = enabled_aliases()  # the default first
+    if organisation is not None:
+        allowed = organisation_allowed_models(organisation_id=organisation.pk)
+        aliases = tenant_aliases(aliases, allowed=allowed)
+    return aliases
 
 
 def messages_created_since(

@@ -1,4 +1,6 @@
-"""Server-rendered pages: the conversation list, one conversation, a new chat."""
+"""Server-rendered pages: the conversation list, one conversation, a new chat, and the
+sidebar's writes (rename, pin, delete, instructions) as plain form posts. The page's scripts
+post the same forms with `Accept: application/json` and get JSON back instead of a redirect."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from accounts.models import User
 from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY
 from chat import selectors, services
 from chat.errors import ChatError
+from chat.models import Conversation, Message
 
 
 def _user(request: HttpRequest) -> User:
@@ -52,13 +55,109 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
-def _page_context(request: HttpRequest, *, conversation: object) -> dict[str, object]:
+def _owned(request: HttpRequest, conversation_id: int) -> Conversation:
+    return selectors.conversation_access(user=_user(request), conversation_id=conversation_id)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _answer(
+    request: HttpRequest, conversation: Conversation | None, *, to: str | None = None
+) -> HttpResponse:
+    """JSON for the page's scripts; otherwise back to the page (a form without scripts)."""
+    if _wants_json(request):
+        if conversation is None:
+            return JsonResponse({"deleted": True})
+        return JsonResponse(
+            {
+                "id": conversation.pk,
+                "title": conversation.title,
+                "pinned": conversation.pinned,
+                "system_prompt": conversation.system_prompt,
+            }
+        )
+    if to is not None:
+        return redirect(to)
+    assert conversation is not None
+    return redirect("chat:conversation", conversation_id=conversation.pk)
+
+
+def _refused(request: HttpRequest, error: ChatError) -> HttpResponse:
+    status = 404 if error.code == "not_found" else 400
+    if _wants_json(request):
+        return JsonResponse({"code": error.code, "detail": error.detail}, status=status)
+    return render(request, "chat/not_found.html", status=status)
+
+
+@login_required
+@require_POST
+def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        conversation = services.conversation_rename(
+            conversation=_owned(request, conversation_id), title=request.POST.get("title", "")
+        )
+    except ChatError as error:
+        return _refused(request, error)
+    return _answer(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_pin(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        conversation = services.conversation_pin(
+            conversation=_owned(request, conversation_id),
+            pinned=request.POST.get("pinned") == "true",
+        )
+    except ChatError as error:
+        return _refused(request, error)
+    return _answer(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_instructions(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        conversation = services.conversation_instructions_set(
+            conversation=_owned(request, conversation_id),
+            system_prompt=request.POST.get("system_prompt", ""),
+        )
+    except ChatError as error:
+        return _refused(request, error)
+    return _answer(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        services.conversation_delete(
+            conversation=_owned(request, conversation_id), by=_user(request)
+        )
+    except ChatError as error:
+        return _refused(request, error)
+    return _answer(request, None, to="chat:home")
+
+
+@login_required
+@require_GET
+def api_help(request: HttpRequest) -> HttpResponse:
+    """How programs use Parley (keys, REST, sockets): served, so the keys page can link it."""
+    return render(request, "chat/api_help.html", {"base_url": request.build_absolute_uri("/")})
+
+
+def _page_context(request: HttpRequest, *, conversation: Conversation | None) -> dict[str, object]:
     user = _user(request)
-    messages = (
-        selectors.message_history(conversation=conversation)  # type: ignore[arg-type]
-        if conversation is not None
-        else []
-    )
+    messages: list[Message] = []
+    if conversation is not None:
+        versions = selectors.reply_versions(conversation=conversation)
+        messages = list(selectors.message_history(conversation=conversation))
+        for message in messages:
+            # Earlier answers to the same user message (regenerated), then this one.
+            earlier = versions.get(message.reply_to_id or 0, [])
+            message.earlier_versions = earlier if message.role == "assistant" else []  # type: ignore[attr-defined]
     # People's own chats by default; `?all=1` adds what programs started (REST, OpenAI endpoint).
     show_all = request.GET.get("all") == "1"
     return {
@@ -66,7 +165,8 @@ def _page_context(request: HttpRequest, *, conversation: object) -> dict[str, ob
             user=user,
             organisation=request.organisation,  # type: ignore[attr-defined]
             origins=None if show_all else selectors.PEOPLE_ORIGINS,
-        )[:100],
+        ).order_by("-pinned", "-updated_at")[:100],
+        "models": selectors.model_choices(organisation=request.organisation),  # type: ignore[attr-defined]
         "show_all": show_all,
         "conversation": conversation,
         "messages": messages,

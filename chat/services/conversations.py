@@ -1,9 +1,10 @@
-"""Writes of conversations: create, rename, delete."""
+"""Writes of conversations: create, rename, pin, instructions, delete."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -80,3 +81,30 @@ def conversation_delete(*, conversation: Conversation, by: User) -> None:
                     ),
                 )
         conversation.delete()
+
+
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
+    """Pin a conversation to the top of its owner's list, or unpin it; not a use of the chat,
+    so its place among the unpinned (updated_at) stays."""
+    if not Conversation.objects.filter(pk=conversation.pk).update(pinned=pinned):
+        raise ChatError("not_found", "No such conversation.")
+    conversation.pinned = pinned
+    return conversation
+
+
+def conversation_instructions_set(
+    *, conversation: Conversation, system_prompt: str
+) -> Conversation:
+    """The conversation's own instructions for the model (chat/replies/prompt.py), from the
+    next reply on."""
+    if len(system_prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(
+            "bad_frame",
+            f"A system prompt is at most {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
+        )
+    if not Conversation.objects.filter(pk=conversation.pk).update(
+        system_prompt=system_prompt.strip()
+    ):
+        raise ChatError("not_found", "No such conversation.")
+    conversation.system_prompt = system_prompt.strip()
+    return conversation

@@ -94,3 +94,100 @@ def test_a_failed_reply_names_its_error_code_for_the_pages_label(client, owner, 
 
 def test_healthz_answers(client):
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+JSON = {"HTTP_ACCEPT": "application/json"}
+
+
+def test_the_sidebar_renames_pins_and_deletes_with_json_for_the_page(
+    client, owner, chat_with_history
+):
+    client.force_login(owner)
+    pk = chat_with_history.pk
+    renamed = client.post(reverse("chat:rename", args=[pk]), {"title": "  Sums  "}, **JSON)
+    assert renamed.status_code == 200 and renamed.json()["title"] == "Sums"
+    pinned = client.post(reverse("chat:pin", args=[pk]), {"pinned": "true"}, **JSON)
+    assert pinned.json()["pinned"] is True
+    chat_with_history.refresh_from_db()
+    assert (chat_with_history.title, chat_with_history.pinned) == ("Sums", True)
+    deleted = client.post(reverse("chat:delete", args=[pk]))  # a plain form: back to the page
+    assert deleted.status_code == 302 and deleted["Location"] == reverse("chat:home")
+    assert not type(chat_with_history).objects.filter(pk=pk).exists()
+
+
+def test_pinned_chats_come_first_in_the_sidebar(client, owner):
+    older = services.conversation_create(owner=owner, title="Older pinned chat")
+    services.conversation_create(owner=owner, title="Newer chat")
+    services.conversation_pin(conversation=older, pinned=True)
+    client.force_login(owner)
+    html = client.get(reverse("chat:home")).content.decode()
+    assert html.index("Older pinned chat") < html.index("Newer chat")
+
+
+def test_an_empty_title_is_refused_and_changes_nothing(client, owner, chat_with_history):
+    client.force_login(owner)
+    answer = client.post(
+        reverse("chat:rename", args=[chat_with_history.pk]), {"title": " "}, **JSON
+    )
+    assert answer.status_code == 400 and answer.json()["code"] == "bad_frame"
+    chat_with_history.refresh_from_db()
+    assert chat_with_history.title != " "
+
+
+def test_a_chats_system_prompt_is_saved_and_rendered(client, owner, chat_with_history):
+    client.force_login(owner)
+    url = reverse("chat:instructions", args=[chat_with_history.pk])
+    answer = client.post(url, {"system_prompt": "Be brief."}, **JSON)
+    assert answer.json()["system_prompt"] == "Be brief."
+    page = client.get(reverse("chat:conversation", args=[chat_with_history.pk]))
+    assert "Be brief.</textarea>" in page.content.decode()
+
+
+def test_outsider_cannot_rename_pin_delete_or_instruct(client, outsider, chat_with_history):
+    client.force_login(outsider)
+    pk = chat_with_history.pk
+    for name, data in [
+        ("chat:rename", {"title": "Mine now"}),
+        ("chat:pin", {"pinned": "true"}),
+        ("chat:instructions", {"system_prompt": "Leak everything"}),
+        ("chat:delete", {}),
+    ]:
+        answer = client.post(reverse(name, args=[pk]), data, **JSON)
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found", name
+    chat_with_history.refresh_from_db()
+    assert chat_with_history.title != "Mine now" and not chat_with_history.pinned
+    assert chat_with_history.system_prompt == ""
+
+
+def test_a_regenerated_answer_is_rendered_as_an_earlier_version(
+    client, owner, chat_with_history, monkeypatch
+):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    first = chat_with_history.messages.get(role="assistant")
+    again = services.reply_regenerate(message=first, by=owner)
+    client.force_login(owner)
+    html = client.get(reverse("chat:conversation", args=[chat_with_history.pk])).content.decode()
+    assert f'data-version-id="{first.pk}"' in html
+    assert f'data-message-id="{again.reply.pk}"' in html
+
+
+def test_the_api_help_page_is_served(client, owner):
+    client.force_login(owner)
+    answer = client.get(reverse("chat:api_help"))
+    assert answer.status_code == 200 and b"Authorization: Bearer" in answer.content
+    assert reverse("chat:api_help").encode() in client.get(reverse("accounts:keys")).content
+
+
+def test_the_model_picker_offers_only_what_the_organisation_allows(client, owner):
+    from llm.catalog import enabled_aliases
+
+    client.force_login(owner)
+    everything = enabled_aliases()
+    html = client.get(reverse("chat:home")).content.decode()
+    assert all(f'<option value="{alias}"' in html for alias in everything)
+    organisation = owner.personal_organisation
+    organisation.allowed_models = [everything[-1]]
+    organisation.save()
+    html = client.get(reverse("chat:home")).content.decode()
+    assert f'<option value="{everything[-1]}"' in html
+    assert all(f'<option value="{alias}"' not in html for alias in everything[:-1])

@@ -2,6 +2,7 @@
 // (reply-state.js) and sends not yet acknowledged, and what each frame of docs/protocol.md
 // and each click does to them. main.js builds it with the view and the transport.
 
+import { composerKey, versionStep } from "./page-logic.js";
 import * as replyState from "./reply-state.js";
 
 export class Conversation {
@@ -15,6 +16,8 @@ export class Conversation {
     /** Sends not yet acknowledged, by client_id (the transport re-sends them). */
     this.pendingSends = new Map();
     this.orphans = new replyState.OrphanFrames();
+    /** Earlier versions of a regenerated reply, by the user message id, until the new reply. */
+    this.stashedVersions = new Map();
   }
 
   /** Take over the server-rendered messages. */
@@ -56,7 +59,7 @@ export class Conversation {
   // --- Composer and buttons ----------------------------------------------------------------
 
   onComposerKey(event) {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (composerKey(event) === "send") {
       event.preventDefault();
       this.view.composer.requestSubmit();
     }
@@ -64,14 +67,30 @@ export class Conversation {
 
   onSubmit(event) {
     event.preventDefault();
-    const text = this.view.input.value;
-    if (!text.trim() || this.pendingSends.size) return; // one send in flight at a time
+    this.startSend(this.view.input.value);
+  }
+
+  /** Is a reply of this page still running (for Esc)? Returns the last one's article. */
+  runningReply() {
+    const running = Array.from(this.replies.values()).filter((r) => !r.state.final);
+    const pending = Array.from(this.pendingSends.values()).map((s) => s.reply);
+    const all = [...running, ...pending];
+    return all.length ? all[all.length - 1].article : null;
+  }
+
+  /**
+   * Post a message: a `send`, or with `edit` (a user message id) an `edit` that replaces that
+   * message and everything after it. Shown at once, sent until acknowledged.
+   */
+  startSend(text, { edit = null } = {}) {
+    if (!text.trim() || this.pendingSends.size) return false; // one send in flight at a time
     const send = {
       clientId: crypto.randomUUID(),
       text,
       userArticle: this.view.userArticle(text),
       userId: null,
       reply: null,
+      edit,
     };
     this.view.appendArticle(send.userArticle);
     const placeholder = this.view.assistantArticle(null, "pending");
@@ -80,19 +99,115 @@ export class Conversation {
     this.pendingSends.set(send.clientId, send);
     this.view.setComposerBusy(true); // the text stays until the ack
     this.view.scrollToBottom();
-    const frame = {
-      type: "send",
-      client_id: send.clientId,
-      conversation: this.view.currentConversation(),
-      text,
-    };
+    const frame = edit
+      ? { type: "edit", client_id: send.clientId, message: edit, text }
+      : {
+          type: "send",
+          client_id: send.clientId,
+          conversation: this.view.currentConversation(),
+          text,
+        };
+    const model = this.view.modelPicker?.value;
+    if (!edit && model) frame.model = model;
     if (!this.transport.sendUntilAcked(send.clientId, frame)) {
       const why = "Not connected — your message will be sent when the connection is back.";
       this.view.setStatus(why, "warn");
     }
+    return true;
+  }
+
+  /** Edit a sent message in place: a text box with Save & send and Cancel. */
+  startEdit(article) {
+    if (article.querySelector(".edit-form")) return;
+    const id = Number(article.dataset.messageId);
+    if (!id) return;
+    const text = article.querySelector(".plain")?.textContent || "";
+    const form = this.view.element("form", "edit-form");
+    const label = this.view.element("label", "visually-hidden", "Edit your message");
+    const box = this.view.element("textarea");
+    box.id = `edit-${id}`;
+    label.htmlFor = box.id;
+    box.value = text;
+    box.rows = 3;
+    const save = this.view.element("button", "", "Save & send");
+    save.type = "submit";
+    const cancel = this.view.button("link", "Cancel");
+    form.append(label, box, save, cancel);
+    const body = article.querySelector(".message__body");
+    body.hidden = true;
+    body.after(form);
+    box.focus();
+    const close = () => {
+      form.remove();
+      body.hidden = false;
+      article.querySelector("[data-edit]")?.focus();
+    };
+    cancel.addEventListener("click", close);
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.stopPropagation();
+        close();
+      } else if (composerKey(event) === "send") {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (box.value.trim() === text.trim()) return close();
+      if (this.startSend(box.value, { edit: id })) {
+        form.remove();
+        body.hidden = false;
+        article.dataset.editing = "true";
+      }
+    });
+  }
+
+  async copy(button, text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+      this.view.toast("Copied to the clipboard.");
+    } catch {
+      this.view.toast("Could not copy: the browser refused the clipboard.");
+      return;
+    }
+    const label = button.dataset.copyCode !== undefined ? "Copy code" : "Copy";
+    setTimeout(() => (button.textContent = label), 2000);
+  }
+
+  /** The raw text of a message: a reply's Markdown as held, a user's message as written. */
+  messageText(article) {
+    if (article.dataset.role === "user") return article.querySelector(".plain")?.textContent || "";
+    const reply = this.replies.get(Number(article.dataset.messageId));
+    if (reply) return reply.state.text;
+    return article.dataset.content || article.querySelector(".message__body").innerText;
   }
 
   onMessagesClick(event) {
+    const article = event.target.closest("article.message");
+    const codeButton = event.target.closest("[data-copy-code]");
+    if (codeButton) {
+      const code = codeButton.parentElement.querySelector("pre code, pre");
+      this.copy(codeButton, code?.textContent || "");
+      return;
+    }
+    if (event.target.closest("[data-copy]") && article) {
+      this.copy(event.target.closest("[data-copy]"), this.messageText(article));
+      return;
+    }
+    if (event.target.closest("[data-edit]") && article) {
+      this.startEdit(article);
+      return;
+    }
+    const step = event.target.closest("[data-version-step]");
+    if (step && article) {
+      const earlier = article.querySelectorAll(".message__version").length;
+      const index = Number(article.dataset.versionIndex ?? earlier);
+      const next = versionStep(index, earlier + 1, Number(step.dataset.versionStep));
+      this.view.showVersions(article, next);
+      return;
+    }
     const again = event.target.closest("[data-regenerate]");
     if (again && again.dataset.regenerate) {
       // The server supersedes this reply and announces the new one (`superseded`, `message`).
@@ -102,7 +217,6 @@ export class Conversation {
     }
     const button = event.target.closest("[data-stop]");
     if (!button) return;
-    const article = button.closest("article.message");
     const reply =
       Array.from(this.replies.values()).find((r) => r.article === article) ||
       Array.from(this.pendingSends.values()).find((s) => s.reply.article === article)?.reply;
@@ -186,6 +300,7 @@ export class Conversation {
     const answered = ours.find((s) => frame.role === "assistant" && s.userId === frame.reply_to);
     if (answered) {
       this.bindReply(answered.reply, frame.message);
+      answered.reply.article.dataset.replyTo = String(frame.reply_to);
       return;
     }
     // Another tab's message.
@@ -203,6 +318,10 @@ export class Conversation {
       const reply = this.track(this.view.assistantArticle(frame.message, frame.status), state);
       this.replies.set(frame.message, reply);
       this.view.appendArticle(reply.article);
+      if (frame.reply_to != null) {
+        reply.article.dataset.replyTo = String(frame.reply_to);
+        this.giveStashedVersions(reply.article);
+      }
       this.renderNow(reply);
       for (const orphan of this.orphans.take(frame.message)) this.dispatch(orphan);
     }
@@ -232,6 +351,7 @@ export class Conversation {
       this.view.showReplyStatus(reply.article, reply.state);
       this.view.showReplyFacts(reply.article, frame);
       this.renderNow(reply);
+      this.view.announce(reply.article.querySelector(".message__body").innerText);
     }
   }
 
@@ -243,13 +363,26 @@ export class Conversation {
       clearTimeout(reply.resumeTimer);
       this.view.showReplyStatus(reply.article, reply.state);
       this.renderNow(reply);
+      this.view.announce(`The reply failed: ${reply.state.detail || reply.state.errorCode}`);
     }
   }
 
   /** A regenerate or an edit (e.g. in another tab) replaced these messages: take them away. */
   onSuperseded(frame) {
     if (frame.conversation !== this.view.currentConversation()) return;
-    for (const id of frame.messages || []) {
+    const gone = new Set(frame.messages || []);
+    for (const id of gone) {
+      // A regenerated reply (its question stays): kept as an earlier version of the answer.
+      const article = this.view.messages.querySelector(`article[data-message-id="${Number(id)}"]`);
+      const question = article?.previousElementSibling;
+      if (article?.dataset.role === "assistant" && question?.dataset.role === "user") {
+        const questionId = Number(question.dataset.messageId);
+        if (questionId && !gone.has(questionId)) {
+          this.stashedVersions.set(questionId, this.view.takeVersions(article));
+        }
+      }
+    }
+    for (const id of gone) {
       const reply = this.replies.get(id);
       if (reply) {
         replyState.retire(reply.state); // no more resumes or renders for it
@@ -259,6 +392,18 @@ export class Conversation {
       }
       this.view.removeMessage(id);
     }
+    // The new reply may have been announced before the old one was superseded.
+    for (const article of this.view.messages.querySelectorAll("article[data-reply-to]")) {
+      this.giveStashedVersions(article);
+    }
+  }
+
+  giveStashedVersions(article) {
+    const questionId = Number(article.dataset.replyTo);
+    const versions = this.stashedVersions.get(questionId);
+    if (!versions) return;
+    this.stashedVersions.delete(questionId);
+    this.view.giveVersions(article, versions);
   }
 
   /** An error about a frame rather than a reply. A non-final send was probably refused. */

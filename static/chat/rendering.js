@@ -4,6 +4,7 @@
 // touches the document at import time, so the pure parts (statusLabel, titleFrom) are
 // unit-tested under Node.
 
+import { versionLabel, waitingLabel } from "./page-logic.js";
 import { FINAL_STATUSES } from "./reply-state.js";
 
 const STICKY_BOTTOM_PX = 48;
@@ -31,11 +32,11 @@ const PURIFY_CONFIG = {
  * The words under a reply for its state. A reply cut short never reads as complete: the token
  * cap (`incomplete`, finish reason `length`) and an upstream cut (`interrupted`) say so.
  */
-export function statusLabel({ status, errorCode = "", finishReason = null }) {
+export function statusLabel({ status, errorCode = "", finishReason = null, position = null }) {
   if (status === "incomplete" || finishReason === "length") return "Stopped at the length limit";
   switch (status) {
     case "pending":
-      return "Pending";
+      return waitingLabel(position);
     case "streaming":
       return "Streaming";
     case "complete":
@@ -67,6 +68,8 @@ export class View {
     this.composer = document.getElementById("composer");
     this.input = document.getElementById("composer-text");
     this.sendButton = document.getElementById("send-button");
+    this.modelPicker = document.getElementById("model-picker");
+    this.announcer = document.getElementById("announcer");
     this.markdown = createMarkdown(window);
   }
 
@@ -98,8 +101,10 @@ export class View {
     for (const article of this.messages.querySelectorAll("article.message--assistant")) {
       const span = article.querySelector(".message__status");
       if (span) span.textContent = statusLabel(article.dataset);
+      this.showVersions(article);
     }
     highlightWithin(this.window, this.messages, { auto: true });
+    this.addCodeButtons(this.messages);
     this.scrollToBottom();
   }
 
@@ -112,8 +117,18 @@ export class View {
     article.dataset.status = "complete";
     const body = this.element("div", "message__body");
     body.append(this.element("p", "plain", text));
-    article.append(body);
+    const meta = this.element("footer", "message__meta message__meta--user");
+    meta.append(this.button("chip copy", "Copy", { copy: "" }));
+    meta.append(this.button("chip edit", "Edit", { edit: "" }));
+    article.append(body, meta);
     return article;
+  }
+
+  button(className, text, data = {}) {
+    const button = this.element("button", className, text);
+    button.type = "button";
+    Object.assign(button.dataset, data);
+    return button;
   }
 
   assistantArticle(id, status) {
@@ -124,15 +139,13 @@ export class View {
     article.dataset.seq = "0";
     const meta = this.element("footer", "message__meta");
     meta.append(this.element("span", "message__status", statusLabel({ status })));
-    const stop = this.element("button", "stop", "Stop");
-    stop.type = "button";
-    stop.dataset.stop = id ?? "";
+    const actions = this.element("span", "message__actions");
+    const stop = this.button("chip stop", "Stop", { stop: id ?? "" });
     stop.hidden = FINAL_STATUSES.has(status);
-    const regenerate = this.element("button", "regenerate", "Regenerate");
-    regenerate.type = "button";
-    regenerate.dataset.regenerate = id ?? "";
+    const regenerate = this.button("chip regenerate", "Regenerate", { regenerate: id ?? "" });
     regenerate.hidden = !FINAL_STATUSES.has(status);
-    meta.append(stop, regenerate);
+    actions.append(this.button("chip copy", "Copy", { copy: "" }), stop, regenerate);
+    meta.append(actions);
     article.append(this.element("div", "message__body"), meta);
     return article;
   }
@@ -206,6 +219,83 @@ export class View {
     tidyAttributes(fragment);
     target.replaceChildren(fragment);
     highlightWithin(this.window, target, { auto: final });
+    this.addCodeButtons(target);
+  }
+
+  /** A "Copy code" button above each code block (its text is the block's, not the label). */
+  addCodeButtons(root) {
+    for (const pre of root.querySelectorAll("pre")) {
+      if (pre.parentElement?.classList.contains("code-block")) continue;
+      const wrapper = this.element("div", "code-block");
+      pre.tabIndex = 0; // a wide block scrolls sideways from the keyboard too
+      pre.replaceWith(wrapper);
+      wrapper.append(this.button("chip copy-code", "Copy code", { copyCode: "" }), pre);
+    }
+  }
+
+  // --- earlier versions of a reply (regenerated) ---------------------------------------------
+
+  /** The reply's versions: the earlier ones (hidden divs), then its body; "‹ 2/2 ›" if any. */
+  showVersions(article, index = null) {
+    const earlier = article.querySelectorAll(".message__version");
+    const count = earlier.length + 1;
+    let nav = article.querySelector(".versions");
+    if (count < 2) {
+      nav?.remove();
+      return;
+    }
+    const shown = index ?? count - 1;
+    article.dataset.versionIndex = String(shown);
+    earlier.forEach((div, i) => (div.hidden = i !== shown));
+    article.querySelector(".message__body").hidden = shown !== count - 1;
+    if (!nav) {
+      nav = this.element("span", "versions");
+      nav.setAttribute("role", "group");
+      nav.setAttribute("aria-label", "Answer versions");
+      const previous = this.button("chip versions__step", "‹", { versionStep: "-1" });
+      previous.setAttribute("aria-label", "Previous answer");
+      const next = this.button("chip versions__step", "›", { versionStep: "1" });
+      next.setAttribute("aria-label", "Next answer");
+      const label = this.element("span", "versions__label");
+      label.setAttribute("aria-live", "polite");
+      nav.append(previous, label, next);
+      article.querySelector(".message__meta").prepend(nav);
+    }
+    nav.querySelector(".versions__label").textContent = versionLabel(shown, count);
+    nav.querySelector("[data-version-step='-1']").disabled = shown === 0;
+    nav.querySelector("[data-version-step='1']").disabled = shown === count - 1;
+  }
+
+  /** Versions of a reply being replaced, kept for the reply that replaces it. */
+  takeVersions(article) {
+    const versions = Array.from(article.querySelectorAll(".message__version"));
+    const current = this.element("div", "message__version");
+    current.dataset.versionId = article.dataset.messageId;
+    current.dataset.status = article.dataset.status;
+    current.append(...article.querySelector(".message__body").childNodes);
+    return [...versions, current];
+  }
+
+  giveVersions(article, versions) {
+    const body = article.querySelector(".message__body");
+    for (const version of versions) body.before(version);
+    this.showVersions(article);
+  }
+
+  /** Say the finished reply once to screen readers (not every token as it streams). */
+  announce(text) {
+    if (!this.announcer) return;
+    const chars = Array.from(text);
+    this.announcer.textContent = chars.length > 1000 ? `${chars.slice(0, 1000).join("")}…` : text;
+  }
+
+  toast(text) {
+    const toast = this.document.getElementById("toast");
+    if (!toast) return;
+    toast.textContent = text;
+    toast.hidden = false;
+    this.window.clearTimeout(this.toastTimer);
+    this.toastTimer = this.window.setTimeout(() => (toast.hidden = true), 4000);
   }
 
   /** The `.message__meta` span with this class, created before the Stop button if missing. */
@@ -214,7 +304,7 @@ export class View {
     let span = meta.querySelector(`.${className}`);
     if (!span) {
       span = this.element("span", className);
-      meta.insertBefore(span, meta.querySelector("[data-stop]"));
+      meta.insertBefore(span, meta.querySelector(".message__actions"));
     }
     return span;
   }
@@ -231,8 +321,19 @@ export class View {
   }
 
   setStatus(text, kind = "info") {
+    const wasDown = this.status.dataset.kind === "warn" || this.status.dataset.kind === "error";
     this.status.textContent = text;
     this.status.dataset.kind = kind;
+    // The banner: offline / reconnecting (warn), an error, and "back" for a while after.
+    const banner = this.status.parentElement;
+    banner.dataset.kind = kind;
+    if (kind === "ok" && wasDown && this.hadConnected) banner.dataset.back = "true";
+    if (kind === "ok") this.hadConnected = true;
+    this.window.clearTimeout(this.backTimer);
+    if (banner.dataset.back === "true") {
+      this.backTimer = this.window.setTimeout(() => delete banner.dataset.back, 5000);
+    }
+    if (kind !== "ok") delete banner.dataset.back;
   }
 
   statusKind() {
@@ -250,6 +351,14 @@ export class View {
     this.chat.dataset.conversation = String(id);
     const url = this.chat.dataset.conversationUrl.replace(/0(\/?)$/, `${id}$1`);
     this.window.history.replaceState(null, "", url);
+    // The chat's settings and export now have a conversation to act on.
+    for (const tool of this.document.querySelectorAll("[data-per-conversation]")) {
+      for (const node of tool.querySelectorAll("form[action], a[href]")) {
+        const attribute = node.localName === "form" ? "action" : "href";
+        node.setAttribute(attribute, node.getAttribute(attribute).replace("/0/", `/${id}/`));
+      }
+      tool.hidden = false;
+    }
     const list = this.document.querySelector("#conversations ul");
     if (!list) return;
     list.querySelector("li.empty")?.remove();
@@ -257,13 +366,25 @@ export class View {
       link.removeAttribute("aria-current");
     }
     const title = titleFrom(text);
-    const link = this.element("a", "", title);
+    const template = this.document.getElementById("conversation-item");
+    const item = template.content.firstElementChild.cloneNode(true);
+    item.dataset.conversationId = String(id);
+    const link = item.querySelector("a");
     link.href = url;
     link.dataset.conversationId = String(id);
     link.setAttribute("aria-current", "page");
-    const item = this.element("li");
-    item.append(link);
-    list.prepend(item);
+    item.querySelector(".conversation__title").textContent = title;
+    item.querySelector("summary").setAttribute("aria-label", `Actions for ${title}`);
+    for (const form of item.querySelectorAll("form")) {
+      form.action = form.getAttribute("action").replace("/c/0/", `/c/${id}/`);
+    }
+    const rename = item.querySelector("input[name=title]");
+    rename.value = title;
+    rename.id = `rename-${id}`;
+    item.querySelector("label[for='rename-0']").htmlFor = rename.id;
+    const pinned = list.querySelectorAll("li[data-pinned='true']");
+    if (pinned.length) pinned[pinned.length - 1].after(item);
+    else list.prepend(item);
     this.document.title = `${title} · Parley`;
   }
 

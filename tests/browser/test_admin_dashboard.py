@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.support import CHROMIUM_ARGS
 from tests.harness.embedded import RunningParley, running_parley
 from tests.harness.processes import manage, require_binary
 
@@ -22,14 +23,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 WIDTH, HEIGHT = 1366, 900
 WAIT_MS = 20_000
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Two weeks of business for two organisations, as the ledger and the cache record it; prints
 # the dashboard's expected totals (every organisation, the last 14 days).

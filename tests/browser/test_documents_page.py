@@ -10,16 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_chat_page import (  # noqa: F401 - fixtures: browser, page, chromium_path
-    Server,
-    _start_server,
-    browser,
-    chromium_path,
-    page,
-    send,
-    sign_in,
-    wait_final,
-)
+from tests.browser.support import Server, _start_server, send, sign_in, wait_final
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -40,11 +31,11 @@ DROP = """([selector, name, text]) => {
 
 
 @pytest.fixture(scope="module")
-def server(chromium_path, tmp_path_factory) -> Iterator[Server]:  # noqa: F811 - the imported fixture
+def server(chromium_path, tmp_path_factory) -> Iterator[Server]:
     yield from _start_server(tmp_path_factory.mktemp("parley-docs"), tokens_per_second=60)
 
 
-def test_drop_a_document_see_it_ingested_and_open_a_citation(page, server, tmp_path: Path):  # noqa: F811
+def test_drop_a_document_see_it_ingested_and_open_a_citation(page, server, tmp_path: Path):
     from playwright.sync_api import expect
 
     sign_in(page, server)

@@ -30,8 +30,13 @@ test("a reply stopped by the user says Stopped", () => {
 test("other states read as one word", () => {
   assert.equal(statusLabel({ status: "complete", finishReason: "stop" }), "Complete");
   assert.equal(statusLabel({ status: "failed", errorCode: "provider_unavailable" }), "Failed");
-  assert.equal(statusLabel({ status: "pending" }), "Pending");
   assert.equal(statusLabel({ status: "streaming" }), "Streaming");
+});
+
+test("a reply with no text yet says it waits for the model, with its place when known", () => {
+  assert.equal(statusLabel({ status: "pending" }), "Waiting for the model…");
+  assert.match(statusLabel({ status: "pending", position: 3 }), /2 ahead in the queue/);
+  assert.match(statusLabel({ status: "pending", position: 1 }), /next in line/);
 });
 
 test("a server-rendered article's data attributes label it the same way", () => {
