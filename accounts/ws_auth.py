@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -40,6 +39,7 @@ from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY, organisation_act
 from accounts.services import api_key_use
 from accounts.tickets import Principal, ws_ticket_redeem
 from accounts.two_factor import session_verified, two_factor_required
+from core.db import db_async
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -93,9 +93,7 @@ class ProgramAuthMiddleware:
             return await self.browser(scope, receive, send)
         principal = None
         if _origin_allowed_or_absent(scope):
-            principal = await database_sync_to_async(program_authenticate)(
-                ticket=ticket, api_key=api_key
-            )
+            principal = await db_async(program_authenticate)(ticket=ticket, api_key=api_key)
         if principal is None:
             return await WebsocketDenier()(scope, receive, send)
         scope = dict(

@@ -131,6 +131,14 @@ elif env_int("DATABASE_POOL_MAX_SIZE", 20) > 0:
     }
 DATABASES = {"default": _DATABASE}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# --- Send path (issue 14): database threads for consumers and WebSocket auth (core/db.py) ---
+# Consumers' ORM calls run on this many threads per process instead of channels' one
+# thread-sensitive thread; each returns its connection to the pool after every call. Default:
+# the pool's size (PostgreSQL), or 0 (SQLite: channels' one thread, as before).
+_POOL_OPTIONS = _DATABASE.get("OPTIONS", {}).get("pool")
+DATABASE_ASYNC_THREADS = env_int(
+    "DATABASE_ASYNC_THREADS", _POOL_OPTIONS["max_size"] if _POOL_OPTIONS else 0
+)
 
 # --- Redis: the cache, when REDIS_URL is set -------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
