@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from channels.auth import AuthMiddleware, get_user
 from channels.security.websocket import OriginValidator, WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 
@@ -104,6 +106,20 @@ class ProgramAuthMiddleware:
             api_key_id=principal.api_key_id,
         )
         return await self.programs(scope, receive, send)
+
+
+class _SessionAuthMiddleware(AuthMiddleware):  # type: ignore[misc]
+    """channels' AuthMiddleware with its look-up (session row, then user row) on the database
+    threads (core/db.py), not on Daphne's one sync thread, where every handshake of the
+    process queued behind every other's."""
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        scope["user"]._wrapped = await db_async(get_user.func)(scope)
+
+
+def session_auth_stack(inner: ASGIApp) -> ASGIApp:
+    """channels' AuthMiddlewareStack (cookies → session → user), its look-up pooled."""
+    return CookieMiddleware(SessionMiddleware(_SessionAuthMiddleware(inner)))  # type: ignore[no-any-return]
 
 
 def _user_of(scope: Scope) -> User | None:

@@ -241,7 +241,7 @@ def _profile_start(
     started = []
     for role in [*topo.replicas, "worker"]:
         out = args.profile / f"{role}-{senders}.txt"
-        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "--idle"]
+        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw"]
         argv += ["-d", str(int(delay + args.seconds)), "-o", str(out), "-p", str(topo.pid(role))]
         if role == "worker":
             argv.append("--subprocesses")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from chat.protocol import (
 from chat.replies.lifecycle import reply_cancel
 from core.db import db_async
 from core.errors import ParleyError
+from core.memory import memory_return_soon
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.cursors: dict[int, ReplyCursor] = {}
         # Access that ends closes the socket (accounts/revocation.py): events to these groups,
         # and a re-check before a send at most every ACCESS_RECHECK_INTERVAL.
-        for group in socket_access_groups(scope=self.scope):
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.add(group)
+        groups = socket_access_groups(scope=self.scope)
+        await asyncio.gather(*(self.channel_layer.group_add(g, self.channel_name) for g in groups))
+        self.groups_joined.update(groups)
         self.access_checked_at = time.monotonic()
         self.closing = False
         await self.accept()
@@ -83,8 +85,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", ()):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        groups = getattr(self, "groups_joined", ())
+        await asyncio.gather(
+            *(self.channel_layer.group_discard(g, self.channel_name) for g in groups)
+        )
+        memory_return_soon()  # after a storm of closes, the heap goes back to the system
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
