@@ -114,7 +114,28 @@ class _SessionAuthMiddleware(AuthMiddleware):  # type: ignore[misc]
     process queued behind every other's."""
 
     async def resolve_scope(self, scope: Scope) -> None:
-        scope["user"]._wrapped = await db_async(get_user.func)(scope)
+        scope["user"]._wrapped = await db_async(_session_user_and_organisation)(scope)
+
+
+# Where the session stack leaves `socket_organisation`'s answer, found in the same database
+# call as the user: a handshake then makes one trip to the database threads, not two.
+SCOPE_ORGANISATION = "parley_socket_organisation"
+
+
+def _session_user_and_organisation(scope: Scope) -> Any:
+    user = get_user.func(scope)
+    if user.is_authenticated:
+        scope[SCOPE_ORGANISATION] = socket_organisation(scope=dict(scope, user=user))
+    return user
+
+
+async def socket_organisation_of(scope: Scope) -> tuple[Organisation | None, bool]:
+    """`socket_organisation` for an accepted handshake: found already by the session stack,
+    else (programs) looked up now."""
+    if SCOPE_ORGANISATION in scope:
+        found: tuple[Organisation | None, bool] = scope[SCOPE_ORGANISATION]
+        return found
+    return await db_async(socket_organisation)(scope=scope)
 
 
 def session_auth_stack(inner: ASGIApp) -> ASGIApp:

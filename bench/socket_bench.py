@@ -201,9 +201,11 @@ async def storm(
         if time.monotonic() - killed_at > deadline:
             return
         await asyncio.sleep(random.uniform(0, jitter))
-        while time.monotonic() - killed_at < deadline:
+        while (left := deadline - (time.monotonic() - killed_at)) > 0:
             try:
-                await sock.connect(timeout=10)
+                # A client waits as long as the goal allows: one that gives up and retries
+                # only adds a second handshake to the queue it was in.
+                await sock.connect(timeout=left)
                 await sock.ws.send(PING)
                 async with asyncio.timeout(10):
                     while '"pong"' not in await sock.ws.recv():

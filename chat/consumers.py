@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts import limits
-from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
+from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation_of
 from chat import selectors, services
 from chat.api.catalog import send_choices
 from chat.cursor import ReplyCursor, Step
@@ -51,7 +51,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close()  # refused at the handshake: HTTP 403
             return
         self.user = user
-        organisation, limited = await db_async(socket_organisation)(scope=self.scope)
+        organisation, limited = await socket_organisation_of(self.scope)
         if organisation is None:
             await self.close()  # e.g. two-factor required but not verified: HTTP 403
             return
