@@ -40,6 +40,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.stream_bench import cpu_seconds, versions  # noqa: E402
+from tests.harness import processes  # noqa: E402
 from tests.harness.processes import PYTHON  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
@@ -82,25 +85,59 @@ def quantile(values: list[float], q: float) -> float:
 
 # --- The users: one per sender, signed in through a session row -------------------------------
 
+_SESSIONS = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from accounts.services import account_create
+for index in range({count}):
+    user = account_create(username=f"bench-{run}-{{index}}", password=None)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    print("sessionid=" + session.session_key)
+"""
 
-def sessions_create(count: int) -> list[str]:
-    """`count` users, each with a signed-in browser session; their Cookie headers."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
 
-    from accounts.services import account_create
+def sessions_create(topo: Topology, count: int) -> list[str]:
+    """`count` users of the topology, each with a signed-in browser session (made by the
+    topology's own code and database); their Cookie headers."""
+    code = _SESSIONS.format(count=count, run=uuid.uuid4().hex[:6])
+    out = processes.manage("shell", "-c", code, env=topo.env, timeout=600)
+    return [line for line in out.splitlines() if line.startswith("sessionid=")]
 
-    cookies = []
-    run = uuid.uuid4().hex[:6]
-    for index in range(count):
-        user = account_create(username=f"bench-{run}-{index}", password=None)
-        session = SessionStore()
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        session.create()
-        cookies.append(f"sessionid={session.session_key}")
-    return cookies
+
+@contextmanager
+def checkout(path: Path) -> Iterator[None]:
+    """Start processes from another checkout of Parley (`--baseline`): the harness runs
+    everything from its REPO (working directory, Dockerfile, compose.yaml, nginx.conf)."""
+    import tests.harness.topology as topology_module
+
+    saved = processes.REPO
+    processes.REPO = topology_module.REPO = path.resolve()
+    try:
+        yield
+    finally:
+        processes.REPO = topology_module.REPO = saved
+
+
+@contextmanager
+def bench_topology(args: argparse.Namespace, env: dict[str, str], path: Path) -> Iterator[Topology]:
+    with ExitStack() as stack:
+        with checkout(path):
+            topo = stack.enter_context(
+                production_topology(
+                    replicas=args.replicas,
+                    provider="simulated",
+                    env=env,
+                    worker=False,
+                    name="sendbench",
+                )
+            )
+            extra = (f"--concurrency={args.worker_threads}",) if args.worker_threads else ()
+            topo.start_worker(extra=extra)
+        yield topo
 
 
 # --- The clients --------------------------------------------------------------------------------
@@ -321,36 +358,30 @@ def report(level: Level, replicas: int) -> str:
     )
 
 
-def plot(levels: list[Level], replicas: int, path: Path, title: str) -> None:
+def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [level.senders for level in levels]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(
-        xs, [lv.rate / replicas for lv in levels], "o-", label="completed sends/s per replica"
-    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, levels in results.items():
+        xs = [level.senders for level in levels]
+        left.plot(xs, [lv.rate / replicas for lv in levels], "o-", label=name)
+        for q, style in ((0.5, "o-"), (0.95, "s--")):
+            label = f"{name} send→ack p{q * 100:.0f}"
+            right.plot(xs, [quantile(lv.acks, q) for lv in levels], style, label=label)
+        label = f"{name} added first token p50"
+        right.plot(xs, [quantile(lv.firsts, 0.5) for lv in levels], "^:", label=label)
+        right.plot(xs, [quantile(lv.pongs, 0.5) for lv in levels], "k:", alpha=0.4)
     left.axhline(200, color="grey", linestyle=":", label="goal 200/s")
-    left.set_xlabel("concurrent senders")
-    left.set_ylabel("sends/s per replica")
-    left.legend()
-    for q, style in ((0.5, "o-"), (0.95, "s--")):
-        right.plot(
-            xs, [quantile(lv.acks, q) for lv in levels], style, label=f"send→ack p{q * 100:.0f}"
-        )
-        right.plot(
-            xs,
-            [quantile(lv.firsts, q) for lv in levels],
-            style,
-            label=f"added first token p{q * 100:.0f}",
-        )
-    right.plot(xs, [quantile(lv.pongs, 0.5) for lv in levels], "k:", label="ping→pong p50 (floor)")
-    right.set_xlabel("concurrent senders")
-    right.set_ylabel("ms")
+    left.set_xlabel("concurrent senders (closed loop)")
+    left.set_ylabel("completed sends/s per replica")
+    left.legend(fontsize=8)
+    right.set_xlabel("concurrent senders (closed loop)")
+    right.set_ylabel("ms (log); dotted black: ping→pong floor")
     right.set_yscale("log")
-    right.legend(fontsize=8)
+    right.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -373,6 +404,9 @@ def main() -> None:
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for every process")
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and the worker, stacks here")
     parser.add_argument("--plot", type=Path, help="PNG of throughput and latency against load")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout (e.g. a worktree of main), run alongside"
+    )
     parser.add_argument("--json", type=Path, help="write the levels here too")
     args = parser.parse_args()
 
@@ -391,28 +425,37 @@ def main() -> None:
         **dict(item.split("=", 1) for item in args.env),
     }
     started = time.monotonic()
-    with production_topology(
-        replicas=args.replicas,
-        provider="simulated",
-        env=env,
-        worker=False,
-        name="sendbench",
-    ) as topo:
-        extra = (f"--concurrency={args.worker_threads}",) if args.worker_threads else ()
-        topo.start_worker(extra=extra)
-        os.environ.update(topo.env)
-        import django
-
-        django.setup()
-        cookies = sessions_create(max(args.senders))
+    checkouts = {"parley": REPO}
+    if args.baseline:
+        checkouts = {"baseline": args.baseline, **checkouts}
+    results: dict[str, list[Level]] = {name: [] for name in checkouts}
+    with ExitStack() as stack:
+        topos = {
+            name: stack.enter_context(bench_topology(args, env, path))
+            for name, path in checkouts.items()
+        }
+        cookies = {name: sessions_create(topo, max(args.senders)) for name, topo in topos.items()}
         # Warm every replica and the worker once (first imports, first connections).
         warm = argparse.Namespace(**{**vars(args), "seconds": 3.0, "warmup": 0.0, "profile": None})
-        run_level(topo, cookies, warm, min(args.senders))
-        levels = []
-        for senders in args.senders:
-            levels.append(run_level(topo, cookies, args, senders))
-            print(report(levels[-1], args.replicas), flush=True)
-        problems = sum(topo.log(role).count("Traceback") for role in topo.roles)
+        for name, topo in topos.items():
+            run_level(topo, cookies[name], warm, min(args.senders))
+        for index, senders in enumerate(args.senders):
+            # Checkouts take turns, every other level in reverse: neither always goes first.
+            names = list(topos) if index % 2 == 0 else list(topos)[::-1]
+            for name in names:
+                results[name].append(run_level(topos[name], cookies[name], args, senders))
+                print(f"{name}: {report(results[name][-1], args.replicas)}", flush=True)
+            if args.baseline:
+                new, old = results["parley"][-1], results["baseline"][-1]
+                print(
+                    f"    parley/baseline: sends/s {new.rate / max(old.rate, 1e-9):.2f}x, "
+                    f"ack p50 {quantile(new.acks, 0.5) / quantile(old.acks, 0.5):.2f}x, "
+                    f"added first token p50 "
+                    f"{quantile(new.firsts, 0.5) / quantile(old.firsts, 0.5):.2f}x",
+                    flush=True,
+                )
+        problems = sum(t.log(role).count("Traceback") for t in topos.values() for role in t.roles)
+    levels = results["parley"]
     print(f"\ntracebacks in logs: {problems}; whole run {time.monotonic() - started:.0f} s")
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {versions()}")
     if args.json:
@@ -437,7 +480,7 @@ def main() -> None:
             )
         )
     if args.plot:
-        plot(levels, args.replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
+        plot(results, args.replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
 
 
 if __name__ == "__main__":

@@ -337,11 +337,7 @@ def main() -> None:
     with production_topology(
         replicas=args.replicas, provider="simulated", env=env, worker=False, name="sockbench"
     ) as topo:
-        os.environ.update(topo.env)
-        import django
-
-        django.setup()
-        cookies = sessions_create(args.users)
+        cookies = sessions_create(topo, args.users)
         sockets = [
             Socket(topo.ws_url, {"Cookie": cookies[i % len(cookies)]}, topo.base)
             for i in range(args.sockets)
