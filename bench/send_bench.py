@@ -250,7 +250,7 @@ def run_level(topo: Topology, cookies: list[str], args: argparse.Namespace, send
             )
             level.seconds = time.monotonic() - max(start, measured_from)
             after = await asyncio.to_thread(cpu_seconds, topo.group)
-            _profile_stop(profilers)
+            py_spy_stop(profilers)
             for name, value in after.items():
                 role = name.split("-")[0].split(".")[0]
                 if name in before and value > before[name]:
@@ -268,29 +268,31 @@ def run_level(topo: Topology, cookies: list[str], args: argparse.Namespace, send
 # --- Profiling --------------------------------------------------------------------------------
 
 
-def _profile_start(
-    topo: Topology, args: argparse.Namespace, senders: int, delay: float
-) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    if args.profile is None:
-        return []
-    args.profile.mkdir(parents=True, exist_ok=True)
+Samplers = list[tuple[subprocess.Popen[bytes], Path]]
+
+
+def py_spy_start(
+    pids: dict[str, int], folder: Path, suffix: str, seconds: float | None = None
+) -> Samplers:
+    """py-spy sampling each named process (a worker with its pool's children), collapsed
+    stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`."""
+    folder.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     started = []
-    for role in [*topo.replicas, "worker"]:
-        out = args.profile / f"{role}-{senders}.txt"
-        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw"]
-        argv += ["-d", str(int(delay + args.seconds)), "-o", str(out), "-p", str(topo.pid(role))]
-        if role == "worker":
-            argv.append("--subprocesses")
-        started.append(
-            (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
-        )
-    time.sleep(1.0)
+    for name, pid in pids.items():
+        out = folder / f"{name}-{suffix}.txt"
+        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out)]
+        argv += ["-p", str(pid), *(["-d", str(int(seconds))] if seconds else [])]
+        argv += ["--subprocesses"] if name.startswith("worker") else []
+        devnull = subprocess.DEVNULL
+        started.append((subprocess.Popen(argv, stdout=devnull, stderr=devnull), out))
+    time.sleep(1.0)  # py-spy attaches
     return started
 
 
-def _profile_stop(profilers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
-    for proc, out in profilers:
+def py_spy_stop(samplers: Samplers) -> None:
+    """Wait for (or stop) each sampler and print its hottest frames."""
+    for proc, out in samplers:
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -298,6 +300,15 @@ def _profile_stop(profilers: list[tuple[subprocess.Popen[bytes], Path]]) -> None
             proc.wait(timeout=30)
         if out.exists():
             print(f"\n--- {out.name} ---\n{profile_summary(out)}")
+
+
+def _profile_start(
+    topo: Topology, args: argparse.Namespace, senders: int, delay: float
+) -> Samplers:
+    if args.profile is None:
+        return []
+    pids = {role: topo.pid(role) for role in [*topo.replicas, "worker"]}
+    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds)
 
 
 def profile_summary(path: Path, top: int = 25) -> str:

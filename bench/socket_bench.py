@@ -31,9 +31,6 @@ import asyncio
 import os
 import random
 import resource
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,8 +40,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.send_bench import profile_summary, sessions_create  # noqa: E402
-from tests.harness.processes import PYTHON, ProcessGroup, base_env, free_port  # noqa: E402
+from bench.send_bench import py_spy_start, py_spy_stop, sessions_create  # noqa: E402
+from tests.harness.processes import ProcessGroup, base_env, free_port  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 PING = '{"type": "ping"}'
@@ -87,33 +84,6 @@ def cpu_of(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def _profile_start(
-    pids: dict[str, int], args: argparse.Namespace, label: str
-) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    """py-spy on each server process while sockets open (`--profile DIR`)."""
-    if args.profile is None:
-        return []
-    args.profile.mkdir(parents=True, exist_ok=True)
-    py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
-    started = []
-    for name, pid in pids.items():
-        out = args.profile / f"{label.split()[0]}-{name}.txt"
-        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out)]
-        devnull = subprocess.DEVNULL
-        proc = subprocess.Popen([*argv, "-p", str(pid)], stdout=devnull, stderr=devnull)
-        started.append((proc, out))
-    time.sleep(1.0)
-    return started
-
-
-def _profile_stop(samplers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
-    for proc, out in samplers:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        if out.exists():
-            print(f"--- {out.name} ---\n{profile_summary(out)}")
 
 
 class Socket:
@@ -257,11 +227,14 @@ def run(
     result.rss_before = {name: rss_kb(pid) for name, pid in pids.items()}
 
     async def main() -> None:
-        samplers = await asyncio.to_thread(_profile_start, pids, args, label)
+        samplers = []
+        if args.profile is not None:
+            tag = label.split()[0]
+            samplers = await asyncio.to_thread(py_spy_start, pids, args.profile, tag)
         cpu_before = cpu_of(list(pids.values()))
         await open_all(sockets, args.batch, result)
         result.cpu_open = cpu_of(list(pids.values())) - cpu_before
-        await asyncio.to_thread(_profile_stop, samplers)
+        await asyncio.to_thread(py_spy_stop, samplers)
         await asyncio.sleep(2)
         result.rss_open = {name: rss_kb(pid) for name, pid in pids.items()}
         print(
