@@ -38,11 +38,13 @@ worker: $(STAMP)
 	$(BIN)/celery -A project worker -Q llm-remote --pool=threads --concurrency=64 \
 	  --prefetch-multiplier=1 --without-gossip --without-mingle -n remote@%h --loglevel=INFO
 
-# Debian packages the integration tests drive: nginx (the real proxy config) and Chromium.
+# Debian packages the integration tests drive: nginx (the real proxy config) and Chromium;
+# Debian's prometheus package brings promtool, which checks deploy/prometheus/alerts.yaml.
 system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "Please install:$$missing (apt-get install$$missing)"; fi; \

@@ -7,14 +7,17 @@ rows (accounts/admin_scoping.py).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, Model, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
 from accounts import invitations, services
 from accounts.admin_scoping import (
@@ -37,6 +40,7 @@ from accounts.models import (
     User,
 )
 from accounts.signals import client_ip
+from accounts.usage import month_parse, usage_month_csv
 
 admin.site.site_header = "Parley operations"
 admin.site.site_title = "Parley admin"
@@ -99,9 +103,48 @@ class OrganisationAdmin(OrganisationScopedAdmin):
     search_fields = ("name", "slug", "memberships__user__username")
     readonly_fields = ("created_at",)
     inlines = [MembershipInline]
+    actions = ["export_usage_this_month"]
 
     def object_organisation_id(self, obj: Model) -> int | None:
         return obj.pk
+
+    # --- the monthly usage export (CSV) ------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        export = path(
+            "usage-export/",
+            self.admin_site.admin_view(self.usage_export_view),
+            name="accounts_organisation_usage_export",
+        )
+        return [export, *super().get_urls()]
+
+    def _usage_csv(self, organisations: list[Organisation], month: date) -> HttpResponse:
+        name = organisations[0].slug if len(organisations) == 1 else "organisations"
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="usage-{name}-{month:%Y-%m}.csv"'
+        usage_month_csv(organisations=organisations, month=month, out=response)
+        return response
+
+    def usage_export_view(self, request: HttpRequest) -> HttpResponse:
+        """GET ?organisation=<id>&month=YYYY-MM (default: this month): one organisation's
+        usage per day, user and model, for those who may view it here."""
+        try:
+            month = month_parse(request.GET.get("month") or f"{timezone.now():%Y-%m}")
+            organisation_id = int(request.GET.get("organisation", ""))
+        except ValueError:
+            return HttpResponse(
+                "Give ?organisation=<id>&month=YYYY-MM.", status=400, content_type="text/plain"
+            )
+        organisation = self.get_queryset(request).filter(pk=organisation_id).first()
+        if organisation is None or not self.has_view_permission(request, organisation):
+            raise PermissionDenied("Not an organisation you operate.")
+        return self._usage_csv([organisation], month)
+
+    @admin.action(description="Export this month's usage (CSV)", permissions=["view"])
+    def export_usage_this_month(
+        self, request: HttpRequest, queryset: QuerySet[Organisation]
+    ) -> HttpResponse:
+        return self._usage_csv(list(queryset.order_by("name", "pk")), timezone.now().date())
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Naming an organisation someone's personal one would start their chats in it.
@@ -112,18 +155,22 @@ class OrganisationAdmin(OrganisationScopedAdmin):
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return _is_superuser(request) and super().has_add_permission(request, *args)
 
+    # Settings whose changes are audited with who made them (tenant features add theirs).
+    audited_fields: tuple[str, ...] = ("require_2fa",)
+
     def save_model(
         self, request: HttpRequest, obj: Organisation, form: ModelForm, change: bool
     ) -> None:  # type: ignore[type-arg]
-        if change and "require_2fa" in form.changed_data:
-            services.audit_record(
-                action=AuditLog.Action.ADMIN_EDIT,
-                actor=request.user,  # type: ignore[arg-type]
-                organisation=obj,
-                target=str(obj),
-                ip=client_ip(request),
-                details={"require_2fa": obj.require_2fa},
-            )
+        for name in self.audited_fields:
+            if change and name in form.changed_data:
+                services.audit_record(
+                    action=AuditLog.Action.ADMIN_EDIT,
+                    actor=request.user,  # type: ignore[arg-type]
+                    organisation=obj,
+                    target=str(obj),
+                    ip=client_ip(request),
+                    details={name: getattr(obj, name)},
+                )
         super().save_model(request, obj, form, change)
 
     def save_formset(
@@ -369,13 +416,21 @@ class UsageLedgerAdmin(ReadOnlyScopedAdmin):
         "organisation",
         "user",
         "message_id",
+        "model",
+        "outcome",
         "state",
         "reserved_tokens",
         "used_tokens",
         "cost",
     )
-    list_filter = ("state", ("organisation", admin.RelatedOnlyFieldListFilter), "created_at")
-    search_fields = ("organisation__name", "user__username")
+    list_filter = (
+        "state",
+        "outcome",
+        ("organisation", admin.RelatedOnlyFieldListFilter),
+        "model",
+        "created_at",
+    )
+    search_fields = ("organisation__name", "user__username", "model")
     date_hierarchy = "created_at"
     list_select_related = ("organisation", "user")
 

@@ -31,6 +31,7 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 from core.errors import ParleyError
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class RateLimitExceeded(ParleyError):
             extra={"retry_after": retry_after},
         )
         self.retry_after = retry_after
+        metrics.REFUSALS.labels("rate_limited", what).inc()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,19 @@ class Organisation(models.Model):
         default=False,
         help_text="Members must set up and use an authenticator app before using chat.",
     )
+    # Tenant features: the model aliases members may use (empty: every model). Plain data that
+    # llm/catalog.py applies (accounts knows nothing of models): accounts/features.py.
+    allowed_models = models.JSONField(
+        "allowed models",
+        default=list,
+        blank=True,
+        help_text="The model aliases this organisation may use; none ticked: every model.",
+    )
+    documents_enabled = models.BooleanField(
+        "documents",
+        default=True,
+        help_text="Members may upload documents and chat with them (docs/documents.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -280,6 +293,19 @@ class UsageLedger(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # What the reply was, copied here when it settles: the ledger outlives its message (a
+    # deleted conversation takes its messages, not its spend), and every usage figure (report,
+    # dashboard, export) reads the ledger alone. used_tokens = prompt_tokens + completion_tokens.
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    provider = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=128, blank=True, default="")
+    outcome = models.CharField(
+        max_length=16, blank=True, default="", help_text="The reply's final status."
+    )
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

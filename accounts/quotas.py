@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
 from core.errors import ParleyError
+from core.observability import metrics
 
 BUDGETS_CACHE_KEY = "quota:budgets:{organisation_id}"
 BUDGETS_CACHE_SECONDS = 300
@@ -80,6 +81,7 @@ class QuotaExceeded(ParleyError):
         )
         self.rule = rule
         self.resets_at = resets_at
+        metrics.REFUSALS.labels("quota_exceeded", rule.period).inc()
 
 
 # --- periods -----------------------------------------------------------------------------
@@ -257,16 +259,39 @@ def reservation_attach(*, reservation: UsageLedger, message_id: int) -> None:
     UsageLedger.objects.filter(pk=reservation.pk).update(message_id=message_id)
 
 
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """What a settled reply was, in plain data (accounts knows nothing of messages): copied
+    onto its ledger row, which outlives the message."""
+
+    status: str = ""
+    provider: str = ""
+    model: str = ""
+    error_code: str = ""
+    first_token_ms: int | None = None
+    tokens_estimated: bool = False
+
+
+Usage = tuple[int, int]  # (prompt tokens, completion tokens) charged
+
+
+def _usage_split(entry: UsageLedger, used_tokens: int) -> Usage:
+    """A total without its split: the reserved prompt estimate, the rest completion."""
+    prompt = min(entry.reserved_prompt_tokens, used_tokens)
+    return prompt, used_tokens - prompt
+
+
 def _finalise(
     *,
     ledger_filter: Q,
-    used_tokens: int | Callable[[UsageLedger], int | None] | None,
+    usage: Callable[[UsageLedger], Usage | None],
     cost: Decimal | Callable[[UsageLedger], Decimal | None] | None,
     now: datetime | None,
+    outcome: ReplyOutcome | None = None,
 ) -> UsageLedger | None:
     """Replace a reservation by real usage (None: release it). Once only: a ledger row that is
-    not `reserved` any more is left alone. `used_tokens` and `cost` may be worked out from the
-    locked row (what it reserved), so that settling reads the row once."""
+    not `reserved` any more is left alone. `usage` and `cost` are worked out from the locked
+    row (what it reserved), so that settling reads the row once."""
     with transaction.atomic(savepoint=False):
         entry = (
             UsageLedger.objects.select_for_update()
@@ -275,8 +300,7 @@ def _finalise(
         )
         if entry is None:
             return None
-        if callable(used_tokens):
-            used_tokens = used_tokens(entry)
+        split = usage(entry)
         if callable(cost):
             cost = cost(entry)
         # Lock order matches quota_reserve (counters in pk order); the ledger row is locked
@@ -286,17 +310,42 @@ def _finalise(
             user_id=entry.user_id,
             day=_today(entry.created_at),
         )
-        if used_tokens is None:
+        if split is None:
             entry.state = UsageLedger.State.RELEASED
+            entry.prompt_tokens, entry.completion_tokens = 0, 0
             entry.used_tokens, entry.cost = 0, Decimal(0)
             requests = -1
         else:
             entry.state = UsageLedger.State.SETTLED
-            entry.used_tokens = used_tokens
-            entry.cost = cost if cost is not None else cost_of(used_tokens)
+            entry.prompt_tokens, entry.completion_tokens = split
+            entry.used_tokens = sum(split)
+            entry.cost = cost if cost is not None else cost_of(entry.used_tokens)
             requests = 0
         entry.settled_at = now or timezone.now()
-        entry.save(update_fields=["state", "used_tokens", "cost", "settled_at"])
+        changed = [
+            "state",
+            "used_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "settled_at",
+        ]
+        if outcome is not None:
+            entry.outcome = outcome.status
+            entry.provider = outcome.provider[:64]
+            entry.model = outcome.model[:128]
+            entry.error_code = outcome.error_code[:64]
+            entry.first_token_ms = outcome.first_token_ms
+            entry.tokens_estimated = outcome.tokens_estimated
+            changed += [
+                "outcome",
+                "provider",
+                "model",
+                "error_code",
+                "first_token_ms",
+                "tokens_estimated",
+            ]
+        entry.save(update_fields=changed)
         _counters_add(
             counters,
             tokens=entry.used_tokens - entry.reserved_tokens,
@@ -311,13 +360,20 @@ def ledger_settle(
 ) -> UsageLedger | None:
     """Settle one ledger entry with known usage (None releases it); for callers that reserved
     without a chat message (e.g. a future REST endpoint, or a test)."""
-    return _finalise(ledger_filter=Q(pk=entry_id), used_tokens=used_tokens, cost=cost, now=None)
+    return _finalise(
+        ledger_filter=Q(pk=entry_id),
+        usage=lambda entry: None if used_tokens is None else _usage_split(entry, used_tokens),
+        cost=cost,
+        now=None,
+    )
 
 
 def quota_release(*, message_id: int) -> UsageLedger | None:
     """A reply that never reached a provider (cancelled or reaped while pending): give its
     reservation back."""
-    return _finalise(ledger_filter=Q(message_id=message_id), used_tokens=None, cost=None, now=None)
+    return _finalise(
+        ledger_filter=Q(message_id=message_id), usage=lambda entry: None, cost=None, now=None
+    )
 
 
 def quota_settle(
@@ -329,6 +385,7 @@ def quota_settle(
     content_chars: int,
     cost: Decimal | None = None,
     interrupted: bool = False,
+    outcome: ReplyOutcome | None = None,
 ) -> UsageLedger | None:
     """Settle a finished reply's reservation with what it used.
 
@@ -338,23 +395,28 @@ def quota_settle(
     - Interrupted (the generator died; the provider may have billed all of it): the reserved
       worst case stays charged, tokens and cost.
     - Failed with no usage: the estimated text, if any, else released.
+    `outcome` (what the reply was) is copied onto the ledger row.
     """
 
-    def used(entry: UsageLedger) -> int | None:
+    def used(entry: UsageLedger) -> Usage | None:
         if not started:
             return None
         if interrupted:
-            return entry.reserved_tokens
+            return _usage_split(entry, entry.reserved_tokens)
         if prompt_tokens is not None or completion_tokens is not None:
             prompt = prompt_tokens if prompt_tokens is not None else entry.reserved_prompt_tokens
-            return prompt + (completion_tokens or 0)
+            return prompt, completion_tokens or 0
         if content_chars:
-            return entry.reserved_prompt_tokens + tokens_estimate(content_chars)
+            return entry.reserved_prompt_tokens, tokens_estimate(content_chars)
         return None
 
     def charged(entry: UsageLedger) -> Decimal | None:
         return max(cost or Decimal(0), entry.reserved_cost) if interrupted and started else cost
 
     return _finalise(
-        ledger_filter=Q(message_id=message_id), used_tokens=used, cost=charged, now=None
+        ledger_filter=Q(message_id=message_id),
+        usage=used,
+        cost=charged,
+        now=None,
+        outcome=outcome,
     )

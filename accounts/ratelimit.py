@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from django_ratelimit.exceptions import Ratelimited
 
+from core.observability import metrics
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -20,6 +22,7 @@ class ViewRateLimited(Ratelimited):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"Too many requests; retry in {retry_after} s.")
         self.retry_after = max(1, retry_after)
+        metrics.REFUSALS.labels("rate_limited", "http").inc()
 
 
 def rate_limit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from accounts.models import ApiKey, Membership, Organisation, User
@@ -63,3 +64,29 @@ def api_key_list(*, user: User, organisation: Organisation) -> QuerySet[ApiKey]:
 
 def api_key_access(*, user: User, key_id: int) -> ApiKey | None:
     return ApiKey.objects.select_related("organisation").filter(pk=key_id, user=user).first()
+
+
+ALLOWED_MODELS_CACHE_KEY = "tenant:models:{organisation_id}"
+ALLOWED_MODELS_CACHE_SECONDS = 300
+
+
+def organisation_allowed_models(*, organisation_id: int) -> frozenset[str]:
+    """The model aliases an organisation may use (empty: every model): plain data for the
+    one check in llm/catalog.py (`tenant_alias`, `tenant_aliases`). From the cache when it
+    has them, as budget rules are (every send asks); saving an organisation drops them."""
+    key = ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id)
+    cached: frozenset[str] | None = cache.get(key)
+    if cached is None:
+        allowed = (
+            Organisation.objects.filter(pk=organisation_id)
+            .values_list("allowed_models", flat=True)
+            .first()
+        )
+        cached = frozenset(str(alias) for alias in (allowed or []))
+        cache.set(key, cached, ALLOWED_MODELS_CACHE_SECONDS)
+    return cached
+
+
+def organisation_allowed_models_forget(*, organisation_id: int) -> None:
+    """Called when an organisation is saved (accounts.signals)."""
+    cache.delete(ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id))

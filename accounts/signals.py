@@ -1,4 +1,5 @@
-"""Audit entries for sign-in events and admin edits; budget cache invalidation."""
+"""Audit entries for sign-in events and admin edits; budget and allowed-models cache
+invalidation."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from accounts.models import AuditLog, Budget, User
+from accounts.models import AuditLog, Budget, Organisation, User
 from accounts.quotas import budgets_forget
+from accounts.selectors import organisation_allowed_models_forget
 from accounts.services import audit_record
 
 
@@ -91,3 +93,11 @@ def _budget_changed(sender: Any, instance: Budget, **kwargs: Any) -> None:
     # Now, and again after the commit, so no reader caches the old rules in between.
     budgets_forget(organisation_id=instance.organisation_id)
     transaction.on_commit(partial(budgets_forget, organisation_id=instance.organisation_id))
+
+
+@receiver(post_save, sender=Organisation)
+def _organisation_changed(sender: Any, instance: Organisation, **kwargs: Any) -> None:
+    """Its allowed models (a tenant feature) are cached per send: drop them now and after
+    the commit (a send in between may have cached the old ones)."""
+    organisation_allowed_models_forget(organisation_id=instance.pk)
+    transaction.on_commit(partial(organisation_allowed_models_forget, organisation_id=instance.pk))

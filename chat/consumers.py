@@ -36,6 +36,8 @@ from chat.replies.lifecycle import reply_cancel
 from core.db import db_async
 from core.errors import ParleyError
 from core.memory import memory_return_soon
+from core.observability import metrics
+from core.observability.context import traced
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.access_checked_at = time.monotonic()
         self.closing = False
         await self.accept()
+        self.socket_counted = metrics.socket_opened()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels (4.2+) closes stale database connections before every handler: a hop to
@@ -85,12 +88,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        metrics.socket_closed(getattr(self, "socket_counted", False))
         groups = getattr(self, "groups_joined", ())
         await asyncio.gather(
             *(self.channel_layer.group_discard(g, self.channel_name) for g in groups)
         )
         memory_return_soon()  # after a storm of closes, the heap goes back to the system
 
+    @traced("ws.frame", new_request=True)
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # access ended: nothing more is done for this socket
@@ -228,6 +233,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.catch_up(result.reply.pk, after_seq=0)
 
     async def on_resume(self, frame: ResumeFrame) -> None:
+        metrics.RESUMES.inc()
         message = await db_async(selectors.message_access)(
             user=self.user, message_id=frame.message, organisation=self.only_organisation
         )

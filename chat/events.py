@@ -88,6 +88,9 @@ def done_event(message: Message) -> dict[str, Any]:
         "model": message.model,
         "timings": {"first_token_ms": message.first_token_ms, "total_ms": message.total_ms},
         "cached": bool((message.routing or {}).get("cache")),  # answered by the reply cache
+        # Document passages the reply was given (docs/documents.md): n, document, name, page,
+        # chunk, url.
+        "citations": message.citations or [],
     }
 
 

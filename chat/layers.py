@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from typing import Any, cast
 
 import redis
@@ -43,6 +44,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
 from chat.journal import Journal
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +137,11 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                             if journal.expire is not None:
                                 pipe.expire(journal.key, journal.expire)
                         pipe.publish(channel, message)
+                    began = time.perf_counter()
                     await pipe.execute()
+                metrics.layer_published(len(batch), time.perf_counter() - began)
             except Exception as error:
+                metrics.LAYER_PUBLISH_FAILURES.inc(len(batch))
                 for *_, future in batch:
                     if not future.done():  # its publisher may have been cancelled
                         future.set_exception(error)
@@ -240,6 +245,7 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 # Not only ConnectionError: a read timeout or a half-closed socket too.
                 if self._connected:
                     self._connected = False
+                    metrics.LAYER_OUTAGES.inc()
                     logger.warning("channel layer subscription lost; reconnecting", exc_info=True)
                     self.channel_layer.tell_local_channels(LAYER_DISCONNECTED)
                 await asyncio.sleep(RECONNECT_DELAY)

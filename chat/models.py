@@ -107,6 +107,9 @@ class Message(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     # How the router got this reply: attempts, deployments tried, failovers (llm/router.py).
     routing = models.JSONField(default=dict, blank=True)
+    # The document passages the reply was given (chat/documents/retrieval.py): document, page,
+    # chunk; in its `done` event and REST message, shown as citations.
+    citations = models.JSONField(default=list, blank=True)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -153,9 +156,13 @@ class Message(models.Model):
 
 
 class UsageReport(Message):
-    """Token usage and cost per user and day, as an admin page (chat/admin.py)."""
+    """Charged usage per user and day, as an admin page (chat/admin.py); the figures come
+    from the usage ledger (accounts/usage.py), not from messages, which a deletion takes."""
 
     class Meta:
         proxy = True
         verbose_name = "usage per user and day"
         verbose_name_plural = "usage per user and day"
+
+
+from chat.documents.models import *  # noqa: E402, F403 - documents (chat/documents/)

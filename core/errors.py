@@ -69,6 +69,38 @@ CODES: dict[str, ErrorCode] = {
             openai_type="permission_error",
         ),
         _entry("conflict", retryable=False, http_status=409, openai_type="invalid_request_error"),
+        # The organisation's allow-list does not have the model (a tenant feature).
+        _entry(
+            "model_not_allowed", retryable=False, http_status=403, openai_type="permission_error"
+        ),
+        # Documents (chat/documents/, docs/documents.md): an upload that is not taken.
+        _entry(
+            "document_too_large",
+            retryable=False,
+            http_status=413,
+            openai_type="invalid_request_error",
+        ),
+        _entry(
+            "document_unsupported",
+            retryable=False,
+            http_status=415,
+            openai_type="invalid_request_error",
+        ),
+        _entry(
+            "document_unreadable",
+            retryable=False,
+            http_status=422,
+            openai_type="invalid_request_error",
+        ),
+        _entry(
+            "document_too_many_pages",
+            retryable=False,
+            http_status=422,
+            openai_type="invalid_request_error",
+        ),
+        _entry(
+            "documents_disabled", retryable=False, http_status=403, openai_type="permission_error"
+        ),
         # Limits: a rate window ends soon; a budget only when its period resets.
         _entry(
             "rate_limited",

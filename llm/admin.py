@@ -3,6 +3,7 @@ and day is chat's page, chat/admin.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +14,12 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from llm.breaker import CircuitBreaker, State
-from llm.health import key_health
+from llm.catalog import settings_deployments
+from llm.health import Health, deployment_health, key_health
 from llm.models import Deployment, FallbackChain, Provider
+
+# Wide change lists scroll inside the page instead of being cut (chat/static/parley_admin/).
+WIDE_LIST_CSS = {"all": ("parley_admin/admin.css",)}
 
 
 class ProviderForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -77,14 +82,53 @@ class DeploymentInline(admin.TabularInline):  # type: ignore[type-arg]
     show_change_link = True
 
 
+@dataclass(frozen=True)
+class SettingsProvider:
+    """A provider the environment configures, as its read-only row on the provider list."""
+
+    health: Health
+    base_url: str
+    in_use: bool  # False: admin rows serve its alias (llm/catalog.py), so this one is idle
+
+
+def settings_providers() -> list[SettingsProvider]:
+    taken = set(Deployment.objects.values_list("alias", flat=True))
+    return [
+        SettingsProvider(
+            health=deployment_health(deployment),
+            base_url=deployment.base_url or "",
+            in_use=alias not in taken,
+        )
+        for alias, deployment in sorted(settings_deployments().items())
+    ]
+
+
+def breaker_summary(keys: list[str]) -> str:
+    """ "closed" when every breaker is; else how many are open or half-open."""
+    states = [key_health(key)[0].state for key in keys]
+    if not states:
+        return "—"
+    counts = {state: states.count(state) for state in dict.fromkeys(states)}
+    if set(counts) == {State.CLOSED}:
+        return "closed"
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Admin-made providers, and below them (read-only) the ones the environment configures:
+    both serve traffic, each with its breaker state and last error."""
+
     form = ProviderForm
-    list_display = ("name", "kind", "base_url", "key", "deployment_count", "enabled")
+    list_display = ("name", "kind", "base_url", "key", "deployment_count", "breakers", "enabled")
     list_filter = ("kind", "enabled")
     search_fields = ("name", "base_url", "deployments__alias", "deployments__model")
     readonly_fields = ("key",)
     inlines = [DeploymentInline]
+    change_list_template = "admin/llm/provider/change_list.html"
+
+    class Media:
+        css = WIDE_LIST_CSS
 
     @admin.display(description="API key")
     def key(self, provider: Provider) -> str:
@@ -93,6 +137,19 @@ class ProviderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="deployments")
     def deployment_count(self, provider: Provider) -> int:
         return provider.deployments.count()
+
+    @admin.display(description="breakers")
+    def breakers(self, provider: Provider) -> str:
+        return breaker_summary([d.key for d in provider.deployments.all()])
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
+        return super().get_queryset(request).prefetch_related("deployments")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        extra = {"settings_providers": settings_providers(), **(extra_context or {})}
+        return super().changelist_view(request, extra)
 
 
 def _when(timestamp: float | None) -> str:
@@ -105,6 +162,7 @@ def _when(timestamp: float | None) -> str:
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    # Trimmed to fit 1366 px: breaker and failures share a column.
     list_display = (
         "alias",
         "provider",
@@ -113,7 +171,6 @@ class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "priority",
         "enabled",
         "breaker",
-        "failures",
         "first_token_ms",
         "last_error",
     )
@@ -131,16 +188,16 @@ class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ("Health", {"fields": ("health",)}),
     )
 
-    @admin.display(description="breaker")
+    class Media:
+        css = WIDE_LIST_CSS
+
+    @admin.display(description="breaker (failures in a row)")
     def breaker(self, deployment: Deployment) -> str:
         status, _ = key_health(deployment.key)
+        state = str(status.state)
         if status.state == State.OPEN and status.retry_in is not None:
-            return f"open ({status.retry_in:.0f} s)"
-        return str(status.state)
-
-    @admin.display(description="failures in a row")
-    def failures(self, deployment: Deployment) -> int:
-        return key_health(deployment.key)[0].consecutive_failures
+            state = f"open ({status.retry_in:.0f} s)"
+        return f"{state} ({status.consecutive_failures})"
 
     @admin.display(description="last first token (ms)")
     def first_token_ms(self, deployment: Deployment) -> str:
@@ -179,4 +236,5 @@ class FallbackChainAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("alias", "fallbacks")
 
 
-import llm.admin_cache  # noqa: E402, F401 - registers the reply cache admin
+import llm.admin_cache  # noqa: E402 - registers the reply cache admin
+import llm.admin_tenants  # noqa: E402, F401 - the models an organisation may use

@@ -24,6 +24,8 @@ from enum import StrEnum
 from django.conf import settings
 from django.core.cache import cache
 
+from core.observability import metrics
+
 PREFIX = "llm:cb"
 _STATE_TTL = 7 * 86400  # a forgotten open breaker closes itself after a week at most
 
@@ -125,12 +127,14 @@ class CircuitBreaker:
         if permit.probe:
             cache.set(self._open, self.clock() + self.cooldown, _STATE_TTL)
             cache.delete(self._probe)
+            metrics.BREAKER_OPENS.labels(self.key).inc()
             return
         too_many = fails >= self.failures
         too_often = requests >= self.min_requests and failures / requests >= self.error_rate
         if too_many or too_often:
             # add, not set: failures of requests already in flight do not extend the cooldown.
-            cache.add(self._open, self.clock() + self.cooldown, _STATE_TTL)
+            if cache.add(self._open, self.clock() + self.cooldown, _STATE_TTL):
+                metrics.BREAKER_OPENS.labels(self.key).inc()
 
     def release(self, permit: Permit) -> None:
         """Give a permit back without a verdict (the reply was cancelled)."""

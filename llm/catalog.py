@@ -9,12 +9,14 @@ working, and an operator takes an alias over simply by adding rows for it.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 
+from core.errors import ParleyError
 from llm import crypto
 from llm.models import Deployment, FallbackChain
 from llm.providers.base import ProviderConfig
@@ -130,3 +132,43 @@ def all_deployments() -> list[DeploymentConfig]:
     rows = [_from_row(r, defaults) for r in Deployment.objects.select_related("provider")]
     taken = {d.alias for d in rows}
     return rows + [d for alias, d in settings_deployments().items() if alias not in taken]
+
+
+# --- tenant features: the models an organisation may use ---------------------------------
+
+
+def enabled_aliases() -> list[str]:
+    """Every alias with at least one enabled deployment, the default first, then by name."""
+    default = default_alias()
+    aliases = sorted({d.alias for d in all_deployments() if d.enabled and d.alias})
+    aliases.sort(key=lambda alias: alias != default)
+    return aliases
+
+
+def tenant_aliases(aliases: Iterable[str], *, allowed: Collection[str]) -> list[str]:
+    """The aliases among `aliases` an organisation with this allow-list may use (an empty
+    allow-list allows every model). The model pickers and model lists show these."""
+    return [alias for alias in aliases if not allowed or alias in allowed]
+
+
+def tenant_alias(alias: str, *, allowed: Collection[str]) -> str:
+    """The alias a tenant's reply runs on, or model_not_allowed: `alias` if the allow-list
+    has it; for "" (the default model) the default if allowed, else the first allowed alias
+    that is available. The one check every way of choosing a model goes through (the reply
+    is created by chat/replies/dispatch.py reply_create whatever the edge)."""
+    if not allowed:
+        return alias
+    if alias:
+        if alias in allowed:
+            return alias
+        raise ParleyError(
+            "model_not_allowed",
+            f"Your organisation may not use the model {alias!r} "
+            f"(it may use: {', '.join(sorted(allowed))}).",
+        )
+    usable = tenant_aliases(enabled_aliases(), allowed=allowed)
+    if not usable:
+        raise ParleyError(
+            "model_not_allowed", "None of the models your organisation may use is available."
+        )
+    return "" if usable[0] == default_alias() else usable[0]

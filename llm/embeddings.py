@@ -43,6 +43,9 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> Vectors:
         """One L2-normalised row per text (so a dot product is the cosine similarity)."""
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens the model reads of each text (after truncation): what embedding work costs."""
+
 
 def model_dir() -> Path:
     """Where the MiniLM files are: the setting, else the first bundling package installed."""
@@ -154,6 +157,9 @@ class MiniLMEmbedder:
         self._layers = [
             _Layer(tensors, f"encoder.layer.{i}") for i in range(int(config["num_hidden_layers"]))
         ]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts)] if texts else []
 
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:

@@ -38,6 +38,8 @@ from asgiref.sync import sync_to_async
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
+from core.observability import metrics
+from core.observability.context import traced
 from llm import router
 from llm.breaker import Permit
 from llm.catalog import DeploymentConfig
@@ -188,6 +190,7 @@ async def stream_with_failover(
                     router.attempt_abandoned(deployment, verdict)
                 return _stopped_at(record)
             if isinstance(verdict, router.Skip):
+                metrics.PROVIDER_SKIPS.labels(deployment.name, verdict.reason).inc()
                 record.skipped.append(
                     {"deployment": deployment.key, "label": deployment.label, **_skip(verdict)}
                 )
@@ -225,10 +228,12 @@ async def stream_with_failover(
         if delay is None or clock.now() + delay > deadline:
             raise _exhausted(last_error, record)
         record.retries += 1
+        metrics.PROVIDER_RETRIES.labels(alias).inc()
         record.slept_ms += int(delay * 1000)
         await _sleep_unless_stopped(clock, delay, stop)
 
 
+@traced("llm.provider_call")
 async def _attempt(
     deployment: DeploymentConfig,
     permit: Permit,
@@ -271,6 +276,7 @@ async def _attempt(
         # waiting on the provider, not while the sink works. `waiting` also tells the stop
         # signal's waker whether there is an await on the provider to cut short.
         waiting = False
+        gaps = metrics.ChunkGaps(deployment.name, deployment.model)  # inter-chunk latency
         clock = asyncio.timeout_at(requested + deployment.first_token_timeout)
 
         def wake(_: object) -> None:
@@ -308,6 +314,7 @@ async def _attempt(
                     if reported:
                         usage.prompt_tokens = reported.get("input_tokens")
                         usage.completion_tokens = reported.get("output_tokens")
+                    gaps.chunk(loop.time())
                     for text in chunk_texts(chunk):
                         if "first_token_ms" not in entry:
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
@@ -338,6 +345,7 @@ async def _attempt(
         finally:
             if waker is not None:
                 waker.cancel()
+            gaps.flush()
             await _close(stream)
         if _stopped(stop):
             record.finish_reason = CANCELLED
@@ -348,6 +356,7 @@ async def _attempt(
             entry["finish_reason"] = finish
     except ProviderError as error:
         entry.update(_error_fields(error), outcome="failed")
+        metrics.PROVIDER_ERRORS.labels(deployment.name, error.code).inc()
         await _failed(deployment, permit, error)
         settled = True
         raise

@@ -171,3 +171,4 @@ class FallbackChain(models.Model):
 
 
 from llm.cache_models import *  # noqa: E402, F403 - the reply cache (llm/cache/)
+from llm.vectors.models import *  # noqa: E402, F403 - the embedded vector store

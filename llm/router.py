@@ -11,6 +11,7 @@ back. llm/failover.py walks the plan.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -84,9 +85,11 @@ def rotation(alias: str, deployments: list[DeploymentConfig]) -> list[Deployment
     return ordered
 
 
-def route_plan(alias: str) -> RoutePlan:
-    """Every deployment that may answer `alias`, in the order to try them."""
-    chain = [alias, *fallbacks_for(alias)]
+def route_plan(alias: str, *, allowed: Collection[str] = ()) -> RoutePlan:
+    """Every deployment that may answer `alias`, in the order to try them. `allowed` is the
+    organisation's model allow-list (empty: every model): a fallback it lacks is skipped, so a
+    failover never answers from a model the tenant may not use."""
+    chain = [alias, *(f for f in fallbacks_for(alias) if not allowed or f in allowed)]
     found = deployments_for(chain)
     if not found[alias] and not any(found.values()):
         raise _unknown(alias)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import daphne.cli
+from daphne.endpoints import build_endpoint_description_strings
 
 from core import memory
 from project import patches
@@ -13,10 +14,9 @@ from project import patches
 
 def test_daphne_listens_with_the_configured_backlog(settings, monkeypatch):
     settings.DAPHNE_LISTEN_BACKLOG = 2048
+    # Daphne's own builder, whether or not a test before this one patched it already.
     monkeypatch.setattr(
-        daphne.cli,
-        "build_endpoint_description_strings",
-        daphne.cli.build_endpoint_description_strings,
+        daphne.cli, "build_endpoint_description_strings", build_endpoint_description_strings
     )
     patches._listen_backlog()
     endpoints = daphne.cli.build_endpoint_description_strings(host="127.0.0.1", port=8000)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from accounts.selectors import organisation_allowed_models
 from chat.errors import ChatError
 from chat.protocol import SendFrame
-from llm.catalog import all_deployments, default_alias, deployments_for, fallbacks_for
+from llm.catalog import (
+    default_alias,
+    deployments_for,
+    enabled_aliases,
+    fallbacks_for,
+    tenant_aliases,
+)
 from llm.options import GenerationOptions, option_unsupported
 
 
@@ -17,11 +24,18 @@ class ModelAlias:
     fallbacks: list[str] = field(default_factory=list)
 
 
-def model_aliases() -> list[ModelAlias]:
-    """Every alias with at least one enabled deployment, the default first."""
+def model_aliases(*, organisation_id: int | None = None) -> list[ModelAlias]:
+    """Every alias with at least one enabled deployment, the default first; with an
+    organisation, only those it may use (its allow-list, llm/catalog.py tenant_aliases): the
+    model lists and the page's model picker."""
     default = default_alias()
-    aliases = sorted({d.alias for d in all_deployments() if d.enabled and d.alias})
-    aliases.sort(key=lambda alias: alias != default)
+    aliases = enabled_aliases()
+    if organisation_id is not None:
+        allowed = organisation_allowed_models(organisation_id=organisation_id)
+        aliases = tenant_aliases(aliases, allowed=allowed)
+        if default not in aliases:
+            # What a send without a model runs on there (tenant_alias): the first allowed.
+            default = aliases[0] if aliases else ""
     return [ModelAlias(id=a, default=a == default, fallbacks=fallbacks_for(a)) for a in aliases]
 
 

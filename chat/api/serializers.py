@@ -57,9 +57,21 @@ class MessageErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+class CitationSerializer(serializers.Serializer):
+    """A document passage the reply was given (docs/documents.md)."""
+
+    n = serializers.IntegerField(help_text="The passage's number, as [n] in the reply.")
+    document = serializers.IntegerField()
+    name = serializers.CharField()
+    page = serializers.IntegerField()
+    chunk = serializers.IntegerField()
+    url = serializers.CharField(help_text="The page showing the passage in its document.")
+
+
 class MessageOutputSerializer(serializers.ModelSerializer):
     usage = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
+    citations = CitationSerializer(many=True, read_only=True)
 
     class Meta:
         model = Message
@@ -77,6 +89,7 @@ class MessageOutputSerializer(serializers.ModelSerializer):
             "usage",
             "cost",
             "error",
+            "citations",
             "created_at",
             "finished_at",
         ]

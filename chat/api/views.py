@@ -535,7 +535,9 @@ class ModelListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         """The model aliases you can use (the router picks a deployment for each)."""
-        return Response(ModelOutputSerializer(model_aliases(), many=True).data)
+        organisation_id = self.caller().organisation.pk
+        aliases = model_aliases(organisation_id=organisation_id)
+        return Response(ModelOutputSerializer(aliases, many=True).data)
 
 
 class UsageApi(ApiView):

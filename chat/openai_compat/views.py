@@ -263,10 +263,10 @@ async def models(request: HttpRequest) -> HttpResponseBase:
     if request.method != "GET":
         return _method_not_allowed("GET")
     try:
-        await _api_key(request)
+        key = await _api_key(request)
     except OpenAIError as error:
         return error.response()
-    aliases = await sync_to_async(model_aliases)()
+    aliases = await sync_to_async(model_aliases)(organisation_id=key.organisation_id)
     return JsonResponse(models_body([alias.id for alias in aliases]))
 
 

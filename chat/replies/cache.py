@@ -11,6 +11,7 @@ from langchain_core.messages import BaseMessage
 
 from chat.models import Message
 from chat.replies.prompt import reply_alias, reply_options
+from core.observability import metrics
 from llm.cache import Answer, Lookup, cache_settle, lookup_similar, lookup_start, lookup_stored
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ async def reply_lookup(*, reply: Message, messages: list[BaseMessage]) -> Lookup
     try:
         lookup = await sync_to_async(_lookup_prepare)(reply, messages)
         await lookup_similar(lookup)
+        metrics.cache_looked_up(lookup.hit, cacheable=lookup.request is not None)
         return lookup
     except Exception:
         logger.warning("cache lookup failed for reply %s; generating", reply.pk, exc_info=True)

@@ -15,11 +15,14 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from accounts.selectors import organisation_allowed_models
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_reply
+from core.observability.context import handoff
+from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
 from llm.router import provider_choose
@@ -46,8 +49,12 @@ def reply_create(
 
     `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
     `options` are the caller's generation choices, kept on the reply (chat/replies/stream.py).
+    A model the conversation's organisation may not use is refused here (model_not_allowed),
+    whichever edge chose it.
     """
-    routing: dict[str, object] = {}
+    allowed = organisation_allowed_models(organisation_id=conversation.organisation_id)
+    alias = tenant_alias(alias, allowed=allowed)
+    routing: dict[str, object] = {"allowed": sorted(allowed)} if allowed else {}
     if options is not None and (chosen := options.as_json()):
         routing["options"] = chosen
     provider = provider_choose(pinned=alias)
@@ -102,6 +109,7 @@ def dispatch_generation(message_id: int, provider: ProviderConfig) -> None:
 
 
 def _run_in_process(message_id: int) -> None:
+    handoff(message_id)  # the generation continues this trace (core/observability/context.py)
 
     loop = _server_loop
     if loop is not None and loop.is_running():

@@ -28,6 +28,7 @@ from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Message
 from chat.replies.accounting import quota_settle_message
 from core.errors import ParleyError
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def reply_cancel(*, message: Message, by: User) -> None:
     if stopped:
         quota_release(message_id=message.pk)  # it never reached a provider
         message.refresh_from_db()
+        metrics.reply_finished(message, organisation=None)
         event_publish_on_commit(message.conversation_id, done_event(message))
         return
     # The generator, wherever it runs, polls this flag (the cache is Redis in production).

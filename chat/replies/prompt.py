@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from chat.documents.retrieval import prompt_with_documents
 from chat.models import Message
 from llm.catalog import default_alias
 from llm.options import GenerationOptions
@@ -34,12 +35,19 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
     for message in reversed(list(history)):
         cls = HumanMessage if message.role == Message.Role.USER else AIMessage
         messages.append(cls(content=message.content))
-    return messages
+    # Passages from the conversation's documents, quoted in the question (never the system).
+    return prompt_with_documents(reply, messages)
 
 
 def reply_alias(reply: Message) -> str:
     """The model alias the reply is routed to (llm/router.py): the one it was created with."""
     return str(reply.routing.get("alias") or reply.provider or default_alias())
+
+
+def reply_allowed_models(reply: Message) -> list[str]:
+    """The organisation's model allow-list when the reply was created (empty: every model);
+    it bounds the fallbacks the reply may fail over to."""
+    return [str(alias) for alias in (reply.routing or {}).get("allowed", [])]
 
 
 def reply_options(reply: Message) -> GenerationOptions:

@@ -28,6 +28,7 @@ from chat.journal import journal_complete, journal_key
 from chat.layers import journal_read
 from chat.models import Message
 from chat.replies.accounting import ledger_settle_stale, quota_settle_message
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def replies_reap(*, stale_after: timedelta, pending_after: timedelta) -> int:
             # Pending: released. Streaming: its worst case stays charged (usage unknown).
             quota_settle_message(message=message)
             event_publish_on_commit(message.conversation_id, error_event(message, INTERRUPTED))
+            metrics.reply_finished(message, organisation=None)
             reaped += 1
     ledger_settle_stale()  # final replies whose settlement was lost (a crash in between)
     return reaped

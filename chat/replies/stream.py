@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -39,9 +40,16 @@ from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_first_token, reply_start
-from chat.replies.prompt import prompt_messages, reply_alias, reply_options
+from chat.replies.prompt import (
+    prompt_messages,
+    reply_alias,
+    reply_allowed_models,
+    reply_options,
+)
 from chat.replies.watch import reply_watch
 from core.errors import ParleyError
+from core.observability import metrics
+from core.observability.context import traced
 from llm import accounting, limits
 from llm.cache import Lookup, cache_replay
 from llm.catalog import DeploymentConfig
@@ -49,6 +57,7 @@ from llm.failover import CANCELLED, LENGTH, RoutingRecord, TextSink, stream_with
 from llm.providers.base import ProviderError
 from llm.registry import chat_model_for
 from llm.retry import RetryPolicy
+from llm.router import route_plan
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +79,8 @@ class ReplyState:
         return len(self.text)
 
 
+@traced("reply.stream", bind_kwargs=("message_id",))
+@metrics.streaming
 async def reply_stream(*, message_id: int) -> None:
     """Generate one assistant reply from start to a final state; never leaves it streaming."""
     reply = await sync_to_async(reply_start)(message_id=message_id)
@@ -160,6 +171,7 @@ async def reply_stream(*, message_id: int) -> None:
         ),
         routing=_routing_json(state.routing, error),
     )
+    metrics.reply_finished(finished, organisation=reply.conversation.organisation_id)
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
@@ -205,6 +217,7 @@ async def _pump_tokens(
             record=record,
             policy=RetryPolicy.from_settings(),
             prompt_tokens=state.prompt_estimate,
+            plan_for=partial(route_plan, allowed=reply_allowed_models(reply)),
             stop=stop,
         )
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -10,6 +12,7 @@ from accounts.quotas import quota_settle
 from accounts.services import organisation_personal_ensure
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from chat.replies.accounting import reply_outcome
 from chat.replies.lifecycle import reply_cancel
 
 
@@ -71,5 +74,9 @@ def conversation_delete(*, conversation: Conversation, by: User) -> None:
                     completion_tokens=None,
                     content_chars=len(reply.content),
                     interrupted=True,
+                    # The ledger keeps what it was: the conversation takes the message along.
+                    outcome=replace(
+                        reply_outcome(reply), status=Message.Status.CANCELLED, error_code="deleted"
+                    ),
                 )
         conversation.delete()

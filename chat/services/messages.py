@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from core.observability.context import traced_sync
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -104,6 +105,7 @@ def conversation_touch(*, conversation: Conversation, first_text: str) -> None:
     conversation.updated_at = now
 
 
+@traced_sync("chat.message_send")
 def message_send(
     *,
     author: User,
@@ -168,6 +170,7 @@ def message_send(
     return SendResult(user_message=user_message, reply=reply, created=True)
 
 
+@traced_sync("chat.reply_regenerate")
 def reply_regenerate(*, message: Message, by: User) -> SendResult:
     """Answer the last user message again. The old reply is kept, superseded.
 
@@ -209,6 +212,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
     return SendResult(user_message=user_message, reply=reply, created=True)
 
 
+@traced_sync("chat.message_edit")
 def message_edit(*, message: Message, author: User, text: str, client_id: str) -> SendResult:
     """Replace a user message with new text and answer it afresh.
 

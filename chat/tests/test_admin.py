@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from chat import services
+from chat.models import Message
 from chat.replies import lifecycle
 
 pytestmark = pytest.mark.django_db
@@ -55,3 +56,20 @@ def test_operator_sees_users(client, operator, owner):
 def test_non_staff_cannot_open_the_admin(client, owner):
     client.force_login(owner)
     assert client.get(reverse("admin:index")).status_code == 302
+
+
+def test_failed_replies_show_their_error_in_the_message_list(client, owner, operator):
+    conversation = services.conversation_create(owner=owner, title="Broken")
+    Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.FAILED,
+        error_code="provider_failed",
+        error_message="The model provider answered 502 three times.",
+    )
+    client.force_login(operator)
+    url = reverse("admin:chat_message_changelist")
+    page = client.get(url, {"status__exact": "failed"}).content.decode()
+    assert "provider_failed: The model provider answered 502 three times." in page
+    assert "parley_admin/admin.css" in page  # wide lists scroll instead of being cut
+    assert "?error_code=provider_failed" in page and "error_code=&" not in page  # named links

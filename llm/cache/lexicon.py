@@ -25,6 +25,10 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)(km|cm|mm|kg|mg|lbs?|oz|ft|mi|ml|gb|mb|kb|tb|hz|ghz|mph|kph)\b"), r"\1 \2"),
 ]
 
+_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
+
+_GOOD = "(?:good|best|easiest|simplest|quickest|right|proper|correct|recommended)"
+
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
@@ -56,6 +60,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"how (?:do|would|can) (?:i|you|we) say", "translate"),
     (r"what is the number of", "how many"),
     (r"how many people live in", "population"),
+    (r"how fast (?:does|do|is|are|can) (.+?) (?:travel|go|move|run)", r"speed \1"),
     (r"how fast", "speed"),
     (r"speed(?:s|ing)? up", "faster"),
     (r"how long", "duration"),
@@ -97,6 +102,26 @@ PHRASES: list[tuple[str, str]] = [
     (r"pounds? sterling", "gbp"),
     (r"japanese yen", "yen"),
     (r"square root", "sqrt"),
+    # How a question is framed, not what it asks.
+    (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),
+    (rf"(?:a|the) {_GOOD} way to", "how to"),
+    (r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to)", "where"),
+    (r"where (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|see)", "where"),
+    (r"right now", "now"),
+    (r"(?:see|check|find|get|know) (?:the )?status of", "track"),
+    (r"(?:do|does|can) (?:you|they|it) (?:accept|take) (\w+)(?: payments?)?", r"can i pay \1"),
+    (r"(boiling|freezing|melting) point of (\w+)", r"\1 temperature \2"),
+    (r"at what temperature (?:does|do|is|are) (\w+) (boil|freeze|melt)", r"\2 temperature \1"),
+    (r"(?:is|are|be) (?:worked|figured) out", "calculate"),
+    (r"free(?:s|d|ing)? up", "clear"),
+    (r"degrees? (fahrenheit|celsius|kelvin)", r"\1"),
+    (r"at the moment", "now"),
+    (r"(?:what|which) (?:can|could|should|do) (?:i|you|we) use instead of", "substitute for"),
+    (r"(?:another|other|different) words? for", "synonym for"),
+    (r"one (\w+) at a time", r"\1 by \1"),
+    (r"set (?:a|up a) new (\w+)", r"change \1"),
+    (r"the (?:first|1st) world war", "world war 1"),
+    (r"the (?:second|2nd) world war", "world war 2"),
 ]
 
 # One word for another: abbreviations and spellings, then the words' lemmas are compared.
@@ -124,6 +149,7 @@ ABBREVIATIONS: dict[str, str] = {
     "pls": "please",
     "plz": "please",
     "thx": "thanks",
+    "flu": "influenza",
     "cm": "centimetre",
     "centimeter": "centimetre",
     "mm": "millimetre",
@@ -137,6 +163,8 @@ ABBREVIATIONS: dict[str, str] = {
     "kilos": "kilogram",
     "g": "gram",
     "mg": "milligram",
+    "milliliter": "ml",
+    "millilitre": "ml",
     "lb": "pound",
     "lbs": "pound",
     "oz": "ounce",
@@ -188,7 +216,7 @@ ABBREVIATIONS: dict[str, str] = {
 
 # Groups of words that ask the same thing in a question; each maps to its first word.
 _SYNONYM_GROUPS = [
-    "create make generate",
+    "create make generate set",
     "remove delete erase",
     "exit quit leave",
     "change update modify edit alter switch",
@@ -197,8 +225,14 @@ _SYNONYM_GROUPS = [
     "height tall high",
     "contact reach",
     "get obtain receive retrieve",
-    "see view display check find show look",
+    "see view display check find show look list",
     "kill terminate",
+    "mode theme",
+    "symptom sign",
+    "substitute replacement alternative",
+    "plot story storyline",
+    "construct build",
+    "calculate compute",
     "differ difference different compare comparison distinguish versus vs",
     "price cost pricing fee charge",
     "fast faster speed quick quickly rapid",
@@ -263,14 +297,14 @@ FRAMING = frozenset(
     basically someone something anyone anything short give also just kindly again go
     going try trying able process procedure steps step idea option options
     number amount kind type sort word phrase term city person year time day
-    current currently now today please hi hello hey thanks thank ok okay
+    current currently now today please ok okay
     shortcut command code use using used work works working happen happens happened
-    new copy own available instead mean called call""".split()
+    new copy own available instead mean called call abbreviation every""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
 # my team". Free when only one side has them.
-CONTEXT = frozenset("account team customer permanently online".split())
+CONTEXT = frozenset("account team customer permanently online earth world terminal".split())
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been being

@@ -7,7 +7,8 @@ all score 0.66-0.998 with all-MiniLM-L6-v2, above many true paraphrases (see
 docs/caching.md). So a semantic hit needs the embedding *and* this check. Both questions are
 first rewritten the same way (symbols, units, abbreviations and set phrases: llm/cache/lexicon.py),
 their words reduced to lemmas (simplemma's English dictionary, shipped in its wheel) and a small
-table of synonyms. Then they must have the same numbers, negations, quoted or code spans and
+table of synonyms; acronyms and compounds are paired with their spelled-out words
+(llm/cache/spelling.py). Then they must have the same numbers, negations, quoted or code spans and
 direction, and no content word of one may stand where the other has a different one (an entity,
 an attribute, an opposite operation). Words that only frame a question ("which city is",
 "what is the process") are free; a content word that only one side adds is allowed only to a
@@ -32,9 +33,13 @@ from llm.cache.lexicon import (
     SYMBOLS,
     SYNONYMS,
 )
+from llm.cache.spelling import pair_spellings
 
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
+# A greeting or thanks around a question; inside it ("how do you say thanks") they are asked about.
+_GREETING = re.compile(r"^(?:hi|hello|hey)(?: there)?\b[\s,!.]*")
+_THANKS = re.compile(r"[\s,!.]*\b(?:thanks|thank you|thx)(?: in advance)?[\s!.]*$")
 
 
 def normalise(text: str) -> str:
@@ -85,9 +90,17 @@ _SHARED_PREFIX = 5
 _SHARED_SHARE = 0.75
 
 
+_NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
+
+
 @lru_cache(maxsize=65536)
 def _lemma(word: str) -> str:
-    return str(simplemma.lemmatize(word, lang="en"))
+    """The dictionary form, lower case ("Fahrenheit" comes back capitalised); an unknown plural
+    loses its s ("dicts")."""
+    lemma = str(simplemma.lemmatize(word, lang="en")).casefold()
+    if lemma == word and len(word) > 4 and word.endswith("s") and word[-2:] not in _NOT_PLURAL:
+        return word[:-1]
+    return lemma
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,10 @@ def _rewrite(text: str) -> str:
     for short, long in _CONTRACTIONS.items():
         lowered = lowered.replace(short, long)
     lowered = lowered.replace("n't", " not")
+    lowered = _THANKS.sub("", _GREETING.sub("", lowered.strip()))
     for pattern, replacement in SYMBOLS:
         lowered = pattern.sub(replacement, lowered)
+    lowered = _SPACE.sub(" ", lowered)
     for phrase, replacement in _PHRASES:
         lowered = phrase.sub(replacement, lowered)
     return lowered
@@ -219,6 +234,10 @@ def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
     one side adds words, a repeat ("I forgot my password, how do I reset it") and words saying
     where the question is asked from ("my account") do not count."""
     only_a, only_b = _unmatched(a.content, b.content), _unmatched(b.content, a.content)
+    if only_a or only_b:
+        only_a, only_b = pair_spellings(
+            only_a, only_b, a.words, b.words, a.content, b.content, _canonical
+        )
     if only_a and only_b:
         return only_a, only_b
     return (

@@ -138,7 +138,7 @@ def test_operators_see_breaker_state_and_last_error_in_the_deployment_list(admin
     html = admin_client.get(reverse("admin:llm_deployment_changelist")).content.decode()
     assert re.search(r"open \(\d+ s\)", html)
     assert "http_503 at" in html
-    assert ">123<" in html and ">closed<" in html
+    assert ">123<" in html and ">closed (0)<" in html
 
     detail = admin_client.get(reverse("admin:llm_deployment_change", args=[broken.pk]))
     assert "breaker open, 5 failures in a row" in detail.content.decode()
@@ -239,3 +239,27 @@ def test_seed_providers_turns_the_settings_into_rows_once(settings, monkeypatch)
         "sk-from-env",
     )
     assert router.provider_choose().name == "simulated"
+
+
+def test_providers_configured_by_environment_show_beside_admin_made_ones(admin_client):
+    provider = Provider.objects.create(name="acme", kind="simulated")
+    Deployment.objects.create(provider=provider, alias="local", model="sim")  # takes "local"
+    configs = {d.key: d for d in all_deployments()}
+    error = ProviderError("provider_unavailable", "answered 503", status=503)
+    for _ in range(5):
+        router.attempt_failed(
+            configs["settings-simulated"], CircuitBreaker("settings-simulated").allow(), error
+        )
+
+    html = admin_client.get(reverse("admin:llm_provider_changelist")).content.decode()
+    section = html[html.index('id="settings-providers"') :]
+    rows = re.findall(r'<tr class="settings-provider">(.*?)</tr>', section, re.S)
+    by_alias = {re.search(r"<td>(.*?)</td>", row).group(1): row for row in rows}
+    assert {"local", "simulated"} <= set(by_alias)
+    assert re.search(r'class="breaker">open \(\d+(\.\d+)? s\) \(5\)', by_alias["simulated"])
+    assert "<code>provider_unavailable</code> answered 503" in by_alias["simulated"]
+    assert "<td>yes</td>" in by_alias["simulated"]
+    assert "<td>no</td>" in by_alias["local"]  # the admin row serves that alias now
+    assert 'href="/llm/health"' in html
+    # The admin-made provider's own row summarises its deployments' breakers.
+    assert ">closed<" in html.split('id="settings-providers"')[0]

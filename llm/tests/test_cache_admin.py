@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -319,7 +320,7 @@ def test_an_organisation_admin_switches_semantic_matching_off_and_sets_the_thres
     assert add.status_code == 302, add.content.decode()[:2000]
     policy = CachePolicy.objects.get(organisation=organisation)
     assert policy_for(organisation.pk).semantic_enabled
-    assert policy_for(organisation.pk).threshold == pytest.approx(0.80)  # the default
+    assert policy_for(organisation.pk).threshold == pytest.approx(settings.CACHE_SEMANTIC_THRESHOLD)
 
     change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
     response = admin_client.post(
@@ -353,3 +354,53 @@ def test_an_operator_sees_the_counts_but_cannot_change_the_policy(
     assert response.status_code == 403
     policy.refresh_from_db()
     assert policy.semantic_enabled and policy.semantic_threshold == pytest.approx(0.7)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_what_an_organisation_admin_sets_in_the_admin_decides_its_next_lookups(
+    admin_client, owner, organisation, settings, monkeypatch
+):
+    """Semantic matching switched off in the admin: a rewording is a miss (an exact repeat
+    still hits); switched on again with a threshold above the rewording's similarity: a miss;
+    at a threshold below it: a semantic hit. Another organisation is not affected."""
+    settings.LLM_TEMPERATURE = 0.0
+    settings.CACHE_REPLAY_CHARS_PER_SECOND = 0
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    indexes_forget()
+    post = sync_to_async(admin_client.post)
+    added = await post(
+        reverse("admin:llm_cachepolicy_add"), policy_form(organisation=str(organisation.pk))
+    )
+    assert added.status_code == 302, added.content.decode()[:2000]
+    policy = await CachePolicy.objects.aget(organisation=organisation)
+    change = reverse("admin:llm_cachepolicy_change", args=[policy.pk])
+
+    await ask(owner, "What are your opening hours?", organisation=organisation)
+    off = await ask(owner, "When are you open?", organisation=organisation)
+    assert off.cache is None
+    assert (await ask(owner, "what are your opening hours", organisation=organisation)).cache == (
+        "exact"
+    )
+
+    await ask(owner, "How do I delete a conversation?", organisation=organisation)
+    strict = policy_form(
+        organisation=str(organisation.pk), semantic_enabled="on", semantic_threshold="0.99"
+    )
+    assert (await post(change, strict)).status_code == 302
+    assert (
+        await ask(owner, "How can I remove a conversation?", organisation=organisation)
+    ).cache is None
+
+    loose = policy_form(
+        organisation=str(organisation.pk), semantic_enabled="on", semantic_threshold="0.5"
+    )
+    assert (await post(change, loose)).status_code == 302
+    # (The strict miss above was stored: another wording.)
+    hit = await ask(owner, "How can I erase a conversation?", organisation=organisation)
+    assert hit.cache == "semantic" and hit.message.routing["similarity"] < 0.99
+    stat = await CacheStat.objects.aget(organisation=organisation)
+    assert (stat.exact_hits, stat.semantic_hits) == (1, 1)
+    page = (await sync_to_async(admin_client.get)(reverse(POLICIES))).content.decode()
+    row = policy_row(page, organisation)
+    assert '<td class="field-exact_hits_recent">1</td>' in row
+    assert '<td class="field-semantic_hits_recent">1</td>' in row

@@ -58,6 +58,27 @@ async def test_a_fallback_alias_answers_when_every_deployment_of_the_model_fails
     assert done.attempts[-1]["alias"] == "cheap"
 
 
+async def test_a_fallback_the_organisation_may_not_use_never_answers(
+    fault, deploy, generate, owner
+):
+    from accounts.models import Organisation
+    from llm.models import FallbackChain
+
+    await sync_to_async(deploy)("openai-a", alias="smart")
+    await sync_to_async(deploy)("local-ish", alias="cheap")
+    await FallbackChain.objects.acreate(alias="smart", fallbacks="cheap")
+    await Organisation.objects.filter(personal_owner=owner).aupdate(allowed_models=["smart"])
+    fault.default("openai-a", Fail(500))
+    fault.default("local-ish", Reply("From a model this organisation may not use."))
+
+    done = await generate("smart")
+
+    assert done.message.status == "failed"
+    assert done.message.routing["chain"] == ["smart"]
+    assert fault.count("local-ish") == 0
+    assert "may not use" not in done.message.content
+
+
 async def test_failure_after_the_first_token_ends_with_a_retryable_error_and_keeps_the_text(
     fault, deploy, generate
 ):

@@ -190,7 +190,11 @@ async def test_replies_rotate_three_to_one_across_two_keys_over_http(fault, depl
 
 
 @with_db
-async def test_an_rpm_limited_deployment_passes_traffic_to_the_next(fault, deploy, generate):
+async def test_an_rpm_limited_deployment_passes_traffic_to_the_next(
+    fault, deploy, generate, monkeypatch
+):
+    # One fixed minute window for the whole test: a real clock can cross a minute boundary.
+    monkeypatch.setattr("llm.limits.time.time", lambda: 1_800_000_030.0)
     await sync_to_async(deploy)("small", rpm_limit=2, priority=0)
     await sync_to_async(deploy)("big", priority=1)
     providers = [(await generate()).message.provider for _ in range(4)]

@@ -37,6 +37,13 @@ _SCRUBBED = (
     "OPENAI_COMPATIBLE_BASE_URL",
     "LLM_DEFAULT_PROVIDER",
     "DJANGO_SETTINGS_MODULE",
+    # Observability: a test's processes get their own (tests/integration/test_metrics_topology.py).
+    "PROMETHEUS_MULTIPROC_DIR",
+    "METRICS_TOKEN",
+    "METRICS_ALLOWED_NETWORKS",
+    "METRICS_PORT",
+    "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
 
 

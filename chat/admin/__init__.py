@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -7,9 +8,9 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts.admin_scoping import OrganisationScopedAdmin
+from accounts.admin_scoping import OrganisationScopedAdmin, ReadOnlyScopedAdmin, _is_superuser
+from accounts.usage import UsageTotals, usage_daily
 from chat.models import Conversation, Message, UsageReport
-from chat.replies.accounting import usage_daily
 
 
 class MessageInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -39,25 +40,45 @@ class ConversationAdmin(OrganisationScopedAdmin):
     inlines = [MessageInline]
 
 
+class SetValuesFilter(admin.AllValuesFieldListFilter):
+    """A column's values to filter on, without the empty one (a link with no name)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookup_choices = self.lookup_choices.exclude(**{self.field_path: ""})
+
+
 @admin.register(Message)
 class MessageAdmin(OrganisationScopedAdmin):
     organisation_field = "conversation__organisation"
+    # Trimmed to fit 1366 px; the error is a column, so failed replies read without opening
+    # each (filter on status "failed").
     list_display = (
         "id",
-        "conversation",
-        "role",
+        "conversation_title",
         "status",
-        "provider",
         "model",
-        "prompt_tokens",
-        "completion_tokens",
+        "error",
+        "tokens",
         "cost",
         "first_token_ms",
-        "total_ms",
         "created_at",
     )
-    list_filter = ("status", "role", "provider", "model", "created_at")
-    search_fields = ("content", "conversation__title", "author__username", "client_id")
+    list_filter = (
+        "status",
+        "role",
+        ("error_code", SetValuesFilter),
+        ("provider", SetValuesFilter),
+        ("model", SetValuesFilter),
+        "created_at",
+    )
+    search_fields = (
+        "content",
+        "conversation__title",
+        "author__username",
+        "client_id",
+        "error_message",
+    )
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation", "author", "reply_to")
     readonly_fields = (
@@ -71,6 +92,28 @@ class MessageAdmin(OrganisationScopedAdmin):
     )
     date_hierarchy = "created_at"
 
+    class Media:
+        css = {"all": ("parley_admin/admin.css",)}
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_title(self, message: Message) -> str:
+        title = message.conversation.title
+        return title if len(title) <= 30 else title[:29] + "…"
+
+    @admin.display(description="tokens")
+    def tokens(self, message: Message) -> str:
+        if message.prompt_tokens is None and message.completion_tokens is None:
+            return "—"
+        return f"{message.prompt_tokens or 0} + {message.completion_tokens or 0}"
+
+    @admin.display(description="error", ordering="error_code")
+    def error(self, message: Message) -> str:
+        if not message.error_code:
+            return ""
+        detail = message.error_message
+        detail = detail if len(detail) <= 160 else detail[:159] + "…"
+        return f"{message.error_code}: {detail}" if detail else message.error_code
+
 
 class UsageFilter(forms.Form):
     user = forms.CharField(required=False, label="User contains")
@@ -79,17 +122,9 @@ class UsageFilter(forms.Form):
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Read-only: tokens and cost per user and day, summed from the messages themselves."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class UsageReportAdmin(ReadOnlyScopedAdmin):
+    """Read-only: charged tokens and cost per day, organisation and user, from the usage
+    ledger (accounts/usage.py), scoped to the operator's organisations."""
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -99,6 +134,7 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form = UsageFilter(request.GET or None)
         filters = form.cleaned_data if form.is_valid() else {}
         rows = usage_daily(
+            organisation_ids=None if _is_superuser(request) else self.organisation_ids(request),
             since=filters.get("since"),
             until=filters.get("until"),
             username=filters.get("user") or "",
@@ -109,11 +145,20 @@ class UsageReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "opts": self.model._meta,
             "form": form,
             "rows": rows,
-            "totals": {
-                "replies": sum(r.replies for r in rows),
-                "prompt_tokens": sum(r.prompt_tokens for r in rows),
-                "completion_tokens": sum(r.completion_tokens for r in rows),
-                "cost": sum((r.cost for r in rows), start=0),
-            },
+            "totals": UsageTotals(
+                replies=sum(r.totals.replies for r in rows),
+                in_flight=sum(r.totals.in_flight for r in rows),
+                prompt_tokens=sum(r.totals.prompt_tokens for r in rows),
+                completion_tokens=sum(r.totals.completion_tokens for r in rows),
+                tokens=sum(r.totals.tokens for r in rows),
+                cost=sum((r.totals.cost for r in rows), start=Decimal(0)),
+                estimated=sum(r.totals.estimated for r in rows),
+            ),
         }
         return TemplateResponse(request, "admin/chat/usage_report.html", context)
+
+
+# The admin's front page links the dashboard, the usage report and provider health.
+admin.site.index_template = "admin/parley_index.html"
+
+from chat.documents import admin as _documents_admin  # noqa: E402, F401 - registers it

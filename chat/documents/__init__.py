@@ -1,0 +1,1 @@
+"""Chat with your documents: upload, ingestion, scope, retrieval, citations (docs/documents.md)."""

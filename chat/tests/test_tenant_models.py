@@ -1,0 +1,185 @@
+"""Tenant features: an organisation's allowed models hold on every edge (WebSocket send, REST,
+OpenAI endpoint), through the one check in llm/catalog.py, and the model lists show only them."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import AuditLog, Organisation, UsageLedger, User
+from accounts.services import api_key_create
+from chat import services
+from chat.models import Conversation, Message
+from chat.tests.test_api import API, bearer
+from chat.tests.test_consumers import connect_as, receive_until
+from core.errors import ParleyError, error_code
+from llm.catalog import tenant_alias, tenant_aliases
+from project.asgi import application
+
+
+def _allow(organisation: Organisation, *aliases: str) -> None:
+    Organisation.objects.filter(pk=organisation.pk).update(allowed_models=list(aliases))
+
+
+# --- the one check ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_empty_allow_list_allows_every_model():
+    assert tenant_alias("local", allowed=()) == "local"
+    assert tenant_alias("", allowed=()) == ""
+    assert tenant_aliases(["simulated", "local"], allowed=()) == ["simulated", "local"]
+
+
+@pytest.mark.django_db
+def test_a_model_off_the_list_is_refused_with_its_code():
+    with pytest.raises(ParleyError) as refused:
+        tenant_alias("simulated", allowed={"local"})
+    assert refused.value.code == "model_not_allowed" and "local" in refused.value.detail
+    entry = error_code("model_not_allowed")
+    assert (entry.http_status, entry.openai_status, entry.openai_type) == (
+        403,
+        403,
+        "permission_error",
+    )
+    assert tenant_aliases(["simulated", "local"], allowed={"local"}) == ["local"]
+
+
+@pytest.mark.django_db
+def test_the_default_model_gives_way_to_the_first_allowed_one():
+    # The test settings' default model is "simulated".
+    assert tenant_alias("", allowed={"simulated", "local"}) == ""
+    assert tenant_alias("", allowed={"local"}) == "local"
+    with pytest.raises(ParleyError):
+        tenant_alias("", allowed={"no-such-model"})
+
+
+@pytest.mark.django_db
+def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, monkeypatch):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    _allow(organisation, "local")
+    result = services.message_send(
+        author=owner,
+        conversation=None,
+        text="Hi",
+        client_id="c-1",
+        organisation=organisation,
+    )
+    assert result.reply.routing["alias"] == "local" and result.reply.provider == "local"
+
+
+# --- every edge ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_rest_refuses_a_model_the_organisation_may_not_use(owner, organisation):
+    _allow(organisation, "local")
+    api = Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
+    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
+    refused = api.post(
+        f"{API}/conversations/{conversation['id']}/messages",
+        {"text": "Hi", "model": "simulated"},
+        content_type="application/json",
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "model_not_allowed"
+    assert not Message.objects.exists() and not UsageLedger.objects.exists()  # nothing saved
+    models = api.get(f"{API}/models").json()
+    assert [(m["id"], m["default"]) for m in models] == [("local", True)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
+    owner, organisation
+):
+    await sync_to_async(_allow)(organisation, "local")
+    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://127.0.0.1:8000",
+        headers={"Authorization": f"Bearer {key.raw}"},
+    ) as http:
+        request = {"model": "simulated", "messages": [{"role": "user", "content": "Hi"}]}
+        for stream in (False, True):
+            response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
+            assert response.status_code == 403
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("permission_error", "model_not_allowed")
+        assert not await Conversation.objects.aexists()
+        listed = (await http.get("/v1/models")).json()
+        assert [m["id"] for m in listed["data"]] == ["local"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_send_of_a_model_the_organisation_may_not_use_is_refused(owner):
+    personal = await Organisation.objects.aget(personal_owner=owner)
+    await sync_to_async(_allow)(personal, "local")
+    ws = await connect_as(owner)
+    await ws.send_json_to(
+        {
+            "type": "send",
+            "conversation": None,
+            "text": "Hi",
+            "client_id": "c1",
+            "model": "simulated",
+        }
+    )
+    [error] = await receive_until(ws, "error")
+    assert error["code"] == "model_not_allowed" and error["retryable"] is False
+    assert not await Message.objects.aexists()
+    await ws.disconnect()
+
+
+# --- the admin -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_organisation_admin_ticks_its_allowed_models_in_the_admin(client, owner, organisation):
+    User.objects.filter(pk=owner.pk).update(is_staff=True)
+    client.force_login(owner)  # the admin of Acme (the fixture)
+    url = reverse("admin:accounts_organisation_change", args=[organisation.pk])
+    form = client.get(url).content.decode()
+    assert 'name="allowed_models" value="local"' in form
+    assert 'name="allowed_models" value="simulated"' in form
+    response = client.post(
+        url,
+        {
+            "name": organisation.name,
+            "slug": organisation.slug,
+            "allowed_models": ["simulated"],
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    organisation.refresh_from_db()
+    assert organisation.allowed_models == ["simulated"]
+    audited = AuditLog.objects.filter(action=AuditLog.Action.ADMIN_EDIT)
+    assert {"allowed_models": ["simulated"]} in [entry.details for entry in audited]
+    listing = client.get(reverse("admin:accounts_organisation_changelist")).content.decode()
+    assert "simulated" in listing
+
+
+@pytest.mark.django_db
+def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, monkeypatch):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+
+    def send(client_id: str) -> Message:
+        return services.message_send(
+            author=owner,
+            conversation=None,
+            text="Hi",
+            client_id=client_id,
+            organisation=organisation,
+            alias="simulated",
+        ).reply
+
+    assert send("before").routing["alias"] == "simulated"  # every model: the list is cached
+    organisation.allowed_models = ["local"]
+    organisation.save()  # as the admin saves it
+    with pytest.raises(ParleyError) as refused:
+        send("after")
+    assert refused.value.code == "model_not_allowed"
