@@ -95,6 +95,7 @@ class RateLimitExceeded(ParleyError):
 class Check:
     key: str
     rate: Rate
+    what: str = "frames"  # what a refusal says there were too many of
 
 
 # One client per event loop: redis.asyncio connections belong to the loop that made them.
@@ -151,30 +152,35 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
     except Exception:
         logger.warning("rate limiter unavailable; letting the frame through", exc_info=True)
         return
-    waits = [
-        left
+    over = [
+        (left, check.what or what)
         for (count, left), check in zip(results, checks, strict=False)
         if count > check.rate.count
     ]
-    if waits:
-        raise RateLimitExceeded(retry_after=max(1, math.ceil(max(waits))), what=what)
+    if over:
+        waits = [left for left, _ in over]
+        raise RateLimitExceeded(retry_after=max(1, math.ceil(max(waits))), what=over[0][1])
 
 
 def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Check]:
     """The user's counter, then the organisation's (the order limits_hit charges them)."""
     per_user = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_USER"))
     per_org = rate_parse(getattr(settings, f"WS_RATE_{kind}_PER_ORG"))
-    checks = [Check(f"{KEY_PREFIX}:{kind.lower()}:user:{user_id}", per_user)]
+    what = "frames" if kind == "FRAMES" else "messages"
+    checks = [Check(f"{KEY_PREFIX}:{kind.lower()}:user:{user_id}", per_user, what)]
     if organisation_id is not None:
-        checks.append(Check(f"{KEY_PREFIX}:{kind.lower()}:org:{organisation_id}", per_org))
+        checks.append(Check(f"{KEY_PREFIX}:{kind.lower()}:org:{organisation_id}", per_org, what))
     return checks
 
 
-async def frame_check(*, user_id: int, organisation_id: int | None) -> None:
-    """Every frame a socket receives, whatever it is (malformed ones too)."""
-    await limits_hit(
-        _checks("FRAMES", user_id=user_id, organisation_id=organisation_id), what="frames"
-    )
+async def frame_check(*, user_id: int, organisation_id: int | None, send: bool = False) -> None:
+    """Every frame a socket receives, whatever it is (malformed ones too). `send`: the frame
+    starts a generation (send, edit, regenerate) and counts as a send too, in the same round
+    trip; its send counters are charged only if its frame counters let it through."""
+    checks = _checks("FRAMES", user_id=user_id, organisation_id=organisation_id)
+    if send:
+        checks += _checks("SENDS", user_id=user_id, organisation_id=organisation_id)
+    await limits_hit(checks, what="frames")
 
 
 async def send_check(*, user_id: int, organisation_id: int | None) -> None:

@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from channels.db import database_sync_to_async
+from channels.auth import AuthMiddleware, get_user
 from channels.security.websocket import OriginValidator, WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 
@@ -40,6 +41,7 @@ from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY, organisation_act
 from accounts.services import api_key_use
 from accounts.tickets import Principal, ws_ticket_redeem
 from accounts.two_factor import session_verified, two_factor_required
+from core.db import db_async
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -93,9 +95,7 @@ class ProgramAuthMiddleware:
             return await self.browser(scope, receive, send)
         principal = None
         if _origin_allowed_or_absent(scope):
-            principal = await database_sync_to_async(program_authenticate)(
-                ticket=ticket, api_key=api_key
-            )
+            principal = await db_async(program_authenticate)(ticket=ticket, api_key=api_key)
         if principal is None:
             return await WebsocketDenier()(scope, receive, send)
         scope = dict(
@@ -106,6 +106,41 @@ class ProgramAuthMiddleware:
             api_key_id=principal.api_key_id,
         )
         return await self.programs(scope, receive, send)
+
+
+class _SessionAuthMiddleware(AuthMiddleware):  # type: ignore[misc]
+    """channels' AuthMiddleware with its look-up (session row, then user row) on the database
+    threads (core/db.py), not on Daphne's one sync thread, where every handshake of the
+    process queued behind every other's."""
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        scope["user"]._wrapped = await db_async(_session_user_and_organisation)(scope)
+
+
+# Where the session stack leaves `socket_organisation`'s answer, found in the same database
+# call as the user: a handshake then makes one trip to the database threads, not two.
+SCOPE_ORGANISATION = "parley_socket_organisation"
+
+
+def _session_user_and_organisation(scope: Scope) -> Any:
+    user = get_user.func(scope)
+    if user.is_authenticated:
+        scope[SCOPE_ORGANISATION] = socket_organisation(scope=dict(scope, user=user))
+    return user
+
+
+async def socket_organisation_of(scope: Scope) -> tuple[Organisation | None, bool]:
+    """`socket_organisation` for an accepted handshake: found already by the session stack,
+    else (programs) looked up now."""
+    if SCOPE_ORGANISATION in scope:
+        found: tuple[Organisation | None, bool] = scope[SCOPE_ORGANISATION]
+        return found
+    return await db_async(socket_organisation)(scope=scope)
+
+
+def session_auth_stack(inner: ASGIApp) -> ASGIApp:
+    """channels' AuthMiddlewareStack (cookies → session → user), its look-up pooled."""
+    return CookieMiddleware(SessionMiddleware(_SessionAuthMiddleware(inner)))  # type: ignore[no-any-return]
 
 
 def _user_of(scope: Scope) -> User | None:

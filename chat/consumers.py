@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from accounts import limits
-from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation
+from accounts.ws_auth import socket_access_groups, socket_access_lost, socket_organisation_of
 from chat import selectors, services
 from chat.api.catalog import send_choices
 from chat.cursor import ReplyCursor, Step
@@ -33,7 +33,9 @@ from chat.protocol import (
     frame_parse,
 )
 from chat.replies.lifecycle import reply_cancel
+from core.db import db_async
 from core.errors import ParleyError
+from core.memory import memory_return_soon
 from core.observability import metrics
 from core.observability.context import traced
 
@@ -51,7 +53,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close()  # refused at the handshake: HTTP 403
             return
         self.user = user
-        organisation, limited = await database_sync_to_async(socket_organisation)(scope=self.scope)
+        organisation, limited = await socket_organisation_of(self.scope)
         if organisation is None:
             await self.close()  # e.g. two-factor required but not verified: HTTP 403
             return
@@ -67,9 +69,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.cursors: dict[int, ReplyCursor] = {}
         # Access that ends closes the socket (accounts/revocation.py): events to these groups,
         # and a re-check before a send at most every ACCESS_RECHECK_INTERVAL.
-        for group in socket_access_groups(scope=self.scope):
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.add(group)
+        groups = socket_access_groups(scope=self.scope)
+        await asyncio.gather(*(self.channel_layer.group_add(g, self.channel_name) for g in groups))
+        self.groups_joined.update(groups)
         self.access_checked_at = time.monotonic()
         self.closing = False
         await self.accept()
@@ -77,36 +79,44 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels (4.2+) closes stale database connections before every handler: a hop to
-        Daphne's one sync thread, where it queues behind other sockets' queries. Events from
-        the layer (deltas above all) seldom touch the database, so only client frames pay for
-        it; an event handler that reads (a gap fill) uses the thread's connection as is, and the
-        next client frame's cleanup returns it."""
-        if message["type"].startswith(("chat.", "layer.")):
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await super().dispatch(message)
+        Daphne's one sync thread, where it queues behind other sockets' queries. Every database
+        call here goes through `db_async` (core/db.py), which closes (returns to the pool) its
+        connection before and after itself, so no handler needs that hop."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         metrics.socket_closed(getattr(self, "socket_counted", False))
-        for group in getattr(self, "groups_joined", ()):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        groups = getattr(self, "groups_joined", ())
+        await asyncio.gather(
+            *(self.channel_layer.group_discard(g, self.channel_name) for g in groups)
+        )
+        memory_return_soon()  # after a storm of closes, the heap goes back to the system
 
     @traced("ws.frame", new_request=True)
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # access ended: nothing more is done for this socket
+        frame: Any = None
         try:
-            # Every frame counts, per user and per organisation, on all replicas (Redis).
-            await limits.frame_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
-            frame = frame_parse(frame_decode(text_data))
+            try:
+                frame = frame_parse(frame_decode(text_data))
+            finally:
+                # Every frame counts, per user and per organisation, on all replicas (Redis),
+                # malformed ones too; a frame that starts a generation counts as a send as
+                # well, in the same round trip.
+                starts = isinstance(frame, SendFrame | EditFrame | RegenerateFrame)
+                await limits.frame_check(
+                    user_id=self.user.pk, organisation_id=self.organisation.pk, send=starts
+                )
         except ParleyError as error:
             await self.send_error(error)
             return
         try:
-            if isinstance(frame, SendFrame | EditFrame | RegenerateFrame):
-                if await self.access_lost():
-                    return
-                await limits.send_check(user_id=self.user.pk, organisation_id=self.organisation.pk)
+            if starts and await self.access_lost():
+                return
             await self.handle(frame)
         except ParleyError as error:
             await self.send_error(error)
@@ -120,9 +130,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         now = time.monotonic()
         if now - self.access_checked_at < settings.ACCESS_RECHECK_INTERVAL:
             return False
-        code = await database_sync_to_async(socket_access_lost)(
-            scope=self.scope, organisation=self.organisation
-        )
+        code = await db_async(socket_access_lost)(scope=self.scope, organisation=self.organisation)
         if code is None:
             self.access_checked_at = now
             return False
@@ -139,34 +147,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if isinstance(frame, SendFrame):
             await self.on_send(frame)
         elif isinstance(frame, CancelFrame):
-            message = await database_sync_to_async(selectors.message_access)(
+            message = await db_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
-            await database_sync_to_async(reply_cancel)(message=message, by=self.user)
+            await db_async(reply_cancel)(message=message, by=self.user)
         elif isinstance(frame, ResumeFrame):
             await self.on_resume(frame)
         elif isinstance(frame, SubscribeFrame):
-            conversation = await database_sync_to_async(selectors.conversation_access)(
+            conversation = await db_async(selectors.conversation_access)(
                 user=self.user,
                 conversation_id=frame.conversation,
                 organisation=self.only_organisation,
             )
             await self.follow(conversation.pk)
         elif isinstance(frame, RegenerateFrame):
-            message = await database_sync_to_async(selectors.message_access)(
+            message = await db_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
             await self.follow(message.conversation_id)
-            result = await database_sync_to_async(services.reply_regenerate)(
-                message=message, by=self.user
-            )
+            result = await db_async(services.reply_regenerate)(message=message, by=self.user)
             await self.acknowledge(result, client_id=None)
         elif isinstance(frame, EditFrame):
-            message = await database_sync_to_async(selectors.message_access)(
+            message = await db_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
             )
             await self.follow(message.conversation_id)
-            result = await database_sync_to_async(services.message_edit)(
+            result = await db_async(services.message_edit)(
                 message=message, author=self.user, text=frame.text, client_id=frame.client_id
             )
             await self.acknowledge(result, client_id=frame.client_id)
@@ -174,16 +180,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({"type": "pong"})
 
     async def on_send(self, frame: SendFrame) -> None:
-        alias, options = await database_sync_to_async(send_choices)(frame)
-        conversation = None
-        if frame.conversation is not None:
-            conversation = await database_sync_to_async(selectors.conversation_access)(
-                user=self.user,
-                conversation_id=frame.conversation,
-                organisation=self.only_organisation,
-            )
+        # Two hops to the database threads: the checks (model, options, access), then, once
+        # this socket follows the conversation, the send's one transaction.
+        alias, options, conversation = await db_async(send_prepare)(
+            frame=frame, user=self.user, only_organisation=self.only_organisation
+        )
+        if conversation is not None:
             await self.follow(conversation.pk)  # before the reply can start publishing
-        result = await database_sync_to_async(services.message_send)(
+        result = await db_async(services.message_send)(
             author=self.user,
             conversation=conversation,
             text=frame.text,
@@ -198,10 +202,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             alias=alias,
             options=options,
         )
+        # Followed before the reply existed: it cannot have streamed unheard, so its row as
+        # just saved is what the client holds (no catch-up read). Otherwise catch up.
+        heard_all = conversation is not None and result.created
         await self.follow(result.reply.conversation_id)
-        await self.acknowledge(result, client_id=frame.client_id)
+        await self.acknowledge(result, client_id=frame.client_id, heard_all=heard_all)
 
-    async def acknowledge(self, result: services.SendResult, *, client_id: str | None) -> None:
+    async def acknowledge(
+        self, result: services.SendResult, *, client_id: str | None, heard_all: bool = False
+    ) -> None:
         await self.send_json(
             {
                 "type": "ack",
@@ -212,12 +221,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 "created": result.created,
             }
         )
+        if heard_all:
+            reply = result.reply
+            cursor = self.cursor(reply.pk)
+            cursor.resume(after_seq=0)
+            await self.send_piece(
+                reply.pk, cursor.saved(content=reply.content, seq=reply.seq, final=reply.is_final)
+            )
+            return
         # The group may have been joined only now: catch up on anything already streamed.
         await self.catch_up(result.reply.pk, after_seq=0)
 
     async def on_resume(self, frame: ResumeFrame) -> None:
         metrics.RESUMES.inc()
-        message = await database_sync_to_async(selectors.message_access)(
+        message = await db_async(selectors.message_access)(
             user=self.user, message_id=frame.message, organisation=self.only_organisation
         )
         await self.follow(message.conversation_id)
@@ -246,13 +263,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         message: Message | None = None
         await self.send_piece(message_id, step)
         if step.fill:
-            message = await Message.objects.aget(pk=message_id)
+            message = await _message_get(message_id)
             step = cursor.saved(content=message.content, seq=message.seq, final=message.is_final)
             await self.send_piece(message_id, step)
         if not step.end:
             return
         if message is not None or event is None:
-            await self.send_final(message or await Message.objects.aget(pk=message_id))
+            await self.send_final(message or await _message_get(message_id))
         else:
             await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
@@ -331,7 +348,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         and the text and ending of every reply it follows."""
         lost_at, self.feed_lost_at = self.feed_lost_at, None
         if lost_at is not None and self.conversations:
-            missed = await database_sync_to_async(selectors.messages_created_since)(
+            missed = await db_async(selectors.messages_created_since)(
                 conversation_ids=self.conversations, since=lost_at - FEED_LOSS_MARGIN
             )
             for message in missed:
@@ -351,3 +368,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def chat_superseded(self, event: dict[str, Any]) -> None:
         await self.send_json({**event, "type": "superseded"})
+
+
+def send_prepare(
+    *, frame: SendFrame, user: Any, only_organisation: Any
+) -> tuple[str, Any, Conversation | None]:
+    """A send's model alias and options, and its conversation if it names one the user may
+    write to: every check before the send, in one database call."""
+    alias, options = send_choices(frame)
+    conversation = None
+    if frame.conversation is not None:
+        conversation = selectors.conversation_access(
+            user=user, conversation_id=frame.conversation, organisation=only_organisation
+        )
+    return alias, options, conversation
+
+
+@db_async
+def _message_get(message_id: int) -> Message:
+    return Message.objects.get(pk=message_id)

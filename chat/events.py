@@ -8,6 +8,7 @@ rollback then removes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.db import transaction
 
 from chat.journal import Journal, journal_entry, journal_key
 from chat.models import Message
+from core.db import caller_loop
 from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -157,6 +159,12 @@ def event_publish_on_commit(conversation_id: int, event: dict[str, Any]) -> None
     """
 
     def publish() -> None:
+        # Called from a server's database thread (core/db.py): hand the publish to the server's
+        # own loop, which holds the layer, and go on: the send's ack waits for no round trip.
+        # Handed over in commit order, they reach the layer's batch in that order.
+        if (loop := caller_loop()) is not None:
+            loop.call_soon_threadsafe(_publish_soon, conversation_id, event)
+            return
         try:
             async_to_sync(event_publish)(conversation_id, event)
         except Exception:
@@ -168,3 +176,24 @@ def event_publish_on_commit(conversation_id: int, event: dict[str, Any]) -> None
             )
 
     transaction.on_commit(publish)
+
+
+_publishing: set[asyncio.Task[None]] = set()  # held here: the loop keeps weak references only
+
+
+def _publish_soon(conversation_id: int, event: dict[str, Any]) -> None:
+    """On the server's loop: publish in a task of its own, logging a failure (as above)."""
+    task = asyncio.get_running_loop().create_task(event_publish(conversation_id, event))
+    _publishing.add(task)
+
+    def done(task: asyncio.Task[None]) -> None:
+        _publishing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.warning(
+                "event %s for conversation %s not published",
+                event.get("type"),
+                conversation_id,
+                exc_info=error,
+            )
+
+    task.add_done_callback(done)

@@ -26,6 +26,7 @@ things token streaming needs, added here:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -104,6 +105,8 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         self._outbox: list[tuple[str, bytes, Journal | None, asyncio.Future[None]]] = []
         self._sender: asyncio.Task[None] | None = None
         self._connected = True  # what local channels were last told
+        self._commands: list[tuple[str, str, asyncio.Future[None] | None]] = []
+        self._commander: asyncio.Task[None] | None = None
 
     # --- publishing: one pipeline per round trip ------------------------------------------
 
@@ -151,6 +154,60 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                     if not future.done():
                         future.set_result(None)
 
+    # --- subscriptions: batched, and an unsubscribe never waits -----------------------------
+    #
+    # The base takes one lock per SUBSCRIBE/UNSUBSCRIBE. A socket's handshake subscribes three
+    # times (its own channel, its user's and its session's groups) and its close unsubscribes
+    # as often; when thousands close at once (a replica's clients leaving, a deploy) the
+    # closes queue on that lock, Daphne cancels the stragglers, and a cancelled unsubscribe
+    # left its channel subscribed in Redis and held in memory for the process's life
+    # (bench/socket_bench.py: "Unexpected exception while cleaning-up channel", RSS kept).
+    # Here commands queue in order and leave in runs (one SUBSCRIBE or UNSUBSCRIBE naming
+    # every channel of the run); an unsubscribe returns at once, so it cannot be cancelled
+    # half-way, and a subscribe resolves once its command was written, as the base's does.
+
+    async def subscribe(self, channel: str) -> None:
+        if channel in self._subscribed_to:
+            return
+        self._subscribed_to.add(channel)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commands.append(("subscribe", channel, future))
+        self._commands_kick()
+        await future
+
+    async def unsubscribe(self, channel: str) -> None:
+        if channel not in self._subscribed_to:
+            return
+        self._subscribed_to.discard(channel)
+        self._commands.append(("unsubscribe", channel, None))
+        self._commands_kick()
+
+    def _commands_kick(self) -> None:
+        if self._commander is None or self._commander.done():
+            self._commander = asyncio.create_task(self._send_commands())
+
+    async def _send_commands(self) -> None:
+        while self._commands:
+            commands, self._commands = self._commands, []
+            for kind, run_of in itertools.groupby(commands, key=lambda command: command[0]):
+                run = list(run_of)
+                try:
+                    self._ensure_redis()
+                    self._ensure_receiver()
+                    await getattr(self._pubsub, kind)(*[channel for _, channel, _ in run])
+                except Exception as error:
+                    for _, channel, future in run:
+                        if kind == "subscribe":
+                            self._subscribed_to.discard(channel)
+                        if future is not None and not future.done():
+                            future.set_exception(error)
+                    if kind == "unsubscribe":
+                        logger.warning("unsubscribe of %d channels failed: %r", len(run), error)
+                else:
+                    for *_, future in run:
+                        if future is not None and not future.done():
+                            future.set_result(None)
+
     async def flush(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
@@ -158,6 +215,13 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         for *_, future in self._outbox:
             future.cancel()
         self._outbox = []
+        if self._commander is not None:
+            self._commander.cancel()
+            self._commander = None
+        for *_, waiting in self._commands:
+            if waiting is not None:
+                waiting.cancel()
+        self._commands = []
         await super().flush()
 
     # --- receiving: tell consumers when the subscription drops and comes back ------------

@@ -15,13 +15,12 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from accounts.ws_auth import ProgramAuthMiddleware  # noqa: E402
+from accounts.ws_auth import ProgramAuthMiddleware, session_auth_stack  # noqa: E402
 from chat.outage import OutageGuard  # noqa: E402
 from chat.replies.dispatch import RememberEventLoop  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -40,7 +39,7 @@ application = RememberEventLoop(
             "websocket": OutageGuard(
                 ProgramAuthMiddleware(
                     AllowedHostsOriginValidator(
-                        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                        session_auth_stack(URLRouter(websocket_urlpatterns))
                     ),
                     programs=URLRouter(websocket_urlpatterns),
                 )

@@ -14,6 +14,7 @@ def daphne_patches_apply() -> None:
         return
     _close_oversized_messages()
     _answer_long_request_lines()
+    _listen_backlog()
 
 
 def _close_oversized_messages() -> None:
@@ -63,3 +64,32 @@ def _answer_long_request_lines() -> None:
 
     setattr(HTTPChannel, "lineLengthExceeded", line_length_exceeded)  # noqa: B010
     setattr(HTTPChannel, "_parley_patched", True)  # noqa: B010
+
+
+def _listen_backlog() -> None:
+    """Listen with a backlog of DAPHNE_LISTEN_BACKLOG connections, not Twisted's 50.
+
+    After a replica dies, its thousands of clients reconnect to the others within seconds
+    (bench/socket_bench.py). With 50 pending connections a replica's accept queue overflowed,
+    the kernel dropped the SYNs, and clients waited out their retransmits and timeouts instead
+    of queueing for a moment. Daphne builds its endpoints after loading the application (this
+    patch), from -b/-p, as `tcp:port=…:interface=…` strings, to which this adds `backlog=`
+    (the kernel caps it at net.core.somaxconn).
+    """
+    import daphne.cli
+    from django.conf import settings
+
+    backlog = settings.DAPHNE_LISTEN_BACKLOG
+    original = daphne.cli.build_endpoint_description_strings
+    if getattr(original, "_parley_patched", False) or backlog <= 0:
+        return
+
+    def build(*args: Any, **kwargs: Any) -> list[str]:
+        strings: list[str] = original(*args, **kwargs)
+        return [
+            f"{s}:backlog={backlog}" if s.startswith("tcp:") and "backlog=" not in s else s
+            for s in strings
+        ]
+
+    build._parley_patched = True  # type: ignore[attr-defined]
+    daphne.cli.build_endpoint_description_strings = build

@@ -140,6 +140,20 @@ elif env_int("DATABASE_POOL_MAX_SIZE", 20) > 0:
     }
 DATABASES = {"default": _DATABASE}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# --- Send path (issue 14): database threads for consumers and WebSocket auth (core/db.py) ---
+# Consumers' ORM calls run on this many threads per process instead of channels' one
+# thread-sensitive thread; each returns its connection to the pool after every call. Default:
+# the pool's size (PostgreSQL), or 0 (SQLite: channels' one thread, as before).
+_POOL_OPTIONS = _DATABASE.get("OPTIONS", {}).get("pool")
+DATABASE_ASYNC_THREADS = env_int(
+    "DATABASE_ASYNC_THREADS", _POOL_OPTIONS["max_size"] if _POOL_OPTIONS else 0
+)
+# Seconds after the last socket closed before the process gives freed heap back to the system
+# (core/memory.py: glibc malloc_trim); 0: never.
+MEMORY_TRIM_AFTER_CLOSE = env_float("MEMORY_TRIM_AFTER_CLOSE", 5.0)
+# Pending connections a Daphne process queues (project/patches.py; Twisted's default is 50):
+# a replica takes the reconnect storm of a dead one's sockets. 0: Twisted's default.
+DAPHNE_LISTEN_BACKLOG = env_int("DAPHNE_LISTEN_BACKLOG", 4096)
 
 # --- Redis: the cache, when REDIS_URL is set -------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
@@ -179,14 +193,19 @@ if REDIS_URL:
     # channels-redis' 5 s blocking receive (BZPOPMIN) so an idle replica never sees "Timeout
     # reading", yet a Redis that vanished without closing its sockets is noticed; a pooled
     # connection idle for 30 s is pinged before use (one left over from before a Redis restart).
+    # Sharding (issue 14): CHANNEL_LAYER_REDIS_URLS lists several Redis servers; channels-redis
+    # hashes each group (and channel) to one of them, the same list in every process
+    # (docs/scaling.md). Default: REDIS_URL alone.
+    _LAYER_URLS = env_list("CHANNEL_LAYER_REDIS_URLS", [REDIS_URL])
     _LAYER_HOSTS = [
         {
-            "address": REDIS_URL,
+            "address": url,
             "socket_connect_timeout": 5,
             "socket_timeout": 15,
             "socket_keepalive": True,
             "health_check_interval": 30,
         }
+        for url in _LAYER_URLS
     ]
     if CHANNEL_LAYER_BACKEND == "pubsub":
         CHANNEL_LAYERS = {

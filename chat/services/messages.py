@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts.models import Organisation, User
@@ -88,6 +88,23 @@ def title_from(text: str) -> str:
     return line[:60] + ("…" if len(line) > 60 else "")
 
 
+def conversation_touch(*, conversation: Conversation, first_text: str) -> None:
+    """Mark the conversation updated, and titled after `first_text` if it has no message yet:
+    one statement (a send's hot path), and a title renamed meanwhile is never overwritten."""
+    now = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        updated_at=now,
+        title=Case(
+            When(
+                ~Exists(Message.objects.filter(conversation_id=OuterRef("pk"))),
+                then=Value(title_from(first_text)),
+            ),
+            default=F("title"),
+        ),
+    )
+    conversation.updated_at = now
+
+
 @traced_sync("chat.message_send")
 def message_send(
     *,
@@ -134,12 +151,11 @@ def message_send(
                 conversation = conversation_create(
                     owner=author, title=title_from(text), organisation=organisation, origin=origin
                 )
-            elif not conversation.messages.exists():
-                conversation.title = title_from(text)
+            else:
+                conversation_touch(conversation=conversation, first_text=text)
             user_message = user_message_create(
                 conversation=conversation, author=author, text=text, client_id=client_id
             )
-            conversation.save(update_fields=["title", "updated_at"])
             event_publish_on_commit(conversation.pk, message_event(user_message))
             reply = reply_create(
                 conversation=conversation, reply_to=user_message, alias=alias, options=options

@@ -403,9 +403,10 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     await ws.disconnect()
 
 
-async def test_layer_events_do_not_wait_for_the_database_thread(owner, monkeypatch):
+async def test_no_handler_waits_for_the_one_database_thread(owner, monkeypatch):
     """Channels closes stale database connections before every handler, a hop to Daphne's one
-    sync thread; deltas skip it (ChatConsumer.dispatch), client frames still pay it."""
+    sync thread; no handler pays it (ChatConsumer.dispatch): every database call closes its own
+    (core/db.py)."""
     import channels.consumer
 
     hops = []
@@ -420,7 +421,7 @@ async def test_layer_events_do_not_wait_for_the_database_thread(owner, monkeypat
     await ws.send_json_to({"type": "send", "conversation": None, "text": "Hello", "client_id": "h"})
     frames = await receive_until(ws, "done")
     assert sum(1 for f in frames if f["type"] == "delta") > 1
-    assert len(hops) == 2  # the socket's connect and its `send` frame; no delta, no `done`
+    assert hops == []  # not for the connect, the `send` frame, its deltas or its `done`
     await ws.disconnect()
 
 

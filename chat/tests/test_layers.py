@@ -221,3 +221,35 @@ async def test_a_journal_is_read_from_the_shard_its_group_is_published_on(
         assert await asyncio.to_thread(journal_read, group=group, key=group) == [b"x"]
         used |= {db for db, url in enumerate(shards) if redis.Redis.from_url(url).exists(group)}
     assert len(used) > 1  # the groups spread over the shards, and each was found on its own
+
+
+async def test_sockets_closing_all_at_once_leave_no_subscription_behind(
+    redis_server: PrivateRedis,
+) -> None:
+    """Hundreds of consumers leaving together (their receives cancelled, some twice, as Daphne
+    does to stragglers): every channel is unsubscribed in Redis and forgotten in memory, in
+    a few commands rather than one lock-held round trip each."""
+    layer = layer_for(redis_server)
+    channels = [await layer.new_channel() for _ in range(300)]
+    receivers = [asyncio.create_task(layer.receive(channel)) for channel in channels]
+    await asyncio.sleep(0)  # every receive is waiting on its queue
+    for task in receivers:
+        task.cancel()
+    await asyncio.sleep(0)
+    for task in receivers[::2]:
+        task.cancel()  # cancelled again while cleaning up
+    await asyncio.gather(*receivers, return_exceptions=True)
+    client = redis.Redis.from_url(redis_server.url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+
+    def subscribed() -> int:
+        counts: list[tuple[bytes, int]] = client.pubsub_numsub(*channels)  # type: ignore[assignment]
+        return sum(n for _, n in counts)
+
+    while subscribed():
+        assert loop.time() < deadline, "channels still subscribed in Redis"
+        await asyncio.sleep(0.05)
+    shard = layer._get_layer()._shards[0]
+    assert not shard._subscribed_to and not layer._get_layer().channels
+    await layer.flush()

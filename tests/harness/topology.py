@@ -288,6 +288,7 @@ def production_topology(
     as_in_image: bool = True,
     user: tuple[str, str] | None = None,
     name: str = "topology",
+    layer_urls: Sequence[str] = (),
 ) -> Iterator[Topology]:
     """Start the topology, yield it, stop every process and drop the database.
 
@@ -296,7 +297,8 @@ def production_topology(
     its own with `start_worker`); `beat` adds the reaper's scheduler. `nginx=False` leaves
     nginx out (clients then talk to daphne-1). `user` (username, password) is created and signed
     in like a browser: `topo.cookie`. `env` goes on top of the production environment built
-    here. PARLEY_KEEP_LOGS=DIR copies every process's log there at the end.
+    here. PARLEY_KEEP_LOGS=DIR copies every process's log there at the end. `layer_urls`: more
+    Redis servers for the channel layer, sharded after the topology's own.
     """
     nginx_binary = require_binary("nginx") if nginx else ""
     redis_binary = require_binary("redis-server")
@@ -340,6 +342,8 @@ def production_topology(
             "LLM_DEFAULT_PROVIDER": provider,
             "LOG_LEVEL": "INFO",
         }
+        if layer_urls:
+            production["CHANNEL_LAYER_REDIS_URLS"] = ",".join([f"{topo.redis_url}/0", *layer_urls])
         topo.env = base_env(**{**production, **env})
         with topo.logs_on_failure():
             _start(topo, generation=generation, worker=worker, beat=beat, user=user)

@@ -1,0 +1,330 @@
+"""Many sockets: open, hold, lose a replica, reconnect, close; accept rate and memory per socket.
+
+The production topology on loopback (the harness: nginx with the repository's nginx.conf →
+`--replicas` Daphne with the image's command line → a private Redis ← no worker, PostgreSQL).
+Every socket is authenticated (a browser session of one of `--users` users, with an allowed
+Origin) and goes through nginx. Phases, each measured:
+
+1. open `--sockets` sockets, `--batch` handshakes in flight at a time: accepts/s, failures;
+2. hold them `--hold` seconds (the issue asks 10 minutes: `--hold 600`), checking every 10 s
+   how many are still open, and answering Daphne's keepalive pings (client pings off);
+3. kill one replica (SIGKILL): every socket it held is dropped; each client reconnects after a
+   random 0–`--jitter` s (as the page's backoff spreads them) and sends a `ping`: "resumed"
+   once its `pong` is back. Time until all are back, and how many did not make it in 30 s;
+4. close every socket; server memory (RSS of each Daphne) before opening, when all were open,
+   and `--settle` s after closing: KB per socket and how much came back.
+
+A baseline in the same run: the same number of sockets against the bare ASGI app of
+bench/floor_app.py on one Daphne, directly (no nginx, no Django): accepts/s and KB per socket
+there are the floor that Parley's numbers are ratios of.
+
+    .venv/bin/python bench/socket_bench.py --sockets 10000 --hold 60
+
+Loopback only, bounded: every phase has a deadline; the topology stops at the end. The process
+raises its own open-file limit to the hard limit (Daphne and nginx inherit it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.send_bench import py_spy_start, py_spy_stop, sessions_create  # noqa: E402
+from tests.harness.processes import ProcessGroup, base_env, free_port  # noqa: E402
+from tests.harness.topology import Topology, production_topology  # noqa: E402
+
+PING = '{"type": "ping"}'
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Result:
+    label: str
+    sockets: int
+    opened: int = 0
+    open_seconds: float = 0.0
+    failed: dict[str, int] = field(default_factory=dict)
+    held: list[tuple[float, int]] = field(default_factory=list)
+    rss_before: dict[str, int] = field(default_factory=dict)
+    rss_open: dict[str, int] = field(default_factory=dict)
+    rss_closed: dict[str, int] = field(default_factory=dict)
+    cpu_open: float = 0.0  # server CPU seconds spent while opening
+    storm: dict[str, Any] = field(default_factory=dict)
+
+    def kb_per_socket(self) -> float:
+        grown = sum(self.rss_open.values()) - sum(self.rss_before.values())
+        return grown / self.opened if self.opened else float("nan")
+
+    def kept_after_close(self) -> float:
+        """KB per socket still held after every socket closed."""
+        kept = sum(self.rss_closed.values()) - sum(self.rss_before.values())
+        return kept / self.opened if self.opened else float("nan")
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Socket:
+    """One client: connects (again after a drop, when told to), answers pings."""
+
+    def __init__(self, url: str, headers: dict[str, str], origin: str | None) -> None:
+        self.url, self.headers, self.origin = url, headers, origin
+        self.ws: Any = None
+        self.dropped_at: float | None = None
+
+    async def connect(self, timeout: float = 60) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.typing import Origin
+
+        self.ws = await connect(
+            self.url,
+            additional_headers=self.headers,
+            origin=Origin(self.origin) if self.origin else None,
+            open_timeout=timeout,
+            ping_interval=None,  # Daphne pings every 20 s; the client answers
+            max_queue=None,
+            compression=None,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        from websockets.protocol import State
+
+        return self.ws is not None and self.ws.state is State.OPEN
+
+
+async def open_all(sockets: list[Socket], batch: int, result: Result) -> None:
+    semaphore = asyncio.Semaphore(batch)
+
+    async def one(sock: Socket) -> None:
+        async with semaphore:
+            try:
+                await sock.connect()
+                result.opened += 1
+            except Exception as error:
+                kind = type(error).__name__
+                result.failed[kind] = result.failed.get(kind, 0) + 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(sock) for sock in sockets))
+    result.open_seconds = time.monotonic() - started
+
+
+async def hold(sockets: list[Socket], seconds: float, result: Result) -> None:
+    """Every socket reads (pings are answered while reading) until the hold ends."""
+
+    async def reader(sock: Socket) -> None:
+        try:
+            async for _ in sock.ws:
+                pass
+        except Exception:
+            pass
+
+    readers = [asyncio.create_task(reader(s)) for s in sockets if s.ws is not None]
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        await asyncio.sleep(min(10.0, seconds - elapsed))
+        result.held.append((round(time.monotonic() - started), sum(s.is_open for s in sockets)))
+        at, count = result.held[-1]
+        print(f"  held {count} of {len(sockets)} at {at} s", flush=True)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def storm(
+    topo: Topology, sockets: list[Socket], victim: str, jitter: float, deadline: float
+) -> dict[str, Any]:
+    """Kill `victim`; every dropped client reconnects after 0–`jitter` s and pings."""
+    killed_at = time.monotonic()
+    await asyncio.to_thread(topo.kill, victim)
+    back: list[float] = []
+    lost: dict[str, int] = {}
+
+    async def watch(sock: Socket) -> None:
+        try:
+            await sock.ws.wait_closed()
+        except Exception:
+            pass
+        if time.monotonic() - killed_at > deadline:
+            return
+        await asyncio.sleep(random.uniform(0, jitter))
+        while (left := deadline - (time.monotonic() - killed_at)) > 0:
+            try:
+                # A client waits as long as the goal allows: one that gives up and retries
+                # only adds a second handshake to the queue it was in.
+                await sock.connect(timeout=left)
+                await sock.ws.send(PING)
+                async with asyncio.timeout(10):
+                    while '"pong"' not in await sock.ws.recv():
+                        pass
+                back.append(time.monotonic() - killed_at)
+                return
+            except Exception as error:
+                kind = type(error).__name__
+                if (response := getattr(error, "response", None)) is not None:
+                    kind += f" {response.status_code}"
+                lost[kind] = lost.get(kind, 0) + 1
+                await asyncio.sleep(random.uniform(0.5, 1.5))
+
+    # Sockets on the surviving replica stay open: their watch waits until the deadline.
+    watchers = [asyncio.create_task(watch(s)) for s in sockets if s.ws is not None]
+    await asyncio.sleep(2)  # the victim's sockets close within a moment of its death
+    dropped = sum(not s.is_open for s in sockets)
+    started = time.monotonic()
+    while time.monotonic() - killed_at < deadline and len(back) < dropped:
+        await asyncio.sleep(0.25)
+    for task in watchers:
+        task.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    back.sort()
+    return {
+        "dropped": dropped,
+        "back": len(back),
+        "all_back_s": round(back[-1], 1) if back and len(back) >= dropped else None,
+        "p50_back_s": round(back[len(back) // 2], 1) if back else None,
+        "retries": lost,
+        "waited_s": round(time.monotonic() - started, 1),
+    }
+
+
+async def close_all(sockets: list[Socket]) -> None:
+    await asyncio.gather(
+        *(s.ws.close() for s in sockets if s.ws is not None), return_exceptions=True
+    )
+
+
+def run(
+    label: str,
+    sockets: list[Socket],
+    pids: dict[str, int],
+    args: argparse.Namespace,
+    topo: Topology | None = None,
+) -> Result:
+    result = Result(label, len(sockets))
+    result.rss_before = {name: rss_kb(pid) for name, pid in pids.items()}
+
+    async def main() -> None:
+        samplers = []
+        if args.profile is not None:
+            tag = label.split()[0]
+            samplers = await asyncio.to_thread(py_spy_start, pids, args.profile, tag)
+        cpu_before = cpu_of(list(pids.values()))
+        await open_all(sockets, args.batch, result)
+        result.cpu_open = cpu_of(list(pids.values())) - cpu_before
+        await asyncio.to_thread(py_spy_stop, samplers)
+        await asyncio.sleep(2)
+        result.rss_open = {name: rss_kb(pid) for name, pid in pids.items()}
+        print(
+            f"{label}: opened {result.opened} of {len(sockets)} in {result.open_seconds:.1f} s "
+            f"({result.opened / result.open_seconds:.0f}/s, server CPU "
+            f"{result.cpu_open / max(1, result.opened) * 1000:.2f} ms per accept), failed "
+            f"{result.failed}; {result.kb_per_socket():.1f} KB per socket",
+            flush=True,
+        )
+        if topo is not None:
+            await hold(sockets, args.hold, result)
+            if args.storm:
+                victim = topo.replicas[-1]
+                result.storm = await storm(topo, sockets, victim, args.jitter, args.deadline)
+                print(f"  reconnect storm after killing {victim}: {result.storm}", flush=True)
+                pids.pop(victim)
+                result.rss_before.pop(victim)
+                result.rss_open.pop(victim)
+        await close_all(sockets)
+        await asyncio.sleep(args.settle)
+        result.rss_closed = {name: rss_kb(pid) for name, pid in pids.items()}
+        print(
+            f"  after close ({args.settle:.0f} s): RSS {sum(result.rss_closed.values()) // 1024} "
+            f"MB vs {sum(result.rss_before.values()) // 1024} MB before, "
+            f"{sum(result.rss_open.values()) // 1024} MB open; "
+            f"{result.kept_after_close():.1f} KB per socket kept",
+            flush=True,
+        )
+
+    asyncio.run(main())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sockets", type=int, default=10000)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=200, help="handshakes in flight")
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds (the issue: 600)")
+    parser.add_argument("--storm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--jitter", type=float, default=5.0, help="reconnect spread, s")
+    parser.add_argument("--deadline", type=float, default=30.0, help="storm goal, s")
+    parser.add_argument("--settle", type=float, default=15.0, help="s after close for RSS")
+    parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the replicas")
+    parser.add_argument("--profile", type=Path, help="py-spy the servers while sockets open")
+    args = parser.parse_args()
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"open files limit {hard}; sockets {args.sockets} over {args.replicas} replicas")
+    env = {
+        "CACHE_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        **dict(item.split("=", 1) for item in args.env),
+    }
+    started = time.monotonic()
+    if args.floor:
+        logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"socket-bench-floor-{os.getpid()}"
+        logs.mkdir(parents=True, exist_ok=True)
+        group = ProcessGroup(log_dir=logs)
+        try:
+            port = free_port()
+            proc = group.daphne(
+                "floor", port, base_env(), app="bench.floor_app:application", wait_for="/"
+            )
+            url = f"ws://127.0.0.1:{port}/?frames=0&rate=1"
+            floor = [Socket(url, {}, None) for _ in range(args.sockets)]
+            run("floor (bare ASGI app, one Daphne, direct)", floor, {"floor": proc.pid}, args)
+        finally:
+            group.stop_all()
+    with production_topology(
+        replicas=args.replicas, provider="simulated", env=env, worker=False, name="sockbench"
+    ) as topo:
+        cookies = sessions_create(topo, args.users)
+        sockets = [
+            Socket(topo.ws_url, {"Cookie": cookies[i % len(cookies)]}, topo.base)
+            for i in range(args.sockets)
+        ]
+        pids = {role: topo.pid(role) for role in topo.replicas}
+        result = run(f"parley ({args.replicas} replicas via nginx)", sockets, pids, args, topo)
+        held = min((n for _, n in result.held), default=result.opened)
+        print(
+            f"held at least {held} of {args.sockets} ({held / args.sockets:.2%}) for "
+            f"{args.hold:.0f} s; tracebacks: "
+            f"{sum(topo.log(r).count('Traceback') for r in topo.roles)}"
+        )
+    print(f"whole run {time.monotonic() - started:.0f} s, load {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
