@@ -123,6 +123,25 @@ async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: li
         run.incomplete += 1
 
 
+async def _listen_all(
+    sockets: list[Any],
+    ready: str,
+    run: Run,
+    tokens: int,
+    rate: float,
+    emitted: list[float],
+    mark: Callable[[], None],
+) -> list[asyncio.Task[None]]:
+    """Once every socket said `ready` (a frame of that type), mark the start and read every
+    stream to its end (tasks)."""
+    for ws in sockets:
+        while json.loads(await ws.recv())["type"] != ready:
+            pass
+    await asyncio.to_thread(mark)
+    deadline = time.monotonic() + tokens / rate * 4 + 60
+    return [asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets]
+
+
 def _finish(run: Run, emitted: list[float]) -> Run:
     last = getattr(run, "tokens_last", None)
     if emitted and last:
@@ -165,14 +184,8 @@ async def relay_run(
     sockets = await open_many(urls, {}, None)
     client = redis.Redis.from_url(redis_url)
     try:
-        for ws in sockets:  # subscribed once Redis confirmed it
-            while json.loads(await ws.recv())["type"] != "ready":
-                pass
-        await asyncio.to_thread(mark)
-        deadline = time.monotonic() + tokens / rate * 4 + 60
-        listeners = [
-            asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
-        ]
+        # Subscribed once Redis confirmed it.
+        listeners = await _listen_all(sockets, "ready", run, tokens, rate, emitted, mark)
         job = {
             "streams": streams,
             "tokens": tokens,
@@ -229,14 +242,8 @@ async def full_run(
         for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
             await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
             await ws.send(json.dumps({"type": "ping"}))
-        for ws in sockets:  # frames are handled in order: a pong means subscribed
-            while json.loads(await ws.recv())["type"] != "pong":
-                pass
-        await asyncio.to_thread(mark)
-        deadline = time.monotonic() + tokens / rate * 4 + 60
-        listeners = [
-            asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
-        ]
+        # Frames are handled in order: a pong means subscribed.
+        listeners = await _listen_all(sockets, "pong", run, tokens, rate, emitted, mark)
         for _, reply, _ in pending:
             generate_reply.apply_async((reply,), queue=queue)
         await asyncio.gather(*listeners)
@@ -447,8 +454,8 @@ def main() -> None:
             )
             return measured(group, benchmark, args.profile, workers[mode])
 
-        for mode in workers:  # warm-up: a fresh worker's first replies cost it more
-            path_run(mode, min(args.streams))
+        for warming in workers:  # warm-up: a fresh worker's first replies cost it more
+            path_run(warming, min(args.streams))
         for repeat in range(args.repeats):
             # Every other repeat in reverse order: no mode always runs first (or last).
             for mode in (modes if repeat % 2 == 0 else modes[::-1]) or [None]:

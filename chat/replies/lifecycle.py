@@ -142,18 +142,6 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     return live
 
 
-_FINISH_FIELDS = (
-    "content",
-    "seq",
-    "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "tokens_estimated",
-    "cost",
-    "finished_at",
-)
-
-
 def reply_finish(
     *,
     message_id: int,
@@ -175,83 +163,14 @@ def reply_finish(
     Only a streaming reply can be finished, and only once: if the reaper (or another worker)
     got there first, this returns None and publishes nothing, so no reply has two endings.
     `provider`/`model` name the deployment that answered (or last tried), `routing` how the
-    router got there; None leaves what the message holds. `claimed` is the row as reply_start
-    returned it: then the ending is one conditional UPDATE (no locking read first).
+    router got there; None leaves what the message holds.
+
+    `claimed` is the row as reply_start returned it: then the ending is one conditional UPDATE
+    (`WHERE status = 'streaming'`, no locking read first; PostgreSQL re-checks the condition
+    after waiting for a reaper's row lock, so the first ending wins) applied to that row in
+    memory. Only the generator writes what it set at claim, and the other fields are the
+    creation's, which nothing changes: the row in memory is the row.
     """
-    if claimed is not None:
-        message = _finish_claimed(
-            claimed,
-            content=content,
-            status=status,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            tokens_estimated=tokens_estimated,
-            error=error,
-            provider=provider,
-            model=model,
-            cost=cost,
-            routing=routing,
-            first_token_at=first_token_at,
-        )
-        if message is None:
-            return None
-        return _finished(message, status=status, error=error)
-    with transaction.atomic():
-        message = (
-            Message.objects.select_for_update()
-            .filter(pk=message_id, status=Message.Status.STREAMING)
-            .first()
-        )
-        if message is None:
-            return None
-        message.content = content
-        message.seq = len(content)
-        message.status = status
-        message.prompt_tokens = prompt_tokens
-        message.completion_tokens = completion_tokens
-        message.tokens_estimated = tokens_estimated
-        message.cost = cost
-        message.finished_at = timezone.now()
-        changed = [*_FINISH_FIELDS]
-        if first_token_at is not None:
-            message.first_token_at = first_token_at
-            changed.append("first_token_at")
-        if provider is not None:
-            message.provider = provider
-            changed.append("provider")
-        if model is not None:
-            message.model = model
-            changed.append("model")
-        if routing is not None:
-            message.routing = routing
-            changed.append("routing")
-        if error is not None:
-            message.error_code, message.error_message = error.code, error.detail
-            changed += ["error_code", "error_message"]
-        # Only what changed: the rest of the row is locked and equal to what was read.
-        message.save(update_fields=changed)
-    return _finished(message, status=status, error=error)
-
-
-def _finish_claimed(
-    claimed: Message,
-    *,
-    content: str,
-    status: str,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    tokens_estimated: bool,
-    error: ParleyError | None,
-    provider: str | None,
-    model: str | None,
-    cost: Decimal | None,
-    routing: dict[str, Any] | None,
-    first_token_at: datetime | None,
-) -> Message | None:
-    """The final UPDATE, only while the reply still streams (a reaper or a second worker that
-    got there first wins: PostgreSQL re-checks the condition after waiting for the row's lock),
-    applied to the claimed row in memory. Only the generator writes what it set at claim (the
-    other fields are the creation's, which nothing changes), so the row in memory is the row."""
     values: dict[str, Any] = {
         "content": content,
         "seq": len(content),
@@ -272,14 +191,24 @@ def _finish_claimed(
         values["error_code"], values["error_message"] = error.code, error.detail
     if first_token_at is not None:
         values["first_token_at"] = first_token_at
-    updated = Message.objects.filter(pk=claimed.pk, status=Message.Status.STREAMING).update(
-        **values
-    )
-    if not updated:
-        return None
-    for name, value in values.items():
-        setattr(claimed, name, value)
-    return claimed
+    streaming = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING)
+    if claimed is not None:
+        if not streaming.update(**values):
+            return None
+        message = claimed
+        for name, value in values.items():
+            setattr(message, name, value)
+    else:
+        with transaction.atomic():
+            found = streaming.select_for_update().first()
+            if found is None:
+                return None
+            message = found
+            for name, value in values.items():
+                setattr(message, name, value)
+            # Only what changed: the rest of the row is locked and equal to what was read.
+            message.save(update_fields=list(values))
+    return _finished(message, status=status, error=error)
 
 
 def _finished(message: Message, *, status: str, error: ParleyError | None) -> Message:
