@@ -1,8 +1,14 @@
 """Streaming path benchmark: tokens/s and per-token latency, full path vs floor, in one run.
 
-For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repeat by repeat:
+For 100, 200 and 500 concurrent streams of 300 tokens at 30 tokens/s (by default: a realistic
+10 s answer) it measures, interleaved repeat by repeat:
   - floor: one Daphne process running bench/floor_app.py, writing each socket N frames at R
     frames/s straight from the consumer (no Django, no channel layer, no database);
+  - relay: the relay floor, Parley's shape and nothing else: bench/relay_producer.py (one
+    process, like a worker) emits the same stamped tokens, coalesces them by Parley's rule and
+    publishes finished delta frames to Redis pub/sub in one pipeline per round trip; one Daphne
+    running bench/floor_app.py relay_application forwards them to the sockets unchanged (no
+    Django, no LangChain, no database, no journal);
   - full: the production path on loopback. PostgreSQL, a private Redis (channel layer, cache,
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
     generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
@@ -21,7 +27,11 @@ Token latency = client receive time - provider emit time (one clock: one machine
 tokens delivered / (last token received - first token emitted). A stream that does not end
 with all N tokens and `done` within the time limit counts as incomplete.
 
-    .venv/bin/python bench/stream_bench.py --streams 1 100 500 --repeats 3
+    .venv/bin/python bench/stream_bench.py --repeats 2 --plot docs/stream_bench_300.png
+    .venv/bin/python bench/stream_bench.py --modes floor full uncoalesced --tokens 60 --rate 40
+
+Modes run by default: floor, relay, full (`--modes` adds uncoalesced, unjournaled). `--plot`
+writes tokens/s and p95 token latency against the number of streams (matplotlib PNG).
 
 Loopback only; it starts and stops every process through the test harness (tests/harness/:
 the production topology without nginx, Daphne with `make run`'s command) and takes a few
