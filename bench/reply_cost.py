@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=1, help="tokens per reply")
     parser.add_argument("--sequential", action="store_true", help="one reply after another")
+    parser.add_argument(
+        "--rate", type=float, default=1000000.0, help="tokens/s per reply (the simulated model)"
+    )
     args = parser.parse_args()
     replies, tokens = args.replies, args.tokens
 
@@ -82,7 +85,7 @@ def main() -> None:
             CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/1",
             GENERATION_BACKEND="celery",
             LLM_DEFAULT_PROVIDER="simulated",
-            SIMULATED_TOKENS_PER_SECOND="1000000",
+            SIMULATED_TOKENS_PER_SECOND=str(args.rate),
             SIMULATED_FIRST_TOKEN_DELAY="0",
             SIMULATED_STAMP_TOKENS="true",
             LLM_MAX_TOKENS=str(tokens),
@@ -129,6 +132,7 @@ def main() -> None:
         mode = "one after another" if args.sequential else "together"
         print(f"{replies} replies x {tokens} token(s), {mode}: wall {wall:.2f} s")
         print(f"CPU per reply: {cpu / replies * 1000:.1f} ms")
+        print(f"CPU per token: {cpu / (replies * tokens) * 1000:.3f} ms")
         print(f"SQL per reply: {sum(sql.values()) / replies:.2f}")
         for statement, count in sql.most_common(20):
             print(f"  {count / replies:5.2f}  {statement}")

@@ -1,8 +1,14 @@
 """Streaming path benchmark: tokens/s and per-token latency, full path vs floor, in one run.
 
-For 1, 100 and 500 concurrent streams (by default) it measures, interleaved repeat by repeat:
+For 100, 200 and 500 concurrent streams of 300 tokens at 30 tokens/s (by default: a realistic
+10 s answer) it measures, interleaved repeat by repeat:
   - floor: one Daphne process running bench/floor_app.py, writing each socket N frames at R
     frames/s straight from the consumer (no Django, no channel layer, no database);
+  - relay: the relay floor, Parley's shape and nothing else: bench/relay_producer.py (one
+    process, like a worker) emits the same stamped tokens, coalesces them by Parley's rule and
+    publishes finished delta frames to Redis pub/sub in one pipeline per round trip; one Daphne
+    running bench/floor_app.py relay_application forwards them to the sockets unchanged (no
+    Django, no LangChain, no database, no journal);
   - full: the production path on loopback. PostgreSQL, a private Redis (channel layer, cache,
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
     generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
@@ -21,7 +27,11 @@ Token latency = client receive time - provider emit time (one clock: one machine
 tokens delivered / (last token received - first token emitted). A stream that does not end
 with all N tokens and `done` within the time limit counts as incomplete.
 
-    .venv/bin/python bench/stream_bench.py --streams 1 100 500 --repeats 3
+    .venv/bin/python bench/stream_bench.py --repeats 2 --plot docs/stream_bench_300.png
+    .venv/bin/python bench/stream_bench.py --modes floor full uncoalesced --tokens 60 --rate 40
+
+Modes run by default: floor, relay, full (`--modes` adds uncoalesced, unjournaled). `--plot`
+writes tokens/s and p95 token latency against the number of streams (matplotlib PNG).
 
 Loopback only; it starts and stops every process through the test harness (tests/harness/:
 the production topology without nginx, Daphne with `make run`'s command) and takes a few
@@ -61,7 +71,9 @@ from tests.harness.sockets import open_many  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 USERNAME, PASSWORD = "bench-bo", "correct horse battery staple"
-MODES = ("floor", "full", "uncoalesced", "unjournaled")
+MODES = ("floor", "relay", "full", "uncoalesced", "unjournaled")
+FLOORS = ("floor", "relay")  # measured next to each full-path run
+LABELS = {"floor": "Daphne-direct floor", "relay": "relay floor", "full": "Parley (full path)"}
 PATHS = ("full", "uncoalesced", "unjournaled")  # the modes that run the production path
 
 
@@ -121,6 +133,25 @@ async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: li
         run.incomplete += 1
 
 
+async def _listen_all(
+    sockets: list[Any],
+    ready: str,
+    run: Run,
+    tokens: int,
+    rate: float,
+    emitted: list[float],
+    mark: Callable[[], None],
+) -> list[asyncio.Task[None]]:
+    """Once every socket said `ready` (a frame of that type), mark the start and read every
+    stream to its end (tasks)."""
+    for ws in sockets:
+        while json.loads(await ws.recv())["type"] != ready:
+            pass
+    await asyncio.to_thread(mark)
+    deadline = time.monotonic() + tokens / rate * 4 + 60
+    return [asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets]
+
+
 def _finish(run: Run, emitted: list[float]) -> Run:
     last = getattr(run, "tokens_last", None)
     if emitted and last:
@@ -141,6 +172,43 @@ async def floor_run(
         await asyncio.gather(*(_listen(ws, run, tokens, deadline, emitted) for ws in sockets))
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return _finish(run, emitted)
+
+
+async def relay_run(
+    port: int,
+    redis_url: str,
+    streams: int,
+    tokens: int,
+    rate: float,
+    mark: Callable[[], None],
+) -> Run:
+    """The relay floor: bench/relay_producer.py publishes each stream's coalesced deltas to
+    Redis pub/sub, bench/floor_app.py relay_application (one Daphne) forwards them."""
+    import redis.asyncio as redis
+    from django.conf import settings
+
+    run, emitted = Run("relay", streams), list[float]()
+    prefix = f"relay:{uuid.uuid4().hex[:8]}:"
+    urls = [f"ws://127.0.0.1:{port}/relay/?stream={prefix}{i}" for i in range(streams)]
+    sockets = await open_many(urls, {}, None)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # Subscribed once Redis confirmed it.
+        listeners = await _listen_all(sockets, "ready", run, tokens, rate, emitted, mark)
+        job = {
+            "streams": streams,
+            "tokens": tokens,
+            "rate": rate,
+            "interval": settings.STREAM_FLUSH_INTERVAL,
+            "max_chars": settings.STREAM_FLUSH_MAX_CHARS,
+            "prefix": prefix,
+        }
+        await client.publish("relay:control", json.dumps(job))
+        await asyncio.gather(*listeners)
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        await client.aclose()
     return _finish(run, emitted)
 
 
@@ -184,14 +252,8 @@ async def full_run(
         for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
             await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
             await ws.send(json.dumps({"type": "ping"}))
-        for ws in sockets:  # frames are handled in order: a pong means subscribed
-            while json.loads(await ws.recv())["type"] != "pong":
-                pass
-        await asyncio.to_thread(mark)
-        deadline = time.monotonic() + tokens / rate * 4 + 60
-        listeners = [
-            asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets
-        ]
+        # Frames are handled in order: a pong means subscribed.
+        listeners = await _listen_all(sockets, "pong", run, tokens, rate, emitted, mark)
         for _, reply, _ in pending:
             generate_reply.apply_async((reply,), queue=queue)
         await asyncio.gather(*listeners)
@@ -320,14 +382,15 @@ def versions() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 100, 500])
-    parser.add_argument("--tokens", type=int, default=60, help="tokens per stream (N)")
-    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream (R)")
+    parser.add_argument("--streams", type=int, nargs="+", default=[100, 200, 500])
+    parser.add_argument("--tokens", type=int, default=300, help="tokens per stream (N)")
+    parser.add_argument("--rate", type=float, default=30.0, help="tokens/s per stream (R)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--threads", type=int, default=256, help="threads per worker")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=["floor", "relay", "full"], choices=MODES)
     parser.add_argument("--json", type=Path, help="write every run here too")
+    parser.add_argument("--plot", type=Path, help="tokens/s and p95 against streams, a PNG here")
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and workers, stacks here")
     parser.add_argument("--layer", default="", help="CHANNEL_LAYER_BACKEND (default: settings')")
     args = parser.parse_args()
@@ -365,6 +428,13 @@ def main() -> None:
         group.daphne(
             "floor", floor_port, base_env(), app="bench.floor_app:application", wait_for="/"
         )
+        redis_url, relay_port = topo.env["REDIS_URL"], free_port()
+        if "relay" in args.modes:
+            relay_env = base_env(RELAY_REDIS_URL=redis_url)
+            relay_app = "bench.floor_app:relay_application"
+            group.daphne("relay", relay_port, relay_env, app=relay_app, wait_for="/")
+            group.start("producer", [PYTHON, str(REPO / "bench" / "relay_producer.py")], relay_env)
+            group.wait_for_log("producer", "ready")
         os.environ.update(topo.env)  # this process creates rows and dispatches like Daphne does
         import django
 
@@ -394,21 +464,31 @@ def main() -> None:
             )
             return measured(group, benchmark, args.profile, workers[mode])
 
-        for mode in workers:  # warm-up: a fresh worker's first replies cost it more
-            path_run(mode, min(args.streams))
+        for warming in workers:  # warm-up: a fresh worker's first replies cost it more
+            path_run(warming, min(args.streams))
         for repeat in range(args.repeats):
             # Every other repeat in reverse order: no mode always runs first (or last).
             for mode in (modes if repeat % 2 == 0 else modes[::-1]) or [None]:
                 for streams in args.streams:
-                    # The floor is measured next to each full-path run (same minute, same noise).
-                    if "floor" in args.modes and (mode == "full" or mode is None):
-                        runs.append(
-                            measured(
-                                group,
-                                partial(floor_run, floor_port, streams, args.tokens, args.rate),
+                    # The floors are measured next to each full-path run (same minute, same
+                    # noise), every other repeat in reverse order.
+                    if mode == "full" or mode is None:
+                        floors = [f for f in FLOORS if f in args.modes]
+                        for floor in floors if repeat % 2 == 0 else floors[::-1]:
+                            benchmark = (
+                                partial(floor_run, floor_port, streams, args.tokens, args.rate)
+                                if floor == "floor"
+                                else partial(
+                                    relay_run,
+                                    relay_port,
+                                    redis_url,
+                                    streams,
+                                    args.tokens,
+                                    args.rate,
+                                )
                             )
-                        )
-                        _report(runs[-1], repeat)
+                            runs.append(measured(group, benchmark))
+                            _report(runs[-1], repeat)
                     if mode:
                         runs.append(path_run(mode, streams))
                         _report(runs[-1], repeat)
@@ -421,6 +501,9 @@ def main() -> None:
         print(table(runs, args))
         print()
         print(cpu_table(runs, args.streams))
+        if args.plot:
+            plot(runs, args, args.plot)
+            print(f"\nplot: {args.plot}")
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -459,33 +542,79 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
         f"N={args.tokens} tokens per stream at R={args.rate:g} tokens/s; "
         f"medians of {args.repeats} repeats",
         "",
-        "| streams | path | tokens/s | x floor | p50 ms | p95 ms | frames/stream | incomplete |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| streams | path | tokens/s | x floor | x relay | p50 ms | p95 ms | frames/stream "
+        "| incomplete |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for streams in args.streams:
-        floor = [r for r in runs if r.mode == "floor" and r.streams == streams]
-        floor_tps = statistics.median(r.tokens_per_second for r in floor) if floor else 0
+        floor_tps = _median_tps(runs, "floor", streams)
+        relay_tps = _median_tps(runs, "relay", streams)
         for mode in MODES:
             some = [r for r in runs if r.mode == mode and r.streams == streams]
             if not some:
                 continue
             tps = statistics.median(r.tokens_per_second for r in some)
             ratio = f"{tps / floor_tps:.2f}" if floor_tps else "-"
+            relay_ratio = f"{tps / relay_tps:.2f}" if relay_tps else "-"
             p50 = statistics.median(r.quantile(0.5) for r in some)
             p95 = statistics.median(r.quantile(0.95) for r in some)
             frames = statistics.median(r.frames / r.streams for r in some)
             incomplete = max(r.incomplete for r in some)
             rows.append(
-                f"| {streams} | {mode} | {tps:.0f} | {ratio} | {p50:.1f} | {p95:.1f} | "
+                f"| {streams} | {mode} | {tps:.0f} | {ratio} | {relay_ratio} | {p50:.1f} | "
+                f"{p95:.1f} | "
                 f"{frames:.0f} | {incomplete} |"
             )
     return "\n".join(rows)
 
 
+def _median_tps(runs: list[Run], mode: str, streams: int) -> float:
+    some = [r.tokens_per_second for r in runs if r.mode == mode and r.streams == streams]
+    return statistics.median(some) if some else 0.0
+
+
+def plot(runs: list[Run], args: argparse.Namespace, path: Path) -> None:
+    """Tokens/s and p95 token latency against the number of streams, one line per path
+    (medians over repeats), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate_axes, latency_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for mode in MODES:
+        counts = [n for n in args.streams if any(r.mode == mode and r.streams == n for r in runs)]
+        if not counts:
+            continue
+        label = LABELS.get(mode, mode)
+        rate_axes.plot(counts, [_median_tps(runs, mode, n) for n in counts], "o-", label=label)
+        p95 = [
+            statistics.median(r.quantile(0.95) for r in runs if r.mode == mode and r.streams == n)
+            for n in counts
+        ]
+        latency_axes.plot(counts, p95, "o-", label=label)
+    rate_axes.set(xlabel="concurrent streams", ylabel="tokens/s delivered", title="Throughput")
+    latency_axes.set(xlabel="concurrent streams", ylabel="p95 token latency (ms)")
+    latency_axes.set_title("Latency (emit → socket)")
+    latency_axes.set_yscale("log")
+    for axes in (rate_axes, latency_axes):
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.suptitle(
+        f"{args.tokens} tokens per stream at {args.rate:g} tokens/s, "
+        f"medians of {args.repeats} repeats (bench/stream_bench.py)"
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def cpu_table(runs: list[Run], stream_counts: list[int]) -> str:
     """CPU milliseconds per token delivered, by process, from the streams' start to their end
     (medians over repeats). `machine` is all cores' busy time, whoever used it."""
-    roles = ["floor", "daphne", "worker", "redis", "postgres", "client", "machine"]
+    roles = ["floor", "relay", "producer", "daphne", "worker", "redis", "postgres", "client"]
+    roles.append("machine")
     rows = [
         "CPU ms per token delivered (per frame for the floor), medians:",
         "",

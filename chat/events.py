@@ -136,6 +136,54 @@ async def event_publish(conversation_id: int, event: dict[str, Any]) -> None:
         await layer.group_send(group, event, journal=journal)
 
 
+class EventQueue:
+    """One producer's events to one conversation, published in order with no await each (a
+    reply's deltas, chat/replies/stream.py).
+
+    On the batching layer (chat/layers.py) each event is queued for the layer's next pipeline
+    at once, so an event published later from anywhere on the same loop (the reply's final
+    event) leaves after it. On other layers (in memory, core) one task sends them in turn;
+    `drain` waits for it. A channel-layer outage never stops the producer: it is logged, the
+    text is saved at each checkpoint and clients recover missing deltas by seq (resume).
+    """
+
+    __slots__ = ("_group", "_journals", "_layer", "_nowait", "_sending", "_waiting")
+
+    def __init__(self, conversation_id: int) -> None:
+        self._layer = get_channel_layer()
+        self._group = conversation_group(conversation_id)
+        self._journals = bool(getattr(self._layer, "journals", False))
+        self._nowait = getattr(self._layer, "group_send_nowait", None)
+        self._waiting: list[dict[str, Any]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    def put(self, event: dict[str, Any]) -> None:
+        if self._layer is None:
+            return
+        if self._nowait is None:
+            self._waiting.append(event)
+            if self._sending is None or self._sending.done():
+                self._sending = asyncio.get_running_loop().create_task(self._send_waiting())
+            return
+        try:
+            self._nowait(self._group, event, _journal_of(event) if self._journals else None)
+        except Exception:
+            logger.warning("event %s not published", event.get("type"), exc_info=True)
+
+    async def _send_waiting(self) -> None:
+        while self._waiting:
+            event = self._waiting.pop(0)
+            try:
+                await self._layer.group_send(self._group, event)
+            except Exception:
+                logger.warning("event %s not published", event.get("type"), exc_info=True)
+
+    async def drain(self) -> None:
+        """Wait until every event put was handed to the layer."""
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
+
+
 def _journal_of(event: dict[str, Any]) -> Journal | None:
     ttl = settings.STREAM_JOURNAL_TTL
     if not ttl:

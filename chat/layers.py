@@ -57,6 +57,13 @@ class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
 
     journals = True
 
+    def group_send_nowait(
+        self, group: str, message: dict[str, Any], journal: Journal | None = None
+    ) -> None:
+        """Queue a publish for the next pipeline and return at once (from the running loop):
+        a reply's deltas go in order, with no await per delta; a failed batch is logged."""
+        self._get_layer().group_send_nowait(group, message, journal)
+
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
         try:
@@ -83,6 +90,13 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         shard: _Shard = self._get_shard(channel)
         await shard.publish(channel, self.channel_layer.serialize(message), journal)
 
+    def group_send_nowait(
+        self, group: str, message: dict[str, Any], journal: Journal | None = None
+    ) -> None:
+        channel = self._get_group_channel_name(group)
+        shard: _Shard = self._get_shard(channel)
+        shard.publish_nowait(channel, self.channel_layer.serialize(message), journal)
+
     async def _subscribe_to_channel(self, channel: str) -> None:
         # The base registers the channel's queue before subscribing: one whose subscription
         # failed (Redis down at a handshake) would stay behind and collect outage events forever.
@@ -102,7 +116,8 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
 class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
     def __init__(self, host: dict[str, Any], channel_layer: _LoopLayer) -> None:
         super().__init__(host, channel_layer)
-        self._outbox: list[tuple[str, bytes, Journal | None, asyncio.Future[None]]] = []
+        # (channel, message, journal, the publisher's future: None when nobody waits)
+        self._outbox: list[tuple[str, bytes, Journal | None, asyncio.Future[None] | None]] = []
         self._sender: asyncio.Task[None] | None = None
         self._connected = True  # what local channels were last told
         self._commands: list[tuple[str, str, asyncio.Future[None] | None]] = []
@@ -118,6 +133,12 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_batches())
         await future
+
+    def publish_nowait(self, channel: str, message: bytes, journal: Journal | None = None) -> None:
+        """Queue a publish without waiting for it (a failed batch is logged, not raised)."""
+        self._outbox.append((channel, message, journal, None))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_batches())
 
     async def _send_batches(self) -> None:
         while self._outbox:
@@ -142,16 +163,22 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 metrics.layer_published(len(batch), time.perf_counter() - began)
             except Exception as error:
                 metrics.LAYER_PUBLISH_FAILURES.inc(len(batch))
+                unwaited = 0
                 for *_, future in batch:
-                    if not future.done():  # its publisher may have been cancelled
+                    if future is None:
+                        unwaited += 1
+                    elif not future.done():  # its publisher may have been cancelled
                         future.set_exception(error)
+                if unwaited:
+                    logger.warning("%d publishes lost: %r", unwaited, error)
             except BaseException:  # this sender was cancelled (flush): nobody waits forever
                 for *_, future in batch:
-                    future.cancel()
+                    if future is not None:
+                        future.cancel()
                 raise
             else:
                 for *_, future in batch:
-                    if not future.done():
+                    if future is not None and not future.done():
                         future.set_result(None)
 
     # --- subscriptions: batched, and an unsubscribe never waits -----------------------------
@@ -213,7 +240,8 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
             self._sender.cancel()
             self._sender = None
         for *_, future in self._outbox:
-            future.cancel()
+            if future is not None:
+                future.cancel()
         self._outbox = []
         if self._commander is not None:
             self._commander.cancel()

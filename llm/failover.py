@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
+from langchain_core.language_models._utils import _normalize_messages
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
+from langchain_core.tracers.context import _tracing_v2_is_enabled
 
 from core.observability import metrics
 from core.observability.context import traced
@@ -270,22 +272,39 @@ async def _attempt(
             )
         model = build(deployment)
         requested = loop.time()  # after building the client: that is local work
-        stream = model.astream(messages)
+        stream = _chunks(model, messages)
         # One deadline for the whole stream, moved as chunks arrive: the first-token deadline
-        # until text comes, then the inter-token timeout after each chunk. It runs only while
-        # waiting on the provider, not while the sink works. `waiting` also tells the stop
-        # signal's waker whether there is an await on the provider to cut short.
+        # until text comes, then the inter-token timeout after each chunk. It counts only
+        # while waiting on the provider, not while the sink works. Moving an asyncio timeout
+        # per chunk costs two timer handles a chunk, so the chunk loop only moves `deadline`
+        # (a float) and one watchdog timer, re-armed when it fires early, ends a wait that
+        # passed it by moving `clock` to now. `waiting` also tells the stop signal's waker
+        # whether there is an await on the provider to cut short.
         waiting = False
         gaps = metrics.ChunkGaps(deployment.name, deployment.model)  # inter-chunk latency
-        clock = asyncio.timeout_at(requested + deployment.first_token_timeout)
+        deadline = requested + deployment.first_token_timeout
+        clock = asyncio.timeout(None)
+        watchdog: asyncio.TimerHandle | None = None
 
-        def wake(_: object) -> None:
+        def expire() -> None:
             if waiting and not clock.expired():
                 clock.reschedule(loop.time())  # the deadline is now: the wait ends at once
+
+        def watch() -> None:
+            nonlocal watchdog
+            if waiting and loop.time() >= deadline:
+                watchdog = None
+                expire()
+            else:  # moved since it was armed, or the sink is working: look again then
+                watchdog = loop.call_at(max(deadline, loop.time() + 0.001), watch)
+
+        def wake(_: object) -> None:
+            expire()
 
         waker = _on_stop(stop, wake)
         try:
             async with clock:
+                watchdog = loop.call_at(deadline, watch)
                 while stop is None or not stop.is_set():
                     waiting = True
                     try:
@@ -301,21 +320,16 @@ async def _attempt(
                     if clock.expired():
                         # The deadline's cancel was swallowed below us and a chunk came anyway.
                         raise _timed_out(deployment, first="first_token_ms" not in entry)
-                    clock.reschedule(None)
                     if stop is not None and stop.is_set():
                         break
-                    metadata = getattr(chunk, "response_metadata", None)
-                    if metadata:
-                        # OpenAI and compatible servers say finish_reason, Anthropic stop_reason.
-                        reason = metadata.get("finish_reason") or metadata.get("stop_reason")
-                        if reason:
-                            finish = str(reason)
-                    reported = getattr(chunk, "usage_metadata", None)
+                    message = getattr(chunk, "message", chunk)  # a ChatGenerationChunk's
+                    finish = _finish_reason(chunk, message) or finish
+                    reported = getattr(message, "usage_metadata", None)
                     if reported:
                         usage.prompt_tokens = reported.get("input_tokens")
                         usage.completion_tokens = reported.get("output_tokens")
                     gaps.chunk(loop.time())
-                    for text in chunk_texts(chunk):
+                    for text in chunk_texts(message):
                         if "first_token_ms" not in entry:
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
                             await _succeeded(
@@ -326,9 +340,12 @@ async def _attempt(
                         record.sent_text = True
                         await sink(text)
                     if "first_token_ms" in entry:
-                        clock.reschedule(loop.time() + deployment.inter_token_timeout)
-                    else:
-                        clock.reschedule(requested + deployment.first_token_timeout)
+                        deadline = loop.time() + deployment.inter_token_timeout
+                        if watchdog is not None and deadline < watchdog.when():
+                            # Sooner than it looks (the inter-token timeout after the first
+                            # text is shorter than the first-token one): once, not per chunk.
+                            watchdog.cancel()
+                            watchdog = loop.call_at(deadline, watch)
         except TimeoutError as exc:
             if not clock.expired():
                 raise
@@ -343,6 +360,8 @@ async def _attempt(
             else:
                 raise
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if waker is not None:
                 waker.cancel()
             gaps.flush()
@@ -380,6 +399,44 @@ async def _attempt(
     if not settled:  # answered with no text at all: still an answer
         await _succeeded(deployment, permit, first_token_ms=entry["ms"])
     return usage
+
+
+def _chunks(model: BaseChatModel, messages: list[BaseMessage]) -> AsyncIterator[Any]:
+    """The provider's stream: the model's own `_astream` (ChatGenerationChunks) when nothing
+    listens to LangChain's callbacks, else `astream` (AIMessageChunks).
+
+    `astream` wraps each chunk of `_astream` in callback dispatch and metadata copies, keeps
+    every chunk and merges them all at the end, for tracers and callbacks; with none configured
+    (no callbacks on the model, no LangSmith tracing, no rate limiter, streaming not disabled)
+    that was a fifth of a worker's CPU per token at 30 tokens/s (bench/reply_cost.py). Read
+    directly, the same chunks come from the same provider code, with `generation_info` (where
+    langchain-openai puts the finish reason) not yet merged into the message.
+    """
+    direct = (
+        isinstance(model, BaseChatModel)
+        and not model.callbacks
+        and not model.verbose
+        and model.rate_limiter is None
+        and not _tracing_v2_is_enabled()
+        and model._should_stream(async_api=True, stream=True)
+    )
+    if direct:
+        return model._astream(_normalize_messages(messages))
+    return model.astream(messages)
+
+
+def _finish_reason(chunk: Any, message: Any) -> str | None:
+    """The provider's word for how the stream ended, if this chunk says it: OpenAI and
+    compatible servers say finish_reason, Anthropic stop_reason."""
+    for metadata in (
+        getattr(chunk, "generation_info", None),
+        getattr(message, "response_metadata", None),
+    ):
+        if metadata:
+            reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+            if reason:
+                return str(reason)
+    return None
 
 
 def _stopped(stop: asyncio.Event | None) -> bool:

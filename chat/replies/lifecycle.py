@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -47,10 +48,6 @@ def reply_start(*, message_id: int) -> Message | None:
     return Message.objects.select_related("conversation").get(pk=message_id)
 
 
-def reply_first_token(*, message_id: int) -> None:
-    Message.objects.filter(pk=message_id).update(first_token_at=timezone.now())
-
-
 def reply_cancel(*, message: Message, by: User) -> None:
     """Stop a reply from any replica: a pending one at once, a streaming one via a shared flag."""
     if message.role != Message.Role.ASSISTANT:
@@ -72,11 +69,13 @@ def reply_cancel(*, message: Message, by: User) -> None:
 
 @dataclass(frozen=True)
 class ReplyCheckpoint:
-    """The text of a streaming reply up to `seq`, waiting to be saved."""
+    """The text of a streaming reply up to `seq`, waiting to be saved, and when its first token
+    came (saved with it: no statement of its own)."""
 
     message_id: int
     content: str
     seq: int
+    first_token_at: datetime | None = None
 
 
 def replies_cancel_requested(*, message_ids: Collection[int]) -> set[int]:
@@ -111,8 +110,20 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
     # Identifiers come from the model's metadata; every value is a parameter.
     table, content, seq = quote(meta.db_table), column("content"), column("seq")
     heartbeat_at, pk, status = column("heartbeat_at"), column("id"), column("status")
-    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {heartbeat_at} = %s WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
-    rows = [(c.content, c.seq, now, c.message_id, Message.Status.STREAMING) for c in checkpoints]
+    first = column("first_token_at")
+    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {heartbeat_at} = %s, {first} = COALESCE({first}, %s) WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
+    first_field = meta.get_field("first_token_at")
+    rows = [
+        (
+            c.content,
+            c.seq,
+            now,
+            first_field.get_db_prep_value(c.first_token_at, connection),
+            c.message_id,
+            Message.Status.STREAMING,
+        )
+        for c in checkpoints
+    ]
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
         return max(cursor.rowcount, 0)
@@ -133,18 +144,6 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     return live
 
 
-_FINISH_FIELDS = (
-    "content",
-    "seq",
-    "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "tokens_estimated",
-    "cost",
-    "finished_at",
-)
-
-
 def reply_finish(
     *,
     message_id: int,
@@ -158,6 +157,8 @@ def reply_finish(
     model: str | None = None,
     cost: Decimal | None = None,
     routing: dict[str, Any] | None = None,
+    first_token_at: datetime | None = None,
+    claimed: Message | None = None,
 ) -> Message | None:
     """Save the final state of a streaming reply and tell every socket on its conversation.
 
@@ -165,42 +166,60 @@ def reply_finish(
     got there first, this returns None and publishes nothing, so no reply has two endings.
     `provider`/`model` name the deployment that answered (or last tried), `routing` how the
     router got there; None leaves what the message holds.
+
+    `claimed` is the row as reply_start returned it: then the ending is one conditional UPDATE
+    (`WHERE status = 'streaming'`, no locking read first; PostgreSQL re-checks the condition
+    after waiting for a reaper's row lock, so the first ending wins) applied to that row in
+    memory. Only the generator writes what it set at claim, and the other fields are the
+    creation's, which nothing changes: the row in memory is the row.
     """
-    with transaction.atomic():
-        message = (
-            Message.objects.select_for_update()
-            .filter(pk=message_id, status=Message.Status.STREAMING)
-            .first()
-        )
-        if message is None:
+    values: dict[str, Any] = {
+        "content": content,
+        "seq": len(content),
+        "status": status,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "tokens_estimated": tokens_estimated,
+        "cost": cost,
+        "finished_at": timezone.now(),
+    }
+    if provider is not None:
+        values["provider"] = provider
+    if model is not None:
+        values["model"] = model
+    if routing is not None:
+        values["routing"] = routing
+    if error is not None:
+        values["error_code"], values["error_message"] = error.code, error.detail
+    if first_token_at is not None:
+        values["first_token_at"] = first_token_at
+    streaming = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING)
+    if claimed is not None:
+        if not streaming.update(**values):
             return None
-        message.content = content
-        message.seq = len(content)
-        message.status = status
-        message.prompt_tokens = prompt_tokens
-        message.completion_tokens = completion_tokens
-        message.tokens_estimated = tokens_estimated
-        message.cost = cost
-        message.finished_at = timezone.now()
-        changed = [*_FINISH_FIELDS]
-        if provider is not None:
-            message.provider = provider
-            changed.append("provider")
-        if model is not None:
-            message.model = model
-            changed.append("model")
-        if routing is not None:
-            message.routing = routing
-            changed.append("routing")
-        if error is not None:
-            message.error_code, message.error_message = error.code, error.detail
-            changed += ["error_code", "error_message"]
-        # Only what changed: the rest of the row is locked and equal to what was read.
-        message.save(update_fields=changed)
-        if status == Message.Status.FAILED and error is not None:
-            event_publish_on_commit(message.conversation_id, error_event(message, error))
-        else:
-            event_publish_on_commit(message.conversation_id, done_event(message))
+        message = claimed
+        for name, value in values.items():
+            setattr(message, name, value)
+    else:
+        with transaction.atomic():
+            found = streaming.select_for_update().first()
+            if found is None:
+                return None
+            message = found
+            for name, value in values.items():
+                setattr(message, name, value)
+            # Only what changed: the rest of the row is locked and equal to what was read.
+            message.save(update_fields=list(values))
+    return _finished(message, status=status, error=error)
+
+
+def _finished(message: Message, *, status: str, error: ParleyError | None) -> Message:
+    """Tell the conversation (after the commit), clear the cancel flag, settle the quota."""
+    if status == Message.Status.FAILED and error is not None:
+        event_publish_on_commit(message.conversation_id, error_event(message, error))
+    else:
+        event_publish_on_commit(message.conversation_id, done_event(message))
+    message_id = message.pk
     try:
         cache.delete(CANCEL_KEY.format(message_id=message_id))
     except Exception:  # the cache (Redis) is down: the flag expires by itself (CANCEL_TTL)

@@ -24,6 +24,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
@@ -47,9 +48,10 @@ class WatchedReply:
         self.stop = asyncio.Event()
         self._watch = watch
 
-    def checkpoint(self, *, content: str, seq: int) -> None:
-        """Note the text streamed so far; the watch saves the latest note within an interval."""
-        self._watch.note(self, content, seq)
+    def checkpoint(self, *, content: str, seq: int, first_token_at: datetime | None = None) -> None:
+        """Note the text streamed so far (and when its first token came); the watch saves the
+        latest note within an interval."""
+        self._watch.note(self, content, seq, first_token_at)
 
     def close(self) -> None:
         """Leave the watch; an unsaved note is dropped (the final save writes all the text)."""
@@ -79,7 +81,8 @@ class ReplyWatch:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._replies: dict[int, WatchedReply] = {}
-        self._unsaved: dict[int, tuple[str, int]] = {}  # message id → (content, seq)
+        # message id → (content, seq, first token at)
+        self._unsaved: dict[int, tuple[str, int, datetime | None]] = {}
         self._idle = asyncio.Event()  # set when the last reply leaves: end now, not next tick
         self._task: asyncio.Task[None] | None = None
 
@@ -103,9 +106,11 @@ class ReplyWatch:
         if not self._replies:
             self._idle.set()
 
-    def note(self, watched: WatchedReply, content: str, seq: int) -> None:
+    def note(
+        self, watched: WatchedReply, content: str, seq: int, first_token_at: datetime | None
+    ) -> None:
         if self._replies.get(watched.message_id) is watched:
-            self._unsaved[watched.message_id] = (content, seq)
+            self._unsaved[watched.message_id] = (content, seq, first_token_at)
 
     # --- the watch itself -----------------------------------------------------------------
 
@@ -201,8 +206,8 @@ class ReplyWatch:
     def _take_unsaved(self) -> list[ReplyCheckpoint]:
         unsaved, self._unsaved = self._unsaved, {}
         return [
-            ReplyCheckpoint(message_id=message_id, content=content, seq=seq)
-            for message_id, (content, seq) in unsaved.items()
+            ReplyCheckpoint(message_id=message_id, content=content, seq=seq, first_token_at=first)
+            for message_id, (content, seq, first) in unsaved.items()
         ]
 
     async def _poll_cancels(self, lane: ThreadPoolExecutor) -> None:
@@ -234,7 +239,8 @@ class ReplyWatch:
             for checkpoint in checkpoints:
                 if checkpoint.message_id in self._replies:
                     self._unsaved.setdefault(
-                        checkpoint.message_id, (checkpoint.content, checkpoint.seq)
+                        checkpoint.message_id,
+                        (checkpoint.content, checkpoint.seq, checkpoint.first_token_at),
                     )
         if stored.live is not None:
             # No longer streaming: reaped (or finished elsewhere), so no longer this generator's

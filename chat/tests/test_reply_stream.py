@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
 from chat import services
@@ -19,34 +19,29 @@ from llm.providers.simulated import simulated_reply
 
 async def test_first_piece_goes_at_once_then_pieces_are_coalesced():
     flushed: list[str] = []
-
-    async def flush(text):
-        flushed.append(text)
-
-    coalescer = DeltaCoalescer(flush, interval=0.05, max_chars=1000)
-    await coalescer.add("Hel")
+    coalescer = DeltaCoalescer(flushed.append, interval=0.05, max_chars=1000)
+    coalescer.add("Hel")
     assert flushed == ["Hel"]
     for piece in ["lo", ",", " wor", "ld"]:
-        await coalescer.add(piece)
+        coalescer.add(piece)
     assert flushed == ["Hel"]  # waiting for the window
-    await asyncio.sleep(0.08)
+    while len(flushed) < 2:  # the window's timer flushes by itself
+        await asyncio.sleep(0.01)
     assert flushed == ["Hel", "lo, world"]
-    await coalescer.add("!")
-    await coalescer.aclose()
+    coalescer.add("!")
+    coalescer.close()
     assert "".join(flushed) == "Hello, world!"
+    await asyncio.sleep(0.08)
+    assert flushed == ["Hel", "lo, world", "!"]  # closed: no timer left to flush again
 
 
 async def test_a_full_buffer_flushes_before_the_window_ends():
     flushed: list[str] = []
-
-    async def flush(text):
-        flushed.append(text)
-
-    coalescer = DeltaCoalescer(flush, interval=10, max_chars=4)
+    coalescer = DeltaCoalescer(flushed.append, interval=10, max_chars=4)
     for piece in ["a", "bb", "cc", "d"]:
-        await coalescer.add(piece)
+        coalescer.add(piece)
     assert flushed == ["a", "bbcc"]
-    await coalescer.aclose()
+    coalescer.close()
     assert flushed == ["a", "bbcc", "d"]
 
 
@@ -159,3 +154,27 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
     await reply_stream(message_id=second.reply.pk)
     assert [t for t, _ in seen[1]] == ["system", "human", "ai", "human"]
     assert [c for _, c in seen[1]][1:] == ["one", "ok", "two"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
+    pending_reply, django_assert_num_queries, settings
+):
+    """Claim, prompt and routing, one final UPDATE and the quota settlement: no statement per
+    token or per delta (the first token's time and the checkpoints go with the watch's batched
+    rounds, chat/replies/watch.py). The generation's database calls run on this thread
+    (async_to_sync sends thread-sensitive calls back here), so they are all counted; on SQLite
+    a transaction's BEGIN and COMMIT count too."""
+    settings.STREAM_CHECKPOINT_INTERVAL = settings.STREAM_HEARTBEAT_INTERVAL = 3600
+    settings.CACHE_ENABLED = False  # the reply cache's own statements are not this path's
+    short, long = pending_reply("Hi"), pending_reply(" ".join(["word"] * 200))
+    for reply in (short, long):
+        with django_assert_num_queries(12) as captured:
+            async_to_sync(reply_stream)(message_id=reply.pk)
+        statements = [q["sql"].split()[0] for q in captured.captured_queries]
+        # claim (UPDATE, SELECT), history (SELECT), route plan (SELECT x2), the final UPDATE,
+        # the quota settlement (BEGIN, SELECT x2, UPDATE x2, COMMIT)
+        assert statements.count("UPDATE") == 4, statements
+    finals = [Message.objects.get(pk=reply.pk) for reply in (short, long)]
+    assert [m.status for m in finals] == ["complete", "complete"]
+    assert all(m.first_token_at and m.first_token_at >= m.started_at for m in finals)

@@ -289,21 +289,33 @@ async def test_a_streamed_reply_is_checkpointed_while_it_runs_and_never_after(
         return rows
 
     monkeypatch.setattr(watch, "replies_checkpoint", recorded)
-    real_publish = stream_module._publish_delta
-    published = 0
+    real_model_for = stream_module.chat_model_for
 
-    async def publish_then_hold(conversation_id, event):
-        nonlocal published
-        await real_publish(conversation_id, event)
-        published += 1
-        if published == 2:  # mid-stream: the first delta is checkpointable, the rest waits
+    async def checkpointed():
+        return any(rows for _, rows in saved_rounds)
 
-            async def checkpointed():
-                return any(rows for _, rows in saved_rounds)
+    class HeldMidStream:
+        """The simulated model, held after its second chunk until a checkpoint was saved (the
+        first chunk's delta went at once, so its text is checkpointable)."""
 
-            await wait_for(checkpointed, timeout=60)
+        def __init__(self, model):
+            self.model = model
 
-    monkeypatch.setattr(stream_module, "_publish_delta", publish_then_hold)
+        async def astream(self, messages):
+            sent = 0
+            async for chunk in self.model.astream(messages):
+                yield chunk
+                sent += 1
+                if sent == 2:
+                    await wait_for(checkpointed, timeout=60)
+
+    monkeypatch.setattr(
+        stream_module,
+        "chat_model_for",
+        lambda config, max_tokens, options=None: HeldMidStream(
+            real_model_for(config, max_tokens=max_tokens, options=options)
+        ),
+    )
     real_finish = stream_module.reply_finish
 
     def finish_and_mark(**kwargs):
