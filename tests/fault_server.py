@@ -206,7 +206,7 @@ class FaultServer:
             {"object": "list", "data": [{"id": "fault-model", "object": "model"}]}
         )
 
-    async def _embeddings(self, request: web.Request) -> web.Response:
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         """Embeddings: a Fail answers as scripted; anything else gets `fake_embedding` of each
         input, with one prompt token per word."""
         route = request.match_info["route"]
