@@ -14,7 +14,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chat.api.views import ApiView, errors, paginated
+from accounts.api_serializers import StrictInputSerializer
+from chat.api.views import ApiView, Pagination, errors, paginated
 from chat.documents import selectors, services
 from chat.documents.models import Collection, Document
 from chat.errors import ChatError
@@ -56,7 +57,7 @@ class DocumentOutputSerializer(serializers.ModelSerializer):
         return reverse("documents_api:document-file", args=[document.pk])
 
 
-class DocumentUploadInputSerializer(serializers.Serializer):
+class DocumentUploadInputSerializer(StrictInputSerializer):
     file = serializers.FileField(help_text="PDF, Markdown, plain text, HTML or DOCX.")
     conversation = serializers.IntegerField(
         required=False, help_text="Attach it to this conversation of yours…"
@@ -85,11 +86,11 @@ class CollectionOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CollectionCreateInputSerializer(serializers.Serializer):
+class CollectionCreateInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200)
 
 
-class ConversationCollectionsInputSerializer(serializers.Serializer):
+class ConversationCollectionsInputSerializer(StrictInputSerializer):
     collections = serializers.ListField(child=serializers.IntegerField(), max_length=50)
 
 
@@ -142,11 +143,16 @@ class DocumentUploadApi(ApiView):
 
 
 class DocumentListApi(ApiView):
+    pagination_class = Pagination
+
     @extend_schema(
         operation_id="document_list",
         tags=["documents"],
         parameters=[DocumentListInputSerializer],
-        responses={(200, "application/json"): DocumentOutputSerializer(many=True), **errors(400)},
+        responses={
+            (200, "application/json"): DocumentOutputSerializer(many=True),
+            **errors(400, 404),
+        },
     )
     def get(self, request: Request) -> Response:
         """Documents you can read: of your conversations and your organisations' collections
@@ -226,10 +232,15 @@ def document_file_response(document: Document) -> HttpResponse:
 
 
 class CollectionListApi(ApiView):
+    pagination_class = Pagination
+
     @extend_schema(
         operation_id="collection_list",
         tags=["documents"],
-        responses={(200, "application/json"): CollectionOutputSerializer(many=True)},
+        responses={
+            (200, "application/json"): CollectionOutputSerializer(many=True),
+            **errors(400, 404),
+        },
     )
     def get(self, request: Request) -> Response:
         """Your organisations' shared collections."""

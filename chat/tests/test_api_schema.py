@@ -111,6 +111,12 @@ def test_schemathesis_with_all_checks_finds_nothing(parley, tmp_path):
         '\n[[operations]]\ninclude-operation-id = ["message_send", "message_edit"]\n'
         "checks.positive_data_acceptance.expected-statuses = "
         '["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]\n'
+        # Uploads are left out here and tested in chat/tests/test_documents_api.py: a multipart
+        # body Twisted cannot parse (e.g. no parts at all) is refused by Daphne's HTTP layer
+        # itself (twisted.web.http.Request parses multipart bodies before the ASGI app sees
+        # them) with a bare 400 and no headers, never reaching Django, and "exactly one of
+        # conversation and collection" is beyond a multipart schema schemathesis can generate.
+        '\n[[operations]]\ninclude-operation-id = "document_upload"\nenabled = false\n'
     )
     result = subprocess.run(
         [

@@ -110,7 +110,8 @@ async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
             assert (error["type"], error["code"]) == ("permission_error", "model_not_allowed")
         assert not await Conversation.objects.aexists()
         listed = (await http.get("/v1/models")).json()
-        assert [m["id"] for m in listed["data"]] == ["local"]
+        # Chat models: only the allowed one; the embedding model (/v1/embeddings) follows them.
+        assert [m["id"] for m in listed["data"]] == ["local", "all-MiniLM-L6-v2"]
 
 
 @pytest.mark.django_db(transaction=True)
