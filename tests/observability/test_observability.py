@@ -221,6 +221,10 @@ async def test_one_message_makes_one_connected_trace(owner, spans):
     await ws.send_json_to({"type": "send", "conversation": None, "text": "Hey", "client_id": "t1"})
     await receive_until(ws, "done")
     await ws.disconnect()
+    # `done` is published from inside the reply's span, which ends just after: wait for it.
+    async with asyncio.timeout(30):
+        while "reply.stream" not in {s.name for s in spans.get_finished_spans()}:
+            await asyncio.sleep(0.01)
     finished = await sync_to_async(spans.get_finished_spans)()
     names = [s.name for s in finished]
     assert {"ws.frame", "reply.stream", "llm.provider_call"} <= set(names), names
