@@ -23,6 +23,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from tests.fault_server import Cut, Disconnect, Fail, FaultServer, Reply, fault_server
 from tests.harness.processes import manage
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 # Aliases an operator adds in the admin, each served by its own route of the upstream (and so
 # its own deployment: a 429 pauses only its own).
-FAULT_ALIASES = ("failing", "limited", "limited-openai", "broken", "cut", "dropped")
+FAULT_ALIASES = ("failing", "limited", "limited-openai", "broken", "cut", "dropped", "endless")
 ANSWERS = "openai-compatible"  # the alias the environment's OPENAI_COMPATIBLE_* serve
 
 MAKE_KEYS = """
@@ -420,3 +421,51 @@ async def test_edit_supersedes_the_message_and_what_follows_and_is_idempotent(
     assert frames[-1]["type"] == "done", frames[-1]
     assert repeat["type"] == "ack" and repeat["created"] is False, repeat
     assert (repeat["message"], repeat["reply"]) == (ack["message"], ack["reply"])
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"temperature": 2.5},
+        {"max_tokens": 0},
+        {"max_tokens": 10**6},
+        {"client_id": "x" * 65},
+        {"text": ""},
+    ],
+)
+async def test_a_send_outside_the_documented_bounds_is_a_bad_frame(
+    site: Site, option: dict[str, Any]
+) -> None:
+    ws = await site.socket()
+    try:
+        error = await frame_error(ws, {**send_frame("Bounded"), **option})
+        await barrier(ws)
+    finally:
+        await ws.close()
+    assert (error["code"], error["message"]) == ("bad_frame", None), error
+
+
+async def test_the_same_client_id_in_another_organisation_is_a_new_message(site: Site) -> None:
+    frame = send_frame("Same id, two organisations")
+    acks = []
+    for key in (site.key, site.outsider_key):
+        ws = await site.socket(key)
+        try:
+            await ws.send(json.dumps(frame))
+            heard = await hear_reply(ws, timeout=60)
+        finally:
+            await ws.close()
+        acks.append(heard.frames[0])
+    assert acks[0]["created"] is True and acks[1]["created"] is True
+    assert acks[0]["reply"] != acks[1]["reply"]
+
+
+async def test_a_programs_socket_from_a_foreign_origin_is_refused(site: Site) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(
+            site.topo.ws_url,
+            origin=Origin("https://evil.example"),
+            additional_headers={"Authorization": f"Bearer {site.key}"},
+            open_timeout=15,
+        )
+    assert refused.value.response.status_code == 403
