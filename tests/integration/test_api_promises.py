@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fault_server import Cut, Endless, Fail, Reply
+from tests.fault_server import Cut, Endless, Fail, Hang, Reply
 from tests.harness.sockets import sign_in_cookie
 from tests.integration.test_protocol_promises import ANSWERS, Site, topology_with_upstream
 
@@ -446,3 +446,65 @@ def test_an_api_key_cannot_mint_keys_and_a_session_needs_csrf(site: Site) -> Non
             headers={"X-CSRFToken": token, "Origin": site.topo.base},
         )
         assert with_csrf.status_code == 201, with_csrf.text
+
+
+def test_a_quiet_stream_sends_keep_alives_and_ends_with_the_cancel(
+    site: Site, http: httpx.Client
+) -> None:
+    """An upstream that has sent nothing yet: the stream says `: keep-alive`, and a cancel
+    ends it with `done` cancelled."""
+    site.upstream.default("silent", Hang())
+    conversation = http.post("/api/v1/conversations", json={}).json()["id"]
+    sent = http.post(
+        f"/api/v1/conversations/{conversation}/messages", json={"text": "x", "model": "silent"}
+    ).json()
+    with http.stream("GET", sent["stream_url"]) as stream:
+        lines = stream.iter_lines()
+        while next(lines) != ": keep-alive":
+            pass
+        cancelled = http.post(f"/api/v1/messages/{sent['reply']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        rest = "\n".join(lines)
+    (done,) = sse_events(rest)
+    assert done["event"] == "done" and done["data"]["status"] == "cancelled", done
+    assert done["data"]["finish_reason"] == "cancelled"
+
+
+def test_rest_reads_exports_models_and_delete(http: httpx.Client) -> None:
+    sent = post_message(http, "Keep me for a moment")
+    final_message(http, sent["reply"])
+    conversation = f"/api/v1/conversations/{sent['conversation']}"
+    exported = http.get(f"{conversation}/export/json")
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith(
+        "application/json"
+    )
+    markdown = http.get(f"{conversation}/export/markdown")
+    assert markdown.status_code == 200
+    assert markdown.headers["content-type"].startswith("text/markdown")
+    models = http.get("/api/v1/models").json()
+    assert all(set(model) == {"id", "default", "fallbacks"} for model in models), models
+    assert [m["id"] for m in models if m["default"]], models
+    unknown = http.post(f"{conversation}/messages", json={"text": "x", "model": "no-such-model"})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"]["code"] == "not_found"
+    assert "model" in unknown.json()["error"]["fields"]
+    assert http.delete(conversation).status_code == 204
+    assert http.get(conversation).status_code == 404
+
+
+def test_a_key_made_by_a_session_is_shown_once_and_revokes_itself(site: Site) -> None:
+    cookie = sign_in_cookie(site.topo.base, "promise-owner", "correct horse battery staple")
+    token = dict(part.split("=", 1) for part in cookie.split("; "))["csrftoken"]
+    headers = {"Cookie": cookie, "X-CSRFToken": token, "Origin": site.topo.base}
+    with httpx.Client(base_url=site.topo.base, headers=headers, timeout=60) as browser:
+        made = browser.post("/api/v1/keys", json={"name": "script", "expires_in_days": 1})
+        assert made.status_code == 201, made.text
+        listed = browser.get("/api/v1/keys").json()
+    key = made.json()
+    assert key["key"].startswith("pk_") and key["active"] is True
+    assert all("key" not in listed_key for listed_key in listed)
+    with site.http(key["key"]) as program:
+        assert program.get("/api/v1/conversations").status_code == 200
+        assert program.delete(f"/api/v1/keys/{key['id']}").status_code == 204
+        refused = program.get("/api/v1/conversations")
+    assert refused.status_code == 401, refused.text

@@ -34,7 +34,16 @@ pytestmark = pytest.mark.integration
 
 # Aliases an operator adds in the admin, each served by its own route of the upstream (and so
 # its own deployment: a 429 pauses only its own).
-FAULT_ALIASES = ("failing", "limited", "limited-openai", "broken", "cut", "dropped", "endless")
+FAULT_ALIASES = (
+    "failing",
+    "limited",
+    "limited-openai",
+    "broken",
+    "cut",
+    "dropped",
+    "endless",
+    "silent",
+)
 ANSWERS = "openai-compatible"  # the alias the environment's OPENAI_COMPATIBLE_* serve
 
 MAKE_KEYS = """
@@ -90,6 +99,7 @@ def topology_with_upstream(name: str) -> Iterator[Site]:
             "LLM_BREAKER_FAILURES": "100000",
             "LLM_BREAKER_MIN_REQUESTS": "100000",
             "CACHE_ENABLED": "false",
+            "API_STREAM_POLL_INTERVAL": "0.5",  # keep-alives without a long wait
             "WS_RATE_FRAMES_PER_USER": unlimited,
             "WS_RATE_FRAMES_PER_ORG": unlimited,
             "WS_RATE_SENDS_PER_USER": unlimited,
