@@ -139,6 +139,17 @@ async def frame_error(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, 
     return answer
 
 
+MESSAGE_FIELDS = {
+    "type",
+    "conversation",
+    "message",
+    "role",
+    "content",
+    "status",
+    "seq",
+    "reply_to",
+    "client_id",
+}
 DONE_FIELDS = {
     "type",
     "message",
@@ -401,6 +412,9 @@ async def test_regenerate_keeps_the_old_reply_as_a_version_and_a_repeat_names_it
     superseded = [f for f in frames if f["type"] == "superseded"]
     assert superseded and superseded[0]["messages"] == [first.reply], frames
     assert frames[-1]["type"] == "done" and frames[-1]["status"] == "complete"
+    (added,) = [f for f in frames if f["type"] == "message" and f["message"] == ack["reply"]]
+    assert set(added) == MESSAGE_FIELDS, added
+    assert (added["role"], added["reply_to"]) == ("assistant", user_message), added
     assert repeat["type"] == "ack" and repeat["reply"] == ack["reply"], repeat
     assert repeat["created"] is False
     with site.http() as http:
