@@ -462,9 +462,11 @@ def test_a_quiet_stream_sends_keep_alives_and_ends_with_the_cancel(
         lines = stream.iter_lines()
         while next(lines) != ": keep-alive":
             pass
+        asked = time.monotonic()
         cancelled = http.post(f"/api/v1/messages/{sent['reply']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         rest = "\n".join(lines)
+    print(f"a silent reply's stream ended {time.monotonic() - asked:.2f} s after its cancel")
     (done,) = sse_events(rest)
     assert done["event"] == "done" and done["data"]["status"] == "cancelled", done
     assert done["data"]["finish_reason"] == "cancelled"
