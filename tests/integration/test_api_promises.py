@@ -7,6 +7,7 @@ breaks off mid-reply. The topology is test_protocol_promises.py's.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -510,3 +511,89 @@ def test_a_key_made_by_a_session_is_shown_once_and_revokes_itself(site: Site) ->
         assert program.delete(f"/api/v1/keys/{key['id']}").status_code == 204
         refused = program.get("/api/v1/conversations")
     assert refused.status_code == 401, refused.text
+
+
+def test_a_provider_paused_by_a_long_retry_after_is_a_503_at_once(
+    site: Site, sdk: openai.OpenAI
+) -> None:
+    """A Retry-After past LLM_RETRY_AFTER_MAX ends the request with the provider's 429 and
+    pauses its deployment: the next request is refused at once, without asking it."""
+    site.upstream.default("paused", Fail(429, retry_after=120))
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.chat.completions.create(model="paused", messages=[{"role": "user", "content": "x"}])
+    assert limited.value.response.headers["retry-after"] == "120"
+    asked = site.upstream.count("paused")
+    with pytest.raises(openai.InternalServerError) as paused:
+        sdk.chat.completions.create(model="paused", messages=[{"role": "user", "content": "x"}])
+    assert paused.value.status_code == 503 and paused.value.code == "provider_unavailable"
+    assert 1 <= int(paused.value.response.headers["retry-after"]) <= 120
+    assert site.upstream.count("paused") == asked
+
+
+def test_a_request_the_upstream_refuses_is_a_400_provider_rejected_not_retried(
+    site: Site, sdk: openai.OpenAI
+) -> None:
+    site.upstream.default("rejecting", Fail(400, message="no such thing"))
+    with pytest.raises(openai.BadRequestError) as rejected:
+        sdk.chat.completions.create(model="rejecting", messages=[{"role": "user", "content": "x"}])
+    assert rejected.value.code == "provider_rejected"
+    assert site.upstream.count("rejecting") == 1
+
+
+def test_a_dropped_non_streaming_request_finishes_for_its_idempotent_retry(
+    site: Site, http: httpx.Client
+) -> None:
+    """The client goes away while the reply is generated: the reply still finishes, a retry
+    with the same key meanwhile is a 409, and once it is done the retry gets the completion."""
+    text = "Worth waiting for."
+    site.upstream.default("slow", Reply(text=text, chunk_chars=3, chunk_delay=0.3))
+    key = uuid.uuid4().hex
+    body = json.dumps({"model": "slow", "messages": [{"role": "user", "content": "wait"}]})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {site.key}\r\nIdempotency-Key: {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    assert site.topo.nginx_port is not None
+    with socket.create_connection(("127.0.0.1", site.topo.nginx_port), timeout=30) as raw:
+        raw.sendall(request.encode())
+        deadline = time.monotonic() + 60
+        while not site.upstream.count("slow"):
+            assert time.monotonic() < deadline, "the upstream was never asked"
+            time.sleep(0.02)
+    statuses = []
+    while True:
+        retry = http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        )
+        statuses.append(retry.status_code)
+        if retry.status_code != 409:
+            break
+        assert retry.json()["error"]["code"] == "idempotency_conflict", retry.text
+        assert time.monotonic() < deadline + 60, statuses
+        time.sleep(0.1)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["choices"][0]["message"]["content"] == text
+    assert site.upstream.count("slow") == 1
+
+
+def test_a_streaming_repeat_with_the_same_key_follows_the_same_reply(
+    site: Site, http: httpx.Client
+) -> None:
+    text = "Streamed once, read twice."
+    site.upstream.script("up", Reply(text=text, chunk_chars=4))
+    body = {"model": ANSWERS, "messages": [{"role": "user", "content": "twice"}], "stream": True}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    answers = [http.post("/v1/chat/completions", json=body, headers=key) for _ in range(2)]
+    texts = [
+        "".join(
+            json.loads(line.removeprefix("data: "))["choices"][0]["delta"].get("content") or ""
+            for line in answer.text.splitlines()
+            if line.startswith("data: {") and '"choices": []' not in line
+        )
+        for answer in answers
+    ]
+    assert texts == [text, text]
+    assert answers[0].headers["x-parley-message"] == answers[1].headers["x-parley-message"]

@@ -43,6 +43,9 @@ FAULT_ALIASES = (
     "dropped",
     "endless",
     "silent",
+    "paused",
+    "rejecting",
+    "slow",
 )
 ANSWERS = "openai-compatible"  # the alias the environment's OPENAI_COMPATIBLE_* serve
 
