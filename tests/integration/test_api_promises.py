@@ -597,3 +597,27 @@ def test_a_streaming_repeat_with_the_same_key_follows_the_same_reply(
     ]
     assert texts == [text, text]
     assert answers[0].headers["x-parley-message"] == answers[1].headers["x-parley-message"]
+
+
+def test_a_completion_is_kept_as_an_openai_conversation_and_only_recent_history_reaches_the_model(
+    site: Site, http: httpx.Client
+) -> None:
+    tag = uuid.uuid4().hex
+    history: list[dict[str, str]] = []
+    for turn in range(15):  # 30 earlier messages, past LLM_HISTORY_MESSAGES (20)
+        history += [
+            {"role": "user", "content": f"question {turn}"},
+            {"role": "assistant", "content": f"answer {turn}"},
+        ]
+    history.append({"role": "user", "content": f"last {tag}"})
+    site.upstream.script("up", Reply(text="Short."))
+    answer = http.post("/v1/chat/completions", json={"model": ANSWERS, "messages": history})
+    assert answer.status_code == 200, answer.text
+    sent = site.upstream.requests("up")[-1].body["messages"]
+    assert sent[-1] == {"role": "user", "content": f"last {tag}"}
+    assert len([m for m in sent if m["role"] != "system"]) == 20, sent
+    found = http.get("/api/v1/conversations", params={"origin": "openai", "search": tag}).json()
+    assert found["count"] == 1 and found["results"][0]["origin"] == "openai", found
+    assert found["results"][0]["id"] == int(answer.headers["x-parley-conversation"])
+    rest_only = http.get("/api/v1/conversations", params={"origin": "rest", "search": tag})
+    assert rest_only.json()["count"] == 0
