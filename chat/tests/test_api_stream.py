@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from accounts.services import api_key_create
 from chat import services
 from chat.api.follow import Delta, Final, Idle, ReplyFollower
 from chat.events import conversation_group
 from chat.models import Message
 from conftest import wait_for
 from llm.providers.simulated import simulated_reply
-from project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,19 +38,6 @@ def parse_sse(text: str) -> list[dict]:
             fields["data"] = json.loads(fields["data"])
             events.append(fields)
     return events
-
-
-@pytest.fixture
-async def http(owner, organisation):
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="sse")
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 async def post_message(http, text: str) -> dict:

@@ -12,15 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Period, UsageCounter, UsageLedger, User
-from accounts.services import api_key_create
 from accounts.usage import usage_daily
 from chat.models import Conversation, Message
-from chat.tests.test_api import API, bearer, wait_final
-
-
-@pytest.fixture
-def api(owner, organisation) -> Client:
-    return Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
+from chat.tests.conftest import API
+from chat.tests.test_api import wait_final
 
 
 def _chat(api: Client, texts: list[str]) -> int:
