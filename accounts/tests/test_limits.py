@@ -13,7 +13,7 @@ from accounts.limits import Rate, RateLimitExceeded, frame_check, rate_parse, se
 from accounts.tickets import ws_ticket_issue
 from chat.models import Message
 from project.asgi import application
-from tests.servers import REDIS_HOST, REDIS_PORT, redis_database, require_service
+from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 HOST = (b"host", b"127.0.0.1:8000")
 
