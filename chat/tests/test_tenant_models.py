@@ -54,8 +54,7 @@ def test_the_default_model_gives_way_to_the_first_allowed_one():
 
 
 @pytest.mark.django_db
-def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, no_dispatch):
     _allow(organisation, "local")
     result = services.message_send(
         author=owner,
@@ -152,9 +151,7 @@ def test_an_organisation_admin_ticks_its_allowed_models_in_the_admin(client, own
 
 
 @pytest.mark.django_db
-def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
+def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, no_dispatch):
     def send(client_id: str) -> Message:
         return services.message_send(
             author=owner,
