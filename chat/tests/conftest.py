@@ -10,10 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import Organisation, User
 from accounts.services import NewApiKey, api_key_create
+from chat import services
+from chat.models import Message
 from project.asgi import application
 from tests.fault_server import FaultServer, fault_server
 from tests.harness.processes import ProcessGroup, free_port, require_binary, start_redis_server
@@ -54,6 +58,19 @@ async def http(api_key: NewApiKey) -> AsyncIterator[httpx.AsyncClient]:
     """An asgi_client that sends the owner's Acme key with every request."""
     async with asgi_client(headers={"Authorization": f"Bearer {api_key.raw}"}) as client:
         yield client
+
+
+async def streaming_reply(owner: User, content: str) -> Message:
+    """A reply streaming in a new conversation of the owner's, its saved text `content`."""
+    conversation = await sync_to_async(services.conversation_create)(owner=owner)
+    return await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content=content,
+        seq=len(content),
+        started_at=timezone.now(),
+    )
 
 
 class PrivateRedis:

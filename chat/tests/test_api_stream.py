@@ -10,14 +10,12 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.utils import timezone
 
-from chat import services
 from chat.api.follow import Delta, Final, Idle, ReplyFollower
 from chat.events import conversation_group
 from chat.models import Message
+from chat.tests.conftest import streaming_reply
 from conftest import wait_for
 from llm.providers.simulated import simulated_reply
 
@@ -149,18 +147,6 @@ async def test_a_user_message_cannot_be_streamed(http):
 
 
 # --- the follower: drops, duplicates, a lost `done` -----------------------------------------
-
-
-async def streaming_reply(owner, content: str) -> Message:
-    conversation = await sync_to_async(services.conversation_create)(owner=owner)
-    return await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="streaming",
-        content=content,
-        seq=len(content),
-        started_at=timezone.now(),
-    )
 
 
 async def test_the_follower_fills_a_dropped_delta_from_saved_text(owner):
