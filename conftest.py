@@ -93,6 +93,18 @@ def other_organisation(outsider) -> Organisation:
     return Organisation.objects.get(personal_owner=outsider)
 
 
+@pytest.fixture
+def no_dispatch(monkeypatch) -> list[int]:
+    """Replies are saved but never generated, for tests about the rows a send writes: the
+    ids of the replies that would have been dispatched are recorded instead."""
+    dispatched: list[int] = []
+    monkeypatch.setattr(
+        "chat.replies.dispatch.dispatch_generation",
+        lambda message_id, provider: dispatched.append(message_id),
+    )
+    return dispatched
+
+
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # noqa: ASYNC109
     """Poll an async predicate until it is truthy; fail with a clear message at the deadline."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Length
 
 from accounts.models import Organisation, User
@@ -42,11 +42,18 @@ def conversation_list(
     user: User,
     organisation: Organisation | None = None,
     origins: Iterable[str] | None = None,
+    search: str = "",
 ) -> QuerySet[Conversation]:
-    """The user's conversations (in one organisation, and of these origins, if given)."""
+    """The user's conversations (in one organisation, of these origins, and whose title or
+    current message text contains `search`, if given)."""
     conversations = _readable(user, organisation)
     if origins is not None:
         conversations = conversations.filter(origin__in=list(origins))
+    if search := search.strip():
+        matching = Message.objects.filter(content__icontains=search, superseded=False)
+        conversations = conversations.filter(
+            Q(title__icontains=search) | Q(pk__in=matching.values("conversation_id"))
+        )
     return conversations
 
 

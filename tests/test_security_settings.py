@@ -13,7 +13,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from project.security import secret_weakness, secrets_check
-from tests.servers import PYTHON, REPO, base_env
+from tests.harness.processes import PYTHON, REPO, base_env
 
 STRONG = secrets.token_urlsafe(50)
 FERNET = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()

@@ -17,9 +17,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(owner, member, organisation, outsider, other_organisation, monkeypatch):
+def world(owner, member, organisation, outsider, other_organisation, no_dispatch):
     """Two organisations with a chat, a key, a budget and usage each; an operator of the first."""
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     ours = services.message_send(
         author=owner,
         conversation=None,

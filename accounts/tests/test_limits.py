@@ -13,7 +13,7 @@ from accounts.limits import Rate, RateLimitExceeded, frame_check, rate_parse, se
 from accounts.tickets import ws_ticket_issue
 from chat.models import Message
 from project.asgi import application
-from tests.servers import REDIS_HOST, REDIS_PORT, redis_database, require_service
+from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 HOST = (b"host", b"127.0.0.1:8000")
 
@@ -113,9 +113,8 @@ async def test_the_organisation_limit_is_shared_by_its_members(
 
 @pytest.mark.django_db(transaction=True)
 async def test_sends_past_the_limit_are_refused_and_save_nothing(
-    owner, organisation, settings, monkeypatch
+    owner, organisation, settings, no_dispatch
 ):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     settings.WS_RATE_SENDS_PER_USER = "1/m"
     ws = await program_socket(owner, organisation)
     await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "1"})
@@ -172,9 +171,8 @@ async def test_one_member_flooding_pings_does_not_rate_limit_a_colleague(
 
 @pytest.mark.django_db(transaction=True)
 async def test_one_member_flooding_sends_does_not_stop_a_colleagues_send(
-    owner, member, organisation, settings, monkeypatch
+    owner, member, organisation, settings, no_dispatch
 ):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     settings.WS_RATE_FRAMES_PER_USER = "1000/m"  # the send limits are what this is about
     settings.WS_RATE_SENDS_PER_USER = "2/m"
     settings.WS_RATE_SENDS_PER_ORG = "5/m"

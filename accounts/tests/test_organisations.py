@@ -16,11 +16,6 @@ from chat.errors import ChatError
 from chat.models import Conversation
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
-
 @pytest.mark.django_db
 def test_signup_gives_a_personal_organisation_with_admin_role(client):
     client.post(

@@ -31,11 +31,6 @@ def _small_max_tokens(settings):
     settings.LLM_MAX_TOKENS = MAX
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
-
 def assert_counters_match_the_ledger(organisation) -> None:
     """The invariant: each counter is the sum of what its ledger rows charge."""
     charged = Case(

@@ -38,11 +38,6 @@ async def session_cookie(user) -> tuple[bytes, bytes]:
 
 
 @pytest.fixture
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
-
-@pytest.fixture
 def key(owner, organisation):
     return api_key_create(user=owner, organisation=organisation, name="bot")
 

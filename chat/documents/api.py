@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_serializers import StrictInputSerializer
-from chat.api.views import ApiView, Pagination, errors, paginated
+from chat.api.views.base import ApiView, Pagination, errors, paginated
 from chat.documents import selectors, services
 from chat.documents.models import Collection, Document
 from chat.errors import ChatError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat.api.urls import operations
+from chat.api.views.base import operations
 from chat.documents import api
 
 app_name = "documents_api"

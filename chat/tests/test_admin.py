@@ -17,8 +17,7 @@ def operator(db):
 
 
 @pytest.fixture
-def finished_chat(owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def finished_chat(owner, no_dispatch):
     result = services.message_send(
         author=owner, conversation=None, text="quarterly report", client_id="a"
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -19,25 +18,8 @@ from chat.api import idempotency
 from chat.api.errors import api_exception_handler
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from chat.tests.conftest import API, bearer
 from llm.providers.simulated import simulated_reply
-
-API = "/api/v1"
-
-
-def bearer(raw: str) -> dict[str, Any]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
-
-
-@pytest.fixture
-def key(owner, organisation):
-    """The owner's key for the team organisation `Acme`."""
-    return api_key_create(user=owner, organisation=organisation, name="tests")
-
-
-@pytest.fixture
-def api(key) -> Client:
-    """A client that sends the owner's Acme key with every request."""
-    return Client(**bearer(key.raw))
 
 
 @pytest.fixture
@@ -144,9 +126,9 @@ def test_no_credentials_is_401_with_a_bearer_challenge(client):
     assert response.json()["error"]["code"] == "not_authenticated"
 
 
-def test_a_revoked_key_is_refused(api, key, owner):
+def test_a_revoked_key_is_refused(api, api_key, owner):
     assert api.get(f"{API}/conversations").status_code == 200
-    api_key_revoke(key=key.key, by=owner)
+    api_key_revoke(key=api_key.key, by=owner)
     response = api.get(f"{API}/conversations")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "authentication_failed"
@@ -172,8 +154,8 @@ def test_a_session_needs_csrf_for_unsafe_methods(owner):
     assert client.get(f"{API}/conversations").status_code == 200
 
 
-def test_an_api_key_needs_no_csrf(key):
-    client = Client(enforce_csrf_checks=True, **bearer(key.raw))
+def test_an_api_key_needs_no_csrf(api_key):
+    client = Client(enforce_csrf_checks=True, **bearer(api_key.raw))
     response = client.post(f"{API}/conversations", {}, content_type="application/json")
     assert response.status_code == 201
 
@@ -420,10 +402,10 @@ def test_a_concurrent_duplicate_gets_409(api, chat, monkeypatch):
     assert Message.objects.filter(content="Dup").count() == 1
 
 
-def test_the_idempotency_lock_is_atomic(api, key, chat):
+def test_the_idempotency_lock_is_atomic(api, api_key, chat):
     """A held lock (another replica running the first request) refuses the duplicate."""
     slot = idempotency.slot_for(
-        scope=f"key:{key.key.pk}",
+        scope=f"key:{api_key.key.pk}",
         key="held",
         method="POST",
         path=f"{API}/conversations/{chat.pk}/messages",

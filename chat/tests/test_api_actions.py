@@ -9,7 +9,8 @@ from django.test import Client
 
 from accounts.services import api_key_create
 from chat.models import Message
-from chat.tests.test_api_send_options import API, api, chat, final, send  # noqa: F401
+from chat.tests.conftest import API, bearer
+from chat.tests.test_api_send_options import chat, final, send  # noqa: F401
 from llm.providers.simulated import simulated_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,7 +77,7 @@ def test_the_messages_state_refuses_with_409(api, chat, answered):  # noqa: F811
 
 def test_an_outsider_can_neither_regenerate_nor_edit(answered, outsider):
     key = api_key_create(user=outsider, organisation=outsider.personal_organisation, name="x")
-    them = Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
+    them = Client(**bearer(key.raw))
     assert post(them, f"/messages/{answered['reply']}/regenerate").status_code == 404
     assert post(them, f"/messages/{answered['message']}/edit", {"text": "mine"}).status_code == 404
     assert Message.objects.count() == 2
@@ -95,7 +96,7 @@ def test_an_outsider_can_neither_regenerate_nor_edit(answered, outsider):
     ],
 )
 def test_unknown_or_mistyped_fields_are_a_400_naming_them(
-    api,  # noqa: F811
+    api,
     chat,  # noqa: F811
     answered,
     path,
@@ -117,7 +118,7 @@ def test_patch_without_a_title_changes_nothing_and_bad_titles_are_400(api, chat)
 
 
 @pytest.mark.parametrize("query", ["page_size=null", "page_size=0", "page_size=101", "page_size="])
-def test_a_bad_page_size_is_a_400(api, query):  # noqa: F811
+def test_a_bad_page_size_is_a_400(api, query):
     refused = api.get(f"{API}/conversations?{query}")
     assert refused.status_code == 400 and "page_size" in refused.json()["error"]["fields"]
     assert api.get(f"{API}/usage?days=").status_code == 400

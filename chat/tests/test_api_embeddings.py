@@ -8,28 +8,13 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from asgiref.sync import sync_to_async
 
 from accounts.models import Budget, UsageLedger
-from accounts.services import api_key_create
 from llm.embeddings import embedder
-from project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "all-MiniLM-L6-v2"
-
-
-@pytest.fixture
-async def http(owner, organisation):
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="emb")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=60,
-    ) as client:
-        yield client
 
 
 def error_of(response: httpx.Response) -> dict:

@@ -12,31 +12,14 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from accounts.models import Budget
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_revoke
 from chat.api import idempotency
 from chat.models import Conversation, Message
+from chat.tests.conftest import asgi_client
 from llm.providers.simulated import simulated_reply
-from project.asgi import application
-from tests.servers import free_port
+from tests.harness.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def key(owner, organisation):
-    return await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="oai")
-
-
-@pytest.fixture
-async def http(key):
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def chat_request(text: str = "Hello", **extra) -> dict:
@@ -161,18 +144,16 @@ def openai_error(response: httpx.Response) -> dict:
     return body["error"]
 
 
-async def test_a_bad_key_is_401(key, owner):
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application), base_url="http://127.0.0.1:8000"
-    ) as client:
+async def test_a_bad_key_is_401(api_key, owner):
+    async with asgi_client() as client:
         missing = await client.post("/v1/chat/completions", json=chat_request())
         assert missing.status_code == 401
         wrong = await client.post(
             "/v1/chat/completions", json=chat_request(), headers={"Authorization": "Bearer pk_x_y"}
         )
         assert wrong.status_code == 401 and openai_error(wrong)["code"] == "invalid_api_key"
-        await sync_to_async(api_key_revoke)(key=key.key, by=owner)
-        revoked = await client.get("/v1/models", headers={"Authorization": f"Bearer {key.raw}"})
+        await sync_to_async(api_key_revoke)(key=api_key.key, by=owner)
+        revoked = await client.get("/v1/models", headers={"Authorization": f"Bearer {api_key.raw}"})
         assert revoked.status_code == 401
 
 
@@ -278,10 +259,10 @@ async def test_an_idempotency_key_repeat_returns_the_original_completion(http):
     assert other.status_code == 422
 
 
-async def test_a_concurrent_duplicate_completion_gets_409(http, key):
+async def test_a_concurrent_duplicate_completion_gets_409(http, api_key):
     payload = chat_request("Busy")
     slot = idempotency.slot_for(
-        scope=f"key:{key.key.pk}",
+        scope=f"key:{api_key.key.pk}",
         key="busy",
         method="POST",
         path="/v1/chat/completions",

@@ -5,13 +5,9 @@ failure ends as."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
-from asgiref.sync import sync_to_async
 
-from accounts.services import api_key_create
 from chat.models import Conversation
-from project.asgi import application
 from tests.fault_server import Fail, FaultServer, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,18 +27,6 @@ def upstream(settings, fault: FaultServer) -> FaultServer:
     settings.WS_RATE_SENDS_PER_USER = "10000/m"
     settings.WS_RATE_SENDS_PER_ORG = "10000/m"
     return fault
-
-
-@pytest.fixture
-async def http(owner, organisation):
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="oai")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def ask(text: str = "Hello", model: str = MODEL, **extra) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat.tests.embedded_server import running_parley
-from tests.servers import PYTHON, REPO, base_env
+from tests.harness.embedded import running_parley
+from tests.harness.processes import PYTHON, REPO, base_env
 
 COMMITTED = REPO / "docs" / "openapi.yaml"
 REGENERATE = "python manage.py spectacular --file docs/openapi.yaml"

@@ -9,20 +9,12 @@ import time
 import pytest
 from django.test import Client
 
-from accounts.services import api_key_create
 from chat import services
 from chat.models import Conversation, Message
+from chat.tests.conftest import API
 from chat.tests.test_consumers import connect_as, receive_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-API = "/api/v1"
-
-
-@pytest.fixture
-def api(owner, organisation) -> Client:
-    key = api_key_create(user=owner, organisation=organisation, name="tests")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
 
 
 @pytest.fixture
@@ -82,17 +74,15 @@ def test_an_unknown_model_is_a_404_naming_it(api, chat):
     assert not Message.objects.filter(conversation=chat).exists()
 
 
-def test_model_default_names_the_default_model_on_the_openai_endpoint(owner, organisation):
-    key = api_key_create(user=owner, organisation=organisation, name="oai")
-    http = Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
-    answered = http.post(
+def test_model_default_names_the_default_model_on_the_openai_endpoint(api):
+    answered = api.post(
         "/v1/chat/completions",
         {"model": "default", "messages": [{"role": "user", "content": "Hi"}]},
         content_type="application/json",
     )
     assert answered.status_code == 200, answered.content
     assert answered.json()["model"] == "default"
-    assert http.get("/v1/models/default").status_code == 200
+    assert api.get("/v1/models/default").status_code == 200
 
 
 async def test_a_socket_send_takes_a_model_and_a_token_cap(owner):

@@ -9,20 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.utils import timezone
 
-from accounts.services import api_key_create
-from chat import services
 from chat.api.follow import Delta, Final, Idle, ReplyFollower
 from chat.events import conversation_group
 from chat.models import Message
+from chat.tests.conftest import streaming_reply
 from conftest import wait_for
 from llm.providers.simulated import simulated_reply
-from project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,19 +36,6 @@ def parse_sse(text: str) -> list[dict]:
             fields["data"] = json.loads(fields["data"])
             events.append(fields)
     return events
-
-
-@pytest.fixture
-async def http(owner, organisation):
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="sse")
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 async def post_message(http, text: str) -> dict:
@@ -165,18 +147,6 @@ async def test_a_user_message_cannot_be_streamed(http):
 
 
 # --- the follower: drops, duplicates, a lost `done` -----------------------------------------
-
-
-async def streaming_reply(owner, content: str) -> Message:
-    conversation = await sync_to_async(services.conversation_create)(owner=owner)
-    return await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="streaming",
-        content=content,
-        seq=len(content),
-        started_at=timezone.now(),
-    )
 
 
 async def test_the_follower_fills_a_dropped_delta_from_saved_text(owner):

@@ -12,6 +12,7 @@ from django.test import Client
 
 from accounts.services import api_key_create
 from chat.models import Conversation, Message
+from chat.tests.conftest import streaming_reply
 from llm.providers.simulated import simulated_reply
 from project.asgi import application
 
@@ -324,21 +325,13 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     saved meanwhile (here the rest of the text and the end) and says `live`."""
     from channels.layers import get_channel_layer
 
-    from accounts.models import Organisation
     from chat import events
     from chat.events import LAYER_DISCONNECTED as DISCONNECTED
     from chat.events import LAYER_RECONNECTED as RECONNECTED
     from chat.events import conversation_group
 
-    organisation = await Organisation.objects.aget(personal_owner=owner)
-    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
-    reply = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        content="Hello",
-        seq=5,
-    )
+    reply = await streaming_reply(owner, "Hello")
+    conversation = reply.conversation
     ws = await connect_as(owner)
     await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
     assert (await ws.receive_json_from())["text"] == "Hello"
@@ -431,21 +424,12 @@ async def test_a_resume_behind_what_the_socket_sent_gets_no_overlapping_text(own
     frame ended, never inside text already sent (docs/protocol.md)."""
     from channels.layers import get_channel_layer
 
-    from accounts.models import Organisation
     from chat.events import conversation_group
 
-    organisation = await Organisation.objects.aget(personal_owner=owner)
-    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
     full = "Hello, wonderful world"
-    reply = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        content=full[:5],
-        seq=5,
-    )
+    reply = await streaming_reply(owner, full[:5])
     layer = get_channel_layer()
-    group = conversation_group(conversation.pk)
+    group = conversation_group(reply.conversation_id)
 
     async def publish(start: int, seq: int) -> None:
         event = {"type": "chat.delta", "message": reply.pk, "start": start, "seq": seq}
@@ -478,22 +462,13 @@ async def test_a_resume_behind_what_the_socket_sent_gets_no_overlapping_text(own
 async def test_a_dropped_delta_is_filled_from_the_saved_text_with_what_came_after(owner):
     from channels.layers import get_channel_layer
 
-    from accounts.models import Organisation
     from chat import events
     from chat.events import conversation_group
 
-    organisation = await Organisation.objects.aget(personal_owner=owner)
-    conversation = await Conversation.objects.acreate(owner=owner, organisation=organisation)
     full = "one two three four"
-    reply = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        content=full[:4],
-        seq=4,
-    )
+    reply = await streaming_reply(owner, full[:4])
     layer = get_channel_layer()
-    group = conversation_group(conversation.pk)
+    group = conversation_group(reply.conversation_id)
     ws = await connect_as(owner)
     await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
     assert (await ws.receive_json_from())["seq"] == 4

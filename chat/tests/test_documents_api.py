@@ -9,20 +9,13 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from accounts.services import api_key_create
 from chat import services as chat_services
 from chat.documents.ingestion import document_ingest
 from chat.documents.models import Document
+from chat.tests.conftest import API
 from chat.tests.documents_fixtures import pdf_bytes
 
-API = "/api/v1"
 TEXT = b"The office wifi password is written on the whiteboard in room 4."
-
-
-@pytest.fixture
-def api(owner, organisation) -> Client:
-    key = api_key_create(user=owner, organisation=organisation, name="tests")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {key.raw}")
 
 
 @pytest.fixture

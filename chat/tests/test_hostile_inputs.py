@@ -13,7 +13,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 from accounts.models import Organisation
 from accounts.services import api_key_create
 from chat.models import Conversation
+from chat.tests.conftest import asgi_client
 from project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -157,12 +157,8 @@ async def test_no_body_gets_a_5xx_or_logs_a_traceback(owner, caplog, body, path)
             owner=owner, organisation=key.key.organisation, title="fuzz"
         )
     url = "/v1/chat/completions" if path == "v1" else "/api/v1/" + path.format(c=conversation.pk)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}", "Content-Type": "application/json"},
-        timeout=30,
-    ) as http:
+    headers = {"Authorization": f"Bearer {key.raw}", "Content-Type": "application/json"}
+    async with asgi_client(headers=headers) as http:
         response = await http.post(url, content=body)
     assert response.status_code < 500, (body[:200], response.status_code, response.text[:300])
     if response.status_code >= 400:

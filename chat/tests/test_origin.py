@@ -60,8 +60,7 @@ def test_a_conversation_made_through_rest_is_rests(owner, organisation):
     assert made.status_code == 201 and made.json()["origin"] == "rest"
 
 
-def test_a_send_without_a_conversation_starts_one_with_its_origin(owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda *args: None)
+def test_a_send_without_a_conversation_starts_one_with_its_origin(owner, no_dispatch):
     result = services.message_send(
         author=owner, conversation=None, text="Hi", client_id="c1", origin="websocket"
     )

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def streaming_reply(owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def streaming_reply(owner, no_dispatch):
     reply = services.message_send(author=owner, conversation=None, text="hi", client_id="x").reply
     lifecycle.reply_start(message_id=reply.pk)
     lifecycle.replies_checkpoint(

@@ -32,8 +32,7 @@ def _finished_reply(user, text: str, *, prompt: int, completion: int, cost: str,
 
 
 @pytest.fixture
-def usage_history(owner, member, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def usage_history(owner, member, no_dispatch):
     today = date(2026, 3, 14)
     yesterday = today - timedelta(days=1)
     _finished_reply(owner, "o1", prompt=1200, completion=350, cost="0.00650000", day=today)

@@ -24,7 +24,6 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from accounts.services import api_key_create
 from chat.models import Message
 from project.asgi import application
 from tests.fault_server import Cut, Disconnect, Endless, FaultServer, Hang, Reply
@@ -264,18 +263,6 @@ async def test_a_reply_cut_by_the_token_cap_is_incomplete_on_the_socket(upstream
 # --- REST and its event stream ------------------------------------------------------------
 
 
-@pytest.fixture
-async def api(owner, organisation):
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="edges")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-        timeout=60,
-    ) as client:
-        yield client
-
-
 def sse_events(text: str) -> list[dict[str, Any]]:
     events = []
     for block in text.split("\n\n"):
@@ -287,30 +274,30 @@ def sse_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
-async def _rest_reply(api: httpx.AsyncClient, text: str) -> tuple[list[dict], dict]:
-    conversation = (await api.post("/api/v1/conversations", json={"title": "edges"})).json()
-    sent = await api.post(
+async def _rest_reply(http: httpx.AsyncClient, text: str) -> tuple[list[dict], dict]:
+    conversation = (await http.post("/api/v1/conversations", json={"title": "edges"})).json()
+    sent = await http.post(
         f"/api/v1/conversations/{conversation['id']}/messages", json={"text": text}
     )
     assert sent.status_code == 201
-    stream = await api.get(sent.json()["stream_url"], headers={"Accept": "text/event-stream"})
+    stream = await http.get(sent.json()["stream_url"], headers={"Accept": "text/event-stream"})
     assert stream.status_code == 200
-    message = await api.get(sent.json()["reply_url"])
+    message = await http.get(sent.json()["reply_url"])
     return sse_events(stream.text), message.json()
 
 
-async def test_rest_shows_a_cut_reply_as_failed_interrupted(upstream, api):
+async def test_rest_shows_a_cut_reply_as_failed_interrupted(upstream, http):
     upstream.default(ROUTE, Cut(text="The first half, then ", after_chunks=2, chunk_chars=8))
-    events, message = await _rest_reply(api, "Tell me everything")
+    events, message = await _rest_reply(http, "Tell me everything")
     assert events[-1]["event"] == "error"
     assert (events[-1]["data"]["code"], events[-1]["data"]["retryable"]) == ("interrupted", True)
     assert message["status"] == "failed" and message["error"]["code"] == "interrupted"
     assert message["content"] == "The first half, then "[:16]
 
 
-async def test_rest_shows_a_capped_reply_as_incomplete(upstream, api):
+async def test_rest_shows_a_capped_reply_as_incomplete(upstream, http):
     upstream.default(ROUTE, Reply("Cut short by the cap", finish_reason="length"))
-    events, message = await _rest_reply(api, "Write a novel")
+    events, message = await _rest_reply(http, "Write a novel")
     assert events[-1]["event"] == "done"
     assert (events[-1]["data"]["status"], events[-1]["data"]["finish_reason"]) == (
         "incomplete",
@@ -336,14 +323,14 @@ def sse_payloads(text: str) -> list[Any]:
     return out
 
 
-async def test_openai_endpoint_answers_a_cut_reply_with_an_interrupted_error(upstream, api):
+async def test_openai_endpoint_answers_a_cut_reply_with_an_interrupted_error(upstream, http):
     upstream.default(ROUTE, Cut(text="The first half, then ", after_chunks=2, chunk_chars=8))
 
-    whole = await api.post("/v1/chat/completions", json=_openai_request(stream=False))
+    whole = await http.post("/v1/chat/completions", json=_openai_request(stream=False))
     assert whole.status_code == 503
     assert whole.json()["error"]["code"] == "interrupted"
 
-    streamed = await api.post("/v1/chat/completions", json=_openai_request(stream=True))
+    streamed = await http.post("/v1/chat/completions", json=_openai_request(stream=True))
     assert streamed.status_code == 200  # the text had started: OpenAI's in-stream error
     payloads = sse_payloads(streamed.text)
     assert payloads[-1]["error"]["code"] == "interrupted"
@@ -355,10 +342,10 @@ async def test_openai_endpoint_answers_a_cut_reply_with_an_interrupted_error(ups
     assert not any(finishes), "a cut reply never ends with a finish_reason"
 
 
-async def test_openai_endpoint_answers_a_capped_reply_with_finish_reason_length(upstream, api):
+async def test_openai_endpoint_answers_a_capped_reply_with_finish_reason_length(upstream, http):
     upstream.default(ROUTE, Reply("Cut short by the cap", finish_reason="length"))
 
-    whole = await api.post("/v1/chat/completions", json=_openai_request(stream=False))
+    whole = await http.post("/v1/chat/completions", json=_openai_request(stream=False))
     assert whole.status_code == 200
     choice = whole.json()["choices"][0]
     assert (choice["finish_reason"], choice["message"]["content"]) == (
@@ -366,12 +353,12 @@ async def test_openai_endpoint_answers_a_capped_reply_with_finish_reason_length(
         "Cut short by the cap",
     )
 
-    streamed = await api.post("/v1/chat/completions", json=_openai_request(stream=True))
+    streamed = await http.post("/v1/chat/completions", json=_openai_request(stream=True))
     payloads = sse_payloads(streamed.text)
     assert payloads[-1] == "[DONE]"
     finishes = [p["choices"][0]["finish_reason"] for p in payloads[:-1] if p.get("choices")]
     assert finishes[-1] == "length" and not any(finishes[:-1])
 
     upstream.default(ROUTE, Reply("A whole answer."))
-    finished = await api.post("/v1/chat/completions", json=_openai_request(stream=False))
+    finished = await http.post("/v1/chat/completions", json=_openai_request(stream=False))
     assert finished.json()["choices"][0]["finish_reason"] == "stop"

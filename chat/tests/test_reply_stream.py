@@ -55,9 +55,7 @@ async def _drain(layer, channel) -> list[dict]:
 
 
 @pytest.fixture
-def pending_reply(owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
+def pending_reply(owner, no_dispatch):
     def make(text="Tell me"):
         return services.message_send(
             author=owner, conversation=None, text=text, client_id=text

@@ -33,12 +33,11 @@ INTERVAL = 0.1
 
 
 @pytest.fixture(autouse=True)
-def _quick_watch(settings, monkeypatch):
+def _quick_watch(settings, no_dispatch):
     """Intervals in tens of milliseconds; generation is started by hand."""
     settings.STREAM_CANCEL_POLL_INTERVAL = POLL
     settings.STREAM_CHECKPOINT_INTERVAL = INTERVAL
     settings.STREAM_HEARTBEAT_INTERVAL = INTERVAL
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
 
 
 def _streaming_replies(owner, count: int, *, started: bool = True) -> list[int]:

@@ -9,16 +9,6 @@ from chat.replies import lifecycle
 from chat.services import messages
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch):
-    """Record dispatches instead of generating: these tests are about the rows."""
-    calls: list[int] = []
-    monkeypatch.setattr(
-        "chat.replies.dispatch.dispatch_generation", lambda mid, provider: calls.append(mid)
-    )
-    return calls
-
-
 @pytest.mark.django_db(transaction=True)
 def test_send_creates_conversation_user_message_and_pending_reply(owner, no_dispatch):
     result = services.message_send(

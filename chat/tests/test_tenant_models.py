@@ -3,21 +3,17 @@ OpenAI endpoint), through the one check in llm/catalog.py, and the model lists s
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import Client
 from django.urls import reverse
 
 from accounts.models import AuditLog, Organisation, UsageLedger, User
-from accounts.services import api_key_create
 from chat import services
 from chat.models import Conversation, Message
-from chat.tests.test_api import API, bearer
+from chat.tests.conftest import API
 from chat.tests.test_consumers import connect_as, receive_until
 from core.errors import ParleyError, error_code
 from llm.catalog import tenant_alias, tenant_aliases
-from project.asgi import application
 
 
 def _allow(organisation: Organisation, *aliases: str) -> None:
@@ -58,8 +54,7 @@ def test_the_default_model_gives_way_to_the_first_allowed_one():
 
 
 @pytest.mark.django_db
-def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, no_dispatch):
     _allow(organisation, "local")
     result = services.message_send(
         author=owner,
@@ -75,9 +70,8 @@ def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, monk
 
 
 @pytest.mark.django_db
-def test_rest_refuses_a_model_the_organisation_may_not_use(owner, organisation):
+def test_rest_refuses_a_model_the_organisation_may_not_use(api, organisation):
     _allow(organisation, "local")
-    api = Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
     conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
     refused = api.post(
         f"{API}/conversations/{conversation['id']}/messages",
@@ -92,26 +86,18 @@ def test_rest_refuses_a_model_the_organisation_may_not_use(owner, organisation):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
-    owner, organisation
-):
+async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(http, organisation):
     await sync_to_async(_allow)(organisation, "local")
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-    ) as http:
-        request = {"model": "simulated", "messages": [{"role": "user", "content": "Hi"}]}
-        for stream in (False, True):
-            response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
-            assert response.status_code == 403
-            error = response.json()["error"]
-            assert (error["type"], error["code"]) == ("permission_error", "model_not_allowed")
-        assert not await Conversation.objects.aexists()
-        listed = (await http.get("/v1/models")).json()
-        # Chat models: only the allowed one; the embedding model (/v1/embeddings) follows them.
-        assert [m["id"] for m in listed["data"]] == ["local", "all-MiniLM-L6-v2"]
+    request = {"model": "simulated", "messages": [{"role": "user", "content": "Hi"}]}
+    for stream in (False, True):
+        response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
+        assert response.status_code == 403
+        error = response.json()["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "model_not_allowed")
+    assert not await Conversation.objects.aexists()
+    listed = (await http.get("/v1/models")).json()
+    # Chat models: only the allowed one; the embedding model (/v1/embeddings) follows them.
+    assert [m["id"] for m in listed["data"]] == ["local", "all-MiniLM-L6-v2"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -165,9 +151,7 @@ def test_an_organisation_admin_ticks_its_allowed_models_in_the_admin(client, own
 
 
 @pytest.mark.django_db
-def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
-
+def test_a_changed_allow_list_holds_at_once_for_the_next_send(owner, organisation, no_dispatch):
     def send(client_id: str) -> Message:
         return services.message_send(
             author=owner,

@@ -12,15 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Period, UsageCounter, UsageLedger, User
-from accounts.services import api_key_create
 from accounts.usage import usage_daily
 from chat.models import Conversation, Message
-from chat.tests.test_api import API, bearer, wait_final
-
-
-@pytest.fixture
-def api(owner, organisation) -> Client:
-    return Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
+from chat.tests.conftest import API
+from chat.tests.test_api import wait_final
 
 
 def _chat(api: Client, texts: list[str]) -> int:
@@ -85,14 +80,13 @@ def test_a_conversation_deleted_through_the_api_keeps_its_usage(
 
 @pytest.mark.django_db
 def test_a_conversation_deleted_mid_reply_keeps_the_worst_case_charged(
-    owner, organisation, monkeypatch
+    owner, organisation, no_dispatch
 ):
     """The provider may have billed a streaming reply in full: deleting its conversation
     charges the reserved worst case, and the ledger row says what it was."""
     from chat import services
     from chat.replies import lifecycle
 
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     sent = services.message_send(
         author=owner, conversation=None, text="Hi", client_id="c", organisation=organisation
     )

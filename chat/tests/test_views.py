@@ -11,8 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def chat_with_history(owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def chat_with_history(owner, no_dispatch):
     result = services.message_send(
         author=owner, conversation=None, text="What is **2+2**?", client_id="h"
     )
@@ -64,8 +63,7 @@ def test_new_chat_creates_a_conversation_and_opens_it(client, owner):
     assert owner.conversations.count() == 1
 
 
-def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, monkeypatch):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+def test_a_streaming_reply_carries_its_seq_for_resume(client, owner, no_dispatch):
     result = services.message_send(author=owner, conversation=None, text="go", client_id="s")
     lifecycle.reply_start(message_id=result.reply.pk)
     lifecycle.replies_checkpoint(
@@ -160,9 +158,8 @@ def test_outsider_cannot_rename_pin_delete_or_instruct(client, outsider, chat_wi
 
 
 def test_a_regenerated_answer_is_rendered_as_an_earlier_version(
-    client, owner, chat_with_history, monkeypatch
+    client, owner, chat_with_history, no_dispatch
 ):
-    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     first = chat_with_history.messages.get(role="assistant")
     again = services.reply_regenerate(message=first, by=owner)
     client.force_login(owner)

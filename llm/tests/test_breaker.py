@@ -18,7 +18,7 @@ from llm.registry import chat_model_for
 from llm.retry import RetryPolicy
 from llm.router import RoutePlan
 from tests.fault_server import Fail, Reply
-from tests.servers import REDIS_HOST, REDIS_PORT, redis_database, require_service
+from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 
 @pytest.fixture(params=["locmem", "redis"])

@@ -13,15 +13,8 @@ import json
 import subprocess
 
 from tests.fault_server import Fail
-from tests.servers import (
-    PYTHON,
-    REDIS_HOST,
-    REDIS_PORT,
-    REPO,
-    base_env,
-    redis_database,
-    require_service,
-)
+from tests.harness.processes import PYTHON, REPO, base_env
+from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 WORKER = """
 import asyncio, json, sys, time

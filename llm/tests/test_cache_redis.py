@@ -12,7 +12,7 @@ from llm.cache.entries import entries_purge, entry_store
 from llm.cache.keys import CacheRequest, Params
 from llm.cache.semantic import indexes_forget
 from llm.tests.cache_support import ask
-from tests.servers import REDIS_HOST, REDIS_PORT, redis_database, require_service
+from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 PARAMS = Params(temperatures=(0.0,), max_tokens=512, deployments=("simulated/simulated",))
 

@@ -26,8 +26,8 @@ from chat.models import Message
 from chat.replies.stream import reply_stream
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.registry import chat_model_for
+from tests.harness.processes import free_port
 from tests.llama_server import LlamaServer, llama_server_fixture  # noqa: F401
-from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 

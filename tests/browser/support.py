@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ProcessGroup, base_env, free_port, manage, require_binary
+from tests.harness.processes import ProcessGroup, base_env, free_port, manage, require_binary
 
 USERNAME = "olivia"
 PASSWORD = "correct horse battery staple"

@@ -19,7 +19,7 @@ from tests.browser.support import (
     wait_final,
     wait_until,
 )
-from tests.servers import manage
+from tests.harness.processes import manage
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

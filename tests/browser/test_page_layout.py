@@ -20,6 +20,7 @@ from tests.browser.support import (
     sign_in,
     wait_final,
 )
+from tests.harness.processes import manage
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -195,8 +196,6 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_remembered(open_page, se
 
 def test_the_organisation_switch_is_a_menu_that_works_from_the_keyboard(page, server):
     from playwright.sync_api import expect
-
-    from tests.servers import manage
 
     username = server.add_user("switcher")
     manage(
