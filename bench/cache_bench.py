@@ -214,8 +214,9 @@ PAIR_SETS = [
     ("held-out 2 (became tuning)", "tuning/cache_pairs.json", "held_out_2", "tuning"),
     ("held-out 3 (became tuning)", "tuning/cache_heldout3.json", "", "tuning"),
     ("held-out 4 (became tuning)", "tuning/cache_heldout4.json", "", "tuning"),
-    # Written by an engineer who never saw the matcher or the other sets (issue 18).
-    ("held-out 5 (independent)", "heldout/cache_heldout5.json", "", "held-out"),
+    # Written by an engineer who never saw the matcher or the other sets (issue 18); evaluated
+    # twice as the held-out set, then tuned on in issue 18's fourth round.
+    ("held-out 5 (became tuning)", "tuning/cache_heldout5.json", "", "tuning"),
 ]
 
 
