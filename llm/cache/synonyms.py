@@ -60,3 +60,8 @@ def synonymous(a: str, b: str) -> bool:
     if senses_a & senses_b:
         return True
     return HYPERNYMS and bool(_parents(a) & senses_b or _parents(b) & senses_a)
+
+
+def is_word(word: str) -> bool:
+    """Is `word` an entry of WordNet (a word of the language, not a fragment of one)?"""
+    return word in _table()[0]

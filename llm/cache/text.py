@@ -34,7 +34,7 @@ from llm.cache.lexicon import (
     SYNONYMS,
 )
 from llm.cache.spelling import pair_spellings
-from llm.cache.synonyms import synonymous
+from llm.cache.synonyms import is_word, synonymous
 
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
@@ -219,9 +219,31 @@ def profile(text: str) -> Profile:
     )
 
 
+# Suffixes that make a verb's noun or participle: "filing" / "file", "booking" / "book",
+# "payment" / "pay", "arrival"... (not -er/-or: a "driver" is not a "drive").
+_SUFFIXES = ("ation", "ment", "ing", "ion", "ed")
+
+
+def _stem_of(longer: str, shorter: str) -> bool:
+    """Is `longer` `shorter` with a verb suffix ("filing" = "fil(e)" + "ing")? `shorter` must be
+    a word ("nation" is not "nat" + "ion")."""
+    if not is_word(shorter):
+        return False
+    for suffix in _SUFFIXES:
+        if longer.endswith(suffix) and len(longer) - len(suffix) >= 3:
+            stem = longer[: -len(suffix)]
+            if shorter in (stem, stem + "e") or (
+                len(stem) > 3 and stem[-1] == stem[-2] and shorter == stem[:-1]
+            ):
+                return True
+    return False
+
+
 def _related(a: str, b: str) -> bool:
-    """One word in two forms ("summary"/"summarize", "discover"/"discoverer")?"""
+    """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
+        return True
+    if _stem_of(a, b) or _stem_of(b, a):
         return True
     shorter = min(len(a), len(b))
     shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), shorter)

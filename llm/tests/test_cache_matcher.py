@@ -553,3 +553,23 @@ def test_phrasal_verbs_match_their_one_word_forms():
         ("Do I need a passport to fly to Ireland?", "Is a passport necessary to fly to Ireland?"),
     ]:
         assert same_question(profile(asked), profile(stored)) == "", asked
+
+
+def test_a_verb_and_its_noun_or_participle_match():
+    assert (
+        same_question(
+            profile("What is the deadline for filing a tax return?"),
+            profile("What is the deadline to file a tax return?"),
+        )
+        == ""
+    )
+    assert (
+        same_question(profile("Can I split the payment?"), profile("Can I split what I pay?")) == ""
+    )
+
+
+def test_a_word_with_a_suffix_is_not_another_word_that_begins_the_same():
+    assert (
+        refused("What is the population of the nation?", "What is the population of the nat?")
+        == "content"
+    )
