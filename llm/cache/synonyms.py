@@ -1,6 +1,8 @@
 """Synonyms from WordNet 3.1 for the lexical check (llm/cache/text.py): two words are one when
-they share one of their most common senses ("wrong" / "incorrect", "stop" / "quit",
-"get rid of" / "eliminate").
+they share one of their three most common senses ("wrong" / "incorrect", "stop" / "quit"), when
+one's most common sense is any sense of the other ("apartment" / "flat", "elevator" / "lift",
+"faucet" / "tap"), or when one's common sense is directly a kind of the other's ("solicitor" /
+"lawyer").
 
 Word embeddings could not do this: all-MiniLM-L6-v2 puts "Sunday" and "Saturday" (0.81),
 "enable" and "disable" (0.72) closer than "tap" and "faucet" (0.46), so no cut-off separates
@@ -12,14 +14,17 @@ llm/cache/build_synonyms.py and committed; it loads on first use.
 
 from __future__ import annotations
 
-import gzip
-import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-TABLE = Path(__file__).resolve().parent / "data" / "wordnet_synonyms.json.gz"
-# Senses of each word (per part of speech, most common first) that may pair it: its first three.
+import numpy as np
+
+TABLE = Path(__file__).resolve().parent / "data" / "wordnet_synonyms.npz"
+# Senses of each word (per part of speech, most common first) that may pair it with another
+# word's: its first three; its first with any of the other's (the table keeps eight).
 SENSES = 3
+ANY_SENSE = 8
 # Words that name a quantity or a point in time: their synsets pair senses ("minute" / "second",
 # "first" / "1st") that the check compares as numbers and units instead.
 _NEVER = frozenset(
@@ -32,36 +37,60 @@ _NEVER = frozenset(
 HYPERNYMS = True
 
 
+@dataclass(frozen=True)
+class _Table:
+    index: dict[str, int]  # word -> its row
+    starts: np.ndarray  # row -> where its senses start in `senses`
+    senses: np.ndarray  # synset number * 8 + rank
+    parent_starts: np.ndarray  # synset number -> where its hypernyms start in `parents`
+    parents: np.ndarray
+
+
 @lru_cache(maxsize=1)
-def _table() -> tuple[dict[str, list[int]], dict[int, list[int]]]:
-    raw = json.loads(gzip.decompress(TABLE.read_bytes()))
-    return raw["words"], {int(k): v for k, v in raw["hypernyms"].items()}
+def _table() -> _Table:
+    with np.load(TABLE) as data:
+        words = bytes(data["words"]).decode().split("\n")
+        return _Table(
+            index={word: row for row, word in enumerate(words)},
+            starts=data["starts"],
+            senses=data["senses"],
+            parent_starts=data["parent_starts"],
+            parents=data["parents"],
+        )
 
 
 @lru_cache(maxsize=65536)
-def _senses(word: str) -> frozenset[int]:
-    if len(word) < 3 or word in _NEVER:
+def _senses(word: str, limit: int = SENSES) -> frozenset[int]:
+    table = _table()
+    row = table.index.get(word)
+    if row is None or len(word) < 3 or word in _NEVER:
         return frozenset()
-    return frozenset(code // 8 for code in _table()[0].get(word, ()) if code % 8 < SENSES)
+    codes = table.senses[table.starts[row] : table.starts[row + 1]]
+    return frozenset(int(code) // 8 for code in codes if code % 8 < limit)
 
 
 @lru_cache(maxsize=65536)
 def _parents(word: str) -> frozenset[int]:
-    hypernyms = _table()[1]
-    return frozenset(parent for sense in _senses(word) for parent in hypernyms.get(sense, ()))
+    table = _table()
+    return frozenset(
+        int(parent)
+        for sense in _senses(word)
+        for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
+    )
 
 
 def synonymous(a: str, b: str) -> bool:
-    """Do `a` and `b` (lemmas, or collocations of lemmas joined by spaces) share one of their
-    common senses, or is one's sense directly a kind of the other's?"""
+    """Are `a` and `b` (lemmas) one word for the same thing (see the module's docstring)?"""
     if a == b:
         return False
     senses_a, senses_b = _senses(a), _senses(b)
     if senses_a & senses_b:
+        return True
+    if _senses(a, 1) & _senses(b, ANY_SENSE) or _senses(a, ANY_SENSE) & _senses(b, 1):
         return True
     return HYPERNYMS and bool(_parents(a) & senses_b or _parents(b) & senses_a)
 
 
 def is_word(word: str) -> bool:
     """Is `word` an entry of WordNet (a word of the language, not a fragment of one)?"""
-    return word in _table()[0]
+    return word in _table().index
