@@ -94,6 +94,8 @@ _LANGUAGE_NAMES = {
 } | {"chinese", "mandarin", "cantonese", "latin", "tagalog", "filipino"}
 _LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + ")"
 
+_CREDENTIAL = r"(password|passcode|passphrase|pin|username|login|pw|pwd)"
+
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
@@ -172,8 +174,9 @@ PHRASES: list[tuple[str, str]] = [
     (r"what is the cause of", "why"),
     (r"what is the reason", "why"),
     (r"how come", "why"),
-    (r"forgot(?:ten)? (?:my|the|your) (\w+)", r"reset \1"),
-    (r"lost (?:my|the|your) (\w+)", r"reset \1"),
+    # A forgotten or lost credential is reset; a lost passport or phone is not.
+    (rf"forgot(?:ten)? (?:my|the|your) {_CREDENTIAL}", r"reset \1"),
+    (rf"lost (?:my|the|your) {_CREDENTIAL}", r"reset \1"),
     (r"two[- ]?fa", "two factor authentication"),
     (r"2[- ]?fa", "two factor authentication"),
     (r"(?:two|2)[- ]?(?:factor|step) auth\b", "two factor authentication"),
@@ -267,6 +270,36 @@ ABBREVIATIONS: dict[str, str] = {
     "mb": "megabyte",
     "gb": "gigabyte",
     "tb": "terabyte",
+    # Chat shorthand.
+    "sub": "subscription",
+    "subs": "subscription",
+    "appt": "appointment",
+    "ppl": "people",
+    "dept": "department",
+    "govt": "government",
+    "addr": "address",
+    "config": "configuration",
+    "admin": "administrator",
+    "auth": "authentication",
+    "env": "environment",
+    "pkg": "package",
+    "avg": "average",
+    "yr": "year",
+    "yrs": "year",
+    "wk": "week",
+    "wks": "week",
+    "tmrw": "tomorrow",
+    "tmr": "tomorrow",
+    "tomorow": "tomorrow",
+    "bday": "birthday",
+    "convo": "conversation",
+    "uni": "university",
+    "mgr": "manager",
+    "qty": "quantity",
+    "approx": "approximately",
+    "diff": "difference",
+    "tyre": "tire",
+    "tyres": "tire",
     "hr": "hour",
     "hrs": "hour",
     "min": "minute",
@@ -430,7 +463,11 @@ FRAMING = frozenset(
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
 # my team". Free when only one side has them.
-CONTEXT = frozenset("account team customer permanently online earth world terminal".split())
+CONTEXT = frozenset(
+    "account team customer permanently online earth world terminal".split()
+    # Light verbs: "take a screenshot" is "screenshot", "do you offer X" is "is there X".
+    + "take offer provide".split()
+)
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been being

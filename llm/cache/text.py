@@ -40,7 +40,8 @@ _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 # A greeting or thanks around a question; inside it ("how do you say thanks") they are asked about.
 _GREETING = re.compile(
-    r"^(?:(?:hi|hello|hey|hiya|howdy)(?: there| all| everyone| folks| guys| team)?\b[\s,!.]*|"
+    r"^(?:(?:hi|hello|hey|hiya|howdy|yo|greetings)"
+    r"(?: there| all| everyone| folks| guys| team)?\b[\s,!.]*|"
     # "morning" alone is a greeting only with its punctuation: "morning sickness" is asked about.
     r"(?:good )?(?:morning|afternoon|evening)(?: all| everyone| folks| team)?[,!.]+\s*)"
 )

@@ -573,3 +573,48 @@ def test_a_word_with_a_suffix_is_not_another_word_that_begins_the_same():
         refused("What is the population of the nation?", "What is the population of the nat?")
         == "content"
     )
+
+
+def test_a_lost_password_is_reset_but_a_lost_passport_is_not():
+    assert (
+        same_question(
+            profile("I lost my password, what now?"), profile("How do I reset my password?")
+        )
+        == ""
+    )
+    assert refused("How do I reset my passport?", "I lost my passport abroad") != ""
+    assert (
+        refused("What should I do if I lose my passport?", "I lost my wallet, what should I do?")
+        == "content"
+    )
+
+
+def test_a_light_verb_on_one_side_is_free_and_what_it_governs_still_counts():
+    assert (
+        same_question(
+            profile("How do I take a screenshot on Windows?"),
+            profile("how to screenshot on windows"),
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Do you offer discounts for students?"), profile("Is there a student discount?")
+        )
+        == ""
+    )
+    assert (
+        refused("Do you offer discounts for students?", "Do you offer discounts for seniors?")
+        == "content"
+    )
+    assert refused("How do I take ibuprofen?", "How do I take paracetamol?") == "content"
+
+
+def test_chat_shorthand_is_spelled_out():
+    assert (
+        same_question(
+            profile("yo how do i cancel my sub"), profile("How do I cancel my subscription?")
+        )
+        == ""
+    )
+    assert refused("How do I cancel my subscription?", "How do I cancel my appt?") == "content"
