@@ -141,6 +141,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"(?:log|sign)(?:ged|ging|s)? (?:out|off)", "logout"),
     (r"sign(?:ed|ing|s)? up", "signup"),
     (r"money back", "refund"),
+    (r"claim(?:s|ed|ing)? (?:back|a refund for)", "refund"),
     (r"get rid of", "remove"),
     (r"big-?o", "complexity"),
     (r"virtual env(?:ironment)?s?", "virtualenv"),
@@ -458,7 +459,7 @@ FRAMING = frozenset(
     shortcut command code use using used work works working happen happens happened
     new copy own available instead mean called call abbreviation every
     wonder wondering curious question ask much error locate located situated whether
-    necessary""".split()
+    necessary suppose supposed""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
@@ -467,6 +468,9 @@ CONTEXT = frozenset(
     "account team customer permanently online earth world terminal".split()
     # Light verbs: "take a screenshot" is "screenshot", "do you offer X" is "is there X".
     + "take offer provide".split()
+    # A conversion said as one ("convert 5 km to miles", "how many calories in an avocado")
+    # or not ("5 km in miles", "avocado calories").
+    + ["turn"]
 )
 
 STOPWORDS = frozenset(

@@ -618,3 +618,33 @@ def test_chat_shorthand_is_spelled_out():
         == ""
     )
     assert refused("How do I cancel my subscription?", "How do I cancel my appt?") == "content"
+
+
+def test_a_conversion_or_count_need_not_say_convert():
+    assert (
+        same_question(profile("avocado calories?"), profile("How many calories are in an avocado?"))
+        == ""
+    )
+    assert same_question(profile("5 km in miles"), profile("Convert 5 km to miles")) == ""
+    assert refused("Convert 5 km to miles", "5 miles in km") != ""
+
+
+def test_supposed_to_and_claim_back_are_phrasing():
+    assert (
+        same_question(
+            profile("where am I supposed to park at the office"),
+            profile("Where do I park at the office?"),
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("how do I claim back travel expenses"),
+            profile("How do I get a refund for travel expenses?"),
+        )
+        == ""
+    )
+    assert (
+        refused("Where do I park at the office?", "where am I supposed to park at the station")
+        == "content"
+    )
