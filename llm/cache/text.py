@@ -415,7 +415,15 @@ def _spelled_out(a: Profile, b: Profile) -> bool:
     short_b = {w for w in b.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in b.content}
     if short_a ^ short_b:
         return True
-    return bool(_unmatched(a.content, b.content) and _unmatched(b.content, a.content))
+    only_a, only_b = _unmatched(a.content, b.content), _unmatched(b.content, a.content)
+    if not (only_a and only_b):
+        return False
+    # Paired by spelling alone (an acronym, a compound); a WordNet synonym is not a spelling: the
+    # embedding knows "incorrect" / "wrong" and gets no margin for them.
+    only_a, only_b = pair_spellings(
+        only_a, only_b, a.words, b.words, a.content, b.content, _canonical
+    )
+    return not only_a and not only_b
 
 
 def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:

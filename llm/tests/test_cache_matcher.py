@@ -648,3 +648,12 @@ def test_supposed_to_and_claim_back_are_phrasing():
         refused("Where do I park at the office?", "where am I supposed to park at the station")
         == "content"
     )
+
+
+def test_a_wordnet_synonym_gets_no_margin_below_the_threshold():
+    """Only a spelling (acronym, abbreviation, compound) the embedding cannot read may match below
+    the threshold; a synonym it can read is bounded by the threshold, as an operator set it."""
+    asked, stored = profile("Why is the total wrong?"), profile("Why is the total incorrect?")
+    threshold = settings.CACHE_SEMANTIC_THRESHOLD
+    assert match(asked, stored, threshold - 0.1, threshold) == "similarity"
+    assert match(asked, stored, threshold, threshold) == ""
