@@ -71,11 +71,22 @@ def build(dict_dir: Path) -> tuple[dict[str, list[int]], dict[int, list[int]]]:
     return words, hypernyms
 
 
+PARTICLES = frozenset(
+    "up down above below before after more less least over under off out inside outside".split()
+)
+
+
+def _phrasal(phrase: str) -> bool:
+    parts = phrase.split(" ")
+    return len(parts) == 2 and parts[1] in PARTICLES
+
+
 def main() -> None:
     dict_dir = Path(sys.argv[1])
     words, hypernyms = build(dict_dir)
-    # One word only: the check compares single lemmas (set phrases are rewritten before it).
-    kept = sorted(word for word in words if " " not in word)
+    # Single words, and a verb with its particle ("call off", "shut down"): the check compares
+    # single lemmas and phrasal verbs (other set phrases are rewritten before it).
+    kept = sorted(word for word in words if " " not in word or _phrasal(word))
     synsets = 1 + max(max(hypernyms), *(code // 8 for w in kept for code in words[w]))
     starts = np.cumsum([0] + [len(words[w]) for w in kept], dtype=np.int32)
     parent_starts = np.cumsum(

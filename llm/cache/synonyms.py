@@ -81,7 +81,9 @@ def _parents(word: str) -> frozenset[int]:
 
 def synonymous(a: str, b: str) -> bool:
     """Are `a` and `b` (lemmas) one word for the same thing (see the module's docstring)?"""
-    if a == b:
+    if a == b or (" " in a + b and a.split(" ")[0] == b.split(" ")[0]):
+        # "check out" is not "check"; "round up" is not "round down", though WordNet files
+        # both under "express as a round number".
         return False
     senses_a, senses_b = _senses(a), _senses(b)
     if senses_a & senses_b:

@@ -174,6 +174,19 @@ def _rewrite(text: str) -> str:
     return lowered
 
 
+def _phrasal_verbs(words: list[str]) -> list[str]:
+    """A verb and its particle as one word where WordNet has them as one ("call off" is
+    "cancel", "shut down" is "turn off"); the particle then sets no direction of its own, and
+    "call off" is still not "call"."""
+    out: list[str] = []
+    for word in words:
+        if out and word in _PARTICLES and is_word(phrase := f"{_lemma(out[-1])} {word}"):
+            out[-1] = phrase
+        else:
+            out.append(word)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def profile(text: str) -> Profile:
     text = unicodedata.normalize("NFKC", text)
@@ -182,7 +195,9 @@ def profile(text: str) -> Profile:
     )
     lowered = _rewrite(text)
     numbers: list[str] = _NUMBER.findall(lowered)
-    words = [part for w in _WORD.findall(lowered) for part in w.rstrip(".").split("-") if part]
+    words = _phrasal_verbs(
+        [part for w in _WORD.findall(lowered) for part in w.rstrip(".").split("-") if part]
+    )
     numbers += [_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS]
     numbers += [_ROMAN[w] for w in words if w in _ROMAN]
     negations = sum(1 for w in words if w in _NEGATIONS)
@@ -244,6 +259,8 @@ def _related(a: str, b: str) -> bool:
     """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
         return True
+    if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
+        return False
     if _stem_of(a, b) or _stem_of(b, a):
         return True
     shorter = min(len(a), len(b))

@@ -657,3 +657,26 @@ def test_a_wordnet_synonym_gets_no_margin_below_the_threshold():
     threshold = settings.CACHE_SEMANTIC_THRESHOLD
     assert match(asked, stored, threshold - 0.1, threshold) == "similarity"
     assert match(asked, stored, threshold, threshold) == ""
+
+
+def test_a_phrasal_verb_matches_its_one_word_synonym():
+    assert (
+        same_question(profile("how do I call off my order"), profile("How do I cancel my order?"))
+        == ""
+    )
+    assert (
+        same_question(profile("Can I put off the meeting?"), profile("Can I postpone the meeting?"))
+        == ""
+    )
+
+
+def test_a_phrasal_verb_is_not_its_bare_verb_or_its_opposite():
+    assert (
+        refused(
+            "What is the check-in time at the hotel?", "What is the check-out time at the hotel?"
+        )
+        != ""
+    )
+    assert refused("How do I turn up the volume?", "How do I turn down the volume?") != ""
+    assert refused("Should I round up the total?", "Should I round down the total?") != ""
+    assert refused("How do I give up smoking?", "How do I give smoking?") != ""
