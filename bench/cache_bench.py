@@ -218,6 +218,9 @@ PAIR_SETS = [
     # Written by an engineer who never saw the matcher or the other sets (issue 18); evaluated
     # twice as the held-out set, then tuned on in issue 18's fourth round.
     ("held-out 5 (became tuning)", "tuning/cache_heldout5.json", "", "tuning"),
+    # Written blind by another engineer during issue 18's fourth round, opened only after the
+    # matcher was frozen (eb6731f), evaluated once.
+    ("held-out 6 (independent)", "heldout/cache_heldout6.json", "", "held-out"),
 ]
 
 
