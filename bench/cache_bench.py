@@ -723,7 +723,8 @@ def report(results: dict[str, Any]) -> str:
         START,
         "## Cache",
         "",
-        f"Command: `{COMMAND}` (about {results['seconds']:.0f} s). Machine: {results['machine']}; "
+        f"Command: `{results.get('command', COMMAND)}` (about {results['seconds']:.0f} s). "
+        f"Machine: {results['machine']}; "
         f"load average {results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at the "
         "end (the machine is shared: latencies are upper bounds). Design: docs/caching.md.",
         "",
@@ -982,6 +983,7 @@ def main() -> None:
             results["latency"]["local (SmolLM2-135M, llama.cpp)"] = asyncio.run(
                 bench_latency("local")
             )
+    results["command"] = COMMAND + (" --no-local" if args.no_local else "")
     results["seconds"] = time.perf_counter() - began
     results["load"] = (load_start, os.getloadavg()[0])
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
