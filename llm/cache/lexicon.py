@@ -9,6 +9,11 @@ import re
 
 from django.conf.locale import LANG_INFO
 
+_SMALL_NUMBER = (
+    r"\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty"
+)
+
 # Rewritten in the lower-cased text before it is split into words, in this order.
 SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*%"), r"\1 percent"),
@@ -37,6 +42,24 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
         )
     ),
     # Arithmetic between two numbers, said in words: "2 + 2" is "two plus two".
+    # Ordinals are words, not numbers: "2nd" is "second" (and "second" stays a content word).
+    *(
+        (re.compile(rf"(?<![\w.]){digit}(?:st|nd|rd|th)\b"), word)
+        for digit, word in (
+            ("1", "first"),
+            ("2", "second"),
+            ("3", "third"),
+            ("4", "fourth"),
+            ("5", "fifth"),
+            ("6", "sixth"),
+            ("7", "seventh"),
+            ("8", "eighth"),
+            ("9", "ninth"),
+            ("10", "tenth"),
+        )
+    ),
+    # "seven times eight" is "7 × 8".
+    (re.compile(rf"\b({_SMALL_NUMBER}) times (?=(?:{_SMALL_NUMBER})\b)"), r"\1 multiply "),
     (re.compile(r"(\d)\s*\+\s*(?=\d)"), r"\1 plus "),
     (re.compile(r"(\d)\s*(?:[×x*]|times)\s*(?=\d)"), r"\1 multiply "),
     (re.compile(r"(\d)\s*÷\s*(?=\d)"), r"\1 divided by "),
@@ -71,9 +94,19 @@ _LANGUAGE_NAMES = {
 } | {"chinese", "mandarin", "cantonese", "latin", "tagalog", "filipino"}
 _LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + ")"
 
+_CREDENTIAL = r"(password|passcode|passphrase|pin|username|login|pw|pwd)"
+
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str]] = [
     (r"w/o", "without"),
+    # Comparisons with a number: "more than 23 kg" is "over 23 kg".
+    (r"more than", "over"),
+    (r"(?:less|fewer) than", "under"),
+    (r"(?:am|are|is) (i|we|you|it) (?:allowed|permitted) to", r"can \1"),
+    (r"change (?:the |its |my |your |a )?name of", "rename"),
+    (r"back(?:s|ed|ing)? up", "backup"),
+    (r"send(?:s|ing)? back", "return"),
+    (r"send(?:s|ing)? (\w+(?: \w+)?) back", r"return \1"),
     # Reshaped questions: "1 mile is how many km" is "how many km are in a mile", "calorie
     # count of a banana" is "how many calories are in a banana", "what's the German for X" is
     # "how do you say X in German".
@@ -108,6 +141,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"(?:log|sign)(?:ged|ging|s)? (?:out|off)", "logout"),
     (r"sign(?:ed|ing|s)? up", "signup"),
     (r"money back", "refund"),
+    (r"claim(?:s|ed|ing)? (?:back|a refund for)", "refund"),
     (r"get rid of", "remove"),
     (r"big-?o", "complexity"),
     (r"virtual env(?:ironment)?s?", "virtualenv"),
@@ -141,8 +175,9 @@ PHRASES: list[tuple[str, str]] = [
     (r"what is the cause of", "why"),
     (r"what is the reason", "why"),
     (r"how come", "why"),
-    (r"forgot(?:ten)? (?:my|the|your) (\w+)", r"reset \1"),
-    (r"lost (?:my|the|your) (\w+)", r"reset \1"),
+    # A forgotten or lost credential is reset; a lost passport or phone is not.
+    (rf"forgot(?:ten)? (?:my|the|your) {_CREDENTIAL}", r"reset \1"),
+    (rf"lost (?:my|the|your) {_CREDENTIAL}", r"reset \1"),
     (r"two[- ]?fa", "two factor authentication"),
     (r"2[- ]?fa", "two factor authentication"),
     (r"(?:two|2)[- ]?(?:factor|step) auth\b", "two factor authentication"),
@@ -232,6 +267,40 @@ ABBREVIATIONS: dict[str, str] = {
     "mi": "mile",
     "ml": "ml",
     "litre": "liter",
+    "kb": "kilobyte",
+    "mb": "megabyte",
+    "gb": "gigabyte",
+    "tb": "terabyte",
+    # Chat shorthand.
+    "sub": "subscription",
+    "subs": "subscription",
+    "appt": "appointment",
+    "ppl": "people",
+    "dept": "department",
+    "govt": "government",
+    "addr": "address",
+    "config": "configuration",
+    "admin": "administrator",
+    "auth": "authentication",
+    "env": "environment",
+    "pkg": "package",
+    "avg": "average",
+    "yr": "year",
+    "yrs": "year",
+    "wk": "week",
+    "wks": "week",
+    "tmrw": "tomorrow",
+    "tmr": "tomorrow",
+    "tomorow": "tomorrow",
+    "bday": "birthday",
+    "convo": "conversation",
+    "uni": "university",
+    "mgr": "manager",
+    "qty": "quantity",
+    "approx": "approximately",
+    "diff": "difference",
+    "tyre": "tire",
+    "tyres": "tire",
     "hr": "hour",
     "hrs": "hour",
     "min": "minute",
@@ -389,12 +458,20 @@ FRAMING = frozenset(
     current currently now today please ok okay
     shortcut command code use using used work works working happen happens happened
     new copy own available instead mean called call abbreviation every
-    wonder wondering curious question ask much error locate located situated whether""".split()
+    wonder wondering curious question ask much error locate located situated whether
+    necessary suppose supposed""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
 # my team". Free when only one side has them.
-CONTEXT = frozenset("account team customer permanently online earth world terminal".split())
+CONTEXT = frozenset(
+    "account team customer permanently online earth world terminal".split()
+    # Light verbs: "take a screenshot" is "screenshot", "do you offer X" is "is there X".
+    + "take offer provide".split()
+    # A conversion said as one ("convert 5 km to miles", "how many calories in an avocado")
+    # or not ("5 km in miles", "avocado calories").
+    + ["turn"]
+)
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been being

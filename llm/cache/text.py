@@ -34,12 +34,21 @@ from llm.cache.lexicon import (
     SYNONYMS,
 )
 from llm.cache.spelling import pair_spellings
+from llm.cache.synonyms import is_word, synonymous
 
 _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 # A greeting or thanks around a question; inside it ("how do you say thanks") they are asked about.
-_GREETING = re.compile(r"^(?:hi|hello|hey)(?: there)?\b[\s,!.]*")
-_THANKS = re.compile(r"[\s,!.]*\b(?:thanks|thank you|thx)(?: in advance)?[\s!.]*$")
+_GREETING = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|howdy|yo|greetings)"
+    r"(?: there| all| everyone| folks| guys| team)?\b[\s,!.]*|"
+    # "morning" alone is a greeting only with its punctuation: "morning sickness" is asked about.
+    r"(?:good )?(?:morning|afternoon|evening)(?: all| everyone| folks| team)?[,!.]+\s*)"
+)
+_THANKS = re.compile(
+    r"[\s,!.]*\b(?:thanks|thank you|thx|cheers|many thanks|much appreciated|ta)"
+    r"(?: so much| a lot| in advance)?[\s!.]*$"
+)
 # Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
 # "I was wondering ..."): removed, repeatedly, only at the start.
 _CHATTY = re.compile(
@@ -52,7 +61,10 @@ _CHATTY = re.compile(
     r"(?:please )?(?:tell|show|explain to) me\b[\s,:]*|"
     r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
     r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
-    r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*)"
+    r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*|"
+    r"quick one[\s,:;!.-]+|just (?:checking|asking)[\s,:;!.-]+|"
+    r"sorry (?:if this is|for) (?:a|the) (?:silly|stupid|dumb|basic|newbie) question,? but\b[\s,]*|"
+    r"sorry to (?:bother|trouble) you,? but\b[\s,]*)"
 )
 
 
@@ -130,6 +142,8 @@ class Profile:
     # (the content word before a directional word in its clause, the first content word after).
     directions: tuple[tuple[str, str], ...]
     words: tuple[str, ...]
+    # (compared word, the lemma it came from) where they differ: "stop" is compared as "cancel".
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 def _canonical(word: str) -> str:
@@ -160,6 +174,19 @@ def _rewrite(text: str) -> str:
     return lowered
 
 
+def _phrasal_verbs(words: list[str]) -> list[str]:
+    """A verb and its particle as one word where WordNet has them as one ("call off" is
+    "cancel", "shut down" is "turn off"); the particle then sets no direction of its own, and
+    "call off" is still not "call"."""
+    out: list[str] = []
+    for word in words:
+        if out and word in _PARTICLES and is_word(phrase := f"{_lemma(out[-1])} {word}"):
+            out[-1] = phrase
+        else:
+            out.append(word)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def profile(text: str) -> Profile:
     text = unicodedata.normalize("NFKC", text)
@@ -168,11 +195,14 @@ def profile(text: str) -> Profile:
     )
     lowered = _rewrite(text)
     numbers: list[str] = _NUMBER.findall(lowered)
-    words = [part for w in _WORD.findall(lowered) for part in w.rstrip(".").split("-") if part]
+    words = _phrasal_verbs(
+        [part for w in _WORD.findall(lowered) for part in w.rstrip(".").split("-") if part]
+    )
     numbers += [_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS]
     numbers += [_ROMAN[w] for w in words if w in _ROMAN]
     negations = sum(1 for w in words if w in _NEGATIONS)
     content: list[str] = []
+    sources: set[tuple[str, str]] = set()
     directions: list[tuple[str, str]] = []
     pending_direction = False
     for word in words:
@@ -190,6 +220,8 @@ def profile(text: str) -> Profile:
             directions.append((content[-1], canonical))
             pending_direction = False
         content.append(canonical)
+        if (lemma := _lemma(word)) != canonical:
+            sources.add((canonical, lemma))
     numbers = [n.replace(",", "") for n in numbers]
     return Profile(
         content=tuple(content),
@@ -199,12 +231,37 @@ def profile(text: str) -> Profile:
         particles=frozenset(w for w in words if w in _PARTICLES),
         directions=tuple(directions),
         words=tuple(words),
+        sources=tuple(sorted(sources)),
     )
 
 
+# Suffixes that make a verb's noun or participle: "filing" / "file", "booking" / "book",
+# "payment" / "pay", "arrival"... (not -er/-or: a "driver" is not a "drive").
+_SUFFIXES = ("ation", "ment", "ing", "ion", "ed")
+
+
+def _stem_of(longer: str, shorter: str) -> bool:
+    """Is `longer` `shorter` with a verb suffix ("filing" = "fil(e)" + "ing")? `shorter` must be
+    a word ("nation" is not "nat" + "ion")."""
+    if not is_word(shorter):
+        return False
+    for suffix in _SUFFIXES:
+        if longer.endswith(suffix) and len(longer) - len(suffix) >= 3:
+            stem = longer[: -len(suffix)]
+            if shorter in (stem, stem + "e") or (
+                len(stem) > 3 and stem[-1] == stem[-2] and shorter == stem[:-1]
+            ):
+                return True
+    return False
+
+
 def _related(a: str, b: str) -> bool:
-    """One word in two forms ("summary"/"summarize", "discover"/"discoverer")?"""
+    """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
+        return True
+    if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
+        return False
+    if _stem_of(a, b) or _stem_of(b, a):
         return True
     shorter = min(len(a), len(b))
     shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), shorter)
@@ -256,6 +313,35 @@ def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     )
 
 
+def _forms(word: str, profile: Profile) -> set[str]:
+    """The word as compared and the lemmas it was made from."""
+    return {word} | {lemma for canonical, lemma in profile.sources if canonical == word}
+
+
+def _pair_synonyms(
+    only_a: list[str], only_b: list[str], a: Profile, b: Profile
+) -> tuple[list[str], list[str]]:
+    """Pair each word one side lacks with a WordNet synonym the other side lacks ("wrong" /
+    "incorrect"); entities, numbers and units have none that could pair them wrongly."""
+    left_b = list(only_b)
+    unpaired = []
+    for word in only_a:
+        forms = _forms(word, a)
+        pair = next(
+            (
+                i
+                for i, other in enumerate(left_b)
+                if any(synonymous(x, y) for x in forms for y in _forms(other, b))
+            ),
+            None,
+        )
+        if pair is None:
+            unpaired.append(word)
+        else:
+            del left_b[pair]
+    return unpaired, left_b
+
+
 def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
     """Content words of `a` that `b` lacks, and of `b` that `a` lacks (repeats count: "a kilo
     of steel or a kilo of feathers" is not "a pound of steel or a kilo of feathers"). When only
@@ -266,6 +352,8 @@ def _content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         only_a, only_b = pair_spellings(
             only_a, only_b, a.words, b.words, a.content, b.content, _canonical
         )
+    if only_a and only_b:
+        only_a, only_b = _pair_synonyms(only_a, only_b, a, b)
     if only_a and only_b:
         return only_a, only_b
     if "duration" in a.content and "duration" in b.content:
@@ -344,7 +432,15 @@ def _spelled_out(a: Profile, b: Profile) -> bool:
     short_b = {w for w in b.words if ABBREVIATIONS.get(w, w) != w and _canonical(w) in b.content}
     if short_a ^ short_b:
         return True
-    return bool(_unmatched(a.content, b.content) and _unmatched(b.content, a.content))
+    only_a, only_b = _unmatched(a.content, b.content), _unmatched(b.content, a.content)
+    if not (only_a and only_b):
+        return False
+    # Paired by spelling alone (an acronym, a compound); a WordNet synonym is not a spelling: the
+    # embedding knows "incorrect" / "wrong" and gets no margin for them.
+    only_a, only_b = pair_spellings(
+        only_a, only_b, a.words, b.words, a.content, b.content, _canonical
+    )
+    return not only_a and not only_b
 
 
 def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
