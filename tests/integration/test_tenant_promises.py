@@ -158,6 +158,13 @@ def message_count(http: httpx.Client, conversation: int) -> int:
     return len(body["results"] if isinstance(body, dict) else body)
 
 
+def conversations_from(http: httpx.Client, *origins: str) -> list[dict[str, Any]]:
+    """The caller's conversations the socket (`websocket`) or /v1 (`openai`) recorded."""
+    listed = http.get("/api/v1/conversations", params={"origin": list(origins)})
+    assert listed.status_code == 200, listed.text
+    return list(listed.json()["results"])
+
+
 # --- quota_exceeded ------------------------------------------------------------------------------
 
 
@@ -203,6 +210,8 @@ async def test_a_spent_budget_refuses_the_next_reply_on_every_edge_with_resets_a
     assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota"), error
     assert set(error) == {"message", "type", "param", "code"}
     assert 1 <= int(answer.headers["retry-after"]) <= 24 * 3600
+    with site.http(budgeted.key) as http:
+        assert conversations_from(http, "websocket", "openai") == []  # nothing was saved
 
 
 # --- model_not_allowed ---------------------------------------------------------------------------
@@ -237,6 +246,8 @@ async def test_a_model_outside_the_allow_list_is_refused_everywhere_and_hidden(
     hidden = httpx.get(f"{site.topo.base}/v1/models/{OUTSIDE_THE_LIST}", headers=bearer)
     assert hidden.status_code == 404, hidden.text
     assert hidden.json()["error"]["code"] == "model_not_found"
+    with site.http(restricted.key) as http:
+        assert conversations_from(http, "websocket", "openai") == []  # nothing was saved
 
     # The allowed model still answers, on the socket as elsewhere.
     ws = await site.socket(restricted.key)
@@ -302,7 +313,13 @@ def test_an_allowed_origin_gets_its_preflight_and_its_answer(site: Site, path: s
 def test_another_origin_is_refused_with_no_cors_headers(site: Site, path: str) -> None:
     answer = preflight(site, path, OTHER_ORIGIN)
     assert answer.status_code == 403, answer.text
-    assert answer.json()["error"]["code"] == "origin_not_allowed"
+    error = answer.json()["error"]
+    assert error["code"] == "origin_not_allowed", error
+    # In the API's own error shape.
+    if path.startswith("/v1/"):
+        assert set(error) == {"message", "type", "param", "code"}, error
+    else:
+        assert set(error) == {"code", "detail"}, error
     assert cors_headers(answer) == {}
     # The request itself is answered (a browser would not read it): without CORS headers.
     actual = httpx.get(
