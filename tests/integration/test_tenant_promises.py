@@ -34,6 +34,7 @@ from project.asgi import application
 from tests.harness.processes import manage
 from tests.harness.sockets import hear_reply, recv_frame
 from tests.harness.topology import START_TIMEOUT
+from tests.integration.test_api_promises import final_message
 from tests.integration.test_protocol_promises import (
     ANSWERS,
     Site,
@@ -120,16 +121,6 @@ def rest_send(http: httpx.Client, model: str = ANSWERS) -> tuple[int, httpx.Resp
         json={"text": "Hello", "model": model},
     )
     return conversation_id, sent
-
-
-def final_message(http: httpx.Client, message_id: int, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        message = http.get(f"/api/v1/messages/{message_id}").json()
-        if message["status"] not in ("pending", "streaming"):
-            return message
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
 
 
 def completion(site: Site, key: str, model: str = ANSWERS) -> httpx.Response:
