@@ -24,16 +24,18 @@ class AllowListCorsMiddleware(CorsMiddleware):
             allowed = False
         if allowed:
             return response
-        refused = JsonResponse(
+        detail = f"Origin {origin or '(none)'} may not call this API (CORS_ALLOWED_ORIGINS)."
+        # Each API's own error shape (docs/api.md): OpenAI's on /v1/, Parley's on /api/v1/.
+        error: dict[str, str | None] = (
             {
-                "error": {
-                    "code": "origin_not_allowed",
-                    "type": "invalid_request_error",
-                    "message": f"Origin {origin or '(none)'} may not call this API "
-                    "(CORS_ALLOWED_ORIGINS).",
-                }
-            },
-            status=403,
+                "message": detail,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "origin_not_allowed",
+            }
+            if request.path.startswith("/v1/")
+            else {"code": "origin_not_allowed", "detail": detail}
         )
+        refused = JsonResponse({"error": error}, status=403)
         request._cors_enabled = False  # type: ignore[attr-defined] # no CORS headers on it
         return refused

@@ -294,11 +294,11 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
     if request.method != "GET":
         return method_not_allowed("GET")
     try:
-        await api_key_authenticate(request)
-        if (
-            await sync_to_async(model_alias_resolve)(model) is None
-            and embedding_model_resolve(model) is None
-        ):
+        key = await api_key_authenticate(request)
+        # A model the key's organisation may not use is hidden here as in the list.
+        alias = await sync_to_async(model_alias_resolve)(model)
+        usable = await sync_to_async(model_aliases)(organisation_id=key.organisation_id)
+        if alias not in {a.id for a in usable} and embedding_model_resolve(model) is None:
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()

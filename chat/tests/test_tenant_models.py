@@ -98,6 +98,10 @@ async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
     listed = (await http.get("/v1/models")).json()
     # Chat models: only the allowed one; the embedding model (/v1/embeddings) follows them.
     assert [m["id"] for m in listed["data"]] == ["local", "all-MiniLM-L6-v2"]
+    # A hidden model's own page answers as one that does not exist (OpenAI's way).
+    assert (await http.get("/v1/models/local")).status_code == 200
+    hidden = await http.get("/v1/models/simulated")
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
 
 
 @pytest.mark.django_db(transaction=True)

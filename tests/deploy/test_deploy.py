@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 from kubernetes_validate import utils as kubernetes
 
 from core.observability import metrics
@@ -131,6 +132,33 @@ def test_services_budgets_and_autoscalers_point_at_real_deployments():
         int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"])
         >= 60
     )
+
+
+def body_size_bytes(value: str) -> int:
+    """nginx's size syntax: 1m, 512k, 1048576."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+def test_the_ingress_lets_parley_answer_every_body_it_refuses_in_the_api_shape():
+    """ingress-nginx's own 413 is an HTML page: its limit must not be below any body Parley
+    accepts or refuses itself (a document upload, as nginx.conf's largest limit), so that
+    Parley's JSON 413s (too_large, document_too_large) are what clients get."""
+    (ingress,) = by_kind("Ingress").values()
+    limit = body_size_bytes(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    )
+    nginx_limits = re.findall(r"client_max_body_size\s+(\w+);", (REPO / "nginx.conf").read_text())
+    assert limit == max(body_size_bytes(v) for v in nginx_limits)
+    assert limit > settings.DOCUMENTS_MAX_BYTES and limit > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def test_the_ingress_needs_no_snippet_annotations():
+    """ingress-nginx 1.9+ refuses an Ingress with a *-snippet annotation unless the controller
+    allows snippets (allow-snippet-annotations; risk level Critical since 1.12)."""
+    (ingress,) = by_kind("Ingress").values()
+    snippets = [name for name in ingress["metadata"]["annotations"] if name.endswith("-snippet")]
+    assert snippets == []
 
 
 # --- alert rules ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +90,8 @@ class Site:
 
 
 @contextmanager
-def topology_with_upstream(name: str) -> Iterator[Site]:
+def topology_with_upstream(name: str, extra_env: Mapping[str, str] = {}) -> Iterator[Site]:
+    """The site; `extra_env` goes on top of its environment (e.g. CORS_ALLOWED_ORIGINS)."""
     unlimited = "1000000/m"
     with fault_server() as upstream:
         env = {
@@ -107,6 +108,7 @@ def topology_with_upstream(name: str) -> Iterator[Site]:
             "WS_RATE_FRAMES_PER_ORG": unlimited,
             "WS_RATE_SENDS_PER_USER": unlimited,
             "WS_RATE_SENDS_PER_ORG": unlimited,
+            **extra_env,
         }
         with production_topology(replicas=2, provider="simulated", env=env, name=name) as topo:
             base = upstream.base_url("x").removesuffix("x/v1")
