@@ -27,7 +27,7 @@ from tests.browser.support import (
     wait_final,
     wait_until,
 )
-from tests.fault_server import Reply, fault_server
+from tests.fault_server import Endless, Reply, fault_server
 from tests.harness.processes import manage
 from tests.harness.topology import Topology, production_topology
 
@@ -333,3 +333,39 @@ def test_a_chats_system_prompt_is_used_from_the_next_reply_on(page, topo):
     assert not any("pirate" in str(m.get("content")) for m in before)
     systems = [m["content"] for m in after if m["role"] == "system"]
     assert any("Answer like a pirate." in str(s) for s in systems), after
+
+
+def test_deleting_a_chat_mid_reply_stops_its_generation(page, topo):
+    """Delete (after the confirm) a chat whose reply is streaming from an upstream that never
+    stops: the worker lets go of the upstream call, and the chat and its messages are gone."""
+    from playwright.sync_api import expect
+
+    sign_in(page, topo, add_user(topo, "promises-deleter"))
+    with (
+        fault_server() as upstream,
+        topo.alias_served_by("simulated", upstream.base_url("endless")),
+    ):
+        upstream.default("endless", Endless(text="and on ", chunk_delay=0.05))
+        reply = send(page, "Talk forever")
+        wait_streaming_text(reply, least=20)
+        conversation = int(page.locator("#chat").get_attribute("data-conversation"))
+        current = page.locator("#conversations li.conversation:has(a[aria-current='page'])")
+        current.locator("summary").click()
+        page.once("dialog", lambda dialog: dialog.accept())
+        current.get_by_role("button", name="Delete").click()
+        page.wait_for_url(f"{topo.base}/")  # the open chat went: a new one in its place
+        expect(
+            page.locator(f"#conversations [data-conversation-id='{conversation}']")
+        ).to_have_count(0)
+        wait_until(
+            page,
+            lambda: upstream.closed("endless"),
+            timeout=30,
+            what="the worker closing its upstream stream",
+        )
+    assert topo.query(
+        "SELECT count(*) FROM chat_message WHERE conversation_id = %s", conversation
+    ) == [(0,)]
+    assert topo.query("SELECT count(*) FROM chat_conversation WHERE id = %s", conversation) == [
+        (0,)
+    ]
