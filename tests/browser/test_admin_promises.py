@@ -11,7 +11,9 @@ traffic crosses. Every wait is for a DOM state or a row, never for time.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Iterator
 from itertools import count
 
@@ -249,11 +251,16 @@ def test_a_failed_and_a_streaming_reply_show_on_the_dashboard_and_in_failed_repl
     streaming = send(member, long_prompt("watch-me-on-the-dashboard", words=200))
     wait_until(member, lambda: len(body_text(streaming)) > 20, what="the reply streaming")
     streaming_id = streaming.get_attribute("data-message-id")
-    operator.goto(f"{topo.base}/admin/dashboard/")
+    # Freeze the worker mid-reply, so the reply is surely streaming while the dashboard loads.
+    os.killpg(topo.pid("worker"), signal.SIGSTOP)
+    try:
+        assert topo.row(int(streaming_id))["status"] == "streaming"
+        operator.goto(f"{topo.base}/admin/dashboard/")
+    finally:
+        os.killpg(topo.pid("worker"), signal.SIGCONT)
     live = operator.locator("#live tr.live-row").filter(
         has=operator.get_by_role("link", name=f"#{streaming_id}", exact=True)
     )
-    assert streaming.get_attribute("data-status") == "streaming"  # still, as the page loaded
     expect(live).to_have_count(1)
     assert int(operator.locator("#kpi-live").inner_text()) >= 1
     link = operator.get_by_role("link", name=f"#{failed_id}", exact=True)
