@@ -54,6 +54,8 @@ class ProviderForm(forms.ModelForm):  # type: ignore[type-arg]
             "options",
             "enabled",
         )
+        # The name is a slug: say so before the form refuses "House upstream".
+        help_texts = {"name": "Letters, digits, hyphens and underscores, e.g. vllm-eu."}
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
