@@ -272,10 +272,17 @@ Samplers = list[tuple[subprocess.Popen[bytes], Path]]
 
 
 def py_spy_start(
-    pids: dict[str, int], folder: Path, suffix: str, seconds: float | None = None
+    pids: dict[str, int],
+    folder: Path,
+    suffix: str,
+    seconds: float | None = None,
+    *,
+    gil: bool = False,
 ) -> Samplers:
     """py-spy sampling each named process (a worker with its pool's children), collapsed
-    stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`."""
+    stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`. `gil`: only the
+    thread holding the GIL, i.e. where the process spends CPU in Python, not where its threads
+    wait (for PostgreSQL, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     started = []
@@ -284,6 +291,7 @@ def py_spy_start(
         argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out)]
         argv += ["-p", str(pid), *(["-d", str(int(seconds))] if seconds else [])]
         argv += ["--subprocesses"] if name.startswith("worker") else []
+        argv += ["--gil"] if gil else []
         devnull = subprocess.DEVNULL
         started.append((subprocess.Popen(argv, stdout=devnull, stderr=devnull), out))
     time.sleep(1.0)  # py-spy attaches
@@ -308,7 +316,7 @@ def _profile_start(
     if args.profile is None:
         return []
     pids = {role: topo.pid(role) for role in [*topo.replicas, "worker"]}
-    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds)
+    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds, gil=args.gil)
 
 
 def profile_summary(path: Path, top: int = 25) -> str:
@@ -414,6 +422,9 @@ def main() -> None:
     parser.add_argument("--worker-threads", type=int, default=0, help="0: compose.yaml's")
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for every process")
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and the worker, stacks here")
+    parser.add_argument(
+        "--gil", action="store_true", help="profile: only the GIL holder (CPU, not waits)"
+    )
     parser.add_argument("--plot", type=Path, help="PNG of throughput and latency against load")
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (e.g. a worktree of main), run alongside"
