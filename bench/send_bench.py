@@ -383,8 +383,12 @@ def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, cpu) = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, levels in results.items():
+        xs = [level.senders for level in levels]
+        for role, style in (("daphne", "o-"), ("worker", "s--"), ("postgres", "^:")):
+            ys = [lv.cpu.get(role, float("nan")) * 1000 for lv in levels]
+            cpu.plot(xs, ys, style, label=f"{name} {role}")
         xs = [level.senders for level in levels]
         left.plot(xs, [lv.rate / replicas for lv in levels], "o-", label=name)
         for q, style in ((0.5, "o-"), (0.95, "s--")):
@@ -401,6 +405,10 @@ def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str)
     right.set_ylabel("ms (log); dotted black: ping→pong floor")
     right.set_yscale("log")
     right.legend(fontsize=7)
+    cpu.set_xlabel("concurrent senders (closed loop)")
+    cpu.set_ylabel("CPU ms per completed send, per process")
+    cpu.set_ylim(bottom=0)
+    cpu.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
