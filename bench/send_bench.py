@@ -22,8 +22,11 @@ wait for `done`, send again. For each number of senders it reports
     .venv/bin/python bench/send_bench.py --senders 20 100 --seconds 20 --plot docs/send_bench.png
 
 `--profile DIR` samples Daphne and the worker with py-spy (`pip install py-spy`) during the
-measured phase and prints each one's hottest frames (self and total). Loopback only, bounded:
-each level runs `--warmup` + `--seconds`, then the topology stops.
+measured phase and prints each one's hottest frames (self and total); with `--gil` only the
+thread holding the GIL, i.e. where CPU goes in Python rather than where threads wait.
+`--baseline . --baseline-replicas 1 --replicas 2` measures two Daphne processes against one in
+the same run. Loopback only, bounded: each level runs `--warmup` + `--seconds`, then the
+topology stops.
 """
 
 from __future__ import annotations
@@ -123,12 +126,14 @@ def checkout(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def bench_topology(args: argparse.Namespace, env: dict[str, str], path: Path) -> Iterator[Topology]:
+def bench_topology(
+    args: argparse.Namespace, env: dict[str, str], path: Path, replicas: int
+) -> Iterator[Topology]:
     with ExitStack() as stack:
         with checkout(path):
             topo = stack.enter_context(
                 production_topology(
-                    replicas=args.replicas,
+                    replicas=replicas,
                     provider="simulated",
                     env=env,
                     worker=False,
@@ -377,7 +382,7 @@ def report(level: Level, replicas: int) -> str:
     )
 
 
-def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str) -> None:
+def plot(results: dict[str, list[Level]], replicas: dict[str, int], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,7 +395,7 @@ def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str)
             ys = [lv.cpu.get(role, float("nan")) * 1000 for lv in levels]
             cpu.plot(xs, ys, style, label=f"{name} {role}")
         xs = [level.senders for level in levels]
-        left.plot(xs, [lv.rate / replicas for lv in levels], "o-", label=name)
+        left.plot(xs, [lv.rate / replicas[name] for lv in levels], "o-", label=name)
         for q, style in ((0.5, "o-"), (0.95, "s--")):
             label = f"{name} send→ack p{q * 100:.0f}"
             right.plot(xs, [quantile(lv.acks, q) for lv in levels], style, label=label)
@@ -423,6 +428,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--floor-seconds", type=float, default=3.0)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--baseline-replicas",
+        type=int,
+        help="Daphne processes of the baseline (default --replicas): with --baseline . this "
+        "measures N processes against M in the same run",
+    )
     parser.add_argument("--first-token", type=float, default=0.2, help="provider delay, s")
     parser.add_argument("--tokens", type=int, default=16, help="tokens per reply")
     parser.add_argument("--rate", type=float, default=100.0, help="provider tokens/s")
@@ -460,8 +471,12 @@ def main() -> None:
         checkouts = {"baseline": args.baseline, **checkouts}
     results: dict[str, list[Level]] = {name: [] for name in checkouts}
     with ExitStack() as stack:
+        replicas = {
+            name: (args.baseline_replicas or args.replicas) if name == "baseline" else args.replicas
+            for name in checkouts
+        }
         topos = {
-            name: stack.enter_context(bench_topology(args, env, path))
+            name: stack.enter_context(bench_topology(args, env, path, replicas[name]))
             for name, path in checkouts.items()
         }
         cookies = {name: sessions_create(topo, max(args.senders)) for name, topo in topos.items()}
@@ -474,7 +489,7 @@ def main() -> None:
             names = list(topos) if index % 2 == 0 else list(topos)[::-1]
             for name in names:
                 results[name].append(run_level(topos[name], cookies[name], args, senders))
-                print(f"{name}: {report(results[name][-1], args.replicas)}", flush=True)
+                print(f"{name}: {report(results[name][-1], replicas[name])}", flush=True)
             if args.baseline:
                 new, old = results["parley"][-1], results["baseline"][-1]
                 print(
@@ -510,7 +525,7 @@ def main() -> None:
             )
         )
     if args.plot:
-        plot(results, args.replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
+        plot(results, replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
 
 
 if __name__ == "__main__":
