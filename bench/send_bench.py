@@ -22,8 +22,11 @@ wait for `done`, send again. For each number of senders it reports
     .venv/bin/python bench/send_bench.py --senders 20 100 --seconds 20 --plot docs/send_bench.png
 
 `--profile DIR` samples Daphne and the worker with py-spy (`pip install py-spy`) during the
-measured phase and prints each one's hottest frames (self and total). Loopback only, bounded:
-each level runs `--warmup` + `--seconds`, then the topology stops.
+measured phase and prints each one's hottest frames (self and total); with `--gil` only the
+thread holding the GIL, i.e. where CPU goes in Python rather than where threads wait.
+`--baseline . --baseline-replicas 1 --replicas 2` measures two Daphne processes against one in
+the same run. Loopback only, bounded: each level runs `--warmup` + `--seconds`, then the
+topology stops.
 """
 
 from __future__ import annotations
@@ -123,12 +126,14 @@ def checkout(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def bench_topology(args: argparse.Namespace, env: dict[str, str], path: Path) -> Iterator[Topology]:
+def bench_topology(
+    args: argparse.Namespace, env: dict[str, str], path: Path, replicas: int
+) -> Iterator[Topology]:
     with ExitStack() as stack:
         with checkout(path):
             topo = stack.enter_context(
                 production_topology(
-                    replicas=args.replicas,
+                    replicas=replicas,
                     provider="simulated",
                     env=env,
                     worker=False,
@@ -272,10 +277,17 @@ Samplers = list[tuple[subprocess.Popen[bytes], Path]]
 
 
 def py_spy_start(
-    pids: dict[str, int], folder: Path, suffix: str, seconds: float | None = None
+    pids: dict[str, int],
+    folder: Path,
+    suffix: str,
+    seconds: float | None = None,
+    *,
+    gil: bool = False,
 ) -> Samplers:
     """py-spy sampling each named process (a worker with its pool's children), collapsed
-    stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`."""
+    stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`. `gil`: only the
+    thread holding the GIL, i.e. where the process spends CPU in Python, not where its threads
+    wait (for PostgreSQL, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     started = []
@@ -284,6 +296,7 @@ def py_spy_start(
         argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out)]
         argv += ["-p", str(pid), *(["-d", str(int(seconds))] if seconds else [])]
         argv += ["--subprocesses"] if name.startswith("worker") else []
+        argv += ["--gil"] if gil else []
         devnull = subprocess.DEVNULL
         started.append((subprocess.Popen(argv, stdout=devnull, stderr=devnull), out))
     time.sleep(1.0)  # py-spy attaches
@@ -308,7 +321,7 @@ def _profile_start(
     if args.profile is None:
         return []
     pids = {role: topo.pid(role) for role in [*topo.replicas, "worker"]}
-    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds)
+    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds, gil=args.gil)
 
 
 def profile_summary(path: Path, top: int = 25) -> str:
@@ -369,16 +382,20 @@ def report(level: Level, replicas: int) -> str:
     )
 
 
-def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str) -> None:
+def plot(results: dict[str, list[Level]], replicas: dict[str, int], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, cpu) = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, levels in results.items():
         xs = [level.senders for level in levels]
-        left.plot(xs, [lv.rate / replicas for lv in levels], "o-", label=name)
+        for role, style in (("daphne", "o-"), ("worker", "s--"), ("postgres", "^:")):
+            ys = [lv.cpu.get(role, float("nan")) * 1000 for lv in levels]
+            cpu.plot(xs, ys, style, label=f"{name} {role}")
+        xs = [level.senders for level in levels]
+        left.plot(xs, [lv.rate / replicas[name] for lv in levels], "o-", label=name)
         for q, style in ((0.5, "o-"), (0.95, "s--")):
             label = f"{name} send→ack p{q * 100:.0f}"
             right.plot(xs, [quantile(lv.acks, q) for lv in levels], style, label=label)
@@ -393,6 +410,10 @@ def plot(results: dict[str, list[Level]], replicas: int, path: Path, title: str)
     right.set_ylabel("ms (log); dotted black: ping→pong floor")
     right.set_yscale("log")
     right.legend(fontsize=7)
+    cpu.set_xlabel("concurrent senders (closed loop)")
+    cpu.set_ylabel("CPU ms per completed send, per process")
+    cpu.set_ylim(bottom=0)
+    cpu.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,6 +428,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--floor-seconds", type=float, default=3.0)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--baseline-replicas",
+        type=int,
+        help="Daphne processes of the baseline (default --replicas): with --baseline . this "
+        "measures N processes against M in the same run",
+    )
     parser.add_argument("--first-token", type=float, default=0.2, help="provider delay, s")
     parser.add_argument("--tokens", type=int, default=16, help="tokens per reply")
     parser.add_argument("--rate", type=float, default=100.0, help="provider tokens/s")
@@ -414,6 +441,9 @@ def main() -> None:
     parser.add_argument("--worker-threads", type=int, default=0, help="0: compose.yaml's")
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for every process")
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and the worker, stacks here")
+    parser.add_argument(
+        "--gil", action="store_true", help="profile: only the GIL holder (CPU, not waits)"
+    )
     parser.add_argument("--plot", type=Path, help="PNG of throughput and latency against load")
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (e.g. a worktree of main), run alongside"
@@ -441,8 +471,12 @@ def main() -> None:
         checkouts = {"baseline": args.baseline, **checkouts}
     results: dict[str, list[Level]] = {name: [] for name in checkouts}
     with ExitStack() as stack:
+        replicas = {
+            name: (args.baseline_replicas or args.replicas) if name == "baseline" else args.replicas
+            for name in checkouts
+        }
         topos = {
-            name: stack.enter_context(bench_topology(args, env, path))
+            name: stack.enter_context(bench_topology(args, env, path, replicas[name]))
             for name, path in checkouts.items()
         }
         cookies = {name: sessions_create(topo, max(args.senders)) for name, topo in topos.items()}
@@ -455,7 +489,7 @@ def main() -> None:
             names = list(topos) if index % 2 == 0 else list(topos)[::-1]
             for name in names:
                 results[name].append(run_level(topos[name], cookies[name], args, senders))
-                print(f"{name}: {report(results[name][-1], args.replicas)}", flush=True)
+                print(f"{name}: {report(results[name][-1], replicas[name])}", flush=True)
             if args.baseline:
                 new, old = results["parley"][-1], results["baseline"][-1]
                 print(
@@ -491,7 +525,7 @@ def main() -> None:
             )
         )
     if args.plot:
-        plot(results, args.replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
+        plot(results, replicas, args.plot, f"send path, {args.replicas} Daphne replica(s)")
 
 
 if __name__ == "__main__":

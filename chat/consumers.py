@@ -62,6 +62,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.only_organisation = organisation if limited else None
         self.groups_joined: set[str] = set()
         self.conversations: set[int] = set()  # followed, i.e. let in by an access check
+        # Those of them looked up here, as the check returned them: a send into one needs no
+        # second check (one database hop). Access that ends closes the socket (below).
+        self.let_in: dict[int, Conversation] = {}
         self.feed_lost_at: datetime | None = None  # the layer's outage, as this socket heard
         # Per reply this socket follows, what its client holds and whether its final frame
         # went (chat/cursor.py): a group event arriving after that (in flight during a resume
@@ -159,7 +162,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 conversation_id=frame.conversation,
                 organisation=self.only_organisation,
             )
-            await self.follow(conversation.pk)
+            await self.follow(conversation.pk, conversation=conversation)
         elif isinstance(frame, RegenerateFrame):
             message = await db_async(selectors.message_access)(
                 user=self.user, message_id=frame.message, organisation=self.only_organisation
@@ -180,18 +183,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({"type": "pong"})
 
     async def on_send(self, frame: SendFrame) -> None:
-        # Two hops to the database threads: the checks (model, options, access), then, once
-        # this socket follows the conversation, the send's one transaction.
-        alias, options, conversation = await db_async(send_prepare)(
-            frame=frame, user=self.user, only_organisation=self.only_organisation
-        )
-        if conversation is not None:
-            await self.follow(conversation.pk)  # before the reply can start publishing
-        result = await db_async(services.message_send)(
+        let_in = self.let_in.get(frame.conversation) if frame.conversation is not None else None
+        choices = None
+        if frame.conversation is not None and let_in is None:
+            # The first send into this conversation from this socket: the checks (model,
+            # options, access) in one hop, then it is followed before the reply can start
+            # publishing, then the send's transaction in a second hop.
+            alias, options, let_in = await db_async(send_prepare)(
+                frame=frame,
+                conversation_id=frame.conversation,
+                user=self.user,
+                only_organisation=self.only_organisation,
+            )
+            choices = (alias, options)
+            await self.follow(let_in.pk, conversation=let_in)
+        # Otherwise one hop: a new conversation, or one this socket was let into already (a
+        # conversation deleted since is found gone by the send, not_found).
+        result = await db_async(send_save)(
+            frame=frame,
             author=self.user,
-            conversation=conversation,
-            text=frame.text,
-            client_id=frame.client_id,
+            conversation=let_in,
             organisation=self.organisation,
             # A session's socket is the page's; a credential's (API key, ticket) a program's.
             origin=(
@@ -199,13 +210,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 if self.only_organisation is not None
                 else Conversation.Origin.PAGE
             ),
-            alias=alias,
-            options=options,
+            choices=choices,
         )
         # Followed before the reply existed: it cannot have streamed unheard, so its row as
         # just saved is what the client holds (no catch-up read). Otherwise catch up.
-        heard_all = conversation is not None and result.created
-        await self.follow(result.reply.conversation_id)
+        heard_all = let_in is not None and result.created
+        reply = result.reply
+        # A conversation the send made comes with its reply, as saved: this socket may write
+        # to it without another check.
+        made = (
+            reply.conversation if result.created and Message.conversation.is_cached(reply) else None
+        )
+        await self.follow(reply.conversation_id, conversation=made)
         await self.acknowledge(result, client_id=frame.client_id, heard_all=heard_all)
 
     async def acknowledge(
@@ -289,7 +305,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         event = final_event(message)
         await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
-    async def follow(self, conversation_id: int) -> None:
+    async def follow(
+        self, conversation_id: int, *, conversation: Conversation | None = None
+    ) -> None:
+        """Hear the conversation's events; `conversation`: it passed an access check here."""
+        if conversation is not None:
+            self.let_in[conversation_id] = conversation
         group = conversation_group(conversation_id)
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -371,17 +392,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
 
 def send_prepare(
-    *, frame: SendFrame, user: Any, only_organisation: Any
-) -> tuple[str, Any, Conversation | None]:
-    """A send's model alias and options, and its conversation if it names one the user may
-    write to: every check before the send, in one database call."""
+    *, frame: SendFrame, conversation_id: int, user: Any, only_organisation: Any
+) -> tuple[str, Any, Conversation]:
+    """A send's model alias and options, and the conversation it names if the user may write
+    to it: every check before the send, in one database call."""
     alias, options = send_choices(frame)
-    conversation = None
-    if frame.conversation is not None:
-        conversation = selectors.conversation_access(
-            user=user, conversation_id=frame.conversation, organisation=only_organisation
-        )
+    conversation = selectors.conversation_access(
+        user=user, conversation_id=conversation_id, organisation=only_organisation
+    )
     return alias, options, conversation
+
+
+def send_save(
+    *,
+    frame: SendFrame,
+    author: Any,
+    conversation: Conversation | None,
+    organisation: Any,
+    origin: str,
+    choices: tuple[str, Any] | None,
+) -> services.SendResult:
+    """The send itself (its model and options checked here unless `choices` were already)."""
+    alias, options = choices if choices is not None else send_choices(frame)
+    return services.message_send(
+        text=frame.text, client_id=frame.client_id, author=author, conversation=conversation,
+        organisation=organisation, origin=origin, alias=alias, options=options,
+    )  # fmt: skip
 
 
 @db_async

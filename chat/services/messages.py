@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, QuerySet, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Organisation, User
@@ -23,6 +23,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from core.errors import ParleyError
 from core.observability.context import traced_sync
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
@@ -88,21 +89,33 @@ def title_from(text: str) -> str:
     return line[:60] + ("…" if len(line) > 60 else "")
 
 
-def conversation_touch(*, conversation: Conversation, first_text: str) -> None:
+# Raw SQL on a send's hot path: the ORM spent more CPU building this UPDATE (Case, When,
+# Exists) than the database spends running it (docs/benchmarks.md "Send path").
+_TOUCH_SQL = (
+    f"UPDATE {Conversation._meta.db_table} SET updated_at = %s, title = CASE WHEN NOT EXISTS "  # noqa: S608
+    f"(SELECT 1 FROM {Message._meta.db_table} WHERE conversation_id = %s) THEN %s "
+    "ELSE title END WHERE id = %s"
+)
+
+
+def conversation_touch(*, conversation: Conversation, first_text: str) -> bool:
     """Mark the conversation updated, and titled after `first_text` if it has no message yet:
-    one statement (a send's hot path), and a title renamed meanwhile is never overwritten."""
+    one statement (a send's hot path), and a title renamed meanwhile is never overwritten.
+    False if the conversation is gone (deleted since the caller looked it up)."""
     now = timezone.now()
-    Conversation.objects.filter(pk=conversation.pk).update(
-        updated_at=now,
-        title=Case(
-            When(
-                ~Exists(Message.objects.filter(conversation_id=OuterRef("pk"))),
-                then=Value(title_from(first_text)),
-            ),
-            default=F("title"),
-        ),
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TOUCH_SQL,
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                conversation.pk,
+                title_from(first_text),
+                conversation.pk,
+            ],
+        )
+        touched = cursor.rowcount
     conversation.updated_at = now
+    return touched > 0
 
 
 @traced_sync("chat.message_send")
@@ -125,6 +138,10 @@ def message_send(
     one), marked with `origin`. `alias` and `options` are the caller's model and generation
     choices (default: the default model, the deployment's settings). A send over budget raises
     QuotaExceeded and saves nothing.
+
+    A new client id, the common case, costs no look-up: a repeat is found when its transaction
+    fails, on the unique (author, organisation, client_id) or on a check the first one passed
+    (e.g. a budget it used up), and rolls back.
     """
     text = message_text_clean(text)
     if conversation is not None and conversation.owner_id != author.pk:
@@ -133,8 +150,6 @@ def message_send(
         organisation = organisation_personal_ensure(user=author)
     # The organisation the send acts in: its conversation's, or the new conversation's.
     acting_in = conversation.organisation_id if conversation else organisation.pk  # type: ignore[union-attr]
-    if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
-        return earlier
     try:
         with transaction.atomic():
             # The budget check comes first and holds its locks until the commit.
@@ -151,8 +166,8 @@ def message_send(
                 conversation = conversation_create(
                     owner=author, title=title_from(text), organisation=organisation, origin=origin
                 )
-            else:
-                conversation_touch(conversation=conversation, first_text=text)
+            elif not conversation_touch(conversation=conversation, first_text=text):
+                raise ChatError("not_found", "No such conversation.")
             user_message = user_message_create(
                 conversation=conversation, author=author, text=text, client_id=client_id
             )
@@ -161,9 +176,9 @@ def message_send(
                 conversation=conversation, reply_to=user_message, alias=alias, options=options
             )
             reservation_attach(reservation=reservation, message_id=reply.pk)
-    except IntegrityError:
-        # A concurrent twin won the unique (author, organisation, client_id) race: answer
-        # with its result.
+    except (IntegrityError, ParleyError):
+        # A repeat of an earlier send (a retry, a double click, a concurrent twin that won the
+        # race): answer with the earlier one's result.
         if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
             return earlier
         raise

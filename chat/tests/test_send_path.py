@@ -10,6 +10,7 @@ from django.db import connection
 
 from chat import services
 from chat.models import Conversation, Message
+from chat.tests.test_consumers import connect_as, receive_until
 from core.db import db_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,10 +33,11 @@ def test_a_send_into_a_conversation_is_one_transaction_of_few_statements(
 ):
     first = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
     conversation = first.reply.conversation
-    # The idempotency look-up, then BEGIN; history for the budget estimate; the budget's
-    # counters (lock, charge) and its ledger row; the conversation touched; the user message;
-    # the deployment chosen; the reply; the ledger row attached to it; COMMIT.
-    with django_assert_num_queries(12):
+    # BEGIN; history for the budget estimate; the budget's counters (lock, charge) and its
+    # ledger row; the conversation touched; the user message; the deployment chosen; the
+    # reply; the ledger row attached to it; COMMIT. No idempotency look-up: a repeat is found
+    # when its transaction fails.
+    with django_assert_num_queries(11):
         result = services.message_send(
             author=owner,
             conversation=conversation,
@@ -88,3 +90,51 @@ async def test_database_calls_from_sockets_run_side_by_side_and_return_their_con
     for _ in range(8):  # every pool thread reports its connection after the calls
         await db_async(probe)()
     assert not any(left_open)
+
+
+async def test_a_send_into_a_conversation_the_socket_follows_is_one_database_call(
+    owner, monkeypatch
+):
+    """The access check of a conversation is made once per socket: a later send into it is its
+    transaction alone (no check, no catch-up read), and is answered as before."""
+    import chat.consumers
+
+    calls: list[str] = []
+
+    def counted(func):
+        calls.append(getattr(func, "__name__", repr(func)))
+        return db_async(func)
+
+    monkeypatch.setattr(chat.consumers, "db_async", counted)
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "1"})
+    first = await receive_until(ws, "done")
+    conversation = first[0]["conversation"]
+    calls.clear()
+    await ws.send_json_to(
+        {"type": "send", "conversation": conversation, "text": "two", "client_id": "2"}
+    )
+    frames = await receive_until(ws, "done")
+    assert calls == ["send_save"]
+    ack = frames[0]
+    assert ack["type"] == "ack" and ack["created"] and ack["conversation"] == conversation
+    # Its user message and reply announced, the reply streamed whole.
+    announced = [f["message"] for f in frames if f["type"] == "message"]
+    assert announced == [ack["message"], ack["reply"]]
+    reply = await Message.objects.aget(pk=ack["reply"])
+    assert "".join(f["text"] for f in frames if f["type"] == "delta") == reply.content
+    await ws.disconnect()
+
+
+async def test_a_send_into_a_followed_conversation_deleted_since_is_not_found(owner):
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "send", "conversation": None, "text": "one", "client_id": "1"})
+    conversation = (await receive_until(ws, "done"))[0]["conversation"]
+    await Conversation.objects.filter(pk=conversation).adelete()
+    await ws.send_json_to(
+        {"type": "send", "conversation": conversation, "text": "two", "client_id": "2"}
+    )
+    error = (await receive_until(ws, "error"))[-1]
+    assert error["code"] == "not_found"
+    assert await Message.objects.acount() == 0
+    await ws.disconnect()

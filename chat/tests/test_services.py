@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.models import Budget
+from accounts.quotas import QuotaExceeded, budgets_forget
 from chat import services
 from chat.errors import ChatError
 from chat.models import Conversation, Message
 from chat.replies import lifecycle
-from chat.services import messages
 
 
 @pytest.mark.django_db(transaction=True)
@@ -35,22 +36,19 @@ def test_repeated_client_id_returns_first_result_without_new_generation(owner, n
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_twin_that_loses_the_insert_race_answers_with_the_winner(owner, no_dispatch, monkeypatch):
-    """Two sends with one client_id pass the look-up together; the unique constraint decides."""
-    winner = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
-    real_lookup = messages.send_earlier
-    calls = []
-
-    def lookup_that_misses_once(**kwargs):
-        calls.append(kwargs)
-        return None if len(calls) == 1 else real_lookup(**kwargs)
-
-    monkeypatch.setattr(messages, "send_earlier", lookup_that_misses_once)
-    loser = services.message_send(author=owner, conversation=None, text="race", client_id="twin")
-    assert not loser.created and loser.reply.pk == winner.reply.pk
-    assert Message.objects.filter(client_id="twin").count() == 1
-    assert Conversation.objects.count() == 1  # the loser's new conversation was rolled back
-    assert no_dispatch == [winner.reply.pk]
+def test_a_repeat_refused_by_a_budget_the_first_used_up_answers_with_the_first(owner, no_dispatch):
+    """A repeat is found when its transaction fails (no look-up before it): on the unique
+    constraint, or, as here, on a check the first send passed. Nothing of it is kept."""
+    first = services.message_send(author=owner, conversation=None, text="spend", client_id="b")
+    organisation = first.reply.conversation.organisation
+    Budget.objects.create(organisation=organisation, period="day", max_tokens=1)
+    budgets_forget(organisation_id=organisation.pk)
+    again = services.message_send(author=owner, conversation=None, text="spend", client_id="b")
+    assert not again.created and again.reply.pk == first.reply.pk
+    assert Conversation.objects.count() == 1 and Message.objects.count() == 2
+    assert no_dispatch == [first.reply.pk]
+    with pytest.raises(QuotaExceeded):  # a new send is refused as before
+        services.message_send(author=owner, conversation=None, text="spend", client_id="c")
 
 
 @pytest.mark.django_db
