@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 
 from accounts import limits
 from accounts.auth import ApiKeyAuthentication
-from accounts.selectors import operated_organisation_ids
+from accounts.selectors import operated_organisation_ids, organisation_allowed_models
 from chat import selectors, services
 from chat.api import idempotency
 from chat.api import schema as _schema  # noqa: F401 - registers the schema extensions
@@ -427,7 +427,8 @@ class MessageSendApi(ApiView):
         caller = self.caller()
         alias = ""
         if model := data.validated_data.get("model"):
-            alias = model_alias_resolve(model) or ""
+            allowed = organisation_allowed_models(organisation_id=conversation.organisation_id)
+            alias = model_alias_resolve(model, allowed=allowed) or ""
             if not alias:
                 detail = f"No model {model!r} (GET models lists them)."
                 return error_response(404, "not_found", detail, fields={"model": [detail]})

@@ -31,10 +31,16 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts import limits
 from accounts.auth import bearer_token
 from accounts.models import ApiKey
+from accounts.selectors import organisation_allowed_models
 from accounts.services import api_key_use
 from chat import services
 from chat.api import idempotency
-from chat.api.catalog import model_alias_resolve, model_aliases, model_option_unsupported
+from chat.api.catalog import (
+    model_alias_resolve,
+    model_alias_visible,
+    model_aliases,
+    model_option_unsupported,
+)
 from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower, connection_release
 from chat.models import Message
 from chat.openai_compat.shapes import (
@@ -137,7 +143,9 @@ def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str]:
     # At most one byte past the limit is read, whatever Content-Length says (Django's
     # request.body would refuse a long one with its own HTML page).
     completion = completion_request_parse(request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
-    alias = model_alias_resolve(completion.model)
+    alias = model_alias_resolve(
+        completion.model, allowed=organisation_allowed_models(organisation_id=key.organisation_id)
+    )
     if alias is None:
         raise model_not_found(completion.model)
     if param := model_option_unsupported(alias, completion.options):
@@ -294,15 +302,19 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
     if request.method != "GET":
         return method_not_allowed("GET")
     try:
-        await api_key_authenticate(request)
-        if (
-            await sync_to_async(model_alias_resolve)(model) is None
-            and embedding_model_resolve(model) is None
+        key = await api_key_authenticate(request)
+        if embedding_model_resolve(model) is None and not await sync_to_async(_model_visible)(
+            model, key
         ):
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()
     return JsonResponse(model_body(model))
+
+
+def _model_visible(model: str, key: ApiKey) -> bool:
+    allowed = organisation_allowed_models(organisation_id=key.organisation_id)
+    return model_alias_visible(model, allowed=allowed)
 
 
 @csrf_exempt

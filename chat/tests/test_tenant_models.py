@@ -17,11 +17,17 @@ from chat.tests.test_api import API, bearer
 from chat.tests.test_consumers import connect_as, receive_until
 from core.errors import ParleyError, error_code
 from llm.catalog import tenant_alias, tenant_aliases
+from llm.models import Deployment, Provider
 from project.asgi import application
 
 
 def _allow(organisation: Organisation, *aliases: str) -> None:
     Organisation.objects.filter(pk=organisation.pk).update(allowed_models=list(aliases))
+
+
+def _simulated_alias(alias: str) -> None:
+    provider = Provider.objects.create(name=f"{alias}-provider", kind="simulated")
+    Deployment.objects.create(provider=provider, alias=alias, model=f"{alias}-model")
 
 
 # --- the one check ---------------------------------------------------------------------
@@ -112,6 +118,61 @@ async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
         listed = (await http.get("/v1/models")).json()
         # Chat models: only the allowed one; the embedding model (/v1/embeddings) follows them.
         assert [m["id"] for m in listed["data"]] == ["local", "all-MiniLM-L6-v2"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_model_default_runs_on_the_first_allowed_model_on_the_openai_endpoint(
+    owner, organisation
+):
+    # The docs' examples say model="default"; the test settings' default is "simulated".
+    await sync_to_async(_simulated_alias)("smart")
+    await sync_to_async(_allow)(organisation, "smart")
+    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://127.0.0.1:8000",
+        headers={"Authorization": f"Bearer {key.raw}"},
+    ) as http:
+        request = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
+        for stream in (False, True):
+            response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
+            assert response.status_code == 200, response.text
+            reply = await Message.objects.aget(pk=int(response.headers["X-Parley-Message"]))
+            assert (reply.routing["alias"], reply.status) == ("smart", Message.Status.COMPLETE)
+            assert reply.content.startswith("You said: Hi") and "simulated" in response.text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_model_detail_is_a_404_for_a_model_the_organisation_may_not_use(owner, organisation):
+    await sync_to_async(_allow)(organisation, "local")
+    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://127.0.0.1:8000",
+        headers={"Authorization": f"Bearer {key.raw}"},
+    ) as http:
+        hidden = await http.get("/v1/models/simulated")
+        assert hidden.status_code == 404
+        error = hidden.json()["error"]
+        assert (error["code"], error["param"]) == ("model_not_found", "model")
+        assert (await http.get("/v1/models/local")).json()["id"] == "local"
+        assert (await http.get("/v1/models/default")).status_code == 200
+        assert (await http.get("/v1/models/all-MiniLM-L6-v2")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_rest_model_default_runs_on_the_first_allowed_model(owner, organisation, monkeypatch):
+    monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
+    _allow(organisation, "local")
+    api = Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
+    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
+    sent = api.post(
+        f"{API}/conversations/{conversation['id']}/messages",
+        {"text": "Hi", "model": "default"},
+        content_type="application/json",
+    )
+    assert sent.status_code == 201, sent.content
+    assert Message.objects.get(pk=sent.json()["reply"]).routing["alias"] == "local"
 
 
 @pytest.mark.django_db(transaction=True)
