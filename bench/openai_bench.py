@@ -7,7 +7,10 @@ One run measures, interleaved request by request, the same streamed completion
     that upstream, in each `--mode`:
       embedded: one Daphne (SQLite, in-memory layer, in-process generation);
       production: tests/harness' topology — nginx → 2 Daphne replicas → Redis ← a Celery
-      worker, PostgreSQL (as compose.yaml runs it),
+      worker, PostgreSQL (as compose.yaml runs it), with its default settings: the Daphne
+      process holding the request generates the reply (API_GENERATION_IN_SERVER);
+      production-celery: the same with API_GENERATION_IN_SERVER=false (the reply goes through
+      the Celery worker, as page and WebSocket replies do), for comparison,
 and reports median and p95 of time to first byte (TTFB: first byte of the response body), time
 to first token (TTFT: first chunk with content) and total time, plus Parley's added latency.
 Parley starts its response with the first text (errors before it get a real status), so its
@@ -202,6 +205,8 @@ def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any]]:
         with tempfile.TemporaryDirectory() as workdir, running_parley(Path(workdir), **env) as p:
             yield p.url, p.key, None
         return
+    if mode == "production-celery":
+        env["API_GENERATION_IN_SERVER"] = "false"
     with production_topology(provider="openai-compatible", env=env, name="openai-bench") as topo:
         key = manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
         yield topo.base, key, topo.query
@@ -212,7 +217,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="per path and concurrency")
     parser.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1")
     parser.add_argument(
-        "--mode", action="append", choices=["embedded", "production"], help="default: embedded"
+        "--mode", action="append", choices=["embedded", "production", "production-celery"], help="default: embedded"
     )
     parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")

@@ -10,6 +10,7 @@ from chat.errors import ChatError
 from chat.protocol import SendFrame
 from core.errors import ParleyError
 from llm.catalog import (
+    DeploymentConfig,
     all_deployments,
     default_alias,
     deployments_for,
@@ -91,12 +92,30 @@ def model_option_unsupported(alias: str, options: GenerationOptions) -> str | No
     honour: a request is refused rather than answered without it by whichever one serves it."""
     if not options.set_params():
         return None
+    return options_unsupported_by(alias_deployments(alias), options)
+
+
+def alias_deployments(alias: str) -> list[DeploymentConfig]:
+    """Every enabled deployment that may serve a reply on `alias`: its own, then its fallback
+    chain's (two queries)."""
     aliases = [alias, *fallbacks_for(alias)]
-    for deployments in deployments_for(aliases).values():
-        for deployment in deployments:
-            if deployment.enabled and (param := option_unsupported(options, deployment.kind)):
-                return param
+    return [d for found in deployments_for(aliases).values() for d in found if d.enabled]
+
+
+def options_unsupported_by(
+    deployments: list[DeploymentConfig], options: GenerationOptions
+) -> str | None:
+    """The first option one of `deployments` cannot honour, else None."""
+    for deployment in deployments:
+        if param := option_unsupported(options, deployment.kind):
+            return param
     return None
+
+
+def deployments_all_remote(deployments: list[DeploymentConfig]) -> bool:
+    """No local model among them: a reply they serve may be generated outside the `llm-local`
+    worker (chat/replies/dispatch.py generation_in_this_server)."""
+    return bool(deployments) and not any(d.is_local for d in deployments)
 
 
 def send_choices(frame: SendFrame) -> tuple[str, GenerationOptions]:
