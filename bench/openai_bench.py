@@ -217,7 +217,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="per path and concurrency")
     parser.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1")
     parser.add_argument(
-        "--mode", action="append", choices=["embedded", "production", "production-celery"], help="default: embedded"
+        "--mode",
+        action="append",
+        choices=["embedded", "production", "production-celery"],
+        help="default: embedded",
     )
     parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")
