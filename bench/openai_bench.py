@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -197,19 +199,58 @@ def breakdown(samples: list[Sample], query: Any, mode: str, concurrency: int) ->
     return f"| {mode} | {concurrency} | {cells} |"
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (a Celery worker's pool)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        todo += children.get(current, [])
+    return total
+
+
+class ServerCpu:
+    """CPU seconds the topology's Parley processes (Daphne replicas, Celery worker) and its
+    nginx and Redis used: what a request costs, which the neighbours' load disturbs less than
+    its latency."""
+
+    def __init__(self, topo: Any) -> None:
+        self.topo = topo
+
+    def read(self) -> dict[str, float]:
+        used: dict[str, float] = {"parley": 0.0, "nginx+redis": 0.0}
+        for role in self.topo.roles:
+            if not self.topo.alive(role):
+                continue
+            kind = "parley" if role.startswith(("daphne", "worker")) else "nginx+redis"
+            used[kind] += _cpu_seconds(self.topo.pid(role))
+        return used
+
+
 @contextmanager
-def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any]]:
-    """(base URL, API key) of a Parley in `mode` whose default model is the upstream."""
+def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any, Any]]:
+    """(base URL, API key, a SQL query function, a ServerCpu) of a Parley in `mode` whose
+    default model is the upstream; the last two only for a topology."""
     env = {**PARLEY_ENV, "OPENAI_COMPATIBLE_BASE_URL": upstream_url}
     if mode == "embedded":
         with tempfile.TemporaryDirectory() as workdir, running_parley(Path(workdir), **env) as p:
-            yield p.url, p.key, None
+            yield p.url, p.key, None, None
         return
     if mode == "production-celery":
         env["API_GENERATION_IN_SERVER"] = "false"
     with production_topology(provider="openai-compatible", env=env, name="openai-bench") as topo:
         key = manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
-        yield topo.base, key, topo.query
+        yield topo.base, key, topo.query, ServerCpu(topo)
 
 
 def main() -> None:
@@ -233,6 +274,7 @@ def main() -> None:
         chunk_delay=args.chunk_delay,
     )
     split: list[str] = []
+    costs: list[str] = []
     lines = [
         "| mode | concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
         "| TTFT p95 ms | total median ms | total p95 ms |",
@@ -242,10 +284,22 @@ def main() -> None:
         upstream.default("bench", reply)
         upstream_url = upstream.base_url("bench")
         for mode in args.mode or ["embedded"]:
-            with parley_in(mode, upstream_url) as (url, key, query):
+            with parley_in(mode, upstream_url) as (url, key, query, cpu):
                 for concurrency in levels:
                     before = upstream.count("bench")
+                    cpu_before = cpu.read() if cpu is not None else {}
                     samples = asyncio.run(run(url, key, upstream_url, args.requests, concurrency))
+                    if cpu is not None:
+                        after = cpu.read()
+                        per_request = {
+                            kind: (after[kind] - cpu_before[kind]) / (args.requests + WARM_UP)
+                            for kind in after
+                        }
+                        costs.append(
+                            f"| {mode} | {concurrency} | {ms(per_request['parley'])} "
+                            f"| {ms(per_request['nginx+redis'])} |"
+                        )
+                        print(costs[-1], file=sys.stderr, flush=True)
                     # Every request, direct or via Parley, reached the upstream exactly once.
                     served = upstream.count("bench") - before
                     assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
@@ -263,6 +317,14 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- |"
         )
         print("\n".join(split))
+    if costs:
+        print(
+            "\nServer CPU per Parley request (ms; the upstream-direct requests of the same run "
+            "cost these processes nothing):\n\n"
+            "| mode | concurrency | Daphne replicas + Celery worker | nginx + Redis |\n"
+            "| --- | --- | --- | --- |"
+        )
+        print("\n".join(costs))
 
 
 if __name__ == "__main__":
