@@ -5,9 +5,10 @@
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
 saves N pending replies and runs the worker's generation (chat/replies/tasks.py
-generate_on_database_lane: reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all
-of them on one event loop, as a worker does. With 1 token per reply almost all the CPU is the
-per-reply start and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL
+generate_on_database_lane: reply_start, prompt, routing, the simulated provider, reply_finish,
+quota settlement) for all of them on one event loop, as a worker does. With 1 token per reply
+almost all the CPU is the per-reply start and finish work: the figure to watch is "CPU per
+reply". Needs PostgreSQL
 (POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 

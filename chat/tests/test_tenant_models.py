@@ -3,6 +3,10 @@ OpenAI endpoint), through the one check in llm/catalog.py, and the model lists s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
@@ -23,6 +27,28 @@ from project.asgi import application
 
 def _allow(organisation: Organisation, *aliases: str) -> None:
     Organisation.objects.filter(pk=organisation.pk).update(allowed_models=list(aliases))
+
+
+@contextlib.asynccontextmanager
+async def openai_client(user: User, organisation: Organisation) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the ASGI app with a new API key of `user` in `organisation`."""
+    key = await sync_to_async(api_key_create)(user=user, organisation=organisation, name="o")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://127.0.0.1:8000",
+        headers={"Authorization": f"Bearer {key.raw}"},
+    ) as http:
+        yield http
+
+
+def rest_send(api: Client, *, model: str) -> Any:
+    """POST "Hi" with `model` into a new conversation through the REST API."""
+    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
+    return api.post(
+        f"{API}/conversations/{conversation['id']}/messages",
+        {"text": "Hi", "model": model},
+        content_type="application/json",
+    )
 
 
 def _simulated_alias(alias: str) -> None:
@@ -84,12 +110,7 @@ def test_a_send_without_a_model_runs_on_an_allowed_one(owner, organisation, monk
 def test_rest_refuses_a_model_the_organisation_may_not_use(owner, organisation):
     _allow(organisation, "local")
     api = Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
-    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
-    refused = api.post(
-        f"{API}/conversations/{conversation['id']}/messages",
-        {"text": "Hi", "model": "simulated"},
-        content_type="application/json",
-    )
+    refused = rest_send(api, model="simulated")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "model_not_allowed"
     assert not Message.objects.exists() and not UsageLedger.objects.exists()  # nothing saved
@@ -102,12 +123,7 @@ async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
     owner, organisation
 ):
     await sync_to_async(_allow)(organisation, "local")
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-    ) as http:
+    async with openai_client(owner, organisation) as http:
         request = {"model": "simulated", "messages": [{"role": "user", "content": "Hi"}]}
         for stream in (False, True):
             response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
@@ -127,12 +143,7 @@ async def test_model_default_runs_on_the_first_allowed_model_on_the_openai_endpo
     # The docs' examples say model="default"; the test settings' default is "simulated".
     await sync_to_async(_simulated_alias)("smart")
     await sync_to_async(_allow)(organisation, "smart")
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-    ) as http:
+    async with openai_client(owner, organisation) as http:
         request = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
         for stream in (False, True):
             response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
@@ -145,12 +156,7 @@ async def test_model_default_runs_on_the_first_allowed_model_on_the_openai_endpo
 @pytest.mark.django_db(transaction=True)
 async def test_model_detail_is_a_404_for_a_model_the_organisation_may_not_use(owner, organisation):
     await sync_to_async(_allow)(organisation, "local")
-    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="o")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
-        base_url="http://127.0.0.1:8000",
-        headers={"Authorization": f"Bearer {key.raw}"},
-    ) as http:
+    async with openai_client(owner, organisation) as http:
         hidden = await http.get("/v1/models/simulated")
         assert hidden.status_code == 404
         error = hidden.json()["error"]
@@ -165,12 +171,7 @@ def test_rest_model_default_runs_on_the_first_allowed_model(owner, organisation,
     monkeypatch.setattr("chat.replies.dispatch.dispatch_generation", lambda mid, provider: None)
     _allow(organisation, "local")
     api = Client(**bearer(api_key_create(user=owner, organisation=organisation, name="t").raw))
-    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
-    sent = api.post(
-        f"{API}/conversations/{conversation['id']}/messages",
-        {"text": "Hi", "model": "default"},
-        content_type="application/json",
-    )
+    sent = rest_send(api, model="default")
     assert sent.status_code == 201, sent.content
     assert Message.objects.get(pk=sent.json()["reply"]).routing["alias"] == "local"
 
