@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -189,14 +190,19 @@ def api_key_use(*, raw: str) -> ApiKey | None:
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[1] or not parts[2]:
         return None
-    key = ApiKey.objects.select_related("organisation", "user").filter(prefix=parts[1]).first()
+    # One statement: the key, its user and organisation, and whether the user is still a member.
+    membership = Membership.objects.filter(
+        user_id=OuterRef("user_id"), organisation_id=OuterRef("organisation_id")
+    )
+    key = (
+        ApiKey.objects.select_related("organisation", "user")
+        .annotate(member=Exists(membership))
+        .filter(prefix=parts[1])
+        .first()
+    )
     if key is None or not hmac.compare_digest(key.secret_hash, api_key_hash(raw)):
         return None
-    if not key.is_active or not key.user.is_active:
-        return None
-    if not Membership.objects.filter(
-        user_id=key.user_id, organisation_id=key.organisation_id
-    ).exists():
+    if not key.is_active or not key.user.is_active or not key.member:
         return None
     now = timezone.now()
     if (

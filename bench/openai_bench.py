@@ -7,7 +7,10 @@ One run measures, interleaved request by request, the same streamed completion
     that upstream, in each `--mode`:
       embedded: one Daphne (SQLite, in-memory layer, in-process generation);
       production: tests/harness' topology — nginx → 2 Daphne replicas → Redis ← a Celery
-      worker, PostgreSQL (as compose.yaml runs it),
+      worker, PostgreSQL (as compose.yaml runs it), with its default settings: the Daphne
+      process holding the request generates the reply (API_GENERATION_IN_SERVER);
+      production-celery: the same with API_GENERATION_IN_SERVER=false (the reply goes through
+      the Celery worker, as page and WebSocket replies do), for comparison,
 and reports median and p95 of time to first byte (TTFB: first byte of the response body), time
 to first token (TTFT: first chunk with content) and total time, plus Parley's added latency.
 Parley starts its response with the first text (errors before it get a real status), so its
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -194,17 +199,58 @@ def breakdown(samples: list[Sample], query: Any, mode: str, concurrency: int) ->
     return f"| {mode} | {concurrency} | {cells} |"
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live descendants (a Celery worker's pool)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        todo += children.get(current, [])
+    return total
+
+
+class ServerCpu:
+    """CPU seconds the topology's Parley processes (Daphne replicas, Celery worker) and its
+    nginx and Redis used: what a request costs, which the neighbours' load disturbs less than
+    its latency."""
+
+    def __init__(self, topo: Any) -> None:
+        self.topo = topo
+
+    def read(self) -> dict[str, float]:
+        used: dict[str, float] = {"parley": 0.0, "nginx+redis": 0.0}
+        for role in self.topo.roles:
+            if not self.topo.alive(role):
+                continue
+            kind = "parley" if role.startswith(("daphne", "worker")) else "nginx+redis"
+            used[kind] += _cpu_seconds(self.topo.pid(role))
+        return used
+
+
 @contextmanager
-def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any]]:
-    """(base URL, API key) of a Parley in `mode` whose default model is the upstream."""
+def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any, Any]]:
+    """(base URL, API key, a SQL query function, a ServerCpu) of a Parley in `mode` whose
+    default model is the upstream; the last two only for a topology."""
     env = {**PARLEY_ENV, "OPENAI_COMPATIBLE_BASE_URL": upstream_url}
     if mode == "embedded":
         with tempfile.TemporaryDirectory() as workdir, running_parley(Path(workdir), **env) as p:
-            yield p.url, p.key, None
+            yield p.url, p.key, None, None
         return
+    if mode == "production-celery":
+        env["API_GENERATION_IN_SERVER"] = "false"
     with production_topology(provider="openai-compatible", env=env, name="openai-bench") as topo:
         key = manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
-        yield topo.base, key, topo.query
+        yield topo.base, key, topo.query, ServerCpu(topo)
 
 
 def main() -> None:
@@ -212,7 +258,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="per path and concurrency")
     parser.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1")
     parser.add_argument(
-        "--mode", action="append", choices=["embedded", "production"], help="default: embedded"
+        "--mode",
+        action="append",
+        choices=["embedded", "production", "production-celery"],
+        help="default: embedded",
     )
     parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")
@@ -225,6 +274,7 @@ def main() -> None:
         chunk_delay=args.chunk_delay,
     )
     split: list[str] = []
+    costs: list[str] = []
     lines = [
         "| mode | concurrency | path | requests | TTFB median ms | TTFB p95 ms | TTFT median ms "
         "| TTFT p95 ms | total median ms | total p95 ms |",
@@ -234,10 +284,22 @@ def main() -> None:
         upstream.default("bench", reply)
         upstream_url = upstream.base_url("bench")
         for mode in args.mode or ["embedded"]:
-            with parley_in(mode, upstream_url) as (url, key, query):
+            with parley_in(mode, upstream_url) as (url, key, query, cpu):
                 for concurrency in levels:
                     before = upstream.count("bench")
+                    cpu_before = cpu.read() if cpu is not None else {}
                     samples = asyncio.run(run(url, key, upstream_url, args.requests, concurrency))
+                    if cpu is not None:
+                        after = cpu.read()
+                        per_request = {
+                            kind: (after[kind] - cpu_before[kind]) / (args.requests + WARM_UP)
+                            for kind in after
+                        }
+                        costs.append(
+                            f"| {mode} | {concurrency} | {ms(per_request['parley'])} "
+                            f"| {ms(per_request['nginx+redis'])} |"
+                        )
+                        print(costs[-1], file=sys.stderr, flush=True)
                     # Every request, direct or via Parley, reached the upstream exactly once.
                     served = upstream.count("bench") - before
                     assert served == 2 * (args.requests + WARM_UP), (served, args.requests)
@@ -255,6 +317,14 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- |"
         )
         print("\n".join(split))
+    if costs:
+        print(
+            "\nServer CPU per Parley request (ms; the upstream-direct requests of the same run "
+            "cost these processes nothing):\n\n"
+            "| mode | concurrency | Daphne replicas + Celery worker | nginx + Redis |\n"
+            "| --- | --- | --- | --- |"
+        )
+        print("\n".join(costs))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
     .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
-saves N pending replies and runs the worker's generation (chat/replies/tasks.py _generate:
-reply_start, prompt, routing, the simulated provider, reply_finish, quota settlement) for all
-of them on one event loop, as a worker does. With 1 token per reply almost all the CPU is the
-per-reply start and finish work: the figure to watch is "CPU per reply". Needs PostgreSQL
+saves N pending replies and runs the worker's generation (chat/replies/tasks.py
+generate_on_database_lane: reply_start, prompt, routing, the simulated provider, reply_finish,
+quota settlement) for all of them on one event loop, as a worker does. With 1 token per reply
+almost all the CPU is the per-reply start and finish work: the figure to watch is "CPU per
+reply". Needs PostgreSQL
 (POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 
@@ -117,9 +118,11 @@ def main() -> None:
         async def generate_all() -> None:
             if args.sequential:
                 for message_id in ids:
-                    await tasks._generate(message_id)
+                    await tasks.generate_on_database_lane(message_id)
             else:
-                await asyncio.gather(*(tasks._generate(message_id) for message_id in ids))
+                await asyncio.gather(
+                    *(tasks.generate_on_database_lane(message_id) for message_id in ids)
+                )
 
         sql: collections.Counter[str] = collections.Counter()
         _count_sql(sql)

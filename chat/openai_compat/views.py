@@ -31,10 +31,18 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts import limits
 from accounts.auth import bearer_token
 from accounts.models import ApiKey
+from accounts.selectors import organisation_allowed_models
 from accounts.services import api_key_use
 from chat import services
 from chat.api import idempotency
-from chat.api.catalog import model_alias_resolve, model_aliases, model_option_unsupported
+from chat.api.catalog import (
+    alias_deployments,
+    deployments_all_remote,
+    model_alias_resolve,
+    model_alias_visible,
+    model_aliases,
+    options_unsupported_by,
+)
 from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower, connection_release
 from chat.models import Message
 from chat.openai_compat.shapes import (
@@ -54,6 +62,7 @@ from chat.openai_compat.shapes import (
     reply_error,
     sse_data,
 )
+from chat.replies.dispatch import generation_in_this_server
 from chat.replies.lifecycle import reply_cancel
 from core.errors import ParleyError
 from llm.embedding_models import embedding_model_resolve, embedding_models
@@ -98,7 +107,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     try:
         # One hop to the sync thread for the key, the body and the model (each hop queues
         # behind the other requests' database work).
-        key, completion, alias = await sync_to_async(_accepted)(request)
+        key, completion, alias, here = await sync_to_async(_accepted)(request)
         scope = f"key:{key.pk}"
         idempotency_key = request.headers.get(idempotency.HEADER)
         client_id = (
@@ -108,9 +117,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         )
         if completion.stream:
             # A repeat with the same Idempotency-Key follows the same reply (client_id).
-            return await _stream(key, completion, client_id, alias)
+            return await _stream(key, completion, client_id, alias, here)
         if idempotency_key is None:
-            outcome = await _complete(key, completion, client_id, alias)
+            outcome = await _complete(key, completion, client_id, alias, here)
         else:
             slot = idempotency.slot_for(
                 scope=scope,
@@ -120,7 +129,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 payload=completion.payload,
             )
             outcome = await idempotency.arun_once(
-                slot, lambda: _complete(key, completion, client_id, alias)
+                slot, lambda: _complete(key, completion, client_id, alias, here)
             )
         return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
     except OpenAIError as error:
@@ -131,36 +140,49 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
 
 
-def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str]:
-    """The request's key, its parsed body and the model alias it names; else OpenAIError."""
+def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str, bool]:
+    """The request's key, its parsed body, the model alias it names and whether this server
+    may generate the reply itself (chat/replies/dispatch.py); else OpenAIError."""
     key = _api_key_sync(request)
     # At most one byte past the limit is read, whatever Content-Length says (Django's
     # request.body would refuse a long one with its own HTML page).
     completion = completion_request_parse(request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
-    alias = model_alias_resolve(completion.model)
+    alias = model_alias_resolve(
+        completion.model, allowed=organisation_allowed_models(organisation_id=key.organisation_id)
+    )
     if alias is None:
         raise model_not_found(completion.model)
-    if param := model_option_unsupported(alias, completion.options):
+    may_generate_here = settings.GENERATION_BACKEND == "celery" and (
+        settings.API_GENERATION_IN_SERVER
+    )
+    deployments = (
+        alias_deployments(alias) if may_generate_here or completion.options.set_params() else []
+    )
+    if param := options_unsupported_by(deployments, completion.options):
         raise options_refused(completion.options, param, completion.model)
-    return key, completion, alias
+    return key, completion, alias, may_generate_here and deployments_all_remote(deployments)
 
 
-async def _start(key: ApiKey, completion: CompletionRequest, client_id: str, alias: str) -> Message:
-    """Record the request and start its reply on `alias` (rate limit, budget, dispatch)."""
+async def _start(
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
+) -> Message:
+    """Record the request and start its reply on `alias` (rate limit, budget, dispatch; in
+    this process if `here`)."""
     await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
 
     def create() -> Message:
         try:
-            return services.completion_request_create(
-                author=key.user,
-                organisation=key.organisation,
-                history=completion.history,
-                text=completion.text,
-                client_id=client_id,
-                alias=alias,
-                system_prompt=completion.system,
-                options=completion.options,
-            ).reply
+            with generation_in_this_server() if here else contextlib.nullcontext():
+                return services.completion_request_create(
+                    author=key.user,
+                    organisation=key.organisation,
+                    history=completion.history,
+                    text=completion.text,
+                    client_id=client_id,
+                    alias=alias,
+                    system_prompt=completion.system,
+                    options=completion.options,
+                ).reply
         finally:
             connection_release()  # the wait for the reply needs no connection
 
@@ -168,9 +190,9 @@ async def _start(key: ApiKey, completion: CompletionRequest, client_id: str, ali
 
 
 async def _complete(
-    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
 ) -> idempotency.Outcome:
-    reply = await _start(key, completion, client_id, alias)
+    reply = await _start(key, completion, client_id, alias, here)
     final: Message | None = None
     async with ReplyFollower(
         message_id=reply.pk, conversation_id=reply.conversation_id
@@ -205,9 +227,9 @@ async def _cancel(reply: Message, key: ApiKey) -> None:
 
 
 async def _stream(
-    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
 ) -> HttpResponseBase:
-    reply = await _start(key, completion, client_id, alias)
+    reply = await _start(key, completion, client_id, alias, here)
     follower = ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id)
     await follower.join()
     events = follower.events()
@@ -295,14 +317,18 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponseBase:
         return method_not_allowed("GET")
     try:
         key = await api_key_authenticate(request)
-        # A model the key's organisation may not use is hidden here as in the list.
-        alias = await sync_to_async(model_alias_resolve)(model)
-        usable = await sync_to_async(model_aliases)(organisation_id=key.organisation_id)
-        if alias not in {a.id for a in usable} and embedding_model_resolve(model) is None:
+        if embedding_model_resolve(model) is None and not await sync_to_async(_model_visible)(
+            model, key
+        ):
             raise model_not_found(model)
     except OpenAIError as error:
         return error.response()
     return JsonResponse(model_body(model))
+
+
+def _model_visible(model: str, key: ApiKey) -> bool:
+    allowed = organisation_allowed_models(organisation_id=key.organisation_id)
+    return model_alias_visible(model, allowed=allowed)
 
 
 @csrf_exempt

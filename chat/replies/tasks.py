@@ -104,7 +104,9 @@ def _database_lane() -> ThreadPoolExecutor:
     return lane
 
 
-async def _generate(message_id: int) -> None:
+async def generate_on_database_lane(message_id: int) -> None:
+    """Generate one reply with its database work on a lane (a Celery worker's generation
+    loop, or a server generating an API reply itself: chat/replies/dispatch.py)."""
     async with ThreadSensitiveContext(executor=_database_lane()):
         try:
             await reply_stream(message_id=message_id)
@@ -118,7 +120,9 @@ async def _generate(message_id: int) -> None:
 )
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
-    asyncio.run_coroutine_threadsafe(_generate(message_id), _generation_loop()).result()
+    asyncio.run_coroutine_threadsafe(
+        generate_on_database_lane(message_id), _generation_loop()
+    ).result()
 
 
 @shared_task(name="llm.tasks.reap_replies", ignore_result=True)

@@ -3,8 +3,11 @@ OpenAI endpoint), through the one check in llm/catalog.py, and the model lists s
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 from django.urls import reverse
 
 from accounts.models import AuditLog, Organisation, UsageLedger, User
@@ -14,10 +17,26 @@ from chat.tests.conftest import API
 from chat.tests.test_consumers import connect_as, receive_until
 from core.errors import ParleyError, error_code
 from llm.catalog import tenant_alias, tenant_aliases
+from llm.models import Deployment, Provider
 
 
 def _allow(organisation: Organisation, *aliases: str) -> None:
     Organisation.objects.filter(pk=organisation.pk).update(allowed_models=list(aliases))
+
+
+def rest_send(api: Client, *, model: str) -> Any:
+    """POST "Hi" with `model` into a new conversation through the REST API."""
+    conversation = api.post(f"{API}/conversations", {}, content_type="application/json").json()
+    return api.post(
+        f"{API}/conversations/{conversation['id']}/messages",
+        {"text": "Hi", "model": model},
+        content_type="application/json",
+    )
+
+
+def _simulated_alias(alias: str) -> None:
+    provider = Provider.objects.create(name=f"{alias}-provider", kind="simulated")
+    Deployment.objects.create(provider=provider, alias=alias, model=f"{alias}-model")
 
 
 # --- the one check ---------------------------------------------------------------------
@@ -102,6 +121,42 @@ async def test_the_openai_endpoint_refuses_a_model_the_organisation_may_not_use(
     assert (await http.get("/v1/models/local")).status_code == 200
     hidden = await http.get("/v1/models/simulated")
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_model_default_runs_on_the_first_allowed_model_on_the_openai_endpoint(
+    http, organisation
+):
+    # The docs' examples say model="default"; the test settings' default is "simulated".
+    await sync_to_async(_simulated_alias)("smart")
+    await sync_to_async(_allow)(organisation, "smart")
+    request = {"model": "default", "messages": [{"role": "user", "content": "Hi"}]}
+    for stream in (False, True):
+        response = await http.post("/v1/chat/completions", json={**request, "stream": stream})
+        assert response.status_code == 200, response.text
+        reply = await Message.objects.aget(pk=int(response.headers["X-Parley-Message"]))
+        assert (reply.routing["alias"], reply.status) == ("smart", Message.Status.COMPLETE)
+        assert reply.content.startswith("You said: Hi") and "simulated" in response.text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_model_detail_is_a_404_for_a_model_the_organisation_may_not_use(http, organisation):
+    await sync_to_async(_allow)(organisation, "local")
+    hidden = await http.get("/v1/models/simulated")
+    assert hidden.status_code == 404
+    error = hidden.json()["error"]
+    assert (error["code"], error["param"]) == ("model_not_found", "model")
+    assert (await http.get("/v1/models/local")).json()["id"] == "local"
+    assert (await http.get("/v1/models/default")).status_code == 200
+    assert (await http.get("/v1/models/all-MiniLM-L6-v2")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_rest_model_default_runs_on_the_first_allowed_model(api, organisation, no_dispatch):
+    _allow(organisation, "local")
+    sent = rest_send(api, model="default")
+    assert sent.status_code == 201, sent.content
+    assert Message.objects.get(pk=sent.json()["reply"]).routing["alias"] == "local"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import limits
+from accounts.selectors import organisation_allowed_models
 from chat import selectors, services
 from chat.api import idempotency
 from chat.api.caller import Caller
@@ -148,7 +149,8 @@ class MessageSendApi(ApiView):
         caller = self.caller()
         alias = ""
         if model := data.validated_data.get("model"):
-            alias = model_alias_resolve(model) or ""
+            allowed = organisation_allowed_models(organisation_id=conversation.organisation_id)
+            alias = model_alias_resolve(model, allowed=allowed) or ""
             if not alias:
                 detail = f"No model {model!r} (GET models lists them)."
                 return error_response(404, "not_found", detail, fields={"model": [detail]})

@@ -1,0 +1,208 @@
+"""The OpenAI-compatible endpoint generates in the Daphne process holding the request
+(API_GENERATION_IN_SERVER, chat/replies/dispatch.py) on the production topology: nginx → 2
+Daphne → Redis, PostgreSQL, a real OpenAI-compatible upstream (tests/fault_server.py) and **no
+Celery worker at all**, so a reply that went to Celery would never be generated; the broker's
+queue is checked empty too. Streaming, usage, cancel on client disconnect (the upstream's
+socket closes), the upstream's errors (429 with Retry-After, 502, an open circuit's 503) and
+failover work as they do through Celery, and the reply is persisted and accounted."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.fault_server import Endless, Fail, FaultServer, Reply, fault_server
+from tests.harness.embedded import MAKE_KEY
+from tests.harness.processes import manage
+from tests.harness.topology import Topology, production_topology
+
+pytestmark = pytest.mark.integration
+
+QUEUES = ("llm-remote", "llm-local", "celery")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FaultServer]:
+    with fault_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def topo(upstream: FaultServer) -> Iterator[Topology]:
+    env = {
+        "LLM_DEFAULT_PROVIDER": "openai-compatible",
+        "OPENAI_COMPATIBLE_BASE_URL": upstream.base_url("default"),
+        "OPENAI_COMPATIBLE_MODEL": "fault-model",
+        "CACHE_ENABLED": "false",
+        "LLM_RETRY_MAX_ATTEMPTS": "2",
+        "LLM_RETRY_BASE_DELAY": "0.01",
+        "LLM_RETRY_MAX_DELAY": "0.05",
+        "LLM_BREAKER_FAILURES": "2",
+        "WS_RATE_SENDS_PER_USER": "10000/m",
+        "WS_RATE_SENDS_PER_ORG": "10000/m",
+    }
+    with production_topology(
+        provider="openai-compatible", env=env, worker=False, name="openai-in-server"
+    ) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="module")
+def key(topo: Topology) -> str:
+    return manage("shell", "-c", MAKE_KEY, env=topo.env).strip().splitlines()[-1]
+
+
+@pytest.fixture
+def http(topo: Topology, key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=topo.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def serve(topo: Topology, alias: str, *upstreams: tuple[str, int]) -> None:
+    """Serve `alias` from these (base URL, priority) deployments: admin rows of their own, so
+    each test has its own breakers and counters."""
+    rows = "; ".join(
+        f"p = Provider.objects.create(name='{alias}-{n}', kind='openai-compatible', "
+        f"base_url={url!r}, first_token_timeout=60, inter_token_timeout=60); "
+        f"Deployment.objects.create(provider=p, alias={alias!r}, model='m', priority={priority})"
+        for n, (url, priority) in enumerate(upstreams)
+    )
+    manage("shell", "-c", f"from llm.models import Deployment, Provider; {rows}", env=topo.env)
+
+
+def ask(model: str, stream: bool, **extra: object) -> dict[str, object]:
+    text = f"hello {uuid.uuid4().hex}"
+    return {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream} | (
+        extra
+    )
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def assert_nothing_queued_on_celery(topo: Topology) -> None:
+    broker = redis.Redis.from_url(topo.env["CELERY_BROKER_URL"])
+    try:
+        assert {queue: broker.llen(queue) for queue in QUEUES} == dict.fromkeys(QUEUES, 0)
+    finally:
+        broker.close()
+
+
+def sse_events(body: str) -> list[dict[str, object] | str]:
+    events: list[dict[str, object] | str] = []
+    for block in body.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_a_stream_is_generated_in_the_server_persisted_and_accounted(topo, upstream, http):
+    upstream.default("default", Reply(text="In the server, no queue.", chunk_chars=5))
+    response = http.post(
+        "/v1/chat/completions",
+        json=ask("openai-compatible", True, stream_options={"include_usage": True}),
+    )
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events if isinstance(e, dict)]
+    text = "".join(
+        str(choice["delta"].get("content") or "")  # type: ignore[index, union-attr]
+        for chunk in chunks
+        for choice in chunk["choices"]  # type: ignore[union-attr]
+    )
+    assert text == "In the server, no queue."
+    usage = chunks[-1]["usage"]
+    assert usage["prompt_tokens"] == 11 and usage["completion_tokens"] == 5  # type: ignore[index]
+    reply_id = int(response.headers["X-Parley-Message"])
+    row = topo.row(reply_id)
+    assert (row["status"], row["content"]) == ("complete", text), row
+    (ledger,) = topo.query(
+        "SELECT state, used_tokens FROM accounts_usageledger WHERE message_id = %s", reply_id
+    )
+    assert ledger == ("settled", 16)  # the budget's reservation, settled with the real usage
+    assert_nothing_queued_on_celery(topo)
+
+
+def test_a_completion_without_stream_is_generated_in_the_server(topo, upstream, http):
+    upstream.default("default", Reply(text="Whole answer."))
+    response = http.post("/v1/chat/completions", json=ask("openai-compatible", False))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "Whole answer."
+    assert body["usage"]["prompt_tokens"] == 11
+    assert topo.row(int(response.headers["X-Parley-Message"]))["status"] == "complete"
+    assert_nothing_queued_on_celery(topo)
+
+
+def test_a_client_that_goes_away_cancels_the_reply_and_the_upstream_call(topo, upstream, http):
+    serve(topo, "endless", (upstream.base_url("endless"), 0))
+    upstream.default("endless", Endless(text="and on ", chunk_delay=0.05))
+    with http.stream("POST", "/v1/chat/completions", json=ask("endless", True)) as response:
+        assert response.status_code == 200
+        reply_id = int(response.headers["X-Parley-Message"])
+        for line in response.iter_lines():
+            if '"content":"and on' in line:
+                break
+    until(lambda: bool(upstream.closed("endless")), 30, "the upstream response closed")
+    until(lambda: topo.row(reply_id)["status"] == "cancelled", 30, "the reply cancelled")
+    assert topo.row(reply_id)["content"].startswith("and on ")
+    assert_nothing_queued_on_celery(topo)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_429_ends_as_429_with_its_retry_after(topo, upstream, http, stream):
+    alias = f"limited-{stream}".lower()
+    serve(topo, alias, (upstream.base_url(alias), 0))
+    upstream.default(alias, Fail(429, retry_after=1))
+    response = http.post("/v1/chat/completions", json=ask(alias, stream))
+    assert response.status_code == 429, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "provider_rate_limited"
+    assert upstream.count(alias) == 2  # retried within Parley first
+    (failed,) = topo.query(
+        "SELECT status, error_code FROM chat_message WHERE role = 'assistant' "
+        "AND routing->>'alias' = %s",
+        alias,
+    )
+    assert failed == ("failed", "provider_rate_limited")
+
+
+def test_an_upstream_500_is_a_502_and_an_open_circuit_a_503(topo, upstream, http):
+    serve(topo, "broken", (upstream.base_url("broken"), 0))
+    upstream.default("broken", Fail(500))
+    response = http.post("/v1/chat/completions", json=ask("broken", True))
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "provider_failed"
+    # Its two attempts were the breaker's two failures (LLM_BREAKER_FAILURES): now open.
+    response = http.post("/v1/chat/completions", json=ask("broken", True))
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    assert upstream.count("broken") == 2  # the open circuit sent nothing upstream
+
+
+def test_a_failing_deployment_fails_over_to_the_next(topo, upstream, http):
+    serve(topo, "tiers", (upstream.base_url("tier0"), 0), (upstream.base_url("tier1"), 1))
+    upstream.default("tier0", Fail(500))
+    upstream.default("tier1", Reply(text="From the second tier."))
+    response = http.post("/v1/chat/completions", json=ask("tiers", True))
+    assert response.status_code == 200, response.text
+    row = topo.row(int(response.headers["X-Parley-Message"]))
+    assert (row["status"], row["content"]) == ("complete", "From the second tier."), row
+    assert upstream.count("tier0") >= 1 and upstream.count("tier1") == 1
+    assert_nothing_queued_on_celery(topo)
