@@ -3,14 +3,16 @@ and nothing else — no Django, no LangChain, no database, no journal.
 
 A long-lived process, like a Celery worker: it subscribes to the Redis pub/sub channel
 `relay:control` and prints "ready". Each job published there (JSON: streams, tokens, rate,
-interval, max_chars, prefix) runs `streams` streams at once; stream i emits `tokens` tokens, token
-k due k / rate seconds after the stream's start (as the simulated provider paces them), each
-token its emit time ("<epoch seconds> ", as SIMULATED_STAMP_TOKENS makes them), coalesced by
-Parley's own rule (chat/replies/coalesce.py: the first piece at once, then at most every
-`interval` seconds) into `delta` frames published on the channel `<prefix><i>`, finished JSON
-that the relay app (bench/floor_app.py relay_application) forwards unchanged, then a `done`
-frame. Publishes go out as Parley's layer sends them (chat/layers.py): all publishes waiting
-while a round trip is in flight leave together in the next pipeline.
+interval, max_chars, max_interval, rate_limit, prefix) runs `streams` streams at once; stream i
+emits `tokens` tokens, token k due k / rate seconds after the stream's start (as the simulated
+provider paces them), each token its emit time ("<epoch seconds> ", as SIMULATED_STAMP_TOKENS makes
+them), coalesced by Parley's own rule (chat/replies/coalesce.py: the first piece at once, then at
+most once per window: `interval` seconds, widened under load up to `max_interval` so that the
+process publishes at most `rate_limit` deltas a second) into `delta` frames published on the
+channel `<prefix><i>`, finished JSON that the relay app (bench/floor_app.py relay_application)
+forwards unchanged, then a `done` frame. Publishes go out as Parley's layer sends them
+(chat/layers.py): all publishes waiting while a round trip is in flight leave together in the next
+pipeline.
 
     RELAY_REDIS_URL=redis://127.0.0.1:6379/0 python bench/relay_producer.py
 """
@@ -68,7 +70,13 @@ async def stream(publisher: Publisher, channel: str, index: int, job: dict[str, 
         frame["text"] = text
         publisher.publish(channel, json.dumps(frame))
 
-    coalescer = DeltaCoalescer(flush, interval=job["interval"], max_chars=job["max_chars"])
+    coalescer = DeltaCoalescer(
+        flush,
+        interval=job["interval"],
+        max_chars=job["max_chars"],
+        max_interval=job["max_interval"],
+        rate=job["rate_limit"],
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     for token in range(job["tokens"]):

@@ -202,6 +202,8 @@ async def relay_run(
             "rate": rate,
             "interval": settings.STREAM_FLUSH_INTERVAL,
             "max_chars": settings.STREAM_FLUSH_MAX_CHARS,
+            "max_interval": settings.STREAM_FLUSH_MAX_INTERVAL,
+            "rate_limit": settings.STREAM_FLUSH_RATE,
             "prefix": prefix,
         }
         await client.publish("relay:control", json.dumps(job))

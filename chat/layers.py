@@ -8,16 +8,16 @@ things token streaming needs, added here:
 
 - **Batched publishing.** Its publish holds a per-process lock for one round trip per message,
   so a worker streaming hundreds of replies queues behind its own publishes. Here the messages
-  published while a round trip is in flight leave together in the next pipeline (group
-  commit): a message alone goes at once, and under load batches grow by themselves, with no
-  fixed window and no added latency.
+  published while a round trip is in flight leave together in the next round trip, one
+  script call (group commit): a message alone goes at once, and under load batches grow by
+  themselves, with no fixed window and no added latency.
 - **Outage signals.** When the subscriber connection drops, redis-py reconnects and
   resubscribes on its own, but consumers are never told, so sockets would silently miss every
   event of the outage. Here each local channel gets `layer.disconnected` when the connection
   drops and `layer.reconnected` once it is subscribed again; consumers tell their clients and
   re-send what was saved meanwhile (chat/consumers.py).
 - **Journals.** A publish may carry a write to a Redis list (chat/journal.py), sent in the same
-  pipeline just before the PUBLISH: whatever subscribers were sent, the list holds, and it
+  round trip just before the PUBLISH: whatever subscribers were sent, the list holds, and it
   outlives the publisher. A reply's deltas are journaled so that the reaper can keep the text
   clients were shown when the worker streaming it dies between two checkpoints
   (chat/journal.py); `journal_read` reads a list back from sync code.
@@ -26,6 +26,7 @@ things token streaming needs, added here:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import threading
@@ -40,6 +41,7 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
+from redis.exceptions import NoScriptError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
@@ -49,6 +51,33 @@ from core.observability import metrics
 logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 0.5  # seconds between attempts while Redis is unreachable
+
+# A batch of publishes in one command. ARGV holds five fields per message: its journal write
+# ("" none, "a" append, "d" delete the list), the entry, the seconds to expire after ("" keep),
+# the channel and the message; KEYS the journal of each message that has one, in order. Redis
+# runs a script whole and in order: a journal write before its PUBLISH means no subscriber gets
+# text the journal lacks.
+_PUBLISH_BATCH = """
+local k = 0
+for i = 1, #ARGV, 5 do
+  local write = ARGV[i]
+  if write ~= '' then
+    k = k + 1
+    if write == 'a' then
+      redis.call('RPUSH', KEYS[k], ARGV[i + 1])
+      if ARGV[i + 2] ~= '' then
+        redis.call('EXPIRE', KEYS[k], ARGV[i + 2])
+      end
+    else
+      redis.call('DEL', KEYS[k])
+    end
+  end
+  redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 4])
+end
+return k
+"""
+# Redis names a script by its SHA-1 (EVALSHA): an identifier, not a security measure.
+_PUBLISH_BATCH_SHA = hashlib.sha1(_PUBLISH_BATCH.encode(), usedforsecurity=False).hexdigest()
 
 
 class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
@@ -60,7 +89,7 @@ class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     def group_send_nowait(
         self, group: str, message: dict[str, Any], journal: Journal | None = None
     ) -> None:
-        """Queue a publish for the next pipeline and return at once (from the running loop):
+        """Queue a publish for the next round trip and return at once (from the running loop):
         a reply's deltas go in order, with no await per delta; a failed batch is logged."""
         self._get_layer().group_send_nowait(group, message, journal)
 
@@ -123,7 +152,7 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         self._commands: list[tuple[str, str, asyncio.Future[None] | None]] = []
         self._commander: asyncio.Task[None] | None = None
 
-    # --- publishing: one pipeline per round trip ------------------------------------------
+    # --- publishing: one command per round trip -------------------------------------------
 
     async def publish(self, channel: str, message: bytes, journal: Journal | None = None) -> None:
         """Resolves once Redis took the message (and its journal write); raises if it could
@@ -145,21 +174,8 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
             batch, self._outbox = self._outbox, []
             try:
                 self._ensure_redis()
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for channel, message, journal, _ in batch:
-                        # Redis runs a pipeline's commands in order: a journal write before
-                        # its PUBLISH means no subscriber gets text the journal lacks.
-                        if journal is None:
-                            pass
-                        elif journal.entry is None:
-                            pipe.delete(journal.key)
-                        else:
-                            pipe.rpush(journal.key, journal.entry)
-                            if journal.expire is not None:
-                                pipe.expire(journal.key, journal.expire)
-                        pipe.publish(channel, message)
-                    began = time.perf_counter()
-                    await pipe.execute()
+                began = time.perf_counter()
+                await self._publish_batch(batch)
                 metrics.layer_published(len(batch), time.perf_counter() - began)
             except Exception as error:
                 metrics.LAYER_PUBLISH_FAILURES.inc(len(batch))
@@ -180,6 +196,29 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                 for *_, future in batch:
                     if future is not None and not future.done():
                         future.set_result(None)
+
+    async def _publish_batch(
+        self, batch: list[tuple[str, bytes, Journal | None, asyncio.Future[None] | None]]
+    ) -> None:
+        """One round trip for the whole batch: one EVALSHA of _PUBLISH_BATCH, not a pipeline of
+        two or three commands per message (redis-py parses every reply of a pipeline, each
+        under a timer of its own: that was a third of a streaming worker's loop)."""
+        keys: list[str] = []
+        args: list[str | bytes | int] = []
+        for channel, message, journal, _ in batch:
+            if journal is None:
+                args += ("", "", "", channel, message)
+            else:
+                keys.append(journal.key)
+                if journal.entry is None:
+                    args += ("d", "", "", channel, message)
+                else:
+                    args += ("a", journal.entry, journal.expire or "", channel, message)
+        try:
+            await self._redis.evalsha(_PUBLISH_BATCH_SHA, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted (or flushed) Redis forgot the script
+            await self._redis.script_load(_PUBLISH_BATCH)
+            await self._redis.evalsha(_PUBLISH_BATCH_SHA, len(keys), *keys, *args)
 
     # --- subscriptions: batched, and an unsubscribe never waits -----------------------------
     #

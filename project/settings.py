@@ -294,6 +294,10 @@ LLM_HEALTH_TOKEN = env_str("LLM_HEALTH_TOKEN", "")
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16000)
 STREAM_FLUSH_INTERVAL = env_float("STREAM_FLUSH_INTERVAL", 0.04)
 STREAM_FLUSH_MAX_CHARS = env_int("STREAM_FLUSH_MAX_CHARS", 1024)
+# Under load the window widens so that one process publishes at most ~STREAM_FLUSH_RATE deltas
+# a second, up to STREAM_FLUSH_MAX_INTERVAL (chat/replies/coalesce.py); 0 keeps it fixed.
+STREAM_FLUSH_RATE = env_float("STREAM_FLUSH_RATE", 4000.0)
+STREAM_FLUSH_MAX_INTERVAL = env_float("STREAM_FLUSH_MAX_INTERVAL", 0.06)
 STREAM_CHECKPOINT_INTERVAL = env_float("STREAM_CHECKPOINT_INTERVAL", 1.0)
 STREAM_CANCEL_POLL_INTERVAL = env_float("STREAM_CANCEL_POLL_INTERVAL", 0.25)
 # A generator refreshes its heartbeat this often; the reaper (every REAP_EVERY seconds) fails

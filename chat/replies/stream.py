@@ -108,6 +108,8 @@ async def reply_stream(*, message_id: int) -> None:
         publish,
         interval=settings.STREAM_FLUSH_INTERVAL,
         max_chars=settings.STREAM_FLUSH_MAX_CHARS,
+        max_interval=settings.STREAM_FLUSH_MAX_INTERVAL,
+        rate=settings.STREAM_FLUSH_RATE,
     )
     status: str = Message.Status.COMPLETE
     error: ParleyError | None = None

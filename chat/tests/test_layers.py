@@ -48,14 +48,14 @@ async def test_concurrent_group_sends_all_arrive_in_order_in_few_round_trips(
     round_trips = 0
     shard = worker._get_layer()._shards[0]
     shard._ensure_redis()
-    original_pipeline = shard._redis.pipeline
+    original_publish_batch = shard._publish_batch
 
-    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+    async def counted_publish_batch(batch: Any) -> None:
         nonlocal round_trips
         round_trips += 1
-        return original_pipeline(*args, **kwargs)
+        await original_publish_batch(batch)
 
-    shard._redis.pipeline = counted_pipeline
+    shard._publish_batch = counted_publish_batch
 
     async def stream(index: int) -> None:
         for seq in range(25):  # 20 streams x 25 deltas, all published concurrently
@@ -126,21 +126,11 @@ async def test_flushing_the_layer_never_leaves_a_publisher_waiting(
     shard._ensure_redis()
     on_the_wire = asyncio.Event()
 
-    class StalledPipeline:  # a round trip that never comes back
-        async def __aenter__(self) -> StalledPipeline:
-            return self
+    async def stalled_round_trip(*args: Any) -> None:  # a round trip that never comes back
+        on_the_wire.set()
+        await asyncio.Event().wait()
 
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def publish(self, channel: str, message: bytes) -> None:
-            pass
-
-        async def execute(self) -> None:
-            on_the_wire.set()
-            await asyncio.Event().wait()
-
-    shard._redis.pipeline = lambda **kwargs: StalledPipeline()
+    shard._redis.evalsha = stalled_round_trip
     sends = [
         asyncio.ensure_future(worker.group_send(f"conversation.{index}", {"type": "chat.delta"}))
         for index in range(50)
@@ -167,14 +157,14 @@ async def test_a_journal_holds_what_was_published_and_outlives_the_publisher(
     round_trips = 0
     shard = worker._get_layer()._shards[0]
     shard._ensure_redis()
-    original_pipeline = shard._redis.pipeline
+    original_publish_batch = shard._publish_batch
 
-    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+    async def counted_publish_batch(batch: Any) -> None:
         nonlocal round_trips
         round_trips += 1
-        return original_pipeline(*args, **kwargs)
+        await original_publish_batch(batch)
 
-    shard._redis.pipeline = counted_pipeline
+    shard._publish_batch = counted_publish_batch
     sends = [
         worker.group_send(
             "conversation.1",
@@ -197,6 +187,27 @@ async def test_a_journal_holds_what_was_published_and_outlives_the_publisher(
     )
     assert (await receive(daphne, channel))["type"] == "chat.done"
     assert await asyncio.to_thread(journal_read, group="conversation.1", key="reply.7") == []
+    await worker.flush()
+    await daphne.flush()
+
+
+async def test_a_redis_that_forgot_the_publish_script_is_taught_it_again(
+    redis_server: PrivateRedis,
+) -> None:
+    """Each batch is one script call; a Redis restarted (or SCRIPT FLUSHed) under a running
+    publisher answers NOSCRIPT, and the batch still goes out, once."""
+    worker, daphne = layer_for(redis_server), layer_for(redis_server)
+    channel = await joined(daphne, "conversation.1")
+    await worker.group_send("conversation.1", {"type": "chat.delta", "seq": 1})
+    assert (await receive(daphne, channel))["seq"] == 1
+    redis.Redis.from_url(redis_server.url).script_flush()
+    await worker.group_send(
+        "conversation.1",
+        {"type": "chat.delta", "seq": 2},
+        journal=Journal("reply.8", b"0:x", expire=60),
+    )
+    assert (await receive(daphne, channel))["seq"] == 2
+    assert redis.Redis.from_url(redis_server.url).lrange("reply.8", 0, -1) == [b"0:x"]
     await worker.flush()
     await daphne.flush()
 

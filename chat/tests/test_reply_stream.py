@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -11,7 +12,7 @@ from channels.layers import get_channel_layer
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
-from chat.replies.coalesce import DeltaCoalescer
+from chat.replies.coalesce import DeltaCoalescer, flush_window
 from chat.replies.stream import reply_stream
 from llm.providers.base import ProviderError
 from llm.providers.simulated import simulated_reply
@@ -43,6 +44,44 @@ async def test_a_full_buffer_flushes_before_the_window_ends():
     assert flushed == ["a", "bbcc"]
     coalescer.close()
     assert flushed == ["a", "bbcc", "d"]
+
+
+def test_the_flush_window_widens_with_the_streams_on_a_loop_up_to_its_cap():
+    window = partial(flush_window, interval=0.04, max_interval=0.06, rate=4000)
+    assert window(streams=1) == window(streams=160) == 0.04  # few streams: as configured
+    assert window(streams=200) == 0.05  # 200 streams publish <= 4,000 deltas/s
+    assert window(streams=500) == window(streams=5000) == 0.06  # never wider than the cap
+    assert flush_window(streams=500, interval=0.04, max_interval=0.06, rate=0) == 0.04
+
+
+async def test_a_crowded_loop_coalesces_longer_and_the_first_piece_still_goes_at_once():
+    flushed: list[str] = []
+    crowd = [
+        DeltaCoalescer(lambda text: None, interval=0.01, max_chars=1000, max_interval=60, rate=10)
+        for _ in range(300)
+    ]
+    for other in crowd:
+        other.add("x")  # each one's first piece: they now stream on this loop
+    coalescer = DeltaCoalescer(
+        flushed.append, interval=0.01, max_chars=1000, max_interval=60, rate=10
+    )
+    coalescer.add("Hel")
+    assert flushed == ["Hel"]  # at once, however crowded
+    coalescer.add("lo")
+    await asyncio.sleep(0.2)  # 20 base windows; with 301 streams at 10 deltas/s it is 30 s
+    assert flushed == ["Hel"]
+    coalescer.close()
+    assert flushed == ["Hel", "lo"]
+    for other in crowd:
+        other.close()  # the replies ended: the loop is quiet again
+    alone: list[str] = []
+    quiet = DeltaCoalescer(alone.append, interval=0.01, max_chars=1000, max_interval=60, rate=10)
+    quiet.add("a")
+    quiet.add("b")
+    while len(alone) < 2:  # the base window's timer flushes by itself
+        await asyncio.sleep(0.01)
+    assert alone == ["a", "b"]
+    quiet.close()
 
 
 async def _drain(layer, channel) -> list[dict]:

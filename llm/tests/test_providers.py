@@ -89,6 +89,23 @@ async def test_simulated_async_stream_yields_tokens_then_usage():
     assert _finish(chunks) == "stop"
 
 
+async def test_simulated_chunks_merge_like_validated_ones_and_share_no_state():
+    """The async stream's text chunks are copies of one validated chunk (cheaper than validating
+    each): they must add up, carry their text, and leave the next reply's chunks untouched."""
+    model = _simulated()
+    messages = [HumanMessage("Tell me about otters")]
+    raw = [chunk async for chunk in model._astream(messages)]
+    merged = raw[0]
+    for chunk in raw[1:]:
+        merged = merged + chunk
+    assert merged.text == simulated_reply("Tell me about otters")
+    assert merged.message.content == merged.text
+    assert all(chunk.text == chunk.message.content for chunk in raw)
+    raw[0].message.tool_call_chunks.append({"name": "x", "args": "", "id": "1", "index": 0})
+    again = [chunk async for chunk in model._astream(messages)]
+    assert again[1].message.tool_call_chunks == []
+
+
 def test_simulated_invoke_matches_stream():
     message = _simulated().invoke([HumanMessage("hi")])
     assert message.content == simulated_reply("hi")
