@@ -333,9 +333,12 @@ API_GENERATION_IN_SERVER = env_bool("API_GENERATION_IN_SERVER", True)
 # worker (64 streams) spreads their checkpoints, heartbeats and finishes over this many threads,
 # each with its own connection. One thread for all of them let heartbeats go seconds stale.
 GENERATION_DB_THREADS = env_int("GENERATION_DB_THREADS", 8)
-# A server generating in-process reaps, every REAP_EVERY, from its first request on (no Celery
-# beat runs there; chat/replies/reaper.py): only stale replies, never another replica's.
-REAP_IN_SERVER = env_bool("REAP_IN_SERVER", GENERATION_BACKEND == "inprocess")
+# Every server reaps, every REAP_EVERY, from its first request on (chat/replies/reaper.py): the
+# only one in embedded mode, and in production beside Celery beat's reaper, whose tasks need a
+# live worker (with every worker gone, replies would stream until one came back; a Daphne
+# replica also generates the OpenAI endpoint's replies itself). Only stale replies, never
+# another replica's or a live worker's; a reply ends once whoever reaps it.
+REAP_IN_SERVER = env_bool("REAP_IN_SERVER", True)
 
 # --- Celery: long streaming generations (issue 3, docs/benchmarks.md) -----------------------
 # A reply is one Celery task that lives as long as its stream (seconds to minutes): prefetch 1

@@ -346,6 +346,36 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     )
 
 
+@pytest.mark.timeout(150)
+@shows_logs
+async def test_the_only_worker_killed_mid_stream_the_replicas_end_the_reply(topo: Topology) -> None:
+    """No worker comes back: the Daphne replicas reap too (REAP_IN_SERVER), so the reply still
+    ends, failed `interrupted` with its partial text, instead of streaming until a worker
+    returns. Beat's reaper tasks meanwhile wait in the broker for a worker that is not there."""
+    sender, follower, spare = await clients_on_replicas(topo, 1, "c")
+    await spare.close()
+    clients = [sender, follower]
+    try:
+        first = await start_reply(sender, "hello")
+        await all_final([sender], [first], 15)
+        conversation = sender.acks[next(iter(sender.acks))][0]["conversation"]
+        await follower.subscribe(conversation)
+        reply = await start_reply(sender, long_prompt("only-worker-kill"), conversation)
+        await streaming(clients, reply)
+        topo.kill("worker")
+        await all_final(clients, [reply], REAP_STALE_AFTER + 2 * REAP_EVERY + 60)
+        row = topo.reply_rows([reply])[reply]
+    finally:
+        await close_all(clients)
+
+    assert (row["status"], row["error_code"]) == ("failed", "interrupted"), row
+    assert row["content"] and row["seq"] == len(row["content"])
+    for client in clients:
+        final = client.finals[reply][0]
+        assert (final["type"], final["code"], final["retryable"]) == ("error", "interrupted", True)
+        assert client.texts[reply] == row["content"], client.label
+
+
 def most_shown(clients: list[Client], reply: int) -> int:
     return max(len(client.shown.get(reply, "")) for client in clients)
 
