@@ -126,6 +126,10 @@ def send_choices(frame: SendFrame) -> tuple[str, GenerationOptions]:
         alias = model_alias_resolve(frame.model) or ""
         if not alias:
             raise ChatError("bad_frame", f"No model {frame.model!r} (GET /api/v1/models).")
+        if frame.model == DEFAULT_NAME and alias != DEFAULT_NAME:
+            # What a send without a model runs on: under the conversation's allow-list, the
+            # first allowed model when the default is not (reply_create picks it).
+            alias = ""
     options = GenerationOptions(max_tokens=frame.max_tokens, temperature=frame.temperature)
     if param := model_option_unsupported(alias or default_alias(), options):
         raise ChatError("bad_frame", f"The model's provider cannot honour `{param}`.")

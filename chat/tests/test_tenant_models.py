@@ -179,6 +179,19 @@ async def test_a_socket_send_of_a_model_the_organisation_may_not_use_is_refused(
     await ws.disconnect()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_send_of_model_default_runs_on_the_first_allowed_model(owner):
+    personal = await Organisation.objects.aget(personal_owner=owner)
+    await sync_to_async(_allow)(personal, "local")
+    ws = await connect_as(owner)
+    frame = {"type": "send", "conversation": None, "text": "Hi", "client_id": "d1"}
+    await ws.send_json_to({**frame, "model": "default"})
+    [ack] = await receive_until(ws, "ack")
+    reply = await Message.objects.aget(reply_to_id=ack["message"])
+    assert reply.routing["alias"] == "local"
+    await ws.disconnect()
+
+
 # --- the admin -------------------------------------------------------------------------
 
 
