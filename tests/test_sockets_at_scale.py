@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from typing import Any
 
 import daphne.cli
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 from daphne.endpoints import build_endpoint_description_strings
+from django.test import Client
 
+from chat.consumers import ChatConsumer
 from core import memory
 from project import patches
+from project.asgi import application
 
 
 def test_daphne_listens_with_the_configured_backlog(settings, monkeypatch):
@@ -60,3 +67,37 @@ def test_returning_memory_frees_closed_sockets_cycles_before_trimming(monkeypatc
     finally:
         gc.enable()
     assert seen_at_trim == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_closed_socket_leaves_its_consumer_collectable(owner, monkeypatch):
+    """Nothing in the process keeps a closed socket's consumer (and what it holds) reachable:
+    a full collection frees it, so memory_return() can hand its memory back."""
+    consumers: list[weakref.ref[ChatConsumer]] = []
+    original_init = ChatConsumer.__init__
+
+    def init_recorded(self: ChatConsumer, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        consumers.append(weakref.ref(self))
+
+    monkeypatch.setattr(ChatConsumer, "__init__", init_recorded)
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", b"http://127.0.0.1:8000"),
+            (b"cookie", cookie),
+        ],
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from() == {"type": "pong"}
+    await communicator.disconnect()
+    del communicator
+    gc.collect()
+    assert len(consumers) == 1 and consumers[0]() is None
