@@ -32,7 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
 from django.contrib.sessions.models import Session
-from django.core.cache import cache
+from django.core.cache import BaseCache, caches
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -76,6 +76,22 @@ def access_revoke(*, group: str, code: int, reason: str) -> None:
     transaction.on_commit(revoke)
 
 
+_handshake_cache: BaseCache | None = None
+
+
+def handshake_cache() -> BaseCache:
+    """The process's one client of the default cache, for the handshake cache.
+
+    `django.core.cache.cache` is one client per async context: in Daphne every socket has its
+    own, so each handshake built a connection pool and a Redis connection that lived as long
+    as its socket (bench/socket_bench.py: +90 KB per socket, and a storm of new connections).
+    """
+    global _handshake_cache
+    if _handshake_cache is None:
+        _handshake_cache = caches.create_connection("default")
+    return _handshake_cache
+
+
 def handshake_mark_key(group: str) -> str:
     return f"ws-handshake:mark:{group}"
 
@@ -92,7 +108,7 @@ def _forget(group: str) -> None:
     try:
         # The mark outlives every entry cached before it (entries live `ttl`): were it to
         # expire first, an entry that read "no mark" would match again.
-        cache.set(handshake_mark_key(group), uuid.uuid4().hex, ttl + 60)
+        handshake_cache().set(handshake_mark_key(group), uuid.uuid4().hex, ttl + 60)
     except Exception:
         # Cache down: entries in it cannot be read either; one cached just before the outage
         # may still be used until it expires (WS_HANDSHAKE_CACHE_SECONDS).

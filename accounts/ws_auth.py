@@ -28,7 +28,6 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
-from django.core.cache import cache
 
 from accounts.auth import bearer_token
 from accounts.models import ApiKey, Membership, Organisation, User
@@ -37,6 +36,7 @@ from accounts.revocation import (
     EVERY_HANDSHAKE,
     MEMBERSHIP_ENDED,
     api_key_group,
+    handshake_cache,
     handshake_mark_key,
     session_group,
     user_group,
@@ -175,7 +175,7 @@ def _handshake_marks(*, session_key: str | None, user_id: Any = None) -> dict[st
     else:
         groups = [user_group(int(user_id))]
     try:
-        found = cache.get_many([handshake_mark_key(group) for group in groups])
+        found = handshake_cache().get_many([handshake_mark_key(group) for group in groups])
     except Exception:  # the cache is down: look it up in the database, do not keep it
         logger.warning("handshake cache unavailable", exc_info=True)
         return None
@@ -187,7 +187,7 @@ def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
     if settings.WS_HANDSHAKE_CACHE_SECONDS <= 0 or not session.session_key:
         return None
     try:
-        entry = cache.get(_handshake_key(session.session_key))
+        entry = handshake_cache().get(_handshake_key(session.session_key))
     except Exception:
         logger.warning("handshake cache unavailable", exc_info=True)
         return None
@@ -213,7 +213,8 @@ def handshake_remember(
         "marks": marks,
     }
     try:
-        cache.set(_handshake_key(session.session_key), entry, settings.WS_HANDSHAKE_CACHE_SECONDS)
+        ttl = settings.WS_HANDSHAKE_CACHE_SECONDS
+        handshake_cache().set(_handshake_key(session.session_key), entry, ttl)
     except Exception:
         logger.warning("handshake cache unavailable", exc_info=True)
 
