@@ -81,8 +81,11 @@ def sessions_create(topo: Topology, users: int, sessions: int) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("sessionid=")]
 
 
-def backoff_delay(attempt: int) -> float:
-    """The page's wait before reconnect attempt `attempt` (transport.js `backoffDelay`)."""
+def backoff_delay(attempt: int, first_spread: float = 0.0) -> float:
+    """The page's wait before reconnect attempt `attempt` (transport.js `backoffDelay`);
+    with `first_spread`, the first wait is uniform over 0–`first_spread` s instead."""
+    if attempt == 0 and first_spread > 0:
+        return random.uniform(0, first_spread)
     ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
     return ceiling / 2 + random.random() * ceiling / 2
 
@@ -195,7 +198,7 @@ async def hold(sockets: list[Socket], seconds: float, result: Result) -> None:
 
 
 async def storm(
-    topo: Topology, sockets: list[Socket], victim: str, deadline: float
+    topo: Topology, sockets: list[Socket], victim: str, deadline: float, first_spread: float
 ) -> dict[str, Any]:
     """Kill `victim`; every dropped client reconnects as the page does and pings."""
     killed_at = time.monotonic()
@@ -212,7 +215,7 @@ async def storm(
             return
         attempt = 0
         while True:
-            await asyncio.sleep(backoff_delay(attempt))
+            await asyncio.sleep(backoff_delay(attempt, first_spread))
             attempt += 1
             if (left := deadline - (time.monotonic() - killed_at)) <= 0:
                 return
@@ -291,7 +294,7 @@ def run(
             await hold(sockets, args.hold, result)
             if args.storm:
                 victim = topo.replicas[-1]
-                result.storm = await storm(topo, sockets, victim, args.deadline)
+                result.storm = await storm(topo, sockets, victim, args.deadline, args.first_spread)
                 print(f"  reconnect storm after killing {victim}: {result.storm}", flush=True)
                 pids.pop(victim)
                 result.rss_before.pop(victim)
@@ -319,6 +322,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="handshakes in flight")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds (the issue: 600)")
     parser.add_argument("--storm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--first-spread",
+        type=float,
+        default=0.0,
+        help="first reconnect uniform over 0–N s (default: the page's 0.25–0.5 s)",
+    )
     parser.add_argument("--deadline", type=float, default=30.0, help="storm goal, s")
     parser.add_argument("--settle", type=float, default=15.0, help="s after close for RSS")
     parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True)
