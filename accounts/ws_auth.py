@@ -18,10 +18,8 @@ allowed one, so a foreign page cannot use a ticket against us either.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -90,59 +88,14 @@ def program_authenticate(*, ticket: str | None, api_key: str | None) -> Principa
     return None
 
 
-class HandshakeAdmission:
-    """At most WS_HANDSHAKES_AT_ONCE handshakes of this process in progress, the others
-    waiting their turn in arrival order.
-
-    A handshake is many steps on the event loop (middleware, database threads, subscriptions,
-    accept). When a dead replica's 5,000 sockets reconnected at once, every step of every
-    handshake took turns with all the others, so all of them finished together ~65 s later
-    and none within 30 s (docs/benchmarks.md); admitted in turn, they finish at the same rate,
-    earliest first. A turn ends with the accept or refusal (or when the application ends).
-    """
-
-    def __init__(self) -> None:
-        self._turns: asyncio.Semaphore | None = None
-
-    @contextlib.asynccontextmanager
-    async def turn(self, send: Any) -> AsyncIterator[Any]:
-        """Wait for a turn; yields `send`, which ends the turn when the handshake is answered."""
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(settings.WS_HANDSHAKES_AT_ONCE)
-        turns = self._turns
-        await turns.acquire()
-        ended = False
-
-        def end() -> None:
-            nonlocal ended
-            if not ended:
-                ended = True
-                turns.release()
-
-        async def send_answered(message: dict[str, Any]) -> None:
-            if message["type"] in ("websocket.accept", "websocket.close"):
-                end()
-            await send(message)
-
-        try:
-            yield send_answered
-        finally:
-            end()
-
-
 class ProgramAuthMiddleware:
     """Route a handshake by its credentials: program (ticket / bearer key) or browser."""
 
     def __init__(self, browser: ASGIApp, *, programs: ASGIApp) -> None:
         self.browser = browser
         self.programs = programs
-        self.admission = HandshakeAdmission()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        async with self.admission.turn(send) as send:
-            await self._route(scope, receive, send)
-
-    async def _route(self, scope: Scope, receive: Any, send: Any) -> None:
         ticket, api_key = _program_credentials(scope)
         if not ticket and not api_key:
             return await self.browser(scope, receive, send)

@@ -414,9 +414,6 @@ ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
 # A browser socket's handshake (user, session, organisation) is kept this long (seconds) in the
 # shared cache, so reconnecting after a replica's death needs no database; whatever changes
 # access makes it forgotten at once (accounts/ws_auth.py). Only with a shared cache (Redis).
-# Handshakes a Daphne process works on at once; the others wait in arrival order, so a
-# reconnect storm finishes earliest-first instead of all together (accounts/ws_auth.py).
-WS_HANDSHAKES_AT_ONCE = env_int("WS_HANDSHAKES_AT_ONCE", 32)
 WS_HANDSHAKE_CACHE_SECONDS = env_float("WS_HANDSHAKE_CACHE_SECONDS", 900.0 if REDIS_URL else 0.0)
 # Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
 # holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)

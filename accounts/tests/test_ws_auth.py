@@ -270,39 +270,3 @@ def _cached_or_looked_up(scope: dict, user) -> Organisation:
     ws_auth._session_user_and_organisation(scope)
     organisation, _ = scope[ws_auth.SCOPE_ORGANISATION]
     return organisation
-
-
-async def test_handshakes_past_the_limit_wait_their_turn_in_arrival_order(settings):
-    settings.WS_HANDSHAKES_AT_ONCE = 2
-    admission = ws_auth.HandshakeAdmission()
-    answered: list[int] = []
-    accept = {index: asyncio.Event() for index in range(4)}
-    started: list[int] = []
-
-    async def handshake_of(index: int) -> None:
-        async def send(message: dict) -> None:
-            answered.append(index)
-
-        async with admission.turn(send) as send_answered:
-            started.append(index)
-            await accept[index].wait()
-            await send_answered({"type": "websocket.accept"})
-            await asyncio.Event().wait()  # the socket stays open: its turn is over anyway
-
-    tasks = [asyncio.create_task(handshake_of(index)) for index in range(4)]
-    while len(started) < 2:
-        await asyncio.sleep(0)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert started == [0, 1]  # 2 and 3 wait
-    accept[1].set()
-    while len(started) < 3:
-        await asyncio.sleep(0)
-    assert started == [0, 1, 2] and answered == [1]
-    accept[0].set()
-    while len(started) < 4:
-        await asyncio.sleep(0)
-    assert started == [0, 1, 2, 3]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
