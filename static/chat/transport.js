@@ -14,8 +14,7 @@ const OPEN = 1; // WebSocket.OPEN
 /**
  * The wait before reconnect attempt `attempt`. The first is anywhere in 0–10 s: when a server
  * replica dies, its thousands of pages reconnect to the others spread over 10 s; all within
- * half a second, none of 5,000 was back within 30 s, spread, all in 18 s
- * (docs/benchmarks.md). Then exponential backoff with jitter: 0.5 s doubling up to 10 s, each
+ * half a second, none of 5,000 was back within 30 s, spread, 93–100 % (docs/benchmarks.md). Then exponential backoff with jitter: 0.5 s doubling up to 10 s, each
  * wait 50–100 % of that. Coming online or back to the tab skips the wait.
  */
 export function backoffDelay(attempt, random = Math.random) {
