@@ -11,7 +11,8 @@ allowed Origin) and goes through nginx. Phases, each measured:
 3. kill one replica (SIGKILL): every socket it held is dropped; each client reconnects as the
    page does (static/chat/transport.js: first after 0–10 s, then waits doubling from 1 s to
    10 s, each 50–100 % of that, never giving up, one handshake at a time) and sends a
-   `ping`: "resumed" once its `pong` is back. Time until all are back, and how many did not make it in 30 s;
+   `ping`: "resumed" once its `pong` is back. Time until all are back, and how many did not
+   make it in 30 s;
 4. close every socket; server memory (RSS of each Daphne) before opening, when all were open,
    and `--settle` s after closing: KB per socket and how much came back.
 
