@@ -11,7 +11,8 @@ closed socket; no object of it was still reachable after a full collection).
 the last socket closed (a storm of closes costs one pass, not one each): a full collection,
 then `malloc_trim(0)`. Elsewhere than glibc the trim does nothing. Python's own small-object
 allocator (pymalloc) returns an arena only once all of it is free, so a replica started with
-PYTHONMALLOC=malloc (the image does) gives back more.
+PYTHONMALLOC=malloc gives back most of it (docs/benchmarks.md: 9 of ~50 KB per socket kept,
+against 36 with pymalloc).
 """
 
 from __future__ import annotations
