@@ -9,23 +9,37 @@ the event's code. accounts never imports chat: the group names and the event are
 
 Close codes (docs/protocol.md): 4401 the credential ended (key revoked, expired or deleted,
 signed out, user deactivated); 4403 the user was removed from an organisation.
+
+The same events make the handshake cache (accounts/ws_auth.py) forget: `handshakes_forget`
+gives a group a new mark (a random token) in the shared cache once the change commits, and a
+cached handshake is used only while its user's, its session's and the global mark are still
+the ones it read before its own database reads. Besides what
+closes sockets, anything that can change a handshake's answer marks: a session saved or
+deleted (sign-in, sign-out, switching organisation, two-factor verified), a user saved
+(password, deactivation), a membership or two-factor device changed, an organisation saved
+(its two-factor requirement: the global mark).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.models import Session
+from django.core.cache import BaseCache, caches
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import ApiKey, Membership, User
+from accounts.models import ApiKey, Membership, Organisation, User
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +61,58 @@ def session_group(session_key: str) -> str:
     return f"access.session.{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
 
 
+# The global mark: an organisation's two-factor requirement changed, which reaches all of its
+# members' handshakes.
+EVERY_HANDSHAKE = "access.all"
+
+
 def access_revoke(*, group: str, code: int, reason: str) -> None:
     """Close every socket in `group`, on every replica, once the transaction commits."""
-    transaction.on_commit(lambda: _publish(group=group, code=code, reason=reason))
+
+    def revoke() -> None:
+        _forget(group)
+        _publish(group=group, code=code, reason=reason)
+
+    transaction.on_commit(revoke)
+
+
+_handshake_cache: BaseCache | None = None
+
+
+def handshake_cache() -> BaseCache:
+    """The process's one client of the default cache, for the handshake cache.
+
+    `django.core.cache.cache` is one client per async context: in Daphne every socket has its
+    own, so each handshake built a connection pool and a Redis connection that lived as long
+    as its socket (bench/socket_bench.py: +90 KB per socket, and a storm of new connections).
+    """
+    global _handshake_cache
+    if _handshake_cache is None:
+        _handshake_cache = caches.create_connection("default")
+    return _handshake_cache
+
+
+def handshake_mark_key(group: str) -> str:
+    return f"ws-handshake:mark:{group}"
+
+
+def handshakes_forget(*, group: str) -> None:
+    """No handshake of `group` cached before the transaction commits is used again."""
+    transaction.on_commit(lambda: _forget(group))
+
+
+def _forget(group: str) -> None:
+    ttl = settings.WS_HANDSHAKE_CACHE_SECONDS
+    if ttl <= 0:
+        return
+    try:
+        # The mark outlives every entry cached before it (entries live `ttl`): were it to
+        # expire first, an entry that read "no mark" would match again.
+        handshake_cache().set(handshake_mark_key(group), uuid.uuid4().hex, ttl + 60)
+    except Exception:
+        # Cache down: entries in it cannot be read either; one cached just before the outage
+        # may still be used until it expires (WS_HANDSHAKE_CACHE_SECONDS).
+        logger.warning("could not forget cached handshakes (%s)", group, exc_info=True)
 
 
 def _publish(*, group: str, code: int, reason: str) -> None:
@@ -108,3 +171,31 @@ def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> No
 def api_key_ended(*, key_id: int) -> None:
     """The key was revoked or deleted (services call this where no model signal fires)."""
     access_revoke(group=api_key_group(key_id), code=CREDENTIAL_ENDED, reason="API key revoked")
+
+
+# --- what changes a handshake's answer without closing sockets: forget cached handshakes ---
+
+
+@receiver(post_save, sender=Session, dispatch_uid="accounts.revocation.session_saved")
+@receiver(post_delete, sender=Session, dispatch_uid="accounts.revocation.session_deleted")
+def _session_changed(sender: Any, instance: Session, **kwargs: Any) -> None:
+    handshakes_forget(group=session_group(instance.session_key))
+
+
+@receiver(post_save, sender=User, dispatch_uid="accounts.revocation.user_changed")
+def _user_changed(sender: Any, instance: User, created: bool, **kwargs: Any) -> None:
+    if not created:
+        handshakes_forget(group=user_group(instance.pk))
+
+
+@receiver(post_save, sender=Membership, dispatch_uid="accounts.revocation.membership_saved")
+@receiver(post_save, sender=TOTPDevice, dispatch_uid="accounts.revocation.device_saved")
+@receiver(post_delete, sender=TOTPDevice, dispatch_uid="accounts.revocation.device_deleted")
+def _users_access_changed(sender: Any, instance: Membership | TOTPDevice, **kwargs: Any) -> None:
+    handshakes_forget(group=user_group(instance.user_id))
+
+
+@receiver(post_save, sender=Organisation, dispatch_uid="accounts.revocation.organisation_saved")
+def _organisation_saved(sender: Any, instance: Organisation, created: bool, **kwargs: Any) -> None:
+    if not created:
+        handshakes_forget(group=EVERY_HANDSHAKE)

@@ -18,6 +18,7 @@ allowed one, so a foreign page cannot use a ticket against us either.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -32,8 +33,11 @@ from accounts.auth import bearer_token
 from accounts.models import ApiKey, Membership, Organisation, User
 from accounts.revocation import (
     CREDENTIAL_ENDED,
+    EVERY_HANDSHAKE,
     MEMBERSHIP_ENDED,
     api_key_group,
+    handshake_cache,
+    handshake_mark_key,
     session_group,
     user_group,
 )
@@ -42,6 +46,8 @@ from accounts.services import api_key_use
 from accounts.tickets import Principal, ws_ticket_redeem
 from accounts.two_factor import session_verified, two_factor_required
 from core.db import db_async
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -123,10 +129,94 @@ SCOPE_ORGANISATION = "parley_socket_organisation"
 
 
 def _session_user_and_organisation(scope: Scope) -> Any:
+    session = scope["session"]
+    cached = handshake_cached(session=session)
+    if cached is not None:
+        user, organisation = cached
+        scope[SCOPE_ORGANISATION] = (organisation, False)
+        return user
+    # Each mark is read before what it guards: a change committed after the read changes it.
+    marks = _handshake_marks(session_key=session.session_key)
+    if marks is not None and (user_id := session.get(SESSION_KEY)) is not None:
+        user_marks = _handshake_marks(session_key=session.session_key, user_id=user_id)
+        marks = None if user_marks is None else {**marks, **user_marks}
     user = get_user.func(scope)
     if user.is_authenticated:
-        scope[SCOPE_ORGANISATION] = socket_organisation(scope=dict(scope, user=user))
+        found = scope[SCOPE_ORGANISATION] = socket_organisation(scope=dict(scope, user=user))
+        if found[0] is not None and marks is not None and user_group(user.pk) in marks:
+            handshake_remember(session=session, user=user, organisation=found[0], marks=marks)
     return user
+
+
+# --- the handshake cache --------------------------------------------------------------------
+#
+# After a replica dies its sockets all reconnect to the others at once (docs/benchmarks.md):
+# four database statements per handshake (session, user, two-factor, organisation) made that
+# storm last ~80 s. A browser handshake's answer (the user, the session's data and the
+# organisation the socket works in) is kept in the shared cache for WS_HANDSHAKE_CACHE_SECONDS,
+# under its session, so a socket that connected within that time reconnects without the
+# database. It is used only while nothing that could change the answer happened since it was
+# looked up: accounts/revocation.py gives the user, the session or everyone a new mark whenever
+# such a change commits (the events that close open sockets, and more), and an entry is used
+# only while the three marks are those read before its database reads. Programs (tickets, API
+# keys) are not cached.
+
+
+def _handshake_key(session_key: str) -> str:
+    return f"ws-handshake:{session_group(session_key)}"
+
+
+def _handshake_marks(*, session_key: str | None, user_id: Any = None) -> dict[str, Any] | None:
+    """The current marks: the session's and everyone's, or the user's; None: no caching."""
+    if settings.WS_HANDSHAKE_CACHE_SECONDS <= 0 or not session_key:
+        return None
+    if user_id is None:
+        groups = [session_group(session_key), EVERY_HANDSHAKE]
+    else:
+        groups = [user_group(int(user_id))]
+    try:
+        found = handshake_cache().get_many([handshake_mark_key(group) for group in groups])
+    except Exception:  # the cache is down: look it up in the database, do not keep it
+        logger.warning("handshake cache unavailable", exc_info=True)
+        return None
+    return {group: found.get(handshake_mark_key(group)) for group in groups}
+
+
+def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
+    """(user, organisation) of a browser handshake looked up recently and still valid."""
+    if settings.WS_HANDSHAKE_CACHE_SECONDS <= 0 or not session.session_key:
+        return None
+    try:
+        entry = handshake_cache().get(_handshake_key(session.session_key))
+    except Exception:
+        logger.warning("handshake cache unavailable", exc_info=True)
+        return None
+    if entry is None:
+        return None
+    user, organisation = entry["user"], entry["organisation"]
+    marks = _handshake_marks(session_key=session.session_key)
+    user_marks = _handshake_marks(session_key=session.session_key, user_id=user.pk)
+    if marks is None or user_marks is None or {**marks, **user_marks} != entry["marks"]:
+        return None
+    session._session_cache = entry["session"]  # what the database would have loaded
+    return user, organisation
+
+
+def handshake_remember(
+    *, session: Any, user: User, organisation: Organisation, marks: dict[str, Any]
+) -> None:
+    """Keep a handshake looked up under `marks`, as read before its database reads."""
+    entry = {
+        "user": user,
+        "organisation": organisation,
+        "session": dict(session.items()),
+        "marks": marks,
+    }
+    try:
+        ttl = settings.WS_HANDSHAKE_CACHE_SECONDS
+        handshake_cache().set(_handshake_key(session.session_key), entry, ttl)
+    except Exception:
+        logger.warning("handshake cache unavailable", exc_info=True)
 
 
 async def socket_organisation_of(scope: Scope) -> tuple[Organisation | None, bool]:

@@ -2,15 +2,17 @@
 
 The production topology on loopback (the harness: nginx with the repository's nginx.conf →
 `--replicas` Daphne with the image's command line → a private Redis ← no worker, PostgreSQL).
-Every socket is authenticated (a browser session of one of `--users` users, with an allowed
-Origin) and goes through nginx. Phases, each measured:
+Every socket is authenticated (its own browser session, of one of `--users` users, with an
+allowed Origin) and goes through nginx. Phases, each measured:
 
 1. open `--sockets` sockets, `--batch` handshakes in flight at a time: accepts/s, failures;
 2. hold them `--hold` seconds (the issue asks 10 minutes: `--hold 600`), checking every 10 s
    how many are still open, and answering Daphne's keepalive pings (client pings off);
-3. kill one replica (SIGKILL): every socket it held is dropped; each client reconnects after a
-   random 0–`--jitter` s (as the page's backoff spreads them) and sends a `ping`: "resumed"
-   once its `pong` is back. Time until all are back, and how many did not make it in 30 s;
+3. kill one replica (SIGKILL): every socket it held is dropped; each client reconnects as the
+   page does (static/chat/transport.js: first after 0–10 s, then waits doubling from 1 s to
+   10 s, each 50–100 % of that, never giving up, one handshake at a time) and sends a
+   `ping`: "resumed" once its `pong` is back. Time until all are back, and how many did not
+   make it in 30 s;
 4. close every socket; server memory (RSS of each Daphne) before opening, when all were open,
    and `--settle` s after closing: KB per socket and how much came back.
 
@@ -40,11 +42,54 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.send_bench import py_spy_start, py_spy_stop, sessions_create  # noqa: E402
+from bench.send_bench import py_spy_start, py_spy_stop  # noqa: E402
+from tests.harness import processes  # noqa: E402
 from tests.harness.processes import ProcessGroup, base_env, free_port  # noqa: E402
 from tests.harness.topology import Topology, production_topology  # noqa: E402
 
 PING = '{"type": "ping"}'
+
+# static/chat/transport.js: the page's reconnect waits.
+FIRST_RETRY_SPREAD = 10.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+
+# One browser session per socket, over `users` users (made by the topology's own code).
+_SESSIONS = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
+from accounts.services import account_create
+users = [account_create(username=f"sock-{run}-{{i}}", password=None) for i in range({users})]
+rows = []
+for index in range({sessions}):
+    user = users[index % len(users)]
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    key = session._get_new_session_key()
+    rows.append(Session(session_key=key, session_data=session.encode(session._session),
+                        expire_date=session.get_expiry_date()))
+    print("sessionid=" + key)
+Session.objects.bulk_create(rows, batch_size=1000)
+"""
+
+
+def sessions_create(topo: Topology, users: int, sessions: int) -> list[str]:
+    """`sessions` signed-in browser sessions of `users` users; their Cookie headers."""
+    code = _SESSIONS.format(users=users, sessions=sessions, run=random.randbytes(3).hex())
+    out = processes.manage("shell", "-c", code, env=topo.env, timeout=600)
+    return [line for line in out.splitlines() if line.startswith("sessionid=")]
+
+
+def backoff_delay(attempt: int, first_spread: float = FIRST_RETRY_SPREAD) -> float:
+    """The page's wait before reconnect attempt `attempt` (transport.js `backoffDelay`): the
+    first uniform over 0–`first_spread` s (0: the page before December 4th, 0.25–0.5 s)."""
+    if attempt == 0 and first_spread > 0:
+        return random.uniform(0, first_spread)
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
+    return ceiling / 2 + random.random() * ceiling / 2
 
 
 def rss_kb(pid: int) -> int:
@@ -155,9 +200,9 @@ async def hold(sockets: list[Socket], seconds: float, result: Result) -> None:
 
 
 async def storm(
-    topo: Topology, sockets: list[Socket], victim: str, jitter: float, deadline: float
+    topo: Topology, sockets: list[Socket], victim: str, deadline: float, first_spread: float
 ) -> dict[str, Any]:
-    """Kill `victim`; every dropped client reconnects after 0–`jitter` s and pings."""
+    """Kill `victim`; every dropped client reconnects as the page does and pings."""
     killed_at = time.monotonic()
     await asyncio.to_thread(topo.kill, victim)
     back: list[float] = []
@@ -170,11 +215,15 @@ async def storm(
             pass
         if time.monotonic() - killed_at > deadline:
             return
-        await asyncio.sleep(random.uniform(0, jitter))
-        while (left := deadline - (time.monotonic() - killed_at)) > 0:
+        attempt = 0
+        while True:
+            await asyncio.sleep(backoff_delay(attempt, first_spread))
+            attempt += 1
+            if (left := deadline - (time.monotonic() - killed_at)) <= 0:
+                return
             try:
-                # A client waits as long as the goal allows: one that gives up and retries
-                # only adds a second handshake to the queue it was in.
+                # Like a browser, a handshake is not abandoned for another (this one only
+                # stops waiting when the measurement ends).
                 await sock.connect(timeout=left)
                 await sock.ws.send(PING)
                 async with asyncio.timeout(10):
@@ -187,7 +236,6 @@ async def storm(
                 if (response := getattr(error, "response", None)) is not None:
                     kind += f" {response.status_code}"
                 lost[kind] = lost.get(kind, 0) + 1
-                await asyncio.sleep(random.uniform(0.5, 1.5))
 
     # Sockets on the surviving replica stay open: their watch waits until the deadline.
     watchers = [asyncio.create_task(watch(s)) for s in sockets if s.ws is not None]
@@ -248,7 +296,7 @@ def run(
             await hold(sockets, args.hold, result)
             if args.storm:
                 victim = topo.replicas[-1]
-                result.storm = await storm(topo, sockets, victim, args.jitter, args.deadline)
+                result.storm = await storm(topo, sockets, victim, args.deadline, args.first_spread)
                 print(f"  reconnect storm after killing {victim}: {result.storm}", flush=True)
                 pids.pop(victim)
                 result.rss_before.pop(victim)
@@ -276,7 +324,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="handshakes in flight")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds (the issue: 600)")
     parser.add_argument("--storm", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--jitter", type=float, default=5.0, help="reconnect spread, s")
+    parser.add_argument(
+        "--first-spread",
+        type=float,
+        default=FIRST_RETRY_SPREAD,
+        help="first reconnect uniform over 0–N s (the page's: 10; 0: its earlier 0.25–0.5 s)",
+    )
     parser.add_argument("--deadline", type=float, default=30.0, help="storm goal, s")
     parser.add_argument("--settle", type=float, default=15.0, help="s after close for RSS")
     parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True)
@@ -310,7 +363,7 @@ def main() -> None:
     with production_topology(
         replicas=args.replicas, provider="simulated", env=env, worker=False, name="sockbench"
     ) as topo:
-        cookies = sessions_create(topo, args.users)
+        cookies = sessions_create(topo, args.users, args.sockets)
         sockets = [
             Socket(topo.ws_url, {"Cookie": cookies[i % len(cookies)]}, topo.base)
             for i in range(args.sockets)

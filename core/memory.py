@@ -1,10 +1,18 @@
 """Give freed memory back to the operating system after many sockets close.
 
-A Daphne process that held thousands of sockets keeps most of their memory after they close:
-glibc's malloc keeps freed heap pages for reuse (bench/socket_bench.py measured it, even for a
-bare ASGI app). `memory_return_soon()` asks glibc to trim its heaps (`malloc_trim(0)`) once
-things are quiet: MEMORY_TRIM_AFTER_CLOSE seconds after the last socket closed (a storm of
-closes costs one trim, not one each). Elsewhere than glibc it does nothing.
+A closed socket's objects are not freed when it closes: a consumer, its tasks and its scope
+hold each other in reference cycles, which only the cyclic garbage collector frees, and its
+oldest generation runs rarely (after ~25 % growth of the long-lived objects). Then the freed
+memory stays with the allocator: glibc's malloc keeps freed heap pages for reuse.
+bench/socket_bench.py measured both (docs/benchmarks.md: a Daphne replica kept ~45 KB of every
+closed socket; no object of it was still reachable after a full collection).
+
+`memory_return_soon()` does both once things are quiet, MEMORY_TRIM_AFTER_CLOSE seconds after
+the last socket closed (a storm of closes costs one pass, not one each): a full collection,
+then `malloc_trim(0)`. Elsewhere than glibc the trim does nothing. Python's own small-object
+allocator (pymalloc) returns an arena only once all of it is free, so a replica started with
+PYTHONMALLOC=malloc gives back most of it (docs/benchmarks.md: 9 of ~50 KB per socket kept,
+against 36 with pymalloc).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 from collections.abc import Callable
 
@@ -35,7 +44,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def memory_return_soon() -> None:
-    """From a running event loop: trim the heap once nothing has closed for a while."""
+    """From a running event loop: collect and trim once nothing has closed for a while."""
     global _pending
     delay = settings.MEMORY_TRIM_AFTER_CLOSE
     if delay <= 0:
@@ -46,8 +55,11 @@ def memory_return_soon() -> None:
 
 
 def memory_return() -> None:
+    """Free the closed sockets' reference cycles now, then hand the free pages back."""
     global _pending
     _pending = None
+    # Trimming first would return nothing: until the collection, the memory is still in use.
+    gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -424,6 +424,10 @@ WS_RATE_SENDS_PER_ORG = env_str("WS_RATE_SENDS_PER_ORG", "300/m")
 # An open socket re-checks its credentials before a send at most this often (seconds): the
 # backstop for access that ended without reaching it (accounts/revocation.py).
 ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
+# A browser socket's handshake (user, session, organisation) is kept this long (seconds) in the
+# shared cache, so reconnecting after a replica's death needs no database; whatever changes
+# access makes it forgotten at once (accounts/ws_auth.py). Only with a shared cache (Redis).
+WS_HANDSHAKE_CACHE_SECONDS = env_float("WS_HANDSHAKE_CACHE_SECONDS", 900.0 if REDIS_URL else 0.0)
 # Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
 # holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)
 # still bounds cost budgets wherever deployments are priced.

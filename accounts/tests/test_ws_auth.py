@@ -9,10 +9,15 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.cache import cache
+from django.db.backends.utils import CursorWrapper
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ApiKey, Membership
+from accounts import ws_auth
+from accounts.models import ApiKey, Membership, Organisation
+from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY
 from accounts.services import api_key_create, api_key_revoke
 from accounts.tickets import ws_ticket_issue
 from chat import services
@@ -163,3 +168,100 @@ async def test_a_key_stops_opening_sockets_when_its_user_leaves(key, owner, orga
     await Membership.objects.filter(user=owner, organisation=organisation).adelete()
     connected, _ = await handshake(headers=[(b"authorization", f"Bearer {key.raw}".encode())])
     assert not connected
+
+
+# --- the handshake cache: a reconnect needs no database, and nothing that ended gets in ------
+
+
+@pytest.fixture
+def handshake_cache(settings):
+    settings.WS_HANDSHAKE_CACHE_SECONDS = 900
+    cache.clear()  # marks left by an earlier test's users (ids are reused) would hide entries
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[str]:
+    """Every SQL statement run from now on, by any thread (db_async runs them off the loop)."""
+    seen: list[str] = []
+    execute = CursorWrapper.execute
+
+    def counted(self, sql, params=None):
+        seen.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", counted)
+    return seen
+
+
+async def test_a_reconnecting_browser_socket_opens_without_the_database(
+    owner, handshake_cache, statements
+):
+    cookie = await session_cookie(owner)
+    connected, first = await handshake(headers=[cookie, ORIGIN])
+    assert connected and statements  # looked up once
+    await first.disconnect()
+    statements.clear()
+    connected, again = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await again.send_json_to({"type": "ping"})
+    assert await again.receive_json_from() == {"type": "pong"}
+    assert statements == []
+    await again.disconnect()
+
+
+async def test_a_cached_handshake_is_refused_once_its_session_signed_out(owner, handshake_cache):
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    connected, ws = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await ws.disconnect()
+    await sync_to_async(client.logout)()
+    connected, _ = await handshake(headers=[cookie, ORIGIN])
+    assert not connected
+
+
+async def test_a_cached_handshake_is_refused_once_its_user_is_deactivated(owner, handshake_cache):
+    cookie = await session_cookie(owner)
+    connected, ws = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await ws.disconnect()
+    owner.is_active = False
+    await owner.asave(update_fields=["is_active"])
+    connected, _ = await handshake(headers=[cookie, ORIGIN])
+    assert not connected
+
+
+async def test_a_cached_handshake_follows_a_removed_membership(
+    member, owner, organisation, handshake_cache
+):
+    """The session's active organisation is the team; once the member is removed, a new
+    socket works in their personal organisation, not the cached team."""
+    client = Client()
+    await sync_to_async(client.force_login)(member)
+    session_key = client.cookies["sessionid"].value
+    await sync_to_async(_organisation_choose)(session_key, organisation)
+    cookie = (b"cookie", f"sessionid={session_key}".encode())
+    scope = {"session": SessionStore(session_key)}
+    assert (await sync_to_async(_cached_or_looked_up)(scope, member)).pk == organisation.pk
+    await Membership.objects.filter(user=member, organisation=organisation).adelete()
+    connected, ws = await handshake(headers=[cookie, ORIGIN])
+    assert connected  # still a user, in their personal organisation
+    await ws.disconnect()
+    assert (await sync_to_async(_cached_or_looked_up)(scope, member)).pk != organisation.pk
+
+
+def _organisation_choose(session_key: str, organisation: Organisation) -> None:
+    session = SessionStore(session_key)
+    session[ACTIVE_ORGANISATION_SESSION_KEY] = organisation.pk
+    session.save()
+
+
+def _cached_or_looked_up(scope: dict, user) -> Organisation:
+    """The organisation a handshake of this session gets now (through the cache if valid)."""
+    scope = dict(scope, session=SessionStore(scope["session"].session_key))
+    ws_auth._session_user_and_organisation(scope)
+    organisation, _ = scope[ws_auth.SCOPE_ORGANISATION]
+    return organisation

@@ -442,6 +442,33 @@ async def test_signing_out_on_one_replica_closes_the_sessions_socket_on_another(
     assert await closed_code(ws) == 4401
 
 
+async def test_a_signed_out_session_cannot_reconnect_from_the_handshake_cache(
+    hostile: Site,
+) -> None:
+    """Its handshake was cached (Redis) on connecting; signing out elsewhere forgets it, so a
+    reconnect, on any replica, is refused rather than answered from the cache."""
+    replica_a, replica_b = hostile.daphne_ports[0], hostile.daphne_ports[1]
+    with browser(hostile, replica_b) as http:
+        cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+        for port in (replica_a, replica_a):  # the second handshake is answered from the cache
+            ws = await connect(
+                hostile.ws_url(port),
+                origin=Origin(f"http://127.0.0.1:{port}"),
+                additional_headers={"Cookie": cookie},
+            )
+            await pong(ws)
+            await ws.close()
+        assert http.post("/accounts/logout/").status_code == 302
+    for port in (replica_a, replica_b):
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(
+                hostile.ws_url(port),
+                origin=Origin(f"http://127.0.0.1:{port}"),
+                additional_headers={"Cookie": cookie},
+            )
+        assert refused.value.response.status_code == 403
+
+
 async def test_a_membership_removed_elsewhere_closes_the_members_socket(hostile: Site) -> None:
     """Removed by another process (a shell, as an admin's script would), socket on a replica."""
     team, raw = shell(

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import {
   BACKOFF_FIRST_MS,
   BACKOFF_MAX_MS,
+  FIRST_RETRY_SPREAD_MS,
   HEARTBEAT_MS,
   PONG_TIMEOUT_MS,
   Transport,
@@ -116,9 +117,12 @@ function setUp({ onOpen = () => {} } = {}) {
   return { clock, frames, statuses, transport, socket };
 }
 
-test("backoff doubles from 0.5 s to at most 10 s, each wait 50-100 % of that", () => {
-  assert.equal(backoffDelay(0, () => 0), BACKOFF_FIRST_MS / 2);
-  assert.equal(backoffDelay(0, () => 1), BACKOFF_FIRST_MS);
+test("the first retry spreads over 0-10 s, then backoff doubles from 1 s to at most 10 s", () => {
+  // A dead replica's pages come back spread over 10 s, not all within half a second.
+  assert.equal(backoffDelay(0, () => 0), 0);
+  assert.equal(backoffDelay(0, () => 1), FIRST_RETRY_SPREAD_MS);
+  assert.equal(backoffDelay(1, () => 0), BACKOFF_FIRST_MS);
+  assert.equal(backoffDelay(1, () => 1), BACKOFF_FIRST_MS * 2);
   assert.equal(backoffDelay(3, () => 1), BACKOFF_FIRST_MS * 8);
   assert.equal(backoffDelay(20, () => 1), BACKOFF_MAX_MS);
   assert.equal(backoffDelay(20, () => 0), BACKOFF_MAX_MS / 2);
@@ -145,12 +149,12 @@ test("a send is repeated on every new connection until it is acknowledged", () =
   transport.sendUntilAcked("c-1", { type: "send", client_id: "c-1" });
   socket().lose();
   assert.deepEqual(transport.inFlight(), []); // not sent on any live connection
-  clock.advance(BACKOFF_FIRST_MS);
+  clock.advance(FIRST_RETRY_SPREAD_MS);
   socket().open();
   assert.deepEqual(socket().sent, [{ type: "send", client_id: "c-1" }]);
   transport.acked("c-1");
   socket().lose();
-  clock.advance(BACKOFF_FIRST_MS);
+  clock.advance(FIRST_RETRY_SPREAD_MS);
   socket().open();
   assert.deepEqual(socket().sent, []);
 });
@@ -159,8 +163,8 @@ test("a lost connection reconnects after a backoff that grows until one opens", 
   const { clock, statuses, socket } = setUp();
   socket().open();
   socket().lose();
-  assert.deepEqual(statuses.at(-1), ["Connection lost — reconnecting in 1 s…", "warn"]);
-  clock.advance(374); // random 0.5: the first wait is 375 ms
+  assert.deepEqual(statuses.at(-1), ["Connection lost — reconnecting in 5 s…", "warn"]);
+  clock.advance(4999); // random 0.5: the first wait is 5 s
   assert.equal(ScriptedSocket.made.length, 1);
   clock.advance(1);
   assert.equal(ScriptedSocket.made.length, 2);
@@ -184,7 +188,7 @@ test("a socket that does not answer a ping is dropped and replaced", () => {
   assert.equal(transport.ws, first);
   clock.advance(1);
   assert.equal(first.readyState, 3);
-  clock.advance(BACKOFF_FIRST_MS);
+  clock.advance(FIRST_RETRY_SPREAD_MS);
   assert.notEqual(socket(), first);
   transport.stop();
 });
@@ -226,7 +230,7 @@ test("coming back online skips the rest of a reconnect wait", () => {
   const { clock, transport, socket } = setUp();
   socket().open();
   socket().lose();
-  clock.advance(BACKOFF_FIRST_MS); // reconnects, fails again: a longer wait
+  clock.advance(FIRST_RETRY_SPREAD_MS); // reconnects, fails again: another wait
   socket().lose();
   assert.equal(ScriptedSocket.made.length, 2);
   transport.wake();
