@@ -106,8 +106,9 @@ def _forget(group: str) -> None:
     if ttl <= 0:
         return
     try:
-        # The mark outlives every entry cached before it (entries live `ttl`): were it to
-        # expire first, an entry that read "no mark" would match again.
+        # A new mark matches no entry kept before it. Entries are only kept under marks that
+        # exist (accounts/ws_auth.py sets a missing one), so a mark evicted or expired later
+        # is replaced by another that matches nothing either.
         handshake_cache().set(handshake_mark_key(group), uuid.uuid4().hex, ttl + 60)
     except Exception:
         # Cache down: entries in it cannot be read either; one cached just before the outage

@@ -19,6 +19,7 @@ allowed one, so a foreign page cannot use a ticket against us either.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -28,6 +29,8 @@ from channels.security.websocket import OriginValidator, WebsocketDenier
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.models import Session
+from django.utils import timezone
 
 from accounts.auth import bearer_token
 from accounts.models import ApiKey, Membership, Organisation, User
@@ -174,12 +177,22 @@ def _handshake_marks(*, session_key: str | None, user_id: Any = None) -> dict[st
         groups = [session_group(session_key), EVERY_HANDSHAKE]
     else:
         groups = [user_group(int(user_id))]
+    keys = [handshake_mark_key(group) for group in groups]
     try:
-        found = handshake_cache().get_many([handshake_mark_key(group) for group in groups])
+        found = handshake_cache().get_many(keys)
+        if missing := [key for key in keys if found.get(key) is None]:
+            # Never "no mark": a mark evicted or expired would then match entries kept before
+            # it was set. A fresh one (kept only if none was set meanwhile) matches none.
+            lifetime = settings.WS_HANDSHAKE_CACHE_SECONDS + 60
+            for key in missing:
+                handshake_cache().add(key, uuid.uuid4().hex, lifetime)
+            found.update(handshake_cache().get_many(missing))
     except Exception:  # the cache is down: look it up in the database, do not keep it
         logger.warning("handshake cache unavailable", exc_info=True)
         return None
-    return {group: found.get(handshake_mark_key(group)) for group in groups}
+    if any(found.get(key) is None for key in keys):
+        return None
+    return {group: found[handshake_mark_key(group)] for group in groups}
 
 
 def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
@@ -191,7 +204,7 @@ def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
     except Exception:
         logger.warning("handshake cache unavailable", exc_info=True)
         return None
-    if entry is None:
+    if entry is None or timezone.now() >= entry["expires"]:
         return None
     user, organisation = entry["user"], entry["organisation"]
     marks = _handshake_marks(session_key=session.session_key)
@@ -205,18 +218,34 @@ def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
 def handshake_remember(
     *, session: Any, user: User, organisation: Organisation, marks: dict[str, Any]
 ) -> None:
-    """Keep a handshake looked up under `marks`, as read before its database reads."""
+    """Keep a handshake looked up under `marks`, as read before its database reads, never past
+    its session's expiry (a session that merely runs out changes no mark)."""
+    expires = _session_expiry(session.session_key)
+    if expires is None:
+        return
+    ttl = min(settings.WS_HANDSHAKE_CACHE_SECONDS, int((expires - timezone.now()).total_seconds()))
+    if ttl <= 0:
+        return
     entry = {
+        "expires": expires,
         "user": user,
         "organisation": organisation,
         "session": dict(session.items()),
         "marks": marks,
     }
     try:
-        ttl = settings.WS_HANDSHAKE_CACHE_SECONDS
         handshake_cache().set(_handshake_key(session.session_key), entry, ttl)
     except Exception:
         logger.warning("handshake cache unavailable", exc_info=True)
+
+
+def _session_expiry(session_key: str) -> Any:
+    """When the stored session expires (None: no such session)."""
+    return (
+        Session.objects.filter(session_key=session_key)
+        .values_list("expire_date", flat=True)
+        .first()
+    )
 
 
 async def socket_organisation_of(scope: Scope) -> tuple[Organisation | None, bool]:

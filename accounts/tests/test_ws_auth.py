@@ -10,12 +10,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.db.backends.utils import CursorWrapper
 from django.test import Client
 from django.utils import timezone
 
-from accounts import ws_auth
+from accounts import revocation, ws_auth
 from accounts.models import ApiKey, Membership, Organisation
 from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY
 from accounts.services import api_key_create, api_key_revoke
@@ -211,6 +212,25 @@ async def test_a_reconnecting_browser_socket_opens_without_the_database(
     await again.disconnect()
 
 
+async def test_a_signed_out_session_stays_refused_when_its_mark_is_evicted(owner, handshake_cache):
+    """A cache that evicts keys may drop the mark a sign-out set: the entry kept before it must
+    not match again (as it would if "no mark" were a state entries could be kept under)."""
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    session_key = client.cookies["sessionid"].value
+    cookie = (b"cookie", f"sessionid={session_key}".encode())
+    mark = revocation.handshake_mark_key(revocation.session_group(session_key))
+    revocation.handshake_cache().delete(mark)  # the sign-in's mark expired (they outlive no one)
+    connected, first = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await first.disconnect()
+    await sync_to_async(client.logout)()
+    assert revocation.handshake_cache().get(mark)
+    revocation.handshake_cache().delete(mark)  # evicted
+    connected, _ = await handshake(headers=[cookie, ORIGIN])
+    assert not connected
+
+
 async def test_a_cached_handshake_is_refused_once_its_session_signed_out(owner, handshake_cache):
     client = Client()
     await sync_to_async(client.force_login)(owner)
@@ -219,6 +239,23 @@ async def test_a_cached_handshake_is_refused_once_its_session_signed_out(owner, 
     assert connected
     await ws.disconnect()
     await sync_to_async(client.logout)()
+    connected, _ = await handshake(headers=[cookie, ORIGIN])
+    assert not connected
+
+
+async def test_a_cached_handshake_ends_with_its_session_expiring(
+    owner, handshake_cache, monkeypatch
+):
+    """A session that merely runs out changes no mark: the cached handshake carries its expiry."""
+    client = Client()
+    await sync_to_async(client.force_login)(owner)
+    session_key = client.cookies["sessionid"].value
+    cookie = (b"cookie", f"sessionid={session_key}".encode())
+    connected, ws = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await ws.disconnect()
+    expires = (await Session.objects.aget(session_key=session_key)).expire_date
+    monkeypatch.setattr(timezone, "now", lambda: expires + timedelta(seconds=1))
     connected, _ = await handshake(headers=[cookie, ORIGIN])
     assert not connected
 
