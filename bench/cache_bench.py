@@ -219,9 +219,18 @@ PAIR_SETS = [
     # twice as the held-out set, then tuned on in issue 18's fourth round.
     ("held-out 5 (became tuning)", "tuning/cache_heldout5.json", "", "tuning"),
     # Written blind by another engineer during issue 18's fourth round, opened only after the
-    # matcher was frozen (eb6731f), evaluated once.
-    ("held-out 6 (independent)", "heldout/cache_heldout6.json", "", "held-out"),
+    # matcher was frozen (eb6731f), evaluated once blind (BLIND_RESULTS); its three false hits
+    # were then read and fixed, so it is no longer blind.
+    (
+        "held-out 6 (after fixing the three false hits it exposed; no longer blind)",
+        "heldout/cache_heldout6.json",
+        "",
+        "held-out",
+    ),
 ]
+# Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
+# hit, rewordings, near-misses hit, near-misses).
+BLIND_RESULTS = [("held-out 6, blind (matcher eb6731f, one run)", 57, 117, 3, 117)]
 
 
 # --tuning-only: while changing the matcher, never read the held-out set.
@@ -770,8 +779,11 @@ def report(results: dict[str, Any]) -> str:
         "once and became tuning sets after their evaluation (set 5, written by an engineer who "
         "never saw the matcher, was then tuned on in issue 18's fourth round); set 6 was written "
         "during that round by another engineer, and the matcher's author opened it only "
-        "after the matcher was frozen and committed: its figures come from one run, with no "
-        "tuning after it. Earlier matchers run beside, in this process, each at its own default "
+        'after the matcher was frozen and committed. Its one blind run (row "blind", '
+        "measured then, not re-run) served 3 of its near-misses from the cache; those three "
+        "pairs were then read and fixed with general rules (direction roles, comparison "
+        'references, quantity words), so its "now" row is no longer a blind figure. '
+        "Earlier matchers run beside, in this process, each at its own default "
         "threshold: 552a799 (same content words required), d364d5b (lemmas and word lists) and "
         "2d1f29e (the matcher before WordNet synonyms and this round's rewrites).",
         "",
@@ -806,6 +818,12 @@ def report(results: dict[str, Any]) -> str:
                 f"| {group} | {s['label']} | {old_p} | **{p['hits']}/{p['n']} "
                 f"({p['hits'] / p['n']:.0%})** | {old_n} | **{n['hits']}/{n['n']}** |"
             )
+    blank = " | ".join("" for _ in baselines)
+    for label, hit, rewordings, false, near_misses in BLIND_RESULTS:
+        lines.append(
+            f"| held-out | {label} | {blank} | {hit}/{rewordings} ({hit / rewordings:.0%}) "
+            f"| {blank} | {false}/{near_misses} |"
+        )
     tp, tn = q["tuning_sizes"]
     kinds = ", ".join(
         f"{kind} {q['kinds'][kind] - q['missed_kinds'][kind]}/{q['kinds'][kind]}"

@@ -106,7 +106,20 @@ _UNCOMPARED_NUMBERS = {"1"}
 _NEGATIONS = {"not", "no", "never", "without", "none", "nothing", "nobody", "neither", "nor"}
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not"}
 # Words around which order carries meaning: "from A to B", "A into B", "A than B", "A vs B".
-_DIRECTIONAL = {"to", "into", "from", "than", "vs", "versus", "onto", "in"}
+_DIRECTIONAL = {"to", "into", "from", "than", "vs", "versus", "onto", "in", "towards", "toward"}
+# What a directional word marks, whatever the word: "to savings" and "into savings" both name
+# where something goes, "from checking" and "out of checking" where it comes from.
+_ROLES = {"to": "target", "into": "target", "onto": "target", "towards": "target"}
+_ROLES |= {"toward": "target", "from": "source"}
+# Words that compare a thing with a reference named after them: "London is ahead of New York",
+# "ahead of New York is London", "older than", "before", "below". A frame whose reference is on
+# the other side's other argument compares the other way round.
+_REFERENCES = {"than", "behind", "before", "after", "above", "below", "beyond"}
+# Words that say how many of a thing are meant: "one list" is not "all lists". Words in one
+# class say the same quantity ("each"/"every").
+_QUANTITIES = {"one": "one", "single": "one", "all": "all", "entire": "all", "whole": "all"}
+_QUANTITIES |= {"every": "all", "each": "each", "both": "both", "many": "many", "few": "few"}
+_QUANTITIES |= {"some": "some", "any": "some", "several": "some", "multiple": "some"}
 # Function words that still set a direction: "round up" is not "round down".
 _PARTICLES = {"up", "down", "above", "below", "before", "after", "more", "less", "least"}
 _PARTICLES |= {"over", "under", "off", "out", "inside", "outside", "early", "late"}
@@ -144,6 +157,11 @@ class Profile:
     words: tuple[str, ...]
     # (compared word, the lemma it came from) where they differ: "stop" is compared as "cancel".
     sources: tuple[tuple[str, str], ...] = ()
+    # ("source", "target" or "reference <word>", the first content word after the word that
+    # marks it).
+    roles: tuple[tuple[str, str], ...] = ()
+    # (quantity class, the noun it counts as a lemma, whether that noun is said in the plural).
+    quantities: tuple[tuple[str, str, bool], ...] = ()
 
 
 def _canonical(word: str) -> str:
@@ -204,10 +222,15 @@ def profile(text: str) -> Profile:
     content: list[str] = []
     sources: set[tuple[str, str]] = set()
     directions: list[tuple[str, str]] = []
+    roles: list[tuple[str, str]] = []
     pending_direction = False
-    for word in words:
-        if word in _DIRECTIONAL:
-            pending_direction = bool(content)
+    pending_role = ""
+    for previous, word in zip(["", *words], words, strict=False):
+        if word in _REFERENCES or (previous, word) == ("ahead", "of"):
+            pending_role = f"reference {previous if word == 'of' else word}"
+        if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
+            pending_direction = bool(content) and word in _DIRECTIONAL
+            pending_role = _ROLES.get(word, "source" if word == "of" else pending_role)
             continue
         if word in STOPWORDS or word in _NEGATIONS or word in _NUMBER_WORDS or word in _ROMAN:
             continue
@@ -219,6 +242,9 @@ def profile(text: str) -> Profile:
         if pending_direction:
             directions.append((content[-1], canonical))
             pending_direction = False
+        if pending_role:
+            roles.append((pending_role, canonical))
+            pending_role = ""
         content.append(canonical)
         if (lemma := _lemma(word)) != canonical:
             sources.add((canonical, lemma))
@@ -232,7 +258,48 @@ def profile(text: str) -> Profile:
         directions=tuple(directions),
         words=tuple(words),
         sources=tuple(sorted(sources)),
+        roles=tuple(roles),
+        quantities=_quantities(words),
     )
+
+
+def _quantities(words: list[str]) -> tuple[tuple[str, str, bool], ...]:
+    """What each quantity word counts: "one mailing list" is ("one", "list", False), "all
+    mailing lists" ("all", "list", True); the counted noun is the last word of the run of
+    content words after it."""
+    out = []
+    for i, word in enumerate(words):
+        if word not in _QUANTITIES:
+            continue
+        run = []
+        for following in words[i + 1 :]:
+            if following in STOPWORDS or following in _DIRECTIONAL or following in _QUANTITIES:
+                break
+            run.append(following)
+        if run:
+            noun = run[-1]
+            out.append((_QUANTITIES[word], _lemma(noun), _lemma(noun) != noun))
+        else:
+            out.append((_QUANTITIES[word], "", False))
+    return tuple(out)
+
+
+def _other_quantity(a: Profile, b: Profile) -> bool:
+    """Does `b` count a thing `a` counts otherwise? Two quantity words of different classes
+    ("one" / "all"), or one side's "one" where the other says the noun in the plural, or its
+    "all"/"both"/"many" where the other says the noun in the singular."""
+    classes_a = {q for q, _, _ in a.quantities}
+    classes_b = {q for q, _, _ in b.quantities}
+    if classes_a and classes_b:
+        return classes_a != classes_b
+    counted, other = (a, b) if classes_a else (b, a)
+    for quantity, noun, _ in counted.quantities:
+        said = [_lemma(w) != w for w in other.words if noun and _lemma(w) == noun]
+        if quantity == "one" and any(said):
+            return True
+        if quantity in {"all", "both", "many"} and said and not any(said):
+            return True
+    return False
 
 
 # Suffixes that make a verb's noun or participle: "filing" / "file", "booking" / "book",
@@ -283,9 +350,20 @@ def _unmatched(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
 
 def _reversed(a: Profile, b: Profile) -> bool:
     """Does `b` put around a directional word, in the other order, two things `a` relates?
-    ("convert PDF to Word" / "convert Word to PDF", "10 USD in EUR" / "10 EUR in USD")."""
+    ("convert PDF to Word" / "convert Word to PDF", "10 USD in EUR" / "10 EUR in USD"), make
+    the source of a move its target ("from savings to checking" / "from checking into
+    savings", whatever words mark them), or compare with the reference the other way round
+    ("how far ahead of New York is London" / "how far is New York ahead of London")?"""
+    if any((after, before) in b.directions and before != after for before, after in a.directions):
+        return True
+    flip = {"source": "target", "target": "source"}
+    if any((flip.get(role), word) in b.roles for role, word in a.roles):
+        return True
     return any(
-        (after, before) in b.directions and before != after for before, after in a.directions
+        role == other_role and word != other and word in b.content and other in a.content
+        for role, word in a.roles
+        if role.startswith("reference")
+        for other_role, other in b.roles
     )
 
 
@@ -296,21 +374,29 @@ _AUXILIARIES = frozenset("is are was were do does did can could will would shoul
 
 
 def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Is `b` exactly `a` with two words exchanged ("dog chases cat" / "cat chases dog"), not
-    counting an auxiliary verb moved?
+    """Is `b` exactly `a` with two words or word groups exchanged around the same words ("dog
+    chases cat" / "cat chases dog", "ahead of New York is London" / "ahead of London is New
+    York"), not counting an auxiliary verb moved?
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
     crocodile"."""
     a = tuple(word for word in a if word not in _ARTICLES)
     b = tuple(word for word in b if word not in _ARTICLES)
-    if len(a) != len(b):
+    if len(a) != len(b) or a == b:
         return False
-    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-    return (
-        len(diff) == 2
-        and a[diff[0]] == b[diff[1]]
-        and a[diff[1]] == b[diff[0]]
-        and not {a[diff[0]], a[diff[1]]} & _AUXILIARIES
-    )
+    start = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    end = len(a) - next(i for i, (x, y) in enumerate(zip(a[::-1], b[::-1], strict=True)) if x != y)
+    seg_a, seg_b = a[start:end], b[start:end]
+    for first in range(1, len(seg_a)):
+        for last in range(1, len(seg_a) - first + 1):
+            one, middle, two = seg_a[:first], seg_a[first:-last], seg_a[-last:]
+            if seg_b != two + middle + one or one == two:
+                continue
+            if len(one) + len(two) > 2 and not middle:
+                continue  # "sort a list in Python" / "in Python sort a list": the same
+            if any(set(span) <= _AUXILIARIES | STOPWORDS for span in (one, two)):
+                continue
+            return True
+    return False
 
 
 def _forms(word: str, profile: Profile) -> set[str]:
@@ -394,6 +480,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "particles"
     if _reversed(a, b) or _swapped(a.words, b.words):
         return "direction"
+    if _other_quantity(a, b):
+        return "quantity"
     only_a, only_b = _content_difference(a, b)
     if only_a and only_b:
         return "content"

@@ -680,3 +680,112 @@ def test_a_phrasal_verb_is_not_its_bare_verb_or_its_opposite():
     assert refused("How do I turn up the volume?", "How do I turn down the volume?") != ""
     assert refused("Should I round up the total?", "Should I round down the total?") != ""
     assert refused("How do I give up smoking?", "How do I give smoking?") != ""
+
+
+def test_a_move_whose_source_and_target_change_places_never_hits_whatever_words_mark_them():
+    assert (
+        refused(
+            "How do I move files from my laptop to my phone?", "move files from phone onto laptop"
+        )
+        == "direction"
+    )
+    assert (
+        refused(
+            "Copy photos from the camera into Dropbox", "copy photos to the camera from Dropbox"
+        )
+        == "direction"
+    )
+    assert (
+        refused(
+            "How do I shift funds from PayPal towards my bank?",
+            "shift funds from my bank to PayPal",
+        )
+        == "direction"
+    )
+
+
+def test_a_move_said_with_other_direction_words_still_matches():
+    assert (
+        same_question(
+            profile("How do I move files from my laptop to my phone?"),
+            profile("how do i move files from my laptop onto my phone"),
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Copy photos from the camera into Dropbox"),
+            profile("copy photos from the camera to Dropbox"),
+        )
+        == ""
+    )
+
+
+def test_a_comparison_with_its_two_sides_exchanged_never_hits():
+    assert (
+        refused(
+            "How many years older than Rome is Athens?", "How many years older than Athens is Rome?"
+        )
+        == "direction"
+    )
+    assert (
+        refused("Is Mount Everest taller than K2?", "Is K2 taller than Mount Everest?")
+        == "direction"
+    )
+    assert (
+        refused(
+            "How far is Tokyo ahead of Los Angeles in time?",
+            "how far ahead of tokyo is los angeles in time",
+        )
+        == "direction"
+    )
+    assert refused("Does Easter come after Lent?", "Does Lent come after Easter?") == "direction"
+
+
+def test_a_comparison_asked_in_another_order_with_the_same_sides_matches():
+    assert (
+        same_question(
+            profile("How many hours ahead of Berlin is Tokyo?"),
+            profile("how many hours is Tokyo ahead of Berlin"),
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Is Mount Everest taller than K2?"), profile("is mount everest taller than k2")
+        )
+        == ""
+    )
+
+
+def test_one_of_a_thing_is_not_all_or_each_of_them():
+    assert (
+        refused("How do I archive one chat in WhatsApp?", "how do i archive all chats in whatsapp")
+        == "quantity"
+    )
+    assert (
+        refused("Delete a single photo from iCloud", "delete every photo from iCloud") == "quantity"
+    )
+    assert refused("Can I cancel one item of my order?", "can i cancel both items of my order") == (
+        "quantity"
+    )
+    assert refused("Mute one contact on Signal", "mute contacts on Signal") == "quantity"
+    assert refused("Remove all duplicates from a list", "remove some duplicates from a list") == (
+        "quantity"
+    )
+
+
+def test_the_same_quantity_in_other_words_matches():
+    assert (
+        same_question(
+            profile("How do I delete all emails in Outlook?"),
+            profile("how do i delete every email in outlook"),
+        )
+        == ""
+    )
+    assert (
+        same_question(
+            profile("Which one is faster, Go or Rust?"), profile("Which is faster, Go or Rust?")
+        )
+        == ""
+    )
