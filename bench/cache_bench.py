@@ -302,8 +302,9 @@ def _baseline_hit(module: Any, stored: str, asked: str, cosine: float, threshold
 
 
 def bench_pairs(threshold: float) -> dict[str, Any]:
-    from llm.cache import text
-    from llm.cache.text import match, normalise, profile
+    from llm.cache.lexical.profile import profile
+    from llm.cache.lexical.rewrite import normalise
+    from llm.cache.lexical.verdict import ADDED_MARGIN, match
     from llm.embeddings import embedder
 
     model = embedder()
@@ -354,7 +355,7 @@ def bench_pairs(threshold: float) -> dict[str, Any]:
             }
         )
     out["tuning_sizes"] = (len(tuning["paraphrases"]), len(tuning["near_misses"]))
-    out["added_margin"] = text.ADDED_MARGIN
+    out["added_margin"] = ADDED_MARGIN
     return out
 
 
@@ -365,9 +366,10 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
 
     import numpy as np
 
-    from llm.cache import text
+    from llm.cache.lexical.profile import profile
+    from llm.cache.lexical.rewrite import normalise
+    from llm.cache.lexical.verdict import match
     from llm.cache.semantic import TOP_K, ScopeIndex
-    from llm.cache.text import normalise
     from llm.embeddings import embedder
 
     # In a fresh interpreter: what importing simplemma and loading its English dictionary adds.
@@ -416,20 +418,20 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
     queries = model.embed([normalise(q) for q in asked])
     embeds, searches, guards = [], [], []
     for question, vector in zip(asked, queries, strict=True):
-        text.profile.cache_clear()  # every lookup pays for its own profiles
+        profile.cache_clear()  # every lookup pays for its own profiles
         index._profiles.clear()
         start = time.perf_counter()
         model.embed([normalise(question)])
         embeds.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
-        index.search(vector, text.profile(question), threshold=threshold, faq_only=False)
+        index.search(vector, profile(question), threshold=threshold, faq_only=False)
         searches.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         similarities = vectors @ vector
         top = np.argsort(-similarities)[:TOP_K]
-        asked_profile = text.profile(question)
+        asked_profile = profile(question)
         for row in top:
-            text.match(asked_profile, text.profile(questions[row]), 1.0, threshold)
+            match(asked_profile, profile(questions[row]), 1.0, threshold)
         guards.append((time.perf_counter() - start) * 1000)
     return {
         "dictionary_mb": memory,
@@ -774,7 +776,7 @@ def report(results: dict[str, Any]) -> str:
         "",
         "Each pair: the first question is stored, the second asked; a rewording should hit, a "
         "near-miss never. **Tuning** sets (`bench/data/tuning/`) were looked at while the "
-        "matcher (llm/cache/text.py, lexicon.py, spelling.py) was changed. **Held-out** sets "
+        "matcher (llm/cache/lexical/, lexicon.py, spelling.py) was changed. **Held-out** sets "
         "(`bench/data/heldout/`) were never looked at while tuning. Sets 4 and 5 were held out "
         "once and became tuning sets after their evaluation (set 5, written by an engineer who "
         "never saw the matcher, was then tuned on in issue 18's fourth round); set 6 was written "

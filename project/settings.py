@@ -389,7 +389,7 @@ CACHE_MAX_ENTRIES = env_int("CACHE_MAX_ENTRIES", 2000)
 CACHE_MAX_ANSWER_CHARS = env_int("CACHE_MAX_ANSWER_CHARS", 16000)
 CACHE_SEMANTIC_ENABLED = env_bool("CACHE_SEMANTIC_ENABLED", True)
 # Cosine similarity a reworded question needs when it asks about the same things (the lexical
-# check, llm/cache/text.py, decides that). 0.60: on the tuning sets 0.55-0.60 hit the most
+# check, llm/cache/lexical/, decides that). 0.60: on the tuning sets 0.55-0.60 hit the most
 # rewordings with no false hit; the near-misses are refused by the lexical check, not by the
 # embedding (bench/cache_bench.py, docs/caching.md).
 CACHE_SEMANTIC_THRESHOLD = env_float("CACHE_SEMANTIC_THRESHOLD", 0.60)

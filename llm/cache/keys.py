@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from llm.cache.text import normalise
+from llm.cache.lexical.rewrite import normalise
 
 KEY_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""Word lists of the lexical check (llm/cache/text.py): what is rewritten before comparing two
+"""Word lists of the lexical check (llm/cache/lexical/): what is rewritten before comparing two
 questions (symbols, units, abbreviations, set phrases), which words only frame a question, and
 which words are synonyms. Generic question vocabulary only: an entity (a country, a product, a
 language) is never made equal to another one here."""

@@ -22,7 +22,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from llm.cache.exact import PREFIX
-from llm.cache.text import Profile, floor, match, profile
+from llm.cache.lexical.profile import Profile, profile
+from llm.cache.lexical.verdict import floor, match
 from llm.cache_models import CacheEntry
 from llm.embeddings import Vectors
 
@@ -65,7 +66,7 @@ class ScopeIndex:
         self, vector: Vectors, question: Profile, *, threshold: float, faq_only: bool
     ) -> tuple[int, float] | None:
         """(entry id, similarity) of the most similar question that passes the lexical check
-        at its similarity (llm/cache/text.py: at or above the threshold, or a little below it
+        at its similarity (llm/cache/lexical/: at or above the threshold, or a little below it
         when every content word pairs), else None."""
         if not len(self):
             return None

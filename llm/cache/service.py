@@ -32,9 +32,10 @@ from langchain_core.messages import BaseMessage
 from llm.cache.entries import entry_store, hit_record, stat_add
 from llm.cache.exact import exact_get
 from llm.cache.keys import CacheRequest, namespace_of, request_from
+from llm.cache.lexical.profile import profile
+from llm.cache.lexical.rewrite import normalise
 from llm.cache.policy import Policy, params_for, policy_for
 from llm.cache.semantic import ScopeIndex, index_for, vector_bytes
-from llm.cache.text import normalise, profile
 from llm.cache_models import CacheEntry
 from llm.catalog import DeploymentConfig
 from llm.embeddings import Vectors, embed_one

@@ -1,7 +1,7 @@
 """Two spellings of the same words that no word list needs to know: an acronym and the words
 it stands for ("GDPR" / "General Data Protection Regulation", "ETA" / "estimated time of
 arrival"), and a compound written as one word or two ("firewood" / "fire wood", "hotspot" /
-"hot spot"). Used by the lexical check (llm/cache/text.py) on the content words each side has
+"hot spot"). Used by the lexical check (llm/cache/lexical/) on the content words each side has
 and the other lacks; it only ever pairs words, so an entity still never equals another one.
 """
 

@@ -1,4 +1,4 @@
-"""Synonyms from WordNet 3.1 for the lexical check (llm/cache/text.py): two words are one when
+"""Synonyms from WordNet 3.1 for the lexical check (llm/cache/lexical/): two words are one when
 they share one of their three most common senses ("wrong" / "incorrect", "stop" / "quit"), when
 one's most common sense is any sense of the other ("apartment" / "flat", "elevator" / "lift",
 "faucet" / "tap"), or when one's common sense is directly a kind of the other's ("solicitor" /

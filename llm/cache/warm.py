@@ -20,9 +20,9 @@ from django.conf import settings
 from accounts.models import Organisation
 from llm.cache.entries import entry_store
 from llm.cache.keys import CacheRequest, namespace_of
+from llm.cache.lexical.rewrite import normalise
 from llm.cache.policy import params_for, policy_for
 from llm.cache.semantic import vector_bytes
-from llm.cache.text import normalise
 from llm.cache_models import CacheEntry
 from llm.catalog import default_alias
 from llm.embeddings import embedder

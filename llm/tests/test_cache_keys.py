@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from llm.cache import text
 from llm.cache.keys import CacheRequest, Params, namespace_of, request_from
-from llm.cache.text import ADDED_MARGIN, match, normalise, profile, same_question
+from llm.cache.lexical import verdict
+from llm.cache.lexical.profile import profile
+from llm.cache.lexical.rewrite import normalise
+from llm.cache.lexical.verdict import ADDED_MARGIN, match, same_question
 
 PARAMS = Params(temperatures=(0.0,), max_tokens=512, deployments=("simulated/simulated",))
 
@@ -171,14 +173,14 @@ def test_near_misses_are_told_apart(a, b, reason):
 
 def test_an_added_word_is_never_a_match_by_default():
     stored, narrower = profile("How do I sort a list?"), profile("How do I sort a list of tuples?")
-    assert text.ADDED_MAX_WORDS == 0
+    assert verdict.ADDED_MAX_WORDS == 0
     assert match(narrower, stored, 0.99, 0.6) == "added"
 
 
 def test_a_question_that_adds_a_word_needs_a_closer_embedding(monkeypatch):
     """Where allowed, one added content word is a match only well above the threshold; two
     never are."""
-    monkeypatch.setattr(text, "ADDED_MAX_WORDS", 1)
+    monkeypatch.setattr(verdict, "ADDED_MAX_WORDS", 1)
     stored, narrower = profile("How do I sort a list?"), profile("How do I sort a list of tuples?")
     assert match(narrower, stored, 0.86, 0.6) == "added"
     assert match(narrower, stored, 0.60 + ADDED_MARGIN, 0.6) == ""

@@ -1,4 +1,4 @@
-"""What the semantic cache's matcher treats as the same question (llm/cache/text.py): the
+"""What the semantic cache's matcher treats as the same question (llm/cache/lexical/): the
 embedding's similarity at the threshold, and the lexical check that reads numbers, negations,
 entities, directions and units. Examples are our own, not the benchmark's held-out pairs."""
 
@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from llm.cache.text import match, normalise, profile, same_question
+from llm.cache.lexical.profile import profile
+from llm.cache.lexical.rewrite import normalise
+from llm.cache.lexical.verdict import match, same_question
 from llm.embeddings import embedder
 
 

@@ -1,0 +1,200 @@
+"""What a question asks about, as the lexical check compares it: its content words as lemmas
+and synonym groups, and the numbers, negations, quotes, particles, directions, roles and
+quantities that embeddings barely see."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import simplemma
+
+from llm.cache.lexical.rewrite import SPACE, rewrite
+from llm.cache.lexicon import ABBREVIATIONS, FRAMING, STOPWORDS, SYNONYMS
+from llm.cache.synonyms import is_word
+
+_QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|(?<!\w)'([^']+)'(?!\w)")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+WORD = re.compile(r"[^\W_](?:[\w.+#'’]*[\w+#])?")
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "sixty": "60",
+    "seventy": "70",
+    "eighty": "80",
+    "ninety": "90",
+    "hundred": "100",
+    "thousand": "1000",
+    "million": "1000000",
+    "billion": "1000000000",
+}
+_ROMAN = {r: str(i) for i, r in enumerate("ii iii iv v vi vii viii ix x xi xii".split(), 2)}
+# "an inch" and "1 inch" ask the same: one is not compared as a number.
+_UNCOMPARED_NUMBERS = {"1"}
+_NEGATIONS = {"not", "no", "never", "without", "none", "nothing", "nobody", "neither", "nor"}
+# Words around which order carries meaning: "from A to B", "A into B", "A than B", "A vs B".
+_DIRECTIONAL = {"to", "into", "from", "than", "vs", "versus", "onto", "in", "towards", "toward"}
+# What a directional word marks, whatever the word: "to savings" and "into savings" both name
+# where something goes, "from checking" and "out of checking" where it comes from.
+_ROLES = {"to": "target", "into": "target", "onto": "target", "towards": "target"}
+_ROLES |= {"toward": "target", "from": "source"}
+# Words that compare a thing with a reference named after them: "London is ahead of New York",
+# "ahead of New York is London", "older than", "before", "below". A frame whose reference is on
+# the other side's other argument compares the other way round.
+_REFERENCES = {"than", "behind", "before", "after", "above", "below", "beyond"}
+# Words that say how many of a thing are meant: "one list" is not "all lists". Words in one
+# class say the same quantity ("each"/"every").
+_QUANTITIES = {"one": "one", "single": "one", "all": "all", "entire": "all", "whole": "all"}
+_QUANTITIES |= {"every": "all", "each": "each", "both": "both", "many": "many", "few": "few"}
+_QUANTITIES |= {"some": "some", "any": "some", "several": "some", "multiple": "some"}
+# Function words that still set a direction: "round up" is not "round down".
+_PARTICLES = {"up", "down", "above", "below", "before", "after", "more", "less", "least"}
+_PARTICLES |= {"over", "under", "off", "out", "inside", "outside", "early", "late"}
+
+_NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
+
+
+@lru_cache(maxsize=65536)
+def lemma_of(word: str) -> str:
+    """The dictionary form, lower case ("Fahrenheit" comes back capitalised); an unknown plural
+    loses its s ("dicts")."""
+    lemma = str(simplemma.lemmatize(word, lang="en")).casefold()
+    if lemma == word and len(word) > 4 and word.endswith("s") and word[-2:] not in _NOT_PLURAL:
+        return word[:-1]
+    return lemma
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a question asks about, as the lexical check compares it."""
+
+    content: tuple[str, ...]  # compared words in order, repeats kept
+    numbers: tuple[str, ...]
+    negations: int
+    quoted: tuple[str, ...]
+    particles: frozenset[str]
+    # (the content word before a directional word in its clause, the first content word after).
+    directions: tuple[tuple[str, str], ...]
+    words: tuple[str, ...]
+    # (compared word, the lemma it came from) where they differ: "stop" is compared as "cancel".
+    sources: tuple[tuple[str, str], ...] = ()
+    # ("source", "target" or "reference <word>", the first content word after the word that
+    # marks it).
+    roles: tuple[tuple[str, str], ...] = ()
+    # (quantity class, the noun it counts as a lemma, whether that noun is said in the plural).
+    quantities: tuple[tuple[str, str, bool], ...] = ()
+
+
+def canonical_of(word: str) -> str:
+    """The word as compared: abbreviation spelled out, lemma, synonym group."""
+    if word in ABBREVIATIONS:  # already a dictionary form (simplemma makes "ml" "millileter")
+        word = ABBREVIATIONS[word]
+        return SYNONYMS.get(word, word)
+    if word in SYNONYMS:
+        return SYNONYMS[word]
+    lemma = lemma_of(word)
+    lemma = ABBREVIATIONS.get(lemma, lemma)
+    return SYNONYMS.get(lemma, lemma)
+
+
+def _phrasal_verbs(words: list[str]) -> list[str]:
+    """A verb and its particle as one word where WordNet has them as one ("call off" is
+    "cancel", "shut down" is "turn off"); the particle then sets no direction of its own, and
+    "call off" is still not "call"."""
+    out: list[str] = []
+    for word in words:
+        if out and word in _PARTICLES and is_word(phrase := f"{lemma_of(out[-1])} {word}"):
+            out[-1] = phrase
+        else:
+            out.append(word)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def profile(text: str) -> Profile:
+    """What `text` asks about, as the rule families compare it (cached: the index checks each
+    stored question against many asked ones)."""
+    text = unicodedata.normalize("NFKC", text)
+    quoted = tuple(
+        sorted(SPACE.sub(" ", next(g for g in m.groups() if g)) for m in _QUOTED.finditer(text))
+    )
+    lowered = rewrite(text)
+    numbers: list[str] = _NUMBER.findall(lowered)
+    words = _phrasal_verbs(
+        [part for w in WORD.findall(lowered) for part in w.rstrip(".").split("-") if part]
+    )
+    numbers += [_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS]
+    numbers += [_ROMAN[w] for w in words if w in _ROMAN]
+    negations = sum(1 for w in words if w in _NEGATIONS)
+    content: list[str] = []
+    sources: set[tuple[str, str]] = set()
+    directions: list[tuple[str, str]] = []
+    roles: list[tuple[str, str]] = []
+    pending_direction = False
+    pending_role = ""
+    for previous, word in zip(["", *words], words, strict=False):
+        if word in _REFERENCES or (previous, word) == ("ahead", "of"):
+            pending_role = f"reference {previous if word == 'of' else word}"
+        if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
+            pending_direction = bool(content) and word in _DIRECTIONAL
+            pending_role = _ROLES.get(word, "source" if word == "of" else pending_role)
+            continue
+        if word in STOPWORDS or word in _NEGATIONS or word in _NUMBER_WORDS or word in _ROMAN:
+            continue
+        if _NUMBER.fullmatch(word):  # compared as numbers
+            continue
+        canonical = canonical_of(word)
+        if word in FRAMING or canonical in FRAMING or canonical in STOPWORDS:
+            continue
+        if pending_direction:
+            directions.append((content[-1], canonical))
+            pending_direction = False
+        if pending_role:
+            roles.append((pending_role, canonical))
+            pending_role = ""
+        content.append(canonical)
+        if (lemma := lemma_of(word)) != canonical:
+            sources.add((canonical, lemma))
+    numbers = [n.replace(",", "") for n in numbers]
+    return Profile(
+        content=tuple(content),
+        numbers=tuple(sorted(n for n in numbers if n not in _UNCOMPARED_NUMBERS)),
+        negations=min(negations, 1),
+        quoted=quoted,
+        particles=frozenset(w for w in words if w in _PARTICLES),
+        directions=tuple(directions),
+        words=tuple(words),
+        sources=tuple(sorted(sources)),
+        roles=tuple(roles),
+        quantities=_quantities(words),
+    )
+
+
+def _quantities(words: list[str]) -> tuple[tuple[str, str, bool], ...]:
+    """What each quantity word counts: "one mailing list" is ("one", "list", False), "all
+    mailing lists" ("all", "list", True); the counted noun is the last word of the run of
+    content words after it."""
+    out = []
+    for i, word in enumerate(words):
+        if word not in _QUANTITIES:
+            continue
+        run = []
+        for following in words[i + 1 :]:
+            if following in STOPWORDS or following in _DIRECTIONAL or following in _QUANTITIES:
+                break
+            run.append(following)
+        if run:
+            noun = run[-1]
+            out.append((_QUANTITIES[word], lemma_of(noun), lemma_of(noun) != noun))
+        else:
+            out.append((_QUANTITIES[word], "", False))
+    return tuple(out)

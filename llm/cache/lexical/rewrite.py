@@ -1,0 +1,68 @@
+"""How both questions are written before they are compared: `normalise` for the exact key, and
+`rewrite` for the lexical check, which also drops greetings, thanks and chatty framing and spells
+symbols, contractions and set phrases one way (llm/cache/lexicon.py)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from llm.cache.lexicon import PHRASES, SYMBOLS
+
+SPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s?!.。？！]+$")
+# A greeting or thanks around a question; inside it ("how do you say thanks") they are asked about.
+_GREETING = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|howdy|yo|greetings)"
+    r"(?: there| all| everyone| folks| guys| team)?\b[\s,!.]*|"
+    # "morning" alone is a greeting only with its punctuation: "morning sickness" is asked about.
+    r"(?:good )?(?:morning|afternoon|evening)(?: all| everyone| folks| team)?[,!.]+\s*)"
+)
+_THANKS = re.compile(
+    r"[\s,!.]*\b(?:thanks|thank you|thx|cheers|many thanks|much appreciated|ta)"
+    r"(?: so much| a lot| in advance)?[\s!.]*$"
+)
+# Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
+# "I was wondering ..."): removed, repeatedly, only at the start.
+_CHATTY = re.compile(
+    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
+    r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
+    r"i wonder(?: if| whether)?\b[\s,:]*|"
+    r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "
+    r"(?:please |kindly )?(?:tell|show|explain to|let) me(?: know)?\b[\s,:]*|"
+    r"(?:please )?(?:tell|show|explain to) me\b[\s,:]*|"
+    r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
+    r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
+    r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*|"
+    r"quick one[\s,:;!.-]+|just (?:checking|asking)[\s,:;!.-]+|"
+    r"sorry (?:if this is|for) (?:a|the) (?:silly|stupid|dumb|basic|newbie) question,? but\b[\s,]*|"
+    r"sorry to (?:bother|trouble) you,? but\b[\s,]*)"
+)
+
+_CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not"}
+_PHRASES = [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
+
+
+def normalise(text: str) -> str:
+    """Unicode-compatible, case-folded, whitespace collapsed, no trailing ?/!/. — what the
+    exact key hashes (so "How do I X?" and "how do  i x" are one question)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = SPACE.sub(" ", text).strip()
+    return _TRAILING.sub("", text)
+
+
+def rewrite(text: str) -> str:
+    lowered = unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+    for short, long in _CONTRACTIONS.items():
+        lowered = lowered.replace(short, long)
+    lowered = lowered.replace("n't", " not")
+    lowered = _THANKS.sub("", _GREETING.sub("", lowered.strip()))
+    while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
+        lowered = _GREETING.sub("", unframed)
+    for pattern, replacement in SYMBOLS:
+        lowered = pattern.sub(replacement, lowered)
+    lowered = SPACE.sub(" ", lowered)
+    for phrase, replacement in _PHRASES:
+        lowered = phrase.sub(replacement, lowered)
+    return lowered

@@ -1,0 +1,82 @@
+"""The lexical check's verdict on two questions, and the similarity it lets a match pass at:
+numbers, negations, quotes and particles, then the rule families (order, quantities, words)."""
+
+from __future__ import annotations
+
+from llm.cache.lexical.order import reversed_order, swapped
+from llm.cache.lexical.profile import WORD, Profile
+from llm.cache.lexical.quantities import other_quantity
+from llm.cache.lexical.words import content_difference, spelled_out
+
+
+def _quoted_alike(a: Profile, b: Profile) -> bool:
+    """Is every span quoted on one side only written, unquoted, on the other ("what is 'cat'
+    in Spanish" / "how do you say cat in Spanish")?"""
+
+    def written(span: str, words: tuple[str, ...]) -> bool:
+        parts = tuple(WORD.findall(span.casefold()))
+        return bool(parts) and any(
+            words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
+        )
+
+    return all(written(span, b.words) for span in set(a.quoted) - set(b.quoted)) and all(
+        written(span, a.words) for span in set(b.quoted) - set(a.quoted)
+    )
+
+
+def same_question(a: Profile, b: Profile) -> str:
+    """ "" when `a` and `b` ask about the same things, "added" when one asks about more, else
+    why they differ (for logs and the benchmark)."""
+    if a.numbers != b.numbers:
+        return "numbers"
+    if a.negations != b.negations:
+        return "negation"
+    if a.quoted != b.quoted and not _quoted_alike(a, b):
+        return "quoted"
+    if a.particles != b.particles:
+        return "particles"
+    if reversed_order(a, b) or swapped(a.words, b.words):
+        return "direction"
+    if other_quantity(a, b):
+        return "quantity"
+    only_a, only_b = content_difference(a, b)
+    if only_a and only_b:
+        return "content"
+    if only_a or only_b:
+        return "added"
+    return ""
+
+
+# A question with a content word more than the other ("... for my website", but also "sort a
+# list of tuples") may be narrower: a match only this much above the threshold, and only with
+# at most ADDED_MAX_WORDS such words. 0 (off by default): the held-out set showed a false hit
+# from an added word, and a wrong answer costs more than a miss.
+ADDED_MARGIN = 0.3
+ADDED_MAX_WORDS = 0
+
+
+# The embedding does not know most abbreviations and acronyms: "PW" and "password", "GDPR"
+# and "General Data Protection Regulation" score 0.35-0.45. Two questions that differ only in
+# that spelling (every content word paired, the same numbers, negation, quotes and direction)
+# may match this much below the threshold; every other pair is bounded by the threshold.
+LEXICAL_MARGIN = 0.3
+
+
+def floor(threshold: float) -> float:
+    """The lowest similarity at which `match` can accept a candidate."""
+    return threshold - LEXICAL_MARGIN
+
+
+def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
+    """ "" when the stored question `b` may answer `a` at this cosine similarity, else why
+    not ("similarity", or what same_question found)."""
+    if similarity < floor(threshold):
+        return "similarity"
+    reason = same_question(a, b)
+    if similarity < threshold:
+        return "" if not reason and spelled_out(a, b) else "similarity"
+    if reason == "added":
+        only_a, only_b = content_difference(a, b)
+        if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:
+            return ""
+    return reason
