@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.processes import ProcessGroup, base_env, free_port, manage, require_binary
+from tests.harness.topology import Topology
 
 USERNAME = "olivia"
 PASSWORD = "correct horse battery staple"
@@ -176,7 +177,21 @@ def open_page(browser):
 # --- helpers -------------------------------------------------------------------------------
 
 
-def sign_in(page, server: Server, username: str = USERNAME):
+# Run in the page: records (status, length) of the last reply at every change of the list.
+RECORD_RENDERS = """() => {
+  window.__renders = [];
+  const messages = document.getElementById("messages");
+  new MutationObserver(() => {
+    const replies = messages.querySelectorAll("article.message--assistant");
+    const reply = replies[replies.length - 1];
+    if (!reply) return;
+    const length = reply.querySelector(".message__body").textContent.length;
+    window.__renders.push([reply.dataset.status, length]);
+  }).observe(messages, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def sign_in(page, server: Server | Topology, username: str = USERNAME):
     from playwright.sync_api import expect
 
     page.goto(f"{server.url}/accounts/login/")

@@ -19,8 +19,16 @@ from itertools import count
 
 import pytest
 
-from tests.browser.support import PASSWORD, WAIT_MS, body_text, wait_final, wait_until
-from tests.browser.test_page_promises import long_prompt, send, sign_in
+from tests.browser.support import (
+    PASSWORD,
+    WAIT_MS,
+    body_text,
+    send,
+    sign_in,
+    wait_final,
+    wait_until,
+)
+from tests.browser.test_page_promises import long_prompt
 from tests.fault_server import Fail, Reply, fault_server
 from tests.harness.processes import manage
 from tests.harness.topology import Topology, production_topology

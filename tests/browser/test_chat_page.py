@@ -13,6 +13,7 @@ import pytest
 
 from tests.browser.support import (
     FINAL,
+    RECORD_RENDERS,
     SCREENSHOT,
     WAIT_MS,
     SocketRelay,
@@ -25,18 +26,6 @@ from tests.browser.support import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
-
-RECORD_RENDERS = """() => {
-  window.__renders = [];
-  const messages = document.getElementById("messages");
-  new MutationObserver(() => {
-    const replies = messages.querySelectorAll("article.message--assistant");
-    const reply = replies[replies.length - 1];
-    if (!reply) return;
-    const length = reply.querySelector(".message__body").textContent.length;
-    window.__renders.push([reply.dataset.status, length]);
-  }).observe(messages, {subtree: true, childList: true, characterData: true, attributes: true});
-}"""
 
 
 RECORD_STATUS = """() => {

@@ -11,7 +11,6 @@ or a row, never for time.
 
 from __future__ import annotations
 
-import re
 import signal
 from collections.abc import Iterator
 
@@ -21,9 +20,12 @@ from llm.providers.simulated import simulated_reply
 from tests.browser.support import (
     FINAL,
     PASSWORD,
+    RECORD_RENDERS,
     WAIT_MS,
     body_text,
     normalized,
+    send,
+    sign_in,
     wait_final,
     wait_until,
 )
@@ -37,17 +39,6 @@ USERNAME = "promises-priya"
 TOKENS_PER_SECOND = 12  # a long prompt streams for several seconds: time to break things
 UNLIMITED = "1000000/m"
 
-RECORD_RENDERS = """() => {
-  window.__renders = [];
-  const messages = document.getElementById("messages");
-  new MutationObserver(() => {
-    const replies = messages.querySelectorAll("article.message--assistant");
-    const reply = replies[replies.length - 1];
-    if (!reply) return;
-    const length = reply.querySelector(".message__body").textContent.length;
-    window.__renders.push([reply.dataset.status, length]);
-  }).observe(messages, {subtree: true, childList: true, characterData: true, attributes: true});
-}"""
 
 RECORD_BANNER = """() => {
   window.__banner = [];
@@ -95,28 +86,6 @@ def topo(production: Topology) -> Iterator[Topology]:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def sign_in(page, topo: Topology, username: str = USERNAME) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(f"{topo.base}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click(".auth-card button[type=submit]")
-    page.wait_for_url(f"{topo.base}/")
-    expect(page.locator("#status")).to_have_text("Connected", timeout=WAIT_MS)
-
-
-def send(page, text: str):
-    """Type a message, press Enter; the reply's article once the ack named it."""
-    from playwright.sync_api import expect
-
-    page.fill("#composer-text", text)
-    page.press("#composer-text", "Enter")
-    reply = page.locator("#messages article.message--assistant").last
-    expect(reply).to_have_attribute("data-message-id", re.compile(r"^\d+$"), timeout=WAIT_MS)
-    return reply
 
 
 def long_prompt(tag: str, words: int = 80) -> str:
@@ -176,7 +145,7 @@ def test_a_reply_streams_through_nginx_and_reloads_as_saved(page, topo):
     worker; the reload renders exactly what PostgreSQL holds."""
     from playwright.sync_api import expect
 
-    sign_in(page, topo)
+    sign_in(page, topo, USERNAME)
     page.evaluate(RECORD_RENDERS)
     prompt = "Stream me through nginx"
     reply = send(page, prompt)
@@ -199,7 +168,7 @@ def test_a_reply_streams_through_nginx_and_reloads_as_saved(page, topo):
 def test_a_reply_continues_after_a_page_reload_mid_stream(page, topo):
     """The worker keeps generating while no page listens; the reloaded page renders the saved
     part and resumes after it, with no gap and no repeat."""
-    sign_in(page, topo)
+    sign_in(page, topo, USERNAME)
     prompt = long_prompt("reload-midway")
     reply = send(page, prompt)
     wait_streaming_text(reply)
@@ -221,7 +190,7 @@ def test_a_reply_survives_the_replica_holding_its_socket_being_killed(page, topo
     from playwright.sync_api import expect
 
     before = topo.wsconnects()
-    sign_in(page, topo)
+    sign_in(page, topo, USERNAME)
     replica = replica_of_page_socket(topo, page, before)
     page.evaluate(RECORD_BANNER)
     prompt = long_prompt("kill-my-replica")
@@ -247,7 +216,7 @@ def test_a_reply_whose_worker_dies_says_cut_off_and_regenerates(page, topo):
     completes and the cut-off answer stays browsable (‹ 1/2 ›)."""
     from playwright.sync_api import expect
 
-    sign_in(page, topo)
+    sign_in(page, topo, USERNAME)
     prompt = long_prompt("kill-my-worker")
     reply = send(page, prompt)
     wait_streaming_text(reply)

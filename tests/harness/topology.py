@@ -75,6 +75,11 @@ class Topology:
         return f"http://127.0.0.1:{port}"
 
     @property
+    def url(self) -> str:
+        """The site's address, as a browser test's server gives it (tests/browser/support.py)."""
+        return self.base
+
+    @property
     def ws_url(self) -> str:
         return f"{self.base.replace('http://', 'ws://', 1)}/ws/chat/"
 

@@ -52,7 +52,10 @@ PASSWORD = "correct horse battery staple"
 REPLICAS = 3
 TOKENS_PER_SECOND = 60  # a long prompt streams for a few seconds: time to break things
 HEARTBEAT_INTERVAL = 0.5
-REAP_STALE_AFTER = 4.0
+# A live generator heartbeats every HEARTBEAT_INTERVAL; with both cores busy its database lane
+# was seen more than 4 s behind, and the reaper then failed a live reply. 10 s keeps the kill
+# tests short and a loaded machine's live replies alive.
+REAP_STALE_AFTER = 10.0
 REAP_EVERY = 1.0
 CANCEL_WITHIN = 1.5  # seconds from `cancel` to `done` on every socket (issue: ~1 s)
 # Fifty cancels at once must each stop their generation and its upstream call within 1 s; that
@@ -120,6 +123,22 @@ def assert_complete_and_exact(topo: Topology, clients: list[Client], replies: li
             assert client.texts[reply] == expected, (client.label, reply, client.texts[reply])
             final = client.finals[reply][0]  # repeats: see Client._apply
             assert final["type"] == "done" and final["status"] == "complete", final
+
+
+async def sender_and_follower(topo: Topology, label: str) -> tuple[Client, Client, int]:
+    """Two clients on replica 1 in one conversation (its first reply answered): the sender, and
+    a follower subscribed to it."""
+    sender, follower, spare = await clients_on_replicas(topo, 1, label)
+    await spare.close()
+    try:
+        first = await start_reply(sender, "hello")
+        await all_final([sender], [first], 15)
+        conversation = sender.acks[next(iter(sender.acks))][0]["conversation"]
+        await follower.subscribe(conversation)
+    except BaseException:
+        await close_all([sender, follower])
+        raise
+    return sender, follower, conversation
 
 
 # --- The faults ----------------------------------------------------------------------------
@@ -281,15 +300,9 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     two endings. The text kept is all that any client was shown: the checkpoint in PostgreSQL
     lags the deltas by up to a second, and the reaper completes it from the reply's journal
     in Redis (chat/journal.py). A fresh worker then answers new messages."""
-    sender, follower, spare = await clients_on_replicas(topo, 1, "b")
-    await spare.close()
+    sender, follower, conversation = await sender_and_follower(topo, "b")
     clients = [sender, follower]
     try:
-        first = await start_reply(sender, "hello")
-        await all_final([sender], [first], 15)
-        conversation = sender.acks[next(iter(sender.acks))][0]["conversation"]
-        await follower.subscribe(conversation)
-
         prompt = long_prompt("worker-kill")
         reply = await start_reply(sender, prompt, conversation)
         await streaming(clients, reply)
@@ -352,14 +365,9 @@ async def test_the_only_worker_killed_mid_stream_the_replicas_end_the_reply(topo
     """No worker comes back: the Daphne replicas reap too (REAP_IN_SERVER), so the reply still
     ends, failed `interrupted` with its partial text, instead of streaming until a worker
     returns. Beat's reaper tasks meanwhile wait in the broker for a worker that is not there."""
-    sender, follower, spare = await clients_on_replicas(topo, 1, "c")
-    await spare.close()
+    sender, follower, conversation = await sender_and_follower(topo, "c")
     clients = [sender, follower]
     try:
-        first = await start_reply(sender, "hello")
-        await all_final([sender], [first], 15)
-        conversation = sender.acks[next(iter(sender.acks))][0]["conversation"]
-        await follower.subscribe(conversation)
         reply = await start_reply(sender, long_prompt("only-worker-kill"), conversation)
         await streaming(clients, reply)
         topo.kill("worker")
