@@ -53,6 +53,11 @@ class Status:
     retry_in: float | None  # seconds until a probe may go, when open
 
 
+def wall_clock() -> float:
+    """Now, as every process agrees on it; tests replace it to move time on."""
+    return time.time()
+
+
 def counter_incr(key: str, ttl: float) -> int:
     """Atomically add one to a cache counter that expires `ttl` seconds after it starts."""
     timeout = max(1, math.ceil(ttl))
@@ -75,7 +80,7 @@ class CircuitBreaker:
         window: int | None = None,
         cooldown: float | None = None,
         probe_ttl: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.key = key
         self.failures = failures or settings.LLM_BREAKER_FAILURES
@@ -84,7 +89,7 @@ class CircuitBreaker:
         self.window = window or settings.LLM_BREAKER_WINDOW
         self.cooldown = cooldown if cooldown is not None else settings.LLM_BREAKER_COOLDOWN
         self.probe_ttl = probe_ttl or settings.LLM_BREAKER_PROBE_TTL
-        self.clock = clock
+        self.clock = clock or wall_clock
         base = f"{PREFIX}:{key}"
         self._fails, self._open, self._probe = f"{base}:fails", f"{base}:open", f"{base}:probe"
         self._bucket_seconds = max(1, self.window // 6)

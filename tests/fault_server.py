@@ -47,6 +47,7 @@ class Reply:
     completion_tokens: int | None = None  # default: one per chunk
     usage: bool = True  # send usage when the client asks (stream_options.include_usage)
     finish_reason: str = "stop"  # "length": the reply hit max_tokens
+    held_until: threading.Event | None = None  # the first token waits for the test to set it
     name = "reply"
 
     def chunks(self) -> list[str]:
@@ -301,6 +302,8 @@ class FaultServer:
             return response
         if isinstance(behaviour, Reply):
             await asyncio.sleep(behaviour.first_delay)
+            if behaviour.held_until is not None:
+                await asyncio.to_thread(behaviour.held_until.wait, 120)
             pieces = behaviour.chunks()
             finish = behaviour.finish_reason
             # The classic `max_tokens` caps the reply, one chunk a token, as llama.cpp's server

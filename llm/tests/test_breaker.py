@@ -39,6 +39,27 @@ def shared_cache(request, settings):
         yield "redis"
 
 
+class Clock:
+    """Wall-clock time that moves only when the test says: a cooldown passes, or it does not."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """Every breaker made during the test reads this clock."""
+    fake = Clock()
+    monkeypatch.setattr("llm.breaker.wall_clock", fake)
+    return fake
+
+
 def _trip(breaker: CircuitBreaker, times: int = 5) -> None:
     for _ in range(times):
         permit = breaker.allow()
@@ -74,17 +95,19 @@ def test_it_opens_on_the_error_rate_over_the_window(settings):
     assert breaker.status().state == State.OPEN  # 5 of 10 failed
 
 
-def test_after_the_cooldown_exactly_one_probe_goes_among_many_callers(shared_cache):
-    breaker = CircuitBreaker("probe", cooldown=0.2)
+def test_after_the_cooldown_exactly_one_probe_goes_among_many_callers(shared_cache, clock):
+    breaker = CircuitBreaker("probe", cooldown=30)
     _trip(breaker)
-    time.sleep(0.25)
+    clock.advance(29.9)
+    assert breaker.status().state == State.OPEN and breaker.allow() is None
+    clock.advance(0.2)
     assert breaker.status().state == State.HALF_OPEN
     callers = 32
     barrier = threading.Barrier(callers)
 
     def ask():
         barrier.wait()
-        return CircuitBreaker("probe", cooldown=0.2).allow()
+        return CircuitBreaker("probe", cooldown=30).allow()
 
     with ThreadPoolExecutor(callers) as pool:
         permits = list(pool.map(lambda _: ask(), range(callers)))
@@ -92,10 +115,10 @@ def test_after_the_cooldown_exactly_one_probe_goes_among_many_callers(shared_cac
     assert len(granted) == 1 and granted[0].probe
 
 
-def test_a_successful_probe_closes_the_breaker(shared_cache):
-    breaker = CircuitBreaker("heal", cooldown=0.1)
+def test_a_successful_probe_closes_the_breaker(shared_cache, clock):
+    breaker = CircuitBreaker("heal", cooldown=30)
     _trip(breaker)
-    time.sleep(0.15)
+    clock.advance(31)
     probe = breaker.allow()
     breaker.record_success(probe)
     assert breaker.status().state == State.CLOSED
@@ -103,21 +126,22 @@ def test_a_successful_probe_closes_the_breaker(shared_cache):
     assert breaker.allow() is not None
 
 
-def test_a_failed_probe_opens_it_for_another_cooldown(shared_cache):
-    breaker = CircuitBreaker("relapse", cooldown=0.1)
+def test_a_failed_probe_opens_it_for_another_cooldown(shared_cache, clock):
+    breaker = CircuitBreaker("relapse", cooldown=30)
     _trip(breaker)
-    time.sleep(0.15)
+    clock.advance(31)
     breaker.record_failure(breaker.allow())
     assert breaker.status().state == State.OPEN
+    clock.advance(29)
     assert breaker.allow() is None
-    time.sleep(0.15)
+    clock.advance(2)
     assert breaker.allow().probe
 
 
-def test_a_probe_given_back_unjudged_lets_the_next_caller_probe(shared_cache):
-    breaker = CircuitBreaker("cancelled", cooldown=0.1)
+def test_a_probe_given_back_unjudged_lets_the_next_caller_probe(shared_cache, clock):
+    breaker = CircuitBreaker("cancelled", cooldown=30)
     _trip(breaker)
-    time.sleep(0.15)
+    clock.advance(31)
     probe = breaker.allow()
     assert breaker.allow() is None  # one probe in flight
     breaker.release(probe)
@@ -142,9 +166,9 @@ def _deployment(fault, route: str, priority: int) -> DeploymentConfig:
 
 
 async def test_an_open_deployment_is_skipped_then_probed_once_by_concurrent_replies(
-    fault, settings
+    fault, settings, clock
 ):
-    settings.LLM_BREAKER_COOLDOWN = 0.5
+    settings.LLM_BREAKER_COOLDOWN = 30
     primary, backup = _deployment(fault, "primary", 0), _deployment(fault, "backup", 1)
     plan = RoutePlan("default", ["default"], [primary, backup])
     fault.default("primary", Fail(500))
@@ -178,11 +202,19 @@ async def test_an_open_deployment_is_skipped_then_probed_once_by_concurrent_repl
         assert name == "backup" and record.skipped[0]["reason"] == "circuit_open"
     assert fault.count("primary") == 5
 
-    await asyncio.sleep(0.6)
-    # The probe answers slowly, so that all twenty ask while it is still in flight.
-    fault.default("primary", Reply("recovered", first_delay=1.0))
-    results = await asyncio.gather(*(reply() for _ in range(20)))
-    assert fault.count("primary") == 6  # exactly one probe among twenty replies
+    clock.advance(31)
+    # The probe's answer is held until the other nineteen have asked and gone to the backup.
+    release_probe = threading.Event()
+    fault.default("primary", Reply("recovered", held_until=release_probe))
+    try:
+        replies = [asyncio.create_task(reply()) for _ in range(20)]
+        while sum(task.done() for task in replies) < 19:
+            await asyncio.sleep(0.01)  # the test's timeout catches a probe that never went
+        assert fault.count("primary") == 6  # exactly one probe among twenty replies
+        assert CircuitBreaker(primary.key).status().state == State.HALF_OPEN
+    finally:
+        release_probe.set()
+    results = await asyncio.gather(*replies)
     assert sorted(name for name, _ in results).count("primary") == 1
     assert CircuitBreaker(primary.key).status().state == State.CLOSED
 
