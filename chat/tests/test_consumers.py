@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -248,7 +247,8 @@ async def test_another_tab_sees_the_conversation_stream(owner):
     conversation_id = (await receive_until(tab1, "done"))[0]["conversation"]
     tab2 = await connect_as(owner)
     await tab2.send_json_to({"type": "subscribe", "conversation": conversation_id})
-    await asyncio.sleep(0.05)
+    await tab2.send_json_to({"type": "ping"})  # frames are handled in order: once the pong
+    assert (await tab2.receive_json_from(timeout=30))["type"] == "pong"  # is back, tab2 follows
     await tab1.send_json_to(
         {"type": "send", "conversation": conversation_id, "text": "second", "client_id": "t2"}
     )

@@ -36,8 +36,20 @@ async def joined(layer: Any, group: str) -> str:
     """A new local channel in `group`, its subscription confirmed by a first message."""
     channel = await layer.new_channel()
     await layer.group_add(group, channel)
-    await asyncio.sleep(0.2)  # SUBSCRIBE goes out without waiting for Redis' confirmation
-    return channel
+    # SUBSCRIBE goes out without waiting for Redis' confirmation: probe until one arrives, then
+    # drain the later probes (published after the first one, so none of them is lost).
+    sent = 0
+    async with asyncio.timeout(30):
+        while True:
+            sent += 1
+            await layer.group_send(group, {"type": "test.joined", "probe": sent})
+            try:
+                heard = (await asyncio.wait_for(layer.receive(channel), 0.2))["probe"]
+            except TimeoutError:
+                continue
+            while heard < sent:
+                heard = (await layer.receive(channel))["probe"]
+            return channel
 
 
 async def test_concurrent_group_sends_all_arrive_in_order_in_few_round_trips(
