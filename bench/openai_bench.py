@@ -228,12 +228,12 @@ class ServerCpu:
         self.topo = topo
 
     def read(self) -> dict[str, float]:
-        used: dict[str, float] = {"parley": 0.0, "nginx+redis": 0.0}
+        used: dict[str, float] = {"daphne": 0.0, "worker": 0.0, "nginx+redis": 0.0}
         for role in self.topo.roles:
             if not self.topo.alive(role):
                 continue
-            kind = "parley" if role.startswith(("daphne", "worker")) else "nginx+redis"
-            used[kind] += _cpu_seconds(self.topo.pid(role))
+            kind = role if role in ("worker",) else "daphne" if role.startswith("daphne") else ""
+            used[kind or "nginx+redis"] += _cpu_seconds(self.topo.pid(role))
         return used
 
 
@@ -296,8 +296,8 @@ def main() -> None:
                             for kind in after
                         }
                         costs.append(
-                            f"| {mode} | {concurrency} | {ms(per_request['parley'])} "
-                            f"| {ms(per_request['nginx+redis'])} |"
+                            f"| {mode} | {concurrency} | {ms(per_request['daphne'])} "
+                            f"| {ms(per_request['worker'])} | {ms(per_request['nginx+redis'])} |"
                         )
                         print(costs[-1], file=sys.stderr, flush=True)
                     # Every request, direct or via Parley, reached the upstream exactly once.
@@ -320,9 +320,9 @@ def main() -> None:
     if costs:
         print(
             "\nServer CPU per Parley request (ms; the upstream-direct requests of the same run "
-            "cost these processes nothing):\n\n"
-            "| mode | concurrency | Daphne replicas + Celery worker | nginx + Redis |\n"
-            "| --- | --- | --- | --- |"
+            "cost these processes nothing; an idle worker's own polling counts too):\n\n"
+            "| mode | concurrency | Daphne replicas | Celery worker | nginx + Redis |\n"
+            "| --- | --- | --- | --- | --- |"
         )
         print("\n".join(costs))
 

@@ -20,6 +20,7 @@ from chat.services.messages import (
     title_from,
     user_message_create,
 )
+from core.errors import ParleyError
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -50,11 +51,12 @@ def completion_request_create(
     The request's earlier messages are saved as they were (final, never generated here); the
     last user message is `text`; its system messages become the conversation's system prompt,
     its generation `options` the reply's (the budget reserves its max tokens).
-    Idempotent on (author, organisation, client_id) like a send.
+    Idempotent on (author, organisation, client_id) like a send, and like a send without a
+    look-up first: a repeat (an Idempotency-Key's client id again) is found when its
+    transaction fails, on the unique client id or on a check the first one passed (a budget it
+    used up), and rolls back. A request without a key has a new id and costs no look-up.
     """
     text = message_text_clean(text)
-    if earlier := send_earlier(author=author, organisation_id=organisation.pk, client_id=client_id):
-        return earlier
     try:
         with transaction.atomic():
             reservation = quota_reserve(
@@ -94,7 +96,7 @@ def completion_request_create(
                 conversation=conversation, reply_to=user_message, alias=alias, options=options
             )
             reservation_attach(reservation=reservation, message_id=reply.pk)
-    except IntegrityError:
+    except (IntegrityError, ParleyError):
         if earlier := send_earlier(
             author=author, organisation_id=organisation.pk, client_id=client_id
         ):

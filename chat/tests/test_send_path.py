@@ -1,4 +1,5 @@
-"""The send path's cost, pinned: statements per send, and database calls off one thread."""
+"""The send path's cost, pinned: statements per send (a page's or socket's, and an OpenAI-compatible
+request's: chat/services/completions.py), and database calls off one thread."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db import connection
 
 from chat import services
 from chat.models import Conversation, Message
+from chat.services.completions import PriorMessage, completion_request_create
 from chat.tests.test_consumers import connect_as, receive_until
 from core.db import db_async
 
@@ -138,3 +140,52 @@ async def test_a_send_into_a_followed_conversation_deleted_since_is_not_found(ow
     assert error["code"] == "not_found"
     assert await Message.objects.acount() == 0
     await ws.disconnect()
+
+
+# --- an OpenAI-compatible request (POST /v1/chat/completions) ---------------------------------
+
+
+def _request(owner, organisation, client_id: str):
+    return completion_request_create(
+        author=owner,
+        organisation=organisation,
+        history=[
+            PriorMessage(role=Message.Role.USER, content="Hi"),
+            PriorMessage("assistant", "Hello"),
+        ],
+        text="What is two and two?",
+        client_id=client_id,
+        alias="",
+        system_prompt="Be brief.",
+    )
+
+
+def test_a_request_is_one_transaction_without_a_look_up_first(
+    owner, organisation, celery_dispatch, django_assert_num_queries
+):
+    _request(owner, organisation, "oai-warm")  # the first one in a process warms caches
+    # BEGIN; the budget's counters (lock, charge) and its ledger row; the conversation; the
+    # earlier messages (one statement); the user message; the deployment chosen; the reply; the
+    # ledger row attached to it; COMMIT. No idempotency look-up before: a repeat is found when
+    # its transaction fails.
+    with django_assert_num_queries(11):
+        result = _request(owner, organisation, "oai-new")
+    assert result.created and len(celery_dispatch) == 2
+    assert result.reply.conversation.origin == Conversation.Origin.OPENAI
+    assert list(
+        result.reply.conversation.messages.order_by("id").values_list("role", "content")
+    ) == [
+        ("user", "Hi"),
+        ("assistant", "Hello"),
+        ("user", "What is two and two?"),
+        ("assistant", ""),
+    ]
+
+
+def test_a_repeated_client_id_answers_with_the_earlier_reply(owner, organisation, celery_dispatch):
+    first = _request(owner, organisation, "idem-same")
+    again = _request(owner, organisation, "idem-same")
+    assert not again.created
+    assert (again.user_message.pk, again.reply.pk) == (first.user_message.pk, first.reply.pk)
+    assert Conversation.objects.filter(owner=owner).count() == 1  # the repeat's rolled back
+    assert len(celery_dispatch) == 1

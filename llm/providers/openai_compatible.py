@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import weakref
+from collections import OrderedDict
 from functools import cache
 from typing import Any
 
@@ -25,9 +29,94 @@ def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float
     return (config.connect_timeout, config.timeout, config.timeout, config.timeout)
 
 
+class _DictChunks:
+    """`AsyncOpenAI.chat.completions` whose streams yield each chunk as the JSON object it is.
+
+    ChatOpenAI streams through the SDK's `create`, which builds a ChatCompletionChunk model per
+    chunk (pydantic construct, behind a runtime Protocol check) that langchain-openai dumps
+    straight back to a dict: two fifths of a streamed reply's CPU in the process generating it
+    (bench/openai_bench.py). The same request is posted through the client's own `post`
+    (auth, retries, errors, SSE decoding and closing unchanged) with the chunks left as dicts,
+    which langchain-openai reads as they are. Anything but a stream goes to the SDK's `create`.
+    """
+
+    def __init__(self, completions: Any, client: openai.AsyncOpenAI) -> None:
+        self._completions = completions
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._completions, name)
+
+    async def create(self, **params: Any) -> Any:
+        if not params.get("stream"):
+            return await self._completions.create(**params)
+        options: Any = {"security": {"bearer_auth": True}}  # as the SDK's own create
+        for name, option in (
+            ("extra_headers", "headers"),
+            ("extra_query", "params"),
+            ("extra_body", "extra_json"),
+            ("timeout", "timeout"),
+        ):
+            if (value := params.pop(name, None)) is not None:
+                options[option] = value
+        return await self._client.post(
+            "/chat/completions",
+            body=params,
+            options=options,
+            cast_to=object,
+            stream=True,
+            stream_cls=openai.AsyncStream[Any],
+        )
+
+
+# Built models, per event loop, most recently used last. Building one costs a sync and an async
+# SDK client, and each new async client runs its platform probe in a thread on its first
+# request; a model holds no request's state, so the replies of one loop share it. Per loop:
+# pooled connections belong to the loop that opened them.
+_built: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[str, ChatOpenAI]] = (
+    weakref.WeakKeyDictionary()
+)
+BUILT_PER_LOOP = 64  # distinct (deployment, max tokens, options) kept; requests' options vary
+
+
 def build(
     config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None = None
 ) -> BaseChatModel:
+    """The deployment's chat model with these options: built once per event loop and reused
+    (outside a running loop, a new one each time)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _build(config, max_tokens=max_tokens, options=options)
+    key = json.dumps(
+        [
+            config.kind,
+            config.model,
+            config.base_url,
+            config.api_key,
+            config.timeout,
+            config.connect_timeout,
+            config.options,
+            max_tokens,
+            options.as_json() if options is not None else None,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    models = _built.setdefault(loop, OrderedDict())
+    model = models.get(key)
+    if model is None:
+        model = models[key] = _build(config, max_tokens=max_tokens, options=options)
+        if len(models) > BUILT_PER_LOOP:
+            models.popitem(last=False)
+    else:
+        models.move_to_end(key)
+    return model
+
+
+def _build(
+    config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None
+) -> ChatOpenAI:
     sampling = sampling_kwargs(options)
     common: dict[str, Any] = dict(
         model=config.model,
@@ -52,12 +141,15 @@ def build(
         body["response_format"] = options.response_format
     if config.kind == "openai":
         # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
-        return ChatOpenAI(  # type: ignore[call-arg]
+        model = ChatOpenAI(  # type: ignore[call-arg]
             max_tokens=max_tokens, extra_body=body or None, **common
         )
-    # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would run
-    # unbounded; send the classic field they understand.
-    return ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)
+    else:
+        # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would
+        # run unbounded; send the classic field they understand.
+        model = ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)
+    model.async_client = _DictChunks(model.async_client, model.root_async_client)
+    return model
 
 
 @cache
