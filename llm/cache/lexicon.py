@@ -202,7 +202,10 @@ PHRASES: list[tuple[str, str]] = [
     (r"how big", "size"),
     (r"how old", "age"),
     (r"how much does (.+?) cost", r"price \1"),
-    (r"how much (?:is|are) (a|an|the) ", r"price \1 "),
+    (r"how much (?:is|are) (a|an|the)(?! \d[\d.,]* percent)", r"price \1"),
+    (r"get in touch with", "contact"),
+    # "TCP vs UDP?" asks what tells them apart.
+    (r"^(\w+(?: \w+)?) (?:vs\.?|versus) (\w+(?: \w+)?)[?.!]*$", r"difference between \1 and \2"),
     (r"what (?:makes|causes)", "why"),
     (r"what is the cause of", "why"),
     (r"what is the reason", "why"),
@@ -231,7 +234,10 @@ PHRASES: list[tuple[str, str]] = [
     # How a question is framed, not what it asks.
     (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),
     (rf"(?:a|the) {_GOOD} way to", "how to"),
-    (r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to|see|view|check)", "where"),
+    (
+        r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to|see|view|check)",
+        "where",
+    ),
     (r"where (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|see)", "where"),
     (r"right now", "now"),
     (r"(?:see|check|find|get|know) (?:the )?status of", "track"),

@@ -25,7 +25,7 @@ _THANKS = re.compile(
 # Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
 # "I was wondering ..."): removed, repeatedly, only at the start.
 _CHATTY = re.compile(
-    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"^(?:(?:(?:a |one )?quick (?:question|q|qn)|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
     r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
     r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
     r"i wonder(?: if| whether)?\b[\s,:]*|"
@@ -54,7 +54,10 @@ _VERBS = {"m": "am", "re": "are", "s": "is", "ve": "have", "ll": "will"}
 # Chat spellings of framing words: "how 2 ...", "when r u ...", "thru".
 _CHAT = [
     (re.compile(r"\bhow 2\b"), "how to"),
-    (re.compile(r"\b(when|what|how|where|why|who|which) r (u|you|we|they)\b"), r"\1 are \2"),
+    (re.compile(r"(?<![\w-])r(?= (?:u|you|ur|your|my|the|we|they|these|those)\b)"), "are"),
+    (re.compile(r"(?<![\w-])u(?![\w-])"), "you"),
+    (re.compile(r"(?<![\w-])ur(?![\w-])"), "your"),
+    (re.compile(r"\byou (?:guys|all|folks|people)\b"), "you"),
     (re.compile(r"\bthru\b"), "through"),
 ]
 # Filler a casual question ends with: "..., lol", "... help", "... any ideas?", "... pls".

@@ -6,7 +6,7 @@ from __future__ import annotations
 from llm.cache.lexical.order import reversed_order, swapped
 from llm.cache.lexical.profile import WORD, Profile
 from llm.cache.lexical.quantities import other_quantity
-from llm.cache.lexical.words import content_difference, spelled_out
+from llm.cache.lexical.words import content_difference, spelled_out, typo_paired
 
 
 def _quoted_alike(a: Profile, b: Profile) -> bool:
@@ -56,7 +56,7 @@ ADDED_MAX_WORDS = 0
 
 
 # The embedding does not know most abbreviations and acronyms: "PW" and "password", "GDPR"
-# and "General Data Protection Regulation" score 0.35-0.45. Two questions that differ only in
+# and "General Data Protection Regulation" score 0.35-0.45; nor a typo ("pyhton"). Two questions that differ only in
 # that spelling (every content word paired, the same numbers, negation, quotes and direction)
 # may match this much below the threshold; every other pair is bounded by the threshold.
 LEXICAL_MARGIN = 0.3
@@ -74,7 +74,7 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
         return "similarity"
     reason = same_question(a, b)
     if similarity < threshold:
-        return "" if not reason and spelled_out(a, b) else "similarity"
+        return "" if not reason and (spelled_out(a, b) or typo_paired(a, b)) else "similarity"
     if reason == "added":
         only_a, only_b = content_difference(a, b)
         if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:

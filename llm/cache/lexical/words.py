@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from llm.cache.lexical.profile import Profile, canonical_of
+from collections.abc import Callable
+
+from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
 from llm.cache.synonyms import is_word, synonymous
@@ -33,13 +35,27 @@ def _stem_of(longer: str, shorter: str) -> bool:
     return False
 
 
+# An adverb is its adjective with -ly ("safely" / "safe", "quickly" / "quick"); the adjective
+# must be a word of four letters or more ("early" is not "ear", "apply" not "app").
+_ADVERB_STEM = 4
+
+
+def _adverb_of(longer: str, shorter: str) -> bool:
+    return (
+        longer.endswith("ly")
+        and len(shorter) >= _ADVERB_STEM
+        and longer[:-2] in (shorter, shorter[:-1] + "i")  # "happily" / "happy"
+        and is_word(shorter)
+    )
+
+
 def _related(a: str, b: str) -> bool:
     """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
         return True
     if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
         return False
-    if _stem_of(a, b) or _stem_of(b, a):
+    if _stem_of(a, b) or _stem_of(b, a) or _adverb_of(a, b) or _adverb_of(b, a):
         return True
     shorter = min(len(a), len(b))
     shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), shorter)
@@ -62,6 +78,77 @@ def _unmatched(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
 def _forms(word: str, profile: Profile) -> set[str]:
     """The word as compared and the lemmas it was made from."""
     return {word} | {lemma for canonical, lemma in profile.sources if canonical == word}
+
+
+def _pair(
+    only_a: list[str], only_b: list[str], paired: Callable[[str, str], bool]
+) -> tuple[list[str], list[str]]:
+    """Each word of `only_a` paired with the first word of `only_b` that `paired` accepts."""
+    left_b = list(only_b)
+    unpaired = []
+    for word in only_a:
+        pair = next((i for i, other in enumerate(left_b) if paired(word, other)), None)
+        if pair is None:
+            unpaired.append(word)
+        else:
+            del left_b[pair]
+    return unpaired, left_b
+
+
+def _pair_forms(
+    only_a: list[str], only_b: list[str], a: Profile, b: Profile
+) -> tuple[list[str], list[str]]:
+    """Pair two forms of one word that their synonym groups hid: "building" and "build" (compared
+    as "construct"), "deletion" and "delete" (compared as "remove")."""
+    return _pair(
+        only_a,
+        only_b,
+        lambda x, y: any(_related(f, g) for f in _forms(x, a) for g in _forms(y, b)),
+    )
+
+
+# A typo: a content word no dictionary knows, of at least TYPO_MIN_LENGTH letters, one edit
+# (two from TYPO_LONG letters on) from a word the other side has and this side lacks, which is
+# itself a word ("pyhton" / "python", "recieve" / "receive", "accomodation" / "accommodation").
+# Two unknown words (two product names: "mysql" / "mssql") never pair.
+TYPO_MIN_LENGTH = 5
+TYPO_LONG = 8
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance (a swap of two neighbours is one edit), or limit + 1
+    once it is certain to exceed `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        if min(row) > limit:
+            return limit + 1
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+def _typo_of(typed: str, word: str) -> bool:
+    if len(typed) < TYPO_MIN_LENGTH or " " in typed + word or typed[0] != word[0]:
+        return False
+    if is_word(typed) or lemma_of(typed) != typed or not is_word(word):
+        return False
+    return _edits(typed, word, 2 if len(word) >= TYPO_LONG else 1) <= (
+        2 if len(word) >= TYPO_LONG else 1
+    )
+
+
+def _pair_typos(only_a: list[str], only_b: list[str]) -> tuple[list[str], list[str]]:
+    only_a, only_b = _pair(only_a, only_b, _typo_of)
+    only_b, only_a = _pair(only_b, only_a, _typo_of)
+    return only_a, only_b
 
 
 def _pair_synonyms(
@@ -99,6 +186,10 @@ def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
             only_a, only_b, a.words, b.words, a.content, b.content, canonical_of
         )
     if only_a and only_b:
+        only_a, only_b = _pair_forms(only_a, only_b, a, b)
+    if only_a and only_b:
+        only_a, only_b = _pair_typos(only_a, only_b)
+    if only_a and only_b:
         only_a, only_b = _pair_synonyms(only_a, only_b, a, b)
     if only_a and only_b:
         return only_a, only_b
@@ -107,9 +198,22 @@ def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         only_a = [w for w in only_a if w not in _TIME_UNITS]
         only_b = [w for w in only_b if w not in _TIME_UNITS]
     return (
-        [w for w in only_a if w not in CONTEXT and w not in b.content],
-        [w for w in only_b if w not in CONTEXT and w not in a.content],
+        [w for w in only_a if w not in CONTEXT and w not in b.content and not _typed(w, b)],
+        [w for w in only_b if w not in CONTEXT and w not in a.content and not _typed(w, a)],
     )
+
+
+def _typed(word: str, other: Profile) -> bool:
+    """Is `word` a typo of a word the other question has, compared or not ("recieve" /
+    "receive", which is compared as the framing "get")?"""
+    return any(_typo_of(word, lemma_of(w)) for w in other.words)
+
+
+def typo_paired(a: Profile, b: Profile) -> bool:
+    """Does a content word of one side pair with the other's only as its typo? The embedding
+    knows no misspelling ("pyhton" is far from "python"), so such a pair gets the margin an
+    abbreviation gets (verdict.LEXICAL_MARGIN)."""
+    return any(_typed(w, b) for w in a.content) or any(_typed(w, a) for w in b.content)
 
 
 def spelled_out(a: Profile, b: Profile) -> bool:
