@@ -154,7 +154,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"web ?sites?", "website"),
     (r"user ?names?", "username"),
     (r"pass ?words?", "password"),
-    (r"set(?:ting)?s? up", "setup"),
+    (r"set(?:ting)?s?[- ]up", "setup"),
     (r"(?:turn|switch)(?:ed|ing|s)? on", "enable"),
     (r"(?:turn|switch)(?:ed|ing|s)? off", "disable"),
     (r"(?:turn|switch)(?:ed|ing|s)? (?:\w+ )?on", "enable"),
@@ -230,6 +230,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"british pounds?(?: sterling)?", "gbp"),
     (r"pounds? sterling", "gbp"),
     (r"japanese yen", "yen"),
+    (r"mandarin chinese", "mandarin"),
     (r"square root", "sqrt"),
     # How a question is framed, not what it asks.
     (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),

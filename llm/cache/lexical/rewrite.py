@@ -25,7 +25,8 @@ _THANKS = re.compile(
 # Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
 # "I was wondering ..."): removed, repeatedly, only at the start.
 _CHATTY = re.compile(
-    r"^(?:(?:(?:a |one )?quick (?:question|q|qn)|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"^(?:(?:(?:a |one )?quick (?:question|q|qn)|just (?:a question|curious|wondering))"
+    r"\b[\s,:;!.-]*|"
     r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
     r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
     r"i wonder(?: if| whether)?\b[\s,:]*|"

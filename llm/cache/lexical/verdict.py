@@ -3,10 +3,15 @@ numbers, negations, quotes and particles, then the rule families (order, quantit
 
 from __future__ import annotations
 
+import re
+
 from llm.cache.lexical.order import reversed_order, swapped
 from llm.cache.lexical.profile import WORD, Profile
 from llm.cache.lexical.quantities import other_quantity
+from llm.cache.lexical.rewrite import rewrite
 from llm.cache.lexical.words import content_difference, spelled_out, typo_paired
+
+_PLAIN = re.compile(r"[\w\s',.?!]+")
 
 
 def _quoted_alike(a: Profile, b: Profile) -> bool:
@@ -14,7 +19,10 @@ def _quoted_alike(a: Profile, b: Profile) -> bool:
     in Spanish" / "how do you say cat in Spanish")?"""
 
     def written(span: str, words: tuple[str, ...]) -> bool:
-        parts = tuple(WORD.findall(span.casefold()))
+        # A span of plain words is written as the questions are ("how much does this cost?" is
+        # "price this"); one with symbols (code: "x -= 1") is compared as it is.
+        plain = _PLAIN.fullmatch(span)
+        parts = tuple(WORD.findall(rewrite(span) if plain else span.casefold()))
         return bool(parts) and any(
             words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
         )
@@ -56,9 +64,10 @@ ADDED_MAX_WORDS = 0
 
 
 # The embedding does not know most abbreviations and acronyms: "PW" and "password", "GDPR"
-# and "General Data Protection Regulation" score 0.35-0.45; nor a typo ("pyhton"). Two questions that differ only in
-# that spelling (every content word paired, the same numbers, negation, quotes and direction)
-# may match this much below the threshold; every other pair is bounded by the threshold.
+# and "General Data Protection Regulation" score 0.35-0.45, nor typos ("pyhton", "pasword").
+# Two questions that differ only in that spelling (every content word paired, the same numbers,
+# negation, quotes and direction) may match this much below the threshold; every other pair is
+# bounded by the threshold.
 LEXICAL_MARGIN = 0.3
 
 
