@@ -891,3 +891,17 @@ def test_adverbs_and_forms_hidden_by_a_synonym_group_match():
 def test_ordinals_above_ten_in_words_are_their_numbers():
     assert same("Who was the 16th president?", "who was the sixteenth president")
     assert refused("Who was the 16th president?", "who was the seventeenth president") == "numbers"
+
+
+def test_a_second_look_pairs_rarer_senses_only_for_very_close_questions():
+    from llm.cache.lexical.verdict import LOOSE_SIMILARITY
+
+    stored = profile("How do I remove a red wine stain from a carpet?")
+    asked = profile("how do i remove a red wine mark from a carpet")
+    threshold = settings.CACHE_SEMANTIC_THRESHOLD
+    assert match(asked, stored, LOOSE_SIMILARITY, threshold) == ""
+    assert match(asked, stored, LOOSE_SIMILARITY - 0.01, threshold) == "content"
+    # Words that share a parent but no sense never pair, however close the questions.
+    assert refused("Is the office open on Monday?", "is the office open on tuesday") == "content"
+    assert refused("How do I enable dark mode?", "how do i disable dark mode") == "content"
+    assert refused("How do I import contacts?", "how do i export contacts") == "content"

@@ -18,13 +18,16 @@ def _quoted_alike(a: Profile, b: Profile) -> bool:
     """Is every span quoted on one side only written, unquoted, on the other ("what is 'cat'
     in Spanish" / "how do you say cat in Spanish")?"""
 
-    def written(span: str, words: tuple[str, ...]) -> bool:
-        # A span of plain words is written as the questions are ("how much does this cost?" is
-        # "price this"); one with symbols (code: "x -= 1") is compared as it is.
-        plain = _PLAIN.fullmatch(span)
-        parts = tuple(WORD.findall(rewrite(span) if plain else span.casefold()))
+    def found(parts: tuple[str, ...], words: tuple[str, ...]) -> bool:
         return bool(parts) and any(
             words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
+        )
+
+    def written(span: str, words: tuple[str, ...]) -> bool:
+        # As it is, or, a span of plain words, written as the questions are ("how much does
+        # this cost?" is "price this"); one with symbols (code: "x -= 1") only as it is.
+        return found(tuple(WORD.findall(span.casefold())), words) or bool(
+            _PLAIN.fullmatch(span) and found(tuple(WORD.findall(rewrite(span))), words)
         )
 
     return all(written(span, b.words) for span in set(a.quoted) - set(b.quoted)) and all(
@@ -71,6 +74,11 @@ ADDED_MAX_WORDS = 0
 LEXICAL_MARGIN = 0.3
 
 
+# The similarity from which two questions whose words differ get a second look, with WordNet's
+# rarer senses and direct kinds as synonyms (synonyms.related_in_any_sense).
+LOOSE_SIMILARITY = 0.75
+
+
 def floor(threshold: float) -> float:
     """The lowest similarity at which `match` can accept a candidate."""
     return threshold - LEXICAL_MARGIN
@@ -84,6 +92,12 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
     reason = same_question(a, b)
     if similarity < threshold:
         return "" if not reason and (spelled_out(a, b) or typo_paired(a, b)) else "similarity"
+    if reason == "content" and similarity >= LOOSE_SIMILARITY:
+        # The second look: words WordNet relates in any of their senses pair, for two questions
+        # the embedding finds this close ("red wine stain on a carpet" / "red wine mark on a rug").
+        only_a, only_b = content_difference(a, b, loose=True)
+        if not only_a and not only_b:
+            return ""
     if reason == "added":
         only_a, only_b = content_difference(a, b)
         if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:

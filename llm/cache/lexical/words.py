@@ -8,7 +8,7 @@ from collections.abc import Callable
 from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
-from llm.cache.synonyms import is_word, synonymous
+from llm.cache.synonyms import is_word, related_in_any_sense, synonymous
 
 # Two forms of one word share most of their spelling: "summary"/"summarize", "open"/"opening".
 _SHARED_PREFIX = 5
@@ -152,7 +152,7 @@ def _pair_typos(only_a: list[str], only_b: list[str]) -> tuple[list[str], list[s
 
 
 def _pair_synonyms(
-    only_a: list[str], only_b: list[str], a: Profile, b: Profile
+    only_a: list[str], only_b: list[str], a: Profile, b: Profile, *, loose: bool = False
 ) -> tuple[list[str], list[str]]:
     """Pair each word one side lacks with a WordNet synonym the other side lacks ("wrong" /
     "incorrect"); entities, numbers and units have none that could pair them wrongly."""
@@ -164,7 +164,11 @@ def _pair_synonyms(
             (
                 i
                 for i, other in enumerate(left_b)
-                if any(synonymous(x, y) for x in forms for y in _forms(other, b))
+                if any(
+                    (related_in_any_sense if loose else synonymous)(x, y)
+                    for x in forms
+                    for y in _forms(other, b)
+                )
             ),
             None,
         )
@@ -175,7 +179,9 @@ def _pair_synonyms(
     return unpaired, left_b
 
 
-def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
+def content_difference(
+    a: Profile, b: Profile, *, loose: bool = False
+) -> tuple[list[str], list[str]]:
     """Content words of `a` that `b` lacks, and of `b` that `a` lacks (repeats count: "a kilo
     of steel or a kilo of feathers" is not "a pound of steel or a kilo of feathers"). When only
     one side adds words, a repeat ("I forgot my password, how do I reset it") and words saying
@@ -191,6 +197,8 @@ def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         only_a, only_b = _pair_typos(only_a, only_b)
     if only_a and only_b:
         only_a, only_b = _pair_synonyms(only_a, only_b, a, b)
+    if only_a and only_b and loose:
+        only_a, only_b = _pair_synonyms(only_a, only_b, a, b, loose=True)
     if only_a and only_b:
         return only_a, only_b
     if "duration" in a.content and "duration" in b.content:
