@@ -446,7 +446,11 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
         questions=questions,
     )
     queries = model.embed([normalise(q) for q in asked])
-    embeds, searches, guards = [], [], []
+    # The lexical check before this round's changes, timed on the same candidates, interleaved.
+    commit, _ = BASELINES[-1]
+    before = baseline_guard(commit)
+    embeds, searches, guards, guards_before = [], [], [], []
+    cpu = {"now": 0.0, "before": 0.0}
     for question, vector in zip(asked, queries, strict=True):
         profile.cache_clear()  # every lookup pays for its own profiles
         index._profiles.clear()
@@ -456,13 +460,21 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
         start = time.perf_counter()
         index.search(vector, profile(question), threshold=threshold, faq_only=False)
         searches.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
         similarities = vectors @ vector
         top = np.argsort(-similarities)[:TOP_K]
+        start, cpu_start = time.perf_counter(), time.process_time()
         asked_profile = profile(question)
         for row in top:
             match(asked_profile, profile(questions[row]), 1.0, threshold)
         guards.append((time.perf_counter() - start) * 1000)
+        cpu["now"] += time.process_time() - cpu_start
+        if before is not None:
+            before.profile.cache_clear()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for row in top:
+                before.hit(questions[row], question, 1.0, threshold)
+            guards_before.append((time.perf_counter() - start) * 1000)
+            cpu["before"] += time.process_time() - cpu_start
     return {
         "dictionary_mb": memory,
         "wordnet_mb": wordnet_mb,
@@ -472,6 +484,12 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
         "embed": (statistics.median(embeds), pct(embeds, 0.95)),
         "search": (statistics.median(searches), pct(searches, 0.95)),
         "guard_top_k": (statistics.median(guards), pct(guards, 0.95)),
+        "guard_before": (
+            (commit, statistics.median(guards_before), pct(guards_before, 0.95))
+            if guards_before
+            else None
+        ),
+        "guard_cpu_ms": {k: v * 1000 / len(asked) for k, v in cpu.items()},
         "top_k": TOP_K,
     }
 
@@ -937,6 +955,18 @@ def report(results: dict[str, Any]) -> str:
         f"| {m['search'][1]:.2f} ms |",
         f"| lexical check of the top {m['top_k']} candidates, worst case | "
         f"{m['guard_top_k'][0]:.2f} ms | {m['guard_top_k'][1]:.2f} ms |",
+    ]
+    if m["guard_before"]:
+        commit, p50, p95 = m["guard_before"]
+        cpu = m["guard_cpu_ms"]
+        lines += [
+            f"| the same with the check of {commit} (before casual style, typos and the second "
+            f"look), interleaved | {p50:.2f} ms | {p95:.2f} ms |",
+            "",
+            f"CPU time of that worst-case check per lookup, mean: {cpu['now']:.2f} ms now, "
+            f"{cpu['before']:.2f} ms for {commit} ({cpu['now'] / max(1e-9, cpu['before']):.2f}x).",
+        ]
+    lines += [
         "",
         "Memory the matcher adds to a process: the embedder "
         f"+{e['rss_mb']:.0f} MB resident (above), simplemma and its English dictionary "
