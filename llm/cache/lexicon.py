@@ -234,7 +234,8 @@ PHRASES: list[tuple[str, str]] = [
     (r"square root", "sqrt"),
     # How a question is framed, not what it asks.
     (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),
-    (rf"(?:a|the) {_GOOD} way to", "how to"),
+    # With its article or without ("best way to learn coding?").
+    (rf"(?:(?:a|the) )?{_GOOD} way to", "how to"),
     (
         r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to|see|view|check)",
         "where",
@@ -242,7 +243,11 @@ PHRASES: list[tuple[str, str]] = [
     (r"where (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|see)", "where"),
     (r"right now", "now"),
     (r"(?:see|check|find|get|know) (?:the )?status of", "track"),
-    (r"(?:do|does|can) (?:you|they|it) (?:accept|take) (\w+)(?: payments?)?", r"can i pay \1"),
+    # ("how long does it take to walk" is not a payment.)
+    (
+        r"(?:do|does|can) (?:you|they) (?:accept|take) (?!to\b|a\b|an\b|the\b)(\w+)(?: payments?)?",
+        r"can i pay \1",
+    ),
     (r"(boiling|freezing|melting) point of (\w+)", r"\1 temperature \2"),
     (r"at what temperature (?:does|do|is|are) (\w+) (boil|freeze|melt)", r"\2 temperature \1"),
     (r"(?:is|are|be) (?:worked|figured) out", "calculate"),
@@ -263,7 +268,15 @@ PHRASES: list[tuple[str, str]] = [
     (r"hand baggage", "hand luggage"),
     (r"get (.+?) out of", r"remove \1 from"),
     # Advice asked for is how to do it: "any tips for organizing X" is "how to organize X".
-    (r"(?:any )?(?:tips|advice|suggestions) (?:for|on) (\w+ing)", r"how to \1"),
+    (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to) (\w+ing)", r"how to \1"),
+    (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to)", "how to"),
+    # A recipe is how to make something: "pancake recipe", "a recipe for pancakes".
+    (r"(?:a |the )?recipes? (?:for|of)", "how to make"),
+    (r"(\w+) recipes?", r"how to make \1"),
+    # A count asked in two words: "calories in a banana" is "how many calories in a banana".
+    (r"^(\w+) in ((?:an?|one|\d[\d.,]*) \w+)[?.!]*$", r"convert \2 to \1"),
+    (r"in (?:degrees? )?f$", "in fahrenheit"),
+    (r"in (?:degrees? )?c$", "in celsius"),
     (r"(?:won't|will not|doesn't|does not|can't|can not) stop (\w+ing)", r"keep \1"),
     (r"(?:another|other|different) words? for", "synonym for"),
     (r"one (\w+) at a time", r"\1 by \1"),

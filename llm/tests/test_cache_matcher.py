@@ -905,3 +905,14 @@ def test_a_second_look_pairs_rarer_senses_only_for_very_close_questions():
     assert refused("Is the office open on Monday?", "is the office open on tuesday") == "content"
     assert refused("How do I enable dark mode?", "how do i disable dark mode") == "content"
     assert refused("How do I import contacts?", "how do i export contacts") == "content"
+
+
+def test_telegraphic_questions_match_their_full_form():
+    assert same("How do I make pancakes?", "pancake recipe")
+    assert same("How do I make pancakes?", "recipe for pancakes pls")
+    assert same("How many calories in a banana?", "calories in a banana")
+    assert same("How can I sleep better?", "tips for better sleep")
+    assert same("What's the best way to learn to code?", "best way to learn coding?")
+    assert same("How long does it take to walk 3 km?", "how long to walk three kilometres")
+    assert refused("How do I make pancakes?", "waffle recipe") == "content"
+    assert refused("How many calories in a banana?", "calories in an apple") == "content"

@@ -206,8 +206,8 @@ def content_difference(
         only_a = [w for w in only_a if w not in _TIME_UNITS]
         only_b = [w for w in only_b if w not in _TIME_UNITS]
     return (
-        [w for w in only_a if w not in CONTEXT and w not in b.content and not _typed(w, b)],
-        [w for w in only_b if w not in CONTEXT and w not in a.content and not _typed(w, a)],
+        [w for w in only_a if w not in CONTEXT and w not in b.content and not _said(w, b)],
+        [w for w in only_b if w not in CONTEXT and w not in a.content and not _said(w, a)],
     )
 
 
@@ -215,6 +215,14 @@ def _typed(word: str, other: Profile) -> bool:
     """Is `word` a typo of a word the other question has, compared or not ("recieve" /
     "receive", which is compared as the framing "get")?"""
     return any(_typo_of(word, lemma_of(w)) for w in other.words)
+
+
+def _said(word: str, other: Profile) -> bool:
+    """Does the other question say `word` in another form or with a typo, as a word the check
+    does not compare ("learn coding" / "learn to code": "code" only frames)?"""
+    return any(
+        _typo_of(word, lemma) or _related(word, lemma) for lemma in map(lemma_of, other.words)
+    )
 
 
 def typo_paired(a: Profile, b: Profile) -> bool:
