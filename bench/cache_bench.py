@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/cache_bench.py            # report on stdout (Markdown)
     .venv/bin/python bench/cache_bench.py --write    # and into docs/benchmarks.md ("Cache")
+    .venv/bin/python bench/cache_bench.py --quality-only      # match quality, tuning misses
+    .venv/bin/python bench/cache_bench.py --heldout FILE      # a blind set, evaluated once
+
+--heldout FILE (JSON: {"paraphrases": [{"a", "b", "kind"}], "near_misses": [{"a", "b"}]}, kept
+outside the repository) prints the match quality of that set beside the tuning sets: rewordings
+hit and near-misses hit, per set and per kind, for the current matcher and the BASELINES, every
+false hit and every missed rewording of the held-out set; a few minutes, nothing written.
 
 Runs embedded (a throwaway SQLite database, in-memory cache and channel layer), with the real
 code paths: reply_stream, the simulated provider (and the bundled llama.cpp model for the
@@ -10,8 +17,9 @@ latency comparison, unless --no-local). Sections:
 1. Embedder: load time, per-query latency, resident memory of llm/embeddings.py.
 2. Index: brute-force NumPy search over 1k-100k vectors; loading 10k vectors from the
    database, and (if Redis runs) from one Redis value, for comparison.
-3. Match quality on bench/data/cache_pairs.json: paraphrase hit rate and near-miss false-hit
-   rate at the default threshold, with and without the lexical check; a threshold sweep.
+3. Match quality on the pair sets of bench/data/tuning/ (and --heldout files): rewordings hit and
+   near-misses hit at the default threshold, per set and kind, beside earlier matchers; a
+   threshold sweep.
 4. Workload (bench/data/cache_workload.json): help-desk traffic through reply_stream: hit
    rate, exact vs semantic, and false hits (an answer given for another question).
 5. Latency: time to first delta and to `done`, cache hit vs provider call.
@@ -776,9 +784,9 @@ async def bench_latency(provider: str) -> dict[str, Any]:
 # --- report --------------------------------------------------------------------------------
 
 
-def quality_lines(q: dict[str, Any], threshold: float, *, misses: bool) -> list[str]:
+def quality_lines(q: dict[str, Any], threshold: float, *, misses: str = "") -> list[str]:
     """The match-quality part of the report: per set, per kind of rewording, false hits, and
-    (`misses`) every rewording that missed."""
+    every rewording of the group `misses` ("tuning", "held-out") that missed."""
     baselines = q["baselines"]
     heads = " | ".join(f"{c} ({t:.2f})" for c, t in baselines)
     cells = "---: | " * len(baselines)
@@ -868,9 +876,10 @@ def quality_lines(q: dict[str, Any], threshold: float, *, misses: bool) -> list[
             for group, label, what, a, b, c in q["false"]
         ]
     if misses:
-        lines += ["", f"Rewordings that missed: {len(q['misses'])}.", ""] + [
-            f"- {group}, {label} ({kind}): {a!r} → {b!r} (cosine {c:.3f}, {reason})"
-            for group, label, kind, a, b, c, reason in q["misses"]
+        missed = [row for row in q["misses"] if row[0] == misses]
+        lines += ["", f"Rewordings of the {misses} sets that missed: {len(missed)}.", ""] + [
+            f"- {label} ({kind}): {a!r} → {b!r} (cosine {c:.3f}, {reason})"
+            for _, label, kind, a, b, c, reason in missed
         ]
     tp, tn = q["tuning_sizes"]
     lines += [
@@ -924,7 +933,7 @@ def report(results: dict[str, Any]) -> str:
             f"{r['version_get_ms']:.2f} ms for the version stamp a lookup reads now."
         )
     m, lk = results["matcher"], results["lookup"]
-    lines += ["", *quality_lines(q, results["threshold"], misses=False)]
+    lines += ["", *quality_lines(q, results["threshold"])]
     ratio_50 = lk["semantic"]["p50"] / lk["exact-only"]["p50"]
     ratio_95 = lk["semantic"]["p95"] / lk["exact-only"]["p95"]
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(lk["semantic"]["outcomes"].items()))
@@ -1052,7 +1061,8 @@ def quality_only() -> None:
         began = time.perf_counter()
         pairs = bench_pairs(threshold)
     print(f"({time.perf_counter() - began:.0f} s)", file=sys.stderr)
-    print("\n".join(quality_lines(pairs, threshold, misses=True)))
+    misses = "held-out" if HELDOUT else "tuning"
+    print("\n".join(quality_lines(pairs, threshold, misses=misses)))
 
 
 def main() -> None:
