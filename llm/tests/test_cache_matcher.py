@@ -835,6 +835,8 @@ def test_a_typo_of_a_word_matches_the_word():
     assert hits("How do I install Python on Windows?", "how do i instal pyhton on windows") == ""
     assert same("How do I receive payments?", "how do i recieve payments")
     assert same("Can I book accommodation near the venue?", "can i book acomodation near the venue")
+    # A long name no dictionary knows, one edit away.
+    assert same("How do I learn JavaScript?", "how do i learn javscript")
 
 
 def test_a_typo_matches_below_the_threshold_like_an_abbreviation():

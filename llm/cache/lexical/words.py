@@ -110,7 +110,8 @@ def _pair_forms(
 # A typo: a content word no dictionary knows, of at least TYPO_MIN_LENGTH letters, one edit
 # (two from TYPO_LONG letters on) from a word the other side has and this side lacks, which is
 # itself a word ("pyhton" / "python", "recieve" / "receive", "accomodation" / "accommodation").
-# Two unknown words (two product names: "mysql" / "mssql") never pair.
+# Two unknown words (two product names: "mysql" / "mssql") pair only from TYPO_LONG letters on,
+# one edit apart ("javscript" / "javascript").
 TYPO_MIN_LENGTH = 5
 TYPO_LONG = 8
 
@@ -138,11 +139,14 @@ def _edits(a: str, b: str, limit: int) -> int:
 def _typo_of(typed: str, word: str) -> bool:
     if len(typed) < TYPO_MIN_LENGTH or " " in typed + word or typed[0] != word[0]:
         return False
-    if is_word(typed) or lemma_of(typed) != typed or not is_word(word):
+    if is_word(typed) or lemma_of(typed) != typed:
         return False
-    return _edits(typed, word, 2 if len(word) >= TYPO_LONG else 1) <= (
-        2 if len(word) >= TYPO_LONG else 1
-    )
+    if not is_word(word):
+        # Two unknown words (names) pair only when long and one edit apart: "javscript" /
+        # "javascript", never "mysql" / "mssql".
+        return len(word) >= TYPO_LONG and _edits(typed, word, 1) <= 1
+    limit = 2 if len(word) >= TYPO_LONG else 1
+    return _edits(typed, word, limit) <= limit
 
 
 def _pair_typos(only_a: list[str], only_b: list[str]) -> tuple[list[str], list[str]]:
