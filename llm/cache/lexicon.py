@@ -58,6 +58,15 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
             ("10", "tenth"),
         )
     ),
+    # Above ten an ordinal is compared as its number: "sixteenth" is "16th".
+    *(
+        (re.compile(rf"\b{word}\b"), f"{number}th")
+        for number, word in enumerate(
+            "eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth "
+            "eighteenth nineteenth twentieth".split(),
+            11,
+        )
+    ),
     # "seven times eight" is "7 × 8".
     (re.compile(rf"\b({_SMALL_NUMBER}) times (?=(?:{_SMALL_NUMBER})\b)"), r"\1 multiply "),
     (re.compile(r"(\d)\s*\+\s*(?=\d)"), r"\1 plus "),
@@ -123,6 +132,19 @@ PHRASES: list[tuple[str, str]] = [
     (r"(?:km|kilomet(?:re|er)s?) (?:per |an |a )?(?:h|hr|hour)", "kph"),
     (r"(?:mi|miles?) (?:per |an |a )(?:h|hr|hour)", "mph"),
     (r"per ?cent", "percent"),
+    # How often, said three ways: "daily", "every day", "a day" / "per day".
+    (r"daily", "per day"),
+    (r"weekly", "per week"),
+    (r"monthly", "per month"),
+    (r"(?:yearly|annually)", "per year"),
+    (r"(?:every|each) (day|week|month|year|hour)", r"per \1"),
+    # "a day" only where it ends the phrase: "a day trip" is a kind of trip.
+    (
+        r"(?:a|an) (day|week|month|year|hour)(?=\s*[?.!,]|\s*$|\s+(?:too|is|are|was|for|in|on|at|"
+        r"and|or|to|with|of|enough|normal|healthy|safe|ok|okay|while|when|if|but|so|than)\b)",
+        r"per \1",
+    ),
+    (r"(?:around|round) the clock", "24 hours per day"),
     (r"multiplied by", "multiply"),
     (r"w/", "with"),
     (r"time zones?", "timezone"),
@@ -132,7 +154,7 @@ PHRASES: list[tuple[str, str]] = [
     (r"web ?sites?", "website"),
     (r"user ?names?", "username"),
     (r"pass ?words?", "password"),
-    (r"set(?:ting)?s? up", "setup"),
+    (r"set(?:ting)?s?[- ]up", "setup"),
     (r"(?:turn|switch)(?:ed|ing|s)? on", "enable"),
     (r"(?:turn|switch)(?:ed|ing|s)? off", "disable"),
     (r"(?:turn|switch)(?:ed|ing|s)? (?:\w+ )?on", "enable"),
@@ -149,6 +171,12 @@ PHRASES: list[tuple[str, str]] = [
     (r"closing (?:hours|times?)", "close"),
     (r"business hours", "open"),
     (r"(?:stands?|short) for", "abbreviation"),
+    # A translation asked in other shapes: "what does X mean in English", "Swedish word for
+    # X", "translate X into French", and (short, ending the question) "cheese in French".
+    (rf"what does (.+?) mean in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
+    (rf"{_LANGUAGE} (?:word|words|term|phrase) for (.+?)[?.!]*$", r"translate \2 in \1"),
+    (rf"translate (.+?) (?:to|into) {_LANGUAGE}", r"translate \1 in \2"),
+    (rf"^((?:\S+ ){{0,2}}?\S+) in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
     (r"how do you say", "translate"),
     (r"how (?:do|would|can) (?:i|you|we) say", "translate"),
     (r"what is the number of", "how many"),
@@ -165,12 +193,19 @@ PHRASES: list[tuple[str, str]] = [
         r"how (?:many|much) (\w+) (?:is|are|in|for|equals?)(?: in)? ((?:an?|one|\d[\d.,]*) \w+)",
         r"convert \2 to \1",
     ),
-    (r"(?:how much|what) (?:is|are) (\d[\d.,]* ?\w+(?: \w+)?) in (\w+)", r"convert \1 to \2"),
+    (
+        r"(?:how much|how far|what) (?:is|are) (\d[\d.,]* ?\w+(?: \w+)?) in (\w+)",
+        r"convert \1 to \2",
+    ),
     (r"how tall", "height"),
     (r"how high", "height"),
     (r"how big", "size"),
     (r"how old", "age"),
     (r"how much does (.+?) cost", r"price \1"),
+    (r"how much (?:is|are) (a|an|the)(?! \d[\d.,]* percent)", r"price \1"),
+    (r"get in touch with", "contact"),
+    # "TCP vs UDP?" asks what tells them apart.
+    (r"^(\w+(?: \w+)?) (?:vs\.?|versus) (\w+(?: \w+)?)[?.!]*$", r"difference between \1 and \2"),
     (r"what (?:makes|causes)", "why"),
     (r"what is the cause of", "why"),
     (r"what is the reason", "why"),
@@ -195,15 +230,24 @@ PHRASES: list[tuple[str, str]] = [
     (r"british pounds?(?: sterling)?", "gbp"),
     (r"pounds? sterling", "gbp"),
     (r"japanese yen", "yen"),
+    (r"mandarin chinese", "mandarin"),
     (r"square root", "sqrt"),
     # How a question is framed, not what it asks.
     (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),
-    (rf"(?:a|the) {_GOOD} way to", "how to"),
-    (r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to)", "where"),
+    # With its article or without ("best way to learn coding?").
+    (rf"(?:(?:a|the) )?{_GOOD} way to", "how to"),
+    (
+        r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to|see|view|check)",
+        "where",
+    ),
     (r"where (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|see)", "where"),
     (r"right now", "now"),
     (r"(?:see|check|find|get|know) (?:the )?status of", "track"),
-    (r"(?:do|does|can) (?:you|they|it) (?:accept|take) (\w+)(?: payments?)?", r"can i pay \1"),
+    # ("how long does it take to walk" is not a payment.)
+    (
+        r"(?:do|does|can) (?:you|they) (?:accept|take) (?!to\b|a\b|an\b|the\b)(\w+)(?: payments?)?",
+        r"can i pay \1",
+    ),
     (r"(boiling|freezing|melting) point of (\w+)", r"\1 temperature \2"),
     (r"at what temperature (?:does|do|is|are) (\w+) (boil|freeze|melt)", r"\2 temperature \1"),
     (r"(?:is|are|be) (?:worked|figured) out", "calculate"),
@@ -211,6 +255,29 @@ PHRASES: list[tuple[str, str]] = [
     (r"degrees? (fahrenheit|celsius|kelvin)", r"\1"),
     (r"at the moment", "now"),
     (r"(?:what|which) (?:can|could|should|do) (?:i|you|we) use instead of", "substitute for"),
+    # A substitute asked for is a good one.
+    (rf"(?:a |an |the )?{_GOOD} (substitute|alternative|replacement)s?", r"\1"),
+    (r"(?:talk|speak)(?:s|ing)? to", "contact"),
+    (r"(?:the )?(?:city|town) cent(?:re|er)", "downtown"),
+    (r"(?:the )?status of", "track"),
+    (r"by (?:myself|yourself|himself|herself|itself|ourselves|yourselves|themselves)", "alone"),
+    (r"as soon as possible", "asap"),
+    (r"human resources?", "hr"),
+    (r"graphics? cards?", "gpu"),
+    (r"carry[- ]?on(?: bags?| luggage| baggage)?", "hand luggage"),
+    (r"hand baggage", "hand luggage"),
+    (r"get (.+?) out of", r"remove \1 from"),
+    # Advice asked for is how to do it: "any tips for organizing X" is "how to organize X".
+    (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to) (\w+ing)", r"how to \1"),
+    (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to)", "how to"),
+    # A recipe is how to make something: "pancake recipe", "a recipe for pancakes".
+    (r"(?:a |the )?recipes? (?:for|of)", "how to make"),
+    (r"(\w+) recipes?", r"how to make \1"),
+    # A count asked in two words: "calories in a banana" is "how many calories in a banana".
+    (r"^(\w+) in ((?:an?|one|\d[\d.,]*) \w+)[?.!]*$", r"convert \2 to \1"),
+    (r"in (?:degrees? )?f$", "in fahrenheit"),
+    (r"in (?:degrees? )?c$", "in celsius"),
+    (r"(?:won't|will not|doesn't|does not|can't|can not) stop (\w+ing)", r"keep \1"),
     (r"(?:another|other|different) words? for", "synonym for"),
     (r"one (\w+) at a time", r"\1 by \1"),
     (r"set (?:a|up a) new (\w+)", r"change \1"),
@@ -459,7 +526,7 @@ FRAMING = frozenset(
     shortcut command code use using used work works working happen happens happened
     new copy own available instead mean called call abbreviation every
     wonder wondering curious question ask much error locate located situated whether
-    necessary suppose supposed""".split()
+    necessary suppose supposed stuff""".split()
 )
 
 # Where a support question is asked from, said or not: "delete my account permanently", "for
@@ -482,7 +549,7 @@ STOPWORDS = frozenset(
     these they this those through too under until up very was we were what when where which
     while who whom whose why will with would you your yours yourself yourselves
     i'm i've i'd it's what's how's where's who's there's that's let's im ive whats hows
-    get got""".split()
+    get got via""".split()
 )
 
 # Question words kept as content: "why" asks for a cause, "how many" for a count.

@@ -79,6 +79,29 @@ def _parents(word: str) -> frozenset[int]:
     )
 
 
+def related_in_any_sense(a: str, b: str) -> bool:
+    """Do `a` and `b` share any of their senses (the first eight), or is one's sense directly
+    a kind of the other's ("stain" / "mark", "booking" / "reservation", "bag" / "luggage")?
+    Looser than `synonymous`, so the lexical check asks it only of two questions the embedding
+    already finds very close (verdict.LOOSE_SIMILARITY). Never two co-hyponyms: "Monday" /
+    "Tuesday", "enable" / "disable", "import" / "export" share a parent, not a sense."""
+    if a == b or (" " in a + b and a.split(" ")[0] == b.split(" ")[0]):
+        return False
+    senses_a, senses_b = _senses(a, ANY_SENSE), _senses(b, ANY_SENSE)
+    if senses_a & senses_b:
+        return True
+    table = _table()
+
+    def parents(senses: frozenset[int]) -> set[int]:
+        return {
+            int(parent)
+            for sense in senses
+            for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
+        }
+
+    return bool(parents(senses_a) & senses_b or parents(senses_b) & senses_a)
+
+
 def synonymous(a: str, b: str) -> bool:
     """Are `a` and `b` (lemmas) one word for the same thing (see the module's docstring)?"""
     if a == b or (" " in a + b and a.split(" ")[0] == b.split(" ")[0]):

@@ -25,7 +25,8 @@ _THANKS = re.compile(
 # Chatty framing before the question itself ("quick question: ...", "could you tell me ...",
 # "I was wondering ..."): removed, repeatedly, only at the start.
 _CHATTY = re.compile(
-    r"^(?:(?:(?:a |one )?quick question|just (?:a question|curious|wondering))\b[\s,:;!.-]*|"
+    r"^(?:(?:(?:a |one )?quick (?:question|q|qn)|just (?:a question|curious|wondering))"
+    r"\b[\s,:;!.-]*|"
     r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
     r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
     r"i wonder(?: if| whether)?\b[\s,:]*|"
@@ -41,6 +42,29 @@ _CHATTY = re.compile(
 )
 
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not"}
+# Contractions typed without their apostrophe ("dont", "wont", "isnt"), and pronouns contracted
+# with a verb ("i'm", "it's", "you're"): written out, so a quoted "I am" is the unquoted "i'm".
+_NO_APOSTROPHE = re.compile(
+    r"\b(do|does|did|is|are|was|were|have|has|had|would|should|could|ca|wo)nt\b"
+)
+_UNCONTRACTED = {"ca": "can", "wo": "will"}
+_PRONOUN_VERB = re.compile(
+    r"\b(i|you|we|they|he|she|it|that|what|where|who|how|there)'(m|re|s|ve|ll)\b"
+)
+_VERBS = {"m": "am", "re": "are", "s": "is", "ve": "have", "ll": "will"}
+# Chat spellings of framing words: "how 2 ...", "when r u ...", "thru".
+_CHAT = [
+    (re.compile(r"\bhow 2\b"), "how to"),
+    (re.compile(r"(?<![\w-])r(?= (?:u|you|ur|your|my|the|we|they|these|those)\b)"), "are"),
+    (re.compile(r"(?<![\w-])u(?![\w-])"), "you"),
+    (re.compile(r"(?<![\w-])ur(?![\w-])"), "your"),
+    (re.compile(r"\byou (?:guys|all|folks|people)\b"), "you"),
+    (re.compile(r"\bthru\b"), "through"),
+]
+# Filler a casual question ends with: "..., lol", "... help", "... any ideas?", "... pls".
+_TRAILING_FILLER = re.compile(
+    r"[\s,!.?]*\b(?:lol|lmao|haha|pls|plz|please|help|any ideas|anyone|thoughts)[\s?!.]*$"
+)
 _PHRASES = [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
 
 
@@ -57,7 +81,13 @@ def rewrite(text: str) -> str:
     for short, long in _CONTRACTIONS.items():
         lowered = lowered.replace(short, long)
     lowered = lowered.replace("n't", " not")
+    lowered = _NO_APOSTROPHE.sub(lambda m: f"{_UNCONTRACTED.get(m[1], m[1])} not", lowered)
+    lowered = _PRONOUN_VERB.sub(lambda m: f"{m[1]} {_VERBS[m[2]]}", lowered)
+    for pattern, replacement in _CHAT:
+        lowered = pattern.sub(replacement, lowered)
     lowered = _THANKS.sub("", _GREETING.sub("", lowered.strip()))
+    while (trimmed := _TRAILING_FILLER.sub("", lowered)) != lowered and trimmed:
+        lowered = trimmed
     while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
         lowered = _GREETING.sub("", unframed)
     for pattern, replacement in SYMBOLS:

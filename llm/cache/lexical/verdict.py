@@ -3,20 +3,31 @@ numbers, negations, quotes and particles, then the rule families (order, quantit
 
 from __future__ import annotations
 
+import re
+
 from llm.cache.lexical.order import reversed_order, swapped
 from llm.cache.lexical.profile import WORD, Profile
 from llm.cache.lexical.quantities import other_quantity
-from llm.cache.lexical.words import content_difference, spelled_out
+from llm.cache.lexical.rewrite import rewrite
+from llm.cache.lexical.words import content_difference, spelled_out, typo_paired
+
+_PLAIN = re.compile(r"[\w\s',.?!]+")
 
 
 def _quoted_alike(a: Profile, b: Profile) -> bool:
     """Is every span quoted on one side only written, unquoted, on the other ("what is 'cat'
     in Spanish" / "how do you say cat in Spanish")?"""
 
-    def written(span: str, words: tuple[str, ...]) -> bool:
-        parts = tuple(WORD.findall(span.casefold()))
+    def found(parts: tuple[str, ...], words: tuple[str, ...]) -> bool:
         return bool(parts) and any(
             words[i : i + len(parts)] == parts for i in range(len(words) - len(parts) + 1)
+        )
+
+    def written(span: str, words: tuple[str, ...]) -> bool:
+        # As it is, or, a span of plain words, written as the questions are ("how much does
+        # this cost?" is "price this"); one with symbols (code: "x -= 1") only as it is.
+        return found(tuple(WORD.findall(span.casefold())), words) or bool(
+            _PLAIN.fullmatch(span) and found(tuple(WORD.findall(rewrite(span))), words)
         )
 
     return all(written(span, b.words) for span in set(a.quoted) - set(b.quoted)) and all(
@@ -56,10 +67,16 @@ ADDED_MAX_WORDS = 0
 
 
 # The embedding does not know most abbreviations and acronyms: "PW" and "password", "GDPR"
-# and "General Data Protection Regulation" score 0.35-0.45. Two questions that differ only in
-# that spelling (every content word paired, the same numbers, negation, quotes and direction)
-# may match this much below the threshold; every other pair is bounded by the threshold.
+# and "General Data Protection Regulation" score 0.35-0.45, nor typos ("pyhton", "pasword").
+# Two questions that differ only in that spelling (every content word paired, the same numbers,
+# negation, quotes and direction) may match this much below the threshold; every other pair is
+# bounded by the threshold.
 LEXICAL_MARGIN = 0.3
+
+
+# The similarity from which two questions whose words differ get a second look, with WordNet's
+# rarer senses and direct kinds as synonyms (synonyms.related_in_any_sense).
+LOOSE_SIMILARITY = 0.75
 
 
 def floor(threshold: float) -> float:
@@ -74,7 +91,13 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
         return "similarity"
     reason = same_question(a, b)
     if similarity < threshold:
-        return "" if not reason and spelled_out(a, b) else "similarity"
+        return "" if not reason and (spelled_out(a, b) or typo_paired(a, b)) else "similarity"
+    if reason == "content" and similarity >= LOOSE_SIMILARITY:
+        # The second look: words WordNet relates in any of their senses pair, for two questions
+        # the embedding finds this close ("red wine stain on a carpet" / "red wine mark on a rug").
+        only_a, only_b = content_difference(a, b, loose=True)
+        if not only_a and not only_b:
+            return ""
     if reason == "added":
         only_a, only_b = content_difference(a, b)
         if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from llm.cache.lexical.profile import Profile, canonical_of
+from collections.abc import Callable
+
+from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
-from llm.cache.synonyms import is_word, synonymous
+from llm.cache.synonyms import is_word, related_in_any_sense, synonymous
 
 # Two forms of one word share most of their spelling: "summary"/"summarize", "open"/"opening".
 _SHARED_PREFIX = 5
@@ -33,13 +35,27 @@ def _stem_of(longer: str, shorter: str) -> bool:
     return False
 
 
+# An adverb is its adjective with -ly ("safely" / "safe", "quickly" / "quick"); the adjective
+# must be a word of four letters or more ("early" is not "ear", "apply" not "app").
+_ADVERB_STEM = 4
+
+
+def _adverb_of(longer: str, shorter: str) -> bool:
+    return (
+        longer.endswith("ly")
+        and len(shorter) >= _ADVERB_STEM
+        and longer[:-2] in (shorter, shorter[:-1] + "i")  # "happily" / "happy"
+        and is_word(shorter)
+    )
+
+
 def _related(a: str, b: str) -> bool:
     """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
         return True
     if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
         return False
-    if _stem_of(a, b) or _stem_of(b, a):
+    if _stem_of(a, b) or _stem_of(b, a) or _adverb_of(a, b) or _adverb_of(b, a):
         return True
     shorter = min(len(a), len(b))
     shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), shorter)
@@ -64,8 +80,83 @@ def _forms(word: str, profile: Profile) -> set[str]:
     return {word} | {lemma for canonical, lemma in profile.sources if canonical == word}
 
 
-def _pair_synonyms(
+def _pair(
+    only_a: list[str], only_b: list[str], paired: Callable[[str, str], bool]
+) -> tuple[list[str], list[str]]:
+    """Each word of `only_a` paired with the first word of `only_b` that `paired` accepts."""
+    left_b = list(only_b)
+    unpaired = []
+    for word in only_a:
+        pair = next((i for i, other in enumerate(left_b) if paired(word, other)), None)
+        if pair is None:
+            unpaired.append(word)
+        else:
+            del left_b[pair]
+    return unpaired, left_b
+
+
+def _pair_forms(
     only_a: list[str], only_b: list[str], a: Profile, b: Profile
+) -> tuple[list[str], list[str]]:
+    """Pair two forms of one word that their synonym groups hid: "building" and "build" (compared
+    as "construct"), "deletion" and "delete" (compared as "remove")."""
+    return _pair(
+        only_a,
+        only_b,
+        lambda x, y: any(_related(f, g) for f in _forms(x, a) for g in _forms(y, b)),
+    )
+
+
+# A typo: a content word no dictionary knows, of at least TYPO_MIN_LENGTH letters, one edit
+# (two from TYPO_LONG letters on) from a word the other side has and this side lacks, which is
+# itself a word ("pyhton" / "python", "recieve" / "receive", "accomodation" / "accommodation").
+# Two unknown words (two product names: "mysql" / "mssql") pair only from TYPO_LONG letters on,
+# one edit apart ("javscript" / "javascript").
+TYPO_MIN_LENGTH = 5
+TYPO_LONG = 8
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance (a swap of two neighbours is one edit), or limit + 1
+    once it is certain to exceed `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        if min(row) > limit:
+            return limit + 1
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+def _typo_of(typed: str, word: str) -> bool:
+    if len(typed) < TYPO_MIN_LENGTH or " " in typed + word or typed[0] != word[0]:
+        return False
+    if is_word(typed) or lemma_of(typed) != typed:
+        return False
+    if not is_word(word):
+        # Two unknown words (names) pair only when long and one edit apart: "javscript" /
+        # "javascript", never "mysql" / "mssql".
+        return len(word) >= TYPO_LONG and _edits(typed, word, 1) <= 1
+    limit = 2 if len(word) >= TYPO_LONG else 1
+    return _edits(typed, word, limit) <= limit
+
+
+def _pair_typos(only_a: list[str], only_b: list[str]) -> tuple[list[str], list[str]]:
+    only_a, only_b = _pair(only_a, only_b, _typo_of)
+    only_b, only_a = _pair(only_b, only_a, _typo_of)
+    return only_a, only_b
+
+
+def _pair_synonyms(
+    only_a: list[str], only_b: list[str], a: Profile, b: Profile, *, loose: bool = False
 ) -> tuple[list[str], list[str]]:
     """Pair each word one side lacks with a WordNet synonym the other side lacks ("wrong" /
     "incorrect"); entities, numbers and units have none that could pair them wrongly."""
@@ -77,7 +168,11 @@ def _pair_synonyms(
             (
                 i
                 for i, other in enumerate(left_b)
-                if any(synonymous(x, y) for x in forms for y in _forms(other, b))
+                if any(
+                    (related_in_any_sense if loose else synonymous)(x, y)
+                    for x in forms
+                    for y in _forms(other, b)
+                )
             ),
             None,
         )
@@ -88,7 +183,9 @@ def _pair_synonyms(
     return unpaired, left_b
 
 
-def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
+def content_difference(
+    a: Profile, b: Profile, *, loose: bool = False
+) -> tuple[list[str], list[str]]:
     """Content words of `a` that `b` lacks, and of `b` that `a` lacks (repeats count: "a kilo
     of steel or a kilo of feathers" is not "a pound of steel or a kilo of feathers"). When only
     one side adds words, a repeat ("I forgot my password, how do I reset it") and words saying
@@ -99,7 +196,13 @@ def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
             only_a, only_b, a.words, b.words, a.content, b.content, canonical_of
         )
     if only_a and only_b:
+        only_a, only_b = _pair_forms(only_a, only_b, a, b)
+    if only_a and only_b:
+        only_a, only_b = _pair_typos(only_a, only_b)
+    if only_a and only_b:
         only_a, only_b = _pair_synonyms(only_a, only_b, a, b)
+    if only_a and only_b and loose:
+        only_a, only_b = _pair_synonyms(only_a, only_b, a, b, loose=True)
     if only_a and only_b:
         return only_a, only_b
     if "duration" in a.content and "duration" in b.content:
@@ -107,9 +210,30 @@ def content_difference(a: Profile, b: Profile) -> tuple[list[str], list[str]]:
         only_a = [w for w in only_a if w not in _TIME_UNITS]
         only_b = [w for w in only_b if w not in _TIME_UNITS]
     return (
-        [w for w in only_a if w not in CONTEXT and w not in b.content],
-        [w for w in only_b if w not in CONTEXT and w not in a.content],
+        [w for w in only_a if w not in CONTEXT and w not in b.content and not _said(w, b)],
+        [w for w in only_b if w not in CONTEXT and w not in a.content and not _said(w, a)],
     )
+
+
+def _typed(word: str, other: Profile) -> bool:
+    """Is `word` a typo of a word the other question has, compared or not ("recieve" /
+    "receive", which is compared as the framing "get")?"""
+    return any(_typo_of(word, lemma_of(w)) for w in other.words)
+
+
+def _said(word: str, other: Profile) -> bool:
+    """Does the other question say `word` in another form or with a typo, as a word the check
+    does not compare ("learn coding" / "learn to code": "code" only frames)?"""
+    return any(
+        _typo_of(word, lemma) or _related(word, lemma) for lemma in map(lemma_of, other.words)
+    )
+
+
+def typo_paired(a: Profile, b: Profile) -> bool:
+    """Does a content word of one side pair with the other's only as its typo? The embedding
+    knows no misspelling ("pyhton" is far from "python"), so such a pair gets the margin an
+    abbreviation gets (verdict.LEXICAL_MARGIN)."""
+    return any(_typed(w, b) for w in a.content) or any(_typed(w, a) for w in b.content)
 
 
 def spelled_out(a: Profile, b: Profile) -> bool:
