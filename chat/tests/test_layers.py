@@ -225,7 +225,8 @@ async def test_after_redis_dropped_the_publishing_connection_the_next_batch_reco
     await worker.group_send("conversation.1", {"type": "chat.delta", "seq": 1})
     assert (await receive(daphne, channel))["seq"] == 1
     admin = redis.Redis.from_url(redis_server.url)
-    publishers = [c for c in admin.client_list() if c["cmd"] == "evalsha"]
+    clients: list[dict[str, Any]] = admin.client_list()  # type: ignore[assignment]
+    publishers = [c for c in clients if c["cmd"] == "evalsha"]
     assert publishers, "the batch went out as one EVALSHA"
     for publisher in publishers:
         admin.client_kill_filter(_id=publisher["id"])
