@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import cProfile
 import os
+import pstats
 import re
 import shutil
 import sys
@@ -65,6 +67,11 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="one reply after another")
     parser.add_argument(
         "--rate", type=float, default=1000000.0, help="tokens/s per reply (the simulated model)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile the generation loop's thread, stats here (call counts resist load)",
     )
     args = parser.parse_args()
     replies, tokens = args.replies, args.tokens
@@ -128,8 +135,13 @@ def main() -> None:
         _count_sql(sql)
         stats_client = redis.Redis(port=port)
         stats_client.config_resetstat()
+        profiler = cProfile.Profile() if args.profile else None
         wall, cpu = time.monotonic(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         asyncio.run(generate_all())
+        if profiler is not None:
+            profiler.disable()
         wall, cpu = time.monotonic() - wall, time.process_time() - cpu
 
         mode = "one after another" if args.sequential else "together"
@@ -147,6 +159,12 @@ def main() -> None:
         print(f"Redis commands per reply: {sum(commands.values()):.2f}")
         for name, count in sorted(commands.items(), key=lambda item: -item[1]):
             print(f"  {count:5.2f}  {name}")
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
+            stats = pstats.Stats(profiler)
+            calls = sum(entry[1] for entry in stats.stats.values())  # type: ignore[attr-defined]
+            print(f"Python calls on the loop's thread: {calls:,} ({calls / replies:,.0f} a reply)")
+            print(f"profile: {args.profile}")
 
 
 if __name__ == "__main__":

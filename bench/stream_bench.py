@@ -37,7 +37,8 @@ Loopback only; it starts and stops every process through the test harness (tests
 the production topology without nginx, Daphne with `make run`'s command) and takes a few
 minutes. It needs PostgreSQL on 127.0.0.1:5432 (as the integration tests do) and redis-server.
 Each run also reports the CPU every process spent per token; `--profile DIR` adds py-spy
-stacks of Daphne and the workers (`.venv/bin/pip install py-spy` first; sampling 256-thread
+stacks of Daphne and the workers, sampling the thread that holds the GIL (`--gil`: where the
+CPU goes, not where threads wait; `.venv/bin/pip install py-spy` first; sampling 256-thread
 workers is slow and disturbs the latencies, so read only the stacks from such a run).
 """
 
@@ -319,7 +320,7 @@ def measured(
                 if proc.poll() is None and name.split("-")[0] in ("daphne", "worker"):
                     out = profile / f"{name}-{len(list(profile.iterdir()))}.txt"
                     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
-                    argv = [py_spy, "record", "--nonblocking", "-r", "100", "-f", "raw"]
+                    argv = [py_spy, "record", "--nonblocking", "--gil", "-r", "100", "-f", "raw"]
                     samplers.append(
                         subprocess.Popen(
                             [*argv, "-o", str(out), "-p", str(proc.pid)],

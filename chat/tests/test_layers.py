@@ -5,6 +5,7 @@ to every local channel, and the subscription comes back by itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -142,7 +143,7 @@ async def test_flushing_the_layer_never_leaves_a_publisher_waiting(
         on_the_wire.set()
         await asyncio.Event().wait()
 
-    shard._redis.evalsha = stalled_round_trip
+    shard._send_packed = stalled_round_trip
     sends = [
         asyncio.ensure_future(worker.group_send(f"conversation.{index}", {"type": "chat.delta"}))
         for index in range(50)
@@ -220,6 +221,37 @@ async def test_a_redis_that_forgot_the_publish_script_is_taught_it_again(
     )
     assert (await receive(daphne, channel))["seq"] == 2
     assert redis.Redis.from_url(redis_server.url).lrange("reply.8", 0, -1) == [b"0:x"]
+    await worker.flush()
+    await daphne.flush()
+
+
+async def test_after_redis_dropped_the_publishing_connection_the_next_batch_reconnects(
+    redis_server: PrivateRedis,
+) -> None:
+    """Batches go out packed by hiredis on a pooled connection, as redis-py's own commands do:
+    a connection Redis dropped between two batches (a restart, a CLIENT KILL) fails the batch
+    that finds it dead (its publishers hear so; clients recover by seq), is dropped, and the
+    next batch goes out on a fresh one."""
+    worker, daphne = layer_for(redis_server), layer_for(redis_server)
+    channel = await joined(daphne, "conversation.1")
+    await worker.group_send("conversation.1", {"type": "chat.delta", "seq": 1})
+    assert (await receive(daphne, channel))["seq"] == 1
+    admin = redis.Redis.from_url(redis_server.url)
+    clients: list[dict[str, Any]] = admin.client_list()  # type: ignore[assignment]
+    publishers = [c for c in clients if c["cmd"] == "evalsha"]
+    assert publishers, "the batch went out as one EVALSHA"
+    for publisher in publishers:
+        admin.client_kill_filter(_id=publisher["id"])
+    with contextlib.suppress(RedisConnectionError):
+        await worker.group_send("conversation.1", {"type": "chat.delta", "seq": 2})
+    await worker.group_send(
+        "conversation.1",
+        {"type": "chat.delta", "seq": 3},
+        journal=Journal("reply.9", b"0:y", expire=60),
+    )
+    while (await receive(daphne, channel))["seq"] != 3:
+        pass
+    assert admin.lrange("reply.9", 0, -1) == [b"0:y"]
     await worker.flush()
     await daphne.flush()
 

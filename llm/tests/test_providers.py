@@ -11,7 +11,8 @@ import httpx
 import httpx2
 import openai
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGenerationChunk
 
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.providers.local import ChatLocalLlama, bundled_model_path, load_model
@@ -90,8 +91,9 @@ async def test_simulated_async_stream_yields_tokens_then_usage():
 
 
 async def test_simulated_chunks_merge_like_validated_ones_and_share_no_state():
-    """The async stream's text chunks are copies of one validated chunk (cheaper than validating
-    each): they must add up, carry their text, and leave the next reply's chunks untouched."""
+    """The async stream's text chunks are built as pydantic's copy builds them, from a validated
+    template (cheaper than validating each): they must add up, carry their text, equal what
+    validation builds, and leave the next reply's chunks untouched."""
     model = _simulated()
     messages = [HumanMessage("Tell me about otters")]
     raw = [chunk async for chunk in model._astream(messages)]
@@ -102,8 +104,20 @@ async def test_simulated_chunks_merge_like_validated_ones_and_share_no_state():
     assert merged.message.content == merged.text
     assert all(chunk.text == chunk.message.content for chunk in raw)
     raw[0].message.tool_call_chunks.append({"name": "x", "args": "", "id": "1", "index": 0})
+    raw[0].message.__pydantic_fields_set__.add("id")
     again = [chunk async for chunk in model._astream(messages)]
     assert again[1].message.tool_call_chunks == []
+    assert again[1].message.model_fields_set == {"content"}
+    # Field for field, slot for slot, what validating the same text builds.
+    text = again[1].text
+    validated = ChatGenerationChunk(message=AIMessageChunk(content=text))
+    for built, expected in ((again[1], validated), (again[1].message, validated.message)):
+        assert type(built) is type(expected)
+        assert built.__dict__ == expected.__dict__
+        assert built.model_fields_set == expected.model_fields_set
+        assert built.__pydantic_extra__ == expected.__pydantic_extra__
+        assert built.__pydantic_private__ == expected.__pydantic_private__
+    assert again[1].model_dump() == validated.model_dump()
 
 
 def test_simulated_invoke_matches_stream():
