@@ -214,15 +214,18 @@ def reply_finish(
 
 
 def _finished(message: Message, *, status: str, error: ParleyError | None) -> Message:
-    """Tell the conversation (after the commit), clear the cancel flag, settle the quota."""
-    if status == Message.Status.FAILED and error is not None:
-        event_publish_on_commit(message.conversation_id, error_event(message, error))
-    else:
-        event_publish_on_commit(message.conversation_id, done_event(message))
+    """Clear the cancel flag, settle the quota, then tell the conversation (after the commit):
+    a client that hears `done` and reads its usage finds the reply's real usage there."""
     message_id = message.pk
     try:
-        cache.delete(CANCEL_KEY.format(message_id=message_id))
-    except Exception:  # the cache (Redis) is down: the flag expires by itself (CANCEL_TTL)
-        logger.warning("cancel flag of %s not cleared", message_id)
-    quota_settle_message(message=message)  # real usage replaces the reserved worst case
+        try:
+            cache.delete(CANCEL_KEY.format(message_id=message_id))
+        except Exception:  # the cache (Redis) is down: the flag expires by itself (CANCEL_TTL)
+            logger.warning("cancel flag of %s not cleared", message_id)
+        quota_settle_message(message=message)  # real usage replaces the reserved worst case
+    finally:  # a failed settlement is the reaper's to redo (ledger_settle_stale); still tell
+        if status == Message.Status.FAILED and error is not None:
+            event_publish_on_commit(message.conversation_id, error_event(message, error))
+        else:
+            event_publish_on_commit(message.conversation_id, done_event(message))
     return message
