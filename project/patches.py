@@ -15,6 +15,7 @@ def daphne_patches_apply() -> None:
     _close_oversized_messages()
     _answer_long_request_lines()
     _listen_backlog()
+    _lean_input_queues()
 
 
 def _close_oversized_messages() -> None:
@@ -93,3 +94,34 @@ def _listen_backlog() -> None:
 
     build._parley_patched = True  # type: ignore[attr-defined]
     daphne.cli.build_endpoint_description_strings = build
+
+
+def _lean_input_queues() -> None:
+    """Each connection's input queue is a SocketQueue (core/memory.py), not an asyncio.Queue:
+    ~3 KB less per open socket. Daphne's `Server.create_application`, with that one change."""
+    import asyncio
+    from functools import partial
+
+    from daphne.server import Server
+
+    from core.memory import SocketQueue
+
+    if getattr(Server, "_parley_patched", False):
+        return
+
+    def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        assert "application_instance" not in self.connections[protocol]
+        input_queue: SocketQueue[dict[str, Any]] = SocketQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+    setattr(Server, "create_application", create_application)  # noqa: B010
+    setattr(Server, "_parley_patched", True)  # noqa: B010

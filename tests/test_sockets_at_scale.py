@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections import deque
 from typing import Any
 
 import daphne.cli
@@ -101,3 +102,58 @@ async def test_a_closed_socket_leaves_its_consumer_collectable(owner, monkeypatc
     del communicator
     gc.collect()
     assert len(consumers) == 1 and consumers[0]() is None
+
+
+async def test_a_socket_queue_hands_items_over_in_order_and_holds_nothing_when_drained():
+    queue: memory.SocketQueue[int] = memory.SocketQueue()
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)  # the reader waits on the empty queue
+    assert not reader.done()
+    for item in (1, 2, 3):
+        queue.put_nowait(item)
+    assert await reader == 1
+    assert [await queue.get(), queue.get_nowait()] == [2, 3]
+    assert queue.empty() and queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    # Drained, it keeps no buffer (an asyncio.Queue keeps four, ~3 KB).
+    assert not [held for held in gc.get_referents(queue) if isinstance(held, deque | list)]
+
+
+async def test_a_reader_cancelled_after_being_woken_leaves_the_item_to_the_next():
+    queue: memory.SocketQueue[str] = memory.SocketQueue()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("only")  # wakes the first reader...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await second == "only"
+    assert first.cancelled() and queue.empty()
+    # A reader cancelled while waiting is forgotten: the next item goes to a live reader.
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    later = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("next")
+    assert await later == "next"
+
+
+async def test_daphne_gives_each_connection_a_socket_queue():
+    from daphne.server import Server
+
+    patches._lean_input_queues()
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append(await receive())
+
+    server = Server(application=app, endpoints=["tcp:port=0"])  # never run
+    protocol = object()
+    server.connections = {protocol: {}}  # as run() would make it
+    queue = server.create_application(protocol, {"type": "websocket"})
+    assert isinstance(queue, memory.SocketQueue)
+    queue.put_nowait({"type": "websocket.connect"})
+    await server.connections[protocol]["application_instance"]
+    assert received == [{"type": "websocket.connect"}]
