@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pprint
 import weakref
 from collections import deque
 from typing import Any
@@ -82,18 +83,7 @@ async def test_a_closed_socket_leaves_its_consumer_collectable(owner, monkeypatc
         consumers.append(weakref.ref(self))
 
     monkeypatch.setattr(ChatConsumer, "__init__", init_recorded)
-    client = Client()
-    await sync_to_async(client.force_login)(owner)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/chat/",
-        headers=[
-            (b"host", b"127.0.0.1:8000"),
-            (b"origin", b"http://127.0.0.1:8000"),
-            (b"cookie", cookie),
-        ],
-    )
+    communicator = await _browser_socket(owner)
     connected, _ = await communicator.connect()
     assert connected
     await communicator.send_json_to({"type": "ping"})
@@ -157,3 +147,74 @@ async def test_daphne_gives_each_connection_a_socket_queue():
     queue.put_nowait({"type": "websocket.connect"})
     await server.connections[protocol]["application_instance"]
     assert received == [{"type": "websocket.connect"}]
+
+
+def test_each_connection_reads_the_factorys_options_from_its_class_not_a_copy():
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+
+    patches._close_oversized_messages()
+    factory = WebSocketFactory(object(), server="parley")
+    factory.setProtocolOptions(openHandshakeTimeout=7, maxMessagePayloadSize=1234)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    options = factory.protocol.CONFIG_ATTRS
+    assert not [name for name in options if name in vars(protocol)]  # none copied per socket
+    assert (protocol.openHandshakeTimeout, protocol.maxMessagePayloadSize) == (7, 1234)
+    assert protocol.failByDrop is False  # still the patched default
+    # A function-valued option is called as it was given, not as a method of the connection.
+    assert protocol.perMessageCompressionAccept is factory.perMessageCompressionAccept
+    factory.setProtocolOptions(openHandshakeTimeout=9)  # set up again: new values
+    assert factory.buildProtocol(None).openHandshakeTimeout == 9
+
+
+def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
+    import autobahn.websocket.protocol as autobahn_protocol
+    import txaio
+
+    patches._autobahn_debug_formatting_lazy()
+    value = [("option", index) for index in range(20)]
+    assert autobahn_protocol.pformat(value) == repr(value)
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    assert autobahn_protocol.pformat(value) == pprint.pformat(value)
+
+
+async def _browser_socket(user: Any) -> WebsocketCommunicator:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    return WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", b"http://127.0.0.1:8000"),
+            (b"cookie", cookie),
+        ],
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_closing_socket_leaves_its_groups_without_a_hop_to_the_sync_thread(
+    owner, monkeypatch
+):
+    """channels closes stale database connections after every close, on Daphne's one sync
+    thread; the consumer's database calls close their own, so a storm of closes skips it."""
+    import channels.generic.websocket
+    from channels.layers import get_channel_layer
+
+    hops: list[bool] = []
+
+    async def aclose_old_connections() -> None:
+        hops.append(True)
+
+    monkeypatch.setattr(
+        channels.generic.websocket, "aclose_old_connections", aclose_old_connections
+    )
+    communicator = await _browser_socket(owner)
+    connected, _ = await communicator.connect()
+    assert connected
+    layer = get_channel_layer()
+    assert layer.groups  # its user's and its session's
+    await communicator.disconnect()
+    assert not layer.groups and hops == []
