@@ -73,7 +73,7 @@ def _autobahn_debug_formatting_lazy() -> None:
         return
 
     def pformat(value: object, *args: Any, **kwargs: Any) -> str:
-        if txaio.get_global_log_level() in ("debug", "trace"):
+        if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
             return pprint.pformat(value, *args, **kwargs)
         return repr(value)
 
