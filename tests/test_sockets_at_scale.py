@@ -218,3 +218,18 @@ async def test_a_closing_socket_leaves_its_groups_without_a_hop_to_the_sync_thre
     assert layer.groups  # its user's and its session's
     await communicator.disconnect()
     assert not layer.groups and hops == []
+
+
+def test_daphne_as_in_the_image_runs_with_the_images_allocator(tmp_path, monkeypatch):
+    """The Dockerfile's PYTHONMALLOC reaches the Daphne the tests and benches start as in the
+    image; an explicit env (bench `--env PYTHONMALLOC=pymalloc`) still wins."""
+    from tests.harness.processes import ProcessGroup, image_env
+
+    assert image_env() == {"PYTHONMALLOC": "malloc"}
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(ProcessGroup, "start", lambda self, name, argv, env: started.append(env))
+    group = ProcessGroup(log_dir=tmp_path)
+    group.daphne("image", 1, {"A": "1"}, as_in_image=True, wait_for=None)
+    group.daphne("override", 1, {"PYTHONMALLOC": "pymalloc"}, as_in_image=True, wait_for=None)
+    group.daphne("plain", 1, {"A": "1"}, wait_for=None)
+    assert [env.get("PYTHONMALLOC") for env in started] == ["malloc", "pymalloc", None]
