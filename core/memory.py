@@ -10,9 +10,9 @@ closed socket; no object of it was still reachable after a full collection).
 `memory_return_soon()` does both once things are quiet, MEMORY_TRIM_AFTER_CLOSE seconds after
 the last socket closed (a storm of closes costs one pass, not one each): a full collection,
 then `malloc_trim(0)`. Elsewhere than glibc the trim does nothing. Python's own small-object
-allocator (pymalloc) returns an arena only once all of it is free, so a replica started with
-PYTHONMALLOC=malloc gives back most of it (docs/benchmarks.md: 9 of ~50 KB per socket kept,
-against 36 with pymalloc).
+allocator (pymalloc) returns an arena only once all of it is free, so the image starts Python
+with PYTHONMALLOC=malloc (Dockerfile), and then most of it comes back (docs/benchmarks.md: 12 of
+~43 KB per socket kept, against 36 of ~40 with pymalloc).
 """
 
 from __future__ import annotations
