@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py ensure_admin
 	$(BIN)/python manage.py reap_replies --all
 	@echo "Parley is starting on http://$(HOST):$(PORT)/  (Ctrl+C stops it)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+	PYTHONMALLOC=malloc $(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
 
 # Production mode's Celery side (needs CELERY_BROKER_URL and REDIS_URL), as compose.yaml runs
 # it: remote providers in 64 threads (I/O-bound), the local model one reply at a time

@@ -376,6 +376,11 @@ def main() -> None:
             f"{args.hold:.0f} s; tracebacks: "
             f"{sum(topo.log(r).count('Traceback') for r in topo.roles)}"
         )
+        for role in topo.roles:  # the first traceback of each process that logged one
+            log = topo.log(role)
+            if (at := log.find("Traceback")) >= 0:
+                print(f"--- {role}: first of {log.count('Traceback')} tracebacks ---")
+                print("\n".join(log[at:].splitlines()[:40]))
     print(f"whole run {time.monotonic() - started:.0f} s, load {os.getloadavg()[0]:.1f}")
 
 

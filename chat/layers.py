@@ -47,6 +47,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
 from chat.journal import Journal
+from core.memory import SocketQueue
 from core.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -128,10 +129,13 @@ class _LoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         shard.publish_nowait(channel, self.channel_layer.serialize(message), journal)
 
     async def _subscribe_to_channel(self, channel: str) -> None:
-        # The base registers the channel's queue before subscribing: one whose subscription
-        # failed (Redis down at a handshake) would stay behind and collect outage events forever.
+        # As the base does, with a queue that costs an idle socket nothing (core/memory.py),
+        # not an asyncio.Queue (~3 KB). The queue is registered before subscribing: one whose
+        # subscription failed (Redis down at a handshake) would stay behind and collect outage
+        # events forever.
+        self.channels[channel] = SocketQueue()
         try:
-            await super()._subscribe_to_channel(channel)
+            await self._get_shard(channel).subscribe(channel)
         except BaseException:
             self.channels.pop(channel, None)
             raise

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pprint
 import weakref
+from collections import deque
 from typing import Any
 
 import daphne.cli
@@ -81,18 +83,7 @@ async def test_a_closed_socket_leaves_its_consumer_collectable(owner, monkeypatc
         consumers.append(weakref.ref(self))
 
     monkeypatch.setattr(ChatConsumer, "__init__", init_recorded)
-    client = Client()
-    await sync_to_async(client.force_login)(owner)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/chat/",
-        headers=[
-            (b"host", b"127.0.0.1:8000"),
-            (b"origin", b"http://127.0.0.1:8000"),
-            (b"cookie", cookie),
-        ],
-    )
+    communicator = await _browser_socket(owner)
     connected, _ = await communicator.connect()
     assert connected
     await communicator.send_json_to({"type": "ping"})
@@ -101,3 +92,144 @@ async def test_a_closed_socket_leaves_its_consumer_collectable(owner, monkeypatc
     del communicator
     gc.collect()
     assert len(consumers) == 1 and consumers[0]() is None
+
+
+async def test_a_socket_queue_hands_items_over_in_order_and_holds_nothing_when_drained():
+    queue: memory.SocketQueue[int] = memory.SocketQueue()
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)  # the reader waits on the empty queue
+    assert not reader.done()
+    for item in (1, 2, 3):
+        queue.put_nowait(item)
+    assert await reader == 1
+    assert [await queue.get(), queue.get_nowait()] == [2, 3]
+    assert queue.empty() and queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    # Drained, it keeps no buffer (an asyncio.Queue keeps four, ~3 KB).
+    assert not [held for held in gc.get_referents(queue) if isinstance(held, deque | list)]
+
+
+async def test_a_reader_cancelled_after_being_woken_leaves_the_item_to_the_next():
+    queue: memory.SocketQueue[str] = memory.SocketQueue()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("only")  # wakes the first reader...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await second == "only"
+    assert first.cancelled() and queue.empty()
+    # A reader cancelled while waiting is forgotten: the next item goes to a live reader.
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    later = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("next")
+    assert await later == "next"
+
+
+async def test_daphne_gives_each_connection_a_socket_queue():
+    from daphne.server import Server
+
+    patches._lean_input_queues()
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append(await receive())
+
+    server = Server(application=app, endpoints=["tcp:port=0"])  # never run
+    protocol = object()
+    server.connections = {protocol: {}}  # as run() would make it
+    queue = server.create_application(protocol, {"type": "websocket"})
+    assert isinstance(queue, memory.SocketQueue)
+    queue.put_nowait({"type": "websocket.connect"})
+    await server.connections[protocol]["application_instance"]
+    assert received == [{"type": "websocket.connect"}]
+
+
+def test_each_connection_reads_the_factorys_options_from_its_class_not_a_copy():
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+
+    patches._close_oversized_messages()
+    factory = WebSocketFactory(object(), server="parley")
+    factory.setProtocolOptions(openHandshakeTimeout=7, maxMessagePayloadSize=1234)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    options = factory.protocol.CONFIG_ATTRS
+    assert not [name for name in options if name in vars(protocol)]  # none copied per socket
+    assert (protocol.openHandshakeTimeout, protocol.maxMessagePayloadSize) == (7, 1234)
+    assert protocol.failByDrop is False  # still the patched default
+    # A function-valued option is called as it was given, not as a method of the connection.
+    assert protocol.perMessageCompressionAccept is factory.perMessageCompressionAccept
+    factory.setProtocolOptions(openHandshakeTimeout=9)  # set up again: new values
+    assert factory.buildProtocol(None).openHandshakeTimeout == 9
+
+
+def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
+    import autobahn.websocket.protocol as autobahn_protocol
+    import txaio
+
+    patches._autobahn_debug_formatting_lazy()
+    value = [("option", index) for index in range(20)]
+    assert autobahn_protocol.pformat(value) == repr(value)
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    assert autobahn_protocol.pformat(value) == pprint.pformat(value)
+
+
+async def _browser_socket(user: Any) -> WebsocketCommunicator:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    return WebsocketCommunicator(
+        application,
+        "/ws/chat/",
+        headers=[
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", b"http://127.0.0.1:8000"),
+            (b"cookie", cookie),
+        ],
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_closing_socket_leaves_its_groups_without_a_hop_to_the_sync_thread(
+    owner, monkeypatch
+):
+    """channels closes stale database connections after every close, on Daphne's one sync
+    thread; the consumer's database calls close their own, so a storm of closes skips it."""
+    import channels.generic.websocket
+    from channels.layers import get_channel_layer
+
+    hops: list[bool] = []
+
+    async def aclose_old_connections() -> None:
+        hops.append(True)
+
+    monkeypatch.setattr(
+        channels.generic.websocket, "aclose_old_connections", aclose_old_connections
+    )
+    communicator = await _browser_socket(owner)
+    connected, _ = await communicator.connect()
+    assert connected
+    layer = get_channel_layer()
+    assert layer.groups  # its user's and its session's
+    await communicator.disconnect()
+    assert not layer.groups and hops == []
+
+
+def test_daphne_as_in_the_image_runs_with_the_images_allocator(tmp_path, monkeypatch):
+    """The Dockerfile's PYTHONMALLOC reaches the Daphne the tests and benches start as in the
+    image; an explicit env (bench `--env PYTHONMALLOC=pymalloc`) still wins."""
+    from tests.harness.processes import ProcessGroup, image_env
+
+    assert image_env() == {"PYTHONMALLOC": "malloc"}
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(ProcessGroup, "start", lambda self, name, argv, env: started.append(env))
+    group = ProcessGroup(log_dir=tmp_path)
+    group.daphne("image", 1, {"A": "1"}, as_in_image=True, wait_for=None)
+    group.daphne("override", 1, {"PYTHONMALLOC": "pymalloc"}, as_in_image=True, wait_for=None)
+    group.daphne("plain", 1, {"A": "1"}, wait_for=None)
+    assert [env.get("PYTHONMALLOC") for env in started] == ["malloc", "pymalloc", None]

@@ -137,6 +137,13 @@ def daphne_argv(port: int, *, as_in_image: bool, app: str = ASGI_APP) -> list[st
     return [PYTHON, "-m", "daphne", *argv[1:-1], app]
 
 
+def image_env() -> dict[str, str]:
+    """The Dockerfile's ENV settings that change how the interpreter runs (PYTHONMALLOC), for
+    Daphne started as in the image; a caller's env still wins (bench `--env`)."""
+    text = (REPO / "Dockerfile").read_text()
+    return dict(re.findall(r"^\s*(?:ENV\s+)?(PYTHONMALLOC)=(\S+)", text, flags=re.M))
+
+
 def celery_argv(service: str, *, node_name: str) -> list[str]:
     """A Celery command from compose.yaml (`worker-remote`, `worker-local`, `beat`), run by
     this Python; a worker gets a node name of its own."""
@@ -223,6 +230,8 @@ class ProcessGroup:
     ) -> subprocess.Popen[bytes]:
         """Daphne (see `daphne_argv`); returns once `wait_for` answers (None: at once, so that
         several start together and are waited for after)."""
+        if as_in_image:
+            env = {**image_env(), **env}
         proc = self.start(name, daphne_argv(port, as_in_image=as_in_image, app=app), env)
         if wait_for is not None:
             wait_until_answers(f"http://127.0.0.1:{port}{wait_for}", timeout=60, proc=proc)
