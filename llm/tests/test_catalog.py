@@ -31,7 +31,7 @@ def _models(alias: str = "chat") -> list[str]:
     return [d.model for d in deployments_for([alias])[alias]]
 
 
-def _behind_the_cache(sql: str, *params: object) -> None:
+def _behind_the_cache(sql: str, *params: int) -> None:
     """A write the signals and the version key never hear of (raw SQL, a restored dump)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
