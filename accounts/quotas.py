@@ -4,10 +4,11 @@ it really used afterwards.
 How a reservation stays atomic across processes and replicas:
 - Every reply charges four UsageCounter rows — its user's and its organisation's counter for
   the current day and month — in the same transaction that writes its UsageLedger row.
-- When a budget applies, the reservation first locks those rows (SELECT … FOR UPDATE, in
-  primary-key order so two reservations never deadlock), reads what is charged, and refuses if
-  charged + worst case would pass the budget. Any concurrent reservation against the same
-  budget waits for the lock and then reads the committed total (READ COMMITTED takes a fresh
+- The reservation charges its worst case to those rows in one statement that locks them
+  (SELECT … FOR UPDATE, in primary-key order so two reservations never deadlock) and returns
+  the totals after the charge; it refuses if one would pass a budget, and the caller's
+  transaction, rolled back, takes the charge back. Any concurrent reservation against the same
+  budget waits for the lock and then charges the committed total (READ COMMITTED takes a fresh
   snapshot per statement). SQLite (embedded mode) has no row locks, but its IMMEDIATE
   transactions take the database write lock at BEGIN, which serialises the same way.
 - Settling replaces the reserved worst case by the real usage (prompt + completion tokens,
@@ -34,7 +35,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -163,6 +164,24 @@ def _counter_filter(*, organisation_id: int, user_id: int | None, day: date) -> 
     return Q(organisation_id=organisation_id) & scopes & periods
 
 
+def _counters_create(*, organisation_id: int, user_id: int | None, day: date) -> None:
+    """The (user, organisation) × (day, month) counters of `day` that are missing."""
+    UsageCounter.objects.bulk_create(
+        [
+            UsageCounter(
+                organisation_id=organisation_id,
+                user_id=who,
+                period=period,
+                start=period_start(period, day),
+            )
+            # Always in this order, so concurrent first inserts cannot deadlock.
+            for who in ([user_id, None] if user_id is not None else [None])
+            for period in (Period.DAY, Period.MONTH)
+        ],
+        ignore_conflicts=True,
+    )
+
+
 def _counters_locked(
     *, organisation_id: int, user_id: int | None, day: date
 ) -> dict[tuple[int | None, str], UsageCounter]:
@@ -172,20 +191,7 @@ def _counters_locked(
     wanted = 4 if user_id is not None else 2
     rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
     if len(rows) < wanted:
-        UsageCounter.objects.bulk_create(
-            [
-                UsageCounter(
-                    organisation_id=organisation_id,
-                    user_id=who,
-                    period=period,
-                    start=period_start(period, day),
-                )
-                # Always in this order, so concurrent first inserts cannot deadlock.
-                for who in ([user_id, None] if user_id is not None else [None])
-                for period in (Period.DAY, Period.MONTH)
-            ],
-            ignore_conflicts=True,
-        )
+        _counters_create(organisation_id=organisation_id, user_id=user_id, day=day)
         rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
     return {(row.user_id, row.period): row for row in rows}
 
@@ -208,6 +214,66 @@ def _counters_add(
 # --- reserve, settle, release ------------------------------------------------------------
 
 
+def _counters_charge_sql(*, excluding: int) -> str:
+    """One statement that locks a reservation's counters (in primary-key order, as
+    `_counters_locked` does), charges them and returns what they hold now."""
+    table = UsageCounter._meta.db_table
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    skip = f" AND id NOT IN ({', '.join(['%s'] * excluding)})" if excluding else ""
+    return (
+        f"UPDATE {table} SET tokens = tokens + %s, cost = cost + %s, requests = requests + 1 "  # noqa: S608
+        f"WHERE id IN (SELECT id FROM {table} WHERE organisation_id = %s "
+        "AND (user_id = %s OR user_id IS NULL) "
+        f"AND ((period = %s AND start = %s) OR (period = %s AND start = %s)){skip} "
+        f"ORDER BY id{lock}) RETURNING id, user_id, period, tokens, cost"
+    )
+
+
+_COST_PLACES = Decimal(1).scaleb(-UsageCounter._meta.get_field("cost").decimal_places)  # type: ignore[arg-type]
+
+
+def _as_decimal(value: object) -> Decimal:
+    # PostgreSQL returns numeric as Decimal; SQLite (no decimal type) an int or a float.
+    return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(_COST_PLACES)
+
+
+def _counters_charge(
+    entry: UsageLedger, *, day: date
+) -> dict[tuple[int | None, str], tuple[int, Decimal]]:
+    """Charge the (user, organisation) × (day, month) counters of `day` (created if missing)
+    with one more request of the unsaved ledger `entry`'s worst case: their (tokens, cost)
+    after the charge, by (user, period). One statement when the counters exist (every send
+    but a day's first)."""
+    organisation_id, user_id = entry.organisation_id, entry.user_id
+    wanted = 4 if user_id is not None else 2
+    where = [
+        organisation_id,
+        user_id,
+        Period.DAY,
+        period_start(Period.DAY, day),
+        Period.MONTH,
+        period_start(Period.MONTH, day),
+    ]
+    charged: dict[tuple[int | None, str], tuple[int, Decimal]] = {}
+    seen: list[int] = []
+    with connection.cursor() as cursor:
+        for attempt in range(2):
+            cursor.execute(
+                _counters_charge_sql(excluding=len(seen)),
+                [entry.reserved_tokens, entry.reserved_cost, *where, *seen],
+            )
+            for pk, who, period, total, spent in cursor.fetchall():
+                seen.append(pk)
+                charged[(who, period)] = (int(total), _as_decimal(spent))
+            if len(charged) == wanted or attempt:
+                break
+            _counters_create(organisation_id=organisation_id, user_id=user_id, day=day)
+    return charged
+
+
+# --- reserve, settle, release ------------------------------------------------------------
+
+
 def quota_reserve(
     *,
     user_id: int,
@@ -216,11 +282,18 @@ def quota_reserve(
     max_tokens: int | None = None,
     prices: TokenPrices | None = None,
     now: datetime | None = None,
+    ledger_saved: bool = True,
 ) -> UsageLedger:
     """Charge a reply's worst case (prompt + max_tokens, and their cost at `prices`) against
     every budget that applies, or raise QuotaExceeded and charge nothing. Returns the ledger
     row (state `reserved`); attach the reply to it with `reservation_attach` once the reply
-    row exists."""
+    row exists. With `ledger_saved=False` the row is saved by `reservation_attach`, message
+    and all, in one INSERT (a send's hot path): the caller must attach it in the same
+    transaction.
+
+    The counters are charged first and checked after, in one statement that holds their locks
+    until the commit: a refusal raises, and the caller's transaction, rolled back, takes the
+    charge back with it (nothing may be saved then anyway)."""
     now = now or timezone.now()
     day = _today(now)
     completion = settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens
@@ -231,31 +304,36 @@ def quota_reserve(
         for r in budgets_for(organisation_id=organisation_id)
         if r.user_id is None or r.user_id == user_id
     ]
+    entry = UsageLedger(
+        organisation_id=organisation_id,
+        user_id=user_id,
+        reserved_prompt_tokens=prompt_tokens,
+        reserved_tokens=worst_tokens,
+        reserved_cost=worst_cost,
+        created_at=now,
+    )
     # No savepoint: a refusal aborts the caller's transaction anyway (nothing may be saved).
     with transaction.atomic(savepoint=False):
-        counters = _counters_locked(organisation_id=organisation_id, user_id=user_id, day=day)
+        counters = _counters_charge(entry, day=day)
         for rule in rules:
-            charged = counters[(rule.user_id, rule.period)]
-            over_tokens = rule.max_tokens is not None and (
-                charged.tokens + worst_tokens > rule.max_tokens
-            )
+            tokens, cost = counters[(rule.user_id, rule.period)]
+            before = (cost - worst_cost).quantize(_COST_PLACES)  # the charge is stored rounded
+            over_tokens = rule.max_tokens is not None and tokens > rule.max_tokens
             over_cost = rule.max_cost is not None and (
-                charged.cost >= rule.max_cost or charged.cost + worst_cost > rule.max_cost
+                before >= rule.max_cost or cost > rule.max_cost
             )
             if over_tokens or over_cost:
                 raise QuotaExceeded(rule=rule, resets_at=period_reset(rule.period, day), now=now)
-        _counters_add(counters, tokens=worst_tokens, cost=worst_cost, requests=1)
-        return UsageLedger.objects.create(
-            organisation_id=organisation_id,
-            user_id=user_id,
-            reserved_prompt_tokens=prompt_tokens,
-            reserved_tokens=worst_tokens,
-            reserved_cost=worst_cost,
-            created_at=now,
-        )
+        if ledger_saved:
+            entry.save(force_insert=True)
+        return entry
 
 
 def reservation_attach(*, reservation: UsageLedger, message_id: int) -> None:
+    if reservation.pk is None:  # reserved with ledger_saved=False: saved now, attached
+        reservation.message_id = message_id
+        reservation.save(force_insert=True)
+        return
     UsageLedger.objects.filter(pk=reservation.pk).update(message_id=message_id)
 
 

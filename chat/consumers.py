@@ -39,6 +39,7 @@ from core.errors import ParleyError
 from core.memory import memory_return_soon
 from core.observability import metrics
 from core.observability.context import traced
+from llm.catalog import catalog_held
 
 logger = logging.getLogger(__name__)
 
@@ -420,12 +421,14 @@ def send_save(
     origin: str,
     choices: tuple[str, Any] | None,
 ) -> services.SendResult:
-    """The send itself (its model and options checked here unless `choices` were already)."""
-    alias, options = choices if choices is not None else send_choices(frame)
-    return services.message_send(
-        text=frame.text, client_id=frame.client_id, author=author, conversation=conversation,
-        organisation=organisation, origin=origin, alias=alias, options=options,
-    )  # fmt: skip
+    """The send itself (its model and options checked here unless `choices` were already),
+    its model checked and its reply priced and routed from one catalogue (llm/catalog.py)."""
+    with catalog_held():
+        alias, options = choices if choices is not None else send_choices(frame)
+        return services.message_send(
+            text=frame.text, client_id=frame.client_id, author=author, conversation=conversation,
+            organisation=organisation, origin=origin, alias=alias, options=options,
+        )  # fmt: skip
 
 
 @db_async

@@ -8,6 +8,6 @@ class LlmConfig(AppConfig):
     verbose_name = "LLM providers"
 
     def ready(self) -> None:
-        from llm import pricing
+        from llm import catalog
 
-        pricing.receivers_connect()
+        catalog.receivers_connect()

@@ -4,23 +4,59 @@ An alias that any Deployment row names (enabled or not) is served by rows only. 
 row names falls back to the providers the settings configure (llm/registry.py), each under its
 own name as alias ("local", "simulated", "openai", ...). So a fresh clone with no rows keeps
 working, and an operator takes an alias over simply by adding rows for it.
+
+Every send asks (its price ceiling, its likely deployment), so each process keeps the whole
+catalogue in memory (`catalog()`): the rows and chains, read in two queries, and what is
+worked out from them. It is valid while the cache key CATALOG_VERSION_KEY (Redis in
+production, shared by every process) holds the version it was read under: one cache GET per
+lookup and no query; a send holds one catalogue for all its lookups (`catalog_held()`), so one
+GET per send. Not a local time-to-live instead: a deployment disabled in the admin would still
+take traffic until it ran out, in every process. Every save or delete of a Provider,
+Deployment or FallbackChain (signals, connected in LlmConfig.ready) and every bulk write
+(llm/models.py CatalogQuerySet) sets a new version, so every process sees an admin change at
+its next lookup. A change the cache never hears of (raw SQL, a restored dump) is read within
+CATALOG_MAX_AGE. A changed setting (tests) drops the copy; keys named by an environment
+variable are read from the environment at each lookup. Breaker, health and rate state are not
+kept here: they live in the cache, read at every attempt (llm/router.py).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 
 from core.errors import ParleyError
 from llm import crypto
-from llm.models import Deployment, FallbackChain
+from llm.models import (
+    CATALOG_VERSION_KEY,
+    Deployment,
+    FallbackChain,
+    Provider,
+    catalog_changed,
+    written_here,
+)
 from llm.providers.base import ProviderConfig
 from llm.registry import provider_configs
+
+logger = logging.getLogger(__name__)
+
+CATALOG_MAX_AGE = 60.0  # seconds: the longest a change made behind the cache's back goes unseen
+_clock = time.monotonic  # tests move it
 
 
 @dataclass(frozen=True)
@@ -107,31 +143,182 @@ def _from_row(row: Deployment, defaults: dict[str, ProviderConfig]) -> Deploymen
     )
 
 
-def deployments_for(aliases: list[str]) -> dict[str, list[DeploymentConfig]]:
-    """Every deployment (enabled or not) of each alias, in one query."""
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Row:
+    """A deployment row as the catalogue keeps it; `env` names the variable its key is read
+    from at each lookup (so the environment decides, as it did when rows were read per send)."""
+
+    config: DeploymentConfig
+    env: str = ""
+    env_seen: str | None = None
+
+    def current(self) -> DeploymentConfig:
+        if not self.env:
+            return self.config
+        value = os.environ.get(self.env)
+        if value != self.env_seen:
+            problem = "" if value is not None else f"its API key variable {self.env} is not set"
+            self.config = replace(self.config, api_key=value or "", problem=problem)
+            self.env_seen = value
+        return self.config
+
+
+@dataclass
+class Catalog:
+    """Every deployment row by alias (the model's ordering), every fallback chain, the
+    settings' deployments, and what callers work out from them (`derived`)."""
+
+    version: int
+    read_at: float
+    rows: dict[str, list[_Row]]
+    chains: dict[str, list[str]]
+    seeded: dict[str, DeploymentConfig]
+    derived: dict[Hashable, Any] = field(default_factory=dict)
+
+    def deployments_for(self, aliases: list[str]) -> dict[str, list[DeploymentConfig]]:
+        out = {}
+        for alias in aliases:
+            rows = self.rows.get(alias)
+            if rows:
+                out[alias] = [row.current() for row in rows]
+            else:
+                out[alias] = [self.seeded[alias]] if alias in self.seeded else []
+        return out
+
+    def fallbacks_for(self, alias: str) -> list[str]:
+        chain = self.chains.get(alias)
+        if chain is None:
+            chain = list(settings.LLM_FALLBACKS.get(alias, []))
+        return [a for a in dict.fromkeys(chain) if a != alias]
+
+    def all_deployments(self) -> list[DeploymentConfig]:
+        rows = [row.current() for found in self.rows.values() for row in found]
+        return rows + [d for alias, d in self.seeded.items() if alias not in self.rows]
+
+    def memo(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """`compute()` once per catalogue version (e.g. an alias's price ceiling)."""
+        try:
+            value: _T = self.derived[key]
+        except KeyError:
+            value = self.derived[key] = compute()
+        return value
+
+
+_current: Catalog | None = None
+_reading = threading.Lock()
+
+
+def _version() -> int:
+    version = cache.get(CATALOG_VERSION_KEY)
+    if version is None:  # a new or flushed cache: start a version every process will share
+        cache.add(CATALOG_VERSION_KEY, time.time_ns(), None)
+        version = cache.get(CATALOG_VERSION_KEY)
+    return int(version or 0)
+
+
+def _read(version: int) -> Catalog:
     defaults = provider_configs()
-    found: dict[str, list[DeploymentConfig]] = defaultdict(list)
-    for row in Deployment.objects.filter(alias__in=aliases).select_related("provider"):
-        found[row.alias].append(_from_row(row, defaults))
-    seeded = settings_deployments() if any(a not in found for a in aliases) else {}
-    return {
-        alias: found.get(alias) or ([seeded[alias]] if alias in seeded else []) for alias in aliases
-    }
+    rows: dict[str, list[_Row]] = defaultdict(list)
+    for row in Deployment.objects.select_related("provider"):
+        env = row.provider.api_key_env
+        rows[row.alias].append(_Row(_from_row(row, defaults), env, os.environ.get(env)))
+    chains = {chain.alias: chain.chain() for chain in FallbackChain.objects.all()}
+    return Catalog(
+        version=version,
+        read_at=_clock(),
+        rows=dict(rows),
+        chains=chains,
+        seeded=settings_deployments(),
+    )
+
+
+_held: ContextVar[Catalog | None] = ContextVar("catalog_held", default=None)
+
+
+@contextmanager
+def catalog_held() -> Iterator[Catalog]:
+    """Inside, every lookup sees one catalogue, its version checked once: a send asks for its
+    price ceiling and its deployment (and its options' providers) with one cache GET, and
+    prices and routes from the same rows."""
+    held = _held.get()
+    if held is not None:
+        yield held
+        return
+    held = catalog()
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
+def catalog() -> Catalog:
+    """The catalogue as the database holds it now (see the module docstring)."""
+    global _current
+    if (held := _held.get()) is not None:
+        return held
+    if getattr(written_here, "pending", False):
+        if transaction.get_connection().in_atomic_block:
+            return _read(0)  # this transaction's own changes: not for the other threads
+        written_here.pending = False  # that transaction ended (a rollback: no commit hook)
+    current = _current
+    try:
+        version = _version()
+    except Exception:
+        # The cache is down: the copy in hand, for CATALOG_MAX_AGE (routing fails open too).
+        logger.warning("catalogue version unreadable; using this process's copy", exc_info=True)
+        version = current.version if current is not None else 0
+    if (
+        current is not None
+        and current.version == version
+        and _clock() - current.read_at < CATALOG_MAX_AGE
+    ):
+        return current
+    with _reading:  # one thread of a process reads the rows; the others wait for them
+        current = _current
+        if (
+            current is None
+            or current.version != version
+            or _clock() - current.read_at >= CATALOG_MAX_AGE
+        ):
+            current = _current = _read(version)
+    return current
+
+
+def catalog_forget(**kwargs: Any) -> None:
+    """Drop this process's copy (a setting it was worked out from changed: tests)."""
+    global _current
+    _current = None
+
+
+def _changed(sender: Any, **kwargs: Any) -> None:
+    catalog_changed()
+
+
+def receivers_connect() -> None:
+    """Called once from LlmConfig.ready: every process drops the catalogue an admin changes."""
+    for model in (Provider, Deployment, FallbackChain):
+        for signal in (post_save, post_delete):
+            signal.connect(_changed, sender=model, dispatch_uid=f"catalog-{model.__name__}")
+    setting_changed.connect(catalog_forget, dispatch_uid="catalog-settings")
+
+
+def deployments_for(aliases: list[str]) -> dict[str, list[DeploymentConfig]]:
+    """Every deployment (enabled or not) of each alias."""
+    return catalog().deployments_for(aliases)
 
 
 def fallbacks_for(alias: str) -> list[str]:
     """The alias's fallback chain: its admin row, else LLM_FALLBACKS, else none."""
-    row = FallbackChain.objects.filter(alias=alias).first()
-    chain = row.chain() if row is not None else list(settings.LLM_FALLBACKS.get(alias, []))
-    return [a for a in dict.fromkeys(chain) if a != alias]
+    return catalog().fallbacks_for(alias)
 
 
 def all_deployments() -> list[DeploymentConfig]:
     """Every deployment: the rows, then the settings ones whose alias no row takes."""
-    defaults = provider_configs()
-    rows = [_from_row(r, defaults) for r in Deployment.objects.select_related("provider")]
-    taken = {d.alias for d in rows}
-    return rows + [d for alias, d in settings_deployments().items() if alias not in taken]
+    return catalog().all_deployments()
 
 
 # --- tenant features: the models an organisation may use ---------------------------------

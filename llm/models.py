@@ -10,14 +10,66 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 
 from llm import crypto
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Every process keeps the catalogue (these rows, llm/catalog.py) in memory while this cache key
+# keeps the value it was read under.
+CATALOG_VERSION_KEY = "llm:catalog:version"
+
+
+# Set in a thread whose open transaction changed catalogue rows: only it sees them, so it
+# reads the catalogue afresh and keeps it to itself until that transaction ends.
+written_here = threading.local()
+
+
+def catalog_changed() -> None:
+    """Every process's catalogue is stale. Now, and again after the commit: a process that
+    reads the rows in between (the old ones: the change is not committed yet) keeps them under
+    the first new version only."""
+    cache.set(CATALOG_VERSION_KEY, time.time_ns(), None)
+    if transaction.get_connection().in_atomic_block:
+        written_here.pending = True
+    transaction.on_commit(_committed)
+
+
+def _committed() -> None:
+    written_here.pending = False
+    cache.set(CATALOG_VERSION_KEY, time.time_ns(), None)
+
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+class CatalogQuerySet(models.QuerySet[_M]):
+    """Bulk writes send no post_save: they mark the catalogue stale themselves (signals in
+    llm/catalog.py cover save and delete)."""
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)
+        catalog_changed()
+        return rows
+
+    def bulk_create(self, objs: Iterable[_M], *args: Any, **kwargs: Any) -> list[_M]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        catalog_changed()
+        return created
+
+    def bulk_update(self, objs: Iterable[_M], *args: Any, **kwargs: Any) -> int:
+        rows = super().bulk_update(objs, *args, **kwargs)
+        catalog_changed()
+        return rows
 
 
 class Provider(models.Model):
@@ -59,6 +111,8 @@ class Provider(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CatalogQuerySet["Provider"].as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -131,6 +185,8 @@ class Deployment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = CatalogQuerySet["Deployment"].as_manager()
+
     class Meta:
         ordering = ["alias", "priority", "-weight", "id"]
         constraints = [
@@ -155,6 +211,8 @@ class FallbackChain(models.Model):
     fallbacks = models.CharField(
         max_length=512, help_text="Aliases tried in order, comma-separated, e.g. claude, local."
     )
+
+    objects = CatalogQuerySet["FallbackChain"].as_manager()
 
     class Meta:
         ordering = ["alias"]

@@ -138,6 +138,12 @@ elif env_int("DATABASE_POOL_MAX_SIZE", 20) > 0:
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
     }
+if _DATABASE["ENGINE"] != "django.db.backends.sqlite3" and env_bool(
+    "DATABASE_SERVER_SIDE_BINDING", False
+):
+    # psycopg binds parameters on the server instead of quoting them into the SQL: less CPU
+    # in Daphne and the workers, more in PostgreSQL (docs/benchmarks.md "Send path"), so off.
+    _DATABASE.setdefault("OPTIONS", {})["server_side_binding"] = True
 DATABASES = {"default": _DATABASE}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Send path (issue 14): database threads for consumers and WebSocket auth (core/db.py) ---

@@ -25,6 +25,7 @@ from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
 from core.errors import ParleyError
 from core.observability.context import traced_sync
+from llm.catalog import catalog_held
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -151,7 +152,8 @@ def message_send(
     # The organisation the send acts in: its conversation's, or the new conversation's.
     acting_in = conversation.organisation_id if conversation else organisation.pk  # type: ignore[union-attr]
     try:
-        with transaction.atomic():
+        # One catalogue (llm/catalog.py) prices and routes the reply: one version check.
+        with catalog_held(), transaction.atomic():
             # The budget check comes first and holds its locks until the commit.
             reservation = quota_reserve(
                 user_id=author.pk,
@@ -161,6 +163,7 @@ def message_send(
                 ),
                 max_tokens=options.max_tokens if options else None,
                 prices=price_ceiling(alias=alias),
+                ledger_saved=False,  # saved with its reply's id by reservation_attach
             )
             if conversation is None:
                 conversation = conversation_create(
@@ -194,7 +197,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
     """
     if message.role != Message.Role.ASSISTANT or message.reply_to is None:
         raise ChatError("bad_frame", "Only an assistant reply can be regenerated.")
-    with transaction.atomic():
+    with catalog_held(), transaction.atomic():
         current = Message.objects.select_for_update().get(pk=message.pk)
         user_message = message.reply_to
         if current.superseded:
@@ -214,6 +217,7 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
                 conversation_id=current.conversation_id, before_id=current.pk
             ),
             prices=price_ceiling(),
+            ledger_saved=False,
         )
         current.superseded = True
         current.save(update_fields=["superseded"])
@@ -241,7 +245,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
     if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):
         return earlier
     try:
-        with transaction.atomic():
+        with catalog_held(), transaction.atomic():
             current = Message.objects.select_for_update().get(pk=message.pk)
             if current.superseded:
                 raise ChatError("bad_frame", "This message was edited already; edit the new one.")
@@ -261,6 +265,7 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                     conversation_id=current.conversation_id, text=text, before_id=current.pk
                 ),
                 prices=price_ceiling(),
+                ledger_saved=False,
             )
             event_publish_on_commit(
                 current.conversation_id,

@@ -197,8 +197,9 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
 def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
     pending_reply, django_assert_num_queries, settings
 ):
-    """Claim, prompt (with one look for the conversation's documents, chat/documents/) and
-    routing, one final UPDATE and the quota settlement: no statement per
+    """Claim, prompt (with one look for the conversation's documents, chat/documents/), one
+    final UPDATE and the quota settlement (routing reads the catalogue each process keeps,
+    llm/catalog.py): no statement per
     token or per delta (the first token's time and the checkpoints go with the watch's batched
     rounds, chat/replies/watch.py). The generation's database calls run on this thread
     (async_to_sync sends thread-sensitive calls back here), so they are all counted; on SQLite
@@ -207,11 +208,11 @@ def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
     settings.CACHE_ENABLED = False  # the reply cache's own statements are not this path's
     short, long = pending_reply("Hi"), pending_reply(" ".join(["word"] * 200))
     for reply in (short, long):
-        with django_assert_num_queries(13) as captured:
+        with django_assert_num_queries(11) as captured:
             async_to_sync(reply_stream)(message_id=reply.pk)
         statements = [q["sql"].split()[0] for q in captured.captured_queries]
-        # claim (UPDATE, SELECT), history (SELECT), route plan (SELECT x2), the final UPDATE,
-        # the quota settlement (BEGIN, SELECT x2, UPDATE x2, COMMIT)
+        # claim (UPDATE, SELECT), history (SELECT), the final UPDATE, the quota settlement
+        # (BEGIN, SELECT x2, UPDATE x2, COMMIT)
         assert statements.count("UPDATE") == 4, statements
     finals = [Message.objects.get(pk=reply.pk) for reply in (short, long)]
     assert [m.status for m in finals] == ["complete", "complete"]

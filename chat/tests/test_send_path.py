@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from chat import services
@@ -35,11 +36,12 @@ def test_a_send_into_a_conversation_is_one_transaction_of_few_statements(
 ):
     first = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
     conversation = first.reply.conversation
-    # BEGIN; history for the budget estimate; the budget's counters (lock, charge) and its
-    # ledger row; the conversation touched; the user message; the deployment chosen; the
-    # reply; the ledger row attached to it; COMMIT. No idempotency look-up: a repeat is found
-    # when its transaction fails.
-    with django_assert_num_queries(11):
+    # BEGIN; history for the budget estimate; the budget's counters locked, charged and read
+    # (one UPDATE … RETURNING); the conversation touched; the user message; the reply; the
+    # ledger row, saved with the reply's id; COMMIT. No idempotency look-up: a repeat is found
+    # when its transaction fails. No deployment query: the catalogue is kept per process
+    # (llm/catalog.py).
+    with django_assert_num_queries(8):
         result = services.message_send(
             author=owner,
             conversation=conversation,
@@ -50,6 +52,34 @@ def test_a_send_into_a_conversation_is_one_transaction_of_few_statements(
     assert result.created and len(celery_dispatch) == 2
     conversation.refresh_from_db()
     assert conversation.title == "hi"  # titled by its first message, not by later ones
+
+
+def test_a_send_checks_the_catalogue_version_once(owner, celery_dispatch, monkeypatch):
+    """Priced (llm/pricing.py) and routed (llm/router.py) from one catalogue held for the
+    send: one cache GET of its version, no deployment query."""
+    from llm import catalog
+
+    first = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
+    reads: list[str] = []
+
+    class Counting:
+        def get(self, key: str, default: object = None) -> object:
+            reads.append(key)
+            return cache.get(key, default)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(cache, name)
+
+    monkeypatch.setattr(catalog, "cache", Counting())
+    services.message_send(
+        author=owner,
+        conversation=first.reply.conversation,
+        text="and again",
+        client_id="b",
+        alias="simulated",
+    )
+    assert reads == [catalog.CATALOG_VERSION_KEY]
+    assert len(celery_dispatch) == 2
 
 
 def test_the_first_message_titles_a_conversation_made_empty(owner, celery_dispatch):
