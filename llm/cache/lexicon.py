@@ -230,6 +230,8 @@ PHRASES: list[tuple[str, str]] = [
     (r"how long", "duration"),
     # The unit stays: "how many hours" and "how many minutes" ask different things.
     (r"how many (seconds|minutes|hours|days|weeks|months|years)", r"duration \1"),
+    # A count asked back to front: "a banana has how many calories".
+    (r"^(.+) (?:has|have|contains?) how many (\w+)[?.!]*$", r"how many \2 in \1"),
     # A conversion asked as a question is the conversion: "how many euros is 5 dollars",
     # "how much is 5 usd in eur", "what is 100 f in c" all become "convert X to Y".
     (
