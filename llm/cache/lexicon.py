@@ -316,6 +316,8 @@ PHRASES: list[tuple[str, str]] = [
     # Advice asked for is how to do it: "any tips for organizing X" is "how to organize X".
     (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to) (\w+ing)", r"how to \1"),
     (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to)", "how to"),
+    # ... and so is a topic followed by "tips" ending the question: "job interview tips".
+    (r"^(?:some |any )?(\w+(?: \w+)?) (?:tips|advice)[?.!]*$", r"how to \1"),
     # A recipe is how to make something: "pancake recipe", "a recipe for pancakes".
     (r"(?:a |the )?recipes? (?:for|of)", "how to make"),
     (r"(\w+) recipes?", r"how to make \1"),

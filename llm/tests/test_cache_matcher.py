@@ -987,3 +987,8 @@ def test_everyday_abbreviations_match():
     assert same(
         "what is a good grade point average for medical school", "what is a good gpa for med school"
     )
+
+
+def test_a_topic_followed_by_tips_asks_how_to_do_it():
+    assert hits("Please give me some tips for a job interview.", "job interview tips pls??") == ""
+    assert refused("tips for a job interview", "job application tips")
