@@ -6,6 +6,7 @@ language) is never made equal to another one here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from django.conf.locale import LANG_INFO
 
@@ -149,7 +150,7 @@ _LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + 
 _CREDENTIAL = r"(password|passcode|passphrase|pin|username|login|pw|pwd)"
 
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
-PHRASES: list[tuple[str, str]] = [
+PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (r"w/o", "without"),
     # Comparisons with a number: "more than 23 kg" is "over 23 kg".
     (r"more than", "over"),
@@ -328,7 +329,7 @@ PHRASES: list[tuple[str, str]] = [
     # A place said by its common abbreviation: "nyc", and a US state's postal code ending the
     # question after "in" ("a drivers license in ca"), where it cannot be a word or unit.
     (r"nyc", "new york city"),
-    *((rf"in {code}[?.!]*$", f"in {state}") for code, state in US_STATES.items()),
+    (rf"in ({'|'.join(US_STATES)})[?.!]*$", lambda m: f"in {US_STATES[m[1]]}"),
     (r"med school", "medical school"),
     # A list asked for as an order ("list the planets", "name the bones in the arm") is the
     # question "what are ..."; "what are the bones in the arm called" asks the same.
