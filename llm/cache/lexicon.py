@@ -6,6 +6,7 @@ language) is never made equal to another one here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from django.conf.locale import LANG_INFO
 
@@ -79,6 +80,15 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
     (re.compile(r"°\s*f\b"), " fahrenheit"),
     (re.compile(r"°\s*c\b"), " celsius"),
+    # A temperature typed without its degree sign: "bake at 200 c", "set it to 350F". Only after
+    # "at" / "to" or ending the question: "2 c flour" may be cups, "3 c programs" the language.
+    (re.compile(r"\b(at|to) (\d+) ?c\b(?![+#])"), r"\1 \2 celsius"),
+    (re.compile(r"\b(at|to) (\d+) ?f\b"), r"\1 \2 fahrenheit"),
+    (re.compile(r"(\d) ?c\s*$"), r"\1 celsius"),
+    (re.compile(r"(\d) ?f\s*$"), r"\1 fahrenheit"),
+    # Feet and inches in the typographic notation: 5'10" is 5 ft 10 in.
+    (re.compile(r"(\d+)\s*(?:'|′|ft)\s*(\d+)\s*(?:\"|''|″|in\b)"), r"\1 ft \2 inch"),
+    (re.compile(r"(\d+)\s*(?:\"|''|″)"), r"\1 inch"),
     (re.compile(r"°"), " degree "),
     (re.compile(r"\s&\s"), " and "),
     (re.compile(r"(?<=\w)/(?=\w)"), " "),  # "iPhone/Android", "w/o" is handled before
@@ -90,6 +100,40 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
         r"\1 \2",
     ),
 ]
+
+# The US Postal Service's two-letter state codes that are no English word or unit (not "in",
+# "or", "ok", "me", "hi", "mi"...), and Washington, DC: https://pe.usps.com/text/pub28/28apb.htm
+US_STATES = {
+    "ak": "alaska",
+    "az": "arizona",
+    "ca": "california",
+    "ct": "connecticut",
+    "fl": "florida",
+    "ga": "georgia",
+    "ia": "iowa",
+    "il": "illinois",
+    "ks": "kansas",
+    "ky": "kentucky",
+    "mn": "minnesota",
+    "nc": "north carolina",
+    "nh": "new hampshire",
+    "nj": "new jersey",
+    "nm": "new mexico",
+    "nv": "nevada",
+    "ny": "new york",
+    "pa": "pennsylvania",
+    "ri": "rhode island",
+    "sc": "south carolina",
+    "tn": "tennessee",
+    "tx": "texas",
+    "ut": "utah",
+    "va": "virginia",
+    "vt": "vermont",
+    "wa": "washington",
+    "wv": "west virginia",
+    "wy": "wyoming",
+    "dc": "washington dc",
+}
 
 _GOOD = (
     "(?:good|best|easiest|simplest|quickest|fastest|right|proper|correct|recommended|ideal|"
@@ -106,7 +150,7 @@ _LANGUAGE = "(" + "|".join(sorted(n for n in _LANGUAGE_NAMES if n.isalpha())) + 
 _CREDENTIAL = r"(password|passcode|passphrase|pin|username|login|pw|pwd)"
 
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
-PHRASES: list[tuple[str, str]] = [
+PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (r"w/o", "without"),
     # Comparisons with a number: "more than 23 kg" is "over 23 kg".
     (r"more than", "over"),
@@ -187,10 +231,13 @@ PHRASES: list[tuple[str, str]] = [
     (r"how long", "duration"),
     # The unit stays: "how many hours" and "how many minutes" ask different things.
     (r"how many (seconds|minutes|hours|days|weeks|months|years)", r"duration \1"),
+    # A count asked back to front: "a banana has how many calories".
+    (r"^(.+) (?:has|have|contains?) how many (\w+)[?.!]*$", r"how many \2 in \1"),
     # A conversion asked as a question is the conversion: "how many euros is 5 dollars",
     # "how much is 5 usd in eur", "what is 100 f in c" all become "convert X to Y".
     (
-        r"how (?:many|much) (\w+) (?:is|are|in|for|equals?)(?: in)? ((?:an?|one|\d[\d.,]*) \w+)",
+        r"how (?:many|much) (\w+) (?:is|are|in|for|equals?)(?: in)? "
+        rf"((?:an?|{_SMALL_NUMBER}|\d[\d.,]*) \w+)",
         r"convert \2 to \1",
     ),
     (
@@ -270,6 +317,8 @@ PHRASES: list[tuple[str, str]] = [
     # Advice asked for is how to do it: "any tips for organizing X" is "how to organize X".
     (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to) (\w+ing)", r"how to \1"),
     (r"(?:any )?(?:tips|advice|suggestions) (?:for|on|to)", "how to"),
+    # ... and so is a topic followed by "tips" ending the question: "job interview tips".
+    (r"^(?:some |any )?(\w+(?: \w+)?) (?:tips|advice)[?.!]*$", r"how to \1"),
     # A recipe is how to make something: "pancake recipe", "a recipe for pancakes".
     (r"(?:a |the )?recipes? (?:for|of)", "how to make"),
     (r"(\w+) recipes?", r"how to make \1"),
@@ -277,6 +326,15 @@ PHRASES: list[tuple[str, str]] = [
     (r"^(\w+) in ((?:an?|one|\d[\d.,]*) \w+)[?.!]*$", r"convert \2 to \1"),
     (r"in (?:degrees? )?f$", "in fahrenheit"),
     (r"in (?:degrees? )?c$", "in celsius"),
+    # A place said by its common abbreviation: "nyc", and a US state's postal code ending the
+    # question after "in" ("a drivers license in ca"), where it cannot be a word or unit.
+    (r"nyc", "new york city"),
+    (rf"in ({'|'.join(US_STATES)})[?.!]*$", lambda m: f"in {US_STATES[m[1]]}"),
+    (r"med school", "medical school"),
+    # A list asked for as an order ("list the planets", "name the bones in the arm") is the
+    # question "what are ..."; "what are the bones in the arm called" asks the same.
+    (r"^(?:list|name) (the|all)", r"what are \1"),
+    (r"^(what (?:are|is) .+) called[?.!]*$", r"\1"),
     (r"(?:won't|will not|doesn't|does not|can't|can not) stop (\w+ing)", r"keep \1"),
     (r"(?:another|other|different) words? for", "synonym for"),
     (r"one (\w+) at a time", r"\1 by \1"),
@@ -342,6 +400,8 @@ ABBREVIATIONS: dict[str, str] = {
     "sub": "subscription",
     "subs": "subscription",
     "appt": "appointment",
+    "vit": "vitamin",
+    "meds": "medication",
     "ppl": "people",
     "dept": "department",
     "govt": "government",

@@ -93,6 +93,6 @@ def rewrite(text: str) -> str:
     for pattern, replacement in SYMBOLS:
         lowered = pattern.sub(replacement, lowered)
     lowered = SPACE.sub(" ", lowered)
-    for phrase, replacement in _PHRASES:
-        lowered = phrase.sub(replacement, lowered)
+    for phrase, said in _PHRASES:
+        lowered = phrase.sub(said, lowered)
     return lowered

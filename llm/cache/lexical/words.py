@@ -149,9 +149,27 @@ def _typo_of(typed: str, word: str) -> bool:
     return _edits(typed, word, limit) <= limit
 
 
-def _pair_typos(only_a: list[str], only_b: list[str]) -> tuple[list[str], list[str]]:
-    only_a, only_b = _pair(only_a, only_b, _typo_of)
-    only_b, only_a = _pair(only_b, only_a, _typo_of)
+# Endings a typed word keeps while the word it misspells is compared as its lemma
+# ("recomended" / "recommended", compared as "recommend").
+_INFLECTIONS = ("ed", "ing", "es", "s")
+
+
+def _misspells(typed: str, word: str) -> bool:
+    """Is `typed` a typo of `word`, or of `word` inflected ("recomended" / "recommend")?"""
+    return _typo_of(typed, word) or any(
+        typed.endswith(ending) and _typo_of(typed[: -len(ending)], word)
+        for ending in _INFLECTIONS
+        if not is_word(typed)
+    )
+
+
+def _pair_typos(
+    only_a: list[str], only_b: list[str], a: Profile, b: Profile
+) -> tuple[list[str], list[str]]:
+    """Pair a typo with the word it misspells, in any form the other side said it ("diffrence"
+    / "difference", compared as "differ")."""
+    only_a, only_b = _pair(only_a, only_b, lambda x, y: any(_misspells(x, g) for g in _forms(y, b)))
+    only_b, only_a = _pair(only_b, only_a, lambda x, y: any(_misspells(x, g) for g in _forms(y, a)))
     return only_a, only_b
 
 
@@ -198,7 +216,7 @@ def content_difference(
     if only_a and only_b:
         only_a, only_b = _pair_forms(only_a, only_b, a, b)
     if only_a and only_b:
-        only_a, only_b = _pair_typos(only_a, only_b)
+        only_a, only_b = _pair_typos(only_a, only_b, a, b)
     if only_a and only_b:
         only_a, only_b = _pair_synonyms(only_a, only_b, a, b)
     if only_a and only_b and loose:
