@@ -233,12 +233,16 @@ PAIR_SETS = [
     # Written blind during issue 18's sixth round by an engineer who read only the issue;
     # evaluated once blind (BLIND_RESULTS) on the frozen matcher of that round, then tuned on.
     ("held-out 7 (became tuning)", "tuning/cache_heldout7.json", ""),
+    # Written blind during the same round by another engineer who read only the issue;
+    # evaluated once blind on merge 26bff21 (BLIND_RESULTS), then tuned on.
+    ("held-out 8 (became tuning)", "tuning/cache_heldout8.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
 BLIND_RESULTS = [
     ("held-out 6, blind (matcher eb6731f, one run)", 57, 117, 3, 117),
     ("held-out 7, blind (matcher 1c425b6, one run)", 59, 81, 0, 73),
+    ("held-out 8, blind (matcher 26bff21, one run)", 78, 102, 4, 86),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
@@ -259,6 +263,22 @@ BLIND_SET_7 = [
     '"200°C", 5\'10", "three cups", and two misspellings refused on content. Near-misses were',
     "refused by: content 36, numbers 9, added 8, direction 7, negation 6, similarity 4,",
     "quantity 2, quoted 1.",
+    "",
+    "**Blind set 8** (`bench/data/tuning/cache_heldout8.json` since): 102 rewordings and 86",
+    "near-misses in 11 kinds each, written blind the same way (the author read only issue 18 and",
+    "was also barred from set 7), run once by the lead on merge 26bff21 (14:17 UTC,",
+    "`.venv/bin/python bench/cache_bench.py --heldout /work/heldout8/cache_heldout8.json`):",
+    "**78/102 rewordings hit (76%), 4/86 near-misses hit**; beside it f1f34a1 62/102 with",
+    "4/86, 2d1f29e 57/102 with 3/86, d364d5b 43/102 with 2/86, 552a799 24/102 with 1/86. The",
+    "goal is **not met**, and the false hits matter more than the misses: 'how to sharpen a",
+    "kitchen knife' answered 'how to hone …' (0.835), 'the population of london' answered 'the",
+    "population of the city of london' (0.954), and two questions whose roles swap answered each",
+    "other ('do i pay tax on money my parents give me' / 'do my parents pay tax on money they",
+    "give me', 0.968; 'write a reference letter for my employee' / 'ask my employer to write me",
+    "a reference letter', 0.848). By kind: question form 9/9, word form 9/9, compound 9/10,",
+    "symbol unit 9/10, reshaped 8/9, typo 8/9, casual 7/9, number word 7/9, abbreviation 6/10,",
+    "translate 5/9, synonym 1/9 (WordNet lacks toxic/poisonous, train/rail, gift/present with",
+    "coworker/colleague, quickest/fastest, rude/impolite, car/automobile as it is used).",
 ]
 # Blind sets given with --heldout: (label, path).
 HELDOUT: list[tuple[str, Path]] = []
