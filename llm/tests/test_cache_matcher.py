@@ -1020,6 +1020,7 @@ def test_the_agent_and_the_one_acted_on_are_two_people():
 
 def test_the_city_of_a_place_is_narrower_than_the_place():
     assert refused("what is the area of york", "what is the area of the county of york") == "added"
+    assert refused("how big is paris", "how big is greater paris") == "added"
     # Elsewhere a place noun only frames the question.
     assert refused("what is the capital of france", "which city is the capital of france") == ""
     assert (
