@@ -155,8 +155,11 @@ def profile(text: str) -> Profile:
     roles: list[tuple[str, str]] = []
     pending_direction = False
     pending_role = ""
-    scoped = {i for i in range(1, len(words) - 1) if words[i] in _SCOPES and words[i - 1] == "the"}
-    scoped = {i for i in scoped if words[i + 1] == "of"}
+    scoped = {
+        i
+        for i in range(1, len(words) - 1)
+        if words[i] in _SCOPES and (words[i - 1], words[i + 1]) == ("the", "of")
+    }
     for i, (previous, word) in enumerate(zip(["", *words], words, strict=False)):
         if word in _REFERENCES or (previous, word) == ("ahead", "of"):
             pending_role = f"reference {previous if word == 'of' else word}"
