@@ -279,6 +279,10 @@ BLIND_SET_7 = [
     "symbol unit 9/10, reshaped 8/9, typo 8/9, casual 7/9, number word 7/9, abbreviation 6/10,",
     "translate 5/9, synonym 1/9 (WordNet lacks toxic/poisonous, train/rail, gift/present with",
     "coworker/colleague, quickest/fastest, rude/impolite, car/automobile as it is used).",
+    "The four false hits were then refused by general rules, not by their sentences (the person",
+    "an opening auxiliary asks about, employer/employee-style agent and patient nouns, 'the city",
+    "of X', no verb paired with a manner of doing it), for 6 tuning rewordings (store/keep, get",
+    "rid of/eliminate, damaged/broken, carry/take); set 8 has been seen since.",
 ]
 # Blind sets given with --heldout: (label, path).
 HELDOUT: list[tuple[str, Path]] = []

@@ -33,8 +33,14 @@ _NEVER = frozenset(
 )
 
 
-# A word whose sense is directly under the other's ("solicitor" is a kind of "lawyer") pairs too.
+# A word whose sense is directly under the other's ("solicitor" is a kind of "lawyer") pairs too,
+# for nouns only: a verb directly under another is a manner of doing it, another action ("hone"
+# is "sharpen with a hone", "whisper" is "speak softly").
 HYPERNYMS = True
+# build_synonyms.py numbers synsets part of speech by part of speech (nouns, verbs, adjectives,
+# adverbs, in the order of WordNet's index files); in the committed table the verbs' synsets
+# are these ("aah" is the first verb in index.verb, "abactinal" the first adjective).
+VERB_SYNSETS = range(81975, 95371)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ def _parents(word: str) -> frozenset[int]:
     return frozenset(
         int(parent)
         for sense in _senses(word)
+        if sense not in VERB_SYNSETS
         for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
     )
 
@@ -96,6 +103,7 @@ def related_in_any_sense(a: str, b: str) -> bool:
         return {
             int(parent)
             for sense in senses
+            if sense not in VERB_SYNSETS
             for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
         }
 

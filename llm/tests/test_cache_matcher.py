@@ -9,6 +9,7 @@ from django.conf import settings
 from llm.cache.lexical.profile import profile
 from llm.cache.lexical.rewrite import normalise
 from llm.cache.lexical.verdict import match, same_question
+from llm.cache.synonyms import VERB_SYNSETS, _senses, related_in_any_sense, synonymous
 from llm.embeddings import embedder
 
 
@@ -992,3 +993,58 @@ def test_everyday_abbreviations_match():
 def test_a_topic_followed_by_tips_asks_how_to_do_it():
     assert hits("Please give me some tips for a job interview.", "job interview tips pls??") == ""
     assert refused("tips for a job interview", "job application tips")
+
+
+def test_a_question_about_another_persons_action_is_refused():
+    # Who does what the opening auxiliary asks about: the speaker, or someone else.
+    assert (
+        refused("can i claim my parents as dependents", "can my parents claim me as dependents")
+        == "subject"
+    )
+    assert refused("should i tip my hairdresser", "should my hairdresser tip me") == "subject"
+    # "you" and "one" are anyone; "do" as the verb ("how to do my taxes") opens nothing.
+    assert refused("how do i renew my passport", "how do you renew a passport") == ""
+    assert refused("how to do my taxes", "how do i do my taxes") == ""
+    assert hits("How can I renew my passport?", "how do i renew my passport") == ""
+
+
+def test_the_agent_and_the_one_acted_on_are_two_people():
+    assert (
+        refused("how much notice must an employer give", "how much notice must an employee give")
+        == "content"
+    )
+    assert refused("what does a trainer do", "what does a trainee do") == "content"
+    # Other forms of one word still pair.
+    assert refused("who discovered penicillin", "who was the discoverer of penicillin") == ""
+
+
+def test_the_city_of_a_place_is_narrower_than_the_place():
+    assert refused("what is the area of york", "what is the area of the county of york") == "added"
+    assert refused("how big is paris", "how big is greater paris") == "added"
+    # Elsewhere a place noun only frames the question.
+    assert refused("what is the capital of france", "which city is the capital of france") == ""
+    assert (
+        refused(
+            "what is the population of the city of leeds",
+            "how many people live in the city of leeds",
+        )
+        == ""
+    )
+
+
+def test_a_verb_never_pairs_with_a_manner_of_doing_it():
+    # WordNet files "simmer" and "whisper" directly under "boil" and "speak": other actions.
+    assert not synonymous("whisper", "speak")
+    assert not related_in_any_sense("scribble", "write")
+    assert refused("how do i boil a soup", "how do i simmer a soup") == "content"
+    # A noun directly under another is still the same thing, and shared senses still pair.
+    assert synonymous("solicitor", "lawyer")
+    assert (
+        refused("who is the best lawyer for a will", "who is the best solicitor for a will") == ""
+    )
+    assert refused("how do i stop smoking", "how do i quit smoking") == ""
+    # The committed table's verb numbers: "aah" is only a verb (the first in WordNet's index),
+    # "zymurgy" only a noun (the last), "abactinal" only an adjective (the first).
+    assert _senses("aah") <= set(VERB_SYNSETS)
+    assert not _senses("zymurgy") & set(VERB_SYNSETS)
+    assert not _senses("abactinal") & set(VERB_SYNSETS)

@@ -62,6 +62,17 @@ _PARTICLES |= {"over", "under", "off", "out", "inside", "outside", "early", "lat
 
 _NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
 
+# A place noun in "the city of X" names a narrower place than X ("the city of London" is not
+# London, "the county of York" not York): compared as content there, framing elsewhere ("which
+# city is the capital of France").
+_SCOPES = frozenset("city county state province borough district region town municipality".split())
+# Who does what a question asks: "do I pay" and "do my parents pay" ask about other people. The
+# subject is the word after the auxiliary that opens the question; "you" and "one" are anyone.
+_OPENING_AUXILIARIES = frozenset("do does did can could should will would may must am".split())
+_QUESTION_WORDS = frozenset("how what where when why which who".split())
+_SPEAKERS = frozenset({"i", "we"})
+_OTHERS = frozenset("my our his her their he she they".split())
+
 
 @lru_cache(maxsize=65536)
 def lemma_of(word: str) -> str:
@@ -92,6 +103,9 @@ class Profile:
     roles: tuple[tuple[str, str], ...] = ()
     # (quantity class, the noun it counts as a lemma, whether that noun is said in the plural).
     quantities: tuple[tuple[str, str, bool], ...] = ()
+    # "speaker" (I, we), "other" (my parents, they) or "" for the subject of the question's
+    # opening auxiliary ("how do I pay" / "do my parents pay").
+    subject: str = ""
 
 
 def canonical_of(word: str) -> str:
@@ -141,7 +155,12 @@ def profile(text: str) -> Profile:
     roles: list[tuple[str, str]] = []
     pending_direction = False
     pending_role = ""
-    for previous, word in zip(["", *words], words, strict=False):
+    scoped = {
+        i
+        for i in range(1, len(words) - 1)
+        if words[i] in _SCOPES and (words[i - 1], words[i + 1]) == ("the", "of")
+    }
+    for i, (previous, word) in enumerate(zip(["", *words], words, strict=False)):
         if word in _REFERENCES or (previous, word) == ("ahead", "of"):
             pending_role = f"reference {previous if word == 'of' else word}"
         if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
@@ -153,7 +172,7 @@ def profile(text: str) -> Profile:
         if _NUMBER.fullmatch(word):  # compared as numbers
             continue
         canonical = canonical_of(word)
-        if word in FRAMING or canonical in FRAMING or canonical in STOPWORDS:
+        if (word in FRAMING or canonical in FRAMING or canonical in STOPWORDS) and i not in scoped:
             continue
         if pending_direction:
             directions.append((content[-1], canonical))
@@ -176,7 +195,20 @@ def profile(text: str) -> Profile:
         sources=tuple(sorted(sources)),
         roles=tuple(roles),
         quantities=_quantities(words),
+        subject=_subject(words),
     )
+
+
+def _subject(words: list[str]) -> str:
+    """Who the auxiliary opening the question (after its question word) asks about: "speaker"
+    ("how do I", "can we"), "other" ("do my parents", "can they") or "" (anyone, or no such
+    opening: "how to", "do you")."""
+    start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
+    if len(words) < start + 2 or words[start] not in _OPENING_AUXILIARIES:
+        return ""  # "how to do my taxes": "do" is the verb there
+    if words[start + 1] in _SPEAKERS:
+        return "speaker"
+    return "other" if words[start + 1] in _OTHERS else ""
 
 
 def _quantities(words: list[str]) -> tuple[tuple[str, str, bool], ...]:

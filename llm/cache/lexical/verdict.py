@@ -50,6 +50,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "direction"
     if other_quantity(a, b):
         return "quantity"
+    if {a.subject, b.subject} == {"speaker", "other"}:
+        return "subject"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"

@@ -49,11 +49,22 @@ def _adverb_of(longer: str, shorter: str) -> bool:
     )
 
 
+def _agent_and_patient(a: str, b: str) -> bool:
+    """Do `a` and `b` name the one who acts and the one acted on, from one stem ("employer" /
+    "employee", "trainer" / "trainee", "payer" / "payee", "mentor" / "mentee")? Two people."""
+    return any(
+        x.endswith("ee") and y.endswith(("er", "or")) and len(x) > 5 and x[:-2] == y[:-2]
+        for x, y in ((a, b), (b, a))
+    )
+
+
 def _related(a: str, b: str) -> bool:
     """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
         return True
     if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
+        return False
+    if _agent_and_patient(a, b):
         return False
     if _stem_of(a, b) or _stem_of(b, a) or _adverb_of(a, b) or _adverb_of(b, a):
         return True
