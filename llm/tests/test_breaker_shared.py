@@ -97,7 +97,7 @@ def test_worker_processes_share_one_breaker_through_redis(fault):
     with redis_database() as index:
         env = base_env(
             REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}",
-            LLM_BREAKER_COOLDOWN="6",
+            LLM_BREAKER_COOLDOWN="20",  # the refused worker must ask while open, however busy
             LOG_LEVEL="WARNING",
         )
         url = fault.base_url("shared")
