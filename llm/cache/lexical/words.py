@@ -75,15 +75,7 @@ def _related(a: str, b: str) -> bool:
 
 def _unmatched(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
     """Words of `a` left when each is paired with a different word of `b` in the same form."""
-    left = list(b)
-    missing = []
-    for word in a:
-        pair = next((i for i, other in enumerate(left) if _related(word, other)), None)
-        if pair is None:
-            missing.append(word)
-        else:
-            del left[pair]
-    return missing
+    return _pair(list(a), list(b), _related)[0]
 
 
 def _forms(word: str, profile: Profile) -> set[str]:
