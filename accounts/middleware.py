@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -21,13 +22,21 @@ DEFAULT_RETRY_AFTER = 60
 
 
 class RateLimitedMiddleware:
-    """Turn django-ratelimit's Ratelimited (a PermissionDenied, so 403) into 429 + Retry-After."""
+    """Turn django-ratelimit's Ratelimited (a PermissionDenied, so 403) into 429 + Retry-After.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    Async-capable (it only has process_exception), so an async chain (/v1/,
+    chat/openai_compat/asgi.py) does not hop to a thread for it."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+    def __call__(self, request: HttpRequest) -> Any:
+        return self.get_response(request)  # a coroutine when the chain is async
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, Ratelimited):

@@ -10,7 +10,8 @@ the event's code. accounts never imports chat: the group names and the event are
 Close codes (docs/protocol.md): 4401 the credential ended (key revoked, expired or deleted,
 signed out, user deactivated); 4403 the user was removed from an organisation.
 
-The same events make the handshake cache (accounts/ws_auth.py) forget: `handshakes_forget`
+The same events make the handshake cache (accounts/ws_auth.py) and the API key cache
+(accounts/services.py api_key_use) forget: `handshakes_forget`
 gives a group a new mark (a random token) in the shared cache once the change commits, and a
 cached handshake is used only while its user's, its session's and the global mark are still
 the ones it read before its own database reads. Besides what
@@ -101,15 +102,42 @@ def handshakes_forget(*, group: str) -> None:
     transaction.on_commit(lambda: _forget(group))
 
 
+def marks_lifetime() -> float:
+    """How long a mark is kept (seconds): past the longest-lived entry kept under it (the
+    handshake cache, the API key cache); 0 when neither caches."""
+    ttl = max(settings.WS_HANDSHAKE_CACHE_SECONDS, settings.API_KEY_CACHE_SECONDS)
+    return ttl + 60 if ttl > 0 else 0
+
+
+def marks_read(groups: list[str]) -> dict[str, str] | None:
+    """The current mark of each group (a missing one is set to a fresh one first); None when
+    the shared cache does not answer, so nothing may be cached or used from a cache."""
+    keys = [handshake_mark_key(group) for group in groups]
+    try:
+        found = handshake_cache().get_many(keys)
+        if missing := [key for key in keys if found.get(key) is None]:
+            # Never "no mark": a mark evicted or expired would then match entries kept before
+            # it was set. A fresh one (kept only if none was set meanwhile) matches none.
+            for key in missing:
+                handshake_cache().add(key, uuid.uuid4().hex, marks_lifetime())
+            found.update(handshake_cache().get_many(missing))
+    except Exception:
+        logger.warning("access marks unavailable", exc_info=True)
+        return None
+    if any(found.get(key) is None for key in keys):
+        return None
+    return {group: found[handshake_mark_key(group)] for group in groups}
+
+
 def _forget(group: str) -> None:
-    ttl = settings.WS_HANDSHAKE_CACHE_SECONDS
-    if ttl <= 0:
+    lifetime = marks_lifetime()
+    if lifetime <= 0:
         return
     try:
         # A new mark matches no entry kept before it. Entries are only kept under marks that
-        # exist (accounts/ws_auth.py sets a missing one), so a mark evicted or expired later
-        # is replaced by another that matches nothing either.
-        handshake_cache().set(handshake_mark_key(group), uuid.uuid4().hex, ttl + 60)
+        # exist (marks_read sets a missing one), so a mark evicted or expired later is
+        # replaced by another that matches nothing either.
+        handshake_cache().set(handshake_mark_key(group), uuid.uuid4().hex, lifetime)
     except Exception:
         # Cache down: entries in it cannot be read either; one cached just before the outage
         # may still be used until it expires (WS_HANDSHAKE_CACHE_SECONDS).
@@ -141,8 +169,12 @@ def _signed_out(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None
 
 @receiver(post_save, sender=ApiKey, dispatch_uid="accounts.revocation.key_saved")
 def _key_saved(sender: Any, instance: ApiKey, created: bool, **kwargs: Any) -> None:
-    if not created and not instance.is_active:
+    if created:
+        return
+    if not instance.is_active:
         api_key_ended(key_id=instance.pk)
+    else:  # e.g. a new expiry: a cached look-up of the key (accounts/services.py) is stale
+        handshakes_forget(group=api_key_group(instance.pk))
 
 
 @receiver(post_delete, sender=ApiKey, dispatch_uid="accounts.revocation.key_deleted")

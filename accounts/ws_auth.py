@@ -19,7 +19,6 @@ allowed one, so a foreign page cannot use a ticket against us either.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -40,7 +39,7 @@ from accounts.revocation import (
     MEMBERSHIP_ENDED,
     api_key_group,
     handshake_cache,
-    handshake_mark_key,
+    marks_read,
     session_group,
     user_group,
 )
@@ -177,22 +176,7 @@ def _handshake_marks(*, session_key: str | None, user_id: Any = None) -> dict[st
         groups = [session_group(session_key), EVERY_HANDSHAKE]
     else:
         groups = [user_group(int(user_id))]
-    keys = [handshake_mark_key(group) for group in groups]
-    try:
-        found = handshake_cache().get_many(keys)
-        if missing := [key for key in keys if found.get(key) is None]:
-            # Never "no mark": a mark evicted or expired would then match entries kept before
-            # it was set. A fresh one (kept only if none was set meanwhile) matches none.
-            lifetime = settings.WS_HANDSHAKE_CACHE_SECONDS + 60
-            for key in missing:
-                handshake_cache().add(key, uuid.uuid4().hex, lifetime)
-            found.update(handshake_cache().get_many(missing))
-    except Exception:  # the cache is down: look it up in the database, do not keep it
-        logger.warning("handshake cache unavailable", exc_info=True)
-        return None
-    if any(found.get(key) is None for key in keys):
-        return None
-    return {group: found[handshake_mark_key(group)] for group in groups}
+    return marks_read(groups)
 
 
 def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:

@@ -22,6 +22,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.ws_auth import ProgramAuthMiddleware, session_auth_stack  # noqa: E402
+from chat.openai_compat.asgi import api_routed  # noqa: E402
 from chat.outage import OutageGuard  # noqa: E402
 from chat.replies.dispatch import RememberEventLoop  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -34,7 +35,8 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else
 application = RememberEventLoop(
     ProtocolTypeRouter(
         {
-            "http": http_app,
+            # /v1/: its own middleware, on the loop (chat/openai_compat/asgi.py).
+            "http": api_routed(http_app),
             # Programs (one-time ticket or API key) or browsers (origin check + session); a
             # handshake that meets a Redis outage is told so (chat/outage.py).
             "websocket": OutageGuard(

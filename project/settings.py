@@ -434,6 +434,11 @@ ACCESS_RECHECK_INTERVAL = env_float("ACCESS_RECHECK_INTERVAL", 5.0)
 # shared cache, so reconnecting after a replica's death needs no database; whatever changes
 # access makes it forgotten at once (accounts/ws_auth.py). Only with a shared cache (Redis).
 WS_HANDSHAKE_CACHE_SECONDS = env_float("WS_HANDSHAKE_CACHE_SECONDS", 900.0 if REDIS_URL else 0.0)
+# An API key's look-up (key, user, organisation, membership) is kept this long (seconds) in each
+# process, used only while the access marks in the shared cache are the ones read before it was
+# looked up: a revocation, deactivation or removal reaches every replica's next request
+# (accounts/services.py api_key_use). Only with a shared cache (Redis); 0 turns it off.
+API_KEY_CACHE_SECONDS = env_float("API_KEY_CACHE_SECONDS", 300.0 if REDIS_URL else 0.0)
 # Budgets: a flat price per token, for replies whose deployment has no prices. A reservation
 # holds the larger of this and the deployments' own prices (llm/pricing.py), so 0 (default)
 # still bounds cost budgets wherever deployments are priced.

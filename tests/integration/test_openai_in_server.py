@@ -206,3 +206,35 @@ def test_a_failing_deployment_fails_over_to_the_next(topo, upstream, http):
     assert (row["status"], row["content"]) == ("complete", "From the second tier."), row
     assert upstream.count("tier0") >= 1 and upstream.count("tier1") == 1
     assert_nothing_queued_on_celery(topo)
+
+
+MAKE_OWN_KEY = """
+from accounts.services import account_create, api_key_create
+user = account_create(username="revoked-{tag}", password=None)
+print(api_key_create(user=user, organisation=user.personal_organisation, name="cached").raw)
+"""
+
+
+def test_a_key_cached_by_every_replica_is_refused_by_each_once_revoked(topo):
+    """Each replica keeps a key's look-up (accounts/services.py api_key_use); the revocation
+    made through one replica reaches the next request on the other, with no wait."""
+    raw = (
+        manage("shell", "-c", MAKE_OWN_KEY.format(tag=uuid.uuid4().hex[:8]), env=topo.env)
+        .strip()
+        .splitlines()[-1]
+    )
+    auth = {"Authorization": f"Bearer {raw}"}
+    replicas = [f"http://127.0.0.1:{port}" for port in topo.daphne_ports]
+    assert len(replicas) >= 2
+    for base in replicas:
+        for _ in range(3):  # the third use is answered from the replica's cache
+            assert httpx.get(f"{base}/v1/models", headers=auth, timeout=30).status_code == 200
+    prefix = raw.split("_")[1]
+    listed = httpx.get(f"{replicas[0]}/api/v1/keys", headers=auth, timeout=30).json()
+    (key_id,) = [key["id"] for key in listed if key["prefix"] == prefix]
+    revoked = httpx.delete(f"{replicas[0]}/api/v1/keys/{key_id}", headers=auth, timeout=30)
+    assert revoked.status_code == 204
+    for base in reversed(replicas):
+        refused = httpx.get(f"{base}/v1/models", headers=auth, timeout=30)
+        assert refused.status_code == 401, (base, refused.text)
+        assert refused.json()["error"]["code"] == "invalid_api_key"
