@@ -32,6 +32,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Kombu's Redis transport options that change key names or routing: with any of them set, the
 # short way would push where the worker does not read.
 _KEY_CHANGING_OPTIONS = frozenset({"global_keyprefix", "sep", "priority_steps", "fanout_prefix"})
+# Arguments the short way sends as plain JSON; others (kombu's encoder also takes dates,
+# decimals, UUIDs) go through Celery.
+_PLAIN = frozenset({int, str, float, bool, type(None)})
 # Sent only when something listens, as Celery does (celery-types does not show `receivers`).
 _BEFORE_PUBLISH: Any = signals.before_task_publish
 _AFTER_PUBLISH: Any = signals.after_task_publish
@@ -42,7 +45,8 @@ class QuickPublishTask(Task):  # type: ignore[misc]
     machinery: the message protocol v2 headers and body, kombu's Redis envelope, the
     before/after_task_publish signals (trace context, request id, publish time:
     project/observability/celery.py), the retry policy and its OperationalError when the broker
-    cannot be reached. chat/tests/test_task_publish.py pins the message against Celery's own."""
+    cannot be reached. tests/integration/test_task_publish.py pins the message against Celery's
+    own."""
 
     def apply_async(
         self,
@@ -65,6 +69,7 @@ class QuickPublishTask(Task):  # type: ignore[misc]
             or shadow
             or options.keys() != {"queue"}
             or not isinstance(queue, str)
+            or any(type(arg) not in _PLAIN for arg in args or ())
             or (plan := _plan_for(self)) is None
             or self.app.current_worker_task is not None  # a child task: Celery sets its parent
         ):
