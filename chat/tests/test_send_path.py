@@ -219,3 +219,40 @@ def test_a_repeated_client_id_answers_with_the_earlier_reply(owner, organisation
     assert (again.user_message.pk, again.reply.pk) == (first.user_message.pk, first.reply.pk)
     assert Conversation.objects.filter(owner=owner).count() == 1  # the repeat's rolled back
     assert len(celery_dispatch) == 1
+
+
+# --- the generation task's publish (project/celery.py) -----------------------------------------
+
+
+@pytest.fixture
+def broker_nowhere(settings):
+    """Celery generation whose Redis broker does not answer (nothing listens on its port)."""
+    from project.celery import app, publish_plans_forget
+    from tests.harness.processes import free_port
+
+    settings.GENERATION_BACKEND = "celery"
+    before = app.conf.broker_url
+    app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"
+    publish_plans_forget()
+    yield
+    app.conf.broker_url = before
+    publish_plans_forget()
+
+
+async def test_a_send_with_the_broker_down_is_an_internal_error_and_keeps_the_message(
+    owner, broker_nowhere
+):
+    """The socket is told (`internal`, logged), and what was sent is saved: the user message,
+    and its reply pending until the reaper ends it (docs/protocol.md, "When the generator
+    dies")."""
+    ws = await connect_as(owner)
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "anyone?", "client_id": "down"}
+    )
+    error = (await receive_until(ws, "error", timeout=30))[-1]
+    assert (error["code"], error["retryable"], error["message"]) == ("internal", False, None)
+    user_message = await Message.objects.aget(client_id="down")
+    assert user_message.content == "anyone?"
+    reply = await Message.objects.aget(reply_to=user_message)
+    assert reply.status == Message.Status.PENDING
+    await ws.disconnect()
