@@ -41,7 +41,7 @@ def until(check, what: str):
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300, func_only=True)
 def test_an_upload_is_ingested_by_celery_and_cited_through_nginx(topology: Topology) -> None:
     key = manage("shell", "-c", KEY, env=topology.env).strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {key}"}

@@ -144,7 +144,7 @@ async def sender_and_follower(topo: Topology, label: str) -> tuple[Client, Clien
 # --- The faults ----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 @shows_logs
 async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Topology) -> None:
     """`cancel` sent through a socket on another replica stops the generation in the worker
@@ -185,7 +185,7 @@ async def test_cancel_on_another_replica_stops_the_reply_everywhere(topo: Topolo
     print(f"cancel: `done` cancelled on all {len(clients)} sockets within {slowest:.2f} s")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300, func_only=True)
 @shows_logs
 async def test_fifty_cancels_on_another_replica_stop_generation_and_the_upstream(
     topo: Topology,
@@ -254,7 +254,7 @@ async def test_fifty_cancels_on_another_replica_stop_generation_and_the_upstream
     assert closed[-1] < CANCEL_ALL_WITHIN and done[-1] < CANCEL_ALL_WITHIN
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(150, func_only=True)
 @shows_logs
 async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Topology) -> None:
     """SIGKILL the replica holding several streaming sockets: each client reconnects through
@@ -292,7 +292,7 @@ async def test_replica_killed_mid_stream_every_client_resumes_exactly(topo: Topo
     print(f"replica killed: {len(cut)} clients resumed after seq {list(held_at_kill.values())}")
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(150, func_only=True)
 @shows_logs
 async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     """SIGKILL the Celery worker (its whole process group) mid-stream: the reaper ends the
@@ -359,7 +359,7 @@ async def test_worker_killed_mid_stream_reply_ends_once(topo: Topology) -> None:
     )
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(150, func_only=True)
 @shows_logs
 async def test_the_only_worker_killed_mid_stream_the_replicas_end_the_reply(topo: Topology) -> None:
     """No worker comes back: the Daphne replicas reap too (REAP_IN_SERVER), so the reply still
@@ -411,7 +411,7 @@ async def freeze_ahead_of_checkpoint(
     raise AssertionError("never caught a client ahead of the checkpoint")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 @shows_logs
 async def test_redis_outage_mid_stream_recovers_without_restarts(topo: Topology) -> None:
     """Stop Redis (channel layer, cache, broker) for a few seconds while replies stream, then
@@ -453,7 +453,7 @@ async def test_redis_outage_mid_stream_recovers_without_restarts(topo: Topology)
     print(f"redis outage: socket drops per client {drops}, frame errors {errors}, live {lives}")
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(240, func_only=True)
 @shows_logs
 async def test_duplicate_sends_make_one_message_and_one_generation_each(topo: Topology) -> None:
     """1,000 sends: 500 client ids, each sent at the same moment over two sockets on different
@@ -557,7 +557,7 @@ def assert_no_complete_reply_is_truncated(topo: Topology) -> None:
     )
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 def test_no_complete_reply_is_truncated(topo: Topology) -> None:
     assert_no_complete_reply_is_truncated(topo)
     stuck = topo.query(

@@ -62,7 +62,7 @@ def topo(upstream: FaultServer) -> Iterator[Topology]:
         yield topology
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300, func_only=True)
 async def test_a_server_killed_mid_reply_ends_it_once_started_again(topo: Topology) -> None:
     """SIGKILL Daphne while a client holds more of a reply than PostgreSQL does, start it
     again: within the reap window the reply is failed (`interrupted`), its stored text holds

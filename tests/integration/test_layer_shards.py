@@ -71,7 +71,7 @@ async def socket_to(topo: Topology, replica: int):  # type: ignore[no-untyped-de
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(240, func_only=True)
 async def test_a_reply_reaches_another_replicas_socket_through_the_second_redis(
     topo: Topology, second_redis: int
 ) -> None:

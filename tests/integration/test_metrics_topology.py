@@ -39,7 +39,7 @@ def scrape(url: str) -> Samples:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300, func_only=True)
 async def test_a_streamed_reply_is_counted_once_across_daphne_and_the_worker(topo) -> None:
     topology, worker_port = topo
     web_url = f"http://127.0.0.1:{topology.daphne_ports[0]}/metrics"
@@ -109,7 +109,7 @@ async def test_a_streamed_reply_is_counted_once_across_daphne_and_the_worker(top
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 def test_the_replica_is_ready_and_live_and_its_metrics_are_protected(topo) -> None:
     topology, worker_port = topo
     base = f"http://127.0.0.1:{topology.daphne_ports[0]}"
@@ -122,7 +122,7 @@ def test_the_replica_is_ready_and_live_and_its_metrics_are_protected(topo) -> No
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300, func_only=True)
 def test_a_real_replica_that_lost_redis_is_not_ready_but_live_and_ready_again_after() -> None:
     with production_topology(replicas=1, nginx=False, worker=False, name="readiness") as topo:
         base = f"http://127.0.0.1:{topo.daphne_ports[0]}"

@@ -57,7 +57,7 @@ def topology() -> Iterator[Topology]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 def test_healthz_and_static_through_nginx(topology: Topology) -> None:
     with topology.logs_on_failure(), httpx.Client(base_url=topology.base, timeout=10) as client:
         health = client.get("/healthz")
@@ -92,7 +92,7 @@ def test_healthz_and_static_through_nginx(topology: Topology) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 async def test_websocket_refused_without_session_or_from_foreign_origin(
     topology: Topology,
 ) -> None:
@@ -107,7 +107,7 @@ async def test_websocket_refused_without_session_or_from_foreign_origin(
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 async def test_reply_streams_through_nginx_and_matches_postgres(topology: Topology) -> None:
     with topology.logs_on_failure():
         ws = await open_socket(topology)
@@ -144,7 +144,7 @@ async def test_reply_streams_through_nginx_and_matches_postgres(topology: Topolo
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 async def test_every_replica_delivers_the_same_stream(topology: Topology) -> None:
     """Six sockets (least_conn puts half on each replica) follow one conversation; the worker's
     deltas reach all of them through the Redis channel layer, whichever replica holds them."""
@@ -225,7 +225,7 @@ def test_compose_nginx_and_dockerfile_agree() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 async def test_subscriber_joining_mid_stream_gets_the_whole_reply(topology: Topology) -> None:
     """A second tab that subscribes while a reply streams (before its first checkpoint) ends
     up with the whole text: the consumer fills the part it missed from PostgreSQL."""
@@ -259,7 +259,7 @@ async def test_subscriber_joining_mid_stream_gets_the_whole_reply(topology: Topo
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 async def test_replica_killed_mid_stream_loses_nothing(topology: Topology) -> None:
     """SIGKILL the replica holding the sender's socket while its reply streams: the worker goes
     on, the other replica's subscriber hears it all, and the sender reconnects through nginx
