@@ -35,7 +35,7 @@ from chat.replies.tasks import generate_on_database_lane, generate_reply
 from core.observability.context import handoff
 from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
-from llm.providers.base import ProviderConfig
+from llm.providers.base import ProviderConfig, ProviderError
 from llm.router import provider_choose
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,23 @@ def reply_create(
     event_publish_on_commit(conversation.pk, message_event(reply))
     transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
     return reply
+
+
+def reply_dispatch_again(reply: Message) -> None:
+    """Start a repeated send's reply if it never started.
+
+    The first dispatch runs after its transaction commits and can fail (the broker down) with
+    the messages saved, so a client that re-sends the same client_id must get its reply going,
+    not a reply left pending until the reaper ends it. A start is harmless when the first one
+    did get through: only one generation claims a pending reply (lifecycle.reply_start).
+    """
+    if reply.status != Message.Status.PENDING:
+        return
+    try:
+        provider = provider_choose(pinned=str(reply.routing.get("alias", "")))
+    except ProviderError:
+        return  # its model is gone: the reaper ends it as it would have
+    dispatch_generation(reply.pk, provider)
 
 
 class RememberEventLoop:

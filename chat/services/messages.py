@@ -20,7 +20,7 @@ from chat import selectors
 from chat.errors import ChatError
 from chat.events import event_publish_on_commit, message_event, superseded_event
 from chat.models import Conversation, Message
-from chat.replies.dispatch import reply_create
+from chat.replies.dispatch import reply_create, reply_dispatch_again
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
 from core.errors import ParleyError
@@ -52,13 +52,16 @@ def message_text_clean(text: object) -> str:
 def send_earlier(*, author: User, organisation_id: int, client_id: str) -> SendResult | None:
     """What an earlier send with this client id made in this organisation, if there was one
     (idempotency). The same id in another organisation is another message: a client reusing
-    "c-1" there must not reach this organisation's conversation."""
+    "c-1" there must not reach this organisation's conversation. Its reply is started if it
+    never was (reply_dispatch_again)."""
     user_message = Message.objects.filter(
         author=author, organisation_id=organisation_id, client_id=client_id
     ).first()
     if user_message is None:
         return None
-    return SendResult(user_message=user_message, reply=_current_reply(user_message), created=False)
+    reply = _current_reply(user_message)
+    reply_dispatch_again(reply)
+    return SendResult(user_message=user_message, reply=reply, created=False)
 
 
 def _current_reply(user_message: Message) -> Message:

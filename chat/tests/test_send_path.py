@@ -218,7 +218,9 @@ def test_a_repeated_client_id_answers_with_the_earlier_reply(owner, organisation
     assert not again.created
     assert (again.user_message.pk, again.reply.pk) == (first.user_message.pk, first.reply.pk)
     assert Conversation.objects.filter(owner=owner).count() == 1  # the repeat's rolled back
-    assert len(celery_dispatch) == 1
+    # The repeat starts the still-pending reply again (its first start may have failed); only
+    # one generation can claim it (test_a_doubled_send_generates_its_reply_once).
+    assert celery_dispatch == [(first.reply.pk,), (first.reply.pk,)]
 
 
 # --- the generation task's publish (project/celery.py) -----------------------------------------
@@ -255,4 +257,44 @@ async def test_a_send_with_the_broker_down_is_an_internal_error_and_keeps_the_me
     assert user_message.content == "anyone?"
     reply = await Message.objects.aget(reply_to=user_message)
     assert reply.status == Message.Status.PENDING
+    await ws.disconnect()
+
+
+async def test_the_same_send_again_once_the_broker_is_back_starts_its_reply(
+    owner, broker_nowhere, settings
+):
+    """Re-sending the client_id of a send whose dispatch failed answers with the first result
+    (`created` false) and gets its reply going, instead of leaving it pending for the reaper."""
+    ws = await connect_as(owner)
+    frame = {"type": "send", "conversation": None, "text": "anyone?", "client_id": "again"}
+    await ws.send_json_to(frame)
+    assert (await receive_until(ws, "error", timeout=30))[-1]["code"] == "internal"
+
+    settings.GENERATION_BACKEND = "inprocess"  # the generator is reachable again
+    await ws.send_json_to(frame)
+    ack = (await receive_until(ws, "ack", timeout=30))[-1]
+    assert ack["created"] is False
+    done = [f for f in await receive_until(ws, "done", timeout=60) if f["type"] == "done"][-1]
+    assert (done["message"], done["status"]) == (ack["reply"], "complete")
+    assert await Message.objects.filter(client_id="again").acount() == 1
+    await ws.disconnect()
+
+
+async def test_a_doubled_send_generates_its_reply_once(owner, settings):
+    """The twin of a send whose reply is already on its way starts it again, and the claim lets
+    only one generation run: one reply, one provider call's text."""
+    settings.GENERATION_BACKEND = "inprocess"
+    ws = await connect_as(owner)
+    frame = {"type": "send", "conversation": None, "text": "twice", "client_id": "twin"}
+    await ws.send_json_to(frame)
+    await ws.send_json_to(frame)
+    acks = []
+    while len(acks) < 2:
+        acks += [f for f in await receive_until(ws, "ack", timeout=30) if f["type"] == "ack"]
+    assert [a["created"] for a in acks] == [True, False]
+    assert acks[0]["reply"] == acks[1]["reply"]
+    await receive_until(ws, "done", timeout=60)
+    reply = await Message.objects.aget(pk=acks[0]["reply"])
+    assert reply.status == Message.Status.COMPLETE
+    assert await Message.objects.filter(reply_to__client_id="twin").acount() == 1
     await ws.disconnect()
