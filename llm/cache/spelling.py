@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-# Words an acronym may skip ("estimated time of arrival" is ETA).
-_SKIPPED = frozenset({"of", "and", "the", "for", "to", "in", "on", "a"})
+# Words an acronym may skip ("estimated time of arrival" is ETA, "pounds per square inch" PSI).
+_SKIPPED = frozenset({"of", "and", "the", "for", "to", "in", "on", "a", "per"})
 _ACRONYM_LENGTHS = range(2, 7)
 
 
@@ -79,6 +79,11 @@ def _pair_compounds(
         joined = canonical(first + second)
         if joined in other_content:
             only = _drop(only, [canonical(first), canonical(second)])
+            other_only = _drop(other_only, [joined])
+    for word in words:
+        # A verb and particle read as one word ("work out") written as one ("workout").
+        if " " in word and (joined := canonical(word.replace(" ", ""))) in other_content:
+            only = _drop(only, [canonical(word)])
             other_only = _drop(other_only, [joined])
     return only, other_only
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from llm.cache.everyday import ABBREVIATION_PHRASES, FRACTIONS
 from llm.cache.lexicon import PHRASES, SYMBOLS
 
 SPACE = re.compile(r"\s+")
@@ -65,7 +66,11 @@ _CHAT = [
 _TRAILING_FILLER = re.compile(
     r"[\s,!.?]*\b(?:lol|lmao|haha|pls|plz|please|help|any ideas|anyone|thoughts)[\s?!.]*$"
 )
-_PHRASES = [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
+_PHRASES = [
+    (re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl)
+    for pattern, repl in [*PHRASES, *ABBREVIATION_PHRASES]
+]
+_FRACTIONS = [(re.compile(pattern), repl) for pattern, repl in FRACTIONS]
 
 
 def normalise(text: str) -> str:
@@ -90,6 +95,8 @@ def rewrite(text: str) -> str:
         lowered = trimmed
     while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
         lowered = _GREETING.sub("", unframed)
+    for fraction, share in _FRACTIONS:
+        lowered = fraction.sub(share, lowered)
     for pattern, replacement in SYMBOLS:
         lowered = pattern.sub(replacement, lowered)
     lowered = SPACE.sub(" ", lowered)

@@ -1,0 +1,234 @@
+"""Everyday vocabulary WordNet does not pair, for the lexical check (llm/cache/lexical/): phrasal
+verbs and the verb they mean ("get over" / recover, "hand in" / submit), synonyms its synsets
+keep apart (toxic / poisonous, rude / impolite, keep / store), common abbreviations written out
+("do it yourself" / DIY, "over the counter" / OTC, "the United States" / the US) and a country's
+adjective for the country (French / France).
+
+Only words that mean the same in a question in any of the domains people ask about (cooking,
+travel, health, money, software, law, school, home, pets, sport, languages, units, work,
+shopping, cars, gardening, parenting, forms, weather); a word with a second common meaning that
+would pair it wrongly is left out ("work out" is to calculate or to exercise, "pick up" to
+learn or to collect, "turn up" to arrive or to raise). Never two different things of one kind:
+no entity, number, unit or opposite is made equal to another here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# A verb and its particle (as lemma and particle) that mean one plain verb: merged into that
+# verb before comparing, so "hand in my thesis" is "submit my thesis". Only where the verb and
+# particle mean this whatever follows them.
+PHRASAL_VERBS: dict[str, str] = {
+    "get over": "recover",
+    "hand in": "submit",
+    "send in": "submit",
+    "fill in": "complete",
+    "fill out": "complete",
+    "show up": "arrive",
+    "fall asleep": "fall asleep",
+    "nod off": "fall asleep",
+    "doze off": "fall asleep",
+    "drift off": "fall asleep",
+    "throw away": "discard",
+    "throw out": "discard",
+    "look for": "search",
+    "search for": "search",
+    "look up": "search",
+    "look after": "care",
+    "look into": "investigate",
+    "find out": "learn",
+    "cut back": "reduce",
+    "cut down": "reduce",
+    "pay back": "repay",
+    "pay off": "repay",
+    "pass away": "die",
+    "put together": "assemble",
+    "take apart": "disassemble",
+    "heat up": "heat",
+    "put off": "postpone",
+    "call off": "cancel",
+    "give up": "quit",
+}
+# Particles a verb may take in PHRASAL_VERBS ("hand in", "look for"); the ones the lexical check
+# reads as a direction (up, down, off, out...) keep doing so after any other verb.
+PARTICLES = frozenset(phrase.split()[1] for phrase in PHRASAL_VERBS)
+# An object pronoun between a verb and its particle: "throw it away", "look them up".
+OBJECT_PRONOUNS = frozenset({"it", "them", "this", "that", "these", "those", "him", "her"})
+
+# Words one for another in a question, which WordNet's first senses do not pair (mostly
+# adjectives, whose synonyms WordNet files under "similar to", not in one synset).
+_GROUPS = [
+    "toxic poisonous",
+    "rude impolite",
+    "expensive costly pricey",
+    "cheap affordable inexpensive",
+    "illegal unlawful",
+    "legal lawful",
+    "harmful dangerous unsafe",
+    "normal usual",
+    "enough sufficient adequate",
+    "broken damaged",
+    "tired fatigued exhausted",
+    "clog block",
+    "unclog unblock",
+    "leaky leaking leak drip dripping",
+    "document paperwork",
+    "company firm",
+    "boss manager",
+    "salary wage pay",
+    "fire dismiss sack",
+    "quit resign",
+    "exam test examination",
+    "teacher instructor",
+    "student pupil",
+    "toilet loo restroom washroom",
+    "pharmacy chemist drugstore",
+    "cv resume",
+    "car vehicle automobile",
+    "hood bonnet",
+    "trunk boot",
+    "lawn grass",
+    "daycare nursery childcare",
+    "tantrum meltdown",
+    "keep store",
+    "prevent avoid",
+    "defrost thaw",
+    "folder directory",
+    "rail train",
+    "journey trip",
+    "tummy stomach belly",
+]
+_GROUP_OF: dict[str, frozenset[str]] = {
+    word: frozenset(group.split()) for group in _GROUPS for word in group.split()
+}
+# "fall asleep" is one word here (PHRASAL_VERBS): "how to fall asleep faster" is "how to sleep
+# faster".
+_GROUP_OF["fall asleep"] = _GROUP_OF["sleep"] = frozenset({"fall asleep", "sleep"})
+
+
+def everyday_synonymous(a: str, b: str) -> bool:
+    """Are `a` and `b` (lemmas) one word for the same thing in an everyday question, where
+    WordNet does not say so ("toxic" / "poisonous", "keep" / "store")?"""
+    return a != b and b in _GROUP_OF.get(a, frozenset())
+
+
+# A country's adjective and its name: "French towns" are "towns in France". The adjective is
+# also the language ("in French"), which a question about the country does not ask about, so
+# these pair only words the other side lacks (never "French" with "Germany").
+COUNTRIES: dict[str, str] = {
+    "american": "usa",
+    "british": "uk",
+    "scottish": "scotland",
+    "welsh": "wales",
+    "irish": "ireland",
+    "french": "france",
+    "german": "germany",
+    "spanish": "spain",
+    "italian": "italy",
+    "portuguese": "portugal",
+    "dutch": "netherlands",
+    "belgian": "belgium",
+    "swiss": "switzerland",
+    "austrian": "austria",
+    "swedish": "sweden",
+    "norwegian": "norway",
+    "danish": "denmark",
+    "finnish": "finland",
+    "polish": "poland",
+    "greek": "greece",
+    "turkish": "turkey",
+    "russian": "russia",
+    "ukrainian": "ukraine",
+    "czech": "czechia",
+    "hungarian": "hungary",
+    "chinese": "china",
+    "japanese": "japan",
+    "korean": "korea",
+    "indian": "india",
+    "thai": "thailand",
+    "vietnamese": "vietnam",
+    "indonesian": "indonesia",
+    "australian": "australia",
+    "canadian": "canada",
+    "mexican": "mexico",
+    "brazilian": "brazil",
+    "argentinian": "argentina",
+    "egyptian": "egypt",
+    "moroccan": "morocco",
+    "nigerian": "nigeria",
+    "kenyan": "kenya",
+    "israeli": "israel",
+    "icelandic": "iceland",
+}
+
+
+# Short forms that are also a common word the check never compares ("us"): a side that says
+# the long form adds nothing when the other says the short one.
+SHORT_FORMS = {"usa": "us"}
+
+
+def country_of(a: str, b: str) -> bool:
+    """Is one of `a` and `b` the adjective of the other, a country ("french" / "france")?"""
+    return COUNTRIES.get(a) == b or COUNTRIES.get(b) == a
+
+
+# Abbreviations written out, and spellings of one place, rewritten before the words are split
+# (lower case, whole words). The acronym rule (llm/cache/spelling.py) pairs most acronyms with
+# their words; these are the ones it cannot: the words are small ("do it yourself"), the
+# letters are not their initials (tsp), or the short form is also a word ("us").
+ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
+    (r"do[- ]it[- ]yourself", "diy"),
+    (r"over[- ]the[- ]counter", "otc"),
+    (r"for your information", "fyi"),
+    (r"frequently asked questions?", "faq"),
+    (r"(?:an? |the )?(?:mri|magnetic resonance imaging)(?: scans?)?", "an mri"),
+    (r"(?:an? |the )?(?:ct|cat|computed tomography) scans?", "a ct scan"),
+    (r"(?:the )?united states(?: of america)?", "the usa"),
+    (r"(?:the )?u\.s\.(?:a\.)?", "the usa"),
+    (r"the us(?!\w)", "the usa"),
+    (
+        r"us(?= (?:citizens?|passports?|visas?|president|embassy|residents?|government|states?|"
+        r"tax|taxes|army|elections?|customs|border|military|congress|senate|constitution)\b)",
+        "usa",
+    ),
+    (r"(?<!latin )(?<!south )(?<!north )(?<!central )(?<!bank of )america(?![\w])", "the usa"),
+    (r"(?:the )?united kingdom", "the uk"),
+    (r"(?:the )?u\.k\.", "the uk"),
+    (r"(?:great )?britain", "the uk"),
+    (r"teaspoons?|tsps?", "teaspoon"),
+    (r"tablespoons?|tbsps?|tbs", "tablespoon"),
+    (r"fl\.? oz", "fluid ounce"),
+    (r"sq\.? ?(?:ft|feet|foot)|square f(?:ee|oo)t|ft2|ft²", "square foot"),
+    (r"sq\.? ?m|square met(?:re|er)s?|m2|m²", "square metre"),
+    (r"qts?", "quart"),
+    (r"gals?", "gallon"),
+    (r"yds?", "yard"),
+    (r"kcals?|cals", "calorie"),
+    (r"(?:id|identity|identification) cards?|identification", "id"),
+    (r"photo id", "id"),
+    (r"(?:zip|post|postal) ?codes?", "postcode"),
+    (r"(?:atm|cash ?machine|cashpoint)s?", "atm"),
+    (r"(?:checking|current) accounts?", "checking account"),
+    (r"(?:driver'?s|drivers|driving) (\w+)", r"driving \1"),
+    (r"(?:gas|petrol|filling|service) stations?", "gas station"),
+    (r"(?:car ?park|parking lot|parking garage)s?", "parking lot"),
+    (r"(?:motor|engine) oil", "oil"),
+    (r"(?:stomach|tummy|belly) ?aches?", "stomachache"),
+    (r"(?:high blood pressure|hypertension)", "hypertension"),
+    (r"(?:wireless (?:network|internet)|wi-?fi network)", "wifi"),
+    (r"(?:text messages?|sms(?: messages?)?)", "text message"),
+    (r"(?:a |one )?half (?:a |of a )?dozen", "6"),
+    (r"(?:a |one )dozen", "12"),
+    # "is it ok to" asks whether it is safe to.
+    (r"(?:(?:is it|it is) |^)(?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
+    (r"take(?:s|n|ing)? care of", "care for"),
+]
+
+# A fraction before a word is that word's share ("1/2 an avocado" is "half an avocado"),
+# rewritten before "/" splits words.
+FRACTIONS: list[tuple[str, str]] = [
+    (r"(?<![\d/.,])1/2(?= ?[a-z])", "half "),
+    (r"(?<![\d/.,])1/4(?= ?[a-z])", "quarter "),
+    (r"(?<![\d/.,])3/4(?= ?[a-z])", "three quarter "),
+]
