@@ -185,7 +185,7 @@ ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     (r"(?:an? |the )?(?:mri|magnetic resonance imaging)(?: scans?)?", "an mri"),
     (r"(?:an? |the )?(?:ct|cat|computed tomography) scans?", "a ct scan"),
     (r"(?:the )?united states(?: of america)?", "the usa"),
-    (r"(?:the )?u\.s\.(?:a\.)?", "the usa"),
+    (r"(?:the )?u\.s\.(?:a\.)?(?! dollars?\b)", "the usa"),
     (r"the us(?!\w)", "the usa"),
     (
         r"us(?= (?:citizens?|passports?|visas?|president|embassy|residents?|government|states?|"
@@ -223,12 +223,49 @@ ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     # "is it ok to" asks whether it is safe to.
     (r"(?:(?:is it|it is) |^)(?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
     (r"take(?:s|n|ing)? care of", "care for"),
+    # "how expensive is X" asks its price, like "how much does X cost".
+    (r"how (?:expensive|costly|pricey) (?:is|are|was|were)", "price"),
 ]
 
-# A fraction before a word is that word's share ("1/2 an avocado" is "half an avocado"),
-# rewritten before "/" splits words.
-FRACTIONS: list[tuple[str, str]] = [
+# Rewritten before "/" splits words: a fraction before a word is that word's share ("1/2 an
+# avocado" is "half an avocado"), and an age in years ("3yo", "3 y/o") is "3 year old".
+WRITTEN_FIRST: list[tuple[str, str]] = [
     (r"(?<![\d/.,])1/2(?= ?[a-z])", "half "),
     (r"(?<![\d/.,])1/4(?= ?[a-z])", "quarter "),
     (r"(?<![\d/.,])3/4(?= ?[a-z])", "three quarter "),
+    (r"(?<![\w.])(\d+) ?(?:yo|y/o|y\.o\.|yr old|yrs old)(?!\w)", r"\1 year old"),
 ]
+
+# Common short forms of words, spelled out (chat, school, home, calendar); the lexical check's
+# own table (lexicon.ABBREVIATIONS) takes them in. Not a short form that is another common word
+# ("sat", "sun", "wed", "mar", "may").
+ABBREVIATED_WORDS: dict[str, str] = {
+    "carb": "carbohydrate",
+    "carbs": "carbohydrate",
+    "temp": "temperature",
+    "tv": "television",
+    "fav": "favorite",
+    "fave": "favorite",
+    "vid": "video",
+    "vids": "video",
+    "apt": "apartment",
+    "dr": "doctor",
+    "tix": "ticket",
+    "hw": "homework",
+    "intl": "international",
+    "bldg": "building",
+    "ave": "avenue",
+    "mon": "monday",
+    "tue": "tuesday",
+    "tues": "tuesday",
+    "thu": "thursday",
+    "thur": "thursday",
+    "thurs": "thursday",
+    "fri": "friday",
+    "feb": "february",
+    "apr": "april",
+    "aug": "august",
+    "sept": "september",
+    "oct": "october",
+    "nov": "november",
+}

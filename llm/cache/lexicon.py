@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from django.conf.locale import LANG_INFO
 
+from llm.cache.everyday import ABBREVIATED_WORDS
+
 _SMALL_NUMBER = (
     r"\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
     r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty"
@@ -226,7 +228,8 @@ PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     # you very much in Japanese"; not "how is coffee in Italian", "what is the word order in
     # German grammar").
     (
-        r"^(?!(?:how|what|why|when|where|which|who|is|are|can|do|does|should|best|good)\b)"
+        r"^(?!(?:how|what|why|when|where|which|who|is|are|can|do|does|should|best|good|"
+        r"translate)\b)"
         rf"((?:\S+ ){{0,4}}?\S+) in {_LANGUAGE}[?.!]*$",
         r"translate \1 in \2",
     ),
@@ -586,6 +589,7 @@ ABBREVIATIONS |= {
     "bucks": "dollar",
     "quid": "gbp",
 }
+ABBREVIATIONS |= ABBREVIATED_WORDS
 
 SYNONYMS: dict[str, str] = {
     word: group.split()[0] for group in _SYNONYM_GROUPS for word in group.split()
