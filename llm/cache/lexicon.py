@@ -228,7 +228,7 @@ PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     # you very much in Japanese"; not "how is coffee in Italian", "what is the word order in
     # German grammar").
     (
-        r"^(?!(?:how|what|why|when|where|which|who|is|are|can|do|does|should|best|good|"
+        r"^(?!(?:how|what|why|when|where|which|who|is|are|can|do|does|should|best|"
         r"translate)\b)"
         rf"((?:\S+ ){{0,4}}?\S+) in {_LANGUAGE}[?.!]*$",
         r"translate \1 in \2",

@@ -73,6 +73,9 @@ _OPENING_AUXILIARIES = frozenset("do does did can could should will would may mu
 _QUESTION_WORDS = frozenset("how what where when why which who".split())
 _SPEAKERS = frozenset({"i", "we"})
 _OTHERS = frozenset("my our his her their he she they".split())
+# A form of "be" opening the question names its person only with a pronoun.
+_OPENING_BE = frozenset("is are was were".split())
+_PERSONS = frozenset("he she they".split())
 
 
 @lru_cache(maxsize=65536)
@@ -215,7 +218,13 @@ def _subject(words: list[str]) -> str:
     ("how do I", "can we"), "other" ("do my parents", "can they") or "" (anyone, or no such
     opening: "how to", "do you")."""
     start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
-    if len(words) < start + 2 or words[start] not in _OPENING_AUXILIARIES:
+    if len(words) < start + 2:
+        return ""
+    if words[start] in _OPENING_BE:
+        # "are we allowed to" / "is he allowed to"; "is my dog overweight" asks about a thing.
+        subject = words[start + 1]
+        return "speaker" if subject in _SPEAKERS else "other" if subject in _PERSONS else ""
+    if words[start] not in _OPENING_AUXILIARIES:
         return ""  # "how to do my taxes": "do" is the verb there
     if words[start + 1] in _SPEAKERS:
         return "speaker"
