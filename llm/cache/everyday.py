@@ -98,10 +98,57 @@ _GROUPS = [
     "rail train",
     "journey trip",
     "tummy stomach belly",
+    "tough hard",
+    "huge enormous massive",
+    "smart intelligent clever",
+    "sad unhappy",
+    "scared afraid frightened",
+    "worried worry anxious",
+    "sick ill unwell",
+    "smelly stinky",
+    "wet damp",
+    "cold chilly",
+    "loud noisy",
+    "rich wealthy",
+    "old elderly",
+    "healthy nutritious",
+    "risky dangerous",
+    "real genuine authentic",
+    "shot vaccination vaccine jab",
+    "pill tablet",
+    "password passcode",
+    "restart reboot",
+    "start launch",
+    "plant sow",
+    "grow cultivate",
+    "hang mount",
+    "install fit",
+    "attach fasten",
+    "remove eliminate",
+    "lose misplace",
+    "teach educate",
+    "enroll enrol signup",
+    "cancel terminate",
+    "arrive reach",
+    "post mail",
+    "pay settle",
+    "save conserve",
+    "replace change",
+    "message text",
+    "call ring phone",
+    "heat warm",
+    "wash clean",
+    "mow cut",
 ]
+# Pairs that are not groups: "make" is "cook", "bake" or "earn" in a question, but to cook is
+# not to bake, nor to earn.
+_PAIRS = ["make cook", "make bake", "make prepare", "make earn", "cook prepare"]
 _GROUP_OF: dict[str, frozenset[str]] = {
     word: frozenset(group.split()) for group in _GROUPS for word in group.split()
 }
+for _pair in _PAIRS:
+    for _word in _pair.split():
+        _GROUP_OF[_word] = _GROUP_OF.get(_word, frozenset()) | frozenset(_pair.split())
 # "fall asleep" is one word here (PHRASAL_VERBS): "how to fall asleep faster" is "how to sleep
 # faster".
 _GROUP_OF["fall asleep"] = _GROUP_OF["sleep"] = frozenset({"fall asleep", "sleep"})
@@ -223,6 +270,9 @@ ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     # "is it ok to" asks whether it is safe to.
     (r"(?:(?:is it|it is) |^)(?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
     (r"take(?:s|n|ing)? care of", "care for"),
+    (r"(?:least (?:expensive|costly)|lowest[- ]cost|most affordable)", "cheapest"),
+    (r"(?:shopping (?:centre|center|mall)|mall)s?", "mall"),
+    (r"(?:pay|salary) rise", "raise"),
     # "how expensive is X" asks its price, like "how much does X cost".
     (r"how (?:expensive|costly|pricey) (?:is|are|was|were)", "price"),
 ]

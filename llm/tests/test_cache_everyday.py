@@ -104,3 +104,21 @@ def test_a_be_opening_names_its_person_by_pronoun():
     assert refused("are we allowed to park here", "are they allowed to park here") == "subject"
     # A thing after "is my" is no other person: the rule does not read it.
     assert profile("is my dog overweight").subject == ""
+
+
+def test_make_is_cook_bake_or_earn_but_those_stay_apart():
+    assert same("how do i make couscous", "how do i cook couscous") == ""
+    assert same("how do i make rye bread", "how do i bake rye bread") == ""
+    assert same("how much does a pilot make", "how much does a pilot earn") == ""
+    assert refused("how long to cook a salmon fillet", "how long to bake a salmon fillet")
+
+
+def test_everyday_synonym_is_read_from_the_word_said():
+    # "update" is compared as "change", which "replace" means; "update" does not.
+    assert same("how often should i replace my tyres", "how often should i change my tyres") == ""
+    assert refused("how often should i replace my phone", "how often should i update my phone")
+
+
+def test_least_expensive_is_cheapest():
+    assert same("cheapest way to ship a bike", "least expensive way to ship a bike") == ""
+    assert refused("cheapest way to ship a bike", "fastest way to ship a bike")

@@ -177,6 +177,12 @@ def _pair_typos(
     return only_a, only_b
 
 
+def _said_as(word: str, profile: Profile) -> set[str]:
+    """The lemmas `word` was said as, or the word: "update" for a "change" that was said
+    "update" (an everyday synonym of "change" is not one of "update")."""
+    return {lemma for canonical, lemma in profile.sources if canonical == word} or {word}
+
+
 def _pair_synonyms(
     only_a: list[str], only_b: list[str], a: Profile, b: Profile, *, loose: bool = False
 ) -> tuple[list[str], list[str]]:
@@ -184,29 +190,18 @@ def _pair_synonyms(
     "incorrect"), an everyday one WordNet misses ("toxic" / "poisonous") or, for a country's
     adjective, its name ("French" / "France"); entities, numbers and units have none that could
     pair them wrongly."""
-    left_b = list(only_b)
-    unpaired = []
-    for word in only_a:
-        forms = _forms(word, a)
-        pair = next(
-            (
-                i
-                for i, other in enumerate(left_b)
-                if any(
-                    (related_in_any_sense if loose else synonymous)(x, y)
-                    or everyday_synonymous(x, y)
-                    or country_of(x, y)
-                    for x in forms
-                    for y in _forms(other, b)
-                )
-            ),
-            None,
+    wordnet = related_in_any_sense if loose else synonymous
+
+    def paired(word: str, other: str) -> bool:
+        if any(wordnet(x, y) for x in _forms(word, a) for y in _forms(other, b)):
+            return True
+        return any(
+            everyday_synonymous(x, y) or country_of(x, y)
+            for x in _said_as(word, a)
+            for y in _said_as(other, b)
         )
-        if pair is None:
-            unpaired.append(word)
-        else:
-            del left_b[pair]
-    return unpaired, left_b
+
+    return _pair(only_a, only_b, paired)
 
 
 def content_difference(
