@@ -68,7 +68,9 @@ _GROUPS = [
     "harmful dangerous unsafe",
     "normal usual",
     "enough sufficient adequate",
-    "broken damaged",
+    "broken damaged break damage",
+    "abroad overseas oversea",
+    "booking reservation",
     "tired fatigued exhausted",
     "clog block",
     "unclog unblock",
@@ -142,7 +144,7 @@ _GROUPS = [
 ]
 # Pairs that are not groups: "make" is "cook", "bake" or "earn" in a question, but to cook is
 # not to bake, nor to earn.
-_PAIRS = ["make cook", "make bake", "make prepare", "make earn", "cook prepare"]
+_PAIRS = ["make cook", "make bake", "make prepare", "make earn", "cook prepare", "remove discard"]
 _GROUP_OF: dict[str, frozenset[str]] = {
     word: frozenset(group.split()) for group in _GROUPS for word in group.split()
 }
@@ -220,6 +222,8 @@ def country_of(a: str, b: str) -> bool:
     return COUNTRIES.get(a) == b or COUNTRIES.get(b) == a
 
 
+_WEEKDAYS = {"sat": "saturday", "sun": "sunday", "wed": "wednesday"}
+
 # Abbreviations written out, and spellings of one place, rewritten before the words are split
 # (lower case, whole words). The acronym rule (llm/cache/spelling.py) pairs most acronyms with
 # their words; these are the ones it cannot: the words are small ("do it yourself"), the
@@ -271,6 +275,17 @@ ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     (r"(?:(?:is it|it is) |^)(?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
     (r"take(?:s|n|ing)? care of", "care for"),
     (r"(?:least (?:expensive|costly)|lowest[- ]cost|most affordable)", "cheapest"),
+    # Bought used is second-hand ("used" alone only frames a question: "what is X used for").
+    (r"second[- ]hand|pre[- ]owned", "secondhand"),
+    (r"(a|an|buy|buying|bought|sell|selling|of) used(?= (?!to\b|for\b|by\b))", r"\1 secondhand"),
+    (r"used(?= (?:cars?|laptops?|phones?|bikes?|books?|furniture|clothes|items?)\b)", "secondhand"),
+    # A weekday short form that is also a word ("sat", "sun", "wed") after "on", "this"...
+    (r"(on|this|next|last|every) (sat|sun|wed)s?", lambda m: f"{m[1]} {_WEEKDAYS[m[2]]}"),
+    (r"grown[- ]ups?", "adult"),
+    # A product named with or without its maker: "Google Chrome" is "Chrome".
+    (r"google (chrome|maps|docs|sheets|drive|photos|calendar|translate|pixel)", r"\1"),
+    (r"microsoft (word|excel|teams|outlook|edge|powerpoint|onenote)", r"\1"),
+    (r"adobe (photoshop|acrobat|illustrator|premiere|lightroom)", r"\1"),
     (r"(?:shopping (?:centre|center|mall)|mall)s?", "mall"),
     (r"(?:pay|salary) rise", "raise"),
     # "how expensive is X" asks its price, like "how much does X cost".
