@@ -145,6 +145,7 @@ _GROUPS = [
 # Pairs that are not groups: "make" is "cook", "bake" or "earn" in a question, but to cook is
 # not to bake, nor to earn.
 _PAIRS = ["make cook", "make bake", "make prepare", "make earn", "cook prepare", "remove discard"]
+_PAIRS += ["teach train"]
 _GROUP_OF: dict[str, frozenset[str]] = {
     word: frozenset(group.split()) for group in _GROUPS for word in group.split()
 }
@@ -228,7 +229,7 @@ _WEEKDAYS = {"sat": "saturday", "sun": "sunday", "wed": "wednesday"}
 # (lower case, whole words). The acronym rule (llm/cache/spelling.py) pairs most acronyms with
 # their words; these are the ones it cannot: the words are small ("do it yourself"), the
 # letters are not their initials (tsp), or the short form is also a word ("us").
-ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
+EVERYDAY_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     (r"do[- ]it[- ]yourself", "diy"),
     (r"over[- ]the[- ]counter", "otc"),
     (r"for your information", "fyi"),
@@ -288,6 +289,25 @@ ABBREVIATION_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     (r"adobe (photoshop|acrobat|illustrator|premiere|lightroom)", r"\1"),
     (r"(?:shopping (?:centre|center|mall)|mall)s?", "mall"),
     (r"(?:pay|salary) rise", "raise"),
+    # Ways of asking how: "a guide to descaling a kettle", "instructions for ...".
+    (
+        r"(?:an? |the )?(?:step[- ]by[- ]step )?(?:guide|instructions|tutorial|walkthrough)"
+        r"(?: on| for| to)?(?= \w+ing\b)",
+        "how to",
+    ),
+    # Signs asked for as a question: "how do I know if my cat is ill" / "signs my cat is ill".
+    (r"how (?:do|can|would|could) (?:i|you|we|one) (?:know|tell)(?: if| whether| when)?", "signs"),
+    (r"how to (?:know|tell)(?: if| whether| when)", "signs"),
+    (r"(?:the )?formula (?:for|to calculate|to work out|of)", "calculate"),
+    (r"(?:at )?what age(?= (?:should|do|does|can|could|is|are|to)\b)", "when"),
+    (r"(?:is|are) (?:considered|deemed|classed as|regarded as)", "is"),
+    (r"(?:has|have|had|is|are) gone (?:off|bad|sour)", "is bad"),
+    # Removing a thing from a surface: "get rust off a chain" (not "get a day off").
+    (
+        r"get (?!(?:an? |the )?(?:days?|time|weeks?|work|bus|train|plane)\b)(\w+(?: \w+)?) off"
+        r"(?: of)?(?= (?:my |the |an? |your |his |her |their )?\w)",
+        r"remove \1 from",
+    ),
     # "how expensive is X" asks its price, like "how much does X cost".
     (r"how (?:expensive|costly|pricey) (?:is|are|was|were)", "price"),
 ]

@@ -149,3 +149,20 @@ def test_travel_words_wordnet_lacks():
     assert same("how to post a parcel overseas", "how to post a parcel abroad") == ""
     assert same("can i change my hotel booking", "can i change my hotel reservation") == ""
     assert refused("can i change my hotel booking", "can i change my flight booking")
+
+
+def test_ways_of_asking_how_and_whether():
+    assert same("how do i repot an orchid", "guide to repotting an orchid") == ""
+    assert same("how do i know if my hamster is sick", "signs my hamster is ill") == ""
+    assert same("how do i calculate a loan repayment", "formula for a loan repayment") == ""
+    assert same("at what age can kids use a trampoline", "when can kids use a trampoline") == ""
+    assert same("what resting heart rate is considered low", "what resting heart rate is low") == ""
+    assert same("how to tell if milk has gone off", "how to know if milk is bad") == ""
+    assert refused("how do i know if my hamster is sick", "how do i know if my hamster is bored")
+    assert refused("guide to repotting an orchid", "guide to watering an orchid")
+
+
+def test_get_a_thing_off_a_surface_is_remove_it_but_a_day_off_is_not():
+    assert same("how to get gum off shoes", "how to remove gum from shoes") == ""
+    assert refused("how to get gum off shoes", "how to get gum off a carpet") == "content"
+    assert "remove" not in profile("how can i get a day off work").content

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from llm.cache.everyday import ABBREVIATION_PHRASES, WRITTEN_FIRST
+from llm.cache.everyday import EVERYDAY_PHRASES, WRITTEN_FIRST
 from llm.cache.lexicon import PHRASES, SYMBOLS
 
 SPACE = re.compile(r"\s+")
@@ -69,8 +69,7 @@ _TRAILING_FILLER = re.compile(
 # Abbreviations written out first: "how much paint for 200 sq ft" is then read as a conversion
 # like "... 200 square feet".
 _PHRASES = [
-    (re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])"), repl)
-    for pattern, repl in ABBREVIATION_PHRASES
+    (re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])"), repl) for pattern, repl in EVERYDAY_PHRASES
 ] + [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
 _WRITTEN_FIRST = [(re.compile(pattern), repl) for pattern, repl in WRITTEN_FIRST]
 
