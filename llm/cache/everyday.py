@@ -137,7 +137,7 @@ _GROUPS = [
     "save conserve",
     "replace change",
     "message text",
-    "call ring phone",
+    "call ring",
     "heat warm",
     "wash clean",
     "mow cut",
@@ -146,12 +146,11 @@ _GROUPS = [
 # not to bake, nor to earn.
 _PAIRS = ["make cook", "make bake", "make prepare", "make earn", "cook prepare", "remove discard"]
 _PAIRS += ["teach train"]
-_GROUP_OF: dict[str, frozenset[str]] = {
-    word: frozenset(group.split()) for group in _GROUPS for word in group.split()
-}
-for _pair in _PAIRS:
-    for _word in _pair.split():
-        _GROUP_OF[_word] = _GROUP_OF.get(_word, frozenset()) | frozenset(_pair.split())
+_GROUP_OF: dict[str, frozenset[str]] = {}
+for _group in _GROUPS + _PAIRS:
+    for _word in _group.split():
+        # A word in two groups ("dangerous") pairs with the words of both.
+        _GROUP_OF[_word] = _GROUP_OF.get(_word, frozenset()) | frozenset(_group.split())
 # "fall asleep" is one word here (PHRASAL_VERBS): "how to fall asleep faster" is "how to sleep
 # faster".
 _GROUP_OF["fall asleep"] = _GROUP_OF["sleep"] = frozenset({"fall asleep", "sleep"})
@@ -273,7 +272,9 @@ EVERYDAY_PHRASES: list[tuple[str, str | Callable[..., str]]] = [
     (r"(?:a |one )?half (?:a |of a )?dozen", "6"),
     (r"(?:a |one )dozen", "12"),
     # "is it ok to" asks whether it is safe to.
-    (r"(?:(?:is it|it is) |^)(?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
+    # ("fine" only after "is it": "fine for speeding" asks for a penalty.)
+    (r"(?:is it|it is) (?:ok|okay|alright|all right|fine)(?= (?:to|for)\b)", "is it safe"),
+    (r"^(?:ok|okay|alright|all right)(?= (?:to|for)\b)", "is it safe"),
     (r"take(?:s|n|ing)? care of", "care for"),
     (r"(?:least (?:expensive|costly)|lowest[- ]cost|most affordable)", "cheapest"),
     # Bought used is second-hand ("used" alone only frames a question: "what is X used for").
