@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from django.conf.locale import LANG_INFO
 
+from llm.cache.everyday import ABBREVIATED_WORDS
+
 _SMALL_NUMBER = (
     r"\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
     r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty"
@@ -219,10 +221,28 @@ PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     # X", "translate X into French", and (short, ending the question) "cheese in French".
     (rf"what does (.+?) mean in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
     (rf"{_LANGUAGE} (?:word|words|term|phrase) for (.+?)[?.!]*$", r"translate \2 in \1"),
+    # "Spanish for where is the bathroom" (opening the question).
+    (rf"^{_LANGUAGE} for (.+?)[?.!]*$", r"translate \2 in \1"),
     (rf"translate (.+?) (?:to|into) {_LANGUAGE}", r"translate \1 in \2"),
-    (rf"^((?:\S+ ){{0,2}}?\S+) in {_LANGUAGE}[?.!]*$", r"translate \1 in \2"),
+    # A phrase of up to five words and the language, that is not itself a question ("thank
+    # you very much in Japanese"; not "how is coffee in Italian", "what is the word order in
+    # German grammar").
+    (
+        r"^(?!(?:how|what|why|when|where|which|who|is|are|can|do|does|should|best|"
+        r"translate)\b)"
+        rf"((?:\S+ ){{0,4}}?\S+) in {_LANGUAGE}[?.!]*$",
+        r"translate \1 in \2",
+    ),
+    (
+        rf"how (?:do|would|can|should) (?:i|you|we) write (.+?) in {_LANGUAGE}[?.!]*$",
+        r"translate \1 in \2",
+    ),
     (r"how do you say", "translate"),
     (r"how (?:do|would|can) (?:i|you|we) say", "translate"),
+    # Into English is what a foreign word means: "translate danke to English" / "what does
+    # danke mean".
+    (r"translate (.+?) in english[?.!]*$", r"what does \1 mean"),
+    (rf"pick(?:s|ed|ing)? up {_LANGUAGE}", r"learn \1"),
     (r"what is the number of", "how many"),
     (r"how many people live in", "population"),
     (r"how fast (?:does|do|is|are|can) (.+?) (?:travel|go|move|run)", r"speed \1"),
@@ -569,6 +589,7 @@ ABBREVIATIONS |= {
     "bucks": "dollar",
     "quid": "gbp",
 }
+ABBREVIATIONS |= ABBREVIATED_WORDS
 
 SYNONYMS: dict[str, str] = {
     word: group.split()[0] for group in _SYNONYM_GROUPS for word in group.split()

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-# Words an acronym may skip ("estimated time of arrival" is ETA).
-_SKIPPED = frozenset({"of", "and", "the", "for", "to", "in", "on", "a"})
+# Words an acronym may skip ("estimated time of arrival" is ETA, "pounds per square inch" PSI).
+_SKIPPED = frozenset({"of", "and", "the", "for", "to", "in", "on", "a", "per"})
 _ACRONYM_LENGTHS = range(2, 7)
 
 
 def _expansion(acronym: str, words: Sequence[str]) -> list[str] | None:
-    """The run of `words` whose initials spell `acronym`, skipping small words inside it."""
+    """The run of `words` whose initials spell `acronym`, skipping small words inside it
+    (returned too: "per" in "pounds per square inch" is part of what PSI says)."""
     for start in range(len(words)):
         if not words[start] or words[start][0] != acronym[0]:
             continue
@@ -29,7 +30,7 @@ def _expansion(acronym: str, words: Sequence[str]) -> list[str] | None:
                 break
             at += 1
         if found == len(acronym):
-            return [word for word in words[start:at] if word not in _SKIPPED]
+            return list(words[start:at])
     return None
 
 
@@ -54,7 +55,8 @@ def _pair_acronyms(
         run = _expansion(word, other_words)
         if run is None:
             continue
-        expanded = [canonical(part) for part in run]
+        skipped = [part for part in run if part in _SKIPPED]
+        expanded = [canonical(part) for part in run if part not in _SKIPPED]
         # Every content word of the expansion must be one the other side has and this side
         # lacks; a word the check never compares ("processing", "number", "time") may be in
         # it ("CPU", "PIN", "ETA"), but at most one, and two words must pair.
@@ -62,7 +64,7 @@ def _pair_acronyms(
         free = [part for part in expanded if part not in other_content]
         if len(paired) + len(free) == len(expanded) and len(paired) >= max(2, len(word) - 1):
             only = _drop(only, [word])
-            other_only = _drop(other_only, paired)
+            other_only = _drop(other_only, paired + skipped)
     return only, other_only
 
 
@@ -79,6 +81,11 @@ def _pair_compounds(
         joined = canonical(first + second)
         if joined in other_content:
             only = _drop(only, [canonical(first), canonical(second)])
+            other_only = _drop(other_only, [joined])
+    for word in words:
+        # A verb and particle read as one word ("work out") written as one ("workout").
+        if " " in word and (joined := canonical(word.replace(" ", ""))) in other_content:
+            only = _drop(only, [canonical(word)])
             other_only = _drop(other_only, [joined])
     return only, other_only
 

@@ -851,7 +851,8 @@ def test_known_words_and_names_a_letter_apart_are_never_typos():
     # Both are words (or both unknown names): a letter apart is another thing.
     assert refused("What is the capital of Austria?", "whats the capital of australia") == "content"
     assert refused("How do I install MySQL?", "how do i install mssql") == "content"
-    assert refused("How do I bake bread?", "how do i make bread") != ""
+    # (Not bake / make: to make bread is to bake it, an everyday synonym since.)
+    assert refused("How do I bake bread?", "how do i fake bread") != ""
     # Short words are not corrected: "cat" is not a typo of "car".
     assert refused("How do I wash my car?", "how do i wash my cst") != ""
     # Two edits only from eight letters on.

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import simplemma
 
+from llm.cache.everyday import OBJECT_PRONOUNS, PARTICLES, PHRASAL_VERBS
 from llm.cache.lexical.rewrite import SPACE, rewrite
 from llm.cache.lexicon import ABBREVIATIONS, FRAMING, STOPWORDS, SYNONYMS
 from llm.cache.synonyms import is_word
@@ -72,6 +73,9 @@ _OPENING_AUXILIARIES = frozenset("do does did can could should will would may mu
 _QUESTION_WORDS = frozenset("how what where when why which who".split())
 _SPEAKERS = frozenset({"i", "we"})
 _OTHERS = frozenset("my our his her their he she they".split())
+# A form of "be" opening the question names its person only with a pronoun.
+_OPENING_BE = frozenset("is are was were".split())
+_PERSONS = frozenset("he she they".split())
 
 
 @lru_cache(maxsize=65536)
@@ -79,6 +83,8 @@ def lemma_of(word: str) -> str:
     """The dictionary form, lower case ("Fahrenheit" comes back capitalised); an unknown plural
     loses its s ("dicts")."""
     lemma = str(simplemma.lemmatize(word, lang="en")).casefold()
+    if lemma.endswith("ll") and lemma != word and not is_word(lemma) and is_word(lemma[:-1]):
+        return lemma[:-1]  # British spelling: "travelling", "labelled" ("travell")
     if lemma == word and len(word) > 4 and word.endswith("s") and word[-2:] not in _NOT_PLURAL:
         return word[:-1]
     return lemma
@@ -122,14 +128,22 @@ def canonical_of(word: str) -> str:
 
 def _phrasal_verbs(words: list[str]) -> list[str]:
     """A verb and its particle as one word where WordNet has them as one ("call off" is
-    "cancel", "shut down" is "turn off"); the particle then sets no direction of its own, and
-    "call off" is still not "call"."""
+    "cancel", "shut down" is "turn off") or where they mean one plain verb (PHRASAL_VERBS:
+    "hand in" is "submit"), also with an object pronoun between them ("throw it away"); the
+    particle then sets no direction of its own, and "call off" is still not "call"."""
     out: list[str] = []
     for word in words:
-        if out and word in _PARTICLES and is_word(phrase := f"{lemma_of(out[-1])} {word}"):
-            out[-1] = phrase
-        else:
-            out.append(word)
+        if out and (word in _PARTICLES or word in PARTICLES):
+            # The verb is the word before the particle, or before an object pronoun there.
+            at = len(out) - 2 if len(out) > 1 and out[-1] in OBJECT_PRONOUNS else len(out) - 1
+            phrase = f"{lemma_of(out[at])} {word}"
+            if phrase in PHRASAL_VERBS:
+                out[at] = PHRASAL_VERBS[phrase]
+                continue
+            if word in _PARTICLES and is_word(phrase):
+                out[at] = phrase
+                continue
+        out.append(word)
     return out
 
 
@@ -204,7 +218,13 @@ def _subject(words: list[str]) -> str:
     ("how do I", "can we"), "other" ("do my parents", "can they") or "" (anyone, or no such
     opening: "how to", "do you")."""
     start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
-    if len(words) < start + 2 or words[start] not in _OPENING_AUXILIARIES:
+    if len(words) < start + 2:
+        return ""
+    if words[start] in _OPENING_BE:
+        # "are we allowed to" / "is he allowed to"; "is my dog overweight" asks about a thing.
+        subject = words[start + 1]
+        return "speaker" if subject in _SPEAKERS else "other" if subject in _PERSONS else ""
+    if words[start] not in _OPENING_AUXILIARIES:
         return ""  # "how to do my taxes": "do" is the verb there
     if words[start + 1] in _SPEAKERS:
         return "speaker"

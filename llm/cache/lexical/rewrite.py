@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from llm.cache.everyday import EVERYDAY_PHRASES, WRITTEN_FIRST
 from llm.cache.lexicon import PHRASES, SYMBOLS
 
 SPACE = re.compile(r"\s+")
@@ -65,7 +66,12 @@ _CHAT = [
 _TRAILING_FILLER = re.compile(
     r"[\s,!.?]*\b(?:lol|lmao|haha|pls|plz|please|help|any ideas|anyone|thoughts)[\s?!.]*$"
 )
-_PHRASES = [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
+# Abbreviations written out first: "how much paint for 200 sq ft" is then read as a conversion
+# like "... 200 square feet".
+_PHRASES = [
+    (re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])"), repl) for pattern, repl in EVERYDAY_PHRASES
+] + [(re.compile(rf"(?<![\w-]){pattern}(?![\w-])"), repl) for pattern, repl in PHRASES]
+_WRITTEN_FIRST = [(re.compile(pattern), repl) for pattern, repl in WRITTEN_FIRST]
 
 
 def normalise(text: str) -> str:
@@ -90,6 +96,8 @@ def rewrite(text: str) -> str:
         lowered = trimmed
     while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
         lowered = _GREETING.sub("", unframed)
+    for pattern, replacement in _WRITTEN_FIRST:
+        lowered = pattern.sub(replacement, lowered)
     for pattern, replacement in SYMBOLS:
         lowered = pattern.sub(replacement, lowered)
     lowered = SPACE.sub(" ", lowered)

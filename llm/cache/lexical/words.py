@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llm.cache.everyday import SHORT_FORMS, country_of, everyday_synonymous
 from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
@@ -176,32 +177,31 @@ def _pair_typos(
     return only_a, only_b
 
 
+def _said_as(word: str, profile: Profile) -> set[str]:
+    """The lemmas `word` was said as, or the word: "update" for a "change" that was said
+    "update" (an everyday synonym of "change" is not one of "update")."""
+    return {lemma for canonical, lemma in profile.sources if canonical == word} or {word}
+
+
 def _pair_synonyms(
     only_a: list[str], only_b: list[str], a: Profile, b: Profile, *, loose: bool = False
 ) -> tuple[list[str], list[str]]:
     """Pair each word one side lacks with a WordNet synonym the other side lacks ("wrong" /
-    "incorrect"); entities, numbers and units have none that could pair them wrongly."""
-    left_b = list(only_b)
-    unpaired = []
-    for word in only_a:
-        forms = _forms(word, a)
-        pair = next(
-            (
-                i
-                for i, other in enumerate(left_b)
-                if any(
-                    (related_in_any_sense if loose else synonymous)(x, y)
-                    for x in forms
-                    for y in _forms(other, b)
-                )
-            ),
-            None,
+    "incorrect"), an everyday one WordNet misses ("toxic" / "poisonous") or, for a country's
+    adjective, its name ("French" / "France"); entities, numbers and units have none that could
+    pair them wrongly."""
+    wordnet = related_in_any_sense if loose else synonymous
+
+    def paired(word: str, other: str) -> bool:
+        if any(wordnet(x, y) for x in _forms(word, a) for y in _forms(other, b)):
+            return True
+        return any(
+            everyday_synonymous(x, y) or country_of(x, y)
+            for x in _said_as(word, a)
+            for y in _said_as(other, b)
         )
-        if pair is None:
-            unpaired.append(word)
-        else:
-            del left_b[pair]
-    return unpaired, left_b
+
+    return _pair(only_a, only_b, paired)
 
 
 def content_difference(
@@ -245,6 +245,8 @@ def _typed(word: str, other: Profile) -> bool:
 def _said(word: str, other: Profile) -> bool:
     """Does the other question say `word` in another form or with a typo, as a word the check
     does not compare ("learn coding" / "learn to code": "code" only frames)?"""
+    if SHORT_FORMS.get(word) in other.words:  # "the USA" / "US restaurants"
+        return True
     return any(
         _typo_of(word, lemma) or _related(word, lemma) for lemma in map(lemma_of, other.words)
     )
