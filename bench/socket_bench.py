@@ -34,6 +34,7 @@ import os
 import random
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,84 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (nginx's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _tcp_ext() -> dict[str, int]:
+    """The kernel's TcpExt counters (/proc/net/netstat), as nstat shows them."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+    return {}
+
+
+def _accept_queues(ports: dict[str, int]) -> dict[str, str]:
+    """Each named listening port's accept queue: "waiting/backlog" (/proc/net/tcp)."""
+    by_port = {port: name for name, port in ports.items()}
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # LISTEN
+            continue
+        port = int(fields[1].split(":")[1], 16)
+        if port in by_port:
+            backlog, waiting = (int(x, 16) for x in fields[4].split(":"))
+            found[by_port[port]] = f"{waiting}/{backlog}"
+    return found
+
+
+class StormProbe(threading.Thread):
+    """Once a second while the storm lasts: CPU of each process (% of one core), the kernel's
+    listen-queue overflows, each listening port's accept queue, and how many are back. In a
+    thread of its own, so a busy client loop does not silence it."""
+
+    def __init__(self, pids: dict[str, list[int]], ports: dict[str, int], back: list[float]):
+        super().__init__(daemon=True)
+        self.pids, self.ports, self.back = pids, ports, back
+        self.stop = threading.Event()
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        last_cpu = {name: cpu_of(pids) for name, pids in self.pids.items()}
+        last_ext, last_t, last_back = _tcp_ext(), started, 0
+        while not self.stop.wait(1.0):
+            now = time.monotonic()
+            cpu = {}
+            for name, pids in self.pids.items():
+                try:
+                    cpu[name] = cpu_of(pids)
+                except OSError:  # the victim, once killed
+                    cpu[name] = last_cpu[name]
+            ext = _tcp_ext()
+            span = now - last_t
+            shares = " ".join(
+                f"{name} {100 * (cpu[name] - last_cpu[name]) / span:3.0f}%" for name in cpu
+            )
+            overflows = ext.get("ListenOverflows", 0) - last_ext.get("ListenOverflows", 0)
+            drops = ext.get("ListenDrops", 0) - last_ext.get("ListenDrops", 0)
+            back = len(self.back)
+            line = (
+                f"  {now - started:5.1f} s back {back:5d} (+{back - last_back:4d}) | {shares} | "
+                f"listen overflows +{overflows} drops +{drops} | accept queues "
+                + " ".join(f"{k} {v}" for k, v in _accept_queues(self.ports).items())
+            )
+            self.lines.append(line)
+            print(line, flush=True)
+            last_cpu, last_ext, last_t, last_back = cpu, ext, now, back
+
+
 class Socket:
     """One client: connects (again after a drop, when told to), answers pings."""
 
@@ -203,10 +282,27 @@ async def storm(
     topo: Topology, sockets: list[Socket], victim: str, deadline: float, first_spread: float
 ) -> dict[str, Any]:
     """Kill `victim`; every dropped client reconnects as the page does and pings."""
+    back: list[float] = []  # resumed: handshake done and a pong back
+    opened: list[float] = []  # handshake done
+    lost: dict[str, int] = {}
+    survivors = [role for role in topo.replicas if role != victim]
+    nginx = topo.pid("nginx")
+    probe = StormProbe(
+        {
+            **{role: [topo.pid(role)] for role in survivors},
+            "nginx": [nginx, *_children(nginx)],
+            "redis": [topo.pid("redis")],
+            "client": [os.getpid()],
+        },
+        {
+            **{role: topo.daphne_ports[topo.replicas.index(role)] for role in survivors},
+            "nginx": topo.nginx_port or 0,
+        },
+        back,
+    )
     killed_at = time.monotonic()
     await asyncio.to_thread(topo.kill, victim)
-    back: list[float] = []
-    lost: dict[str, int] = {}
+    probe.start()
 
     async def watch(sock: Socket) -> None:
         try:
@@ -225,6 +321,7 @@ async def storm(
                 # Like a browser, a handshake is not abandoned for another (this one only
                 # stops waiting when the measurement ends).
                 await sock.connect(timeout=left)
+                opened.append(time.monotonic() - killed_at)
                 await sock.ws.send(PING)
                 async with asyncio.timeout(10):
                     while '"pong"' not in await sock.ws.recv():
@@ -244,11 +341,15 @@ async def storm(
     started = time.monotonic()
     while time.monotonic() - killed_at < deadline and len(back) < dropped:
         await asyncio.sleep(0.25)
+    probe.stop.set()
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
     back.sort()
+    opened.sort()
     return {
+        "opened_p50_s": round(opened[len(opened) // 2], 1) if opened else None,
+        "opened_last_s": round(opened[-1], 1) if opened else None,
         "dropped": dropped,
         "back": len(back),
         "all_back_s": round(back[-1], 1) if back and len(back) >= dropped else None,
