@@ -33,6 +33,7 @@ import asyncio
 import os
 import random
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -155,17 +156,16 @@ def _tcp_ext() -> dict[str, int]:
 
 
 def _accept_queues(ports: dict[str, int]) -> dict[str, str]:
-    """Each named listening port's accept queue: "waiting/backlog" (/proc/net/tcp)."""
+    """Each named listening port's accept queue, "waiting/backlog" (`ss`: the kernel lists only
+    listening sockets, where /proc/net/tcp would list every socket of the run)."""
     by_port = {port: name for name, port in ports.items()}
+    out = subprocess.run(["ss", "-Hlnt"], capture_output=True, text=True, check=False).stdout
     found = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] != "0A":  # LISTEN
-            continue
-        port = int(fields[1].split(":")[1], 16)
+    for line in out.splitlines():
+        fields = line.split()  # State Recv-Q Send-Q Local-Address:Port Peer
+        port = int(fields[3].rsplit(":", 1)[1])
         if port in by_port:
-            backlog, waiting = (int(x, 16) for x in fields[4].split(":"))
-            found[by_port[port]] = f"{waiting}/{backlog}"
+            found[by_port[port]] = f"{fields[1]}/{fields[2]}"
     return found
 
 
