@@ -166,7 +166,7 @@ DAPHNE_LISTEN_BACKLOG = env_int("DAPHNE_LISTEN_BACKLOG", 4096)
 # reconnect storm queues instead of collapsing. 0: no limit.
 WS_HANDSHAKES_AT_ONCE = env_int("WS_HANDSHAKES_AT_ONCE", 32)
 WS_HANDSHAKE_QUEUE = env_int("WS_HANDSHAKE_QUEUE", 2000)
-WS_HANDSHAKE_WAIT_SECONDS = env_float("WS_HANDSHAKE_WAIT_SECONDS", 10.0)
+WS_HANDSHAKE_WAIT_SECONDS = env_float("WS_HANDSHAKE_WAIT_SECONDS", 20.0)
 WS_HANDSHAKE_RETRY_AFTER = env_int("WS_HANDSHAKE_RETRY_AFTER", 5)
 
 # --- Redis: the cache, when REDIS_URL is set -------------------------------------------------
