@@ -106,9 +106,17 @@ def _client() -> Any:
     import redis.asyncio
 
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    client: Any = _clients.get(loop)
     if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        # A blocking pool: redis-py's default asyncio pool holds one lock while it connects
+        # and checks a connection, so every frame of the process took its turn through that
+        # lock, one hand-over per pass of a busy event loop: in a reconnect storm a socket's
+        # first `pong` came ~7 s after its handshake, all of them together (docs/benchmarks.md,
+        # "The reconnect storm"). This one checks connections outside its lock.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=64, timeout=5, socket_timeout=2
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
         client.parley_script = client.register_script(_SCRIPT)
         _clients[loop] = client
     return client

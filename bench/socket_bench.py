@@ -11,8 +11,9 @@ allowed Origin) and goes through nginx. Phases, each measured:
 3. kill one replica (SIGKILL): every socket it held is dropped; each client reconnects as the
    page does (static/chat/transport.js: first after 0–10 s, then waits doubling from 1 s to
    10 s, each 50–100 % of that, never giving up, one handshake at a time) and sends a
-   `ping`: "resumed" once its `pong` is back. Time until all are back, and how many did not
-   make it in 30 s;
+   `ping`: "resumed" once its `pong` is back. Time until all are back (and until their
+   handshakes were), and how many did not make it in 30 s; once a second meanwhile, each
+   process's CPU, the kernel's listen-queue overflows and each listening port's accept queue;
 4. close every socket; server memory (RSS of each Daphne) before opening, when all were open,
    and `--settle` s after closing: KB per socket and how much came back.
 
@@ -20,7 +21,10 @@ A baseline in the same run: the same number of sockets against the bare ASGI app
 bench/floor_app.py on one Daphne, directly (no nginx, no Django): accepts/s and KB per socket
 there are the floor that Parley's numbers are ratios of.
 
-    .venv/bin/python bench/socket_bench.py --sockets 10000 --hold 60
+    .venv/bin/python bench/socket_bench.py --sockets 10000 --hold 60 [--clients 4]
+
+`--clients N` spreads the clients over N processes (each opens, holds and reconnects its share),
+so that one Python loop holding every socket is not what a storm measures.
 
 Loopback only, bounded: every phase has a deadline; the topology stops at the end. The process
 raises its own open-file limit to the hard limit (Daphne and nginx inherit it).
@@ -33,7 +37,9 @@ import asyncio
 import os
 import random
 import resource
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +137,83 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (nginx's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _tcp_ext() -> dict[str, int]:
+    """The kernel's TcpExt counters (/proc/net/netstat), as nstat shows them."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))
+    return {}
+
+
+def _accept_queues(ports: dict[str, int]) -> dict[str, str]:
+    """Each named listening port's accept queue, "waiting/backlog" (`ss`: the kernel lists only
+    listening sockets, where /proc/net/tcp would list every socket of the run)."""
+    by_port = {port: name for name, port in ports.items()}
+    out = subprocess.run(["ss", "-Hlnt"], capture_output=True, text=True, check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        fields = line.split()  # State Recv-Q Send-Q Local-Address:Port Peer
+        port = int(fields[3].rsplit(":", 1)[1])
+        if port in by_port:
+            found[by_port[port]] = f"{fields[1]}/{fields[2]}"
+    return found
+
+
+class StormProbe(threading.Thread):
+    """Once a second while the storm lasts: CPU of each process (% of one core), the kernel's
+    listen-queue overflows, each listening port's accept queue, and how many are back. In a
+    thread of its own, so a busy client loop does not silence it."""
+
+    def __init__(self, pids: dict[str, list[int]], ports: dict[str, int], back: list[float] | None):
+        super().__init__(daemon=True)
+        self.pids, self.ports, self.back = pids, ports, back
+        self.stop = threading.Event()
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        started = time.monotonic()
+        last_cpu = {name: cpu_of(pids) for name, pids in self.pids.items()}
+        last_ext, last_t, last_back = _tcp_ext(), started, 0
+        while not self.stop.wait(1.0):
+            now = time.monotonic()
+            cpu = {}
+            for name, pids in self.pids.items():
+                try:
+                    cpu[name] = cpu_of(pids)
+                except OSError:  # the victim, once killed
+                    cpu[name] = last_cpu[name]
+            ext = _tcp_ext()
+            span = now - last_t
+            shares = " ".join(
+                f"{name} {100 * (cpu[name] - last_cpu[name]) / span:3.0f}%" for name in cpu
+            )
+            overflows = ext.get("ListenOverflows", 0) - last_ext.get("ListenOverflows", 0)
+            drops = ext.get("ListenDrops", 0) - last_ext.get("ListenDrops", 0)
+            back = len(self.back) if self.back is not None else 0  # 0: counted elsewhere
+            line = (
+                f"  {now - started:5.1f} s back {back:5d} (+{back - last_back:4d}) | {shares} | "
+                f"listen overflows +{overflows} drops +{drops} | accept queues "
+                + " ".join(f"{k} {v}" for k, v in _accept_queues(self.ports).items())
+            )
+            self.lines.append(line)
+            print(line, flush=True)
+            last_cpu, last_ext, last_t, last_back = cpu, ext, now, back
+
+
 class Socket:
     """One client: connects (again after a drop, when told to), answers pings."""
 
@@ -200,12 +283,68 @@ async def hold(sockets: list[Socket], seconds: float, result: Result) -> None:
 
 
 async def storm(
-    topo: Topology, sockets: list[Socket], victim: str, deadline: float, first_spread: float
+    topo: Topology,
+    clients: list[Socket] | ClientProcesses,
+    victim: str,
+    deadline: float,
+    first_spread: float,
 ) -> dict[str, Any]:
     """Kill `victim`; every dropped client reconnects as the page does and pings."""
+    back: list[float] = []  # resumed: handshake done and a pong back (in this process)
+    client_pids = clients.pids if isinstance(clients, ClientProcesses) else [os.getpid()]
+    survivors = [role for role in topo.replicas if role != victim]
+    nginx = topo.pid("nginx")
+    probe = StormProbe(
+        {
+            **{role: [topo.pid(role)] for role in survivors},
+            "nginx": [nginx, *_children(nginx)],
+            "redis": [topo.pid("redis")],
+            "client": client_pids,
+        },
+        {
+            **{role: topo.daphne_ports[topo.replicas.index(role)] for role in survivors},
+            "nginx": topo.nginx_port or 0,
+        },
+        None if isinstance(clients, ClientProcesses) else back,
+    )
     killed_at = time.monotonic()
     await asyncio.to_thread(topo.kill, victim)
-    back: list[float] = []
+    probe.start()
+    if isinstance(clients, ClientProcesses):
+        parts = await clients.storm(killed_at, deadline)
+    else:
+        parts = [await reconnect(clients, killed_at, deadline, first_spread, back)]
+    probe.stop.set()
+    opened = sorted(t for part in parts for t in part["opened"])
+    back = sorted(t for part in parts for t in part["back"])
+    lost: dict[str, int] = {}
+    for part in parts:
+        for kind, count in part["lost"].items():
+            lost[kind] = lost.get(kind, 0) + count
+    dropped = sum(part["dropped"] for part in parts)
+    return {
+        "opened_p50_s": round(opened[len(opened) // 2], 1) if opened else None,
+        "opened_last_s": round(opened[-1], 1) if opened else None,
+        "dropped": dropped,
+        "back": len(back),
+        "all_back_s": round(back[-1], 1) if back and len(back) >= dropped else None,
+        "p50_back_s": round(back[len(back) // 2], 1) if back else None,
+        "retries": lost,
+    }
+
+
+async def reconnect(
+    sockets: list[Socket],
+    killed_at: float,
+    deadline: float,
+    first_spread: float,
+    back: list[float] | None = None,
+) -> dict[str, Any]:
+    """Every client whose socket dropped reconnects as the page does and pings, until the
+    deadline (counted from `killed_at`, a `time.monotonic()`: the same clock in every process).
+    `back` (seconds after the kill of each pong) grows as they come back."""
+    back = [] if back is None else back
+    opened: list[float] = []  # handshake done
     lost: dict[str, int] = {}
 
     async def watch(sock: Socket) -> None:
@@ -225,6 +364,7 @@ async def storm(
                 # Like a browser, a handshake is not abandoned for another (this one only
                 # stops waiting when the measurement ends).
                 await sock.connect(timeout=left)
+                opened.append(time.monotonic() - killed_at)
                 await sock.ws.send(PING)
                 async with asyncio.timeout(10):
                     while '"pong"' not in await sock.ws.recv():
@@ -241,21 +381,111 @@ async def storm(
     watchers = [asyncio.create_task(watch(s)) for s in sockets if s.ws is not None]
     await asyncio.sleep(2)  # the victim's sockets close within a moment of its death
     dropped = sum(not s.is_open for s in sockets)
-    started = time.monotonic()
     while time.monotonic() - killed_at < deadline and len(back) < dropped:
         await asyncio.sleep(0.25)
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
-    back.sort()
-    return {
-        "dropped": dropped,
-        "back": len(back),
-        "all_back_s": round(back[-1], 1) if back and len(back) >= dropped else None,
-        "p50_back_s": round(back[len(back) // 2], 1) if back else None,
-        "retries": lost,
-        "waited_s": round(time.monotonic() - started, 1),
-    }
+    return {"opened": opened, "back": list(back), "lost": lost, "dropped": dropped}
+
+
+class ClientProcesses:
+    """The clients spread over `count` processes (`--clients`), so that no single Python loop
+    holding thousands of sockets is what the storm measures. Each process opens its share,
+    reads them, and reconnects them after the kill; this one only gives commands."""
+
+    def __init__(
+        self, count: int, url: str, cookies: list[str], origin: str, args: argparse.Namespace
+    ) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")  # before this process runs a loop
+        self.conns: list[Any] = []
+        self.procs: list[Any] = []
+        for index in range(count):
+            mine, theirs = context.Pipe()
+            share = cookies[index::count]
+            batch = max(1, args.batch // count)
+            proc = context.Process(
+                target=_client_process,
+                args=(theirs, url, share, origin, batch, args.first_spread),
+                daemon=True,
+            )
+            proc.start()
+            self.conns.append(mine)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    async def ask(self, *command: Any) -> list[Any]:
+        for conn in self.conns:
+            conn.send(command)
+        return [await asyncio.to_thread(conn.recv) for conn in self.conns]
+
+    async def open(self, result: Result) -> None:
+        for conn in self.conns:
+            conn.send(("open",))
+        for opened, failed in [await asyncio.to_thread(conn.recv) for conn in self.conns]:
+            result.opened += opened
+            for kind, count in failed.items():
+                result.failed[kind] = result.failed.get(kind, 0) + count
+
+    async def hold(self, seconds: float, result: Result) -> None:
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            await asyncio.sleep(min(10.0, seconds - elapsed))
+            count = sum(await self.ask("count"))
+            result.held.append((round(time.monotonic() - started), count))
+            print(f"  held {count} of {result.sockets} at {result.held[-1][0]} s", flush=True)
+
+    async def storm(self, killed_at: float, deadline: float) -> list[dict[str, Any]]:
+        return await self.ask("storm", killed_at, deadline)
+
+    async def close(self) -> None:
+        await self.ask("close")
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def _client_process(
+    conn: Any, url: str, cookies: list[str], origin: str, batch: int, first_spread: float
+) -> None:
+    """One process's share of the clients, driven by ClientProcesses' commands."""
+
+    async def main() -> None:
+        sockets = [Socket(url, {"Cookie": cookie}, origin) for cookie in cookies]
+        result = Result("share", len(sockets))
+        await asyncio.to_thread(conn.recv)  # "open"
+        await open_all(sockets, batch, result)
+        conn.send((result.opened, result.failed))
+        readers = [asyncio.create_task(_read(s)) for s in sockets if s.ws is not None]
+        while True:
+            command, *rest = await asyncio.to_thread(conn.recv)
+            if command == "count":
+                conn.send(sum(s.is_open for s in sockets))
+            elif command == "storm":
+                for task in readers:
+                    task.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+                killed_at, deadline = rest
+                conn.send(await reconnect(sockets, killed_at, deadline, first_spread))
+            elif command == "close":
+                await close_all(sockets)
+                conn.send("closed")
+                return
+
+    asyncio.run(main())
+
+
+async def _read(sock: Socket) -> None:
+    """Read a socket until it closes (Daphne's pings are answered while reading)."""
+    try:
+        async for _ in sock.ws:
+            pass
+    except Exception:
+        pass
 
 
 async def close_all(sockets: list[Socket]) -> None:
@@ -270,9 +500,14 @@ def run(
     pids: dict[str, int],
     args: argparse.Namespace,
     topo: Topology | None = None,
+    cookies: list[str] | None = None,
 ) -> Result:
     result = Result(label, len(sockets))
     result.rss_before = {name: rss_kb(pid) for name, pid in pids.items()}
+    clients: list[Socket] | ClientProcesses = sockets
+    if topo is not None and cookies is not None and args.clients > 1:
+        cookies = [cookies[i % len(cookies)] for i in range(len(sockets))]
+        clients = ClientProcesses(args.clients, topo.ws_url, cookies, topo.base, args)
 
     async def main() -> None:
         samplers = []
@@ -280,7 +515,12 @@ def run(
             tag = label.split()[0]
             samplers = await asyncio.to_thread(py_spy_start, pids, args.profile, tag)
         cpu_before = cpu_of(list(pids.values()))
-        await open_all(sockets, args.batch, result)
+        if isinstance(clients, ClientProcesses):
+            started = time.monotonic()
+            await clients.open(result)
+            result.open_seconds = time.monotonic() - started
+        else:
+            await open_all(sockets, args.batch, result)
         result.cpu_open = cpu_of(list(pids.values())) - cpu_before
         await asyncio.to_thread(py_spy_stop, samplers)
         await asyncio.sleep(2)
@@ -293,15 +533,21 @@ def run(
             flush=True,
         )
         if topo is not None:
-            await hold(sockets, args.hold, result)
+            if isinstance(clients, ClientProcesses):
+                await clients.hold(args.hold, result)
+            else:
+                await hold(sockets, args.hold, result)
             if args.storm:
                 victim = topo.replicas[-1]
-                result.storm = await storm(topo, sockets, victim, args.deadline, args.first_spread)
+                result.storm = await storm(topo, clients, victim, args.deadline, args.first_spread)
                 print(f"  reconnect storm after killing {victim}: {result.storm}", flush=True)
                 pids.pop(victim)
                 result.rss_before.pop(victim)
                 result.rss_open.pop(victim)
-        await close_all(sockets)
+        if isinstance(clients, ClientProcesses):
+            await clients.close()
+        else:
+            await close_all(sockets)
         await asyncio.sleep(args.settle)
         result.rss_closed = {name: rss_kb(pid) for name, pid in pids.items()}
         print(
@@ -322,6 +568,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--batch", type=int, default=200, help="handshakes in flight")
+    parser.add_argument(
+        "--clients", type=int, default=1, help="processes the Parley clients are spread over"
+    )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds (the issue: 600)")
     parser.add_argument("--storm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
@@ -369,7 +618,8 @@ def main() -> None:
             for i in range(args.sockets)
         ]
         pids = {role: topo.pid(role) for role in topo.replicas}
-        result = run(f"parley ({args.replicas} replicas via nginx)", sockets, pids, args, topo)
+        label = f"parley ({args.replicas} replicas via nginx, {args.clients} client processes)"
+        result = run(label, sockets, pids, args, topo, cookies)
         held = min((n for _, n in result.held), default=result.opened)
         print(
             f"held at least {held} of {args.sockets} ({held / args.sockets:.2%}) for "

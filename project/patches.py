@@ -5,7 +5,11 @@ Each is applied only inside a Daphne process (tests and Celery import the ASGI m
 
 from __future__ import annotations
 
+import random
 import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,6 +21,7 @@ def daphne_patches_apply() -> None:
     _listen_backlog()
     _lean_input_queues()
     _autobahn_debug_formatting_lazy()
+    _handshakes_admitted_in_turn()
 
 
 def _close_oversized_messages() -> None:
@@ -165,3 +170,175 @@ def _lean_input_queues() -> None:
 
     setattr(Server, "create_application", create_application)  # noqa: B010
     setattr(Server, "_parley_patched", True)  # noqa: B010
+
+
+# --- WebSocket handshakes admitted in turn ---------------------------------------------------
+#
+# When a replica dies, its thousands of sockets reconnect to the survivors within seconds.
+# Daphne starts every handshake it reads, and each is a dozen steps on the event loop
+# (middleware, a database thread, channel-layer subscriptions, the accept): with thousands in
+# progress every step of every handshake waits for one step of all the others, so they finish
+# together, late, and past 30 s none finishes at all: the storm collapses instead of queueing
+# (docs/benchmarks.md, "The reconnect storm"). Here at most WS_HANDSHAKES_AT_ONCE handshakes of
+# a process are in progress; the next ones wait, costing nothing, in arrival order; one that
+# would wait past WS_HANDSHAKE_WAIT_SECONDS (or find WS_HANDSHAKE_QUEUE waiting already) is
+# answered at once with HTTP 503 and a Retry-After, so every connection gets an answer long
+# before autobahn's handshake timeout drops it unanswered, and the client backs off.
+
+
+class HandshakeTurn:
+    """One handshake's place: waiting, working (admitted), done, refused or left."""
+
+    __slots__ = ("arrived", "refuse", "start", "state")
+
+    def __init__(self, arrived: float, start: Callable[[], None], refuse: Callable[[], None]):
+        self.arrived, self.start, self.refuse = arrived, start, refuse
+        self.state = "waiting"
+
+
+class HandshakeAdmission:
+    """At most `at_once` handshakes working, up to `queue` waiting in arrival order for at most
+    `wait` seconds each; the rest refused. Plain bookkeeping: the caller says when a handshake
+    ended (`done`) or its connection went away while waiting (`leave`)."""
+
+    def __init__(
+        self, *, at_once: int, queue: int, wait: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.at_once, self.queue, self.wait, self.clock = at_once, queue, wait, clock
+        self.working = 0
+        self.waiting: deque[HandshakeTurn] = deque()
+        self.refused = 0  # since the process started
+
+    def arrive(self, start: Callable[[], None], refuse: Callable[[], None]) -> HandshakeTurn:
+        """`start()` now or when its turn comes, or `refuse()` (now, or once it waited too long)."""
+        turn = HandshakeTurn(self.clock(), start, refuse)
+        self.expire()
+        if self.working < self.at_once and not self.waiting:
+            self._start(turn)
+        elif len(self.waiting) < self.queue:
+            self.waiting.append(turn)
+        else:
+            self._refuse(turn)
+        return turn
+
+    def done(self, turn: HandshakeTurn) -> None:
+        """An admitted handshake was answered or lost: the next one's turn."""
+        if turn.state != "working":
+            return
+        turn.state = "done"
+        self.working -= 1
+        self._admit()
+
+    def leave(self, turn: HandshakeTurn) -> None:
+        """A waiting handshake's connection went away: it never starts."""
+        if turn.state == "waiting":
+            turn.state = "left"  # dropped from the queue when it reaches the front
+
+    def expire(self) -> None:
+        """Refuse every handshake that has waited `wait` seconds (the oldest are in front)."""
+        now = self.clock()
+        while self.waiting and (
+            self.waiting[0].state != "waiting" or now - self.waiting[0].arrived >= self.wait
+        ):
+            turn = self.waiting.popleft()
+            if turn.state == "waiting":
+                self._refuse(turn)
+
+    def _admit(self) -> None:
+        self.expire()
+        while self.working < self.at_once and self.waiting:
+            turn = self.waiting.popleft()
+            if turn.state == "waiting":
+                self._start(turn)
+
+    def _start(self, turn: HandshakeTurn) -> None:
+        turn.state = "working"
+        self.working += 1
+        turn.start()
+
+    def _refuse(self, turn: HandshakeTurn) -> None:
+        turn.state = "refused"
+        self.refused += 1
+        turn.refuse()
+
+
+def retry_after_seconds() -> int:
+    """A refused handshake's Retry-After: 1 to WS_HANDSHAKE_RETRY_AFTER seconds, at random, so
+    clients that obey it to the second still come back spread out."""
+    from django.conf import settings
+
+    return random.randint(1, max(1, settings.WS_HANDSHAKE_RETRY_AFTER))
+
+
+def _handshakes_admitted_in_turn() -> None:
+    """Daphne's WebSocket protocol with `HandshakeAdmission` in front of its `onConnect` (which
+    creates the application): see the comment above `HandshakeTurn`."""
+    from autobahn.websocket.types import ConnectionDeny
+    from daphne.ws_protocol import WebSocketProtocol
+    from django.conf import settings
+    from twisted.internet import defer, task
+
+    if getattr(WebSocketProtocol, "_parley_admission", None) is not None:
+        return
+    if settings.WS_HANDSHAKES_AT_ONCE <= 0:
+        return
+    admission = HandshakeAdmission(
+        at_once=settings.WS_HANDSHAKES_AT_ONCE,
+        queue=settings.WS_HANDSHAKE_QUEUE,
+        wait=settings.WS_HANDSHAKE_WAIT_SECONDS,
+    )
+    # Waiting handshakes are refused on time even while none ends.
+    task.LoopingCall(admission.expire).start(0.5, now=False)
+    on_connect, on_close = WebSocketProtocol.onConnect, WebSocketProtocol.onClose
+    fail_handshake = WebSocketProtocol.failHandshake
+
+    def refusal(protocol: Any) -> ConnectionDeny:
+        protocol._parley_retry_after = retry_after_seconds()
+        return ConnectionDeny(503, "Service Unavailable")
+
+    def admitted_on_connect(self: Any, request: Any) -> Any:
+        answer: defer.Deferred[Any] = defer.Deferred()
+        refused: list[ConnectionDeny] = []
+
+        def start() -> None:
+            handshake = defer.maybeDeferred(on_connect, self, request)
+            handshake.addBoth(ended)
+            handshake.chainDeferred(answer)
+
+        def ended(result: Any) -> Any:
+            admission.done(self._parley_turn)
+            return result
+
+        def refuse() -> None:
+            refused.append(refusal(self))
+            if queued:
+                answer.errback(refused[-1])
+
+        queued = False  # refused on arrival: raised below, which autobahn answers the same
+        self._parley_turn = admission.arrive(start, refuse)
+        queued = True
+        if refused:
+            raise refused[-1]
+        return answer
+
+    def admitted_on_close(self: Any, *args: Any, **kwargs: Any) -> Any:
+        turn = getattr(self, "_parley_turn", None)
+        if turn is not None and turn.state in ("waiting", "refused", "left"):
+            admission.leave(turn)
+            return None  # never reached Daphne: nothing of it to clean up
+        if turn is not None:
+            admission.done(turn)
+        return on_close(self, *args, **kwargs)
+
+    def fail_handshake_saying_when(
+        self: Any, reason: str, code: int = 400, responseHeaders: Any = None
+    ) -> None:
+        retry_after = getattr(self, "_parley_retry_after", None)
+        if code == 503 and retry_after is not None:
+            responseHeaders = [*(responseHeaders or []), ("Retry-After", str(retry_after))]
+        fail_handshake(self, reason, code, responseHeaders)
+
+    WebSocketProtocol.onConnect = admitted_on_connect
+    WebSocketProtocol.onClose = admitted_on_close
+    WebSocketProtocol.failHandshake = fail_handshake_saying_when
+    WebSocketProtocol._parley_admission = admission

@@ -160,6 +160,14 @@ MEMORY_TRIM_AFTER_CLOSE = env_float("MEMORY_TRIM_AFTER_CLOSE", 5.0)
 # Pending connections a Daphne process queues (project/patches.py; Twisted's default is 50):
 # a replica takes the reconnect storm of a dead one's sockets. 0: Twisted's default.
 DAPHNE_LISTEN_BACKLOG = env_int("DAPHNE_LISTEN_BACKLOG", 4096)
+# WebSocket handshakes a Daphne process works on at once; the next wait their turn in arrival
+# order, up to WS_HANDSHAKE_QUEUE of them and WS_HANDSHAKE_WAIT_SECONDS each, and beyond that
+# are answered 503 with a Retry-After of 1..WS_HANDSHAKE_RETRY_AFTER s (project/patches.py): a
+# reconnect storm queues instead of collapsing. 0: no limit.
+WS_HANDSHAKES_AT_ONCE = env_int("WS_HANDSHAKES_AT_ONCE", 32)
+WS_HANDSHAKE_QUEUE = env_int("WS_HANDSHAKE_QUEUE", 2000)
+WS_HANDSHAKE_WAIT_SECONDS = env_float("WS_HANDSHAKE_WAIT_SECONDS", 20.0)
+WS_HANDSHAKE_RETRY_AFTER = env_int("WS_HANDSHAKE_RETRY_AFTER", 5)
 
 # --- Redis: the cache, when REDIS_URL is set -------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")

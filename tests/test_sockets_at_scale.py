@@ -233,3 +233,144 @@ def test_daphne_as_in_the_image_runs_with_the_images_allocator(tmp_path, monkeyp
     group.daphne("override", 1, {"PYTHONMALLOC": "pymalloc"}, as_in_image=True, wait_for=None)
     group.daphne("plain", 1, {"A": "1"}, wait_for=None)
     assert [env.get("PYTHONMALLOC") for env in started] == ["malloc", "pymalloc", None]
+
+
+# --- handshakes admitted in turn (project/patches.py) ------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _admission(clock: _Clock, at_once: int = 2, queue: int = 2, wait: float = 10.0) -> Any:
+    return patches.HandshakeAdmission(at_once=at_once, queue=queue, wait=wait, clock=clock)
+
+
+def test_handshakes_past_the_limit_wait_and_start_in_arrival_order():
+    clock = _Clock()
+    admission = _admission(clock)
+    events: list[str] = []
+    turns = [
+        admission.arrive(
+            lambda n=n: events.append(f"start {n}"), lambda n=n: events.append(f"refuse {n}")
+        )
+        for n in range(4)
+    ]
+    assert events == ["start 0", "start 1"]  # 2 and 3 wait
+    admission.done(turns[1])
+    assert events[-1] == "start 2"
+    admission.done(turns[1])  # said twice (answered, then lost): counted once
+    admission.done(turns[0])
+    assert events == ["start 0", "start 1", "start 2", "start 3"]
+    assert admission.working == 2 and not admission.waiting
+
+
+def test_a_handshake_finding_the_queue_full_is_refused_at_once():
+    clock = _Clock()
+    admission = _admission(clock, at_once=1, queue=1)
+    events: list[str] = []
+    for n in range(3):
+        admission.arrive(
+            lambda n=n: events.append(f"start {n}"), lambda n=n: events.append(f"refuse {n}")
+        )
+    assert events == ["start 0", "refuse 2"] and admission.refused == 1
+
+
+def test_a_handshake_that_waited_too_long_is_refused_and_never_started():
+    clock = _Clock()
+    admission = _admission(clock, at_once=1, queue=10, wait=10.0)
+    events: list[str] = []
+    first = admission.arrive(lambda: events.append("start 0"), lambda: events.append("refuse 0"))
+    admission.arrive(lambda: events.append("start 1"), lambda: events.append("refuse 1"))
+    clock.now = 9.0
+    admission.arrive(lambda: events.append("start 2"), lambda: events.append("refuse 2"))
+    clock.now = 10.0
+    admission.expire()  # the reactor asks twice a second
+    assert events == ["start 0", "refuse 1"]
+    admission.done(first)
+    assert events == ["start 0", "refuse 1", "start 2"]
+
+
+def test_a_waiting_handshake_whose_client_left_is_skipped():
+    clock = _Clock()
+    admission = _admission(clock, at_once=1, queue=10)
+    events: list[str] = []
+    first = admission.arrive(lambda: events.append("start 0"), lambda: events.append("refuse 0"))
+    gone = admission.arrive(lambda: events.append("start 1"), lambda: events.append("refuse 1"))
+    admission.arrive(lambda: events.append("start 2"), lambda: events.append("refuse 2"))
+    admission.leave(gone)
+    admission.done(first)
+    assert events == ["start 0", "start 2"] and admission.working == 1
+
+
+async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_nginx(tmp_path):
+    """Real Daphne (the image's command line, the patches) behind the repository's nginx.conf:
+    one handshake at a time, none waiting; the second is answered 503 + Retry-After, and once
+    the first client leaves the next handshake is admitted."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from tests.harness.nginx import nginx_conf, start_nginx
+    from tests.harness.processes import (
+        REPO,
+        ProcessGroup,
+        base_env,
+        free_port,
+        require_binary,
+    )
+
+    nginx = require_binary("nginx")
+    group = ProcessGroup(log_dir=tmp_path)
+    try:
+        daphne_port, nginx_port = free_port(), free_port()
+        env = base_env(
+            WS_HANDSHAKES_AT_ONCE="1",
+            WS_HANDSHAKE_QUEUE="0",
+            WS_HANDSHAKE_RETRY_AFTER="3",
+        )
+        app = "tests.harness.holding_app:application"
+        await asyncio.to_thread(
+            group.daphne, "daphne", daphne_port, env, as_in_image=True, app=app, wait_for="/"
+        )
+        prefix = tmp_path / "nginx"
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            nginx_conf(
+                (REPO / "nginx.conf").read_text(),
+                upstream_ports=[daphne_port],
+                listen_port=nginx_port,
+                static_root=tmp_path,
+                prefix=prefix,
+            )
+        )
+        await asyncio.to_thread(start_nginx, group, "nginx", nginx, conf, prefix, nginx_port)
+        base = f"ws://127.0.0.1:{nginx_port}/ws"
+
+        async def hold() -> None:
+            await connect(f"{base}/hold/", open_timeout=120)
+
+        held = asyncio.create_task(hold())
+        await asyncio.to_thread(group.wait_for_log, "daphne", "holding", 120)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{base}/chat/", open_timeout=120)
+        response = refused.value.response
+        assert response.status_code == 503
+        assert 1 <= int(response.headers["Retry-After"]) <= 3
+
+        held.cancel()  # the client leaves: its turn is over
+        await asyncio.gather(held, return_exceptions=True)
+        while True:  # until Daphne has seen it go (its turn ends then)
+            try:
+                ws = await connect(f"{base}/chat/", open_timeout=120)
+                break
+            except InvalidStatus as error:
+                assert error.response.status_code == 503
+                await asyncio.sleep(0.1)
+        await ws.close()
+    finally:
+        group.stop_all()

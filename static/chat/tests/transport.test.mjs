@@ -96,6 +96,14 @@ class ScriptedSocket {
     this.readyState = 3;
     for (const fn of this.listeners.close || []) fn({});
   }
+
+  /** What a browser reports for a handshake answered with an HTTP error (503 + Retry-After
+   * from a busy replica): `error`, then `close` with 1006; the status is not exposed. */
+  refuse() {
+    this.readyState = 3;
+    for (const fn of this.listeners.error || []) fn({});
+    for (const fn of this.listeners.close || []) fn({ code: 1006, wasClean: false });
+  }
 }
 
 function setUp({ onOpen = () => {} } = {}) {
@@ -236,4 +244,35 @@ test("coming back online skips the rest of a reconnect wait", () => {
   transport.wake();
   assert.equal(ScriptedSocket.made.length, 3);
   transport.stop();
+});
+
+test("a refused handshake (503 from a busy replica) backs off, jittered, until one opens", () => {
+  // After a replica dies its pages reconnect to a survivor that admits handshakes in turn and
+  // answers the rest 503 (docs/protocol.md): each refusal must make the page wait longer, at a
+  // random point of the window, so thousands of pages do not come back in step.
+  const { clock, socket, transport } = setUp();
+  socket().open();
+  socket().lose(); // the replica died: the first wait is 0-10 s (random 0.5: 5 s)
+  clock.advance(FIRST_RETRY_SPREAD_MS / 2);
+  const draws = [0.9, 0.1, 0.9, 0.1, 0.9, 0.1];
+  const waits = [];
+  for (const draw of draws) {
+    clock.random = () => draw;
+    const made = ScriptedSocket.made.length;
+    socket().refuse();
+    const started = clock.now;
+    while (ScriptedSocket.made.length === made) clock.advance(1);
+    waits.push(clock.now - started);
+  }
+  const expected = draws.map((draw, index) => backoffDelay(index + 1, () => draw));
+  assert.deepEqual(waits, expected);
+  // Windows double from 0.5-1 s up to 5-10 s; the draw picks the point in each.
+  assert.deepEqual(expected, [950, 1100, 3800, 4400, 9500, 5500]);
+  socket().open();
+  assert.equal(transport.attempt, 0); // an open socket starts the count again
+  socket().lose();
+  clock.random = () => 1;
+  const made = ScriptedSocket.made.length;
+  clock.advance(FIRST_RETRY_SPREAD_MS);
+  assert.equal(ScriptedSocket.made.length, made + 1); // again spread over the first 10 s
 });
