@@ -149,6 +149,27 @@ def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
     return out
 
 
+# While the store is down every frame fails the same way: one warning with its traceback per
+# interval, saying how many frames went through meanwhile, not thousands a second in a storm.
+UNAVAILABLE_WARN_EVERY = 10.0  # seconds
+clock = time.monotonic
+_unavailable = {"warned": -math.inf, "since": 0}
+
+
+def _unavailable_note() -> None:
+    """Called in the `except` of a failed check: warn at most once per interval."""
+    now = clock()
+    if now - _unavailable["warned"] < UNAVAILABLE_WARN_EVERY:
+        _unavailable["since"] += 1
+        return
+    logger.warning(
+        "rate limiter unavailable; letting frames through (%d more since the last warning)",
+        _unavailable["since"],
+        exc_info=True,
+    )
+    _unavailable["warned"], _unavailable["since"] = now, 0
+
+
 async def limits_hit(checks: list[Check], *, what: str) -> None:
     """Count one hit on each check in order (narrowest first) until one is past its rate;
     raise RateLimitExceeded if one is. The checks after it are not charged."""
@@ -158,7 +179,7 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
         else:
             results = _hit_cache(checks)
     except Exception:
-        logger.warning("rate limiter unavailable; letting the frame through", exc_info=True)
+        _unavailable_note()
         return
     over = [
         (left, check.what or what)

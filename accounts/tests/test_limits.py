@@ -3,6 +3,9 @@ same limits across two Daphne replicas sharing Redis."""
 
 from __future__ import annotations
 
+import logging
+import math
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -192,3 +195,30 @@ async def test_one_member_flooding_sends_does_not_stop_a_colleagues_send(
     assert (await next_answer(colleague))["type"] == "ack"
     await flooder.disconnect()
     await colleague.disconnect()
+
+
+async def test_a_store_that_is_down_lets_frames_through_with_one_warning_per_interval(
+    settings, monkeypatch, caplog
+):
+    """Redis unreachable: every frame passes (the limiter fails open), and the log gets one
+    warning with its traceback per interval, counting the frames in between."""
+    from accounts import limits
+    from tests.harness.processes import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    now = [1000.0]
+    monkeypatch.setattr(limits, "clock", lambda: now[0])
+    monkeypatch.setattr(limits, "_unavailable", {"warned": -math.inf, "since": 0})
+    caplog.set_level(logging.WARNING, logger="accounts.limits")
+
+    for _ in range(20):
+        assert await passes(frame_check, user_id=1, organisation_id=None)
+    now[0] += limits.UNAVAILABLE_WARN_EVERY
+    assert await passes(frame_check, user_id=1, organisation_id=None)
+
+    warnings = [r for r in caplog.records if r.name == "accounts.limits"]
+    assert [r.getMessage() for r in warnings] == [
+        "rate limiter unavailable; letting frames through (0 more since the last warning)",
+        "rate limiter unavailable; letting frames through (19 more since the last warning)",
+    ]
+    assert all(r.exc_info for r in warnings)
