@@ -12,7 +12,7 @@ The generation (chat/replies/stream.py) claims and finishes; the batch forms
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -176,6 +176,7 @@ def reply_finish(
     routing: dict[str, Any] | None = None,
     first_token_at: datetime | None = None,
     claimed: Message | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> Message | None:
     """Save the final state of a streaming reply and tell every socket on its conversation.
 
@@ -189,6 +190,10 @@ def reply_finish(
     after waiting for a reaper's row lock, so the first ending wins) applied to that row in
     memory. Only the generator writes what it set at claim, and the other fields are the
     creation's, which nothing changes: the row in memory is the row.
+
+    `announce` takes the final event instead of a publish from this thread: the generation
+    hands it to its own event queue on its loop (chat/replies/stream.py), behind its deltas,
+    instead of blocking its database lane on a round trip to that loop (async_to_sync).
     """
     values: dict[str, Any] = {
         "content": content,
@@ -227,10 +232,16 @@ def reply_finish(
                 setattr(message, name, value)
             # Only what changed: the rest of the row is locked and equal to what was read.
             message.save(update_fields=list(values))
-    return _finished(message, status=status, error=error)
+    return _finished(message, status=status, error=error, announce=announce)
 
 
-def _finished(message: Message, *, status: str, error: ParleyError | None) -> Message:
+def _finished(
+    message: Message,
+    *,
+    status: str,
+    error: ParleyError | None,
+    announce: Callable[[dict[str, Any]], None] | None,
+) -> Message:
     """Clear the cancel flag, settle the quota, then tell the conversation (after the commit):
     a client that hears `done` and reads its usage finds the reply's real usage there."""
     message_id = message.pk
@@ -242,7 +253,11 @@ def _finished(message: Message, *, status: str, error: ParleyError | None) -> Me
         quota_settle_message(message=message)  # real usage replaces the reserved worst case
     finally:  # a failed settlement is the reaper's to redo (ledger_settle_stale); still tell
         if status == Message.Status.FAILED and error is not None:
-            event_publish_on_commit(message.conversation_id, error_event(message, error))
+            event = error_event(message, error)
         else:
-            event_publish_on_commit(message.conversation_id, done_event(message))
+            event = done_event(message)
+        if announce is None:
+            event_publish_on_commit(message.conversation_id, event)
+        else:
+            announce(event)  # saved and settled (committed) already: no transaction is open
     return message

@@ -182,7 +182,10 @@ async def reply_stream(*, message_id: int) -> None:
         routing=_routing_json(state.routing, error),
         first_token_at=state.first_token_at,
         claimed=reply,
+        # The final event goes behind the deltas on this loop's queue (no await, no hop).
+        announce=partial(asyncio.get_running_loop().call_soon_threadsafe, events.put),
     )
+    await events.drain()  # on layers that send in a task: the final event is out too
     metrics.reply_finished(finished, organisation=reply.conversation.organisation_id)
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
