@@ -139,6 +139,7 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     connection = connections[Message.objects.db]
     meta, quote = Message._meta, connection.ops.quote_name
     ids = list(message_ids)
+    values: list[Any]
     if connection.vendor == "postgresql":
         among, values = "= ANY(%s)", [ids]
     else:
