@@ -36,7 +36,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
@@ -182,46 +182,17 @@ def _counters_create(*, organisation_id: int, user_id: int | None, day: date) ->
     )
 
 
-def _counters_locked(
-    *, organisation_id: int, user_id: int | None, day: date
-) -> dict[tuple[int | None, str], UsageCounter]:
-    """The (user, organisation) × (day, month) counters of `day`, created if missing, locked
-    for this transaction in primary-key order."""
-    where = _counter_filter(organisation_id=organisation_id, user_id=user_id, day=day)
-    wanted = 4 if user_id is not None else 2
-    rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
-    if len(rows) < wanted:
-        _counters_create(organisation_id=organisation_id, user_id=user_id, day=day)
-        rows = list(UsageCounter.objects.select_for_update().filter(where).order_by("pk"))
-    return {(row.user_id, row.period): row for row in rows}
-
-
-def _counters_add(
-    counters: dict[tuple[int | None, str], UsageCounter],
-    *,
-    tokens: int,
-    cost: Decimal,
-    requests: int,
-) -> None:
-    if tokens or cost or requests:
-        UsageCounter.objects.filter(pk__in=[c.pk for c in counters.values()]).update(
-            tokens=F("tokens") + tokens,
-            cost=F("cost") + cost,
-            requests=F("requests") + requests,
-        )
-
-
 # --- reserve, settle, release ------------------------------------------------------------
 
 
 def _counters_charge_sql(*, excluding: int) -> str:
-    """One statement that locks a reservation's counters (in primary-key order, as
-    `_counters_locked` does), charges them and returns what they hold now."""
+    """One statement that locks a reply's counters (in primary-key order, so two charges never
+    deadlock), adds to them and returns what they hold now."""
     table = UsageCounter._meta.db_table
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     skip = f" AND id NOT IN ({', '.join(['%s'] * excluding)})" if excluding else ""
     return (
-        f"UPDATE {table} SET tokens = tokens + %s, cost = cost + %s, requests = requests + 1 "  # noqa: S608
+        f"UPDATE {table} SET tokens = tokens + %s, cost = cost + %s, requests = requests + %s "  # noqa: S608
         f"WHERE id IN (SELECT id FROM {table} WHERE organisation_id = %s "
         "AND (user_id = %s OR user_id IS NULL) "
         f"AND ((period = %s AND start = %s) OR (period = %s AND start = %s)){skip} "
@@ -238,13 +209,18 @@ def _as_decimal(value: object) -> Decimal:
 
 
 def _counters_charge(
-    entry: UsageLedger, *, day: date
+    *,
+    organisation_id: int,
+    user_id: int | None,
+    day: date,
+    tokens: int,
+    cost: Decimal,
+    requests: int,
 ) -> dict[tuple[int | None, str], tuple[int, Decimal]]:
-    """Charge the (user, organisation) × (day, month) counters of `day` (created if missing)
-    with one more request of the unsaved ledger `entry`'s worst case: their (tokens, cost)
-    after the charge, by (user, period). One statement when the counters exist (every send
-    but a day's first)."""
-    organisation_id, user_id = entry.organisation_id, entry.user_id
+    """Add `tokens`, `cost` and `requests` to the (user, organisation) × (day, month) counters
+    of `day` (created if missing): their (tokens, cost) after the charge, by (user, period).
+    One statement when the counters exist (every reservation but a day's first, every
+    settlement)."""
     wanted = 4 if user_id is not None else 2
     where = [
         organisation_id,
@@ -259,8 +235,7 @@ def _counters_charge(
     with connection.cursor() as cursor:
         for attempt in range(2):
             cursor.execute(
-                _counters_charge_sql(excluding=len(seen)),
-                [entry.reserved_tokens, entry.reserved_cost, *where, *seen],
+                _counters_charge_sql(excluding=len(seen)), [tokens, cost, requests, *where, *seen]
             )
             for pk, who, period, total, spent in cursor.fetchall():
                 seen.append(pk)
@@ -314,7 +289,14 @@ def quota_reserve(
     )
     # No savepoint: a refusal aborts the caller's transaction anyway (nothing may be saved).
     with transaction.atomic(savepoint=False):
-        counters = _counters_charge(entry, day=day)
+        counters = _counters_charge(
+            organisation_id=organisation_id,
+            user_id=user_id,
+            day=day,
+            tokens=worst_tokens,
+            cost=worst_cost,
+            requests=1,
+        )
         for rule in rules:
             tokens, cost = counters[(rule.user_id, rule.period)]
             before = (cost - worst_cost).quantize(_COST_PLACES)  # the charge is stored rounded
@@ -381,13 +363,6 @@ def _finalise(
         split = usage(entry)
         if callable(cost):
             cost = cost(entry)
-        # Lock order matches quota_reserve (counters in pk order); the ledger row is locked
-        # first here, but no reservation ever locks an existing ledger row.
-        counters = _counters_locked(
-            organisation_id=entry.organisation_id,
-            user_id=entry.user_id,
-            day=_today(entry.created_at),
-        )
         if split is None:
             entry.state = UsageLedger.State.RELEASED
             entry.prompt_tokens, entry.completion_tokens = 0, 0
@@ -424,12 +399,18 @@ def _finalise(
                 "tokens_estimated",
             ]
         entry.save(update_fields=changed)
-        _counters_add(
-            counters,
-            tokens=entry.used_tokens - entry.reserved_tokens,
-            cost=entry.cost - entry.reserved_cost,
-            requests=requests,
-        )
+        tokens, spent = entry.used_tokens - entry.reserved_tokens, entry.cost - entry.reserved_cost
+        if tokens or spent or requests:
+            # One statement, counters locked in pk order as quota_reserve locks them; the ledger
+            # row is locked first here, but no reservation ever locks an existing ledger row.
+            _counters_charge(
+                organisation_id=entry.organisation_id,
+                user_id=entry.user_id,
+                day=_today(entry.created_at),
+                tokens=tokens,
+                cost=spent,
+                requests=requests,
+            )
         return entry
 
 

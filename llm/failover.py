@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -281,6 +281,8 @@ async def _attempt(
         # passed it by moving `clock` to now. `waiting` also tells the stop signal's waker
         # whether there is an await on the provider to cut short.
         waiting = False
+        answering = False  # text came: the first-token time is taken, the breaker told
+        inter_token_timeout = deployment.inter_token_timeout
         gaps = metrics.ChunkGaps(deployment.name, deployment.model)  # inter-chunk latency
         deadline = requested + deployment.first_token_timeout
         clock = asyncio.timeout(None)
@@ -322,15 +324,26 @@ async def _attempt(
                         raise _timed_out(deployment, first="first_token_ms" not in entry)
                     if stop is not None and stop.is_set():
                         break
+                    # Per chunk, at every token: one clock read (after the sink), no call for
+                    # what a plain text chunk does not have (metadata, usage, content blocks).
                     message = getattr(chunk, "message", chunk)  # a ChatGenerationChunk's
-                    finish = _finish_reason(chunk, message) or finish
+                    if getattr(chunk, "generation_info", None) or getattr(
+                        message, "response_metadata", None
+                    ):
+                        finish = _finish_reason(chunk, message) or finish
                     reported = getattr(message, "usage_metadata", None)
                     if reported:
                         usage.prompt_tokens = reported.get("input_tokens")
                         usage.completion_tokens = reported.get("output_tokens")
-                    gaps.chunk(loop.time())
-                    for text in chunk_texts(message):
-                        if "first_token_ms" not in entry:
+                    content = getattr(message, "content", "")
+                    texts: Sequence[str]
+                    if content.__class__ is str:
+                        texts = (content,) if content else ()
+                    else:
+                        texts = chunk_texts(message)
+                    for text in texts:
+                        if not answering:
+                            answering = True
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
                             await _succeeded(
                                 deployment, permit, first_token_ms=entry["first_token_ms"]
@@ -339,8 +352,10 @@ async def _attempt(
                             settled = True
                         record.sent_text = True
                         await sink(text)
-                    if "first_token_ms" in entry:
-                        deadline = loop.time() + deployment.inter_token_timeout
+                    now = loop.time()  # the sink's work is not the provider's wait
+                    gaps.chunk(now)
+                    if answering:
+                        deadline = now + inter_token_timeout
                         if watchdog is not None and deadline < watchdog.when():
                             # Sooner than it looks (the inter-token timeout after the first
                             # text is shorter than the first-token one): once, not per chunk.

@@ -21,6 +21,7 @@ from accounts.tickets import ws_ticket_issue
 from chat import services
 from chat.models import Conversation, Message
 from chat.replies import lifecycle, reaper
+from chat.replies.accounting import quota_settle_message
 from project.asgi import application
 
 MAX = 100  # settings.LLM_MAX_TOKENS in these tests
@@ -129,6 +130,63 @@ def test_settling_gives_back_what_was_not_used(owner, organisation, no_dispatch)
     )
     assert send(owner, organisation=organisation, client_id="3").created
     assert_counters_match_the_ledger(organisation)
+
+
+@pytest.mark.django_db
+def test_settling_locks_the_ledger_row_then_charges_all_four_counters_in_one_statement(
+    owner, organisation, no_dispatch, django_assert_num_queries
+):
+    reply = send(owner, organisation=organisation).reply
+    lifecycle.reply_start(message_id=reply.pk)
+    Message.objects.filter(pk=reply.pk).update(
+        status="complete", prompt_tokens=4, completion_tokens=6, content="Done."
+    )
+    reply.refresh_from_db()
+    # (In the test's transaction: no BEGIN and COMMIT of its own to count.)
+    with django_assert_num_queries(3) as captured:
+        entry = quota_settle_message(message=reply)
+    assert entry is not None and (entry.state, entry.used_tokens) == ("settled", 10)
+    statements = [
+        " ".join(q["sql"].replace('"', "").split()[:2]) for q in captured.captured_queries
+    ]
+    assert statements == [
+        "SELECT accounts_usageledger.id,",  # the reservation, locked
+        "UPDATE accounts_usageledger",  # settled
+        "UPDATE accounts_usagecounter",  # its four counters locked and charged at once
+    ], statements
+    counters = UsageCounter.objects.filter(organisation=organisation)
+    assert {(c.user_id, c.period): (c.tokens, c.requests) for c in counters} == {
+        (owner.pk, "day"): (10, 1),
+        (owner.pk, "month"): (10, 1),
+        (None, "day"): (10, 1),
+        (None, "month"): (10, 1),
+    }
+    assert_counters_match_the_ledger(organisation)
+
+
+@pytest.mark.django_db
+def test_settling_recreates_counters_that_went_missing_and_charges_them(
+    owner, organisation, no_dispatch
+):
+    reply = send(owner, organisation=organisation).reply
+    reserved = UsageLedger.objects.get(message=reply).reserved_tokens
+    UsageCounter.objects.filter(organisation=organisation, user__isnull=True).delete()
+    lifecycle.reply_start(message_id=reply.pk)
+    lifecycle.reply_finish(
+        message_id=reply.pk, content="Hi!", status="complete", prompt_tokens=2, completion_tokens=1
+    )
+    counters = {
+        (c.user_id, c.period): (c.tokens, c.requests)
+        for c in UsageCounter.objects.filter(organisation=organisation)
+    }
+    # The user's counters held the reservation; the organisation's, gone, start again from the
+    # settlement's difference, as they did when settling locked and created them first.
+    assert counters == {
+        (owner.pk, "day"): (3, 1),
+        (owner.pk, "month"): (3, 1),
+        (None, "day"): (3 - reserved, 0),
+        (None, "month"): (3 - reserved, 0),
+    }
 
 
 @pytest.mark.django_db

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from langchain_core.messages import BaseMessage
 
 from chat.models import Message
@@ -20,6 +21,10 @@ logger = logging.getLogger(__name__)
 async def reply_lookup(*, reply: Message, messages: list[BaseMessage]) -> Lookup:
     """Look the reply's request up; `hit` is set when the cache can answer it. Any failure is
     logged and counts as a miss: the cache never stops a reply."""
+    if not settings.CACHE_ENABLED:
+        # Off for everyone (llm/cache/service.py lookup_start): no trip to a thread to learn it.
+        metrics.cache_looked_up(None, cacheable=False)
+        return Lookup()
     try:
         lookup = await sync_to_async(_lookup_prepare)(reply, messages)
         await lookup_similar(lookup)

@@ -12,10 +12,11 @@ The generation (chat/replies/stream.py) claims and finishes; the batch forms
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.core.cache import cache
@@ -100,12 +101,7 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
         return 0
     connection = connections[Message.objects.db]
     meta, quote = Message._meta, connection.ops.quote_name
-
-    def column(name: str) -> str:
-        field = meta.get_field(name)
-        assert isinstance(field, models.Field) and field.column
-        return quote(field.column)
-
+    column = partial(_column, connection=connection)
     now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
     # Identifiers come from the model's metadata; every value is a parameter.
     table, content, seq = quote(meta.db_table), column("content"), column("seq")
@@ -131,17 +127,39 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
 
 def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     """Say the generators of many replies are alive, and return the replies still streaming
-    (the others are no longer theirs: reaped, or finished elsewhere)."""
+    (the others are no longer theirs: reaped, or finished elsewhere).
+
+    One conditional UPDATE … RETURNING: what it refreshed is what is still streaming, with no
+    window between a read and a write for the reaper to fall in. On PostgreSQL the ids go as
+    one array parameter: an IN list of hundreds of parameters made psycopg parse the statement
+    afresh every round (its statement cache stops at 50 parameters).
+    """
     if not message_ids:
         return set()
-    with transaction.atomic():
-        streaming = Message.objects.filter(status=Message.Status.STREAMING)
-        live = set(streaming.filter(pk__in=message_ids).order_by().values_list("pk", flat=True))
-        # A reply reaped between the two statements is not refreshed (the update is
-        # conditional) and is reported live this once: the next heartbeat tells its generator.
-        if live:
-            streaming.filter(pk__in=live).update(heartbeat_at=timezone.now())
-    return live
+    connection = connections[Message.objects.db]
+    meta, quote = Message._meta, connection.ops.quote_name
+    ids = list(message_ids)
+    values: list[Any]
+    if connection.vendor == "postgresql":
+        among, values = "= ANY(%s)", [ids]
+    else:
+        among, values = f"IN ({', '.join(['%s'] * len(ids))})", ids
+    now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {_column('heartbeat_at', connection)} = %s "  # noqa: S608
+        f"WHERE {_column('status', connection)} = %s AND {_column('id', connection)} {among} "
+        f"RETURNING {_column('id', connection)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, Message.Status.STREAMING, *values])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _column(name: str, connection: Any) -> str:
+    """A Message field's quoted column (identifiers from the model's metadata only)."""
+    field = Message._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column
+    return str(connection.ops.quote_name(field.column))
 
 
 def reply_finish(
@@ -159,6 +177,7 @@ def reply_finish(
     routing: dict[str, Any] | None = None,
     first_token_at: datetime | None = None,
     claimed: Message | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> Message | None:
     """Save the final state of a streaming reply and tell every socket on its conversation.
 
@@ -172,6 +191,10 @@ def reply_finish(
     after waiting for a reaper's row lock, so the first ending wins) applied to that row in
     memory. Only the generator writes what it set at claim, and the other fields are the
     creation's, which nothing changes: the row in memory is the row.
+
+    `announce` takes the final event instead of a publish from this thread: the generation
+    hands it to its own event queue on its loop (chat/replies/stream.py), behind its deltas,
+    instead of blocking its database lane on a round trip to that loop (async_to_sync).
     """
     values: dict[str, Any] = {
         "content": content,
@@ -210,10 +233,16 @@ def reply_finish(
                 setattr(message, name, value)
             # Only what changed: the rest of the row is locked and equal to what was read.
             message.save(update_fields=list(values))
-    return _finished(message, status=status, error=error)
+    return _finished(message, status=status, error=error, announce=announce)
 
 
-def _finished(message: Message, *, status: str, error: ParleyError | None) -> Message:
+def _finished(
+    message: Message,
+    *,
+    status: str,
+    error: ParleyError | None,
+    announce: Callable[[dict[str, Any]], None] | None,
+) -> Message:
     """Clear the cancel flag, settle the quota, then tell the conversation (after the commit):
     a client that hears `done` and reads its usage finds the reply's real usage there."""
     message_id = message.pk
@@ -225,7 +254,11 @@ def _finished(message: Message, *, status: str, error: ParleyError | None) -> Me
         quota_settle_message(message=message)  # real usage replaces the reserved worst case
     finally:  # a failed settlement is the reaper's to redo (ledger_settle_stale); still tell
         if status == Message.Status.FAILED and error is not None:
-            event_publish_on_commit(message.conversation_id, error_event(message, error))
+            event = error_event(message, error)
         else:
-            event_publish_on_commit(message.conversation_id, done_event(message))
+            event = done_event(message)
+        if announce is None:
+            event_publish_on_commit(message.conversation_id, event)
+        else:
+            announce(event)  # saved and settled (committed) already: no transaction is open
     return message

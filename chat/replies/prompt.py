@@ -18,13 +18,15 @@ from llm.options import GenerationOptions
 def prompt_messages(reply: Message) -> list[BaseMessage]:
     """The system prompt (Parley's, then the conversation's own) plus the conversation up to the
     message this reply answers."""
+    # Only the two columns a prompt needs: no model instances to build, few to load.
     history = (
         Message.objects.filter(
             conversation_id=reply.conversation_id, id__lt=reply.pk, superseded=False
         )
         .exclude(status__in=[Message.Status.FAILED, Message.Status.PENDING])
         .exclude(content="")
-        .order_by("-id")[: settings.LLM_HISTORY_MESSAGES]
+        .order_by("-id")
+        .values_list("role", "content")[: settings.LLM_HISTORY_MESSAGES]
     )
     # One system message: Parley's prompt, then the conversation's own (several system messages,
     # or one after the first turn, are not understood by every chat template and provider).
@@ -32,9 +34,9 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
     if own := reply.conversation.system_prompt:
         system = f"{system}\n\n{own}" if system else own
     messages: list[BaseMessage] = [SystemMessage(content=system)]
-    for message in reversed(list(history)):
-        cls = HumanMessage if message.role == Message.Role.USER else AIMessage
-        messages.append(cls(content=message.content))
+    for role, content in reversed(list(history)):
+        cls = HumanMessage if role == Message.Role.USER else AIMessage
+        messages.append(cls(content=content))
     # Passages from the conversation's documents, quoted in the question (never the system).
     return prompt_with_documents(reply, messages)
 

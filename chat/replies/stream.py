@@ -86,9 +86,10 @@ class ReplyState:
 @metrics.streaming
 async def reply_stream(*, message_id: int) -> None:
     """Generate one assistant reply from start to a final state; never leaves it streaming."""
-    reply = await sync_to_async(reply_start)(message_id=message_id)
-    if reply is None:
+    claimed = await sync_to_async(_claim)(message_id)
+    if claimed is None:
         return  # cancelled before it started, or already taken by another worker
+    reply, prompt = claimed
     state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
     events = EventQueue(state.conversation_id)
 
@@ -124,7 +125,9 @@ async def reply_stream(*, message_id: int) -> None:
             coalescer.add(text)
 
     try:
-        messages = await sync_to_async(prompt_messages)(reply)
+        if isinstance(prompt, Exception):
+            raise prompt  # the reply is claimed: it ends failed, as below
+        messages = prompt
         # A cached answer streams through the same coalescer instead of a provider (llm/cache/).
         lookup = await reply_lookup(reply=reply, messages=messages)
         source = (
@@ -166,6 +169,12 @@ async def reply_stream(*, message_id: int) -> None:
         complete=status in (Message.Status.COMPLETE, Message.Status.INCOMPLETE),
     )
     deployment = state.routing.deployment if state.routing else None
+    loop = asyncio.get_running_loop()
+
+    def announce(event: dict[str, Any]) -> None:
+        # From the database lane: the final event goes behind the deltas on this loop's queue.
+        loop.call_soon_threadsafe(events.put, event)
+
     finished = await sync_to_async(reply_finish)(
         message_id=state.message_id,
         content=state.text,
@@ -182,12 +191,27 @@ async def reply_stream(*, message_id: int) -> None:
         routing=_routing_json(state.routing, error),
         first_token_at=state.first_token_at,
         claimed=reply,
+        announce=announce,
     )
+    await events.drain()  # on layers that send in a task: the final event is out too
     metrics.reply_finished(finished, organisation=reply.conversation.organisation_id)
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
     await reply_settle(lookup, finished)  # record a hit, or store a complete reply
+
+
+def _claim(message_id: int) -> tuple[Message, list[BaseMessage] | Exception] | None:
+    """Claim the reply and build its prompt in one trip to the database lane (one thread hop
+    a reply, not two). A prompt that could not be built comes back as its error: the reply is
+    claimed by then, and reply_stream ends it `failed`."""
+    reply = reply_start(message_id=message_id)
+    if reply is None:
+        return None
+    try:
+        return reply, prompt_messages(reply)
+    except Exception as exc:
+        return reply, exc
 
 
 def _routing_json(record: RoutingRecord | None, error: ParleyError | None) -> dict[str, Any] | None:

@@ -199,21 +199,31 @@ def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
 ):
     """Claim, prompt (with one look for the conversation's documents, chat/documents/), one
     final UPDATE and the quota settlement (routing reads the catalogue each process keeps,
-    llm/catalog.py): no statement per
-    token or per delta (the first token's time and the checkpoints go with the watch's batched
-    rounds, chat/replies/watch.py). The generation's database calls run on this thread
-    (async_to_sync sends thread-sensitive calls back here), so they are all counted; on SQLite
-    a transaction's BEGIN and COMMIT count too."""
+    llm/catalog.py): no statement per token or per delta (the first token's time and the
+    checkpoints go with the watch's batched rounds, chat/replies/watch.py). The generation's
+    database calls run on this thread (async_to_sync sends thread-sensitive calls back here),
+    so they are all counted; on SQLite a transaction's BEGIN and COMMIT count too."""
     settings.STREAM_CHECKPOINT_INTERVAL = settings.STREAM_HEARTBEAT_INTERVAL = 3600
     settings.CACHE_ENABLED = False  # the reply cache's own statements are not this path's
     short, long = pending_reply("Hi"), pending_reply(" ".join(["word"] * 200))
     for reply in (short, long):
-        with django_assert_num_queries(11) as captured:
+        with django_assert_num_queries(10) as captured:
             async_to_sync(reply_stream)(message_id=reply.pk)
-        statements = [q["sql"].split()[0] for q in captured.captured_queries]
-        # claim (UPDATE, SELECT), history (SELECT), the final UPDATE, the quota settlement
-        # (BEGIN, SELECT x2, UPDATE x2, COMMIT)
-        assert statements.count("UPDATE") == 4, statements
+        statements = [
+            " ".join(q["sql"].replace('"', "").split()[:3]) for q in captured.captured_queries
+        ]
+        assert statements == [
+            "UPDATE chat_message SET",  # the claim
+            "SELECT chat_message.id, chat_message.conversation_id,",  # the reply, conversation
+            "SELECT chat_message.role AS",  # the history: only role and content
+            "SELECT DISTINCT chat_document.conversation_id",  # documents to retrieve from
+            "UPDATE chat_message SET",  # the final save
+            "BEGIN IMMEDIATE",  # the settlement: the ledger row locked, settled,
+            "SELECT accounts_usageledger.id, accounts_usageledger.organisation_id,",
+            "UPDATE accounts_usageledger SET",
+            "UPDATE accounts_usagecounter SET",  # and its counters charged in one statement
+            "COMMIT",
+        ], statements
     finals = [Message.objects.get(pk=reply.pk) for reply in (short, long)]
     assert [m.status for m in finals] == ["complete", "complete"]
     assert all(m.first_token_at and m.first_token_at >= m.started_at for m in finals)
