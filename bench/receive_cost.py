@@ -104,9 +104,7 @@ async def receive_all(url: str, streams: int, messages: int, rate: float) -> dic
             if not first:
                 first.extend((time.monotonic(), time.process_time()))
 
-    readers = [
-        asyncio.create_task(consumer(c, n)) for c, n in zip(channels, expected, strict=True)
-    ]
+    readers = [asyncio.create_task(consumer(c, n)) for c, n in zip(channels, expected, strict=True)]
     publisher = await asyncio.create_subprocess_exec(
         PYTHON,
         "-c",
