@@ -49,6 +49,7 @@ from chat.events import LAYER_DISCONNECTED, LAYER_RECONNECTED
 from chat.journal import Journal
 from core.memory import SocketQueue
 from core.observability import metrics
+from core.pubsub import pubsub_read
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ class BatchingPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
         """Queue a publish for the next round trip and return at once (from the running loop):
         a reply's deltas go in order, with no await per delta; a failed batch is logged."""
         self._get_layer().group_send_nowait(group, message, journal)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The base reaches its loop's layer through __getattr__, a new partial and a proxy
+        coroutine per call: a consumer calls this once per event (~5 % of a relaying Daphne's
+        CPU, py-spy); straight here it is one call."""
+        message: dict[str, Any] = await self._get_layer().receive(channel)
+        return message
 
     def _get_layer(self) -> RedisPubSubLoopLayer:
         loop = asyncio.get_running_loop()
@@ -322,21 +330,21 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         self._commands = []
         await super().flush()
 
-    # --- receiving: tell consumers when the subscription drops and comes back ------------
+    # --- receiving: in bulk, and consumers told when the subscription drops and comes back --
+    #
+    # core/pubsub.py reads every message a socket read brought without a timer or health
+    # check each (redis-py's get_message had both, per message). When the connection fails it
+    # raises; local channels are told `layer.disconnected` once, and `layer.reconnected` when
+    # the first bytes of a new connection arrive: those are the confirmations of its
+    # resubscription (redis-py subscribes again on connect), so whatever is published after a
+    # consumer hears it reaches the consumer.
 
     async def _do_receiving(self) -> None:
         while True:
             try:
-                if self._pubsub and self._pubsub.subscribed:
-                    # Reconnects and resubscribes first if the connection was lost (redis-py).
-                    message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=0.1
-                    )
-                    if not self._connected:
-                        self._connected = True
-                        logger.warning("channel layer subscription restored")
-                        self.channel_layer.tell_local_channels(LAYER_RECONNECTED)
-                    self._receive_message(message)
+                pubsub = self._pubsub
+                if pubsub is not None and pubsub.connection is not None and pubsub.subscribed:
+                    await pubsub_read(pubsub, self._deliver, self._alive)
                 else:
                     await asyncio.sleep(0.1)
             except Exception:
@@ -347,6 +355,26 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                     logger.warning("channel layer subscription lost; reconnecting", exc_info=True)
                     self.channel_layer.tell_local_channels(LAYER_DISCONNECTED)
                 await asyncio.sleep(RECONNECT_DELAY)
+
+    def _alive(self) -> None:
+        if not self._connected:
+            self._connected = True
+            logger.warning("channel layer subscription restored")
+            self.channel_layer.tell_local_channels(LAYER_RECONNECTED)
+
+    def _deliver(self, name: bytes, data: bytes) -> None:
+        """A message to the queue of its channel, or of every local member of its group."""
+        layer = self.channel_layer
+        channel = name.decode()
+        queue = layer.channels.get(channel)
+        if queue is not None:
+            queue.put_nowait(data)
+            return
+        members = layer.groups.get(channel)
+        if members:
+            for member in members:
+                if (queue := layer.channels.get(member)) is not None:
+                    queue.put_nowait(data)
 
 
 # --- reading journals back, from sync code (the reaper) --------------------------------------
