@@ -95,25 +95,44 @@ def reply_create(
         routing={"alias": provider.alias or alias, **routing},
     )
     event_publish_on_commit(conversation.pk, message_event(reply))
-    transaction.on_commit(partial(dispatch_generation, reply.pk, provider))
+    transaction.on_commit(partial(_dispatch_or_mark, reply, provider))
     return reply
 
 
-def reply_dispatch_again(reply: Message) -> None:
-    """Start a repeated send's reply if it never started.
+# Marks a saved reply whose generation could not be started (Message.routing, while pending).
+UNDISPATCHED = "undispatched"
 
-    The first dispatch runs after its transaction commits and can fail (the broker down) with
-    the messages saved, so a client that re-sends the same client_id must get its reply going,
-    not a reply left pending until the reaper ends it. A start is harmless when the first one
-    did get through: only one generation claims a pending reply (lifecycle.reply_start).
+
+def _dispatch_or_mark(reply: Message, provider: ProviderConfig) -> None:
+    """Start the reply; if that fails (the broker down), mark it so that a repeat of its send
+    starts it (reply_dispatch_again), then let the caller report the failure."""
+    try:
+        dispatch_generation(reply.pk, provider)
+    except Exception:
+        Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(
+            routing={**reply.routing, UNDISPATCHED: True}
+        )
+        raise
+
+
+def reply_dispatch_again(reply: Message) -> None:
+    """Start a repeated send's reply if its first start failed.
+
+    The first start runs after its transaction commits and can fail (the broker down) with the
+    messages saved: a client that re-sends the same client_id must then get its reply going,
+    not a reply left pending until the reaper ends it. Only a reply marked UNDISPATCHED is
+    started again, so a double click queues nothing twice.
     """
-    if reply.status != Message.Status.PENDING:
+    if reply.status != Message.Status.PENDING or not reply.routing.get(UNDISPATCHED):
         return
     try:
         provider = provider_choose(pinned=str(reply.routing.get("alias", "")))
     except ProviderError:
         return  # its model is gone: the reaper ends it as it would have
     dispatch_generation(reply.pk, provider)
+    routing = {k: v for k, v in reply.routing.items() if k != UNDISPATCHED}
+    Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(routing=routing)
+    reply.routing = routing
 
 
 class RememberEventLoop:

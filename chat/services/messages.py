@@ -52,8 +52,8 @@ def message_text_clean(text: object) -> str:
 def send_earlier(*, author: User, organisation_id: int, client_id: str) -> SendResult | None:
     """What an earlier send with this client id made in this organisation, if there was one
     (idempotency). The same id in another organisation is another message: a client reusing
-    "c-1" there must not reach this organisation's conversation. Its reply is started if it
-    never was (reply_dispatch_again)."""
+    "c-1" there must not reach this organisation's conversation. Its reply is started if its
+    first start failed (reply_dispatch_again)."""
     user_message = Message.objects.filter(
         author=author, organisation_id=organisation_id, client_id=client_id
     ).first()
