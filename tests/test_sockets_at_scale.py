@@ -374,3 +374,41 @@ async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_ngin
         await ws.close()
     finally:
         group.stop_all()
+
+
+def test_every_nginx_worker_accepts_on_a_listening_socket_of_its_own(tmp_path):
+    """The repository's nginx.conf listens with `reuseport`: the kernel spreads new connections
+    over the workers evenly. With one shared socket a busy worker took most of a 10,000-socket
+    burst and ran out of worker_connections (docs/benchmarks.md, "Held ten minutes")."""
+    import subprocess
+
+    from tests.harness.nginx import nginx_conf, start_nginx
+    from tests.harness.processes import REPO, ProcessGroup, free_port, require_binary
+
+    nginx = require_binary("nginx")
+    group = ProcessGroup(log_dir=tmp_path)
+    try:
+        nginx_port = free_port()
+        prefix = tmp_path / "nginx"
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            nginx_conf(
+                (REPO / "nginx.conf").read_text(),
+                upstream_ports=[free_port()],
+                listen_port=nginx_port,
+                static_root=tmp_path,
+                prefix=prefix,
+            )
+        )
+        master = start_nginx(group, "nginx", nginx, conf, prefix, nginx_port)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(master.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        listening = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{nginx_port}"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert len(workers) >= 1
+        assert len(listening) == len(workers), (workers, listening)
+    finally:
+        group.stop_all()

@@ -18,7 +18,7 @@ def nginx_conf(
     """The repository's nginx.conf for loopback processes; every other line unchanged.
 
     The first upstream `server daphne-N:8000` line is the template for one line per port (same
-    max_fails/fail_timeout), the others go; `listen 80;` and the static alias are rewritten and
+    max_fails/fail_timeout), the others go; `listen 80 …;` and the static alias are rewritten and
     temp paths under `prefix` added. Fails loudly when the file no longer has the shape this
     expects, rather than testing a config that production would not run.
     """
@@ -32,7 +32,7 @@ def nginx_conf(
     ]
     text = "".join(lines[: servers[0]] + expanded + lines[servers[-1] + 1 :])
     replacements = [
-        (r"^(\s*)listen 80;", rf"\g<1>listen 127.0.0.1:{listen_port};"),
+        (r"^(\s*)listen 80( reuseport)?;", rf"\g<1>listen 127.0.0.1:{listen_port}\g<2>;"),
         (r"^(\s*)alias /app/staticfiles/;", rf"\g<1>alias {static_root}/;"),
     ]
     for pattern, replacement in replacements:
