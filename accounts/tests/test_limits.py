@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import redis as redis_sync
@@ -262,7 +263,8 @@ def quiet_limiter(monkeypatch) -> None:
 def counters(settings, *keys: str) -> list[int]:
     client = redis_sync.Redis.from_url(settings.REDIS_URL)
     try:
-        return [int(client.get(key) or 0) for key in keys]
+        values = cast("list[bytes | None]", client.mget(keys))
+        return [int(value or 0) for value in values]
     finally:
         client.close()
 

@@ -1,0 +1,146 @@
+"""K frame checks at once on one event loop against real Redis: main's limiter (one script call
+per frame over a pool of 64 connections) against this one (frames checked while a round trip is
+in flight leave together in the next one).
+
+    .venv/bin/python bench/limiter_bench.py --frames 2000 5000 --repeats 5
+
+Both run in the same process and minutes, in alternating order, against the machine's Redis in
+a database index of their own (tests/harness/services.py `redis_database`). `--base` names the
+git revision whose accounts/limits.py is the "before" (default `main`). Each check is a socket's
+frame (`frame_check`): its user's counter and its organisation's, 1,000 users in 50
+organisations, limits high enough that every frame passes. Reported per mode, medians over
+repeats: wall time until the last check answered, process CPU, checks let through unchecked
+(the limiter's fail-open when Redis timed out) and, for the batched one, script calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+USERS, ORGANISATIONS = 1000, 50
+
+
+def base_limiter(revision: str, workdir: Path) -> ModuleType:
+    """accounts/limits.py as it is at `revision`, imported under another name."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:accounts/limits.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = workdir / "limits_base.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("limits_base", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["limits_base"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run(limiter: Any, frames: int) -> dict[str, float]:
+    """One burst of `frames` checks; the numbers the module docstring lists."""
+    limiter._unavailable = {"warned": -math.inf, "since": 0}
+    calls = [0]
+    real = getattr(limiter, "_round_trip", None)
+    if real is not None:
+
+        async def counted(script: Any, batch: list[Any]) -> Any:
+            calls[0] += 1
+            return await real(script, batch)
+
+        limiter._round_trip = counted
+    try:
+        began, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(
+            *(
+                limiter.frame_check(user_id=i % USERS, organisation_id=i % ORGANISATIONS)
+                for i in range(frames)
+            )
+        )
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    finally:
+        if real is not None:
+            limiter._round_trip = real
+    state = limiter._unavailable
+    unchecked = state["since"] + (1 if state["warned"] != -math.inf else 0)
+    return {"wall": wall, "cpu": cpu, "unchecked": unchecked, "calls": calls[0]}
+
+
+async def bench(modes: dict[str, ModuleType], sizes: list[int], repeats: int) -> None:
+    for limiter in modes.values():  # a connection and the script loaded, before any timing
+        await limiter.frame_check(user_id=0, organisation_id=0)
+    names = list(modes)
+    for frames in sizes:
+        seen: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for repeat in range(repeats):
+            for name in names if repeat % 2 == 0 else names[::-1]:
+                seen[name].append(await run(modes[name], frames))
+                await asyncio.sleep(0.5)  # let the other's stragglers settle
+        for name in names:
+            runs = seen[name]
+
+            def med(field: str, runs: list[dict[str, float]] = runs) -> float:
+                return statistics.median(r[field] for r in runs)
+
+            print(
+                f"{frames:>6} frames  {name:<8} wall {med('wall'):6.3f} s"
+                f" ({min(r['wall'] for r in runs):.3f}-{max(r['wall'] for r in runs):.3f})"
+                f"  CPU {med('cpu'):6.3f} s  ({med('cpu') / frames * 1e6:5.1f} us/frame)"
+                f"  unchecked {med('unchecked'):5.0f}  script calls {med('calls'):4.0f}",
+                flush=True,
+            )
+        base, new = seen[names[0]], seen[names[1]]
+        pairs = list(zip(base, new, strict=True))
+        wall_ratio = statistics.median(n["wall"] / b["wall"] for b, n in pairs)
+        cpu_ratio = statistics.median(n["cpu"] / b["cpu"] for b, n in pairs)
+        print(f"{frames:>6} frames  batched/base: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[2000, 5000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--base", default="main")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database
+
+    logging.getLogger("accounts.limits").setLevel(logging.ERROR)  # fail-open warnings: counted
+    logging.getLogger("limits_base").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as workdir, redis_database() as index:
+        settings.REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
+        settings.WS_RATE_FRAMES_PER_USER = settings.WS_RATE_FRAMES_PER_ORG = "1000000/h"
+        from accounts import limits
+
+        modes = {"base": base_limiter(args.base, Path(workdir)), "batched": limits}
+        print(f"Redis db {index}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        asyncio.run(bench(modes, args.frames, args.repeats))
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
