@@ -3,14 +3,18 @@ per frame over a pool of 64 connections) against this one (frames checked while 
 in flight leave together in the next one).
 
     .venv/bin/python bench/limiter_bench.py --frames 2000 5000 --repeats 5
+    .venv/bin/python bench/limiter_bench.py --frames 2000 --spread 2 --busy-ms 20 --repeats 3
 
 Both run in the same process and minutes, in alternating order, against the machine's Redis in
 a database index of their own (tests/harness/services.py `redis_database`). `--base` names the
 git revision whose accounts/limits.py is the "before" (default `main`). Each check is a socket's
 frame (`frame_check`): its user's counter and its organisation's, 1,000 users in 50
-organisations, limits high enough that every frame passes. Reported per mode, medians over
-repeats: wall time until the last check answered, process CPU, checks let through unchecked
-(the limiter's fail-open when Redis timed out) and, for the batched one, script calls.
+organisations, limits high enough that every frame passes. All at once, or arriving over
+`--spread` seconds; `--busy-ms` makes every pass of the loop last at least that long (a busy
+replica's loop, as in a reconnect storm). Reported per mode, medians over repeats: wall time
+until the last check answered, process CPU, each check's wait (median and longest), checks let
+through unchecked (the limiter's fail-open when Redis or its pool timed out) and, for the
+batched one, script calls.
 """
 
 from __future__ import annotations
@@ -56,8 +60,17 @@ def base_limiter(revision: str, workdir: Path) -> ModuleType:
     return module
 
 
-async def run(limiter: Any, frames: int) -> dict[str, float]:
-    """One burst of `frames` checks; the numbers the module docstring lists."""
+async def hog(busy: float, stop: asyncio.Event) -> None:
+    """Each pass of the loop takes at least `busy` seconds, as a replica's loop in a storm; it
+    sleeps rather than spins so that the CPU figures stay the limiter's."""
+    while not stop.is_set():
+        time.sleep(busy)
+        await asyncio.sleep(0)
+
+
+async def run(limiter: Any, frames: int, spread: float, busy: float) -> dict[str, float]:
+    """`frames` checks arriving over `spread` seconds; the numbers the module docstring
+    lists."""
     limiter._unavailable = {"warned": -math.inf, "since": 0}
     calls = [0]
     real = getattr(limiter, "_round_trip", None)
@@ -68,24 +81,43 @@ async def run(limiter: Any, frames: int) -> dict[str, float]:
             return await real(script, batch)
 
         limiter._round_trip = counted
+    waits: list[float] = []
+
+    async def frame(i: int) -> None:
+        if spread:
+            await asyncio.sleep(spread * i / frames)
+        began = time.perf_counter()
+        await limiter.frame_check(user_id=i % USERS, organisation_id=i % ORGANISATIONS)
+        waits.append(time.perf_counter() - began)
+
+    stop = asyncio.Event()
+    hogging = asyncio.create_task(hog(busy, stop)) if busy else None
     try:
         began, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(
-            *(
-                limiter.frame_check(user_id=i % USERS, organisation_id=i % ORGANISATIONS)
-                for i in range(frames)
-            )
-        )
+        await asyncio.gather(*(frame(i) for i in range(frames)))
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     finally:
+        stop.set()
+        if hogging is not None:
+            await hogging
         if real is not None:
             limiter._round_trip = real
     state = limiter._unavailable
     unchecked = state["since"] + (1 if state["warned"] != -math.inf else 0)
-    return {"wall": wall, "cpu": cpu, "unchecked": unchecked, "calls": calls[0]}
+    waits.sort()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "unchecked": unchecked,
+        "calls": calls[0],
+        "p50": waits[len(waits) // 2],
+        "max": waits[-1],
+    }
 
 
-async def bench(modes: dict[str, ModuleType], sizes: list[int], repeats: int) -> None:
+async def bench(
+    modes: dict[str, ModuleType], sizes: list[int], repeats: int, spread: float, busy: float
+) -> None:
     for limiter in modes.values():  # a connection and the script loaded, before any timing
         await limiter.frame_check(user_id=0, organisation_id=0)
     names = list(modes)
@@ -93,7 +125,7 @@ async def bench(modes: dict[str, ModuleType], sizes: list[int], repeats: int) ->
         seen: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for repeat in range(repeats):
             for name in names if repeat % 2 == 0 else names[::-1]:
-                seen[name].append(await run(modes[name], frames))
+                seen[name].append(await run(modes[name], frames, spread, busy))
                 await asyncio.sleep(0.5)  # let the other's stragglers settle
         for name in names:
             runs = seen[name]
@@ -105,6 +137,7 @@ async def bench(modes: dict[str, ModuleType], sizes: list[int], repeats: int) ->
                 f"{frames:>6} frames  {name:<8} wall {med('wall'):6.3f} s"
                 f" ({min(r['wall'] for r in runs):.3f}-{max(r['wall'] for r in runs):.3f})"
                 f"  CPU {med('cpu'):6.3f} s  ({med('cpu') / frames * 1e6:5.1f} us/frame)"
+                f"  wait p50 {med('p50'):6.3f} s max {med('max'):6.3f} s"
                 f"  unchecked {med('unchecked'):5.0f}  script calls {med('calls'):4.0f}",
                 flush=True,
             )
@@ -120,6 +153,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[2000, 5000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--base", default="main")
+    parser.add_argument("--spread", type=float, default=0.0, help="frames arrive over S s")
+    parser.add_argument("--busy-ms", type=float, default=0.0, help="each loop pass at least")
     args = parser.parse_args()
 
     import django
@@ -138,7 +173,7 @@ def main() -> None:
 
         modes = {"base": base_limiter(args.base, Path(workdir)), "batched": limits}
         print(f"Redis db {index}; load average {os.getloadavg()[0]:.1f}", flush=True)
-        asyncio.run(bench(modes, args.frames, args.repeats))
+        asyncio.run(bench(modes, args.frames, args.repeats, args.spread, args.busy_ms / 1000))
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
