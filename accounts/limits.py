@@ -33,6 +33,7 @@ import hiredis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from core.errors import ParleyError
@@ -186,6 +187,16 @@ class _Batcher:
             return await self._command(command)
 
     async def _command(self, command: bytes) -> Any:
+        held = self.connection.is_connected
+        try:
+            await self.connection.send_packed_command(command, check_health=False)
+            return await self.connection.read_response()
+        except RedisConnectionError:
+            if not held:
+                raise
+        # A connection held across a restart of Redis is found closed only now (a pool checks
+        # before lending one, a loop pass each time): once more, on a new one. The command
+        # had not reached a Redis that is still there, so nothing is counted twice.
         await self.connection.send_packed_command(command, check_health=False)
         return await self.connection.read_response()
 

@@ -340,9 +340,17 @@ def private_redis() -> Iterator[SimpleNamespace]:
     with tempfile.TemporaryDirectory(prefix="parley-limits-") as workdir:
         group = ProcessGroup(log_dir=Path(workdir))
         port = free_port()
-        try:
+
+        def start() -> None:
             start_redis_server(group, "redis", binary, port, Path(workdir))
-            yield SimpleNamespace(url=f"redis://127.0.0.1:{port}/0", group=group)
+
+        def restart() -> None:
+            group.kill("redis")
+            start()
+
+        try:
+            start()
+            yield SimpleNamespace(url=f"redis://127.0.0.1:{port}/0", group=group, restart=restart)
         finally:
             group.stop_all()
 
@@ -368,3 +376,20 @@ async def test_redis_lost_mid_batch_lets_every_frame_through_with_one_warning(
     ]
     assert warnings[0].exc_info
     assert limits._unavailable["since"] == 249
+
+
+async def test_after_redis_restarts_frames_are_counted_again_without_a_warning(
+    private_redis, settings, quiet_limiter, caplog
+):
+    """The held connection is closed by the restart and the new Redis knows no script: the
+    next frame is counted all the same, on a new connection, not let through unchecked."""
+    settings.REDIS_URL = private_redis.url
+    settings.WS_RATE_FRAMES_PER_USER = "1/m"
+    caplog.set_level(logging.WARNING, logger="accounts.limits")
+    assert await passes(frame_check, user_id=1, organisation_id=None)
+    assert not await passes(frame_check, user_id=1, organisation_id=None)
+    private_redis.restart()
+    assert await passes(frame_check, user_id=1, organisation_id=None)  # a new window
+    assert not await passes(frame_check, user_id=1, organisation_id=None)
+    assert counters(settings, "parley:rl:frames:user:1") == [2]
+    assert [r for r in caplog.records if r.name == "accounts.limits"] == []
