@@ -119,7 +119,7 @@ class Check:
 Results = list[tuple[int, float]]  # per counter charged: its count, seconds left in its window
 
 # The most frames one script call carries: a script holds Redis for every other client while it
-# runs (~2 ms for 500 frames of two counters here), so a storm's backlog leaves in several
+# runs (~3.4 ms for 500 frames of two counters here), so a storm's backlog leaves in several
 # calls, one after the other.
 BATCH_MAX = 500
 

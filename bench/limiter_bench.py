@@ -3,7 +3,8 @@ per frame over a pool of 64 connections) against this one (frames checked while 
 in flight leave together in the next one).
 
     .venv/bin/python bench/limiter_bench.py --frames 2000 5000 --repeats 5
-    .venv/bin/python bench/limiter_bench.py --frames 2000 --spread 2 --busy-ms 20 --repeats 3
+    .venv/bin/python bench/limiter_bench.py --frames 2000 --spread 2 --busy-ms 50 --repeats 3
+    .venv/bin/python bench/limiter_bench.py --frames 5000 --repeats 3 --private-redis
 
 Both run in the same process and minutes, in alternating order, against the machine's Redis in
 a database index of their own (tests/harness/services.py `redis_database`). `--base` names the
@@ -14,13 +15,15 @@ organisations, limits high enough that every frame passes. All at once, or arriv
 replica's loop, as in a reconnect storm). Reported per mode, medians over repeats: wall time
 until the last check answered, process CPU, each check's wait (median and longest), checks let
 through unchecked (the limiter's fail-open when Redis or its pool timed out) and, for the
-batched one, script calls.
+batched one, script calls; with `--private-redis` (a redis-server of its own instead) also the
+time that server spent in the scripts per frame (`INFO commandstats`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import math
@@ -39,6 +42,14 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 USERS, ORGANISATIONS = 1000, 50
+STATS: Any = None  # with --private-redis: a client of that server, for its commandstats
+
+
+def redis_script_usec() -> float:
+    """Microseconds the server spent in script calls so far (0 without --private-redis)."""
+    if STATS is None:
+        return 0.0
+    return float(STATS.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
 
 
 def base_limiter(revision: str, workdir: Path) -> ModuleType:
@@ -92,10 +103,12 @@ async def run(limiter: Any, frames: int, spread: float, busy: float) -> dict[str
 
     stop = asyncio.Event()
     hogging = asyncio.create_task(hog(busy, stop)) if busy else None
+    in_redis = redis_script_usec()
     try:
         began, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(frame(i) for i in range(frames)))
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        in_redis = redis_script_usec() - in_redis
     finally:
         stop.set()
         if hogging is not None:
@@ -112,6 +125,7 @@ async def run(limiter: Any, frames: int, spread: float, busy: float) -> dict[str
         "calls": calls[0],
         "p50": waits[len(waits) // 2],
         "max": waits[-1],
+        "redis": in_redis / frames,
     }
 
 
@@ -138,7 +152,8 @@ async def bench(
                 f" ({min(r['wall'] for r in runs):.3f}-{max(r['wall'] for r in runs):.3f})"
                 f"  CPU {med('cpu'):6.3f} s  ({med('cpu') / frames * 1e6:5.1f} us/frame)"
                 f"  wait p50 {med('p50'):6.3f} s max {med('max'):6.3f} s"
-                f"  unchecked {med('unchecked'):5.0f}  script calls {med('calls'):4.0f}",
+                f"  unchecked {med('unchecked'):5.0f}  script calls {med('calls'):4.0f}"
+                + (f"  Redis {med('redis'):.1f} us/frame" if STATS is not None else ""),
                 flush=True,
             )
         base, new = seen[names[0]], seen[names[1]]
@@ -155,6 +170,11 @@ def main() -> None:
     parser.add_argument("--base", default="main")
     parser.add_argument("--spread", type=float, default=0.0, help="frames arrive over S s")
     parser.add_argument("--busy-ms", type=float, default=0.0, help="each loop pass at least")
+    parser.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="a redis-server of its own, and the time it spent in the scripts per frame",
+    )
     args = parser.parse_args()
 
     import django
@@ -166,8 +186,28 @@ def main() -> None:
 
     logging.getLogger("accounts.limits").setLevel(logging.ERROR)  # fail-open warnings: counted
     logging.getLogger("limits_base").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as workdir, redis_database() as index:
-        settings.REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory())
+        if args.private_redis:
+            global STATS
+            import redis
+
+            from tests.harness.processes import (
+                ProcessGroup,
+                free_port,
+                require_binary,
+                start_redis_server,
+            )
+
+            group = ProcessGroup(log_dir=Path(workdir))
+            stack.callback(group.stop_all)
+            port = free_port()
+            start_redis_server(group, "redis", require_binary("redis-server"), port, Path(workdir))
+            settings.REDIS_URL, index = f"redis://127.0.0.1:{port}/0", 0
+            STATS = redis.Redis(port=port)
+        else:
+            index = stack.enter_context(redis_database())
+            settings.REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
         settings.WS_RATE_FRAMES_PER_USER = settings.WS_RATE_FRAMES_PER_ORG = "1000000/h"
         from accounts import limits
 
