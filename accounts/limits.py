@@ -3,9 +3,11 @@ by every replica.
 
 With REDIS_URL set, counters live in Redis: one Lua script increments the counters a frame
 touches and sets each counter's expiry on its first hit, atomically, so replicas A and B count
-into the same windows. A window starts at the first hit and lasts the rate's period; the
-answer says how long until it ends (`retry_after`). Without Redis (embedded mode, one process)
-the Django cache holds the same counters.
+into the same windows. The frames a process checks while its previous round trip is in flight
+go together in one script call (group commit, `_Batcher`), counted in arrival order. A window
+starts at the first hit and lasts the rate's period; the answer says how long until it ends
+(`retry_after`). Without Redis (embedded mode, one process) the Django cache holds the same
+counters.
 
 Counters are charged narrowest first (the user's, then the organisation's), and a frame over
 one counter's limit is not charged to the counters after it: frames refused by a member's own
@@ -18,6 +20,7 @@ the chat down, and budgets (accounts/quotas.py) still bound spend from PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
@@ -26,9 +29,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from core.errors import ParleyError
 from core.observability import metrics
@@ -39,25 +45,37 @@ KEY_PREFIX = "parley:rl"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 
-# KEYS: counters, narrowest first; ARGV: each counter's window in ms, then each one's limit.
-# Returns count, ms left for each counter charged: it stops after the first one over its limit.
+# Many frames' checks in one call, each frame's as one call per frame would have run them, in
+# order. KEYS: every frame's counters, frame after frame, each frame's narrowest first. ARGV: per
+# frame, its number of counters N, then N windows in ms, then N limits. Returns per frame a list
+# of count, ms left for each counter charged: it stops after the first one over its limit.
 _SCRIPT = """
 local out = {}
-for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 then
-    redis.call('PEXPIRE', key, ARGV[i])
-    ttl = tonumber(ARGV[i])
+local k, a = 0, 1
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local frame = {}
+  for i = 1, n do
+    local key = KEYS[k + i]
+    local count = redis.call('INCR', key)
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('PEXPIRE', key, ARGV[a + i])
+      ttl = tonumber(ARGV[a + i])
+    end
+    frame[#frame + 1] = count
+    frame[#frame + 1] = ttl
+    if count > tonumber(ARGV[a + n + i]) then
+      break
+    end
   end
-  out[#out + 1] = n
-  out[#out + 1] = ttl
-  if n > tonumber(ARGV[#KEYS + i]) then
-    break
-  end
+  out[#out + 1] = frame
+  k = k + n
+  a = a + 1 + 2 * n
 end
 return out
 """
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,37 +116,119 @@ class Check:
     what: str = "frames"  # what a refusal says there were too many of
 
 
-# One client per event loop: redis.asyncio connections belong to the loop that made them.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+Results = list[tuple[int, float]]  # per counter charged: its count, seconds left in its window
+
+# The most frames one script call carries: a script holds Redis for every other client while it
+# runs (~3.4 ms for 500 frames of two counters here), so a storm's backlog leaves in several
+# calls, one after the other.
+BATCH_MAX = 500
 
 
-def _client() -> Any:
-    import redis.asyncio
+class _Batcher:
+    """One event loop's limiter client (redis.asyncio connections belong to the loop that made
+    them). Group commit, as chat/layers.py publishes: the frames checked while a round trip is
+    in flight leave together in the next one, one script call; a frame alone goes at once. One
+    call in flight per loop, so one connection of its own, held: no pool to wait for, and a
+    round trip costs the loop two or three passes, not redis-py's ~6 for a command through a
+    pool (checked for pending data, locked, released), which on a storm's slow loop are most
+    of a frame's wait."""
 
-    loop = asyncio.get_running_loop()
-    client: Any = _clients.get(loop)
-    if client is None:
-        # A blocking pool: redis-py's default asyncio pool holds one lock while it connects
-        # and checks a connection, so every frame of the process took its turn through that
-        # lock, one hand-over per pass of a busy event loop: in a reconnect storm a socket's
-        # first `pong` came ~7 s after its handshake, all of them together (docs/benchmarks.md,
-        # "The reconnect storm"). This one checks connections outside its lock.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=64, timeout=5, socket_timeout=2
+    def __init__(self, url: str) -> None:
+        import redis.asyncio
+
+        self.url = url
+        pool = redis.asyncio.ConnectionPool.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2
         )
-        client = redis.asyncio.Redis(connection_pool=pool)
-        client.parley_script = client.register_script(_SCRIPT)
-        _clients[loop] = client
-    return client
+        self.connection = pool.make_connection()  # (re)connects on its next send
+        self.outbox: list[tuple[list[Check], asyncio.Future[Results | None]]] = []
+        self.sender: asyncio.Task[None] | None = None
+
+    async def hit(self, checks: list[Check]) -> Results | None:
+        """The frame's results, or None if its batch's round trip failed (noted, let through)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Results | None] = loop.create_future()
+        self.outbox.append((checks, future))
+        if self.sender is None or self.sender.done():
+            self.sender = loop.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        while self.outbox:
+            batch, self.outbox = self.outbox[:BATCH_MAX], self.outbox[BATCH_MAX:]
+            results: list[Results | None]
+            try:
+                results = list(await _round_trip(self, [checks for checks, _ in batch]))
+            except Exception:
+                # Every frame of the batch is let through; one warning per interval for all.
+                _unavailable_note(frames=len(batch))
+                results = [None] * len(batch)
+            except BaseException:  # this sender was cancelled (loop closing): nobody waits on
+                for _, future in batch + self.outbox:
+                    future.cancel()
+                self.outbox = []
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                # A caller cancelled meanwhile (its socket closed) was counted all the same,
+                # as its frame did arrive; its answer goes nowhere.
+                if not future.done():
+                    future.set_result(result)
+
+    async def call(self, keys: list[str], args: list[int]) -> Any:
+        """The script over these keys and arguments, packed by hiredis (in C: redis-py's
+        asyncio client packs in Python, ~1.5 us an argument, seven a frame). On an error
+        redis-py drops the connection itself, so a half-read reply never answers the next."""
+        # (hiredis' stub says a tuple of one element)
+        pack: Any = hiredis.pack_command
+        command = pack(("EVALSHA", _SCRIPT_SHA, len(keys), *keys, *args))
+        try:
+            return await self._command(command)
+        except NoScriptError:  # a restarted (or flushed) Redis forgot the script
+            await self._command(pack(("SCRIPT", "LOAD", _SCRIPT)))
+            return await self._command(command)
+
+    async def _command(self, command: bytes) -> Any:
+        held = self.connection.is_connected
+        try:
+            await self.connection.send_packed_command(command, check_health=False)
+            return await self.connection.read_response()
+        except RedisConnectionError:
+            if not held:
+                raise
+        # A connection held across a restart of Redis is found closed only now (a pool checks
+        # before lending one, a loop pass each time): once more, on a new one. The command
+        # had not reached a Redis that is still there, so nothing is counted twice.
+        await self.connection.send_packed_command(command, check_health=False)
+        return await self.connection.read_response()
 
 
-async def _hit_redis(checks: list[Check]) -> list[tuple[int, float]]:
-    client = _client()
-    raw = await client.parley_script(
-        keys=[c.key for c in checks],
-        args=[c.rate.seconds * 1000 for c in checks] + [c.rate.count for c in checks],
-    )
-    return [(int(raw[i]), int(raw[i + 1]) / 1000) for i in range(0, len(raw), 2)]
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batcher() -> _Batcher:
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None or batcher.url != settings.REDIS_URL:
+        batcher = _batchers[loop] = _Batcher(settings.REDIS_URL)
+    return batcher
+
+
+async def _round_trip(batcher: _Batcher, frames: list[list[Check]]) -> list[Results]:
+    """One script call for many frames' checks, in order."""
+    keys: list[str] = []
+    args: list[int] = []
+    for checks in frames:
+        keys += [c.key for c in checks]
+        args += [len(checks), *(c.rate.seconds * 1000 for c in checks)]
+        args += [c.rate.count for c in checks]
+    raw = await batcher.call(keys, args)
+    return [[(int(f[i]), int(f[i + 1]) / 1000) for i in range(0, len(f), 2)] for f in raw]
+
+
+async def _hit_redis(checks: list[Check]) -> Results | None:
+    return await _batcher().hit(checks)
 
 
 def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
@@ -156,18 +256,19 @@ clock = time.monotonic
 _unavailable = {"warned": -math.inf, "since": 0}
 
 
-def _unavailable_note() -> None:
-    """Called in the `except` of a failed check: warn at most once per interval."""
+def _unavailable_note(frames: int = 1) -> None:
+    """Called in the `except` of a failed check (of `frames` frames, one round trip): warn at
+    most once per interval."""
     now = clock()
     if now - _unavailable["warned"] < UNAVAILABLE_WARN_EVERY:
-        _unavailable["since"] += 1
+        _unavailable["since"] += frames
         return
     logger.warning(
         "rate limiter unavailable; letting frames through (%d more since the last warning)",
         _unavailable["since"],
         exc_info=True,
     )
-    _unavailable["warned"], _unavailable["since"] = now, 0
+    _unavailable["warned"], _unavailable["since"] = now, frames - 1
 
 
 async def limits_hit(checks: list[Check], *, what: str) -> None:
@@ -175,7 +276,10 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
     raise RateLimitExceeded if one is. The checks after it are not charged."""
     try:
         if settings.REDIS_URL:
-            results = await _hit_redis(checks)
+            batched = await _hit_redis(checks)
+            if batched is None:  # its batch's round trip failed: noted, let through
+                return
+            results = batched
         else:
             results = _hit_cache(checks)
     except Exception:

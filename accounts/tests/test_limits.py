@@ -1,21 +1,31 @@
-"""Rate limits in one process (the cache fallback); tests/integration/test_limits_ws.py runs the
-same limits across two Daphne replicas sharing Redis."""
+"""Rate limits in one process (the cache fallback, and real Redis with its batched round trips);
+tests/integration/test_limits_ws.py runs the same limits across two Daphne replicas sharing
+Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
+import redis as redis_sync
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
+from accounts import limits
 from accounts.limits import Rate, RateLimitExceeded, frame_check, rate_parse, send_check
 from accounts.tickets import ws_ticket_issue
 from chat.models import Message
 from project.asgi import application
+from tests.harness.processes import ProcessGroup, free_port, require_binary, start_redis_server
 from tests.harness.services import REDIS_HOST, REDIS_PORT, redis_database, require_service
 
 HOST = (b"host", b"127.0.0.1:8000")
@@ -222,3 +232,164 @@ async def test_a_store_that_is_down_lets_frames_through_with_one_warning_per_int
         "rate limiter unavailable; letting frames through (19 more since the last warning)",
     ]
     assert all(r.exc_info for r in warnings)
+
+
+# --- many frames at once on one event loop: one script call per round trip (group commit) ----
+
+REDIS_ONLY = pytest.mark.parametrize("limiter_store", ["redis"], indirect=True)
+
+
+@pytest.fixture
+def round_trips(monkeypatch) -> SimpleNamespace:
+    """Every script call the limiter makes, by its number of frames (the real call is made);
+    `started` is set once the first one is under way."""
+    seen = SimpleNamespace(frames=[], started=asyncio.Event())
+    real = limits._round_trip
+
+    async def counted(script, frames):
+        seen.frames.append(len(frames))
+        seen.started.set()
+        return await real(script, frames)
+
+    monkeypatch.setattr(limits, "_round_trip", counted)
+    return seen
+
+
+@pytest.fixture
+def quiet_limiter(monkeypatch) -> None:
+    monkeypatch.setattr(limits, "_unavailable", {"warned": -math.inf, "since": 0})
+
+
+def counters(settings, *keys: str) -> list[int]:
+    client = redis_sync.Redis.from_url(settings.REDIS_URL)
+    try:
+        values = cast("list[bytes | None]", client.mget(keys))
+        return [int(value or 0) for value in values]
+    finally:
+        client.close()
+
+
+@REDIS_ONLY
+async def test_concurrent_frames_are_each_counted_once_in_arrival_order_in_few_round_trips(
+    limiter_store, settings, round_trips
+):
+    settings.WS_RATE_FRAMES_PER_USER = "300/m"
+    outcomes = await asyncio.gather(
+        *(passes(frame_check, user_id=1, organisation_id=None) for _ in range(500))
+    )
+    assert outcomes == [True] * 300 + [False] * 200
+    assert counters(settings, "parley:rl:frames:user:1") == [500]
+    assert sum(round_trips.frames) == 500
+    assert len(round_trips.frames) <= 5  # 500 frames in a handful of script calls, not 500
+
+
+@pytest.mark.parametrize("limiter_store", ["cache", "redis"], indirect=True)
+async def test_a_batch_of_several_users_frames_keeps_their_counters_apart(
+    limiter_store, settings, round_trips
+):
+    settings.WS_RATE_FRAMES_PER_USER = "5/m"
+    settings.WS_RATE_FRAMES_PER_ORG = "100/m"
+    settings.WS_RATE_SENDS_PER_USER = "2/m"
+    users = [1, 2, 3] * 10  # interleaved, as sockets' frames arrive
+    outcomes = await asyncio.gather(
+        *(passes(frame_check, user_id=u, organisation_id=7, send=(u == 3)) for u in users)
+    )
+    by_user = {u: [o for v, o in zip(users, outcomes, strict=True) if v == u] for u in (1, 2, 3)}
+    assert by_user[1] == by_user[2] == [True] * 5 + [False] * 5
+    assert by_user[3] == [True] * 2 + [False] * 8  # its sends ran out first
+    if settings.REDIS_URL:
+        # Refused frames are charged to the user's counter only; user 3's frames 3-5 passed
+        # the frame counters and were charged to its sends (and refused there).
+        assert counters(
+            settings,
+            "parley:rl:frames:user:1",
+            "parley:rl:frames:user:3",
+            "parley:rl:frames:org:7",
+            "parley:rl:sends:user:3",
+            "parley:rl:sends:org:7",
+        ) == [10, 10, 15, 5, 2]
+        assert sum(round_trips.frames) == 30 and len(round_trips.frames) <= 3
+
+
+@REDIS_ONLY
+async def test_a_caller_cancelled_while_its_batch_is_in_flight_does_not_affect_the_others(
+    limiter_store, settings, round_trips
+):
+    settings.WS_RATE_FRAMES_PER_USER = "50/m"
+    tasks = [
+        asyncio.create_task(passes(frame_check, user_id=1, organisation_id=None))
+        for _ in range(100)
+    ]
+    await asyncio.wait_for(round_trips.started.wait(), 30)
+    for index in (0, 10, 99):  # their sockets closed while the batch was in flight
+        tasks[index].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(results[i], asyncio.CancelledError) for i in (0, 10, 99))
+    others = [r for i, r in enumerate(results) if i not in (0, 10, 99)]
+    # The cancelled frames did arrive, so they were counted: 48 of the others pass.
+    assert others == [True] * 48 + [False] * 49
+    assert counters(settings, "parley:rl:frames:user:1") == [100]
+    assert not await passes(frame_check, user_id=1, organisation_id=None)  # the limiter goes on
+    assert counters(settings, "parley:rl:frames:user:1") == [101]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[SimpleNamespace]:
+    """A redis-server of this test's own, which it may kill (never the machine's shared one)."""
+    binary = require_binary("redis-server")
+    with tempfile.TemporaryDirectory(prefix="parley-limits-") as workdir:
+        group = ProcessGroup(log_dir=Path(workdir))
+        port = free_port()
+
+        def start() -> None:
+            start_redis_server(group, "redis", binary, port, Path(workdir))
+
+        def restart() -> None:
+            group.kill("redis")
+            start()
+
+        try:
+            start()
+            yield SimpleNamespace(url=f"redis://127.0.0.1:{port}/0", group=group, restart=restart)
+        finally:
+            group.stop_all()
+
+
+async def test_redis_lost_mid_batch_lets_every_frame_through_with_one_warning(
+    private_redis, settings, round_trips, quiet_limiter, caplog
+):
+    settings.REDIS_URL = private_redis.url
+    settings.WS_RATE_FRAMES_PER_USER = "1/m"  # counted, all but one would be refused
+    caplog.set_level(logging.WARNING, logger="accounts.limits")
+    first = [passes(frame_check, user_id=1, organisation_id=None) for _ in range(200)]
+    tasks = [asyncio.create_task(check) for check in first]
+    await asyncio.wait_for(round_trips.started.wait(), 30)
+    # Frames arriving while that batch is in flight, then Redis dies under both.
+    tasks += [
+        asyncio.create_task(passes(frame_check, user_id=1, organisation_id=None)) for _ in range(50)
+    ]
+    private_redis.group.kill("redis")
+    assert await asyncio.gather(*tasks) == [True] * 250
+    warnings = [r for r in caplog.records if r.name == "accounts.limits"]
+    assert [r.getMessage() for r in warnings] == [
+        "rate limiter unavailable; letting frames through (0 more since the last warning)"
+    ]
+    assert warnings[0].exc_info
+    assert limits._unavailable["since"] == 249
+
+
+async def test_after_redis_restarts_frames_are_counted_again_without_a_warning(
+    private_redis, settings, quiet_limiter, caplog
+):
+    """The held connection is closed by the restart and the new Redis knows no script: the
+    next frame is counted all the same, on a new connection, not let through unchecked."""
+    settings.REDIS_URL = private_redis.url
+    settings.WS_RATE_FRAMES_PER_USER = "1/m"
+    caplog.set_level(logging.WARNING, logger="accounts.limits")
+    assert await passes(frame_check, user_id=1, organisation_id=None)
+    assert not await passes(frame_check, user_id=1, organisation_id=None)
+    private_redis.restart()
+    assert await passes(frame_check, user_id=1, organisation_id=None)  # a new window
+    assert not await passes(frame_check, user_id=1, organisation_id=None)
+    assert counters(settings, "parley:rl:frames:user:1") == [2]
+    assert [r for r in caplog.records if r.name == "accounts.limits"] == []
