@@ -346,14 +346,17 @@ async def reconnect(
     back = [] if back is None else back
     opened: list[float] = []  # handshake done
     lost: dict[str, int] = {}
+    closed = 0  # sockets seen to drop before the deadline (a busy loop sees some late)
 
     async def watch(sock: Socket) -> None:
+        nonlocal closed
         try:
             await sock.ws.wait_closed()
         except Exception:
             pass
         if time.monotonic() - killed_at > deadline:
             return
+        closed += 1
         attempt = 0
         while True:
             await asyncio.sleep(backoff_delay(attempt, first_spread))
@@ -380,13 +383,16 @@ async def reconnect(
     # Sockets on the surviving replica stay open: their watch waits until the deadline.
     watchers = [asyncio.create_task(watch(s)) for s in sockets if s.ws is not None]
     await asyncio.sleep(2)  # the victim's sockets close within a moment of its death
-    dropped = sum(not s.is_open for s in sockets)
-    while time.monotonic() - killed_at < deadline and len(back) < dropped:
+    # Until every socket seen to drop is back and none is still down (a count taken once
+    # after 2 s missed drops this loop saw later, and stopped their reconnects early).
+    while time.monotonic() - killed_at < deadline and (
+        len(back) < closed or not all(s.is_open for s in sockets if s.ws is not None)
+    ):
         await asyncio.sleep(0.25)
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
-    return {"opened": opened, "back": list(back), "lost": lost, "dropped": dropped}
+    return {"opened": opened, "back": list(back), "lost": lost, "dropped": closed}
 
 
 class ClientProcesses:
