@@ -314,9 +314,8 @@ async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_ngin
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
-    from tests.harness.nginx import nginx_conf, start_nginx
+    from tests.harness.nginx import start_repository_nginx
     from tests.harness.processes import (
-        REPO,
         ProcessGroup,
         base_env,
         free_port,
@@ -336,19 +335,16 @@ async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_ngin
         await asyncio.to_thread(
             group.daphne, "daphne", daphne_port, env, as_in_image=True, app=app, wait_for="/"
         )
-        prefix = tmp_path / "nginx"
-        prefix.mkdir()
-        conf = prefix / "nginx.conf"
-        conf.write_text(
-            nginx_conf(
-                (REPO / "nginx.conf").read_text(),
+        await asyncio.to_thread(
+            lambda: start_repository_nginx(
+                group,
+                nginx,
+                workdir=tmp_path,
                 upstream_ports=[daphne_port],
                 listen_port=nginx_port,
                 static_root=tmp_path,
-                prefix=prefix,
             )
         )
-        await asyncio.to_thread(start_nginx, group, "nginx", nginx, conf, prefix, nginx_port)
         base = f"ws://127.0.0.1:{nginx_port}/ws"
 
         async def hold() -> None:
@@ -382,26 +378,21 @@ def test_every_nginx_worker_accepts_on_a_listening_socket_of_its_own(tmp_path):
     burst and ran out of worker_connections (docs/benchmarks.md, "Held ten minutes")."""
     import subprocess
 
-    from tests.harness.nginx import nginx_conf, start_nginx
-    from tests.harness.processes import REPO, ProcessGroup, free_port, require_binary
+    from tests.harness.nginx import start_repository_nginx
+    from tests.harness.processes import ProcessGroup, free_port, require_binary
 
     nginx = require_binary("nginx")
     group = ProcessGroup(log_dir=tmp_path)
     try:
         nginx_port = free_port()
-        prefix = tmp_path / "nginx"
-        prefix.mkdir()
-        conf = prefix / "nginx.conf"
-        conf.write_text(
-            nginx_conf(
-                (REPO / "nginx.conf").read_text(),
-                upstream_ports=[free_port()],
-                listen_port=nginx_port,
-                static_root=tmp_path,
-                prefix=prefix,
-            )
+        master = start_repository_nginx(
+            group,
+            nginx,
+            workdir=tmp_path,
+            upstream_ports=[free_port()],
+            listen_port=nginx_port,
+            static_root=tmp_path,
         )
-        master = start_nginx(group, "nginx", nginx, conf, prefix, nginx_port)
         workers = subprocess.run(
             ["pgrep", "-P", str(master.pid)], capture_output=True, text=True, check=True
         ).stdout.split()

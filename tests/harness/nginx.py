@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.harness.processes import ProcessGroup, wait_until_answers
+from tests.harness.processes import REPO, ProcessGroup, wait_until_answers
 
 _UPSTREAM = r"^(\s*)server daphne-\d+:8000\b"
 
@@ -89,3 +89,28 @@ def start_nginx(
     )
     wait_until_answers(f"http://127.0.0.1:{port}/nginx-health", timeout=20, proc=proc)
     return proc
+
+
+def start_repository_nginx(
+    group: ProcessGroup,
+    binary: str,
+    *,
+    workdir: Path,
+    upstream_ports: list[int],
+    listen_port: int,
+    static_root: Path,
+) -> subprocess.Popen[bytes]:
+    """The repository's nginx.conf, rewritten for loopback under `workdir`/nginx, started."""
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        nginx_conf(
+            (REPO / "nginx.conf").read_text(),
+            upstream_ports=upstream_ports,
+            listen_port=listen_port,
+            static_root=static_root,
+            prefix=prefix,
+        )
+    )
+    return start_nginx(group, "nginx", binary, conf, prefix, listen_port)
