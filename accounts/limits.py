@@ -26,6 +26,7 @@ import math
 import re
 import time
 import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,8 @@ Results = list[tuple[int, float]]  # per counter charged: its count, seconds lef
 # runs (~3.4 ms for 500 frames of two counters here), so a storm's backlog leaves in several
 # calls, one after the other.
 BATCH_MAX = 500
+# The name the limiter's connections have in Redis (CLIENT LIST).
+CLIENT_NAME = "parley-limiter"
 
 
 class _Batcher:
@@ -131,21 +134,30 @@ class _Batcher:
     call in flight per loop, so one connection of its own, held: no pool to wait for, and a
     round trip costs the loop two or three passes, not redis-py's ~6 for a command through a
     pool (checked for pending data, locked, released), which on a storm's slow loop are most
-    of a frame's wait."""
+    of a frame's wait.
+
+    It lives as long as its loop and no longer (see `_batcher`): Daphne has one loop for the
+    process's life, but code run through async_to_sync (management commands, Celery tasks,
+    tests) gets a new loop each time, and a client kept per loop for ever was a connection
+    left open per call."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio
 
         self.url = url
         pool = redis.asyncio.ConnectionPool.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2
+            url, socket_timeout=2, socket_connect_timeout=2, client_name=CLIENT_NAME
         )
         self.connection = pool.make_connection()  # (re)connects on its next send
         self.outbox: list[tuple[list[Check], asyncio.Future[Results | None]]] = []
         self.sender: asyncio.Task[None] | None = None
+        self.watch: AsyncGenerator[None, None] | None = None
 
     async def hit(self, checks: list[Check]) -> Results | None:
         """The frame's results, or None if its batch's round trip failed (noted, let through)."""
+        if self.watch is None:  # this loop's first frame
+            self.watch = _until_loop_shutdown(self)
+            await anext(self.watch)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Results | None] = loop.create_future()
         self.outbox.append((checks, future))
@@ -202,17 +214,43 @@ class _Batcher:
         return await self.connection.read_response()
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+# Each loop's _Batcher is an attribute of the loop itself, so nothing else holds it: a loop
+# dropped without being shut down is collected with its client (whose connection holds the loop,
+# so a dictionary keyed by the loop, even a weak one, kept both for ever), and its transport
+# closes the socket then. A loop that takes no attribute (uvloop) is noted in `_pinned` instead,
+# until it shuts down.
+_SLOT = "_parley_rate_limiter"
+_pinned: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _batcher() -> _Batcher:
     loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
+    batcher: _Batcher | None = getattr(loop, _SLOT, None) or _pinned.get(loop)
     if batcher is None or batcher.url != settings.REDIS_URL:
-        batcher = _batchers[loop] = _Batcher(settings.REDIS_URL)
+        batcher = _Batcher(settings.REDIS_URL)
+        try:
+            setattr(loop, _SLOT, batcher)
+        except AttributeError:
+            _pinned[loop] = batcher
     return batcher
+
+
+async def _until_loop_shutdown(batcher: _Batcher) -> AsyncGenerator[None, None]:
+    """Parked for the loop's life. A loop shutting down closes the async generators it saw
+    (shutdown_asyncgens: asyncio.run, asyncio.Runner and async_to_sync do it before closing
+    the loop), which forgets the loop's client and closes its connection from the loop itself.
+    (A replaced client, REDIS_URL changed, is closed the same way when the loop shuts down.)"""
+    try:
+        yield
+    finally:
+        loop = asyncio.get_running_loop()
+        if getattr(loop, _SLOT, None) is batcher:
+            delattr(loop, _SLOT)
+        if _pinned.get(loop) is batcher:
+            del _pinned[loop]
+        await batcher.connection.disconnect()
 
 
 async def _round_trip(batcher: _Batcher, frames: list[list[Check]]) -> list[Results]:

@@ -415,6 +415,10 @@ def main() -> None:
     }
     if args.layer:
         env["CHANNEL_LAYER_BACKEND"] = args.layer
+    # Stopped by SIGTERM (kill, timeout), a run unwinds as after Ctrl-C: its processes stop and
+    # its database goes. That database is its own (parley_bench_<pid>_<random>: two runs at once
+    # never share one), dropped at the end (tests/harness/services.py postgres_database).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # One replica that clients reach directly, Celery workers started below for each mode.
     with production_topology(
         replicas=1,
@@ -424,7 +428,7 @@ def main() -> None:
         nginx=False,
         as_in_image=False,
         user=(USERNAME, PASSWORD),
-        name="bench",
+        name=f"bench-{os.getpid()}",
     ) as topo:
         group = topo.group
         daphne_port, floor_port = topo.daphne_ports[0], free_port()

@@ -27,6 +27,10 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True, default="")
     # Kept at the top of its owner's conversation list (the page's sidebar).
     pinned = models.BooleanField(default=False)
+    # Set once a document is attached to it or a shared collection picked for it
+    # (chat/documents/signals.py), and never cleared: a reply looks for passages only then
+    # (chat/documents/retrieval.py), so one in a conversation that never had any costs no query.
+    retrieves = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

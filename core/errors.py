@@ -139,6 +139,9 @@ CODES: dict[str, ErrorCode] = {
         _entry("provider_unavailable", retryable=True, http_status=503, openai_type="server_error"),
         # A reply that stopped before it was complete; its partial text is kept.
         _entry("interrupted", retryable=True, http_status=503, openai_type="server_error"),
+        # A send saved with its reply, but the reply could not be handed to its generator (the
+        # Celery broker down): the same send again (same client_id) starts it.
+        _entry("not_started", retryable=True, http_status=503, openai_type="server_error"),
         # Live updates are cut (the channel layer's Redis is down); they come back by themselves.
         _entry("unavailable", retryable=True, http_status=503, openai_type="server_error"),
         _entry("internal", retryable=False, http_status=500, openai_type="server_error"),

@@ -5,9 +5,12 @@ Redis."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +18,7 @@ from typing import cast
 
 import pytest
 import redis as redis_sync
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
@@ -393,3 +396,69 @@ async def test_after_redis_restarts_frames_are_counted_again_without_a_warning(
     assert not await passes(frame_check, user_id=1, organisation_id=None)
     assert counters(settings, "parley:rl:frames:user:1") == [2]
     assert [r for r in caplog.records if r.name == "accounts.limits"] == []
+
+
+# --- one client per event loop, for that loop's life ------------------------------------------
+
+
+def limiter_connections(url: str) -> int:
+    """The limiter's connections Redis has open (CLIENT LIST, by the name it gives them)."""
+    admin = redis_sync.Redis.from_url(url)
+    try:
+        clients = cast("list[dict[str, str]]", admin.client_list())
+        return sum(c["name"] == limits.CLIENT_NAME for c in clients)
+    finally:
+        admin.close()
+
+
+def until_at_most(count: int, url: str, timeout: float = 30) -> int:
+    """Wait for Redis to see the limiter's connections down to `count` (a closed connection
+    leaves its list once Redis reads the close); the count at the end."""
+    deadline = time.monotonic() + timeout
+    while (open_now := limiter_connections(url)) > count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return open_now
+
+
+def test_fresh_event_loops_do_not_leave_connections_open(private_redis, settings):
+    """Code run through async_to_sync outside Daphne (a management command, a Celery task) gets
+    a new event loop each call: each loop's client goes when its loop shuts down, so 30 calls
+    leave no connection behind, and every frame was counted."""
+    settings.REDIS_URL = private_redis.url
+
+    async def command() -> int:
+        await frame_check(user_id=1, organisation_id=None)
+        return limiter_connections(private_redis.url)  # this loop's, while it runs
+
+    while_running = [async_to_sync(command)() for _ in range(30)]
+    assert min(while_running) >= 1
+    assert counters(settings, "parley:rl:frames:user:1") == [30]
+    assert until_at_most(0, private_redis.url) == 0
+
+
+@pytest.mark.parametrize("end", ["closed", "dropped"])
+def test_a_loop_closed_or_dropped_without_shutting_down_takes_its_connection(
+    private_redis, settings, end
+):
+    """A loop run by hand and closed (or dropped) without shutdown_asyncgens: its client lives
+    on the loop alone, so collecting the loop closes the connection."""
+    settings.REDIS_URL = private_redis.url
+    for _ in range(10):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(frame_check(user_id=1, organisation_id=None))
+        if end == "closed":
+            loop.close()
+        with warnings.catch_warnings():  # "unclosed transport", "unclosed event loop"
+            warnings.simplefilter("ignore", ResourceWarning)
+            del loop
+            gc.collect()
+    assert counters(settings, "parley:rl:frames:user:1") == [10]
+    assert until_at_most(0, private_redis.url) == 0
+
+
+async def test_a_running_loop_keeps_one_connection_for_all_its_frames(private_redis, settings):
+    settings.REDIS_URL = private_redis.url
+    for _ in range(5):
+        await asyncio.gather(*(frame_check(user_id=1, organisation_id=None) for _ in range(20)))
+    assert limiter_connections(private_redis.url) == 1
+    assert counters(settings, "parley:rl:frames:user:1") == [100]

@@ -161,7 +161,10 @@ def context_budget(reply: Message) -> int:
 
 def prompt_with_documents(reply: Message, messages: list[BaseMessage]) -> list[BaseMessage]:
     """The prompt with the passages for the reply's question in its last user message, and the
-    reply's citations saved; the prompt as it was when there is nothing to retrieve."""
+    reply's citations saved; the prompt as it was when there is nothing to retrieve (with no
+    query at all in a conversation that never had a document or a collection: `retrieves`)."""
+    if not reply.conversation.retrieves:
+        return messages
     scopes = retrieval_scopes(conversation=reply.conversation)
     if not scopes or not messages or not isinstance(messages[-1], HumanMessage):
         return messages

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.selectors import organisation_allowed_models
+from chat.errors import ReplyNotStarted
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
 from chat.replies.reaper import reaper_start
@@ -101,18 +102,22 @@ def reply_create(
 
 # Marks a saved reply whose generation could not be started (Message.routing, while pending).
 UNDISPATCHED = "undispatched"
+# What a client whose reply could not be started is told to wait before sending it again: a
+# broker restart or failover takes seconds.
+NOT_STARTED_RETRY_AFTER = 5
 
 
 def _dispatch_or_mark(reply: Message, provider: ProviderConfig) -> None:
     """Start the reply; if that fails (the broker down), mark it so that a repeat of its send
-    starts it (reply_dispatch_again), then let the caller report the failure."""
+    starts it (reply_dispatch_again), and tell the caller to repeat it (ReplyNotStarted)."""
     try:
         dispatch_generation(reply.pk, provider)
-    except Exception:
+    except Exception as exc:
+        logger.exception("reply %s could not be started", reply.pk)
         Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(
             routing={**reply.routing, UNDISPATCHED: True}
         )
-        raise
+        raise ReplyNotStarted(retry_after=NOT_STARTED_RETRY_AFTER) from exc
 
 
 def reply_dispatch_again(reply: Message) -> None:
@@ -129,7 +134,11 @@ def reply_dispatch_again(reply: Message) -> None:
         provider = provider_choose(pinned=str(reply.routing.get("alias", "")))
     except ProviderError:
         return  # its model is gone: the reaper ends it as it would have
-    dispatch_generation(reply.pk, provider)
+    try:
+        dispatch_generation(reply.pk, provider)
+    except Exception as exc:  # still down: the client is told to try again, as the first time
+        logger.exception("reply %s could not be started again", reply.pk)
+        raise ReplyNotStarted(retry_after=NOT_STARTED_RETRY_AFTER) from exc
     routing = {k: v for k, v in reply.routing.items() if k != UNDISPATCHED}
     Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(routing=routing)
     reply.routing = routing

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from accounts.models import Organisation, User
 from accounts.quotas import quota_reserve, reservation_attach
 from chat import selectors
+from chat.errors import ReplyNotStarted
 from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create
 from chat.services.conversations import conversation_create
@@ -96,6 +97,8 @@ def completion_request_create(
                 conversation=conversation, reply_to=user_message, alias=alias, options=options
             )
             reservation_attach(reservation=reservation, message_id=reply.pk)
+    except ReplyNotStarted:
+        raise  # this request was saved (its reply marked): not a repeat of an earlier one
     except (IntegrityError, ParleyError):
         if earlier := send_earlier(
             author=author, organisation_id=organisation.pk, client_id=client_id

@@ -7,6 +7,7 @@ reserved first; the reply is born in chat/replies/dispatch.py and lives in chat/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -17,7 +18,7 @@ from accounts.models import Organisation, User
 from accounts.quotas import quota_reserve, reservation_attach
 from accounts.services import organisation_personal_ensure
 from chat import selectors
-from chat.errors import ChatError
+from chat.errors import ChatError, ReplyNotStarted
 from chat.events import event_publish_on_commit, message_event, superseded_event
 from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create, reply_dispatch_again
@@ -182,6 +183,8 @@ def message_send(
                 conversation=conversation, reply_to=user_message, alias=alias, options=options
             )
             reservation_attach(reservation=reservation, message_id=reply.pk)
+    except ReplyNotStarted:
+        raise  # this send was saved (its reply marked): not a repeat of an earlier one
     except (IntegrityError, ParleyError):
         # A repeat of an earlier send (a retry, a double click, a concurrent twin that won the
         # race): answer with the earlier one's result.
@@ -196,7 +199,8 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
     """Answer the last user message again. The old reply is kept, superseded.
 
     A repeat (double click, retry) finds the old reply superseded already and answers with the
-    reply that replaced it, so one regenerate makes one provider call.
+    reply that replaced it, so one regenerate makes one provider call; that reply is started
+    if its first start failed (reply_dispatch_again), as a repeated send's is.
     """
     if message.role != Message.Role.ASSISTANT or message.reply_to is None:
         raise ChatError("bad_frame", "Only an assistant reply can be regenerated.")
@@ -204,9 +208,10 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
         current = Message.objects.select_for_update().get(pk=message.pk)
         user_message = message.reply_to
         if current.superseded:
-            return SendResult(
-                user_message=user_message, reply=_current_reply(user_message), created=False
-            )
+            reply = _current_reply(user_message)
+            # Started if its first start failed, once the lock is released: as a send's repeat.
+            transaction.on_commit(partial(reply_dispatch_again, reply))
+            return SendResult(user_message=user_message, reply=reply, created=False)
         if not current.is_final:
             raise ChatError("bad_frame", "Stop the reply before regenerating it.")
         if _later_messages(current).exists():

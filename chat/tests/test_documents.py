@@ -243,15 +243,55 @@ def test_outsider_cannot_read_or_retrieve_an_organisations_documents(
 # --- retrieval into the prompt ------------------------------------------------------------
 
 
-def test_a_reply_without_documents_costs_one_query_and_no_embedding(
+def test_a_reply_in_a_conversation_that_never_had_documents_costs_no_query(
     conversation, monkeypatch, django_assert_num_queries
 ):
     from chat.documents import retrieval
 
     monkeypatch.setattr(retrieval, "embed_one", lambda text: pytest.fail("embedded"))
-    reply = reply_in(conversation, "Anything in my files?")
+    reply = Message.objects.select_related("conversation").get(
+        pk=reply_in(conversation, "Anything in my files?").pk
+    )  # as a reply is claimed (chat/replies/lifecycle.py reply_start)
     messages = [SystemMessage(content="s"), HumanMessage(content="Anything in my files?")]
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(0):
+        assert retrieval.prompt_with_documents(reply, messages) == messages
+
+
+@pytest.mark.parametrize("attach", ["document", "collection", "collection_side"])
+def test_a_conversation_given_documents_retrieves_from_then_on(
+    owner, conversation, collection, attach
+):
+    """Attached however it is (a document uploaded to it, a collection picked by its owner or
+    added from the collection's side, as the admin does), the conversation is marked: its
+    replies look for documents, the mark survives a reload, and other conversations stay
+    unmarked."""
+    other = chat_services.conversation_create(
+        owner=owner, title="Other", organisation=collection.organisation
+    )
+    if attach == "document":
+        services.document_upload(by=owner, name="a.md", data=b"Notes.", conversation=conversation)
+    elif attach == "collection":
+        services.conversation_collections_set(conversation=conversation, collections=[collection])
+    else:
+        collection.conversations.add(conversation)
+    marked = dict(Conversation.objects.values_list("pk", "retrieves"))
+    assert marked == {conversation.pk: True, other.pk: False}
+
+
+def test_a_reply_in_a_conversation_with_documents_costs_one_query_to_find_none_ready(
+    owner, conversation, monkeypatch, django_assert_num_queries
+):
+    from chat.documents import retrieval
+
+    monkeypatch.setattr(retrieval, "embed_one", lambda text: pytest.fail("embedded"))
+    services.document_upload(
+        by=owner, name="a.md", data=b"Not ingested.", conversation=conversation
+    )
+    reply = Message.objects.select_related("conversation").get(
+        pk=reply_in(conversation, "Anything in my files?").pk
+    )
+    messages = [SystemMessage(content="s"), HumanMessage(content="Anything in my files?")]
+    with django_assert_num_queries(1):  # its scopes: none holds a ready document yet
         assert retrieval.prompt_with_documents(reply, messages) == messages
 
 

@@ -197,17 +197,18 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
 def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
     pending_reply, django_assert_num_queries, settings
 ):
-    """Claim, prompt (with one look for the conversation's documents, chat/documents/), one
-    final UPDATE and the quota settlement (routing reads the catalogue each process keeps,
-    llm/catalog.py): no statement per token or per delta (the first token's time and the
-    checkpoints go with the watch's batched rounds, chat/replies/watch.py). The generation's
+    """Claim, prompt (no look for documents in a conversation that never had any:
+    Conversation.retrieves, chat/documents/retrieval.py), one final UPDATE and the quota
+    settlement (routing reads the catalogue each process keeps, llm/catalog.py): no statement
+    per token or per delta (the first token's time and the checkpoints go with the watch's
+    batched rounds, chat/replies/watch.py). The generation's
     database calls run on this thread (async_to_sync sends thread-sensitive calls back here),
     so they are all counted; on SQLite a transaction's BEGIN and COMMIT count too."""
     settings.STREAM_CHECKPOINT_INTERVAL = settings.STREAM_HEARTBEAT_INTERVAL = 3600
     settings.CACHE_ENABLED = False  # the reply cache's own statements are not this path's
     short, long = pending_reply("Hi"), pending_reply(" ".join(["word"] * 200))
     for reply in (short, long):
-        with django_assert_num_queries(10) as captured:
+        with django_assert_num_queries(9) as captured:
             async_to_sync(reply_stream)(message_id=reply.pk)
         statements = [
             " ".join(q["sql"].replace('"', "").split()[:3]) for q in captured.captured_queries
@@ -216,7 +217,6 @@ def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
             "UPDATE chat_message SET",  # the claim
             "SELECT chat_message.id, chat_message.conversation_id,",  # the reply, conversation
             "SELECT chat_message.role AS",  # the history: only role and content
-            "SELECT DISTINCT chat_document.conversation_id",  # documents to retrieve from
             "UPDATE chat_message SET",  # the final save
             "BEGIN IMMEDIATE",  # the settlement: the ledger row locked, settled,
             "SELECT accounts_usageledger.id, accounts_usageledger.organisation_id,",

@@ -7,12 +7,16 @@ import asyncio
 import threading
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 
 from chat import services
 from chat.models import Conversation, Message
+from chat.replies.dispatch import NOT_STARTED_RETRY_AFTER
 from chat.services.completions import PriorMessage, completion_request_create
+from chat.services.messages import user_message_create
 from chat.tests.test_consumers import connect_as, receive_until
 from core.db import db_async
 
@@ -239,18 +243,21 @@ def broker_nowhere(settings):
     publish_plans_forget()
 
 
-async def test_a_send_with_the_broker_down_is_an_internal_error_and_keeps_the_message(
-    owner, broker_nowhere
+async def test_a_send_with_the_broker_down_is_not_started_and_keeps_the_message(
+    owner, broker_nowhere, caplog
 ):
-    """The socket is told (`internal`, logged), and what was sent is saved: the user message,
-    and its reply pending until the reaper ends it (docs/protocol.md, "When the generator
-    dies")."""
+    """The socket is told to send it again (`not_started`, retryable, with `retry_after`), the
+    cause is logged, and what was sent is saved: the user message, and its reply pending and
+    marked, so that a repeat of the send starts it (left alone, the reaper ends it:
+    docs/protocol.md, "When the generator dies")."""
     ws = await connect_as(owner)
     await ws.send_json_to(
         {"type": "send", "conversation": None, "text": "anyone?", "client_id": "down"}
     )
     error = (await receive_until(ws, "error", timeout=30))[-1]
-    assert (error["code"], error["retryable"], error["message"]) == ("internal", False, None)
+    assert (error["code"], error["retryable"], error["message"]) == ("not_started", True, None)
+    assert error["retry_after"] == NOT_STARTED_RETRY_AFTER
+    assert "could not be started" in caplog.text
     user_message = await Message.objects.aget(client_id="down")
     assert user_message.content == "anyone?"
     reply = await Message.objects.aget(reply_to=user_message)
@@ -263,11 +270,14 @@ async def test_the_same_send_again_once_the_broker_is_back_starts_its_reply(
     owner, broker_nowhere, settings
 ):
     """Re-sending the client_id of a send whose dispatch failed answers with the first result
-    (`created` false) and gets its reply going, instead of leaving it pending for the reaper."""
+    (`created` false) and gets its reply going, instead of leaving it pending for the reaper;
+    re-sent while the broker is still down it is `not_started` again, and nothing doubles."""
     ws = await connect_as(owner)
     frame = {"type": "send", "conversation": None, "text": "anyone?", "client_id": "again"}
     await ws.send_json_to(frame)
-    assert (await receive_until(ws, "error", timeout=30))[-1]["code"] == "internal"
+    assert (await receive_until(ws, "error", timeout=30))[-1]["code"] == "not_started"
+    await ws.send_json_to(frame)  # too early: still down
+    assert (await receive_until(ws, "error", timeout=30))[-1]["code"] == "not_started"
 
     settings.GENERATION_BACKEND = "inprocess"  # the generator is reachable again
     await ws.send_json_to(frame)
@@ -276,9 +286,118 @@ async def test_the_same_send_again_once_the_broker_is_back_starts_its_reply(
     done = [f for f in await receive_until(ws, "done", timeout=60) if f["type"] == "done"][-1]
     assert (done["message"], done["status"]) == (ack["reply"], "complete")
     assert await Message.objects.filter(client_id="again").acount() == 1
+    assert await Message.objects.filter(reply_to__client_id="again").acount() == 1
     reply = await Message.objects.aget(pk=ack["reply"])
     assert "undispatched" not in reply.routing
     await ws.disconnect()
+
+
+async def test_a_regenerate_not_started_starts_its_reply_when_repeated(
+    owner, broker_nowhere, settings
+):
+    """The same for a regenerate: `not_started`, and the same frame again (the old reply's
+    id) answers with the reply that replaced it and starts it."""
+    conversation = await sync_to_async(services.conversation_create)(owner=owner)
+    asked = await sync_to_async(user_message_create)(
+        conversation=conversation, author=owner, text="Once more?", client_id=None
+    )
+    old = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        reply_to=asked,
+        content="Yes.",
+        status=Message.Status.COMPLETE,
+        seq=4,
+    )
+    ws = await connect_as(owner)
+    frame = {"type": "regenerate", "message": old.pk}
+    await ws.send_json_to(frame)
+    error = (await receive_until(ws, "error", timeout=30))[-1]
+    assert (error["code"], error["retryable"]) == ("not_started", True)
+
+    settings.GENERATION_BACKEND = "inprocess"
+    await ws.send_json_to(frame)
+    ack = (await receive_until(ws, "ack", timeout=30))[-1]
+    assert ack["created"] is False
+    done = [f for f in await receive_until(ws, "done", timeout=60) if f["type"] == "done"][-1]
+    assert (done["message"], done["status"]) == (ack["reply"], "complete")
+    assert await Message.objects.filter(reply_to=asked, superseded=False).acount() == 1
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("repeat_by", ["client_id", "Idempotency-Key"])
+def test_a_rest_send_with_the_broker_down_is_503_and_its_repeat_starts_the_reply(
+    owner, organisation, broker_nowhere, settings, repeat_by
+):
+    """POST messages answers 503 `not_started` with Retry-After; the same request again (its
+    client_id, or its Idempotency-Key) answers 200 with the saved message and starts its
+    reply."""
+    from accounts.services import api_key_create
+    from chat.tests.conftest import API, bearer
+    from chat.tests.test_api import wait_final
+
+    key = api_key_create(user=owner, organisation=organisation, name="rest")
+    api = Client(**bearer(key.raw))
+    conversation = services.conversation_create(owner=owner, organisation=organisation)
+    url = f"{API}/conversations/{conversation.pk}/messages"
+    body = {"text": "Is anyone there?"}
+    headers = {}
+    if repeat_by == "client_id":
+        body["client_id"] = "rest-down"
+    else:
+        headers["HTTP_IDEMPOTENCY_KEY"] = "rest-down"
+
+    refused = api.post(url, body, content_type="application/json", **headers)
+    assert refused.status_code == 503
+    assert refused["Retry-After"] == str(NOT_STARTED_RETRY_AFTER)
+    error = refused.json()["error"]
+    assert (error["code"], error["retry_after"]) == ("not_started", NOT_STARTED_RETRY_AFTER)
+    assert "same request again" in error["detail"]
+    saved = Message.objects.get(conversation=conversation, role=Message.Role.USER)
+    assert saved.replies.get().status == Message.Status.PENDING
+
+    settings.GENERATION_BACKEND = "inprocess"
+    again = api.post(url, body, content_type="application/json", **headers)
+    assert again.status_code == 200, again.content
+    assert (again.json()["message"], again.json()["created"]) == (saved.pk, False)
+    assert wait_final(api, again.json()["reply"])["status"] == "complete"
+    assert conversation.messages.count() == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_openai_request_with_the_broker_down_is_503_and_its_repeat_answers(
+    owner, organisation, broker_nowhere, settings, stream
+):
+    """The OpenAI-compatible endpoint, its reply going through Celery: 503 `server_error`
+    `not_started` with Retry-After; the same request with the same Idempotency-Key answers."""
+    from accounts.services import api_key_create
+    from chat.tests.conftest import asgi_client
+
+    settings.API_GENERATION_IN_SERVER = False  # through the broker, as local models always go
+    key = await sync_to_async(api_key_create)(user=owner, organisation=organisation, name="oai")
+    headers = {"Authorization": f"Bearer {key.raw}", "Idempotency-Key": f"oai-down-{stream}"}
+    payload = {
+        "model": "simulated",
+        "messages": [{"role": "user", "content": "Still there?"}],
+        "stream": stream,
+    }
+    async with asgi_client(headers=headers) as http:
+        refused = await http.post("/v1/chat/completions", json=payload)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == str(NOT_STARTED_RETRY_AFTER)
+        error = refused.json()["error"]
+        assert (error["type"], error["code"]) == ("server_error", "not_started")
+
+        settings.GENERATION_BACKEND = "inprocess"
+        again = await http.post("/v1/chat/completions", json=payload)
+    assert again.status_code == 200
+    assert await Message.objects.filter(content="Still there?").acount() == 1
+    reply = await Message.objects.aget(reply_to__content="Still there?")
+    assert reply.status == Message.Status.COMPLETE
+    if stream:
+        assert again.text.rstrip().endswith("data: [DONE]")
+    else:
+        assert again.json()["choices"][0]["message"]["content"] == reply.content
 
 
 async def test_a_doubled_send_generates_its_reply_once(owner, settings):

@@ -410,7 +410,13 @@ export class Conversation {
   onFrameError(frame) {
     this.view.setStatus(`Error: ${frame.detail || frame.code}`, "error");
     const key = this.transport.inFlight().find((k) => this.pendingSends.has(k));
-    if (key === undefined || frame.retryable) return;
+    if (key === undefined) return;
+    if (frame.retryable) {
+      // Kept (e.g. `not_started`: saved, its reply not started yet) and sent again when the
+      // server says; the same client_id gets the first message, never a second one.
+      if (frame.retry_after != null) this.transport.resendAfter(key, frame.retry_after);
+      return;
+    }
     // Give the text back to the composer for editing; drop the optimistic articles.
     const refused = this.pendingSends.get(key);
     this.pendingSends.delete(key);

@@ -106,6 +106,18 @@ export class Transport {
     this.unacked.delete(key);
   }
 
+  /**
+   * Send an unacknowledged frame again in `seconds`, if it is still unacknowledged then: the
+   * server refused it for now and said when to repeat it (`not_started`, `rate_limited`).
+   */
+  resendAfter(key, seconds) {
+    const entry = this.unacked.get(key);
+    if (!entry) return;
+    this.clock.setTimeout(() => {
+      if (this.unacked.get(key) === entry) entry.sent = this.send(entry.frame);
+    }, seconds * 1000);
+  }
+
   /** Keys of unacknowledged frames sent on the current connection, oldest first. */
   inFlight() {
     return Array.from(this.unacked).filter(([, entry]) => entry.sent).map(([key]) => key);

@@ -30,9 +30,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.harness.nginx import nginx_conf, start_nginx
+from tests.harness.nginx import start_repository_nginx
 from tests.harness.processes import (
-    REPO,
     ProcessGroup,
     base_env,
     free_port,
@@ -173,19 +172,14 @@ def site() -> Iterator[Site]:
             for index, port in enumerate(site.daphne_ports, start=1):
                 proc = group.procs[f"daphne-{index}"]
                 wait_until_answers(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=proc)
-            nginx_dir = workdir / "nginx"
-            nginx_dir.mkdir()
-            conf = nginx_dir / "nginx.conf"
-            conf.write_text(
-                nginx_conf(
-                    (REPO / "nginx.conf").read_text(),
-                    upstream_ports=site.daphne_ports,
-                    listen_port=site.nginx_port,
-                    static_root=static_root,
-                    prefix=nginx_dir,
-                )
+            start_repository_nginx(
+                group,
+                nginx,
+                workdir=workdir,
+                upstream_ports=site.daphne_ports,
+                listen_port=site.nginx_port,
+                static_root=static_root,
             )
-            start_nginx(group, "nginx", nginx, conf, nginx_dir, site.nginx_port)
         except BaseException:
             print(site.logs())
             raise

@@ -167,6 +167,22 @@ test("a send is repeated on every new connection until it is acknowledged", () =
   assert.deepEqual(socket().sent, []);
 });
 
+test("a send refused for now is sent again when the server said, unless acknowledged by then", () => {
+  const { clock, transport, socket } = setUp();
+  socket().open();
+  transport.sendUntilAcked("c-1", { type: "send", client_id: "c-1" });
+  transport.sendUntilAcked("c-2", { type: "send", client_id: "c-2" });
+  transport.resendAfter("c-1", 5); // e.g. `not_started` with retry_after 5
+  transport.resendAfter("c-2", 5);
+  transport.resendAfter("c-3", 5); // not in flight: nothing to send
+  transport.acked("c-2"); // its ack came meanwhile
+  clock.advance(4999);
+  assert.equal(socket().sent.length, 2);
+  clock.advance(1);
+  assert.deepEqual(socket().sent.slice(2), [{ type: "send", client_id: "c-1" }]);
+  assert.deepEqual(transport.inFlight(), ["c-1"]);
+});
+
 test("a lost connection reconnects after a backoff that grows until one opens", () => {
   const { clock, statuses, socket } = setUp();
   socket().open();
