@@ -43,7 +43,16 @@ from chat.api.catalog import (
     model_aliases,
     options_unsupported_by,
 )
-from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower, connection_release
+from chat.api.follow import (
+    Delta,
+    Event,
+    Final,
+    Idle,
+    LiveFollower,
+    ReplyFollower,
+    connection_release,
+    follower_for,
+)
 from chat.models import Message
 from chat.openai_compat.shapes import (
     ChunkMaker,
@@ -194,9 +203,7 @@ async def _complete(
 ) -> idempotency.Outcome:
     reply = await _start(key, completion, client_id, alias, here)
     final: Message | None = None
-    async with ReplyFollower(
-        message_id=reply.pk, conversation_id=reply.conversation_id
-    ) as follower:
+    async with follower_for(message_id=reply.pk, conversation_id=reply.conversation_id) as follower:
         async with contextlib.aclosing(follower.events()) as events:
             async for item in events:
                 if isinstance(item, Final):
@@ -230,7 +237,7 @@ async def _stream(
     key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
 ) -> HttpResponseBase:
     reply = await _start(key, completion, client_id, alias, here)
-    follower = ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id)
+    follower = follower_for(message_id=reply.pk, conversation_id=reply.conversation_id)
     await follower.join()
     events = follower.events()
     try:
@@ -265,7 +272,7 @@ async def _chunks(
     maker: ChunkMaker,
     first: Delta | Final,
     events: AsyncGenerator[Event, None],
-    follower: ReplyFollower,
+    follower: LiveFollower | ReplyFollower,
     reply: Message,
     key: ApiKey,
 ) -> AsyncIterator[str]:

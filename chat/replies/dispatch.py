@@ -29,6 +29,7 @@ from django.db import transaction
 from accounts.selectors import organisation_allowed_models
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
+from chat.replies.live import live_register, live_reply
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_on_database_lane, generate_reply
@@ -190,8 +191,10 @@ def _run_in_server(message_id: int) -> None:
     share without a request's context."""
     handoff(message_id)
     assert _server_loop is not None
+    # Before the view that created the reply resumes (handed to the loop after this, from this
+    # thread): the reply is registered live when the view looks for it (chat/replies/live.py).
     _server_loop.call_soon_threadsafe(
-        _start_task, message_id, generate_on_database_lane, context=contextvars.Context()
+        _start_task, message_id, generate_on_database_lane, True, context=contextvars.Context()
     )
 
 
@@ -227,14 +230,21 @@ async def _reply_stream(message_id: int) -> None:
 
 
 def _start_task(
-    message_id: int, generate: Callable[[int], Coroutine[Any, Any, None]] = _reply_stream
+    message_id: int,
+    generate: Callable[[int], Coroutine[Any, Any, None]] = _reply_stream,
+    live: bool = False,
 ) -> None:
+    """Run the generation in a task of this loop; `live`: followed here without the layer."""
+    if live:
+        live_register(message_id)
     task = asyncio.get_running_loop().create_task(generate(message_id), name=f"reply-{message_id}")
     _running.add(task)
-    task.add_done_callback(_forget)
+    task.add_done_callback(partial(_forget, message_id=message_id))
 
 
-def _forget(task: asyncio.Task[None]) -> None:
+def _forget(task: asyncio.Task[None], message_id: int) -> None:
     _running.discard(task)
+    if (live := live_reply(message_id)) is not None:
+        live.end(None)  # a generation that ended without saying so: readers go to the database
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("in-process generation crashed", exc_info=exc)
