@@ -21,6 +21,10 @@ the upstream served every request, direct or via Parley.
 
     .venv/bin/python bench/openai_bench.py --requests 60 --concurrency 1 --concurrency 8 \
         --concurrency 32 --mode embedded --mode production
+
+`--profile PREFIX` records daphne-1 with py-spy during each level of a production mode (CPU
+only, `--gil`, 200 Hz; raw samples to PREFIX-MODE-CONCURRENCY.txt; `--py-spy` names the
+binary, which the venv does not have).
 """
 
 from __future__ import annotations

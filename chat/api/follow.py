@@ -217,8 +217,10 @@ class LiveFollower(_Following):
         listener, cursor = self.listener, self.cursor
         while True:
             try:
-                async with asyncio.timeout(settings.API_STREAM_POLL_INTERVAL):
-                    event = await listener.get()
+                event = listener.get_nowait()
+                if event is None:  # no timer for what is already here
+                    async with asyncio.timeout(settings.API_STREAM_POLL_INTERVAL):
+                        event = await listener.get()
             except TimeoutError:
                 yield Idle()
                 message = await _read(self.message_id)

@@ -5,7 +5,8 @@ earlier messages saved as they were, the last user message and a pending reply, 
 against budgets and dispatched exactly as message_send does), after the socket's send rate
 limit. The answer is then read the way a socket reads it: by following the conversation's
 channel-layer group (chat/api/follow.py), so it works with in-process generation (embedded)
-and with Celery workers (production) alike.
+and with Celery workers (production) alike; a reply this process generates for the request
+(API_GENERATION_IN_SERVER) is read from its generator, without the layer (`follower_for`).
 
 Streaming: the response starts with the first text (or fails with a proper status if the
 reply fails before any), so errors like "every provider is down" are a 503, not a 200 with an

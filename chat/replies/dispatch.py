@@ -8,8 +8,9 @@ the event loop of the Daphne process that holds the request, when API_GENERATION
 and every deployment that may serve it is remote. It skips the Celery hop (broker, worker
 pick-up) and is otherwise the same reply: claimed, watched (cancel flag, heartbeat,
 checkpoints), finished and accounted by reply_stream, and reaped by Celery beat if the replica
-dies. Local-model replies stay on the `llm-local` worker: CPU-bound inference does not belong
-on the loop that serves sockets.
+dies. The request reads it from the generator (chat/replies/live.py), not through the layer.
+Local-model replies stay on the `llm-local` worker: CPU-bound inference does not belong on the
+loop that serves sockets.
 """
 
 from __future__ import annotations

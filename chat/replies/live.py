@@ -49,6 +49,9 @@ class LiveListener:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def get_nowait(self) -> LiveEvent | None:
+        return self._events.popleft() if self._events else None
+
     async def get(self) -> LiveEvent:
         """The next event; wrap it in asyncio.timeout to bound the wait."""
         while not self._events:

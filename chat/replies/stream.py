@@ -5,9 +5,10 @@ deltas on the conversation's group.
 event loop, production in a Celery worker (chat/replies/dispatch.py, tasks.py). It claims the
 reply, builds its prompt, reads tokens from the cache (a replay) or from llm/ (the router's
 failover over LangChain chat models), coalesces them (chat/replies/coalesce.py: the channel
-layer is the expensive hop, never one message per token), publishes numbered deltas, and has
-the process's reply watch (chat/replies/watch.py) checkpoint its text at a steady cadence, keep
-its heartbeat fresh and stop it within a poll interval when anyone cancels. It always ends the
+layer is the expensive hop, never one message per token), publishes numbered deltas (and
+hands them to a reader on its own loop, chat/replies/live.py), and has the process's reply
+watch (chat/replies/watch.py) checkpoint its text at a steady cadence, keep its heartbeat
+fresh and stop it within a poll interval when anyone cancels. It always ends the
 reply (reply_finish), whatever happened: `complete`, `incomplete` (the provider stopped at the
 token cap: finish reason `length`), `cancelled`, or `failed` (an upstream that cut the stream
 mid-reply is `interrupted`, llm/failover.py).
