@@ -21,6 +21,10 @@ the upstream served every request, direct or via Parley.
 
     .venv/bin/python bench/openai_bench.py --requests 60 --concurrency 1 --concurrency 8 \
         --concurrency 32 --mode embedded --mode production
+
+`--profile PREFIX` records daphne-1 with py-spy during each level of a production mode (CPU
+only, `--gil`, 200 Hz; raw samples to PREFIX-MODE-CONCURRENCY.txt; `--py-spy` names the
+binary, which the venv does not have).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -238,6 +244,22 @@ class ServerCpu:
 
 
 @contextmanager
+def profiled(topo: Any, out: Path | None, py_spy: str) -> Iterator[None]:
+    """py-spy on daphne-1 while inside (CPU only: --gil), its raw samples written to `out`."""
+    if out is None or topo is None:
+        yield
+        return
+    pid = topo.topo.pid("daphne-1")
+    argv = [py_spy, "record", "--pid", str(pid), "--gil", "--rate", "200", "--format", "raw"]
+    proc = subprocess.Popen([*argv, "--output", str(out)], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+@contextmanager
 def parley_in(mode: str, upstream_url: str) -> Iterator[tuple[str, str, Any, Any]]:
     """(base URL, API key, a SQL query function, a ServerCpu) of a Parley in `mode` whose
     default model is the upstream; the last two only for a topology."""
@@ -265,6 +287,12 @@ def main() -> None:
     )
     parser.add_argument("--first-delay", type=float, default=0.05, help="upstream first token, s")
     parser.add_argument("--chunk-delay", type=float, default=0.005, help="upstream between chunks")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write py-spy's raw samples of daphne-1 (production modes) to PROFILE-MODE-N.txt",
+    )
+    parser.add_argument("--py-spy", default="py-spy", help="the py-spy binary for --profile")
     args = parser.parse_args()
     levels = args.concurrency or [1]
     reply = Reply(
@@ -288,7 +316,11 @@ def main() -> None:
                 for concurrency in levels:
                     before = upstream.count("bench")
                     cpu_before = cpu.read() if cpu is not None else {}
-                    samples = asyncio.run(run(url, key, upstream_url, args.requests, concurrency))
+                    out = Path(f"{args.profile}-{mode}-{concurrency}.txt") if args.profile else None
+                    with profiled(cpu, out, args.py_spy):
+                        samples = asyncio.run(
+                            run(url, key, upstream_url, args.requests, concurrency)
+                        )
                     if cpu is not None:
                         after = cpu.read()
                         per_request = {

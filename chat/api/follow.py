@@ -2,7 +2,9 @@
 conversation's channel-layer group, send the saved text first, then the live deltas, until
 `done` or `error`; what of each to send is the reply cursor's call (chat/cursor.py).
 
-Used by the SSE stream (GET /api/v1/messages/<id>/stream) and the OpenAI-compatible endpoint.
+Used by the SSE stream (GET /api/v1/messages/<id>/stream) and the OpenAI-compatible endpoint;
+the latter follows a reply this process generates for it with `LiveFollower` (`follower_for`),
+from the generator itself (chat/replies/live.py).
 It works wherever the reply is generated — in this process (embedded mode, in-memory layer)
 or in a Celery worker (Redis layer) — because it only listens to the group.
 
@@ -24,7 +26,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -34,6 +36,7 @@ from django.db import OperationalError, close_old_connections, connection
 from chat.cursor import NOTHING, Piece, ReplyCursor, Step
 from chat.events import LAYER_RECONNECTED, conversation_group
 from chat.models import Message
+from chat.replies.live import ENDED, LiveListener, LiveReply, live_reply
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +78,16 @@ def message_read_released(message_id: int) -> Message:
         connection_release()
 
 
-class ReplyFollower:
-    def __init__(self, *, message_id: int, conversation_id: int, after_seq: int = 0) -> None:
-        self.message_id = message_id
-        self.group = conversation_group(conversation_id)
-        self.cursor = ReplyCursor(fill_every=settings.STREAM_CHECKPOINT_INTERVAL)
-        self.cursor.resume(after_seq=after_seq)
-        self.layer: BaseChannelLayer | None = None
-        self.channel = ""
+class _Following:
+    """`async with follower:` joins, and leaves at the end."""
 
-    async def __aenter__(self) -> ReplyFollower:
+    async def join(self) -> None:
+        raise NotImplementedError
+
+    async def leave(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         await self.join()
         return self
 
@@ -95,6 +98,16 @@ class ReplyFollower:
         tb: TracebackType | None,
     ) -> None:
         await self.leave()
+
+
+class ReplyFollower(_Following):
+    def __init__(self, *, message_id: int, conversation_id: int, after_seq: int = 0) -> None:
+        self.message_id = message_id
+        self.group = conversation_group(conversation_id)
+        self.cursor = ReplyCursor(fill_every=settings.STREAM_CHECKPOINT_INTERVAL)
+        self.cursor.resume(after_seq=after_seq)
+        self.layer: BaseChannelLayer | None = None
+        self.channel = ""
 
     async def join(self) -> None:
         layer = get_channel_layer()
@@ -157,15 +170,7 @@ class ReplyFollower:
                 return step, False
 
     async def _read(self) -> Message:
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                return await sync_to_async(message_read_released)(self.message_id)
-            except OperationalError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-                logger.warning("reply %s unreadable; trying again", self.message_id)
-                await asyncio.sleep(READ_BACKOFF * 2**attempt)
-        raise AssertionError("unreachable")
+        return await _read(self.message_id)
 
     async def _receive(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
         if self.layer is None:
@@ -178,3 +183,95 @@ class ReplyFollower:
         except TimeoutError:
             return None
         return event
+
+
+class LiveFollower(_Following):
+    """Follow a reply generated on this event loop from its generator (chat/replies/live.py):
+    the same events as ReplyFollower's, with no layer subscription and no read of the reply
+    (its text comes as it streams, its final row as the generator saved it).
+
+    When nothing arrives for API_STREAM_POLL_INTERVAL seconds it yields Idle and reads the
+    reply, as ReplyFollower does (a reply finished by the reaper ends the stream). A generation
+    that ends without a final row of its own hands the reader to a ReplyFollower from where
+    it is.
+    """
+
+    def __init__(self, live: LiveReply, *, conversation_id: int) -> None:
+        self.live = live
+        self.message_id = live.message_id
+        self.conversation_id = conversation_id
+        self.cursor = ReplyCursor(fill_every=settings.STREAM_CHECKPOINT_INTERVAL)
+        self.listener: LiveListener | None = None
+
+    async def join(self) -> None:
+        self.listener = self.live.listen()
+
+    async def leave(self) -> None:
+        if self.listener is not None:
+            self.live.unlisten(self.listener)
+            self.listener = None
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """Deltas, then one Final; Idle while nothing happens."""
+        assert self.listener is not None, "join() first"
+        listener, cursor = self.listener, self.cursor
+        while True:
+            try:
+                event = listener.get_nowait()
+                if event is None:  # no timer for what is already here
+                    async with asyncio.timeout(settings.API_STREAM_POLL_INTERVAL):
+                        event = await listener.get()
+            except TimeoutError:
+                yield Idle()
+                message = await _read(self.message_id)
+                if message.is_final:
+                    step = cursor.saved(content=message.content, seq=message.seq, final=True)
+                    if step.piece is not None:
+                        yield step.piece
+                    yield Final(message)
+                    return
+                continue
+            if event is ENDED:
+                break
+            assert isinstance(event, Piece)
+            step = cursor.live(
+                start=event.start, seq=event.seq, text=event.text, now=time.monotonic()
+            )
+            if step.piece is not None:
+                yield step.piece
+        final = self.live.final
+        if final is not None and final.is_final:
+            step = cursor.saved(content=final.content, seq=final.seq, final=True)
+            if step.piece is not None:
+                yield step.piece
+            yield Final(final)
+            return
+        # Ended with no final row of its own (the reaper's, or a crash): the database says.
+        async with ReplyFollower(
+            message_id=self.message_id,
+            conversation_id=self.conversation_id,
+            after_seq=cursor.position,
+        ) as follower:
+            async with contextlib.aclosing(follower.events()) as events:
+                async for item in events:
+                    yield item
+
+
+def follower_for(*, message_id: int, conversation_id: int) -> LiveFollower | ReplyFollower:
+    """A LiveFollower if this event loop generates the reply now, else a ReplyFollower."""
+    live = live_reply(message_id)
+    if live is not None:
+        return LiveFollower(live, conversation_id=conversation_id)
+    return ReplyFollower(message_id=message_id, conversation_id=conversation_id)
+
+
+async def _read(message_id: int) -> Message:
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return await sync_to_async(message_read_released)(message_id)
+        except OperationalError:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+            logger.warning("reply %s unreadable; trying again", message_id)
+            await asyncio.sleep(READ_BACKOFF * 2**attempt)
+    raise AssertionError("unreachable")

@@ -5,7 +5,8 @@ earlier messages saved as they were, the last user message and a pending reply, 
 against budgets and dispatched exactly as message_send does), after the socket's send rate
 limit. The answer is then read the way a socket reads it: by following the conversation's
 channel-layer group (chat/api/follow.py), so it works with in-process generation (embedded)
-and with Celery workers (production) alike.
+and with Celery workers (production) alike; a reply this process generates for the request
+(API_GENERATION_IN_SERVER) is read from its generator, without the layer (`follower_for`).
 
 Streaming: the response starts with the first text (or fails with a proper status if the
 reply fails before any), so errors like "every provider is down" are a 503, not a 200 with an
@@ -43,7 +44,16 @@ from chat.api.catalog import (
     model_aliases,
     options_unsupported_by,
 )
-from chat.api.follow import Delta, Event, Final, Idle, ReplyFollower, connection_release
+from chat.api.follow import (
+    Delta,
+    Event,
+    Final,
+    Idle,
+    LiveFollower,
+    ReplyFollower,
+    connection_release,
+    follower_for,
+)
 from chat.models import Message
 from chat.openai_compat.shapes import (
     ChunkMaker,
@@ -194,9 +204,7 @@ async def _complete(
 ) -> idempotency.Outcome:
     reply = await _start(key, completion, client_id, alias, here)
     final: Message | None = None
-    async with ReplyFollower(
-        message_id=reply.pk, conversation_id=reply.conversation_id
-    ) as follower:
+    async with follower_for(message_id=reply.pk, conversation_id=reply.conversation_id) as follower:
         async with contextlib.aclosing(follower.events()) as events:
             async for item in events:
                 if isinstance(item, Final):
@@ -230,7 +238,7 @@ async def _stream(
     key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
 ) -> HttpResponseBase:
     reply = await _start(key, completion, client_id, alias, here)
-    follower = ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id)
+    follower = follower_for(message_id=reply.pk, conversation_id=reply.conversation_id)
     await follower.join()
     events = follower.events()
     try:
@@ -265,7 +273,7 @@ async def _chunks(
     maker: ChunkMaker,
     first: Delta | Final,
     events: AsyncGenerator[Event, None],
-    follower: ReplyFollower,
+    follower: LiveFollower | ReplyFollower,
     reply: Message,
     key: ApiKey,
 ) -> AsyncIterator[str]:

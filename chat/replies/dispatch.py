@@ -8,8 +8,9 @@ the event loop of the Daphne process that holds the request, when API_GENERATION
 and every deployment that may serve it is remote. It skips the Celery hop (broker, worker
 pick-up) and is otherwise the same reply: claimed, watched (cancel flag, heartbeat,
 checkpoints), finished and accounted by reply_stream, and reaped by Celery beat if the replica
-dies. Local-model replies stay on the `llm-local` worker: CPU-bound inference does not belong
-on the loop that serves sockets.
+dies. The request reads it from the generator (chat/replies/live.py), not through the layer.
+Local-model replies stay on the `llm-local` worker: CPU-bound inference does not belong on the
+loop that serves sockets.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from accounts.selectors import organisation_allowed_models
 from chat.errors import ReplyNotStarted
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
+from chat.replies.live import live_register, live_reply
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_on_database_lane, generate_reply
@@ -199,8 +201,10 @@ def _run_in_server(message_id: int) -> None:
     share without a request's context."""
     handoff(message_id)
     assert _server_loop is not None
+    # Before the view that created the reply resumes (handed to the loop after this, from this
+    # thread): the reply is registered live when the view looks for it (chat/replies/live.py).
     _server_loop.call_soon_threadsafe(
-        _start_task, message_id, generate_on_database_lane, context=contextvars.Context()
+        _start_task, message_id, generate_on_database_lane, True, context=contextvars.Context()
     )
 
 
@@ -236,14 +240,21 @@ async def _reply_stream(message_id: int) -> None:
 
 
 def _start_task(
-    message_id: int, generate: Callable[[int], Coroutine[Any, Any, None]] = _reply_stream
+    message_id: int,
+    generate: Callable[[int], Coroutine[Any, Any, None]] = _reply_stream,
+    live: bool = False,
 ) -> None:
+    """Run the generation in a task of this loop; `live`: followed here without the layer."""
+    if live:
+        live_register(message_id)
     task = asyncio.get_running_loop().create_task(generate(message_id), name=f"reply-{message_id}")
     _running.add(task)
-    task.add_done_callback(_forget)
+    task.add_done_callback(partial(_forget, message_id=message_id))
 
 
-def _forget(task: asyncio.Task[None]) -> None:
+def _forget(task: asyncio.Task[None], message_id: int) -> None:
     _running.discard(task)
+    if (live := live_reply(message_id)) is not None:
+        live.end(None)  # a generation that ended without saying so: readers go to the database
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("in-process generation crashed", exc_info=exc)

@@ -5,9 +5,10 @@ deltas on the conversation's group.
 event loop, production in a Celery worker (chat/replies/dispatch.py, tasks.py). It claims the
 reply, builds its prompt, reads tokens from the cache (a replay) or from llm/ (the router's
 failover over LangChain chat models), coalesces them (chat/replies/coalesce.py: the channel
-layer is the expensive hop, never one message per token), publishes numbered deltas, and has
-the process's reply watch (chat/replies/watch.py) checkpoint its text at a steady cadence, keep
-its heartbeat fresh and stop it within a poll interval when anyone cancels. It always ends the
+layer is the expensive hop, never one message per token), publishes numbered deltas (and
+hands them to a reader on its own loop, chat/replies/live.py), and has the process's reply
+watch (chat/replies/watch.py) checkpoint its text at a steady cadence, keep its heartbeat
+fresh and stop it within a poll interval when anyone cancels. It always ends the
 reply (reply_finish), whatever happened: `complete`, `incomplete` (the provider stopped at the
 token cap: finish reason `length`), `cancelled`, or `failed` (an upstream that cut the stream
 mid-reply is `interrupted`, llm/failover.py).
@@ -42,6 +43,7 @@ from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.lifecycle import reply_finish, reply_start
+from chat.replies.live import live_reply
 from chat.replies.prompt import (
     prompt_messages,
     reply_alias,
@@ -92,6 +94,11 @@ async def reply_stream(*, message_id: int) -> None:
     reply, prompt = claimed
     state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
     events = EventQueue(state.conversation_id)
+    # A reader on this loop (the request that asked for it) takes the text from here, not
+    # through the layer (chat/replies/live.py); everyone else through the layer, as before.
+    live = live_reply(message_id)
+    if live is not None:
+        live.text_of = lambda: state.text
 
     def publish(text: str) -> None:
         # Runs about once per token at 30 tokens/s: no await, no query. The delta is queued on
@@ -103,6 +110,8 @@ async def reply_stream(*, message_id: int) -> None:
         if start == 0:
             state.first_token_at = timezone.now()
         events.put(delta_event(message_id=state.message_id, start=start, seq=seq, text=text))
+        if live is not None:
+            live.delta(start, seq, text)
         watched.checkpoint(content=state.text, seq=seq, first_token_at=state.first_token_at)
 
     coalescer = DeltaCoalescer(
@@ -193,6 +202,8 @@ async def reply_stream(*, message_id: int) -> None:
         claimed=reply,
         announce=announce,
     )
+    if live is not None:
+        live.end(finished)  # the row as saved: its reader needs no read of it
     await events.drain()  # on layers that send in a task: the final event is out too
     metrics.reply_finished(finished, organisation=reply.conversation.organisation_id)
     if finished is not None and deployment is not None and deployment.tpm_limit:

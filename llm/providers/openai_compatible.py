@@ -6,12 +6,18 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
 import openai
 from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
+from openai._exceptions import APIConnectionError, APIError, APITimeoutError
+from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._streaming_cleanup import drain_response_async
 
 from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
@@ -29,6 +35,103 @@ def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float
     return (config.connect_timeout, config.timeout, config.timeout, config.timeout)
 
 
+class SseData:
+    """The `data` of each server-sent event in a byte stream, as bytes (the SSE rules the
+    SDK's SSEDecoder follows: lines end with CR, LF or CRLF, a blank line ends an event, its
+    data lines are joined by LF, comments and other fields are skipped). An event without data
+    is none, as SSE says (the SDK hands it on, and then fails to read its empty data as JSON).
+    Feeds may be split anywhere, a CRLF too."""
+
+    __slots__ = ("_data", "_rest")
+
+    def __init__(self) -> None:
+        self._rest = b""  # an unfinished line (with its CR, when its LF may follow)
+        self._data: list[bytes] = []
+
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        buffer = self._rest + raw if self._rest else raw
+        if b"\r" in buffer:
+            # A CR at the end may be the first half of a CRLF: its line waits for what follows.
+            held = buffer.endswith(b"\r")
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if held:
+                buffer = buffer[:-1]
+            lines = buffer.split(b"\n")
+            self._rest = lines.pop() + (b"\r" if held else b"")
+        else:
+            lines = buffer.split(b"\n")
+            self._rest = lines.pop()
+        return self._events(lines)
+
+    def finish(self) -> Iterator[bytes]:
+        """What the stream's end completes (a last line without its line end, a last event
+        without its blank line)."""
+        rest, self._rest = self._rest.rstrip(b"\r"), b""
+        return self._events([rest, b""] if rest else [b""])
+
+    def _events(self, lines: list[bytes]) -> Iterator[bytes]:
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    data.clear()
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+
+
+class _JsonChunks(openai.AsyncStream[Any]):
+    """The SDK's AsyncStream of a chat completion, each chunk the JSON object it is.
+
+    The SDK's own decoding runs an SSE decoder object per line, and a runtime Protocol check
+    per chunk to find out that the chunk is to be left as it is: most of what reading a stream
+    cost the process generating it, once the HTTP reads are left out (bench/openai_stream_cost.py).
+    This reads the same events (SseData) and keeps what the SDK does with them: `[DONE]` ends
+    the stream (the rest of an HTTP/1.1 body drained, for the connection's reuse), a chunk
+    with an `error` raises the SDK's APIError, a timeout or a broken connection while reading
+    raises its APITimeoutError or APIConnectionError, and the response is closed whatever
+    happens.
+    """
+
+    async def __stream__(self) -> AsyncIterator[Any]:
+        response = self.response
+        try:
+            async for data in self._data():
+                if data.startswith(b"[DONE]"):
+                    if response.http_version == "HTTP/1.1":
+                        await drain_response_async(response)
+                    return
+                chunk = json.loads(data)
+                if chunk.__class__ is dict and chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else None
+                    raise APIError(
+                        message=message
+                        if isinstance(message, str) and message
+                        else "An error occurred during streaming",
+                        request=response.request,
+                        body=error,
+                    )
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def _data(self) -> AsyncIterator[bytes]:
+        events = SseData()
+        response = self.response
+        try:
+            async for raw in response.aiter_bytes():
+                for data in events.feed(raw):
+                    yield data
+            for data in events.finish():
+                yield data
+        except timeout_exceptions() as err:
+            raise APITimeoutError(request=response.request) from err
+        except request_exceptions() as err:
+            raise APIConnectionError(request=response.request) from err
+
+
 class _DictChunks:
     """`AsyncOpenAI.chat.completions` whose streams yield each chunk as the JSON object it is.
 
@@ -36,8 +139,9 @@ class _DictChunks:
     chunk (pydantic construct, behind a runtime Protocol check) that langchain-openai dumps
     straight back to a dict: two fifths of a streamed reply's CPU in the process generating it
     (bench/openai_bench.py). The same request is posted through the client's own `post`
-    (auth, retries, errors, SSE decoding and closing unchanged) with the chunks left as dicts,
-    which langchain-openai reads as they are. Anything but a stream goes to the SDK's `create`.
+    (auth, retries, errors and closing unchanged) and read by _JsonChunks, with the chunks
+    left as dicts, which langchain-openai reads as they are. Anything but a stream goes to the
+    SDK's `create`.
     """
 
     def __init__(self, completions: Any, client: openai.AsyncOpenAI) -> None:
@@ -65,8 +169,88 @@ class _DictChunks:
             options=options,
             cast_to=object,
             stream=True,
-            stream_cls=openai.AsyncStream[Any],
+            stream_cls=_JsonChunks,
         )
+
+
+class _ChatOpenAI(ChatOpenAI):
+    """ChatOpenAI with its most frequent chunk built cheaply: a plain piece of the assistant's
+    text (the content of one choice's delta, nothing else said), which is nearly every chunk of
+    a reply. langchain-openai validates two pydantic models for it (~45 us; pydantic's
+    model_construct is no cheaper, it inspects every default factory's signature). The first
+    such chunk of the process is langchain-openai's own; later ones are copies of it with their
+    own text and their own containers (the tests compare them field for field). Every other
+    chunk (tool calls, a finish reason, usage, logprobs, an id) goes through langchain-openai's
+    own conversion."""
+
+    def _convert_chunk_to_generation_chunk(
+        self,
+        chunk: dict[Any, Any],
+        default_chunk_class: type,
+        base_generation_info: dict[Any, Any] | None,
+    ) -> ChatGenerationChunk | None:
+        choices = chunk.get("choices")
+        if (
+            choices
+            and len(choices) == 1
+            and default_chunk_class is AIMessageChunk
+            and not base_generation_info
+            and not chunk.get("usage")
+            and "type" not in chunk
+            and self.output_version != "v1"
+        ):
+            choice = choices[0]
+            delta = choice.get("delta")
+            if (
+                delta
+                and not choice.get("finish_reason")
+                and not choice.get("logprobs")
+                and delta.get("role") in (None, "assistant")
+                and delta.get("id") is None
+                and not delta.get("function_call")
+                and not delta.get("tool_calls")
+            ):
+                content = delta.get("content") or ""
+                if content.__class__ is str:
+                    return _text_chunk(content) or self._text_template(chunk, content)
+        return super()._convert_chunk_to_generation_chunk(
+            chunk, default_chunk_class, base_generation_info
+        )
+
+    def _text_template(self, chunk: dict[Any, Any], content: str) -> ChatGenerationChunk | None:
+        """langchain-openai's own chunk for this plain text delta, kept (a copy) as the
+        template of the next ones."""
+        global _TEXT_TEMPLATE
+        built = super()._convert_chunk_to_generation_chunk(chunk, AIMessageChunk, None)
+        if built is not None and built.text == content:
+            _TEXT_TEMPLATE = _clone(built, message=_clone(built.message))
+        return built
+
+
+_TEXT_TEMPLATE: ChatGenerationChunk | None = None
+
+
+def _text_chunk(text: str) -> ChatGenerationChunk | None:
+    """A copy of the template with `text` (None before there is a template)."""
+    template = _TEXT_TEMPLATE
+    if template is None:
+        return None
+    return _clone(template, message=_clone(template.message, content=text), text=text)
+
+
+_CONTAINERS = (dict, list)
+
+
+def _clone(model: Any, **values: Any) -> Any:
+    """A copy of a pydantic model (pydantic's own __copy__: the same fields, fields set and
+    extras) with containers of its own and `values` in place of its fields' values."""
+    clone = model.__copy__()
+    fields = clone.__dict__
+    for name, value in fields.items():
+        if value.__class__ in _CONTAINERS:
+            fields[name] = value.copy()
+    fields.update(values)
+    return clone
 
 
 # Built models, per event loop, most recently used last. Building one costs a sync and an async
@@ -141,13 +325,13 @@ def _build(
         body["response_format"] = options.response_format
     if config.kind == "openai":
         # OpenAI's own API takes max_completion_tokens, which ChatOpenAI sends for max_tokens.
-        model = ChatOpenAI(  # type: ignore[call-arg]
+        model = _ChatOpenAI(  # type: ignore[call-arg]
             max_tokens=max_tokens, extra_body=body or None, **common
         )
     else:
         # Compatible servers (llama.cpp's among them) ignore max_completion_tokens and would
         # run unbounded; send the classic field they understand.
-        model = ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)
+        model = _ChatOpenAI(extra_body={**body, "max_tokens": max_tokens}, **common)
     model.async_client = _DictChunks(model.async_client, model.root_async_client)
     return model
 

@@ -1,23 +1,30 @@
 """The OpenAI kinds' models (llm/providers/openai_compatible.py), over real loopback HTTP: the
 stream reads chunks as plain JSON (the same chunks, usage, finish reasons, request and errors
-as langchain-openai's own path, without the SDK building a model object per chunk), and one
-built model serves the replies of an event loop, concurrently, each closing its own upstream
-call when stopped."""
+as langchain-openai's own path, without the SDK building a model object per chunk, and a plain
+text chunk copied from a template instead of validated), and one built model serves the replies
+of an event loop, concurrently, each closing its own upstream call when stopped. The SSE
+decoding's edge cases (line ends, splits, an error chunk) are checked against the SDK's own
+decoder on the same bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
+import httpx2
+import openai
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
+from openai._streaming import SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 from pydantic import SecretStr
 
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
+from llm.providers.openai_compatible import SseData, _DictChunks
 from llm.registry import chat_model_for
 from tests.fault_server import Endless, Fail, FaultServer, Reply
 
@@ -91,6 +98,101 @@ async def test_it_streams_what_langchain_openai_streams_without_a_model_per_chun
     assert mine == sdk
     assert mine["max_tokens"] == 50 and mine["seed"] == 7 and mine["temperature"] == 0.25
     assert mine["stream"] is True and mine["stream_options"] == {"include_usage": True}
+
+
+async def test_its_chunks_are_langchain_openais_field_for_field(fault: FaultServer):
+    """Plain text chunks are copies of a template, not validated: the same objects as
+    langchain-openai builds (fields, fields set, text), each with containers of its own."""
+    fault.default("a", REPLY)
+    ours = [c async for c in chat_model_for(_config(fault), max_tokens=50)._astream(MESSAGES)]
+    fault.default("a", REPLY)
+    theirs = [c async for c in _sdk_model(fault)._astream(MESSAGES)]
+    assert len(ours) == len(theirs) > len(REPLY.chunks())
+    for mine, sdk in zip(ours, theirs, strict=True):
+        assert type(mine) is type(sdk) and type(mine.message) is type(sdk.message)
+        assert mine == sdk and mine.text == sdk.text
+        assert mine.model_fields_set == sdk.model_fields_set
+        assert mine.message.model_fields_set == sdk.message.model_fields_set
+        assert mine.message.model_dump() == sdk.message.model_dump()
+    merged = ours[0]
+    for chunk in ours[1:]:
+        merged += chunk
+    assert merged.message.content == REPLY.text and isinstance(merged.message, AIMessageChunk)
+    first, second = ours[1].message, ours[2].message
+    assert isinstance(first, AIMessageChunk) and isinstance(second, AIMessageChunk)
+    first.response_metadata["touched"] = True
+    first.tool_call_chunks.append({"name": "x", "args": None, "id": None, "index": 0})
+    assert "touched" not in second.response_metadata and second.tool_call_chunks == []
+
+
+STREAM = (
+    b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}\r\n\r\n'
+    b": a comment\n"
+    b'event: message\nid: 7\ndata: {"choices": [{"index": 0, "delta": {"content": "two\\n"}}]}\n\n'
+    b'data: {"choices": [{"index": 0,\rdata: "delta": {"content": "lines"}}]}\r\r'
+    b"id: 8\n\n"
+    b'data: {"choices": [], "usage": {"prompt_tokens": 1}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def _sdk_data(raw: bytes) -> list[bytes]:
+    return [e.data.encode() for e in SSEDecoder().iter_bytes(iter([raw])) if e.data]
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_sse_events_split_anywhere_are_the_sdks(cut: int):
+    decoder = SseData()
+    events = [*decoder.feed(STREAM[:cut]), *decoder.feed(STREAM[cut:]), *decoder.finish()]
+    assert events == _sdk_data(STREAM)
+    assert (
+        len(events) == 5
+        and events[2] == b'{"choices": [{"index": 0,\n"delta": {"content": "lines"}}]}'
+    )
+
+
+def test_sse_a_last_event_without_its_blank_line_still_counts():
+    decoder = SseData()
+    assert [*decoder.feed(b"data: 1\r\ndata: 2\r"), *decoder.finish()] == [b"1\n2"]
+
+
+def _client(body: bytes) -> openai.AsyncOpenAI:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    return openai.AsyncOpenAI(
+        api_key="k",
+        base_url="http://upstream.invalid/v1",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+    )
+
+
+async def _read(completions: Any) -> list[Any]:
+    stream = await completions.create(model="m", messages=[], stream=True)
+    return [chunk if isinstance(chunk, dict) else chunk.model_dump() async for chunk in stream]
+
+
+async def test_the_stream_reads_what_the_sdk_reads_and_stops_at_done():
+    # (The SDK fails on an event with no data, `id: 8` alone: SseData skips it, as SSE says.)
+    stream = STREAM.replace(b"id: 8\n\n", b"")
+    client = _client(stream + b'data: {"after": "done"}\n\n')
+    ours = await _read(_DictChunks(client.chat.completions, client))
+    assert ours == [json.loads(data) for data in _sdk_data(stream)[:4]]
+    sdk = await _read(client.chat.completions)
+    assert [c["choices"][0]["delta"]["content"] for c in sdk[1:3]] == ["two\n", "lines"]
+
+
+async def test_an_error_chunk_mid_stream_raises_the_sdks_error():
+    first = STREAM[: STREAM.index(b"\r\n\r\n") + 4]
+    body = first + b'data: {"error": {"message": "overloaded", "type": "x"}}\n\n' + STREAM
+    client = _client(body)
+    with pytest.raises(openai.APIError) as ours:
+        await _read(_DictChunks(client.chat.completions, client))
+    with pytest.raises(openai.APIError) as sdk:
+        await _read(client.chat.completions)
+    assert (ours.value.message, ours.value.body) == (sdk.value.message, sdk.value.body)
+    assert ours.value.message == "overloaded"
 
 
 async def test_the_openai_kind_still_sends_max_completion_tokens(fault: FaultServer):

@@ -4,7 +4,9 @@ Daphne → Redis, PostgreSQL, a real OpenAI-compatible upstream (tests/fault_ser
 Celery worker at all**, so a reply that went to Celery would never be generated; the broker's
 queue is checked empty too. Streaming, usage, cancel on client disconnect (the upstream's
 socket closes), the upstream's errors (429 with Retry-After, 502, an open circuit's 503) and
-failover work as they do through Celery, and the reply is persisted and accounted."""
+failover work as they do through Celery, and the reply is persisted and accounted. The request
+follows its reply from the generator in its own process (chat/replies/live.py); every other
+watcher, on that replica or the other, still gets it through the channel layer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -135,6 +138,64 @@ def test_a_stream_is_generated_in_the_server_persisted_and_accounted(topo, upstr
         "SELECT state, used_tokens FROM accounts_usageledger WHERE message_id = %s", reply_id
     )
     assert ledger == ("settled", 16)  # the budget's reservation, settled with the real usage
+    assert_nothing_queued_on_celery(topo)
+
+
+def watch(base: str, key: str, reply_id: int) -> tuple[str, str]:
+    """Follow a reply with GET /api/v1/messages/<id>/stream: its text and how it ended."""
+    text, ended = "", ""
+    with httpx.stream(
+        "GET",
+        f"{base}/api/v1/messages/{reply_id}/stream",
+        headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: ") and event == "delta":
+                delta = json.loads(line[len("data: ") :])
+                assert delta["start"] == len(text), (delta, text)
+                text += delta["text"]
+            elif line.startswith("data: ") and event in ("done", "error"):
+                ended = event
+                break
+    return text, ended
+
+
+def test_other_watchers_still_get_a_reply_the_requester_follows_in_process(topo, upstream, key):
+    """The request is sent to daphne-1 itself, so daphne-1 generates; one watcher follows on
+    daphne-1 (the same process, through the layer) and one on daphne-2 (another process)."""
+    words = " ".join(f"word{n}" for n in range(30))
+    serve(topo, "watched", (upstream.base_url("watched"), 0))
+    upstream.default("watched", Reply(text=words, chunk_chars=6, chunk_delay=0.03))
+    first, second = (f"http://127.0.0.1:{port}" for port in topo.daphne_ports[:2])
+    auth = {"Authorization": f"Bearer {key}"}
+    with (
+        ThreadPoolExecutor(max_workers=2) as pool,
+        httpx.stream(
+            "POST",
+            f"{first}/v1/chat/completions",
+            json=ask("watched", True),
+            headers=auth,
+            timeout=30,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        reply_id = int(response.headers["X-Parley-Message"])
+        watchers = [pool.submit(watch, base, key, reply_id) for base in (first, second)]
+        mine = "".join(
+            str(choice["delta"].get("content") or "")  # type: ignore[index, union-attr]
+            for chunk in sse_events(response.read().decode())
+            if isinstance(chunk, dict)
+            for choice in chunk["choices"]  # type: ignore[union-attr]
+        )
+        seen = [watcher.result(timeout=60) for watcher in watchers]
+    assert mine == words
+    assert seen == [(words, "done"), (words, "done")]
+    assert topo.row(reply_id)["content"] == words
     assert_nothing_queued_on_celery(topo)
 
 
