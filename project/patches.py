@@ -21,6 +21,7 @@ def daphne_patches_apply() -> None:
     _listen_backlog()
     _lean_input_queues()
     _autobahn_debug_formatting_lazy()
+    _handshake_copies_dropped_once_open()
     _handshakes_admitted_in_turn()
 
 
@@ -84,6 +85,63 @@ def _autobahn_debug_formatting_lazy() -> None:
 
     setattr(autobahn_protocol, "pformat", pformat)  # noqa: B010
     setattr(autobahn_protocol, "_parley_patched", True)  # noqa: B010
+
+
+class _OpenedRequest:
+    """What Daphne reads again of an open socket's handshake request: its path (logged at
+    close)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+# What autobahn keeps of a server handshake once it answered it: the raw request and response,
+# the parsed headers and request line. Nothing reads them after the socket opens.
+_AUTOBAHN_HANDSHAKE_COPIES = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_host",
+    "http_request_path",
+    "http_request_params",
+)
+
+
+def _handshake_copies_dropped_once_open() -> None:
+    """An open socket lets go of the three copies of its handshake that outlive it.
+
+    The upgrade request is parsed three times: by Twisted (a `Request` with its headers, kept
+    in the HTTP channel's `requests`: that channel stays the transport's producer for flow
+    control, so it lives as long as the socket), by autobahn (raw bytes, headers dict, request
+    line, and its response) and by Daphne (`self.request`, autobahn's `ConnectionRequest`).
+    The scope keeps the headers the application uses. From `onOpen` on, the first two are
+    dropped and Daphne's request is replaced by its path, the only part it reads again
+    (tracemalloc: ~2 KB of each open socket; docs/benchmarks.md).
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(WebSocketProtocol.onOpen, "_parley_patched", False):
+        return
+    on_open = WebSocketProtocol.onOpen
+
+    def on_open_lean(self: Any) -> None:
+        on_open(self)
+        self.request = _OpenedRequest(self.request.path)
+        for name in _AUTOBAHN_HANDSHAKE_COPIES:
+            self.__dict__.pop(name, None)
+        # The HTTP channel the connection was upgraded from (Daphne hands the transport over
+        # but leaves the channel registered as its producer). It never reads or answers its
+        # request again: nothing else holds the request.
+        requests = getattr(getattr(self.transport, "producer", None), "requests", None)
+        if isinstance(requests, list):
+            requests.clear()
+
+    on_open_lean._parley_patched = True  # type: ignore[attr-defined]
+    WebSocketProtocol.onOpen = on_open_lean
 
 
 def _answer_long_request_lines() -> None:

@@ -168,6 +168,49 @@ def test_each_connection_reads_the_factorys_options_from_its_class_not_a_copy():
     assert factory.buildProtocol(None).openHandshakeTimeout == 9
 
 
+def test_an_open_socket_keeps_none_of_its_handshake_but_the_path():
+    """Twisted's upgrade request (in the HTTP channel that stays the transport's producer),
+    autobahn's parse of it and Daphne's `request` are let go once the socket opens."""
+    from types import SimpleNamespace
+
+    from autobahn.websocket.types import ConnectionRequest
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel, Request
+
+    patches._handshake_copies_dropped_once_open()
+    patches._handshake_copies_dropped_once_open()  # applied once, however often asked
+    protocol = WebSocketFactory(object(), server="parley").buildProtocol(None)
+    transport = StringTransport()
+    channel = HTTPChannel()
+    channel.makeConnection(transport)  # as Daphne's HTTP side: the transport's producer
+    channel.setTimeout(None)
+    upgrade = Request(channel)
+    channel.requests.append(upgrade)
+    upgraded = weakref.ref(upgrade)
+    del upgrade
+    protocol.makeConnection(transport)
+    headers = {"host": "127.0.0.1:8000", "cookie": "sessionid=x" * 50}
+    protocol.http_headers = headers
+    protocol.http_request_data = b"GET /ws/chat/ HTTP/1.1\r\n" + b"x" * 2000
+    protocol.http_response_data = b"HTTP/1.1 101 Switching Protocols\r\n"
+    protocol.http_request_params = {}
+    protocol.request = ConnectionRequest(
+        None, headers, "127.0.0.1", "/ws/chat/", {}, 13, "http://127.0.0.1:8000", [], []
+    )
+    logged: list[Any] = []
+    protocol.server = SimpleNamespace(log_action=lambda *args: logged.append(args))
+    protocol.client_addr = None
+
+    protocol.onOpen()
+
+    assert logged == [("websocket", "connected", {"path": "/ws/chat/", "client": None})]
+    assert protocol.request.path == "/ws/chat/"  # Daphne logs it at close
+    assert not [name for name in vars(protocol) if name.startswith("http_")]
+    assert channel.requests == [] and upgraded() is None
+    assert transport.producer is channel  # flow control untouched
+
+
 def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
     import autobahn.websocket.protocol as autobahn_protocol
     import txaio
