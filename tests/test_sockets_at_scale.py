@@ -350,6 +350,24 @@ def test_a_waiting_handshake_whose_client_left_is_skipped():
     assert events == ["start 0", "start 2"] and admission.working == 1
 
 
+def test_a_turn_lets_go_of_its_handshake_once_started_or_refused():
+    """A connection keeps its turn for life: what `start` and `refuse` hold (the request and
+    its headers) must not live as long."""
+
+    class Request:
+        pass
+
+    admission = _admission(_Clock(), at_once=1, queue=0)
+    kept, turns = [], []  # the connections keep their turns
+    for _ in range(2):  # the first starts, the second is refused (none may wait)
+        request = Request()
+        kept.append(weakref.ref(request))
+        turns.append(admission.arrive(lambda r=request: None, lambda r=request: None))
+        del request
+    assert [turn.state for turn in turns] == ["working", "refused"]
+    assert [ref() for ref in kept] == [None, None]
+
+
 async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_nginx(tmp_path):
     """Real Daphne (the image's command line, the patches) behind the repository's nginx.conf:
     one handshake at a time, none waiting; the second is answered 503 + Retry-After, and once
