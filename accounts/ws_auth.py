@@ -23,13 +23,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from channels.auth import AuthMiddleware, get_user
+from channels.auth import get_user
 from channels.security.websocket import OriginValidator, WebsocketDenier
-from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.models import Session
+from django.http import parse_cookie
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from accounts.auth import bearer_token
 from accounts.models import ApiKey, Membership, Organisation, User
@@ -39,6 +41,7 @@ from accounts.revocation import (
     MEMBERSHIP_ENDED,
     api_key_group,
     handshake_cache,
+    handshake_mark_key,
     marks_read,
     session_group,
     user_group,
@@ -116,13 +119,35 @@ class ProgramAuthMiddleware:
         return await self.programs(scope, receive, send)
 
 
-class _SessionAuthMiddleware(AuthMiddleware):  # type: ignore[misc]
-    """channels' AuthMiddleware with its look-up (session row, then user row) on the database
-    threads (core/db.py), not on Daphne's one sync thread, where every handshake of the
-    process queued behind every other's."""
+class SessionAuthMiddleware:
+    """A browser socket's session and user in the scope: what channels' AuthMiddlewareStack
+    (CookieMiddleware → SessionMiddleware → AuthMiddleware) does for a WebSocket, in one step.
 
-    async def resolve_scope(self, scope: Scope) -> None:
-        scope["user"]._wrapped = await db_async(_session_user_and_organisation)(scope)
+    channels' stack copies the scope four times, keeps a lazy wrapper around the session and
+    another around the user, and wraps `send` for the socket's whole life to save the session
+    on an HTTP response, which a WebSocket never sends: per open socket that was ~2 KB and
+    three coroutine frames, and every frame sent paid for the wrapper. Here the session cookie
+    is read, the session store made (loaded lazily, as channels does), and the user looked up
+    on the database threads (core/db.py), not on Daphne's one sync thread, where every
+    handshake of the process queued behind every other's; scope["session"] and scope["user"]
+    are the objects themselves. WebSocket scopes only (project/asgi.py routes HTTP elsewhere).
+    """
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+        self.session_store: type[SessionBase] = import_string(
+            f"{settings.SESSION_ENGINE}.SessionStore"
+        )
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        session_key = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                session_key = parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME)
+                break
+        scope = dict(scope, session=self.session_store(session_key))
+        scope["user"] = await db_async(_session_user_and_organisation)(scope)
+        return await self.inner(scope, receive, send)
 
 
 # Where the session stack leaves `socket_organisation`'s answer, found in the same database
@@ -183,17 +208,23 @@ def handshake_cached(*, session: Any) -> tuple[User, Organisation] | None:
     """(user, organisation) of a browser handshake looked up recently and still valid."""
     if settings.WS_HANDSHAKE_CACHE_SECONDS <= 0 or not session.session_key:
         return None
+    key = _handshake_key(session.session_key)
+    groups = [session_group(session.session_key), EVERY_HANDSHAKE]
     try:
-        entry = handshake_cache().get(_handshake_key(session.session_key))
+        # Two round trips: the entry with the marks known before it, then its user's. A mark
+        # missing here is a miss: the look-up then sets it (marks_read) before its reads.
+        found = handshake_cache().get_many([key, *map(handshake_mark_key, groups)])
+        entry = found.get(key)
+        if entry is None or timezone.now() >= entry["expires"]:
+            return None
+        user, organisation = entry["user"], entry["organisation"]
+        groups.append(user_group(user.pk))
+        found.update(handshake_cache().get_many([handshake_mark_key(groups[-1])]))
     except Exception:
         logger.warning("handshake cache unavailable", exc_info=True)
         return None
-    if entry is None or timezone.now() >= entry["expires"]:
-        return None
-    user, organisation = entry["user"], entry["organisation"]
-    marks = _handshake_marks(session_key=session.session_key)
-    user_marks = _handshake_marks(session_key=session.session_key, user_id=user.pk)
-    if marks is None or user_marks is None or {**marks, **user_marks} != entry["marks"]:
+    marks = {group: found.get(handshake_mark_key(group)) for group in groups}
+    if None in marks.values() or marks != entry["marks"]:
         return None
     session._session_cache = entry["session"]  # what the database would have loaded
     return user, organisation
@@ -242,8 +273,9 @@ async def socket_organisation_of(scope: Scope) -> tuple[Organisation | None, boo
 
 
 def session_auth_stack(inner: ASGIApp) -> ASGIApp:
-    """channels' AuthMiddlewareStack (cookies → session → user), its look-up pooled."""
-    return CookieMiddleware(SessionMiddleware(_SessionAuthMiddleware(inner)))  # type: ignore[no-any-return]
+    """channels' AuthMiddlewareStack (cookies → session → user) in one step, its look-up
+    pooled (`SessionAuthMiddleware`)."""
+    return SessionAuthMiddleware(inner)
 
 
 def _user_of(scope: Scope) -> User | None:

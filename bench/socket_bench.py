@@ -60,6 +60,8 @@ FIRST_RETRY_SPREAD = 10.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 
+REOPEN_PAUSE = 5.0  # s between closing every socket and opening them again (`--reopen`)
+
 # One browser session per socket, over `users` users (made by the topology's own code).
 _SESSIONS = """
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -117,6 +119,10 @@ class Result:
     rss_open: dict[str, int] = field(default_factory=dict)
     rss_closed: dict[str, int] = field(default_factory=dict)
     cpu_open: float = 0.0  # server CPU seconds spent while opening
+    reopened: int = 0  # `--reopen`: the same sockets closed and opened again (cache hits)
+    reopen_seconds: float = 0.0
+    reopen_failed: dict[str, int] = field(default_factory=dict)
+    cpu_reopen: float = 0.0
     storm: dict[str, Any] = field(default_factory=dict)
 
     def kb_per_socket(self) -> float:
@@ -288,8 +294,10 @@ async def storm(
     victim: str,
     deadline: float,
     first_spread: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Kill `victim`; every dropped client reconnects as the page does and pings."""
+    """Kill `victim`; every dropped client reconnects as the page does and pings. `profile`:
+    py-spy the survivors meanwhile (FOLDER/daphne-N-storm.txt)."""
     back: list[float] = []  # resumed: handshake done and a pong back (in this process)
     client_pids = clients.pids if isinstance(clients, ClientProcesses) else [os.getpid()]
     survivors = [role for role in topo.replicas if role != victim]
@@ -307,6 +315,10 @@ async def storm(
         },
         None if isinstance(clients, ClientProcesses) else back,
     )
+    samplers = []
+    if profile is not None:
+        pids = {role: topo.pid(role) for role in survivors}
+        samplers = await asyncio.to_thread(py_spy_start, pids, profile, "storm", deadline)
     killed_at = time.monotonic()
     await asyncio.to_thread(topo.kill, victim)
     probe.start()
@@ -315,6 +327,7 @@ async def storm(
     else:
         parts = [await reconnect(clients, killed_at, deadline, first_spread, back)]
     probe.stop.set()
+    await asyncio.to_thread(py_spy_stop, samplers)
     opened = sorted(t for part in parts for t in part["opened"])
     back = sorted(t for part in parts for t in part["back"])
     lost: dict[str, int] = {}
@@ -449,6 +462,12 @@ class ClientProcesses:
     async def storm(self, killed_at: float, deadline: float) -> list[dict[str, Any]]:
         return await self.ask("storm", killed_at, deadline)
 
+    async def reopen(self, result: Result) -> None:
+        for opened, failed in await self.ask("reopen"):
+            result.reopened += opened
+            for kind, count in failed.items():
+                result.reopen_failed[kind] = result.reopen_failed.get(kind, 0) + count
+
     async def close(self) -> None:
         await self.ask("close")
         for proc in self.procs:
@@ -467,10 +486,23 @@ def _client_process(
         await open_all(sockets, batch, result)
         conn.send((result.opened, result.failed))
         readers = [asyncio.create_task(_read(s)) for s in sockets if s.ws is not None]
+        reopening: list[Socket] = []
         while True:
             command, *rest = await asyncio.to_thread(conn.recv)
             if command == "count":
                 conn.send(sum(s.is_open for s in sockets))
+            elif command == "shut":  # close every socket, to open them again
+                for task in readers:
+                    task.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+                reopening = [s for s in sockets if s.ws is not None]
+                await close_all(reopening)
+                conn.send(len(reopening))
+            elif command == "reopen":
+                again = Result("share", len(reopening))
+                await open_all(reopening, batch, again)
+                conn.send((again.opened, again.failed))
+                readers = [asyncio.create_task(_read(s)) for s in sockets if s.ws is not None]
             elif command == "storm":
                 for task in readers:
                     task.cancel()
@@ -497,6 +529,42 @@ async def _read(sock: Socket) -> None:
 async def close_all(sockets: list[Socket]) -> None:
     await asyncio.gather(
         *(s.ws.close() for s in sockets if s.ws is not None), return_exceptions=True
+    )
+
+
+async def reopen(
+    clients: list[Socket] | ClientProcesses,
+    pids: dict[str, int],
+    args: argparse.Namespace,
+    result: Result,
+) -> None:
+    """`--reopen`: every socket closed, then opened again: server CPU per accept of a
+    reconnect within the handshake cache's lifetime, as in a storm (the closes not counted)."""
+    if isinstance(clients, ClientProcesses):
+        await clients.ask("shut")
+    else:
+        await close_all([s for s in clients if s.ws is not None])
+    await asyncio.sleep(REOPEN_PAUSE)  # the server sees them go and trims its memory
+    samplers = []
+    if args.profile is not None:
+        samplers = await asyncio.to_thread(py_spy_start, pids, args.profile, "reopen")
+    cpu_before = cpu_of(list(pids.values()))
+    started = time.monotonic()
+    if isinstance(clients, ClientProcesses):
+        await clients.reopen(result)
+    else:
+        again = Result("reopen", len(clients))
+        await open_all([s for s in clients if s.ws is not None], args.batch, again)
+        result.reopened, result.reopen_failed = again.opened, again.failed
+    result.reopen_seconds = time.monotonic() - started
+    result.cpu_reopen = cpu_of(list(pids.values())) - cpu_before
+    await asyncio.to_thread(py_spy_stop, samplers)
+    print(
+        f"  reopened {result.reopened} in {result.reopen_seconds:.1f} s "
+        f"({result.reopened / result.reopen_seconds:.0f}/s, server CPU "
+        f"{result.cpu_reopen / max(1, result.reopened) * 1000:.2f} ms per accept), "
+        f"failed {result.reopen_failed}",
+        flush=True,
     )
 
 
@@ -543,9 +611,13 @@ def run(
                 await clients.hold(args.hold, result)
             else:
                 await hold(sockets, args.hold, result)
+            if args.reopen:
+                await reopen(clients, pids, args, result)
             if args.storm:
                 victim = topo.replicas[-1]
-                result.storm = await storm(topo, clients, victim, args.deadline, args.first_spread)
+                result.storm = await storm(
+                    topo, clients, victim, args.deadline, args.first_spread, args.profile
+                )
                 print(f"  reconnect storm after killing {victim}: {result.storm}", flush=True)
                 pids.pop(victim)
                 result.rss_before.pop(victim)
@@ -580,6 +652,12 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=60.0, help="seconds (the issue: 600)")
     parser.add_argument("--storm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
+        "--reopen",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after the hold, close every socket and open it again (handshake cache hits)",
+    )
+    parser.add_argument(
         "--first-spread",
         type=float,
         default=FIRST_RETRY_SPREAD,
@@ -589,7 +667,11 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=15.0, help="s after close for RSS")
     parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the replicas")
-    parser.add_argument("--profile", type=Path, help="py-spy the servers while sockets open")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the servers while sockets open (and reopen), the survivors during the storm",
+    )
     args = parser.parse_args()
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

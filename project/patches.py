@@ -21,6 +21,7 @@ def daphne_patches_apply() -> None:
     _listen_backlog()
     _lean_input_queues()
     _autobahn_debug_formatting_lazy()
+    _handshake_copies_dropped_once_open()
     _handshakes_admitted_in_turn()
 
 
@@ -68,7 +69,8 @@ def _options_on_protocol_class(factory: Any) -> None:
 def _autobahn_debug_formatting_lazy() -> None:
     """Autobahn pretty-prints its ~40 options for a debug log line at every connection,
     whether or not debug logging is on: 9 % of a replica's CPU during a burst of handshakes
-    (py-spy). Its `pformat` now pretty-prints only while txaio logs at debug level."""
+    (py-spy). Its `pformat` now pretty-prints only while txaio logs at debug level; otherwise
+    it returns "" (its `repr` fallback was still ~2 % of a cached accept's event-loop time)."""
     import pprint
 
     import autobahn.websocket.protocol as autobahn_protocol
@@ -80,10 +82,67 @@ def _autobahn_debug_formatting_lazy() -> None:
     def pformat(value: object, *args: Any, **kwargs: Any) -> str:
         if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
             return pprint.pformat(value, *args, **kwargs)
-        return repr(value)
+        return ""  # for a debug line that is not logged: no repr of ~40 options either
 
     setattr(autobahn_protocol, "pformat", pformat)  # noqa: B010
     setattr(autobahn_protocol, "_parley_patched", True)  # noqa: B010
+
+
+class _OpenedRequest:
+    """What Daphne reads again of an open socket's handshake request: its path (logged at
+    close)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+# What autobahn keeps of a server handshake once it answered it: the raw request and response,
+# the parsed headers and request line. Nothing reads them after the socket opens.
+_AUTOBAHN_HANDSHAKE_COPIES = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_host",
+    "http_request_path",
+    "http_request_params",
+)
+
+
+def _handshake_copies_dropped_once_open() -> None:
+    """An open socket lets go of the three copies of its handshake that outlive it.
+
+    The upgrade request is parsed three times: by Twisted (a `Request` with its headers, kept
+    in the HTTP channel's `requests`: that channel stays the transport's producer for flow
+    control, so it lives as long as the socket), by autobahn (raw bytes, headers dict, request
+    line, and its response) and by Daphne (`self.request`, autobahn's `ConnectionRequest`).
+    The scope keeps the headers the application uses. From `onOpen` on, the first two are
+    dropped and Daphne's request is replaced by its path, the only part it reads again
+    (tracemalloc: ~2 KB of each open socket; docs/benchmarks.md).
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(WebSocketProtocol.onOpen, "_parley_patched", False):
+        return
+    on_open = WebSocketProtocol.onOpen
+
+    def on_open_lean(self: Any) -> None:
+        on_open(self)
+        self.request = _OpenedRequest(self.request.path)
+        for name in _AUTOBAHN_HANDSHAKE_COPIES:
+            self.__dict__.pop(name, None)
+        # The HTTP channel the connection was upgraded from (Daphne hands the transport over
+        # but leaves the channel registered as its producer). It never reads or answers its
+        # request again: nothing else holds the request.
+        requests = getattr(getattr(self.transport, "producer", None), "requests", None)
+        if isinstance(requests, list):
+            requests.clear()
+
+    on_open_lean._parley_patched = True  # type: ignore[attr-defined]
+    WebSocketProtocol.onOpen = on_open_lean
 
 
 def _answer_long_request_lines() -> None:
@@ -186,14 +245,28 @@ def _lean_input_queues() -> None:
 # before autobahn's handshake timeout drops it unanswered, and the client backs off.
 
 
+def _nothing() -> None:
+    pass
+
+
 class HandshakeTurn:
-    """One handshake's place: waiting, working (admitted), done, refused or left."""
+    """One handshake's place: waiting, working (admitted), done, refused or left.
+
+    Its connection keeps it for life (to say when it ends), so `start` and `refuse` are let go
+    once one of them ran: they hold the handshake's request (its parsed headers) and deferreds,
+    ~1.5 KB of every open socket (tracemalloc; docs/benchmarks.md)."""
 
     __slots__ = ("arrived", "refuse", "start", "state")
 
     def __init__(self, arrived: float, start: Callable[[], None], refuse: Callable[[], None]):
         self.arrived, self.start, self.refuse = arrived, start, refuse
         self.state = "waiting"
+
+    def decided(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        """(start, refuse), after which the turn holds neither."""
+        start, refuse = self.start, self.refuse
+        self.start = self.refuse = _nothing
+        return start, refuse
 
 
 class HandshakeAdmission:
@@ -233,6 +306,7 @@ class HandshakeAdmission:
         """A waiting handshake's connection went away: it never starts."""
         if turn.state == "waiting":
             turn.state = "left"  # dropped from the queue when it reaches the front
+            turn.decided()
 
     def expire(self) -> None:
         """Refuse every handshake that has waited `wait` seconds (the oldest are in front)."""
@@ -254,12 +328,14 @@ class HandshakeAdmission:
     def _start(self, turn: HandshakeTurn) -> None:
         turn.state = "working"
         self.working += 1
-        turn.start()
+        start, _ = turn.decided()
+        start()
 
     def _refuse(self, turn: HandshakeTurn) -> None:
         turn.state = "refused"
         self.refused += 1
-        turn.refuse()
+        _, refuse = turn.decided()
+        refuse()
 
 
 def retry_after_seconds() -> int:

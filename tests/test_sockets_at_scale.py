@@ -168,13 +168,56 @@ def test_each_connection_reads_the_factorys_options_from_its_class_not_a_copy():
     assert factory.buildProtocol(None).openHandshakeTimeout == 9
 
 
+def test_an_open_socket_keeps_none_of_its_handshake_but_the_path():
+    """Twisted's upgrade request (in the HTTP channel that stays the transport's producer),
+    autobahn's parse of it and Daphne's `request` are let go once the socket opens."""
+    from types import SimpleNamespace
+
+    from autobahn.websocket.types import ConnectionRequest
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel, Request
+
+    patches._handshake_copies_dropped_once_open()
+    patches._handshake_copies_dropped_once_open()  # applied once, however often asked
+    protocol = WebSocketFactory(object(), server="parley").buildProtocol(None)
+    transport = StringTransport()
+    channel = HTTPChannel()
+    channel.makeConnection(transport)  # as Daphne's HTTP side: the transport's producer
+    channel.setTimeout(None)
+    upgrade = Request(channel)
+    channel.requests.append(upgrade)
+    upgraded = weakref.ref(upgrade)
+    del upgrade
+    protocol.makeConnection(transport)
+    headers = {"host": "127.0.0.1:8000", "cookie": "sessionid=x" * 50}
+    protocol.http_headers = headers
+    protocol.http_request_data = b"GET /ws/chat/ HTTP/1.1\r\n" + b"x" * 2000
+    protocol.http_response_data = b"HTTP/1.1 101 Switching Protocols\r\n"
+    protocol.http_request_params = {}
+    protocol.request = ConnectionRequest(
+        None, headers, "127.0.0.1", "/ws/chat/", {}, 13, "http://127.0.0.1:8000", [], []
+    )
+    logged: list[Any] = []
+    protocol.server = SimpleNamespace(log_action=lambda *args: logged.append(args))
+    protocol.client_addr = None
+
+    protocol.onOpen()
+
+    assert logged == [("websocket", "connected", {"path": "/ws/chat/", "client": None})]
+    assert protocol.request.path == "/ws/chat/"  # Daphne logs it at close
+    assert not [name for name in vars(protocol) if name.startswith("http_")]
+    assert channel.requests == [] and upgraded() is None
+    assert transport.producer is channel  # flow control untouched
+
+
 def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
     import autobahn.websocket.protocol as autobahn_protocol
     import txaio
 
     patches._autobahn_debug_formatting_lazy()
     value = [("option", index) for index in range(20)]
-    assert autobahn_protocol.pformat(value) == repr(value)
+    assert autobahn_protocol.pformat(value) == ""  # not even a repr
     monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
     assert autobahn_protocol.pformat(value) == pprint.pformat(value)
 
@@ -305,6 +348,24 @@ def test_a_waiting_handshake_whose_client_left_is_skipped():
     admission.leave(gone)
     admission.done(first)
     assert events == ["start 0", "start 2"] and admission.working == 1
+
+
+def test_a_turn_lets_go_of_its_handshake_once_started_or_refused():
+    """A connection keeps its turn for life: what `start` and `refuse` hold (the request and
+    its headers) must not live as long."""
+
+    class Request:
+        pass
+
+    admission = _admission(_Clock(), at_once=1, queue=0)
+    kept, turns = [], []  # the connections keep their turns
+    for _ in range(2):  # the first starts, the second is refused (none may wait)
+        request = Request()
+        kept.append(weakref.ref(request))
+        turns.append(admission.arrive(lambda r=request: None, lambda r=request: None))
+        del request
+    assert [turn.state for turn in turns] == ["working", "refused"]
+    assert [ref() for ref in kept] == [None, None]
 
 
 async def test_a_handshake_past_the_limit_gets_503_with_retry_after_through_nginx(tmp_path):

@@ -212,6 +212,64 @@ async def test_a_reconnecting_browser_socket_opens_without_the_database(
     await again.disconnect()
 
 
+async def test_a_reconnecting_browser_socket_reads_the_cache_in_two_round_trips(
+    owner, handshake_cache, monkeypatch
+):
+    """The entry with its session's and everyone's marks, then its user's mark: a storm of
+    reconnects costs each handshake two cache calls, and writes nothing."""
+    cookie = await session_cookie(owner)
+    connected, first = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    await first.disconnect()
+    shared = revocation.handshake_cache()
+    calls: list[str] = []  # the outermost calls (locmem's get_many calls its own get)
+    depth = [0]
+
+    def counted(name, method):
+        def call(*args, **kwargs):
+            if not depth[0]:
+                calls.append(name)
+            depth[0] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return call
+
+    for name in ("get", "get_many", "set", "add", "delete"):
+        monkeypatch.setattr(shared, name, counted(name, getattr(shared, name)))
+    connected, again = await handshake(headers=[cookie, ORIGIN])
+    assert connected
+    assert calls == ["get_many", "get_many"]
+    await again.disconnect()
+
+
+async def test_a_browser_sockets_scope_holds_its_session_and_user_themselves(owner):
+    """One middleware for cookie, session and user (no lazy wrappers, no `send` wrapped for the
+    socket's life), and the same answers: the signed-in user, the session of the cookie."""
+    cookie = await session_cookie(owner)
+    seen: dict = {}
+
+    async def inner(scope, receive, send):
+        seen.update(scope)
+
+    await ws_auth.session_auth_stack(inner)(
+        {"type": "websocket", "headers": [HOST, cookie, ORIGIN]}, None, None
+    )
+    assert type(seen["user"]) is type(owner) and seen["user"].pk == owner.pk
+    assert seen["session"].session_key == cookie[1].decode().split("=", 1)[1]
+    anonymous: dict = {}
+
+    async def inner_anonymous(scope, receive, send):
+        anonymous.update(scope)
+
+    await ws_auth.session_auth_stack(inner_anonymous)(
+        {"type": "websocket", "headers": [HOST, ORIGIN]}, None, None
+    )
+    assert not anonymous["user"].is_authenticated
+
+
 async def test_a_signed_out_session_stays_refused_when_its_mark_is_evicted(owner, handshake_cache):
     """A cache that evicts keys may drop the mark a sign-out set: the entry kept before it must
     not match again (as it would if "no mark" were a state entries could be kept under)."""
