@@ -16,9 +16,10 @@ import json
 import math
 import struct
 import threading
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -162,8 +163,18 @@ class MiniLMEmbedder:
         return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts)] if texts else []
 
     def embed(self, texts: list[str]) -> Vectors:
+        return self._forward(texts)[0] if texts else self._empty()
+
+    def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
+        """The sentence vectors and, from the same forward pass, each text's word-piece
+        vectors: what aligning two questions word by word reads (bench/guard_learned.py)."""
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return self._empty(), []
+        vectors, hidden, encodings = self._forward(texts)
+        return vectors, [_token_vectors(hidden[i], e) for i, e in enumerate(encodings)]
+
+    def _forward(self, texts: list[str]) -> tuple[Vectors, npt.NDArray[np.float32], list[Any]]:
+        """Sentence vectors, the last layer's hidden states and the tokenizer's encodings."""
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
@@ -193,7 +204,31 @@ class MiniLMEmbedder:
             )
         pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[:, None]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
+        vectors = np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
+        return vectors, x, encodings
+
+    def _empty(self) -> Vectors:
+        return np.zeros((0, self.dim), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TokenVectors:
+    """A text's word pieces as the last layer sees them in context, [CLS] and [SEP] left out."""
+
+    vectors: Vectors  # (pieces, dim), rows L2-normalised
+    words: tuple[int, ...]  # the word (tokenizer's pre-tokenisation) each piece belongs to
+    spans: tuple[tuple[int, int], ...]  # each piece's characters in the text
+
+
+def _token_vectors(hidden: npt.NDArray[np.float32], encoding: Any) -> TokenVectors:
+    keep = [i for i, word in enumerate(encoding.word_ids) if word is not None]
+    rows = hidden[keep]
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return TokenVectors(
+        vectors=np.asarray(rows, dtype=np.float32),
+        words=tuple(int(encoding.word_ids[i]) for i in keep),
+        spans=tuple(tuple(encoding.offsets[i]) for i in keep),  # type: ignore[misc]
+    )
 
 
 _lock = threading.Lock()

@@ -77,6 +77,23 @@ def test_long_texts_are_truncated_not_refused(embedder):
     assert embedder.embed(["word " * 2000]).shape == (1, 384)
 
 
+def test_word_pieces_come_from_the_same_pass_as_the_sentence_vector(embedder):
+    texts = ["is ibuprofen an nsaid", "how do i reset my password"]
+    vectors, tokens = embedder.embed_with_tokens(texts)
+    assert vectors == pytest.approx(embedder.embed(texts), abs=1e-6)
+    first = tokens[0]
+    # [CLS] and [SEP] are left out; each piece names its word and its characters.
+    pieces = [texts[0][start:end] for start, end in first.spans]
+    assert "".join(pieces) == texts[0].replace(" ", "")
+    assert len(first.words) == len(pieces) == first.vectors.shape[0]
+    assert sorted(set(first.words)) == [0, 1, 2, 3]
+    assert np.linalg.norm(first.vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
+    # Padding changes nothing: the shorter text's pieces are the same alone.
+    alone = embedder.embed_with_tokens([texts[0]])[1][0]
+    assert alone.vectors == pytest.approx(first.vectors, abs=1e-5)
+    assert embedder.embed_with_tokens([])[1] == []
+
+
 def test_the_safetensors_reader(tmp_path):
     data = np.arange(6, dtype=np.float32).tobytes() + np.array([7], dtype=np.int64).tobytes()
     header = {
