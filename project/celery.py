@@ -85,12 +85,12 @@ class QuickPublishTask(Task):  # type: ignore[misc]
 
 
 def _start_up_frozen(**_: Any) -> None:
-    """Keep what a worker loaded at start-up (Django, Celery, LangChain: ~200k objects that
+    """Keep what a worker loaded at start-up (Django, Celery, LangChain: ~300k objects that
     live as long as the process) out of the collector's sight, as Daphne does (project/asgi.py):
-    a full collection then walks only what came after. Unfrozen, each of the worker's full
-    collections took ~0.12 s of CPU, about one every hundred replies (docs/benchmarks.md "The
-    worker's CPU per send"). worker_ready in the process that runs the tasks (threads pool);
-    worker_process_init in each prefork child."""
+    a full collection then walks only what came after. Unfrozen, a worker's full collection
+    walked ~330k objects, ~0.15 s of CPU each time (docs/benchmarks.md "The worker's CPU per
+    send"). worker_ready in the process that runs the tasks (threads pool); worker_process_init
+    in each prefork child."""
     gc.collect()
     gc.freeze()
 
