@@ -283,6 +283,7 @@ def py_spy_start(
     seconds: float | None = None,
     *,
     gil: bool = False,
+    rate: int = 50,
 ) -> Samplers:
     """py-spy sampling each named process (a worker with its pool's children), collapsed
     stacks to FOLDER/NAME-SUFFIX.txt, for `seconds` or until `py_spy_stop`. `gil`: only the
@@ -293,7 +294,7 @@ def py_spy_start(
     started = []
     for name, pid in pids.items():
         out = folder / f"{name}-{suffix}.txt"
-        argv = [py_spy, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out)]
+        argv = [py_spy, "record", "--nonblocking", "-r", str(rate), "-f", "raw", "-o", str(out)]
         argv += ["-p", str(pid), *(["-d", str(int(seconds))] if seconds else [])]
         argv += ["--subprocesses"] if name.startswith("worker") else []
         argv += ["--gil"] if gil else []
@@ -321,7 +322,9 @@ def _profile_start(
     if args.profile is None:
         return []
     pids = {role: topo.pid(role) for role in [*topo.replicas, "worker"]}
-    return py_spy_start(pids, args.profile, str(senders), delay + args.seconds, gil=args.gil)
+    return py_spy_start(
+        pids, args.profile, str(senders), delay + args.seconds, gil=args.gil, rate=args.profile_rate
+    )
 
 
 def profile_summary(path: Path, top: int = 25) -> str:
@@ -443,6 +446,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and the worker, stacks here")
     parser.add_argument(
         "--gil", action="store_true", help="profile: only the GIL holder (CPU, not waits)"
+    )
+    parser.add_argument(
+        "--profile-rate", type=int, default=50, help="profile: samples a second per process"
     )
     parser.add_argument("--plot", type=Path, help="PNG of throughput and latency against load")
     parser.add_argument(

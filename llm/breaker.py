@@ -59,12 +59,20 @@ def wall_clock() -> float:
 
 
 def counter_incr(key: str, ttl: float) -> int:
-    """Atomically add one to a cache counter that expires `ttl` seconds after it starts."""
-    timeout = max(1, math.ceil(ttl))
-    cache.add(key, 0, timeout)
+    """Atomically add one to a cache counter that expires `ttl` seconds after it starts.
+
+    The counter is there for all but its window's first call (a breaker's requests, a
+    deployment's rotation and requests per minute: every reply counts some), so the add comes
+    only when the increment finds nothing: one command fewer a count than adding first."""
     try:
         return int(cache.incr(key))
-    except ValueError:  # expired between add and incr
+    except ValueError:  # not started yet (or expired): start it, unless another caller just did
+        timeout = max(1, math.ceil(ttl))
+        if cache.add(key, 1, timeout):
+            return 1
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired between the add and the increment
         cache.set(key, 1, timeout)
         return 1
 

@@ -1,7 +1,10 @@
 """What operators see per deployment: breaker state, last error, last latencies.
 
 Kept in the shared cache beside the breaker, written at each attempt's first token or failure,
-read by the admin's Deployment list and by GET /llm/health.
+read by the admin's Deployment list and by GET /llm/health. The last success and the last
+failure are two records of their own, each written whole: a reply's first token is one SET,
+not a read of the record and a write of it back (every reply pays it, on its way to the
+first token).
 """
 
 from __future__ import annotations
@@ -44,25 +47,29 @@ class Health:
 
 
 def health_success(deployment: DeploymentConfig, *, first_token_ms: int) -> None:
-    record = cache.get(f"{PREFIX}:{deployment.key}") or {}
-    record.update(last_ok_at=time.time(), last_first_token_ms=first_token_ms)
-    cache.set(f"{PREFIX}:{deployment.key}", record, _TTL)
+    record = {"last_ok_at": time.time(), "last_first_token_ms": first_token_ms}
+    cache.set(f"{PREFIX}:{deployment.key}:ok", record, _TTL)
 
 
 def health_failure(deployment: DeploymentConfig, error: ProviderError) -> None:
-    record = cache.get(f"{PREFIX}:{deployment.key}") or {}
-    record.update(
-        last_error_at=time.time(),
-        last_error_code=error.code,
-        last_error_reason=error.reason,
-        last_error=error.detail,
-    )
-    cache.set(f"{PREFIX}:{deployment.key}", record, _TTL)
+    record = {
+        "last_error_at": time.time(),
+        "last_error_code": error.code,
+        "last_error_reason": error.reason,
+        "last_error": error.detail,
+    }
+    cache.set(f"{PREFIX}:{deployment.key}:error", record, _TTL)
 
 
 def key_health(key: str) -> tuple[Status, dict[str, Any]]:
-    """The breaker's status and the last outcomes recorded under a deployment key."""
-    return CircuitBreaker(key).status(), cache.get(f"{PREFIX}:{key}") or {}
+    """The breaker's status and the last outcomes recorded under a deployment key (the
+    combined record older releases wrote, under the last ones, until it expires)."""
+    keys = [f"{PREFIX}:{key}", f"{PREFIX}:{key}:ok", f"{PREFIX}:{key}:error"]
+    found = cache.get_many(keys)
+    record: dict[str, Any] = {}
+    for name in keys:
+        record.update(found.get(name) or {})
+    return CircuitBreaker(key).status(), record
 
 
 def deployment_health(deployment: DeploymentConfig) -> Health:
