@@ -12,7 +12,8 @@ from accounts.quotas import quota_reserve, reservation_attach
 from chat import selectors
 from chat.errors import ReplyNotStarted
 from chat.models import Conversation, Message
-from chat.replies.dispatch import reply_create
+from chat.replies.dispatch import reply_create, reply_generation_begin
+from chat.replies.early import EarlyReply
 from chat.services.conversations import conversation_create
 from chat.services.messages import (
     SendResult,
@@ -56,8 +57,13 @@ def completion_request_create(
     look-up first: a repeat (an Idempotency-Key's client id again) is found when its
     transaction fails, on the unique client id or on a check the first one passed (a budget it
     used up), and rolls back. A request without a key has a new id and costs no look-up.
+
+    When this server generates the reply (chat/replies/dispatch.py generation_in_this_server),
+    its provider call begins right after the budget reservation, while the rest is written
+    (chat/replies/early.py), and stops if the transaction does not end with this request's reply.
     """
     text = message_text_clean(text)
+    early: EarlyReply | None = None
     try:
         with transaction.atomic():
             reservation = quota_reserve(
@@ -69,6 +75,15 @@ def completion_request_create(
                 + selectors.TOKENS_PER_MESSAGE * len(history),
                 max_tokens=options.max_tokens if options else None,
                 prices=price_ceiling(alias=alias),
+            )
+            early = reply_generation_begin(
+                organisation_id=organisation.pk,
+                owner_id=author.pk,
+                alias=alias,
+                options=options,
+                system_prompt=system_prompt,
+                history=[(prior.role, prior.content) for prior in history],
+                text=text,
             )
             conversation = conversation_create(
                 owner=author,
@@ -94,12 +109,20 @@ def completion_request_create(
                 conversation=conversation, author=author, text=text, client_id=client_id
             )
             reply = reply_create(
-                conversation=conversation, reply_to=user_message, alias=alias, options=options
+                conversation=conversation,
+                reply_to=user_message,
+                alias=alias,
+                options=options,
+                early=early,
             )
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except ReplyNotStarted:
         raise  # this request was saved (its reply marked): not a repeat of an earlier one
-    except (IntegrityError, ParleyError):
+    except BaseException as exc:
+        if early is not None:
+            early.abort()  # nothing of this request was saved: its provider call stops
+        if not isinstance(exc, IntegrityError | ParleyError):
+            raise
         if earlier := send_earlier(
             author=author, organisation_id=organisation.pk, client_id=client_id
         ):
