@@ -342,16 +342,19 @@ async def _attempt(
                     else:
                         texts = chunk_texts(message)
                     for text in texts:
-                        if not answering:
+                        first = not answering
+                        if first:
                             answering = True
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
+                        record.sent_text = True
+                        await sink(text)
+                        if first:
+                            # After the sink: the first text does not wait for a thread hop.
                             await _succeeded(
                                 deployment, permit, first_token_ms=entry["first_token_ms"]
                             )
                             permit = Permit(permit.key)  # the probe has spoken
                             settled = True
-                        record.sent_text = True
-                        await sink(text)
                     now = loop.time()  # the sink's work is not the provider's wait
                     gaps.chunk(now)
                     if answering:

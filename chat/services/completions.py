@@ -75,6 +75,7 @@ def completion_request_create(
                 + selectors.TOKENS_PER_MESSAGE * len(history),
                 max_tokens=options.max_tokens if options else None,
                 prices=price_ceiling(alias=alias),
+                ledger_saved=False,  # saved with its reply's id (reservation_attach): one INSERT
             )
             early = reply_generation_begin(
                 organisation_id=organisation.pk,
