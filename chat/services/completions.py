@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from accounts.models import Organisation, User
-from accounts.quotas import quota_reserve, reservation_attach
+from accounts.models import Organisation, UsageLedger, User
+from accounts.quotas import budget_applies, quota_reserve, reservation_attach
 from chat import selectors
 from chat.errors import ReplyNotStarted
 from chat.models import Conversation, Message
@@ -59,24 +59,32 @@ def completion_request_create(
     used up), and rolls back. A request without a key has a new id and costs no look-up.
 
     When this server generates the reply (chat/replies/dispatch.py generation_in_this_server),
-    its provider call begins right after the budget reservation, while the rest is written
+    its provider call begins once the budget cannot refuse it, while the rest is written
     (chat/replies/early.py), and stops if the transaction does not end with this request's reply.
+    The reservation locks the budget's counters until the commit, and every request of the
+    same user waits on them: it comes first only when a budget applies (it may refuse, and the
+    call must wait for its word), else last, just before the commit.
     """
     text = message_text_clean(text)
     early: EarlyReply | None = None
+
+    def reserve() -> UsageLedger:
+        return quota_reserve(
+            user_id=author.pk,
+            organisation_id=organisation.pk,
+            prompt_tokens=selectors.prompt_tokens_estimate(
+                conversation_id=None, text=text + "".join(m.content for m in history)
+            )
+            + selectors.TOKENS_PER_MESSAGE * len(history),
+            max_tokens=options.max_tokens if options else None,
+            prices=price_ceiling(alias=alias),
+            ledger_saved=False,  # saved with its reply's id (reservation_attach): one INSERT
+        )
+
     try:
         with transaction.atomic():
-            reservation = quota_reserve(
-                user_id=author.pk,
-                organisation_id=organisation.pk,
-                prompt_tokens=selectors.prompt_tokens_estimate(
-                    conversation_id=None, text=text + "".join(m.content for m in history)
-                )
-                + selectors.TOKENS_PER_MESSAGE * len(history),
-                max_tokens=options.max_tokens if options else None,
-                prices=price_ceiling(alias=alias),
-                ledger_saved=False,  # saved with its reply's id (reservation_attach): one INSERT
-            )
+            refusable = budget_applies(user_id=author.pk, organisation_id=organisation.pk)
+            reservation = reserve() if refusable else None
             early = reply_generation_begin(
                 organisation_id=organisation.pk,
                 owner_id=author.pk,
@@ -116,7 +124,7 @@ def completion_request_create(
                 options=options,
                 early=early,
             )
-            reservation_attach(reservation=reservation, message_id=reply.pk)
+            reservation_attach(reservation=reservation or reserve(), message_id=reply.pk)
     except ReplyNotStarted:
         raise  # this request was saved (its reply marked): not a repeat of an earlier one
     except BaseException as exc:
