@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
 from accounts.models import Budget, UsageLedger
 from accounts.quotas import QuotaExceeded
@@ -179,6 +180,37 @@ async def test_a_repeated_request_rolls_back_and_stops_its_call(upstream, owner,
     first = await Message.objects.aget(pk=first.pk)
     assert first.status == Message.Status.COMPLETE and first.content == TEXT
     assert await UsageLedger.objects.acount() == 1  # the repeat's reservation rolled back
+
+
+async def test_text_that_comes_before_the_commit_is_held_then_handed_on_whole(
+    upstream, owner, organisation
+):
+    def request() -> Message:
+        with transaction.atomic():  # the test's: the request's rows commit with it
+            with dispatch.generation_in_this_server(before_commit=True):
+                reply = completion_request_create(
+                    author=owner,
+                    organisation=organisation,
+                    history=[],
+                    text="Early?",
+                    client_id="held",
+                    alias="",
+                ).reply
+            # Not committed yet: the upstream answers in full meanwhile, and its text waits.
+            deadline = time.monotonic() + 30
+            while not upstream.requests(ROUTE) or upstream.requests(ROUTE)[0].chunks < chunks:
+                assert time.monotonic() < deadline, "the upstream was never called"
+                time.sleep(0.01)
+            assert not Message.objects.filter(pk=reply.pk).exclude(content="").exists()
+        return reply
+
+    chunks = len(Reply(text=TEXT, chunk_chars=6).chunks())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatch, "_server_loop", asyncio.get_running_loop())
+        reply = await sync_to_async(request)()
+    await until(lambda: not early._running, "the generation ended")
+    reply = await Message.objects.aget(pk=reply.pk)
+    assert (reply.status, reply.content, reply.seq) == (Message.Status.COMPLETE, TEXT, len(TEXT))
 
 
 def test_the_prompt_built_from_a_request_is_the_one_read_back(owner, organisation, settings):
