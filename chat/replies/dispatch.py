@@ -9,7 +9,7 @@ and every deployment that may serve it is remote. It skips the Celery hop (broke
 pick-up) and is otherwise the same reply: claimed, watched (cancel flag, heartbeat,
 checkpoints), finished and accounted by reply_stream, and reaped by Celery beat if the replica
 dies. The request reads it from the generator (chat/replies/live.py), not through the layer.
-Such a request's reply is begun in its own transaction, right after its budget reservation
+Such a request's reply is begun in its own transaction, once its budget cannot refuse it
 (`reply_generation_begin`, chat/replies/early.py): the provider call does not wait for the
 writes, and the reply is created claimed, its prompt built from the request.
 Local-model replies stay on the `llm-local` worker: CPU-bound inference does not belong on the
@@ -110,9 +110,10 @@ def reply_generation_begin(
 ) -> EarlyReply | None:
     """Begin generating the reply of a new conversation (`history`, then the user's `text`)
     that the current transaction records, before its row exists, if this server generates it
-    (generation_in_this_server; chat/replies/early.py). Call it once the request's budget is
-    reserved, and give the result to reply_create; abort it if the transaction does not end
-    with that reply. None: the reply is dispatched as usual once created."""
+    (generation_in_this_server; chat/replies/early.py). Call it once the request's budget
+    cannot refuse it (reserved, or no budget applies), give the result to reply_create, and
+    abort it if the transaction does not end with that reply. None: the reply is dispatched as
+    usual once created."""
     here, loop = _in_this_server.get(), _server_loop
     if (
         here is None
@@ -146,13 +147,14 @@ def reply_create(
     options: GenerationOptions | None = None,
     early: EarlyReply | None = None,
 ) -> Message:
-    """A pending assistant reply, announced and dispatched once the transaction commits.
+    """An assistant reply, saved pending, announced and dispatched once the transaction commits.
 
     `alias` pins a model alias (e.g. an OpenAI-compatible request's `model`); else the default.
     `options` are the caller's generation choices, kept on the reply (chat/replies/stream.py).
     A model the conversation's organisation may not use is refused here (model_not_allowed),
     whichever edge chose it. `early`: the reply's generation, begun already
-    (reply_generation_begin): the reply is created claimed by it and handed to it on commit.
+    (reply_generation_begin): the reply is saved claimed by it (streaming) and handed to it on
+    commit.
     """
     if early is not None:
         now = timezone.now()
