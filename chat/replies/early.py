@@ -2,12 +2,13 @@
 
 A reply this server generates for an OpenAI-compatible request (chat/replies/dispatch.py
 `generation_in_this_server`) needs nothing from the database to call its provider: once the
-request is validated and its budget cannot refuse it, its model alias and route (the catalogue is kept
-per process), its options and its prompt (the request's own messages and system prompt: a new
-conversation has no other history and no documents, chat/replies/prompt.py
-`prompt_from_request`) are all known. So the call starts then, on the server's event loop, while the request's thread writes the conversation, the messages and the
-reply; the reply row is created claimed by this process (`streaming`, no claim UPDATE), and
-its prompt is not read back. The provider's time to first token covers the writes.
+request is validated and its budget cannot refuse it, its model alias and route (the catalogue
+is kept per process), its options and its prompt (the request's own messages and system
+prompt: a new conversation has no other history and no documents, chat/replies/prompt.py
+`prompt_from_request`) are all known. So the call starts then, on the server's event loop,
+while the request's thread writes the conversation, the messages and the reply; the reply row
+is created claimed by this process (`streaming`, no claim UPDATE), and its prompt is not read
+back. The provider's time to first token covers the writes.
 
 Ordering and failure:
 - `begin` is called in the request's transaction once its budget cannot refuse it: right
