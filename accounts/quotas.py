@@ -122,6 +122,21 @@ def budgets_for(*, organisation_id: int) -> list[BudgetRule]:
     return rules
 
 
+def budgets_applying(*, user_id: int, organisation_id: int) -> list[BudgetRule]:
+    """The budget rules a reservation of this user's is checked against."""
+    return [
+        r
+        for r in budgets_for(organisation_id=organisation_id)
+        if r.user_id is None or r.user_id == user_id
+    ]
+
+
+def budget_applies(*, user_id: int, organisation_id: int) -> bool:
+    """Whether a reservation of this user's may be refused (quota_reserve): only a budget rule
+    refuses one."""
+    return bool(budgets_applying(user_id=user_id, organisation_id=organisation_id))
+
+
 def budgets_forget(*, organisation_id: int) -> None:
     """Called when a budget is saved or deleted (accounts.signals)."""
     cache.delete(BUDGETS_CACHE_KEY.format(organisation_id=organisation_id))
@@ -275,11 +290,7 @@ def quota_reserve(
     completion = settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens
     worst_tokens = prompt_tokens + completion
     worst_cost = cost_bound(prompt_tokens=prompt_tokens, max_tokens=completion, prices=prices)
-    rules = [
-        r
-        for r in budgets_for(organisation_id=organisation_id)
-        if r.user_id is None or r.user_id == user_id
-    ]
+    rules = budgets_applying(user_id=user_id, organisation_id=organisation_id)
     entry = UsageLedger(
         organisation_id=organisation_id,
         user_id=user_id,

@@ -172,7 +172,9 @@ async def stream_with_failover(
     while True:
         if _stopped(stop):
             return _stopped_at(record)
-        plan = await sync_to_async(plan_for)(alias)
+        plan, first_verdict = await sync_to_async(_planned)(
+            plan_for, alias, dropped=dropped, prompt_tokens=prompt_tokens
+        )
         record.chain = plan.chain
         candidates = [d for d in plan.candidates if d.key not in dropped]
         if not plan.candidates:
@@ -185,8 +187,13 @@ async def stream_with_failover(
         waits: list[float] = []
         for deployment in candidates:
             if len(record.attempts) >= policy.max_attempts:
+                if first_verdict is not None and not isinstance(first_verdict, router.Skip):
+                    router.attempt_abandoned(deployment, first_verdict)
                 break
-            verdict = await _gate(deployment, prompt_tokens=prompt_tokens)
+            if first_verdict is not None:  # gated with the plan: this round's first candidate
+                verdict, first_verdict = first_verdict, None
+            else:
+                verdict = await _gate(deployment, prompt_tokens=prompt_tokens)
             if _stopped(stop):
                 if not isinstance(verdict, router.Skip):
                     router.attempt_abandoned(deployment, verdict)
@@ -233,6 +240,21 @@ async def stream_with_failover(
         metrics.PROVIDER_RETRIES.labels(alias).inc()
         record.slept_ms += int(delay * 1000)
         await _sleep_unless_stopped(clock, delay, stop)
+
+
+def _planned(
+    plan_for: Callable[[str], router.RoutePlan],
+    alias: str,
+    *,
+    dropped: set[str],
+    prompt_tokens: int,
+) -> tuple[router.RoutePlan, Permit | router.Skip | None]:
+    """A round's route plan and the gate's verdict on its first candidate, in one trip to a
+    thread: one thread hop before a reply's first call, not two (each a wait for a core on a
+    busy machine, on the way to the first token)."""
+    plan = plan_for(alias)
+    first = next((d for d in plan.candidates if d.key not in dropped), None)
+    return plan, None if first is None else router.gate(first, prompt_tokens=prompt_tokens)
 
 
 @traced("llm.provider_call")
@@ -342,16 +364,19 @@ async def _attempt(
                     else:
                         texts = chunk_texts(message)
                     for text in texts:
-                        if not answering:
+                        first = not answering
+                        if first:
                             answering = True
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
+                        record.sent_text = True
+                        await sink(text)
+                        if first:
+                            # After the sink: the first text does not wait for a thread hop.
                             await _succeeded(
                                 deployment, permit, first_token_ms=entry["first_token_ms"]
                             )
                             permit = Permit(permit.key)  # the probe has spoken
                             settled = True
-                        record.sent_text = True
-                        await sink(text)
                     now = loop.time()  # the sink's work is not the provider's wait
                     gaps.chunk(now)
                     if answering:

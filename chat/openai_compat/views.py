@@ -22,6 +22,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -125,11 +126,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             if idempotency_key
             else f"oai-{uuid.uuid4().hex}"
         )
+        # Generated here, a request that cannot repeat an earlier one (no Idempotency-Key)
+        # calls its provider before its rows are committed (chat/replies/early.py).
+        where = _Here(before_commit=idempotency_key is None) if here else None
         if completion.stream:
             # A repeat with the same Idempotency-Key follows the same reply (client_id).
-            return await _stream(key, completion, client_id, alias, here)
+            return await _stream(key, completion, client_id, alias, where)
         if idempotency_key is None:
-            outcome = await _complete(key, completion, client_id, alias, here)
+            outcome = await _complete(key, completion, client_id, alias, where)
         else:
             slot = idempotency.slot_for(
                 scope=scope,
@@ -139,7 +143,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 payload=completion.payload,
             )
             outcome = await idempotency.arun_once(
-                slot, lambda: _complete(key, completion, client_id, alias, here)
+                slot, lambda: _complete(key, completion, client_id, alias, where)
             )
         return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
     except OpenAIError as error:
@@ -173,8 +177,15 @@ def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str, boo
     return key, completion, alias, may_generate_here and deployments_all_remote(deployments)
 
 
+@dataclass(frozen=True)
+class _Here:
+    """The reply is generated in this process (generation_in_this_server)."""
+
+    before_commit: bool
+
+
 async def _start(
-    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
 ) -> Message:
     """Record the request and start its reply on `alias` (rate limit, budget, dispatch; in
     this process if `here`)."""
@@ -182,7 +193,11 @@ async def _start(
 
     def create() -> Message:
         try:
-            with generation_in_this_server() if here else contextlib.nullcontext():
+            with (
+                generation_in_this_server(before_commit=here.before_commit)
+                if here
+                else contextlib.nullcontext()
+            ):
                 return services.completion_request_create(
                     author=key.user,
                     organisation=key.organisation,
@@ -200,7 +215,7 @@ async def _start(
 
 
 async def _complete(
-    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
 ) -> idempotency.Outcome:
     reply = await _start(key, completion, client_id, alias, here)
     final: Message | None = None
@@ -235,7 +250,7 @@ async def _cancel(reply: Message, key: ApiKey) -> None:
 
 
 async def _stream(
-    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: bool
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
 ) -> HttpResponseBase:
     reply = await _start(key, completion, client_id, alias, here)
     follower = follower_for(message_id=reply.pk, conversation_id=reply.conversation_id)

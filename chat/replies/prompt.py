@@ -6,6 +6,8 @@ cache's keys): llm never reads a Message row.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from django.conf import settings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -28,17 +30,34 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
         .order_by("-id")
         .values_list("role", "content")[: settings.LLM_HISTORY_MESSAGES]
     )
+    messages = _prompt(reply.conversation.system_prompt, reversed(list(history)))
+    # Passages from the conversation's documents, quoted in the question (never the system).
+    return prompt_with_documents(reply, messages)
+
+
+def prompt_from_request(
+    *, system_prompt: str, history: Sequence[tuple[str, str]], text: str
+) -> list[BaseMessage]:
+    """What prompt_messages reads back for the reply of a new conversation holding `history`
+    ((role, content), oldest first) then the user's `text`, built without reading it: an
+    OpenAI-compatible request's (chat/replies/early.py). A new conversation has no other
+    message and no documents (`retrieves` is off until one is attached)."""
+    said = [(role, content) for role, content in history if content]
+    said.append((Message.Role.USER, text))
+    return _prompt(system_prompt, said[-settings.LLM_HISTORY_MESSAGES :])
+
+
+def _prompt(own_system_prompt: str, history: Iterable[tuple[str, str]]) -> list[BaseMessage]:
     # One system message: Parley's prompt, then the conversation's own (several system messages,
     # or one after the first turn, are not understood by every chat template and provider).
     system = settings.LLM_SYSTEM_PROMPT
-    if own := reply.conversation.system_prompt:
-        system = f"{system}\n\n{own}" if system else own
+    if own_system_prompt:
+        system = f"{system}\n\n{own_system_prompt}" if system else own_system_prompt
     messages: list[BaseMessage] = [SystemMessage(content=system)]
-    for role, content in reversed(list(history)):
+    for role, content in history:
         cls = HumanMessage if role == Message.Role.USER else AIMessage
         messages.append(cls(content=content))
-    # Passages from the conversation's documents, quoted in the question (never the system).
-    return prompt_with_documents(reply, messages)
+    return messages
 
 
 def reply_alias(reply: Message) -> str:

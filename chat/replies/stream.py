@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -78,21 +79,40 @@ class ReplyState:
     completion_tokens: int | None = None
     prompt_estimate: int = 0  # ~tokens in the prompt, for pricing when none are reported
     routing: RoutingRecord | None = None
+    lookup: Lookup = field(default_factory=Lookup)  # the reply cache's (reply_source)
 
     @property
     def seq(self) -> int:
         return len(self.text)
 
 
+@dataclass(frozen=True)
+class StartedReply:
+    """A reply created claimed by its generator, whose source (reply_source) started before
+    its row existed (chat/replies/early.py): its text waits until `deliver` hands it on."""
+
+    reply: Message  # the row as created (streaming, started_at set): reply_start's result
+    prompt: list[BaseMessage]
+    state: ReplyState  # the source's, its ids unset until the row existed
+    pump: asyncio.Task[None]  # reply_source, running with `stop`
+    stop: asyncio.Event
+    deliver: Callable[[TextSink], Awaitable[None]]  # what came so far, then every later text
+
+
 @traced("reply.stream", bind_kwargs=("message_id",))
 @metrics.streaming
-async def reply_stream(*, message_id: int) -> None:
-    """Generate one assistant reply from start to a final state; never leaves it streaming."""
-    claimed = await sync_to_async(_claim)(message_id)
-    if claimed is None:
-        return  # cancelled before it started, or already taken by another worker
-    reply, prompt = claimed
-    state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
+async def reply_stream(*, message_id: int, started: StartedReply | None = None) -> None:
+    """Generate one assistant reply from start to a final state; never leaves it streaming.
+    `started`: claimed at creation, its source running already (no claim, no prompt read)."""
+    if started is None:
+        claimed = await sync_to_async(_claim)(message_id)
+        if claimed is None:
+            return  # cancelled before it started, or already taken by another worker
+        reply, prompt = claimed
+        state = ReplyState(message_id=reply.pk, conversation_id=reply.conversation_id)
+    else:
+        reply, prompt, state = started.reply, started.prompt, started.state
+        state.message_id, state.conversation_id = reply.pk, reply.conversation_id
     events = EventQueue(state.conversation_id)
     # A reader on this loop (the request that asked for it) takes the text from here, not
     # through the layer (chat/replies/live.py); everyone else through the layer, as before.
@@ -123,8 +143,7 @@ async def reply_stream(*, message_id: int) -> None:
     )
     status: str = Message.Status.COMPLETE
     error: ParleyError | None = None
-    lookup = Lookup()
-    watched = reply_watch(message_id=state.message_id)
+    watched = reply_watch(message_id=state.message_id, stop=started.stop if started else None)
     stop = watched.stop
 
     async def sink(text: str) -> None:
@@ -136,15 +155,11 @@ async def reply_stream(*, message_id: int) -> None:
     try:
         if isinstance(prompt, Exception):
             raise prompt  # the reply is claimed: it ends failed, as below
-        messages = prompt
-        # A cached answer streams through the same coalescer instead of a provider (llm/cache/).
-        lookup = await reply_lookup(reply=reply, messages=messages)
-        source = (
-            cache_replay(lookup, sink, state, stop)
-            if lookup.hit
-            else _pump_tokens(reply, messages, sink, state, stop)
-        )
-        pump = asyncio.create_task(source)
+        if started is None:
+            pump = asyncio.create_task(reply_source(reply, prompt, sink, state, stop))
+        else:
+            pump = started.pump
+            await started.deliver(sink)
         stopped = await _await_unless_stopped(pump, stop)
         coalescer.close()
         if stopped:
@@ -209,7 +224,7 @@ async def reply_stream(*, message_id: int) -> None:
     if finished is not None and deployment is not None and deployment.tpm_limit:
         used = (prompt_tokens or state.prompt_estimate) + (completion_tokens or 0)
         await sync_to_async(limits.tokens_record, thread_sensitive=False)(deployment, used)
-    await reply_settle(lookup, finished)  # record a hit, or store a complete reply
+    await reply_settle(state.lookup, finished)  # record a hit, or store a complete reply
 
 
 def _claim(message_id: int) -> tuple[Message, list[BaseMessage] | Exception] | None:
@@ -223,6 +238,22 @@ def _claim(message_id: int) -> tuple[Message, list[BaseMessage] | Exception] | N
         return reply, prompt_messages(reply)
     except Exception as exc:
         return reply, exc
+
+
+async def reply_source(
+    reply: Message,
+    messages: list[BaseMessage],
+    sink: TextSink,
+    state: ReplyState,
+    stop: asyncio.Event,
+) -> None:
+    """The reply's text into `sink`: a cached answer replayed (llm/cache/), else the provider's.
+    `reply` is read for its routing and tenant only (it may be a row not saved yet)."""
+    state.lookup = await reply_lookup(reply=reply, messages=messages)
+    if state.lookup.hit:
+        await cache_replay(state.lookup, sink, state, stop)
+    else:
+        await _pump_tokens(reply, messages, sink, state, stop)
 
 
 def _routing_json(record: RoutingRecord | None, error: ParleyError | None) -> dict[str, Any] | None:

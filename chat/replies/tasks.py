@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -104,15 +106,22 @@ def _database_lane() -> ThreadPoolExecutor:
     return lane
 
 
-async def generate_on_database_lane(message_id: int) -> None:
-    """Generate one reply with its database work on a lane (a Celery worker's generation
-    loop, or a server generating an API reply itself: chat/replies/dispatch.py)."""
+@asynccontextmanager
+async def on_database_lane() -> AsyncIterator[None]:
+    """Inside, the task's thread-sensitive calls (its database work) run on a lane."""
     async with ThreadSensitiveContext(executor=_database_lane()):
         try:
-            await reply_stream(message_id=message_id)
+            yield
         finally:
             # Release the lane's connection (Django's request-end cleanup, for a task).
             await sync_to_async(close_old_connections)()
+
+
+async def generate_on_database_lane(message_id: int) -> None:
+    """Generate one reply with its database work on a lane (a Celery worker's generation
+    loop, or a server generating an API reply itself: chat/replies/dispatch.py)."""
+    async with on_database_lane():
+        await reply_stream(message_id=message_id)
 
 
 @shared_task(

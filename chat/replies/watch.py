@@ -43,9 +43,11 @@ logger = logging.getLogger(__name__)
 class WatchedReply:
     """One generation's place on its loop's watch; `stop` is set when it must stop."""
 
-    def __init__(self, message_id: int, watch: ReplyWatch) -> None:
+    def __init__(
+        self, message_id: int, watch: ReplyWatch, stop: asyncio.Event | None = None
+    ) -> None:
         self.message_id = message_id
-        self.stop = asyncio.Event()
+        self.stop = stop if stop is not None else asyncio.Event()
         self._watch = watch
 
     def checkpoint(self, *, content: str, seq: int, first_token_at: datetime | None = None) -> None:
@@ -88,8 +90,8 @@ class ReplyWatch:
 
     # --- called by generations, on the loop ---------------------------------------------
 
-    def register(self, message_id: int) -> WatchedReply:
-        watched = WatchedReply(message_id, self)
+    def register(self, message_id: int, stop: asyncio.Event | None = None) -> WatchedReply:
+        watched = WatchedReply(message_id, self, stop)
         # reply_start lets one generation claim a reply, so ids are unique; were one registered
         # twice, the later registration would be the one watched.
         self._replies[message_id] = watched
@@ -288,9 +290,10 @@ _watches: dict[asyncio.AbstractEventLoop, ReplyWatch] = {}
 _watches_lock = threading.Lock()  # loops in several threads (Daphne, Celery, tests) share it
 
 
-def reply_watch(*, message_id: int) -> WatchedReply:
+def reply_watch(*, message_id: int, stop: asyncio.Event | None = None) -> WatchedReply:
     """Put a streaming reply under the watch of the running event loop (started if need be).
-    Close it in a `finally`: a reply left on the watch would be heartbeated forever."""
+    Close it in a `finally`: a reply left on the watch would be heartbeated forever. `stop`:
+    the event its generation already stops on (a source started before the reply was watched)."""
     loop = asyncio.get_running_loop()
     with _watches_lock:
         for closed in [other for other in _watches if other.is_closed()]:
@@ -298,7 +301,7 @@ def reply_watch(*, message_id: int) -> WatchedReply:
         watch = _watches.get(loop)
         if watch is None:
             watch = _watches[loop] = ReplyWatch(loop)
-    return watch.register(message_id)
+    return watch.register(message_id, stop)
 
 
 def _retire(loop: asyncio.AbstractEventLoop, watch: ReplyWatch) -> None:

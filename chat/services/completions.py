@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from accounts.models import Organisation, User
-from accounts.quotas import quota_reserve, reservation_attach
+from accounts.models import Organisation, UsageLedger, User
+from accounts.quotas import budget_applies, quota_reserve, reservation_attach
 from chat import selectors
 from chat.errors import ReplyNotStarted
 from chat.models import Conversation, Message
-from chat.replies.dispatch import reply_create
+from chat.replies.dispatch import reply_create, reply_generation_begin
+from chat.replies.early import EarlyReply
 from chat.services.conversations import conversation_create
 from chat.services.messages import (
     SendResult,
@@ -56,19 +57,42 @@ def completion_request_create(
     look-up first: a repeat (an Idempotency-Key's client id again) is found when its
     transaction fails, on the unique client id or on a check the first one passed (a budget it
     used up), and rolls back. A request without a key has a new id and costs no look-up.
+
+    When this server generates the reply (chat/replies/dispatch.py generation_in_this_server),
+    its provider call begins once the budget cannot refuse it, while the rest is written
+    (chat/replies/early.py), and stops if the transaction does not end with this request's reply.
+    The reservation locks the budget's counters until the commit, and every request of the
+    same user waits on them: it comes first only when a budget applies (it may refuse, and the
+    call must wait for its word), else last, just before the commit.
     """
     text = message_text_clean(text)
+    early: EarlyReply | None = None
+
+    def reserve() -> UsageLedger:
+        return quota_reserve(
+            user_id=author.pk,
+            organisation_id=organisation.pk,
+            prompt_tokens=selectors.prompt_tokens_estimate(
+                conversation_id=None, text=text + "".join(m.content for m in history)
+            )
+            + selectors.TOKENS_PER_MESSAGE * len(history),
+            max_tokens=options.max_tokens if options else None,
+            prices=price_ceiling(alias=alias),
+            ledger_saved=False,  # saved with its reply's id (reservation_attach): one INSERT
+        )
+
     try:
         with transaction.atomic():
-            reservation = quota_reserve(
-                user_id=author.pk,
+            refusable = budget_applies(user_id=author.pk, organisation_id=organisation.pk)
+            reservation = reserve() if refusable else None
+            early = reply_generation_begin(
                 organisation_id=organisation.pk,
-                prompt_tokens=selectors.prompt_tokens_estimate(
-                    conversation_id=None, text=text + "".join(m.content for m in history)
-                )
-                + selectors.TOKENS_PER_MESSAGE * len(history),
-                max_tokens=options.max_tokens if options else None,
-                prices=price_ceiling(alias=alias),
+                owner_id=author.pk,
+                alias=alias,
+                options=options,
+                system_prompt=system_prompt,
+                history=[(prior.role, prior.content) for prior in history],
+                text=text,
             )
             conversation = conversation_create(
                 owner=author,
@@ -94,12 +118,20 @@ def completion_request_create(
                 conversation=conversation, author=author, text=text, client_id=client_id
             )
             reply = reply_create(
-                conversation=conversation, reply_to=user_message, alias=alias, options=options
+                conversation=conversation,
+                reply_to=user_message,
+                alias=alias,
+                options=options,
+                early=early,
             )
-            reservation_attach(reservation=reservation, message_id=reply.pk)
+            reservation_attach(reservation=reservation or reserve(), message_id=reply.pk)
     except ReplyNotStarted:
         raise  # this request was saved (its reply marked): not a repeat of an earlier one
-    except (IntegrityError, ParleyError):
+    except BaseException as exc:
+        if early is not None:
+            early.abort()  # nothing of this request was saved: its provider call stops
+        if not isinstance(exc, IntegrityError | ParleyError):
+            raise
         if earlier := send_earlier(
             author=author, organisation_id=organisation.pk, client_id=client_id
         ):

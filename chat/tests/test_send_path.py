@@ -198,11 +198,11 @@ def test_a_request_is_one_transaction_without_a_look_up_first(
     owner, organisation, celery_dispatch, django_assert_num_queries
 ):
     _request(owner, organisation, "oai-warm")  # the first one in a process warms caches
-    # BEGIN; the budget's counters (locked and charged in one UPDATE) and its ledger row; the
-    # conversation; the earlier messages, the user message and the reply (one INSERT each); the
-    # ledger row attached to the reply; COMMIT. The deployments come from the process's
-    # catalogue. No idempotency look-up before: a repeat is found when its transaction fails.
-    with django_assert_num_queries(9):
+    # BEGIN; the budget's counters (locked and charged in one UPDATE); the conversation; the
+    # earlier messages, the user message and the reply (one INSERT each); the ledger row, saved
+    # with the reply's id; COMMIT. The deployments come from the process's catalogue. No
+    # idempotency look-up before: a repeat is found when its transaction fails.
+    with django_assert_num_queries(8):
         result = _request(owner, organisation, "oai-new")
     assert result.created and len(celery_dispatch) == 2
     assert result.reply.conversation.origin == Conversation.Origin.OPENAI

@@ -138,7 +138,25 @@ def test_a_stream_is_generated_in_the_server_persisted_and_accounted(topo, upstr
         "SELECT state, used_tokens FROM accounts_usageledger WHERE message_id = %s", reply_id
     )
     assert ledger == ("settled", 16)  # the budget's reservation, settled with the real usage
+    # Its provider call began once the budget was reserved, before the reply's row was written
+    # (chat/replies/early.py): created claimed, never pending.
+    ((begun_first,),) = topo.query(
+        "SELECT started_at <= created_at FROM chat_message WHERE id = %s", reply_id
+    )
+    assert begun_first
     assert_nothing_queued_on_celery(topo)
+
+
+def test_a_repeat_with_the_same_idempotency_key_calls_the_upstream_once(topo, upstream, http):
+    upstream.default("default", Reply(text="Only once.", chunk_chars=5))
+    body, headers = ask("openai-compatible", True), {"Idempotency-Key": uuid.uuid4().hex}
+    before = upstream.count("default")
+    first = http.post("/v1/chat/completions", json=body, headers=headers)
+    again = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.headers["X-Parley-Message"] == again.headers["X-Parley-Message"]
+    assert sse_events(again.text)[-1] == "[DONE]"
+    assert upstream.count("default") == before + 1
 
 
 def watch(base: str, key: str, reply_id: int) -> tuple[str, str]:
