@@ -70,21 +70,39 @@ def _autobahn_debug_formatting_lazy() -> None:
     """Autobahn pretty-prints its ~40 options for a debug log line at every connection,
     whether or not debug logging is on: 9 % of a replica's CPU during a burst of handshakes
     (py-spy). Its `pformat` now pretty-prints only while txaio logs at debug level; otherwise
-    it returns "" (its `repr` fallback was still ~2 % of a cached accept's event-loop time)."""
+    it returns "" (its `repr` fallback was still ~2 % of a cached accept's event-loop time).
+
+    The same for its `hltype` and `hlval`, which colour a function's name, the peer and a
+    length with click for the debug line of every frame sent and every read: three `click.style`
+    calls a frame, ~2 % of a replica's CPU while it streams (py-spy, docs/benchmarks.md)."""
     import pprint
 
+    import autobahn.twisted.websocket as autobahn_twisted
     import autobahn.websocket.protocol as autobahn_protocol
     import txaio
+    from autobahn import util
 
     if getattr(autobahn_protocol, "_parley_patched", False):
         return
 
+    def debugging() -> bool:
+        return txaio.get_global_log_level() in ("debug", "trace")  # type: ignore[attr-defined,no-any-return]
+
     def pformat(value: object, *args: Any, **kwargs: Any) -> str:
-        if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
+        if debugging():
             return pprint.pformat(value, *args, **kwargs)
         return ""  # for a debug line that is not logged: no repr of ~40 options either
 
+    def hltype(value: object) -> str:
+        return util.hltype(value) if debugging() else ""
+
+    def hlval(value: object, *args: Any, **kwargs: Any) -> str:
+        return util.hlval(value, *args, **kwargs) if debugging() else ""
+
     setattr(autobahn_protocol, "pformat", pformat)  # noqa: B010
+    for module in (autobahn_protocol, autobahn_twisted):
+        setattr(module, "hltype", hltype)  # noqa: B010
+        setattr(module, "hlval", hlval)  # noqa: B010
     setattr(autobahn_protocol, "_parley_patched", True)  # noqa: B010
 
 

@@ -222,6 +222,22 @@ def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
     assert autobahn_protocol.pformat(value) == pprint.pformat(value)
 
 
+def test_autobahn_colours_its_per_frame_debug_values_only_when_debug_logging_is_on(monkeypatch):
+    import autobahn.twisted.websocket as autobahn_twisted
+    import autobahn.websocket.protocol as autobahn_protocol
+    import txaio
+    from autobahn import util
+
+    patches._autobahn_debug_formatting_lazy()
+    for module in (autobahn_protocol, autobahn_twisted):
+        assert module.hltype(test_autobahn_pretty_prints_only_when_debug_logging_is_on) == ""
+        assert module.hlval(1234) == ""
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    for module in (autobahn_protocol, autobahn_twisted):
+        assert module.hlval(1234) == util.hlval(1234)
+        assert module.hltype(pprint.pformat) == util.hltype(pprint.pformat)
+
+
 async def _browser_socket(user: Any) -> WebsocketCommunicator:
     client = Client()
     await sync_to_async(client.force_login)(user)
