@@ -23,6 +23,7 @@ def daphne_patches_apply() -> None:
     _autobahn_debug_formatting_lazy()
     _handshake_copies_dropped_once_open()
     _handshakes_admitted_in_turn()
+    _writes_tried_before_waiting()
 
 
 def _close_oversized_messages() -> None:
@@ -436,3 +437,64 @@ def _handshakes_admitted_in_turn() -> None:
     WebSocketProtocol.onClose = admitted_on_close
     WebSocketProtocol.failHandshake = fail_handshake_saying_when
     WebSocketProtocol._parley_admission = admission
+
+
+# --- Writes tried before waiting for the socket ----------------------------------------------
+
+
+def _writes_tried_before_waiting() -> None:
+    """The reactor tries a connection's write in the same loop pass, and waits for the socket to
+    become writable only if the kernel's buffer is full.
+
+    Twisted buffers every write and asks the event loop to say when the socket is writable
+    (`addWriter`: an epoll_ctl), which on a socket with room is the next pass; it then sends and
+    stops asking (`removeWriter`: another epoll_ctl). Every frame a socket sends paid both, a
+    selector event and Twisted's logging context: ~6 % of a replica's CPU while it streams
+    (py-spy, docs/benchmarks.md "Send path"). Here `addWriter` only schedules the write for the
+    end of the current pass (writes made meanwhile still leave together, in one send) and
+    registers with the loop only what the kernel did not take. Errors and closes are the
+    reactor's own (`_readOrWrite`, as a writable socket would have run it)."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if getattr(AsyncioSelectorReactor, "_parley_patched", False):
+        return
+    add_writer = AsyncioSelectorReactor.addWriter
+    remove_writer = AsyncioSelectorReactor.removeWriter
+
+    def waiting(reactor: Any) -> set[Any]:
+        """The writers registered with the event loop (a full socket buffer)."""
+        armed: set[Any] | None = reactor.__dict__.get("_parley_waiting")
+        if armed is None:
+            armed = reactor._parley_waiting = set()
+        return armed
+
+    def add_writer_soon(self: Any, writer: Any) -> None:
+        if writer in self._writers or writer in self._continuousPolling._writers:
+            return
+        self._writers[writer] = writer.fileno()  # a writer, as far as the reactor's callers see
+        self._asyncioEventloop.call_soon(write_now, self, writer)
+
+    def write_now(self: Any, writer: Any) -> None:
+        armed = waiting(self)
+        if writer not in self._writers or writer in armed:
+            return  # stopped meanwhile (written, lost or closed), or waiting already
+        self._readOrWrite(writer, False)  # all written: doWrite stopped writing (removeWriter)
+        if writer in self._writers and writer not in armed:
+            del self._writers[writer]  # the rest when the socket has room, as Twisted does
+            add_writer(self, writer)
+            if writer in self._writers:
+                armed.add(writer)
+
+    def remove_writer_soon(self: Any, writer: Any) -> None:
+        armed = waiting(self)
+        if writer in armed:
+            armed.discard(writer)
+            remove_writer(self, writer)
+        elif writer in self._writers:
+            del self._writers[writer]  # never registered with the loop
+        else:
+            remove_writer(self, writer)
+
+    setattr(AsyncioSelectorReactor, "addWriter", add_writer_soon)  # noqa: B010
+    setattr(AsyncioSelectorReactor, "removeWriter", remove_writer_soon)  # noqa: B010
+    setattr(AsyncioSelectorReactor, "_parley_patched", True)  # noqa: B010
