@@ -54,6 +54,20 @@ FEED_LOSS_MARGIN = timedelta(seconds=5)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
+_HANDLER_NAMES: dict[str, str] = {}  # a message's type → its handler (`chat.delta` → chat_delta)
+
+
+def handler_name(message: dict[str, Any]) -> str:
+    """channels' `get_handler_name` (a new string and its checks per message), remembered per
+    type: a socket dispatches ~10 messages per send it makes. The types are the server's and
+    the layer's own few; the cache is bounded all the same."""
+    name = _HANDLER_NAMES.get(message.get("type"))  # type: ignore[arg-type]
+    if name is None:
+        name = get_handler_name(message)  # raises for a malformed type
+        if len(_HANDLER_NAMES) < 100:
+            _HANDLER_NAMES[message["type"]] = name
+    return name
+
 
 async def dispatch_in_turn(
     client: Receive, layer: Receive, dispatch: Callable[[dict[str, Any]], Awaitable[None]]
@@ -149,7 +163,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         Daphne's one sync thread, where it queues behind other sockets' queries. Every database
         call here goes through `db_async` (core/db.py), which closes (returns to the pool) its
         connection before and after itself, so no handler needs that hop."""
-        handler = getattr(self, get_handler_name(message), None)
+        handler = getattr(self, handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)

@@ -242,6 +242,36 @@ def test_autobahn_colours_its_per_frame_debug_values_only_when_debug_logging_is_
         assert module.hltype(pprint.pformat) == util.hltype(pprint.pformat)
 
 
+async def test_a_text_frame_goes_to_autobahn_at_once_and_anything_else_daphnes_way():
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    from twisted.internet.testing import StringTransport
+
+    patches._text_frames_sent_without_a_coroutine()
+    patches._text_frames_sent_without_a_coroutine()  # applied once, however often asked
+    protocol = WebSocketFactory(object(), server="parley").buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.state = WebSocketProtocol.STATE_OPEN
+    server = Server.__new__(Server)
+    server.connections = {protocol: {}}
+
+    protocol.client_addr = None
+    sent = server.handle_reply(protocol, {"type": "websocket.send", "text": "héllo"})
+    assert not asyncio.iscoroutine(sent)  # handed over already: no coroutine to run
+    await sent
+    assert transport.value() == b"\x81\x06" + "héllo".encode()  # one final text frame
+    transport.clear()
+    await server.handle_reply(protocol, {"type": "websocket.send", "text": ""})
+    assert transport.value() == b""  # as Daphne: no empty frame
+    await server.handle_reply(protocol, {"type": "websocket.send", "bytes": b"\x01"})
+    assert transport.value() == b"\x82\x01\x01"  # Daphne's own way
+    transport.clear()
+    server.connections[protocol]["disconnected"] = True
+    await server.handle_reply(protocol, {"type": "websocket.send", "text": "late"})
+    assert transport.value() == b""  # a socket gone meanwhile: dropped
+
+
 class _Written(Protocol):
     def __init__(self) -> None:
         self.lost: list[Any] = []
