@@ -119,8 +119,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def send_json(self, content: Any, close: bool = False) -> None:
         """A frame to the client, straight to the server's `send`: channels' way passes through
-        four coroutines more per frame (encode_json, send, the base send), and a socket sends
-        ~9 frames per message it sends (ack, message, deltas, done)."""
+        three coroutines more per frame (`encode_json` and its two `send`s), and a socket sends
+        ~9 frames per message it sends (ack, two `message`s, deltas, done)."""
         await self.base_send({"type": "websocket.send", "text": json.dumps(content)})
         if close:
             await self.close()
