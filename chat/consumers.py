@@ -77,8 +77,10 @@ async def dispatch_in_turn(
 
     Channels makes a new task and an `asyncio.wait` for every message, and a message takes four
     passes of the event loop to reach its handler; a socket's frames and events are most of a
-    replica's loop (py-spy: ~10 % of Daphne's CPU in that machinery at 20 senders). Here each
-    source has one task for the socket's life that takes a message and waits its turn: one pass.
+    replica's loop (py-spy: ~10 % of Daphne's CPU in that machinery at 20 senders). Here the
+    client's messages are taken by the calling task and the layer's by one task for the
+    socket's life, each waiting its turn: one pass, and no more held per socket than channels'
+    two pending receives.
     """
     turn = asyncio.Lock()
 
@@ -88,17 +90,30 @@ async def dispatch_in_turn(
             async with turn:
                 await dispatch(message)
 
-    loop = asyncio.get_running_loop()
-    relays = {loop.create_task(relay(client)), loop.create_task(relay(layer))}
+    this = asyncio.current_task()
+    assert this is not None
+
+    def layer_failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():  # only an error ends it by itself: it ends the socket too
+            this.cancel()
+
+    layer_relay = asyncio.get_running_loop().create_task(relay(layer))
+    layer_relay.add_done_callback(layer_failed)
     try:
-        done, _ = await asyncio.wait(relays, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()  # what ended the socket, e.g. StopConsumer
+        # The layer's receive is under way before anything can end the socket: cancelling it
+        # is what drops the channel (below), and a task cancelled before it ran runs nothing.
+        await asyncio.sleep(0)
+        await relay(client)
+    except asyncio.CancelledError:
+        if layer_relay.done() and not layer_relay.cancelled():
+            this.uncancel()
+            layer_relay.result()  # raises what ended it
+        raise
     finally:
         # As channels does: a layer receive cancelled is the layer's cue to drop the channel.
-        for task in relays:
-            task.cancel()
-        await asyncio.gather(*relays, return_exceptions=True)
+        layer_relay.remove_done_callback(layer_failed)
+        layer_relay.cancel()
+        await asyncio.gather(layer_relay, return_exceptions=True)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
