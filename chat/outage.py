@@ -57,10 +57,12 @@ class OutageGuard:
             connect_received = connect_received or message["type"] == "websocket.connect"
             return message
 
-        async def send_tracked(message: Message) -> None:
+        def send_tracked(message: Message) -> Awaitable[None]:
+            # A plain function handing back the server's own awaitable: every frame of the
+            # socket's life passes here, and a coroutine of its own would cost each one more.
             nonlocal answered
             answered = True
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive_tracked, send_tracked)

@@ -9,7 +9,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 
@@ -23,6 +23,8 @@ def daphne_patches_apply() -> None:
     _autobahn_debug_formatting_lazy()
     _handshake_copies_dropped_once_open()
     _handshakes_admitted_in_turn()
+    _writes_tried_before_waiting()
+    _text_frames_sent_without_a_coroutine()
 
 
 def _close_oversized_messages() -> None:
@@ -70,21 +72,39 @@ def _autobahn_debug_formatting_lazy() -> None:
     """Autobahn pretty-prints its ~40 options for a debug log line at every connection,
     whether or not debug logging is on: 9 % of a replica's CPU during a burst of handshakes
     (py-spy). Its `pformat` now pretty-prints only while txaio logs at debug level; otherwise
-    it returns "" (its `repr` fallback was still ~2 % of a cached accept's event-loop time)."""
+    it returns "" (its `repr` fallback was still ~2 % of a cached accept's event-loop time).
+
+    The same for its `hltype` and `hlval`, which colour a function's name, the peer and a
+    length with click for the debug line of every frame sent and every read: three `click.style`
+    calls a frame, ~2 % of a replica's CPU while it streams (py-spy, docs/benchmarks.md)."""
     import pprint
 
+    import autobahn.twisted.websocket as autobahn_twisted
     import autobahn.websocket.protocol as autobahn_protocol
     import txaio
+    from autobahn import util
 
     if getattr(autobahn_protocol, "_parley_patched", False):
         return
 
+    def debugging() -> bool:
+        return txaio.get_global_log_level() in ("debug", "trace")  # type: ignore[attr-defined,no-any-return]
+
     def pformat(value: object, *args: Any, **kwargs: Any) -> str:
-        if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
+        if debugging():
             return pprint.pformat(value, *args, **kwargs)
         return ""  # for a debug line that is not logged: no repr of ~40 options either
 
+    def hltype(value: object) -> str:
+        return util.hltype(value) if debugging() else ""
+
+    def hlval(value: object, *args: Any, **kwargs: Any) -> str:
+        return util.hlval(value, *args, **kwargs) if debugging() else ""
+
     setattr(autobahn_protocol, "pformat", pformat)  # noqa: B010
+    for module in (autobahn_protocol, autobahn_twisted):
+        setattr(module, "hltype", hltype)  # noqa: B010
+        setattr(module, "hlval", hlval)  # noqa: B010
     setattr(autobahn_protocol, "_parley_patched", True)  # noqa: B010
 
 
@@ -418,3 +438,120 @@ def _handshakes_admitted_in_turn() -> None:
     WebSocketProtocol.onClose = admitted_on_close
     WebSocketProtocol.failHandshake = fail_handshake_saying_when
     WebSocketProtocol._parley_admission = admission
+
+
+# --- Writes tried before waiting for the socket ----------------------------------------------
+
+
+def _writes_tried_before_waiting() -> None:
+    """The reactor tries a connection's write in the same loop pass, and waits for the socket to
+    become writable only if the kernel's buffer is full.
+
+    Twisted buffers every write and asks the event loop to say when the socket is writable
+    (`addWriter`: an epoll_ctl), which on a socket with room is the next pass; it then sends and
+    stops asking (`removeWriter`: another epoll_ctl). Every frame a socket sends paid both, a
+    selector event and Twisted's logging context: ~6 % of a replica's CPU while it streams
+    (py-spy, docs/benchmarks.md "Send path"). Here `addWriter` only schedules the write for the
+    end of the current pass (writes made meanwhile still leave together, in one send) and
+    registers with the loop only what the kernel did not take. Errors and closes are the
+    reactor's own (`_readOrWrite`, as a writable socket would have run it)."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if getattr(AsyncioSelectorReactor, "_parley_patched", False):
+        return
+    add_writer = AsyncioSelectorReactor.addWriter
+    remove_writer = AsyncioSelectorReactor.removeWriter
+
+    def waiting(reactor: Any) -> set[Any]:
+        """The writers registered with the event loop (a full socket buffer)."""
+        armed: set[Any] | None = reactor.__dict__.get("_parley_waiting")
+        if armed is None:
+            armed = reactor._parley_waiting = set()
+        return armed
+
+    def add_writer_soon(self: Any, writer: Any) -> None:
+        if writer in self._writers or writer in self._continuousPolling._writers:
+            return
+        self._writers[writer] = writer.fileno()  # a writer, as far as the reactor's callers see
+        self._asyncioEventloop.call_soon(write_now, self, writer)
+
+    def write_now(self: Any, writer: Any) -> None:
+        armed = waiting(self)
+        if writer not in self._writers or writer in armed:
+            return  # stopped meanwhile (written, lost or closed), or waiting already
+        self._readOrWrite(writer, False)  # all written: doWrite stopped writing (removeWriter)
+        if writer in self._writers and writer not in armed:
+            del self._writers[writer]  # the rest when the socket has room, as Twisted does
+            add_writer(self, writer)
+            if writer in self._writers:
+                armed.add(writer)
+
+    def remove_writer_soon(self: Any, writer: Any) -> None:
+        armed = waiting(self)
+        if writer in armed:
+            armed.discard(writer)
+            remove_writer(self, writer)
+        elif writer in self._writers:
+            del self._writers[writer]  # never registered with the loop
+        else:
+            remove_writer(self, writer)
+
+    setattr(AsyncioSelectorReactor, "addWriter", add_writer_soon)  # noqa: B010
+    setattr(AsyncioSelectorReactor, "removeWriter", remove_writer_soon)  # noqa: B010
+    setattr(AsyncioSelectorReactor, "_parley_patched", True)  # noqa: B010
+
+
+# --- A text frame handed to autobahn at once -------------------------------------------------
+
+
+class _Sent:
+    """An awaitable that is done already: what a frame handed over at once returns."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+_SENT = _Sent()
+
+
+def _text_frames_sent_without_a_coroutine() -> None:
+    """Daphne's `send` for a socket's text frame hands it to autobahn at once.
+
+    Every frame an application sends went through `Server.handle_reply` (a coroutine), then
+    the protocol's `handle_reply` and `serverSend`, checks and a debug line on the way: ~2 % of
+    a replica's CPU while it streams, ~9 frames per message sent (py-spy; docs/benchmarks.md
+    "Send path"). The common case, `{"type": "websocket.send", "text": ...}` to an open socket,
+    is now those same checks in one call returning a finished awaitable; anything else (accept,
+    close, bytes, a socket not open, Daphne's debug logging on) goes Daphne's way."""
+    import logging
+
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(Server, "_parley_frames_patched", False):
+        return
+    handle_reply = Server.handle_reply
+    daphne_log = logging.getLogger("daphne.ws_protocol")
+    open_state = WebSocketProtocol.STATE_OPEN
+
+    def handle_reply_at_once(self: Any, protocol: Any, message: dict[str, Any]) -> Any:
+        text = message.get("text")
+        if (
+            type(text) is str
+            and text  # Daphne sends no empty text frame
+            and len(message) == 2
+            and message["type"] == "websocket.send"
+            and getattr(protocol, "state", None) == open_state
+            and not daphne_log.isEnabledFor(logging.DEBUG)
+        ):
+            connection = self.connections.get(protocol)
+            if connection is not None and not connection.get("disconnected", None):
+                protocol.sendMessage(text.encode("utf8"), False)
+            return _SENT  # a socket gone meanwhile: dropped, as Daphne drops it
+        return handle_reply(self, protocol, message)
+
+    setattr(Server, "handle_reply", handle_reply_at_once)  # noqa: B010
+    setattr(Server, "_parley_frames_patched", True)  # noqa: B010

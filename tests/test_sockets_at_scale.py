@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pprint
+import socket
 import weakref
 from collections import deque
 from typing import Any
@@ -16,6 +17,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from daphne.endpoints import build_endpoint_description_strings
 from django.test import Client
+from twisted.internet import tcp
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.protocol import Protocol
 
 from chat.consumers import ChatConsumer
 from core import memory
@@ -220,6 +224,114 @@ def test_autobahn_pretty_prints_only_when_debug_logging_is_on(monkeypatch):
     assert autobahn_protocol.pformat(value) == ""  # not even a repr
     monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
     assert autobahn_protocol.pformat(value) == pprint.pformat(value)
+
+
+def test_autobahn_colours_its_per_frame_debug_values_only_when_debug_logging_is_on(monkeypatch):
+    import autobahn.twisted.websocket as autobahn_twisted
+    import autobahn.websocket.protocol as autobahn_protocol
+    import txaio
+    from autobahn import util
+
+    patches._autobahn_debug_formatting_lazy()
+    for module in (autobahn_protocol, autobahn_twisted):
+        assert module.hltype(test_autobahn_pretty_prints_only_when_debug_logging_is_on) == ""
+        assert module.hlval(1234) == ""
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    for module in (autobahn_protocol, autobahn_twisted):
+        assert module.hlval(1234) == util.hlval(1234)
+        assert module.hltype(pprint.pformat) == util.hltype(pprint.pformat)
+
+
+async def test_a_text_frame_goes_to_autobahn_at_once_and_anything_else_daphnes_way():
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    from twisted.internet.testing import StringTransport
+
+    patches._text_frames_sent_without_a_coroutine()
+    patches._text_frames_sent_without_a_coroutine()  # applied once, however often asked
+    protocol = WebSocketFactory(object(), server="parley").buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.state = WebSocketProtocol.STATE_OPEN
+    server = Server.__new__(Server)
+    server.connections = {protocol: {}}
+
+    protocol.client_addr = None
+    sent = server.handle_reply(protocol, {"type": "websocket.send", "text": "héllo"})
+    assert not asyncio.iscoroutine(sent)  # handed over already: no coroutine to run
+    await sent
+    assert transport.value() == b"\x81\x06" + "héllo".encode()  # one final text frame
+    transport.clear()
+    await server.handle_reply(protocol, {"type": "websocket.send", "text": ""})
+    assert transport.value() == b""  # as Daphne: no empty frame
+    await server.handle_reply(protocol, {"type": "websocket.send", "bytes": b"\x01"})
+    assert transport.value() == b"\x82\x01\x01"  # Daphne's own way
+    transport.clear()
+    server.connections[protocol]["disconnected"] = True
+    await server.handle_reply(protocol, {"type": "websocket.send", "text": "late"})
+    assert transport.value() == b""  # a socket gone meanwhile: dropped
+
+
+class _Written(Protocol):
+    def __init__(self) -> None:
+        self.lost: list[Any] = []
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.append(reason)
+
+
+def test_a_write_leaves_in_the_same_pass_and_only_a_full_socket_waits_for_the_loop():
+    """Daphne's reactor with the patch: a write is sent at the end of the loop pass that made it,
+    never registered with the selector, and writes of that pass leave together; what the
+    kernel does not take (a client that does not read) waits for the socket to have room, and
+    all of it arrives, in order."""
+    patches._writes_tried_before_waiting()
+    patches._writes_tried_before_waiting()  # applied once, however often asked
+    loop = asyncio.new_event_loop()
+    reactor = AsyncioSelectorReactor(loop)
+    ours, theirs = socket.socketpair()
+    registered: list[int] = []
+    add_writer = loop.add_writer
+
+    def add_writer_seen(fd: int, *args: Any) -> None:
+        registered.append(fd)
+        add_writer(fd, *args)
+
+    loop.add_writer = add_writer_seen  # type: ignore[method-assign]
+    try:
+        connection = tcp.Connection(ours, _Written(), reactor)
+        connection.connected = True
+        connection.write(b"ack;")
+        connection.write(b"delta;")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert theirs.recv(100) == b"ack;delta;"  # both in one send, in that pass
+        assert registered == [] and reactor.getWriters() == []
+
+        theirs.setblocking(False)
+        big = bytes(range(256)) * 40_000  # ~10 MB: more than the kernel's buffers hold
+        connection.write(big)
+        connection.write(b"done")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert registered == [ours.fileno()] and reactor.getWriters() == [connection]
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < len(big) + 4:
+                try:
+                    received.extend(theirs.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+
+        loop.run_until_complete(asyncio.wait_for(read_all(), 30))
+        assert bytes(received) == big + b"done"
+        loop.run_until_complete(asyncio.sleep(0))
+        assert reactor.getWriters() == []  # all written: no longer waiting
+        assert not connection.protocol.lost
+    finally:
+        ours.close()
+        theirs.close()
+        reactor.disconnectAll()
+        loop.close()
 
 
 async def _browser_socket(user: Any) -> WebsocketCommunicator:

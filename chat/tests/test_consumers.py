@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from accounts.services import api_key_create
+from chat.consumers import dispatch_in_turn
 from chat.models import Conversation, Message
 from chat.tests.conftest import streaming_reply
+from core.memory import SocketQueue
 from llm.providers.simulated import simulated_reply
 from project.asgi import application
 
@@ -527,3 +531,79 @@ async def test_a_client_id_reused_with_another_organisations_key_is_a_new_conver
     assert reply_frames(frames) == simulated_reply("Hello")
     await team.disconnect()
     await personal.disconnect()
+
+
+# --- the socket's two sources, dispatched in turn (chat/consumers.py dispatch_in_turn) ---------
+
+
+async def test_a_layer_event_waits_for_the_client_frame_being_handled():
+    """One handler at a time, as channels does: an event that arrives while a frame's handler
+    awaits (the database, say) is handled after it, not alongside."""
+    client, layer = SocketQueue(), SocketQueue()
+    database = asyncio.Event()
+    seen: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        seen.append(f"{message['type']} begins")
+        if message["type"] == "frame":
+            await database.wait()
+        if message["type"] == "close":
+            raise StopConsumer
+        seen.append(f"{message['type']} ends")
+
+    socket = asyncio.create_task(dispatch_in_turn(client.get, layer.get, dispatch))
+    client.put_nowait({"type": "frame"})
+    while not seen:
+        await asyncio.sleep(0)
+    layer.put_nowait({"type": "event"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert seen == ["frame begins"]
+    database.set()
+    client.put_nowait({"type": "close"})
+    with pytest.raises(StopConsumer):
+        await socket
+    assert seen == ["frame begins", "frame ends", "event begins", "event ends", "close begins"]
+
+
+async def test_a_socket_that_stops_cancels_its_layer_receive():
+    """StopConsumer (the close) ends the socket, and the layer's pending receive is cancelled:
+    that is the layer's cue to drop the channel (channels-redis' pub/sub layer unsubscribes)."""
+    client = SocketQueue()
+    cancelled = asyncio.Event()
+
+    async def layer_receive() -> dict:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    async def dispatch(message: dict) -> None:
+        raise StopConsumer
+
+    client.put_nowait({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await dispatch_in_turn(client.get, layer_receive, dispatch)
+    assert cancelled.is_set()
+
+
+async def test_an_event_handler_that_fails_ends_the_socket_with_its_error():
+    client, layer = SocketQueue(), SocketQueue()
+    client_cancelled = asyncio.Event()
+
+    async def client_receive() -> dict:
+        try:
+            return await client.get()
+        except asyncio.CancelledError:
+            client_cancelled.set()
+            raise
+
+    async def dispatch(message: dict) -> None:
+        raise ValueError(f"No handler for message type {message['type']}")
+
+    layer.put_nowait({"type": "chat.unknown"})
+    with pytest.raises(ValueError, match=r"chat\.unknown"):
+        await dispatch_in_turn(client_receive, layer.get, dispatch)
+    assert client_cancelled.is_set()
