@@ -8,8 +8,10 @@ bench/socket_bench.py measured both (docs/benchmarks.md: a Daphne replica kept ~
 closed socket; no object of it was still reachable after a full collection).
 
 `memory_return_soon()` does both once things are quiet, MEMORY_TRIM_AFTER_CLOSE seconds after
-the last socket closed (a storm of closes costs one pass, not one each): a full collection,
-then `malloc_trim(0)`. Elsewhere than glibc the trim does nothing. Python's own small-object
+the last socket closed (a storm of closes costs one pass, not one each), and at the latest
+MEMORY_TRIM_MAX_WAIT seconds after the first close it waits for (sockets that keep closing
+every few seconds would otherwise put it off for ever): a full collection, then
+`malloc_trim(0)`. Elsewhere than glibc the trim does nothing. Python's own small-object
 allocator (pymalloc) returns an arena only once all of it is free, so the image starts Python
 with PYTHONMALLOC=malloc (Dockerfile), and then most of it comes back (docs/benchmarks.md: 12 of
 ~43 KB per socket kept, against 36 of ~40 with pymalloc).
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _pending: asyncio.TimerHandle | None = None
+_first_close: float = 0.0  # loop time of the first close the pending pass waits for
 _trim: Callable[[int], int] | None = None
 
 
@@ -49,13 +52,18 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def memory_return_soon() -> None:
     """From a running event loop: collect and trim once nothing has closed for a while."""
-    global _pending
+    global _pending, _first_close
     delay = settings.MEMORY_TRIM_AFTER_CLOSE
     if delay <= 0:
         return
-    if _pending is not None:
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    if _pending is None:
+        _first_close = now
+    else:
         _pending.cancel()
-    _pending = asyncio.get_running_loop().call_later(delay, memory_return)
+    latest = _first_close + max(delay, settings.MEMORY_TRIM_MAX_WAIT)
+    _pending = loop.call_at(min(now + delay, latest), memory_return)
 
 
 def memory_return() -> None:

@@ -157,6 +157,8 @@ DATABASE_ASYNC_THREADS = env_int(
 # Seconds after the last socket closed before the process gives freed heap back to the system
 # (core/memory.py: glibc malloc_trim); 0: never.
 MEMORY_TRIM_AFTER_CLOSE = env_float("MEMORY_TRIM_AFTER_CLOSE", 5.0)
+# While sockets keep closing, the most a pass waits after the first close (core/memory.py).
+MEMORY_TRIM_MAX_WAIT = env_float("MEMORY_TRIM_MAX_WAIT", 60.0)
 # Pending connections a Daphne process queues (project/patches.py; Twisted's default is 50):
 # a replica takes the reconnect storm of a dead one's sockets. 0: Twisted's default.
 DAPHNE_LISTEN_BACKLOG = env_int("DAPHNE_LISTEN_BACKLOG", 4096)

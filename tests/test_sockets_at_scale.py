@@ -54,6 +54,33 @@ async def test_a_storm_of_closes_trims_the_heap_once_when_it_is_over(settings, m
     assert memory._pending is None  # off: nothing scheduled
 
 
+
+async def test_sockets_that_keep_closing_put_the_pass_off_no_longer_than_the_most_wait(
+    settings, monkeypatch
+):
+    """A close every few seconds, for ever, would postpone a pass that waits for quiet for
+    ever: it runs at the latest MEMORY_TRIM_MAX_WAIT after the first close it waited for."""
+    settings.MEMORY_TRIM_AFTER_CLOSE, settings.MEMORY_TRIM_MAX_WAIT = 5.0, 60.0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    clock = {"now": start}
+    monkeypatch.setattr(loop, "time", lambda: clock["now"])
+    try:
+        memory.memory_return_soon()
+        assert memory._pending is not None and memory._pending.when() == start + 5.0
+        for _ in range(40):  # a close every 3 s: each would put the pass 5 s further off
+            clock["now"] += 3.0
+            memory.memory_return_soon()
+        assert memory._pending.when() == start + 60.0  # not start + 125
+        memory.memory_return()  # the pass ran: the next close starts a new wait
+        clock["now"] += 1.0
+        memory.memory_return_soon()
+        assert memory._pending.when() == clock["now"] + 5.0
+    finally:
+        if memory._pending is not None:
+            memory._pending.cancel()
+            memory._pending = None
+
 def test_returning_memory_frees_closed_sockets_cycles_before_trimming(monkeypatch):
     """A closed consumer sits in reference cycles; trimming before they are collected would
     hand nothing back (bench/socket_bench.py: ~45 KB of every closed socket kept)."""
