@@ -1101,3 +1101,18 @@ def test_the_kind_of_answer_a_question_word_asks_must_agree():
         )
         == ""
     )
+
+
+def test_hesitations_before_a_question_are_framing():
+    assert (
+        refused("how do i renew my library card", "um so like how do i renew my library card") == ""
+    )
+    assert refused("what is a haiku", "uhh what is a haiku") == ""
+    # What follows is still compared.
+    assert refused("um how do i renew my library card", "so how do i cancel my library card") != ""
+
+
+def test_to_after_a_question_word_is_no_direction():
+    # "git: how to undo a commit" names no target; "how to convert X to Y" still has one.
+    assert refused("how do i undo a commit in git", "git: how to undo a commit") == ""
+    assert refused("how to convert celsius to fahrenheit", "how to convert fahrenheit to celsius")

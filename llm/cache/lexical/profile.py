@@ -197,6 +197,8 @@ def profile(text: str) -> Profile:
     for i, (previous, word) in enumerate(zip(["", *words], words, strict=False)):
         if word in _REFERENCES or (previous, word) == ("ahead", "of"):
             pending_role = f"reference {previous if word == 'of' else word}"
+        if word == "to" and previous in _QUESTION_WORDS:
+            continue  # "how to", "where to": an infinitive, not a target
         if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
             pending_direction = bool(content) and word in _DIRECTIONAL
             pending_role = _ROLES.get(word, "source" if word == "of" else pending_role)
