@@ -39,9 +39,12 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
     crocodile", and words are compared as lemmas: "dollars for 1 euro" swaps to "euros for 1
     dollar"."""
-    a = tuple(lemma_of(word) for word in a if word not in _ARTICLES)
-    b = tuple(lemma_of(word) for word in b if word not in _ARTICLES)
+    a = tuple(word for word in a if word not in _ARTICLES)
+    b = tuple(word for word in b if word not in _ARTICLES)
     if len(a) != len(b) or a == b:
+        return False
+    a, b = tuple(map(lemma_of, a)), tuple(map(lemma_of, b))
+    if a == b:
         return False
     start = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
     end = len(a) - next(i for i, (x, y) in enumerate(zip(a[::-1], b[::-1], strict=True)) if x != y)
