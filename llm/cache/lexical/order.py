@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from llm.cache.lexical.profile import Profile
+from llm.cache.lexical.profile import Profile, lemma_of
 from llm.cache.lexicon import STOPWORDS
 
 
@@ -37,10 +37,14 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     chases cat" / "cat chases dog", "ahead of New York is London" / "ahead of London is New
     York"), not counting an auxiliary verb moved?
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
-    crocodile"."""
+    crocodile", and words are compared as lemmas: "dollars for 1 euro" swaps to "euros for 1
+    dollar"."""
     a = tuple(word for word in a if word not in _ARTICLES)
     b = tuple(word for word in b if word not in _ARTICLES)
     if len(a) != len(b) or a == b:
+        return False
+    a, b = tuple(map(lemma_of, a)), tuple(map(lemma_of, b))
+    if a == b:
         return False
     start = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
     end = len(a) - next(i for i, (x, y) in enumerate(zip(a[::-1], b[::-1], strict=True)) if x != y)

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import simplemma
 
@@ -62,6 +63,15 @@ _PARTICLES = {"up", "down", "above", "below", "before", "after", "more", "less",
 _PARTICLES |= {"over", "under", "off", "out", "inside", "outside", "early", "late"}
 
 _NOT_PLURAL = frozenset({"ss", "us", "is", "os"})
+_VOWELS = frozenset("aeiouy")
+
+
+def letters_only(word: str) -> bool:
+    """Is `word` without a vowel, so an acronym read letter by letter ("http", "https", "sftp")?
+    Such a word is neither a plural of a shorter one ("https" is not "http"s) nor a typo of
+    one: its letters each stand for a word."""
+    return not _VOWELS.intersection(word)
+
 
 # A place noun in "the city of X" names a narrower place than X ("the city of London" is not
 # London, "the county of York" not York): compared as content there, framing elsewhere ("which
@@ -71,6 +81,7 @@ _SCOPES = frozenset("city county state province borough district region town mun
 # subject is the word after the auxiliary that opens the question; "you" and "one" are anyone.
 _OPENING_AUXILIARIES = frozenset("do does did can could should will would may must am".split())
 _QUESTION_WORDS = frozenset("how what where when why which who".split())
+_ANSWER_KINDS = {"when": "when", "where": "where", "who": "who", "whom": "who", "why": "why"}
 _SPEAKERS = frozenset({"i", "we"})
 _OTHERS = frozenset("my our his her their he she they".split())
 # A form of "be" opening the question names its person only with a pronoun.
@@ -85,7 +96,13 @@ def lemma_of(word: str) -> str:
     lemma = str(simplemma.lemmatize(word, lang="en")).casefold()
     if lemma.endswith("ll") and lemma != word and not is_word(lemma) and is_word(lemma[:-1]):
         return lemma[:-1]  # British spelling: "travelling", "labelled" ("travell")
-    if lemma == word and len(word) > 4 and word.endswith("s") and word[-2:] not in _NOT_PLURAL:
+    if (
+        lemma == word
+        and len(word) > 4
+        and word.endswith("s")
+        and word[-2:] not in _NOT_PLURAL
+        and not letters_only(word[:-1])
+    ):
         return word[:-1]
     return lemma
 
@@ -112,6 +129,9 @@ class Profile:
     # "speaker" (I, we), "other" (my parents, they) or "" for the subject of the question's
     # opening auxiliary ("how do I pay" / "do my parents pay").
     subject: str = ""
+    # The question words naming the kind of answer wanted ("when", "where", "who", "why");
+    # "what", "how" and "which" can ask any of them ("what time" is "when").
+    asks: frozenset[str] = frozenset()
 
 
 def canonical_of(word: str) -> str:
@@ -177,6 +197,8 @@ def profile(text: str) -> Profile:
     for i, (previous, word) in enumerate(zip(["", *words], words, strict=False)):
         if word in _REFERENCES or (previous, word) == ("ahead", "of"):
             pending_role = f"reference {previous if word == 'of' else word}"
+        if word == "to" and previous in _QUESTION_WORDS:
+            continue  # "how to", "where to": an infinitive, not a target
         if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
             pending_direction = bool(content) and word in _DIRECTIONAL
             pending_role = _ROLES.get(word, "source" if word == "of" else pending_role)
@@ -210,7 +232,17 @@ def profile(text: str) -> Profile:
         roles=tuple(roles),
         quantities=_quantities(words),
         subject=_subject(words),
+        asks=_asks(words),
     )
+
+
+def _asks(words: list[str]) -> frozenset[str]:
+    """The question words that name the kind of answer ("when did the Titanic sink" / "where
+    did the Titanic sink"): the first question word, and one after "and" ("who painted it and
+    when"). A later one joins a clause and asks nothing ("what does it mean when ...")."""
+    first = next((word for word in words if word in _QUESTION_WORDS), "")
+    joined = [word for before, word in pairwise(words) if before in ("and", "or")]
+    return frozenset(_ANSWER_KINDS.get(word, "") for word in [first, *joined]) - {""}
 
 
 def _subject(words: list[str]) -> str:

@@ -29,6 +29,10 @@ _CHATTY = re.compile(
     r"^(?:(?:(?:a |one )?quick (?:question|q|qn)|just (?:a question|curious|wondering))"
     r"\b[\s,:;!.-]*|"
     r"(?:sorry|excuse me|so|ok(?:ay)?|um+|well)[,:;!.-]+\s*|"
+    # Hesitations and a leading "so" or "like" before the question ("um so like how do I").
+    r"(?:u[hm]+|erm+|hmm+|lol|lmao|haha)\b[\s,:;!.-]*|"
+    r"(?:so|like)[\s,]+(?=(?:(?:so|like)[\s,]+)*(?:how|what|where|when|why|which|who|can|do|does"
+    r"|is|are)\b)|"
     r"(?:i was|i am|i'm|i'd been|just) wondering(?: if| whether)?\b[\s,:]*|"
     r"i wonder(?: if| whether)?\b[\s,:]*|"
     r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "

@@ -52,6 +52,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "quantity"
     if {a.subject, b.subject} == {"speaker", "other"}:
         return "subject"
+    if a.asks and b.asks and not a.asks & b.asks:
+        return "question word"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from llm.cache.everyday import SHORT_FORMS, country_of, everyday_synonymous
-from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
+from llm.cache.lexical.profile import Profile, canonical_of, lemma_of, letters_only
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
 from llm.cache.synonyms import is_word, related_in_any_sense, synonymous
@@ -143,7 +143,7 @@ def _edits(a: str, b: str, limit: int) -> int:
 def _typo_of(typed: str, word: str) -> bool:
     if len(typed) < TYPO_MIN_LENGTH or " " in typed + word or typed[0] != word[0]:
         return False
-    if is_word(typed) or lemma_of(typed) != typed:
+    if is_word(typed) or lemma_of(typed) != typed or letters_only(typed):
         return False
     if not is_word(word):
         # Two unknown words (names) pair only when long and one edit apart: "javscript" /
