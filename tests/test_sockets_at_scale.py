@@ -54,7 +54,6 @@ async def test_a_storm_of_closes_trims_the_heap_once_when_it_is_over(settings, m
     assert memory._pending is None  # off: nothing scheduled
 
 
-
 async def test_sockets_that_keep_closing_put_the_pass_off_no_longer_than_the_most_wait(
     settings, monkeypatch
 ):
@@ -80,6 +79,7 @@ async def test_sockets_that_keep_closing_put_the_pass_off_no_longer_than_the_mos
         if memory._pending is not None:
             memory._pending.cancel()
             memory._pending = None
+
 
 def test_returning_memory_frees_closed_sockets_cycles_before_trimming(monkeypatch):
     """A closed consumer sits in reference cycles; trimming before they are collected would
