@@ -41,6 +41,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
+from core.cache import cached_read
 from core.errors import ParleyError
 from core.observability import metrics
 
@@ -110,16 +111,15 @@ def _today(now: datetime) -> date:
 
 
 def budgets_for(*, organisation_id: int) -> list[BudgetRule]:
-    """An organisation's budget rules, from the cache when it has them."""
-    key = BUDGETS_CACHE_KEY.format(organisation_id=organisation_id)
-    rules: list[BudgetRule] | None = cache.get(key)
-    if rules is None:
-        rules = [
+    """An organisation's budget rules, from the cache when it has them (and can be reached)."""
+    return cached_read(
+        BUDGETS_CACHE_KEY.format(organisation_id=organisation_id),
+        lambda: [
             BudgetRule(b.user_id, b.period, b.max_tokens, b.max_cost)
             for b in Budget.objects.filter(organisation_id=organisation_id)
-        ]
-        cache.set(key, rules, BUDGETS_CACHE_SECONDS)
-    return rules
+        ],
+        timeout=BUDGETS_CACHE_SECONDS,
+    )
 
 
 def budgets_applying(*, user_id: int, organisation_id: int) -> list[BudgetRule]:

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from accounts.models import ApiKey, Membership, Organisation, User
 from accounts.services import organisation_personal_ensure
+from core.cache import cached_read
 
 ACTIVE_ORGANISATION_SESSION_KEY = "active_organisation"
 OPERATOR_ROLES = (Membership.Role.OPERATOR, Membership.Role.ADMIN)
@@ -73,18 +74,22 @@ ALLOWED_MODELS_CACHE_SECONDS = 300
 def organisation_allowed_models(*, organisation_id: int) -> frozenset[str]:
     """The model aliases an organisation may use (empty: every model): plain data for the
     one check in llm/catalog.py (`tenant_alias`, `tenant_aliases`). From the cache when it
-    has them, as budget rules are (every send asks); saving an organisation drops them."""
-    key = ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id)
-    cached: frozenset[str] | None = cache.get(key)
-    if cached is None:
+    has them (and can be reached), as budget rules are (every send asks); saving an
+    organisation drops them."""
+
+    def read() -> frozenset[str]:
         allowed = (
             Organisation.objects.filter(pk=organisation_id)
             .values_list("allowed_models", flat=True)
             .first()
         )
-        cached = frozenset(str(alias) for alias in (allowed or []))
-        cache.set(key, cached, ALLOWED_MODELS_CACHE_SECONDS)
-    return cached
+        return frozenset(str(alias) for alias in (allowed or []))
+
+    return cached_read(
+        ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id),
+        read,
+        timeout=ALLOWED_MODELS_CACHE_SECONDS,
+    )
 
 
 def organisation_allowed_models_forget(*, organisation_id: int) -> None:

@@ -72,6 +72,7 @@ class Level:
     streams: list[float] = field(default_factory=list)  # first delta → done
     pongs: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    error_frames: list[dict[str, Any]] = field(default_factory=list)  # for --show-errors
     cpu: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -126,11 +127,26 @@ def checkout(path: Path) -> Iterator[None]:
 
 
 @contextmanager
+def logs_kept_apart(name: str) -> Iterator[None]:
+    """PARLEY_KEEP_LOGS=DIR keeps each checkout's logs in DIR/NAME: both topologies name their
+    processes alike (daphne-1, worker), and one copy would overwrite the other's."""
+    keep = os.environ.get("PARLEY_KEEP_LOGS")
+    if not keep:
+        yield
+        return
+    os.environ["PARLEY_KEEP_LOGS"] = str(Path(keep) / name)
+    try:
+        yield
+    finally:
+        os.environ["PARLEY_KEEP_LOGS"] = keep
+
+
+@contextmanager
 def bench_topology(
-    args: argparse.Namespace, env: dict[str, str], path: Path, replicas: int
+    args: argparse.Namespace, env: dict[str, str], path: Path, replicas: int, name: str
 ) -> Iterator[Topology]:
     with ExitStack() as stack:
-        with checkout(path):
+        with checkout(path), logs_kept_apart(name):
             topo = stack.enter_context(
                 production_topology(
                     replicas=replicas,
@@ -183,9 +199,11 @@ async def sender(
                 elif kind in ("done", "error") and message.get("message") == reply:
                     if kind == "error":
                         level.errors[message["code"]] += 1
+                        level.error_frames.append(message)
                     break
                 elif kind == "error":
                     level.errors[message["code"]] += 1
+                    level.error_frames.append(message)
                     break
         except TimeoutError:
             level.errors["timeout"] += 1
@@ -455,6 +473,12 @@ def main() -> None:
         "--baseline", type=Path, help="another checkout (e.g. a worktree of main), run alongside"
     )
     parser.add_argument("--json", type=Path, help="write the levels here too")
+    parser.add_argument(
+        "--show-errors",
+        action="store_true",
+        help="print every error frame a client received (code, detail, message), per level; "
+        "PARLEY_KEEP_LOGS=DIR keeps every process's log",
+    )
     args = parser.parse_args()
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -482,7 +506,7 @@ def main() -> None:
             for name in checkouts
         }
         topos = {
-            name: stack.enter_context(bench_topology(args, env, path, replicas[name]))
+            name: stack.enter_context(bench_topology(args, env, path, replicas[name], name))
             for name, path in checkouts.items()
         }
         cookies = {name: sessions_create(topo, max(args.senders)) for name, topo in topos.items()}
@@ -496,6 +520,9 @@ def main() -> None:
             for name in names:
                 results[name].append(run_level(topos[name], cookies[name], args, senders))
                 print(f"{name}: {report(results[name][-1], replicas[name])}", flush=True)
+                if args.show_errors:
+                    for frame in results[name][-1].error_frames:
+                        print(f"    error frame: {json.dumps(frame)}", flush=True)
             if args.baseline:
                 new, old = results["parley"][-1], results["baseline"][-1]
                 print(

@@ -184,3 +184,28 @@ def test_a_client_id_reused_in_another_organisation_is_a_new_message(
         author=owner, conversation=None, text="team", client_id="c-1", organisation=organisation
     )
     assert not again.created and again.reply.pk == team.reply.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_reads_its_budgets_and_models_from_the_database_when_the_cache_is_down(
+    owner, member, no_dispatch, settings
+):
+    """The cache only spares a send two queries (its organisation's budget rules and allowed
+    models): with Redis unreachable (down, or a timeout under load) the send is saved, and a
+    budget still holds, instead of the socket answering `internal`."""
+    from accounts.services import organisation_personal_ensure
+    from tests.harness.processes import free_port
+
+    limited = organisation_personal_ensure(user=owner)
+    Budget.objects.create(organisation=limited, period="day", max_tokens=1)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "project.cache.SharedClientRedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    result = services.message_send(author=member, conversation=None, text="hi", client_id="a")
+    assert result.created and no_dispatch == [result.reply.pk]
+    with pytest.raises(QuotaExceeded):
+        services.message_send(author=owner, conversation=None, text="hi", client_id="b")
