@@ -411,11 +411,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Hear the conversation's events; `conversation`: it passed an access check here."""
         if conversation is not None:
             self.let_in[conversation_id] = conversation
-        group = conversation_group(conversation_id)
-        if group not in self.groups_joined:
+        self.conversations.add(conversation_id)
+        await self.join(conversation_group(conversation_id))
+
+    async def join(self, group: str) -> None:
+        """Join the group's live events. With the layer's Redis unreachable the socket is told
+        `unavailable`, as on any outage, instead of its frame failing `internal` after the
+        send it carried was saved: the group is joined again when the layer is back
+        (`layer_reconnected`), and what was missed meanwhile comes from the database then."""
+        if group in self.groups_joined:
+            return
+        try:
             await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.add(group)
-            self.conversations.add(conversation_id)
+        except Exception as error:
+            logger.warning("joining %s failed: %r", group, error)
+            await self.layer_disconnected({})
+            return
+        self.groups_joined.add(group)
 
     async def send_error(self, error: ParleyError, message_id: int | None = None) -> None:
         await self.send_json(
@@ -468,6 +480,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         from another tab; a `message` the client already has is a repeat it ignores by id),
         and the text and ending of every reply it follows."""
         lost_at, self.feed_lost_at = self.feed_lost_at, None
+        for conversation_id in list(self.conversations):
+            await self.join(conversation_group(conversation_id))  # any it could not join
         if lost_at is not None and self.conversations:
             missed = await db_async(selectors.messages_created_since)(
                 conversation_ids=self.conversations, since=lost_at - FEED_LOSS_MARGIN

@@ -400,6 +400,46 @@ async def test_a_channel_layer_outage_is_told_and_what_was_missed_is_resent(owne
     await ws.disconnect()
 
 
+async def test_a_send_whose_conversation_cannot_be_joined_is_acked_and_joined_once_back(
+    owner, monkeypatch
+):
+    """The layer's Redis fails as the socket joins the new conversation's group: the send was
+    saved, so the socket says `unavailable` (as on any outage) and acks it, never `internal`;
+    when the layer is back it joins the group and the reply reaches it whole."""
+    from channels.layers import get_channel_layer
+
+    from chat.events import LAYER_RECONNECTED as RECONNECTED
+
+    ws = await connect_as(owner)  # its own groups joined while Redis answered
+    layer = get_channel_layer()
+    group_add = layer.group_add
+    refused: list[str] = []
+
+    async def unreachable(group: str, channel: str) -> None:
+        refused.append(channel)
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(layer, "group_add", unreachable)
+    await ws.send_json_to(
+        {"type": "send", "conversation": None, "text": "Hello", "client_id": "c-join"}
+    )
+    frames = await receive_until(ws, "ack")
+    errors = [f for f in frames if f["type"] == "error"]
+    assert [(e["code"], e["retryable"], e["message"]) for e in errors] == [
+        ("unavailable", True, None)
+    ]
+    ack = frames[-1]
+    reply = await Message.objects.aget(pk=ack["reply"])
+    assert reply.reply_to_id == ack["message"]
+
+    monkeypatch.setattr(layer, "group_add", group_add)
+    await layer.send(refused[0], {"type": RECONNECTED})
+    frames = await receive_until(ws, "done")
+    assert reply_frames(frames) == simulated_reply("Hello")
+    assert frames[-1]["message"] == reply.pk and frames[-1]["status"] == "complete"
+    await ws.disconnect()
+
+
 async def test_no_handler_waits_for_the_one_database_thread(owner, monkeypatch):
     """Channels closes stale database connections before every handler, a hop to Daphne's one
     sync thread; no handler pays it (ChatConsumer.dispatch): every database call closes its own
