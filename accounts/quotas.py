@@ -35,13 +35,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Budget, Period, UsageCounter, UsageLedger
-from core.cache import cached_read
+from core.cache import cached_forget, cached_read
 from core.errors import ParleyError
 from core.observability import metrics
 
@@ -139,7 +138,7 @@ def budget_applies(*, user_id: int, organisation_id: int) -> bool:
 
 def budgets_forget(*, organisation_id: int) -> None:
     """Called when a budget is saved or deleted (accounts.signals)."""
-    cache.delete(BUDGETS_CACHE_KEY.format(organisation_id=organisation_id))
+    cached_forget(BUDGETS_CACHE_KEY.format(organisation_id=organisation_id))
 
 
 # --- estimates ---------------------------------------------------------------------------

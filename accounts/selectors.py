@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.cache import cache
 from django.db.models import QuerySet
 
 from accounts.models import ApiKey, Membership, Organisation, User
 from accounts.services import organisation_personal_ensure
-from core.cache import cached_read
+from core.cache import cached_forget, cached_read
 
 ACTIVE_ORGANISATION_SESSION_KEY = "active_organisation"
 OPERATOR_ROLES = (Membership.Role.OPERATOR, Membership.Role.ADMIN)
@@ -94,4 +93,4 @@ def organisation_allowed_models(*, organisation_id: int) -> frozenset[str]:
 
 def organisation_allowed_models_forget(*, organisation_id: int) -> None:
     """Called when an organisation is saved (accounts.signals)."""
-    cache.delete(ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id))
+    cached_forget(ALLOWED_MODELS_CACHE_KEY.format(organisation_id=organisation_id))

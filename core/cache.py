@@ -35,3 +35,13 @@ def cached_read(key: str, read: Callable[[], T], *, timeout: float) -> T:
     except Exception as error:
         logger.warning("cache unwritable (%r); %s not kept", error, key)
     return value
+
+
+def cached_forget(key: str) -> None:
+    """Drop the copy under `key` (its rows changed). With the cache unreachable the change is
+    still saved: the copy is out of reach too, and one that outlives the outage expires within
+    its own timeout."""
+    try:
+        cache.delete(key)
+    except Exception as error:
+        logger.warning("cache unreachable (%r); %s not dropped, expires on its own", error, key)
