@@ -4,7 +4,7 @@ without the ORM building that statement each time.
 On a send's hot path the ORM's INSERT cost more CPU than the database spends running it: the
 compiler, every field's value prepared through several layers, the statement assembled afresh
 (a profile of `message_send` put its two ORM INSERTs at over half of its CPU,
-docs/benchmarks.md "A send's rows written by hand"). The statement is made once per model; each
+docs/benchmarks.md "A send's rows written by hand, and what the collector walks"). The statement is made once per model; each
 value is still prepared by its own field, as `save()` prepares it (defaults, `auto_now_add`,
 JSON, decimals, foreign keys), so the row is the same.
 
