@@ -3,10 +3,10 @@ without the ORM building that statement each time.
 
 On a send's hot path the ORM's INSERT cost more CPU than the database spends running it: the
 compiler, every field's value prepared through several layers, the statement assembled afresh
-(a profile of `message_send` put its two ORM INSERTs at over half of its CPU,
-docs/benchmarks.md "A send's rows written by hand, and what the collector walks"). The statement is made once per model; each
-value is still prepared by its own field, as `save()` prepares it (defaults, `auto_now_add`,
-JSON, decimals, foreign keys), so the row is the same.
+(a profile of `message_send` put its three ORM INSERTs at over half of its CPU;
+docs/benchmarks.md "A send's rows written by hand, and what the collector walks"). The
+statement is made once per model; each value is still prepared by its own field, as `save()`
+prepares it (defaults, `auto_now_add`, JSON, decimals, foreign keys), so the row is the same.
 
 What it leaves out is what those hot paths do not use: model signals (`pre_save`/`post_save`;
 a model given a receiver must not be written here), the check for unsaved related objects,
