@@ -51,7 +51,28 @@ application = RememberEventLoop(
     )
 )
 
+
+def loaded_before_serving() -> None:
+    """Load now what the first requests would load, so that it is frozen with the rest.
+
+    Django reads the URLconf at the first request, and with it every view, DRF, the API schema
+    and /v1/ (which imports the OpenAI SDK: ~520 modules of pydantic models); the cache backend
+    and the database pool are made at their first use. Loaded after the freeze, they were
+    ~90,000 objects that every full collection walked (~60-130 ms of CPU each; docs/benchmarks.md
+    "A send's rows written by hand, and what the collector walks")."""
+    from django.core.cache import caches
+    from django.db import connections
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018  (imports every URLconf, hence every view)
+    caches["default"]  # imports its backend
+    getattr(connections["default"], "pool", None)  # PostgreSQL's pool, made (not opened)
+
+
+loaded_before_serving()
 # What is loaded by now lives as long as the process: kept out of the collector's sight, a full
 # collection walks only what came after (~190k objects took a full collection 0.2 s of CPU,
-# which py-spy found inside sends; docs/benchmarks.md "Send path").
+# which py-spy found inside sends; docs/benchmarks.md "Send path"). Start-up's own garbage is
+# collected first, not frozen for ever.
+gc.collect()
 gc.freeze()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.forms.models import model_to_dict
 from django.test import Client
 
+from accounts.models import UsageLedger
 from chat import services
 from chat.models import Conversation, Message
 from chat.replies.dispatch import NOT_STARTED_RETRY_AFTER
@@ -19,6 +22,7 @@ from chat.services.completions import PriorMessage, completion_request_create
 from chat.services.messages import user_message_create
 from chat.tests.test_consumers import connect_as, receive_until
 from core.db import db_async
+from core.rows import row_insert
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,6 +60,29 @@ def test_a_send_into_a_conversation_is_one_transaction_of_few_statements(
     assert result.created and len(celery_dispatch) == 2
     conversation.refresh_from_db()
     assert conversation.title == "hi"  # titled by its first message, not by later ones
+
+
+def test_a_send_has_the_orm_build_no_insert_of_its_own(owner, celery_dispatch, monkeypatch):
+    """The user message and the ledger row are written by hand (core/rows.py): the ORM's INSERT
+    compiler cost more CPU than the database spends on them. Only the reply's row
+    (chat/replies/dispatch.py) is still built by the ORM."""
+    from django.db.models.sql.compiler import SQLInsertCompiler
+
+    first = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
+    built: list[str] = []
+    as_sql = SQLInsertCompiler.as_sql
+
+    def counted(self, *args, **kwargs):
+        built.append(self.query.model.__name__)
+        return as_sql(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLInsertCompiler, "as_sql", counted)
+    result = services.message_send(
+        author=owner, conversation=first.reply.conversation, text="again", client_id="b"
+    )
+    assert built == ["Message"]  # the reply's
+    assert Message.objects.get(pk=result.user_message.pk).content == "again"
+    assert UsageLedger.objects.get(message_id=result.reply.pk).reserved_tokens > 0
 
 
 def test_a_send_checks_the_catalogue_version_once(owner, celery_dispatch, monkeypatch):
@@ -418,3 +445,70 @@ async def test_a_doubled_send_generates_its_reply_once(owner, settings):
     assert reply.status == Message.Status.COMPLETE
     assert await Message.objects.filter(reply_to__client_id="twin").acount() == 1
     await ws.disconnect()
+
+
+# --- rows written by hand (core/rows.py): the rows save() writes --------------------------------
+
+
+def _columns(instance) -> dict[str, object]:
+    row = type(instance).objects.filter(pk=instance.pk).values().get()
+    row.pop("id")
+    return row
+
+
+def _message(conversation: Conversation, owner, client_id: str) -> Message:
+    return Message(
+        conversation=conversation,
+        role=Message.Role.USER,
+        author=owner,
+        content="héllo ✓",
+        status=Message.Status.COMPLETE,
+        seq=7,
+        client_id=client_id,
+        organisation_id=conversation.organisation_id,
+        cost=Decimal("0.00012345"),
+        routing={"alias": "simulated", "allowed": ["a", "b"]},
+    )
+
+
+def test_a_message_written_by_hand_is_the_row_save_writes(owner):
+    conversation = Conversation.objects.create(
+        owner=owner, organisation=owner.memberships.get().organisation
+    )
+    saved, written = _message(conversation, owner, "a"), _message(conversation, owner, "b")
+    saved.save(force_insert=True)
+    row_insert(written)
+    assert written.pk is not None and written.pk != saved.pk
+    assert not written._state.adding and written.created_at is not None  # auto_now_add
+    by_save, by_hand = _columns(saved), _columns(written)
+    for row in (by_save, by_hand):
+        row.pop("client_id")
+        assert row.pop("created_at") is not None
+    assert by_hand == by_save
+    assert Message.objects.get(pk=written.pk).routing == {
+        "alias": "simulated",
+        "allowed": ["a", "b"],
+    }
+    assert model_to_dict(Message.objects.get(pk=written.pk))["cost"] == Decimal("0.00012345")
+
+
+def test_a_ledger_row_written_by_hand_takes_its_defaults(owner):
+    organisation = owner.memberships.get().organisation
+    saved = UsageLedger(organisation=organisation, user=owner, reserved_cost=Decimal("1.5"))
+    written = UsageLedger(organisation=organisation, user=owner, reserved_cost=Decimal("1.5"))
+    saved.save(force_insert=True)
+    row_insert(written)
+    by_save, by_hand = _columns(saved), _columns(written)
+    by_save.pop("created_at"), by_hand.pop("created_at")
+    assert by_hand == by_save
+    assert by_hand["state"] == UsageLedger.State.RESERVED
+
+
+def test_a_duplicate_key_is_djangos_integrity_error(owner):
+    conversation = Conversation.objects.create(
+        owner=owner, organisation=owner.memberships.get().organisation
+    )
+    row_insert(_message(conversation, owner, "same"))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        row_insert(_message(conversation, owner, "same"))
+    assert Message.objects.count() == 1
