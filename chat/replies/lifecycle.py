@@ -44,8 +44,9 @@ def reply_start(*, message_id: int) -> Message | None:
     One statement: the conditional UPDATE returns the claimed row, with the columns of its
     conversation a generation reads (its system prompt, tenant, whether it retrieves), so the
     row comes back in the claim's own round trip, exactly as it was claimed (the ORM's UPDATE
-    then a `select_related` read was a second statement, a fifth of a worker's Python time
-    with the prompt's read: docs/benchmarks.md). The conversation's other fields are deferred.
+    then a `select_related` read took a second statement, and with the prompt's read ~17 % of
+    a worker's Python time: docs/benchmarks.md). The conversation's other fields are deferred
+    (read if anything asks for them).
     """
     connection = connections[Message.objects.db]
     claim = _claim_statement(connection)
@@ -53,10 +54,8 @@ def reply_start(*, message_id: int) -> Message | None:
     params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
     with connection.cursor() as cursor:
         cursor.execute(claim.sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return claim.message(row, connection)
+        rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+    return claim.message(rows[0], connection) if rows else None
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -356,10 +355,10 @@ def reply_finish(
         finish = _finish_returning_statement(connection, names)
         with connection.cursor() as cursor:
             cursor.execute(finish.sql, params)
-            row = cursor.fetchone()
-        if row is None:
+            rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+        if not rows:
             return None
-        message = finish.message(row, connection)
+        message = finish.message(rows[0], connection)
     return _finished(message, status=status, error=error, announce=announce)
 
 
