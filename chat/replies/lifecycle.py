@@ -12,7 +12,7 @@ The generation (chat/replies/stream.py) claims and finishes; the batch forms
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +27,7 @@ from accounts.models import User
 from accounts.quotas import quota_release
 from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.replies.accounting import quota_settle_message
 from core.errors import ParleyError
 from core.observability import metrics
@@ -39,14 +39,23 @@ CANCEL_TTL_SECONDS = 3600
 
 
 def reply_start(*, message_id: int) -> Message | None:
-    """Claim a pending reply for generation; None if it is gone, final or claimed already."""
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status=Message.Status.PENDING).update(
-        status=Message.Status.STREAMING, started_at=now, heartbeat_at=now
-    )
-    if not claimed:
-        return None
-    return Message.objects.select_related("conversation").get(pk=message_id)
+    """Claim a pending reply for generation; None if it is gone, final or claimed already.
+
+    One statement: the conditional UPDATE returns the claimed row, with the columns of its
+    conversation a generation reads (its system prompt, tenant, whether it retrieves), so the
+    row comes back in the claim's own round trip, exactly as it was claimed (the ORM's UPDATE
+    then a `select_related` read took a second statement, and with the prompt's read ~17 % of
+    a worker's Python time: docs/benchmarks.md). The conversation's other fields are deferred
+    (read if anything asks for them).
+    """
+    connection = connections[Message.objects.db]
+    claim = _claim_statement(connection)
+    now = _prepared("started_at", timezone.now(), connection)
+    params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(claim.sql, params)
+        rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+    return claim.message(rows[0], connection) if rows else None
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -155,6 +164,119 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
+# --- Hand-written statements on the hot path ------------------------------------------------
+# The claim and the ending run once a reply; built by the ORM they cost more CPU than their
+# round trips (docs/benchmarks.md). Identifiers come from the models' metadata only, every
+# value is a parameter prepared by its field, and a returned row becomes a model instance the
+# way the ORM makes one (each column through its field's converters: SQLite returns dates as
+# text). Each text is built once per database vendor.
+
+_MESSAGE_FIELDS: tuple[models.Field[Any, Any], ...] = tuple(Message._meta.concrete_fields)
+# What the generation reads of the reply's conversation: its prompt, tenant and retrieval.
+_CLAIM_CONVERSATION_FIELDS = ("id", "owner_id", "organisation_id", "system_prompt", "retrieves")
+_CONVERSATION_FIELDS: tuple[models.Field[Any, Any], ...] = tuple(
+    f for f in Conversation._meta.concrete_fields if f.attname in _CLAIM_CONVERSATION_FIELDS
+)
+
+
+@dataclass(frozen=True)
+class _Returning:
+    """A statement whose row is a Message's columns (then, for the claim, some of its
+    conversation's), and how to make that row the instances the ORM would have made."""
+
+    sql: str
+    # (position, field, column) of the values a backend may need to convert.
+    convertible: tuple[tuple[int, Any, Any], ...]
+    conversation: bool = False
+
+    def message(self, row: Sequence[Any], connection: Any) -> Message:
+        values = list(row)
+        for index, field, column in self.convertible:
+            for convert in connection.ops.get_db_converters(column) + field.get_db_converters(
+                connection
+            ):
+                values[index] = convert(values[index], column, connection)
+        count = len(_MESSAGE_FIELDS)
+        message = Message.from_db(
+            connection.alias, [f.attname for f in _MESSAGE_FIELDS], values[:count]
+        )
+        if self.conversation:
+            conversation = Conversation.from_db(
+                connection.alias, [f.attname for f in _CONVERSATION_FIELDS], values[count:]
+            )
+            Message.conversation.field.set_cached_value(message, conversation)
+        return message
+
+
+_statements: dict[tuple[Any, ...], Any] = {}
+
+
+def _claim_statement(connection: Any) -> _Returning:
+    key = ("claim", connection.vendor)
+    if key not in _statements:
+        table = connection.ops.quote_name(Message._meta.db_table)
+        quote = partial(_column, connection=connection)
+        conversation_table = connection.ops.quote_name(Conversation._meta.db_table)
+        of_conversation = [
+            f"(SELECT c.{connection.ops.quote_name(f.column)} FROM {conversation_table} c "  # noqa: S608
+            f"WHERE c.{connection.ops.quote_name('id')} = {table}.{quote('conversation')})"
+            for f in _CONVERSATION_FIELDS
+        ]
+        sql = (
+            f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
+            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
+            f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
+        )
+        fields = (*_MESSAGE_FIELDS, *_CONVERSATION_FIELDS)
+        _statements[key] = _Returning(sql, _convertible(fields, connection), conversation=True)
+    return _statements[key]  # type: ignore[no-any-return]
+
+
+def _finish_statement(connection: Any, names: tuple[str, ...]) -> str:
+    key = ("finish", connection.vendor, names)
+    if key not in _statements:
+        _statements[key] = _finish_sql(connection, names)
+    return _statements[key]  # type: ignore[no-any-return]
+
+
+def _finish_returning_statement(connection: Any, names: tuple[str, ...]) -> _Returning:
+    key = ("finish-returning", connection.vendor, names)
+    if key not in _statements:
+        sql = f"{_finish_sql(connection, names)} RETURNING {_message_columns(connection)}"
+        _statements[key] = _Returning(sql, _convertible(_MESSAGE_FIELDS, connection))
+    return _statements[key]  # type: ignore[no-any-return]
+
+
+def _finish_sql(connection: Any, names: tuple[str, ...]) -> str:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    assignments = ", ".join(f"{_column(name, connection)} = %s" for name in names)
+    return (
+        f"UPDATE {table} SET {assignments} "  # noqa: S608
+        f"WHERE {_column('id', connection)} = %s AND {_column('status', connection)} = %s"
+    )
+
+
+def _message_columns(connection: Any) -> str:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    return ", ".join(f"{table}.{connection.ops.quote_name(f.column)}" for f in _MESSAGE_FIELDS)
+
+
+def _convertible(fields: Sequence[Any], connection: Any) -> tuple[tuple[int, Any, Any], ...]:
+    """The returned columns whose values this backend converts (JSON everywhere; dates,
+    decimals and booleans on SQLite)."""
+    found = []
+    for index, field in enumerate(fields):
+        column = field.get_col(field.model._meta.db_table)
+        if connection.ops.get_db_converters(column) or field.get_db_converters(connection):
+            found.append((index, field, column))
+    return tuple(found)
+
+
+def _prepared(name: str, value: Any, connection: Any) -> Any:
+    """A Message field's value as a statement parameter, prepared as the ORM prepares it."""
+    return Message._meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
+
+
 def _column(name: str, connection: Any) -> str:
     """A Message field's quoted column (identifiers from the model's metadata only)."""
     field = Message._meta.get_field(name)
@@ -186,11 +308,12 @@ def reply_finish(
     `provider`/`model` name the deployment that answered (or last tried), `routing` how the
     router got there; None leaves what the message holds.
 
-    `claimed` is the row as reply_start returned it: then the ending is one conditional UPDATE
-    (`WHERE status = 'streaming'`, no locking read first; PostgreSQL re-checks the condition
-    after waiting for a reaper's row lock, so the first ending wins) applied to that row in
-    memory. Only the generator writes what it set at claim, and the other fields are the
-    creation's, which nothing changes: the row in memory is the row.
+    The ending is one conditional UPDATE, written by hand (`WHERE status = 'streaming'`, no
+    locking read first; PostgreSQL re-checks the condition after waiting for a reaper's row
+    lock, so the first ending wins). `claimed` is the row as reply_start returned it: the
+    ending is then applied to that row in memory (only the generator writes what it set at
+    claim, and the other fields are the creation's, which nothing changes: the row in memory
+    is the row). Without it the UPDATE returns the row it left.
 
     `announce` takes the final event instead of a publish from this thread: the generation
     hands it to its own event queue on its loop (chat/replies/stream.py), behind its deltas,
@@ -216,23 +339,26 @@ def reply_finish(
         values["error_code"], values["error_message"] = error.code, error.detail
     if first_token_at is not None:
         values["first_token_at"] = first_token_at
-    streaming = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING)
+    connection = connections[Message.objects.db]
+    names = tuple(values)
+    params = [_prepared(name, value, connection) for name, value in values.items()]
+    params += [message_id, Message.Status.STREAMING]
     if claimed is not None:
-        if not streaming.update(**values):
-            return None
+        with connection.cursor() as cursor:
+            cursor.execute(_finish_statement(connection, names), params)
+            if not cursor.rowcount:
+                return None
         message = claimed
         for name, value in values.items():
             setattr(message, name, value)
-    else:
-        with transaction.atomic():
-            found = streaming.select_for_update().first()
-            if found is None:
-                return None
-            message = found
-            for name, value in values.items():
-                setattr(message, name, value)
-            # Only what changed: the rest of the row is locked and equal to what was read.
-            message.save(update_fields=list(values))
+    else:  # the row as the ending left it, read back by the ending itself
+        finish = _finish_returning_statement(connection, names)
+        with connection.cursor() as cursor:
+            cursor.execute(finish.sql, params)
+            rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+        if not rows:
+            return None
+        message = finish.message(rows[0], connection)
     return _finished(message, status=status, error=error, announce=announce)
 
 

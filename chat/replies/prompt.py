@@ -7,8 +7,10 @@ cache's keys): llm never reads a Message row.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from chat.documents.retrieval import prompt_with_documents
@@ -20,19 +22,52 @@ from llm.options import GenerationOptions
 def prompt_messages(reply: Message) -> list[BaseMessage]:
     """The system prompt (Parley's, then the conversation's own) plus the conversation up to the
     message this reply answers."""
-    # Only the two columns a prompt needs: no model instances to build, few to load.
-    history = (
-        Message.objects.filter(
-            conversation_id=reply.conversation_id, id__lt=reply.pk, superseded=False
-        )
-        .exclude(status__in=[Message.Status.FAILED, Message.Status.PENDING])
-        .exclude(content="")
-        .order_by("-id")
-        .values_list("role", "content")[: settings.LLM_HISTORY_MESSAGES]
-    )
-    messages = _prompt(reply.conversation.system_prompt, reversed(list(history)))
+    messages = _prompt(reply.conversation.system_prompt, reversed(_history(reply)))
     # Passages from the conversation's documents, quoted in the question (never the system).
     return prompt_with_documents(reply, messages)
+
+
+def _history(reply: Message) -> list[tuple[str, str]]:
+    """(role, content) of the last LLM_HISTORY_MESSAGES messages said before the reply, newest
+    first: neither failed, pending, superseded nor empty.
+
+    One hand-written statement, read as tuples: built by the ORM it cost a worker more CPU
+    than the database took to answer it (docs/benchmarks.md)."""
+    connection = connections[Message.objects.db]
+    sql = _HISTORY_SQL.get(connection.vendor)
+    if sql is None:
+        table, column = connection.ops.quote_name(Message._meta.db_table), _columns(connection)
+        sql = _HISTORY_SQL[connection.vendor] = (
+            f"SELECT {column['role']}, {column['content']} FROM {table} "  # noqa: S608
+            f"WHERE {column['conversation']} = %s AND {column['id']} < %s "
+            f"AND {column['superseded']} = %s AND {column['status']} NOT IN (%s, %s) "
+            f"AND {column['content']} <> %s ORDER BY {column['id']} DESC LIMIT %s"
+        )
+    params: list[Any] = [
+        reply.conversation_id,
+        reply.pk,
+        False,
+        Message.Status.FAILED,
+        Message.Status.PENDING,
+        "",
+        settings.LLM_HISTORY_MESSAGES,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+_HISTORY_SQL: dict[str, str] = {}
+
+
+def _columns(connection: Any) -> dict[str, str]:
+    """The quoted columns of the Message fields the history reads (from the model's metadata)."""
+    names = ("role", "content", "conversation", "id", "superseded", "status")
+    fields = {name: Message._meta.get_field(name) for name in names}
+    return {
+        name: connection.ops.quote_name(field.column)  # type: ignore[union-attr]
+        for name, field in fields.items()
+    }
 
 
 def prompt_from_request(

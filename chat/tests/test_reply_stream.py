@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from functools import partial
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection
 
 from chat import services
 from chat.events import conversation_group
@@ -96,8 +98,9 @@ async def _drain(layer, channel) -> list[dict]:
 @pytest.fixture
 def pending_reply(owner, no_dispatch):
     def make(text="Tell me"):
+        # A client id fits its column (64 characters) however long the text.
         return services.message_send(
-            author=owner, conversation=None, text=text, client_id=text
+            author=owner, conversation=None, text=text, client_id=uuid.uuid4().hex
         ).reply
 
     return make
@@ -197,33 +200,35 @@ async def test_history_reaches_the_model_in_order(pending_reply, owner, monkeypa
 def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
     pending_reply, django_assert_num_queries, settings
 ):
-    """Claim, prompt (no look for documents in a conversation that never had any:
+    """The claim (one UPDATE returning the row and its conversation's prompt and tenant), the
+    prompt's history (no look for documents in a conversation that never had any:
     Conversation.retrieves, chat/documents/retrieval.py), one final UPDATE and the quota
     settlement (routing reads the catalogue each process keeps, llm/catalog.py): no statement
     per token or per delta (the first token's time and the checkpoints go with the watch's
-    batched rounds, chat/replies/watch.py). The generation's
-    database calls run on this thread (async_to_sync sends thread-sensitive calls back here),
-    so they are all counted; on SQLite a transaction's BEGIN and COMMIT count too."""
+    batched rounds, chat/replies/watch.py). The generation's database calls run on this
+    thread (async_to_sync sends thread-sensitive calls back here), so they are all counted, a
+    transaction's BEGIN and COMMIT too. The same statements on SQLite and PostgreSQL."""
     settings.STREAM_CHECKPOINT_INTERVAL = settings.STREAM_HEARTBEAT_INTERVAL = 3600
     settings.CACHE_ENABLED = False  # the reply cache's own statements are not this path's
+    expected = [
+        "UPDATE chat_message SET",  # the claim, returning the row and its conversation's
+        "SELECT role, content",  # the history: only role and content
+        "UPDATE chat_message SET",  # the final save
+        "BEGIN IMMEDIATE" if connection.vendor == "sqlite" else "BEGIN",  # the settlement: the
+        "SELECT accounts_usageledger.id, accounts_usageledger.organisation_id,",  # row locked,
+        "UPDATE accounts_usageledger SET",  # settled,
+        "UPDATE accounts_usagecounter SET",  # and its counters charged in one statement
+        "COMMIT",
+    ]
     short, long = pending_reply("Hi"), pending_reply(" ".join(["word"] * 200))
     for reply in (short, long):
-        with django_assert_num_queries(9) as captured:
+        with django_assert_num_queries(len(expected)) as captured:
             async_to_sync(reply_stream)(message_id=reply.pk)
         statements = [
             " ".join(q["sql"].replace('"', "").split()[:3]) for q in captured.captured_queries
         ]
-        assert statements == [
-            "UPDATE chat_message SET",  # the claim
-            "SELECT chat_message.id, chat_message.conversation_id,",  # the reply, conversation
-            "SELECT chat_message.role AS",  # the history: only role and content
-            "UPDATE chat_message SET",  # the final save
-            "BEGIN IMMEDIATE",  # the settlement: the ledger row locked, settled,
-            "SELECT accounts_usageledger.id, accounts_usageledger.organisation_id,",
-            "UPDATE accounts_usageledger SET",
-            "UPDATE accounts_usagecounter SET",  # and its counters charged in one statement
-            "COMMIT",
-        ], statements
+        assert statements == expected, statements
+        assert "RETURNING" in captured.captured_queries[0]["sql"]  # no read after the claim
     finals = [Message.objects.get(pk=reply.pk) for reply in (short, long)]
     assert [m.status for m in finals] == ["complete", "complete"]
     assert all(m.first_token_at and m.first_token_at >= m.started_at for m in finals)
