@@ -116,41 +116,35 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return method_not_allowed("POST")
     try:
+        # One hop to the sync thread for the key, the body and the model (each hop queues
+        # behind the other requests' database work).
+        key, completion, alias, here = await sync_to_async(_accepted)(request)
+        scope = f"key:{key.pk}"
         idempotency_key = request.headers.get(idempotency.HEADER)
-        # One trip to the request's thread for the key, the body, the model, the rate limit and
-        # the writes: each trip is a wait for a thread and then for the loop's turn, on the
-        # way to the upstream call (chat/replies/early.py).
-        accepted = await sync_to_async(_accept_and_start)(
-            request, asyncio.get_running_loop(), idempotency_key
+        client_id = (
+            idempotency.client_id_for(scope=scope, key=idempotency_key)
+            if idempotency_key
+            else f"oai-{uuid.uuid4().hex}"
         )
-        key, completion, client_id, alias, where = (
-            accepted.key,
-            accepted.completion,
-            accepted.client_id,
-            accepted.alias,
-            accepted.here,
-        )
+        # Generated here, a request that cannot repeat an earlier one (no Idempotency-Key)
+        # calls its provider before its rows are committed (chat/replies/early.py).
+        where = _Here(before_commit=idempotency_key is None) if here else None
         if completion.stream:
             # A repeat with the same Idempotency-Key follows the same reply (client_id).
-            assert accepted.reply is not None
-            return await _stream(key, completion, accepted.reply)
-        if accepted.reply is not None:
-            outcome = await _complete(completion, accepted.reply)
+            return await _stream(key, completion, client_id, alias, where)
+        if idempotency_key is None:
+            outcome = await _complete(key, completion, client_id, alias, where)
         else:
-            assert idempotency_key is not None
             slot = idempotency.slot_for(
-                scope=f"key:{key.pk}",
+                scope=scope,
                 key=idempotency_key,
                 method="POST",
                 path=request.path,
                 payload=completion.payload,
             )
-
-            async def once() -> idempotency.Outcome:
-                reply = await _start(key, completion, client_id, alias, where)
-                return await _complete(completion, reply)
-
-            outcome = await idempotency.arun_once(slot, once)
+            outcome = await idempotency.arun_once(
+                slot, lambda: _complete(key, completion, client_id, alias, where)
+            )
         return JsonResponse(outcome.body, status=outcome.status, headers=outcome.headers)
     except OpenAIError as error:
         return error.response()
@@ -158,43 +152,6 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return openai_error_from(error).response()
     except idempotency.IdempotencyRefused as refused:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
-
-
-@dataclass(frozen=True)
-class _Accepted:
-    """A request accepted by `_accept_and_start`, with what its answer needs."""
-
-    key: ApiKey
-    completion: CompletionRequest
-    alias: str
-    client_id: str
-    here: _Here | None
-    reply: Message | None  # started already, unless it must run once in its idempotency slot
-
-
-def _accept_and_start(
-    request: HttpRequest, loop: asyncio.AbstractEventLoop, idempotency_key: str | None
-) -> _Accepted:
-    """The request accepted (`_accepted`) and, once its rate limit let it through, its reply
-    started (`_create`), in the request's thread; but a non-streaming request with an
-    Idempotency-Key starts in its slot (idempotency.arun_once, which answers a repeat with the
-    first one's outcome), after this."""
-    key, completion, alias, here = _accepted(request)
-    client_id = (
-        idempotency.client_id_for(scope=f"key:{key.pk}", key=idempotency_key)
-        if idempotency_key
-        else f"oai-{uuid.uuid4().hex}"
-    )
-    # Generated here, a request that cannot repeat an earlier one (no Idempotency-Key)
-    # calls its provider before its rows are committed (chat/replies/early.py).
-    where = _Here(before_commit=idempotency_key is None) if here else None
-    reply = None
-    if completion.stream or idempotency_key is None:
-        # The rate limit is counted on the loop (its Redis client and batches live there);
-        # this thread waits for its word, as the view would.
-        asyncio.run_coroutine_threadsafe(_rate_check(key), loop).result()
-        reply = _create(key, completion, client_id, alias, where)
-    return _Accepted(key, completion, alias, client_id, where, reply)
 
 
 def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str, bool]:
@@ -227,45 +184,40 @@ class _Here:
     before_commit: bool
 
 
-async def _rate_check(key: ApiKey) -> None:
-    await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
-
-
 async def _start(
     key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
 ) -> Message:
     """Record the request and start its reply on `alias` (rate limit, budget, dispatch; in
     this process if `here`)."""
-    await _rate_check(key)
-    return await sync_to_async(_create)(key, completion, client_id, alias, here)
+    await limits.send_check(user_id=key.user_id, organisation_id=key.organisation_id)
+
+    def create() -> Message:
+        try:
+            with (
+                generation_in_this_server(before_commit=here.before_commit)
+                if here
+                else contextlib.nullcontext()
+            ):
+                return services.completion_request_create(
+                    author=key.user,
+                    organisation=key.organisation,
+                    history=completion.history,
+                    text=completion.text,
+                    client_id=client_id,
+                    alias=alias,
+                    system_prompt=completion.system,
+                    options=completion.options,
+                ).reply
+        finally:
+            connection_release()  # the wait for the reply needs no connection
+
+    return await sync_to_async(create)()
 
 
-def _create(
+async def _complete(
     key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
-) -> Message:
-    """The request recorded and its reply started (budget, dispatch; in this process if
-    `here`), once its rate limit let it through."""
-    try:
-        with (
-            generation_in_this_server(before_commit=here.before_commit)
-            if here
-            else contextlib.nullcontext()
-        ):
-            return services.completion_request_create(
-                author=key.user,
-                organisation=key.organisation,
-                history=completion.history,
-                text=completion.text,
-                client_id=client_id,
-                alias=alias,
-                system_prompt=completion.system,
-                options=completion.options,
-            ).reply
-    finally:
-        connection_release()  # the wait for the reply needs no connection
-
-
-async def _complete(completion: CompletionRequest, reply: Message) -> idempotency.Outcome:
+) -> idempotency.Outcome:
+    reply = await _start(key, completion, client_id, alias, here)
     final: Message | None = None
     async with follower_for(message_id=reply.pk, conversation_id=reply.conversation_id) as follower:
         async with contextlib.aclosing(follower.events()) as events:
@@ -297,7 +249,10 @@ async def _cancel(reply: Message, key: ApiKey) -> None:
         logger.warning("could not cancel reply %s", reply.pk, exc_info=True)
 
 
-async def _stream(key: ApiKey, completion: CompletionRequest, reply: Message) -> HttpResponseBase:
+async def _stream(
+    key: ApiKey, completion: CompletionRequest, client_id: str, alias: str, here: _Here | None
+) -> HttpResponseBase:
+    reply = await _start(key, completion, client_id, alias, here)
     follower = follower_for(message_id=reply.pk, conversation_id=reply.conversation_id)
     await follower.join()
     events = follower.events()

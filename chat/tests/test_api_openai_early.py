@@ -20,7 +20,6 @@ from django.db import transaction
 from accounts.models import Budget, UsageLedger
 from accounts.quotas import QuotaExceeded
 from chat.models import Message
-from chat.openai_compat import views
 from chat.replies import dispatch, early
 from chat.replies.prompt import prompt_from_request, prompt_messages
 from chat.services import completions
@@ -235,25 +234,6 @@ async def test_the_first_call_is_planned_and_gated_in_the_requests_transaction(
     assert response.status_code == 200 and contents(response.text) == TEXT
     assert gated_in_transaction == [True]
     assert upstream.count(ROUTE) == 1
-
-
-async def test_a_request_reaches_its_upstream_call_in_one_trip_to_a_thread(
-    upstream, settings, http, monkeypatch
-):
-    """The key, the body, the model, the rate limit's word and the writes in one trip from
-    the loop to the request's thread, not two (each a wait for the loop's turn)."""
-    settings.CACHE_ENABLED = False
-    called_when: list[int] = []  # how many upstream calls there were at each trip
-    real = views.sync_to_async
-
-    def counting(func, *args, **kwargs):
-        called_when.append(upstream.count(ROUTE))
-        return real(func, *args, **kwargs)
-
-    monkeypatch.setattr(views, "sync_to_async", counting)
-    response = await http.post("/v1/chat/completions", json=ask(stream=True))
-    assert response.status_code == 200 and contents(response.text) == TEXT
-    assert called_when.count(0) == 1
 
 
 async def test_a_streamed_request_refused_by_its_rate_limit_never_reaches_the_upstream(
