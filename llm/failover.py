@@ -29,7 +29,9 @@ The rules (docs/routing.md says the same for operators):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -169,12 +171,19 @@ async def stream_with_failover(
     deadline = clock.now() + policy.budget
     dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
     last_error: ProviderError | None = None
+    # Made before this task ran (FirstRound): the first round's plan and verdict, no hop.
+    first_round = _first_round.get()
     while True:
         if _stopped(stop):
             return _stopped_at(record)
-        plan, first_verdict = await sync_to_async(_planned)(
-            plan_for, alias, dropped=dropped, prompt_tokens=prompt_tokens
-        )
+        made = first_round.take(alias, prompt_tokens) if first_round is not None else None
+        first_round = None
+        if made is not None:
+            plan, first_verdict = made
+        else:
+            plan, first_verdict = await sync_to_async(_planned)(
+                plan_for, alias, dropped=dropped, prompt_tokens=prompt_tokens
+            )
         record.chain = plan.chain
         candidates = [d for d in plan.candidates if d.key not in dropped]
         if not plan.candidates:
@@ -255,6 +264,92 @@ def _planned(
     plan = plan_for(alias)
     first = next((d for d in plan.candidates if d.key not in dropped), None)
     return plan, None if first is None else router.gate(first, prompt_tokens=prompt_tokens)
+
+
+class FirstRound:
+    """A reply's first route plan and the gate's verdict on its first candidate, made before
+    its generation task runs: in the thread of the request that begins it (chat/replies/
+    early.py), which is on the way there anyway, so the first request to a provider goes out
+    without a trip from the event loop to a thread and back (a wait for a core, and for the
+    loop's turn, on a busy machine).
+
+    Given to the generation with `first_round_context`; stream_with_failover `take`s it for its
+    first round if it is for the same alias and prompt size (else it plans afresh). The gate's
+    breaker permit is settled exactly once: by the attempt that took it, or given back by
+    `release` (abandoned, as a cancelled attempt's), whichever comes first, from any thread;
+    call `release` on every path once the generation is over or will never start.
+    """
+
+    def __init__(
+        self,
+        *,
+        alias: str,
+        prompt_tokens: int,
+        plan: router.RoutePlan,
+        verdict: Permit | router.Skip | None,
+    ) -> None:
+        self.alias = alias
+        self.prompt_tokens = prompt_tokens
+        self.plan = plan
+        self.verdict = verdict
+        self._lock = threading.Lock()
+        self._held = True  # neither taken nor released yet
+
+    @classmethod
+    def made(
+        cls,
+        plan_for: Callable[[str], router.RoutePlan],
+        alias: str,
+        *,
+        prompt_tokens: int,
+    ) -> FirstRound | None:
+        """The first round of a reply on `alias` (a blocking call: cache round trips), or None
+        if it cannot be planned now: the generation then plans it and fails as it would."""
+        try:
+            plan, verdict = _planned(plan_for, alias, dropped=set(), prompt_tokens=prompt_tokens)
+        except Exception:
+            return None
+        return cls(alias=alias, prompt_tokens=prompt_tokens, plan=plan, verdict=verdict)
+
+    def take(
+        self, alias: str, prompt_tokens: int
+    ) -> tuple[router.RoutePlan, Permit | router.Skip | None] | None:
+        """The plan and verdict, once, if made for this alias and prompt size."""
+        if not self._claim():
+            return None
+        if alias != self.alias or prompt_tokens != self.prompt_tokens:
+            self._give_back()
+            return None
+        return self.plan, self.verdict
+
+    def release(self) -> None:
+        """Give the permit back if the generation never took it (a no-op once taken)."""
+        if self._claim():
+            self._give_back()
+
+    def _claim(self) -> bool:
+        with self._lock:
+            held, self._held = self._held, False
+        return held
+
+    def _give_back(self) -> None:
+        verdict = self.verdict
+        if verdict is not None and not isinstance(verdict, router.Skip):
+            # Gated with no deployment dropped yet: the verdict is on the plan's first.
+            router.attempt_abandoned(self.plan.candidates[0], verdict)
+
+
+_first_round: contextvars.ContextVar[FirstRound | None] = contextvars.ContextVar(
+    "first_round", default=None
+)
+
+
+def first_round_context(first: FirstRound) -> contextvars.Context:
+    """A copy of the current context in which stream_with_failover finds `first`: run the
+    generation's task in it (asyncio's create_task(..., context=))."""
+    context = contextvars.copy_context()
+    context.run(_first_round.set, first)
+    return context
 
 
 @traced("llm.provider_call")

@@ -23,6 +23,11 @@ Ordering and failure:
   request's reply, `abort` stops the call as a cancel does: the provider's stream is closed and
   the breaker's probe slot released; nothing is saved, and the reservation rolled back with
   the transaction.
+- The first round of its routing (the route plan, and the breaker's and limits' verdict on the
+  first deployment) is taken by `begin` in the request's thread, not by a trip from the loop to
+  a thread (llm/failover.py FirstRound); its breaker permit is settled once, by the attempt
+  that uses it or given back when the call ends without using it (an abort, a crash). Not when
+  the reply cache is on: its lookup comes first, and a hit calls no provider.
 - A request that names an Idempotency-Key may be a repeat, which fails only at its insert:
   its call starts when its row is committed (`before_commit` off), so a repeat never reaches a
   provider. Everything else (no claim, no prompt read) is the same.
@@ -35,16 +40,21 @@ import contextlib
 import contextvars
 import logging
 from datetime import datetime
+from functools import partial
 
+from django.conf import settings
 from django.utils import timezone
 from langchain_core.messages import BaseMessage
 
 from chat.models import Message
 from chat.replies.live import live_register, live_reply
+from chat.replies.prompt import reply_alias, reply_allowed_models
 from chat.replies.stream import ReplyState, StartedReply, reply_source, reply_stream
 from chat.replies.tasks import on_database_lane
 from core.observability.context import handoff
-from llm.failover import TextSink
+from llm import accounting
+from llm.failover import FirstRound, TextSink, first_round_context
+from llm.router import route_plan
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +88,30 @@ class EarlyReply:
         self._message_id: int | None = None
         self._held: list[str] = []
         self._sink: TextSink | None = None
+        self._first: FirstRound | None = None
 
     # --- from the request's thread -------------------------------------------------------
 
     def begin(self) -> None:
-        # A fresh context: the request thread's would make the task's own sync_to_async calls
-        # think they are nested in it (as chat/replies/dispatch.py's in-process start does).
-        self.loop.call_soon_threadsafe(self._begin, context=contextvars.Context())
+        # The first round's route plan and gate, here: the provider call then goes out without
+        # a hop to a thread (llm/failover.py FirstRound). Only for a call that starts now, and
+        # that the reply cache cannot answer (a hit would have counted against the
+        # deployment's limits for nothing).
+        if self.before_commit and not settings.CACHE_ENABLED:
+            self._first = FirstRound.made(
+                partial(route_plan, allowed=reply_allowed_models(self.pending)),
+                reply_alias(self.pending),
+                prompt_tokens=accounting.estimate_tokens(
+                    "".join(str(m.content) for m in self.prompt)
+                ),
+            )
+        try:
+            # A fresh context: the request thread's would make the task's own sync_to_async
+            # calls think they are nested in it (as chat/replies/dispatch.py's start does).
+            self.loop.call_soon_threadsafe(self._begin, context=contextvars.Context())
+        except BaseException:
+            self._release_first()  # the generation will never start
+            raise
 
     def attach(self, reply: Message) -> None:
         """The reply's row is committed: its generation goes on under its id."""
@@ -141,7 +168,18 @@ class EarlyReply:
 
     def _source(self, state: ReplyState, stop: asyncio.Event) -> asyncio.Task[None]:
         source = reply_source(self.pending, self.prompt, self._take, state, stop)
-        return asyncio.get_running_loop().create_task(source, name="reply-early-source")
+        first = self._first
+        if first is None:
+            return asyncio.get_running_loop().create_task(source, name="reply-early-source")
+        task = asyncio.get_running_loop().create_task(
+            source, name="reply-early-source", context=first_round_context(first)
+        )
+        task.add_done_callback(lambda _: first.release())  # if it never took it
+        return task
+
+    def _release_first(self) -> None:
+        if self._first is not None:
+            self._first.release()
 
     async def _take(self, text: str) -> None:
         """The source's sink: held until the reply's generation takes it over."""
@@ -159,6 +197,7 @@ class EarlyReply:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         _running.discard(task)
+        self._release_first()  # the source never started (an abort before it, a crash)
         if self._message_id is not None and (live := live_reply(self._message_id)) is not None:
             live.end(None)  # ended without saying so: its reader goes to the database
         if not task.cancelled() and (exc := task.exception()) is not None:

@@ -24,6 +24,8 @@ from chat.replies import dispatch, early
 from chat.replies.prompt import prompt_from_request, prompt_messages
 from chat.services import completions
 from chat.services.completions import PriorMessage, completion_request_create
+from llm import router
+from llm.breaker import CircuitBreaker, Permit
 from tests.fault_server import FaultServer, Hang, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,6 +213,73 @@ async def test_text_that_comes_before_the_commit_is_held_then_handed_on_whole(
     await until(lambda: not early._running, "the generation ended")
     reply = await Message.objects.aget(pk=reply.pk)
     assert (reply.status, reply.content, reply.seq) == (Message.Status.COMPLETE, TEXT, len(TEXT))
+
+
+async def test_the_first_call_is_planned_and_gated_in_the_requests_transaction(
+    upstream, settings, http, monkeypatch
+):
+    """No trip from the loop to a thread between the request and its upstream call: the route
+    plan and the breaker's verdict are taken in the request's own transaction (its thread),
+    before the call is handed to the loop (llm/failover.py FirstRound)."""
+    settings.CACHE_ENABLED = False  # with the cache on, a lookup comes first
+    gated_in_transaction: list[bool] = []
+    real_gate = router.gate
+
+    def gate(deployment, *, prompt_tokens):
+        gated_in_transaction.append(transaction.get_connection().in_atomic_block)
+        return real_gate(deployment, prompt_tokens=prompt_tokens)
+
+    monkeypatch.setattr(router, "gate", gate)
+    response = await http.post("/v1/chat/completions", json=ask(stream=True))
+    assert response.status_code == 200 and contents(response.text) == TEXT
+    assert gated_in_transaction == [True]
+    assert upstream.count(ROUTE) == 1
+
+
+async def test_a_streamed_request_refused_by_its_rate_limit_never_reaches_the_upstream(
+    upstream, settings, http
+):
+    settings.WS_RATE_SENDS_PER_USER = "1/m"
+    assert (await http.post("/v1/chat/completions", json=ask(stream=True))).status_code == 200
+    refused = await http.post("/v1/chat/completions", json=ask(stream=True))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert upstream.count(ROUTE) == 1
+    assert await Message.objects.acount() == 4  # the first request's rows only
+
+
+async def test_a_probe_taken_for_a_request_that_saves_nothing_is_given_back(
+    upstream, settings, owner, organisation
+):
+    """A half-open breaker's one probe, taken in the request's thread for a call that never
+    goes out (its transaction saved nothing), is free again for the next request."""
+    settings.CACHE_ENABLED = False
+    (deployment,) = (await sync_to_async(router.route_plan)(MODEL)).candidates
+    await sync_to_async(CircuitBreaker(deployment.key, cooldown=0).record_failure)(
+        Permit(deployment.key, probe=True)
+    )
+
+    def begin_then_abort() -> None:
+        with dispatch.generation_in_this_server(before_commit=True):
+            begun = dispatch.reply_generation_begin(
+                organisation_id=organisation.pk,
+                owner_id=owner.pk,
+                alias="",
+                options=None,
+                system_prompt="",
+                history=[],
+                text="Anyone there?",
+            )
+        assert begun is not None
+        assert CircuitBreaker(deployment.key).allow() is None  # this request holds the probe
+        begun.abort()  # its transaction failed before the loop ran its call
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatch, "_server_loop", asyncio.get_running_loop())
+        await sync_to_async(begin_then_abort)()
+    await until(lambda: not early._running, "the generation ended")
+    probe = await sync_to_async(CircuitBreaker(deployment.key).allow)()
+    assert probe is not None and probe.probe
+    assert upstream.count(ROUTE) == 0
 
 
 def test_the_prompt_built_from_a_request_is_the_one_read_back(owner, organisation, settings):
