@@ -14,18 +14,12 @@ loop instead of hopping (`on_the_loop`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.core import signals
-from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.db import close_old_connections, reset_queries
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import set_script_prefix
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.module_loading import import_string
 
@@ -79,80 +73,8 @@ def on_the_loop(middleware: type[MiddlewareMixin]) -> type[MiddlewareMixin]:
     return OnTheLoop
 
 
-# Django's own receivers of request_started: they clear and close the database connections of
-# the thread the request's sync code will run in. A request's thread is new (ASGIHandler runs
-# each request in a ThreadSensitiveContext of its own, whose executor starts a thread) and has
-# none yet, so for them the signal's trip from the loop to that thread and back (three turns
-# of the loop, on the way to a /v1/ request's upstream call) does nothing.
-_NOTHING_TO_DO_IN_A_NEW_THREAD = (reset_queries, close_old_connections)
-
-
-def _request_started_needed() -> bool:
-    """Whether request_started has a receiver besides Django's own (one of ours, a library's)."""
-    sync_receivers, async_receivers = signals.request_started._live_receivers(ApiHandler)
-    return bool(async_receivers) or any(
-        receiver not in _NOTHING_TO_DO_IN_A_NEW_THREAD for receiver in sync_receivers
-    )
-
-
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler with API_MIDDLEWARE, every one of them async, and request_started
-    sent only when a receiver can do something with it (`handle`)."""
-
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Django 5.2's ASGIHandler.handle, but request_started is sent only if it has a
-        receiver besides Django's own, which have nothing to do in a request's new thread
-        (_NOTHING_TO_DO_IN_A_NEW_THREAD); everything else is as Django does it."""
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        set_script_prefix(get_script_prefix(scope))
-        if _request_started_needed():
-            await signals.request_started.asend(sender=self.__class__, scope=scope)
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            assert error_response is not None
-            body_file.close()
-            await self.send_response(error_response, send)
-            await sync_to_async(error_response.close)()
-            return
-
-        async def process_request(request: HttpRequest, send: Any) -> HttpResponseBase:
-            response: HttpResponseBase = await self.run_get_response(request)
-            try:
-                await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away during send_response
-            return response
-
-        # Django's: catch a disconnect while getting the response.
-        listening = asyncio.create_task(self.listen_for_disconnect(receive))
-        responding = asyncio.create_task(process_request(request, send))
-        tasks = [listening, responding]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass  # the client went away
-                except AssertionError:
-                    body_file.close()
-                    raise
-            else:
-                task.cancel()  # views may handle the cancel
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-        try:
-            response = responding.result()
-        except asyncio.CancelledError:
-            await signals.request_finished.asend(sender=self.__class__)
-        else:
-            await sync_to_async(response.close)()
-        body_file.close()
+    """Django's ASGI handler with API_MIDDLEWARE, every one of them async."""
 
     def load_middleware(self, is_async: bool = False) -> None:
         assert is_async, "the /v1/ handler is ASGI only"

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core import signals
 from django.test import Client
 
 from chat.openai_compat.asgi import API_MIDDLEWARE, PAGE_ONLY_MIDDLEWARE, ApiHandler
@@ -140,37 +139,3 @@ def test_no_middleware_of_v1_hops_to_a_sync_thread() -> None:
         inner = getattr(layer, "__wrapped__", None) or getattr(layer, "get_response", None)
         layer, seen = inner, seen + 1
     assert seen >= len(API_MIDDLEWARE)
-
-
-async def test_request_started_costs_v1_no_trip_when_only_djangos_receivers_listen(
-    both, monkeypatch
-):
-    """Django's own receivers (reset_queries, close_old_connections) have nothing to do in a
-    request's new thread: /v1/ does not send the signal for them, the pages' handler does."""
-    sent: list[object] = []
-
-    async def asend(sender, **named):
-        sent.append(sender)
-        return []
-
-    monkeypatch.setattr(signals.request_started, "asend", asend)
-    served, pages = both
-    assert (await served.get("/v1/models")).status_code == 200
-    assert sent == []
-    assert (await pages.get("/v1/models")).status_code == 200
-    assert len(sent) == 1
-
-
-async def test_a_receiver_of_request_started_of_its_own_still_hears_v1(both):
-    heard: list[object] = []
-
-    def receiver(sender, **named):
-        heard.append(named.get("scope", {}).get("path"))
-
-    signals.request_started.connect(receiver)
-    try:
-        served, _ = both
-        assert (await served.get("/v1/models")).status_code == 200
-    finally:
-        signals.request_started.disconnect(receiver)
-    assert heard == ["/v1/models"]
