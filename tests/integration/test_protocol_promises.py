@@ -327,6 +327,35 @@ async def test_resume_without_a_valid_after_seq_is_a_bad_frame_and_the_socket_st
 # --- refusals ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("action", "target"),
+    [("resume", "message"), ("cancel", "message"), ("regenerate", "message"), ("edit", "reply")],
+)
+async def test_a_frame_naming_a_message_its_action_does_not_apply_to_is_a_bad_frame(
+    site: Site, action: str, target: str
+) -> None:
+    """Only a reply is resumed, cancelled or regenerated, only a user message edited (REST's
+    409 `conflict`); the socket answers `bad_frame`, sends nothing about that message and
+    stays open."""
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps(send_frame("A user message and its reply")))
+        heard = await hear_reply(ws, timeout=60)
+        ack = heard.frames[0]
+        frame: dict[str, Any] = {"type": action, "message": ack[target]}
+        if action == "resume":
+            frame["after_seq"] = 0
+        if action == "edit":
+            frame.update(text="An edit", client_id=uuid.uuid4().hex)
+        error = await frame_error(ws, frame)
+        await ws.send(json.dumps({"type": "ping"}))
+        after = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert (error["code"], error["retryable"], error["message"]) == ("bad_frame", False, None)
+    assert after == {"type": "pong"}, "nothing more about that message"
+
+
 async def test_an_unknown_model_is_a_bad_frame_and_nothing_is_saved(site: Site) -> None:
     frame = send_frame("Which model?", model="no-such-model")
     ws = await site.socket()
