@@ -5,9 +5,11 @@ send past it is refused on each edge in that edge's shape — the socket's `rate
 with `retry_after`, REST's 429 with a `Retry-After` header and `retry_after` field, OpenAI's 429
 `rate_limit_exceeded` with `Retry-After` — with nothing saved and nothing asked of the model
 provider (a /v1 reply's provider call begins only once its request has passed the limit,
-docs/api.md "Where it is generated").
+docs/api.md "Where it is generated"). A /v1 request its budget refuses (429
+`insufficient_quota`) does not reach the provider either: the call begins only once the
+budget can no longer refuse it.
 
-The topology is test_protocol_promises.py's with the send limit at two an hour per user, so
+The topology is test_protocol_promises.py's with the send limit at three an hour per user, so
 the window cannot end during the module.
 """
 
@@ -22,17 +24,19 @@ import httpx
 import pytest
 
 from tests.harness.sockets import hear_reply, recv_frame
+from tests.integration.test_api_promises import final_message
 from tests.integration.test_protocol_promises import ANSWERS, Site, topology_with_upstream
+from tests.integration.test_tenant_promises import SPEND_BUDGET, operate, rest_send, tenant
 
 pytestmark = pytest.mark.integration
 
-SENDS_PER_HOUR = 2
+SENDS_PER_HOUR = 3
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
     env = {"WS_RATE_SENDS_PER_USER": f"{SENDS_PER_HOUR}/h"}
-    with topology_with_upstream("rate-limit-promises", extra_env=env) as running:
+    with topology_with_upstream("refusal-promises", extra_env=env) as running:
         yield running
 
 
@@ -130,3 +134,27 @@ async def test_a_socket_send_past_the_limit_is_a_rate_limited_error_and_the_sock
     assert pong == {"type": "pong"}
     with site.http() as http:
         assert message_count(http, conversation) == 2 * SENDS_PER_HOUR  # each send and its reply
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_its_budget_refuses_never_reaches_the_upstream(
+    site: Site, stream: bool
+) -> None:
+    budgeted = tenant(site)
+    with site.http(budgeted.key) as http:
+        _, first = rest_send(http)
+        assert first.status_code == 201, first.text
+        assert final_message(http, first.json()["reply"])["status"] == "complete"
+        operate(site, SPEND_BUDGET, organisation=budgeted.organisation)
+        asked = site.upstream.count()
+        refused = http.post(
+            "/v1/chat/completions",
+            json={
+                "model": ANSWERS,
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": stream,
+            },
+        )
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert site.upstream.count() == asked, "a refused request must not reach the model provider"
