@@ -285,6 +285,12 @@ def test_every_response_carries_x_request_id(site: Site, http: httpx.Client) -> 
         assert echoed.headers["x-request-id"] == "acceptance.run:1", path
         made = http.get(path, headers={"X-Request-ID": "not allowed!"})
         assert made.headers["x-request-id"] not in ("", "not allowed!"), path
+    longest, too_long = "a" * 128, "a" * 129
+    assert (
+        http.get("/v1/models", headers={"X-Request-ID": longest}).headers["x-request-id"] == longest
+    )
+    made = http.get("/v1/models", headers={"X-Request-ID": too_long}).headers["x-request-id"]
+    assert made and made != too_long
 
 
 # --- the OpenAI-compatible endpoint ---------------------------------------------------------
