@@ -356,6 +356,45 @@ async def test_a_frame_naming_a_message_its_action_does_not_apply_to_is_a_bad_fr
     assert after == {"type": "pong"}, "nothing more about that message"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"type": "ping"}', id="binary"),
+        pytest.param('{"type": "ping", "x": ' + "[" * 32 + "]" * 32 + "}", id="33-levels"),
+        pytest.param('{"type": "ping", "x": "a\\u0000b"}', id="nul"),
+        pytest.param('{"type": "ping", "x": "\\ud800"}', id="lone-surrogate"),
+        pytest.param("not json", id="not-json"),
+        pytest.param("[]", id="not-an-object"),
+    ],
+)
+async def test_a_frame_past_the_documented_limits_is_a_bad_frame_and_the_socket_stays_open(
+    site: Site, raw: str | bytes
+) -> None:
+    """docs/protocol.md "Limits", through nginx and Daphne's own frame path (binary frames
+    take a different one from text, project/patches.py)."""
+    ws = await site.socket()
+    try:
+        await ws.send(raw)
+        error = await recv_frame(ws, 30)
+        await ws.send(json.dumps({"type": "ping"}))
+        pong = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert error["type"] == "error", error
+    assert (error["code"], error["retryable"], error["message"]) == ("bad_frame", False, None)
+    assert pong == {"type": "pong"}
+
+
+async def test_a_frame_32_levels_deep_is_within_the_limit(site: Site) -> None:
+    ws = await site.socket()
+    try:
+        await ws.send('{"type": "ping", "x": ' + "[" * 31 + "]" * 31 + "}")
+        answer = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert answer == {"type": "pong"}
+
+
 async def test_an_unknown_model_is_a_bad_frame_and_nothing_is_saved(site: Site) -> None:
     frame = send_frame("Which model?", model="no-such-model")
     ws = await site.socket()
