@@ -308,6 +308,37 @@ async def test_resume_of_a_final_reply_sends_the_missing_text_then_done(site: Si
     assert resumed.final is not None and resumed.final["status"] == "complete"
 
 
+async def test_seq_counts_code_points_on_every_path(site: Site) -> None:
+    """Beyond the BMP too (one code point, two UTF-16 units, four UTF-8 bytes): the live deltas,
+    the saved text a resume reads, the SSE stream and the REST read agree on positions."""
+    text = "Clef 𝄞, smile 😀, café: ok 👍🏽."
+    site.upstream.script("up", Reply(text=text, chunk_chars=3))
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps(send_frame("Astral")))
+        live = await hear_reply(ws, timeout=60)
+    finally:
+        await ws.close()
+    live.check_contiguous()
+    assert live.text == text and live.final is not None and live.final["seq"] == len(text)
+    after = text.index("😀")
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps({"type": "resume", "message": live.reply, "after_seq": after}))
+        resumed = await hear_reply(ws, live.reply, timeout=30)
+    finally:
+        await ws.close()
+    resumed.check_contiguous(after_seq=after)
+    assert resumed.text == text[after:]
+    with site.http() as http:
+        stream = http.get(f"/api/v1/messages/{live.reply}/stream", params={"after_seq": after})
+        events = [e for e in stream.text.split("\n\n") if e.startswith("id: ")]
+        first = json.loads(events[0].split("data: ", 1)[1])
+        assert (first["start"], first["text"]) == (after, text[after:]), first
+        read = http.get(f"/api/v1/messages/{live.reply}").json()
+        assert (read["content"], read["seq"]) == (text, len(text))
+
+
 @pytest.mark.parametrize("after_seq", [None, -1, "3"])
 async def test_resume_without_a_valid_after_seq_is_a_bad_frame_and_the_socket_stays_open(
     site: Site, after_seq: Any
