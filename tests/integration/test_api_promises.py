@@ -289,8 +289,8 @@ def test_every_response_carries_x_request_id(site: Site, http: httpx.Client) -> 
     assert (
         http.get("/v1/models", headers={"X-Request-ID": longest}).headers["x-request-id"] == longest
     )
-    made = http.get("/v1/models", headers={"X-Request-ID": too_long}).headers["x-request-id"]
-    assert made and made != too_long
+    replaced = http.get("/v1/models", headers={"X-Request-ID": too_long}).headers["x-request-id"]
+    assert replaced and replaced != too_long
 
 
 # --- the OpenAI-compatible endpoint ---------------------------------------------------------
