@@ -353,6 +353,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         message = await db_async(selectors.message_access)(
             user=self.user, message_id=frame.message, organisation=self.only_organisation
         )
+        if message.role != Message.Role.ASSISTANT:  # a user message has no stream to pick up
+            raise ChatError("bad_frame", "Only an assistant reply can be resumed.")
         await self.follow(message.conversation_id)
         await self.catch_up(message.pk, after_seq=frame.after_seq)
 

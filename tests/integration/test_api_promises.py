@@ -173,6 +173,41 @@ def test_credentials_that_fail_answer_401_with_www_authenticate(site: Site) -> N
         assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_the_openai_endpoint_answers_a_missing_or_wrong_key_401_as_openai_does(site: Site) -> None:
+    for headers, code in (
+        (({}, None)),
+        ({"Authorization": "Bearer pk_nope_nope"}, "invalid_api_key"),
+    ):
+        answer = httpx.post(
+            f"{site.topo.base}/v1/chat/completions",
+            json={"model": ANSWERS, "messages": [{"role": "user", "content": "x"}]},
+            headers=headers,
+        )
+        assert answer.status_code == 401, answer.text
+        error = answer.json()["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", code), error
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{site.topo.base}/v1", api_key="pk_nope_nope").models.list()
+
+
+def test_what_a_stream_or_an_idempotency_key_cannot_take_is_refused_in_the_one_shape(
+    http: httpx.Client,
+) -> None:
+    sent = post_message(http, "Refusals")
+    for resume in ({"headers": {"Last-Event-ID": "five"}}, {"params": {"after_seq": -1}}):
+        bad = http.get(sent["stream_url"], **resume)  # type: ignore[arg-type]
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid"), bad.text
+    user_message = http.get(f"/api/v1/messages/{sent['message']}/stream")
+    assert user_message.status_code == 409, user_message.text
+    assert user_message.json()["error"]["code"] == "conflict"
+    too_long = http.post(
+        f"/api/v1/conversations/{sent['conversation']}/messages",
+        json={"text": "x", "model": ANSWERS},
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    assert (too_long.status_code, too_long.json()["error"]["code"]) == (400, "invalid")
+
+
 def test_another_persons_objects_and_unknown_paths_answer_404(site: Site) -> None:
     with site.http() as owner, site.http(site.outsider_key) as outsider:
         sent = post_message(owner, "Private")
@@ -250,6 +285,12 @@ def test_every_response_carries_x_request_id(site: Site, http: httpx.Client) -> 
         assert echoed.headers["x-request-id"] == "acceptance.run:1", path
         made = http.get(path, headers={"X-Request-ID": "not allowed!"})
         assert made.headers["x-request-id"] not in ("", "not allowed!"), path
+    longest, too_long = "a" * 128, "a" * 129
+    assert (
+        http.get("/v1/models", headers={"X-Request-ID": longest}).headers["x-request-id"] == longest
+    )
+    replaced = http.get("/v1/models", headers={"X-Request-ID": too_long}).headers["x-request-id"]
+    assert replaced and replaced != too_long
 
 
 # --- the OpenAI-compatible endpoint ---------------------------------------------------------

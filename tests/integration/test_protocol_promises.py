@@ -308,6 +308,37 @@ async def test_resume_of_a_final_reply_sends_the_missing_text_then_done(site: Si
     assert resumed.final is not None and resumed.final["status"] == "complete"
 
 
+async def test_seq_counts_code_points_on_every_path(site: Site) -> None:
+    """Beyond the BMP too (one code point, two UTF-16 units, four UTF-8 bytes): the live deltas,
+    the saved text a resume reads, the SSE stream and the REST read agree on positions."""
+    text = "Clef 𝄞, smile 😀, café: ok 👍🏽."
+    site.upstream.script("up", Reply(text=text, chunk_chars=3))
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps(send_frame("Astral")))
+        live = await hear_reply(ws, timeout=60)
+    finally:
+        await ws.close()
+    live.check_contiguous()
+    assert live.text == text and live.final is not None and live.final["seq"] == len(text)
+    after = text.index("😀")
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps({"type": "resume", "message": live.reply, "after_seq": after}))
+        resumed = await hear_reply(ws, live.reply, timeout=30)
+    finally:
+        await ws.close()
+    resumed.check_contiguous(after_seq=after)
+    assert resumed.text == text[after:]
+    with site.http() as http:
+        stream = http.get(f"/api/v1/messages/{live.reply}/stream", params={"after_seq": after})
+        events = [e for e in stream.text.split("\n\n") if e.startswith("id: ")]
+        first = json.loads(events[0].split("data: ", 1)[1])
+        assert (first["start"], first["text"]) == (after, text[after:]), first
+        read = http.get(f"/api/v1/messages/{live.reply}").json()
+        assert (read["content"], read["seq"]) == (text, len(text))
+
+
 @pytest.mark.parametrize("after_seq", [None, -1, "3"])
 async def test_resume_without_a_valid_after_seq_is_a_bad_frame_and_the_socket_stays_open(
     site: Site, after_seq: Any
@@ -325,6 +356,74 @@ async def test_resume_without_a_valid_after_seq_is_a_bad_frame_and_the_socket_st
 
 
 # --- refusals ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "target"),
+    [("resume", "message"), ("cancel", "message"), ("regenerate", "message"), ("edit", "reply")],
+)
+async def test_a_frame_naming_a_message_its_action_does_not_apply_to_is_a_bad_frame(
+    site: Site, action: str, target: str
+) -> None:
+    """Only a reply is resumed, cancelled or regenerated, only a user message edited (REST's
+    409 `conflict`); the socket answers `bad_frame`, sends nothing about that message and
+    stays open."""
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps(send_frame("A user message and its reply")))
+        heard = await hear_reply(ws, timeout=60)
+        ack = heard.frames[0]
+        frame: dict[str, Any] = {"type": action, "message": ack[target]}
+        if action == "resume":
+            frame["after_seq"] = 0
+        if action == "edit":
+            frame.update(text="An edit", client_id=uuid.uuid4().hex)
+        error = await frame_error(ws, frame)
+        await ws.send(json.dumps({"type": "ping"}))
+        after = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert (error["code"], error["retryable"], error["message"]) == ("bad_frame", False, None)
+    assert after == {"type": "pong"}, "nothing more about that message"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"type": "ping"}', id="binary"),
+        pytest.param('{"type": "ping", "x": ' + "[" * 32 + "]" * 32 + "}", id="33-levels"),
+        pytest.param('{"type": "ping", "x": "a\\u0000b"}', id="nul"),
+        pytest.param('{"type": "ping", "x": "\\ud800"}', id="lone-surrogate"),
+        pytest.param("not json", id="not-json"),
+        pytest.param("[]", id="not-an-object"),
+    ],
+)
+async def test_a_frame_past_the_documented_limits_is_a_bad_frame_and_the_socket_stays_open(
+    site: Site, raw: str | bytes
+) -> None:
+    """docs/protocol.md "Limits", through nginx and Daphne's own frame path (binary frames
+    take a different one from text, project/patches.py)."""
+    ws = await site.socket()
+    try:
+        await ws.send(raw)
+        error = await recv_frame(ws, 30)
+        await ws.send(json.dumps({"type": "ping"}))
+        pong = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert error["type"] == "error", error
+    assert (error["code"], error["retryable"], error["message"]) == ("bad_frame", False, None)
+    assert pong == {"type": "pong"}
+
+
+async def test_a_frame_32_levels_deep_is_within_the_limit(site: Site) -> None:
+    ws = await site.socket()
+    try:
+        await ws.send('{"type": "ping", "x": ' + "[" * 31 + "]" * 31 + "}")
+        answer = await recv_frame(ws, 30)
+    finally:
+        await ws.close()
+    assert answer == {"type": "pong"}
 
 
 async def test_an_unknown_model_is_a_bad_frame_and_nothing_is_saved(site: Site) -> None:
