@@ -13,10 +13,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
 
+# llama.cpp is compiled for a portable x86-64 (AVX2), as the Dockerfile does, not for the build
+# machine's CPU: built with -march=native on a Xeon with AMX, the bundled model's first reply
+# killed the process (SIGSEGV in llama_decode). The wheel is kept per set of flags, outside pip's
+# cache (which keys a build by its source only and would hand back a native one).
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[[a-z]*\]==//p' requirements.txt)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS ?= $(HOME)/.cache/parley/llama-wheels/$(shell echo '$(LLAMA_CMAKE_ARGS)' | md5sum | cut -c1-12)
+
 # Reinstall only when the requirement files change. The first install compiles llama.cpp.
 $(STAMP): requirements.txt requirements-dev.txt | $(BIN)/python
 	@echo "Installing dependencies (the first time compiles llama.cpp: about 7 minutes on 2 cores)..."
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -r requirements-dev.txt
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) \
+	  --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -r requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
