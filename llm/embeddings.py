@@ -134,22 +134,17 @@ class _Layer:
         self.ln2_b = np.asarray(tensors[f"{prefix}.output.LayerNorm.bias"])
 
 
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide): mean pooling, then L2 normalisation."""
+class BertEncoder:
+    """BERT's embeddings and encoder layers in NumPy: the hidden states of the last layer.
 
-    name = "all-MiniLM-L6-v2"
+    Shared by the embedder (all-MiniLM-L6-v2) and the cache's cross-encoder judge
+    (llm/cache/judge.py): the same architecture, with its own trained layers and MiniLM's
+    word-embedding matrix."""
 
-    def __init__(self, directory: Path, *, max_tokens: int = 128) -> None:
-        from tokenizers import Tokenizer  # a Rust wheel, no model download, no torch
-
-        config = json.loads((directory / "config.json").read_text())
+    def __init__(self, tensors: dict[str, npt.NDArray[np.generic]], config: dict[str, Any]) -> None:
         self.dim = int(config["hidden_size"])
         self._heads = int(config["num_attention_heads"])
         self._eps = float(config.get("layer_norm_eps", 1e-12))
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=max_tokens)
-        self._tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
-        tensors = safetensors_load(directory / "model.safetensors")
         self._words = tensors["embeddings.word_embeddings.weight"]  # stays memory-mapped
         self._positions = np.asarray(tensors["embeddings.position_embeddings.weight"])
         self._types = np.asarray(tensors["embeddings.token_type_embeddings.weight"])
@@ -159,23 +154,8 @@ class MiniLMEmbedder:
             _Layer(tensors, f"encoder.layer.{i}") for i in range(int(config["num_hidden_layers"]))
         ]
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts)] if texts else []
-
-    def embed(self, texts: list[str]) -> Vectors:
-        return self._forward(texts)[0] if texts else self._empty()
-
-    def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
-        """The sentence vectors and, from the same forward pass, each text's word-piece
-        vectors: what aligning two questions word by word reads (bench/guard_learned.py)."""
-        if not texts:
-            return self._empty(), []
-        vectors, hidden, encodings = self._forward(texts)
-        return vectors, [_token_vectors(hidden[i], e) for i, e in enumerate(encodings)]
-
-    def _forward(self, texts: list[str]) -> tuple[Vectors, npt.NDArray[np.float32], list[Any]]:
-        """Sentence vectors, the last layer's hidden states and the tokenizer's encodings."""
-        encodings = self._tokenizer.encode_batch(texts)
+    def hidden(self, encodings: list[Any]) -> tuple[npt.NDArray[np.float32], Vectors]:
+        """The last layer's states (batch, tokens, dim) of padded encodings, and their mask."""
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
@@ -202,6 +182,42 @@ class MiniLMEmbedder:
             x = _layer_norm(
                 x + hidden @ layer.down_w + layer.down_b, layer.ln2_w, layer.ln2_b, self._eps
             )
+        return x, mask
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide): mean pooling, then L2 normalisation."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, directory: Path, *, max_tokens: int = 128) -> None:
+        from tokenizers import Tokenizer  # a Rust wheel, no model download, no torch
+
+        config = json.loads((directory / "config.json").read_text())
+        self.dim = int(config["hidden_size"])
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self._tokenizer.enable_truncation(max_length=max_tokens)
+        self._tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
+        self._encoder = BertEncoder(safetensors_load(directory / "model.safetensors"), config)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts)] if texts else []
+
+    def embed(self, texts: list[str]) -> Vectors:
+        return self._forward(texts)[0] if texts else self._empty()
+
+    def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
+        """The sentence vectors and, from the same forward pass, each text's word-piece
+        vectors: what aligning two questions word by word reads (bench/guard_learned.py)."""
+        if not texts:
+            return self._empty(), []
+        vectors, hidden, encodings = self._forward(texts)
+        return vectors, [_token_vectors(hidden[i], e) for i, e in enumerate(encodings)]
+
+    def _forward(self, texts: list[str]) -> tuple[Vectors, npt.NDArray[np.float32], list[Any]]:
+        """Sentence vectors, the last layer's hidden states and the tokenizer's encodings."""
+        encodings = self._tokenizer.encode_batch(texts)
+        x, mask = self._encoder.hidden(encodings)
         pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[:, None]
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         vectors = np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)

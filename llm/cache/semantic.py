@@ -22,8 +22,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from llm.cache.exact import PREFIX
+from llm.cache.judge import judge
 from llm.cache.lexical.profile import Profile, profile
-from llm.cache.lexical.verdict import floor, match
+from llm.cache.lexical.verdict import JUDGE_CANDIDATES, floor, judge_may_overrule, match
 from llm.cache_models import CacheEntry
 from llm.embeddings import Vectors
 
@@ -63,11 +64,20 @@ class ScopeIndex:
         return self._profiles[row]
 
     def search(
-        self, vector: Vectors, question: Profile, *, threshold: float, faq_only: bool
+        self,
+        vector: Vectors,
+        question: Profile,
+        *,
+        threshold: float,
+        faq_only: bool,
+        judge_threshold: float | None = None,
     ) -> tuple[int, float] | None:
         """(entry id, similarity) of the most similar question that passes the lexical check
         at its similarity (llm/cache/lexical/: at or above the threshold, or a little below it
-        when every content word pairs), else None."""
+        when every content word pairs), else None. With a `judge_threshold`, candidates the
+        check refused for a soft reason get a second look from the cross-encoder judge
+        (llm/cache/judge.py), in one batch: the most similar it scores at or above the
+        threshold wins."""
         if not len(self):
             return None
         similarities = self.vectors @ vector
@@ -75,12 +85,27 @@ class ScopeIndex:
             similarities = np.where(self.faq, similarities, -1.0)
         count = min(TOP_K, len(similarities))
         top = np.argpartition(-similarities, count - 1)[:count]
+        second_look: list[tuple[int, float]] = []
         for row in top[np.argsort(-similarities[top])]:
             similarity = float(similarities[row])
             if similarity < floor(threshold):
-                return None
-            if not match(question, self.profile_at(int(row)), similarity, threshold):
+                break
+            stored = self.profile_at(int(row))
+            if not match(question, stored, similarity, threshold):
                 return int(self.ids[row]), similarity
+            if (
+                judge_threshold is not None
+                and len(second_look) < JUDGE_CANDIDATES
+                and judge_may_overrule(question, stored, similarity)
+            ):
+                second_look.append((int(row), similarity))
+        if second_look:
+            scores = judge().scores(
+                [(self.questions[row], question.text) for row, _ in second_look]
+            )
+            for (row, similarity), score in zip(second_look, scores, strict=True):
+                if score >= (judge_threshold or 0.0):
+                    return int(self.ids[row]), similarity
         return None
 
 

@@ -204,6 +204,7 @@ def _lookup_semantic(lookup: Lookup) -> None:
         profile(request.question),
         threshold=policy.threshold,
         faq_only=not lookup.replayable,
+        judge_threshold=settings.CACHE_JUDGE_THRESHOLD if settings.CACHE_JUDGE_ENABLED else None,
     )
     if found is None:
         return

@@ -156,6 +156,25 @@ async def test_a_near_miss_is_not_answered_from_the_cache(owner):
     assert (await ask(owner, "Convert 50 miles to kilometres")).cache is None
 
 
+async def test_the_judge_answers_a_rewording_the_lexical_check_refused(
+    owner, organisation, settings
+):
+    """The cross-encoder's second look (llm/cache/judge.py), switched by CACHE_JUDGE_ENABLED
+    (off by default), at a threshold below the shipped one that shows it."""
+    stored = "How do I get candle wax off a tablecloth?"
+    asked = "what's the trick for removing candle wax from table linen"
+    settings.CACHE_JUDGE_THRESHOLD = 0.99
+    settings.CACHE_JUDGE_ENABLED = False
+    await ask(owner, stored, organisation=organisation)
+    assert (await ask(owner, asked, organisation=organisation)).cache is None
+    settings.CACHE_JUDGE_ENABLED = True
+    first = await ask(owner, stored)
+    again = await ask(owner, asked)
+    assert again.cache == "semantic" and again.text == first.message.content
+    # Another thing to clean is refused by the check for the same soft reason, and by the judge.
+    assert (await ask(owner, "How do I get candle wax off a carpet?")).cache is None
+
+
 async def test_a_higher_threshold_for_the_organisation_turns_matches_away(owner):
     organisation = await sync_to_async(lambda: owner.personal_organisation)()
     await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.999)

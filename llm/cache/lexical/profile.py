@@ -132,6 +132,8 @@ class Profile:
     # The question words naming the kind of answer wanted ("when", "where", "who", "why");
     # "what", "how" and "which" can ask any of them ("what time" is "when").
     asks: frozenset[str] = frozenset()
+    # The question as asked: what the cross-encoder judge reads (llm/cache/judge.py).
+    text: str = ""
 
 
 def canonical_of(word: str) -> str:
@@ -171,6 +173,7 @@ def _phrasal_verbs(words: list[str]) -> list[str]:
 def profile(text: str) -> Profile:
     """What `text` asks about, as the rule families compare it (cached: the index checks each
     stored question against many asked ones)."""
+    asked = text
     text = unicodedata.normalize("NFKC", text)
     quoted = tuple(
         sorted(SPACE.sub(" ", next(g for g in m.groups() if g)) for m in _QUOTED.finditer(text))
@@ -233,6 +236,7 @@ def profile(text: str) -> Profile:
         quantities=_quantities(words),
         subject=_subject(words),
         asks=_asks(words),
+        text=asked,
     )
 
 

@@ -107,3 +107,21 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
         if len(only_a) + len(only_b) <= ADDED_MAX_WORDS and similarity >= threshold + ADDED_MARGIN:
             return ""
     return reason
+
+
+# The refusals the cross-encoder judge (llm/cache/judge.py) may overrule: a content word on one
+# side only ("added") or on each side ("content"), and the same words a little under the
+# threshold (""). Numbers, negation, quotes, particles, direction, quantities, another person's
+# action and another question word ("when" / "where did the Titanic sink", which the judge
+# trained without blind sets 10 and 11 scored 0.995 there) stay refusals
+# (docs/benchmarks.md, "Cache: a cross-encoder of our own").
+JUDGE_REASONS = frozenset({"content", "added", ""})
+# The judge is asked about candidates at least this close, at most JUDGE_CANDIDATES of them per
+# lookup, the most similar first (each costs a forward pass of both orders).
+JUDGE_MIN_SIMILARITY = 0.5
+JUDGE_CANDIDATES = 2
+
+
+def judge_may_overrule(a: Profile, b: Profile, similarity: float) -> bool:
+    """May the judge accept `b` for `a`, which `match` refused at this similarity?"""
+    return similarity >= JUDGE_MIN_SIMILARITY and same_question(a, b) in JUDGE_REASONS
