@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from functools import partial
 
@@ -124,6 +125,22 @@ async def test_reply_stream_publishes_contiguous_deltas_and_saves_the_same_text(
     assert saved.status == "complete" and saved.seq == len(saved.content)
     assert saved.first_token_at and saved.finished_at and not saved.tokens_estimated
     assert events[-1]["type"] == "chat.done" and events[-1]["seq"] == saved.seq
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_delta_carries_its_finished_frame(pending_reply):
+    """The frame a socket sends for a delta it takes whole is built once, by the producer, and
+    is the JSON text of the `delta` frame (docs/protocol.md)."""
+    reply = await sync_to_async(pending_reply)('Say something with "quotes", é and 👋')
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(conversation_group(reply.conversation_id), channel)
+    await reply_stream(message_id=reply.pk)
+    deltas = [e for e in await _drain(layer, channel) if e["type"] == "chat.delta"]
+    assert deltas
+    for delta in deltas:
+        frame = {"type": "delta", **{k: delta[k] for k in ("message", "start", "seq", "text")}}
+        assert delta["frame"] == json.dumps(frame)
 
 
 @pytest.mark.django_db(transaction=True)
