@@ -56,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -294,21 +295,26 @@ def _process_cpu(pid: int | str) -> float | None:
 
 
 def cpu_seconds(group: ProcessGroup) -> dict[str, float]:
-    """CPU seconds used so far by each running process of the group, by PostgreSQL's
-    processes together, and by the whole machine (busy time of all cores)."""
+    """CPU seconds used so far by each running process of the group, by each PostgreSQL
+    backend connected to this run's database (`postgres-<pid>`: other sessions' databases on
+    the same server are not this run's, nor are backends that come and go between the two
+    readings), and by the whole machine (busy time of all cores)."""
     used = {}
     for name, proc in group.procs.items():
         if (seconds := _process_cpu(proc.pid)) is not None:
             used[name] = seconds
-    postgres = 0.0
+    database = urllib.parse.urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    postgres += _process_cpu(entry.name) or 0.0
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                # A backend's title: "postgres: CLUSTER: USER DATABASE HOST(PORT) STATE".
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().split()
             except OSError:
                 continue
-    used["postgres"] = postgres
+            if database and database in title:
+                used[f"postgres-{entry.name}"] = _process_cpu(entry.name) or 0.0
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
     used["machine"] = (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
