@@ -56,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Run:
     incomplete: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    emits: list[float] = field(default_factory=list)  # each latency's token's emit time
     frames: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process in the run
 
@@ -98,6 +100,21 @@ class Run:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def p95_by_second(self) -> list[float]:
+        """p95 token latency (ms) of the tokens emitted in each second of the run: whether the
+        tail is spread over the run or sits where replies start and end together."""
+        if not self.emits:
+            return []
+        first = min(self.emits)
+        seconds: dict[int, list[float]] = {}
+        for emitted_at, latency in zip(self.emits, self.latencies, strict=True):
+            seconds.setdefault(int(emitted_at - first), []).append(latency)
+        p95 = []
+        for second in range(max(seconds) + 1):
+            ordered = sorted(seconds.get(second, [0.0]))
+            p95.append(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000)
+        return p95
 
 
 # --- One client per stream --------------------------------------------------------------------
@@ -122,6 +139,7 @@ async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: li
                 for stamp in frame["text"].split():
                     emitted_at = float(stamp)
                     emitted.append(emitted_at)
+                    run.emits.append(emitted_at)
                     run.latencies.append(now - emitted_at)
                     got += 1
                 run.tokens_last = now  # type: ignore[attr-defined]
@@ -277,21 +295,26 @@ def _process_cpu(pid: int | str) -> float | None:
 
 
 def cpu_seconds(group: ProcessGroup) -> dict[str, float]:
-    """CPU seconds used so far by each running process of the group, by PostgreSQL's
-    processes together, and by the whole machine (busy time of all cores)."""
+    """CPU seconds used so far by each running process of the group, by each PostgreSQL
+    backend connected to this run's database (`postgres-<pid>`: other sessions' databases on
+    the same server are not this run's, nor are backends that come and go between the two
+    readings), and by the whole machine (busy time of all cores)."""
     used = {}
     for name, proc in group.procs.items():
         if (seconds := _process_cpu(proc.pid)) is not None:
             used[name] = seconds
-    postgres = 0.0
+    database = urllib.parse.urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    postgres += _process_cpu(entry.name) or 0.0
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                # A backend's title: "postgres: CLUSTER: USER DATABASE HOST(PORT) STATE".
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().split()
             except OSError:
                 continue
-    used["postgres"] = postgres
+            if database and database in title:
+                used[f"postgres-{entry.name}"] = _process_cpu(entry.name) or 0.0
     ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
     used["machine"] = (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
@@ -538,7 +561,9 @@ def _report(run: Run, repeat: int) -> None:
         f"[{repeat}] {run.mode:12} {run.streams:4} streams: {run.tokens_per_second:9.0f} tok/s, "
         f"p50 {run.quantile(0.5):7.1f} ms, p95 {run.quantile(0.95):8.1f} ms, "
         f"{run.frames} frames, incomplete {run.incomplete}; CPU s: "
-        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(run.cpu.items())),
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(run.cpu.items()))
+        + "; p95 ms by second of emit: "
+        + " ".join(f"{p95:.0f}" for p95 in run.p95_by_second()),
         flush=True,
     )
 

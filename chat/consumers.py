@@ -24,7 +24,7 @@ from chat import selectors, services
 from chat.api.catalog import send_choices
 from chat.cursor import ReplyCursor, Step
 from chat.errors import ChatError
-from chat.events import conversation_group, final_event, message_event
+from chat.events import conversation_group, delta_frame, final_event, message_event
 from chat.models import Conversation, Message
 from chat.protocol import (
     CancelFrame,
@@ -392,16 +392,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
     async def send_piece(self, message_id: int, step: Step) -> None:
-        if step.piece is not None:
-            await self.send_json(
-                {
-                    "type": "delta",
-                    "message": message_id,
-                    "start": step.piece.start,
-                    "seq": step.piece.seq,
-                    "text": step.piece.text,
-                }
+        if (piece := step.piece) is not None:
+            frame = delta_frame(
+                message_id=message_id, start=piece.start, seq=piece.seq, text=piece.text
             )
+            await self.base_send({"type": "websocket.send", "text": frame})
 
     async def send_final(self, message: Message) -> None:
         event = final_event(message)
@@ -446,9 +441,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     # --- events from the conversation's group ---------------------------------------------
 
     async def chat_delta(self, event: dict[str, Any]) -> None:
-        # A gap (the layer is at-most-once) is filled from the saved text (chat/cursor.py).
         message_id = event["message"]
-        cursor = self.cursor(message_id)
+        cursor = self.cursors.get(message_id) or self.cursor(message_id)
+        # Nearly every delta continues what the client holds: the frame the producer finished
+        # goes as it is (chat/events.py), with no dict, no encoding and no step per socket.
+        # An event without one (published by an older release) is built here.
+        frame = event.get("frame")
+        if frame is not None and cursor.takes_whole(start=event["start"], seq=event["seq"]):
+            await self.base_send({"type": "websocket.send", "text": frame})
+            return
+        # A gap (the layer is at-most-once) is filled from the saved text (chat/cursor.py).
         step = cursor.live(
             start=event["start"], seq=event["seq"], text=event["text"], now=time.monotonic()
         )

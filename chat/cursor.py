@@ -78,6 +78,16 @@ class ReplyCursor:
             return Step(fill=True)
         return NOTHING
 
+    def takes_whole(self, *, start: int, seq: int) -> bool:
+        """A live delta that continues the reader's text exactly, with nothing held past a gap:
+        the reader takes it whole, as `live` would (its edge may then send the delta's own
+        frame). True, and `position` moved to `seq`, if so; otherwise nothing changed and
+        `live` decides."""
+        if self.finished or start != self.position or seq <= start or self._held:
+            return False
+        self.position = seq
+        return True
+
     def final(self, *, seq: int) -> Step:
         """The final event, for a reply final at `seq`: the missing text from the held text or
         else the saved reply (final by now), then the final frame."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -57,8 +58,26 @@ def superseded_event(*, conversation_id: int, message_ids: list[int]) -> dict[st
 
 
 def delta_event(*, message_id: int, start: int, seq: int, text: str) -> dict[str, Any]:
-    """A reply's text from `start` to `seq` (code points, docs/protocol.md)."""
-    return {"type": "chat.delta", "message": message_id, "start": start, "seq": seq, "text": text}
+    """A reply's text from `start` to `seq` (code points, docs/protocol.md), with its `delta`
+    frame finished: built once here by the producer, a socket that takes the delta whole sends
+    it as it is (chat/consumers.py), instead of every socket building and encoding it again."""
+    return {
+        "type": "chat.delta",
+        "message": message_id,
+        "start": start,
+        "seq": seq,
+        "text": text,
+        "frame": delta_frame(message_id=message_id, start=start, seq=seq, text=text),
+    }
+
+
+def delta_frame(*, message_id: int, start: int, seq: int, text: str) -> str:
+    """The `delta` frame as JSON text, the same text `json.dumps` makes of its dict; the numbers
+    are ints, and the text is encoded by the function `json.dumps` uses for a string."""
+    return (
+        f'{{"type": "delta", "message": {message_id:d}, "start": {start:d}, "seq": {seq:d}, '
+        f'"text": {encode_basestring_ascii(text)}}}'
+    )
 
 
 # A final reply's status as a finish reason (OpenAI's words, and `cancelled`).
@@ -129,7 +148,8 @@ async def event_publish(conversation_id: int, event: dict[str, Any]) -> None:
     if layer is None:
         return
     group = conversation_group(conversation_id)
-    journal = _journal_of(event) if getattr(layer, "journals", False) else None
+    ttl = settings.STREAM_JOURNAL_TTL if getattr(layer, "journals", False) else 0
+    journal = _journal_of(event, ttl) if ttl else None
     if journal is None:
         await layer.group_send(group, event)
     else:
@@ -147,12 +167,15 @@ class EventQueue:
     text is saved at each checkpoint and clients recover missing deltas by seq (resume).
     """
 
-    __slots__ = ("_group", "_journals", "_layer", "_nowait", "_sending", "_waiting")
+    __slots__ = ("_group", "_journal_ttl", "_layer", "_nowait", "_sending", "_waiting")
 
     def __init__(self, conversation_id: int) -> None:
         self._layer = get_channel_layer()
         self._group = conversation_group(conversation_id)
-        self._journals = bool(getattr(self._layer, "journals", False))
+        # 0: no journals (another layer, or STREAM_JOURNAL_TTL=0).
+        self._journal_ttl = (
+            settings.STREAM_JOURNAL_TTL if getattr(self._layer, "journals", False) else 0
+        )
         self._nowait = getattr(self._layer, "group_send_nowait", None)
         self._waiting: list[dict[str, Any]] = []
         self._sending: asyncio.Task[None] | None = None
@@ -166,7 +189,8 @@ class EventQueue:
                 self._sending = asyncio.get_running_loop().create_task(self._send_waiting())
             return
         try:
-            self._nowait(self._group, event, _journal_of(event) if self._journals else None)
+            journal = _journal_of(event, self._journal_ttl) if self._journal_ttl else None
+            self._nowait(self._group, event, journal)
         except Exception:
             logger.warning("event %s not published", event.get("type"), exc_info=True)
 
@@ -184,10 +208,8 @@ class EventQueue:
             await asyncio.shield(self._sending)
 
 
-def _journal_of(event: dict[str, Any]) -> Journal | None:
-    ttl = settings.STREAM_JOURNAL_TTL
-    if not ttl:
-        return None
+def _journal_of(event: dict[str, Any], ttl: int) -> Journal | None:
+    """The journal write that goes with `event`, journals kept `ttl` seconds."""
     if event["type"] == "chat.delta":
         entry = journal_entry(start=event["start"], text=event["text"])
         # The expiry is set once, by the first delta: one command per delta, not two. A reply

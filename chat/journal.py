@@ -13,13 +13,13 @@ Reading a journal back is chat/layers.journal_read.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Journal:
+class Journal(NamedTuple):
     """A Redis list write that goes with a publish: `entry` appended (and, with `expire`, the
-    list set to expire that many seconds later), or the list deleted when `entry` is None."""
+    list set to expire that many seconds later), or the list deleted when `entry` is None.
+    A tuple: one is made per delta (a frozen dataclass cost about a microsecond more)."""
 
     key: str
     entry: bytes | None

@@ -10,16 +10,32 @@ client), whatever text it carries: under load fewer, longer deltas is what keeps
 ahead of the tokens; a widened window adds at most its extra width to a token's latency.
 
 Synchronous on purpose: a flush only hands the text on (the reply's publish enqueues it on the
-channel layer without waiting for Redis, chat/replies/stream.py), so the window is one timer
-handle on the loop, not a task and a lock per flush. At 30 tokens/s a 40 ms window flushes
+channel layer without waiting for Redis, chat/replies/stream.py), so a window is an entry in its
+loop's flush schedule, not a task and a lock per flush. At 30 tokens/s a 40 ms window flushes
 about once per token: this runs as often as tokens arrive (bench/reply_cost.py).
+
+The windows of all the coalescers on a loop share one timer (`FlushSchedule`): a loop timer per
+window was a TimerHandle made, pushed on the loop's heap (compared in Python there), and often
+cancelled, thousands of times a second in a worker streaming hundreds of replies (~6 % of its
+CPU, py-spy). The schedule's own heap compares plain tuples, and one firing flushes every window
+that ends within FLUSH_SLACK of it: a window may end that much early, never late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import logging
+import math
 import weakref
 from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+# A firing of a loop's flush schedule also flushes the windows that end this soon after it:
+# hundreds of windows ending within a few milliseconds take one timer, not one each.
+FLUSH_SLACK = 0.002
 
 # The coalescers with a reply in progress, per event loop: how many streams share its publishes.
 # Weak, so a coalescer dropped without close() (a cancelled task) stops counting.
@@ -34,6 +50,58 @@ def flush_window(*, streams: int, interval: float, max_interval: float, rate: fl
     if rate <= 0:
         return interval
     return max(interval, min(max_interval, streams / rate))
+
+
+class FlushSchedule:
+    """When the coalescers of one event loop end their windows: one loop timer, for the
+    earliest (module docstring). An entry is (due, ticket, coalescer); a coalescer that flushed
+    before its window ended holds another ticket by then, and its stale entry is skipped."""
+
+    __slots__ = ("__weakref__", "_due", "_heap", "_loop", "_tickets", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, DeltaCoalescer]] = []
+        self._tickets = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = math.inf  # when the timer fires
+
+    def add(self, due: float, coalescer: DeltaCoalescer) -> int:
+        """Flush `coalescer` at `due` (loop time), unless it has another ticket by then."""
+        ticket = next(self._tickets)
+        heapq.heappush(self._heap, (due, ticket, coalescer))
+        if due < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due = due
+            self._timer = self._loop.call_at(due, self._fire)
+        return ticket
+
+    def _fire(self) -> None:
+        self._timer, self._due = None, math.inf
+        heap = self._heap
+        until = self._loop.time() + FLUSH_SLACK
+        while heap and heap[0][0] <= until:
+            _, ticket, coalescer = heapq.heappop(heap)
+            try:
+                coalescer._due(ticket)
+            except Exception:  # one reply's publish failing stops no other reply's windows
+                logger.exception("a delta flush failed")
+        if heap:
+            self._due = heap[0][0]
+            self._timer = self._loop.call_at(self._due, self._fire)
+
+
+_schedules: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FlushSchedule] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _schedule_of(loop: asyncio.AbstractEventLoop) -> FlushSchedule:
+    schedule = _schedules.get(loop)
+    if schedule is None:
+        schedule = _schedules[loop] = FlushSchedule(loop)
+    return schedule
 
 
 class DeltaCoalescer:
@@ -51,9 +119,10 @@ class DeltaCoalescer:
         "_max_chars",
         "_max_interval",
         "_rate",
+        "_schedule",
         "_size",
         "_started",
-        "_timer",
+        "_ticket",
     )
 
     def __init__(
@@ -74,8 +143,9 @@ class DeltaCoalescer:
         self._size = 0
         self._started = False  # the first piece went
         self._last_flush = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticket = 0  # its entry in the loop's flush schedule; 0: none
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._schedule: FlushSchedule | None = None
 
     def add(self, text: str) -> None:
         if not text:
@@ -84,14 +154,16 @@ class DeltaCoalescer:
         self._size += len(text)
         if not self._started or self._size >= self._max_chars:
             self.flush()
-        elif self._timer is None:
+        elif not self._ticket:
             loop = self._on_loop()
-            self._timer = loop.call_at(self._last_flush + self._window(loop), self._due)
+            assert self._schedule is not None  # set with the loop
+            self._ticket = self._schedule.add(self._last_flush + self._window(loop), self)
 
     def _on_loop(self) -> asyncio.AbstractEventLoop:
         """The reply's loop; the first call counts this coalescer among the loop's streams."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self._schedule = _schedule_of(self._loop)
             if self._max_interval > self._interval:
                 streams = _open.get(self._loop)
                 if streams is None:
@@ -110,14 +182,13 @@ class DeltaCoalescer:
             rate=self._rate,
         )
 
-    def _due(self) -> None:
-        self._timer = None
-        self.flush()
+    def _due(self, ticket: int) -> None:
+        """Its window ended (the schedule's call); a stale ticket: it flushed since."""
+        if ticket == self._ticket:
+            self.flush()
 
     def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._ticket = 0  # an entry still in the schedule is stale now
         if not self._buffer:
             return
         text = self._buffer[0] if len(self._buffer) == 1 else "".join(self._buffer)

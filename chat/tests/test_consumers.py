@@ -538,6 +538,38 @@ async def test_a_dropped_delta_is_filled_from_the_saved_text_with_what_came_afte
     await ws.disconnect()
 
 
+async def test_a_delta_is_sent_as_the_frame_its_producer_finished(owner):
+    """The producer builds a delta's frame once (chat/events.py); a socket whose client holds
+    the text before it forwards that frame's text as it is, byte for byte."""
+    from channels.layers import get_channel_layer
+
+    from chat.events import conversation_group
+
+    reply = await streaming_reply(owner, "")
+    layer = get_channel_layer()
+    group = conversation_group(reply.conversation_id)
+    ws = await connect_as(owner)
+    await ws.send_json_to({"type": "resume", "message": reply.pk, "after_seq": 0})
+    await ws.send_json_to({"type": "ping"})
+    assert (await ws.receive_json_from())["type"] == "pong"
+    # Spelled unlike json.dumps would (no spaces): it can only have come as it was published.
+    frame = f'{{"type":"delta","message":{reply.pk},"start":0,"seq":5,"text":"Hello"}}'
+    event = {"type": "chat.delta", "message": reply.pk, "start": 0, "seq": 5, "text": "Hello"}
+    await layer.group_send(group, {**event, "frame": frame})
+    assert await ws.receive_from() == frame
+    # A delta that overlaps what the socket sent is trimmed: its frame is built here instead.
+    event = {"type": "chat.delta", "message": reply.pk, "start": 3, "seq": 8, "text": "lo, w"}
+    await layer.group_send(group, {**event, "frame": "not sent"})
+    assert await ws.receive_json_from() == {
+        "type": "delta",
+        "message": reply.pk,
+        "start": 5,
+        "seq": 8,
+        "text": ", w",
+    }
+    await ws.disconnect()
+
+
 async def test_a_client_id_reused_with_another_organisations_key_is_a_new_conversation(
     owner, organisation
 ):

@@ -90,6 +90,32 @@ def test_after_a_second_gap_the_later_run_is_held():
     assert saved(cursor, 9) == Step(piece=piece(2, 10))
 
 
+def test_a_delta_that_continues_the_readers_text_is_taken_whole():
+    cursor = ReplyCursor()
+    assert cursor.takes_whole(start=0, seq=5)
+    assert cursor.takes_whole(start=5, seq=9)
+    assert cursor.position == 9
+    assert live(cursor, 9, 12) == Step(piece=piece(9, 12))  # the same as `live` would send
+
+
+def test_an_overlapping_repeated_or_gapped_delta_is_not_taken_whole_and_changes_nothing():
+    cursor = ReplyCursor(position=5)
+    assert not cursor.takes_whole(start=0, seq=9)  # overlaps: `live` trims it
+    assert not cursor.takes_whole(start=0, seq=5)  # a repeat
+    assert not cursor.takes_whole(start=7, seq=9)  # a gap: `live` holds it
+    assert cursor.position == 5
+    assert live(cursor, 7, 9) == Step(fill=True)
+    # Text is held past the gap: a delta at the reader's position must release it with it.
+    assert not cursor.takes_whole(start=5, seq=7)
+    assert live(cursor, 5, 7) == Step(piece=piece(5, 9))
+
+
+def test_nothing_is_taken_whole_after_the_final_frame():
+    cursor = ReplyCursor()
+    assert cursor.final(seq=0) == Step(end=True)
+    assert not cursor.takes_whole(start=0, seq=3)
+
+
 def test_a_saved_reply_behind_the_reader_sends_nothing():
     cursor = ReplyCursor()
     live(cursor, 0, 9)
@@ -239,6 +265,10 @@ class World:
         kind, start, seq = event
         if kind == "delta":
             text = self.reply[start:seq]
+            # As the socket does: a delta taken whole goes as its producer's frame.
+            if self.cursor.takes_whole(start=start, seq=seq):
+                self.apply(Step(piece=Piece(start, seq, text)))
+                return
             self.apply(self.cursor.live(start=start, seq=seq, text=text, now=self.clock))
         else:
             self.apply(self.cursor.final(seq=seq))

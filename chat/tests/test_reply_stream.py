@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from functools import partial
 
@@ -86,6 +87,55 @@ async def test_a_crowded_loop_coalesces_longer_and_the_first_piece_still_goes_at
     quiet.close()
 
 
+async def test_the_windows_of_many_coalescers_on_a_loop_share_one_timer(monkeypatch):
+    """Hundreds of replies on one loop each wait for a window: they take the loop's flush
+    schedule's one timer, not a loop timer per window, and every window still flushes."""
+    loop = asyncio.get_running_loop()
+    timers = 0
+    call_at = loop.call_at
+
+    def counted(when, callback, *args, context=None):
+        nonlocal timers
+        if type(getattr(callback, "__self__", None)).__module__ == DeltaCoalescer.__module__:
+            timers += 1  # a coalescer's (or its schedule's), not the test's own sleeps
+        return call_at(when, callback, *args, context=context)
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    flushed: list[list[str]] = [[] for _ in range(200)]
+    coalescers = [DeltaCoalescer(f.append, interval=0.02, max_chars=1000) for f in flushed]
+    now = loop.time()
+    with monkeypatch.context() as clock:
+        clock.setattr(loop, "time", lambda: now)  # their windows end together, however slow
+        for coalescer in coalescers:
+            coalescer.add("a")  # the first piece goes at once
+            coalescer.add("b")  # waits for the window
+    while any(len(f) < 2 for f in flushed):
+        await asyncio.sleep(0.01)
+    assert all(f == ["a", "b"] for f in flushed)
+    assert timers == 1
+    for coalescer in coalescers:
+        coalescer.close()
+
+
+async def test_a_flush_that_fails_stops_no_other_replys_window():
+    flushed: list[str] = []
+
+    def failing(text: str) -> None:
+        if text == "b":
+            raise RuntimeError("publish failed")
+
+    first = DeltaCoalescer(failing, interval=0.01, max_chars=1000)
+    second = DeltaCoalescer(flushed.append, interval=0.01, max_chars=1000)
+    for coalescer in (first, second):
+        coalescer.add("a")
+        coalescer.add("b")
+    while len(flushed) < 2:  # the schedule goes on past the failed flush
+        await asyncio.sleep(0.01)
+    assert flushed == ["a", "b"]
+    first.close()
+    second.close()
+
+
 async def _drain(layer, channel) -> list[dict]:
     events = []
     while True:
@@ -124,6 +174,22 @@ async def test_reply_stream_publishes_contiguous_deltas_and_saves_the_same_text(
     assert saved.status == "complete" and saved.seq == len(saved.content)
     assert saved.first_token_at and saved.finished_at and not saved.tokens_estimated
     assert events[-1]["type"] == "chat.done" and events[-1]["seq"] == saved.seq
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_delta_carries_its_finished_frame(pending_reply):
+    """The frame a socket sends for a delta it takes whole is built once, by the producer, and
+    is the JSON text of the `delta` frame (docs/protocol.md)."""
+    reply = await sync_to_async(pending_reply)('Say something with "quotes", é and 👋')
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(conversation_group(reply.conversation_id), channel)
+    await reply_stream(message_id=reply.pk)
+    deltas = [e for e in await _drain(layer, channel) if e["type"] == "chat.delta"]
+    assert deltas
+    for delta in deltas:
+        frame = {"type": "delta", **{k: delta[k] for k in ("message", "start", "seq", "text")}}
+        assert delta["frame"] == json.dumps(frame)
 
 
 @pytest.mark.django_db(transaction=True)
