@@ -42,6 +42,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.tracers.context import _tracing_v2_is_enabled
 
+from core import hops
 from core.observability import metrics
 from core.observability.context import traced
 from llm import router
@@ -389,6 +390,7 @@ async def _attempt(
             )
         model = build(deployment)
         requested = loop.time()  # after building the client: that is local work
+        hops.hop("w.provider_call")
         stream = _chunks(model, messages)
         # One deadline for the whole stream, moved as chunks arrive: the first-token deadline
         # until text comes, then the inter-token timeout after each chunk. It counts only
@@ -461,11 +463,13 @@ async def _attempt(
                     for text in texts:
                         first = not answering
                         if first:
+                            hops.hop("w.first_token")
                             answering = True
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
                         record.sent_text = True
                         await sink(text)
                         if first:
+                            hops.hop("w.sunk")
                             # After the sink: the first text does not wait for a thread hop.
                             await _succeeded(
                                 deployment, permit, first_token_ms=entry["first_token_ms"]

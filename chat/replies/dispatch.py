@@ -42,6 +42,7 @@ from chat.replies.prompt import prompt_from_request
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
 from chat.replies.tasks import generate_on_database_lane, generate_reply
+from core import hops
 from core.observability.context import handoff
 from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
@@ -199,8 +200,10 @@ NOT_STARTED_RETRY_AFTER = 5
 def _dispatch_or_mark(reply: Message, provider: ProviderConfig) -> None:
     """Start the reply; if that fails (the broker down), mark it so that a repeat of its send
     starts it (reply_dispatch_again), and tell the caller to repeat it (ReplyNotStarted)."""
+    hops.hop("d.commit", reply.pk)
     try:
         dispatch_generation(reply.pk, provider)
+        hops.hop("d.published", reply.pk)
     except Exception as exc:
         logger.exception("reply %s could not be started", reply.pk)
         Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(

@@ -29,6 +29,7 @@ from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Conversation, Message
 from chat.replies.accounting import quota_settle_message
+from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
 
@@ -48,6 +49,7 @@ def reply_start(*, message_id: int) -> Message | None:
     a worker's Python time: docs/benchmarks.md). The conversation's other fields are deferred
     (read if anything asks for them).
     """
+    hops.hop("w.claim_begin", message_id)
     connection = connections[Message.objects.db]
     claim = _claim_statement(connection)
     now = _prepared("started_at", timezone.now(), connection)
@@ -55,6 +57,7 @@ def reply_start(*, message_id: int) -> Message | None:
     with connection.cursor() as cursor:
         cursor.execute(claim.sql, params)
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+    hops.hop("w.claimed", message_id)
     return claim.message(rows[0], connection) if rows else None
 
 

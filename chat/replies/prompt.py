@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from chat.documents.retrieval import prompt_with_documents
 from chat.models import Message
+from core import hops
 from llm.catalog import default_alias
 from llm.options import GenerationOptions
 
@@ -24,7 +25,9 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
     message this reply answers."""
     messages = _prompt(reply.conversation.system_prompt, reversed(_history(reply)))
     # Passages from the conversation's documents, quoted in the question (never the system).
-    return prompt_with_documents(reply, messages)
+    messages = prompt_with_documents(reply, messages)
+    hops.hop("w.prompt", reply.pk)
+    return messages
 
 
 def _history(reply: Message) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from django.db import close_old_connections
 
 from chat.replies.reaper import replies_reap
 from chat.replies.stream import reply_stream
+from core import hops
 
 
 def _closed_broker_channel_raises_a_connection_error() -> None:
@@ -120,6 +121,8 @@ async def on_database_lane() -> AsyncIterator[None]:
 async def generate_on_database_lane(message_id: int) -> None:
     """Generate one reply with its database work on a lane (a Celery worker's generation
     loop, or a server generating an API reply itself: chat/replies/dispatch.py)."""
+    hops.current.set(message_id)
+    hops.hop("w.loop")
     async with on_database_lane():
         await reply_stream(message_id=message_id)
 
@@ -129,6 +132,7 @@ async def generate_on_database_lane(message_id: int) -> None:
 )
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
+    hops.hop("w.task", message_id)
     asyncio.run_coroutine_threadsafe(
         generate_on_database_lane(message_id), _generation_loop()
     ).result()
