@@ -41,7 +41,7 @@ from chat.replies.live import live_register, live_reply
 from chat.replies.prompt import prompt_from_request
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
-from chat.replies.tasks import generate_on_database_lane, generate_reply
+from chat.replies.tasks import generate_on_database_lane, generate_reply, route_carried
 from core import hops
 from core.observability.context import handoff
 from llm.catalog import tenant_alias
@@ -202,7 +202,8 @@ def _dispatch_or_mark(reply: Message, provider: ProviderConfig) -> None:
     starts it (reply_dispatch_again), and tell the caller to repeat it (ReplyNotStarted)."""
     hops.hop("d.commit", reply.pk)
     try:
-        dispatch_generation(reply.pk, provider)
+        with route_carried(reply.routing):
+            dispatch_generation(reply.pk, provider)
         hops.hop("d.published", reply.pk)
     except Exception as exc:
         logger.exception("reply %s could not be started", reply.pk)
@@ -227,7 +228,8 @@ def reply_dispatch_again(reply: Message) -> None:
     except ProviderError:
         return  # its model is gone: the reaper ends it as it would have
     try:
-        dispatch_generation(reply.pk, provider)
+        with route_carried(reply.routing):
+            dispatch_generation(reply.pk, provider)
     except Exception as exc:  # still down: the client is told to try again, as the first time
         logger.exception("reply %s could not be started again", reply.pk)
         raise ReplyNotStarted(retry_after=NOT_STARTED_RETRY_AFTER) from exc
