@@ -29,6 +29,7 @@ from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Conversation, Message
 from chat.replies.accounting import quota_settle_message
+from chat.replies.prompt import history_returned, history_returning
 from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
@@ -55,10 +56,16 @@ def reply_start(*, message_id: int) -> Message | None:
     now = _prepared("started_at", timezone.now(), connection)
     params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(claim.sql, params)
+        cursor.execute(claim.sql, [*params, *claim.params])
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
     hops.hop("w.claimed", message_id)
-    return claim.message(rows[0], connection) if rows else None
+    if not rows:
+        return None
+    if not claim.history:
+        return claim.message(rows[0], connection)
+    reply = claim.message(rows[0][:-1], connection)
+    history_returned(reply, rows[0][-1])
+    return reply
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -191,6 +198,8 @@ class _Returning:
     # (position, field, column) of the values a backend may need to convert.
     convertible: tuple[tuple[int, Any, Any], ...]
     conversation: bool = False
+    history: bool = False  # the claim's last column: the prompt's history (prompt.py)
+    params: tuple[Any, ...] = ()  # after the row's own: the history's
 
     def message(self, row: Sequence[Any], connection: Any) -> Message:
         values = list(row)
@@ -225,13 +234,21 @@ def _claim_statement(connection: Any) -> _Returning:
             f"WHERE c.{connection.ops.quote_name('id')} = {table}.{quote('conversation')})"
             for f in _CONVERSATION_FIELDS
         ]
+        history = history_returning(connection, table)
         sql = (
             f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
             f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
             f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
+            + (f", {history[0]}" if history else "")
         )
         fields = (*_MESSAGE_FIELDS, *_CONVERSATION_FIELDS)
-        _statements[key] = _Returning(sql, _convertible(fields, connection), conversation=True)
+        _statements[key] = _Returning(
+            sql,
+            _convertible(fields, connection),
+            conversation=True,
+            history=history is not None,
+            params=tuple(history[1]) if history else (),
+        )
     return _statements[key]  # type: ignore[no-any-return]
 
 

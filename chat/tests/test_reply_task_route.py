@@ -86,9 +86,7 @@ def test_the_worker_plans_the_call_on_the_task_thread_not_after_the_claim(
     assert after_the_claim == []  # the generation took the plan made meanwhile
 
 
-def test_a_task_of_an_older_release_plans_after_the_claim_as_before(
-    owner, published, monkeypatch
-):
+def test_a_task_of_an_older_release_plans_after_the_claim_as_before(owner, published, monkeypatch):
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
     on_task_thread = _planned_by(monkeypatch, "chat.replies.tasks")
     after_the_claim = _planned_by(monkeypatch, "chat.replies.stream")
@@ -102,9 +100,7 @@ def test_a_task_of_an_older_release_plans_after_the_claim_as_before(
     assert len(after_the_claim) == 1
 
 
-def test_a_reply_gone_before_its_claim_gives_the_planned_probe_back(
-    owner, published, monkeypatch
-):
+def test_a_reply_gone_before_its_claim_gives_the_planned_probe_back(owner, published, monkeypatch):
     """The plan's breaker permit is settled once, also when no generation ever takes it."""
     result = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
     reply_cancel(message=result.reply, by=owner)  # cancelled while pending
