@@ -29,7 +29,7 @@ from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Conversation, Message
 from chat.replies.accounting import quota_settle_message
-from chat.replies.prompt import history_returned, history_returning
+from chat.replies.prompt import history_params, history_returned, history_returning
 from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
@@ -56,7 +56,7 @@ def reply_start(*, message_id: int) -> Message | None:
     now = _prepared("started_at", timezone.now(), connection)
     params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(claim.sql, [*params, *claim.params])
+        cursor.execute(claim.sql, [*params, *(history_params() if claim.history else ())])
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
     hops.hop("w.claimed", message_id)
     if not rows:
@@ -199,7 +199,6 @@ class _Returning:
     convertible: tuple[tuple[int, Any, Any], ...]
     conversation: bool = False
     history: bool = False  # the claim's last column: the prompt's history (prompt.py)
-    params: tuple[Any, ...] = ()  # after the row's own: the history's
 
     def message(self, row: Sequence[Any], connection: Any) -> Message:
         values = list(row)
@@ -239,7 +238,7 @@ def _claim_statement(connection: Any) -> _Returning:
             f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
             f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
             f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
-            + (f", {history[0]}" if history else "")
+            + (f", {history}" if history else "")
         )
         fields = (*_MESSAGE_FIELDS, *_CONVERSATION_FIELDS)
         _statements[key] = _Returning(
@@ -247,7 +246,6 @@ def _claim_statement(connection: Any) -> _Returning:
             _convertible(fields, connection),
             conversation=True,
             history=history is not None,
-            params=tuple(history[1]) if history else (),
         )
     return _statements[key]  # type: ignore[no-any-return]
 

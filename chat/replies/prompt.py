@@ -51,7 +51,7 @@ def _history(reply: Message) -> list[tuple[str, str]]:
             f"AND {column['superseded']} = %s AND {column['status']} NOT IN (%s, %s) "
             f"AND {column['content']} <> %s ORDER BY {column['id']} DESC LIMIT %s"
         )
-    params: list[Any] = [reply.conversation_id, reply.pk, *_history_filters()]
+    params: list[Any] = [reply.conversation_id, reply.pk, *history_params()]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -61,15 +61,16 @@ _HISTORY_SQL: dict[str, str] = {}
 _CLAIMED_HISTORY = "_claimed_history"  # on a reply whose claim returned its history
 
 
-def _history_filters() -> list[Any]:
+def history_params() -> list[Any]:
+    """The history's parameters, after the reply's own (read at each call, as settings)."""
     return [False, Message.Status.FAILED, Message.Status.PENDING, "", settings.LLM_HISTORY_MESSAGES]
 
 
-def history_returning(connection: Any, reply_table: str) -> tuple[str, list[Any]] | None:
+def history_returning(connection: Any, reply_table: str) -> str | None:
     """On PostgreSQL, the history `_history` reads, as one more column (a JSON array, newest
     first) of a statement that returns the reply's row from `reply_table` (the claim's
     RETURNING: the prompt's history comes in the claim's round trip, one fewer on the way to
-    the first token), and the parameters it takes. None elsewhere: the claim, then a read."""
+    the first token); it takes `history_params()`. None elsewhere: the claim, then a read."""
     if connection.vendor != "postgresql":
         return None
     table, column = connection.ops.quote_name(Message._meta.db_table), _columns(connection)
@@ -83,7 +84,7 @@ def history_returning(connection: Any, reply_table: str) -> tuple[str, list[Any]
         f"AND m.{column['superseded']} = %s AND m.{column['status']} NOT IN (%s, %s) "
         f"AND m.{column['content']} <> %s ORDER BY m.{column['id']} DESC LIMIT %s) h)"
     )
-    return sql, _history_filters()
+    return sql
 
 
 def history_returned(reply: Message, value: Any) -> None:
