@@ -164,6 +164,26 @@ def _said_statement(db: Any) -> tuple[str, list[Any]]:
     return found
 
 
+def _said_one_by_one(
+    *,
+    conversation: Conversation,
+    author: User,
+    text: str,
+    client_id: str | None,
+    alias: str,
+    options: GenerationOptions | None,
+) -> tuple[Message, Message]:
+    """The user message, then its reply (two statements), each announced on commit."""
+    user_message = user_message_create(
+        conversation=conversation, author=author, text=text, client_id=client_id
+    )
+    event_publish_on_commit(conversation.pk, message_event(user_message))
+    reply = reply_create(
+        conversation=conversation, reply_to=user_message, alias=alias, options=options
+    )
+    return user_message, reply
+
+
 def _saved_as(instance: Message, pk: int, db: Any) -> None:
     instance.pk = pk
     instance._state.adding = False
@@ -188,14 +208,14 @@ def messages_said(
     if db.vendor != "postgresql":
         if not conversation_touch(conversation=conversation, first_text=text):
             return None
-        user_message = user_message_create(
-            conversation=conversation, author=author, text=text, client_id=client_id
+        return _said_one_by_one(
+            conversation=conversation,
+            author=author,
+            text=text,
+            client_id=client_id,
+            alias=alias,
+            options=options,
         )
-        event_publish_on_commit(conversation.pk, message_event(user_message))
-        reply = reply_create(
-            conversation=conversation, reply_to=user_message, alias=alias, options=options
-        )
-        return user_message, reply
     user_message = _user_message(
         conversation=conversation, author=author, text=text, client_id=client_id
     )
@@ -274,29 +294,23 @@ def message_send(
                 prices=price_ceiling(alias=alias),
                 ledger_saved=False,  # saved with its reply's id by reservation_attach
             )
+            said_how = messages_said
             if conversation is None:
                 conversation = conversation_create(
                     owner=author, title=title_from(text), organisation=organisation, origin=origin
                 )
-                user_message = user_message_create(
-                    conversation=conversation, author=author, text=text, client_id=client_id
-                )
-                event_publish_on_commit(conversation.pk, message_event(user_message))
-                reply = reply_create(
-                    conversation=conversation, reply_to=user_message, alias=alias, options=options
-                )
-            else:
-                said = messages_said(
-                    conversation=conversation,
-                    author=author,
-                    text=text,
-                    client_id=client_id,
-                    alias=alias,
-                    options=options,
-                )
-                if said is None:
-                    raise ChatError("not_found", "No such conversation.")
-                user_message, reply = said
+                said_how = _said_one_by_one  # a new conversation: nothing to touch
+            said = said_how(
+                conversation=conversation,
+                author=author,
+                text=text,
+                client_id=client_id,
+                alias=alias,
+                options=options,
+            )
+            if said is None:
+                raise ChatError("not_found", "No such conversation.")
+            user_message, reply = said
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except ReplyNotStarted:
         raise  # this send was saved (its reply marked): not a repeat of an earlier one
