@@ -141,8 +141,9 @@ async def generate_on_database_lane(
 # alias and the organisation's allow-list, as saved on the reply), so that the worker plans and
 # gates its provider call (cache round trips: the catalogue's version, the breaker, the limits)
 # on the task's own thread while the generation loop claims the reply and reads its prompt,
-# rather than after them. A worker of an older release ignores the header; a message of an
-# older release has none, and its reply plans after the claim as before.
+# rather than after them, when the reply cache is off. A worker of an older release ignores
+# the header; a message of an older release has none, and its reply plans after the claim as
+# before.
 ROUTE_HEADER = "parley_route"
 _route_dispatched: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "route_dispatched", default=None
@@ -201,7 +202,10 @@ def _first_round_made(alias: str, allowed: list[str]) -> FirstRound | None:
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
     hops.hop("w.task", message_id)
-    route = _route_received(generate_reply.request)
+    # Not while the reply cache is on: its lookup comes first, and the gate of a reply it
+    # answers would have counted against the deployment's limits for nothing (as
+    # chat/replies/early.py decides).
+    route = None if settings.CACHE_ENABLED else _route_received(generate_reply.request)
     coming: Future[FirstRound | None] | None = Future() if route is not None else None
     running = asyncio.run_coroutine_threadsafe(
         generate_on_database_lane(message_id, coming), _generation_loop()

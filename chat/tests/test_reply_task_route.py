@@ -24,8 +24,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def published(settings, monkeypatch) -> list[dict[str, Any]]:
     """Generation handed to Celery: each task's headers as its publisher fills them (the
     before_task_publish receivers, as Celery and project/celery.py QuickPublishTask call them),
-    and nothing started."""
+    and nothing started. The reply cache off, as the plan made early needs."""
     settings.GENERATION_BACKEND = "celery"
+    settings.CACHE_ENABLED = False
     headers_sent: list[dict[str, Any]] = []
 
     def apply_async(args: tuple[int], queue: str) -> None:
@@ -137,4 +138,21 @@ def test_a_plan_made_before_the_prompt_is_not_taken_where_the_prompt_size_decide
     _generate_as_the_worker(result.reply.pk, published[0])
 
     assert Message.objects.get(pk=result.reply.pk).status == Message.Status.COMPLETE
+    assert len(after_the_claim) == 1
+
+
+def test_with_the_reply_cache_on_the_worker_plans_after_its_lookup_as_before(
+    owner, published, monkeypatch, settings
+):
+    """A reply the cache answers calls no provider: its gate must not count against the
+    deployment's limits, so nothing is planned before the lookup."""
+    settings.CACHE_ENABLED = True
+    result = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
+    on_task_thread = _planned_by(monkeypatch, "chat.replies.tasks")
+    after_the_claim = _planned_by(monkeypatch, "chat.replies.stream")
+
+    _generate_as_the_worker(result.reply.pk, published[0])
+
+    assert Message.objects.get(pk=result.reply.pk).status == Message.Status.COMPLETE
+    assert on_task_thread == []
     assert len(after_the_claim) == 1
