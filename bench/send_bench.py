@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -73,6 +74,8 @@ class Level:
     pongs: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     error_frames: list[dict[str, Any]] = field(default_factory=list)  # for --show-errors
+    # For --hops: (client_id, reply, sent, ack, first delta) of each measured send, seconds
+    timelines: list[tuple[str, int, float, float, float]] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -219,6 +222,7 @@ async def sender(
         level.acks.append(ack - sent)
         level.firsts.append(first - sent - first_token)
         level.streams.append(now - first)
+        level.timelines.append((client_id, reply, sent, ack, first))
 
 
 async def pinger(ws: Any, level: Level, stop: float) -> None:
@@ -381,6 +385,62 @@ def profile_summary(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+# --- Hops: one send's life on one clock (--hops) -------------------------------------------------
+
+# The stamps in the order a send passes them (core/hops.py): Daphne's before the ack are keyed
+# by the send's client_id, the rest by its reply's id. `c.*` are the bench's own.
+ACK_PATH = ["c.sent", "d.frame_in", "d.checked", "d.tx_begin", "d.commit", "d.published",
+            "d.tx_end", "d.saved", "d.ack", "c.ack"]  # fmt: skip
+FIRST_PATH = ["c.sent", "d.frame_in", "d.tx_begin", "d.commit", "d.published", "w.received",
+              "w.task", "w.loop", "w.claim_begin", "w.claimed", "w.prompt", "w.provider_call",
+              "w.first_token", "w.sunk", "d.delta_in", "d.delta_out", "c.first"]  # fmt: skip
+
+
+def hops_read(folder: Path) -> dict[str, dict[str, float]]:
+    """Every process's stamps: key → name → seconds (the earliest, if stamped twice)."""
+    stamps: dict[str, dict[str, float]] = {}
+    for path in folder.glob("hops-*.log"):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            name, key, ns = parts
+            seen = stamps.setdefault(key, {})
+            seconds = int(ns) / 1e9
+            if name not in seen or seconds < seen[name]:
+                seen[name] = seconds
+    return stamps
+
+
+def hops_report(level: Level, folder: Path, first_token: float) -> str:
+    """p50/p95 of each hop of the measured sends (ms), along the ack's path and the first
+    token's; the provider's own first-token delay is taken out of its hop."""
+    stamps = hops_read(folder)
+    lines = []
+    for title, path in (("send → ack", ACK_PATH), ("send → first delta", FIRST_PATH)):
+        spans: dict[tuple[str, str], list[float]] = {}
+        whole: list[float] = []
+        for client_id, reply, sent, ack, first in level.timelines:
+            seen = {**stamps.get(client_id, {}), **stamps.get(str(reply), {})}
+            seen.update({"c.sent": sent, "c.ack": ack, "c.first": first})
+            points = [(name, seen[name]) for name in path if name in seen]
+            if len(points) != len(path):
+                continue
+            for (a, at), (b, bt) in itertools.pairwise(points):
+                gap = bt - at - (first_token if b == "w.first_token" else 0.0)
+                spans.setdefault((a, b), []).append(gap)
+            whole.append(points[-1][1] - sent - (first_token if "c.first" in path else 0))
+        lines.append(f"  {title}: {len(whole)} of {len(level.timelines)} sends fully stamped")
+        for (a, b), gaps in spans.items():
+            lines.append(
+                f"    {a:>15} → {b:<15} p50 {quantile(gaps, 0.5):7.2f}  "
+                f"p95 {quantile(gaps, 0.95):7.2f} ms"
+            )
+        p50, p95 = quantile(whole, 0.5), quantile(whole, 0.95)
+        lines.append(f"    {'whole':>33} p50 {p50:7.2f}  p95 {p95:7.2f} ms")
+    return "\n".join(lines)
+
+
 # --- Report -----------------------------------------------------------------------------------
 
 
@@ -442,6 +502,17 @@ def plot(results: dict[str, list[Level]], replicas: dict[str, int], path: Path, 
     print(f"plot: {path}")
 
 
+def hop_env(args: argparse.Namespace, name: str) -> dict[str, str]:
+    """--hops: every process of checkout `name` stamps into a folder of its own."""
+    if not args.hops:
+        return {}
+    folder = (args.hops / name).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("hops-*.log"):
+        old.unlink()
+    return {"PARLEY_HOP_STAMPS": str(folder)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, nargs="+", default=[20, 100])
@@ -473,6 +544,12 @@ def main() -> None:
         "--baseline", type=Path, help="another checkout (e.g. a worktree of main), run alongside"
     )
     parser.add_argument("--json", type=Path, help="write the levels here too")
+    parser.add_argument(
+        "--hops",
+        type=Path,
+        help="stamp each send's hops (PARLEY_HOP_STAMPS, core/hops.py) into DIR/<checkout>/ and "
+        "print p50/p95 per hop for each level",
+    )
     parser.add_argument(
         "--show-errors",
         action="store_true",
@@ -506,7 +583,9 @@ def main() -> None:
             for name in checkouts
         }
         topos = {
-            name: stack.enter_context(bench_topology(args, env, path, replicas[name], name))
+            name: stack.enter_context(
+                bench_topology(args, {**env, **hop_env(args, name)}, path, replicas[name], name)
+            )
             for name, path in checkouts.items()
         }
         cookies = {name: sessions_create(topo, max(args.senders)) for name, topo in topos.items()}
@@ -520,6 +599,8 @@ def main() -> None:
             for name in names:
                 results[name].append(run_level(topos[name], cookies[name], args, senders))
                 print(f"{name}: {report(results[name][-1], replicas[name])}", flush=True)
+                if args.hops:
+                    print(hops_report(results[name][-1], args.hops / name, args.first_token))
                 if args.show_errors:
                     for frame in results[name][-1].error_frames:
                         print(f"    error frame: {json.dumps(frame)}", flush=True)

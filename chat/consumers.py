@@ -38,6 +38,7 @@ from chat.protocol import (
     frame_parse,
 )
 from chat.replies.lifecycle import reply_cancel
+from core import hops
 from core.db import db_async
 from core.errors import ParleyError
 from core.memory import memory_return_soon
@@ -181,7 +182,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         handler = getattr(self, handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
+        first_delta = hops.enabled() and message["type"] == "chat.delta" and not message["start"]
+        if first_delta:
+            hops.hop("d.delta_in", message["message"])
         await handler(message)
+        if first_delta:
+            hops.hop("d.delta_out", message["message"])
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Channels' own, without its hop to Daphne's one sync thread to close stale database
@@ -202,6 +208,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return  # access ended: nothing more is done for this socket
+        arrived = time.monotonic_ns() if hops.enabled() else 0
         frame: Any = None
         try:
             try:
@@ -217,6 +224,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ParleyError as error:
             await self.send_error(error)
             return
+        if arrived and isinstance(frame, SendFrame):
+            hops.hop("d.frame_in", frame.client_id, at=arrived)
+            hops.hop("d.checked", frame.client_id)
         try:
             if starts and await self.access_lost():
                 return
@@ -314,6 +324,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         )
         # Followed before the reply existed: it cannot have streamed unheard, so its row as
         # just saved is what the client holds (no catch-up read). Otherwise catch up.
+        hops.hop("d.saved", frame.client_id)
         heard_all = let_in is not None and result.created
         reply = result.reply
         # A conversation the send made comes with its reply, as saved: this socket may write
@@ -337,6 +348,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 "created": result.created,
             }
         )
+        hops.hop("d.ack", client_id)
         if heard_all:
             reply = result.reply
             cursor = self.cursor(reply.pk)
@@ -532,12 +544,15 @@ def send_save(
 ) -> services.SendResult:
     """The send itself (its model and options checked here unless `choices` were already),
     its model checked and its reply priced and routed from one catalogue (llm/catalog.py)."""
+    hops.hop("d.tx_begin", frame.client_id)
     with catalog_held():
         alias, options = choices if choices is not None else send_choices(frame)
-        return services.message_send(
+        result = services.message_send(
             text=frame.text, client_id=frame.client_id, author=author, conversation=conversation,
             organisation=organisation, origin=origin, alias=alias, options=options,
         )  # fmt: skip
+    hops.hop("d.tx_end", frame.client_id)
+    return result
 
 
 @db_async

@@ -33,6 +33,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.tracers.context import _tracing_v2_is_enabled
 
+from core import hops
 from core.observability import metrics
 from core.observability.context import traced
 from llm import router
@@ -171,8 +173,14 @@ async def stream_with_failover(
     deadline = clock.now() + policy.budget
     dropped: set[str] = set()  # deployments whose credentials failed: not again this reply
     last_error: ProviderError | None = None
-    # Made before this task ran (FirstRound): the first round's plan and verdict, no hop.
-    first_round = _first_round.get()
+    # Made before this task ran (FirstRound): the first round's plan and verdict, no hop. Or
+    # being made meanwhile by another thread (first_round_expect): ready by now, as a rule.
+    expected = _first_round.get()
+    first_round: FirstRound | None
+    if isinstance(expected, Future):
+        first_round = await asyncio.wrap_future(expected)
+    else:
+        first_round = expected
     while True:
         if _stopped(stop):
             return _stopped_at(record)
@@ -284,7 +292,7 @@ class FirstRound:
         self,
         *,
         alias: str,
-        prompt_tokens: int,
+        prompt_tokens: int | None,
         plan: router.RoutePlan,
         verdict: Permit | router.Skip | None,
     ) -> None:
@@ -301,12 +309,17 @@ class FirstRound:
         plan_for: Callable[[str], router.RoutePlan],
         alias: str,
         *,
-        prompt_tokens: int,
+        prompt_tokens: int | None,
     ) -> FirstRound | None:
         """The first round of a reply on `alias` (a blocking call: cache round trips), or None
-        if it cannot be planned now: the generation then plans it and fails as it would."""
+        if it cannot be planned now: the generation then plans it and fails as it would.
+        `prompt_tokens` None: made before the prompt is known (a Celery worker, while it claims
+        the reply: chat/replies/tasks.py), for whatever size it turns out to be, unless the
+        size matters to the gate (see `take`)."""
         try:
-            plan, verdict = _planned(plan_for, alias, dropped=set(), prompt_tokens=prompt_tokens)
+            plan, verdict = _planned(
+                plan_for, alias, dropped=set(), prompt_tokens=prompt_tokens or 0
+            )
         except Exception:
             return None
         return cls(alias=alias, prompt_tokens=prompt_tokens, plan=plan, verdict=verdict)
@@ -314,13 +327,20 @@ class FirstRound:
     def take(
         self, alias: str, prompt_tokens: int
     ) -> tuple[router.RoutePlan, Permit | router.Skip | None] | None:
-        """The plan and verdict, once, if made for this alias and prompt size."""
+        """The plan and verdict, once, if made for this alias and prompt size (made for no
+        size: for any, unless the gate's verdict read the size, llm/limits.py: a first
+        candidate with a tokens-per-minute limit)."""
         if not self._claim():
             return None
-        if alias != self.alias or prompt_tokens != self.prompt_tokens:
+        if alias != self.alias or not self._fits(prompt_tokens):
             self._give_back()
             return None
         return self.plan, self.verdict
+
+    def _fits(self, prompt_tokens: int) -> bool:
+        if self.prompt_tokens is None:
+            return not (self.plan.candidates and self.plan.candidates[0].tpm_limit)
+        return prompt_tokens == self.prompt_tokens
 
     def release(self) -> None:
         """Give the permit back if the generation never took it (a no-op once taken)."""
@@ -339,9 +359,17 @@ class FirstRound:
             router.attempt_abandoned(self.plan.candidates[0], verdict)
 
 
-_first_round: contextvars.ContextVar[FirstRound | None] = contextvars.ContextVar(
-    "first_round", default=None
+_first_round: contextvars.ContextVar[FirstRound | Future[FirstRound | None] | None] = (
+    contextvars.ContextVar("first_round", default=None)
 )
+
+
+def first_round_expect(coming: Future[FirstRound | None]) -> None:
+    """In the current context, stream_with_failover's first round is the one `coming` will
+    hold (None: it plans as usual): another thread makes it while this task does other work
+    (a Celery worker: while the reply is claimed, chat/replies/tasks.py). Whoever completes
+    `coming` also `release`s what it held once the generation is over."""
+    _first_round.set(coming)
 
 
 def first_round_context(first: FirstRound) -> contextvars.Context:
@@ -389,6 +417,7 @@ async def _attempt(
             )
         model = build(deployment)
         requested = loop.time()  # after building the client: that is local work
+        hops.hop("w.provider_call")
         stream = _chunks(model, messages)
         # One deadline for the whole stream, moved as chunks arrive: the first-token deadline
         # until text comes, then the inter-token timeout after each chunk. It counts only
@@ -461,11 +490,13 @@ async def _attempt(
                     for text in texts:
                         first = not answering
                         if first:
+                            hops.hop("w.first_token")
                             answering = True
                             entry["first_token_ms"] = int((loop.time() - requested) * 1000)
                         record.sent_text = True
                         await sink(text)
                         if first:
+                            hops.hop("w.sunk")
                             # After the sink: the first text does not wait for a thread hop.
                             await _succeeded(
                                 deployment, permit, first_token_ms=entry["first_token_ms"]

@@ -28,6 +28,8 @@ from kombu.exceptions import OperationalError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core import hops
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 # Kombu's Redis transport options that change key names or routing: with any of them set, the
@@ -95,6 +97,15 @@ def _start_up_frozen(**_: Any) -> None:
     gc.freeze()
 
 
+def _received_stamped(request: Any = None, **_: Any) -> None:
+    """PARLEY_HOP_STAMPS (core/hops.py): when the worker's consumer took a reply's task off the
+    broker, before its pool runs it."""
+    if request is not None and request.name == "llm.tasks.generate_reply" and request.args:
+        hops.hop("w.received", request.args[0])
+
+
+if hops.enabled():
+    signals.task_received.connect(_received_stamped, weak=False)
 signals.worker_ready.connect(_start_up_frozen, weak=False)
 signals.worker_process_init.connect(_start_up_frozen, weak=False)
 

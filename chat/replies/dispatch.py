@@ -41,8 +41,10 @@ from chat.replies.live import live_register, live_reply
 from chat.replies.prompt import prompt_from_request
 from chat.replies.reaper import reaper_start
 from chat.replies.stream import reply_stream
-from chat.replies.tasks import generate_on_database_lane, generate_reply
+from chat.replies.tasks import generate_on_database_lane, generate_reply, route_carried
+from core import hops
 from core.observability.context import handoff
+from core.rows import row_insert
 from llm.catalog import tenant_alias
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig, ProviderError
@@ -172,10 +174,28 @@ def reply_create(
         event_publish_on_commit(conversation.pk, message_event(reply))
         transaction.on_commit(partial(early.attach, reply))
         return reply
+    reply, provider = reply_pending(
+        conversation=conversation, reply_to=reply_to, alias=alias, options=options
+    )
+    row_insert(reply)
+    reply_saved(reply, provider)
+    return reply
+
+
+def reply_pending(
+    *,
+    conversation: Conversation,
+    reply_to: Message,
+    alias: str = "",
+    options: GenerationOptions | None = None,
+) -> tuple[Message, ProviderConfig]:
+    """A new pending reply, routed (reply_create's rules) but not saved yet, and its likely
+    provider: for a caller that saves it with other rows in one statement, then calls
+    `reply_saved` (chat/services/messages.py)."""
     provider, routing = _route_of(
         organisation_id=conversation.organisation_id, alias=alias, options=options
     )
-    reply = Message.objects.create(
+    reply = Message(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
@@ -184,9 +204,13 @@ def reply_create(
         model=provider.model,
         routing=routing,
     )
-    event_publish_on_commit(conversation.pk, message_event(reply))
+    return reply, provider
+
+
+def reply_saved(reply: Message, provider: ProviderConfig) -> None:
+    """A pending reply just saved: announced and dispatched once the transaction commits."""
+    event_publish_on_commit(reply.conversation_id, message_event(reply))
     transaction.on_commit(partial(_dispatch_or_mark, reply, provider))
-    return reply
 
 
 # Marks a saved reply whose generation could not be started (Message.routing, while pending).
@@ -199,8 +223,11 @@ NOT_STARTED_RETRY_AFTER = 5
 def _dispatch_or_mark(reply: Message, provider: ProviderConfig) -> None:
     """Start the reply; if that fails (the broker down), mark it so that a repeat of its send
     starts it (reply_dispatch_again), and tell the caller to repeat it (ReplyNotStarted)."""
+    hops.hop("d.commit", reply.pk)
     try:
-        dispatch_generation(reply.pk, provider)
+        with route_carried(reply.routing):
+            dispatch_generation(reply.pk, provider)
+        hops.hop("d.published", reply.pk)
     except Exception as exc:
         logger.exception("reply %s could not be started", reply.pk)
         Message.objects.filter(pk=reply.pk, status=Message.Status.PENDING).update(
@@ -224,7 +251,8 @@ def reply_dispatch_again(reply: Message) -> None:
     except ProviderError:
         return  # its model is gone: the reaper ends it as it would have
     try:
-        dispatch_generation(reply.pk, provider)
+        with route_carried(reply.routing):
+            dispatch_generation(reply.pk, provider)
     except Exception as exc:  # still down: the client is told to try again, as the first time
         logger.exception("reply %s could not be started again", reply.pk)
         raise ReplyNotStarted(retry_after=NOT_STARTED_RETRY_AFTER) from exc

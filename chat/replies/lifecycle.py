@@ -29,6 +29,8 @@ from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Conversation, Message
 from chat.replies.accounting import quota_settle_message
+from chat.replies.prompt import history_params, history_returned, history_returning
+from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
 
@@ -48,14 +50,22 @@ def reply_start(*, message_id: int) -> Message | None:
     a worker's Python time: docs/benchmarks.md). The conversation's other fields are deferred
     (read if anything asks for them).
     """
+    hops.hop("w.claim_begin", message_id)
     connection = connections[Message.objects.db]
     claim = _claim_statement(connection)
     now = _prepared("started_at", timezone.now(), connection)
     params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(claim.sql, params)
+        cursor.execute(claim.sql, [*params, *(history_params() if claim.history else ())])
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
-    return claim.message(rows[0], connection) if rows else None
+    hops.hop("w.claimed", message_id)
+    if not rows:
+        return None
+    if not claim.history:
+        return claim.message(rows[0], connection)
+    reply = claim.message(rows[0][:-1], connection)
+    history_returned(reply, rows[0][-1])
+    return reply
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -219,6 +229,7 @@ class _Returning:
     # (position, field, column) of the values a backend may need to convert.
     convertible: tuple[tuple[int, Any, Any], ...]
     conversation: bool = False
+    history: bool = False  # the claim's last column: the prompt's history (prompt.py)
 
     def message(self, row: Sequence[Any], connection: Any) -> Message:
         values = list(row)
@@ -253,13 +264,20 @@ def _claim_statement(connection: Any) -> _Returning:
             f"WHERE c.{connection.ops.quote_name('id')} = {table}.{quote('conversation')})"
             for f in _CONVERSATION_FIELDS
         ]
+        history = history_returning(connection, table)
         sql = (
             f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
             f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
             f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
+            + (f", {history}" if history else "")
         )
         fields = (*_MESSAGE_FIELDS, *_CONVERSATION_FIELDS)
-        _statements[key] = _Returning(sql, _convertible(fields, connection), conversation=True)
+        _statements[key] = _Returning(
+            sql,
+            _convertible(fields, connection),
+            conversation=True,
+            history=history is not None,
+        )
     return _statements[key]  # type: ignore[no-any-return]
 
 

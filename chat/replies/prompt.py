@@ -6,6 +6,7 @@ cache's keys): llm never reads a Message row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from chat.documents.retrieval import prompt_with_documents
 from chat.models import Message
+from core import hops
 from llm.catalog import default_alias
 from llm.options import GenerationOptions
 
@@ -24,15 +26,21 @@ def prompt_messages(reply: Message) -> list[BaseMessage]:
     message this reply answers."""
     messages = _prompt(reply.conversation.system_prompt, reversed(_history(reply)))
     # Passages from the conversation's documents, quoted in the question (never the system).
-    return prompt_with_documents(reply, messages)
+    messages = prompt_with_documents(reply, messages)
+    hops.hop("w.prompt", reply.pk)
+    return messages
 
 
 def _history(reply: Message) -> list[tuple[str, str]]:
     """(role, content) of the last LLM_HISTORY_MESSAGES messages said before the reply, newest
     first: neither failed, pending, superseded nor empty.
 
-    One hand-written statement, read as tuples: built by the ORM it cost a worker more CPU
-    than the database took to answer it (docs/benchmarks.md)."""
+    Read with the claim where it can be (`history_returned`), else one hand-written statement,
+    read as tuples: built by the ORM it cost a worker more CPU than the database took to
+    answer it (docs/benchmarks.md)."""
+    claimed: list[tuple[str, str]] | None = getattr(reply, _CLAIMED_HISTORY, None)
+    if claimed is not None:
+        return claimed
     connection = connections[Message.objects.db]
     sql = _HISTORY_SQL.get(connection.vendor)
     if sql is None:
@@ -43,21 +51,46 @@ def _history(reply: Message) -> list[tuple[str, str]]:
             f"AND {column['superseded']} = %s AND {column['status']} NOT IN (%s, %s) "
             f"AND {column['content']} <> %s ORDER BY {column['id']} DESC LIMIT %s"
         )
-    params: list[Any] = [
-        reply.conversation_id,
-        reply.pk,
-        False,
-        Message.Status.FAILED,
-        Message.Status.PENDING,
-        "",
-        settings.LLM_HISTORY_MESSAGES,
-    ]
+    params: list[Any] = [reply.conversation_id, reply.pk, *history_params()]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
 _HISTORY_SQL: dict[str, str] = {}
+_CLAIMED_HISTORY = "_claimed_history"  # on a reply whose claim returned its history
+
+
+def history_params() -> list[Any]:
+    """The history's parameters, after the reply's own (read at each call, as settings)."""
+    return [False, Message.Status.FAILED, Message.Status.PENDING, "", settings.LLM_HISTORY_MESSAGES]
+
+
+def history_returning(connection: Any, reply_table: str) -> str | None:
+    """On PostgreSQL, the history `_history` reads, as one more column (a JSON array, newest
+    first) of a statement that returns the reply's row from `reply_table` (the claim's
+    RETURNING: the prompt's history comes in the claim's round trip, one fewer on the way to
+    the first token); it takes `history_params()`. None elsewhere: the claim, then a read."""
+    if connection.vendor != "postgresql":
+        return None
+    table, column = connection.ops.quote_name(Message._meta.db_table), _columns(connection)
+    # The inner rows are `m`: unqualified, its columns would shadow the reply's own.
+    sql = (
+        f"(SELECT COALESCE(json_agg(json_build_array(h.role, h.content) ORDER BY h.id DESC), "  # noqa: S608
+        f"'[]') FROM (SELECT m.{column['role']} AS role, m.{column['content']} AS content, "
+        f"m.{column['id']} AS id FROM {table} m "
+        f"WHERE m.{column['conversation']} = {reply_table}.{column['conversation']} "
+        f"AND m.{column['id']} < {reply_table}.{column['id']} "
+        f"AND m.{column['superseded']} = %s AND m.{column['status']} NOT IN (%s, %s) "
+        f"AND m.{column['content']} <> %s ORDER BY m.{column['id']} DESC LIMIT %s) h)"
+    )
+    return sql
+
+
+def history_returned(reply: Message, value: Any) -> None:
+    """Keep the history a claim returned (`history_returning`'s column) on its reply."""
+    rows = json.loads(value) if isinstance(value, str | bytes) else value
+    setattr(reply, _CLAIMED_HISTORY, [(str(role), str(content)) for role, content in rows])
 
 
 def _columns(connection: Any) -> dict[str, str]:

@@ -8,21 +8,27 @@ this module's path: messages already queued in the broker, and the beat schedule
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import os
 import threading
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from celery import shared_task
+from celery import shared_task, signals
 from django.conf import settings
 from django.db import close_old_connections
 
 from chat.replies.reaper import replies_reap
 from chat.replies.stream import reply_stream
+from core import hops
+from llm.failover import FirstRound, first_round_expect
+from llm.router import route_plan
 
 
 def _closed_broker_channel_raises_a_connection_error() -> None:
@@ -117,11 +123,77 @@ async def on_database_lane() -> AsyncIterator[None]:
             await sync_to_async(close_old_connections)()
 
 
-async def generate_on_database_lane(message_id: int) -> None:
+async def generate_on_database_lane(
+    message_id: int, first_round: Future[FirstRound | None] | None = None
+) -> None:
     """Generate one reply with its database work on a lane (a Celery worker's generation
-    loop, or a server generating an API reply itself: chat/replies/dispatch.py)."""
+    loop, or a server generating an API reply itself: chat/replies/dispatch.py).
+    `first_round`: its provider call's first route plan and gate, being made elsewhere."""
+    hops.current.set(message_id)
+    hops.hop("w.loop")
+    if first_round is not None:
+        first_round_expect(first_round)
     async with on_database_lane():
         await reply_stream(message_id=message_id)
+
+
+# The route of a reply being dispatched travels in its task's headers (ROUTE_HEADER: its model
+# alias and the organisation's allow-list, as saved on the reply), so that the worker plans and
+# gates its provider call (cache round trips: the catalogue's version, the breaker, the limits)
+# on the task's own thread while the generation loop claims the reply and reads its prompt,
+# rather than after them, when the reply cache is off. A worker of an older release ignores
+# the header; a message of an older release has none, and its reply plans after the claim as
+# before.
+ROUTE_HEADER = "parley_route"
+_route_dispatched: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "route_dispatched", default=None
+)
+
+
+@contextmanager
+def route_carried(routing: Mapping[str, Any]) -> Iterator[None]:
+    """Reply tasks published inside carry `routing`'s alias and allow-list (the reply's
+    Message.routing) in their headers."""
+    route = {"alias": str(routing.get("alias") or ""), "allowed": routing.get("allowed") or []}
+    token = _route_dispatched.set(json.dumps(route) if route["alias"] else None)
+    try:
+        yield
+    finally:
+        _route_dispatched.reset(token)
+
+
+def _route_into_headers(
+    sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
+) -> None:
+    route = _route_dispatched.get()
+    if route is not None and headers is not None and sender == "llm.tasks.generate_reply":
+        headers[ROUTE_HEADER] = route
+
+
+signals.before_task_publish.connect(_route_into_headers, weak=False)
+
+
+def _route_received(request: Any) -> tuple[str, list[str]] | None:
+    """The alias and allow-list a task's headers carry, if they do (and make sense)."""
+    value = getattr(request, ROUTE_HEADER, None)
+    if value is None and isinstance(getattr(request, "headers", None), dict):
+        value = request.headers.get(ROUTE_HEADER)
+    try:
+        route = json.loads(value) if isinstance(value, str) else {}
+        alias, allowed = str(route["alias"]), [str(a) for a in route["allowed"]]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return (alias, allowed) if alias else None
+
+
+def _first_round_made(alias: str, allowed: list[str]) -> FirstRound | None:
+    """The reply's first route plan and gate, made on this (the task's) thread. Made for no
+    particular prompt size: stream_with_failover takes it unless a tokens-per-minute limit
+    makes the size matter (then it plans afresh, and this one's permit is given back)."""
+    try:
+        return FirstRound.made(partial(route_plan, allowed=allowed), alias, prompt_tokens=None)
+    finally:
+        close_old_connections()  # the catalogue may have read the database on this thread
 
 
 @shared_task(
@@ -129,9 +201,26 @@ async def generate_on_database_lane(message_id: int) -> None:
 )
 def generate_reply(message_id: int) -> None:
     """Stream the reply for one assistant message; the service does the work."""
-    asyncio.run_coroutine_threadsafe(
-        generate_on_database_lane(message_id), _generation_loop()
-    ).result()
+    hops.hop("w.task", message_id)
+    # Not while the reply cache is on: its lookup comes first, and the gate of a reply it
+    # answers would have counted against the deployment's limits for nothing (as
+    # chat/replies/early.py decides).
+    route = None if settings.CACHE_ENABLED else _route_received(generate_reply.request)
+    coming: Future[FirstRound | None] | None = Future() if route is not None else None
+    running = asyncio.run_coroutine_threadsafe(
+        generate_on_database_lane(message_id, coming), _generation_loop()
+    )
+    first: FirstRound | None = None
+    if route is not None and coming is not None:
+        try:
+            first = _first_round_made(*route)
+        finally:
+            coming.set_result(first)
+    try:
+        running.result()
+    finally:
+        if first is not None:
+            first.release()  # a reply that never got as far as its call gives the probe back
 
 
 @shared_task(name="llm.tasks.reap_replies", ignore_result=True)
