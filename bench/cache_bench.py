@@ -261,6 +261,7 @@ PAIR_SETS = [
     # issue and its brief; evaluated once blind on the judge's merge (BLIND_RESULTS: with the
     # judge at 0.997; without it 68/200, 2/249); not yet tuned on.
     ("held-out 12 (became tuning)", "tuning/cache_heldout12.json", ""),
+    ("held-out 13 (became tuning)", "tuning/cache_heldout13.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).

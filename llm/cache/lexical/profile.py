@@ -8,7 +8,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 
 import simplemma
 
@@ -82,6 +81,19 @@ _SCOPES = frozenset("city county state province borough district region town mun
 _OPENING_AUXILIARIES = frozenset("do does did can could should will would may must am".split())
 _QUESTION_WORDS = frozenset("how what where when why which who".split())
 _ANSWER_KINDS = {"when": "when", "where": "where", "who": "who", "whom": "who", "why": "why"}
+# "how" names a kind of answer by the word after it: a way ("how do cats purr" is not "why do
+# cats purr") after an auxiliary or "to"; an amount ("how many people died" is not "why did so
+# many people die") before these.
+_HOW_AMOUNT = frozenset("many much long old far often big tall fast heavy".split())
+_HOW_WAY = _OPENING_AUXILIARIES | frozenset("to is are was were".split())
+# The tense of the auxiliary opening a question ("who was" / "who is the president", "did" /
+# "will the bill pass"): "have" goes with the past ("has my parcel been delivered" is "was my
+# parcel delivered"), "going to" with the future.
+_TENSES = {
+    **dict.fromkeys("did was were had has have".split(), "past"),
+    **dict.fromkeys("do does is are am".split(), "present"),
+    **dict.fromkeys("will shall".split(), "future"),
+}
 _SPEAKERS = frozenset({"i", "we"})
 _OTHERS = frozenset("my our his her their he she they".split())
 # A form of "be" opening the question names its person only with a pronoun.
@@ -132,6 +144,8 @@ class Profile:
     # The question words naming the kind of answer wanted ("when", "where", "who", "why");
     # "what", "how" and "which" can ask any of them ("what time" is "when").
     asks: frozenset[str] = frozenset()
+    # "past", "present" or "future": the tense of the question's opening auxiliary, "" if none.
+    tense: str = ""
     # The question as asked: what the cross-encoder judge reads (llm/cache/judge.py).
     text: str = ""
 
@@ -236,6 +250,7 @@ def profile(text: str) -> Profile:
         quantities=_quantities(words),
         subject=_subject(words),
         asks=_asks(words),
+        tense=_tense(words),
         text=asked,
     )
 
@@ -244,9 +259,28 @@ def _asks(words: list[str]) -> frozenset[str]:
     """The question words that name the kind of answer ("when did the Titanic sink" / "where
     did the Titanic sink"): the first question word, and one after "and" ("who painted it and
     when"). A later one joins a clause and asks nothing ("what does it mean when ...")."""
-    first = next((word for word in words if word in _QUESTION_WORDS), "")
-    joined = [word for before, word in pairwise(words) if before in ("and", "or")]
-    return frozenset(_ANSWER_KINDS.get(word, "") for word in [first, *joined]) - {""}
+    at = next((i for i, word in enumerate(words) if word in _QUESTION_WORDS), -1)
+    joined = [i + 1 for i, word in enumerate(words[:-1]) if word in ("and", "or")]
+    return frozenset(_answer_kind(words, i) for i in [at, *joined] if i >= 0) - {""}
+
+
+def _answer_kind(words: list[str], at: int) -> str:
+    word = words[at]
+    if word != "how":
+        return _ANSWER_KINDS.get(word, "")
+    after = words[at + 1] if at + 1 < len(words) else ""
+    return "amount" if after in _HOW_AMOUNT else "way" if after in _HOW_WAY else ""
+
+
+def _tense(words: list[str]) -> str:
+    """The tense of the auxiliary that opens the question, after its question word ("when did
+    the store open"), or of "going to" anywhere in it; "" when it opens with neither."""
+    if "going" in words and "to" in words[words.index("going") :]:
+        return "future"
+    start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
+    if start == 1 and len(words) > 2 and words[1] in _HOW_AMOUNT:
+        start = 2  # "how many people died", "how long did it take"
+    return _TENSES.get(words[start], "") if start < len(words) else ""
 
 
 def _subject(words: list[str]) -> str:

@@ -54,6 +54,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "subject"
     if a.asks and b.asks and not a.asks & b.asks:
         return "question word"
+    if a.tense and b.tense and a.tense != b.tense:
+        return "tense"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"
