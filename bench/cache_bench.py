@@ -262,6 +262,7 @@ PAIR_SETS = [
     # judge at 0.997; without it 68/200, 2/249); not yet tuned on.
     ("held-out 12 (became tuning)", "tuning/cache_heldout12.json", ""),
     ("held-out 13 (became tuning)", "tuning/cache_heldout13.json", ""),
+    ("held-out 14 (became tuning)", "tuning/cache_heldout14.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).

@@ -259,9 +259,7 @@ def main() -> None:
         for kind in ("paraphrases", "near_misses")
         for p in data[kind]
     }
-    train, held = pair_sets(
-        set(args.holdout), training=not args.without_training, exclude=excluded
-    )
+    train, held = pair_sets(set(args.holdout), training=not args.without_training, exclude=excluded)
     examples = [(a, b, y) for a, b, y in train] + [(b, a, y) for a, b, y in train]
     positives = sum(y for _, _, y in examples)
     print(

@@ -55,6 +55,7 @@ _REFERENCES = {"than", "behind", "before", "after", "above", "below", "beyond"}
 # Words that say how many of a thing are meant: "one list" is not "all lists". Words in one
 # class say the same quantity ("each"/"every").
 _QUANTITIES = {"one": "one", "single": "one", "all": "all", "entire": "all", "whole": "all"}
+_DETERMINERS = frozenset("the my your our his her their its these those this that of".split())
 _QUANTITIES |= {"every": "all", "each": "each", "both": "both", "many": "many", "few": "few"}
 _QUANTITIES |= {"some": "some", "any": "some", "several": "some", "multiple": "some"}
 # Function words that still set a direction: "round up" is not "round down".
@@ -146,6 +147,8 @@ class Profile:
     asks: frozenset[str] = frozenset()
     # "past", "present" or "future": the tense of the question's opening auxiliary, "" if none.
     tense: str = ""
+    # (lemma, "most"/"more") of adjectives said as superlatives or comparatives.
+    degrees: tuple[tuple[str, str], ...] = ()
     # The question as asked: what the cross-encoder judge reads (llm/cache/judge.py).
     text: str = ""
 
@@ -251,6 +254,7 @@ def profile(text: str) -> Profile:
         subject=_subject(words),
         asks=_asks(words),
         tense=_tense(words),
+        degrees=_degrees(words),
         text=asked,
     )
 
@@ -280,7 +284,30 @@ def _tense(words: list[str]) -> str:
     start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
     if start == 1 and len(words) > 2 and words[1] in _HOW_AMOUNT:
         start = 2  # "how many people died", "how long did it take"
-    return _TENSES.get(words[start], "") if start < len(words) else ""
+    if start >= len(words):
+        return ""
+    word = words[start]
+    if word not in _TENSES and start == 1 and words[0] in ("who", "what", "which"):
+        # A verb right after "who" or "what" carries the tense: "who coached" / "who coaches
+        # the Lakers", "what happened" / "what happens".
+        if lemma_of(word) != word and word.endswith("ed"):
+            return "past"
+        if lemma_of(word) != word and word.endswith("s"):
+            return "present"
+    return _TENSES.get(word, "")
+
+
+def _degrees(words: list[str]) -> tuple[tuple[str, str], ...]:
+    """(lemma, "most" or "more") of each adjective said as a superlative or a comparative:
+    "the cheapest flight" is not "a cheap flight", "faster" not "fast"."""
+    out = []
+    for word in words:
+        lemma = lemma_of(word)
+        if lemma != word and word.endswith("est") and lemma[:3] == word[:3]:
+            out.append((lemma, "most"))
+        elif lemma != word and word.endswith("er") and lemma[:3] == word[:3]:
+            out.append((lemma, "more"))
+    return tuple(sorted(set(out)))
 
 
 def _subject(words: list[str]) -> str:
@@ -304,16 +331,21 @@ def _subject(words: list[str]) -> str:
 def _quantities(words: list[str]) -> tuple[tuple[str, str, bool], ...]:
     """What each quantity word counts: "one mailing list" is ("one", "list", False), "all
     mailing lists" ("all", "list", True); the counted noun is the last word of the run of
-    content words after it."""
+    content words after it, past a determiner or "of" ("all my photos", "one of the founders")."""
     out = []
     for i, word in enumerate(words):
         if word not in _QUANTITIES:
             continue
-        run = []
+        run: list[str] = []
         for following in words[i + 1 :]:
+            if not run and following in _DETERMINERS:
+                continue
             if following in STOPWORDS or following in _DIRECTIONAL or following in _QUANTITIES:
                 break
             run.append(following)
+        skipped = i + 1 < len(words) and words[i + 1] in _DETERMINERS
+        if run and skipped and _QUANTITIES[word] == "all" and lemma_of(run[-1]) == run[-1]:
+            run = []  # "all my data" is "my data"; "all my photos" is not "a photo"
         if run:
             noun = run[-1]
             out.append((_QUANTITIES[word], lemma_of(noun), lemma_of(noun) != noun))

@@ -65,7 +65,9 @@ _LEAD_IN = re.compile(
     r"|will|would|any|tips|best)\b)"
 )
 # Exclamations a question starts with, without punctuation ("omg how do I unsend an email").
-_EXCLAIMED = re.compile(r"^(?:omg|wow|argh|ugh|help|pls|please)\s+(?=(?:how|what|where|when|why|can)\b)")
+_EXCLAIMED = re.compile(
+    r"^(?:omg|wow|argh|ugh|help|pls|please)\s+(?=(?:how|what|where|when|why|can)\b)"
+)
 
 
 def _without_lead_in(text: str) -> str:
