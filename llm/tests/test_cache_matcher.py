@@ -1172,6 +1172,14 @@ def test_a_lead_in_that_says_nothing_is_dropped_one_that_narrows_stays():
     assert refused("how do i pay tax", "in the uk, how do i pay tax") != ""
 
 
+def test_chat_numerals_for_to_and_for_are_words_where_a_word_follows():
+    assert refused("how long should i cook rice", "how long 2 cook rice") == ""
+    assert refused("what are some tips for saving money", "tips 4 saving money??") == ""
+    # A number before a noun is still a number.
+    assert refused("i need 3 tickets", "i need 2 tickets") == "numbers"
+    assert refused("a table for 2 people", "a table for 4 people") == "numbers"
+
+
 def test_hesitations_before_a_question_are_framing():
     assert (
         refused("how do i renew my library card", "um so like how do i renew my library card") == ""

@@ -38,6 +38,7 @@ _CHATTY = re.compile(
     r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "
     r"(?:please |kindly )?(?:tell|show|explain to|let) me(?: know)?\b[\s,:]*|"
     r"(?:please )?(?:tell|show|explain to) me\b[\s,:]*|"
+    r"(?:(?:can|could) you )?help me (?:understand|figure out|work out)\b[\s,:]*|"
     r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
     r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
     r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*|"
@@ -57,7 +58,7 @@ _LEAD_IN_WORDS = frozenset(
     folks guys everyone thanks thank in advance please pls if not too much trouble bother
     question quick out of curiosity curious wondering idea no have got need want would like to
     know find figure trying try asap urgent urgently help omg wow hmm um well right oh
-    sorry silly stupid dumb random""".split()
+    sorry silly stupid dumb random do mind asking ask""".split()
 )
 _LEAD_IN = re.compile(
     r"^((?:[\w']+[\s,]+){0,7}?[\w']+)\s*[,:;–—-]+\s+"
@@ -96,6 +97,22 @@ _CHAT = [
     (re.compile(r"(?<![\w-])ur(?![\w-])"), "your"),
     (re.compile(r"\byou (?:guys|all|folks|people)\b"), "you"),
     (re.compile(r"\bthru\b"), "through"),
+    (re.compile(r"\bwats\b"), "what is"),
+    (re.compile(r"\bwat\b"), "what"),
+    (re.compile(r"\bb4\b"), "before"),
+    # "2" and "4" for "to" and "for" between words ("how long 2 cook rice", "tips 4 saving"):
+    # only after words that take them and before a word, so "2 cups" or "4 people" stay numbers.
+    (
+        re.compile(r"\b(long|way|ways|how|going|trying|able) 2 (?=[a-z]{2,})"),
+        r"\1 to ",
+    ),
+    (
+        re.compile(
+            r"\b(tips|ideas|recipes?|good|ready|time|looking|up|apply|gift|present)"
+            r" 4 (?=[a-z]{2,})"
+        ),
+        r"\1 for ",
+    ),
 ]
 # Filler a casual question ends with: "..., lol", "... help", "... any ideas?", "... pls".
 _TRAILING_FILLER = re.compile(
