@@ -261,6 +261,12 @@ PAIR_SETS = [
     # issue and its brief; evaluated once blind on the judge's merge (BLIND_RESULTS: with the
     # judge at 0.997; without it 68/200, 2/249); not yet tuned on.
     ("held-out 12 (became tuning)", "tuning/cache_heldout12.json", ""),
+    # Sets 13, 14 and 15 (5 December, session 9): each written blind by a helper that read
+    # only issue 18 and its brief, run once (BLIND_RESULTS), then tuned on: 13's and 14's false
+    # hits (tense, "how", degree, "all of", countries, lead-ins) before 15 was run.
+    ("held-out 13 (became tuning)", "tuning/cache_heldout13.json", ""),
+    ("held-out 14 (became tuning)", "tuning/cache_heldout14.json", ""),
+    ("held-out 15 (became tuning)", "tuning/cache_heldout15.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -272,6 +278,11 @@ BLIND_RESULTS = [
     ("held-out 10, blind (matcher ad233fa, one run)", 82, 144, 2, 140),
     ("held-out 11, blind (matcher 95c3422, one run)", 82, 192, 8, 271),
     ("held-out 12, blind (matcher and judge v2 of 5 December, one run)", 84, 200, 2, 249),
+    # Sets 13-15: the check alone (the default) in one run; with the judge on the same run gave
+    # 168/231 with 11, 165/234 with 9 and 187/241 with 4 (docs/benchmarks.md, session 9).
+    ("held-out 13, blind (check of ef55d82 with judge v3, one run)", 162, 231, 11, 240),
+    ("held-out 14, blind (check of e677fb0, one run)", 163, 234, 9, 270),
+    ("held-out 15, blind (check of 554cc0c, one run)", 186, 241, 4, 251),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,20 @@ from torch import nn
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "bench" / "data"
 MAX_TOKENS = 64  # questions are short: the longest pair of the sets takes ~60 word pieces
+WORDS = re.compile(r"\w+")
+
+
+def pair_key(a: str, b: str) -> frozenset[str]:
+    """A pair whatever its order, case and punctuation."""
+    return frozenset(" ".join(WORDS.findall(q.casefold())) for q in (a, b))
 
 
 def pair_sets(
-    holdout: set[str], *, training: bool = True
+    holdout: set[str], *, training: bool = True, exclude: set[frozenset[str]] | None = None
 ) -> tuple[list[tuple[str, str, int]], dict[str, Any]]:
     """(a, b, label) of every training pair, and the held-out sets by name: the tuning sets,
-    and the sets written for training (bench/data/training/) unless `training` is False."""
+    and the sets written for training (bench/data/training/) unless `training` is False.
+    Pairs in `exclude` (an evaluation set's, by `pair_key`) are left out of training."""
     train: list[tuple[str, str, int]] = []
     held: dict[str, Any] = {}
     files = sorted((DATA / "tuning").glob("*.json"))
@@ -64,6 +72,8 @@ def pair_sets(
         for block in blocks:
             train += [(p["a"], p["b"], 1) for p in block.get("paraphrases", [])]
             train += [(p["a"], p["b"], 0) for p in block.get("near_misses", [])]
+    if exclude:
+        train = [(a, b, y) for a, b, y in train if pair_key(a, b) not in exclude]
     return train, held
 
 
@@ -199,11 +209,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, help="directory for judge.safetensors + judge.json")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="a judge directory (judge.safetensors) to start from instead of MiniLM's layers",
+    )
     parser.add_argument("--holdout", action="append", default=[])
     parser.add_argument(
         "--without-training",
         action="store_true",
         help="leave bench/data/training/ out (the shipped judge was trained so)",
+    )
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        action="append",
+        default=[],
+        help="a pair set kept for evaluation: any pair of it is left out of training",
     )
     parser.add_argument("--scores", type=Path, help="held-out pairs' scores (JSON)")
     parser.add_argument("--epochs", type=float, default=4.0)
@@ -225,9 +247,19 @@ def main() -> None:
     tensors = load_file(str(args.model_dir / "model.safetensors"))
     layers = int(config["num_hidden_layers"])
     model = CrossEncoder(config, args.dropout)
-    initialise(model, tensors, layers)
+    start = dict(tensors)
+    if args.init:  # a trained judge's layers and head over MiniLM's (its words are MiniLM's)
+        start.update(load_file(str(args.init / "judge.safetensors")))
+    initialise(model, start, layers)
 
-    train, held = pair_sets(set(args.holdout), training=not args.without_training)
+    excluded = {
+        pair_key(p["a"], p["b"])
+        for path in args.exclude
+        for data in [json.loads(path.read_text())]
+        for kind in ("paraphrases", "near_misses")
+        for p in data[kind]
+    }
+    train, held = pair_sets(set(args.holdout), training=not args.without_training, exclude=excluded)
     examples = [(a, b, y) for a, b, y in train] + [(b, a, y) for a, b, y in train]
     positives = sum(y for _, _, y in examples)
     print(

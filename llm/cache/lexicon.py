@@ -423,6 +423,8 @@ ABBREVIATIONS: dict[str, str] = {
     "vit": "vitamin",
     "meds": "medication",
     "ppl": "people",
+    "cxl": "cancel",
+    "max": "maximum",
     "dept": "department",
     "govt": "government",
     "addr": "address",

@@ -8,7 +8,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 
 import simplemma
 
@@ -56,6 +55,7 @@ _REFERENCES = {"than", "behind", "before", "after", "above", "below", "beyond"}
 # Words that say how many of a thing are meant: "one list" is not "all lists". Words in one
 # class say the same quantity ("each"/"every").
 _QUANTITIES = {"one": "one", "single": "one", "all": "all", "entire": "all", "whole": "all"}
+_DETERMINERS = frozenset("the my your our his her their its these those this that of".split())
 _QUANTITIES |= {"every": "all", "each": "each", "both": "both", "many": "many", "few": "few"}
 _QUANTITIES |= {"some": "some", "any": "some", "several": "some", "multiple": "some"}
 # Function words that still set a direction: "round up" is not "round down".
@@ -82,6 +82,19 @@ _SCOPES = frozenset("city county state province borough district region town mun
 _OPENING_AUXILIARIES = frozenset("do does did can could should will would may must am".split())
 _QUESTION_WORDS = frozenset("how what where when why which who".split())
 _ANSWER_KINDS = {"when": "when", "where": "where", "who": "who", "whom": "who", "why": "why"}
+# "how" names a kind of answer by the word after it: a way ("how do cats purr" is not "why do
+# cats purr") after an auxiliary or "to"; an amount ("how many people died" is not "why did so
+# many people die") before these.
+_HOW_AMOUNT = frozenset("many much long old far often big tall fast heavy".split())
+_HOW_WAY = _OPENING_AUXILIARIES | frozenset("to is are was were".split())
+# The tense of the auxiliary opening a question ("who was" / "who is the president", "did" /
+# "will the bill pass"): "have" goes with the past ("has my parcel been delivered" is "was my
+# parcel delivered"), "going to" with the future.
+_TENSES = {
+    **dict.fromkeys("did was were had has have".split(), "past"),
+    **dict.fromkeys("do does is are am".split(), "present"),
+    **dict.fromkeys("will shall".split(), "future"),
+}
 _SPEAKERS = frozenset({"i", "we"})
 _OTHERS = frozenset("my our his her their he she they".split())
 # A form of "be" opening the question names its person only with a pronoun.
@@ -132,6 +145,10 @@ class Profile:
     # The question words naming the kind of answer wanted ("when", "where", "who", "why");
     # "what", "how" and "which" can ask any of them ("what time" is "when").
     asks: frozenset[str] = frozenset()
+    # "past", "present" or "future": the tense of the question's opening auxiliary, "" if none.
+    tense: str = ""
+    # (lemma, "most"/"more") of adjectives said as superlatives or comparatives.
+    degrees: tuple[tuple[str, str], ...] = ()
     # The question as asked: what the cross-encoder judge reads (llm/cache/judge.py).
     text: str = ""
 
@@ -236,6 +253,8 @@ def profile(text: str) -> Profile:
         quantities=_quantities(words),
         subject=_subject(words),
         asks=_asks(words),
+        tense=_tense(words),
+        degrees=_degrees(words),
         text=asked,
     )
 
@@ -244,9 +263,51 @@ def _asks(words: list[str]) -> frozenset[str]:
     """The question words that name the kind of answer ("when did the Titanic sink" / "where
     did the Titanic sink"): the first question word, and one after "and" ("who painted it and
     when"). A later one joins a clause and asks nothing ("what does it mean when ...")."""
-    first = next((word for word in words if word in _QUESTION_WORDS), "")
-    joined = [word for before, word in pairwise(words) if before in ("and", "or")]
-    return frozenset(_ANSWER_KINDS.get(word, "") for word in [first, *joined]) - {""}
+    at = next((i for i, word in enumerate(words) if word in _QUESTION_WORDS), -1)
+    joined = [i + 1 for i, word in enumerate(words[:-1]) if word in ("and", "or")]
+    return frozenset(_answer_kind(words, i) for i in [at, *joined] if i >= 0) - {""}
+
+
+def _answer_kind(words: list[str], at: int) -> str:
+    word = words[at]
+    if word != "how":
+        return _ANSWER_KINDS.get(word, "")
+    after = words[at + 1] if at + 1 < len(words) else ""
+    return "amount" if after in _HOW_AMOUNT else "way" if after in _HOW_WAY else ""
+
+
+def _tense(words: list[str]) -> str:
+    """The tense of the auxiliary that opens the question, after its question word ("when did
+    the store open"), or of "going to" anywhere in it; "" when it opens with neither."""
+    if "going" in words and "to" in words[words.index("going") :]:
+        return "future"
+    start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
+    if start == 1 and len(words) > 2 and words[1] in _HOW_AMOUNT:
+        start = 2  # "how many people died", "how long did it take"
+    if start >= len(words):
+        return ""
+    word = words[start]
+    if word not in _TENSES and start == 1 and words[0] in ("who", "what", "which"):
+        # A verb right after "who" or "what" carries the tense: "who coached" / "who coaches
+        # the Lakers", "what happened" / "what happens".
+        if lemma_of(word) != word and word.endswith("ed"):
+            return "past"
+        if lemma_of(word) != word and word.endswith("s"):
+            return "present"
+    return _TENSES.get(word, "")
+
+
+def _degrees(words: list[str]) -> tuple[tuple[str, str], ...]:
+    """(lemma, "most" or "more") of each adjective said as a superlative or a comparative:
+    "the cheapest flight" is not "a cheap flight", "faster" not "fast"."""
+    out = []
+    for word in words:
+        lemma = lemma_of(word)
+        if lemma != word and word.endswith("est") and lemma[:3] == word[:3]:
+            out.append((lemma, "most"))
+        elif lemma != word and word.endswith("er") and lemma[:3] == word[:3]:
+            out.append((lemma, "more"))
+    return tuple(sorted(set(out)))
 
 
 def _subject(words: list[str]) -> str:
@@ -270,16 +331,21 @@ def _subject(words: list[str]) -> str:
 def _quantities(words: list[str]) -> tuple[tuple[str, str, bool], ...]:
     """What each quantity word counts: "one mailing list" is ("one", "list", False), "all
     mailing lists" ("all", "list", True); the counted noun is the last word of the run of
-    content words after it."""
+    content words after it, past a determiner or "of" ("all my photos", "one of the founders")."""
     out = []
     for i, word in enumerate(words):
         if word not in _QUANTITIES:
             continue
-        run = []
+        run: list[str] = []
         for following in words[i + 1 :]:
+            if not run and following in _DETERMINERS:
+                continue
             if following in STOPWORDS or following in _DIRECTIONAL or following in _QUANTITIES:
                 break
             run.append(following)
+        skipped = i + 1 < len(words) and words[i + 1] in _DETERMINERS
+        if run and skipped and _QUANTITIES[word] == "all" and lemma_of(run[-1]) == run[-1]:
+            run = []  # "all my data" is "my data"; "all my photos" is not "a photo"
         if run:
             noun = run[-1]
             out.append((_QUANTITIES[word], lemma_of(noun), lemma_of(noun) != noun))

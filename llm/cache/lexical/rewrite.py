@@ -38,6 +38,7 @@ _CHATTY = re.compile(
     r"(?:(?:please|kindly) )?(?:can|could|would|will) (?:you|someone|anyone) "
     r"(?:please |kindly )?(?:tell|show|explain to|let) me(?: know)?\b[\s,:]*|"
     r"(?:please )?(?:tell|show|explain to) me\b[\s,:]*|"
+    r"(?:(?:can|could) you )?help me (?:understand|figure out|work out)\b[\s,:]*|"
     r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
     r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
     r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*|"
@@ -45,6 +46,37 @@ _CHATTY = re.compile(
     r"sorry (?:if this is|for) (?:a|the) (?:silly|stupid|dumb|basic|newbie) question,? but\b[\s,]*|"
     r"sorry to (?:bother|trouble) you,? but\b[\s,]*)"
 )
+
+# A lead-in of a few words that say nothing about the question, set off by a comma, colon or
+# dash before it ("thanks in advance - what is ...", "out of curiosity, why ...", "dear support
+# team, how ...", "honestly I have no idea, what does ... mean"): dropped only when every word
+# of it is one of these, so a lead-in that narrows the question ("in the uk, how do I ...", "for
+# a 5 year old, how much ...") stays.
+_LEAD_IN_WORDS = frozenset(
+    """a an the i i'm im am is it it's its me my you your we us our this that so ok okay just
+    really honestly seriously genuinely basically anyway hey hi hello dear all team support
+    folks guys everyone thanks thank in advance please pls if not too much trouble bother
+    question quick out of curiosity curious wondering idea no have got need want would like to
+    know find figure trying try asap urgent urgently help omg wow hmm um well right oh
+    sorry silly stupid dumb random do mind asking ask""".split()
+)
+_LEAD_IN = re.compile(
+    r"^((?:[\w']+[\s,]+){0,7}?[\w']+)\s*[,:;–—-]+\s+"
+    r"(?=(?:how|what|where|when|why|which|who|whose|can|could|do|does|did|is|are|was|were|should"
+    r"|will|would|any|tips|best)\b)"
+)
+# Exclamations a question starts with, without punctuation ("omg how do I unsend an email").
+_EXCLAIMED = re.compile(
+    r"^(?:omg|wow|argh|ugh|help|pls|please)\s+(?=(?:how|what|where|when|why|can)\b)"
+)
+
+
+def _without_lead_in(text: str) -> str:
+    match = _LEAD_IN.match(text)
+    if match and all(word in _LEAD_IN_WORDS for word in re.findall(r"[\w']+", match[1])):
+        return text[match.end() :]
+    return _EXCLAIMED.sub("", text)
+
 
 _CONTRACTIONS = {"can't": "can not", "cannot": "can not", "won't": "will not"}
 # Contractions typed without their apostrophe ("dont", "wont", "isnt"), and pronouns contracted
@@ -65,6 +97,22 @@ _CHAT = [
     (re.compile(r"(?<![\w-])ur(?![\w-])"), "your"),
     (re.compile(r"\byou (?:guys|all|folks|people)\b"), "you"),
     (re.compile(r"\bthru\b"), "through"),
+    (re.compile(r"\bwats\b"), "what is"),
+    (re.compile(r"\bwat\b"), "what"),
+    (re.compile(r"\bb4\b"), "before"),
+    # "2" and "4" for "to" and "for" between words ("how long 2 cook rice", "tips 4 saving"):
+    # only after words that take them and before a word, so "2 cups" or "4 people" stay numbers.
+    (
+        re.compile(r"\b(long|way|ways|how|going|trying|able) 2 (?=[a-z]{2,})"),
+        r"\1 to ",
+    ),
+    (
+        re.compile(
+            r"\b(tips|ideas|recipes?|good|ready|time|looking|up|apply|gift|present)"
+            r" 4 (?=[a-z]{2,})"
+        ),
+        r"\1 for ",
+    ),
 ]
 # Filler a casual question ends with: "..., lol", "... help", "... any ideas?", "... pls".
 _TRAILING_FILLER = re.compile(
@@ -98,7 +146,7 @@ def rewrite(text: str) -> str:
     lowered = _THANKS.sub("", _GREETING.sub("", lowered.strip()))
     while (trimmed := _TRAILING_FILLER.sub("", lowered)) != lowered and trimmed:
         lowered = trimmed
-    while (unframed := _CHATTY.sub("", lowered, count=1)) != lowered:
+    while (unframed := _CHATTY.sub("", _without_lead_in(lowered), count=1)) != lowered:
         lowered = _GREETING.sub("", unframed)
     for pattern, replacement in _WRITTEN_FIRST:
         lowered = pattern.sub(replacement, lowered)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from llm.cache.lexical.order import reversed_order, swapped
-from llm.cache.lexical.profile import WORD, Profile
+from llm.cache.lexical.profile import WORD, Profile, lemma_of
 from llm.cache.lexical.quantities import other_quantity
 from llm.cache.lexical.rewrite import rewrite
 from llm.cache.lexical.words import content_difference, spelled_out, typo_paired
@@ -35,6 +35,20 @@ def _quoted_alike(a: Profile, b: Profile) -> bool:
     )
 
 
+def _other_degree(a: Profile, b: Profile) -> bool:
+    """Does an adjective both say come as a superlative or comparative on one side only ("a
+    cheap flight" / "the cheapest flight")? Only the same word counts: "faster" / "quicker" is
+    the words' business."""
+    degree_a, degree_b = dict(a.degrees), dict(b.degrees)
+    said_a = {lemma_of(word) for word in a.words}
+    said_b = {lemma_of(word) for word in b.words}
+    return any(
+        degree_a.get(lemma, "") != degree_b.get(lemma, "")
+        for lemma in set(degree_a) | set(degree_b)
+        if lemma in said_a and lemma in said_b
+    )
+
+
 def same_question(a: Profile, b: Profile) -> str:
     """ "" when `a` and `b` ask about the same things, "added" when one asks about more, else
     why they differ (for logs and the benchmark)."""
@@ -54,6 +68,10 @@ def same_question(a: Profile, b: Profile) -> str:
         return "subject"
     if a.asks and b.asks and not a.asks & b.asks:
         return "question word"
+    if a.tense and b.tense and a.tense != b.tense:
+        return "tense"
+    if _other_degree(a, b):
+        return "degree"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"

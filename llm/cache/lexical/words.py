@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llm.cache.everyday import SHORT_FORMS, country_of, everyday_synonymous
+from llm.cache.everyday import COUNTRIES, SHORT_FORMS, country_of, everyday_synonymous
 from llm.cache.lexical.profile import Profile, canonical_of, lemma_of, letters_only
 from llm.cache.lexicon import ABBREVIATIONS, CONTEXT
 from llm.cache.spelling import pair_spellings
@@ -59,14 +59,17 @@ def _agent_and_patient(a: str, b: str) -> bool:
     )
 
 
+_COUNTRY_NAMES = frozenset(COUNTRIES.values())
+
+
 def _related(a: str, b: str) -> bool:
     """One word in two forms ("summary"/"summarize", "discover"/"discoverer", "file"/"filing")?"""
     if a == b:
         return True
     if " " in a or " " in b:  # a phrasal verb: "round up" is not "round down"
         return False
-    if _agent_and_patient(a, b):
-        return False
+    if _agent_and_patient(a, b) or a in _COUNTRY_NAMES or b in _COUNTRY_NAMES:
+        return False  # a country is not another's form: "Niger" / "Nigeria"
     if _stem_of(a, b) or _stem_of(b, a) or _adverb_of(a, b) or _adverb_of(b, a):
         return True
     shorter = min(len(a), len(b))
@@ -145,6 +148,8 @@ def _typo_of(typed: str, word: str) -> bool:
         return False
     if is_word(typed) or lemma_of(typed) != typed or letters_only(typed):
         return False
+    if typed in _COUNTRY_NAMES or word in _COUNTRY_NAMES:
+        return False  # "Niger" / "Nigeria", "Austria" / "Australia": two places, not a typo
     if not is_word(word):
         # Two unknown words (names) pair only when long and one edit apart: "javscript" /
         # "javascript", never "mysql" / "mssql".
