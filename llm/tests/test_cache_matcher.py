@@ -1172,6 +1172,31 @@ def test_a_lead_in_that_says_nothing_is_dropped_one_that_narrows_stays():
     assert refused("how do i pay tax", "in the uk, how do i pay tax") != ""
 
 
+def test_a_city_named_after_its_place_is_narrower_than_the_place():
+    assert (
+        refused("what is the population of new york", "what is the population of new york city")
+        != ""
+    )
+    assert refused("what is the capital of peru", "what is the capital city of peru") == ""
+
+
+def test_what_time_asks_when():
+    assert refused("what time does the parade start", "where does the parade start") == (
+        "question word"
+    )
+    assert refused("when does the pharmacy open", "what time does the pharmacy open") == ""
+
+
+def test_whose_action_an_amount_asks_about_is_read_past_the_amount():
+    assert (
+        refused(
+            "how much notice do i have to give my employer",
+            "how much notice does my employer have to give me",
+        )
+        == "subject"
+    )
+
+
 def test_chat_numerals_for_to_and_for_are_words_where_a_word_follows():
     assert refused("how long should i cook rice", "how long 2 cook rice") == ""
     assert refused("what are some tips for saving money", "tips 4 saving money??") == ""

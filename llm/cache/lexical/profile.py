@@ -214,6 +214,17 @@ def profile(text: str) -> Profile:
         for i in range(1, len(words) - 1)
         if words[i] in _SCOPES and (words[i - 1], words[i + 1]) == ("the", "of")
     }
+    # "New York City", "Mexico City": a place noun after a name narrows it as "the city of"
+    # does ("the capital city of Peru" is still the capital).
+    scoped |= {
+        i
+        for i in range(1, len(words))
+        if words[i] in _SCOPES
+        and words[i - 1] not in STOPWORDS
+        and words[i - 1] not in _QUESTION_WORDS
+        and words[i - 1]
+        not in ("capital", "biggest", "largest", "smallest", "big", "large", "small")
+    }
     for i, (previous, word) in enumerate(zip(["", *words], words, strict=False)):
         if word in _REFERENCES or (previous, word) == ("ahead", "of"):
             pending_role = f"reference {previous if word == 'of' else word}"
@@ -270,9 +281,11 @@ def _asks(words: list[str]) -> frozenset[str]:
 
 def _answer_kind(words: list[str], at: int) -> str:
     word = words[at]
+    after = words[at + 1] if at + 1 < len(words) else ""
+    if word == "what" and after in ("time", "date", "day", "year"):
+        return "when"  # "what time does the parade start" / "where does it start"
     if word != "how":
         return _ANSWER_KINDS.get(word, "")
-    after = words[at + 1] if at + 1 < len(words) else ""
     return "amount" if after in _HOW_AMOUNT else "way" if after in _HOW_WAY else ""
 
 
@@ -315,6 +328,13 @@ def _subject(words: list[str]) -> str:
     ("how do I", "can we"), "other" ("do my parents", "can they") or "" (anyone, or no such
     opening: "how to", "do you")."""
     start = 1 if words[:1] and words[0] in _QUESTION_WORDS else 0
+    if start == 1 and len(words) > 3 and words[1] in _HOW_AMOUNT:
+        # "how much notice do I give" / "how much notice does my employer give": the auxiliary
+        # after the amount's noun (at most two words) opens the question.
+        start = next(
+            (i for i in range(2, min(5, len(words) - 1)) if words[i] in _OPENING_AUXILIARIES),
+            start,
+        )
     if len(words) < start + 2:
         return ""
     if words[start] in _OPENING_BE:
