@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.integration
 # A saved reply nobody started is failed `interrupted` this long after it was made (the
 # setting REAP_PENDING_AFTER, 900 s by default): short here, so the test can wait for it.
 PENDING_AFTER = 20
+REDIS_DOWN_FOR = 3.0  # seconds a restarting Redis is away: several poll intervals (0.5 s)
 
 
 @dataclass
@@ -248,3 +250,36 @@ async def test_a_reply_nobody_starts_again_ends_interrupted_and_its_followers_he
     assert (frame["code"], frame["retryable"], frame["seq"]) == ("interrupted", True, 0), frame
     row = reply_row(broker_down, reply)
     assert (row["status"], row["error_code"]) == ("failed", "interrupted")
+
+
+def test_a_completion_stream_read_through_the_layer_outlives_a_redis_restart(
+    broker_site: BrokerSite,
+) -> None:
+    """Here a Celery worker generates /v1's replies and the request follows them through the
+    channel layer: Redis (the layer, not the broker) restarting mid-reply slows the stream
+    down to the poll interval, and the client still gets every character once, then its
+    finish_reason and [DONE]."""
+    site, topo = broker_site.site, broker_site.site.topo
+    text = "".join(f"word{n:03d} " for n in range(75))
+    site.upstream.script("up", Reply(text=text, chunk_chars=6, chunk_delay=0.1))
+    body = {"model": ANSWERS, "messages": [{"role": "user", "content": "Talk"}], "stream": True}
+    got, lines, restarted = "", [], False
+    with broker_site.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line:
+                lines.append(line)
+            if not line.startswith("data: {"):
+                continue
+            got += (
+                json.loads(line.removeprefix("data: "))["choices"][0]["delta"].get("content") or ""
+            )
+            if got and not restarted:
+                topo.kill("redis")
+                time.sleep(REDIS_DOWN_FOR)  # a restart's outage, several poll intervals long
+                topo.start_redis()
+                restarted = True
+    assert got == text
+    assert lines[-1] == "data: [DONE]", lines[-5:]
+    last = json.loads([line for line in lines if line.startswith("data: {")][-1][6:])
+    assert last["choices"][0]["finish_reason"] == "stop", last

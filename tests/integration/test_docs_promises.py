@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.fault_server import Endless, Reply
 from tests.harness.processes import manage
 from tests.harness.sockets import barrier, hear_reply, recv_frame, sign_in_cookie
-from tests.harness.topology import START_TIMEOUT
+from tests.harness.topology import START_TIMEOUT, production_topology
 from tests.integration.test_api_promises import final_message, post_message
 from tests.integration.test_protocol_promises import (
     ANSWERS,
@@ -586,3 +586,44 @@ def test_the_schema_and_its_interactive_docs_are_served_through_nginx(site: Site
 def test_sign_up_is_where_the_readme_says(site: Site) -> None:
     page = httpx.get(f"{site.topo.base}/accounts/signup/", timeout=30)
     assert page.status_code == 200 and "<form" in page.text
+
+
+def test_a_replicas_own_413_carries_the_request_id(site: Site) -> None:
+    """docs/api.md: every response Parley answers carries `x-request-id`, its refusals too
+    (nginx's own 413, before any replica, is the documented exception)."""
+    direct = f"http://127.0.0.1:{site.topo.daphne_ports[0]}"
+    big = b'{"title": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    for path in ("/api/v1/conversations", "/v1/chat/completions"):
+        refused = httpx.post(
+            f"{direct}{path}",
+            content=big,
+            headers={
+                "Authorization": f"Bearer {site.key}",
+                "Content-Type": "application/json",
+                "X-Request-ID": "too-big.1",
+            },
+            timeout=60,
+        )
+        assert refused.status_code == 413, (path, refused.text[:200])
+        assert refused.headers["x-request-id"] == "too-big.1", path
+
+
+@pytest.mark.timeout(420)
+def test_behind_a_tls_proxy_the_probes_answer_plain_http_and_the_rest_redirects() -> None:
+    """README: `BEHIND_TLS_PROXY` trusts X-Forwarded-Proto, redirects to HTTPS and sends HSTS;
+    docs/operations.md: "The probes and /metrics are exempt from the HTTPS redirect" (kubelets
+    and Prometheus call pods over plain HTTP). One replica of the image's Daphne, called as
+    a kubelet calls it and as the TLS proxy forwards a client."""
+    with production_topology(
+        replicas=1, worker=False, nginx=False, env={"BEHIND_TLS_PROXY": "true"}, name="docs-tls"
+    ) as topo:
+        with httpx.Client(base_url=topo.base, timeout=30) as kubelet:
+            for path, status in (("/livez", 200), ("/readyz", 200), ("/healthz", 200)):
+                assert kubelet.get(path).status_code == status, path
+            assert kubelet.get("/metrics").status_code == 404  # exempt, and not configured
+            plain = kubelet.get("/api/v1/models")
+            assert plain.status_code == 301, plain.text
+            assert plain.headers["location"].startswith("https://")
+            proxied = kubelet.get("/api/v1/models", headers={"X-Forwarded-Proto": "https"})
+            assert proxied.status_code == 401, proxied.text  # served (no key), not redirected
+            assert "max-age=" in proxied.headers["strict-transport-security"]
