@@ -77,6 +77,12 @@ def openai_error_from(error: ParleyError) -> OpenAIError:
     )
 
 
+def internal_error() -> OpenAIError:
+    """A bug, answered in OpenAI's shape (a 500 `server_error`) after it is logged: an SDK
+    raises its own InternalServerError rather than failing to read Django's error page."""
+    return openai_error_from(ChatError("internal", "Something went wrong on our side."))
+
+
 def reply_error(message: Message) -> OpenAIError:
     """The error a failed reply answers with: its code's status, and Retry-After when the
     provider asked for a wait (its 429) or the router knows when one will be tried again."""

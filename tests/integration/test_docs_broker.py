@@ -283,3 +283,40 @@ def test_a_completion_stream_read_through_the_layer_outlives_a_redis_restart(
     assert lines[-1] == "data: [DONE]", lines[-5:]
     last = json.loads([line for line in lines if line.startswith("data: {")][-1][6:])
     assert last["choices"][0]["finish_reason"] == "stop", last
+
+
+def test_with_redis_down_a_keyed_send_is_saved_once_on_rest_and_on_v1(
+    broker_site: BrokerSite,
+) -> None:
+    """docs/operations.md: "A send does not need the cache: with Redis unreachable … the send
+    is saved". With an Idempotency-Key too (its stored responses live in Redis): the request
+    runs, and a repeat still answers with the first message, as api.md says the key's
+    client_id makes the database do."""
+    site, topo = broker_site.site, broker_site.site.topo
+    with broker_site.http() as http:
+        conversation = http.post("/api/v1/conversations", json={}).json()["id"]
+        path = f"/api/v1/conversations/{conversation}/messages"
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        asked = f"Once, {uuid.uuid4().hex}"
+        completion = {"model": ANSWERS, "messages": [{"role": "user", "content": asked}]}
+        completion_key = {"Idempotency-Key": uuid.uuid4().hex}
+        topo.kill("redis")
+        try:
+            first = http.post(path, json={"text": "Once", "model": ANSWERS}, headers=key)
+            again = http.post(path, json={"text": "Once", "model": ANSWERS}, headers=key)
+            answers = [
+                http.post("/v1/chat/completions", json=completion, headers=completion_key)
+                for _ in range(2)
+            ]
+        finally:
+            topo.start_redis()
+        assert first.status_code == 201, first.text
+        assert again.status_code == 200 and again.json()["created"] is False, again.text
+        assert again.json()["reply"] == first.json()["reply"]
+        assert final_message(http, first.json()["reply"])["status"] == "complete"
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    assert answers[1].headers["x-parley-message"] == answers[0].headers["x-parley-message"]
+    assert answers[1].json()["choices"] == answers[0].json()["choices"]
+    calls = [r for r in site.upstream.requests("up") if r.body["messages"][-1]["content"] == asked]
+    assert len(calls) == 1, "the repeat must not ask the model again"
