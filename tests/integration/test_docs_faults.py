@@ -226,3 +226,31 @@ async def test_a_real_upstream_killed_mid_reply_ends_it_interrupted_with_its_tex
         await ws.close()
     assert resumed.text == held and resumed.final is not None
     assert resumed.final["code"] == "interrupted"
+
+
+def test_with_redis_down_reads_answer_and_a_ticket_is_503_unavailable(site: Site) -> None:
+    """docs/operations.md: what needs Redis "fails on its own terms", the rest goes on. A
+    ticket lives in Redis and a socket needs it (4503), so none can be had: 503
+    `unavailable` with Retry-After, not a 500. Reads answer from PostgreSQL."""
+    with site.http() as http:
+        site.topo.kill("redis")
+        try:
+            ticket = http.post("/api/v1/ws-ticket")
+            reads = {
+                path: http.get(path).status_code
+                for path in (
+                    "/api/v1/models",
+                    "/api/v1/conversations",
+                    "/api/v1/usage",
+                    "/api/v1/keys",
+                    "/v1/models",
+                )
+            }
+        finally:
+            site.topo.start_redis()
+        assert ticket.status_code == 503, ticket.text
+        error = ticket.json()["error"]
+        assert error["code"] == "unavailable", error
+        assert ticket.headers["retry-after"] == str(error["retry_after"])
+        assert set(reads.values()) == {200}, reads
+        assert http.post("/api/v1/ws-ticket").status_code == 201
