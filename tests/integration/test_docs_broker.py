@@ -320,3 +320,42 @@ def test_with_redis_down_a_keyed_send_is_saved_once_on_rest_and_on_v1(
     assert answers[1].json()["choices"] == answers[0].json()["choices"]
     calls = [r for r in site.upstream.requests("up") if r.body["messages"][-1]["content"] == asked]
     assert len(calls) == 1, "the repeat must not ask the model again"
+
+
+async def test_a_send_while_the_live_feed_is_down_is_acknowledged_and_its_reply_follows(
+    broker_site: BrokerSite,
+) -> None:
+    """protocol.md `unavailable`: the socket stays open; "a send that started a conversation
+    while Redis was unreachable still gets its answer (`ack`) after this error: the send is
+    saved, and its reply follows once the feed is back"; `live` says it is back, "just
+    before it the server re-sent what was saved meanwhile". Here only the live feed's Redis
+    goes away (the broker is another one), so the worker generates the reply meanwhile."""
+    site, topo = broker_site.site, broker_site.site.topo
+    text = "Written while you could not hear it."
+    site.upstream.script("up", Reply(text=text))
+    ws = await site.socket()
+    try:
+        await barrier(ws)
+        topo.kill("redis")
+        error, _ = await frames_until_error(ws)
+        assert (error["code"], error["message"]) == ("unavailable", None), error
+        frame = send_frame("Anyone there?")
+        await ws.send(json.dumps(frame))
+        while (ack := await recv_frame(ws, 60))["type"] != "ack":
+            assert ack["type"] == "error" and ack["code"] == "unavailable", ack
+        assert ack["client_id"] == frame["client_id"] and ack["created"] is True
+        reply = ack["reply"]
+        deadline = time.monotonic() + 60
+        while reply_row(broker_site, reply)["status"] != "complete":
+            assert time.monotonic() < deadline, reply_row(broker_site, reply)
+            time.sleep(0.1)
+        topo.start_redis()
+        frames = []
+        while (frame_in := await recv_frame(ws, 60))["type"] != "live":
+            frames.append(frame_in)
+    finally:
+        await ws.close()
+    deltas = [f for f in frames if f["type"] == "delta" and f["message"] == reply]
+    assert "".join(d["text"] for d in deltas) == text, frames
+    done = [f for f in frames if f["type"] == "done" and f["message"] == reply]
+    assert len(done) == 1 and done[0]["seq"] == len(text), frames
