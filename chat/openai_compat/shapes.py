@@ -187,6 +187,11 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
     stream_options = payload.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise _invalid("`stream_options` must be an object.", "stream_options")
+    if stream_options and not stream:  # as OpenAI answers it: not accepted and ignored
+        raise _invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     _refuse_unsupported(payload)
     options = _options_of(payload)
     converted: list[PriorMessage] = []

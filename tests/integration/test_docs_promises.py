@@ -442,6 +442,7 @@ def test_response_format_is_passed_to_an_openai_compatible_upstream(
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"frobnicate": 1}, "frobnicate"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without `stream`
     ],
 )
 def test_what_parley_cannot_do_is_a_400_naming_it_and_never_reaches_the_model(
