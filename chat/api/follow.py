@@ -15,9 +15,9 @@ The layer is at-most-once, so a follower never trusts it alone:
   database, so a dropped `done` ends the stream at the next poll instead of never;
 - a read that meets a momentary database error (SQLite's "table is locked" while a generator
   writes, a PostgreSQL failover) is tried again a few times before the stream gives up;
-- while the layer cannot be reached (Redis down or restarting) it follows from the database
-  alone, a read every poll interval, and joins the group again once Redis answers: an outage
-  slows a stream down to the poll interval, it never cuts it.
+- while the layer cannot be reached (Redis down or restarting, even when the follower
+  starts) it follows from the database alone, a read every poll interval, until the layer
+  answers again: an outage slows a stream down to the poll interval, it never cuts it.
 """
 
 from __future__ import annotations
