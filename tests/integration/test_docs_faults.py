@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -254,3 +255,38 @@ def test_with_redis_down_reads_answer_and_a_ticket_is_503_unavailable(site: Site
         assert ticket.headers["retry-after"] == str(error["retry_after"])
         assert set(reads.values()) == {200}, reads
         assert http.post("/api/v1/ws-ticket").status_code == 201
+
+
+def test_a_completion_not_streamed_whose_replica_dies_is_a_502_and_ends_interrupted(
+    site: Site,
+) -> None:
+    """docs/api.md, "Where it is generated": a request not streamed yet has no body to cut,
+    so nginx answers it 502 when its replica dies (its own page, not OpenAI's shape: an SDK
+    raises InternalServerError); the reply still ends `failed`/`interrupted` by the reaper,
+    its text kept."""
+    site.upstream.script("up", slow_reply())
+    body = {"model": "openai-compatible", "messages": [{"role": "user", "content": "Slowly"}]}
+    answer: list[httpx.Response] = []
+    with site.http() as http:
+        asking = threading.Thread(
+            target=lambda: answer.append(http.post("/v1/chat/completions", json=body))
+        )
+        before = site.upstream.count("up")
+        asking.start()
+        try:
+            while (
+                site.upstream.count("up") == before or not site.upstream.requests("up")[-1].chunks
+            ):
+                time.sleep(0.02)
+            site.topo.kill(replica_calling(site, site.upstream.port))
+        finally:
+            asking.join(timeout=120)
+        site.topo.restore()
+        (refused,) = answer
+        assert refused.status_code == 502, refused.text[:200]
+        (row,) = site.topo.query(
+            "SELECT id FROM chat_message WHERE role = 'assistant' ORDER BY id DESC LIMIT 1"
+        )
+        message = final_message(http, row[0], timeout=REAP_STALE_AFTER + 60)
+    assert (message["status"], message["error"]["code"]) == ("failed", "interrupted")
+    assert LONG.startswith(message["content"])
