@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import cast
 
@@ -29,16 +30,24 @@ from accounts.signals import client_ip
 from accounts.tickets import ws_ticket_issue
 from accounts.two_factor import session_verified, two_factor_required
 
+logger = logging.getLogger(__name__)
+
 
 def _rate_key(group: str, request: Request) -> str:
     return f"{request.user.pk}"
 
 
 def _rate_check(request: Request, *, group: str, rate: str) -> None:
-    """Count this POST against the user's `rate` in `group`; 429 (Throttled) past it."""
-    usage = get_usage(
-        request._request, group=group, key=_rate_key, rate=rate, method="POST", increment=True
-    )
+    """Count this POST against the user's `rate` in `group`; 429 (Throttled) past it. The
+    counts live in Redis: while it is unreachable the POST is not counted (as the send limits
+    go on without it, accounts/limits.py), rather than refused with a 500."""
+    try:
+        usage = get_usage(
+            request._request, group=group, key=_rate_key, rate=rate, method="POST", increment=True
+        )
+    except Exception as error:
+        logger.warning("rate counts unreachable (%r); %s not counted", error, group)
+        return
     if usage is not None and usage["should_limit"]:
         raise exceptions.Throttled(wait=usage["time_left"])
 

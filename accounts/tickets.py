@@ -16,8 +16,24 @@ from django.conf import settings
 from django.core.cache import cache
 
 from accounts.models import ApiKey, Membership, Organisation, User
+from core.errors import ParleyError
 
 TICKET_KEY = "ws-ticket:{digest}"
+# What a client asked for a ticket while Redis is unreachable waits before asking again.
+UNAVAILABLE_RETRY_AFTER = 5
+
+
+class TicketsUnavailable(ParleyError):
+    """Redis (where tickets live) cannot be reached: no ticket now, and no socket either (a
+    socket needs the live feed: 4503). `unavailable`, retryable, HTTP 503 with Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "unavailable",
+            "Sockets cannot be set up right now (the live feed is down); try again in "
+            f"{UNAVAILABLE_RETRY_AFTER} s.",
+            extra={"retry_after": UNAVAILABLE_RETRY_AFTER},
+        )
 
 
 @dataclass(frozen=True)
@@ -36,15 +52,18 @@ def _cache_key(ticket: str) -> str:
 
 def ws_ticket_issue(*, user: User, organisation: Organisation, api_key: ApiKey | None) -> str:
     ticket = secrets.token_urlsafe(32)
-    cache.set(
-        _cache_key(ticket),
-        {
-            "user": user.pk,
-            "organisation": organisation.pk,
-            "api_key": api_key.pk if api_key else None,
-        },
-        timeout=settings.WS_TICKET_TTL_SECONDS,
-    )
+    try:
+        cache.set(
+            _cache_key(ticket),
+            {
+                "user": user.pk,
+                "organisation": organisation.pk,
+                "api_key": api_key.pk if api_key else None,
+            },
+            timeout=settings.WS_TICKET_TTL_SECONDS,
+        )
+    except Exception as error:
+        raise TicketsUnavailable from error
     return ticket
 
 

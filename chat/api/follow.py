@@ -14,7 +14,10 @@ The layer is at-most-once, so a follower never trusts it alone:
 - when nothing arrives for API_STREAM_POLL_INTERVAL seconds it reads the reply from the
   database, so a dropped `done` ends the stream at the next poll instead of never;
 - a read that meets a momentary database error (SQLite's "table is locked" while a generator
-  writes, a PostgreSQL failover) is tried again a few times before the stream gives up.
+  writes, a PostgreSQL failover) is tried again a few times before the stream gives up;
+- while the layer cannot be reached (Redis down or restarting, even when the follower
+  starts) it follows from the database alone, a read every poll interval, until the layer
+  answers again: an outage slows a stream down to the poll interval, it never cuts it.
 """
 
 from __future__ import annotations
@@ -108,14 +111,34 @@ class ReplyFollower(_Following):
         self.cursor.resume(after_seq=after_seq)
         self.layer: BaseChannelLayer | None = None
         self.channel = ""
+        self.joined = False  # the group is joined: false until the layer first answers
+        self.layer_lost = False  # the last try to reach the layer failed
 
     async def join(self) -> None:
-        layer = get_channel_layer()
-        if layer is None:
+        self.layer = get_channel_layer()
+        if self.layer is not None:
+            await self._join_group()
+
+    async def _join_group(self) -> None:
+        """Join the conversation's group, unless the layer cannot be reached (then later)."""
+        assert self.layer is not None
+        try:
+            if not self.channel:
+                self.channel = await self.layer.new_channel()
+            await self.layer.group_add(self.group, self.channel)
+        except Exception as error:
+            self._lost(error)
             return
-        self.layer = layer
-        self.channel = await layer.new_channel()
-        await layer.group_add(self.group, self.channel)
+        self.joined = True
+
+    def _lost(self, error: Exception) -> None:
+        if not self.layer_lost:
+            logger.warning(
+                "reply %s: channel layer unreachable (%r); following it from the database",
+                self.message_id,
+                error,
+            )
+        self.layer_lost = True
 
     async def leave(self) -> None:
         if self.layer is not None:
@@ -173,16 +196,31 @@ class ReplyFollower(_Following):
         return await _read(self.message_id)
 
     async def _receive(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+        """The group's next event; None after `timeout` seconds without one, or when the
+        layer cannot be reached (the caller then reads the database, as after a quiet
+        interval). A channel whose subscription failed is subscribed again by the next
+        `receive`, and the layer re-subscribes the groups once Redis is back."""
         if self.layer is None:
             await asyncio.sleep(timeout)
             return None
-        try:
-            event: dict[str, Any] = await asyncio.wait_for(
-                self.layer.receive(self.channel), timeout
-            )
-        except TimeoutError:
-            return None
-        return event
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self.joined:
+            await self._join_group()
+        if self.joined:
+            try:
+                event: dict[str, Any] = await asyncio.wait_for(
+                    self.layer.receive(self.channel), timeout
+                )
+            except TimeoutError:
+                return None
+            except Exception as error:
+                self._lost(error)
+            else:
+                self.layer_lost = False
+                return event
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        return None
 
 
 class LiveFollower(_Following):

@@ -9,13 +9,18 @@ is refused (422) rather than silently answered with the other request's result. 
 not stored: a request refused for a rate limit may be retried with the same key.
 
 The cache is Redis in production, so this holds across replicas. The lock expires on its own
-if the process holding it dies (API_IDEMPOTENCY_LOCK_SECONDS).
+if the process holding it dies (API_IDEMPOTENCY_LOCK_SECONDS). With Redis unreachable the
+request runs unguarded rather than failing (a send does not need the cache,
+docs/operations.md): the key's derived client_id still makes the database answer a repeat
+with the first message; only the replay of the exact response and the 409/422 checks wait
+for Redis.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -108,36 +115,86 @@ def _stored(slot: Slot, outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def _unguarded(error: Exception, slot: Slot) -> None:
+    logger.warning(
+        "idempotency store unreachable (%r); %s runs without it (the database still refuses "
+        "a second message for the key)",
+        error,
+        slot.result_key,
+    )
+
+
+def _after(slot: Slot, outcome: Outcome | None) -> None:
+    """Keep a successful outcome for repeats and free the key (best effort: the request ran)."""
+    try:
+        if outcome is not None and 200 <= outcome.status < 300:
+            cache.set(slot.result_key, _stored(slot, outcome), settings.API_IDEMPOTENCY_TTL)
+    except Exception as error:
+        logger.warning("idempotency store unreachable (%r); %s not kept", error, slot.result_key)
+    try:
+        cache.delete(slot.lock_key)
+    except Exception as error:
+        logger.warning("idempotency store unreachable (%r); %s expires on its own", error, slot)
+
+
+async def _aafter(slot: Slot, outcome: Outcome | None) -> None:
+    """_after for async views."""
+    try:
+        if outcome is not None and 200 <= outcome.status < 300:
+            await cache.aset(slot.result_key, _stored(slot, outcome), settings.API_IDEMPOTENCY_TTL)
+    except Exception as error:
+        logger.warning("idempotency store unreachable (%r); %s not kept", error, slot.result_key)
+    try:
+        await cache.adelete(slot.lock_key)
+    except Exception as error:
+        logger.warning("idempotency store unreachable (%r); %s expires on its own", error, slot)
+
+
 def run_once(slot: Slot, run: Callable[[], Outcome]) -> Outcome:
     """Run `run` once per slot (sync views)."""
-    if (stored := cache.get(slot.result_key)) is not None:
-        return _replay(slot, stored)
-    if not cache.add(slot.lock_key, 1, settings.API_IDEMPOTENCY_LOCK_SECONDS):
-        raise _busy()
     try:
-        # The first request may have finished between the look and the lock.
-        if (stored := cache.get(slot.result_key)) is not None:
+        stored = cache.get(slot.result_key)
+        locked = stored is None and cache.add(
+            slot.lock_key, 1, settings.API_IDEMPOTENCY_LOCK_SECONDS
+        )
+        if locked:  # the first request may have finished between the look and the lock
+            stored = cache.get(slot.result_key)
+    except Exception as error:
+        _unguarded(error, slot)
+        return run()
+    if stored is None and not locked:
+        raise _busy()
+    outcome = None
+    try:
+        if stored is not None:
             return _replay(slot, stored)
         outcome = run()
-        if 200 <= outcome.status < 300:
-            cache.set(slot.result_key, _stored(slot, outcome), settings.API_IDEMPOTENCY_TTL)
         return outcome
     finally:
-        cache.delete(slot.lock_key)
+        if locked:
+            _after(slot, outcome)
 
 
 async def arun_once(slot: Slot, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
     """run_once for async views."""
-    if (stored := await cache.aget(slot.result_key)) is not None:
-        return _replay(slot, stored)
-    if not await cache.aadd(slot.lock_key, 1, settings.API_IDEMPOTENCY_LOCK_SECONDS):
-        raise _busy()
     try:
-        if (stored := await cache.aget(slot.result_key)) is not None:
+        stored = await cache.aget(slot.result_key)
+        locked = stored is None and await cache.aadd(
+            slot.lock_key, 1, settings.API_IDEMPOTENCY_LOCK_SECONDS
+        )
+        if locked:
+            stored = await cache.aget(slot.result_key)
+    except Exception as error:
+        _unguarded(error, slot)
+        return await run()
+    if stored is None and not locked:
+        raise _busy()
+    outcome = None
+    try:
+        if stored is not None:
             return _replay(slot, stored)
         outcome = await run()
-        if 200 <= outcome.status < 300:
-            await cache.aset(slot.result_key, _stored(slot, outcome), settings.API_IDEMPOTENCY_TTL)
         return outcome
     finally:
-        await cache.adelete(slot.lock_key)
+        if locked:
+            await _aafter(slot, outcome)

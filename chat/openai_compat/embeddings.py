@@ -9,6 +9,7 @@ the service (budgets reserved and settled like a reply's).
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts import limits
 from chat.api.follow import connection_release
-from chat.openai_compat.shapes import OpenAIError, json_object_parse, openai_error_from
+from chat.openai_compat.shapes import (
+    OpenAIError,
+    internal_error,
+    json_object_parse,
+    openai_error_from,
+)
 from chat.openai_compat.views import api_key_authenticate, method_not_allowed
 from core.errors import ParleyError
 from llm.embedding_models import (
@@ -31,6 +37,8 @@ from llm.embedding_models import (
     embedding_models,
     embeddings_create,
 )
+
+logger = logging.getLogger(__name__)
 
 _KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
@@ -176,4 +184,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         return _invalid(refused.detail, "input").response()
     except ParleyError as error:
         return openai_error_from(error).response()
+    except Exception:
+        logger.exception("embeddings request failed")
+        return internal_error().response()
     return JsonResponse(embeddings_body(result, as_base64=parsed.base64))

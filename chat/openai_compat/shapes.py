@@ -77,6 +77,12 @@ def openai_error_from(error: ParleyError) -> OpenAIError:
     )
 
 
+def internal_error() -> OpenAIError:
+    """A bug, answered in OpenAI's shape (a 500 `server_error`) after it is logged: an SDK
+    raises its own InternalServerError rather than failing to read Django's error page."""
+    return openai_error_from(ChatError("internal", "Something went wrong on our side."))
+
+
 def reply_error(message: Message) -> OpenAIError:
     """The error a failed reply answers with: its code's status, and Retry-After when the
     provider asked for a wait (its 429) or the router knows when one will be tried again."""
@@ -181,6 +187,11 @@ def completion_request_parse(raw: bytes) -> CompletionRequest:
     stream_options = payload.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise _invalid("`stream_options` must be an object.", "stream_options")
+    if stream_options and not stream:  # as OpenAI answers it: not accepted and ignored
+        raise _invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     _refuse_unsupported(payload)
     options = _options_of(payload)
     converted: list[PriorMessage] = []

@@ -65,6 +65,7 @@ from chat.openai_compat.shapes import (
     completion_request_parse,
     created_of,
     finish_reason,
+    internal_error,
     model_body,
     model_not_found,
     models_body,
@@ -152,6 +153,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return openai_error_from(error).response()
     except idempotency.IdempotencyRefused as refused:
         return OpenAIError(refused.status, refused.detail, code=refused.code).response()
+    except Exception:
+        logger.exception("chat completion request failed")
+        return internal_error().response()
 
 
 def _accepted(request: HttpRequest) -> tuple[ApiKey, CompletionRequest, str, bool]:
