@@ -112,29 +112,29 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
     at most one interval; a reply that is no longer streaming (finished, reaped) is left as it
     is. Returns how many were saved.
 
-    One plain UPDATE run with executemany (psycopg pipelines it): Django's bulk_update builds a
-    CASE per field per row, which cost more CPU than the writes (a fifth of a worker's CPU at
-    100 streams, bench/stream_bench.py).
+    The heartbeat is not refreshed here: the watch's own heartbeat round does that every
+    STREAM_HEARTBEAT_INTERVAL for every live reply, and an indexed column written once a
+    second per reply cost PostgreSQL about a fifth of the round (bench/checkpoint_cost.py).
+    Elsewhere one plain UPDATE run with executemany: Django's bulk_update builds a CASE per
+    field per row, which cost more CPU than the writes (a fifth of a worker's CPU at 100
+    streams, bench/stream_bench.py).
     """
     if not checkpoints:
         return 0
     connection = connections[Message.objects.db]
+    if connection.vendor == "postgresql":
+        return _checkpoint_in_one_statement(checkpoints, connection)
     meta, quote = Message._meta, connection.ops.quote_name
     column = partial(_column, connection=connection)
-    now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
     # Identifiers come from the model's metadata; every value is a parameter.
     table, content, seq = quote(meta.db_table), column("content"), column("seq")
-    heartbeat_at, pk, status = column("heartbeat_at"), column("id"), column("status")
-    first = column("first_token_at")
-    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {heartbeat_at} = %s, {first} = COALESCE({first}, %s) WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
+    pk, status, first = column("id"), column("status"), column("first_token_at")
+    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {first} = COALESCE({first}, %s) WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
     first_field = meta.get_field("first_token_at")
-    if connection.vendor == "postgresql":
-        return _checkpoint_in_one_statement(checkpoints, connection, now)
     rows = [
         (
             c.content,
             c.seq,
-            now,
             first_field.get_db_prep_value(c.first_token_at, connection),
             c.message_id,
             Message.Status.STREAMING,
@@ -146,9 +146,7 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
         return max(cursor.rowcount, 0)
 
 
-def _checkpoint_in_one_statement(
-    checkpoints: Collection[ReplyCheckpoint], connection: Any, now: Any
-) -> int:
+def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], connection: Any) -> int:
     """PostgreSQL: every reply of the batch in one UPDATE over arrays (unnest). executemany
     sent one statement per reply (client-side binding: each parsed and planned by the server),
     about half of PostgreSQL's CPU while 500 replies streamed (bench/stream_bench.py)."""
@@ -157,13 +155,12 @@ def _checkpoint_in_one_statement(
     sql = (
         f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "  # noqa: S608
         f"SET {column('content')} = v.content, {column('seq')} = v.seq, "
-        f"{column('heartbeat_at')} = %s, {first} = COALESCE(m.{first}, v.first) "
+        f"{first} = COALESCE(m.{first}, v.first) "
         "FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[]) "
         "AS v(id, content, seq, first) "
         f"WHERE m.{column('id')} = v.id AND m.{column('status')} = %s"
     )
     params = [
-        now,
         [c.message_id for c in checkpoints],
         [c.content for c in checkpoints],
         [c.seq for c in checkpoints],
