@@ -51,21 +51,48 @@ def reply_start(*, message_id: int) -> Message | None:
     (read if anything asks for them).
     """
     hops.hop("w.claim_begin", message_id)
+    reply = replies_start(message_ids=[message_id]).get(message_id)
+    hops.hop("w.claimed", message_id)
+    return reply
+
+
+def replies_start(*, message_ids: Collection[int]) -> dict[int, Message]:
+    """Claim many pending replies in one statement (replies dispatched together: a worker
+    claims what arrived while its last claim was on its way, chat/replies/stream.py); the
+    claimed ones by id, each row as reply_start returns it. A reply gone, final or claimed
+    already is left out: the conditional UPDATE claims each row once, whoever asks."""
+    if not message_ids:
+        return {}
     connection = connections[Message.objects.db]
     claim = _claim_statement(connection)
     now = _prepared("started_at", timezone.now(), connection)
-    params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
+    ids = list(message_ids)
+    # On PostgreSQL the ids go as one array: psycopg parses a statement of more than 50
+    # parameters afresh each time (as replies_heartbeat).
+    among = [ids] if connection.vendor == "postgresql" else ids
+    sql = claim.sql.replace(_CLAIM_IDS, _ids_among(connection, len(ids)), 1)
+    params = [Message.Status.STREAMING, now, now, *among, Message.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(claim.sql, [*params, *(history_params() if claim.history else ())])
+        cursor.execute(sql, [*params, *(history_params() if claim.history else ())])
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
-    hops.hop("w.claimed", message_id)
-    if not rows:
-        return None
-    if not claim.history:
-        return claim.message(rows[0], connection)
-    reply = claim.message(rows[0][:-1], connection)
-    history_returned(reply, rows[0][-1])
-    return reply
+    claimed = {}
+    for row in rows:
+        if claim.history:
+            reply = claim.message(row[:-1], connection)
+            history_returned(reply, row[-1])
+        else:
+            reply = claim.message(row, connection)
+        claimed[reply.pk] = reply
+    return claimed
+
+
+_CLAIM_IDS = "= %s /* ids */"  # in the claim's text: where `_ids_among` goes
+
+
+def _ids_among(connection: Any, count: int) -> str:
+    if connection.vendor == "postgresql":
+        return "= ANY(%s)"
+    return f"IN ({', '.join(['%s'] * count)})"
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -264,7 +291,8 @@ def _claim_statement(connection: Any) -> _Returning:
         history = history_returning(connection, table)
         sql = (
             f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
-            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
+            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} {_CLAIM_IDS} "
+            f"AND {quote('status')} = %s "
             f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
             + (f", {history}" if history else "")
         )
