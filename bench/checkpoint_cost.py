@@ -5,9 +5,10 @@
 Needs a migrated PostgreSQL database (DATABASE_URL; its rows are deleted after). Saves `replies`
 streaming replies, then runs `rounds` checkpoint rounds of all of them, their text growing by a
 delta's worth each round, as the watch does once a second while they stream, three ways in
-turn, twice: `executemany` (a statement per reply, the way before 5 December), `unnest` (one
-UPDATE over arrays, chat/replies/lifecycle.py now) and `unnest-no-heartbeat` (the same without
-refreshing heartbeat_at, which an index covers). It reports the server backend's CPU
+turn, twice: `executemany` (a statement per reply, the way before 5 December), `unnest-heartbeat`
+(one UPDATE over arrays that also refreshes heartbeat_at, which an index covers: the way until
+session 10) and `unnest` (the same without the heartbeat, chat/replies/lifecycle.py now: the
+watch's heartbeat round refreshes it). It reports the server backend's CPU
 (/proc/<pid>/stat of pg_backend_pid(): loopback only) and this process's, per reply saved.
 """
 
@@ -84,11 +85,11 @@ def main() -> None:
             cursor.executemany(sql, rows)
 
     def unnest(checkpoints: list[lifecycle.ReplyCheckpoint]) -> None:
-        lifecycle._checkpoint_in_one_statement(checkpoints, connection, timezone.now())
+        lifecycle._checkpoint_in_one_statement(checkpoints, connection)
 
-    def unnest_no_heartbeat(checkpoints: list[lifecycle.ReplyCheckpoint]) -> None:
+    def unnest_heartbeat(checkpoints: list[lifecycle.ReplyCheckpoint]) -> None:
         sql = (
-            "UPDATE chat_message AS m SET content = v.content, seq = v.seq, "
+            "UPDATE chat_message AS m SET content = v.content, seq = v.seq, heartbeat_at = %s, "
             "first_token_at = COALESCE(m.first_token_at, v.first) "
             "FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[]) "
             "AS v(id, content, seq, first) WHERE m.id = v.id AND m.status = %s"
@@ -97,6 +98,7 @@ def main() -> None:
             cursor.execute(
                 sql,
                 [
+                    timezone.now(),
                     [c.message_id for c in checkpoints],
                     [c.content for c in checkpoints],
                     [c.seq for c in checkpoints],
@@ -107,8 +109,8 @@ def main() -> None:
 
     ways = {
         "executemany": executemany,
+        "unnest-heartbeat": unnest_heartbeat,
         "unnest": unnest,
-        "unnest-no-heartbeat": unnest_no_heartbeat,
     }
     first = timezone.now()
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}

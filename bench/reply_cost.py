@@ -61,6 +61,29 @@ def _count_sql(counts: collections.Counter[str]) -> None:
     utils.CursorWrapper.execute = execute  # type: ignore[method-assign]
 
 
+def _token_latency(latencies: list[tuple[float, float]]) -> None:
+    """Note, for every stamped token a reply hands to the channel layer, (emit time, seconds
+    from its emit to that hand-over): the worker's share of a token's latency, which the
+    per-reply work on the same loop and GIL delays (SIMULATED_STAMP_TOKENS)."""
+    from chat.events import EventQueue
+
+    original = EventQueue.put
+
+    def put(self: Any, event: dict[str, Any]) -> None:
+        if event.get("type") == "chat.delta":
+            now = time.time()
+            for stamp in event["text"].split():
+                latencies.append((float(stamp), now - float(stamp)))
+        original(self, event)
+
+    EventQueue.put = put  # type: ignore[method-assign]
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000 if ordered else 0.0
+
+
 def _statements(counts: collections.Counter[str]) -> collections.Counter[str]:
     grouped: collections.Counter[str] = collections.Counter()
     for sql, count in counts.items():
@@ -87,6 +110,13 @@ def main() -> None:
         "--profile",
         type=Path,
         help="cProfile the generation loop's thread, stats here (call counts resist load)",
+    )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="report each token's emit → hand-to-the-layer latency (p50, p95, p95 by second of "
+        "emit): with --tokens 300 --rate 30, how the replies starting and ending together "
+        "delay the tokens of those already streaming",
     )
     args = parser.parse_args()
     replies, tokens = args.replies, args.tokens
@@ -149,6 +179,9 @@ def main() -> None:
 
         sql: collections.Counter[str] = collections.Counter()
         _count_sql(sql)
+        latencies: list[tuple[float, float]] = []
+        if args.latency:
+            _token_latency(latencies)
         stats_client = redis.Redis(port=port)
         profiler = cProfile.Profile() if args.profile else None
 
@@ -157,6 +190,7 @@ def main() -> None:
             # and the clients' connections are the loop's).
             await generate(warmup)
             sql.clear()
+            latencies.clear()
             stats_client.config_resetstat()
             wall, cpu = time.monotonic(), time.process_time()
             if profiler is not None:
@@ -168,6 +202,18 @@ def main() -> None:
 
         wall, cpu = asyncio.run(measure())
 
+        if latencies:
+            first = min(emitted for emitted, _ in latencies)
+            by_second: dict[int, list[float]] = collections.defaultdict(list)
+            for emitted, latency in latencies:
+                by_second[int(emitted - first)].append(latency)
+            ordered = sorted(latency for _, latency in latencies)
+            print(
+                f"token emit → layer: p50 {ordered[len(ordered) // 2] * 1000:.1f} ms, "
+                f"p95 {_p95(ordered):.1f} ms, max {ordered[-1] * 1000:.0f} ms; p95 ms by "
+                "second of emit: "
+                + " ".join(f"{_p95(by_second[s]):.0f}" for s in range(max(by_second) + 1))
+            )
         mode = "one after another" if args.sequential else "together"
         print(f"{replies} replies x {tokens} token(s), {mode}: wall {wall:.2f} s")
         print(f"CPU per reply: {cpu / replies * 1000:.1f} ms")

@@ -22,7 +22,9 @@ Each path mode has its own workers on a queue of its own, all started (and warme
 unmeasured run) before measuring; each repeat then runs every mode in turn, every other repeat
 in reverse order, so modes compared share the same minutes of machine noise.
 Every stream's client is a WebSocket to its Daphne, subscribed to its conversation before the
-replies are dispatched (all at once, straight to Celery: the send path is not measured here).
+replies are dispatched (all at once, straight to Celery, from a process of its own as Daphne
+would: the send path is not measured here). Each full-path run also reports how long that
+dispatch took and each reply's first delta after its dispatch (p50, p95).
 Token latency = client receive time - provider emit time (one clock: one machine). Tokens/s =
 tokens delivered / (last token received - first token emitted). A stream that does not end
 with all N tokens and `done` within the time limit counts as incomplete.
@@ -47,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -58,9 +61,11 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -90,6 +95,8 @@ class Run:
     emits: list[float] = field(default_factory=list)  # each latency's token's emit time
     frames: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process in the run
+    first_delta: list[float] = field(default_factory=list)  # dispatch → first delta, per reply
+    dispatch_seconds: float = 0.0  # how long handing every reply to Celery took (full path)
 
     @property
     def tokens_per_second(self) -> float:
@@ -116,12 +123,26 @@ class Run:
             p95.append(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000)
         return p95
 
+    def first_delta_quantile(self, q: float) -> float:
+        if not self.first_delta:
+            return float("nan")
+        ordered = sorted(self.first_delta)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
 
 # --- One client per stream --------------------------------------------------------------------
 
 
-async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: list[float]) -> None:
-    """Read one stream to its end; every stamp in a delta is one token."""
+async def _listen(
+    ws: Any,
+    run: Run,
+    expected: int,
+    deadline: float,
+    emitted: list[float],
+    first: list[float] | None = None,
+) -> None:
+    """Read one stream to its end; every stamp in a delta is one token. `first` gets the
+    time its first delta came."""
     from websockets.exceptions import ConnectionClosed
 
     got = 0
@@ -135,6 +156,8 @@ async def _listen(ws: Any, run: Run, expected: int, deadline: float, emitted: li
             now = time.time()
             frame = json.loads(raw)
             if frame["type"] == "delta":
+                if first is not None and not first:
+                    first.append(now)
                 run.frames += 1
                 for stamp in frame["text"].split():
                     emitted_at = float(stamp)
@@ -160,15 +183,21 @@ async def _listen_all(
     rate: float,
     emitted: list[float],
     mark: Callable[[], None],
+    firsts: list[list[float]] | None = None,
 ) -> list[asyncio.Task[None]]:
     """Once every socket said `ready` (a frame of that type), mark the start and read every
-    stream to its end (tasks)."""
+    stream to its end (tasks); `firsts[i]` gets the time of socket i's first delta."""
     for ws in sockets:
         while json.loads(await ws.recv())["type"] != ready:
             pass
     await asyncio.to_thread(mark)
     deadline = time.monotonic() + tokens / rate * 4 + 60
-    return [asyncio.create_task(_listen(ws, run, tokens, deadline, emitted)) for ws in sockets]
+    return [
+        asyncio.create_task(
+            _listen(ws, run, tokens, deadline, emitted, firsts[i] if firsts is not None else None)
+        )
+        for i, ws in enumerate(sockets)
+    ]
 
 
 def _finish(run: Run, emitted: list[float]) -> Run:
@@ -252,6 +281,45 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
     return [(r.reply.conversation_id, r.reply.pk, providers[r.reply.pk]) for r in results]
 
 
+def _dispatch_when_told(conn: Connection, queue: str) -> None:
+    """The dispatcher process: hands each list of reply ids it is sent to Celery (the
+    worker's queue `queue`), as Daphne would, and answers with when each went."""
+    import django
+
+    django.setup()
+    from chat.replies.tasks import generate_reply
+
+    conn.send("ready")
+    while (replies := conn.recv()) is not None:
+        sent = []
+        for reply in replies:
+            generate_reply.apply_async((reply,), queue=queue)
+            sent.append(time.time())
+        conn.send(sent)
+
+
+@contextmanager
+def dispatcher(queue: str) -> Iterator[Connection]:
+    """A process of its own that dispatches the replies (`_dispatch_when_told`).
+
+    Not this client's: handing 500 tasks to Celery is CPU (kombu, ~1 s on a busy machine), and
+    done on the event loop that reads the sockets it held back every frame already on its way,
+    so the first second's tokens were measured late by the time the dispatch took (the
+    client's, not Parley's). Daphne dispatches from its own process too."""
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_dispatch_when_told, args=(theirs, queue), daemon=True
+    )
+    process.start()
+    try:
+        yield ours
+    finally:
+        ours.send(None)
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+
+
 async def full_run(
     mode: str,
     queue: str,
@@ -262,24 +330,27 @@ async def full_run(
     rate: float,
     mark: Callable[[], None],
 ) -> Run:
-    from chat.replies.tasks import generate_reply
-
     run, emitted = Run(mode, streams), list[float]()
-    pending = await asyncio.to_thread(_pending_replies, streams, tokens)
-    base = f"http://127.0.0.1:{port}"
-    url = f"ws://127.0.0.1:{port}/ws/chat/"
-    sockets = await open_many([url] * streams, {"Cookie": cookie}, base)
-    try:
-        for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
-            await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
-            await ws.send(json.dumps({"type": "ping"}))
-        # Frames are handled in order: a pong means subscribed.
-        listeners = await _listen_all(sockets, "pong", run, tokens, rate, emitted, mark)
-        for _, reply, _ in pending:
-            generate_reply.apply_async((reply,), queue=queue)
-        await asyncio.gather(*listeners)
-    finally:
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    with dispatcher(queue) as dispatch:
+        pending = await asyncio.to_thread(_pending_replies, streams, tokens)
+        base = f"http://127.0.0.1:{port}"
+        url = f"ws://127.0.0.1:{port}/ws/chat/"
+        sockets = await open_many([url] * streams, {"Cookie": cookie}, base)
+        firsts: list[list[float]] = [[] for _ in sockets]
+        try:
+            for ws, (conversation, _, _) in zip(sockets, pending, strict=True):
+                await ws.send(json.dumps({"type": "subscribe", "conversation": conversation}))
+                await ws.send(json.dumps({"type": "ping"}))
+            assert await asyncio.to_thread(dispatch.recv) == "ready"
+            # Frames are handled in order: a pong means subscribed.
+            listeners = await _listen_all(sockets, "pong", run, tokens, rate, emitted, mark, firsts)
+            dispatch.send([reply for _, reply, _ in pending])
+            sent: list[float] = await asyncio.to_thread(dispatch.recv)
+            run.dispatch_seconds = sent[-1] - sent[0]
+            await asyncio.gather(*listeners)
+            run.first_delta = [got[0] - at for got, at in zip(firsts, sent, strict=True) if got]
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     return _finish(run, emitted)
 
 
@@ -547,6 +618,10 @@ def main() -> None:
                             "frames": r.frames,
                             "p50_ms": r.quantile(0.5),
                             "p95_ms": r.quantile(0.95),
+                            "p95_ms_by_second": r.p95_by_second(),
+                            "dispatch_seconds": r.dispatch_seconds,
+                            "first_delta_p50_ms": r.first_delta_quantile(0.5),
+                            "first_delta_p95_ms": r.first_delta_quantile(0.95),
                             "cpu_seconds": r.cpu,
                         }
                         for r in runs
@@ -563,7 +638,14 @@ def _report(run: Run, repeat: int) -> None:
         f"{run.frames} frames, incomplete {run.incomplete}; CPU s: "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(run.cpu.items()))
         + "; p95 ms by second of emit: "
-        + " ".join(f"{p95:.0f}" for p95 in run.p95_by_second()),
+        + " ".join(f"{p95:.0f}" for p95 in run.p95_by_second())
+        + (
+            f"; dispatched in {run.dispatch_seconds:.2f} s, first delta after dispatch "
+            f"p50 {run.first_delta_quantile(0.5):.0f} ms, "
+            f"p95 {run.first_delta_quantile(0.95):.0f} ms"
+            if run.first_delta
+            else ""
+        ),
         flush=True,
     )
 

@@ -51,21 +51,48 @@ def reply_start(*, message_id: int) -> Message | None:
     (read if anything asks for them).
     """
     hops.hop("w.claim_begin", message_id)
+    reply = replies_start(message_ids=[message_id]).get(message_id)
+    hops.hop("w.claimed", message_id)
+    return reply
+
+
+def replies_start(*, message_ids: Collection[int]) -> dict[int, Message]:
+    """Claim many pending replies in one statement (replies dispatched together: a worker
+    claims what arrived while its last claim was on its way, chat/replies/stream.py); the
+    claimed ones by id, each row as reply_start returns it. A reply gone, final or claimed
+    already is left out: the conditional UPDATE claims each row once, whoever asks."""
+    if not message_ids:
+        return {}
     connection = connections[Message.objects.db]
     claim = _claim_statement(connection)
     now = _prepared("started_at", timezone.now(), connection)
-    params = [Message.Status.STREAMING, now, now, message_id, Message.Status.PENDING]
+    ids = list(message_ids)
+    # On PostgreSQL the ids go as one array: psycopg parses a statement of more than 50
+    # parameters afresh each time (as replies_heartbeat).
+    among = [ids] if connection.vendor == "postgresql" else ids
+    sql = claim.sql.replace(_CLAIM_IDS, _ids_among(connection, len(ids)), 1)
+    params = [Message.Status.STREAMING, now, now, *among, Message.Status.PENDING]
     with connection.cursor() as cursor:
-        cursor.execute(claim.sql, [*params, *(history_params() if claim.history else ())])
+        cursor.execute(sql, [*params, *(history_params() if claim.history else ())])
         rows = cursor.fetchall()  # to its end: SQLite commits the statement there
-    hops.hop("w.claimed", message_id)
-    if not rows:
-        return None
-    if not claim.history:
-        return claim.message(rows[0], connection)
-    reply = claim.message(rows[0][:-1], connection)
-    history_returned(reply, rows[0][-1])
-    return reply
+    claimed = {}
+    for row in rows:
+        if claim.history:
+            reply = claim.message(row[:-1], connection)
+            history_returned(reply, row[-1])
+        else:
+            reply = claim.message(row, connection)
+        claimed[reply.pk] = reply
+    return claimed
+
+
+_CLAIM_IDS = "= %s /* ids */"  # in the claim's text: where `_ids_among` goes
+
+
+def _ids_among(connection: Any, count: int) -> str:
+    if connection.vendor == "postgresql":
+        return "= ANY(%s)"
+    return f"IN ({', '.join(['%s'] * count)})"
 
 
 def reply_cancel(*, message: Message, by: User) -> None:
@@ -112,29 +139,29 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
     at most one interval; a reply that is no longer streaming (finished, reaped) is left as it
     is. Returns how many were saved.
 
-    One plain UPDATE run with executemany (psycopg pipelines it): Django's bulk_update builds a
-    CASE per field per row, which cost more CPU than the writes (a fifth of a worker's CPU at
-    100 streams, bench/stream_bench.py).
+    The heartbeat is not refreshed here: the watch's own heartbeat round does that every
+    STREAM_HEARTBEAT_INTERVAL for every live reply, and an indexed column written once a
+    second per reply cost PostgreSQL about a fifth of the round (bench/checkpoint_cost.py).
+    Elsewhere one plain UPDATE run with executemany: Django's bulk_update builds a CASE per
+    field per row, which cost more CPU than the writes (a fifth of a worker's CPU at 100
+    streams, bench/stream_bench.py).
     """
     if not checkpoints:
         return 0
     connection = connections[Message.objects.db]
+    if connection.vendor == "postgresql":
+        return _checkpoint_in_one_statement(checkpoints, connection)
     meta, quote = Message._meta, connection.ops.quote_name
     column = partial(_column, connection=connection)
-    now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
     # Identifiers come from the model's metadata; every value is a parameter.
     table, content, seq = quote(meta.db_table), column("content"), column("seq")
-    heartbeat_at, pk, status = column("heartbeat_at"), column("id"), column("status")
-    first = column("first_token_at")
-    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {heartbeat_at} = %s, {first} = COALESCE({first}, %s) WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
+    pk, status, first = column("id"), column("status"), column("first_token_at")
+    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s, {first} = COALESCE({first}, %s) WHERE {pk} = %s AND {status} = %s"  # noqa: E501, S608
     first_field = meta.get_field("first_token_at")
-    if connection.vendor == "postgresql":
-        return _checkpoint_in_one_statement(checkpoints, connection, now)
     rows = [
         (
             c.content,
             c.seq,
-            now,
             first_field.get_db_prep_value(c.first_token_at, connection),
             c.message_id,
             Message.Status.STREAMING,
@@ -146,9 +173,7 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
         return max(cursor.rowcount, 0)
 
 
-def _checkpoint_in_one_statement(
-    checkpoints: Collection[ReplyCheckpoint], connection: Any, now: Any
-) -> int:
+def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], connection: Any) -> int:
     """PostgreSQL: every reply of the batch in one UPDATE over arrays (unnest). executemany
     sent one statement per reply (client-side binding: each parsed and planned by the server),
     about half of PostgreSQL's CPU while 500 replies streamed (bench/stream_bench.py)."""
@@ -157,13 +182,12 @@ def _checkpoint_in_one_statement(
     sql = (
         f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "  # noqa: S608
         f"SET {column('content')} = v.content, {column('seq')} = v.seq, "
-        f"{column('heartbeat_at')} = %s, {first} = COALESCE(m.{first}, v.first) "
+        f"{first} = COALESCE(m.{first}, v.first) "
         "FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[]) "
         "AS v(id, content, seq, first) "
         f"WHERE m.{column('id')} = v.id AND m.{column('status')} = %s"
     )
     params = [
-        now,
         [c.message_id for c in checkpoints],
         [c.content for c in checkpoints],
         [c.seq for c in checkpoints],
@@ -267,7 +291,8 @@ def _claim_statement(connection: Any) -> _Returning:
         history = history_returning(connection, table)
         sql = (
             f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
-            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} = %s AND {quote('status')} = %s "
+            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} {_CLAIM_IDS} "
+            f"AND {quote('status')} = %s "
             f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
             + (f", {history}" if history else "")
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +44,7 @@ from chat.events import EventQueue, delta_event
 from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
-from chat.replies.lifecycle import reply_finish, reply_start
+from chat.replies.lifecycle import replies_start, reply_finish
 from chat.replies.live import live_reply
 from chat.replies.prompt import (
     prompt_messages,
@@ -52,6 +53,7 @@ from chat.replies.prompt import (
     reply_options,
 )
 from chat.replies.watch import reply_watch
+from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
 from core.observability.context import traced
@@ -105,7 +107,7 @@ async def reply_stream(*, message_id: int, started: StartedReply | None = None) 
     """Generate one assistant reply from start to a final state; never leaves it streaming.
     `started`: claimed at creation, its source running already (no claim, no prompt read)."""
     if started is None:
-        claimed = await sync_to_async(_claim)(message_id)
+        claimed = await _claims_of(asyncio.get_running_loop()).claim(message_id)
         if claimed is None:
             return  # cancelled before it started, or already taken by another worker
         reply, prompt = claimed
@@ -227,17 +229,98 @@ async def reply_stream(*, message_id: int, started: StartedReply | None = None) 
     await reply_settle(state.lookup, finished)  # record a hit, or store a complete reply
 
 
-def _claim(message_id: int) -> tuple[Message, list[BaseMessage] | Exception] | None:
-    """Claim the reply and build its prompt in one trip to the database lane (one thread hop
-    a reply, not two). A prompt that could not be built comes back as its error: the reply is
-    claimed by then, and reply_stream ends it `failed`."""
-    reply = reply_start(message_id=message_id)
-    if reply is None:
-        return None
-    try:
-        return reply, prompt_messages(reply)
-    except Exception as exc:
-        return reply, exc
+Claimed = tuple[Message, list[BaseMessage] | Exception]
+
+
+def _claim_many(message_ids: list[int]) -> dict[int, Claimed]:
+    """Claim the replies and build their prompts in one trip to a database lane (one thread
+    hop and one statement for all, not one each). A prompt that could not be built comes back
+    as its error: the reply is claimed by then, and reply_stream ends it `failed`."""
+    for message_id in message_ids:
+        hops.hop("w.claim_begin", message_id)
+    claimed: dict[int, Claimed] = {}
+    for message_id, reply in replies_start(message_ids=message_ids).items():
+        hops.hop("w.claimed", message_id)
+        try:
+            claimed[message_id] = reply, prompt_messages(reply)
+        except Exception as exc:
+            claimed[message_id] = reply, exc
+    return claimed
+
+
+class _Lead:
+    """Told to a waiting claim: lead the next batch."""
+
+
+_LEAD = _Lead()
+
+
+class ClaimBatches:
+    """The claims of one event loop in turn, each batch everything that arrived while the last
+    was on its way (group commit), so that replies dispatched together are claimed in one
+    statement and one thread hop.
+
+    500 replies dispatched at once were 500 claims on the database lanes, each a statement,
+    rows made into models and a prompt, in eight threads holding the GIL against the loop that
+    streams the replies already started (docs/benchmarks.md, round 6). A lone reply is
+    claimed at once, as before. The claim that leads a batch runs it on its own database lane
+    (its thread-sensitive context); when it is done it hands the lead to the first claim
+    waiting, if any, and goes on with its own reply.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[int, asyncio.Future[Claimed | _Lead | None]]] = []
+        self._leading = False
+
+    async def claim(self, message_id: int) -> Claimed | None:
+        """The reply claimed and its prompt, or None if it is gone, final or claimed already
+        (also by an earlier claim of the same id in the same batch)."""
+        if self._leading:
+            told: asyncio.Future[Claimed | _Lead | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiting.append((message_id, told))
+            result = await told
+            if not isinstance(result, _Lead):
+                return result
+        self._leading = True
+        batch, self._waiting = self._waiting, []
+        ids = list(dict.fromkeys([message_id, *(waiting for waiting, _ in batch)]))
+        try:
+            claimed = await sync_to_async(_claim_many)(ids)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        finally:
+            self._leading = False
+            self._hand_the_lead_on()
+        given = {message_id}  # the leader's own claim comes first
+        for waiting, future in batch:
+            if not future.done():
+                future.set_result(claimed.get(waiting) if waiting not in given else None)
+            given.add(waiting)
+        return claimed.get(message_id)
+
+    def _hand_the_lead_on(self) -> None:
+        while self._waiting:
+            _, future = self._waiting.pop(0)
+            if not future.done():  # one cancelled meanwhile claims nothing
+                future.set_result(_LEAD)
+                return
+
+
+_claim_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ClaimBatches] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _claims_of(loop: asyncio.AbstractEventLoop) -> ClaimBatches:
+    batches = _claim_batches.get(loop)
+    if batches is None:
+        batches = _claim_batches[loop] = ClaimBatches()
+    return batches
 
 
 async def reply_source(

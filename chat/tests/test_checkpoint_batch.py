@@ -64,3 +64,19 @@ def test_a_batch_of_hundreds_is_one_statement_on_postgresql(
             checkpoints=[lifecycle.ReplyCheckpoint(i, f"text {i}", 4) for i in ids]
         )
     assert saved == 60
+
+
+def test_a_checkpoint_leaves_the_heartbeat_to_the_watchs_own_round(owner, no_dispatch):
+    """The heartbeat is the watch's heartbeat round's to refresh (every interval, for every
+    live reply): a checkpoint writes the text only, on any database."""
+    ids = _streaming(owner, 2)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Message.objects.filter(pk__in=ids).update(heartbeat_at=long_ago)
+    saved = lifecycle.replies_checkpoint(
+        checkpoints=[lifecycle.ReplyCheckpoint(i, "Some text", 9) for i in ids]
+    )
+    assert saved == 2
+    rows = Message.objects.filter(pk__in=ids)
+    assert {(m.content, m.heartbeat_at) for m in rows} == {("Some text", long_ago)}
+    assert lifecycle.replies_heartbeat(message_ids=ids) == set(ids)
+    assert all(m.heartbeat_at > long_ago for m in Message.objects.filter(pk__in=ids))

@@ -63,3 +63,23 @@ def test_a_claim_that_finds_the_reply_taken_returns_nothing(owner, no_dispatch):
     sent = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
     assert lifecycle.reply_start(message_id=sent.reply.pk) is not None
     assert lifecycle.reply_start(message_id=sent.reply.pk) is None
+
+
+def test_replies_dispatched_together_are_claimed_in_one_statement_each_once(
+    owner, no_dispatch, django_assert_num_queries
+):
+    sent = [
+        services.message_send(author=owner, conversation=None, text=f"q{n}", client_id=f"c{n}")
+        for n in range(5)
+    ]
+    ids = [s.reply.pk for s in sent]
+    lifecycle.reply_start(message_id=ids[4])  # claimed already: not again
+    with django_assert_num_queries(1):
+        claimed = lifecycle.replies_start(message_ids=ids)
+    assert sorted(claimed) == ids[:4]
+    for message_id, reply in claimed.items():
+        assert reply.status == "streaming" and reply.started_at is not None
+        assert reply.conversation.owner_id == owner.pk
+        question = Message.objects.get(pk=message_id - 1).content  # the user's, just before
+        assert [m.content for m in prompt_messages(reply)][-1] == question
+    assert lifecycle.replies_start(message_ids=ids) == {}

@@ -300,3 +300,28 @@ def test_a_reply_costs_a_fixed_number_of_statements_whatever_its_length(
     finals = [Message.objects.get(pk=reply.pk) for reply in (short, long)]
     assert [m.status for m in finals] == ["complete", "complete"]
     assert all(m.first_token_at and m.first_token_at >= m.started_at for m in finals)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_replies_starting_together_on_a_loop_share_their_claims(pending_reply, monkeypatch):
+    """Claims that arrive while one is on its way go together in the next (the first alone,
+    then what waited), each reply claimed once and generated whole; a reply dispatched twice
+    is generated once (its second claim finds it taken)."""
+    from chat.replies import stream
+
+    batches: list[list[int]] = []
+    original = stream.replies_start
+
+    def recorded(*, message_ids):
+        batches.append(list(message_ids))
+        return original(message_ids=message_ids)
+
+    monkeypatch.setattr(stream, "replies_start", recorded)
+    replies = [await sync_to_async(pending_reply)(f"Question {n}") for n in range(12)]
+    ids = [r.pk for r in replies]
+    await asyncio.gather(*(reply_stream(message_id=i) for i in [*ids, ids[0]]))
+    assert set().union(*batches) == set(ids)
+    assert len(batches) < len(ids) and batches[0] == [ids[0]]
+    saved = [m async for m in Message.objects.filter(pk__in=ids).order_by("pk")]
+    assert [m.content for m in saved] == [simulated_reply(f"Question {n}") for n in range(12)]
+    assert all(m.status == "complete" for m in saved)
