@@ -280,7 +280,14 @@ class ClaimBatches:
                 asyncio.get_running_loop().create_future()
             )
             self._waiting.append((message_id, told))
-            result = await told
+            try:
+                result = await told
+            except asyncio.CancelledError:
+                # Handed the lead and cancelled before it could run: pass the lead on, or
+                # the claims queued behind it would wait for a batch nobody leads.
+                if told.done() and not told.cancelled() and isinstance(told.result(), _Lead):
+                    self._hand_the_lead_on()
+                raise
             if not isinstance(result, _Lead):
                 return result
         self._leading = True

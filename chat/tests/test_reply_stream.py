@@ -325,3 +325,40 @@ async def test_replies_starting_together_on_a_loop_share_their_claims(pending_re
     saved = [m async for m in Message.objects.filter(pk__in=ids).order_by("pk")]
     assert [m.content for m in saved] == [simulated_reply(f"Question {n}") for n in range(12)]
     assert all(m.status == "complete" for m in saved)
+
+
+async def test_a_claim_handed_the_lead_and_cancelled_meanwhile_passes_it_on(monkeypatch):
+    """The claim told to lead the next batch may be cancelled before it runs (its reply's task
+    stopped): the lead goes on to the claim behind it, which would otherwise wait for ever."""
+    import threading
+
+    from chat.replies import stream
+
+    first_begun, release = threading.Event(), threading.Event()
+
+    def claim_many(ids):
+        if not first_begun.is_set():
+            first_begun.set()
+            release.wait(30)
+        return {i: (f"reply {i}", []) for i in ids}
+
+    monkeypatch.setattr(stream, "_claim_many", claim_many)
+    claims = stream.ClaimBatches()
+    leader = asyncio.create_task(claims.claim(1))
+    await asyncio.get_running_loop().run_in_executor(None, first_begun.wait, 30)
+    second = asyncio.create_task(claims.claim(2))
+    third = asyncio.create_task(claims.claim(3))
+    await asyncio.sleep(0)  # both queued behind the leader's batch
+    hand_on = claims._hand_the_lead_on
+
+    def hand_on_then_cancel_the_one_told():
+        claims._hand_the_lead_on = hand_on  # once
+        hand_on()
+        second.cancel()
+
+    claims._hand_the_lead_on = hand_on_then_cancel_the_one_told
+    release.set()
+    assert await leader == ("reply 1", [])
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert await asyncio.wait_for(third, 30) == ("reply 3", [])
