@@ -1218,3 +1218,43 @@ def test_to_after_a_question_word_is_no_direction():
     # "git: how to undo a commit" names no target; "how to convert X to Y" still has one.
     assert refused("how do i undo a commit in git", "git: how to undo a commit") == ""
     assert refused("how to convert celsius to fahrenheit", "how to convert fahrenheit to celsius")
+
+
+def test_finding_out_looking_up_or_discovering_a_thing_asks_where_to_see_it():
+    assert refused("how do I find out my tax code", "how do I check my tax code") == ""
+    assert refused("how can I look up my payslips", "how can I find my payslips") == ""
+    assert refused("how do I discover my shoe size", "how do I find out my shoe size") == ""
+    # What is looked up still has to agree, and checking in is no looking.
+    assert refused("how do I find out my tax code", "how do I find out my tax refund") != ""
+    assert refused("how do I check in for my ferry", "how do I check my ferry") != ""
+
+
+def test_a_route_said_in_either_order_is_one_route():
+    assert (
+        refused("to Leeds from York, how long is the bus", "how long is the bus from York to Leeds")
+        == ""
+    )
+    # Source and target exchanged are still the other way round.
+    assert refused(
+        "to Leeds from York, how long is the bus", "how long is the bus from Leeds to York"
+    )
+
+
+def test_a_relation_that_reads_the_same_both_ways_may_be_said_either_way():
+    assert (
+        refused("the distance between Mars and Venus", "the distance between Venus and Mars") == ""
+    )
+    assert refused("how far is Leeds from York", "how far is York from Leeds") == ""
+    assert refused("should I say affect or effect", "should I say effect or affect") == ""
+    # An ordering, a comparison or a move is not symmetric.
+    assert refused("is a hare faster than a tortoise", "is a tortoise faster than a hare")
+    assert refused("sort by name and date", "sort by date and name")
+    assert refused("how far ahead of Leeds is York", "how far ahead of York is Leeds")
+
+
+def test_everyday_phrasal_verbs_are_their_plain_verb():
+    assert refused("how do I top up my phone credit", "how do I refill my phone credit") == ""
+    assert (
+        refused("could you help out with the washing up", "could you help with the washing up")
+        == ""
+    )
