@@ -1258,3 +1258,36 @@ def test_everyday_phrasal_verbs_are_their_plain_verb():
         refused("could you help out with the washing up", "could you help with the washing up")
         == ""
     )
+
+
+def test_two_members_of_one_closed_class_are_two_questions_however_reworded():
+    assert (
+        refused("best month to sail in croatia: june", "best month to sail in croatia: july")
+        == "alternative"
+    )
+    assert refused("how much iron do women need", "what iron intake do men need") == "alternative"
+    assert (
+        refused(
+            "what's the deepest lake in the north of scotland", "deepest lake in southern scotland"
+        )
+        == "alternative"
+    )
+    assert (
+        refused("the coldest city in canada", "which is the hottest city in canada")
+        == "alternative"
+    )
+    assert (
+        refused(
+            "how much is a gym membership per month", "what does a gym membership cost per year"
+        )
+        == "alternative"
+    )
+    assert refused("how far is a 10k in miles", "how far is a 10k in kilometres") != ""
+    # The same member said two ways, or a member on one side only, is no alternative.
+    assert same_question(profile("games for kids"), profile("games for children")) == ""
+    assert refused("what is the largest lake in italy", "which is the biggest lake in italy") == ""
+    assert (
+        refused("when does spring start", "what date is the first day of spring") != "alternative"
+    )
+    # "good" and "bad" ask one thing: is this still good, has it gone bad.
+    assert refused("is my milk still good", "has my milk gone bad") != "alternative"

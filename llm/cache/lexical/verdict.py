@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from llm.cache.lexical.alternatives import other_alternative
 from llm.cache.lexical.order import distance_either_way, reversed_order, same_route, swapped
 from llm.cache.lexical.profile import WORD, Profile, lemma_of
 from llm.cache.lexical.quantities import other_quantity
@@ -76,6 +77,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "tense"
     if _other_degree(a, b):
         return "degree"
+    if other_alternative(a, b):
+        return "alternative"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"
