@@ -1248,7 +1248,9 @@ def test_a_route_said_in_either_order_is_one_route():
         refused("to Leeds from York, how long is the bus", "how long is the bus from York to Leeds")
         == ""
     )
-    # Source and target exchanged are still the other way round.
+    # Source and target exchanged are still the other way round, also where the phrases share
+    # their first word.
+    assert refused("how do I move from 2 GB to 8 GB", "how do I move from 8 GB to 2 GB")
     assert refused(
         "to Leeds from York, how long is the bus", "how long is the bus from Leeds to York"
     )

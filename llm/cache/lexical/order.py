@@ -15,7 +15,10 @@ def same_route(a: Profile, b: Profile) -> bool:
     order the words take is no direction."""
     roles_a, roles_b = set(a.roles), set(b.roles)
     named = {role for role, _ in roles_a}
-    return {"source", "target"} <= named and roles_a == roles_b
+    # A role holds the first word of its phrase: "from 2.4GHz to 5GHz" names "ghz" both ways,
+    # which tells no route.
+    told = len({word for _, word in roles_a}) == len(roles_a)
+    return {"source", "target"} <= named and told and roles_a == roles_b
 
 
 def distance_either_way(a: Profile, b: Profile) -> bool:
