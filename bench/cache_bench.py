@@ -993,7 +993,7 @@ def quality_lines(q: dict[str, Any], threshold: float, *, misses: str = "") -> l
         "everyday vocabulary WordNet lacks, llm/cache/everyday.py). **check alone** is this "
         "commit's lexical check without the cross-encoder judge; **now** adds the judge's "
         "second look (llm/cache/judge.py) "
-        + (f"at {q['judge'][1]:.2f}." if q["judge"][0] else "— switched off in this run."),
+        + (f"at {q['judge'][1]:g}." if q["judge"][0] else "— switched off in this run."),
         "",
         f"| group | set | rewordings hit: {heads} | **now** | near-misses hit: {heads} | **now** |",
         f"| --- | --- | {cells}---: | {cells}---: |",
