@@ -674,11 +674,13 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
     }
 
 
-def bench_lookup() -> dict[str, Any]:
+def bench_lookup(judge_threshold: float | None = None) -> dict[str, Any]:
     """A whole lookup (llm.cache: lookup_start, lookup_stored, lookup_similar) of every
     reworded question of the pair sets, against the stored first questions, for an
     organisation with semantic matching and one without (exact-only: the baseline), in the
-    same run, interleaved question by question."""
+    same run, interleaved question by question. With a `judge_threshold`, a third lookup of
+    each question by the semantic organisation with the judge's second look switched on at it
+    (the setting flipped around that lookup alone)."""
     import resource
 
     from asgiref.sync import sync_to_async
@@ -717,16 +719,28 @@ def bench_lookup() -> dict[str, Any]:
         elapsed = (time.perf_counter() - start) * 1000
         return elapsed, lookup.hit.kind if lookup.hit else None
 
+    modes = [("exact-only", exact), ("semantic", semantic)]
+    if judge_threshold is not None:
+        modes.append(("semantic + judge", semantic))
+        settings.CACHE_JUDGE_THRESHOLD = judge_threshold
+    judging = settings.CACHE_JUDGE_ENABLED
+
     async def run() -> dict[str, Any]:
         await one("warm up the embedder and both indexes", semantic)
         await one("warm up the embedder and both indexes", exact)
-        times: dict[str, list[float]] = {"exact-only": [], "semantic": []}
-        kinds: dict[str, Counter[str]] = {"exact-only": Counter(), "semantic": Counter()}
+        if judge_threshold is not None:
+            from llm.cache.judge import judge
+
+            judge().scores([("warm up", "the judge")])
+        times: dict[str, list[float]] = {mode: [] for mode, _ in modes}
+        kinds: dict[str, Counter[str]] = {mode: Counter() for mode, _ in modes}
         for question in asked:
-            for mode, organisation in (("exact-only", exact), ("semantic", semantic)):
+            for mode, organisation in modes:
+                settings.CACHE_JUDGE_ENABLED = judging or mode == "semantic + judge"
                 elapsed, kind = await one(question, organisation)
                 times[mode].append(elapsed)
                 kinds[mode][kind or "miss"] += 1
+        settings.CACHE_JUDGE_ENABLED = judging
         return {
             mode: {
                 "p50": statistics.median(values),
@@ -979,7 +993,7 @@ def quality_lines(q: dict[str, Any], threshold: float, *, misses: str = "") -> l
         "everyday vocabulary WordNet lacks, llm/cache/everyday.py). **check alone** is this "
         "commit's lexical check without the cross-encoder judge; **now** adds the judge's "
         "second look (llm/cache/judge.py) "
-        + (f"at {q['judge'][1]:.2f}." if q["judge"][0] else "— switched off in this run."),
+        + (f"at {q['judge'][1]:g}." if q["judge"][0] else "— switched off in this run."),
         "",
         f"| group | set | rewordings hit: {heads} | **now** | near-misses hit: {heads} | **now** |",
         f"| --- | --- | {cells}---: | {cells}---: |",
@@ -1236,6 +1250,26 @@ def quality_only() -> None:
     print("\n".join(quality_lines(pairs, threshold, misses=misses)))
 
 
+def lookup_only(judge_threshold: float | None) -> None:
+    """The lookup latency part alone, with the judge's second look as a third mode."""
+    with tempfile.TemporaryDirectory() as directory:
+        setup_django(str(Path(directory) / "bench.sqlite3"))
+        from django.conf import settings
+
+        load = os.getloadavg()[0]
+        began = time.perf_counter()
+        out = bench_lookup(judge_threshold or settings.CACHE_JUDGE_THRESHOLD)
+    spent = time.perf_counter() - began
+    print(
+        f"{out['lookups']} lookups against {out['stored']} stored, {spent:.0f} s, load average "
+        f"{load:.1f} -> {os.getloadavg()[0]:.1f}, max RSS {out['maxrss_mb']:.0f} MB"
+    )
+    print("| lookup | p50 | p95 | outcomes |\n| --- | ---: | ---: | --- |")
+    for mode, row in out.items():
+        if isinstance(row, dict):
+            print(f"| {mode} | {row['p50']:.2f} ms | {row['p95']:.2f} ms | {row['outcomes']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -1258,7 +1292,18 @@ def main() -> None:
         action="store_true",
         help="match quality on the tuning sets only, every miss listed (while tuning)",
     )
+    parser.add_argument(
+        "--lookup-only",
+        action="store_true",
+        help="the whole lookup's latency alone: exact-only, semantic, semantic + judge",
+    )
+    parser.add_argument(
+        "--judge-threshold", type=float, default=None, help="with --lookup-only (default: setting)"
+    )
     args = parser.parse_args()
+    if args.lookup_only:
+        lookup_only(args.judge_threshold)
+        return
     HELDOUT.extend((f"{path.name} (blind)", path.resolve()) for path in args.heldout)
     if args.heldout or args.quality_only:
         quality_only()

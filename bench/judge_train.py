@@ -234,6 +234,20 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--steps", type=int, default=0, help="stop after this many (timing)")
+    parser.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.0,
+        help="train towards eps/2 and 1 - eps/2 instead of 0 and 1, so logits stay bounded "
+        "and scores do not saturate at the top (v5: 0.1)",
+    )
+    parser.add_argument(
+        "--hard",
+        type=float,
+        default=0.0,
+        help="a near-miss weighs 1 + HARD x the probability the model gives it now: hard "
+        "negatives mined online, in every batch (v5: 4)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(2)
@@ -277,7 +291,7 @@ def main() -> None:
     )
     # Rewordings and near-misses weigh the same whatever their counts.
     weight = torch.tensor((len(examples) - positives) / max(positives, 1))
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none")
     began = time.perf_counter()
     step = 0
     order = list(range(len(examples)))
@@ -290,7 +304,11 @@ def main() -> None:
             batch = [examples[i] for i in order[start : start + args.batch]]
             ids, types, mask = encode(tokenizer, [(a, b) for a, b, _ in batch])
             labels = torch.tensor([float(y) for _, _, y in batch])
-            loss = loss_fn(model(ids, types, mask), labels)
+            logits = model(ids, types, mask)
+            targets = labels * (1.0 - args.smoothing) + args.smoothing / 2
+            # Near-misses the model already scores high (one deciding word changed) weigh more.
+            hardness = 1.0 + args.hard * torch.sigmoid(logits).detach() * (1.0 - labels)
+            loss = (loss_fn(logits, targets) * hardness).mean()
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -371,6 +389,9 @@ def export(
             "batch": args.batch,
             "dropout": args.dropout,
             "seed": args.seed,
+            "smoothing": args.smoothing,
+            "hard": args.hard,
+            "init": str(args.init) if args.init else None,
             "seconds": round(seconds),
             "torch": torch.__version__,
         },

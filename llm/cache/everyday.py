@@ -49,6 +49,10 @@ PHRASAL_VERBS: dict[str, str] = {
     "put off": "postpone",
     "call off": "cancel",
     "give up": "quit",
+    "help out": "help",
+    "top up": "refill",
+    "fog up": "fog",
+    "steam up": "fog",
 }
 # Particles a verb may take in PHRASAL_VERBS ("hand in", "look for"); the ones the lexical check
 # reads as a direction (up, down, off, out...) keep doing so after any other verb.

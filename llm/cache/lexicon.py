@@ -303,11 +303,19 @@ PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (rf"(?:what(?: is|'s)|which is) (?:a|the) {_GOOD} (?:way|method) (?:to|of)", "how to"),
     # With its article or without ("best way to learn coding?").
     (rf"(?:(?:a|the) )?{_GOOD} way to", "how to"),
+    # Where to see a thing, said with a phrasal verb or a plain one ("find out my credit
+    # score", "look up my order history", "discover my blood type"); "check in" for a flight
+    # is no looking.
     (
-        r"how (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|get to|see|view|check)",
+        r"how (?:do|can|should|would) (?:i|you|we|one) (?:find out|look up|look for|"
+        r"search(?: for)?|find|locate|get to|see|view|check(?! in\b)|discover|determine)",
         "where",
     ),
-    (r"where (?:do|can|should|would) (?:i|you|we|one) (?:find|locate|see)", "where"),
+    (
+        r"where (?:do|can|should|would) (?:i|you|we|one) (?:find out|look up|look for|"
+        r"search(?: for)?|find|locate|see)",
+        "where",
+    ),
     (r"right now", "now"),
     (r"(?:see|check|find|get|know) (?:the )?status of", "track"),
     # ("how long does it take to walk" is not a payment.)

@@ -163,7 +163,7 @@ async def test_the_judge_answers_a_rewording_the_lexical_check_refused(
     (off by default), at a threshold below the shipped one that shows it."""
     stored = "How do I get candle wax off a tablecloth?"
     asked = "what's the trick for removing candle wax from table linen"
-    settings.CACHE_JUDGE_THRESHOLD = 0.99
+    settings.CACHE_JUDGE_THRESHOLD = 0.9
     settings.CACHE_JUDGE_ENABLED = False
     await ask(owner, stored, organisation=organisation)
     assert (await ask(owner, asked, organisation=organisation)).cache is None

@@ -16,9 +16,9 @@ from llm.cache.semantic import ScopeIndex
 from llm.embeddings import embedder, model_dir, safetensors_load
 
 THRESHOLD = 0.60
-# Below the shipped CACHE_JUDGE_THRESHOLD (0.998), which answers none of the labelled near-misses
-# and so almost no rewording: these tests pin the mechanism at a threshold that shows it.
-JUDGE_THRESHOLD = 0.99
+# Judge v5 (trained towards 0.05 / 0.95, so its scores stop short of 1): these tests pin the
+# mechanism at a threshold under its operating point (docs/benchmarks.md, "Cache: judge v5").
+JUDGE_THRESHOLD = 0.9
 
 # (stored, asked): a rewording the lexical check refuses for a word one side lacks.
 REWORDED = [
@@ -100,3 +100,11 @@ def test_hard_refusals_never_reach_the_judge(stored, asked, reason):
     assert not judge_may_overrule(profile(asked), profile(stored), 0.99)
     # Even a judge that accepted everything would not be asked.
     assert _search(_index([stored]), asked, 1e-9) is None
+
+
+def test_scores_stop_short_of_one_so_a_threshold_can_keep_a_margin():
+    # Trained towards 0.95 for a rewording, 0.05 for a near-miss: a near-miss that changes one
+    # word no longer saturates next to the rewordings.
+    rewording, near_miss = judge().scores([REWORDED[0], NEAR_MISS[0]])
+    assert 0.5 < rewording < 0.99
+    assert near_miss < 0.1

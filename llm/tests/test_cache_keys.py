@@ -144,8 +144,8 @@ def test_rewordings_ask_the_same_question(a, b):
 @pytest.mark.parametrize(
     ("a", "b", "reason"),
     [
-        ("What is the capital of France?", "What is the capital of Germany?", "content"),
-        ("what is the capital of france", "what is the capital of spain", "content"),
+        ("What is the capital of France?", "What is the capital of Germany?", "alternative"),
+        ("what is the capital of france", "what is the capital of spain", "alternative"),
         ("Convert 5 miles to km", "Convert 50 miles to km", "numbers"),
         ("Give me three tips", "Give me 3 tips", ""),
         ("Which EU countries use the euro?", "Which EU countries don't use the euro?", "negation"),

@@ -108,10 +108,9 @@ def test_how_do_you_say_and_translate_match():
 
 
 def test_other_language_never_hits():
-    assert (
-        refused("How do you say 'good luck' in Italian?", "How do you say 'good luck' in Greek?")
-        == "content"
-    )
+    assert refused(
+        "How do you say 'good luck' in Italian?", "How do you say 'good luck' in Greek?"
+    ) in ("content", "alternative")
 
 
 def test_other_entity_never_hits():
@@ -131,10 +130,13 @@ def test_opposite_direction_never_hits():
 
 
 def test_other_unit_never_hits():
-    assert refused("How many seconds in an hour?", "How many minutes in an hour?") == "content"
-    assert (
-        refused("What is 40 degrees Celsius in Fahrenheit?", "What is 40 °C in Kelvin?")
-        == "content"
+    assert refused("How many seconds in an hour?", "How many minutes in an hour?") in (
+        "content",
+        "alternative",
+    )
+    assert refused("What is 40 degrees Celsius in Fahrenheit?", "What is 40 °C in Kelvin?") in (
+        "content",
+        "alternative",
     )
 
 
@@ -348,8 +350,14 @@ def test_metric_units_match_in_every_spelling():
 
 def test_another_unit_never_hits():
     assert refused("How many ml in a cup?", "How many cl in a cup?") == "content"
-    assert refused("Is 5 km/h a walking pace?", "Is 5 mph a walking pace?") == "content"
-    assert refused("Is 2l of water enough?", "Is 2kg of water enough?") == "content"
+    assert refused("Is 5 km/h a walking pace?", "Is 5 mph a walking pace?") in (
+        "content",
+        "alternative",
+    )
+    assert refused("Is 2l of water enough?", "Is 2kg of water enough?") in (
+        "content",
+        "alternative",
+    )
 
 
 def test_a_conversion_or_count_asked_back_to_front_matches():
@@ -368,7 +376,7 @@ def test_a_conversion_or_count_asked_back_to_front_matches():
 
 
 def test_a_reshaped_conversion_or_count_of_something_else_never_hits():
-    assert refused("1 inch is how many cm?", "1 inch is how many mm?") == "content"
+    assert refused("1 inch is how many cm?", "1 inch is how many mm?") in ("content", "alternative")
     assert refused("Calorie count of an apple?", "How many calories are in a pear?") == "content"
 
 
@@ -386,8 +394,9 @@ def test_the_language_for_a_phrase_is_a_translation():
 
 
 def test_a_translation_into_another_language_or_of_another_word_never_hits():
-    assert (
-        refused("What's the Italian for goodbye?", "How do I say goodbye in Spanish?") == "content"
+    assert refused("What's the Italian for goodbye?", "How do I say goodbye in Spanish?") in (
+        "content",
+        "alternative",
     )
     assert refused("What is 'dog' in German?", "How do you say cat in German?") != ""
     # "the X for" is a translation only when X is a language.
@@ -404,10 +413,9 @@ def test_how_long_and_how_many_minutes_match():
 
 
 def test_two_different_time_units_never_hit():
-    assert (
-        refused("How many minutes do I bake a potato?", "How many hours do I bake a potato?")
-        == "content"
-    )
+    assert refused(
+        "How many minutes do I bake a potato?", "How many hours do I bake a potato?"
+    ) in ("content", "alternative")
 
 
 def test_making_something_faster_is_speeding_it_up():
@@ -481,7 +489,7 @@ def test_antonyms_and_neighbours_are_never_synonyms():
         ("How do I increase the font size?", "How do I decrease the font size?"),
         ("What is the cheapest flight to Rome?", "What is the most expensive flight to Rome?"),
     ]:
-        assert refused(stored, asked) == "content", asked
+        assert refused(stored, asked) in ("content", "alternative"), asked
 
 
 def test_greetings_sign_offs_and_openers_are_ignored():
@@ -850,7 +858,10 @@ def test_a_typo_matches_below_the_threshold_like_an_abbreviation():
 
 def test_known_words_and_names_a_letter_apart_are_never_typos():
     # Both are words (or both unknown names): a letter apart is another thing.
-    assert refused("What is the capital of Austria?", "whats the capital of australia") == "content"
+    assert refused("What is the capital of Austria?", "whats the capital of australia") in (
+        "content",
+        "alternative",
+    )
     assert refused("How do I install MySQL?", "how do i install mssql") == "content"
     # (Not bake / make: to make bread is to bake it, an everyday synonym since.)
     assert refused("How do I bake bread?", "how do i fake bread") != ""
@@ -907,7 +918,10 @@ def test_a_second_look_pairs_rarer_senses_only_for_very_close_questions():
     assert match(asked, stored, LOOSE_SIMILARITY, threshold) == ""
     assert match(asked, stored, LOOSE_SIMILARITY - 0.01, threshold) == "content"
     # Words that share a parent but no sense never pair, however close the questions.
-    assert refused("Is the office open on Monday?", "is the office open on tuesday") == "content"
+    assert refused("Is the office open on Monday?", "is the office open on tuesday") in (
+        "content",
+        "alternative",
+    )
     assert refused("How do I enable dark mode?", "how do i disable dark mode") == "content"
     assert refused("How do I import contacts?", "how do i export contacts") == "content"
 
@@ -1218,3 +1232,78 @@ def test_to_after_a_question_word_is_no_direction():
     # "git: how to undo a commit" names no target; "how to convert X to Y" still has one.
     assert refused("how do i undo a commit in git", "git: how to undo a commit") == ""
     assert refused("how to convert celsius to fahrenheit", "how to convert fahrenheit to celsius")
+
+
+def test_finding_out_looking_up_or_discovering_a_thing_asks_where_to_see_it():
+    assert refused("how do I find out my tax code", "how do I check my tax code") == ""
+    assert refused("how can I look up my payslips", "how can I find my payslips") == ""
+    assert refused("how do I discover my shoe size", "how do I find out my shoe size") == ""
+    # What is looked up still has to agree, and checking in is no looking.
+    assert refused("how do I find out my tax code", "how do I find out my tax refund") != ""
+    assert refused("how do I check in for my ferry", "how do I check my ferry") != ""
+
+
+def test_a_route_said_in_either_order_is_one_route():
+    assert (
+        refused("to Leeds from York, how long is the bus", "how long is the bus from York to Leeds")
+        == ""
+    )
+    # Source and target exchanged are still the other way round, also where the phrases share
+    # their first word.
+    assert refused("how do I move from 2 GB to 8 GB", "how do I move from 8 GB to 2 GB")
+    assert refused(
+        "to Leeds from York, how long is the bus", "how long is the bus from Leeds to York"
+    )
+
+
+def test_a_relation_that_reads_the_same_both_ways_may_be_said_either_way():
+    assert (
+        refused("the distance between Mars and Venus", "the distance between Venus and Mars") == ""
+    )
+    assert refused("how far is Leeds from York", "how far is York from Leeds") == ""
+    assert refused("should I say affect or effect", "should I say effect or affect") == ""
+    # An ordering, a comparison or a move is not symmetric.
+    assert refused("is a hare faster than a tortoise", "is a tortoise faster than a hare")
+    assert refused("sort by name and date", "sort by date and name")
+    assert refused("how far ahead of Leeds is York", "how far ahead of York is Leeds")
+
+
+def test_everyday_phrasal_verbs_are_their_plain_verb():
+    assert refused("how do I top up my phone credit", "how do I refill my phone credit") == ""
+    assert (
+        refused("could you help out with the washing up", "could you help with the washing up")
+        == ""
+    )
+
+
+def test_two_members_of_one_closed_class_are_two_questions_however_reworded():
+    assert (
+        refused("best month to sail in croatia: june", "best month to sail in croatia: july")
+        == "alternative"
+    )
+    assert refused("how much iron do women need", "what iron intake do men need") == "alternative"
+    assert (
+        refused(
+            "what's the deepest lake in the north of scotland", "deepest lake in southern scotland"
+        )
+        == "alternative"
+    )
+    assert (
+        refused("the coldest city in canada", "which is the hottest city in canada")
+        == "alternative"
+    )
+    assert (
+        refused(
+            "how much is a gym membership per month", "what does a gym membership cost per year"
+        )
+        == "alternative"
+    )
+    assert refused("how far is a 10k in miles", "how far is a 10k in kilometres") != ""
+    # The same member said two ways, or a member on one side only, is no alternative.
+    assert same_question(profile("games for kids"), profile("games for children")) == ""
+    assert refused("what is the largest lake in italy", "which is the biggest lake in italy") == ""
+    assert (
+        refused("when does spring start", "what date is the first day of spring") != "alternative"
+    )
+    # "good" and "bad" ask one thing: is this still good, has it gone bad.
+    assert refused("is my milk still good", "has my milk gone bad") != "alternative"

@@ -6,6 +6,30 @@ from __future__ import annotations
 from llm.cache.lexical.profile import Profile, lemma_of
 from llm.cache.lexicon import STOPWORDS
 
+_DISTANCE = frozenset({"far", "distance"})
+
+
+def same_route(a: Profile, b: Profile) -> bool:
+    """Do both questions name the same source and the same target, whatever order they say them
+    in ("to Rome from Paris, how long is the train" / "the train from Paris to Rome")? Then an
+    order the words take is no direction."""
+    roles_a, roles_b = set(a.roles), set(b.roles)
+    named = {role for role, _ in roles_a}
+    # A role holds the first word of its phrase: "from 2.4GHz to 5GHz" names "ghz" both ways,
+    # which tells no route.
+    told = len({word for _, word in roles_a}) == len(roles_a)
+    return {"source", "target"} <= named and told and roles_a == roles_b
+
+
+def distance_either_way(a: Profile, b: Profile) -> bool:
+    """Do both ask how far apart the same two places are ("how far is Boston from NYC" / "how
+    far is NYC from Boston")? A distance is the same both ways; "how far ahead of" compares."""
+    return (
+        bool(_DISTANCE & set(a.words) & set(b.words))
+        and not any(role.startswith("reference") for role, _ in a.roles + b.roles)
+        and sorted(a.content) == sorted(b.content)
+    )
+
 
 def reversed_order(a: Profile, b: Profile) -> bool:
     """Does `b` put around a directional word, in the other order, two things `a` relates?
@@ -27,6 +51,11 @@ def reversed_order(a: Profile, b: Profile) -> bool:
 
 
 _ARTICLES = frozenset({"a", "an", "the"})
+# Relations that read the same both ways: "the distance between the earth and the moon", "the
+# difference between let and const", "their or there". Only these joints, "and" only after
+# "between" ("sort by name and date" is not "by date and name").
+_EITHER_WAY = frozenset({("or",), ("vs",), ("versus",)})
+_BETWEEN = frozenset({"between"})
 # A verb moved in an embedded question changes nothing: "what is Docker" / "(tell me) what
 # Docker is", "is it" / "it is".
 _AUXILIARIES = frozenset("is are was were do does did can could will would should has have".split())
@@ -58,5 +87,14 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
                 continue  # "sort a list in Python" / "in Python sort a list": the same
             if any(set(span) <= _AUXILIARIES | STOPWORDS for span in (one, two)):
                 continue
+            if _symmetric(a[:start], middle):
+                continue
             return True
     return False
+
+
+def _symmetric(before: tuple[str, ...], middle: tuple[str, ...]) -> bool:
+    """Does the joint between two exchanged word groups read the same both ways?"""
+    if middle in _EITHER_WAY:
+        return True
+    return middle == ("and",) and bool(before) and before[-1] in _BETWEEN

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from llm.cache.lexical.order import reversed_order, swapped
+from llm.cache.lexical.alternatives import other_alternative
+from llm.cache.lexical.order import distance_either_way, reversed_order, same_route, swapped
 from llm.cache.lexical.profile import WORD, Profile, lemma_of
 from llm.cache.lexical.quantities import other_quantity
 from llm.cache.lexical.rewrite import rewrite
@@ -60,7 +61,11 @@ def same_question(a: Profile, b: Profile) -> str:
         return "quoted"
     if a.particles != b.particles:
         return "particles"
-    if reversed_order(a, b) or swapped(a.words, b.words):
+    if (
+        (reversed_order(a, b) or swapped(a.words, b.words))
+        and not same_route(a, b)
+        and not distance_either_way(a, b)
+    ):
         return "direction"
     if other_quantity(a, b):
         return "quantity"
@@ -72,6 +77,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "tense"
     if _other_degree(a, b):
         return "degree"
+    if other_alternative(a, b):
+        return "alternative"
     only_a, only_b = content_difference(a, b)
     if only_a and only_b:
         return "content"
