@@ -268,6 +268,11 @@ PAIR_SETS = [
     ("held-out 14 (became tuning)", "tuning/cache_heldout14.json", ""),
     ("held-out 15 (became tuning)", "tuning/cache_heldout15.json", ""),
     ("held-out 16 (became tuning)", "tuning/cache_heldout16.json", ""),
+    # Sets 17 and 18 (5 December, session 10): each written blind by a helper that read only
+    # issue 18 and its brief, run once on main d6fdb69 and once on the judge5 branch's frozen
+    # matcher b4361a2 (BLIND_RESULTS), then tuned on.
+    ("held-out 17 (became tuning)", "tuning/cache_heldout17.json", ""),
+    ("held-out 18 (became tuning)", "tuning/cache_heldout18.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -291,6 +296,12 @@ BLIND_RESULTS = [
         2,
         232,
     ),
+    # Sets 17 and 18: the check alone (the default); with judge v5 at 0.962 on the same run
+    # 172/224 with 3 and 179/227 with 4 (docs/benchmarks.md, "Blind sets 17 and 18").
+    ("held-out 17, blind (check of d6fdb69, one run)", 161, 224, 3, 221),
+    ("held-out 18, blind (check of d6fdb69, one run)", 168, 227, 2, 228),
+    ("held-out 17, blind (check of b4361a2, one run)", 162, 224, 3, 221),
+    ("held-out 18, blind (check of b4361a2, one run)", 169, 227, 2, 228),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
