@@ -30,6 +30,7 @@ from chat.errors import ChatError
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_pending, reply_saved
+from core import hops
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -173,9 +174,11 @@ def said_in_one_statement(
     ]
     params += reservation.tail_params
     for first_try in (True, False):
+        hops.hop("d.statement", client_id)
         with transaction.atomic() if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
+        hops.hop("d.stated", client_id)
         try:
             reservation_read(reservation, row[2:], message_id=row[0])
         except CountersMissing:
