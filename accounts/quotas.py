@@ -122,13 +122,13 @@ def budgets_for(*, organisation_id: int) -> list[BudgetRule]:
     )
 
 
-def budgets_applying(*, user_id: int, organisation_id: int) -> list[BudgetRule]:
-    """The budget rules a reservation of this user's is checked against."""
-    return [
-        r
-        for r in budgets_for(organisation_id=organisation_id)
-        if r.user_id is None or r.user_id == user_id
-    ]
+def budgets_applying(
+    *, user_id: int, organisation_id: int, cached: list[BudgetRule] | None = None
+) -> list[BudgetRule]:
+    """The budget rules a reservation of this user's is checked against (`cached`: the
+    organisation's, as the cache held them a moment ago)."""
+    rules = budgets_for(organisation_id=organisation_id) if cached is None else cached
+    return [r for r in rules if r.user_id is None or r.user_id == user_id]
 
 
 def budget_applies(*, user_id: int, organisation_id: int) -> bool:
@@ -441,6 +441,7 @@ def statement_reservation(
     reply_cte: str,
     max_tokens: int | None = None,
     prices: TokenPrices | None = None,
+    cached_rules: list[BudgetRule] | None = None,
 ) -> StatementReservation:
     """A reservation of a reply's worst case as quota_reserve makes it (the same charge, the
     same check), for a caller's one statement on PostgreSQL; the prompt estimate is the
@@ -449,7 +450,7 @@ def statement_reservation(
     day = _today(now)
     completion = settings.LLM_MAX_TOKENS if max_tokens is None else max_tokens
     prices = prices or TokenPrices()
-    rules = budgets_applying(user_id=user_id, organisation_id=organisation_id)
+    rules = budgets_applying(user_id=user_id, organisation_id=organisation_id, cached=cached_rules)
     found = _RESERVATION_SQL.get(reply_cte)
     if found is None:
         found = _RESERVATION_SQL[reply_cte] = _statement_reservation_sql(reply_cte)

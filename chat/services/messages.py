@@ -24,6 +24,7 @@ from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create, reply_dispatch_again
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from chat.services.prefetch import SendPrefetched
 from chat.services.said import (
     conversation_touch,
     said_in_one_statement,
@@ -166,6 +167,7 @@ def message_send(
     origin: str = Conversation.Origin.PAGE,
     alias: str = "",
     options: GenerationOptions | None = None,
+    prefetched: SendPrefetched | None = None,
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
@@ -174,7 +176,8 @@ def message_send(
     conversation. A new conversation starts in `organisation` (default: the author's personal
     one), marked with `origin`. `alias` and `options` are the caller's model and generation
     choices (default: the default model, the deployment's settings). A send over budget raises
-    QuotaExceeded and saves nothing.
+    QuotaExceeded and saves nothing. `prefetched`: the cached values a send reads, read with
+    its rate limits (chat/services/prefetch.py).
 
     A new client id, the common case, costs no look-up: a repeat is found when its statement
     (or transaction) fails, on the unique (author, organisation, client_id) or on a check the
@@ -189,7 +192,7 @@ def message_send(
     acting_in = conversation.organisation_id if conversation else organisation.pk  # type: ignore[union-attr]
     try:
         # One catalogue (llm/catalog.py) prices and routes the reply: one version check.
-        with catalog_held():
+        with catalog_held(version=prefetched.catalog_version if prefetched else None):
             if conversation is not None and connection.vendor == "postgresql":
                 user_message, reply = said_in_one_statement(
                     author=author,
@@ -198,6 +201,7 @@ def message_send(
                     client_id=client_id,
                     alias=alias,
                     options=options,
+                    prefetched=prefetched,
                 )
             else:  # a new conversation's first send, and SQLite's
                 user_message, reply = _said_in_a_transaction(

@@ -30,6 +30,7 @@ from chat.errors import ChatError
 from chat.events import event_publish_on_commit, message_event
 from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_pending, reply_saved
+from chat.services.prefetch import SendPrefetched
 from core import hops
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
@@ -135,19 +136,27 @@ def said_in_one_statement(
     client_id: str | None,
     alias: str,
     options: GenerationOptions | None,
+    prefetched: SendPrefetched | None = None,
 ) -> tuple[Message, Message]:
     """On PostgreSQL, a send into an existing conversation (its budget reserved, its rows
     saved) in one statement outside a transaction, then the message and its reply announced
     and the reply dispatched, as on a commit. A conversation gone is not_found (nothing
     saved, nothing charged). Over budget: QuotaExceeded, nothing saved. A repeated client_id: the
     unique key's IntegrityError, nothing saved. Inside a caller's transaction, a savepoint, so
-    that such an error leaves the caller's transaction usable."""
+    that such an error leaves the caller's transaction usable. `prefetched`: the cache's
+    values it reads, read already (chat/services/prefetch.py)."""
     db = connections[DEFAULT_DB_ALIAS]
+    if prefetched is not None and prefetched.organisation_id != conversation.organisation_id:
+        prefetched = None  # read for another organisation than the conversation's
     user_message = user_message_new(
         conversation=conversation, author=author, text=text, client_id=client_id
     )
     reply, provider = reply_pending(
-        conversation=conversation, reply_to=user_message, alias=alias, options=options
+        conversation=conversation,
+        reply_to=user_message,
+        alias=alias,
+        options=options,
+        allowed=prefetched.allowed_models if prefetched else None,
     )
     reservation = statement_reservation(
         user_id=author.pk,
@@ -155,6 +164,7 @@ def said_in_one_statement(
         reply_cte="r",
         max_tokens=options.max_tokens if options else None,
         prices=price_ceiling(alias=alias),
+        cached_rules=prefetched.budget_rules if prefetched else None,
     )
     estimate, estimate_params = selectors.prompt_tokens_estimate_sql(
         conversation_id=conversation.pk, text=text
