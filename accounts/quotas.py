@@ -369,7 +369,6 @@ class StatementReservation:
     rules: list[BudgetRule]
     wanted: int
     entry: UsageLedger
-    completion: int
     now: datetime
 
 
@@ -486,7 +485,6 @@ def statement_reservation(
         rules=rules,
         wanted=wanted,
         entry=entry,
-        completion=completion,
         now=now,
     )
 

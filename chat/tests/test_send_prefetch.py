@@ -20,14 +20,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def redis_cache(settings):
-    """The cache and the rate limiter on one real Redis database, as in production."""
+    """The cache and the rate limiter on one real Redis database, as in production. Django's
+    own RedisCache: project/cache.py's keeps its pools for the process's life, which would
+    leave this database's connections open for the tests after this one."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     with redis_database() as index:
         url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{index}"
         settings.REDIS_URL = url
         settings.CACHES = {
             "default": {
-                "BACKEND": "project.cache.SharedClientRedisCache",
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
                 "LOCATION": url,
                 "KEY_PREFIX": "parley",
             }
