@@ -566,10 +566,8 @@ def _ledger_locked(*, column: str, value: int, lazy_commit: bool = False) -> Usa
     where = f"{key} = %s AND {state} = %s"
     sql = f"SELECT {columns} FROM {table} WHERE {where}{lock}"  # noqa: S608
     if lazy_commit:
-        sql = (
-            "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
-            f"SELECT {columns} FROM {table} CROSS JOIN lazy WHERE {where}{lock} OF {table}"
-        )
+        lazy = "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
+        sql = f"SELECT {columns} FROM {table}, {lazy} WHERE {where}{lock} OF {table}"  # noqa: S608
     rows = UsageLedger.objects.raw(sql, [value, UsageLedger.State.RESERVED])
     return next(iter(rows), None)
 
