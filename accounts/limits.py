@@ -26,7 +26,7 @@ import math
 import re
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +47,11 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
 
 # Many frames' checks in one call, each frame's as one call per frame would have run them, in
-# order. KEYS: every frame's counters, frame after frame, each frame's narrowest first. ARGV: per
-# frame, its number of counters N, then N windows in ms, then N limits. Returns per frame a list
-# of count, ms left for each counter charged: it stops after the first one over its limit.
+# order, and the keys each frame asked to read as well (a send's cached rows: the round trip
+# is paid anyway). KEYS: per frame, its counters (narrowest first), then its keys to read.
+# ARGV: per frame, its number of counters N, then N windows in ms, then N limits, then its
+# number of keys to read M. Returns per frame {count, ms left for each counter charged (it
+# stops after the first one over its limit); the M values read (false: none)}.
 _SCRIPT = """
 local out = {}
 local k, a = 0, 1
@@ -70,9 +72,14 @@ while a <= #ARGV do
       break
     end
   end
-  out[#out + 1] = frame
-  k = k + n
-  a = a + 1 + 2 * n
+  local m = tonumber(ARGV[a + 1 + 2 * n])
+  local reads = {}
+  for j = 1, m do
+    reads[j] = redis.call('GET', KEYS[k + n + j])
+  end
+  out[#out + 1] = {frame, reads}
+  k = k + n + m
+  a = a + 2 + 2 * n
 end
 return out
 """
@@ -118,6 +125,7 @@ class Check:
 
 
 Results = list[tuple[int, float]]  # per counter charged: its count, seconds left in its window
+Reads = list[bytes | None]  # the values of the keys a frame asked to read, in order
 
 # The most frames one script call carries: a script holds Redis for every other client while it
 # runs (~3.4 ms for 500 frames of two counters here), so a storm's backlog leaves in several
@@ -149,18 +157,21 @@ class _Batcher:
             url, socket_timeout=2, socket_connect_timeout=2, client_name=CLIENT_NAME
         )
         self.connection = pool.make_connection()  # (re)connects on its next send
-        self.outbox: list[tuple[list[Check], asyncio.Future[Results | None]]] = []
+        self.outbox: list[
+            tuple[tuple[list[Check], list[str]], asyncio.Future[tuple[Results, Reads] | None]]
+        ] = []
         self.sender: asyncio.Task[None] | None = None
         self.watch: AsyncGenerator[None, None] | None = None
 
-    async def hit(self, checks: list[Check]) -> Results | None:
-        """The frame's results, or None if its batch's round trip failed (noted, let through)."""
+    async def hit(self, checks: list[Check], reads: list[str]) -> tuple[Results, Reads] | None:
+        """The frame's results and the values of `reads` (raw keys), or None if its batch's
+        round trip failed (noted, let through)."""
         if self.watch is None:  # this loop's first frame
             self.watch = _until_loop_shutdown(self)
             await anext(self.watch)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Results | None] = loop.create_future()
-        self.outbox.append((checks, future))
+        future: asyncio.Future[tuple[Results, Reads] | None] = loop.create_future()
+        self.outbox.append(((checks, reads), future))
         if self.sender is None or self.sender.done():
             self.sender = loop.create_task(self._send())
         return await future
@@ -168,9 +179,9 @@ class _Batcher:
     async def _send(self) -> None:
         while self.outbox:
             batch, self.outbox = self.outbox[:BATCH_MAX], self.outbox[BATCH_MAX:]
-            results: list[Results | None]
+            results: list[tuple[Results, Reads] | None]
             try:
-                results = list(await _round_trip(self, [checks for checks, _ in batch]))
+                results = list(await _round_trip(self, [frame for frame, _ in batch]))
             except Exception:
                 # Every frame of the batch is let through; one warning per interval for all.
                 _unavailable_note(frames=len(batch))
@@ -253,20 +264,25 @@ async def _until_loop_shutdown(batcher: _Batcher) -> AsyncGenerator[None, None]:
         await batcher.connection.disconnect()
 
 
-async def _round_trip(batcher: _Batcher, frames: list[list[Check]]) -> list[Results]:
-    """One script call for many frames' checks, in order."""
+async def _round_trip(
+    batcher: _Batcher, frames: list[tuple[list[Check], list[str]]]
+) -> list[tuple[Results, Reads]]:
+    """One script call for many frames' checks (and reads), in order."""
     keys: list[str] = []
     args: list[int] = []
-    for checks in frames:
-        keys += [c.key for c in checks]
+    for checks, reads in frames:
+        keys += [c.key for c in checks] + reads
         args += [len(checks), *(c.rate.seconds * 1000 for c in checks)]
-        args += [c.rate.count for c in checks]
+        args += [c.rate.count for c in checks] + [len(reads)]
     raw = await batcher.call(keys, args)
-    return [[(int(f[i]), int(f[i + 1]) / 1000) for i in range(0, len(f), 2)] for f in raw]
+    return [
+        ([(int(f[i]), int(f[i + 1]) / 1000) for i in range(0, len(f), 2)], list(read))
+        for f, read in raw
+    ]
 
 
-async def _hit_redis(checks: list[Check]) -> Results | None:
-    return await _batcher().hit(checks)
+async def _hit_redis(checks: list[Check], reads: list[str]) -> tuple[Results, Reads] | None:
+    return await _batcher().hit(checks, reads)
 
 
 def _hit_cache(checks: list[Check]) -> list[tuple[int, float]]:
@@ -309,20 +325,23 @@ def _unavailable_note(frames: int = 1) -> None:
     _unavailable["warned"], _unavailable["since"] = now, frames - 1
 
 
-async def limits_hit(checks: list[Check], *, what: str) -> None:
+async def limits_hit(checks: list[Check], *, what: str, read: Sequence[str] = ()) -> Reads | None:
     """Count one hit on each check in order (narrowest first) until one is past its rate;
-    raise RateLimitExceeded if one is. The checks after it are not charged."""
+    raise RateLimitExceeded if one is. The checks after it are not charged. `read`: raw Redis
+    keys whose values come back in the same round trip (None: not read, without Redis or
+    while it cannot be reached)."""
+    reads: Reads | None = None
     try:
         if settings.REDIS_URL:
-            batched = await _hit_redis(checks)
+            batched = await _hit_redis(checks, list(read))
             if batched is None:  # its batch's round trip failed: noted, let through
-                return
-            results = batched
+                return None
+            results, reads = batched
         else:
             results = _hit_cache(checks)
     except Exception:
         _unavailable_note()
-        return
+        return None
     over = [
         (left, check.what or what)
         for (count, left), check in zip(results, checks, strict=False)
@@ -331,6 +350,7 @@ async def limits_hit(checks: list[Check], *, what: str) -> None:
     if over:
         waits = [left for left, _ in over]
         raise RateLimitExceeded(retry_after=max(1, math.ceil(max(waits))), what=over[0][1])
+    return reads
 
 
 def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Check]:
@@ -344,14 +364,17 @@ def _checks(kind: str, *, user_id: int, organisation_id: int | None) -> list[Che
     return checks
 
 
-async def frame_check(*, user_id: int, organisation_id: int | None, send: bool = False) -> None:
+async def frame_check(
+    *, user_id: int, organisation_id: int | None, send: bool = False, read: Sequence[str] = ()
+) -> Reads | None:
     """Every frame a socket receives, whatever it is (malformed ones too). `send`: the frame
     starts a generation (send, edit, regenerate) and counts as a send too, in the same round
-    trip; its send counters are charged only if its frame counters let it through."""
+    trip; its send counters are charged only if its frame counters let it through. `read`:
+    raw Redis keys read in that round trip too, their values returned (see limits_hit)."""
     checks = _checks("FRAMES", user_id=user_id, organisation_id=organisation_id)
     if send:
         checks += _checks("SENDS", user_id=user_id, organisation_id=organisation_id)
-    await limits_hit(checks, what="frames")
+    return await limits_hit(checks, what="frames", read=read)
 
 
 async def send_check(*, user_id: int, organisation_id: int | None) -> None:

@@ -389,11 +389,15 @@ def profile_summary(path: Path, top: int = 25) -> str:
 
 # The stamps in the order a send passes them (core/hops.py): Daphne's before the ack are keyed
 # by the send's client_id, the rest by its reply's id. `c.*` are the bench's own.
-ACK_PATH = ["c.sent", "d.frame_in", "d.checked", "d.tx_begin", "d.commit", "d.published",
-            "d.tx_end", "d.saved", "d.ack", "c.ack"]  # fmt: skip
-FIRST_PATH = ["c.sent", "d.frame_in", "d.tx_begin", "d.commit", "d.published", "w.received",
+ACK_PATH = ["c.sent", "d.frame_in", "d.checked", "d.tx_begin", "d.statement", "d.stated",
+            "d.commit", "d.published", "d.tx_end", "d.saved", "d.ack", "c.ack"]  # fmt: skip
+FIRST_PATH = ["c.sent", "d.frame_in", "d.tx_begin", "d.statement", "d.stated", "d.commit",
+              "d.published", "w.received",
               "w.task", "w.loop", "w.claim_begin", "w.claimed", "w.prompt", "w.provider_call",
               "w.first_token", "w.sunk", "d.delta_in", "d.delta_out", "c.first"]  # fmt: skip
+# Stamped only where a send is one statement (PostgreSQL, chat/services/said.py), and not by
+# checkouts older than it: a send without them is reported without those two hops.
+OPTIONAL = {"d.statement", "d.stated"}
 
 
 def hops_read(folder: Path) -> dict[str, dict[str, float]]:
@@ -424,7 +428,7 @@ def hops_report(level: Level, folder: Path, first_token: float) -> str:
             seen = {**stamps.get(client_id, {}), **stamps.get(str(reply), {})}
             seen.update({"c.sent": sent, "c.ack": ack, "c.first": first})
             points = [(name, seen[name]) for name in path if name in seen]
-            if len(points) != len(path):
+            if len(points) != len([n for n in path if n in seen or n not in OPTIONAL]):
                 continue
             for (a, at), (b, bt) in itertools.pairwise(points):
                 gap = bt - at - (first_token if b == "w.first_token" else 0.0)

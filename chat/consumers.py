@@ -38,6 +38,7 @@ from chat.protocol import (
     frame_parse,
 )
 from chat.replies.lifecycle import reply_cancel
+from chat.services.prefetch import SendPrefetched, send_prefetch_keys, send_prefetched
 from core import hops
 from core.db import db_async
 from core.errors import ParleyError
@@ -210,16 +211,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return  # access ended: nothing more is done for this socket
         arrived = time.monotonic_ns() if hops.enabled() else 0
         frame: Any = None
+        prefetching: int | None = None
         try:
             try:
                 frame = frame_parse(frame_decode(text_data))
             finally:
                 # Every frame counts, per user and per organisation, on all replicas (Redis),
                 # malformed ones too; a frame that starts a generation counts as a send as
-                # well, in the same round trip.
+                # well, in the same round trip, which reads what a send reads from the cache.
                 starts = isinstance(frame, SendFrame | EditFrame | RegenerateFrame)
-                await limits.frame_check(
-                    user_id=self.user.pk, organisation_id=self.organisation.pk, send=starts
+                prefetching = self.send_prefetching(frame)
+                keys = send_prefetch_keys(organisation_id=prefetching) if prefetching else []
+                reads = await limits.frame_check(
+                    user_id=self.user.pk,
+                    organisation_id=self.organisation.pk,
+                    send=starts,
+                    read=keys,
                 )
         except ParleyError as error:
             await self.send_error(error)
@@ -230,7 +237,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         try:
             if starts and await self.access_lost():
                 return
-            await self.handle(frame)
+            if isinstance(frame, SendFrame):
+                prefetched = None
+                if prefetching is not None and reads:
+                    prefetched = send_prefetched(organisation_id=prefetching, values=reads)
+                await self.on_send(frame, prefetched=prefetched)
+            else:
+                await self.handle(frame)
         except ParleyError as error:
             await self.send_error(error)
         except Exception:
@@ -292,7 +305,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         elif isinstance(frame, PingFrame):
             await self.send_json({"type": "pong"})
 
-    async def on_send(self, frame: SendFrame) -> None:
+    def send_prefetching(self, frame: Any) -> int | None:
+        """The organisation whose cached values a send reads, if they can be read with its
+        rate limits (chat/services/prefetch.py): a send into a conversation this socket was
+        let into, whose organisation is known without the database."""
+        if not isinstance(frame, SendFrame) or frame.conversation is None:
+            return None
+        let_in = self.let_in.get(frame.conversation)
+        return None if let_in is None else let_in.organisation_id
+
+    async def on_send(self, frame: SendFrame, prefetched: SendPrefetched | None = None) -> None:
         let_in = self.let_in.get(frame.conversation) if frame.conversation is not None else None
         choices = None
         if frame.conversation is not None and let_in is None:
@@ -321,6 +343,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 else Conversation.Origin.PAGE
             ),
             choices=choices,
+            prefetched=prefetched,
         )
         # Followed before the reply existed: it cannot have streamed unheard, so its row as
         # just saved is what the client holds (no catch-up read). Otherwise catch up.
@@ -541,15 +564,18 @@ def send_save(
     organisation: Any,
     origin: str,
     choices: tuple[str, Any] | None,
+    prefetched: SendPrefetched | None = None,
 ) -> services.SendResult:
     """The send itself (its model and options checked here unless `choices` were already),
-    its model checked and its reply priced and routed from one catalogue (llm/catalog.py)."""
+    its model checked and its reply priced and routed from one catalogue (llm/catalog.py);
+    `prefetched`: what it reads from the cache, read with its rate limits."""
     hops.hop("d.tx_begin", frame.client_id)
-    with catalog_held():
+    with catalog_held(version=prefetched.catalog_version if prefetched else None):
         alias, options = choices if choices is not None else send_choices(frame)
         result = services.message_send(
             text=frame.text, client_id=frame.client_id, author=author, conversation=conversation,
             organisation=organisation, origin=origin, alias=alias, options=options,
+            prefetched=prefetched,
         )  # fmt: skip
     hops.hop("d.tx_end", frame.client_id)
     return result

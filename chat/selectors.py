@@ -142,3 +142,25 @@ def prompt_tokens_estimate(
             lengths = [row[0] for row in cursor.fetchall()]
     chars = len(settings.LLM_SYSTEM_PROMPT) + len(text) + sum(lengths)
     return tokens_estimate(chars) + TOKENS_PER_MESSAGE * (len(lengths) + 2)
+
+
+def prompt_tokens_estimate_sql(*, conversation_id: int, text: str) -> tuple[str, list[object]]:
+    """prompt_tokens_estimate (a new reply to `text` in this conversation) as two CTEs of a
+    send's one statement on PostgreSQL (chat/services/send_statement.py), the second named
+    `estimate`, one row with the tokens as `prompt`: the same history, the same rounding up."""
+    sql = (
+        f"estimate_history AS (SELECT LENGTH(content) AS chars FROM {Message._meta.db_table} "  # noqa: S608
+        "WHERE conversation_id = %s AND NOT superseded AND status NOT IN (%s, %s) "
+        "ORDER BY id DESC LIMIT %s), "
+        "estimate AS (SELECT (%s + COALESCE(SUM(chars), 0) + 2) / 3 + %s * (COUNT(*) + 2) "
+        "AS prompt FROM estimate_history)"
+    )
+    params: list[object] = [
+        conversation_id,
+        Message.Status.FAILED,
+        Message.Status.PENDING,
+        settings.LLM_HISTORY_MESSAGES,
+        len(settings.LLM_SYSTEM_PROMPT) + len(text),
+        TOKENS_PER_MESSAGE,
+    ]
+    return sql, params

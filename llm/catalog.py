@@ -239,15 +239,16 @@ _held: ContextVar[Catalog | None] = ContextVar("catalog_held", default=None)
 
 
 @contextmanager
-def catalog_held() -> Iterator[Catalog]:
+def catalog_held(*, version: int | None = None) -> Iterator[Catalog]:
     """Inside, every lookup sees one catalogue, its version checked once: a send asks for its
     price ceiling and its deployment (and its options' providers) with one cache GET, and
-    prices and routes from the same rows."""
+    prices and routes from the same rows. `version`: read from the cache already (a socket's
+    send reads it with its rate limits: chat/services/prefetch.py), so no GET at all."""
     held = _held.get()
     if held is not None:
         yield held
         return
-    held = catalog()
+    held = catalog(version=version)
     token = _held.set(held)
     try:
         yield held
@@ -255,8 +256,9 @@ def catalog_held() -> Iterator[Catalog]:
         _held.reset(token)
 
 
-def catalog() -> Catalog:
-    """The catalogue as the database holds it now (see the module docstring)."""
+def catalog(*, version: int | None = None) -> Catalog:
+    """The catalogue as the database holds it now (see the module docstring); `version`: the
+    cache's, read by the caller just before."""
     global _current
     if (held := _held.get()) is not None:
         return held
@@ -266,7 +268,7 @@ def catalog() -> Catalog:
         written_here.pending = False  # that transaction ended (a rollback: no commit hook)
     current = _current
     try:
-        version = _version()
+        version = _version() if version is None else version
     except Exception:
         # The cache is down: the copy in hand, for CATALOG_MAX_AGE (routing fails open too).
         logger.warning("catalogue version unreadable; using this process's copy", exc_info=True)

@@ -286,6 +286,48 @@ async def test_concurrent_frames_are_each_counted_once_in_arrival_order_in_few_r
     assert len(round_trips.frames) <= 5  # 500 frames in a handful of script calls, not 500
 
 
+@REDIS_ONLY
+async def test_a_frame_reads_the_keys_it_asks_for_in_its_own_script_call(
+    limiter_store, settings, round_trips
+):
+    """A send reads what it needs from the cache in its rate limits' round trip
+    (chat/services/prefetch.py): the values come back from the same script call, missing
+    keys as None, and the frame is counted as before."""
+    client = redis_sync.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.set("parley:1:some:value", b"42")
+    finally:
+        client.close()
+
+    reads = await frame_check(
+        user_id=1, organisation_id=7, send=True, read=["parley:1:some:value", "parley:1:none"]
+    )
+
+    assert reads == [b"42", None]
+    assert round_trips.frames == [1]
+    assert counters(settings, "parley:rl:frames:user:1", "parley:rl:sends:org:7") == [1, 1]
+
+
+@REDIS_ONLY
+async def test_frames_that_read_and_frames_that_do_not_share_one_script_call(
+    limiter_store, settings, round_trips
+):
+    settings.WS_RATE_SENDS_PER_USER = "1/m"
+    outcomes = await asyncio.gather(
+        frame_check(user_id=1, organisation_id=None, read=["parley:1:a"]),
+        frame_check(user_id=2, organisation_id=None),
+        frame_check(user_id=3, organisation_id=None, send=True, read=["parley:1:b", "x"]),
+        passes(frame_check, user_id=3, organisation_id=None, send=True),
+    )
+    assert outcomes == [[None], [], [None, None], False]
+    assert sum(round_trips.frames) == 4 and len(round_trips.frames) <= 2
+
+
+@pytest.mark.parametrize("limiter_store", ["cache"], indirect=True)
+async def test_without_redis_nothing_is_read(limiter_store, settings):
+    assert await frame_check(user_id=1, organisation_id=None, read=["parley:1:a"]) is None
+
+
 @pytest.mark.parametrize("limiter_store", ["cache", "redis"], indirect=True)
 async def test_a_batch_of_several_users_frames_keeps_their_counters_apart(
     limiter_store, settings, round_trips

@@ -15,7 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AuditLog, Budget, UsageCounter, UsageLedger, User
-from accounts.quotas import QuotaExceeded, TokenPrices, period_reset, quota_reserve
+from accounts.quotas import (
+    QuotaExceeded,
+    TokenPrices,
+    ledger_settle,
+    period_reset,
+    quota_reserve,
+)
 from accounts.services import membership_set
 from accounts.tickets import ws_ticket_issue
 from chat import services
@@ -162,6 +168,55 @@ def test_settling_locks_the_ledger_row_then_charges_all_four_counters_in_one_sta
         (None, "month"): (10, 1),
     }
     assert_counters_match_the_ledger(organisation)
+
+
+def _commit_waits_for_the_disk(settle) -> str:
+    """`synchronous_commit` as the settlement's transaction has it when it charges the
+    counters (its last statement, just before its commit)."""
+    from django.db import connection
+
+    seen: list[str] = []
+
+    def watch(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith(f"UPDATE {UsageCounter._meta.db_table}"):
+            # On a cursor of its own: the charge's rows are still to be read from this one.
+            with context["connection"].connection.cursor() as cursor:
+                seen.append(cursor.execute("SHOW synchronous_commit").fetchone()[0])
+        return result
+
+    with connection.execute_wrapper(watch):
+        settle()
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replys_settlement_commits_without_waiting_for_the_disk(owner, organisation, no_dispatch):
+    """On PostgreSQL a reply's settlement does not wait for its commit's fsync (lost to a
+    database crash, its row stays `reserved` with the reply final, and the reaper settles it
+    again); a row without a reply (ledger_settle) waits, as every other commit does."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    reply = send(owner, organisation=organisation).reply
+    lifecycle.reply_start(message_id=reply.pk)
+    Message.objects.filter(pk=reply.pk).update(
+        status="complete", prompt_tokens=4, completion_tokens=6, content="Done."
+    )
+    reply.refresh_from_db()
+    assert _commit_waits_for_the_disk(lambda: quota_settle_message(message=reply)) == "off"
+    assert UsageLedger.objects.get(message=reply).state == "settled"
+    assert_counters_match_the_ledger(organisation)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # for that transaction only
+
+    entry = quota_reserve(user_id=owner.pk, organisation_id=organisation.pk, prompt_tokens=5)
+    assert (
+        _commit_waits_for_the_disk(lambda: ledger_settle(entry_id=entry.pk, used_tokens=3)) == "on"
+    )
 
 
 @pytest.mark.django_db

@@ -86,11 +86,17 @@ def generation_in_this_server(*, before_commit: bool = False) -> Iterator[None]:
 
 
 def _route_of(
-    *, organisation_id: int, alias: str, options: GenerationOptions | None
+    *,
+    organisation_id: int,
+    alias: str,
+    options: GenerationOptions | None,
+    allowed: frozenset[str] | None = None,
 ) -> tuple[ProviderConfig, dict[str, object]]:
     """The likely deployment of a new reply on `alias` and the routing saved with it; a model
-    the organisation may not use is refused (model_not_allowed), whichever edge chose it."""
-    allowed = organisation_allowed_models(organisation_id=organisation_id)
+    the organisation may not use is refused (model_not_allowed), whichever edge chose it.
+    `allowed`: the organisation's allowed models as the cache held them a moment ago."""
+    if allowed is None:
+        allowed = organisation_allowed_models(organisation_id=organisation_id)
     alias = tenant_alias(alias, allowed=allowed)
     routing: dict[str, object] = {"allowed": sorted(allowed)} if allowed else {}
     if options is not None and (chosen := options.as_json()):
@@ -188,12 +194,16 @@ def reply_pending(
     reply_to: Message,
     alias: str = "",
     options: GenerationOptions | None = None,
+    allowed: frozenset[str] | None = None,
 ) -> tuple[Message, ProviderConfig]:
     """A new pending reply, routed (reply_create's rules) but not saved yet, and its likely
     provider: for a caller that saves it with other rows in one statement, then calls
-    `reply_saved` (chat/services/messages.py)."""
+    `reply_saved` (chat/services/said.py). `allowed`: see _route_of."""
     provider, routing = _route_of(
-        organisation_id=conversation.organisation_id, alias=alias, options=options
+        organisation_id=conversation.organisation_id,
+        alias=alias,
+        options=options,
+        allowed=allowed,
     )
     reply = Message(
         conversation=conversation,

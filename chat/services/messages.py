@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -22,9 +21,16 @@ from chat import selectors
 from chat.errors import ChatError, ReplyNotStarted
 from chat.events import event_publish_on_commit, message_event, superseded_event
 from chat.models import Conversation, Message
-from chat.replies.dispatch import reply_create, reply_dispatch_again, reply_pending, reply_saved
+from chat.replies.dispatch import reply_create, reply_dispatch_again
 from chat.replies.lifecycle import reply_cancel
 from chat.services.conversations import conversation_create
+from chat.services.prefetch import SendPrefetched
+from chat.services.said import (
+    conversation_touch,
+    said_in_one_statement,
+    title_from,
+    user_message_new,
+)
 from core.errors import ParleyError
 from core.observability.context import traced_sync
 from core.rows import row_insert
@@ -79,89 +85,11 @@ def user_message_create(
 ) -> Message:
     """A user's message as it is saved: complete at once, its seq the length of its text.
     Written by hand (core/rows.py): the ORM's INSERT was a send's largest CPU cost."""
-    message = _user_message(
+    message = user_message_new(
         conversation=conversation, author=author, text=text, client_id=client_id
     )
     row_insert(message)
     return message
-
-
-def _user_message(
-    *, conversation: Conversation, author: User, text: str, client_id: str | None
-) -> Message:
-    return Message(
-        conversation=conversation,
-        role=Message.Role.USER,
-        author=author,
-        content=text,
-        status=Message.Status.COMPLETE,
-        seq=len(text),
-        client_id=client_id,
-        organisation_id=conversation.organisation_id,  # the scope of client_id
-    )
-
-
-def title_from(text: str) -> str:
-    """A conversation's title from its first message: one line, at most 60 characters."""
-    line = " ".join(text.split())
-    return line[:60] + ("…" if len(line) > 60 else "")
-
-
-# Raw SQL on a send's hot path: the ORM spent more CPU building this UPDATE (Case, When,
-# Exists) than the database spends running it (docs/benchmarks.md "Send path").
-_TOUCH_SQL = (
-    f"UPDATE {Conversation._meta.db_table} SET updated_at = %s, title = CASE WHEN NOT EXISTS "  # noqa: S608
-    f"(SELECT 1 FROM {Message._meta.db_table} WHERE conversation_id = %s) THEN %s "
-    "ELSE title END WHERE id = %s"
-)
-
-
-def conversation_touch(*, conversation: Conversation, first_text: str) -> bool:
-    """Mark the conversation updated, and titled after `first_text` if it has no message yet:
-    one statement (a send's hot path), and a title renamed meanwhile is never overwritten.
-    False if the conversation is gone (deleted since the caller looked it up)."""
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _TOUCH_SQL,
-            [
-                connection.ops.adapt_datetimefield_value(now),
-                conversation.pk,
-                title_from(first_text),
-                conversation.pk,
-            ],
-        )
-        touched = cursor.rowcount
-    conversation.updated_at = now
-    return touched > 0
-
-
-_SAID_SQL: dict[str, tuple[str, list[Any]]] = {}
-
-
-def _said_statement(db: Any) -> tuple[str, list[Any]]:
-    """The conversation's touch, the user message's INSERT and its reply's as one statement
-    (PostgreSQL's data-modifying WITH): the message is written only if the touch found the
-    conversation, the reply names the message's new id; it returns the reply's id and the
-    message's. All three see the statement's one snapshot, so the touch's NOT EXISTS does not
-    see the new rows (as when it ran first). Made once; each value a parameter."""
-    found = _SAID_SQL.get(db.vendor)
-    if found is not None:
-        return found
-    meta, quote = Message._meta, db.ops.quote_name
-    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
-    columns = ", ".join(quote(f.column) for f in fields)
-    key, reply_to = quote(meta.auto_field.column), quote(meta.get_field("reply_to").column)  # type: ignore[union-attr]
-    said = ", ".join(["%s"] * len(fields))
-    answer = ", ".join("u.id" if f.name == "reply_to" else "%s" for f in fields)
-    table = quote(meta.db_table)
-    sql = (
-        f"WITH t AS ({_TOUCH_SQL} RETURNING id), "  # noqa: S608
-        f"u AS (INSERT INTO {table} ({columns}) SELECT {said} FROM t RETURNING {key} AS id) "
-        f"INSERT INTO {table} ({columns}) SELECT {answer} FROM u RETURNING {key}, {reply_to}"
-    )
-    _SAID_SQL[db.vendor] = found = (sql, fields)
-    return found
 
 
 def _said_one_by_one(
@@ -184,31 +112,39 @@ def _said_one_by_one(
     return user_message, reply
 
 
-def _saved_as(instance: Message, pk: int, db: Any) -> None:
-    instance.pk = pk
-    instance._state.adding = False
-    instance._state.db = db.alias
-
-
-def messages_said(
+def _said_in_a_transaction(
     *,
-    conversation: Conversation,
     author: User,
+    conversation: Conversation | None,
+    organisation: Organisation | None,
+    origin: str,
+    acting_in: int,
     text: str,
-    client_id: str | None,
+    client_id: str,
     alias: str,
     options: GenerationOptions | None,
-) -> tuple[Message, Message] | None:
-    """On PostgreSQL, a send into an existing conversation in one round trip (the touch, the
-    user message, its pending reply: `_said_statement`), the reply then announced and
-    dispatched on commit as reply_create's; two round trips fewer before the commit, on the
-    way to the ack and the first token. None if the conversation is gone. Elsewhere the
-    three statements, one after the other."""
-    db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
-        if not conversation_touch(conversation=conversation, first_text=text):
-            return None
-        return _said_one_by_one(
+) -> tuple[Message, Message]:
+    """The send statement by statement in one transaction, its budget reserved first (and its
+    locks held until the commit): a new conversation's, and every send on SQLite. A
+    conversation gone meanwhile is not_found, and the rollback takes the charge back."""
+    with transaction.atomic():
+        reservation = quota_reserve(
+            user_id=author.pk,
+            organisation_id=acting_in,
+            prompt_tokens=selectors.prompt_tokens_estimate(
+                conversation_id=conversation.pk if conversation else None, text=text
+            ),
+            max_tokens=options.max_tokens if options else None,
+            prices=price_ceiling(alias=alias),
+            ledger_saved=False,  # saved with its reply's id by reservation_attach
+        )
+        if conversation is None:
+            conversation = conversation_create(
+                owner=author, title=title_from(text), organisation=organisation, origin=origin
+            )
+        elif not conversation_touch(conversation=conversation, first_text=text):
+            raise ChatError("not_found", "No such conversation.")
+        user_message, reply = _said_one_by_one(
             conversation=conversation,
             author=author,
             text=text,
@@ -216,35 +152,7 @@ def messages_said(
             alias=alias,
             options=options,
         )
-    user_message = _user_message(
-        conversation=conversation, author=author, text=text, client_id=client_id
-    )
-    reply, provider = reply_pending(
-        conversation=conversation, reply_to=user_message, alias=alias, options=options
-    )
-    sql, fields = _said_statement(db)
-    now = timezone.now()
-    params: list[Any] = [
-        db.ops.adapt_datetimefield_value(now),
-        conversation.pk,
-        title_from(text),
-        conversation.pk,
-    ]
-    params += [f.get_db_prep_save(f.pre_save(user_message, True), db) for f in fields]
-    params += [
-        f.get_db_prep_save(f.pre_save(reply, True), db) for f in fields if f.name != "reply_to"
-    ]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    conversation.updated_at = now
-    _saved_as(user_message, row[1], db)
-    _saved_as(reply, row[0], db)
-    reply.reply_to = user_message
-    event_publish_on_commit(conversation.pk, message_event(user_message))
-    reply_saved(reply, provider)
+        reservation_attach(reservation=reservation, message_id=reply.pk)
     return user_message, reply
 
 
@@ -259,6 +167,7 @@ def message_send(
     origin: str = Conversation.Origin.PAGE,
     alias: str = "",
     options: GenerationOptions | None = None,
+    prefetched: SendPrefetched | None = None,
 ) -> SendResult:
     """Save a user message and a pending reply, then start generating it.
 
@@ -267,11 +176,12 @@ def message_send(
     conversation. A new conversation starts in `organisation` (default: the author's personal
     one), marked with `origin`. `alias` and `options` are the caller's model and generation
     choices (default: the default model, the deployment's settings). A send over budget raises
-    QuotaExceeded and saves nothing.
+    QuotaExceeded and saves nothing. `prefetched`: the cached values a send reads, read with
+    its rate limits (chat/services/prefetch.py).
 
-    A new client id, the common case, costs no look-up: a repeat is found when its transaction
-    fails, on the unique (author, organisation, client_id) or on a check the first one passed
-    (e.g. a budget it used up), and rolls back.
+    A new client id, the common case, costs no look-up: a repeat is found when its statement
+    (or transaction) fails, on the unique (author, organisation, client_id) or on a check the
+    first one passed (e.g. a budget it used up), and saves nothing.
     """
     text = message_text_clean(text)
     if conversation is not None and conversation.owner_id != author.pk:
@@ -282,36 +192,29 @@ def message_send(
     acting_in = conversation.organisation_id if conversation else organisation.pk  # type: ignore[union-attr]
     try:
         # One catalogue (llm/catalog.py) prices and routes the reply: one version check.
-        with catalog_held(), transaction.atomic():
-            # The budget check comes first and holds its locks until the commit.
-            reservation = quota_reserve(
-                user_id=author.pk,
-                organisation_id=acting_in,
-                prompt_tokens=selectors.prompt_tokens_estimate(
-                    conversation_id=conversation.pk if conversation else None, text=text
-                ),
-                max_tokens=options.max_tokens if options else None,
-                prices=price_ceiling(alias=alias),
-                ledger_saved=False,  # saved with its reply's id by reservation_attach
-            )
-            said_how = messages_said
-            if conversation is None:
-                conversation = conversation_create(
-                    owner=author, title=title_from(text), organisation=organisation, origin=origin
+        with catalog_held(version=prefetched.catalog_version if prefetched else None):
+            if conversation is not None and connection.vendor == "postgresql":
+                user_message, reply = said_in_one_statement(
+                    author=author,
+                    conversation=conversation,
+                    text=text,
+                    client_id=client_id,
+                    alias=alias,
+                    options=options,
+                    prefetched=prefetched,
                 )
-                said_how = _said_one_by_one  # a new conversation: nothing to touch
-            said = said_how(
-                conversation=conversation,
-                author=author,
-                text=text,
-                client_id=client_id,
-                alias=alias,
-                options=options,
-            )
-            if said is None:
-                raise ChatError("not_found", "No such conversation.")
-            user_message, reply = said
-            reservation_attach(reservation=reservation, message_id=reply.pk)
+            else:  # a new conversation's first send, and SQLite's
+                user_message, reply = _said_in_a_transaction(
+                    author=author,
+                    conversation=conversation,
+                    organisation=organisation,
+                    origin=origin,
+                    acting_in=acting_in,
+                    text=text,
+                    client_id=client_id,
+                    alias=alias,
+                    options=options,
+                )
     except ReplyNotStarted:
         raise  # this send was saved (its reply marked): not a repeat of an earlier one
     except (IntegrityError, ParleyError):

@@ -1,13 +1,15 @@
-"""A send into an existing conversation writes the touch, the user message and its reply in
-one statement on PostgreSQL (chat/services/messages.py messages_said): the rows are the ones
-the statements one after the other wrote, and its rules hold (a conversation gone is
-not_found and saves nothing; a repeat answers with the first send)."""
+"""A send into an existing conversation writes its budget reservation, the touch, the user
+message, its reply and the ledger row in one statement on PostgreSQL (chat/services/said.py
+said_in_one_statement): the rows are the ones the statements one after the other wrote, and
+its rules hold (a conversation gone is not_found and saves nothing; a repeat answers with the
+first send). The budget's side: chat/tests/test_send_budget_statement.py."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 
+from accounts.models import UsageLedger
 from chat import services
 from chat.errors import ChatError
 from chat.models import Conversation, Message
@@ -75,13 +77,16 @@ def test_a_repeated_send_into_a_conversation_answers_with_the_first(owner, no_di
     assert no_dispatch == [first.reply.pk, sent.reply.pk]
 
 
-def test_on_postgresql_the_touch_and_both_messages_are_one_statement(
+def test_on_postgresql_a_send_into_a_conversation_is_one_statement_and_no_transaction(
     owner, no_dispatch, django_assert_num_queries
 ):
     if connection.vendor != "postgresql":
         pytest.skip("the one statement is PostgreSQL's (data-modifying WITH)")
     first = services.message_send(author=owner, conversation=None, text="hi", client_id="a")
-    # BEGIN, the estimate, the reservation, the touch with both messages, the ledger, COMMIT
-    with django_assert_num_queries(6) as captured:
-        _send(owner, first.reply.conversation, "again", "b")
-    assert sum(q["sql"].startswith("WITH t AS (UPDATE") for q in captured.captured_queries) == 1
+    # The estimate, the reservation, the touch, both messages, the ledger row and the charge:
+    # one statement, in autocommit (no BEGIN, no COMMIT).
+    with django_assert_num_queries(1) as captured:
+        sent = _send(owner, first.reply.conversation, "again", "b")
+    assert captured.captured_queries[0]["sql"].startswith("WITH estimate_history AS (")
+    entry = UsageLedger.objects.get(message_id=sent.reply.pk)
+    assert entry.state == UsageLedger.State.RESERVED and entry.reserved_tokens > 0
