@@ -1307,3 +1307,29 @@ def test_two_members_of_one_closed_class_are_two_questions_however_reworded():
     )
     # "good" and "bad" ask one thing: is this still good, has it gone bad.
     assert refused("is my milk still good", "has my milk gone bad") != "alternative"
+
+
+def test_a_second_negation_is_another_question():
+    """ "can't I buy without" is not "can I buy without": negations are counted, not noticed."""
+    assert (
+        refused(
+            "Which medicines can I buy without a prescription?",
+            "Which medicines can't I buy without a prescription?",
+        )
+        == "negation"
+    )
+    assert hits("Can I fly without a passport?", "can I fly if I don't have a passport") != (
+        "negation"
+    )
+
+
+def test_the_auxiliary_after_a_question_words_noun_carries_the_tense():
+    assert refused("What time did the match start?", "What time will the match start?") == "tense"
+    assert (
+        refused(
+            "What were the side effects I had after the vaccine?",
+            "What side effects will I have after the vaccine?",
+        )
+        == "tense"
+    )
+    assert hits("What time does the store open?", "what time does the shop open") == ""

@@ -254,7 +254,7 @@ def profile(text: str) -> Profile:
     return Profile(
         content=tuple(content),
         numbers=tuple(sorted(n for n in numbers if n not in _UNCOMPARED_NUMBERS)),
-        negations=min(negations, 1),
+        negations=negations,
         quoted=quoted,
         particles=frozenset(w for w in words if w in _PARTICLES),
         directions=tuple(directions),
@@ -307,6 +307,12 @@ def _tense(words: list[str]) -> str:
             return "past"
         if lemma_of(word) != word and word.endswith("s"):
             return "present"
+    if word not in _TENSES and start == 1 and words[0] in ("what", "which", "whose"):
+        # The auxiliary after the question word's noun: "what time did" / "will the match
+        # start", "what side effects will I have" / "what were the side effects I had".
+        for later in words[2:4]:
+            if later in _TENSES:
+                return _TENSES[later]
     return _TENSES.get(word, "")
 
 
