@@ -23,6 +23,7 @@ from chat.events import event_publish_on_commit, message_event, superseded_event
 from chat.models import Conversation, Message
 from chat.replies.dispatch import reply_create, reply_dispatch_again
 from chat.replies.lifecycle import reply_cancel
+from chat.replies.prompt import reply_options
 from chat.services.conversations import conversation_create
 from chat.services.prefetch import SendPrefetched
 from chat.services.said import (
@@ -265,13 +266,36 @@ def reply_regenerate(*, message: Message, by: User) -> SendResult:
             current.conversation_id,
             superseded_event(conversation_id=current.conversation_id, message_ids=[current.pk]),
         )
-        reply = reply_create(conversation=current.conversation, reply_to=user_message)
+        reply = _reply_as_asked_before(
+            current, conversation=current.conversation, reply_to=user_message
+        )
         reservation_attach(reservation=reservation, message_id=reply.pk)
         Conversation.objects.filter(pk=current.conversation_id).update(updated_at=timezone.now())
     return SendResult(user_message=user_message, reply=reply, created=True)
 
 
 @traced_sync("chat.message_edit")
+def _reply_as_asked_before(
+    replaced: Message | None, *, conversation: Conversation, reply_to: Message
+) -> Message:
+    """The new reply of a regenerate or an edit, asked of the model and with the generation
+    options the answer it replaces was asked with (the page's model picker, REST's and the
+    socket's `model`), not the default model. A model the organisation may no longer use, or
+    that is no longer configured, gives way to the default (nothing is written before the
+    route is chosen, so the second try starts clean)."""
+    if replaced is None:
+        return reply_create(conversation=conversation, reply_to=reply_to)
+    alias, options = str(replaced.routing.get("alias") or ""), reply_options(replaced)
+    try:
+        return reply_create(
+            conversation=conversation, reply_to=reply_to, alias=alias, options=options
+        )
+    except ParleyError as error:
+        if not alias or error.code not in ("model_not_allowed", "provider_rejected"):
+            raise
+    return reply_create(conversation=conversation, reply_to=reply_to, options=options)
+
+
 def message_edit(*, message: Message, author: User, text: str, client_id: str) -> SendResult:
     """Replace a user message with new text and answer it afresh.
 
@@ -317,7 +341,11 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 conversation=current.conversation, author=author, text=text, client_id=client_id
             )
             event_publish_on_commit(current.conversation_id, message_event(user_message))
-            reply = reply_create(conversation=current.conversation, reply_to=user_message)
+            answered = [m for m in doomed if m.reply_to_id == current.pk]
+            replaced = max(answered, key=lambda m: m.pk) if answered else None
+            reply = _reply_as_asked_before(
+                replaced, conversation=current.conversation, reply_to=user_message
+            )
             reservation_attach(reservation=reservation, message_id=reply.pk)
     except IntegrityError:
         if earlier := send_earlier(author=author, organisation_id=acting_in, client_id=client_id):

@@ -122,3 +122,34 @@ def test_a_bad_page_size_is_a_400(api, query):
     refused = api.get(f"{API}/conversations?{query}")
     assert refused.status_code == 400 and "page_size" in refused.json()["error"]["fields"]
     assert api.get(f"{API}/usage?days=").status_code == 400
+
+
+@pytest.mark.parametrize("action", ["regenerate", "edit"])
+def test_a_regenerated_or_edited_answer_is_asked_as_the_one_it_replaces(api, chat, action):  # noqa: F811
+    """The model and generation options the user chose stay with the answer: a regenerate or
+    an edit is not answered by the default model with the default options."""
+    sent = send(api, chat, text="First question", model="simulated", max_tokens=3, temperature=0.5)
+    assert sent.status_code == 201, sent.content
+    final(api, sent.json()["reply"])
+    if action == "regenerate":
+        again = post(api, f"/messages/{sent.json()['reply']}/regenerate")
+    else:
+        again = post(api, f"/messages/{sent.json()['message']}/edit", {"text": "Second try"})
+    assert again.status_code == 201, again.content
+    body = final(api, again.json()["reply"])
+    assert body["status"] == "incomplete"  # stopped at the 3 tokens asked for
+    reply = Message.objects.get(pk=again.json()["reply"])
+    assert reply.routing["alias"] == "simulated"
+    assert reply.routing["options"] == {"max_tokens": 3, "temperature": 0.5}
+
+
+def test_a_regenerate_whose_model_the_organisation_may_no_longer_use_takes_the_default(
+    api,
+    chat,  # noqa: F811
+    answered,
+):
+    Message.objects.filter(pk=answered["reply"]).update(routing={"alias": "withdrawn"})
+    again = post(api, f"/messages/{answered['reply']}/regenerate")
+    assert again.status_code == 201, again.content
+    assert final(api, again.json()["reply"])["status"] == "complete"
+    assert Message.objects.get(pk=again.json()["reply"]).routing["alias"] != "withdrawn"

@@ -221,13 +221,6 @@ def test_exports_are_downloads_of_the_current_versions_and_search_skips_supersed
     assert http.get(f"/api/v1/messages/{sent['reply']}").json()["content"] == f"First: {old}."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat/services/messages.py: reply_regenerate and message_edit call reply_create "
-    "without the replaced reply's alias and options, so the new answer comes from the default "
-    "model, not the one the user asked (the page's model picker, REST's and the socket's "
-    "`model`)",
-)
 @pytest.mark.parametrize("action", ["regenerate", "edit"])
 def test_a_regenerated_or_edited_answer_comes_from_the_model_the_user_asked(
     site: Site, http: httpx.Client, action: str
