@@ -147,7 +147,9 @@ class ReplyFollower(_Following):
             layer, self.layer = self.layer, None
             with contextlib.suppress(Exception):
                 await layer.group_discard(self.group, self.channel)
-            if self.channel:
+            # After a failed try (Redis out of reach) the layer may hold no subscription, and
+            # a receive to release it would subscribe it first.
+            if self.channel and not self.layer_lost:
                 await self._channel_release(layer)
 
     async def _channel_release(self, layer: BaseChannelLayer) -> None:

@@ -142,3 +142,32 @@ async def test_a_follower_that_heard_its_reply_end_leaves_no_subscription(
         assert isinstance(await events.__anext__(), Final)
     await nothing_subscribed(admin)
     await worker.flush()
+
+
+async def test_an_idle_follower_hears_the_reply_again_after_redis_restarts(
+    owner: Any, admin: redis.Redis, redis_server: PrivateRedis
+) -> None:
+    """Its receive waits through the outage; the layer subscribes again once Redis is back."""
+    reply = await streaming_reply(owner, "Hi")
+    group = conversation_group(reply.conversation_id)
+    async with ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id) as f:
+        events = f.events()
+        assert await events.__anext__() == Delta(start=0, seq=2, text="Hi")
+        await joined(admin, f)
+        assert isinstance(await events.__anext__(), Idle)
+        redis_server.stop()
+        redis_server.start()  # empty: no subscription survived
+        admin = redis.Redis.from_url(redis_server.url)
+        await joined(admin, f)
+        worker = BatchingPubSubChannelLayer(hosts=[redis_server.url])
+        await Message.objects.filter(pk=reply.pk).aupdate(content="Hi!", seq=3)
+        await worker.group_send(
+            group, {"type": "chat.delta", "message": reply.pk, "start": 2, "seq": 3, "text": "!"}
+        )
+        assert [e async for e in _until_delta(events)] == [Delta(start=2, seq=3, text="!")]
+        await Message.objects.filter(pk=reply.pk).aupdate(status="complete")
+        await worker.group_send(group, {"type": "chat.done", "message": reply.pk, "seq": 3})
+        rest = [e async for e in events if not isinstance(e, Idle)]
+        assert len(rest) == 1 and isinstance(rest[0], Final)
+    await nothing_subscribed(admin)
+    await worker.flush()
