@@ -73,7 +73,6 @@ async def test_an_idle_follower_sends_redis_no_command_and_still_hears_the_reply
 ) -> None:
     reply = await streaming_reply(owner, "Hi")
     worker = BatchingPubSubChannelLayer(hosts=[redis_server.url])
-    group = conversation_group(reply.conversation_id)
     async with ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id) as f:
         events = f.events()
         assert await events.__anext__() == Delta(start=0, seq=2, text="Hi")
@@ -83,25 +82,24 @@ async def test_an_idle_follower_sends_redis_no_command_and_still_hears_the_reply
             assert isinstance(await events.__anext__(), Idle)
         # Before, each quiet interval unsubscribed the channel and subscribed it again.
         assert subscription_commands(admin) == before
-        await Message.objects.filter(pk=reply.pk).aupdate(content="Hi!", seq=3)
-        await worker.group_send(
-            group, {"type": "chat.delta", "message": reply.pk, "start": 2, "seq": 3, "text": "!"}
-        )
-        assert [e async for e in _until_delta(events)] == [Delta(start=2, seq=3, text="!")]
-        await Message.objects.filter(pk=reply.pk).aupdate(status="complete")
-        await worker.group_send(group, {"type": "chat.done", "message": reply.pk, "seq": 3})
-        rest = [e async for e in events if not isinstance(e, Idle)]
-        assert len(rest) == 1 and isinstance(rest[0], Final)
+        await reply_finished(worker, reply, events)
     await nothing_subscribed(admin)
     await worker.flush()
 
 
-async def _until_delta(events: Any) -> Any:
-    """The events up to the first Delta, Idles left out."""
-    async for event in events:
-        if isinstance(event, Delta):
-            yield event
-            return
+async def reply_finished(worker: BatchingPubSubChannelLayer, reply: Message, events: Any) -> None:
+    """A worker streams the rest of the reply ("!") and finishes it; the follower hears both."""
+    group = conversation_group(reply.conversation_id)
+    await Message.objects.filter(pk=reply.pk).aupdate(content="Hi!", seq=3)
+    await worker.group_send(
+        group, {"type": "chat.delta", "message": reply.pk, "start": 2, "seq": 3, "text": "!"}
+    )
+    heard = await anext(event async for event in events if not isinstance(event, Idle))
+    assert heard == Delta(start=2, seq=3, text="!")
+    await Message.objects.filter(pk=reply.pk).aupdate(status="complete")
+    await worker.group_send(group, {"type": "chat.done", "message": reply.pk, "seq": 3})
+    rest = [e async for e in events if not isinstance(e, Idle)]
+    assert len(rest) == 1 and isinstance(rest[0], Final)
 
 
 async def test_a_follower_whose_client_left_while_idle_leaves_no_subscription(
@@ -149,7 +147,6 @@ async def test_an_idle_follower_hears_the_reply_again_after_redis_restarts(
 ) -> None:
     """Its receive waits through the outage; the layer subscribes again once Redis is back."""
     reply = await streaming_reply(owner, "Hi")
-    group = conversation_group(reply.conversation_id)
     async with ReplyFollower(message_id=reply.pk, conversation_id=reply.conversation_id) as f:
         events = f.events()
         assert await events.__anext__() == Delta(start=0, seq=2, text="Hi")
@@ -160,14 +157,6 @@ async def test_an_idle_follower_hears_the_reply_again_after_redis_restarts(
         admin = redis.Redis.from_url(redis_server.url)
         await joined(admin, f)
         worker = BatchingPubSubChannelLayer(hosts=[redis_server.url])
-        await Message.objects.filter(pk=reply.pk).aupdate(content="Hi!", seq=3)
-        await worker.group_send(
-            group, {"type": "chat.delta", "message": reply.pk, "start": 2, "seq": 3, "text": "!"}
-        )
-        assert [e async for e in _until_delta(events)] == [Delta(start=2, seq=3, text="!")]
-        await Message.objects.filter(pk=reply.pk).aupdate(status="complete")
-        await worker.group_send(group, {"type": "chat.done", "message": reply.pk, "seq": 3})
-        rest = [e async for e in events if not isinstance(e, Idle)]
-        assert len(rest) == 1 and isinstance(rest[0], Final)
+        await reply_finished(worker, reply, events)
     await nothing_subscribed(admin)
     await worker.flush()
