@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+from bench.revision import module_at  # noqa: E402
 
 USERS, ORGANISATIONS = 1000, 50
 STATS: Any = None  # with --private-redis: a client of that server, for its commandstats
@@ -54,21 +54,7 @@ def redis_script_usec() -> float:
 
 def base_limiter(revision: str, workdir: Path) -> ModuleType:
     """accounts/limits.py as it is at `revision`, imported under another name."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:accounts/limits.py"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = workdir / "limits_base.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("limits_base", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["limits_base"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return module_at(revision, "accounts/limits.py", "limits_base", workdir)
 
 
 async def hog(busy: float, stop: asyncio.Event) -> None:

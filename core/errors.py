@@ -145,6 +145,10 @@ CODES: dict[str, ErrorCode] = {
         # Live updates are cut (the channel layer's Redis is down); they come back by themselves.
         _entry("unavailable", retryable=True, http_status=503, openai_type="server_error"),
         _entry("internal", retryable=False, http_status=500, openai_type="server_error"),
+        # nginx's own answers (nginx.conf), never Parley's: no replica took the request, or
+        # one took longer than nginx waits. HTTP only; a socket never sees them.
+        _entry("bad_gateway", retryable=True, http_status=502, openai_type="server_error"),
+        _entry("gateway_timeout", retryable=True, http_status=504, openai_type="server_error"),
     )
 }
 

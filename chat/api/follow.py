@@ -113,6 +113,8 @@ class ReplyFollower(_Following):
         self.channel = ""
         self.joined = False  # the group is joined: false until the layer first answers
         self.layer_lost = False  # the last try to reach the layer failed
+        # The receive in flight, kept across quiet poll intervals (see _receive).
+        self.receiving: asyncio.Future[dict[str, Any]] | None = None
 
     async def join(self) -> None:
         self.layer = get_channel_layer()
@@ -145,6 +147,27 @@ class ReplyFollower(_Following):
             layer, self.layer = self.layer, None
             with contextlib.suppress(Exception):
                 await layer.group_discard(self.group, self.channel)
+            # After a failed try (Redis out of reach) the layer may hold no subscription, and
+            # a receive to release it would subscribe it first.
+            if self.channel and not self.layer_lost:
+                await self._channel_release(layer)
+
+    async def _channel_release(self, layer: BaseChannelLayer) -> None:
+        """Unsubscribe this follower's channel. channels-redis has no call for it: it
+        unsubscribes a channel when a receive waiting on it is cancelled (as when a consumer
+        exits). So cancel the receive in flight, or one started for the purpose; one that
+        took an event already (left in the queue) is followed by another."""
+        while True:
+            receiving, self.receiving = self.receiving, None
+            if receiving is None:
+                receiving = asyncio.ensure_future(layer.receive(self.channel))
+                await asyncio.sleep(0)  # it runs up to its wait on the channel's queue
+            if not receiving.done():
+                receiving.cancel()
+                await asyncio.gather(receiving, return_exceptions=True)
+                return
+            if receiving.cancelled() or receiving.exception() is not None:
+                return  # the layer is out of reach: it dropped the channel itself
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Deltas (saved text first), then one Final; Idle while nothing happens."""
@@ -199,7 +222,12 @@ class ReplyFollower(_Following):
         """The group's next event; None after `timeout` seconds without one, or when the
         layer cannot be reached (the caller then reads the database, as after a quiet
         interval). A channel whose subscription failed is subscribed again by the next
-        `receive`, and the layer re-subscribes the groups once Redis is back."""
+        `receive`, and the layer re-subscribes the groups once Redis is back.
+
+        A quiet interval leaves the receive waiting, to be awaited again next time: cancelling
+        it (asyncio.wait_for) would make channels-redis unsubscribe the channel, and the next
+        receive subscribe it again, two Redis commands per idle stream per interval, and
+        events published in between would find no queue. leave() releases it."""
         if self.layer is None:
             await asyncio.sleep(timeout)
             return None
@@ -208,12 +236,14 @@ class ReplyFollower(_Following):
         if not self.joined:
             await self._join_group()
         if self.joined:
-            try:
-                event: dict[str, Any] = await asyncio.wait_for(
-                    self.layer.receive(self.channel), timeout
-                )
-            except TimeoutError:
+            if self.receiving is None:
+                self.receiving = asyncio.ensure_future(self.layer.receive(self.channel))
+            done, _ = await asyncio.wait((self.receiving,), timeout=timeout)
+            if not done:
                 return None
+            receiving, self.receiving = self.receiving, None
+            try:
+                event: dict[str, Any] = receiving.result()
             except Exception as error:
                 self._lost(error)
             else:

@@ -261,15 +261,17 @@ def test_a_completion_not_streamed_whose_replica_dies_is_a_502_and_ends_interrup
     site: Site,
 ) -> None:
     """docs/api.md, "Where it is generated": a request not streamed yet has no body to cut,
-    so nginx answers it 502 when its replica dies (its own page, not OpenAI's shape: an SDK
-    raises InternalServerError); the reply still ends `failed`/`interrupted` by the reaper,
-    its text kept."""
+    so nginx answers it 502 when its replica dies, in OpenAI's shape (`bad_gateway`: an SDK
+    raises InternalServerError) with the request's id; the reply still ends
+    `failed`/`interrupted` by the reaper, its text kept."""
     site.upstream.script("up", slow_reply())
     body = {"model": "openai-compatible", "messages": [{"role": "user", "content": "Slowly"}]}
     answer: list[httpx.Response] = []
     with site.http() as http:
         asking = threading.Thread(
-            target=lambda: answer.append(http.post("/v1/chat/completions", json=body))
+            target=lambda: answer.append(
+                http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "dies.1"})
+            )
         )
         before = site.upstream.count("up")
         asking.start()
@@ -284,6 +286,8 @@ def test_a_completion_not_streamed_whose_replica_dies_is_a_502_and_ends_interrup
         site.topo.restore()
         (refused,) = answer
         assert refused.status_code == 502, refused.text[:200]
+        assert refused.json()["error"]["code"] == "bad_gateway", refused.text[:200]
+        assert refused.headers["x-request-id"] == "dies.1"
         (row,) = site.topo.query(
             "SELECT id FROM chat_message WHERE role = 'assistant' ORDER BY id DESC LIMIT 1"
         )

@@ -584,7 +584,7 @@ def test_sign_up_is_where_the_readme_says(site: Site) -> None:
 
 def test_a_replicas_own_413_carries_the_request_id(site: Site) -> None:
     """docs/api.md: every response Parley answers carries `x-request-id`, its refusals too
-    (nginx's own 413, before any replica, is the documented exception)."""
+    (nginx's own 413, before any replica, carries it too: tests/deploy/test_nginx.py)."""
     direct = f"http://127.0.0.1:{site.topo.daphne_ports[0]}"
     big = b'{"title": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     for path in ("/api/v1/conversations", "/v1/chat/completions"):
