@@ -11,18 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from tests.browser.support import PASSWORD, WAIT_MS, body_text, send, sign_in, wait_final
-from tests.fault_server import Disconnect, Fail, FaultServer, Reply, fault_server
+from tests.browser.support import (
+    PASSWORD,
+    WAIT_MS,
+    body_text,
+    send,
+    sign_in,
+    wait_final,
+    wait_until,
+)
+from tests.fault_server import Disconnect, Endless, Fail, FaultServer, Reply, fault_server
 from tests.harness.processes import manage
+from tests.harness.sockets import sign_in_cookie
 from tests.harness.topology import START_TIMEOUT, Topology, production_topology
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(420)]
 
 USERNAME = "acceptance-amal"
 UNLIMITED = "1000000/m"
-ALIASES = ("page-broken", "page-cut")
+ALIASES = ("page-broken", "page-cut", "page-endless")
 CUT_TEXT = "The first answer breaks off here and "
 WHOLE = "The second answer is whole."
 
@@ -138,3 +148,96 @@ def test_an_upstream_cut_mid_reply_says_cut_off_and_regenerating_keeps_it_browsa
     expect(earlier).to_be_visible()
     expect(earlier).to_contain_text(CUT_TEXT[:18].strip())
     expect(reloaded.locator(".message__body")).to_be_hidden()
+
+
+def test_stop_ends_a_real_upstreams_reply_keeping_its_text_and_lets_go_of_the_call(
+    page, topo, upstream
+):
+    """page.md: Esc "else stop the running reply"; protocol.md `cancel`: "the partial text is
+    kept". The upstream streams until its client goes away: Stop must close that call."""
+    from playwright.sync_api import expect
+
+    upstream.default("page-endless", Endless(text="on and ", chunk_delay=0.05))
+    sign_in(page, topo, USERNAME)
+    page.locator("#model-picker").select_option("page-endless")
+    reply = send(page, "Go on for ever.")
+    wait_until(page, lambda: len(body_text(reply)) >= 30, what="the reply's text in the page")
+    page.locator("#messages").click()  # away from the composer: Esc then stops the reply
+    page.keyboard.press("Escape")
+    assert wait_final(reply, timeout=60) == "cancelled"
+    expect(reply.locator(".message__status")).to_have_text("Stopped")
+    wait_until(page, lambda: upstream.closed("page-endless"), what="the upstream call closed")
+    row = topo.row(reply_id(reply))
+    assert row["status"] == "cancelled" and row["content"].startswith("on and on and"), row
+    page.reload()
+    again = page.locator(f"#messages article[data-message-id='{reply_id(reply)}']")
+    expect(again.locator(".message__status")).to_have_text("Stopped")
+    assert body_text(again).strip() == row["content"].strip()
+
+
+# --- the page's form endpoints (page.md), through nginx --------------------------------------
+
+
+def form_session(topo: Topology, username: str) -> httpx.Client:
+    cookie = sign_in_cookie(topo.base, username, PASSWORD)
+    token = dict(part.split("=", 1) for part in cookie.split("; "))["csrftoken"]
+    return httpx.Client(
+        base_url=topo.base,
+        headers={"Cookie": cookie, "X-CSRFToken": token, "Accept": "application/json"},
+        timeout=30,
+    )
+
+
+def test_the_form_endpoints_answer_json_and_refuse_bad_input_with_code_and_detail(topo):
+    """page.md: "with `Accept: application/json` they answer `{id, title, pinned,
+    system_prompt}` (or `{deleted: true}`), and `{code, detail}` with 400 (`bad_frame`) or 404
+    (`not_found`: not yours)"; without it they redirect back to the page."""
+    manage(
+        "shell",
+        "-c",
+        "from accounts.models import User; "
+        f"User.objects.create_user(username='acceptance-omar', password={PASSWORD!r})",
+        env=topo.env,
+        timeout=START_TIMEOUT,
+    )
+    with form_session(topo, USERNAME) as owner, form_session(topo, "acceptance-omar") as other:
+        made = owner.post("/api/v1/conversations", json={"title": "Forms"})
+        assert made.status_code == 201, made.text
+        chat = made.json()["id"]
+        renamed = owner.post(f"/c/{chat}/rename", data={"title": "  Renamed  "})
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json() == {
+            "id": chat,
+            "title": "Renamed",
+            "pinned": False,
+            "system_prompt": "",
+        }
+        assert owner.post(f"/c/{chat}/pin", data={"pinned": "true"}).json()["pinned"] is True
+        told = owner.post(f"/c/{chat}/instructions", data={"system_prompt": "Be brief."})
+        assert told.json()["system_prompt"] == "Be brief."
+
+        refusals = {
+            "blank title": owner.post(f"/c/{chat}/rename", data={"title": "   "}),
+            "long title": owner.post(f"/c/{chat}/rename", data={"title": "x" * 201}),
+            "long prompt": owner.post(
+                f"/c/{chat}/instructions", data={"system_prompt": "x" * 16001}
+            ),
+        }
+        for what, answer in refusals.items():
+            assert answer.status_code == 400, (what, answer.text)
+            body = answer.json()
+            assert body["code"] == "bad_frame" and body["detail"], (what, body)
+        for path in ("rename", "pin", "instructions", "delete"):
+            answer = other.post(f"/c/{chat}/{path}", data={"title": "Mine now", "pinned": "true"})
+            assert answer.status_code == 404, (path, answer.text)
+            assert answer.json()["code"] == "not_found" and answer.json()["detail"]
+        kept = topo.query("SELECT title, pinned FROM chat_conversation WHERE id = %s", chat)
+        assert kept == [("Renamed", True)], kept
+
+        plain = owner.post(
+            f"/c/{chat}/rename", data={"title": "Plain form"}, headers={"Accept": "text/html"}
+        )
+        assert plain.status_code == 302, plain.text
+        deleted = owner.post(f"/c/{chat}/delete")
+        assert (deleted.status_code, deleted.json()) == (200, {"deleted": True})
+        assert owner.get(f"/api/v1/conversations/{chat}").status_code == 404

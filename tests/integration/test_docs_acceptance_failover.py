@@ -21,6 +21,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fault_server import Disconnect, Hang, Reply, Stall
 from tests.harness.processes import free_port, manage
@@ -48,7 +49,7 @@ def site() -> Iterator[Site]:
         up.default("stall-0", Stall(text="First tier's stalled words ", after_chunks=2))
         for alias in ("refused", "hang", "drop", "stall"):
             up.default(f"{alias}-1", Reply(text=SECOND))
-        tiers = {
+        tiers: dict[str, list[tuple[str, float, float]]] = {
             # alias: [(base URL, first-token timeout, inter-token timeout)] by priority
             "refused": [(closed_port_url(), 60, 60), (up.base_url("refused-1"), 60, 60)],
             "hang": [(up.base_url("hang-0"), TIMEOUT, 60), (up.base_url("hang-1"), 60, 60)],
@@ -74,7 +75,7 @@ def sdk(site: Site) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{site.topo.base}/v1", api_key=site.key, max_retries=0)
 
 
-def ask(text: str) -> list[dict[str, str]]:
+def ask(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": f"{text} {uuid.uuid4().hex}"}]
 
 

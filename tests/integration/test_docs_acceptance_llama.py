@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.harness.sockets import hear_reply, recv_frame
 from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
@@ -59,7 +60,7 @@ def sdk(site: Site, llama: LlamaServer) -> openai.OpenAI:
     )
 
 
-def question(text: str) -> list[dict[str, str]]:
+def question(text: str) -> list[ChatCompletionMessageParam]:
     # A tag of its own keeps two tests from sharing a prompt (and llama.cpp's prompt cache).
     return [{"role": "user", "content": f"{text} ({uuid.uuid4().hex[:6]})"}]
 
@@ -120,14 +121,16 @@ def test_a_llama_cpp_stream_has_role_text_finish_reason_usage_and_done(
         response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    *chunks, usage_chunk, done = stream_events(response.text)
+    *payloads, done = stream_events(response.text)
     assert done == "[DONE]"
-    assert all(isinstance(chunk, dict) for chunk in chunks)
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"  # type: ignore[index]
-    finishes = [c["choices"][0]["finish_reason"] for c in chunks]  # type: ignore[index]
+    objects = [payload for payload in payloads if isinstance(payload, dict)]
+    assert len(objects) == len(payloads), payloads  # one [DONE], at the end
+    *chunks, usage_chunk = objects
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks]
     assert finishes[-1] in ("stop", "length") and set(finishes[:-1]) == {None}, finishes
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)  # type: ignore[index]
-    assert isinstance(usage_chunk, dict) and usage_chunk["choices"] == []
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert usage_chunk["choices"] == []
     usage = usage_chunk["usage"]
     assert 1 <= usage["completion_tokens"] <= 30, usage
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
