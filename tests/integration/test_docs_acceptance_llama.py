@@ -7,8 +7,8 @@ and the bundled SmolLM2 model — serving the alias `llama`.
 test_openai_sdk.py runs the SDK against one embedded Daphne and the fault server;
 test_api_promises.py the topology with the fault server; test_docs_faults.py kills llama.cpp's
 server mid-reply. Here the upstream is the real one answering: streamed and not, usage,
-`max_tokens`, `stop`, and a prompt past its context (an empty 200: `provider_failed`), in
-OpenAI's error shape.
+`max_tokens`, `stop`, and a prompt past its context (an upstream failure), in OpenAI's
+error shape.
 """
 
 from __future__ import annotations
@@ -184,21 +184,27 @@ def test_stop_ends_a_llama_cpp_reply_just_before_the_stop_sequence(sdk: openai.O
     assert got.rstrip() == text[: text.index(stop_at)].rstrip(), (got, text, stop_at)
 
 
-def test_a_prompt_past_llama_cpps_context_is_a_502_provider_failed_in_openais_shape(
+# What llama.cpp's server does with a streamed request whose prompt is past its context (2048
+# tokens here) depends on timing: an empty 200 body (a stream that ended before any text
+# without finishing: `provider_failed`, 502) or a connection closed with no response
+# (`provider_unavailable`, 503). Either is an upstream failure api.md maps, retryable.
+UPSTREAM_FAILURES = {("provider_failed", 502), ("provider_unavailable", 503)}
+
+
+def test_a_prompt_past_llama_cpps_context_is_an_upstream_failure_in_openais_shape(
     sdk: openai.OpenAI,
 ) -> None:
-    """api.md: 502 `server_error` / `provider_failed`: "a stream that ended before any text
-    without finishing, after retries and failover" (the SDK's InternalServerError). llama.cpp's
-    server answers a streamed request whose prompt is past its context (2048 tokens here) with
-    an empty 200 body, and Parley streams from it."""
+    """api.md: 502 `server_error` / `provider_failed` ("a stream that ended before any text
+    without finishing") or 503 `server_error` / `provider_unavailable` ("no provider could be
+    reached"), after retries; the SDK's InternalServerError, and no `X-Parley-Message`."""
     with pytest.raises(openai.InternalServerError) as failed:
         sdk.chat.completions.create(
             model=ALIAS, messages=[{"role": "user", "content": LONG_TEXT}], max_tokens=8
         )
     error = failed.value.body
     assert isinstance(error, dict), error
-    assert failed.value.status_code == 502
-    assert (error["type"], error["code"]) == ("server_error", "provider_failed"), error
+    assert error["type"] == "server_error", error
+    assert (error["code"], failed.value.status_code) in UPSTREAM_FAILURES, error
     assert "x-parley-message" not in failed.value.response.headers
 
 
@@ -226,11 +232,11 @@ async def test_a_socket_reply_from_llama_cpp_streams_contiguously_and_done_has_u
     ), row
 
 
-async def test_a_socket_reply_past_llama_cpps_context_is_a_provider_failed_error(
+async def test_a_socket_reply_past_llama_cpps_context_is_a_retryable_upstream_error(
     site: Site, llama: LlamaServer
 ) -> None:
-    """protocol.md: `provider_failed`, retryable: "a stream that ended before any text without
-    finishing", the reply failed with nothing kept."""
+    """protocol.md: `provider_failed` / `provider_unavailable`, retryable; the reply failed with
+    no text kept."""
     ws = await site.socket()
     try:
         await ws.send(json.dumps(send_frame(LONG_TEXT, model=ALIAS)))
@@ -238,6 +244,7 @@ async def test_a_socket_reply_past_llama_cpps_context_is_a_provider_failed_error
             assert frame["type"] in ("ack", "message"), frame
     finally:
         await ws.close()
-    assert (frame["code"], frame["retryable"]) == ("provider_failed", True), frame
+    codes = {code for code, _ in UPSTREAM_FAILURES}
+    assert frame["code"] in codes and frame["retryable"] is True, frame
     row = site.topo.row(frame["message"])
-    assert (row["status"], row["error_code"], row["content"]) == ("failed", "provider_failed", "")
+    assert (row["status"], row["error_code"], row["content"]) == ("failed", frame["code"], "")
