@@ -132,7 +132,8 @@ def test_a_llama_cpp_stream_has_role_text_finish_reason_usage_and_done(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert usage_chunk["choices"] == []
     usage = usage_chunk["usage"]
-    assert 1 <= usage["completion_tokens"] <= 30, usage
+    # The estimate where the provider reports none (api.md): ~4 characters a token.
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (0, round(len(text) / 4))
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     row = site.topo.row(int(response.headers["x-parley-message"]))
     assert row["content"] == text and text.strip(), (row, text)
