@@ -47,8 +47,8 @@ def site() -> Iterator[Site]:
         up.default("hang-0", Hang())
         up.default("drop-0", Disconnect(text="First tier's partial words ", after_chunks=2))
         up.default("stall-0", Stall(text="First tier's stalled words ", after_chunks=2))
-        up.default("limited-0", Fail(429, retry_after=600))  # paused for the whole module
-        for alias in ("refused", "hang", "drop", "stall", "limited"):
+        up.default("throttled-0", Fail(429, retry_after=600))  # paused for the whole module
+        for alias in ("refused", "hang", "drop", "stall", "throttled"):
             up.default(f"{alias}-1", Reply(text=SECOND))
         tiers: dict[str, list[tuple[str, float, float]]] = {
             # alias: [(base URL, first-token timeout, inter-token timeout)] by priority
@@ -56,7 +56,10 @@ def site() -> Iterator[Site]:
             "hang": [(up.base_url("hang-0"), TIMEOUT, 60), (up.base_url("hang-1"), 60, 60)],
             "drop": [(up.base_url("drop-0"), 60, 60), (up.base_url("drop-1"), 60, 60)],
             "stall": [(up.base_url("stall-0"), 60, TIMEOUT), (up.base_url("stall-1"), 60, 60)],
-            "limited": [(up.base_url("limited-0"), 60, 60), (up.base_url("limited-1"), 60, 60)],
+            "throttled": [
+                (up.base_url("throttled-0"), 60, 60),
+                (up.base_url("throttled-1"), 60, 60),
+            ],
             "nowhere": [(closed_port_url(), 60, 60), (closed_port_url(), 60, 60)],
         }
         rows = "; ".join(
@@ -156,17 +159,17 @@ async def test_an_upstreams_429_fails_over_and_its_retry_after_pauses_it_for_the
 ) -> None:
     """routing.md: a 429 before the first token fails over silently; a deployment is skipped
     while "a provider's Retry-After paused it" (600 s here), so the next reply never asks it."""
-    reply, final, text = await socket_reply(site, "limited")
+    reply, final, text = await socket_reply(site, "throttled")
     assert (final["type"], text) == ("done", SECOND), final
-    assert attempts(site, reply) == [("limited-0", "failed"), ("limited-1", "answered")]
-    asked = site.upstream.count("limited-0")
-    again, final, text = await socket_reply(site, "limited")
+    assert attempts(site, reply) == [("throttled-0", "failed"), ("throttled-1", "answered")]
+    asked = site.upstream.count("throttled-0")
+    again, final, text = await socket_reply(site, "throttled")
     assert (final["type"], text) == ("done", SECOND), final
     routing = site.topo.row(again)["routing"]
-    assert attempts(site, again) == [("limited-1", "answered")], routing
+    assert attempts(site, again) == [("throttled-1", "answered")], routing
     skipped = [(s["label"].split("/")[0], s["reason"]) for s in routing["skipped"]]
-    assert skipped == [("limited-0", "retry_after")], routing
-    assert site.upstream.count("limited-0") == asked
+    assert skipped == [("throttled-0", "retry_after")], routing
+    assert site.upstream.count("throttled-0") == asked
 
 
 def test_when_no_upstream_can_be_reached_the_completion_is_a_503_provider_unavailable(
