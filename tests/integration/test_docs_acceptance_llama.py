@@ -165,6 +165,29 @@ def test_max_tokens_cuts_a_llama_cpp_reply_with_finish_reason_length(
     assert (row["status"], row["content"]) == ("incomplete", completion.choices[0].message.content)
 
 
+def test_langchains_chat_openai_max_tokens_reaches_llama_cpp_and_says_length(
+    site: Site, llama: LlamaServer
+) -> None:
+    """api.md: LangChain's `ChatOpenAI` works unchanged; `max_completion_tokens` (what
+    `ChatOpenAI(max_tokens=…)` sends) is "sent … to OpenAI-compatible servers as `max_tokens`
+    (llama.cpp's server ignores the other one)" — so the cap holds on the real server."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    model = ChatOpenAI(
+        base_url=f"{site.topo.base}/v1",
+        api_key=SecretStr(site.key),
+        model=ALIAS,
+        max_tokens=6,  # type: ignore[call-arg]
+        temperature=0,
+        max_retries=0,
+        timeout=180,
+    )
+    answer = model.invoke(f"Write a long poem about mountains in winter. ({uuid.uuid4().hex[:6]})")
+    assert answer.response_metadata["finish_reason"] == "length", answer.response_metadata
+    assert 1 <= len(llama.tokenize(str(answer.content))) <= 6, answer.content
+
+
 def test_stop_ends_a_llama_cpp_reply_just_before_the_stop_sequence(sdk: openai.OpenAI) -> None:
     """api.md: `stop` (a string or up to 4) is "supported": the same greedy answer, asked again
     with one of its later words as `stop`, ends just before that word."""

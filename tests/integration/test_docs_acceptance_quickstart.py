@@ -128,8 +128,32 @@ def test_make_run_prints_an_admin_account_that_signs_in_and_reaches_the_admin(
     with httpx.Client(base_url=quick_start.url, headers={"Cookie": cookie}, timeout=30) as web:
         admin = web.get("/admin/")
         assert admin.status_code == 200 and "Site administration" in admin.text, admin.text[:300]
-        signup = httpx.get(f"{quick_start.url}/accounts/signup/", timeout=30)
-        assert signup.status_code == 200 and "<form" in signup.text
+
+
+def test_an_account_created_at_signup_is_signed_in_on_the_chat_page(
+    quick_start: QuickStart,
+) -> None:
+    """README: "Sign in with the printed account, or create one at `/accounts/signup/`"."""
+    base = quick_start.url
+    password = "a long and unguessable passphrase 42"
+    with httpx.Client(base_url=base, timeout=30) as browser:
+        form = browser.get("/accounts/signup/")
+        assert form.status_code == 200 and "<form" in form.text
+        made = browser.post(
+            "/accounts/signup/",
+            data={
+                "username": "quickstart-newcomer",
+                "email": "newcomer@example.com",
+                "password1": password,
+                "password2": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{base}/accounts/signup/", "Origin": base},
+        )
+        assert made.status_code == 302, made.text[:500]
+        page = browser.get(made.headers["location"])
+        assert page.status_code == 200 and 'id="composer-text"' in page.text
+    assert sign_in_cookie(base, "quickstart-newcomer", password)
 
 
 async def test_the_quick_starts_local_model_answers_the_signed_in_page(
