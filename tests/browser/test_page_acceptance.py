@@ -9,6 +9,8 @@ after a reload. Every wait is for a DOM state or a row.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -32,7 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(
 
 USERNAME = "acceptance-amal"
 UNLIMITED = "1000000/m"
-ALIASES = ("page-broken", "page-cut", "page-endless")
+ALIASES = ("page-broken", "page-cut", "page-endless", "page-held", "page-edit")
 CUT_TEXT = "The first answer breaks off here and "
 WHOLE = "The second answer is whole."
 
@@ -173,6 +175,60 @@ def test_stop_ends_a_real_upstreams_reply_keeping_its_text_and_lets_go_of_the_ca
     again = page.locator(f"#messages article[data-message-id='{reply_id(reply)}']")
     expect(again.locator(".message__status")).to_have_text("Stopped")
     assert body_text(again).strip() == row["content"].strip()
+
+
+def test_a_reply_whose_upstream_has_not_answered_yet_says_waiting_for_the_model(
+    page, topo, upstream
+):
+    """page.md: "Waiting for the model…" until the first text — also once the worker has
+    claimed the reply and the upstream call is open, not only while it is queued."""
+    from playwright.sync_api import expect
+
+    first_token = threading.Event()
+    upstream.script("page-held", Reply(text=WHOLE, held_until=first_token))
+    try:
+        sign_in(page, topo, USERNAME)
+        page.locator("#model-picker").select_option("page-held")
+        reply = send(page, "Take your time.")
+        wait_until(page, lambda: upstream.count("page-held") == 1, what="the upstream call")
+        expect(reply.locator(".message__status")).to_have_text("Waiting for the model…")
+        assert body_text(reply).strip() == ""
+    finally:
+        first_token.set()
+    assert wait_final(reply, timeout=60) == "complete"
+    expect(reply.locator(".message__body")).to_have_text(WHOLE)
+
+
+def test_an_edit_in_the_page_is_answered_by_the_model_the_answer_had(page, topo, upstream):
+    """page.md: Edit (Enter saves and sends) replaces the message and everything after it;
+    protocol.md: an `edit` is answered "with the model and options of the answer it had" —
+    the upstream alias picked for the first answer, not the default model."""
+    from playwright.sync_api import expect
+
+    upstream.default("page-edit", Reply(text=WHOLE))
+    sign_in(page, topo, USERNAME)
+    page.locator("#model-picker").select_option("page-edit")
+    reply = send(page, "What is the capital of Frnace?")
+    assert wait_final(reply, timeout=60) == "complete"
+    first = reply_id(reply)
+    page.locator("#model-picker").select_option("simulated")  # the picker moved on since
+    user = page.locator("#messages article.message--user").last
+    user.locator("[data-edit]").click()
+    box = user.locator(".edit-form textarea")
+    expect(box).to_have_value("What is the capital of Frnace?")
+    box.fill("What is the capital of France?")
+    box.press("Enter")
+    edited = page.locator("#messages article.message--assistant").last
+    expect(edited).to_have_attribute("data-message-id", re.compile(r"^\d+$"))
+    expect(edited).not_to_have_attribute("data-message-id", str(first))
+    assert wait_final(edited, timeout=60) == "complete"
+    expect(edited.locator(".message__body")).to_have_text(WHOLE)
+    assert upstream.count("page-edit") == 2
+    expect(page.locator("#messages article.message--user .plain")).to_have_text(
+        ["What is the capital of France?"]
+    )
+    prompt = topo.prompt_of(reply_id(edited))
+    assert prompt == "What is the capital of France?"
 
 
 # --- the page's form endpoints (page.md), through nginx --------------------------------------
