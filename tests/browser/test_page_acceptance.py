@@ -25,64 +25,44 @@ from tests.browser.support import (
     wait_final,
     wait_until,
 )
-from tests.fault_server import Disconnect, Endless, Fail, FaultServer, Reply, fault_server
+from tests.fault_server import Disconnect, Endless, Fail, FaultServer, Reply
 from tests.harness.processes import manage
 from tests.harness.sockets import sign_in_cookie
-from tests.harness.topology import START_TIMEOUT, Topology, production_topology
+from tests.harness.topology import START_TIMEOUT, Topology
+from tests.integration.test_protocol_promises import Site, topology_with_upstream
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(420)]
 
 USERNAME = "acceptance-amal"
-UNLIMITED = "1000000/m"
 ALIASES = ("page-broken", "page-cut", "page-endless", "page-held", "page-edit")
 CUT_TEXT = "The first answer breaks off here and "
 WHOLE = "The second answer is whole."
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[FaultServer]:
-    with fault_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def production(chromium_path, upstream: FaultServer) -> Iterator[Topology]:
-    env = {
-        "OPENAI_COMPATIBLE_BASE_URL": upstream.base_url("up"),
-        "OPENAI_COMPATIBLE_MODEL": "fault-model",
-        "LLM_RETRY_MAX_ATTEMPTS": "2",
-        "LLM_RETRY_BASE_DELAY": "0.01",
-        "LLM_BREAKER_FAILURES": "100000",
-        "LLM_BREAKER_MIN_REQUESTS": "100000",
-        "CACHE_ENABLED": "false",
-        "WS_RATE_FRAMES_PER_USER": UNLIMITED,
-        "WS_RATE_FRAMES_PER_ORG": UNLIMITED,
-        "WS_RATE_SENDS_PER_USER": UNLIMITED,
-        "WS_RATE_SENDS_PER_ORG": UNLIMITED,
-    }
-    with production_topology(
-        replicas=2,
-        provider="simulated",
-        env=env,
-        user=(USERNAME, PASSWORD),
-        name="page-acceptance",
-    ) as topo:
+def site(chromium_path) -> Iterator[Site]:
+    with topology_with_upstream("page-acceptance", user=(USERNAME, PASSWORD)) as running:
         rows = "; ".join(
             f"p = Provider.objects.create(name={alias!r}, kind='openai-compatible', "
-            f"base_url={upstream.base_url(alias)!r}, first_token_timeout=60, "
+            f"base_url={running.upstream.base_url(alias)!r}, first_token_timeout=60, "
             "inter_token_timeout=60); "
             f"Deployment.objects.create(provider=p, alias={alias!r}, model='fault-model')"
             for alias in ALIASES
         )
         code = f"from llm.models import Deployment, Provider; {rows}"
-        manage("shell", "-c", code, env=topo.env, timeout=START_TIMEOUT)
-        yield topo
+        manage("shell", "-c", code, env=running.topo.env, timeout=START_TIMEOUT)
+        yield running
 
 
 @pytest.fixture
-def topo(production: Topology) -> Iterator[Topology]:
-    with production.logs_on_failure():
-        yield production
+def topo(site: Site) -> Iterator[Topology]:
+    with site.topo.logs_on_failure():
+        yield site.topo
+
+
+@pytest.fixture
+def upstream(site: Site) -> FaultServer:
+    return site.upstream
 
 
 def reply_id(reply) -> int:
