@@ -65,6 +65,13 @@ def upstream(site: Site) -> FaultServer:
     return site.upstream
 
 
+def ask_in_page(page, topo: Topology, alias: str, text: str):
+    """Sign in, pick `alias` in the model picker and send `text`: the reply's article."""
+    sign_in(page, topo, USERNAME)
+    page.locator("#model-picker").select_option(alias)
+    return send(page, text)
+
+
 def reply_id(reply) -> int:
     return int(reply.get_attribute("data-message-id"))
 
@@ -74,9 +81,7 @@ def test_an_upstream_failure_shows_failed_with_its_text_also_after_a_reload(page
     from playwright.sync_api import expect
 
     upstream.default("page-broken", Fail(500))
-    sign_in(page, topo, USERNAME)
-    page.locator("#model-picker").select_option("page-broken")
-    reply = send(page, "Will this fail?")
+    reply = ask_in_page(page, topo, "page-broken", "Will this fail?")
     assert wait_final(reply, timeout=60) == "failed"
     row = topo.row(reply_id(reply))
     assert (row["status"], row["error_code"]) == ("failed", "provider_failed"), row
@@ -103,9 +108,7 @@ def test_an_upstream_cut_mid_reply_says_cut_off_and_regenerating_keeps_it_browsa
 
     upstream.script("page-cut", Disconnect(text=CUT_TEXT, after_chunks=3, chunk_chars=6))
     upstream.default("page-cut", Reply(text=WHOLE))
-    sign_in(page, topo, USERNAME)
-    page.locator("#model-picker").select_option("page-cut")
-    reply = send(page, "Tell me something, twice if need be.")
+    reply = ask_in_page(page, topo, "page-cut", "Tell me something, twice if need be.")
     assert wait_final(reply, timeout=60) == "failed"
     first = reply_id(reply)
     row = topo.row(first)
@@ -140,9 +143,7 @@ def test_stop_ends_a_real_upstreams_reply_keeping_its_text_and_lets_go_of_the_ca
     from playwright.sync_api import expect
 
     upstream.default("page-endless", Endless(text="on and ", chunk_delay=0.05))
-    sign_in(page, topo, USERNAME)
-    page.locator("#model-picker").select_option("page-endless")
-    reply = send(page, "Go on for ever.")
+    reply = ask_in_page(page, topo, "page-endless", "Go on for ever.")
     wait_until(page, lambda: len(body_text(reply)) >= 30, what="the reply's text in the page")
     page.locator("#messages").click()  # away from the composer: Esc then stops the reply
     page.keyboard.press("Escape")
@@ -167,9 +168,7 @@ def test_a_reply_whose_upstream_has_not_answered_yet_says_waiting_for_the_model(
     first_token = threading.Event()
     upstream.script("page-held", Reply(text=WHOLE, held_until=first_token))
     try:
-        sign_in(page, topo, USERNAME)
-        page.locator("#model-picker").select_option("page-held")
-        reply = send(page, "Take your time.")
+        reply = ask_in_page(page, topo, "page-held", "Take your time.")
         wait_until(page, lambda: upstream.count("page-held") == 1, what="the upstream call")
         expect(reply.locator(".message__status")).to_have_text("Waiting for the model…")
         assert body_text(reply).strip() == ""
@@ -186,9 +185,7 @@ def test_an_edit_in_the_page_is_answered_by_the_model_the_answer_had(page, topo,
     from playwright.sync_api import expect
 
     upstream.default("page-edit", Reply(text=WHOLE))
-    sign_in(page, topo, USERNAME)
-    page.locator("#model-picker").select_option("page-edit")
-    reply = send(page, "What is the capital of Frnace?")
+    reply = ask_in_page(page, topo, "page-edit", "What is the capital of Frnace?")
     assert wait_final(reply, timeout=60) == "complete"
     first = reply_id(reply)
     page.locator("#model-picker").select_option("simulated")  # the picker moved on since
