@@ -10,16 +10,20 @@ after a reload. Every wait is for a DOM state or a row.
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.browser.support import (
     PASSWORD,
+    RECORD_RENDERS,
     WAIT_MS,
     body_text,
+    normalized,
     send,
     sign_in,
     wait_final,
@@ -30,6 +34,7 @@ from tests.harness.processes import manage
 from tests.harness.sockets import sign_in_cookie
 from tests.harness.topology import START_TIMEOUT, Topology
 from tests.integration.test_protocol_promises import Site, topology_with_upstream
+from tests.llama_server import start_llama_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -74,6 +79,44 @@ def ask_in_page(page, topo: Topology, alias: str, text: str):
 
 def reply_id(reply) -> int:
     return int(reply.get_attribute("data-message-id"))
+
+
+def test_a_reply_from_llama_cpp_streams_in_the_page_and_reloads_as_saved(page, topo):
+    """page.md, "Streaming" then "Complete", with the model of a real llama.cpp server behind
+    the worker: the text grows in the page, the finished reply names its provider and model,
+    and a reload renders what PostgreSQL holds."""
+    from playwright.sync_api import expect
+
+    with tempfile.TemporaryDirectory() as logs:
+        server = start_llama_server(Path(logs))
+        try:
+            with topo.alias_served_by("page-llama", server.base_url):
+                sign_in(page, topo, USERNAME)
+                page.locator("#model-picker").select_option("page-llama")
+                page.evaluate(RECORD_RENDERS)
+                reply = send(page, "Write three sentences about the sea.")
+                # `incomplete` too: the small model may run on to LLM_MAX_TOKENS.
+                ended = ("complete", "incomplete")
+                wait_until(
+                    page,
+                    lambda: reply.get_attribute("data-status") in ended,
+                    timeout=180,
+                    what="the reply's end",
+                )
+        finally:
+            server.stop()
+    renders = page.evaluate("window.__renders")
+    growing = {length for status, length in renders if status == "streaming" and length > 0}
+    assert len(growing) >= 3, renders  # it streamed, not one block at the end
+    expect(reply.locator(".message__model")).to_have_text("harness-upstream · upstream-model")
+    row = topo.row(reply_id(reply))
+    status = reply.get_attribute("data-status")
+    assert row["status"] == status and row["content"].strip(), row
+    live = body_text(reply)
+    page.reload()
+    again = page.locator(f"#messages article[data-message-id='{reply_id(reply)}']")
+    expect(again).to_have_attribute("data-status", status)
+    assert normalized(body_text(again)) == normalized(live)
 
 
 def test_an_upstream_failure_shows_failed_with_its_text_also_after_a_reload(page, topo, upstream):
