@@ -4,8 +4,10 @@
 a refused request — the conversation holds exactly the messages it held before.
 
 test_api_promises.py has unknown fields, malformed JSON and pages; test_docs_promises.py the
-rename, usage days and Idempotency-Key spaces. Here: a send's every bounded field, edits,
-origins, and Idempotency-Keys that are not 1–255 visible ASCII characters.
+rename, usage days and Idempotency-Key spaces, and /v1's unsupported features. Here: a send's
+every bounded field, edits, origins, Idempotency-Keys that are not 1–255 visible ASCII
+characters, and /v1 requests out of bounds (missing model, messages that cannot be answered,
+images, every bounded generation parameter), none of which reaches the upstream.
 """
 
 from __future__ import annotations
@@ -141,3 +143,74 @@ def test_an_idempotency_key_that_is_not_1_to_255_visible_ascii_is_a_400(
     )
     refused(answer, 400, "invalid")
     assert messages_of(http, chat) == []
+
+
+# --- the OpenAI-compatible endpoint ----------------------------------------------------------
+
+USER = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [USER]}, "model"),
+        ({"model": ANSWERS, "messages": []}, "messages"),
+        ({"model": ANSWERS}, "messages"),
+        ({"model": ANSWERS, "messages": [USER, {"role": "assistant", "content": "?"}]}, "messages"),
+        ({"model": ANSWERS, "messages": [{"role": "narrator", "content": "hi"}]}, "messages"),
+        (
+            {
+                "model": ANSWERS,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ],
+            },
+            "messages",
+        ),
+        ({"model": ANSWERS, "messages": [USER], "max_tokens": MAX_TOKENS + 1}, "max_tokens"),
+        (
+            {"model": ANSWERS, "messages": [USER], "max_completion_tokens": 0},
+            "max_completion_tokens",
+        ),
+        ({"model": ANSWERS, "messages": [USER], "temperature": 2.5}, "temperature"),
+        ({"model": ANSWERS, "messages": [USER], "top_p": 1.5}, "top_p"),
+        ({"model": ANSWERS, "messages": [USER], "presence_penalty": -3}, "presence_penalty"),
+        ({"model": ANSWERS, "messages": [USER], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
+def test_a_completion_request_out_of_bounds_is_a_400_naming_the_param_and_asks_no_model(
+    site: Site, http: httpx.Client, body: dict[str, Any], param: str
+) -> None:
+    """api.md: "Request parameters are honoured end to end or refused with a 400 whose `param`
+    names them"; `messages` must end with the user's; images are refused; 400
+    `invalid_request_error` in OpenAI's shape, and nothing reaches the upstream."""
+    asked = site.upstream.count()
+    answer = http.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"], error
+    # OpenAI names a part of a field by its path: `messages.[0].role`.
+    assert error["param"] == param or error["param"].startswith(f"{param}.["), error
+    assert "x-parley-message" not in answer.headers
+    assert site.upstream.count() == asked
+
+
+def test_text_parts_are_taken_as_the_users_text(site: Site, http: httpx.Client) -> None:
+    """api.md: "text content as a string or text parts"."""
+    parts = [{"type": "text", "text": "first part, "}, {"type": "text", "text": "second part"}]
+    answer = http.post(
+        "/v1/chat/completions",
+        json={"model": ANSWERS, "messages": [{"role": "user", "content": parts}]},
+    )
+    assert answer.status_code == 200, answer.text
+    seen = site.upstream.requests("up")[-1].body["messages"][-1]
+    assert seen["role"] == "user", seen
+    text = (
+        seen["content"]
+        if isinstance(seen["content"], str)
+        else "".join(part["text"] for part in seen["content"])
+    )
+    assert "first part" in text and "second part" in text, seen
