@@ -144,6 +144,18 @@ def test_a_title_over_200_characters_is_refused_not_cut(client, owner, chat_with
     assert fits.status_code == 200 and fits.json()["title"] == "y" * 200
 
 
+def test_pinned_must_be_true_or_false(client, owner, chat_with_history):
+    """page.md: `pinned` (`true` or `false`); anything else is refused, not read as false."""
+    client.force_login(owner)
+    pin = reverse("chat:pin", args=[chat_with_history.pk])
+    assert client.post(pin, {"pinned": "true"}, **JSON).json()["pinned"] is True
+    for value in ({"pinned": "yes"}, {"pinned": "1"}, {}):
+        answer = client.post(pin, value, **JSON)
+        assert answer.status_code == 400 and answer.json()["code"] == "bad_frame", value
+    chat_with_history.refresh_from_db()
+    assert chat_with_history.pinned is True
+
+
 def test_a_chats_system_prompt_is_saved_and_rendered(client, owner, chat_with_history):
     client.force_login(owner)
     url = reverse("chat:instructions", args=[chat_with_history.pk])

@@ -295,6 +295,7 @@ def test_the_form_endpoints_answer_json_and_refuse_bad_input_with_code_and_detai
         refusals = {
             "blank title": owner.post(f"/c/{chat}/rename", data={"title": "   "}),
             "long title": owner.post(f"/c/{chat}/rename", data={"title": "x" * 201}),
+            "pinned neither true nor false": owner.post(f"/c/{chat}/pin", data={"pinned": "no"}),
             "long prompt": owner.post(
                 f"/c/{chat}/instructions", data={"system_prompt": "x" * 16001}
             ),

@@ -1,7 +1,7 @@
-"""docs/api.md's bad-input promises for the REST API, through nginx on the production topology
-(two Daphne replicas, Redis, a Celery worker, PostgreSQL): every refusal is the one error shape
-(`{"error": {code, detail, …}}`) with the documented status and field, and nothing is saved by
-a refused request — the conversation holds exactly the messages it held before.
+"""docs/api.md's bad-input promises for the REST API and the OpenAI-compatible endpoint, through
+nginx on the production topology (two Daphne replicas, Redis, a Celery worker, PostgreSQL):
+every refusal is the one error shape with the documented status and field, and nothing is saved
+by a refused request — the conversation holds exactly the messages it held before.
 
 test_api_promises.py has unknown fields, malformed JSON and pages; test_docs_promises.py the
 rename, usage days and Idempotency-Key spaces, and /v1's unsupported features. Here: a send's
