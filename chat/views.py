@@ -106,11 +106,12 @@ def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpRespo
 @login_required
 @require_POST
 def conversation_pin(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    pinned = request.POST.get("pinned")
     try:
-        conversation = services.conversation_pin(
-            conversation=_owned(request, conversation_id),
-            pinned=request.POST.get("pinned") == "true",
-        )
+        conversation = _owned(request, conversation_id)
+        if pinned not in ("true", "false"):  # page.md: `true` or `false`; not a guess
+            raise ChatError("bad_frame", "pinned must be true or false.")
+        conversation = services.conversation_pin(conversation=conversation, pinned=pinned == "true")
     except ChatError as error:
         return _refused(request, error)
     return _answer(request, conversation)

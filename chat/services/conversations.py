@@ -16,6 +16,8 @@ from chat.models import Conversation, Message
 from chat.replies.accounting import reply_outcome
 from chat.replies.lifecycle import reply_cancel
 
+TITLE_MAX_CHARS = 200  # Conversation.title's column, and page.md's rename limit
+
 
 def conversation_create(
     *,
@@ -37,10 +39,13 @@ def conversation_create(
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    """Give a conversation a new title (trimmed to what the column holds)."""
-    title = " ".join(title.split())[:200]
+    """Give a conversation a new title: 1-200 characters once whitespace is collapsed (a longer
+    one is refused, not cut, so no part of what was typed is lost silently)."""
+    title = " ".join(title.split())
     if not title:
         raise ChatError("bad_frame", "A title must have some text.")
+    if len(title) > TITLE_MAX_CHARS:
+        raise ChatError("bad_frame", f"A title is at most {TITLE_MAX_CHARS} characters.")
     # An update, not a save: a conversation deleted meanwhile is a not_found, not a crash.
     if not Conversation.objects.filter(pk=conversation.pk).update(
         title=title, updated_at=timezone.now()

@@ -132,6 +132,30 @@ def test_an_empty_title_is_refused_and_changes_nothing(client, owner, chat_with_
     assert chat_with_history.title != " "
 
 
+def test_a_title_over_200_characters_is_refused_not_cut(client, owner, chat_with_history):
+    """page.md: `title` is 1-200 characters after trimming; what is longer is not cut."""
+    client.force_login(owner)
+    rename = reverse("chat:rename", args=[chat_with_history.pk])
+    answer = client.post(rename, {"title": "  " + "x" * 201}, **JSON)
+    assert answer.status_code == 400 and answer.json()["code"] == "bad_frame"
+    chat_with_history.refresh_from_db()
+    assert chat_with_history.title != "x" * 200
+    fits = client.post(rename, {"title": "  " + "y" * 200 + "  "}, **JSON)
+    assert fits.status_code == 200 and fits.json()["title"] == "y" * 200
+
+
+def test_pinned_must_be_true_or_false(client, owner, chat_with_history):
+    """page.md: `pinned` (`true` or `false`); anything else is refused, not read as false."""
+    client.force_login(owner)
+    pin = reverse("chat:pin", args=[chat_with_history.pk])
+    assert client.post(pin, {"pinned": "true"}, **JSON).json()["pinned"] is True
+    for value in ({"pinned": "yes"}, {"pinned": "1"}, {}):
+        answer = client.post(pin, value, **JSON)
+        assert answer.status_code == 400 and answer.json()["code"] == "bad_frame", value
+    chat_with_history.refresh_from_db()
+    assert chat_with_history.pinned is True
+
+
 def test_a_chats_system_prompt_is_saved_and_rendered(client, owner, chat_with_history):
     client.force_login(owner)
     url = reverse("chat:instructions", args=[chat_with_history.pk])

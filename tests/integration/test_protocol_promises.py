@@ -90,8 +90,11 @@ class Site:
 
 
 @contextmanager
-def topology_with_upstream(name: str, extra_env: Mapping[str, str] = {}) -> Iterator[Site]:
-    """The site; `extra_env` goes on top of its environment (e.g. CORS_ALLOWED_ORIGINS)."""
+def topology_with_upstream(
+    name: str, extra_env: Mapping[str, str] = {}, user: tuple[str, str] | None = None
+) -> Iterator[Site]:
+    """The site; `extra_env` goes on top of its environment (e.g. CORS_ALLOWED_ORIGINS);
+    `user` (username, password) is made and signed in, as production_topology does."""
     unlimited = "1000000/m"
     with fault_server() as upstream:
         env = {
@@ -110,7 +113,9 @@ def topology_with_upstream(name: str, extra_env: Mapping[str, str] = {}) -> Iter
             "WS_RATE_SENDS_PER_ORG": unlimited,
             **extra_env,
         }
-        with production_topology(replicas=2, provider="simulated", env=env, name=name) as topo:
+        with production_topology(
+            replicas=2, provider="simulated", env=env, name=name, user=user
+        ) as topo:
             base = upstream.base_url("x").removesuffix("x/v1")
             code = MAKE_KEYS.format(aliases=FAULT_ALIASES, base=base)
             printed = manage("shell", "-c", code, env=topo.env, timeout=START_TIMEOUT)
