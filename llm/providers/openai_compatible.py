@@ -6,10 +6,11 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
+import anyio
 import openai
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk
@@ -17,11 +18,13 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
 from openai._exceptions import APIConnectionError, APIError, APITimeoutError
 from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._streaming_cleanup import _DRAIN_TIMEOUT as DRAIN_TIMEOUT
 from openai._streaming_cleanup import drain_response_async
 
 from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.providers.chunks import TextChunks
+from llm.providers.http_body import lean_body
 
 
 def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float, float]:
@@ -97,14 +100,18 @@ class _JsonChunks(openai.AsyncStream[Any]):
 
     async def __stream__(self) -> AsyncIterator[Any]:
         response = self.response
+        body = lean_body(response)  # a chunked HTTP/1.1 body read a network read at a time
+        data = self._data(body if body is not None else response.aiter_bytes())
         try:
-            async for data in self._data():
-                if data.startswith(b"[DONE]"):
-                    if response.http_version == "HTTP/1.1":
+            async for item in data:
+                if item.startswith(b"[DONE]"):
+                    if body is not None:
+                        await _drained(data)
+                    elif response.http_version == "HTTP/1.1":
                         await drain_response_async(response)
                     return
                 # As text: json.loads of bytes first guesses their encoding (SSE is UTF-8).
-                chunk = json.loads(data.decode("utf-8", "surrogatepass"))
+                chunk = json.loads(item.decode("utf-8", "surrogatepass"))
                 if chunk.__class__ is dict and chunk.get("error"):
                     error = chunk["error"]
                     message = error.get("message") if isinstance(error, dict) else None
@@ -117,13 +124,14 @@ class _JsonChunks(openai.AsyncStream[Any]):
                     )
                 yield chunk
         finally:
+            await data.aclose()
             await response.aclose()
 
-    async def _data(self) -> AsyncIterator[bytes]:
+    async def _data(self, raw_body: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
         events = SseData()
         response = self.response
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in raw_body:
                 for data in events.feed(raw):
                     yield data
             for data in events.finish():
@@ -132,6 +140,17 @@ class _JsonChunks(openai.AsyncStream[Any]):
             raise APITimeoutError(request=response.request) from err
         except request_exceptions() as err:
             raise APIConnectionError(request=response.request) from err
+
+
+async def _drained(data: AsyncIterator[bytes]) -> None:
+    """The rest of a body after `[DONE]` (its end, as a rule), read within the SDK's drain
+    time, so that its connection can serve the next request; a failure here is no news."""
+    try:
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            async for _ in data:
+                pass
+    except APIError:
+        pass
 
 
 class _DictChunks:
