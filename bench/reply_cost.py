@@ -3,15 +3,17 @@
     .venv/bin/python bench/reply_cost.py                    # 200 replies of 1 token, together
     .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
     .venv/bin/python bench/reply_cost.py --replies 400 --tokens 1 --warmup 400   # in its stride
+    .venv/bin/python bench/reply_cost.py --replies 100 --tokens 300 --rate 30 --upstream  # HTTP
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
 saves N pending replies and runs the worker's generation (chat/replies/tasks.py
 generate_on_database_lane: reply_start, prompt, routing, the simulated provider, reply_finish,
-quota settlement) for all of them on one event loop, as a worker does. With 1 token per reply
-almost all the CPU is the per-reply start and finish work: the figure to watch is "CPU per
-reply". Without --warmup it includes what the first replies of a process pay once (imports on
-first use, Redis and database connections opened). Needs PostgreSQL (POSTGRES_ADMIN_URL) and
-redis-server on PATH.
+quota settlement) for all of them on one event loop, as a worker does; with `--upstream` the
+model is read over HTTP (the openai-compatible provider against bench/sse_upstream.py).
+With 1 token per reply almost all the CPU is the per-reply start and finish work: the figure
+to watch is "CPU per reply". Without --warmup it includes what the first replies of a process
+pay once (imports on first use, Redis and database connections opened). Needs PostgreSQL
+(POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ For 100, 200 and 500 concurrent streams of 300 tokens at 30 tokens/s (by default
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
     generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
     per reply, each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as
-    configured (STREAM_FLUSH_INTERVAL 0.04 s by default);
+    configured (STREAM_FLUSH_INTERVAL 0.04 s by default). With `--provider openai-compatible`
+    the workers read the same stamped tokens over HTTP instead, through the openai-compatible
+    provider (langchain-openai), from bench/sse_upstream.py (a process of its own, one SSE
+    event per token at R tokens/s, as a remote provider streams);
   - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
     group_send per token);
   - unjournaled: the full path with STREAM_JOURNAL_TTL=0 (no delta journaled in Redis,

@@ -18,6 +18,7 @@ a body h11 has begun reading) is read by httpx, as before.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,9 +26,11 @@ from typing import Any
 import h11
 import httpcore2
 import httpx2
+from anyio._backends._asyncio import SocketStream, StreamProtocol
 from h11._readers import ChunkedReader
 from httpcore2._async.connection_pool import PoolByteStream
 from httpcore2._async.http11 import HTTP11ConnectionByteStream
+from httpcore2._backends.anyio import AnyIOStream
 from httpx2._client import BoundAsyncStream
 from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
 
@@ -159,19 +162,98 @@ async def _read(
     if first and (data := body.feed(first)):
         yield data
     network = connection._network_stream
+    socket = _SocketReads.of(network)
     size = connection.READ_NUM_BYTES
-    while not body.done:
-        with map_httpcore_exceptions():
-            raw = await network.read(size, timeout=read_timeout)
-        if not raw:
-            raise httpx2.RemoteProtocolError(
-                "peer closed connection without sending complete message body "
-                "(incomplete chunked read)"
-            )
-        if data := body.feed(raw):
-            yield data
+    try:
+        while not body.done:
+            if socket is not None:
+                raw = await socket.received(read_timeout)
+            else:
+                with map_httpcore_exceptions():
+                    raw = await network.read(size, timeout=read_timeout)
+            if not raw:
+                raise httpx2.RemoteProtocolError(
+                    "peer closed connection without sending complete message body "
+                    "(incomplete chunked read)"
+                )
+            if data := body.feed(raw):
+                yield data
+    finally:
+        if socket is not None:
+            socket.done()
     # h11 reads the body's end itself, so that the connection is done with this response
     # and goes back to the pool when it is closed.
     state.receive_data(b"0\r\n\r\n" + body.after)
     if type(state.next_event()) is not h11.EndOfMessage:  # pragma: no cover - h11 knows
         raise httpx2.RemoteProtocolError("the response's end was not understood")
+
+
+class _SocketReads:
+    """Everything a plain TCP connection received, taken at once, with its transport left
+    reading for as long as the body lasts.
+
+    anyio's `receive`, under httpcore's read, resumes the transport's reading and pauses it
+    again for each read (an epoll registration and its removal: two system calls), inside a
+    cancel scope with a timer of its own: per read, that was more than undoing the read's
+    chunks. Here the transport reads while the body lasts, into anyio's own queue, and a wait
+    for more is the protocol's own event, bounded by the read timeout (a timer per wait). When
+    the body is done (or left) the transport is paused and anyio's flag set as its `receive`
+    leaves them, so the connection's next response is read by anyio as usual. A TLS stream
+    (anyio's TLSStream) is not this: it reads the usual way.
+    """
+
+    __slots__ = ("_loop", "_protocol", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        transport.resume_reading()
+
+    @classmethod
+    def of(cls, network: Any) -> _SocketReads | None:
+        stream = getattr(network, "_stream", None)
+        if type(network) is not AnyIOStream or type(stream) is not SocketStream:
+            return None
+        transport = getattr(stream, "_transport", None)
+        protocol = getattr(stream, "_protocol", None)
+        if not isinstance(transport, asyncio.Transport) or type(protocol) is not StreamProtocol:
+            return None
+        return cls(transport, protocol)
+
+    async def received(self, read_timeout: float | None) -> bytes:
+        """What came since the last call, waiting up to `read_timeout` for something; b""
+        at the end of the stream."""
+        protocol = self._protocol
+        queue = protocol.read_queue
+        if not queue:
+            if protocol.exception is not None:
+                raise httpx2.ReadError(str(protocol.exception))
+            if protocol.is_at_eof or self._transport.is_closing():
+                return b""
+            event = protocol.read_event
+            event.clear()
+            timer = None if read_timeout is None else self._loop.call_later(read_timeout, event.set)
+            try:
+                await event.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if not queue:
+                if protocol.exception is not None:
+                    raise httpx2.ReadError(str(protocol.exception))
+                if protocol.is_at_eof or self._transport.is_closing():
+                    return b""
+                raise httpx2.ReadTimeout("timed out reading the response body")
+        data = queue.popleft() if len(queue) == 1 else b"".join(queue)
+        queue.clear()
+        return data
+
+    def done(self) -> None:
+        """Leave the transport and anyio's flag as anyio's `receive` leaves them."""
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+        if self._protocol.read_queue:
+            self._protocol.read_event.set()
+        else:
+            self._protocol.read_event.clear()

@@ -17,6 +17,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 import llm.providers.openai_compatible as openai_compatible
+from llm.providers import http_body
 from llm.providers.base import ProviderConfig, provider_error_from
 from llm.providers.http_body import ChunkedBody
 from llm.registry import chat_model_for
@@ -123,16 +124,24 @@ async def _text(model: Any) -> str:
 
 @pytest.fixture
 def lean_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each stream was read by http_body (True) or by httpx (False)."""
+    """Whether each stream was read by http_body (True) or by httpx (False); a body read by
+    http_body must have read its socket directly (a plain TCP connection here)."""
     seen: list[bool] = []
     lean_body: Callable[..., Any] = openai_compatible.lean_body
+    socket_of = http_body._SocketReads.of
 
     def spy(response: Any) -> Any:
         body = lean_body(response)
         seen.append(body is not None)
         return body
 
+    def socket_spy(network: Any) -> Any:
+        reads = socket_of(network)
+        assert reads is not None
+        return reads
+
     monkeypatch.setattr(openai_compatible, "lean_body", spy)
+    monkeypatch.setattr(http_body._SocketReads, "of", staticmethod(socket_spy))
     return seen
 
 
