@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,14 +139,19 @@ def lean_body(response: httpx2.Response) -> AsyncIterator[bytes] | None:
         return None
     state = getattr(connection, "_h11_state", None)
     reader = getattr(state, "_reader", None)
+    # Private state of h11 and httpcore, read by name: if a release renames any of it, the
+    # body is read by httpx (llm/tests/test_http_body.py then fails: it expects this path).
     if (
         type(state) is not h11.Connection
         or state.their_state is not h11.SEND_BODY
         or type(reader) is not ChunkedReader
-        or reader._bytes_in_chunk
-        or reader._bytes_to_discard
-        or reader._reading_trailer
-        or state._receive_buffer_closed
+        or getattr(reader, "_bytes_in_chunk", None) != 0
+        or getattr(reader, "_bytes_to_discard", None) != b""
+        or getattr(reader, "_reading_trailer", None) is not False
+        or getattr(state, "_receive_buffer_closed", None) is not False
+        or not hasattr(getattr(state, "_receive_buffer", None), "_extract")
+        or not isinstance(getattr(connection, "READ_NUM_BYTES", None), int)
+        or getattr(connection, "_network_stream", None) is None
     ):
         return None
     read_timeout = response.request.extensions.get("timeout", {}).get("read")
@@ -217,7 +223,12 @@ class _SocketReads:
             return None
         transport = getattr(stream, "_transport", None)
         protocol = getattr(stream, "_protocol", None)
-        if not isinstance(transport, asyncio.Transport) or type(protocol) is not StreamProtocol:
+        if (
+            not isinstance(transport, asyncio.Transport)
+            or type(protocol) is not StreamProtocol
+            or not isinstance(getattr(protocol, "read_queue", None), deque)
+            or not isinstance(getattr(protocol, "read_event", None), asyncio.Event)
+        ):
             return None
         return cls(transport, protocol)
 
