@@ -3,15 +3,17 @@
     .venv/bin/python bench/reply_cost.py                    # 200 replies of 1 token, together
     .venv/bin/python bench/reply_cost.py --replies 200 --tokens 1 --sequential
     .venv/bin/python bench/reply_cost.py --replies 400 --tokens 1 --warmup 400   # in its stride
+    .venv/bin/python bench/reply_cost.py --replies 100 --tokens 300 --rate 30 --upstream  # HTTP
 
 Starts a private redis-server and a throwaway PostgreSQL database (tests/harness/), migrates,
 saves N pending replies and runs the worker's generation (chat/replies/tasks.py
 generate_on_database_lane: reply_start, prompt, routing, the simulated provider, reply_finish,
-quota settlement) for all of them on one event loop, as a worker does. With 1 token per reply
-almost all the CPU is the per-reply start and finish work: the figure to watch is "CPU per
-reply". Without --warmup it includes what the first replies of a process pay once (imports on
-first use, Redis and database connections opened). Needs PostgreSQL (POSTGRES_ADMIN_URL) and
-redis-server on PATH.
+quota settlement) for all of them on one event loop, as a worker does; with `--upstream` the
+model is read over HTTP (the openai-compatible provider against bench/sse_upstream.py).
+With 1 token per reply almost all the CPU is the per-reply start and finish work: the figure
+to watch is "CPU per reply". Without --warmup it includes what the first replies of a process
+pay once (imports on first use, Redis and database connections opened). Needs PostgreSQL
+(POSTGRES_ADMIN_URL) and redis-server on PATH.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.harness.processes import (  # noqa: E402
+    PYTHON,
     ProcessGroup,
     base_env,
     free_port,
@@ -118,6 +121,12 @@ def main() -> None:
         "emit): with --tokens 300 --rate 30, how the replies starting and ending together "
         "delay the tokens of those already streaming",
     )
+    parser.add_argument(
+        "--upstream",
+        action="store_true",
+        help="the model over HTTP: the openai-compatible provider against bench/sse_upstream.py "
+        "(a process of its own, streaming at --rate), instead of the simulated provider",
+    )
     args = parser.parse_args()
     replies, tokens = args.replies, args.tokens
 
@@ -132,12 +141,26 @@ def main() -> None:
         if redis_server is None:
             sys.exit("redis-server is not on PATH")
         start_redis_server(group, "redis", redis_server, port, workdir)
+        upstream: dict[str, str] = {}
+        if args.upstream:
+            upstream_port = free_port()
+            argv = [PYTHON, str(REPO / "bench" / "sse_upstream.py"), "--rate", str(args.rate)]
+            group.start("upstream", [*argv, "--port", str(upstream_port)], base_env())
+            group.wait_for_log("upstream", "ready")
+            upstream = {
+                "LLM_DEFAULT_PROVIDER": "openai-compatible",
+                "OPENAI_COMPATIBLE_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+                "OPENAI_COMPATIBLE_MODEL": "upstream-model",
+            }
         env = base_env(
+            **{
+                "LLM_DEFAULT_PROVIDER": "simulated",
+                **upstream,
+            },
             DATABASE_URL=database,
             REDIS_URL=f"redis://127.0.0.1:{port}/0",
             CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/1",
             GENERATION_BACKEND="celery",
-            LLM_DEFAULT_PROVIDER="simulated",
             SIMULATED_TOKENS_PER_SECOND=str(args.rate),
             SIMULATED_FIRST_TOKEN_DELAY="0",
             SIMULATED_STAMP_TOKENS="true",

@@ -13,7 +13,10 @@ For 100, 200 and 500 concurrent streams of 300 tokens at 30 tokens/s (by default
     broker), one Daphne replica (project.asgi), Celery workers (threads pool) running
     generate_reply (chat/replies/tasks.py) with the simulated provider at R tokens/s, N tokens
     per reply, each token stamped with its emit time (SIMULATED_STAMP_TOKENS), coalesced as
-    configured (STREAM_FLUSH_INTERVAL 0.04 s by default);
+    configured (STREAM_FLUSH_INTERVAL 0.04 s by default). With `--provider openai-compatible`
+    the workers read the same stamped tokens over HTTP instead, through the openai-compatible
+    provider (langchain-openai), from bench/sse_upstream.py (a process of its own, one SSE
+    event per token at R tokens/s, as a remote provider streams);
   - uncoalesced: the same with STREAM_FLUSH_INTERVAL=0 and STREAM_FLUSH_MAX_CHARS=1 (one
     group_send per token);
   - unjournaled: the full path with STREAM_JOURNAL_TTL=0 (no delta journaled in Redis,
@@ -490,6 +493,13 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="tokens/s and p95 against streams, a PNG here")
     parser.add_argument("--profile", type=Path, help="py-spy Daphne and workers, stacks here")
     parser.add_argument("--layer", default="", help="CHANNEL_LAYER_BACKEND (default: settings')")
+    parser.add_argument(
+        "--provider",
+        default="simulated",
+        choices=["simulated", "openai-compatible"],
+        help="the full path's model: the simulated provider in the worker, or an OpenAI-"
+        "compatible server streaming over HTTP (bench/sse_upstream.py, a process of its own)",
+    )
     args = parser.parse_args()
     assert max(args.streams) <= args.workers * args.threads, "more streams than worker threads"
 
@@ -509,6 +519,10 @@ def main() -> None:
     }
     if args.layer:
         env["CHANNEL_LAYER_BACKEND"] = args.layer
+    upstream_port = free_port()
+    if args.provider == "openai-compatible":
+        env["OPENAI_COMPATIBLE_BASE_URL"] = f"http://127.0.0.1:{upstream_port}/v1"
+        env["OPENAI_COMPATIBLE_MODEL"] = "upstream-model"
     # Stopped by SIGTERM (kill, timeout), a run unwinds as after Ctrl-C: its processes stop and
     # its database goes. That database is its own (parley_bench_<pid>_<random>: two runs at once
     # never share one), dropped at the end (tests/harness/services.py postgres_database).
@@ -516,7 +530,7 @@ def main() -> None:
     # One replica that clients reach directly, Celery workers started below for each mode.
     with production_topology(
         replicas=1,
-        provider="simulated",
+        provider=args.provider,
         env=env,
         worker=False,
         nginx=False,
@@ -536,6 +550,10 @@ def main() -> None:
             group.daphne("relay", relay_port, relay_env, app=relay_app, wait_for="/")
             group.start("producer", [PYTHON, str(REPO / "bench" / "relay_producer.py")], relay_env)
             group.wait_for_log("producer", "ready")
+        if args.provider == "openai-compatible":
+            upstream = [PYTHON, str(REPO / "bench" / "sse_upstream.py"), "--rate", str(args.rate)]
+            group.start("upstream", [*upstream, "--port", str(upstream_port)], base_env())
+            group.wait_for_log("upstream", "ready")
         os.environ.update(topo.env)  # this process creates rows and dispatches like Daphne does
         import django
 
@@ -727,7 +745,17 @@ def plot(runs: list[Run], args: argparse.Namespace, path: Path) -> None:
 def cpu_table(runs: list[Run], stream_counts: list[int]) -> str:
     """CPU milliseconds per token delivered, by process, from the streams' start to their end
     (medians over repeats). `machine` is all cores' busy time, whoever used it."""
-    roles = ["floor", "relay", "producer", "daphne", "worker", "redis", "postgres", "client"]
+    roles = [
+        "floor",
+        "relay",
+        "producer",
+        "daphne",
+        "worker",
+        "upstream",
+        "redis",
+        "postgres",
+        "client",
+    ]
     roles.append("machine")
     rows = [
         "CPU ms per token delivered (per frame for the floor), medians:",

@@ -21,6 +21,7 @@ from openai._streaming_cleanup import drain_response_async
 
 from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
+from llm.providers.chunks import TextChunks
 
 
 def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float, float]:
@@ -102,7 +103,8 @@ class _JsonChunks(openai.AsyncStream[Any]):
                     if response.http_version == "HTTP/1.1":
                         await drain_response_async(response)
                     return
-                chunk = json.loads(data)
+                # As text: json.loads of bytes first guesses their encoding (SSE is UTF-8).
+                chunk = json.loads(data.decode("utf-8", "surrogatepass"))
                 if chunk.__class__ is dict and chunk.get("error"):
                     error = chunk["error"]
                     message = error.get("message") if isinstance(error, dict) else None
@@ -176,12 +178,10 @@ class _DictChunks:
 class _ChatOpenAI(ChatOpenAI):
     """ChatOpenAI with its most frequent chunk built cheaply: a plain piece of the assistant's
     text (the content of one choice's delta, nothing else said), which is nearly every chunk of
-    a reply. langchain-openai validates two pydantic models for it (~45 us; pydantic's
-    model_construct is no cheaper, it inspects every default factory's signature). The first
-    such chunk of the process is langchain-openai's own; later ones are copies of it with their
-    own text and their own containers (the tests compare them field for field). Every other
-    chunk (tool calls, a finish reason, usage, logprobs, an id) goes through langchain-openai's
-    own conversion."""
+    a reply. The first such chunk of the process is langchain-openai's own; later ones are
+    copies of it with their own text (llm/providers/chunks.py; the tests compare them field
+    for field). Every other chunk (tool calls, a finish reason, usage, logprobs, an id) goes
+    through langchain-openai's own conversion."""
 
     def _convert_chunk_to_generation_chunk(
         self,
@@ -212,45 +212,24 @@ class _ChatOpenAI(ChatOpenAI):
             ):
                 content = delta.get("content") or ""
                 if content.__class__ is str:
-                    return _text_chunk(content) or self._text_template(chunk, content)
+                    if _text_chunks is not None:
+                        return _text_chunks.make(content)
+                    return self._text_template(chunk, content)
         return super()._convert_chunk_to_generation_chunk(
             chunk, default_chunk_class, base_generation_info
         )
 
     def _text_template(self, chunk: dict[Any, Any], content: str) -> ChatGenerationChunk | None:
-        """langchain-openai's own chunk for this plain text delta, kept (a copy) as the
+        """langchain-openai's own chunk for this plain text delta, kept (a snapshot) as the
         template of the next ones."""
-        global _TEXT_TEMPLATE
+        global _text_chunks
         built = super()._convert_chunk_to_generation_chunk(chunk, AIMessageChunk, None)
         if built is not None and built.text == content:
-            _TEXT_TEMPLATE = _clone(built, message=_clone(built.message))
+            _text_chunks = TextChunks(built)
         return built
 
 
-_TEXT_TEMPLATE: ChatGenerationChunk | None = None
-
-
-def _text_chunk(text: str) -> ChatGenerationChunk | None:
-    """A copy of the template with `text` (None before there is a template)."""
-    template = _TEXT_TEMPLATE
-    if template is None:
-        return None
-    return _clone(template, message=_clone(template.message, content=text), text=text)
-
-
-_CONTAINERS = (dict, list)
-
-
-def _clone(model: Any, **values: Any) -> Any:
-    """A copy of a pydantic model (pydantic's own __copy__: the same fields, fields set and
-    extras) with containers of its own and `values` in place of its fields' values."""
-    clone = model.__copy__()
-    fields = clone.__dict__
-    for name, value in fields.items():
-        if value.__class__ in _CONTAINERS:
-            fields[name] = value.copy()
-    fields.update(values)
-    return clone
+_text_chunks: TextChunks | None = None
 
 
 # Built models, per event loop, most recently used last. Building one costs a sync and an async

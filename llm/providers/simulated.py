@@ -16,6 +16,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderConfig
+from llm.providers.chunks import TextChunks
 
 
 def simulated_reply(prompt: str) -> str:
@@ -129,44 +130,10 @@ class SimulatedChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=self._last(prompt_tokens, len(tokens), finish))
 
 
-# A text chunk built as pydantic's own copy builds one (BaseModel.__copy__: a new instance and
-# its __dict__, fields-set, extra and private slots put in place), from a validated template
-# with its text and fresh containers: the same objects validation would build, at about a
-# third of model_copy's cost and a tenth of validating two pydantic models per token. At
-# thousands of simulated tokens a second the stand-in model's chunks were a quarter of a load
-# test's worker (bench/reply_cost.py), CPU a real provider spends in its own client instead.
-_EMPTY_MESSAGE = AIMessageChunk(content="")
-_EMPTY_CHUNK = ChatGenerationChunk(message=_EMPTY_MESSAGE)
-_MESSAGE_FIELDS = dict(_EMPTY_MESSAGE.__dict__)
-_CHUNK_FIELDS = dict(_EMPTY_CHUNK.__dict__)
-_MESSAGE_SET = frozenset(_EMPTY_MESSAGE.model_fields_set)
-_CHUNK_SET = frozenset(_EMPTY_CHUNK.model_fields_set)
-_new, _set = object.__new__, object.__setattr__
-
-
-def _text_chunk(text: str) -> ChatGenerationChunk:
-    fields = _MESSAGE_FIELDS.copy()
-    fields.update(
-        content=text,
-        additional_kwargs={},
-        response_metadata={},
-        tool_calls=[],
-        invalid_tool_calls=[],
-        tool_call_chunks=[],
-    )
-    message = _new(AIMessageChunk)
-    _set(message, "__dict__", fields)
-    _set(message, "__pydantic_extra__", {})
-    _set(message, "__pydantic_fields_set__", set(_MESSAGE_SET))
-    _set(message, "__pydantic_private__", None)
-    outer = _CHUNK_FIELDS.copy()
-    outer["message"], outer["text"] = message, text
-    chunk = _new(ChatGenerationChunk)
-    _set(chunk, "__dict__", outer)
-    _set(chunk, "__pydantic_extra__", None)
-    _set(chunk, "__pydantic_fields_set__", set(_CHUNK_SET))
-    _set(chunk, "__pydantic_private__", None)
-    return chunk
+# At thousands of simulated tokens a second the stand-in model's chunks were a quarter of a load
+# test's worker (bench/reply_cost.py), CPU a real provider spends in its own client instead:
+# copies of a validated template (llm/providers/chunks.py).
+_text_chunk = TextChunks(ChatGenerationChunk(message=AIMessageChunk(content=""))).make
 
 
 def build(
