@@ -28,7 +28,7 @@ each organisation's budget rules, so most sends do not query them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -585,6 +585,56 @@ def _ledger_update(entry: UsageLedger, names: list[str]) -> None:
         cursor.execute(sql, [*values, entry.pk])
 
 
+_SETTLED_FIELDS = [
+    "state",
+    "used_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "settled_at",
+]
+_OUTCOME_FIELDS = [
+    "outcome",
+    "provider",
+    "model",
+    "error_code",
+    "first_token_ms",
+    "tokens_estimated",
+]
+
+
+def _entry_settled(
+    entry: UsageLedger,
+    split: Usage | None,
+    cost: Decimal | None,
+    now: datetime | None,
+    outcome: ReplyOutcome | None,
+) -> tuple[int, list[str]]:
+    """Set a locked ledger row to what was used (`split` None: released); the requests to
+    add to its counters (-1 for a release) and the fields changed."""
+    if split is None:
+        entry.state = UsageLedger.State.RELEASED
+        entry.prompt_tokens, entry.completion_tokens = 0, 0
+        entry.used_tokens, entry.cost = 0, Decimal(0)
+        requests = -1
+    else:
+        entry.state = UsageLedger.State.SETTLED
+        entry.prompt_tokens, entry.completion_tokens = split
+        entry.used_tokens = sum(split)
+        entry.cost = cost if cost is not None else cost_of(entry.used_tokens)
+        requests = 0
+    entry.settled_at = now or timezone.now()
+    if outcome is None:
+        return requests, list(_SETTLED_FIELDS)
+    entry.outcome = outcome.status
+    entry.provider = outcome.provider[:64]
+    entry.model = outcome.model[:128]
+    entry.error_code = outcome.error_code[:64]
+    entry.first_token_ms = outcome.first_token_ms
+    entry.tokens_estimated = outcome.tokens_estimated
+    return requests, _SETTLED_FIELDS + _OUTCOME_FIELDS
+
+
 def _finalise(
     *,
     column: str,
@@ -615,41 +665,7 @@ def _finalise(
         split = usage(entry)
         if callable(cost):
             cost = cost(entry)
-        if split is None:
-            entry.state = UsageLedger.State.RELEASED
-            entry.prompt_tokens, entry.completion_tokens = 0, 0
-            entry.used_tokens, entry.cost = 0, Decimal(0)
-            requests = -1
-        else:
-            entry.state = UsageLedger.State.SETTLED
-            entry.prompt_tokens, entry.completion_tokens = split
-            entry.used_tokens = sum(split)
-            entry.cost = cost if cost is not None else cost_of(entry.used_tokens)
-            requests = 0
-        entry.settled_at = now or timezone.now()
-        changed = [
-            "state",
-            "used_tokens",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "settled_at",
-        ]
-        if outcome is not None:
-            entry.outcome = outcome.status
-            entry.provider = outcome.provider[:64]
-            entry.model = outcome.model[:128]
-            entry.error_code = outcome.error_code[:64]
-            entry.first_token_ms = outcome.first_token_ms
-            entry.tokens_estimated = outcome.tokens_estimated
-            changed += [
-                "outcome",
-                "provider",
-                "model",
-                "error_code",
-                "first_token_ms",
-                "tokens_estimated",
-            ]
+        requests, changed = _entry_settled(entry, split, cost, now, outcome)
         _ledger_update(entry, changed)
         tokens, spent = entry.used_tokens - entry.reserved_tokens, entry.cost - entry.reserved_cost
         if tokens or spent or requests:
@@ -688,6 +704,43 @@ def quota_release(*, message_id: int) -> UsageLedger | None:
     )
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What a finished reply used, to settle its reservation with (quota_settle's arguments)."""
+
+    message_id: int
+    started: bool
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    content_chars: int
+    cost: Decimal | None = None
+    interrupted: bool = False
+    outcome: ReplyOutcome | None = None
+
+    def used(self, entry: UsageLedger) -> Usage | None:
+        """The tokens to charge against what `entry` reserved; None releases it."""
+        if not self.started:
+            return None
+        if self.interrupted:
+            return _usage_split(entry, entry.reserved_tokens)
+        if self.prompt_tokens is not None or self.completion_tokens is not None:
+            prompt = (
+                self.prompt_tokens
+                if self.prompt_tokens is not None
+                else entry.reserved_prompt_tokens
+            )
+            return prompt, self.completion_tokens or 0
+        if self.content_chars:
+            return entry.reserved_prompt_tokens, tokens_estimate(self.content_chars)
+        return None
+
+    def charged(self, entry: UsageLedger) -> Decimal | None:
+        """The cost to charge (None: the flat rate of the tokens used)."""
+        if self.interrupted and self.started:
+            return max(self.cost or Decimal(0), entry.reserved_cost)
+        return self.cost
+
+
 def quota_settle(
     *,
     message_id: int,
@@ -709,27 +762,211 @@ def quota_settle(
     - Failed with no usage: the estimated text, if any, else released.
     `outcome` (what the reply was) is copied onto the ledger row.
     """
-
-    def used(entry: UsageLedger) -> Usage | None:
-        if not started:
-            return None
-        if interrupted:
-            return _usage_split(entry, entry.reserved_tokens)
-        if prompt_tokens is not None or completion_tokens is not None:
-            prompt = prompt_tokens if prompt_tokens is not None else entry.reserved_prompt_tokens
-            return prompt, completion_tokens or 0
-        if content_chars:
-            return entry.reserved_prompt_tokens, tokens_estimate(content_chars)
-        return None
-
-    def charged(entry: UsageLedger) -> Decimal | None:
-        return max(cost or Decimal(0), entry.reserved_cost) if interrupted and started else cost
-
+    settlement = Settlement(
+        message_id=message_id,
+        started=started,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        content_chars=content_chars,
+        cost=cost,
+        interrupted=interrupted,
+        outcome=outcome,
+    )
     return _finalise(
         column="message",
         value=message_id,
-        usage=used,
-        cost=charged,
+        usage=settlement.used,
+        cost=settlement.charged,
         now=None,
         outcome=outcome,
     )
+
+
+# --- many replies settled together ---------------------------------------------------------
+#
+# Replies that end together (500 of them within a second or two at the end of a load's
+# streams) each settled in a transaction of their own: three statements and a commit each, and
+# every reply of one organisation locking its counter rows in turn. Settled together, they
+# are one transaction: their ledger rows locked in one statement (in primary-key order), written
+# in one, and each counter charged once with the sum of its replies' differences, all the
+# counters locked in primary-key order in one statement, as quota_reserve locks them, so no
+# two of these, nor a reservation, can deadlock.
+
+
+def quota_settle_many(*, settlements: Sequence[Settlement]) -> dict[int, UsageLedger]:
+    """Settle many finished replies' reservations in one transaction, each as quota_settle
+    settles it alone; the ledger rows settled, by message id (a reply whose reservation is
+    settled already, or that has none, is left out: each is settled once)."""
+    if not settlements:
+        return {}
+    by_message = {s.message_id: s for s in settlements}
+    now = timezone.now()
+    lazy = connection.vendor == "postgresql" and not connection.in_atomic_block
+    settled: dict[int, UsageLedger] = {}
+    changes: dict[_CounterKey, list[Any]] = {}
+    # Inside a caller's transaction, a savepoint: a failure here leaves the caller's to go on.
+    with transaction.atomic():
+        for entry in _ledger_locked_many(list(by_message), lazy_commit=lazy):
+            assert entry.message_id is not None
+            settlement = by_message[entry.message_id]
+            requests, _ = _entry_settled(
+                entry,
+                settlement.used(entry),
+                settlement.charged(entry),
+                now,
+                settlement.outcome or ReplyOutcome(),
+            )
+            settled[entry.message_id] = entry
+            tokens, spent = (
+                entry.used_tokens - entry.reserved_tokens,
+                entry.cost - entry.reserved_cost,
+            )
+            if tokens or spent or requests:
+                _changes_add(changes, entry, tokens, spent, requests)
+        _ledger_update_many(list(settled.values()), _SETTLED_FIELDS + _OUTCOME_FIELDS)
+        _counters_charge_many(changes)
+    return settled
+
+
+_CounterKey = tuple[int, int | None, str, date]  # organisation, user (None: all), period, start
+
+
+def _changes_add(
+    changes: dict[_CounterKey, list[Any]],
+    entry: UsageLedger,
+    tokens: int,
+    cost: Decimal,
+    requests: int,
+) -> None:
+    """Add one reply's difference to each of its counters' sums: its user's and its
+    organisation's, for the day and the month it was reserved in."""
+    day = _today(entry.created_at)
+    whom = [entry.user_id, None] if entry.user_id is not None else [None]
+    for who in whom:
+        for period in (Period.DAY.value, Period.MONTH.value):
+            # Plain strings in the key: a Choices member hashes by its name, not its value.
+            key = (entry.organisation_id, who, period, period_start(period, day))
+            change = changes.setdefault(key, [0, Decimal(0), 0])
+            change[0] += tokens
+            change[1] += cost
+            change[2] += requests
+
+
+def _ledger_locked_many(message_ids: list[int], *, lazy_commit: bool) -> list[UsageLedger]:
+    """The `reserved` ledger rows of these replies, locked in primary-key order until the
+    transaction ends (and, on PostgreSQL with `lazy_commit`, its commit not waiting for the
+    disk, as _ledger_locked does)."""
+    meta, quote = UsageLedger._meta, connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(f"{table}.{quote(f.column)}" for f in meta.concrete_fields)
+    key, state = quote(_ledger_field("message").column), quote(_ledger_field("state").column)
+    pk = quote(_ledger_field("id").column)
+    params: list[Any]
+    if connection.vendor == "postgresql":
+        lazy = ", (SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
+        sql = (
+            f"SELECT {columns} FROM {table}{lazy if lazy_commit else ''} "  # noqa: S608
+            f"WHERE {key} = ANY(%s) AND {state} = %s ORDER BY {table}.{pk} FOR UPDATE OF {table}"
+        )
+        params = [message_ids, UsageLedger.State.RESERVED]
+    else:  # SQLite: its write lock, taken at BEGIN, serialises instead
+        among = ", ".join(["%s"] * len(message_ids))
+        sql = (
+            f"SELECT {columns} FROM {table} WHERE {key} IN ({among}) "  # noqa: S608
+            f"AND {state} = %s ORDER BY {pk}"
+        )
+        params = [*message_ids, UsageLedger.State.RESERVED]
+    return list(UsageLedger.objects.raw(sql, params))
+
+
+def _ledger_update_many(entries: list[UsageLedger], names: list[str]) -> None:
+    """Write `names` of many locked ledger rows: on PostgreSQL one UPDATE over arrays, each
+    value prepared by its field; elsewhere _ledger_update's statement, run for each."""
+    if not entries:
+        return
+    quote = connection.ops.quote_name
+    fields = [_ledger_field(name) for name in names]
+    table, pk = quote(UsageLedger._meta.db_table), quote(_ledger_field("id").column)
+    rows = [
+        [f.get_db_prep_save(getattr(entry, f.attname), connection) for f in fields] + [entry.pk]
+        for entry in entries
+    ]
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+            sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608
+            cursor.executemany(sql, rows)
+            return
+        types = [*(f.db_type(connection) for f in fields), "bigint"]
+        arrays = ", ".join(f"%s::{_array_type(t)}[]" for t in types)
+        names_v = [f"v{i}" for i in range(len(fields))]
+        assignments = ", ".join(
+            f"{quote(f.column)} = v.{n}" for f, n in zip(fields, names_v, strict=True)
+        )
+        sql = (
+            f"UPDATE {table} SET {assignments} FROM unnest({arrays}) "  # noqa: S608
+            f"AS v({', '.join(names_v)}, id) WHERE {table}.{pk} = v.id"
+        )
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+
+
+def _array_type(db_type: str | None) -> str:
+    """A column's type as an array's element type (a varchar as text: its length is the
+    column's to check)."""
+    assert db_type is not None
+    return "text" if db_type.startswith("varchar") else db_type
+
+
+def _counters_charge_many(changes: dict[_CounterKey, list[Any]]) -> None:
+    """Add each counter's sum to it, all the counters locked in primary-key order in one
+    statement on PostgreSQL (each on its own elsewhere); a counter missing (settled on a day
+    whose counters are gone, which a reservation creates) is created first."""
+    pending = {key: change for key, change in changes.items() if any(change)}
+    for attempt in range(2):
+        if not pending:
+            return
+        found = _counters_add(pending)
+        missing = {key: change for key, change in pending.items() if key not in found}
+        if missing and not attempt:
+            for organisation_id, user_id, _, start in {(k[0], k[1], k[3]) for k in missing}:
+                _counters_create(organisation_id=organisation_id, user_id=user_id, day=start)
+        pending = missing
+
+
+def _counters_add(changes: dict[_CounterKey, list[Any]]) -> set[_CounterKey]:
+    """Add to the counters there are; the keys of those found."""
+    table = connection.ops.quote_name(UsageCounter._meta.db_table)
+    keys = list(changes)
+    found: set[_CounterKey] = set()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            sql = (
+                "WITH d AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], "  # noqa: S608
+                "%s::date[], %s::bigint[], %s::numeric[], %s::integer[]) "
+                "AS d(organisation_id, user_id, period, start, tokens, cost, requests)), "
+                f"locked AS (SELECT c.id, d.tokens, d.cost, d.requests FROM {table} c JOIN d "
+                "ON c.organisation_id = d.organisation_id AND c.period = d.period "
+                "AND c.start = d.start AND (c.user_id = d.user_id "
+                "OR (c.user_id IS NULL AND d.user_id IS NULL)) ORDER BY c.id FOR UPDATE OF c) "
+                f"UPDATE {table} SET tokens = {table}.tokens + l.tokens, "
+                f"cost = {table}.cost + l.cost, requests = {table}.requests + l.requests "
+                f"FROM locked l WHERE {table}.id = l.id "
+                f"RETURNING {table}.organisation_id, {table}.user_id, {table}.period, "
+                f"{table}.start"
+            )
+            columns = list(zip(*keys, strict=True)) + list(zip(*changes.values(), strict=True))
+            cursor.execute(sql, [list(column) for column in columns])
+            found.update((o, u, p, s) for o, u, p, s in cursor.fetchall())
+            return found
+        sql = (
+            f"UPDATE {table} SET tokens = tokens + %s, cost = cost + %s, "  # noqa: S608
+            "requests = requests + %s WHERE organisation_id = %s AND user_id IS %s "
+            "AND period = %s AND start = %s"
+        )
+        for key in keys:
+            tokens, cost, requests = changes[key]
+            organisation_id, user_id, period, start = key
+            cursor.execute(sql, [tokens, cost, requests, organisation_id, user_id, period, start])
+            if cursor.rowcount:
+                found.add(key)
+    return found

@@ -393,6 +393,41 @@ def reply_finish(
     hands it to its own event queue on its loop (chat/replies/stream.py), behind its deltas,
     instead of blocking its database lane on a round trip to that loop (async_to_sync).
     """
+    values = ending_values(
+        content=content,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        tokens_estimated=tokens_estimated,
+        error=error,
+        provider=provider,
+        model=model,
+        cost=cost,
+        routing=routing,
+        first_token_at=first_token_at,
+    )
+    message = reply_finish_row(message_id=message_id, values=values, claimed=claimed)
+    if message is None:
+        return None
+    return _finished(message, status=status, error=error, announce=announce)
+
+
+def ending_values(
+    *,
+    content: str,
+    status: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    tokens_estimated: bool,
+    error: ParleyError | None,
+    provider: str | None,
+    model: str | None,
+    cost: Decimal | None,
+    routing: dict[str, Any] | None,
+    first_token_at: datetime | None,
+) -> dict[str, Any]:
+    """The fields a reply's ending sets (reply_finish's arguments; None leaves what the row
+    holds where reply_finish says so)."""
     values: dict[str, Any] = {
         "content": content,
         "seq": len(content),
@@ -413,6 +448,14 @@ def reply_finish(
         values["error_code"], values["error_message"] = error.code, error.detail
     if first_token_at is not None:
         values["first_token_at"] = first_token_at
+    return values
+
+
+def reply_finish_row(
+    *, message_id: int, values: dict[str, Any], claimed: Message | None
+) -> Message | None:
+    """reply_finish's conditional UPDATE alone: the row as ended, None if it was not
+    streaming (nothing else done: no flag, no settlement, no event)."""
     connection = connections[Message.objects.db]
     names = tuple(values)
     params = [_prepared(name, value, connection) for name, value in values.items()]
@@ -422,18 +465,17 @@ def reply_finish(
             cursor.execute(_finish_statement(connection, names), params)
             if not cursor.rowcount:
                 return None
-        message = claimed
         for name, value in values.items():
-            setattr(message, name, value)
-    else:  # the row as the ending left it, read back by the ending itself
-        finish = _finish_returning_statement(connection, names)
-        with connection.cursor() as cursor:
-            cursor.execute(finish.sql, params)
-            rows = cursor.fetchall()  # to its end: SQLite commits the statement there
-        if not rows:
-            return None
-        message = finish.message(rows[0], connection)
-    return _finished(message, status=status, error=error, announce=announce)
+            setattr(claimed, name, value)
+        return claimed
+    # the row as the ending left it, read back by the ending itself
+    finish = _finish_returning_statement(connection, names)
+    with connection.cursor() as cursor:
+        cursor.execute(finish.sql, params)
+        rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+    if not rows:
+        return None
+    return finish.message(rows[0], connection)
 
 
 def _finished(
