@@ -928,9 +928,20 @@ def _counters_charge_many(changes: dict[_CounterKey, list[Any]]) -> None:
         found = _counters_add(pending)
         missing = {key: change for key, change in pending.items() if key not in found}
         if missing and not attempt:
-            for organisation_id, user_id, _, start in {(k[0], k[1], k[3]) for k in missing}:
-                _counters_create(organisation_id=organisation_id, user_id=user_id, day=start)
+            UsageCounter.objects.bulk_create(
+                [
+                    UsageCounter(organisation_id=o, user_id=u, period=p, start=start)
+                    # Always in one order, so concurrent first inserts cannot deadlock.
+                    for o, u, p, start in sorted(missing, key=_creation_order)
+                ],
+                ignore_conflicts=True,
+            )
         pending = missing
+
+
+def _creation_order(key: _CounterKey) -> tuple[int, bool, int, str, date]:
+    organisation_id, user_id, period, start = key
+    return organisation_id, user_id is None, user_id or 0, period, start
 
 
 def _counters_add(changes: dict[_CounterKey, list[Any]]) -> set[_CounterKey]:

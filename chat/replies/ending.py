@@ -31,7 +31,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Message
@@ -161,14 +161,14 @@ def _claimed_rows_ended(endings: Sequence[ReplyEnding], connection: Any) -> list
     COALESCE. Each row in memory is the claimed one with the values applied (reply_finish)."""
     meta, quote = Message._meta, connection.ops.quote_name
     names = (*_SET, *_SET_TOO, *_COALESCED)
-    fields = [meta.get_field(name) for name in names]
-    routing = meta.get_field("routing")
+    fields = [_field(name) for name in names]
+    routing = _field("routing")
     table = quote(meta.db_table)
-    column = {name: quote(field.column) for name, field in zip(names, fields, strict=True)}  # type: ignore[union-attr]
+    column = {name: quote(field.column) for name, field in zip(names, fields, strict=True)}
     types = {
         name: _array_type(field.db_type(connection))
         for name, field in zip(names, fields, strict=True)
-    }  # type: ignore[union-attr]
+    }
     types["routing"] = "text"  # sent as its JSON text, cast below
     assignments = [f"{column[n]} = v.{n}" for n in (*_SET, *_SET_TOO)]
     assignments += [
@@ -192,9 +192,9 @@ def _claimed_rows_ended(endings: Sequence[ReplyEnding], connection: Any) -> list
             if value is None:
                 row.append(None)
             elif name == "routing":
-                row.append(json.dumps(value, cls=routing.encoder))  # type: ignore[union-attr]
+                row.append(json.dumps(value, cls=getattr(routing, "encoder", None)))
             else:
-                row.append(field.get_db_prep_save(value, connection))  # type: ignore[union-attr]
+                row.append(field.get_db_prep_save(value, connection))
         rows.append(row)
     params = [list(column_values) for column_values in zip(*rows, strict=True)]
     with connection.cursor() as cursor:
@@ -210,6 +210,12 @@ def _claimed_rows_ended(endings: Sequence[ReplyEnding], connection: Any) -> list
             setattr(message, name, value)
         results.append(message)
     return results
+
+
+def _field(name: str) -> models.Field[Any, Any]:
+    field = Message._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
 
 
 def _array_type(db_type: str | None) -> str:

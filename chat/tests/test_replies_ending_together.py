@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -32,13 +33,15 @@ def _claimed(users, count: int) -> list[Message]:
         sent = services.message_send(
             author=users[n % len(users)], conversation=None, text=f"Question {n}", client_id=f"q{n}"
         )
-        replies.append(lifecycle.reply_start(message_id=sent.reply.pk))
+        claimed = lifecycle.reply_start(message_id=sent.reply.pk)
+        assert claimed is not None
+        replies.append(claimed)
     return replies
 
 
 def _endings(replies: list[Message]) -> list[ReplyEnding]:
     """A different end for each reply: complete, cancelled, failed, incomplete, in turn."""
-    kinds = [
+    kinds: list[dict[str, Any]] = [
         {"status": Message.Status.COMPLETE, "prompt_tokens": 12, "completion_tokens": 30},
         {"status": Message.Status.CANCELLED},  # no usage reported: its text estimated
         {
@@ -248,3 +251,32 @@ async def test_replies_ending_together_on_one_loop_share_their_batches(
     )()
     assert [rows[r.pk] for r in replies] == [e.status for e in endings]
     await sync_to_async(_counters_agree_with_the_ledger)()
+
+
+def test_counters_gone_since_the_reservation_are_made_again_with_the_sum(
+    owner, member, no_dispatch
+):
+    replies = _claimed([owner, member], 6)  # each sender in an organisation of their own
+    UsageCounter.objects.all().delete()
+    endings = _endings(replies)
+    for given in endings:  # none released: a counter made again cannot go below 0 requests
+        given.content = given.content or "partial"
+
+    replies_finish(endings=endings)
+
+    settled = list(UsageLedger.objects.filter(message__in=replies))
+    assert {e.state for e in settled} == {UsageLedger.State.SETTLED}
+    # Their user's and their organisation's, for the day and the month, of two senders.
+    assert UsageCounter.objects.count() == 8
+    for counter in UsageCounter.objects.all():
+        mine = [
+            e
+            for e in settled
+            if e.organisation_id == counter.organisation_id
+            and (counter.user_id is None or e.user_id == counter.user_id)
+        ]
+        assert mine
+        # Made again empty, then charged what settling changed: used minus reserved.
+        assert counter.tokens == sum(e.used_tokens - e.reserved_tokens for e in mine)
+        assert counter.cost == sum((e.cost - e.reserved_cost for e in mine), Decimal(0))
+        assert counter.requests == 0  # counted when reserved
