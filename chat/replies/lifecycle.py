@@ -180,15 +180,19 @@ def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], conne
     meta, column = Message._meta, partial(_column, connection=connection)
     first = column("first_token_at")
     sql = (
-        f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "  # noqa: S608
+        f"WITH {locked_in_order(connection)} "  # noqa: S608
+        f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "
         f"SET {column('content')} = v.content, {column('seq')} = v.seq, "
         f"{first} = COALESCE(m.{first}, v.first) "
         "FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[]) "
         "AS v(id, content, seq, first) "
-        f"WHERE m.{column('id')} = v.id AND m.{column('status')} = %s"
+        f"WHERE m.{column('id')} = v.id AND m.{column('id')} IN (SELECT id FROM locked) "
+        f"AND m.{column('status')} = %s"
     )
+    ids = [c.message_id for c in checkpoints]
     params = [
-        [c.message_id for c in checkpoints],
+        ids,
+        ids,
         [c.content for c in checkpoints],
         [c.seq for c in checkpoints],
         [c.first_token_at for c in checkpoints],
@@ -197,6 +201,22 @@ def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], conne
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return max(cursor.rowcount, 0)
+
+
+def locked_in_order(connection: Any) -> str:
+    """PostgreSQL: a CTE `locked` that locks the reply rows whose ids are its parameter in
+    primary-key order, for a statement that writes many of them (`... AND id IN (SELECT id
+    FROM locked)`). Every statement that writes many streaming rows at once (a checkpoint
+    round, a heartbeat round, endings together, chat/replies/ending.py) takes its locks in
+    this one order, or two of them on different threads deadlock, each holding a row the
+    other wants next (seen at 500 replies: PostgreSQL then stalls both for its
+    deadlock_timeout, a second, and fails one)."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    pk = _column("id", connection)
+    return (
+        f"locked AS (SELECT {pk} AS id FROM {table} WHERE {pk} = ANY(%s::bigint[]) "  # noqa: S608
+        f"ORDER BY {pk} FOR UPDATE)"
+    )
 
 
 def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
@@ -214,18 +234,20 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     meta, quote = Message._meta, connection.ops.quote_name
     ids = list(message_ids)
     values: list[Any]
+    locked, lock = "", []
     if connection.vendor == "postgresql":
-        among, values = "= ANY(%s)", [ids]
+        among, values = "= ANY(%s) AND id IN (SELECT id FROM locked)", [ids]
+        locked, lock = f"WITH {locked_in_order(connection)} ", [ids]
     else:
         among, values = f"IN ({', '.join(['%s'] * len(ids))})", ids
     now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {_column('heartbeat_at', connection)} = %s "  # noqa: S608
+        f"{locked}UPDATE {quote(meta.db_table)} SET {_column('heartbeat_at', connection)} = %s "  # noqa: S608
         f"WHERE {_column('status', connection)} = %s AND {_column('id', connection)} {among} "
         f"RETURNING {_column('id', connection)}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, Message.Status.STREAMING, *values])
+        cursor.execute(sql, [*lock, now, Message.Status.STREAMING, *values])
         return {row[0] for row in cursor.fetchall()}
 
 
