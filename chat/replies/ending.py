@@ -36,13 +36,8 @@ from django.db import connections, models, transaction
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Message
 from chat.replies.accounting import quota_settle_message, quota_settle_messages
-from chat.replies.lifecycle import (
-    CANCEL_KEY,
-    ending_values,
-    locked_in_order,
-    reply_finish,
-    reply_finish_row,
-)
+from chat.replies.lifecycle import CANCEL_KEY, ending_values, reply_finish, reply_finish_row
+from chat.replies.statements import locked_in_order
 from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
