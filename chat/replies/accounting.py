@@ -1,5 +1,5 @@
 """What replies used, in chat's terms: one final reply settled against the budgets it reserved
-(accounts/quotas.py keeps the ledger and knows nothing of messages), with what the reply was
+(accounts/quotas/ keeps the ledger and knows nothing of messages), with what the reply was
 copied onto its ledger row (every usage figure reads the ledger: accounts/usage.py).
 
 Token counts and prices come from llm/accounting.py; a reply stores them on its row

@@ -88,7 +88,7 @@ def replies_finish(*, endings: Sequence[ReplyEnding]) -> list[Ended]:
 
     Rows claimed by their generator (`claimed`) end in one UPDATE over arrays on PostgreSQL;
     the others, and every row on SQLite, reply by reply. Then their cancel flags go in one
-    delete, their settlements in one transaction (accounts/quotas.py quota_settle_many), and
+    delete, their settlements in one transaction (accounts/quotas/settle_many.py), and
     each reply's final event is told (after the commit), as reply_finish tells it."""
     if len(endings) == 1 and endings[0].claimed is None:
         return [_guarded(lambda: reply_finish(**_arguments(endings[0])))]
