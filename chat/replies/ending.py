@@ -37,7 +37,7 @@ from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Message
 from chat.replies.accounting import quota_settle_message, quota_settle_messages
 from chat.replies.lifecycle import CANCEL_KEY, ending_values, reply_finish, reply_finish_row
-from chat.replies.statements import locked_in_order
+from chat.replies.statements import many_rows_writing
 from core.errors import ParleyError
 
 logger = logging.getLogger(__name__)
@@ -178,12 +178,9 @@ def _claimed_rows_ended(endings: Sequence[ReplyEnding], connection: Any) -> list
     ]
     arrays = ", ".join(f"%s::{types[n]}[]" for n in names)
     sql = (
-        # The watch's rounds write these rows too: locks in its order (locked_in_order).
-        f"WITH {locked_in_order(connection)} "  # noqa: S608
-        f"UPDATE {table} AS m SET {', '.join(assignments)} "
+        f"UPDATE {table} AS m SET {', '.join(assignments)} "  # noqa: S608
         f"FROM unnest(%s::bigint[], {arrays}) AS v(id, {', '.join(names)}) "
-        f"WHERE m.{quote('id')} = v.id AND m.{quote('id')} IN (SELECT id FROM locked) "
-        f"AND m.{quote('status')} = %s RETURNING m.{quote('id')}"
+        f"WHERE m.{quote('id')} = v.id AND m.{quote('status')} = %s RETURNING m.{quote('id')}"
     )
     rows: list[list[Any]] = []
     values_of: list[dict[str, Any]] = []
@@ -202,7 +199,8 @@ def _claimed_rows_ended(endings: Sequence[ReplyEnding], connection: Any) -> list
         rows.append(row)
     params = [list(column_values) for column_values in zip(*rows, strict=True)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [params[0], *params, Message.Status.STREAMING])
+        with many_rows_writing:  # the watch's rounds write these rows too (statements.py)
+            cursor.execute(sql, [*params, Message.Status.STREAMING])
         streaming_ended = {row[0] for row in cursor.fetchall()}
     results: list[Ended] = []
     for ending, values in zip(endings, values_of, strict=True):

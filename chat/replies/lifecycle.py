@@ -35,7 +35,7 @@ from chat.replies.statements import (
     claim_statement,
     finish_returning_statement,
     finish_statement,
-    locked_in_order,
+    many_rows_writing,
     message_column,
     prepared,
 )
@@ -186,25 +186,21 @@ def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], conne
     meta, column = Message._meta, partial(message_column, connection=connection)
     first = column("first_token_at")
     sql = (
-        f"WITH {locked_in_order(connection)} "  # noqa: S608
-        f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "
+        f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "  # noqa: S608
         f"SET {column('content')} = v.content, {column('seq')} = v.seq, "
         f"{first} = COALESCE(m.{first}, v.first) "
         "FROM unnest(%s::bigint[], %s::text[], %s::integer[], %s::timestamptz[]) "
         "AS v(id, content, seq, first) "
-        f"WHERE m.{column('id')} = v.id AND m.{column('id')} IN (SELECT id FROM locked) "
-        f"AND m.{column('status')} = %s"
+        f"WHERE m.{column('id')} = v.id AND m.{column('status')} = %s"
     )
-    ids = [c.message_id for c in checkpoints]
     params = [
-        ids,
-        ids,
+        [c.message_id for c in checkpoints],
         [c.content for c in checkpoints],
         [c.seq for c in checkpoints],
         [c.first_token_at for c in checkpoints],
         Message.Status.STREAMING,
     ]
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, many_rows_writing:  # turns with the endings
         cursor.execute(sql, params)
         return max(cursor.rowcount, 0)
 
@@ -224,20 +220,19 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     meta, quote = Message._meta, connection.ops.quote_name
     ids = list(message_ids)
     values: list[Any]
-    locked, lock = "", []
     if connection.vendor == "postgresql":
-        among, values = "= ANY(%s) AND id IN (SELECT id FROM locked)", [ids]
-        locked, lock = f"WITH {locked_in_order(connection)} ", [ids]
+        among, values = "= ANY(%s)", [ids]
     else:
         among, values = f"IN ({', '.join(['%s'] * len(ids))})", ids
     now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
     column = partial(message_column, connection=connection)
     sql = (
-        f"{locked}UPDATE {quote(meta.db_table)} SET {column('heartbeat_at')} = %s "  # noqa: S608
+        f"UPDATE {quote(meta.db_table)} SET {column('heartbeat_at')} = %s "  # noqa: S608
         f"WHERE {column('status')} = %s AND {column('id')} {among} RETURNING {column('id')}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*lock, now, Message.Status.STREAMING, *values])
+        with many_rows_writing:
+            cursor.execute(sql, [now, Message.Status.STREAMING, *values])
         return {row[0] for row in cursor.fetchall()}
 
 

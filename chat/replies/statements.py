@@ -1,5 +1,5 @@
 """Hand-written statements on a reply's hot path (chat/replies/lifecycle.py, ending.py): the
-claim, the ending, and the order in which a statement that writes many reply rows locks them.
+claim, the ending, and the turns taken by the statements that write many reply rows at once.
 
 The claim and the ending run once a reply; built by the ORM they cost more CPU than their
 round trips (docs/benchmarks.md). Identifiers come from the models' metadata only, every
@@ -10,6 +10,7 @@ text). Each text is built once per database vendor.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -146,17 +147,12 @@ def message_column(name: str, connection: Any) -> str:
     return str(connection.ops.quote_name(field.column))
 
 
-def locked_in_order(connection: Any) -> str:
-    """PostgreSQL: a CTE `locked` that locks the reply rows whose ids are its parameter in
-    primary-key order, for a statement that writes many of them (`... AND id IN (SELECT id
-    FROM locked)`). Every statement that writes many streaming rows at once (a checkpoint
-    round, a heartbeat round, endings together, chat/replies/ending.py) takes its locks in
-    this one order, or two of them on different threads deadlock, each holding a row the
-    other wants next (seen at 500 replies: PostgreSQL then stalls both for its
-    deadlock_timeout, a second, and fails one)."""
-    table = connection.ops.quote_name(Message._meta.db_table)
-    pk = message_column("id", connection)
-    return (
-        f"locked AS (SELECT {pk} AS id FROM {table} WHERE {pk} = ANY(%s::bigint[]) "  # noqa: S608
-        f"ORDER BY {pk} FOR UPDATE)"
-    )
+# Statements that write many streaming reply rows at once (the watch's checkpoint and
+# heartbeat rounds, a batch of endings: chat/replies/ending.py) take turns in a process: two of
+# them on different threads, each locking its rows in its own order, deadlocked (a batch of
+# endings and a checkpoint round at 500 replies: PostgreSQL stalls both for its
+# deadlock_timeout, a second, then fails one). Only one process writes a reply's rows this way
+# (its generator's: the watch and the endings are that process's), so a lock here is enough;
+# ordering the row locks in SQL instead (a CTE locking in primary-key order) tripled the
+# checkpoint round's PostgreSQL CPU (bench/checkpoint_cost.py, docs/benchmarks.md round 7).
+many_rows_writing = threading.Lock()
