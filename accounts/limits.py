@@ -14,7 +14,7 @@ one counter's limit is not charged to the counters after it: frames refused by a
 limit never use up the organisation's, so one member flooding cannot lock their colleagues out.
 
 If Redis cannot be reached, frames are let through (logged): a limiter outage must not take
-the chat down, and budgets (accounts/quotas.py) still bound spend from PostgreSQL.
+the chat down, and budgets (accounts/quotas/) still bound spend from PostgreSQL.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def main() -> None:
 
     from accounts.models import Organisation
     from chat.models import Conversation, Message
-    from chat.replies import lifecycle
+    from chat.replies import lifecycle, statements
 
     organisation = Organisation.objects.first() or Organisation.objects.create(name="bench")
     owner, _ = get_user_model().objects.get_or_create(username="checkpoint-bench")
@@ -70,7 +70,7 @@ def main() -> None:
 
     def executemany(checkpoints: list[lifecycle.ReplyCheckpoint]) -> None:
         # The body of replies_checkpoint before one statement (its executemany branch).
-        column = partial(lifecycle._column, connection=connection)
+        column = partial(statements.message_column, connection=connection)
         now = timezone.now()
         sql = (
             f"UPDATE chat_message SET {column('content')} = %s, {column('seq')} = %s, "

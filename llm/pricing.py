@@ -1,4 +1,4 @@
-"""The most a reply may cost per token, for budget reservations (accounts/quotas.py).
+"""The most a reply may cost per token, for budget reservations (accounts/quotas/).
 
 A reply is reserved before it is routed, and the router may answer it from any deployment of
 its alias or of the alias's fallbacks, so the reservation is priced at the highest input and

@@ -1,4 +1,4 @@
-"""Reads of token and cost usage for the API, from accounts' counters (accounts/quotas.py).
+"""Reads of token and cost usage for the API, from accounts' counters (accounts/quotas/counters.py).
 
 Counters hold what is charged: settled usage plus the reserved worst case of replies still
 running, so a total can drop a little when those replies finish.

@@ -1,5 +1,5 @@
 """What replies used, in chat's terms: one final reply settled against the budgets it reserved
-(accounts/quotas.py keeps the ledger and knows nothing of messages), with what the reply was
+(accounts/quotas/ keeps the ledger and knows nothing of messages), with what the reply was
 copied onto its ledger row (every usage figure reads the ledger: accounts/usage.py).
 
 Token counts and prices come from llm/accounting.py; a reply stores them on its row
@@ -8,8 +8,10 @@ Token counts and prices come from llm/accounting.py; a reply stores them on its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from accounts.models import UsageLedger
-from accounts.quotas import ReplyOutcome, quota_settle
+from accounts.quotas import ReplyOutcome, Settlement, quota_settle, quota_settle_many
 from chat.models import Message
 
 
@@ -25,9 +27,9 @@ def reply_outcome(message: Message) -> ReplyOutcome:
     )
 
 
-def quota_settle_message(*, message: Message) -> UsageLedger | None:
-    """Settle a final reply's reservation with what it used (chat/replies/lifecycle.py)."""
-    return quota_settle(
+def reply_settlement(message: Message) -> Settlement:
+    """What a final reply used, as its reservation is settled with."""
+    return Settlement(
         message_id=message.pk,
         started=message.started_at is not None,
         prompt_tokens=message.prompt_tokens,
@@ -37,6 +39,27 @@ def quota_settle_message(*, message: Message) -> UsageLedger | None:
         interrupted=message.error_code == "interrupted",
         outcome=reply_outcome(message),
     )
+
+
+def quota_settle_message(*, message: Message) -> UsageLedger | None:
+    """Settle a final reply's reservation with what it used (chat/replies/lifecycle.py)."""
+    s = reply_settlement(message)
+    return quota_settle(
+        message_id=s.message_id,
+        started=s.started,
+        prompt_tokens=s.prompt_tokens,
+        completion_tokens=s.completion_tokens,
+        content_chars=s.content_chars,
+        cost=s.cost,
+        interrupted=s.interrupted,
+        outcome=s.outcome,
+    )
+
+
+def quota_settle_messages(*, messages: Sequence[Message]) -> dict[int, UsageLedger]:
+    """Settle many final replies' reservations in one transaction (replies ending together,
+    chat/replies/ending.py); the ledger rows settled, by message id."""
+    return quota_settle_many(settlements=[reply_settlement(m) for m in messages])
 
 
 def ledger_settle_stale() -> int:

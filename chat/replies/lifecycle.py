@@ -12,7 +12,7 @@ The generation (chat/replies/stream.py) claims and finishes; the batch forms
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,16 +20,25 @@ from functools import partial
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connections, models, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from accounts.quotas import quota_release
 from chat.errors import ChatError
 from chat.events import done_event, error_event, event_publish_on_commit
-from chat.models import Conversation, Message
+from chat.models import Message
 from chat.replies.accounting import quota_settle_message
-from chat.replies.prompt import history_params, history_returned, history_returning
+from chat.replies.prompt import history_params, history_returned
+from chat.replies.statements import (
+    CLAIM_IDS,
+    claim_statement,
+    finish_returning_statement,
+    finish_statement,
+    many_rows_writing,
+    message_column,
+    prepared,
+)
 from core import hops
 from core.errors import ParleyError
 from core.observability import metrics
@@ -64,13 +73,13 @@ def replies_start(*, message_ids: Collection[int]) -> dict[int, Message]:
     if not message_ids:
         return {}
     connection = connections[Message.objects.db]
-    claim = _claim_statement(connection)
-    now = _prepared("started_at", timezone.now(), connection)
+    claim = claim_statement(connection)
+    now = prepared("started_at", timezone.now(), connection)
     ids = list(message_ids)
     # On PostgreSQL the ids go as one array: psycopg parses a statement of more than 50
     # parameters afresh each time (as replies_heartbeat).
     among = [ids] if connection.vendor == "postgresql" else ids
-    sql = claim.sql.replace(_CLAIM_IDS, _ids_among(connection, len(ids)), 1)
+    sql = claim.sql.replace(CLAIM_IDS, _ids_among(connection, len(ids)), 1)
     params = [Message.Status.STREAMING, now, now, *among, Message.Status.PENDING]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *(history_params() if claim.history else ())])
@@ -84,9 +93,6 @@ def replies_start(*, message_ids: Collection[int]) -> dict[int, Message]:
             reply = claim.message(row, connection)
         claimed[reply.pk] = reply
     return claimed
-
-
-_CLAIM_IDS = "= %s /* ids */"  # in the claim's text: where `_ids_among` goes
 
 
 def _ids_among(connection: Any, count: int) -> str:
@@ -152,7 +158,7 @@ def replies_checkpoint(*, checkpoints: Collection[ReplyCheckpoint]) -> int:
     if connection.vendor == "postgresql":
         return _checkpoint_in_one_statement(checkpoints, connection)
     meta, quote = Message._meta, connection.ops.quote_name
-    column = partial(_column, connection=connection)
+    column = partial(message_column, connection=connection)
     # Identifiers come from the model's metadata; every value is a parameter.
     table, content, seq = quote(meta.db_table), column("content"), column("seq")
     pk, status, first = column("id"), column("status"), column("first_token_at")
@@ -177,7 +183,7 @@ def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], conne
     """PostgreSQL: every reply of the batch in one UPDATE over arrays (unnest). executemany
     sent one statement per reply (client-side binding: each parsed and planned by the server),
     about half of PostgreSQL's CPU while 500 replies streamed (bench/stream_bench.py)."""
-    meta, column = Message._meta, partial(_column, connection=connection)
+    meta, column = Message._meta, partial(message_column, connection=connection)
     first = column("first_token_at")
     sql = (
         f"UPDATE {connection.ops.quote_name(meta.db_table)} AS m "  # noqa: S608
@@ -194,7 +200,7 @@ def _checkpoint_in_one_statement(checkpoints: Collection[ReplyCheckpoint], conne
         [c.first_token_at for c in checkpoints],
         Message.Status.STREAMING,
     ]
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, many_rows_writing:  # turns with the endings
         cursor.execute(sql, params)
         return max(cursor.rowcount, 0)
 
@@ -219,143 +225,15 @@ def replies_heartbeat(*, message_ids: Collection[int]) -> set[int]:
     else:
         among, values = f"IN ({', '.join(['%s'] * len(ids))})", ids
     now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
+    column = partial(message_column, connection=connection)
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {_column('heartbeat_at', connection)} = %s "  # noqa: S608
-        f"WHERE {_column('status', connection)} = %s AND {_column('id', connection)} {among} "
-        f"RETURNING {_column('id', connection)}"
+        f"UPDATE {quote(meta.db_table)} SET {column('heartbeat_at')} = %s "  # noqa: S608
+        f"WHERE {column('status')} = %s AND {column('id')} {among} RETURNING {column('id')}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, Message.Status.STREAMING, *values])
+        with many_rows_writing:
+            cursor.execute(sql, [now, Message.Status.STREAMING, *values])
         return {row[0] for row in cursor.fetchall()}
-
-
-# --- Hand-written statements on the hot path ------------------------------------------------
-# The claim and the ending run once a reply; built by the ORM they cost more CPU than their
-# round trips (docs/benchmarks.md). Identifiers come from the models' metadata only, every
-# value is a parameter prepared by its field, and a returned row becomes a model instance the
-# way the ORM makes one (each column through its field's converters: SQLite returns dates as
-# text). Each text is built once per database vendor.
-
-_MESSAGE_FIELDS: tuple[models.Field[Any, Any], ...] = tuple(Message._meta.concrete_fields)
-# What the generation reads of the reply's conversation: its prompt, tenant and retrieval.
-_CLAIM_CONVERSATION_FIELDS = ("id", "owner_id", "organisation_id", "system_prompt", "retrieves")
-_CONVERSATION_FIELDS: tuple[models.Field[Any, Any], ...] = tuple(
-    f for f in Conversation._meta.concrete_fields if f.attname in _CLAIM_CONVERSATION_FIELDS
-)
-
-
-@dataclass(frozen=True)
-class _Returning:
-    """A statement whose row is a Message's columns (then, for the claim, some of its
-    conversation's), and how to make that row the instances the ORM would have made."""
-
-    sql: str
-    # (position, field, column) of the values a backend may need to convert.
-    convertible: tuple[tuple[int, Any, Any], ...]
-    conversation: bool = False
-    history: bool = False  # the claim's last column: the prompt's history (prompt.py)
-
-    def message(self, row: Sequence[Any], connection: Any) -> Message:
-        values = list(row)
-        for index, field, column in self.convertible:
-            for convert in connection.ops.get_db_converters(column) + field.get_db_converters(
-                connection
-            ):
-                values[index] = convert(values[index], column, connection)
-        count = len(_MESSAGE_FIELDS)
-        message = Message.from_db(
-            connection.alias, [f.attname for f in _MESSAGE_FIELDS], values[:count]
-        )
-        if self.conversation:
-            conversation = Conversation.from_db(
-                connection.alias, [f.attname for f in _CONVERSATION_FIELDS], values[count:]
-            )
-            Message.conversation.field.set_cached_value(message, conversation)
-        return message
-
-
-_statements: dict[tuple[Any, ...], Any] = {}
-
-
-def _claim_statement(connection: Any) -> _Returning:
-    key = ("claim", connection.vendor)
-    if key not in _statements:
-        table = connection.ops.quote_name(Message._meta.db_table)
-        quote = partial(_column, connection=connection)
-        conversation_table = connection.ops.quote_name(Conversation._meta.db_table)
-        of_conversation = [
-            f"(SELECT c.{connection.ops.quote_name(f.column)} FROM {conversation_table} c "  # noqa: S608
-            f"WHERE c.{connection.ops.quote_name('id')} = {table}.{quote('conversation')})"
-            for f in _CONVERSATION_FIELDS
-        ]
-        history = history_returning(connection, table)
-        sql = (
-            f"UPDATE {table} SET {quote('status')} = %s, {quote('started_at')} = %s, "  # noqa: S608
-            f"{quote('heartbeat_at')} = %s WHERE {quote('id')} {_CLAIM_IDS} "
-            f"AND {quote('status')} = %s "
-            f"RETURNING {_message_columns(connection)}, {', '.join(of_conversation)}"
-            + (f", {history}" if history else "")
-        )
-        fields = (*_MESSAGE_FIELDS, *_CONVERSATION_FIELDS)
-        _statements[key] = _Returning(
-            sql,
-            _convertible(fields, connection),
-            conversation=True,
-            history=history is not None,
-        )
-    return _statements[key]  # type: ignore[no-any-return]
-
-
-def _finish_statement(connection: Any, names: tuple[str, ...]) -> str:
-    key = ("finish", connection.vendor, names)
-    if key not in _statements:
-        _statements[key] = _finish_sql(connection, names)
-    return _statements[key]  # type: ignore[no-any-return]
-
-
-def _finish_returning_statement(connection: Any, names: tuple[str, ...]) -> _Returning:
-    key = ("finish-returning", connection.vendor, names)
-    if key not in _statements:
-        sql = f"{_finish_sql(connection, names)} RETURNING {_message_columns(connection)}"
-        _statements[key] = _Returning(sql, _convertible(_MESSAGE_FIELDS, connection))
-    return _statements[key]  # type: ignore[no-any-return]
-
-
-def _finish_sql(connection: Any, names: tuple[str, ...]) -> str:
-    table = connection.ops.quote_name(Message._meta.db_table)
-    assignments = ", ".join(f"{_column(name, connection)} = %s" for name in names)
-    return (
-        f"UPDATE {table} SET {assignments} "  # noqa: S608
-        f"WHERE {_column('id', connection)} = %s AND {_column('status', connection)} = %s"
-    )
-
-
-def _message_columns(connection: Any) -> str:
-    table = connection.ops.quote_name(Message._meta.db_table)
-    return ", ".join(f"{table}.{connection.ops.quote_name(f.column)}" for f in _MESSAGE_FIELDS)
-
-
-def _convertible(fields: Sequence[Any], connection: Any) -> tuple[tuple[int, Any, Any], ...]:
-    """The returned columns whose values this backend converts (JSON everywhere; dates,
-    decimals and booleans on SQLite)."""
-    found = []
-    for index, field in enumerate(fields):
-        column = field.get_col(field.model._meta.db_table)
-        if connection.ops.get_db_converters(column) or field.get_db_converters(connection):
-            found.append((index, field, column))
-    return tuple(found)
-
-
-def _prepared(name: str, value: Any, connection: Any) -> Any:
-    """A Message field's value as a statement parameter, prepared as the ORM prepares it."""
-    return Message._meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
-
-
-def _column(name: str, connection: Any) -> str:
-    """A Message field's quoted column (identifiers from the model's metadata only)."""
-    field = Message._meta.get_field(name)
-    assert isinstance(field, models.Field) and field.column
-    return str(connection.ops.quote_name(field.column))
 
 
 def reply_finish(
@@ -393,6 +271,41 @@ def reply_finish(
     hands it to its own event queue on its loop (chat/replies/stream.py), behind its deltas,
     instead of blocking its database lane on a round trip to that loop (async_to_sync).
     """
+    values = ending_values(
+        content=content,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        tokens_estimated=tokens_estimated,
+        error=error,
+        provider=provider,
+        model=model,
+        cost=cost,
+        routing=routing,
+        first_token_at=first_token_at,
+    )
+    message = reply_finish_row(message_id=message_id, values=values, claimed=claimed)
+    if message is None:
+        return None
+    return _finished(message, status=status, error=error, announce=announce)
+
+
+def ending_values(
+    *,
+    content: str,
+    status: str,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    tokens_estimated: bool,
+    error: ParleyError | None,
+    provider: str | None,
+    model: str | None,
+    cost: Decimal | None,
+    routing: dict[str, Any] | None,
+    first_token_at: datetime | None,
+) -> dict[str, Any]:
+    """The fields a reply's ending sets (reply_finish's arguments; None leaves what the row
+    holds where reply_finish says so)."""
     values: dict[str, Any] = {
         "content": content,
         "seq": len(content),
@@ -413,27 +326,34 @@ def reply_finish(
         values["error_code"], values["error_message"] = error.code, error.detail
     if first_token_at is not None:
         values["first_token_at"] = first_token_at
+    return values
+
+
+def reply_finish_row(
+    *, message_id: int, values: dict[str, Any], claimed: Message | None
+) -> Message | None:
+    """reply_finish's conditional UPDATE alone: the row as ended, None if it was not
+    streaming (nothing else done: no flag, no settlement, no event)."""
     connection = connections[Message.objects.db]
     names = tuple(values)
-    params = [_prepared(name, value, connection) for name, value in values.items()]
+    params = [prepared(name, value, connection) for name, value in values.items()]
     params += [message_id, Message.Status.STREAMING]
     if claimed is not None:
         with connection.cursor() as cursor:
-            cursor.execute(_finish_statement(connection, names), params)
+            cursor.execute(finish_statement(connection, names), params)
             if not cursor.rowcount:
                 return None
-        message = claimed
         for name, value in values.items():
-            setattr(message, name, value)
-    else:  # the row as the ending left it, read back by the ending itself
-        finish = _finish_returning_statement(connection, names)
-        with connection.cursor() as cursor:
-            cursor.execute(finish.sql, params)
-            rows = cursor.fetchall()  # to its end: SQLite commits the statement there
-        if not rows:
-            return None
-        message = finish.message(rows[0], connection)
-    return _finished(message, status=status, error=error, announce=announce)
+            setattr(claimed, name, value)
+        return claimed
+    # the row as the ending left it, read back by the ending itself
+    finish = finish_returning_statement(connection, names)
+    with connection.cursor() as cursor:
+        cursor.execute(finish.sql, params)
+        rows = cursor.fetchall()  # to its end: SQLite commits the statement there
+    if not rows:
+        return None
+    return finish.message(rows[0], connection)
 
 
 def _finished(

@@ -44,7 +44,8 @@ from chat.events import EventQueue, delta_event
 from chat.models import Message
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
-from chat.replies.lifecycle import replies_start, reply_finish
+from chat.replies.ending import ReplyEnding, reply_end
+from chat.replies.lifecycle import replies_start
 from chat.replies.live import live_reply
 from chat.replies.prompt import (
     prompt_messages,
@@ -201,23 +202,26 @@ async def reply_stream(*, message_id: int, started: StartedReply | None = None) 
         # From the database lane: the final event goes behind the deltas on this loop's queue.
         loop.call_soon_threadsafe(events.put, event)
 
-    finished = await sync_to_async(reply_finish)(
-        message_id=state.message_id,
-        content=state.text,
-        status=status,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        tokens_estimated=estimated,
-        error=error,
-        provider=deployment.name if deployment else None,
-        model=deployment.model if deployment else None,
-        cost=accounting.cost_of(
-            deployment, prompt_tokens, completion_tokens, prompt_estimate=state.prompt_estimate
-        ),
-        routing=_routing_json(state.routing, error),
-        first_token_at=state.first_token_at,
-        claimed=reply,
-        announce=announce,
+    # Ended together with the replies of this loop ending meanwhile (chat/replies/ending.py).
+    finished = await reply_end(
+        ReplyEnding(
+            message_id=state.message_id,
+            content=state.text,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            tokens_estimated=estimated,
+            error=error,
+            provider=deployment.name if deployment else None,
+            model=deployment.model if deployment else None,
+            cost=accounting.cost_of(
+                deployment, prompt_tokens, completion_tokens, prompt_estimate=state.prompt_estimate
+            ),
+            routing=_routing_json(state.routing, error),
+            first_token_at=state.first_token_at,
+            claimed=reply,
+            announce=announce,
+        )
     )
     if live is not None:
         live.end(finished)  # the row as saved: its reader needs no read of it

@@ -2,7 +2,7 @@
 
 A send into a conversation reads three values from the cache (Redis in production): the
 model catalogue's version (llm/catalog.py), its organisation's budget rules
-(accounts/quotas.py) and its allowed models (accounts/selectors.py). Each was a round trip from
+(accounts/quotas/) and its allowed models (accounts/selectors.py). Each was a round trip from
 the database thread, where every wait may also wait for the GIL behind the event loop. The
 socket's rate-limit script runs anyway before the send (accounts/limits.py, on the loop), so
 it reads them too (`send_prefetch_keys`) and the send starts with them (`SendPrefetched`).

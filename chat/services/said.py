@@ -1,5 +1,5 @@
 """The rows a send writes: the conversation's touch, the user's message, its pending reply, and
-the reply's budget reservation (accounts/quotas.py).
+the reply's budget reservation (accounts/quotas/statement.py).
 
 On PostgreSQL a send into an existing conversation is all of that in one statement, outside a
 transaction (`said_in_one_statement`): one round trip where BEGIN, the prompt estimate's read,
@@ -93,7 +93,7 @@ _STATEMENTS: dict[str, tuple[str, list[Any]]] = {}
 
 def _statement(db: Any, estimate: str, reservation: StatementReservation) -> tuple[str, list[Any]]:
     """The send as one statement (PostgreSQL's data-modifying WITH): the prompt estimate and
-    the budget's check (accounts/quotas.py), then, only if the budget lets it through, the
+    the budget's check (accounts/quotas/statement.py), then, only if the budget lets it through, the
     conversation's touch, the user message (only if the touch found the conversation), its
     reply (naming the message's new id), the ledger row (naming the reply's) and the charge
     to the counters. All of it sees one snapshot, so the touch's NOT EXISTS does not see the

@@ -120,17 +120,17 @@ async def test_a_generation_ending_without_its_final_row_hands_over_to_the_datab
     """The reaper finished the reply first (reply_finish saved nothing): the requester's
     follower reads the row the reaper saved."""
 
-    def reaped_first(**kwargs):
-        Message.objects.filter(pk=kwargs["message_id"]).update(
+    def reaped_first(*, message_id, values, claimed):
+        Message.objects.filter(pk=message_id).update(
             status=Message.Status.FAILED,
             error_code="interrupted",
             error_message="reaped",
-            content=kwargs["content"],
-            seq=len(kwargs["content"]),
+            content=values["content"],
+            seq=len(values["content"]),
         )
         return None
 
-    monkeypatch.setattr("chat.replies.stream.reply_finish", reaped_first)
+    monkeypatch.setattr("chat.replies.ending.reply_finish_row", reaped_first)
     in_server()
     reply = await sync_to_async(_create)(owner, "reaped")
     follower = follower_for(message_id=reply.pk, conversation_id=reply.conversation_id)

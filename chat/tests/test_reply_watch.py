@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import Message
+from chat.replies import ending as ending_module
 from chat.replies import lifecycle, reaper, watch
 from chat.replies import stream as stream_module
 from chat.replies.stream import reply_stream
@@ -316,7 +317,7 @@ async def test_a_streamed_reply_is_checkpointed_while_it_runs_and_never_after(
             real_model_for(config, max_tokens=max_tokens, options=options)
         ),
     )
-    real_finish = stream_module.reply_finish
+    real_finish = ending_module.replies_finish
 
     def finish_and_mark(**kwargs):
         try:
@@ -324,7 +325,7 @@ async def test_a_streamed_reply_is_checkpointed_while_it_runs_and_never_after(
         finally:
             final.set()
 
-    monkeypatch.setattr(stream_module, "reply_finish", finish_and_mark)
+    monkeypatch.setattr(ending_module, "replies_finish", finish_and_mark)
     reply_id = await pending(owner)
     await reply_stream(message_id=reply_id)
     await asyncio.sleep(4 * INTERVAL)

@@ -1,5 +1,5 @@
 """A send into an existing conversation reserves its budget as quota_reserve does, on
-PostgreSQL inside the send's one statement (accounts/quotas.py statement_reservation,
+PostgreSQL inside the send's one statement (accounts/quotas/statement.py statement_reservation,
 chat/services/said.py): the same worst case charged to the same four counters, the same
 refusals naming the same budget, nothing saved or charged by a refused send, counters made
 for the first send of a day, and concurrent sends never past a budget. On SQLite the same
