@@ -27,15 +27,24 @@ def estimate_tokens(text: str) -> int:
 
 
 def usage_final(
-    *, prompt_tokens: int | None, completion_tokens: int | None, text: str, complete: bool
+    *,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    text: str,
+    complete: bool,
+    max_tokens: int | None = None,
 ) -> tuple[int | None, int | None, bool]:
     """(prompt, completion, estimated): reported usage for a complete reply that has it;
-    otherwise the completion estimated from the text that was produced."""
+    otherwise the completion estimated from the text that was produced, never above the
+    reply's token cap (the provider generated at most that many; the budget reserved that)."""
     if completion_tokens is not None and complete:
         return prompt_tokens, completion_tokens, False
     if not text and prompt_tokens is None:
         return None, None, False
-    return prompt_tokens, estimate_tokens(text), True
+    estimate = estimate_tokens(text)
+    if max_tokens is not None:
+        estimate = min(estimate, max_tokens)
+    return prompt_tokens, estimate, True
 
 
 def cost_of(

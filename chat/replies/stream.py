@@ -81,6 +81,7 @@ class ReplyState:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_estimate: int = 0  # ~tokens in the prompt, for pricing when none are reported
+    max_tokens: int | None = None  # the provider's cap on the reply, once it was asked
     routing: RoutingRecord | None = None
     lookup: Lookup = field(default_factory=Lookup)  # the reply cache's (reply_source)
 
@@ -194,6 +195,7 @@ async def reply_stream(*, message_id: int, started: StartedReply | None = None) 
         text=state.text,
         # The provider's usage counts what it generated, also when its token cap cut it short.
         complete=status in (Message.Status.COMPLETE, Message.Status.INCOMPLETE),
+        max_tokens=state.max_tokens,
     )
     deployment = state.routing.deployment if state.routing else None
     loop = asyncio.get_running_loop()
@@ -375,7 +377,7 @@ async def _pump_tokens(
     options = reply_options(reply)
     state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
     record = state.routing = RoutingRecord(alias=alias, options=options)
-    max_tokens = options.max_tokens or settings.LLM_MAX_TOKENS
+    max_tokens = state.max_tokens = options.max_tokens or settings.LLM_MAX_TOKENS
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
         return chat_model_for(deployment, max_tokens=max_tokens, options=options)

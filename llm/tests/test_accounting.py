@@ -72,12 +72,31 @@ def test_estimates_are_four_characters_a_token_and_say_so():
         10,
         True,
     )
+    # An estimate never exceeds the cap the provider was given: it generated at most that.
+    assert usage_final(
+        prompt_tokens=None, completion_tokens=None, text="x" * 130, complete=True, max_tokens=30
+    ) == (None, 30, True)
     # A reply that did not complete is estimated even if some usage came.
     assert usage_final(prompt_tokens=9, completion_tokens=50, text="x" * 8, complete=False) == (
         9,
         2,
         True,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_estimated_reply_is_never_counted_above_its_token_cap(
+    fault, deploy, generate, settings
+):
+    """A provider that reports no usage (llama.cpp's server, streaming) cut at 5 tokens: its
+    28 characters would estimate 7, but it generated at most 5, and the budget reserved 5."""
+    await sync_to_async(deploy)("quiet")
+    settings.LLM_MAX_TOKENS = 5
+    fault.default("quiet", Reply("Twenty-eight characters!!...", usage=False))
+
+    done = await generate(text="Hello?")
+
+    assert (done.message.completion_tokens, done.message.tokens_estimated) == (5, True)
 
 
 @pytest.mark.django_db(transaction=True)
