@@ -148,5 +148,12 @@ JUDGE_CANDIDATES = 2
 
 
 def judge_may_overrule(a: Profile, b: Profile, similarity: float) -> bool:
-    """May the judge accept `b` for `a`, which `match` refused at this similarity?"""
-    return similarity >= JUDGE_MIN_SIMILARITY and same_question(a, b) in JUDGE_REASONS
+    """May the judge accept `b` for `a`, which `match` refused at this similarity? Not when one
+    question names a kind of answer the other does not ("what is a Roth IRA" / "who can open
+    one", "where can I buy a SIM card" / "how much is one"): the judge scores such pairs like
+    rewordings, and the check refuses them only when both name one."""
+    return (
+        similarity >= JUDGE_MIN_SIMILARITY
+        and a.asks == b.asks
+        and same_question(a, b) in JUDGE_REASONS
+    )
