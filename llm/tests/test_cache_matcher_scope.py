@@ -89,3 +89,25 @@ def test_the_judge_never_looks_at_another_kind_of_answer():
     assert judge_may_overrule(
         profile("how do I get a bus pass"), profile("how can I obtain a travel card"), 0.9
     )
+
+
+def test_what_a_thing_covers_is_not_how_much():
+    assert (
+        refused("what does a boiler warranty cover", "how much does a boiler warranty cover")
+        == "question word"
+    )
+    # A verb whose object is an amount asks the same either way.
+    assert (
+        same_question(
+            profile("what does an electrician charge per hour"),
+            profile("how much does an electrician charge per hour"),
+        )
+        == ""
+    )
+
+
+def test_a_continent_and_a_country_exchanged_are_another_question():
+    assert (
+        refused("can I use my US charger in Asia", "can I use my Asian charger in the US")
+        == "direction"
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from llm.cache.everyday import COUNTRIES
 from llm.cache.lexical.profile import Profile, lemma_of
 from llm.cache.lexicon import STOPWORDS
 
@@ -82,12 +83,15 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     York"), not counting an auxiliary verb moved?
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
     crocodile", and words are compared as lemmas: "dollars for 1 euro" swaps to "euros for 1
-    dollar"."""
+    dollar", "European" to "Europe"."""
     a = tuple(word for word in a if word not in _ARTICLES)
     b = tuple(word for word in b if word not in _ARTICLES)
     if len(a) != len(b) or a == b:
         return False
-    a, b = tuple(map(lemma_of, a)), tuple(map(lemma_of, b))
+    # A country and its adjective are one place: "my US phone in Europe" / "my European phone
+    # in the US".
+    a = tuple(COUNTRIES.get(lemma_of(word), lemma_of(word)) for word in a)
+    b = tuple(COUNTRIES.get(lemma_of(word), lemma_of(word)) for word in b)
     if a == b:
         return False
     start = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
