@@ -111,3 +111,11 @@ def test_a_continent_and_a_country_exchanged_are_another_question():
         refused("can I use my US charger in Asia", "can I use my Asian charger in the US")
         == "direction"
     )
+
+
+def test_a_percentage_of_what_asks_for_the_whole_not_the_part():
+    assert refused("what is 20% of 150", "150 is 20% of what number") == "question word"
+    assert (
+        same_question(profile("30 is 20% of what number"), profile("20 percent of what is 30"))
+        == ""
+    )

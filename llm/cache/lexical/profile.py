@@ -143,7 +143,7 @@ class Profile:
     # "speaker" (I, we), "other" (my parents, they) or "" for the subject of the question's
     # opening auxiliary ("how do I pay" / "do my parents pay").
     subject: str = ""
-    # The question words naming the kind of answer wanted ("when", "where", "who", "why");
+    # The kind of answer wanted ("when", "where", "who", "why", "amount", "way", "whole");
     # "what", "how" and "which" can ask any of them ("what time" is "when").
     asks: frozenset[str] = frozenset()
     # "past", "present" or "future": the tense of the question's opening auxiliary, "" if none.
@@ -297,6 +297,8 @@ def _asks(words: list[str]) -> frozenset[str]:
 def _answer_kind(words: list[str], at: int) -> str:
     word = words[at]
     after = words[at + 1] if at + 1 < len(words) else ""
+    if word == "what" and at > 1 and words[at - 1] == "of":
+        return "whole"  # "80 is 15% of what number" asks for the whole, not the part
     if word == "what" and at == 0 and asks_purpose(words):
         return "why"  # "what is a router's password used for" / "where is the password"
     if word == "what" and after in ("time", "date", "day", "year"):

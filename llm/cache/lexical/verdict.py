@@ -92,7 +92,7 @@ def same_question(a: Profile, b: Profile) -> str:
         return "subject"
     if a.asks and b.asks and not a.asks & b.asks:
         return "question word"
-    if _what_against_amount(a, b) or _what_against_amount(b, a):
+    if _what_against_amount(a, b) or _what_against_amount(b, a) or "whole" in a.asks ^ b.asks:
         return "question word"
     if a.tense and b.tense and a.tense != b.tense:
         return "tense"
