@@ -12,8 +12,8 @@ from functools import lru_cache
 import simplemma
 
 from llm.cache.everyday import OBJECT_PRONOUNS, PARTICLES, PHRASAL_VERBS
+from llm.cache.lexical.asked import AUDIENCES, after_for, asks_purpose, words_as_words
 from llm.cache.lexical.rewrite import SPACE, rewrite
-from llm.cache.lexical.scope import AUDIENCES, after_for, asks_purpose, words_as_words
 from llm.cache.lexicon import ABBREVIATIONS, FRAMING, STOPWORDS, SYNONYMS
 from llm.cache.synonyms import is_word
 
