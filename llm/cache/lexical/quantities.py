@@ -20,7 +20,13 @@ def other_quantity(a: Profile, b: Profile) -> bool:
             return True
         if quantity in {"all", "both", "many"} and said and not all(said):
             return True  # "all my photos" / "a photo", also beside "Google Photos"
-        if quantity in _SINGLING and noun and not said and canonical_of(noun) not in other.content:
+        if (
+            quantity in _SINGLING
+            and noun
+            and not said
+            and canonical_of(noun) not in other.content
+            and "1" not in other.words  # "one pound per square inch" / "1 psi": a number
+        ):
             # "mute one person in a group chat" / "mute a group chat": one side counts out a
             # thing the other never names, so it asks about a part, not the whole.
             return True
