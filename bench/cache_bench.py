@@ -685,13 +685,14 @@ def bench_matcher(threshold: float) -> dict[str, Any]:
     }
 
 
-def bench_lookup(judge_threshold: float | None = None) -> dict[str, Any]:
+def bench_lookup(judge_threshold: float | None = None, every: int = 1) -> dict[str, Any]:
     """A whole lookup (llm.cache: lookup_start, lookup_stored, lookup_similar) of every
     reworded question of the pair sets, against the stored first questions, for an
     organisation with semantic matching and one without (exact-only: the baseline), in the
     same run, interleaved question by question. With a `judge_threshold`, a third lookup of
     each question by the semantic organisation with the judge's second look switched on at it
-    (the setting flipped around that lookup alone)."""
+    (the setting flipped around that lookup alone; the other two modes run with it off, whatever
+    the default). `every`: only every n-th reworded question (a shorter run)."""
     import resource
 
     from asgiref.sync import sync_to_async
@@ -705,6 +706,7 @@ def bench_lookup(judge_threshold: float | None = None) -> dict[str, Any]:
     from llm.catalog import default_alias
 
     stored, asked = pair_questions()
+    asked = asked[::every]
     user = account_create(username="benchlookup", password="bench pass phrase")
     semantic = organisation_create(name="Bench semantic", admin=user)
     exact = organisation_create(name="Bench exact only", admin=user)
@@ -747,7 +749,7 @@ def bench_lookup(judge_threshold: float | None = None) -> dict[str, Any]:
         kinds: dict[str, Counter[str]] = {mode: Counter() for mode, _ in modes}
         for question in asked:
             for mode, organisation in modes:
-                settings.CACHE_JUDGE_ENABLED = judging or mode == "semantic + judge"
+                settings.CACHE_JUDGE_ENABLED = mode == "semantic + judge"
                 elapsed, kind = await one(question, organisation)
                 times[mode].append(elapsed)
                 kinds[mode][kind or "miss"] += 1
@@ -1261,7 +1263,7 @@ def quality_only() -> None:
     print("\n".join(quality_lines(pairs, threshold, misses=misses)))
 
 
-def lookup_only(judge_threshold: float | None) -> None:
+def lookup_only(judge_threshold: float | None, every: int = 1) -> None:
     """The lookup latency part alone, with the judge's second look as a third mode."""
     with tempfile.TemporaryDirectory() as directory:
         setup_django(str(Path(directory) / "bench.sqlite3"))
@@ -1269,7 +1271,7 @@ def lookup_only(judge_threshold: float | None) -> None:
 
         load = os.getloadavg()[0]
         began = time.perf_counter()
-        out = bench_lookup(judge_threshold or settings.CACHE_JUDGE_THRESHOLD)
+        out = bench_lookup(judge_threshold or settings.CACHE_JUDGE_THRESHOLD, every)
     spent = time.perf_counter() - began
     print(
         f"{out['lookups']} lookups against {out['stored']} stored, {spent:.0f} s, load average "
@@ -1311,9 +1313,12 @@ def main() -> None:
     parser.add_argument(
         "--judge-threshold", type=float, default=None, help="with --lookup-only (default: setting)"
     )
+    parser.add_argument(
+        "--every", type=int, default=1, help="with --lookup-only: every n-th question only"
+    )
     args = parser.parse_args()
     if args.lookup_only:
-        lookup_only(args.judge_threshold)
+        lookup_only(args.judge_threshold, args.every)
         return
     HELDOUT.extend((f"{path.name} (blind)", path.resolve()) for path in args.heldout)
     if args.heldout or args.quality_only:

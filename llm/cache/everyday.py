@@ -216,6 +216,10 @@ COUNTRIES: dict[str, str] = {
     "kenyan": "kenya",
     "israeli": "israel",
     "icelandic": "iceland",
+    # Continents, places as a country is ("my US phone in Europe" / "my European phone in the US").
+    "european": "europe",
+    "asian": "asia",
+    "african": "africa",
 }
 
 

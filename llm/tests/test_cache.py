@@ -160,9 +160,9 @@ async def test_the_judge_answers_a_rewording_the_lexical_check_refused(
     owner, organisation, settings
 ):
     """The cross-encoder's second look (llm/cache/judge.py), switched by CACHE_JUDGE_ENABLED
-    (off by default), at a threshold below the shipped one that shows it."""
+    (on by default), at a threshold below the shipped one that shows it."""
     stored = "How do I get candle wax off a tablecloth?"
-    asked = "what's the trick for removing candle wax from table linen"
+    asked = "how can I remove candle wax from table linen"
     settings.CACHE_JUDGE_THRESHOLD = 0.9
     settings.CACHE_JUDGE_ENABLED = False
     await ask(owner, stored, organisation=organisation)

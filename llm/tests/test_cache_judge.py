@@ -24,7 +24,7 @@ JUDGE_THRESHOLD = 0.9
 REWORDED = [
     (
         "How do I get candle wax off a tablecloth?",
-        "what's the trick for removing candle wax from table linen",
+        "how can I remove candle wax from table linen",
     ),
 ]
 # (stored, asked): another question the check refuses for the same soft reason.
@@ -99,6 +99,22 @@ def test_hard_refusals_never_reach_the_judge(stored, asked, reason):
     assert match(profile(asked), profile(stored), 0.99, THRESHOLD)
     assert not judge_may_overrule(profile(asked), profile(stored), 0.99)
     # Even a judge that accepted everything would not be asked.
+    assert _search(_index([stored]), asked, 1e-9) is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("What is a savings bond?", "Who can buy a savings bond?"),
+        ("Where can I buy a bus pass in Leeds?", "How much is a bus pass in Leeds?"),
+    ],
+)
+def test_another_kind_of_answer_never_reaches_the_judge(stored, asked):
+    # The check refuses these for a soft reason (a word on one side), and the judge scores
+    # such pairs like rewordings; one names a kind of answer (who, where, how much) the
+    # other does not.
+    assert same_question(profile(asked), profile(stored)) in ("added", "content")
+    assert not judge_may_overrule(profile(asked), profile(stored), 0.99)
     assert _search(_index([stored]), asked, 1e-9) is None
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from llm.cache.everyday import COUNTRIES
 from llm.cache.lexical.profile import Profile, lemma_of
 from llm.cache.lexicon import STOPWORDS
 
@@ -39,6 +40,8 @@ def reversed_order(a: Profile, b: Profile) -> bool:
     ("how far ahead of New York is London" / "how far is New York ahead of London")?"""
     if any((after, before) in b.directions and before != after for before, after in a.directions):
         return True
+    if any(_exchanged(x, y) for x in a.spans for y in b.spans):
+        return True
     flip = {"source": "target", "target": "source"}
     if any((flip.get(role), word) in b.roles for role, word in a.roles):
         return True
@@ -47,6 +50,19 @@ def reversed_order(a: Profile, b: Profile) -> bool:
         for role, word in a.roles
         if role.startswith("reference")
         for other_role, other in b.roles
+    )
+
+
+def _exchanged(
+    a: tuple[tuple[str, ...], tuple[str, ...]], b: tuple[tuple[str, ...], tuple[str, ...]]
+) -> bool:
+    """Does a word before "to" in one question stand after it in the other, and one after it
+    before ("a fan oven to a conventional oven" / "a conventional oven to a fan oven")?"""
+    if sorted(a[0] + a[1]) != sorted(b[0] + b[1]):
+        return False  # the same words on the two sides, some of them exchanged
+    (before_a, after_a), (before_b, after_b) = (set(a[0]), set(a[1])), (set(b[0]), set(b[1]))
+    return bool((before_a - after_a) & (after_b - before_b)) and bool(
+        (after_a - before_a) & (before_b - after_b)
     )
 
 
@@ -67,12 +83,15 @@ def swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     York"), not counting an auxiliary verb moved?
     Articles are left out first: "a crocodile … an alligator" swaps to "an alligator … a
     crocodile", and words are compared as lemmas: "dollars for 1 euro" swaps to "euros for 1
-    dollar"."""
+    dollar", "European" to "Europe"."""
     a = tuple(word for word in a if word not in _ARTICLES)
     b = tuple(word for word in b if word not in _ARTICLES)
     if len(a) != len(b) or a == b:
         return False
-    a, b = tuple(map(lemma_of, a)), tuple(map(lemma_of, b))
+    # A country and its adjective are one place: "my US phone in Europe" / "my European phone
+    # in the US".
+    a = tuple(COUNTRIES.get(lemma_of(word), lemma_of(word)) for word in a)
+    b = tuple(COUNTRIES.get(lemma_of(word), lemma_of(word)) for word in b)
     if a == b:
         return False
     start = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)

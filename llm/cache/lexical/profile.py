@@ -12,6 +12,7 @@ from functools import lru_cache
 import simplemma
 
 from llm.cache.everyday import OBJECT_PRONOUNS, PARTICLES, PHRASAL_VERBS
+from llm.cache.lexical.asked import AUDIENCES, after_for, asks_purpose, words_as_words
 from llm.cache.lexical.rewrite import SPACE, rewrite
 from llm.cache.lexicon import ABBREVIATIONS, FRAMING, STOPWORDS, SYNONYMS
 from llm.cache.synonyms import is_word
@@ -142,7 +143,7 @@ class Profile:
     # "speaker" (I, we), "other" (my parents, they) or "" for the subject of the question's
     # opening auxiliary ("how do I pay" / "do my parents pay").
     subject: str = ""
-    # The question words naming the kind of answer wanted ("when", "where", "who", "why");
+    # The kind of answer wanted ("when", "where", "who", "why", "amount", "way", "whole");
     # "what", "how" and "which" can ask any of them ("what time" is "when").
     asks: frozenset[str] = frozenset()
     # "past", "present" or "future": the tense of the question's opening auxiliary, "" if none.
@@ -151,6 +152,9 @@ class Profile:
     degrees: tuple[tuple[str, str], ...] = ()
     # The question as asked: what the cross-encoder judge reads (llm/cache/judge.py).
     text: str = ""
+    # (up to two content words before "to" / "into", up to two after): the phrases a conversion
+    # or a move relates ("a fan oven to a conventional oven").
+    spans: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 def canonical_of(word: str) -> str:
@@ -209,6 +213,8 @@ def profile(text: str) -> Profile:
     roles: list[tuple[str, str]] = []
     pending_direction = False
     pending_role = ""
+    splits: list[int] = []
+    pending_split = False
     scoped = {
         i
         for i in range(1, len(words) - 1)
@@ -232,6 +238,7 @@ def profile(text: str) -> Profile:
             continue  # "how to", "where to": an infinitive, not a target
         if word in _DIRECTIONAL or (previous, word) == ("out", "of"):
             pending_direction = bool(content) and word in _DIRECTIONAL
+            pending_split = word in ("to", "into")
             pending_role = _ROLES.get(word, "source" if word == "of" else pending_role)
             continue
         if word in STOPWORDS or word in _NEGATIONS or word in _NUMBER_WORDS or word in _ROMAN:
@@ -239,10 +246,14 @@ def profile(text: str) -> Profile:
         if _NUMBER.fullmatch(word):  # compared as numbers
             continue
         canonical = canonical_of(word)
+        if canonical in AUDIENCES and after_for(words, i):
+            canonical = f"for {canonical}"  # "the premium plan for teams" is another plan
         if (word in FRAMING or canonical in FRAMING or canonical in STOPWORDS) and i not in scoped:
             continue
         if pending_direction:
             directions.append((content[-1], canonical))
+            if pending_split:
+                splits.append(len(content))
             pending_direction = False
         if pending_role:
             roles.append((pending_role, canonical))
@@ -251,6 +262,7 @@ def profile(text: str) -> Profile:
         if (lemma := lemma_of(word)) != canonical:
             sources.add((canonical, lemma))
     numbers = [n.replace(",", "") for n in numbers]
+    quoted = words_as_words(words, quoted)
     return Profile(
         content=tuple(content),
         numbers=tuple(sorted(n for n in numbers if n not in _UNCOMPARED_NUMBERS)),
@@ -267,6 +279,9 @@ def profile(text: str) -> Profile:
         tense=_tense(words),
         degrees=_degrees(words),
         text=asked,
+        spans=tuple(
+            (tuple(content[max(0, at - 2) : at]), tuple(content[at : at + 2])) for at in splits
+        ),
     )
 
 
@@ -282,6 +297,10 @@ def _asks(words: list[str]) -> frozenset[str]:
 def _answer_kind(words: list[str], at: int) -> str:
     word = words[at]
     after = words[at + 1] if at + 1 < len(words) else ""
+    if word == "what" and at > 1 and words[at - 1] == "of":
+        return "whole"  # "80 is 15% of what number" asks for the whole, not the part
+    if word == "what" and at == 0 and asks_purpose(words):
+        return "why"  # "what is a router's password used for" / "where is the password"
     if word == "what" and after in ("time", "date", "day", "year"):
         return "when"  # "what time does the parade start" / "where does it start"
     if word != "how":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm.cache.lexical.profile import Profile, lemma_of
+from llm.cache.lexical.profile import Profile, canonical_of, lemma_of
 
 
 def other_quantity(a: Profile, b: Profile) -> bool:
@@ -18,6 +18,20 @@ def other_quantity(a: Profile, b: Profile) -> bool:
         said = [lemma_of(w) != w for w in other.words if noun and lemma_of(w) == noun]
         if quantity == "one" and any(said):
             return True
-        if quantity in {"all", "both", "many"} and said and not any(said):
+        if quantity in {"all", "both", "many"} and said and not all(said):
+            return True  # "all my photos" / "a photo", also beside "Google Photos"
+        if (
+            quantity in _SINGLING
+            and noun
+            and not said
+            and canonical_of(noun) not in other.content
+            and "1" not in other.words  # "one pound per square inch" / "1 psi": a number
+        ):
+            # "mute one person in a group chat" / "mute a group chat": one side counts out a
+            # thing the other never names, so it asks about a part, not the whole.
             return True
     return False
+
+
+# Quantities that single out members of what the rest of the question names.
+_SINGLING = frozenset({"one", "each"})

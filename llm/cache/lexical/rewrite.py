@@ -134,8 +134,16 @@ def normalise(text: str) -> str:
     return _TRAILING.sub("", text)
 
 
+# "US" typed in capitals is the country, which lower case makes the pronoun "us" ("can I use
+# my US phone in Europe"); not in a question typed all in capitals.
+_US = re.compile(r"(?<![\w.])US(?![\w.]| dollar)")
+
+
 def rewrite(text: str) -> str:
-    lowered = unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+    text = unicodedata.normalize("NFKC", text)
+    if any(c.islower() for c in text):
+        text = _US.sub("USA", text)
+    lowered = text.casefold().replace("’", "'")
     for short, long in _CONTRACTIONS.items():
         lowered = lowered.replace(short, long)
     lowered = lowered.replace("n't", " not")

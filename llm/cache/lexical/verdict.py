@@ -50,6 +50,25 @@ def _other_degree(a: Profile, b: Profile) -> bool:
     )
 
 
+_OBJECT_AUXILIARIES = frozenset("do does did will can should".split())
+# Verbs whose object is an amount: "what does a plumber charge" asks "how much".
+_AMOUNT_VERBS = frozenset("cost charge earn make pay weigh spend owe get take mean".split())
+
+
+def _what_against_amount(a: Profile, b: Profile) -> bool:
+    """Does `a` ask how much or how many where `b` asks what things ("how much does my
+    insurance cover" / "what does my insurance cover")?"""
+    words = b.words
+    return (
+        "amount" in a.asks
+        and not b.asks
+        and words[:1] == ("what",)
+        and len(words) > 3
+        and words[1] in _OBJECT_AUXILIARIES
+        and not any(lemma_of(word) in _AMOUNT_VERBS for word in words[2:])
+    )
+
+
 def same_question(a: Profile, b: Profile) -> str:
     """ "" when `a` and `b` ask about the same things, "added" when one asks about more, else
     why they differ (for logs and the benchmark)."""
@@ -72,6 +91,8 @@ def same_question(a: Profile, b: Profile) -> str:
     if {a.subject, b.subject} == {"speaker", "other"}:
         return "subject"
     if a.asks and b.asks and not a.asks & b.asks:
+        return "question word"
+    if _what_against_amount(a, b) or _what_against_amount(b, a) or "whole" in a.asks ^ b.asks:
         return "question word"
     if a.tense and b.tense and a.tense != b.tense:
         return "tense"
@@ -148,5 +169,12 @@ JUDGE_CANDIDATES = 2
 
 
 def judge_may_overrule(a: Profile, b: Profile, similarity: float) -> bool:
-    """May the judge accept `b` for `a`, which `match` refused at this similarity?"""
-    return similarity >= JUDGE_MIN_SIMILARITY and same_question(a, b) in JUDGE_REASONS
+    """May the judge accept `b` for `a`, which `match` refused at this similarity? Not when one
+    question names a kind of answer the other does not ("what is a Roth IRA" / "who can open
+    one", "where can I buy a SIM card" / "how much is one"): the judge scores such pairs like
+    rewordings, and the check refuses them only when both name one."""
+    return (
+        similarity >= JUDGE_MIN_SIMILARITY
+        and a.asks == b.asks
+        and same_question(a, b) in JUDGE_REASONS
+    )
