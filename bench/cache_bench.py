@@ -273,6 +273,12 @@ PAIR_SETS = [
     # matcher b4361a2 (BLIND_RESULTS), then tuned on.
     ("held-out 17 (became tuning)", "tuning/cache_heldout17.json", ""),
     ("held-out 18 (became tuning)", "tuning/cache_heldout18.json", ""),
+    # Sets 19 and 20 (5 December, session 11): each written blind by a helper that read only
+    # issue 18 and its brief (20 leaning to long, chatty consumer questions), run once on main
+    # 725db27 and once on the judge6 branch's frozen matcher 3918ec5 (BLIND_RESULTS), then
+    # made tuning sets.
+    ("held-out 19 (became tuning)", "tuning/cache_heldout19.json", ""),
+    ("held-out 20 (became tuning)", "tuning/cache_heldout20.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -302,6 +308,12 @@ BLIND_RESULTS = [
     ("held-out 18, blind (check of d6fdb69, one run)", 168, 227, 2, 228),
     ("held-out 17, blind (check of b4361a2, one run)", 162, 224, 3, 221),
     ("held-out 18, blind (check of b4361a2, one run)", 169, 227, 2, 228),
+    # Sets 19 and 20: the default of 3918ec5 (the check, then judge v5 at 0.962 behind the
+    # same-kind-of-answer gate); its check alone in the run before gave 157/220 with 0 and
+    # 125/220 with 2. Main 725db27 (judge off by default) gave 156 with 1 and 125 with 5, and
+    # with judge v5 on 167 with 1 and 135 with 5 (docs/benchmarks.md, "Blind sets 19 and 20").
+    ("held-out 19, blind (default of 3918ec5, judge on, one run)", 165, 220, 0, 223),
+    ("held-out 20, blind (default of 3918ec5, judge on, one run)", 132, 220, 2, 220),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
