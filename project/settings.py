@@ -252,6 +252,11 @@ LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.7)
 LLM_HISTORY_MESSAGES = env_int("LLM_HISTORY_MESSAGES", 20)
 LLM_SYSTEM_PROMPT = env_str("LLM_SYSTEM_PROMPT", "You are Parley, a helpful assistant. Be concise.")
 LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 60.0)
+# The HTTP client under the OpenAI kinds' streams: httpx (the SDK's default) or aiohttp (the
+# SDK's DefaultAioHttpClient; docs/benchmarks.md, round 7c).
+LLM_HTTP_CLIENT = env_str("LLM_HTTP_CLIENT", "httpx")
+if LLM_HTTP_CLIENT not in ("httpx", "aiohttp"):
+    raise ImproperlyConfigured(f"LLM_HTTP_CLIENT={LLM_HTTP_CLIENT!r}: use httpx or aiohttp")
 LLM_LOCAL_THREADS = env_int("LLM_LOCAL_THREADS", 2)
 LLM_LOCAL_CONTEXT = env_int("LLM_LOCAL_CONTEXT", 2048)
 SIMULATED_TOKENS_PER_SECOND = env_float("SIMULATED_TOKENS_PER_SECOND", 40.0)
