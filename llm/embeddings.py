@@ -185,6 +185,9 @@ class BertEncoder:
         return x, mask
 
 
+FORWARD_BATCH = 64  # texts per pass of the model (MiniLMEmbedder.embed)
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide): mean pooling, then L2 normalisation."""
 
@@ -204,7 +207,20 @@ class MiniLMEmbedder:
         return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(texts)] if texts else []
 
     def embed(self, texts: list[str]) -> Vectors:
-        return self._forward(texts)[0] if texts else self._empty()
+        """FORWARD_BATCH texts per pass of the model: a pass holds ~2 MB of activations per
+        text, so an embeddings request of EMBEDDINGS_MAX_INPUTS texts, or a large FAQ file,
+        in one pass would hold hundreds of MB at once (docs/benchmarks.md, "Memory of
+        --lookup-only")."""
+        if not texts:
+            return self._empty()
+        if len(texts) <= FORWARD_BATCH:
+            return self._forward(texts)[0]
+        return np.concatenate(
+            [
+                self._forward(texts[at : at + FORWARD_BATCH])[0]
+                for at in range(0, len(texts), FORWARD_BATCH)
+            ]
+        )
 
     def embed_with_tokens(self, texts: list[str]) -> tuple[Vectors, list[TokenVectors]]:
         """The sentence vectors and, from the same forward pass, each text's word-piece

@@ -66,6 +66,27 @@ def test_vectors_are_unit_length_and_batching_changes_nothing(embedder):
     assert embedder.embed([]).shape == (0, 384)
 
 
+def test_many_texts_go_through_the_model_a_bounded_batch_at_a_time(embedder, monkeypatch):
+    """An embeddings request of up to EMBEDDINGS_MAX_INPUTS texts (or a large FAQ file) never
+    holds all their activations at once: each pass takes at most FORWARD_BATCH texts, and the
+    vectors are the ones each text gets alone, in order."""
+    from llm import embeddings
+
+    texts = [f"question number {n} about {'refunds' if n % 2 else 'passwords'}" for n in range(150)]
+    passes: list[int] = []
+    forward = embedder._forward
+    monkeypatch.setattr(
+        embedder, "_forward", lambda batch: (passes.append(len(batch)), forward(batch))[1]
+    )
+
+    vectors = embedder.embed(texts)
+
+    assert vectors.shape == (150, 384)
+    assert max(passes) <= embeddings.FORWARD_BATCH and sum(passes) == 150
+    for at in (0, 63, 64, 149):
+        assert forward([texts[at]])[0][0] == pytest.approx(vectors[at], abs=1e-5)
+
+
 def test_a_paraphrase_is_closer_than_another_topic(embedder):
     a, b, c = embedder.embed(
         ["How do I reset my password?", "how can i reset my password", "Why is the sky blue?"]
