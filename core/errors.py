@@ -60,6 +60,13 @@ CODES: dict[str, ErrorCode] = {
             openai_type="invalid_request_error",
         ),
         _entry("invalid", retryable=False, http_status=400, openai_type="invalid_request_error"),
+        # A message that cannot fit its model's context window even alone (llm/context.py).
+        _entry(
+            "context_length_exceeded",
+            retryable=False,
+            http_status=400,
+            openai_type="invalid_request_error",
+        ),
         _entry("not_found", retryable=False, http_status=404, openai_type="invalid_request_error"),
         _entry(
             "forbidden",

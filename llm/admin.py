@@ -79,7 +79,16 @@ class ProviderForm(forms.ModelForm):  # type: ignore[type-arg]
 
 class DeploymentInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Deployment
-    fields = ("alias", "model", "weight", "priority", "rpm_limit", "tpm_limit", "enabled")
+    fields = (
+        "alias",
+        "model",
+        "weight",
+        "priority",
+        "rpm_limit",
+        "tpm_limit",
+        "context_window",
+        "enabled",
+    )
     extra = 0
     show_change_link = True
 
@@ -184,7 +193,7 @@ class DeploymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = ("health",)
     actions = ["reset_breakers"]
     fieldsets = (
-        (None, {"fields": ("provider", "alias", "model", "enabled")}),
+        (None, {"fields": ("provider", "alias", "model", "context_window", "enabled")}),
         ("Routing", {"fields": ("weight", "priority", "rpm_limit", "tpm_limit")}),
         ("Prices (per 1M tokens)", {"fields": ("input_price", "output_price")}),
         ("Health", {"fields": ("health",)}),

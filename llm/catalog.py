@@ -75,6 +75,7 @@ class DeploymentConfig(ProviderConfig):
     first_token_timeout: float = 60.0
     inter_token_timeout: float = 30.0
     problem: str = ""  # why it cannot be used as configured (its key is missing, ...)
+    context_window: int | None = None  # tokens, prompt and reply together; None: not known
 
     @property
     def label(self) -> str:
@@ -104,8 +105,18 @@ def settings_deployments() -> dict[str, DeploymentConfig]:
             key=f"settings-{name}",
             first_token_timeout=first_token,
             inter_token_timeout=settings.LLM_INTER_TOKEN_TIMEOUT,
+            context_window=_window(config.kind, config.options),
         )
     return out
+
+
+def _window(kind: str, options: dict[str, Any], configured: int | None = None) -> int | None:
+    """A deployment's context window: as configured, else its options' `context_window`, else
+    the bundled model's `n_ctx` (llm/context.py fits prompts to it)."""
+    window = configured or options.get("context_window")
+    if not window and kind == "local":
+        window = options.get("n_ctx")
+    return int(window) if window else None
 
 
 def _from_row(row: Deployment, defaults: dict[str, ProviderConfig]) -> DeploymentConfig:
@@ -119,6 +130,7 @@ def _from_row(row: Deployment, defaults: dict[str, ProviderConfig]) -> Deploymen
         api_key, problem = "", "its stored API key cannot be decrypted (enter it again)"
     # Kind defaults from the settings (n_ctx, tokens_per_second, temperature...), then the row's.
     base = next((c.options for c in defaults.values() if c.kind == provider.kind), {})
+    options = {**base, **(provider.options or {})}
     return DeploymentConfig(
         name=provider.name,
         kind=provider.kind,
@@ -126,7 +138,7 @@ def _from_row(row: Deployment, defaults: dict[str, ProviderConfig]) -> Deploymen
         base_url=provider.base_url,
         api_key=api_key,
         timeout=settings.LLM_REQUEST_TIMEOUT,
-        options={**base, **(provider.options or {})},
+        options=options,
         connect_timeout=provider.connect_timeout,
         alias=row.alias,
         key=row.key,
@@ -140,6 +152,7 @@ def _from_row(row: Deployment, defaults: dict[str, ProviderConfig]) -> Deploymen
         first_token_timeout=provider.first_token_timeout,
         inter_token_timeout=provider.inter_token_timeout,
         problem=problem,
+        context_window=_window(provider.kind, options, row.context_window),
     )
 
 
@@ -321,6 +334,25 @@ def fallbacks_for(alias: str) -> list[str]:
 def all_deployments() -> list[DeploymentConfig]:
     """Every deployment: the rows, then the settings ones whose alias no row takes."""
     return catalog().all_deployments()
+
+
+def alias_window(alias: str) -> int | None:
+    """The smallest known context window among the enabled deployments a reply on `alias` may
+    be sent to (its own, then its fallbacks'): a prompt fitted to it fits any of them. None
+    when no deployment's window is known."""
+
+    def smallest() -> int | None:
+        current = catalog()
+        aliases = [alias, *current.fallbacks_for(alias)]
+        windows = [
+            d.context_window
+            for found in current.deployments_for(aliases).values()
+            for d in found
+            if d.enabled and d.context_window
+        ]
+        return min(windows) if windows else None
+
+    return catalog().memo(("alias_window", alias), smallest)
 
 
 # --- tenant features: the models an organisation may use ---------------------------------

@@ -181,6 +181,18 @@ class Deployment(models.Model):
         blank=True,
         validators=[MinValueValidator(0)],
     )
+    context_window = models.PositiveIntegerField(
+        "context window (tokens)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(256)],
+        help_text=(
+            "The model's context length, prompt and reply together (e.g. 2048 for a llama.cpp "
+            "server started with -c 2048). Parley then leaves the oldest turns out of a "
+            "prompt that would not fit, and refuses a message too long on its own. Empty: "
+            "unknown, nothing is fitted (the bundled local model's is its n_ctx)."
+        ),
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

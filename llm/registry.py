@@ -67,7 +67,10 @@ def provider_configs() -> dict[str, ProviderConfig]:
                 base_url=settings.OPENAI_COMPATIBLE_BASE_URL,
                 api_key=settings.OPENAI_COMPATIBLE_API_KEY,
                 timeout=timeout,
-                options={"temperature": settings.LLM_TEMPERATURE},
+                options={
+                    "temperature": settings.LLM_TEMPERATURE,
+                    "context_window": settings.OPENAI_COMPATIBLE_CONTEXT_WINDOW,
+                },
             )
         )
     if settings.ANTHROPIC_API_KEY:

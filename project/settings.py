@@ -269,6 +269,9 @@ OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
 OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL", "")
 OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY", "not-needed")
 OPENAI_COMPATIBLE_MODEL = env_str("OPENAI_COMPATIBLE_MODEL", "local-model")
+# Its context window in tokens (llama.cpp's -c, vLLM's max_model_len); 0: unknown. Known, a
+# prompt is fitted to it and a message too long for it refused up front (llm/context.py).
+OPENAI_COMPATIBLE_CONTEXT_WINDOW = env_int("OPENAI_COMPATIBLE_CONTEXT_WINDOW", 0)
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
 ANTHROPIC_MODEL = env_str("ANTHROPIC_MODEL", "claude-3-5-haiku-latest")
 # Provider API keys at rest: Fernet key(s), comma-separated, first encrypts. Required in

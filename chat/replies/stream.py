@@ -60,7 +60,8 @@ from core.observability import metrics
 from core.observability.context import traced
 from llm import accounting, limits
 from llm.cache import Lookup, cache_replay
-from llm.catalog import DeploymentConfig
+from llm.catalog import DeploymentConfig, alias_window
+from llm.context import prompt_fit
 from llm.failover import CANCELLED, LENGTH, RoutingRecord, TextSink, stream_with_failover
 from llm.providers.base import ProviderError
 from llm.registry import chat_model_for
@@ -375,9 +376,20 @@ async def _pump_tokens(
     end as soon as `stop` is set)."""
     alias = reply_alias(reply)
     options = reply_options(reply)
+    try:
+        # The oldest turns left out where the models' context window would end before the
+        # reply's room (llm/context.py); a question too long alone fails the reply.
+        fitted = prompt_fit(
+            messages,
+            window=alias_window(alias),
+            max_tokens=options.max_tokens or settings.LLM_MAX_TOKENS,
+        )
+    except ParleyError as exc:
+        raise ProviderError(exc.code, exc.detail) from None
+    messages = fitted.messages
     state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
     record = state.routing = RoutingRecord(alias=alias, options=options)
-    max_tokens = state.max_tokens = options.max_tokens or settings.LLM_MAX_TOKENS
+    max_tokens = state.max_tokens = fitted.max_tokens
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
         return chat_model_for(deployment, max_tokens=max_tokens, options=options)

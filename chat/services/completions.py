@@ -23,6 +23,7 @@ from chat.services.messages import (
     user_message_create,
 )
 from core.errors import ParleyError
+from llm.context import send_check
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -66,6 +67,12 @@ def completion_request_create(
     call must wait for its word), else last, just before the commit.
     """
     text = message_text_clean(text)
+    send_check(
+        alias=alias,
+        system_prompt=system_prompt,
+        question=text,
+        max_tokens=options.max_tokens if options else None,
+    )
     early: EarlyReply | None = None
 
     def reserve() -> UsageLedger:

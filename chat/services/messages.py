@@ -36,6 +36,7 @@ from core.errors import ParleyError
 from core.observability.context import traced_sync
 from core.rows import row_insert
 from llm.catalog import catalog_held
+from llm.context import send_check
 from llm.options import GenerationOptions
 from llm.pricing import price_ceiling
 
@@ -194,6 +195,12 @@ def message_send(
     try:
         # One catalogue (llm/catalog.py) prices and routes the reply: one version check.
         with catalog_held(version=prefetched.catalog_version if prefetched else None):
+            send_check(
+                alias=alias,
+                system_prompt=conversation.system_prompt if conversation else "",
+                question=text,
+                max_tokens=options.max_tokens if options else None,
+            )
             if conversation is not None and connection.vendor == "postgresql":
                 user_message, reply = said_in_one_statement(
                     author=author,
@@ -318,6 +325,14 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 .filter(conversation_id=current.conversation_id, id__gte=current.pk)
                 .filter(superseded=False)
             )
+            answered = [m for m in doomed if m.reply_to_id == current.pk]
+            replaced = max(answered, key=lambda m: m.pk) if answered else None
+            send_check(
+                alias=str(replaced.routing.get("alias") or "") if replaced else "",
+                system_prompt=current.conversation.system_prompt,
+                question=text,
+                max_tokens=reply_options(replaced).max_tokens if replaced else None,
+            )
             for old in doomed:
                 if old.role == Message.Role.ASSISTANT and not old.is_final:
                     reply_cancel(message=old, by=author)
@@ -341,8 +356,6 @@ def message_edit(*, message: Message, author: User, text: str, client_id: str) -
                 conversation=current.conversation, author=author, text=text, client_id=client_id
             )
             event_publish_on_commit(current.conversation_id, message_event(user_message))
-            answered = [m for m in doomed if m.reply_to_id == current.pk]
-            replaced = max(answered, key=lambda m: m.pk) if answered else None
             reply = _reply_as_asked_before(
                 replaced, conversation=current.conversation, reply_to=user_message
             )

@@ -235,15 +235,25 @@ class Topology:
         return self.reply_rows([message_id])[message_id]
 
     @contextmanager
-    def alias_served_by(self, alias: str, base_url: str) -> Iterator[None]:
+    def alias_served_by(
+        self, alias: str, base_url: str, *, windowed: dict[str, int] | None = None
+    ) -> Iterator[None]:
         """Serve `alias` from an OpenAI-compatible upstream while inside (admin rows, as an
-        operator adds them: an alias any row names is served by rows only), then as before."""
+        operator adds them: an alias any row names is served by rows only), then as before.
+        `windowed`: more aliases on the same upstream, each with its deployment's context
+        window (tokens)."""
+        more = "".join(
+            f"Deployment.objects.create(provider=p, alias={name!r}, model='upstream-model', "
+            f"context_window={window}); "
+            for name, window in (windowed or {}).items()
+        )
         manage(
             "shell",
             "-c",
             "from llm.models import Deployment, Provider; "
             "p = Provider.objects.create(name='harness-upstream', kind='openai-compatible', "
             f"base_url={base_url!r}, first_token_timeout=60, inter_token_timeout=60); "
+            f"{more}"
             f"Deployment.objects.create(provider=p, alias={alias!r}, model='upstream-model')",
             env=self.env,
             timeout=START_TIMEOUT,

@@ -32,6 +32,10 @@ from tests.llama_server import LlamaServer, start_llama_server
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ALIAS = "llama"
+# The same server under a deployment whose context window is entered (docs/routing.md): 768
+# tokens, below the server's 2,048 (an operator may choose less), so that reading a fitted
+# prompt stays quick on a busy machine.
+WINDOWED = "llama-768"
 LONG_TEXT = " ".join(f"w{n}x" for n in range(1500))  # ~9,000 characters, ~7,900 tokens
 
 
@@ -47,7 +51,7 @@ def llama(site: Site) -> Iterator[LlamaServer]:
     with tempfile.TemporaryDirectory() as logs:
         server = start_llama_server(Path(logs))
         try:
-            with site.topo.alias_served_by(ALIAS, server.base_url):
+            with site.topo.alias_served_by(ALIAS, server.base_url, windowed={WINDOWED: 768}):
                 yield server
         finally:
             server.stop()
@@ -275,3 +279,59 @@ async def test_a_socket_reply_past_llama_cpps_context_is_a_retryable_upstream_er
     assert frame["code"] in codes and frame["retryable"] is True, frame
     row = site.topo.row(frame["message"])
     assert (row["status"], row["error_code"], row["content"]) == ("failed", frame["code"], "")
+
+
+# With the deployment's context window known (docs/routing.md, "Context window").
+TURN = "The quick brown fox jumps over the lazy dog. " * 14  # ~630 characters, ~165 tokens
+
+
+def long_history(turns: int) -> list[ChatCompletionMessageParam]:
+    return [
+        {"role": "user", "content": f"{n}: {TURN}"}
+        if n % 2 == 0
+        else {"role": "assistant", "content": f"{n}: {TURN}"}
+        for n in range(turns)
+    ]
+
+
+def test_a_history_past_llama_cpps_window_is_answered_from_its_latest_turns(
+    sdk: openai.OpenAI,
+) -> None:
+    """routing.md: the oldest turns are left out of a prompt the window cannot hold; without
+    the window known the same request is an upstream failure (above)."""
+    messages = [*long_history(19), *question("Say hello.")]  # ~3,300 tokens against 768
+    completion = sdk.chat.completions.create(model=WINDOWED, messages=messages, max_tokens=8)
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_message_past_llama_cpps_window_is_refused_before_anything_is_sent(
+    site: Site, sdk: openai.OpenAI
+) -> None:
+    """api.md: 400 `invalid_request_error` / `context_length_exceeded`, nothing saved."""
+    before = site.topo.query("SELECT count(*) FROM chat_message")[0][0]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(
+            model=WINDOWED, messages=[{"role": "user", "content": LONG_TEXT}], max_tokens=8
+        )
+    error = refused.value.body
+    assert isinstance(error, dict), error
+    assert (error["type"], error["code"]) == ("invalid_request_error", "context_length_exceeded")
+    assert "x-parley-message" not in refused.value.response.headers
+    assert site.topo.query("SELECT count(*) FROM chat_message")[0][0] == before
+
+
+async def test_the_socket_refuses_a_message_past_llama_cpps_window(
+    site: Site, llama: LlamaServer
+) -> None:
+    """protocol.md: an `error` frame `context_length_exceeded`, not retryable, nothing saved."""
+    before = site.topo.query("SELECT count(*) FROM chat_message")[0][0]
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps(send_frame(LONG_TEXT, model=WINDOWED)))
+        frame = await recv_frame(ws, 60)
+    finally:
+        await ws.close()
+    assert frame["type"] == "error", frame
+    assert frame["code"] == "context_length_exceeded" and frame["retryable"] is False, frame
+    assert site.topo.query("SELECT count(*) FROM chat_message")[0][0] == before
