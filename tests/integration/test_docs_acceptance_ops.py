@@ -13,6 +13,8 @@ both set and JSON logs.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
 import subprocess
@@ -286,3 +288,160 @@ def test_the_one_host_files_run_two_daphne_processes_per_core_as_scaling_md_says
     (deployment,) = [d for d in web if d and d["kind"] == "Deployment"]
     (daphne,) = deployment["spec"]["template"]["spec"]["containers"]
     assert daphne["resources"]["requests"]["cpu"] == "500m"
+
+
+def test_the_queue_depth_is_read_from_the_broker_and_equal_on_every_replica(site: Site) -> None:
+    """parley_celery_queue_depth: "tasks waiting in the broker (read at scrape time)" for
+    METRICS_CELERY_QUEUES (default llm-remote,llm-local), "equal everywhere": with the worker
+    stopped, a send's task waits, and both replicas count it; the worker back, it is run."""
+    for queue in ("llm-remote", "llm-local"):
+        assert ("parley_celery_queue_depth", frozenset({("queue", queue)})) in site.scrape(0)
+    site.topo.kill("worker")
+    try:
+        with httpx.Client(base_url=site.topo.base, headers=site.bearer(), timeout=60) as http:
+            chat = http.post("/api/v1/conversations", json={"title": "queued"}).json()["id"]
+            sent = http.post(f"/api/v1/conversations/{chat}/messages", json={"text": "Hi"})
+            assert sent.status_code == 201, sent.text
+        depths = [
+            total(site.scrape(i), "parley_celery_queue_depth", queue="llm-remote") for i in (0, 1)
+        ]
+        assert depths == [1, 1], depths
+    finally:
+        site.topo.restore()
+    reply = sent.json()["reply"]
+    deadline = time.monotonic() + 120
+    while site.topo.row(reply)["status"] in ("pending", "streaming"):
+        assert time.monotonic() < deadline, "the queued reply never ran"
+        time.sleep(0.1)
+    assert site.topo.row(reply)["status"] == "complete"
+    assert total(site.scrape(1), "parley_celery_queue_depth", queue="llm-remote") == 0
+
+
+@pytest.mark.timeout(420)
+def test_with_parley_metrics_off_nothing_is_counted() -> None:
+    """ "PARLEY_METRICS=off: nothing is counted (every metric is a no-op)": a real replica
+    serving requests and a socket exposes no parley_ sample that counts them."""
+    env = {"PARLEY_METRICS": "off", "METRICS_TOKEN": TOKEN}
+    with production_topology(
+        replicas=1, worker=False, nginx=False, env=env, name="acceptance-metrics-off"
+    ) as topo:
+        base = f"http://127.0.0.1:{topo.daphne_ports[0]}"
+        assert httpx.get(f"{base}/api/v1/models", timeout=30).status_code == 401
+        assert httpx.get(f"{base}/accounts/login/", timeout=30).status_code == 200
+        samples = scrape_with(f"{base}/metrics", TOKEN)
+        counted = {
+            name
+            for (name, _) in samples
+            if name.startswith("parley_") and "queue_depth" not in name and "breaker" not in name
+        }
+        assert not counted, sorted(counted)[:10]
+
+
+# --- traces across processes -----------------------------------------------------------------
+
+
+@dataclass
+class Collected:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent: str
+
+
+class Collector:
+    """An OTLP/HTTP receiver on loopback: what the processes export to /v1/traces."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[Collected] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                for resource in request.resource_spans:
+                    service = next(
+                        a.value.string_value
+                        for a in resource.resource.attributes
+                        if a.key == "service.name"
+                    )
+                    for scope in resource.scope_spans:
+                        collector.spans += [
+                            Collected(
+                                service,
+                                s.name,
+                                s.trace_id.hex(),
+                                s.span_id.hex(),
+                                s.parent_span_id.hex(),
+                            )
+                            for s in scope.spans
+                        ]
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(420)
+async def test_one_message_is_one_trace_across_the_replica_and_the_worker() -> None:
+    """docs/operations.md, Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set "every process exports
+    spans over OTLP/HTTP ... One message is one trace": ws.frame (Daphne) → chat.message_send
+    → celery llm.tasks.generate_reply (worker) → reply.stream → llm.provider_call."""
+    collector = Collector()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # export every 0.2 s rather than 5 s
+    }
+    try:
+        with production_topology(
+            replicas=1, nginx=False, env=env, name="acceptance-traces"
+        ) as topo:
+            key = manage("shell", "-c", KEY, env=topo.env).strip().splitlines()[-1]
+            url = topo.ws_url
+            async with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+                await ws.send(
+                    json.dumps(
+                        {"type": "send", "conversation": None, "text": "Hi", "client_id": "t-1"}
+                    )
+                )
+                heard = await hear_reply(ws, timeout=120)
+            assert heard.final is not None and heard.final["type"] == "done", heard.frames
+            deadline = time.monotonic() + 60
+            while "llm.provider_call" not in {s.name for s in collector.spans}:
+                assert time.monotonic() < deadline, [s.name for s in collector.spans]
+                await asyncio.sleep(0.1)
+    finally:
+        collector.close()
+    (frame,) = [s for s in collector.spans if s.name == "ws.frame"]
+    trace = [s for s in collector.spans if s.trace_id == frame.trace_id]
+    by_name = {s.name: s for s in trace}
+    chain = [
+        "ws.frame",
+        "chat.message_send",
+        "celery llm.tasks.generate_reply",
+        "reply.stream",
+        "llm.provider_call",
+    ]
+    assert set(chain) <= set(by_name), sorted(by_name)
+    for parent, child in itertools.pairwise(chain):
+        assert by_name[child].parent == by_name[parent].span_id, (parent, child)
