@@ -12,6 +12,7 @@ they spend the IP's windows, after which no test signs in.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -63,6 +64,8 @@ membership_set(organisation=team, user=marek, role="member", by=olivia)
 made["marek_team"] = key(marek, team)
 made["marek_org"] = marek.personal_organisation.pk
 oscar = person("oscar")
+person("ivy")
+account_create(username="acc-emma", password=pw, email="emma@example.com")
 made["oscar_org"] = oscar.personal_organisation.pk
 strict_admin = person("strict-admin")
 strict = organisation_create(name="Strict", admin=strict_admin)
@@ -71,6 +74,8 @@ strict.save()
 sven = person("sven")
 membership_set(organisation=strict, user=sven, role="member", by=strict_admin)
 made["sven"] = key(sven, sven.personal_organisation)
+fred = person("fred")
+made["fred"] = key(fred, fred.personal_organisation)
 print(json.dumps(made))
 """
 
@@ -213,10 +218,18 @@ def test_leaving_an_organisation_revokes_the_members_keys_in_it_on_every_replica
     try:
         listed = marek.client.get("/accounts/organisations/")
         assert listed.status_code == 200 and "Acceptance team" in listed.text
+        assert (
+            marek.form("/accounts/organisation/", {"organisation": site.made["team"]}).status_code
+            == 302
+        )
         personal = marek.form(f"/accounts/organisations/{site.made['marek_org']}/leave", {})
         assert personal.status_code in (302, 400, 403, 404), personal.status_code
         left = marek.form(f"/accounts/organisations/{site.made['team']}/leave", {})
         assert left.status_code == 302, left.text[:300]
+        # The session's active organisation was the one he left: it falls back to his own.
+        ticket = marek.api("/api/v1/ws-ticket")
+        assert ticket.status_code == 201, ticket.text
+        assert ticket.json()["organisation"] == site.made["marek_org"]
     finally:
         marek.close()
     assert [models_status(base, key) for base in site.bases()] == [401, 401, 401]
@@ -339,6 +352,26 @@ def test_ticket_requests_are_limited_per_user_across_replicas(site: Site) -> Non
     assert other.status_code == 201, other.text
 
 
+async def test_a_program_socket_gets_120_frames_a_minute_by_default_then_rate_limited(
+    site: Site,
+) -> None:
+    """WS_RATE_FRAMES_PER_USER defaults to 120/m: the 121st frame is answered `error`
+    `rate_limited`, retryable, with `retry_after`, and the socket stays open."""
+    ws = await connect(ws_url(site.topo.base), additional_headers=bearer(site.made["fred"]))
+    try:
+        for _ in range(120):
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await recv_frame(ws, 30))["type"] == "pong"
+        await ws.send(json.dumps({"type": "ping"}))
+        refused = await recv_frame(ws, 30)
+        assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+        assert refused["retryable"] is True and 1 <= refused["retry_after"] <= 60, refused
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_frame(ws, 30))["code"] == "rate_limited"  # still open, still refused
+    finally:
+        await ws.close()
+
+
 # --- the active organisation ---------------------------------------------------------------
 
 
@@ -360,8 +393,93 @@ def test_the_switcher_changes_the_active_organisation_and_refuses_a_forged_one(
         again = olivia.api("/api/v1/ws-ticket")
         assert again.status_code == 201, again.text
         assert again.json()["organisation"] == site.made["team"]
+        # "API keys ... are made ... in the active organisation", shown once.
+        made = olivia.client.post(
+            "/api/v1/keys", json={"name": "from the team"}, headers=olivia.headers()
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["organisation"] == site.made["team"] and made.json()["key"]
+        listed = olivia.client.get("/api/v1/keys").json()
+        assert all("key" not in k for k in listed), listed
     finally:
         olivia.close()
+
+
+# --- invitations -----------------------------------------------------------------------
+
+
+def membership_role(site: Site, username: str, organisation: int) -> str | None:
+    rows = site.topo.query(
+        "SELECT m.role FROM accounts_membership m JOIN accounts_user u ON u.id = m.user_id "
+        "WHERE u.username = %s AND m.organisation_id = %s",
+        username,
+        organisation,
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def test_an_invitation_is_answered_by_its_invitee_alone_by_name_or_by_link(site: Site) -> None:
+    """ "Nobody joins an organisation without consenting": an admin invites a username and an
+    email address at /accounts/organisation/invite/ (the active organisation); the username's
+    invitation is on the invitee's /accounts/organisations/ page, the address's link is shown
+    once to the admin; anyone else gets 404; accepting makes the membership with the role."""
+    team = site.made["team"]
+    olivia = Browser(site, "acc-olivia")
+    try:
+        assert olivia.form("/accounts/organisation/", {"organisation": team}).status_code == 302
+        by_name = olivia.form(
+            "/accounts/organisation/invite/", {"username": "acc-ivy", "role": "operator"}
+        )
+        assert by_name.status_code == 302, by_name.text[:300]
+        by_mail = olivia.form(
+            "/accounts/organisation/invite/", {"email": "emma@example.com", "role": "member"}
+        )
+        assert by_mail.status_code == 302, by_mail.text[:300]
+        shown = olivia.client.get("/accounts/organisation/invite/").text
+        links = re.findall(r"https?://[^\s\"<]+/accounts/invitations/join/[^\s\"<]+", shown)
+        assert len(links) == 1, shown
+        assert links[0] not in olivia.client.get("/accounts/organisation/invite/").text  # once
+    finally:
+        olivia.close()
+    assert membership_role(site, "acc-ivy", team) is None  # not before consenting
+    ((lifetime,),) = site.topo.query(
+        "SELECT max(expires_at - created_at) FROM accounts_invitation WHERE organisation_id = %s",
+        team,
+    )
+    assert round(lifetime.total_seconds() / 86400) == 14  # INVITATION_TTL_DAYS
+    ((invitation,),) = site.topo.query(
+        "SELECT i.id FROM accounts_invitation i WHERE i.username = 'acc-ivy' "
+        "AND i.organisation_id = %s",
+        team,
+    )
+    link = links[0].split("/accounts/", 1)[1]
+
+    oscar = Browser(site, "acc-oscar")
+    try:
+        assert oscar.client.get(f"/accounts/{link}").status_code == 404
+        assert oscar.form(f"/accounts/invitations/{invitation}/accept", {}).status_code == 404
+    finally:
+        oscar.close()
+    ivy = Browser(site, "acc-ivy")
+    try:
+        assert "Acceptance team" in ivy.client.get("/accounts/organisations/").text
+        assert ivy.client.get(f"/accounts/{link}").status_code == 404  # not her address
+        accepted = ivy.form(f"/accounts/invitations/{invitation}/accept", {})
+        assert accepted.status_code == 302, accepted.text[:300]
+    finally:
+        ivy.close()
+    assert membership_role(site, "acc-ivy", team) == "operator"
+    emma = Browser(site, "acc-emma")
+    try:
+        page = emma.client.get(f"/accounts/{link}")
+        assert page.status_code == 200 and "Acceptance team" in page.text
+        (action,) = re.findall(r'action="([^"]+/accept)"', page.text)
+        token = link.rsplit("/", 1)[1]
+        assert emma.form(action, {"token": token}).status_code == 302
+        assert emma.client.get(f"/accounts/{link}").status_code == 404  # answered
+    finally:
+        emma.close()
+    assert membership_role(site, "acc-emma", team) == "member"
 
 
 # --- two-factor required by an organisation ------------------------------------------------
@@ -376,7 +494,10 @@ async def test_a_member_of_an_organisation_requiring_two_factor_must_verify_firs
     try:
         home = sven.client.get("/")
         assert home.status_code == 302 and "/accounts/2fa/" in home.headers["location"]
-        assert sven.client.get("/accounts/2fa/").status_code == 200
+        setup = sven.client.get("/accounts/2fa/")
+        assert setup.status_code == 200
+        # The authenticator app's link, as text, names the issuer (OTP_TOTP_ISSUER, "Parley").
+        assert re.search(r"otpauth://totp/[^\s\"<]*issuer=Parley", setup.text), setup.text[:2000]
         assert sven.form("/accounts/organisation/", {"organisation": 1}).status_code == 403
         # The REST API answers in its one error shape (docs/api.md, "Every REST error has one
         # shape"), whatever the method: no redirect to a page.
@@ -393,6 +514,22 @@ async def test_a_member_of_an_organisation_requiring_two_factor_must_verify_firs
         sven.close()
     # "API keys are made from a verified session, so they are not asked again."
     assert models_status(site.topo.base, site.made["sven"]) == 200
+
+
+def test_two_factor_codes_are_limited_to_ten_a_minute_per_user(site: Site) -> None:
+    """ "2FA codes 10/min per user ... Over the limit: 429 with Retry-After"."""
+    ((pk,),) = site.topo.query("SELECT id FROM accounts_user WHERE username = 'acc-sven'")
+    if (left := seconds_left_in_window(str(pk), 60)) < 15:
+        time.sleep(left + 0.5)  # start in a fresh window rather than straddle two
+    sven = Browser(site, "acc-sven")
+    try:
+        statuses = [sven.form("/accounts/2fa/", {"token": "000000"}).status_code for _ in range(10)]
+        refused = sven.form("/accounts/2fa/", {"token": "000000"})
+    finally:
+        sven.close()
+    assert statuses == [200] * 10, statuses  # the form again: that code is not right
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -440,12 +577,14 @@ def seconds_left_in_window(ip: str, period: int) -> float:
     return window - now
 
 
-def posts_until_refused(site: Site, path: str, data: dict[str, str], most: int) -> list[Any]:
+def posts_until_refused(
+    site: Site, path: str, data: dict[str, str], most: int
+) -> list[httpx.Response]:
     """Post a page's form through nginx, as a browser with its CSRF cookie, until a 429 or
     `most` posts: the responses."""
     with httpx.Client(base_url=site.topo.base, timeout=30) as client:
         client.get(path)
-        answers = []
+        answers: list[httpx.Response] = []
         while len(answers) < most and (not answers or answers[-1].status_code != 429):
             answers.append(
                 client.post(

@@ -116,6 +116,10 @@ def test_request_ids_are_made_by_nginx_or_the_replica_and_a_sane_one_is_kept(
     made = proxied.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", made), proxied.headers
     assert f"rid={made}" in site.topo.log("nginx")
+    page = httpx.get(f"{site.topo.base}/accounts/login/", timeout=30)
+    assert re.fullmatch(r"[0-9a-f]{32}", page.headers["x-request-id"])  # pages too
+    # Not the probes: they are not traffic (no id, no span, no latency sample).
+    assert "x-request-id" not in httpx.get(f"{site.topo.base}/livez", timeout=30).headers
     for base in (site.direct(0), site.topo.base):
         kept = httpx.get(
             f"{base}{path}", headers={**site.bearer(), "X-Request-ID": "ops.check:1"}, timeout=30
@@ -126,6 +130,14 @@ def test_request_ids_are_made_by_nginx_or_the_replica_and_a_sane_one_is_kept(
         )
         assert insane.headers["x-request-id"] != "a b/c", base
         assert re.fullmatch(r"[0-9a-f]{16}|[0-9a-f]{32}", insane.headers["x-request-id"])
+
+
+def test_a_host_outside_django_allowed_hosts_is_refused_through_nginx(site: Site) -> None:
+    """README: DJANGO_ALLOWED_HOSTS are the site's host names (nginx passes the client's Host
+    on): another name is a 400, the allowed ones are served."""
+    path = f"{site.topo.base}/accounts/login/"
+    assert httpx.get(path, headers={"Host": "evil.example.net"}, timeout=30).status_code == 400
+    assert httpx.get(path, headers={"Host": "localhost"}, timeout=30).status_code == 200
 
 
 def rest_send(site: Site, headers: dict[str, str]) -> tuple[int, str]:
@@ -194,7 +206,7 @@ async def until_gauge(site: Site, replica: int, value: float) -> None:
     deadline = time.monotonic() + 30
     while total(site.scrape(replica), "parley_websocket_connections") != value:
         assert time.monotonic() < deadline, f"parley_websocket_connections never {value}"
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
 
 
 async def test_a_socket_is_counted_by_the_replica_holding_it_and_its_resumes_too(
@@ -445,3 +457,30 @@ async def test_one_message_is_one_trace_across_the_replica_and_the_worker() -> N
     assert set(chain) <= set(by_name), sorted(by_name)
     for parent, child in itertools.pairwise(chain):
         assert by_name[child].parent == by_name[parent].span_id, (parent, child)
+
+
+@pytest.mark.timeout(420)
+async def test_a_restarted_replica_counts_only_live_processes_sockets(tmp_path: Path) -> None:
+    """docs/operations.md, Kubernetes: "at start each process drops the live-gauge files of
+    processes that no longer run (a restarted container keeps its pod's directory)": a replica
+    killed holding a socket, started again on the same PROMETHEUS_MULTIPROC_DIR, reports no
+    socket; what the dead process counted (HTTP requests) is still summed."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "METRICS_TOKEN": TOKEN}
+    with production_topology(
+        replicas=1, worker=False, nginx=False, env=env, name="acceptance-multiproc"
+    ) as topo:
+        key = manage("shell", "-c", KEY, env=topo.env).strip().splitlines()[-1]
+        site = Site(topo, key)
+        assert (
+            httpx.get(f"{site.direct(0)}/api/v1/models", headers=site.bearer()).status_code == 200
+        )
+        ws = await program_socket(site, 0)
+        await until_gauge(site, 0, 1)
+        requests = total(site.scrape(0), "parley_http_request_seconds_count")
+        assert requests >= 1
+        topo.kill("daphne-1")
+        await ws.close()
+        topo.start_replica("daphne-1")
+        samples = site.scrape(0)
+        assert total(samples, "parley_websocket_connections") == 0
+        assert total(samples, "parley_http_request_seconds_count") >= requests
