@@ -41,7 +41,8 @@ PEOPLE = """
 import json
 from accounts.services import account_create, api_key_create
 made = {{}}
-for name in ("owner", "outsider", "switched-off"):
+account_create(username="doc-root", password={password!r}, is_superuser=True)
+for name in ("owner", "outsider", "switched-off", "crash"):
     user = account_create(username=f"doc-{{name}}", password={password!r})
     organisation = user.personal_organisation
     made[name] = {{
@@ -74,7 +75,11 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    env = {"DOCUMENTS_MAX_PAGES": "3", "DOCUMENTS_MAX_BYTES": str(MAX_BYTES)}
+    env = {
+        "DOCUMENTS_MAX_PAGES": "3",
+        "DOCUMENTS_MAX_BYTES": str(MAX_BYTES),
+        "DOCUMENTS_EMBED_BATCH": "8",
+    }
     with production_topology(replicas=2, env=env, name="acceptance-documents") as topo:
         printed = manage("shell", "-c", PEOPLE.format(password=PASSWORD), env=topo.env)
         with topo.logs_on_failure():
@@ -93,14 +98,14 @@ def upload(
     return api.post("/api/v1/documents", data=where, files={"file": (name, content, content_type)})
 
 
-def until_ready(api: httpx.Client, document: int) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
+def until_ready(api: httpx.Client, document: int, timeout: float = TIMEOUT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
     while True:
         body = api.get(f"/api/v1/documents/{document}").json()
         assert body["status"] != "failed", body["error"]
         if body["status"] == "ready":
             return dict(body)
-        assert time.monotonic() < deadline, f"not ingested within {TIMEOUT}s: {body}"
+        assert time.monotonic() < deadline, f"not ingested within {timeout}s: {body}"
         time.sleep(0.2)
 
 
@@ -307,3 +312,88 @@ def test_a_conversation_picks_only_collections_of_its_own_organisation(site: Sit
         # A collection of another organisation is invisible to the owner's key.
         mine = {c["id"] for c in api.get("/api/v1/collections").json()["results"]}
         assert ours.json()["id"] in mine and theirs.json()["id"] not in mine
+
+
+# --- a worker that dies mid-ingestion (kills the module's worker: keep it last) -------------
+
+
+def admin_retry_ingestion(site: Site, document: int) -> None:
+    """What an operator does: Documents → select → *Ingest failed or stuck documents again*."""
+    with httpx.Client(base_url=site.topo.base, timeout=60) as admin:
+        admin.get("/admin/login/")
+        origin = {"Origin": site.topo.base, "Referer": f"{site.topo.base}/admin/"}
+        signed_in = admin.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "username": "doc-root",
+                "password": PASSWORD,
+                "csrfmiddlewaretoken": admin.cookies["csrftoken"],
+                "next": "/admin/",
+            },
+            headers=origin,
+        )
+        assert signed_in.status_code == 302, signed_in.text[:300]
+        done = admin.post(
+            "/admin/chat/document/",
+            data={
+                "action": "retry_ingestion",
+                "_selected_action": str(document),
+                "index": "0",
+                "csrfmiddlewaretoken": admin.cookies["csrftoken"],
+            },
+            headers=origin,
+        )
+        assert done.status_code == 302, done.text[:300]
+
+
+@pytest.mark.timeout(900)
+def test_a_document_whose_worker_died_is_ingested_again_and_charged_once(site: Site) -> None:
+    """docs/documents.md: "A worker that dies mid-ingestion leaves the document `processing`
+    ... queue it again from the admin with the same action"; "Any failure: ... the reservation
+    released", and "one usage-ledger entry per ingestion ... settled to the tokens the model
+    read": the dead worker's reservation must not stay charged to the budgets."""
+    organisation = site.made["crash"]["organisation"]
+    # ~150 passages: embedded in 19 batches of 8 (DOCUMENTS_EMBED_BATCH, above), each a
+    # progress step, so the worker is caught between two of them.
+    lines = [f"Line {i}: crate {i} of aisle {i % 97} holds part {i * 7}." for i in range(1500)]
+    content = "\n".join(lines).encode()
+    with site.api("crash") as api:
+        made = upload(api, "inventory.txt", content, "text/plain", conversation=conversation(api))
+        assert made.status_code == 201, made.text
+        document = made.json()["id"]
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # embedding has begun (its reservation is made before the first batch)
+            body = api.get(f"/api/v1/documents/{document}").json()
+            assert body["status"] in ("pending", "processing"), body
+            if body["status"] == "processing" and 0 < body["chunks_done"] < body["chunks_total"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.02)
+    site.topo.kill("worker")
+    try:
+        reserved = site.count(
+            "SELECT count(*) FROM accounts_usageledger WHERE organisation_id = %s "
+            "AND state = 'reserved'",
+            organisation,
+        )
+        assert reserved == 1  # the dead worker's
+        (status,) = site.topo.query("SELECT status FROM chat_document WHERE id = %s", document)[0]
+        assert status == "processing"
+    finally:
+        site.topo.restore()
+    admin_retry_ingestion(site, document)
+    with site.api("crash") as api:
+        ready = until_ready(api, document, timeout=600)
+    assert ready["chunks_done"] == ready["chunks_total"]
+    rows = site.topo.query(
+        "SELECT state, used_tokens FROM accounts_usageledger WHERE organisation_id = %s",
+        organisation,
+    )
+    assert [state for state, _ in rows].count("settled") == 1, rows
+    assert "reserved" not in {state for state, _ in rows}, rows
+    ((counted,),) = site.topo.query(
+        "SELECT tokens FROM accounts_usagecounter WHERE organisation_id = %s "
+        "AND user_id IS NULL AND period = 'day' AND start = (now() AT TIME ZONE 'UTC')::date",
+        organisation,
+    )
+    assert counted == sum(used for state, used in rows if state == "settled") > 0, rows
