@@ -29,6 +29,7 @@ from accounts.selectors import ACTIVE_ORGANISATION_SESSION_KEY, organisation_act
 from accounts.signals import client_ip
 from accounts.tickets import ws_ticket_issue
 from accounts.two_factor import session_verified, two_factor_required
+from core.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ def _rate_check(request: Request, *, group: str, rate: str) -> None:
         logger.warning("rate counts unreachable (%r); %s not counted", error, group)
         return
     if usage is not None and usage["should_limit"]:
+        # Counted as the views' own limits are (accounts/ratelimit.py): the ParleyRateLimiting
+        # alert reads it for API_RATE_* as for WS_RATE_*.
+        metrics.REFUSALS.labels("rate_limited", "http").inc()
         raise exceptions.Throttled(wait=usage["time_left"])
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -72,6 +72,9 @@ class ActiveOrganisationMiddleware:
         return self.get_response(request)
 
 
+TWO_FACTOR_FIRST = "Verify with your authenticator app first."
+REST_PREFIX = "/api/v1/"
+
 # Pages a signed-in but unverified user must still reach.
 TWO_FACTOR_EXEMPT = frozenset(
     {
@@ -107,7 +110,13 @@ class TwoFactorMiddleware:
             return None
         if user.is_verified() or not two_factor_required(user=user):  # type: ignore[attr-defined]
             return None
+        if request.path.startswith(REST_PREFIX):
+            # The REST API's one error shape (docs/api.md), for every method: a program or the
+            # page's script gets an answer it can read, not a redirect to a page.
+            return JsonResponse(
+                {"error": {"code": "permission_denied", "detail": TWO_FACTOR_FIRST}}, status=403
+            )
         if request.method in ("GET", "HEAD"):
             target = reverse("accounts:two_factor")
             return redirect(f"{target}?{urlencode({'next': request.get_full_path()})}")
-        return HttpResponseForbidden("Verify with your authenticator app first.")
+        return HttpResponseForbidden(TWO_FACTOR_FIRST)

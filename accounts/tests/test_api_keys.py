@@ -163,6 +163,22 @@ def test_the_ticket_endpoint_is_rate_limited_with_retry_after(client, key, setti
     assert limited and all(1 <= int(r["Retry-After"]) <= 60 for r in limited)
 
 
+def test_the_ticket_endpoints_refusals_are_counted_as_http_refusals(client, key, settings):
+    """docs/operations.md: parley_refusals_total, scope `http` for view limits (the
+    ParleyRateLimiting alert names API_RATE_*)."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        labels = {"code": "rate_limited", "scope": "http"}
+        return REGISTRY.get_sample_value("parley_refusals_total", labels) or 0.0
+
+    settings.API_RATE_WS_TICKET = "1/h"
+    before = refused()
+    statuses = [client.post(TICKET_URL, **bearer(key.raw)).status_code for _ in range(3)]
+    assert statuses == [201, 429, 429]
+    assert refused() - before == 2
+
+
 def test_an_expired_ticket_is_refused(client, key, settings):
     settings.WS_TICKET_TTL_SECONDS = 1
     ticket = client.post(TICKET_URL, **bearer(key.raw)).json()["ticket"]

@@ -104,6 +104,17 @@ def test_an_unverified_session_gets_no_websocket_ticket(member, requiring):
     assert client.post("/api/v1/ws-ticket").status_code == 403
 
 
+@pytest.mark.django_db
+def test_the_rest_api_refuses_an_unverified_session_in_its_error_shape(member, requiring):
+    """docs/api.md: every REST error has one shape; a GET is refused too, not redirected to
+    the 2FA page (a program cannot follow that)."""
+    client = Client()
+    client.force_login(member)
+    for refused in (client.post("/api/v1/ws-ticket"), client.get("/api/v1/conversations")):
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "permission_denied"
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_an_unverified_session_gets_no_socket_until_verified(member, requiring):
     device = await TOTPDevice.objects.acreate(user=member, name="app", confirmed=True)

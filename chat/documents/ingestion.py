@@ -67,6 +67,10 @@ def document_ingest(*, document_id: int) -> str:
     if not claimed:
         return "skipped"
     document = Document.objects.defer("data").get(pk=document_id)
+    if document.reservation_id is not None:
+        # An earlier ingestion's worker died after reserving (its document stayed
+        # `processing` until queued again): give that reservation back. A settled one is left.
+        ledger_settle(entry_id=document.reservation_id, used_tokens=None)
     reservation = None
     try:
         pages = list(document.page_texts.order_by("number").values_list("number", "text"))
@@ -81,6 +85,7 @@ def document_ingest(*, document_id: int) -> str:
                 prompt_tokens=tokens_estimate(sum(len(p.text) for p in pieces)),
                 max_tokens=0,
             )
+            Document.objects.filter(pk=document_id).update(reservation=reservation)
         model = embedder()
         batch = max(1, settings.DOCUMENTS_EMBED_BATCH)
         vectors: list[Vectors] = []

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from accounts.models import Organisation
+from accounts.models import Organisation, UsageLedger
 
 # The vector store's namespace of document chunks (llm/vectors/): keys are DocumentChunk ids.
 VECTOR_NAMESPACE = "documents"
@@ -92,6 +92,16 @@ class Document(models.Model):
     chunks_done = models.PositiveIntegerField(default=0)
     # Tokens the embedding model read (charged to the uploader's budgets).
     embedding_tokens = models.PositiveIntegerField(default=0)
+    # The budget reservation of the ingestion under way (chat/documents/ingestion.py). A worker
+    # that dies mid-ingestion leaves it reserved; the next ingestion of the document releases it.
+    reservation = models.ForeignKey(
+        UsageLedger,
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     ingested_at = models.DateTimeField(null=True, blank=True)

@@ -92,6 +92,28 @@ def test_embedding_work_is_charged_to_the_uploaders_ledger(owner, conversation):
     assert (entry.provider, entry.model) == ("embeddings", "all-MiniLM-L6-v2")
 
 
+def test_a_reservation_left_by_a_dead_ingestion_is_released_when_it_runs_again(owner, conversation):
+    """docs/documents.md: a worker that dies mid-ingestion leaves the document `processing`
+    with its reservation made; queued again (the admin's action sets it pending), the next
+    ingestion gives that reservation back, so the budgets are charged once."""
+    from accounts.quotas import quota_reserve
+
+    document = services.document_upload(
+        by=owner, name="lisbon.md", data=LISBON.encode(), conversation=conversation
+    ).document
+    stale = quota_reserve(
+        user_id=owner.pk, organisation_id=document.organisation_id, prompt_tokens=900, max_tokens=0
+    )
+    # What the dead worker left, then what the admin's *Ingest ... again* does.
+    Document.objects.filter(pk=document.pk).update(status="processing", reservation=stale)
+    Document.objects.filter(pk=document.pk).update(status="pending")
+    assert document_ingest(document_id=document.pk) == Document.Status.READY
+    stale.refresh_from_db()
+    assert stale.state == UsageLedger.State.RELEASED
+    entries = UsageLedger.objects.filter(user=owner, message__isnull=True)
+    assert sorted(e.state for e in entries) == ["released", "settled"]
+
+
 def test_a_pdf_keeps_its_pages(owner, conversation):
     data = pdf_bytes(["The first page talks about apples.", "The second page is about trains."])
     document = upload_ready(owner, "fruit.pdf", data, conversation=conversation)
