@@ -266,7 +266,7 @@ async def relay_run(
 
 
 def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
-    """(conversation, reply, provider) for `streams` new pending replies, not yet dispatched."""
+    """(conversation, reply, routing) for `streams` new pending replies, not yet dispatched."""
     from accounts.models import User
     from chat import services
 
@@ -280,8 +280,7 @@ def _pending_replies(streams: int, tokens: int) -> list[tuple[int, int, Any]]:
             )
             for _ in range(streams)
         ]
-    providers = dict(held)
-    return [(r.reply.conversation_id, r.reply.pk, providers[r.reply.pk]) for r in results]
+    return [(r.reply.conversation_id, r.reply.pk, r.reply.routing) for r in results]
 
 
 def _dispatch_when_told(conn: Connection, queue: str) -> None:
@@ -290,13 +289,16 @@ def _dispatch_when_told(conn: Connection, queue: str) -> None:
     import django
 
     django.setup()
-    from chat.replies.tasks import generate_reply
+    from chat.replies.tasks import generate_reply, route_carried
 
     conn.send("ready")
     while (replies := conn.recv()) is not None:
         sent = []
-        for reply in replies:
-            generate_reply.apply_async((reply,), queue=queue)
+        for reply, routing in replies:
+            # With the reply's route in the task's headers, as Daphne's dispatch sends it
+            # (chat/replies/dispatch.py): the worker plans the first call on the task's thread.
+            with route_carried(routing):
+                generate_reply.apply_async((reply,), queue=queue)
             sent.append(time.time())
         conn.send(sent)
 
@@ -347,7 +349,7 @@ async def full_run(
             assert await asyncio.to_thread(dispatch.recv) == "ready"
             # Frames are handled in order: a pong means subscribed.
             listeners = await _listen_all(sockets, "pong", run, tokens, rate, emitted, mark, firsts)
-            dispatch.send([reply for _, reply, _ in pending])
+            dispatch.send([(reply, routing) for _, reply, routing in pending])
             sent: list[float] = await asyncio.to_thread(dispatch.recv)
             run.dispatch_seconds = sent[-1] - sent[0]
             await asyncio.gather(*listeners)

@@ -29,13 +29,13 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connections, models, transaction
 
 from chat.events import done_event, error_event, event_publish_on_commit
 from chat.models import Message
 from chat.replies.accounting import quota_settle_message, quota_settle_messages
+from chat.replies.batches import GroupCommit
 from chat.replies.lifecycle import CANCEL_KEY, ending_values, reply_finish, reply_finish_row
 from chat.replies.statements import many_rows_writing
 from core.errors import ParleyError
@@ -258,64 +258,22 @@ def _tell(message: Message, ending: ReplyEnding) -> None:
 # --- the endings of one event loop, in batches ----------------------------------------------
 
 
-class EndBatches:
+def _end_batch(endings: list[ReplyEnding]) -> list[Ended]:
+    return replies_finish(endings=endings)
+
+
+class EndBatches(GroupCommit[ReplyEnding, Ended]):
     """The endings of one event loop in turn, each batch everything that arrived while the
-    last was on its way (group commit). The ending that leads a batch runs it on its own
-    database lane (its thread-sensitive context), then hands the lead to the first ending
-    waiting, if any."""
+    last was on its way (group commit, chat/replies/batches.py). An ending whose task was
+    cancelled while it waited still goes with the next batch: the reply ends all the same."""
 
     def __init__(self) -> None:
-        self._waiting: list[tuple[ReplyEnding, asyncio.Future[Ended | _Lead]]] = []
-        self._leading = False
+        super().__init__(_end_batch, keep_cancelled=True)
 
     async def end(self, ending: ReplyEnding) -> Message | None:
         """The reply as saved, None if it was not streaming any more; raises what its own
         ending raised."""
-        if self._leading:
-            told: asyncio.Future[Ended | _Lead] = asyncio.get_running_loop().create_future()
-            self._waiting.append((ending, told))
-            try:
-                result = await told
-            except asyncio.CancelledError:
-                # Handed the lead and cancelled before it could run: pass the lead on. (An
-                # ending cancelled before its batch still goes with the next one.)
-                if told.done() and not told.cancelled() and isinstance(told.result(), _Lead):
-                    self._hand_the_lead_on()
-                raise
-            if not isinstance(result, _Lead):
-                return _result(result)
-        self._leading = True
-        batch, self._waiting = self._waiting, []
-        try:
-            results = await sync_to_async(replies_finish)(
-                endings=[ending, *(waiting for waiting, _ in batch)]
-            )
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        finally:
-            self._leading = False
-            self._hand_the_lead_on()
-        for (_, future), result in zip(batch, results[1:], strict=True):
-            if not future.done():
-                future.set_result(result)
-        return _result(results[0])
-
-    def _hand_the_lead_on(self) -> None:
-        for index, (_, future) in enumerate(self._waiting):
-            if not future.done():  # one cancelled meanwhile leads nothing
-                del self._waiting[index]
-                future.set_result(_LEAD)
-                return
-
-
-class _Lead:
-    """Told to a waiting ending: lead the next batch."""
-
-
-_LEAD = _Lead()
+        return _result(await self.submit(ending))
 
 
 def _result(result: Ended) -> Message | None:

@@ -42,6 +42,7 @@ from langchain_core.messages import BaseMessage
 from chat.errors import ChatError
 from chat.events import EventQueue, delta_event
 from chat.models import Message
+from chat.replies.batches import GroupCommit
 from chat.replies.cache import reply_lookup, reply_settle
 from chat.replies.coalesce import DeltaCoalescer
 from chat.replies.ending import ReplyEnding, reply_end
@@ -255,74 +256,36 @@ def _claim_many(message_ids: list[int]) -> dict[int, Claimed]:
     return claimed
 
 
-class _Lead:
-    """Told to a waiting claim: lead the next batch."""
+def _claim_batch(message_ids: list[int]) -> list[Claimed | None]:
+    """Each id's claim, in order: an id given twice is claimed by its first claim only."""
+    claimed = _claim_many(list(dict.fromkeys(message_ids)))
+    given: set[int] = set()
+    results: list[Claimed | None] = []
+    for message_id in message_ids:
+        results.append(claimed.get(message_id) if message_id not in given else None)
+        given.add(message_id)
+    return results
 
 
-_LEAD = _Lead()
-
-
-class ClaimBatches:
+class ClaimBatches(GroupCommit[int, Claimed | None]):
     """The claims of one event loop in turn, each batch everything that arrived while the last
-    was on its way (group commit), so that replies dispatched together are claimed in one
-    statement and one thread hop.
+    was on its way (group commit, chat/replies/batches.py), so that replies dispatched together
+    are claimed in one statement and one thread hop.
 
     500 replies dispatched at once were 500 claims on the database lanes, each a statement,
     rows made into models and a prompt, in eight threads holding the GIL against the loop that
     streams the replies already started (docs/benchmarks.md, round 6). A lone reply is
-    claimed at once, as before. The claim that leads a batch runs it on its own database lane
-    (its thread-sensitive context); when it is done it hands the lead to the first claim
-    waiting, if any, and goes on with its own reply.
+    claimed at once, as before. A claim cancelled before its batch ran is left out of it:
+    nothing would stream the reply it claimed.
     """
 
     def __init__(self) -> None:
-        self._waiting: list[tuple[int, asyncio.Future[Claimed | _Lead | None]]] = []
-        self._leading = False
+        super().__init__(_claim_batch, keep_cancelled=False)
 
     async def claim(self, message_id: int) -> Claimed | None:
         """The reply claimed and its prompt, or None if it is gone, final or claimed already
         (also by an earlier claim of the same id in the same batch)."""
-        if self._leading:
-            told: asyncio.Future[Claimed | _Lead | None] = (
-                asyncio.get_running_loop().create_future()
-            )
-            self._waiting.append((message_id, told))
-            try:
-                result = await told
-            except asyncio.CancelledError:
-                # Handed the lead and cancelled before it could run: pass the lead on, or
-                # the claims queued behind it would wait for a batch nobody leads.
-                if told.done() and not told.cancelled() and isinstance(told.result(), _Lead):
-                    self._hand_the_lead_on()
-                raise
-            if not isinstance(result, _Lead):
-                return result
-        self._leading = True
-        batch, self._waiting = self._waiting, []
-        ids = list(dict.fromkeys([message_id, *(waiting for waiting, _ in batch)]))
-        try:
-            claimed = await sync_to_async(_claim_many)(ids)
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        finally:
-            self._leading = False
-            self._hand_the_lead_on()
-        given = {message_id}  # the leader's own claim comes first
-        for waiting, future in batch:
-            if not future.done():
-                future.set_result(claimed.get(waiting) if waiting not in given else None)
-            given.add(waiting)
-        return claimed.get(message_id)
-
-    def _hand_the_lead_on(self) -> None:
-        while self._waiting:
-            _, future = self._waiting.pop(0)
-            if not future.done():  # one cancelled meanwhile claims nothing
-                future.set_result(_LEAD)
-                return
+        return await self.submit(message_id)
 
 
 _claim_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ClaimBatches] = (
