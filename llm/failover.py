@@ -62,6 +62,8 @@ ModelBuilder = Callable[[DeploymentConfig], BaseChatModel]
 # gives (stop, end_turn, stop_sequence, content_filter, ...) ends it as answered.
 _LENGTH_REASONS = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
+# Where a chunk's metadata says the stream ended (see _finish_reason).
+_FINISH_KEYS = frozenset({"finish_reason", "stop_reason"})
 
 
 @dataclass
@@ -428,6 +430,7 @@ async def _attempt(
         # whether there is an await on the provider to cut short.
         waiting = False
         answering = False  # text came: the first-token time is taken, the breaker told
+        paced = False  # the watchdog was armed for the inter-token timeout once text came
         inter_token_timeout = deployment.inter_token_timeout
         gaps = metrics.ChunkGaps(deployment.name, deployment.model)  # inter-chunk latency
         deadline = requested + deployment.first_token_timeout
@@ -471,10 +474,13 @@ async def _attempt(
                     if stop is not None and stop.is_set():
                         break
                     # Per chunk, at every token: one clock read (after the sink), no call for
-                    # what a plain text chunk does not have (metadata, usage, content blocks).
+                    # what a plain text chunk does not have (usage, content blocks), and a
+                    # look at its metadata only for the words that end a stream.
                     message = getattr(chunk, "message", chunk)  # a ChatGenerationChunk's
-                    if getattr(chunk, "generation_info", None) or getattr(
-                        message, "response_metadata", None
+                    info = getattr(chunk, "generation_info", None)
+                    metadata = getattr(message, "response_metadata", None)
+                    if (info and not _FINISH_KEYS.isdisjoint(info)) or (
+                        metadata and not _FINISH_KEYS.isdisjoint(metadata)
                     ):
                         finish = _finish_reason(chunk, message) or finish
                     reported = getattr(message, "usage_metadata", None)
@@ -482,36 +488,45 @@ async def _attempt(
                         usage.prompt_tokens = reported.get("input_tokens")
                         usage.completion_tokens = reported.get("output_tokens")
                     content = getattr(message, "content", "")
-                    texts: Sequence[str]
-                    if content.__class__ is str:
-                        texts = (content,) if content else ()
+                    if answering and content.__class__ is str:
+                        # Nearly every chunk: one more piece of text of a reply under way.
+                        if content:
+                            await sink(content)
                     else:
-                        texts = chunk_texts(message)
-                    for text in texts:
-                        first = not answering
-                        if first:
-                            hops.hop("w.first_token")
-                            answering = True
-                            entry["first_token_ms"] = int((loop.time() - requested) * 1000)
-                        record.sent_text = True
-                        await sink(text)
-                        if first:
-                            hops.hop("w.sunk")
-                            # After the sink: the first text does not wait for a thread hop.
-                            await _succeeded(
-                                deployment, permit, first_token_ms=entry["first_token_ms"]
-                            )
-                            permit = Permit(permit.key)  # the probe has spoken
-                            settled = True
+                        texts: Sequence[str]
+                        if content.__class__ is str:
+                            texts = (content,) if content else ()
+                        else:
+                            texts = chunk_texts(message)
+                        for text in texts:
+                            first = not answering
+                            if first:
+                                hops.hop("w.first_token")
+                                answering = True
+                                entry["first_token_ms"] = int((loop.time() - requested) * 1000)
+                            record.sent_text = True
+                            await sink(text)
+                            if first:
+                                hops.hop("w.sunk")
+                                # After the sink: the first text does not wait for a thread
+                                # hop.
+                                await _succeeded(
+                                    deployment, permit, first_token_ms=entry["first_token_ms"]
+                                )
+                                permit = Permit(permit.key)  # the probe has spoken
+                                settled = True
                     now = loop.time()  # the sink's work is not the provider's wait
                     gaps.chunk(now)
                     if answering:
                         deadline = now + inter_token_timeout
-                        if watchdog is not None and deadline < watchdog.when():
+                        if not paced and watchdog is not None and deadline < watchdog.when():
                             # Sooner than it looks (the inter-token timeout after the first
                             # text is shorter than the first-token one): once, not per chunk.
+                            # Later deadlines only move on (the loop's clock does), so the
+                            # watchdog needs no look per chunk from then on.
                             watchdog.cancel()
                             watchdog = loop.call_at(deadline, watch)
+                        paced = True
         except TimeoutError as exc:
             if not clock.expired():
                 raise

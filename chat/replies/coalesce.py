@@ -122,6 +122,7 @@ class DeltaCoalescer:
         "_schedule",
         "_size",
         "_started",
+        "_streams",
         "_ticket",
     )
 
@@ -146,6 +147,9 @@ class DeltaCoalescer:
         self._ticket = 0  # its entry in the loop's flush schedule; 0: none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._schedule: FlushSchedule | None = None
+        # The loop's open coalescers when the window widens with them (held here: one lookup
+        # per window, not a weak dictionary's per flush).
+        self._streams: weakref.WeakSet[DeltaCoalescer] | None = None
 
     def add(self, text: str) -> None:
         if not text:
@@ -155,9 +159,12 @@ class DeltaCoalescer:
         if not self._started or self._size >= self._max_chars:
             self.flush()
         elif not self._ticket:
-            loop = self._on_loop()
-            assert self._schedule is not None  # set with the loop
-            self._ticket = self._schedule.add(self._last_flush + self._window(loop), self)
+            schedule = self._schedule
+            if schedule is None:  # the first window of the reply: its loop, once
+                self._on_loop()
+                schedule = self._schedule
+                assert schedule is not None  # set with the loop
+            self._ticket = schedule.add(self._last_flush + self._window(), self)
 
     def _on_loop(self) -> asyncio.AbstractEventLoop:
         """The reply's loop; the first call counts this coalescer among the loop's streams."""
@@ -169,14 +176,15 @@ class DeltaCoalescer:
                 if streams is None:
                     streams = _open[self._loop] = weakref.WeakSet()
                 streams.add(self)
+                self._streams = streams
         return self._loop
 
-    def _window(self, loop: asyncio.AbstractEventLoop) -> float:
-        if self._max_interval <= self._interval:
+    def _window(self) -> float:
+        streams = self._streams
+        if streams is None:
             return self._interval
-        streams = _open.get(loop)
         return flush_window(
-            streams=len(streams) if streams is not None else 1,
+            streams=len(streams),
             interval=self._interval,
             max_interval=self._max_interval,
             rate=self._rate,

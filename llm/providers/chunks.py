@@ -40,11 +40,15 @@ class _Snapshot:
         self.fields_set = frozenset(model.__pydantic_fields_set__)
         self.private = model.__pydantic_private__
 
-    def copy(self, **values: Any) -> Any:
+    def fresh(self) -> dict[str, Any]:
+        """The template's fields, each container a new copy: the `__dict__` of a copy."""
         fields = self.fields.copy()
         for name, value in self.containers:
             fields[name] = value.copy()
-        fields.update(values)
+        return fields
+
+    def build(self, fields: dict[str, Any]) -> Any:
+        """A new instance with these fields, and copies of the template's other state."""
         model = _new(self.cls)
         _set(model, "__dict__", fields)
         _set(model, "__pydantic_extra__", None if self.extra is None else dict(self.extra))
@@ -63,7 +67,11 @@ class TextChunks:
         self._message = _Snapshot(template.message)
 
     def make(self, text: str) -> ChatGenerationChunk:
-        chunk: ChatGenerationChunk = self._chunk.copy(
-            message=self._message.copy(content=text), text=text
-        )
+        # Runs once per token: both objects built here, no keyword arguments on the way.
+        fields = self._message.fresh()
+        fields["content"] = text
+        envelope = self._chunk.fresh()
+        envelope["message"] = self._message.build(fields)
+        envelope["text"] = text
+        chunk: ChatGenerationChunk = self._chunk.build(envelope)
         return chunk

@@ -6,7 +6,7 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
@@ -51,7 +51,7 @@ class SseData:
         self._rest = b""  # an unfinished line (with its CR, when its LF may follow)
         self._data: list[bytes] = []
 
-    def feed(self, raw: bytes) -> Iterator[bytes]:
+    def feed(self, raw: bytes) -> list[bytes]:
         buffer = self._rest + raw if self._rest else raw
         if b"\r" in buffer:
             # A CR at the end may be the first half of a CRLF: its line waits for what follows.
@@ -66,22 +66,25 @@ class SseData:
             self._rest = lines.pop()
         return self._events(lines)
 
-    def finish(self) -> Iterator[bytes]:
+    def finish(self) -> list[bytes]:
         """What the stream's end completes (a last line without its line end, a last event
         without its blank line)."""
         rest, self._rest = self._rest.rstrip(b"\r"), b""
         return self._events([rest, b""] if rest else [b""])
 
-    def _events(self, lines: list[bytes]) -> Iterator[bytes]:
+    def _events(self, lines: list[bytes]) -> list[bytes]:
+        # A list, not a generator: a read brings about one event, and this runs per read.
+        events: list[bytes] = []
         data = self._data
         for line in lines:
             if not line:
                 if data:
-                    yield data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
                     data.clear()
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
+        return events
 
 
 class _JsonChunks(openai.AsyncStream[Any]):
@@ -95,45 +98,61 @@ class _JsonChunks(openai.AsyncStream[Any]):
     with an `error` raises the SDK's APIError, a timeout or a broken connection while reading
     raises its APITimeoutError or APIConnectionError, and the response is closed whatever
     happens.
+
+    One async generator between the HTTP body and langchain-openai, not three: every token
+    resumes each generator in the chain and comes back out through it, so the SDK's
+    pass-through `__aiter__` is left out and the body is read in `__stream__` itself.
     """
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterator
 
     async def __stream__(self) -> AsyncIterator[Any]:
         response = self.response
+        events = SseData()
+        done = False
         try:
-            async for data in self._data():
-                if data.startswith(b"[DONE]"):
-                    if response.http_version == "HTTP/1.1":
-                        await drain_response_async(response)
-                    return
-                # As text: json.loads of bytes first guesses their encoding (SSE is UTF-8).
-                chunk = json.loads(data.decode("utf-8", "surrogatepass"))
-                if chunk.__class__ is dict and chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else None
-                    raise APIError(
-                        message=message
-                        if isinstance(message, str) and message
-                        else "An error occurred during streaming",
-                        request=response.request,
-                        body=error,
-                    )
-                yield chunk
+            try:
+                async for raw in response.aiter_bytes():
+                    for data in events.feed(raw):
+                        if data.startswith(b"[DONE]"):
+                            done = True
+                            break
+                        yield _json_chunk(data, response)
+                    if done:
+                        break
+                else:
+                    for data in events.finish():
+                        if data.startswith(b"[DONE]"):
+                            done = True
+                            break
+                        yield _json_chunk(data, response)
+            except timeout_exceptions() as err:
+                raise APITimeoutError(request=response.request) from err
+            except request_exceptions() as err:
+                raise APIConnectionError(request=response.request) from err
+            if done and response.http_version == "HTTP/1.1":
+                await drain_response_async(response)
         finally:
             await response.aclose()
 
-    async def _data(self) -> AsyncIterator[bytes]:
-        events = SseData()
-        response = self.response
-        try:
-            async for raw in response.aiter_bytes():
-                for data in events.feed(raw):
-                    yield data
-            for data in events.finish():
-                yield data
-        except timeout_exceptions() as err:
-            raise APITimeoutError(request=response.request) from err
-        except request_exceptions() as err:
-            raise APIConnectionError(request=response.request) from err
+
+def _json_chunk(data: bytes, response: httpx2.Response) -> Any:
+    """One event's data as the JSON object it is; a chunk with an `error` raises the SDK's
+    APIError, as the SDK's own stream does."""
+    # As text: json.loads of bytes first guesses their encoding (SSE is UTF-8).
+    chunk = json.loads(data.decode("utf-8", "surrogatepass"))
+    if chunk.__class__ is dict and chunk.get("error"):
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        raise APIError(
+            message=message
+            if isinstance(message, str) and message
+            else "An error occurred during streaming",
+            request=response.request,
+            body=error,
+        )
+    return chunk
 
 
 class _DictChunks:

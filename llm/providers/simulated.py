@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -121,13 +125,77 @@ class SimulatedChatModel(BaseChatModel):
         tokens, prompt_tokens, finish = self._tokens(messages)
         await asyncio.sleep(self.first_token_delay)
         loop = asyncio.get_running_loop()
+        pacer = _pacer_of(loop)
         started = loop.time()
         for index, token in enumerate(tokens):
             if index:
-                due = started + index / self.tokens_per_second
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                await pacer.until(started + index / self.tokens_per_second)
             yield _text_chunk(self._emit(token))
         yield ChatGenerationChunk(message=self._last(prompt_tokens, len(tokens), finish))
+
+
+# A token due this soon after a firing of the pacer goes with it: the streams of a load test
+# due within a millisecond take one timer, not one each.
+PACE_SLACK = 0.001
+
+
+class Pacer:
+    """When the simulated streams of one event loop emit their next tokens: one loop timer, for
+    the earliest, as chat/replies/coalesce.py's FlushSchedule does for flush windows.
+
+    A stand-in model's own cost, not a provider's: `asyncio.sleep` per token is a timer handle
+    made, pushed on the loop's heap (compared in Python there), popped and cancelled, for every
+    token of every stream; at hundreds of streams it was a large part of a load test's worker
+    CPU per token (bench/reply_cost.py, docs/benchmarks.md round 8) that a real model spends
+    in its own process. Here a wait is a future in a heap of plain tuples; one firing wakes
+    every stream whose token is due within PACE_SLACK of it (a token may come that much early,
+    never late)."""
+
+    __slots__ = ("__weakref__", "_due", "_heap", "_loop", "_tickets", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._tickets = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = math.inf  # when the timer fires
+
+    async def until(self, due: float) -> None:
+        """Return at `due` (loop time), or at once (after a turn of the loop) if it passed."""
+        loop = self._loop
+        if due <= loop.time():
+            await asyncio.sleep(0)
+            return
+        waiter = loop.create_future()
+        heapq.heappush(self._heap, (due, next(self._tickets), waiter))
+        if due < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due = due
+            self._timer = loop.call_at(due, self._fire)
+        await waiter  # a cancelled wait leaves its entry, skipped when due
+
+    def _fire(self) -> None:
+        self._timer, self._due = None, math.inf
+        heap = self._heap
+        until = self._loop.time() + PACE_SLACK
+        while heap and heap[0][0] <= until:
+            waiter = heapq.heappop(heap)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+        if heap:
+            self._due = heap[0][0]
+            self._timer = self._loop.call_at(self._due, self._fire)
+
+
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
+
+
+def _pacer_of(loop: asyncio.AbstractEventLoop) -> Pacer:
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = Pacer(loop)
+    return pacer
 
 
 # At thousands of simulated tokens a second the stand-in model's chunks were a quarter of a load

@@ -16,7 +16,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.providers.local import ChatLocalLlama, bundled_model_path, load_model
-from llm.providers.simulated import simulated_reply, split_tokens
+from llm.providers.simulated import SimulatedChatModel, simulated_reply, split_tokens
 from llm.registry import chat_model_for, provider_config, provider_configs
 
 # --- simulated ------------------------------------------------------------------------------
@@ -118,6 +118,59 @@ async def test_simulated_chunks_merge_like_validated_ones_and_share_no_state():
         assert built.__pydantic_extra__ == expected.__pydantic_extra__
         assert built.__pydantic_private__ == expected.__pydantic_private__
     assert again[1].model_dump() == validated.model_dump()
+
+
+async def test_simulated_streams_of_one_loop_wait_for_their_tokens_on_one_timer(monkeypatch):
+    """A load test's hundreds of simulated streams are paced by one loop timer (the earliest
+    token due), not a timer handle per token of each: the stand-in's pacing is not the
+    worker's work. The streams' clocks start together (the loop's clock held still while
+    they start), so their next tokens are due together: one timer, and every stream gets its
+    token, in order, none lost."""
+    loop = asyncio.get_running_loop()
+    model = SimulatedChatModel(tokens_per_second=2.0, first_token_delay=0.0)
+    messages = [HumanMessage("Tell me about otters")]
+    streams = [model._astream(messages) for _ in range(100)]
+    now = loop.time()
+    monkeypatch.setattr(loop, "time", lambda: now)
+    firsts = [await stream.__anext__() for stream in streams]
+    monkeypatch.undo()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when, callback, *args, **kwargs):
+        timers.append(when)
+        return call_at(when, callback, *args, **kwargs)
+
+    async with asyncio.timeout(30):  # a bound for a lost wake-up, not a speed requirement
+        monkeypatch.setattr(loop, "call_at", counted)  # (the bound's own timer is made)
+        seconds = await asyncio.gather(*(stream.__anext__() for stream in streams))
+        monkeypatch.undo()
+    tokens = split_tokens(simulated_reply("Tell me about otters"))
+    assert [chunk.text for chunk in firsts] == [tokens[0]] * 100
+    assert [chunk.text for chunk in seconds] == [tokens[1]] * 100
+    assert len(timers) == 1
+    for stream in streams:
+        await stream.aclose()
+
+
+async def test_a_simulated_stream_cancelled_while_it_waits_leaves_the_others_paced():
+    model = SimulatedChatModel(tokens_per_second=20.0, first_token_delay=0.0)
+    messages = [HumanMessage("Tell me about otters")]
+    streams = [model._astream(messages) for _ in range(3)]
+    for stream in streams:
+        await stream.__anext__()
+    waits = [asyncio.ensure_future(stream.__anext__()) for stream in streams]
+    await asyncio.sleep(0)
+    waits[1].cancel()
+    async with asyncio.timeout(30):
+        done = await asyncio.gather(*waits, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    second = split_tokens(simulated_reply("Tell me about otters"))[1]
+    assert done[0].text == done[2].text == second
+    async with asyncio.timeout(30):  # and the next tokens come as before
+        assert [(await s.__anext__()).text for s in (streams[0], streams[2])] == [
+            split_tokens(simulated_reply("Tell me about otters"))[2]
+        ] * 2
 
 
 def test_simulated_invoke_matches_stream():
