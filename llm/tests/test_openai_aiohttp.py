@@ -328,3 +328,26 @@ async def test_the_pool_holds_1000_connections_and_the_next_request_waits_for_on
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's")
+@pytest.mark.usefixtures("_default_socket_options")
+async def test_through_a_proxy_from_the_environment_its_connection_keeps_the_probes(
+    fault: FaultServer, monkeypatch, refusing_port: int
+):
+    """HTTP_PROXY is honoured (the upstream's own port refuses: the reply can only come through
+    the proxy, here the fault server, which answers a proxied request as its own) and the
+    connection to the proxy carries the keep-alive probes. langchain-openai's httpx client
+    drops its socket options when the environment names a proxy."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{fault.port}")
+    fault.default("a", Endless(chunk_delay=0.01))
+    config = _config(f"http://127.0.0.1:{refusing_port}/a/v1")
+    endless: Any = chat_model_for(config, max_tokens=50)._astream(MESSAGES)
+    await endless.__anext__()
+    sockets = _sockets_to(fault.port)
+    try:
+        assert [sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) for sock in sockets] == [1]
+    finally:
+        for sock in sockets:
+            sock.close()
+        await endless.aclose()
