@@ -1,11 +1,12 @@
 """The async HTTP client under the OpenAI kinds' streams (LLM_HTTP_CLIENT).
 
-`aiohttp`: the SDK's aiohttp client, whose compiled HTTP parser reads a streamed
+`aiohttp` (the default): the SDK's aiohttp client, whose compiled HTTP parser reads a streamed
 body for less CPU than httpx and h11 (docs/benchmarks.md, round 7c), made to keep the promises
 of langchain-openai's pooled httpx client, which `httpx` selects: the same socket options
 (TCP keep-alive probes and TCP_USER_TIMEOUT, so a dead upstream is found), the same pool (up to
 1,000 connections, idle ones closed after 5 s) and the same timeouts (connect; read; pool, as
-aiohttp's wait for a connection). What aiohttp cannot match is in docs/routing.md.
+aiohttp's wait for a connection; write, which aiohttp lacks, added here). What aiohttp does
+differently is in docs/routing.md.
 """
 
 from __future__ import annotations

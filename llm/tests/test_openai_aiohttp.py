@@ -1,4 +1,4 @@
-"""The OpenAI kinds over the SDK's aiohttp client (LLM_HTTP_CLIENT=aiohttp),
+"""The OpenAI kinds over the SDK's aiohttp client (LLM_HTTP_CLIENT=aiohttp, the default),
 against a real loopback upstream: the same replies, the same ProviderError for a read timeout, a
 refused connection and a body cut midway as over httpx, and a stopped or cancelled reply lets go
 of its upstream connection. The transport promises of langchain-openai's httpx client hold for
