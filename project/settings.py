@@ -252,9 +252,10 @@ LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.7)
 LLM_HISTORY_MESSAGES = env_int("LLM_HISTORY_MESSAGES", 20)
 LLM_SYSTEM_PROMPT = env_str("LLM_SYSTEM_PROMPT", "You are Parley, a helpful assistant. Be concise.")
 LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 60.0)
-# The HTTP client under the OpenAI kinds' streams: httpx (the SDK's default) or aiohttp (the
-# SDK's DefaultAioHttpClient; docs/benchmarks.md, round 7c).
-LLM_HTTP_CLIENT = env_str("LLM_HTTP_CLIENT", "httpx")
+# The HTTP client under the OpenAI kinds' streams: aiohttp (the SDK's DefaultAioHttpClient,
+# less CPU per token: docs/benchmarks.md, round 7c) or httpx (langchain-openai's pooled client),
+# with the same transport promises (docs/routing.md, "The HTTP client").
+LLM_HTTP_CLIENT = env_str("LLM_HTTP_CLIENT", "aiohttp")
 if LLM_HTTP_CLIENT not in ("httpx", "aiohttp"):
     raise ImproperlyConfigured(f"LLM_HTTP_CLIENT={LLM_HTTP_CLIENT!r}: use httpx or aiohttp")
 LLM_LOCAL_THREADS = env_int("LLM_LOCAL_THREADS", 2)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
-import httpx2
 import openai
 from django.conf import settings
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -24,6 +23,7 @@ from openai._streaming_cleanup import drain_response_async
 from llm.options import GenerationOptions, sampling_kwargs
 from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
 from llm.providers.chunks import TextChunks
+from llm.providers.http_clients import async_http_client
 
 
 def request_timeout(config: ProviderConfig) -> float | tuple[float, float, float, float]:
@@ -299,48 +299,6 @@ def build(
     return model
 
 
-class _AioHttpClient(openai.DefaultAioHttpClient):
-    """The SDK's aiohttp client, with a failed connection told from a timed-out one: the
-    adapter it vendors maps every aiohttp connection error (a refused connection, a dropped
-    keep-alive connection) to httpx's ConnectTimeout, which the SDK reports as a timeout."""
-
-    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
-        try:
-            return await super().send(request, **kwargs)
-        except httpx2.ConnectTimeout as err:
-            if isinstance(err.__cause__, TimeoutError):
-                raise
-            raise httpx2.ConnectError(str(err), request=request) from err.__cause__
-
-
-# aiohttp clients, per event loop and (base URL, timeout): what langchain-openai does for its
-# own httpx clients (one pool per upstream, whatever the options), each pool on its own loop.
-_aiohttp_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _async_http_client(config: ProviderConfig) -> Any | None:
-    """The SDK's aiohttp client when LLM_HTTP_CLIENT says so (its compiled HTTP parser reads a
-    streamed body for less CPU than httpx and h11: docs/benchmarks.md, round 7c); None leaves
-    langchain-openai's own pooled httpx client. The SDK's defaults hold (1,000 connections,
-    keep-alive 5 s), and every request still carries the model's timeout."""
-    if settings.LLM_HTTP_CLIENT != "aiohttp":
-        return None
-    base_url = config.base_url or "https://api.openai.com/v1"
-    timeout = request_timeout(config)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return _AioHttpClient(base_url=base_url, timeout=timeout)
-    clients = _aiohttp_clients.setdefault(loop, {})
-    key = json.dumps([base_url, timeout])
-    client = clients.get(key)
-    if client is None:
-        client = clients[key] = _AioHttpClient(base_url=base_url, timeout=timeout)
-    return client
-
-
 def _build(
     config: ProviderConfig, *, max_tokens: int, options: GenerationOptions | None
 ) -> ChatOpenAI:
@@ -357,7 +315,9 @@ def _build(
         # langchain-openai's wraps each chunk in asyncio.wait_for, which on Python 3.11 drops a
         # cancel arriving as the chunk does (and costs a task per chunk).
         stream_chunk_timeout=0,
-        http_async_client=_async_http_client(config),
+        http_async_client=async_http_client(
+            config.base_url or "https://api.openai.com/v1", request_timeout(config)
+        ),
         temperature=float(sampling.pop("temperature", config.options.get("temperature", 0.7))),
     )
     # The request's own choices go into the body as they are, by OpenAI's names, which

@@ -247,13 +247,16 @@ async def test_reply_stream_marks_the_reply_failed_when_the_server_is_down(
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
 def test_consecutive_celery_replies_each_answer(
-    llama_server: LlamaServer, settings, owner, no_dispatch
+    llama_server: LlamaServer, settings, owner, no_dispatch, client: str
 ):
-    """What a Celery worker does: generate_reply(id) for one reply after another; each is
-    answered (8 tokens: the cap cuts them, so they are incomplete, never failed)."""
+    """What a Celery worker does: generate_reply(id) for one reply after another, each on an
+    event loop of its own; each is answered (8 tokens: the cap cuts them, so they are
+    incomplete, never failed), over either HTTP client."""
     from chat.replies.tasks import generate_reply
 
+    settings.LLM_HTTP_CLIENT = client
     settings.LLM_DEFAULT_PROVIDER = "openai-compatible"
     settings.OPENAI_COMPATIBLE_BASE_URL = llama_server.base_url
     settings.LLM_MAX_TOKENS = 8
