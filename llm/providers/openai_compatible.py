@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
 
+import httpx2
 import openai
 from django.conf import settings
 from langchain_core.language_models.chat_models import BaseChatModel

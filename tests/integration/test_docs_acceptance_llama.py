@@ -286,12 +286,13 @@ TURN = "The quick brown fox jumps over the lazy dog. " * 14  # ~630 characters, 
 
 
 def long_history(turns: int) -> list[ChatCompletionMessageParam]:
-    return [
-        {"role": "user", "content": f"{n}: {TURN}"}
-        if n % 2 == 0
-        else {"role": "assistant", "content": f"{n}: {TURN}"}
-        for n in range(turns)
-    ]
+    history: list[ChatCompletionMessageParam] = []
+    for n in range(turns):
+        if n % 2 == 0:
+            history.append({"role": "user", "content": f"{n}: {TURN}"})
+        else:
+            history.append({"role": "assistant", "content": f"{n}: {TURN}"})
+    return history
 
 
 def test_a_history_past_llama_cpps_window_is_answered_from_its_latest_turns(
