@@ -49,7 +49,12 @@ def bucket(value: float, edges: tuple[float, ...]) -> str:
 
 
 def collect(
-    judge_dir: Path | None, blind: bool, *, training: bool = False, judging: bool = True
+    judge_dir: Path | None,
+    blind: bool,
+    *,
+    training: bool = False,
+    judging: bool = True,
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     from django.conf import settings
 
@@ -73,6 +78,8 @@ def collect(
             for path in sorted((DATA / "training").glob("*.json"))
         ]
     for label, name, key in sets:
+        if only and Path(name).stem not in only:
+            continue
         data = json.loads((DATA / name).read_text())
         block = data[key] if key else data
         for kind in ("paraphrases", "near_misses"):
@@ -243,6 +250,9 @@ def main() -> None:
     )
     parser.add_argument("--no-judge", action="store_true", help="no judge scores (faster)")
     parser.add_argument(
+        "--sets", nargs="+", help="only these sets (file stems, e.g. cache_heldout19)"
+    )
+    parser.add_argument(
         "--recheck", action="store_true", help="with --rows: today's check on them (seconds)"
     )
     args = parser.parse_args()
@@ -260,6 +270,7 @@ def main() -> None:
                 args.blind_commits,
                 training=args.training,
                 judging=not args.no_judge,
+                only=set(args.sets) if args.sets else None,
             )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))

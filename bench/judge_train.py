@@ -235,6 +235,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--steps", type=int, default=0, help="stop after this many (timing)")
     parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="a time budget: the learning rate decays with the time spent instead of the steps "
+        "taken, and training stops when it is spent (a shared machine's speed varies 6x)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch's threads")
+    parser.add_argument(
         "--smoothing",
         type=float,
         default=0.0,
@@ -250,7 +258,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -286,19 +294,26 @@ def main() -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     warmup = max(1, total // 10)
+    began = time.perf_counter()
+
+    def progress(s: int) -> float:
+        """How far training is, 0 to 1: by steps, or by the time budget when there is one."""
+        if args.seconds:
+            return min(1.0, (time.perf_counter() - began) / args.seconds)
+        return s / total
+
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup)))
+        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (1.0 - progress(s)) / 0.9))
     )
     # Rewordings and near-misses weigh the same whatever their counts.
     weight = torch.tensor((len(examples) - positives) / max(positives, 1))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none")
-    began = time.perf_counter()
     step = 0
     order = list(range(len(examples)))
-    while step < total:
+    while step < total and progress(step) < 1.0:
         random.shuffle(order)
         for start in range(0, len(order), args.batch):
-            if step >= total:
+            if step >= total or progress(step) >= 1.0:
                 break
             model.train()
             batch = [examples[i] for i in order[start : start + args.batch]]
@@ -315,7 +330,7 @@ def main() -> None:
             optimiser.step()
             schedule.step()
             step += 1
-            if step % 20 == 0 or step == total:
+            if step % 20 == 0 or step == total or progress(step) >= 1.0:
                 spent = time.perf_counter() - began
                 print(
                     f"step {step}/{total} loss {loss.item():.4f} {spent:.0f} s "

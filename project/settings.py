@@ -427,9 +427,9 @@ CACHE_SEMANTIC_MAX_CHARS = env_int("CACHE_SEMANTIC_MAX_CHARS", 400)
 CACHE_SEMANTIC_INDEXES = env_int("CACHE_SEMANTIC_INDEXES", 128)
 # The cross-encoder judge (llm/cache/judge.py): a second look at close candidates the lexical
 # check refused for a soft reason (a content word) and that ask for the same kind of answer; it
-# accepts one it scores at or above the threshold. On sets 10-18, which judge v5 never trained
-# on, it adds 71 rewordings at 0.962 and answers none of their near-misses (docs/caching.md,
-# "The judge"). A lookup that reaches it pays ~15-40 ms, the process ~62 MB once.
+# accepts one it scores at or above the threshold. Judge v6b, at 0.962, adds 12 and 12
+# rewordings on sets 19 and 20, held out of its training, and answers none of their near-misses
+# (docs/caching.md, "The judge"). A lookup that reaches it pays ~15-40 ms, the process ~62 MB once.
 CACHE_JUDGE_ENABLED = env_bool("CACHE_JUDGE_ENABLED", True)
 CACHE_JUDGE_THRESHOLD = env_float("CACHE_JUDGE_THRESHOLD", 0.962)
 if not 0.0 < CACHE_JUDGE_THRESHOLD <= 1.0:

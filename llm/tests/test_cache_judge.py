@@ -16,8 +16,9 @@ from llm.cache.semantic import ScopeIndex
 from llm.embeddings import embedder, model_dir, safetensors_load
 
 THRESHOLD = 0.60
-# Judge v5 (trained towards 0.05 / 0.95, so its scores stop short of 1): these tests pin the
-# mechanism at a threshold under its operating point (docs/benchmarks.md, "Cache: judge v5").
+# Judges v5 and v6b (trained towards 0.05 / 0.95, so their scores stop short of 1): these tests
+# pin the mechanism at a threshold under its operating point (docs/benchmarks.md, "Cache: judge
+# v5" and "Cache: round 8").
 JUDGE_THRESHOLD = 0.9
 
 # (stored, asked): a rewording the lexical check refuses for a word one side lacks.
