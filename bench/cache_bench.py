@@ -279,6 +279,12 @@ PAIR_SETS = [
     # made tuning sets.
     ("held-out 19 (became tuning)", "tuning/cache_heldout19.json", ""),
     ("held-out 20 (became tuning)", "tuning/cache_heldout20.json", ""),
+    # Sets 21 and 22 (5 December, session 12): each written blind by a helper that read only
+    # issue 18 and its brief (21 leaning to work and software, 22 to everyday life), run once
+    # on main a7939ea (judge v5) and once on the judge7 branch's frozen a1ac7a8 (judge v6b)
+    # (BLIND_RESULTS), then made tuning sets.
+    ("held-out 21 (became tuning)", "tuning/cache_heldout21.json", ""),
+    ("held-out 22 (became tuning)", "tuning/cache_heldout22.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -314,6 +320,11 @@ BLIND_RESULTS = [
     # with judge v5 on 167 with 1 and 135 with 5 (docs/benchmarks.md, "Blind sets 19 and 20").
     ("held-out 19, blind (default of 3918ec5, judge on, one run)", 165, 220, 0, 223),
     ("held-out 20, blind (default of 3918ec5, judge on, one run)", 132, 220, 2, 220),
+    # Sets 21 and 22: the default of a1ac7a8 (judge v6b at 0.962, gated); its check alone in the
+    # same run 142/220 with 1 and 144/220 with 2. Main a7939ea's default (judge v5) gave 149
+    # with 1 and 148 with 3 (docs/benchmarks.md, "Blind sets 21 and 22").
+    ("held-out 21, blind (default of a1ac7a8, judge v6b, one run)", 154, 220, 1, 223),
+    ("held-out 22, blind (default of a1ac7a8, judge v6b, one run)", 153, 220, 3, 227),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
