@@ -319,8 +319,10 @@ class FaultServer:
             if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
                 completion = behaviour.completion_tokens or len(pieces)
                 await send(_usage_chunk(model, behaviour.prompt_tokens, completion))
-            await send("[DONE]")
-            await response.write_eof()
+            # `[DONE]` and the body's end in one write, as a server ending its stream sends
+            # them: the client's drain after `[DONE]` (the SDK's, 0.1 s) then finds the end
+            # already read, however long the client's loop waits to run it.
+            await response.write_eof(b"data: [DONE]\n\n")
             return response
         step = behaviour.chunk_chars
         pieces = [behaviour.text[i : i + step] for i in range(0, len(behaviour.text), step)]
