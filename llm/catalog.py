@@ -336,6 +336,27 @@ def all_deployments() -> list[DeploymentConfig]:
     return catalog().all_deployments()
 
 
+# Context windows providers stated refusing a longer prompt (llm/failover.py), by deployment
+# key: this process fits later prompts to them. Not shared: each process learns with one refusal.
+_learnt_windows: dict[str, int] = {}
+_learnt_count = 0  # windows learnt so far: part of alias_window's memo key
+
+
+def window_learnt(key: str, window: int) -> None:
+    """Remember that deployment `key`'s model reads at most `window` tokens (its provider said
+    so): from now on prompts on the aliases it serves are fitted to it, in this process."""
+    global _learnt_count
+    if window > 0 and window < _learnt_windows.get(key, window + 1):
+        _learnt_windows[key] = window
+        _learnt_count += 1
+
+
+def deployment_window(deployment: DeploymentConfig) -> int | None:
+    """The deployment's context window: the smaller of the configured one and the one learnt."""
+    known = [w for w in (deployment.context_window, _learnt_windows.get(deployment.key)) if w]
+    return min(known) if known else None
+
+
 def alias_window(alias: str) -> int | None:
     """The smallest known context window among the enabled deployments a reply on `alias` may
     be sent to (its own, then its fallbacks'): a prompt fitted to it fits any of them. None
@@ -345,14 +366,15 @@ def alias_window(alias: str) -> int | None:
         current = catalog()
         aliases = [alias, *current.fallbacks_for(alias)]
         windows = [
-            d.context_window
+            window
             for found in current.deployments_for(aliases).values()
             for d in found
-            if d.enabled and d.context_window
+            if d.enabled and (window := deployment_window(d))
         ]
         return min(windows) if windows else None
 
-    return catalog().memo(("alias_window", alias), smallest)
+    # Keyed by what was learnt too: a window learnt later is seen at once.
+    return catalog().memo(("alias_window", alias, _learnt_count), smallest)
 
 
 # --- tenant features: the models an organisation may use ---------------------------------

@@ -48,7 +48,7 @@ from core.observability import metrics
 from core.observability.context import traced
 from llm import router
 from llm.breaker import Permit
-from llm.catalog import DeploymentConfig
+from llm.catalog import DeploymentConfig, window_learnt
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderError, provider_error_from
 from llm.retry import RetryPolicy
@@ -57,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 TextSink = Callable[[str], Awaitable[None]]
 ModelBuilder = Callable[[DeploymentConfig], BaseChatModel]
+# The prompt fitted to a context window (and its estimated tokens); raises context_length_exceeded
+# when the question alone does not fit it (llm/context.py).
+Refit = Callable[[int], tuple[list[BaseMessage], int]]
+MAX_REFITS = 3  # a reply's prompt fitted again at most this many times
+REFIT_SHRINK = 0.85  # each time after the first to this share of the stated window
 
 # What each provider's own finish reason means for the reply; any other reason the provider
 # gives (stop, end_turn, stop_sequence, content_filter, ...) ends it as answered.
@@ -165,11 +170,15 @@ async def stream_with_failover(
     prompt_tokens: int = 0,
     plan_for: Callable[[str], router.RoutePlan] = router.route_plan,
     stop: asyncio.Event | None = None,
+    refit: Refit | None = None,
 ) -> DeploymentConfig | None:
     """Stream a reply to `sink` from the first deployment that answers; returns it.
 
     `record.finish_reason` says how it ended: "stop", "length", or "cancelled" when `stop` was
     set (then the return value is the deployment that was streaming, or None if none was yet).
+    A provider that refuses the prompt as longer than its context window, saying the window,
+    has it learnt (llm/catalog.py window_learnt); with `refit` the prompt is fitted to it and
+    sent again at once, without it the refusal ends the reply (context_length_exceeded).
     """
     clock = retry_clock
     deadline = clock.now() + policy.budget
@@ -183,9 +192,11 @@ async def stream_with_failover(
         first_round = await asyncio.wrap_future(expected)
     else:
         first_round = expected
+    refits = 0  # prompts fitted again to a window a provider stated
     while True:
         if _stopped(stop):
             return _stopped_at(record)
+        refitted = False
         made = first_round.take(alias, prompt_tokens) if first_round is not None else None
         first_round = None
         if made is not None:
@@ -232,6 +243,15 @@ async def stream_with_failover(
             except ProviderError as error:
                 if record.sent_text:
                     raise _interrupted(error) from error
+                if error.context_window:
+                    window_learnt(deployment.key, error.context_window)
+                    if refit is not None and refits < MAX_REFITS:
+                        # Tighter each time: the prompt's tokens are estimated (llm/context.py).
+                        window = int(error.context_window * REFIT_SHRINK**refits)
+                        refits += 1
+                        messages, prompt_tokens = refit(window)
+                        refitted = True
+                        break
                 if not (error.retryable or error.deployment_fault):
                     raise
                 if error.deployment_fault:
@@ -248,6 +268,8 @@ async def stream_with_failover(
                 return _stopped_at(record)
             record.answered_by = deployment
             return deployment
+        if refitted:
+            continue  # the fitted prompt goes out at once, planned afresh
         if last_error is None:
             raise _all_unavailable(alias, waits)
         if not round_errors or len(record.attempts) >= policy.max_attempts:

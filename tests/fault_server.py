@@ -60,6 +60,7 @@ class Fail:
     status: int
     retry_after: float | None = None
     message: str = "scripted failure"
+    error: dict | None = None  # the body's `error` object as a server words it (default: message)
     name = "fail"
 
 
@@ -259,8 +260,9 @@ class FaultServer:
             headers = {}
             if behaviour.retry_after is not None:
                 headers["Retry-After"] = f"{behaviour.retry_after:g}"
+            error = behaviour.error or {"message": behaviour.message, "type": "fault", "code": None}
             return web.json_response(
-                {"error": {"message": behaviour.message, "type": "fault", "code": None}},
+                {"error": error},
                 status=behaviour.status,
                 headers=headers,
             )

@@ -339,20 +339,29 @@ async def _pump_tokens(
     end as soon as `stop` is set)."""
     alias = reply_alias(reply)
     options = reply_options(reply)
-    try:
-        # The oldest turns left out where the models' context window would end before the
-        # reply's room (llm/context.py); a question too long alone fails the reply.
-        fitted = prompt_fit(
-            messages,
-            window=alias_window(alias),
-            max_tokens=options.max_tokens or settings.LLM_MAX_TOKENS,
-        )
-    except ParleyError as exc:
-        raise ProviderError(exc.code, exc.detail) from None
-    messages = fitted.messages
-    state.prompt_estimate = accounting.estimate_tokens("".join(str(m.content) for m in messages))
+    asked = options.max_tokens or settings.LLM_MAX_TOKENS
+    whole = messages
+    max_tokens = asked
+
+    def fit(window: int | None) -> tuple[list[BaseMessage], int]:
+        """The oldest turns left out where the models' context window would end before the
+        reply's room (llm/context.py); a question too long alone fails the reply."""
+        nonlocal max_tokens
+        try:
+            fitted = prompt_fit(whole, window=window, max_tokens=asked)
+        except ParleyError as exc:
+            raise ProviderError(exc.code, exc.detail, context_window=window) from None
+        max_tokens = state.max_tokens = fitted.max_tokens
+        text = "".join(str(m.content) for m in fitted.messages)
+        state.prompt_estimate = accounting.estimate_tokens(text)
+        return fitted.messages, state.prompt_estimate
+
+    def refit(stated: int) -> tuple[list[BaseMessage], int]:
+        """Fitted to a window a provider stated refusing the prompt (learnt by now)."""
+        return fit(min(w for w in (stated, alias_window(alias)) if w))
+
+    messages, _ = fit(alias_window(alias))
     record = state.routing = RoutingRecord(alias=alias, options=options)
-    max_tokens = state.max_tokens = fitted.max_tokens
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
         return chat_model_for(deployment, max_tokens=max_tokens, options=options)
@@ -368,6 +377,7 @@ async def _pump_tokens(
             prompt_tokens=state.prompt_estimate,
             plan_for=partial(route_plan, allowed=reply_allowed_models(reply)),
             stop=stop,
+            refit=refit,
         )
     finally:
         state.prompt_tokens = record.usage.prompt_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,11 +52,16 @@ class ProviderError(ParleyError):
         status: int | None = None,
         retry_after: float | None = None,
         reason: str = "",
+        context_window: int | None = None,
     ) -> None:
-        super().__init__(code, detail)
+        super().__init__(
+            code, detail, extra={"context_window": context_window} if context_window else None
+        )
         self.status = status
         self.retry_after = retry_after
         self.reason = reason or (f"http_{status}" if status else code)
+        # A context_length_exceeded refusal: the window the provider said it has, if it did.
+        self.context_window = context_window
 
     @property
     def deployment_fault(self) -> bool:
@@ -99,6 +105,50 @@ def _headers_of(exc: BaseException) -> Mapping[str, str] | None:
     return headers if isinstance(headers, Mapping) else None
 
 
+# How providers say a prompt is longer than the model reads: OpenAI and llama-cpp-python's
+# server ("This model's maximum context length is 8192 tokens. However, ..."), vLLM (the same
+# words, or "... maximum context length is 2048 tokens and your request has ..."), llama.cpp's
+# server (type exceed_context_size_error, with n_ctx), Anthropic ("prompt is too long: 210000
+# tokens > 200000 maximum").
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+_CONTEXT_WORDS = re.compile(
+    r"maximum context length|context (?:length|window|size)|prompt is too long", re.IGNORECASE
+)
+_WINDOW_SAID = re.compile(
+    r"maximum context length is (\d+)|context window of (\d+)|tokens? > (\d+) maximum",
+    re.IGNORECASE,
+)
+
+
+def context_refusal(exc: BaseException) -> ProviderError | None:
+    """The provider's refusal of a prompt longer than its model's context window, as
+    context_length_exceeded with the window when the provider says it; None for any other
+    error. Parley fits prompts to a known window (llm/context.py); this is how it learns one
+    it was not told (llm/failover.py)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    fields = error if isinstance(error, dict) else {}
+    message = fields.get("message") or getattr(exc, "message", None) or str(exc)
+    message = message if isinstance(message, str) else str(message)
+    said = {str(fields.get("code") or ""), str(fields.get("type") or "")}
+    if said.isdisjoint(_CONTEXT_CODES) and not _CONTEXT_WORDS.search(message):
+        return None
+    window: int | None = None
+    n_ctx = fields.get("n_ctx")
+    if isinstance(n_ctx, int) and n_ctx > 0:
+        window = n_ctx
+    elif found := _WINDOW_SAID.search(message):
+        window = int(next(group for group in found.groups() if group))
+    return ProviderError(
+        "context_length_exceeded",
+        "The conversation is longer than the model reads"
+        + (f" (a context window of {window} tokens)" if window else "")
+        + ". Shorten the message or choose a model with a larger context window.",
+        status=400,
+        context_window=window,
+    )
+
+
 def provider_error_from(exc: BaseException) -> ProviderError:
     """Translate a vendor or transport exception into our own ProviderError."""
     if isinstance(exc, ProviderError):
@@ -119,6 +169,8 @@ def provider_error_from(exc: BaseException) -> ProviderError:
                 status=status,
                 retry_after=retry_after_from(_headers_of(exc)),
             )
+        if status in (400, 413) and (refused := context_refusal(exc)) is not None:
+            return refused
         return ProviderError(
             "provider_rejected",
             f"The model provider refused the request ({status}).",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from functools import cache
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import cache, partial
 from typing import Any
 
 import httpx2
@@ -22,7 +23,12 @@ from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._streaming_cleanup import drain_response_async
 
 from llm.options import GenerationOptions, sampling_kwargs
-from llm.providers.base import ProviderConfig, ProviderError, provider_error_from
+from llm.providers.base import (
+    ProviderConfig,
+    ProviderError,
+    context_refusal,
+    provider_error_from,
+)
 from llm.providers.chunks import TextChunks
 from llm.providers.http_clients import async_http_client
 
@@ -88,6 +94,12 @@ class SseData:
         return events
 
 
+logger = logging.getLogger(__name__)
+
+# What a request says only about its stream, or its length (the diagnosis asks for one token).
+_STREAM_ONLY = frozenset({"stream", "stream_options", "max_tokens", "max_completion_tokens"})
+
+
 class _JsonChunks(openai.AsyncStream[Any]):
     """The SDK's AsyncStream of a chat completion, each chunk the JSON object it is.
 
@@ -105,6 +117,9 @@ class _JsonChunks(openai.AsyncStream[Any]):
     pass-through `__aiter__` is left out and the body is read in `__stream__` itself.
     """
 
+    # Asked when the body ended without a single event (see _DictChunks.create).
+    diagnose: Callable[[], Awaitable[Any]] | None = None
+
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterator
 
@@ -112,10 +127,12 @@ class _JsonChunks(openai.AsyncStream[Any]):
         response = self.response
         events = SseData()
         done = False
+        said = False  # an event came
         try:
             try:
                 async for raw in response.aiter_bytes():
                     for data in events.feed(raw):
+                        said = True
                         if data.startswith(b"[DONE]"):
                             done = True
                             break
@@ -124,6 +141,7 @@ class _JsonChunks(openai.AsyncStream[Any]):
                         break
                 else:
                     for data in events.finish():
+                        said = True
                         if data.startswith(b"[DONE]"):
                             done = True
                             break
@@ -136,6 +154,8 @@ class _JsonChunks(openai.AsyncStream[Any]):
                 await drain_response_async(response)
         finally:
             await response.aclose()
+        if not said and self.diagnose is not None:
+            await self.diagnose()  # raises the refusal the stream could not carry, if any
 
 
 def _json_chunk(data: bytes, response: httpx2.Response) -> Any:
@@ -187,7 +207,7 @@ class _DictChunks:
         ):
             if (value := params.pop(name, None)) is not None:
                 options[option] = value
-        return await self._client.post(
+        stream = await self._client.post(
             "/chat/completions",
             body=params,
             options=options,
@@ -195,6 +215,33 @@ class _DictChunks:
             stream=True,
             stream_cls=_JsonChunks,
         )
+        stream.diagnose = partial(self._diagnose, params, options)
+        return stream
+
+    async def _diagnose(self, params: dict[str, Any], options: Any) -> None:
+        """Why a stream ended before its first event: the same request once more, not streamed
+        and for one token. llama-cpp-python's server answers a prompt past its context window
+        with 200 and an empty stream, but refuses it not streamed (400, with the window), which
+        Parley learns from (llm/failover.py). Any other answer says nothing: the empty stream
+        stands as it was (a cut, retried)."""
+        once = {
+            **{k: v for k, v in params.items() if k not in _STREAM_ONLY},
+            "stream": False,
+            "max_tokens": 1,
+        }
+        for _ in range(2):  # again on a new connection if the stream's was closed under it
+            try:
+                await self._client.post(
+                    "/chat/completions", body=once, options=options, cast_to=object
+                )
+            except openai.APIConnectionError:
+                continue
+            except openai.BadRequestError as refused:
+                if context_refusal(refused) is not None:
+                    raise
+            except Exception:
+                logger.info("the diagnosis of an empty stream failed", exc_info=True)
+            return
 
 
 class _ChatOpenAI(ChatOpenAI):
