@@ -207,23 +207,31 @@ class _DictChunks:
         ):
             if (value := params.pop(name, None)) is not None:
                 options[option] = value
-        stream = await self._client.post(
-            "/chat/completions",
-            body=params,
-            options=options,
-            cast_to=object,
-            stream=True,
-            stream_cls=_JsonChunks,
-        )
+        try:
+            stream = await self._client.post(
+                "/chat/completions",
+                body=params,
+                options=options,
+                cast_to=object,
+                stream=True,
+                stream_cls=_JsonChunks,
+            )
+        except openai.APITimeoutError:
+            raise
+        except openai.APIConnectionError:
+            # Closed with no response: llama-cpp-python's server may also say "too long" so.
+            await self._diagnose(params, options)
+            raise
         stream.diagnose = partial(self._diagnose, params, options)
         return stream
 
     async def _diagnose(self, params: dict[str, Any], options: Any) -> None:
         """Why a stream ended before its first event: the same request once more, not streamed
-        and for one token. llama-cpp-python's server answers a prompt past its context window
-        with 200 and an empty stream, but refuses it not streamed (400, with the window), which
-        Parley learns from (llm/failover.py). Any other answer says nothing: the empty stream
-        stands as it was (a cut, retried)."""
+        and for one token. llama-cpp-python's server answers a streamed prompt past its context
+        window with 200 and an empty stream (or, at times, a connection closed with no response),
+        but refuses it not streamed (400, with the window), which Parley learns from
+        (llm/failover.py). Any other answer says nothing: the failure stands as it was (a cut or
+        a connection error, retried)."""
         once = {
             **{k: v for k, v in params.items() if k not in _STREAM_ONLY},
             "stream": False,

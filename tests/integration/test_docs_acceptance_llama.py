@@ -215,28 +215,26 @@ def test_stop_ends_a_llama_cpp_reply_just_before_the_stop_sequence(sdk: openai.O
     assert got.rstrip() == text[: text.index(stop_at)].rstrip(), (got, text, stop_at)
 
 
-# What llama.cpp's server does with a streamed request whose prompt is past its context (2048
-# tokens here) depends on timing: an empty 200 body (a stream that ended before any text
-# without finishing: `provider_failed`, 502) or a connection closed with no response
-# (`provider_unavailable`, 503). Either is an upstream failure api.md maps, retryable.
-UPSTREAM_FAILURES = {("provider_failed", 502), ("provider_unavailable", 503)}
+# llama-cpp-python's server answers a streamed request whose prompt is past its context (2048
+# tokens here) with an empty 200 body, or at times a connection closed with no response; asked
+# again not streamed it refuses it, stating its window (docs/routing.md, "Context window":
+# learnt from a refusal).
 
 
-def test_a_prompt_past_llama_cpps_context_is_an_upstream_failure_in_openais_shape(
+def test_a_message_past_an_unstated_window_is_refused_in_openais_shape(
     sdk: openai.OpenAI,
 ) -> None:
-    """api.md: 502 `server_error` / `provider_failed` ("a stream that ended before any text
-    without finishing") or 503 `server_error` / `provider_unavailable` ("no provider could be
-    reached"), after retries; the SDK's InternalServerError, and no `X-Parley-Message`."""
-    with pytest.raises(openai.InternalServerError) as failed:
+    """api.md: 400 `invalid_request_error` / `context_length_exceeded` (the upstream's refusal,
+    with its window), as OpenAI answers it; the SDK's BadRequestError, no `X-Parley-Message`."""
+    with pytest.raises(openai.BadRequestError) as refused:
         sdk.chat.completions.create(
             model=ALIAS, messages=[{"role": "user", "content": LONG_TEXT}], max_tokens=8
         )
-    error = failed.value.body
+    error = refused.value.body
     assert isinstance(error, dict), error
-    assert error["type"] == "server_error", error
-    assert (error["code"], failed.value.status_code) in UPSTREAM_FAILURES, error
-    assert "x-parley-message" not in failed.value.response.headers
+    assert (error["type"], error["code"]) == ("invalid_request_error", "context_length_exceeded")
+    assert "2048" in error["message"], error
+    assert "x-parley-message" not in refused.value.response.headers
 
 
 async def test_a_socket_reply_from_llama_cpp_streams_contiguously_and_done_has_usage(
@@ -263,11 +261,14 @@ async def test_a_socket_reply_from_llama_cpp_streams_contiguously_and_done_has_u
     ), row
 
 
-async def test_a_socket_reply_past_llama_cpps_context_is_a_retryable_upstream_error(
+async def test_a_socket_reply_past_an_unstated_window_fails_as_too_long(
     site: Site, llama: LlamaServer
 ) -> None:
-    """protocol.md: `provider_failed` / `provider_unavailable`, retryable; the reply failed with
-    no text kept."""
+    """protocol.md: `context_length_exceeded`, not retryable: the reply's `error` (the
+    upstream's refusal, with its window), the reply failed with no text kept; or, where the
+    replica already learnt the window (the in-server generation of an earlier `/v1` request),
+    the send's own `error`, nothing saved."""
+    before = site.topo.query("SELECT count(*) FROM chat_message")[0][0]
     ws = await site.socket()
     try:
         await ws.send(json.dumps(send_frame(LONG_TEXT, model=ALIAS)))
@@ -275,8 +276,10 @@ async def test_a_socket_reply_past_llama_cpps_context_is_a_retryable_upstream_er
             assert frame["type"] in ("ack", "message"), frame
     finally:
         await ws.close()
-    codes = {code for code, _ in UPSTREAM_FAILURES}
-    assert frame["code"] in codes and frame["retryable"] is True, frame
+    assert frame["code"] == "context_length_exceeded" and frame["retryable"] is False, frame
+    if frame.get("message") is None:
+        assert site.topo.query("SELECT count(*) FROM chat_message")[0][0] == before
+        return
     row = site.topo.row(frame["message"])
     assert (row["status"], row["error_code"], row["content"]) == ("failed", frame["code"], "")
 
@@ -293,6 +296,17 @@ def long_history(turns: int) -> list[ChatCompletionMessageParam]:
         else:
             history.append({"role": "assistant", "content": f"{n}: {TURN}"})
     return history
+
+
+def test_a_history_past_an_unstated_window_is_answered_from_its_latest_turns(
+    sdk: openai.OpenAI,
+) -> None:
+    """routing.md: a window learnt from the upstream's refusal; the prompt fitted to it is sent
+    again at once (the deployment has no `context_window`: ALIAS)."""
+    messages = [*long_history(19), *question("Say hello.")]  # ~3,300 tokens against 2,048
+    completion = sdk.chat.completions.create(model=ALIAS, messages=messages, max_tokens=8)
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason in ("stop", "length")
 
 
 def test_a_history_past_llama_cpps_window_is_answered_from_its_latest_turns(
