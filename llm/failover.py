@@ -96,6 +96,9 @@ class RoutingRecord:
     last_tried: DeploymentConfig | None = None
     # The caller's generation choices (kept with the routing so the reply says how it was asked).
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    # The prompt fitted to a context window (llm/context.py): the window, and the earlier turns
+    # left out of it (the oldest); None when no window was known.
+    prompt: dict[str, int] | None = None
 
     @property
     def deployment(self) -> DeploymentConfig | None:
@@ -115,6 +118,7 @@ class RoutingRecord:
             "failover": answered is not None and len(self.attempts) > 1,
             "finish_reason": self.finish_reason,
             **({"options": options} if (options := self.options.as_json()) else {}),
+            **({"prompt": self.prompt} if self.prompt else {}),
         }
 
 

@@ -342,6 +342,7 @@ async def _pump_tokens(
     asked = options.max_tokens or settings.LLM_MAX_TOKENS
     whole = messages
     max_tokens = asked
+    record = RoutingRecord(alias=alias, options=options)
 
     def fit(window: int | None) -> tuple[list[BaseMessage], int]:
         """The oldest turns left out where the models' context window would end before the
@@ -352,6 +353,8 @@ async def _pump_tokens(
         except ParleyError as exc:
             raise ProviderError(exc.code, exc.detail, context_window=window) from None
         max_tokens = state.max_tokens = fitted.max_tokens
+        if window:
+            record.prompt = {"window": window, "left_out": fitted.left_out}
         text = "".join(str(m.content) for m in fitted.messages)
         state.prompt_estimate = accounting.estimate_tokens(text)
         return fitted.messages, state.prompt_estimate
@@ -361,7 +364,7 @@ async def _pump_tokens(
         return fit(min(w for w in (stated, alias_window(alias)) if w))
 
     messages, _ = fit(alias_window(alias))
-    record = state.routing = RoutingRecord(alias=alias, options=options)
+    state.routing = record  # a reply failed here, before any provider, has no routing
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:
         return chat_model_for(deployment, max_tokens=max_tokens, options=options)

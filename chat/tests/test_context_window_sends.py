@@ -55,6 +55,8 @@ def test_a_conversation_past_the_bundled_models_window_is_still_answered(api: Cl
     body = final(api, sent.json()["reply"], timeout=180)
     assert body["status"] in ("complete", "incomplete"), body
     assert body["content"], body
+    prompt = Message.objects.get(pk=sent.json()["reply"]).routing["prompt"]
+    assert prompt["window"] == WINDOW and 0 < prompt["left_out"] <= 19, prompt
 
 
 def test_a_message_too_long_for_the_model_is_refused_and_nothing_saved(api: Client, chat):

@@ -165,6 +165,9 @@ async def test_a_conversation_past_an_unstated_window_is_answered_after_one_refu
     assert len(answered.body["messages"]) < len(refused.body["messages"])
     assert _sent_tokens(answered.body) + answered.body["max_tokens"] <= 1024
     assert answered.body["messages"][-1]["content"] == "Say hello."
+    # The reply's routing says the window and how many earlier turns were left out.
+    kept = len(answered.body["messages"]) - 2  # without the system prompt and the question
+    assert reply.routing["prompt"] == {"window": 1024, "left_out": 19 - kept}
 
     # The window is known from now on in this process: the next reply goes out fitted.
     again = await _answer(owner, chat, "And goodbye?", "long")
