@@ -302,8 +302,14 @@ def test_a_history_past_an_unstated_window_is_answered_from_its_latest_turns(
     sdk: openai.OpenAI,
 ) -> None:
     """routing.md: a window learnt from the upstream's refusal; the prompt fitted to it is sent
-    again at once (the deployment has no `context_window`: ALIAS)."""
-    messages = [*long_history(19), *question("Say hello.")]  # ~3,300 tokens against 2,048
+    again at once (the deployment has no `context_window`: ALIAS). The earlier turn is the one
+    too long for the window (~7,900 tokens against 2,048), so the fitted prompt is short and
+    read quickly on a busy machine."""
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"Remember these words: {LONG_TEXT}"},
+        {"role": "assistant", "content": "I will remember them."},
+        *question("Say hello."),
+    ]
     completion = sdk.chat.completions.create(model=ALIAS, messages=messages, max_tokens=8)
     assert completion.choices[0].message.content
     assert completion.choices[0].finish_reason in ("stop", "length")
