@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from redis.connection import AbstractConnection
 
-from llm import successes
+from llm import failover, successes
 from llm.breaker import CircuitBreaker, State
 from llm.catalog import DeploymentConfig
 from llm.failover import RoutingRecord, stream_with_failover
@@ -70,6 +70,7 @@ class Gate:
         self.all_waiting = asyncio.Event()
         self.asked_next = asyncio.Event()  # a stream was asked for what follows its first text
         self.finish = asyncio.Event()  # with hold_after_first: what follows waits for it
+        self.ended = asyncio.Event()  # a stream was read to its end
         self.hold_after_first = False
         self._streams, self._waiting = streams, 0
 
@@ -108,14 +109,17 @@ class GatedModel(BaseChatModel):
         yield ChatGenerationChunk(
             message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
         )
+        self.gate.ended.set()  # asked for more after the last chunk
 
 
 def _deployment(key: str) -> DeploymentConfig:
     return DeploymentConfig(name=key, kind="openai-compatible", model="m", alias="default", key=key)
 
 
-async def _reply(deployment: DeploymentConfig, model: GatedModel) -> RoutingRecord:
-    record = RoutingRecord("default")
+async def _reply(
+    deployment: DeploymentConfig, model: GatedModel, record: RoutingRecord | None = None
+) -> RoutingRecord:
+    record = record or RoutingRecord("default")
 
     async def sink(text: str) -> None:
         pass
@@ -206,6 +210,31 @@ async def test_every_answered_reply_is_counted_in_the_window(shared_cache):
     assert status.consecutive_failures == 0 and record["last_ok_at"] is not None
 
 
+async def test_a_reply_reads_on_before_its_success_is_written_and_ends_after(shared_cache):
+    deployment = _deployment("unwaited")
+    breaker = CircuitBreaker(deployment.key)
+    held = threading.Event()
+    successes._writer().submit(held.wait)  # the writer is busy until the test says
+    gate = Gate(1)
+    gate.hold_after_first = True
+    reply = asyncio.create_task(_reply(deployment, GatedModel(gate=gate)))
+    await gate.all_waiting.wait()
+    try:
+        gate.open.set()
+        await gate.asked_next.wait()  # the attempt read on after its first text...
+        assert _window_requests(breaker) == 0  # ...its success not yet written
+        gate.finish.set()
+        await gate.ended.wait()  # the stream has nothing more: the attempt is ending
+        for _ in range(10):  # turns enough for it to return, had it nothing to wait for
+            await asyncio.sleep(0)
+        assert not reply.done()  # the reply is not over before its success is written
+    finally:
+        held.set()
+    record = await reply
+    assert record.attempts[0]["outcome"] == "answered"
+    assert _window_requests(breaker) == 1
+
+
 async def test_a_probe_closes_its_breaker_at_its_first_text(shared_cache, clock, settings):
     settings.LLM_BREAKER_COOLDOWN = 30
     deployment = _deployment("probed")
@@ -227,19 +256,42 @@ async def test_a_probe_closes_its_breaker_at_its_first_text(shared_cache, clock,
     assert breaker.allow() is not None and not breaker.allow().probe
 
 
-async def test_a_failure_after_a_success_is_counted_after_it(shared_cache):
+async def test_a_failure_after_a_success_is_counted_after_it(shared_cache, monkeypatch):
     deployment = _deployment("ordered")
     breaker = CircuitBreaker(deployment.key)
     for _ in range(2):
         breaker.record_failure(breaker.allow())
+    said: list[str] = []  # what the cache heard, in order
+    write, fail = successes.successes_write, failover._failed
+
+    def written(batch: list[successes.Success]) -> None:
+        write(batch)
+        said.append("success")
+
+    async def failed(*args: Any) -> None:
+        said.append("failure")
+        await fail(*args)
+
+    monkeypatch.setattr(successes, "successes_write", written)
+    monkeypatch.setattr(failover, "_failed", failed)
+    held = threading.Event()
+    successes._writer().submit(held.wait)  # the success's write waits until the test says
     gate = Gate(2)
     answered = asyncio.create_task(_reply(deployment, GatedModel(gate=gate)))
-    failing = asyncio.create_task(_reply(deployment, GatedModel(gate=gate, fails=True)))
+    failure = RoutingRecord("default")
+    failing = asyncio.create_task(_reply(deployment, GatedModel(gate=gate, fails=True), failure))
     await gate.all_waiting.wait()
-    gate.open.set()  # one reply's first text, and the other's failure a turn later
+    try:
+        gate.open.set()  # one reply's first text, and the other's failure a turn later
+        while not failure.attempts or failure.attempts[0]["outcome"] != "failed":
+            await asyncio.sleep(0)  # no thread between the gate and the failure: a few turns
+        assert said == []  # the failure waits for the success before it
+    finally:
+        held.set()
     await answered
     with pytest.raises(ProviderError):
         await failing
+    assert said == ["success", "failure"]
     # The success cleared the two failures before it; the failure after it counts one.
     assert breaker.status().consecutive_failures == 1
 
