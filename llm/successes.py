@@ -107,6 +107,7 @@ def _latest(deployment_key: str, group: list[Success]) -> tuple[str, dict[str, A
 
 @dataclass
 class _Batch:
+    loop: asyncio.AbstractEventLoop
     successes: list[Success] = field(default_factory=list)
     # Each caller's own future (one cancelled caller cancels only its own), and the batch's,
     # for a failure waiting on every success before it: all done once written or given up on.
@@ -115,32 +116,34 @@ class _Batch:
 
 
 class SuccessBatches:
-    """The successes of one event loop, written one batch at a time by the writer thread."""
+    """The successes of one event loop, written one batch at a time by the writer thread.
+    Holds its loop only while a batch is under way (it is kept in a dictionary weak on the
+    loop: a reference to it from here would keep every loop alive)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()  # _open and _writing, between the loop and the writer
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # _open, _last and _writing, loop and writer
         self._open: _Batch | None = None  # collecting, not yet taken by the writer
-        self._last: asyncio.Future[None] | None = None  # the newest batch's `written`
+        self._last: asyncio.Future[None] | None = None  # the newest batch's, until done
         self._writing = False  # the writer has been sent for and has not yet found none left
 
     def record(self, *, key: str, first_token_ms: int) -> asyncio.Future[None]:
         """Count one success; returns a future done once its batch is written (never an
         error). Called on the loop: the write is sent for at the loop's next turn, so every
         success of this turn goes with it."""
+        loop = asyncio.get_running_loop()
         success = Success(key, first_token_ms, time.time())
-        waiter = self._loop.create_future()
+        waiter = loop.create_future()
         with self._lock:
             batch = self._open
             if batch is None:
-                batch = self._open = _Batch(written=self._loop.create_future())
+                batch = self._open = _Batch(loop, written=loop.create_future())
                 self._last = batch.written
             batch.successes.append(success)
             batch.waiters.append(waiter)
             send = not self._writing
             self._writing = True
         if send:
-            self._loop.call_soon(self._send)
+            loop.call_soon(self._send)
         return waiter
 
     async def written(self) -> None:
@@ -168,15 +171,20 @@ class SuccessBatches:
                 successes_write(batch.successes)
             finally:
                 try:
-                    self._loop.call_soon_threadsafe(_done, batch)
-                except RuntimeError:
-                    pass  # the loop is closed: nobody waits on it any more
+                    batch.loop.call_soon_threadsafe(self._done, batch)
+                except RuntimeError:  # the loop is closed: nobody waits on it any more
+                    self._forget(batch)
 
+    def _done(self, batch: _Batch) -> None:
+        for future in (*batch.waiters, batch.written):
+            if future is not None and not future.done():
+                future.set_result(None)
+        self._forget(batch)
 
-def _done(batch: _Batch) -> None:
-    for future in (*batch.waiters, batch.written):
-        if future is not None and not future.done():
-            future.set_result(None)
+    def _forget(self, batch: _Batch) -> None:
+        with self._lock:
+            if self._last is batch.written:
+                self._last = None
 
 
 # One writer thread per process (made in the process, not inherited over a fork: a forked
@@ -206,5 +214,5 @@ def successes_of(loop: asyncio.AbstractEventLoop) -> SuccessBatches:
     """The running loop's batches (one per loop, gone with it)."""
     batches = _batches.get(loop)
     if batches is None:
-        batches = _batches[loop] = SuccessBatches(loop)
+        batches = _batches[loop] = SuccessBatches()
     return batches

@@ -6,8 +6,10 @@ the success before it, and replies answered when Redis is down."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -336,3 +338,17 @@ def test_a_success_recorded_as_its_loop_closes_is_still_written(shared_cache):
 
     assert _window_requests(CircuitBreaker(deployment.key)) == 1
     assert key_health(deployment.key)[1]["last_first_token_ms"] == 42
+
+
+def test_a_loop_is_not_kept_alive_by_its_batches(shared_cache):
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def answer() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await successes.successes_of(asyncio.get_running_loop()).record(
+            key="gone", first_token_ms=1
+        )
+
+    asyncio.run(answer())
+    gc.collect()
+    assert loops[0]() is None
