@@ -3,12 +3,13 @@
 A reply's first text tells its deployment's breaker and health record that it answered: the
 error-rate window counts one more request, the consecutive-failure count is cleared, the
 health record's last success is replaced. Said one reply at a time, that was a thread trip and
-three Redis commands for every reply as it started streaming, the moment 500 streams starting
-together are slowest (docs/benchmarks.md, rounds 8b and 9). Here the successes recorded in
-one turn of the loop, and those recorded while the previous batch is being written, go to the
-cache in one trip to a writer thread and, on Redis, one pipelined round trip: per deployment
-an INCRBY of the window's bucket by the count, one DEL of the failure count and one SET of the
-health record with the latest figures (MULTI/EXEC, so a bucket is never left without its TTL).
+four Redis round trips (Django's incr is an EXISTS and an INCRBY; a DEL; a SET) for every reply
+as it started streaming, the moment 500 streams starting together are slowest
+(docs/benchmarks.md, rounds 8b and 9). Here the successes recorded in one turn of the loop,
+and those recorded while the previous batch is being written, go to the cache in one trip to
+a writer thread and, on Redis, one pipelined round trip: per deployment an INCRBY of the
+window's bucket by the count, one DEL of the failure count and one SET of the health record
+with the latest figures (MULTI/EXEC, so a bucket is never left without its TTL).
 
 What stays as it was, one at a time (llm/router.py): a half-open breaker's probe, whose success
 closes the breaker for every process and releases its probe slot, and every failure. A reply
