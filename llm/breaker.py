@@ -58,23 +58,28 @@ def wall_clock() -> float:
     return time.time()
 
 
-def counter_incr(key: str, ttl: float) -> int:
-    """Atomically add one to a cache counter that expires `ttl` seconds after it starts.
+def counter_incr(key: str, ttl: float, by: int = 1) -> int:
+    """Atomically add `by` (one) to a cache counter that expires `ttl` seconds after it starts.
 
     The counter is there for all but its window's first call (a breaker's requests, a
     deployment's rotation and requests per minute: every reply counts some), so the add comes
     only when the increment finds nothing: one command fewer a count than adding first."""
     try:
-        return int(cache.incr(key))
+        return int(cache.incr(key, by))
     except ValueError:  # not started yet (or expired): start it, unless another caller just did
-        timeout = max(1, math.ceil(ttl))
-        if cache.add(key, 1, timeout):
-            return 1
+        timeout = counter_timeout(ttl)
+        if cache.add(key, by, timeout):
+            return by
     try:
-        return int(cache.incr(key))
+        return int(cache.incr(key, by))
     except ValueError:  # expired between the add and the increment
-        cache.set(key, 1, timeout)
-        return 1
+        cache.set(key, by, timeout)
+        return by
+
+
+def counter_timeout(ttl: float) -> int:
+    """A counter's lifetime in the cache's whole seconds."""
+    return max(1, math.ceil(ttl))
 
 
 class CircuitBreaker:
@@ -126,6 +131,16 @@ class CircuitBreaker:
         if cache.add(self._probe, token, self.probe_ttl):
             return Permit(self.key, probe=True, token=token)
         return None
+
+    @property
+    def fails_key(self) -> str:
+        """The consecutive-failure counter, which a success clears."""
+        return self._fails
+
+    def window_bucket(self) -> tuple[str, float]:
+        """The error-rate window's request counter for now, and how long it lives."""
+        size = self._bucket_seconds
+        return f"{self._base}:n:{int(self.clock() // size)}", self.window + size
 
     def record_success(self, permit: Permit) -> None:
         self._count(failed=False)

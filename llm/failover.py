@@ -52,6 +52,7 @@ from llm.catalog import DeploymentConfig, window_learnt
 from llm.options import GenerationOptions
 from llm.providers.base import ProviderError, provider_error_from
 from llm.retry import RetryPolicy
+from llm.successes import successes_of
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ class LoopClock:
 retry_clock: RetryClock = LoopClock()
 
 # Breaker, limit and health bookkeeping only touches the cache: run it off the event loop but
-# not on the one thread Django keeps for database work.
+# not on the one thread Django keeps for database work. (A first text's success that is not a
+# probe's goes with its loop's others instead: llm/successes.py.)
 _gate = sync_to_async(router.gate, thread_sensitive=False)
 _succeeded = sync_to_async(router.attempt_succeeded, thread_sensitive=False)
 _failed = sync_to_async(router.attempt_failed, thread_sensitive=False)
@@ -435,6 +437,7 @@ async def _attempt(
     record.last_tried = deployment
     usage = Usage()
     settled = False  # the breaker has heard how this attempt went
+    recorded: asyncio.Future[None] | None = None  # the first text's success, being written
     finish: str | None = None  # the provider's own word for how the stream ended
     try:
         if deployment.problem:
@@ -535,11 +538,18 @@ async def _attempt(
                             if first:
                                 hops.hop("w.sunk")
                                 # After the sink: the first text does not wait for a thread
-                                # hop.
-                                await _succeeded(
-                                    deployment, permit, first_token_ms=entry["first_token_ms"]
-                                )
-                                permit = Permit(permit.key)  # the probe has spoken
+                                # hop. A probe's success closes its breaker for everyone at
+                                # once; any other goes with its loop's batch, not waited for
+                                # until the attempt ends (llm/successes.py).
+                                if permit.probe:
+                                    await _succeeded(
+                                        deployment, permit, first_token_ms=entry["first_token_ms"]
+                                    )
+                                    permit = Permit(permit.key)  # the probe has spoken
+                                else:
+                                    recorded = successes_of(loop).record(
+                                        key=deployment.key, first_token_ms=entry["first_token_ms"]
+                                    )
                                 settled = True
                     now = loop.time()  # the sink's work is not the provider's wait
                     gaps.chunk(now)
@@ -583,6 +593,9 @@ async def _attempt(
     except ProviderError as error:
         entry.update(_error_fields(error), outcome="failed")
         metrics.PROVIDER_ERRORS.labels(deployment.name, error.code).inc()
+        # Counted after the successes that came before it on this loop (this attempt's own
+        # first text among them): a success written later would clear this failure's count.
+        await successes_of(loop).written()
         await _failed(deployment, permit, error)
         settled = True
         raise
@@ -598,6 +611,8 @@ async def _attempt(
             # Stopped, cancelled or crashed before any verdict; done synchronously, so that it
             # also happens while the task is being cancelled.
             router.attempt_abandoned(deployment, permit)
+    if recorded is not None:
+        await recorded  # the breaker and health have heard it by the time the reply is over
     if record.finish_reason == CANCELLED:
         entry["outcome"] = "cancelled"
         return usage

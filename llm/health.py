@@ -20,7 +20,7 @@ from llm.catalog import DeploymentConfig
 from llm.providers.base import ProviderError
 
 PREFIX = "llm:health"
-_TTL = 7 * 86400
+RECORD_TTL = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,13 @@ class Health:
 
 
 def health_success(deployment: DeploymentConfig, *, first_token_ms: int) -> None:
-    record = {"last_ok_at": time.time(), "last_first_token_ms": first_token_ms}
-    cache.set(f"{PREFIX}:{deployment.key}:ok", record, _TTL)
+    key, record = success_record(deployment.key, at=time.time(), first_token_ms=first_token_ms)
+    cache.set(key, record, RECORD_TTL)
+
+
+def success_record(key: str, *, at: float, first_token_ms: int) -> tuple[str, dict[str, Any]]:
+    """The cache key and value of a deployment's last success (its first text at `at`)."""
+    return f"{PREFIX}:{key}:ok", {"last_ok_at": at, "last_first_token_ms": first_token_ms}
 
 
 def health_failure(deployment: DeploymentConfig, error: ProviderError) -> None:
@@ -58,7 +63,7 @@ def health_failure(deployment: DeploymentConfig, error: ProviderError) -> None:
         "last_error_reason": error.reason,
         "last_error": error.detail,
     }
-    cache.set(f"{PREFIX}:{deployment.key}:error", record, _TTL)
+    cache.set(f"{PREFIX}:{deployment.key}:error", record, RECORD_TTL)
 
 
 def key_health(key: str) -> tuple[Status, dict[str, Any]]:
