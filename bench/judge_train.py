@@ -227,6 +227,13 @@ def main() -> None:
         default=[],
         help="a pair set kept for evaluation: any pair of it is left out of training",
     )
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        help="a generated pair file to train on too (bench/judge_swaps.py's swaps)",
+    )
     parser.add_argument("--scores", type=Path, help="held-out pairs' scores (JSON)")
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--lr", type=float, default=4e-5)
@@ -282,6 +289,10 @@ def main() -> None:
         for p in data[kind]
     }
     train, held = pair_sets(set(args.holdout), training=not args.without_training, exclude=excluded)
+    for path in args.extra:
+        data = json.loads(path.read_text())
+        train += [(p["a"], p["b"], 1) for p in data["paraphrases"]]
+        train += [(p["a"], p["b"], 0) for p in data["near_misses"]]
     examples = [(a, b, y) for a, b, y in train] + [(b, a, y) for a, b, y in train]
     positives = sum(y for _, _, y in examples)
     print(
@@ -399,6 +410,7 @@ def export(
             "pairs": len(train),
             "rewordings": sum(y for _, _, y in train),
             "holdout": sorted(args.holdout),
+            "extra": [str(path) for path in args.extra],
             "epochs": args.epochs,
             "lr": args.lr,
             "batch": args.batch,

@@ -93,7 +93,8 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d+)\s*(?:\"|''|″)"), r"\1 inch"),
     (re.compile(r"°"), " degree "),
     (re.compile(r"\s&\s"), " and "),
-    (re.compile(r"(?<=\w)/(?=\w)"), " "),  # "iPhone/Android", "w/o" is handled before
+    # "iPhone/Android"; not "w/o", which PHRASES below read as "without".
+    (re.compile(r"(?<=\w)(?<!\bw)/(?=\w)"), " "),
     # Units written against their number: "5km", "10kg", "3ft".
     (
         re.compile(

@@ -199,12 +199,15 @@ def _lookup_semantic(lookup: Lookup) -> None:
     request, policy, index = lookup.request, lookup.policy, lookup.index
     if request is None or policy is None or index is None or lookup.vector is None:
         return
+    # The judge's threshold was chosen for the default bar: an organisation that asks for closer
+    # matches than that (a higher threshold) is not second-guessed by it.
+    judging = settings.CACHE_JUDGE_ENABLED and policy.threshold <= settings.CACHE_SEMANTIC_THRESHOLD
     found = index.search(
         lookup.vector,
         profile(request.question),
         threshold=policy.threshold,
         faq_only=not lookup.replayable,
-        judge_threshold=settings.CACHE_JUDGE_THRESHOLD if settings.CACHE_JUDGE_ENABLED else None,
+        judge_threshold=settings.CACHE_JUDGE_THRESHOLD if judging else None,
     )
     if found is None:
         return

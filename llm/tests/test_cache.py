@@ -160,10 +160,11 @@ async def test_the_judge_answers_a_rewording_the_lexical_check_refused(
     owner, organisation, settings
 ):
     """The cross-encoder's second look (llm/cache/judge.py), switched by CACHE_JUDGE_ENABLED
-    (on by default), at a threshold below the shipped one that shows it."""
+    (on by default), at a threshold below the shipped one that shows it (judge v7 scores this
+    rewording 0.78)."""
     stored = "How do I get candle wax off a tablecloth?"
     asked = "how can I remove candle wax from table linen"
-    settings.CACHE_JUDGE_THRESHOLD = 0.9
+    settings.CACHE_JUDGE_THRESHOLD = 0.7
     settings.CACHE_JUDGE_ENABLED = False
     await ask(owner, stored, organisation=organisation)
     assert (await ask(owner, asked, organisation=organisation)).cache is None
@@ -179,6 +180,8 @@ async def test_a_higher_threshold_for_the_organisation_turns_matches_away(owner)
     organisation = await sync_to_async(lambda: owner.personal_organisation)()
     await CachePolicy.objects.acreate(organisation=organisation, semantic_threshold=0.999)
     await ask(owner, "How do I reset my password?")
+    # The judge (on by default) scores this pair above its threshold; it does not overrule an
+    # organisation that asks for closer matches than the default.
     assert (await ask(owner, "How can I reset my password")).cache is None
 
 

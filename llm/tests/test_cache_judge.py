@@ -16,10 +16,10 @@ from llm.cache.semantic import ScopeIndex
 from llm.embeddings import embedder, model_dir, safetensors_load
 
 THRESHOLD = 0.60
-# Judges v5 and v6b (trained towards 0.05 / 0.95, so their scores stop short of 1): these tests
+# Judges v5 to v7 (trained towards 0.05 / 0.95, so their scores stop short of 1): these tests
 # pin the mechanism at a threshold under its operating point (docs/benchmarks.md, "Cache: judge
-# v5" and "Cache: round 8").
-JUDGE_THRESHOLD = 0.9
+# v5" and "Cache: round 9"; v7 scores the rewording below 0.8, v6b 0.94).
+JUDGE_THRESHOLD = 0.7
 
 # (stored, asked): a rewording the lexical check refuses for a word one side lacks.
 REWORDED = [

@@ -1333,3 +1333,32 @@ def test_the_auxiliary_after_a_question_words_noun_carries_the_tense():
         == "tense"
     )
     assert hits("What time does the store open?", "what time does the shop open") == ""
+
+
+def test_chat_numerals_after_more_words_that_take_them_are_words():
+    assert refused("is it safe to swim after eating", "is it ok 2 swim after eating") == ""
+    assert refused("what is a good gift for a new neighbour", "good gift 4 a new neighbour") == ""
+    assert refused("is 30 celsius too hot for a dog", "is 30 celsius too hot 4 a dog") == ""
+    # Before a stretch of time, a noun or after a word that counts, they are numbers.
+    assert refused("is it ok to take 3 a day", "is it ok to take 2 a day") == "numbers"
+    assert refused("is 1 a prime number", "is 2 a prime number") == "numbers"
+    assert refused("when did world war 1 start", "when did world war 2 start") == "numbers"
+
+
+def test_without_written_w_slash_o_is_without():
+    assert refused("can i fly without a passport", "can i fly w/o a passport") == ""
+    assert refused("can i fly with a passport", "can i fly w/o a passport") == "negation"
+
+
+def test_a_longer_preamble_before_a_question_is_framing():
+    stored = profile("How do I rename a folder?")
+    for asked in (
+        "Hi! Could you help me out? How do I rename a folder?",
+        "Hey, one more thing - how do I rename a folder?",
+        "Hello, I have a question if you don't mind. How do I rename a folder?",
+        "I hope this isn't a silly question, but how do I rename a folder?",
+        "I hope you can help me with this one: how do I rename a folder?",
+    ):
+        assert same_question(profile(asked), stored) == "", asked
+    # A request for help with the thing itself is what is asked.
+    assert same_question(profile("Could you help me rename a folder?"), stored) != "negation"

@@ -41,7 +41,15 @@ _CHATTY = re.compile(
     r"(?:(?:can|could) you )?help me (?:understand|figure out|work out)\b[\s,:]*|"
     r"(?:do|does) (?:you|anyone|anybody) (?:happen to )?know\b[\s,:]*|"
     r"(?:i'd|i would|i) (?:like|love|want|need) to (?:know|ask|find out|understand)\b[\s,:]*|"
-    r"any idea\b[\s,:]*|(?:i have|i've got) a question\b[\s,:;-]*|"
+    r"any idea\b[\s,:]*|"
+    r"(?:i have|i've got|i have got) a(?: quick)? question\b(?:,? if you do not mind)?[\s,:;.!-]*|"
+    r"(?:one more|another) (?:thing|question)\b[\s,:;.!-]+|"
+    r"i hope (?:this|that|it) is not (?:a |too )?(?:weird|silly|stupid|dumb|basic|strange|odd)"
+    r"(?: question)?,? but\b[\s,]*|"
+    r"i hope (?:you|someone) can help(?: me)?(?: out)?(?: with this(?: one)?)?[\s,:;.!-]+|"
+    r"(?:can|could|would) (?:you|someone|anyone) (?:please )?help(?: me)?(?: out)?"
+    r"(?: with something| with this)?[\s?,:;.!-]+(?=(?:how|what|where|when|why|which|who|can"
+    r"|do|does|is|are)\b)|"
     r"quick one[\s,:;!.-]+|just (?:checking|asking)[\s,:;!.-]+|"
     r"sorry (?:if this is|for) (?:a|the) (?:silly|stupid|dumb|basic|newbie) question,? but\b[\s,]*|"
     r"sorry to (?:bother|trouble) you,? but\b[\s,]*)"
@@ -89,6 +97,9 @@ _PRONOUN_VERB = re.compile(
     r"\b(i|you|we|they|he|she|it|that|what|where|who|how|there)'(m|re|s|ve|ll)\b"
 )
 _VERBS = {"m": "am", "re": "are", "s": "is", "ve": "have", "ll": "will"}
+# What follows "2" / "4" read as "to" / "for": a word, or "a" / "an" but not before a stretch of
+# time ("2 a day" is a number).
+_WORD_AFTER = r"(?:[a-z]{2,}|an?\b(?! (?:day|night|week|month|year|hour|minute|second|time)s?\b))"
 # Chat spellings of framing words: "how 2 ...", "when r u ...", "thru".
 _CHAT = [
     (re.compile(r"\bhow 2\b"), "how to"),
@@ -103,13 +114,17 @@ _CHAT = [
     # "2" and "4" for "to" and "for" between words ("how long 2 cook rice", "tips 4 saving"):
     # only after words that take them and before a word, so "2 cups" or "4 people" stay numbers.
     (
-        re.compile(r"\b(long|way|ways|how|going|trying|able) 2 (?=[a-z]{2,})"),
+        re.compile(
+            r"\b(long|way|ways|how|going|trying|able|ok|okay|safe"
+            rf"|best|easiest|possible|allowed) 2 (?={_WORD_AFTER})"
+        ),
         r"\1 to ",
     ),
     (
         re.compile(
-            r"\b(tips|ideas|recipes?|good|ready|time|looking|up|apply|gift|present)"
-            r" 4 (?=[a-z]{2,})"
+            r"\b(tips|ideas|recipes?|good|ready|time|looking|up|apply|gift|present|way|best"
+            r"|budget|normal|warm|hot|cold|safe|ok|okay|enough|healthy|suitable)"
+            rf" 4 (?={_WORD_AFTER})"
         ),
         r"\1 for ",
     ),
