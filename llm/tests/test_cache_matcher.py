@@ -545,7 +545,10 @@ def test_data_units_match_their_names_and_another_unit_never_hits():
         )
         == ""
     )
-    assert refused("Is 5GB of storage enough?", "Is 5MB of storage enough?") == "content"
+    assert refused("Is 5GB of storage enough?", "Is 5MB of storage enough?") in (
+        "content",
+        "alternative",
+    )
 
 
 def test_more_than_is_over_and_less_than_never_hits_it():
@@ -1333,3 +1336,54 @@ def test_the_auxiliary_after_a_question_words_noun_carries_the_tense():
         == "tense"
     )
     assert hits("What time does the store open?", "what time does the shop open") == ""
+
+
+def test_decimal_and_binary_sizes_never_hit():
+    assert refused("How many MB are in 3 GB?", "How many MiB are in 3 GiB?") == "alternative"
+    assert (
+        same_question(
+            profile("How many megabytes are in 3 gigabytes?"), profile("How many MB in 3 GB?")
+        )
+        == ""
+    )
+
+
+def test_all_most_and_every_other_never_hit():
+    assert refused(
+        "Do all fish sleep with their eyes open?", "Do most fish sleep with their eyes open?"
+    )
+    assert refused(
+        "How do I highlight every other line in Google Sheets?",
+        "How do I highlight every line in Google Sheets?",
+    )
+    assert (
+        refused(
+            "How do I highlight every second line in Google Sheets?",
+            "How do I highlight every other line in Google Sheets?",
+        )
+        == ""
+    )
+
+
+def test_the_average_never_answers_the_median():
+    assert (
+        refused(
+            "How do I compute the median of a list in Python?",
+            "How do I compute the average of a list in Python?",
+        )
+        == "alternative"
+    )
+
+
+def test_the_askers_own_thing_never_answers_someone_elses():
+    assert (
+        refused("What if my cat scratches a child?", "What if a child's cat scratches me?")
+        == "owner"
+    )
+    assert refused("Can I deduct my own car?", "Can I deduct my partner's car?") == "owner"
+    assert (
+        same_question(
+            profile("How do I update my address?"), profile("How do you update your address?")
+        )
+        == ""
+    )
