@@ -156,6 +156,7 @@ PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (r"w/o", "without"),
     # "every other row" is every second one, not every one (lexical/alternatives.py "share").
     (r"every (?:other|second)", "alternate"),
+    (r"of all time", "ever"),
     # Comparisons with a number: "more than 23 kg" is "over 23 kg".
     (r"more than", "over"),
     (r"(?:less|fewer) than", "under"),

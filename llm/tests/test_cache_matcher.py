@@ -1377,13 +1377,14 @@ def test_the_average_never_answers_the_median():
 
 def test_the_askers_own_thing_never_answers_someone_elses():
     assert (
-        refused("What if my cat scratches a child?", "What if a child's cat scratches me?")
+        refused("What if my cat scratches a neighbour?", "What if a neighbour's cat scratches me?")
         == "owner"
     )
-    assert refused("Can I deduct my own car?", "Can I deduct my partner's car?") == "owner"
-    assert (
-        same_question(
-            profile("How do I update my address?"), profile("How do you update your address?")
-        )
-        == ""
-    )
+    assert refused("Can I deduct my own car?", "Can I deduct my colleague's car?") == "owner"
+    for stored, asked in [
+        ("How do I update my address?", "How do you update your address?"),
+        ("How do I renew my passport for my son?", "How do I renew my son's passport?"),
+        ("How do I get my deposit back?", "How does a tenant get their deposit back?"),
+        ("How do I check my car's tyre pressure?", "How do I check my tyre pressure?"),
+    ]:
+        assert refused(stored, asked) != "owner", (stored, asked)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from llm.cache.lexical.profile import Profile, lemma_of
 
 _ASKERS = frozenset({"my", "your", "our", "mine", "yours", "ours"})
-_OTHERS = frozenset({"his", "her", "their", "theirs", "someone", "somebody"})
-# Words ending in 's that are a word and "is" or "has", not an owner ("it's", "what's").
-_CONTRACTED = frozenset(
-    "it that what there here he she who where how when why let one everyone everything".split()
+# Someone outside the asker's household: "someone's", "a friend's", "my neighbour's", "his".
+# Not "their" (a generic person: "a tenant ... their deposit"), not family ("my child's
+# passport" is asked as "my passport for my child") and not things ("my car's oil").
+_OUTSIDERS = frozenset(
+    """someone somebody else friend neighbour neighbor stranger colleague coworker boss
+    roommate flatmate housemate""".split()
 )
 
 
@@ -21,9 +23,7 @@ def _owner(word: str) -> str:
     """ "asker" or "other" for a word that says whose the next thing is, else ""."""
     if word in _ASKERS:
         return "asker"
-    if word in _OTHERS:
-        return "other"
-    if word.endswith("'s") and len(word) > 2 and word[:-2] not in _CONTRACTED:
+    if word in ("his", "her") or (word.endswith("'s") and word[:-2] in _OUTSIDERS):
         return "other"
     return ""
 
