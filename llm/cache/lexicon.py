@@ -155,6 +155,9 @@ _CREDENTIAL = r"(password|passcode|passphrase|pin|username|login|pw|pwd)"
 # Set phrases (lower-cased, whole words), rewritten before splitting into words.
 PHRASES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (r"w/o", "without"),
+    # "every other row" is every second one, not every one (lexical/alternatives.py "share").
+    (r"every (?:other|second)", "alternate"),
+    (r"of all time", "ever"),
     # Comparisons with a number: "more than 23 kg" is "over 23 kg".
     (r"more than", "over"),
     (r"(?:less|fewer) than", "under"),

@@ -545,7 +545,10 @@ def test_data_units_match_their_names_and_another_unit_never_hits():
         )
         == ""
     )
-    assert refused("Is 5GB of storage enough?", "Is 5MB of storage enough?") == "content"
+    assert refused("Is 5GB of storage enough?", "Is 5MB of storage enough?") in (
+        "content",
+        "alternative",
+    )
 
 
 def test_more_than_is_over_and_less_than_never_hits_it():
@@ -1362,3 +1365,55 @@ def test_a_longer_preamble_before_a_question_is_framing():
         assert same_question(profile(asked), stored) == "", asked
     # A request for help with the thing itself is what is asked.
     assert same_question(profile("Could you help me rename a folder?"), stored) != "negation"
+
+
+def test_decimal_and_binary_sizes_never_hit():
+    assert refused("How many MB are in 3 GB?", "How many MiB are in 3 GiB?") == "alternative"
+    assert (
+        same_question(
+            profile("How many megabytes are in 3 gigabytes?"), profile("How many MB in 3 GB?")
+        )
+        == ""
+    )
+
+
+def test_all_most_and_every_other_never_hit():
+    assert refused(
+        "Do all fish sleep with their eyes open?", "Do most fish sleep with their eyes open?"
+    )
+    assert refused(
+        "How do I highlight every other line in Google Sheets?",
+        "How do I highlight every line in Google Sheets?",
+    )
+    assert (
+        refused(
+            "How do I highlight every second line in Google Sheets?",
+            "How do I highlight every other line in Google Sheets?",
+        )
+        == ""
+    )
+
+
+def test_the_average_never_answers_the_median():
+    assert (
+        refused(
+            "How do I compute the median of a list in Python?",
+            "How do I compute the average of a list in Python?",
+        )
+        == "alternative"
+    )
+
+
+def test_the_askers_own_thing_never_answers_someone_elses():
+    assert (
+        refused("What if my cat scratches a neighbour?", "What if a neighbour's cat scratches me?")
+        == "owner"
+    )
+    assert refused("Can I deduct my own car?", "Can I deduct my colleague's car?") == "owner"
+    for stored, asked in [
+        ("How do I update my address?", "How do you update your address?"),
+        ("How do I renew my passport for my son?", "How do I renew my son's passport?"),
+        ("How do I get my deposit back?", "How does a tenant get their deposit back?"),
+        ("How do I check my car's tyre pressure?", "How do I check my tyre pressure?"),
+    ]:
+        assert refused(stored, asked) != "owner", (stored, asked)

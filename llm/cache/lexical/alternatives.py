@@ -1,9 +1,10 @@
 """Closed classes of alternatives: a month, a season, a compass point, a country, a unit, a
-stretch of time, an age or sex, one end of a scale. Two questions that each name a member of one
-class the other does not ("visit Thailand in May" / "travel to Vietnam in August", "calcium for
-women" / "for men", "the coldest month" / "the warmest", "square metres" / "square feet") ask
-for different answers, however freely the rest is reworded: a hard refusal, so neither the
-check's second look nor the judge (which scores such pairs like rewordings) may overrule it.
+stretch of time, an age or sex, one end of a scale, all or most, the average or the median. Two
+questions that each name a member of one class the other does not ("visit Thailand in May" /
+"travel to Vietnam in August", "calcium for women" / "for men", "the coldest month" / "the
+warmest", "square metres" / "square feet") ask for different answers, however freely the rest
+is reworded: a hard refusal, so neither the check's second look nor the judge (which scores such
+pairs like rewordings) may overrule it.
 
 Words are compared as the check's content words (lemmas, units spelled out: llm/cache/lexicon.py);
 members that mean the same share a name ("kid" / "child", "big" / "large"). Words with a
@@ -46,6 +47,25 @@ _CLASSES: dict[str, dict[str, str]] = {
         ).split()
     }
     | {"mile hour": "mph", "kilometre hour": "kph", "mph": "mph", "kph": "kph"},
+    # Decimal and binary sizes are other units: 5 GB is not 5 GiB.
+    "data": {
+        u: u
+        for u in (
+            "bit byte kilobyte megabyte gigabyte terabyte petabyte kibibyte mebibyte gibibyte "
+            "tebibyte"
+        ).split()
+    }
+    | {"kib": "kibibyte", "mib": "mebibyte", "gib": "gibibyte", "tib": "tebibyte"},
+    # How many of a group: "do all planets have moons" / "do most planets".
+    "share": {
+        "all": "all",
+        "every": "all",
+        "each": "all",
+        "most": "most",
+        "alternate": "alternate",
+    },
+    # Which middle: the average (mean) of a column is not its median.
+    "middle": {"average": "average", "median": "median"},
     "person": {
         "man": "man",
         "male": "man",

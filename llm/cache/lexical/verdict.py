@@ -7,6 +7,7 @@ import re
 
 from llm.cache.lexical.alternatives import other_alternative
 from llm.cache.lexical.order import distance_either_way, reversed_order, same_route, swapped
+from llm.cache.lexical.owners import other_owner
 from llm.cache.lexical.profile import WORD, Profile, lemma_of
 from llm.cache.lexical.quantities import other_quantity
 from llm.cache.lexical.rewrite import rewrite
@@ -90,6 +91,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "quantity"
     if {a.subject, b.subject} == {"speaker", "other"}:
         return "subject"
+    if other_owner(a, b):
+        return "owner"
     if a.asks and b.asks and not a.asks & b.asks:
         return "question word"
     if _what_against_amount(a, b) or _what_against_amount(b, a) or "whole" in a.asks ^ b.asks:
@@ -158,8 +161,8 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
 # The refusals the cross-encoder judge (llm/cache/judge.py) may overrule: a content word on one
 # side only ("added") or on each side ("content"), and the same words a little under the
 # threshold (""). Numbers, negation, quotes, particles, direction, quantities, another person's
-# action and another question word ("when" / "where did the Titanic sink", which the judge
-# trained without blind sets 10 and 11 scored 0.995 there) stay refusals
+# action, whose thing it is and another question word ("when" / "where did the Titanic sink",
+# which the judge trained without blind sets 10 and 11 scored 0.995 there) stay refusals
 # (docs/benchmarks.md, "Cache: a cross-encoder of our own").
 JUDGE_REASONS = frozenset({"content", "added", ""})
 # The judge is asked about candidates at least this close, at most JUDGE_CANDIDATES of them per
