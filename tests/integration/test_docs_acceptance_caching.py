@@ -1,0 +1,508 @@
+"""docs/caching.md's promises, checked from outside as a stranger with only the docs would: on
+the production topology (nginx → two Daphne replicas → Redis ← a Celery worker, PostgreSQL) with
+the cache on, a real OpenAI-compatible upstream (tests/fault_server.py) whose requests are
+counted, programs' sockets and the `openai` SDK, and the operator's commands (`cache_warm`,
+`cache_purge`).
+
+A reply served from the cache never reaches the upstream; one that is generated does. Each
+test asks questions of its own (the exact key covers the question, alias and history), under
+aliases an operator made in the admin: `det` (temperature 0: deterministic, so cached),
+`sampled` (the default temperature, 0.7), `det-fo` (temperature 0 in two priority tiers, the
+first failing) and `det-cut` (an upstream that stops at its length limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import redis
+
+from tests.fault_server import Fail, Reply
+from tests.harness.processes import manage
+from tests.harness.sockets import Heard, hear_reply
+from tests.harness.topology import START_TIMEOUT
+from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ANSWER = "Open Settings, then Security, and choose Reset password."
+# Prices per million tokens, so a cached reply has something to have saved.
+INPUT_PRICE, OUTPUT_PRICE = "1.00", "2.00"
+
+SETUP = """
+from accounts.services import account_create, api_key_create, membership_set, organisation_create
+from llm.models import Deployment, Provider
+owner = account_create(username="cache-owner", password="correct horse battery staple")
+member = account_create(username="cache-member", password="correct horse battery staple")
+acme = organisation_create(name="Acme Cache", admin=owner)
+membership_set(organisation=acme, user=member, role="member", by=owner)
+routes = {routes!r}
+for name, (route, options, priority, alias) in routes.items():
+    provider = Provider.objects.create(
+        name=name, kind="openai-compatible", base_url={base!r} + route + "/v1",
+        first_token_timeout=60, inter_token_timeout=60, options=options,
+    )
+    Deployment.objects.create(
+        provider=provider, alias=alias, model="cache-model", priority=priority,
+        input_price={input_price!r}, output_price={output_price!r},
+    )
+print(acme.slug)
+print(api_key_create(user=owner, organisation=acme, name="acceptance").raw)
+print(api_key_create(user=member, organisation=acme, name="acceptance").raw)
+"""
+
+# provider name: (upstream route, provider options, priority tier, alias)
+ROUTES: dict[str, tuple[str, dict[str, Any], int, str]] = {
+    "det-0": ("det", {"temperature": 0}, 0, "det"),
+    "sampled-0": ("sampled", {}, 0, "sampled"),
+    "fo-0": ("fo-0", {"temperature": 0}, 0, "det-fo"),
+    "fo-1": ("fo-1", {"temperature": 0}, 1, "det-fo"),
+    "cut-0": ("cut", {"temperature": 0}, 0, "det-cut"),
+}
+
+
+@dataclass
+class CacheSite:
+    site: Site
+    org: str  # the team organisation's slug
+    owner: str  # the owner's API key in it
+    member: str  # a member's API key in it
+
+    @property
+    def upstream(self) -> Any:
+        return self.site.upstream
+
+    def manage(self, *args: str) -> str:
+        return manage(*args, env=self.site.topo.env, timeout=START_TIMEOUT)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.site.topo.env["REDIS_URL"])
+
+
+@pytest.fixture(scope="module")
+def cache() -> Iterator[CacheSite]:
+    with topology_with_upstream("acceptance-caching", {"CACHE_ENABLED": "true"}) as site:
+        up = site.upstream
+        for route in ("det", "sampled", "fo-1"):
+            up.default(route, Reply(text=ANSWER))
+        up.default("fo-0", Fail(500))
+        up.default("cut", Reply(text=ANSWER, finish_reason="length"))
+        base = up.base_url("x").removesuffix("x/v1")
+        code = SETUP.format(
+            routes=ROUTES, base=base, input_price=INPUT_PRICE, output_price=OUTPUT_PRICE
+        )
+        printed = manage("shell", "-c", code, env=site.topo.env, timeout=START_TIMEOUT)
+        org, owner, member = printed.strip().splitlines()[-3:]
+        with site.topo.logs_on_failure():
+            yield CacheSite(site, org, owner, member)
+
+
+async def ask(
+    cache: CacheSite,
+    text: str,
+    alias: str = "det",
+    *,
+    key: str | None = None,
+    conversation: int | None = None,
+    settle: bool = True,
+) -> Heard:
+    """A program's socket sends `text` to `alias`; what it heard of the reply, once the cache
+    has settled it (stored it, or recorded the hit or the miss; `settle=False` where the cache
+    is off and settles nothing)."""
+    mark = settle_mark(cache)
+    ws = await cache.site.socket(key or cache.owner)
+    try:
+        frame = send_frame(text, model=alias)
+        frame["conversation"] = conversation
+        await ws.send(json.dumps(frame))
+        heard = await hear_reply(ws, timeout=120)
+    finally:
+        await ws.close()
+    if settle:
+        await settled(cache, mark)
+    return heard
+
+
+def settle_mark(cache: CacheSite) -> int:
+    """Lookups, hits and stores counted so far (CacheStat, every tenant and day)."""
+    ((total,),) = cache.site.topo.query(
+        "SELECT coalesce(sum(lookups + exact_hits + semantic_hits + stores), 0) FROM llm_cachestat"
+    )
+    return int(total)
+
+
+async def settled(cache: CacheSite, mark: int) -> None:
+    """Wait until the cache has settled one more reply: caching.md, "Known limits": "The reply
+    is stored just after its `done` is published"; a repeat sent sooner gets a live reply."""
+    deadline = time.monotonic() + 60  # a bound for failing only
+    while settle_mark(cache) <= mark:
+        assert time.monotonic() < deadline, "the cache never settled the reply"
+        await asyncio.sleep(0.05)
+
+
+async def regenerate(cache: CacheSite, reply: int) -> Heard:
+    mark = settle_mark(cache)
+    ws = await cache.site.socket(cache.owner)
+    try:
+        await ws.send(json.dumps({"type": "regenerate", "message": reply}))
+        heard = await hear_reply(ws, timeout=120)
+    finally:
+        await ws.close()
+    await settled(cache, mark)
+    return heard
+
+
+def routing(cache: CacheSite, reply: int | None) -> dict[str, Any]:
+    assert reply is not None
+    found = cache.site.topo.row(reply)["routing"]
+    assert isinstance(found, dict)
+    return found
+
+
+def done(heard: Heard) -> dict[str, Any]:
+    assert heard.final is not None and heard.final["type"] == "done", heard.frames
+    return heard.final
+
+
+def question(words: str) -> str:
+    """A question no other test asks (the tag is one more word on both sides)."""
+    return f"{words} for account {uuid.uuid4().hex[:8]}"
+
+
+# --- the exact layer ---------------------------------------------------------------------------
+
+
+async def test_a_deterministic_question_asked_again_is_replayed_from_the_cache_at_no_cost(
+    cache: CacheSite,
+) -> None:
+    """caching.md: "How do I reset my password?" and "how do i  reset my password" share a key
+    (NFKC, case-folded, whitespace collapsed, trailing ?!. dropped); a hit replays the text as
+    ordinary numbered deltas and `done` says cached, provider "cache", cost "0.00000000", zero
+    tokens; `Message.routing` names the exact layer and the entry, with what it saved."""
+    tag = uuid.uuid4().hex[:8]
+    before = cache.upstream.count("det")
+    first = await ask(cache, f"How do I reset my password {tag}?")
+    assert (done(first)["cached"], first.text) == (False, ANSWER)
+    assert cache.upstream.count("det") == before + 1
+
+    again = await ask(cache, f"how  do I RESET my password {tag}")
+    final = done(again)
+    again.check_contiguous()
+    assert again.text == ANSWER
+    assert (final["status"], final["cached"], final["provider"], final["cost"]) == (
+        "complete",
+        True,
+        "cache",
+        "0.00000000",
+    ), final
+    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (0, 0)
+    assert cache.upstream.count("det") == before + 1  # the upstream was not asked again
+    record = routing(cache, again.reply)
+    assert record["cache"] == "exact", record
+    assert record["alias"] == "det"
+    assert record["saved_tokens"] and record["saved_cost"] not in (None, "0"), record
+    (hits,) = cache.site.topo.query(
+        "SELECT count(*) FROM llm_cachehit WHERE message_id = %s", again.reply
+    )
+    assert hits == (1,)
+
+
+async def test_members_of_one_organisation_share_its_cache_and_another_never_sees_it(
+    cache: CacheSite,
+) -> None:
+    """caching.md, "Keys and tenants": members share the organisation's cache; another
+    organisation, a personal one included, never sees it."""
+    text = question("How do I export my invoices")
+    before = cache.upstream.count("det")
+    await ask(cache, text, key=cache.owner)
+    member = await ask(cache, text, key=cache.member)
+    assert (done(member)["cached"], member.text) == (True, ANSWER)
+    assert cache.upstream.count("det") == before + 1
+    outsider = await ask(cache, text, key=cache.site.outsider_key)
+    assert done(outsider)["cached"] is False
+    personal = await ask(cache, text, key=cache.site.key)  # the owner's personal organisation
+    assert done(personal)["cached"] is False
+    assert cache.upstream.count("det") == before + 3
+
+
+async def test_a_sampling_models_replies_are_never_stored(cache: CacheSite) -> None:
+    """caching.md: a sampling model (temperature > 0): "nothing is stored"."""
+    text = question("What is a good name for a cat")
+    before = cache.upstream.count("sampled")
+    for _ in range(2):
+        heard = await ask(cache, text, "sampled")
+        assert done(heard)["cached"] is False
+    assert cache.upstream.count("sampled") == before + 2
+
+
+async def test_faq_entries_are_served_even_for_a_sampling_model(cache: CacheSite) -> None:
+    """caching.md: for a sampling model "only operator FAQ entries are served"; `cache_warm`
+    stores every question and paraphrase for first questions under the alias."""
+    tag = uuid.uuid4().hex[:8]
+    faq = [
+        {
+            "question": f"What are the support hours of desk {tag}?",
+            "answer": "Weekdays from 9 to 5.",
+            "paraphrases": [f"When is desk {tag} open?"],
+        }
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "faq.json"
+        path.write_text(json.dumps(faq))
+        out = cache.manage(
+            "cache_warm", "--org", cache.org, "--file", str(path), "--alias", "sampled"
+        )
+    assert "Stored 2 questions (1 answers)" in out, out
+    before = cache.upstream.count("sampled")
+    for text in (f"what are the support hours of desk {tag}", f"When is desk {tag} open?"):
+        heard = await ask(cache, text, "sampled")
+        assert (done(heard)["cached"], heard.text) == (True, "Weekdays from 9 to 5."), text
+    assert cache.upstream.count("sampled") == before
+
+
+async def test_a_regenerate_skips_the_cache_and_its_fresh_answer_replaces_the_entry(
+    cache: CacheSite,
+) -> None:
+    """caching.md: regenerate is "skipped (the user asked for a new answer); the fresh reply
+    replaces the entry"."""
+    text = question("How do I change my email address")
+    first = await ask(cache, text)
+    assert done(first)["cached"] is False
+    cache.upstream.script("det", Reply(text="A second, fresh answer."))
+    before = cache.upstream.count("det")
+    fresh = await regenerate(cache, first.reply or 0)
+    assert (done(fresh)["cached"], fresh.text) == (False, "A second, fresh answer.")
+    assert cache.upstream.count("det") == before + 1
+    again = await ask(cache, text)
+    assert (done(again)["cached"], again.text) == (True, "A second, fresh answer.")
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_failed_incomplete_and_failed_over_replies_are_never_stored(
+    cache: CacheSite,
+) -> None:
+    """caching.md: "A reply is stored only when it finished `complete` … and not after a
+    failover to another deployment. Failed, … incomplete (cut by the token cap) … replies are
+    never stored"."""
+    failing = question("Why does my upload fail")
+    cache.upstream.script("det", Fail(500), Fail(500))  # both attempts (LLM_RETRY_MAX_ATTEMPTS=2)
+    heard = await ask(cache, failing)
+    assert heard.final is not None and heard.final["type"] == "error", heard.frames
+    before = cache.upstream.count("det")
+    heard = await ask(cache, failing)
+    assert (done(heard)["cached"], heard.text) == (False, ANSWER)
+    assert cache.upstream.count("det") == before + 1
+
+    cut = question("Describe every plan in detail")
+    for _ in range(2):
+        heard = await ask(cache, cut, "det-cut")
+        assert (done(heard)["status"], done(heard)["cached"]) == ("incomplete", False)
+
+    over = question("How do I add a teammate")
+    before = cache.upstream.count("fo-1")
+    for _ in range(2):
+        heard = await ask(cache, over, "det-fo")
+        assert (done(heard)["cached"], heard.text) == (False, ANSWER)
+        assert routing(cache, heard.reply)["failover"] is True
+    assert cache.upstream.count("fo-1") == before + 2
+
+
+# --- the semantic layer ------------------------------------------------------------------------
+
+
+async def test_a_reworded_first_question_is_answered_by_the_semantic_layer(
+    cache: CacheSite,
+) -> None:
+    """caching.md: first questions are matched by meaning within the tenant and scope; a
+    near-miss that asks for another thing (enable / disable) is not."""
+    tag = uuid.uuid4().hex[:8]
+    stored = await ask(cache, f"How do I enable dark mode in app {tag}?")
+    assert done(stored)["cached"] is False
+    before = cache.upstream.count("det")
+    reworded = await ask(cache, f"how can I turn on dark mode in app {tag}")
+    assert (done(reworded)["cached"], reworded.text) == (True, ANSWER), reworded.final
+    record = routing(cache, reworded.reply)
+    assert record["cache"] == "semantic" and 0 < record["similarity"] < 1, record
+    opposite = await ask(cache, f"How do I disable dark mode in app {tag}?")
+    assert done(opposite)["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_a_question_longer_than_400_characters_is_matched_exactly_only(
+    cache: CacheSite,
+) -> None:
+    """caching.md: a question longer than CACHE_SEMANTIC_MAX_CHARS (400): exact yes, semantic
+    no."""
+    tag = uuid.uuid4().hex[:8]
+    tail = " ".join(["It happens every morning after the nightly backup job runs."] * 7)
+    long = f"How do I fix the sync error on device {tag}? {tail}"
+    assert len(long) > 400
+    await ask(cache, long)
+    before = cache.upstream.count("det")
+    exact = await ask(cache, long.upper())
+    assert done(exact)["cached"] is True
+    reworded = await ask(cache, long.replace("How do I fix", "How can I repair"))
+    assert done(reworded)["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_a_follow_up_is_answered_exactly_after_the_same_conversation_only(
+    cache: CacheSite,
+) -> None:
+    """caching.md: a follow-up in a conversation: "exact only"; semantic "only if the
+    organisation enables `semantic_mid_conversation`" (it does not here)."""
+    tag = uuid.uuid4().hex[:8]
+    opening, follow = f"What plans do you offer {tag}?", f"Which one includes SSO {tag}?"
+    first = await ask(cache, opening)
+    await ask(cache, follow, conversation=first.conversation)
+    before = cache.upstream.count("det")
+    second = await ask(cache, opening)  # a new conversation, the same first turn
+    assert done(second)["cached"] is True
+    same = await ask(cache, follow, conversation=second.conversation)
+    assert (done(same)["cached"], routing(cache, same.reply).get("cache")) == (True, "exact")
+    third = await ask(cache, opening)
+    reworded = await ask(cache, f"which of them include SSO {tag}", conversation=third.conversation)
+    assert done(reworded)["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+# --- where things live, and the operators' tools -----------------------------------------------
+
+
+async def test_a_record_gone_while_its_redis_key_lingers_is_a_miss(cache: CacheSite) -> None:
+    """caching.md: "A hit needs both: the Redis key, and a live record in the same namespace. A
+    record purged or expired whose key lingers is a miss"; the key carries the entry's TTL."""
+    text = question("How do I download my data")
+    first = await ask(cache, text)
+    assert done(first)["cached"] is False
+    (entry,) = cache.site.topo.query(
+        "SELECT id, namespace, key FROM llm_cacheentry WHERE source_message_id = %s", first.reply
+    )
+    client = cache.redis()
+    (name,) = [k for k in client.scan_iter(f"*llmcache:x:{entry[1]}:{entry[2]}")]
+    ttl = int(client.ttl(name))  # type: ignore[arg-type]
+    assert 0 < ttl <= 86400, ttl  # CACHE_TTL, a day
+    cache.site.topo.query(
+        "WITH gone AS (DELETE FROM llm_cacheentry WHERE id = %s RETURNING id) SELECT * FROM gone",
+        entry[0],
+    )
+    before = cache.upstream.count("det")
+    again = await ask(cache, text)
+    assert done(again)["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_cache_purge_of_an_organisation_empties_its_cache(cache: CacheSite) -> None:
+    """caching.md, "Commands": `manage.py cache_purge --org acme`."""
+    text = question("How do I close my account")
+    await ask(cache, text)
+    assert done(await ask(cache, text))["cached"] is True
+    cache.manage("cache_purge", "--org", cache.org)
+    before = cache.upstream.count("det")
+    assert done(await ask(cache, text))["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+def test_a_completion_with_generation_parameters_is_neither_answered_nor_stored(
+    cache: CacheSite,
+) -> None:
+    """docs/api.md (the reply cache applies to `/v1`): "A request with generation parameters is
+    never answered from the reply cache, nor stored in it"; one without them is."""
+    sdk = openai.OpenAI(base_url=f"{cache.site.topo.base}/v1", api_key=cache.owner, max_retries=0)
+    text = question("How do I print a receipt")
+    messages: Any = [{"role": "user", "content": text}]
+    before = cache.upstream.count("det")
+    for _ in range(2):
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="det", messages=messages, temperature=0
+        )
+        assert raw.parse().choices[0].message.content == ANSWER
+        assert "cache" not in routing(cache, int(raw.headers["x-parley-message"]))
+    assert cache.upstream.count("det") == before + 2
+    mark = settle_mark(cache)
+    sdk.chat.completions.create(model="det", messages=messages)
+    deadline = time.monotonic() + 60  # a bound for failing only
+    while settle_mark(cache) <= mark:
+        assert time.monotonic() < deadline, "the cache never settled the completion"
+        time.sleep(0.05)
+    raw = sdk.chat.completions.with_raw_response.create(model="det", messages=messages)
+    assert raw.parse().choices[0].message.content == ANSWER
+    assert routing(cache, int(raw.headers["x-parley-message"]))["cache"] == "exact"
+    assert cache.upstream.count("det") == before + 3
+
+
+POLICY = """
+from accounts.models import Organisation
+from llm.cache_models import CachePolicy
+CachePolicy.objects.update_or_create(
+    organisation=Organisation.objects.get(personal_owner__username="promise-outsider"),
+    defaults={fields!r},
+)
+"""
+
+
+def outsider_policy(cache: CacheSite, **fields: Any) -> None:
+    """The outsider's organisation's CachePolicy row, as its admin sets it in the admin."""
+    cache.manage("shell", "-c", POLICY.format(fields=fields))
+
+
+async def test_an_organisations_policy_switches_its_cache_and_bounds_it_least_recently_used(
+    cache: CacheSite,
+) -> None:
+    """caching.md, "Cache policies" (one row per organisation): cache sampled replies;
+    semantic matching off: exact hits only; a bound, each store evicting the least recently
+    used beyond it (a hit refreshes `last_used_at`); enabled off."""
+    key = cache.site.outsider_key
+    tag = uuid.uuid4().hex[:8]
+    outsider_policy(cache, cache_sampled=True, semantic_enabled=False, max_entries=2)
+    sampled = f"What should I name my dog {tag}?"
+    await ask(cache, sampled, "sampled", key=key)
+    assert done(await ask(cache, sampled, "sampled", key=key))["cached"] is True
+    reworded = await ask(cache, f"what name should I give my dog {tag}", "sampled", key=key)
+    assert done(reworded)["cached"] is False
+
+    first, second, third = (question(q) for q in ("How do I pay", "How do I ship", "How do I sort"))
+    await ask(cache, first, key=key)
+    await ask(cache, second, key=key)
+    assert done(await ask(cache, first, key=key))["cached"] is True  # first is used again
+    await ask(cache, third, key=key)  # the bound is 2: the least recently used goes
+    before = cache.upstream.count("det")
+    assert done(await ask(cache, first, key=key))["cached"] is True
+    assert done(await ask(cache, second, key=key))["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+    outsider_policy(cache, enabled=False)
+    before = cache.upstream.count("det")
+    assert done(await ask(cache, first, key=key, settle=False))["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+def usage_today(cache: CacheSite) -> dict[str, Any]:
+    with cache.site.http(cache.member) as http:
+        answer = http.get("/api/v1/usage", params={"days": 1})
+    assert answer.status_code == 200, answer.text
+    today = answer.json()["today"]
+    assert isinstance(today, dict)
+    return today
+
+
+async def test_a_cached_reply_charges_the_budget_nothing(cache: CacheSite) -> None:
+    """caching.md: "Quotas are charged nothing for a complete cached reply"."""
+    text = question("How do I rename a project")
+    await ask(cache, text, key=cache.member)
+    before = usage_today(cache)
+    assert before["tokens"] > 0, before
+    heard = await ask(cache, text, key=cache.member)
+    assert done(heard)["cached"] is True
+    after = usage_today(cache)
+    assert (after["tokens"], after["cost"]) == (before["tokens"], before["cost"]), (before, after)
