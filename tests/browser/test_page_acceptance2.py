@@ -123,3 +123,25 @@ def test_ctrl_or_cmd_k_searches_chats(page, server, keys):
     page.focus("#composer-text")
     page.keyboard.press(keys)
     expect(page.locator("#conversation-search")).to_be_focused()
+
+
+def test_going_offline_says_offline_and_coming_back_says_back_online(open_page, server):
+    """page.md, Connection banner: "Offline — reconnecting in N s…" as a banner, then
+    "Connected — back online" for a few seconds."""
+    from playwright.sync_api import expect
+
+    page = open_page()
+    sign_in(page, server)
+    banner = page.locator("#connection")
+    expect(banner).to_have_attribute("data-kind", "ok")
+    page.context.set_offline(True)
+    # The page checks its socket at once (a ping; no pong within 10 s drops it).
+    expect(banner).to_contain_text(re.compile(r"Offline — reconnecting in \d+ s…"), timeout=40_000)
+    expect(banner).to_have_attribute("data-kind", "warn")
+    page.context.set_offline(False)
+    expect(banner).to_have_attribute("data-back", "true", timeout=WAIT_MS)
+    expect(page.locator("#status")).to_have_text("Connected")
+    after = page.locator("#connection .status").evaluate(
+        "el => getComputedStyle(el, '::after').content"
+    )
+    assert after == '" — back online"', after

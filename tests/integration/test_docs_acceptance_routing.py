@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fault_server import Fail, Reply
+from tests.fault_server import Cut, Fail, Reply
 from tests.harness.processes import manage
 from tests.harness.sockets import Heard, hear_reply, sign_in_cookie
 from tests.harness.topology import START_TIMEOUT
@@ -57,6 +58,13 @@ ROWS: dict[str, tuple[str, str, int, int, dict[str, Any], dict[str, Any]]] = {
     "opt-1": ("opt-1", "opt", 1, 1, {}, {"temperature": 0.3}),
     "mixed-0": ("mixed-0", "mixed", 0, 1, {}, {}),
     "priced": ("priced", "priced", 0, 1, {"input_price": "1.00", "output_price": "2.00"}, {}),
+    "key-0": ("key-0", "key-refused", 0, 1, {}, {}),
+    "key-1": ("key-1", "key-refused", 1, 1, {}, {}),
+    "r408": ("r408", "r408", 0, 1, {}, {}),
+    "cut0": ("cut0", "cut0", 0, 1, {}, {}),
+    "bulk-0": ("bulk-0", "bulk", 0, 1, {}, {}),
+    "bulk-1": ("bulk-1", "bulk", 1, 1, {}, {}),
+    "tpm": ("tpm", "tpm", 0, 1, {"tpm_limit": 5}, {}),
 }
 
 SETUP = """
@@ -96,6 +104,9 @@ def site() -> Iterator[Site]:
         for route in ("chain-a", "chain-b", "lf-a", "opt-0"):
             up.default(route, Fail(503, message="vendor says: overloaded-secret-detail"))
         up.default("long-429", Fail(429, retry_after=600))
+        up.default("key-0", Fail(401, message="vendor says: bad key"))
+        up.default("r408", Fail(408))
+        up.default("cut0", Cut(after_chunks=0))
         base = up.base_url("x").removesuffix("x/v1")
         code = SETUP.format(rows=ROWS, base=base, staff=STAFF[0], password=STAFF[1])
         manage("shell", "-c", code, env=running.topo.env, timeout=START_TIMEOUT)
@@ -294,26 +305,30 @@ async def test_a_retry_after_past_the_maximum_ends_the_socket_reply_at_once(site
     assert routing(site, heard.reply)["retry_after"] == 600, routing(site, heard.reply)
     again = await ask(site, "long-429")
     assert final(again)["code"] == "provider_unavailable", again.frames
+    assert "paused" in final(again)["detail"] and "try again in about" in final(again)["detail"]
     assert 0 < routing(site, again.reply)["retry_after"] <= 600, routing(site, again.reply)
     assert site.upstream.count("long-429") == before + 1
 
 
-async def test_a_deployment_whose_rpm_is_spent_is_skipped_until_the_next_minute(
-    site: Site,
+@pytest.mark.parametrize("alias", ["rpm", "tpm"])
+async def test_a_deployment_whose_rpm_or_tpm_is_spent_is_skipped_until_the_next_minute(
+    site: Site, alias: str
 ) -> None:
     """routing.md: skipped "if its rpm/tpm budget for the current minute is spent (fixed
-    one-minute windows)"; nothing else can take it: `provider_unavailable` at once."""
+    one-minute windows, counted in the cache; tokens are added when a reply finishes)";
+    nothing else can take it: `provider_unavailable` at once. rpm 1; tpm 5, which one reply
+    (11 prompt tokens) spends."""
     for _ in range(2):  # a pair straddling a minute's edge is tried once more
         minute = int(time.time() // 60)
-        await ask(site, "rpm")
-        asked = site.upstream.count("rpm")
-        heard = await ask(site, "rpm")
+        await ask(site, alias)
+        asked = site.upstream.count(alias)
+        heard = await ask(site, alias)
         if int(time.time() // 60) != minute:
             continue
         assert final(heard)["code"] == "provider_unavailable", heard.frames
         skipped = routing(site, heard.reply)["skipped"]
-        assert [s["label"].split("/")[0] for s in skipped] == ["rpm"], skipped
-        assert site.upstream.count("rpm") == asked
+        assert [s["label"].split("/")[0] for s in skipped] == [alias], skipped
+        assert site.upstream.count(alias) == asked
         return
     pytest.fail("two replies never fell in the same minute")
 
@@ -413,3 +428,66 @@ async def test_an_upstream_reporting_no_usage_is_estimated_and_priced_from_the_e
     assert usage["prompt_tokens"] is None, usage
     assert usage["completion_tokens"] in (len(text) // 4, math.ceil(len(text) / 4)), usage
     assert done["cost"] is not None and float(done["cost"]) > 0, done
+
+
+# --- what is dropped, what the caller is told, and where changes are read ---------------------
+
+
+async def test_a_refused_key_is_dropped_for_the_next_deployment_and_counts_as_a_failure(
+    site: Site,
+) -> None:
+    """routing.md: "A refused key (401/403) … is dropped for this reply and the next deployment
+    is tried"; breaker failures are "retryable errors and refused keys"."""
+    heard = await ask(site, "key-refused")
+    assert (final(heard)["type"], heard.text) == ("done", f"{ANSWER} (key-1)"), heard.frames
+    record = routing(site, heard.reply)
+    outcomes = [(a["label"].split("/")[0], a["outcome"]) for a in record["attempts"]]
+    assert outcomes == [("key-0", "failed"), ("key-1", "answered")], record
+    row = deployment_health(site, "key-0")
+    assert row["consecutive_failures"] >= 1, row
+    assert "bad key" not in json.dumps(row), row
+
+
+@pytest.mark.parametrize(
+    ("alias", "status", "code"),
+    [("r408", 503, "provider_unavailable"), ("cut0", 502, "provider_failed")],
+)
+def test_the_caller_is_told_the_last_failures_own_meaning(
+    site: Site, sdk: openai.OpenAI, alias: str, status: int, code: str
+) -> None:
+    """routing.md, "What the caller is told": an upstream 408 is `provider_unavailable`, 503; a
+    stream that ended before any text without a finish reason is `provider_failed`, 502."""
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.chat.completions.create(model=alias, messages=[{"role": "user", "content": "hi"}])
+    assert (failed.value.status_code, failed.value.code) == (status, code), failed.value.body
+
+
+async def test_a_bulk_update_through_the_manager_reaches_every_process_at_its_next_lookup(
+    site: Site, sdk: openai.OpenAI
+) -> None:
+    """routing.md, "Where the rows are read": a bulk write through the managers
+    (`queryset.update`) sets a new catalogue version: "every process, Daphne or worker, uses
+    the change from its next lookup"."""
+    sdk.chat.completions.create(model="bulk", messages=[{"role": "user", "content": "warm"}])
+    assert final(await ask(site, "bulk"))["type"] == "done"
+    manage(
+        "shell",
+        "-c",
+        "from llm.models import Deployment; "
+        "Deployment.objects.filter(provider__name='bulk-0').update(enabled=False)",
+        env=site.topo.env,
+        timeout=START_TIMEOUT,
+    )
+    before = site.upstream.count("bulk-0"), site.upstream.count("bulk-1")
+    since = len(site.topo.log("nginx"))
+    for _ in range(4):  # nginx spreads them over both replicas
+        sdk.chat.completions.create(model="bulk", messages=[{"role": "user", "content": "x"}])
+    served = re.findall(
+        r'"POST /v1/chat/completions HTTP/1\.1" 200 .* upstream=(\S+)',
+        site.topo.log("nginx")[since:],
+    )
+    assert len(served) == 4 and len(set(served)) == 2, served
+    heard = await ask(site, "bulk")  # the Celery worker
+    assert (final(heard)["type"], heard.text) == ("done", f"{ANSWER} (bulk-1)"), heard.frames
+    after = site.upstream.count("bulk-0"), site.upstream.count("bulk-1")
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 5)
