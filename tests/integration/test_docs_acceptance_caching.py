@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import tempfile
 import time
 import uuid
@@ -29,7 +30,7 @@ import redis
 
 from tests.fault_server import Fail, Reply
 from tests.harness.processes import manage
-from tests.harness.sockets import Heard, hear_reply
+from tests.harness.sockets import Heard, hear_reply, recv_frame
 from tests.harness.topology import START_TIMEOUT
 from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
 
@@ -506,3 +507,114 @@ async def test_a_cached_reply_charges_the_budget_nothing(cache: CacheSite) -> No
     assert done(heard)["cached"] is True
     after = usage_today(cache)
     assert (after["tokens"], after["cost"]) == (before["tokens"], before["cost"]), (before, after)
+
+
+def redis_key(namespace: str, key: str) -> str:
+    """The exact layer's key as Redis holds it (Django's KEY_PREFIX "parley", version 1)."""
+    return f"parley:1:llmcache:x:{namespace}:{key}"
+
+
+def entry_of(cache: CacheSite, reply: int | None) -> tuple[int, str, str]:
+    """(id, namespace, key) of the entry a reply was stored as."""
+    (row,) = cache.site.topo.query(
+        "SELECT id, namespace, key FROM llm_cacheentry WHERE source_message_id = %s", reply
+    )
+    return int(row[0]), str(row[1]), str(row[2])
+
+
+async def test_a_key_planted_under_another_tenant_cannot_serve_its_entry(
+    cache: CacheSite,
+) -> None:
+    """caching.md: "A hit is also checked against the database record's namespace, so not
+    even a key planted under another tenant can serve an entry"."""
+    text = question("How do I see my invoices")
+    stored = await ask(cache, text)  # the team organisation's entry
+    # Planted under the owner's personal organisation (its own API key asks there).
+    entry, namespace, key = entry_of(cache, stored.reply)
+    (personal,) = cache.site.topo.query(
+        "SELECT id FROM accounts_organisation WHERE personal_owner_id = "
+        "(SELECT id FROM accounts_user WHERE username = 'promise-owner')"
+    )
+    planted = {"entry": entry, "kind": "reply", "answer": "PLANTED", "model": "cache-model"}
+    name = redis_key(f"org:{personal[0]}", key)
+    cache.redis().set(name, pickle.dumps(planted, pickle.HIGHEST_PROTOCOL), ex=3600)
+    before = cache.upstream.count("det")
+    heard = await ask(cache, text, key=cache.site.key)
+    assert (done(heard)["cached"], heard.text) == (False, ANSWER)
+    assert cache.upstream.count("det") == before + 1
+    assert namespace != f"org:{personal[0]}"
+
+
+async def test_an_expired_record_is_not_served(cache: CacheSite) -> None:
+    """caching.md: "the record is no longer served after `expires_at`"."""
+    text = question("How do I update my billing address")
+    stored = await ask(cache, text)
+    entry, _, _ = entry_of(cache, stored.reply)
+    cache.site.topo.query(
+        "WITH old AS (UPDATE llm_cacheentry SET expires_at = now() - interval '1 minute' "
+        "WHERE id = %s RETURNING id) SELECT * FROM old",
+        entry,
+    )
+    before = cache.upstream.count("det")
+    heard = await ask(cache, text)
+    assert done(heard)["cached"] is False
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_a_lookup_that_fails_counts_as_a_miss_and_the_reply_is_generated(
+    cache: CacheSite,
+) -> None:
+    """caching.md, "Failure": "The cache never stops a reply: any error in a lookup is logged
+    and counts as a miss" (here the exact key holds bytes no reader can decode)."""
+    text = question("How do I undo a deletion")
+    stored = await ask(cache, text)
+    _, namespace, key = entry_of(cache, stored.reply)
+    cache.redis().set(redis_key(namespace, key), b"\x80\x05 not a pickle", ex=3600)
+    before = cache.upstream.count("det")
+    heard = await ask(cache, text, settle=False)  # a failed lookup settles nothing
+    assert (done(heard)["status"], done(heard)["cached"], heard.text) == (
+        "complete",
+        False,
+        ANSWER,
+    )
+    assert cache.upstream.count("det") == before + 1
+
+
+async def test_cancelled_empty_and_too_long_replies_are_never_stored(cache: CacheSite) -> None:
+    """caching.md: "… not longer than `CACHE_MAX_ANSWER_CHARS` (16,000) …. Failed, cancelled,
+    interrupted, incomplete (cut by the token cap) or empty replies are never stored"."""
+    cancelled = question("Write me a long story")
+    slow = Reply(text="Once upon a time " * 40, chunk_chars=6, chunk_delay=0.05)
+    cache.upstream.script("det", slow)
+    mark = settle_mark(cache)
+    ws = await cache.site.socket(cache.owner)
+    try:
+        await ws.send(json.dumps(send_frame(cancelled, model="det")))
+        reply = None
+        while True:
+            frame = await recv_frame(ws, 60)
+            if frame["type"] == "ack":
+                reply = frame["reply"]
+            elif frame["type"] == "delta" and frame["message"] == reply:
+                await ws.send(json.dumps({"type": "cancel", "message": reply}))
+            elif frame["type"] in ("done", "error") and frame.get("message") == reply:
+                break
+    finally:
+        await ws.close()
+    assert (frame["type"], frame["status"]) == ("done", "cancelled"), frame
+    await settled(cache, mark)
+
+    empty = question("Say nothing")
+    cache.upstream.script("det", Reply(text=""))
+    await ask(cache, empty)
+
+    too_long = question("Print the whole manual")
+    cache.upstream.script("det", Reply(text="m" * 16_001, chunk_chars=200))
+    heard = await ask(cache, too_long)
+    assert (done(heard)["status"], len(heard.text)) == ("complete", 16_001)
+
+    before = cache.upstream.count("det")
+    for text in (cancelled, empty, too_long):
+        heard = await ask(cache, text)
+        assert (done(heard)["cached"], heard.text) == (False, ANSWER), text
+    assert cache.upstream.count("det") == before + 3
