@@ -65,6 +65,7 @@ ROWS: dict[str, tuple[str, str, int, int, dict[str, Any], dict[str, Any]]] = {
     "bulk-0": ("bulk-0", "bulk", 0, 1, {}, {}),
     "bulk-1": ("bulk-1", "bulk", 1, 1, {}, {}),
     "tpm": ("tpm", "tpm", 0, 1, {"tpm_limit": 5}, {}),
+    "manual": ("manual", "manual", 0, 1, {}, {}),
 }
 
 SETUP = """
@@ -491,3 +492,98 @@ async def test_a_bulk_update_through_the_manager_reaches_every_process_at_its_ne
     assert (final(heard)["type"], heard.text) == ("done", f"{ANSWER} (bulk-1)"), heard.frames
     after = site.upstream.count("bulk-0"), site.upstream.count("bulk-1")
     assert (after[0] - before[0], after[1] - before[1]) == (0, 5)
+
+
+def test_the_replys_room_is_its_own_cap_when_that_is_below_a_quarter_of_the_window(
+    site: Site, sdk: openai.OpenAI
+) -> None:
+    """routing.md: "The reply keeps room for its cap (`max_tokens`, else `LLM_MAX_TOKENS`) or a
+    quarter of the window, whichever is smaller". Window 1,000: a ~780-token prompt leaves no
+    quarter (250) for the reply, so it is refused, but it fits beside a cap of 100."""
+    question = (
+        "summarise " + "alpha " * 497 + "end"
+    )  # ~3,000 characters: ~750 tokens, + the system's
+    messages: Any = [{"role": "user", "content": question}]
+    before = site.upstream.count("cw-1000")
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="cw-1000", messages=messages)
+    assert refused.value.code == "context_length_exceeded", refused.value.body
+    assert site.upstream.count("cw-1000") == before
+    answer = sdk.chat.completions.create(model="cw-1000", messages=messages, max_tokens=100)
+    assert answer.choices[0].message.content == f"{ANSWER} (cw-1000)"
+    body = site.upstream.requests("cw-1000")[-1].body
+    assert body["max_tokens"] == 100, body["max_tokens"]
+
+
+async def test_a_regenerate_whose_prompt_no_longer_fits_ends_failed_with_that_code(
+    site: Site,
+) -> None:
+    """routing.md: "A reply whose prompt cannot fit when it starts (a system prompt changed
+    since) ends `failed` with that code" (context_length_exceeded, not retryable)."""
+    first = await ask(site, "cw-1000", "What is a context window?")
+    assert final(first)["type"] == "done", first.frames
+    site.topo.query(
+        "WITH c AS (UPDATE chat_conversation SET system_prompt = %s WHERE id = %s RETURNING id) "
+        "SELECT * FROM c",
+        "Always answer in the voice of a pirate. " * 100,  # ~4,000 characters
+        first.conversation,
+    )
+    before = site.upstream.count("cw-1000")
+    ws = await site.socket()
+    try:
+        await ws.send(json.dumps({"type": "regenerate", "message": first.reply}))
+        again = await hear_reply(ws, timeout=120)
+    finally:
+        await ws.close()
+    error = final(again)
+    assert (error["type"], error["code"], error["retryable"]) == (
+        "error",
+        "context_length_exceeded",
+        False,
+    ), again.frames
+    assert site.topo.row(again.reply or 0)["status"] == "failed"
+    assert site.upstream.count("cw-1000") == before
+
+
+async def test_without_a_known_window_nothing_is_fitted_or_refused(site: Site) -> None:
+    """routing.md: "Unknown (empty, 0 …), nothing is fitted or refused": a 12,000-character
+    message reaches a deployment with no window whole."""
+    text = "long " * 2399 + "end"
+    heard = await ask(site, "lf-b", text)
+    assert final(heard)["type"] == "done", heard.frames
+    sent = site.upstream.requests("lf-b")[-1].body["messages"]
+    assert sent[-1]["content"] == text
+
+
+async def test_an_operator_closes_an_open_breaker_by_hand_in_the_admin(site: Site) -> None:
+    """routing.md: "Operators can close a breaker by hand (admin action)"; the deployment
+    takes the next reply at once."""
+    site.upstream.script("manual", *[Fail(500)] * 3)
+    for _ in range(2):  # the third failure opens it (see the breaker test above)
+        assert final(await ask(site, "manual"))["type"] == "error"
+    assert deployment_health(site, "manual")["state"] == "open"
+    (deployment,) = site.topo.query(
+        "SELECT d.id FROM llm_deployment d JOIN llm_provider p ON p.id = d.provider_id "
+        "WHERE p.name = 'manual'"
+    )
+    base = site.topo.base
+    with httpx.Client(
+        base_url=base, headers={"Cookie": sign_in_cookie(base, *STAFF)}, timeout=30
+    ) as admin:
+        page = admin.get("/admin/llm/deployment/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token is not None, page.text[:2000]
+        done = admin.post(
+            "/admin/llm/deployment/",
+            data={
+                "action": "reset_breakers",
+                "_selected_action": str(deployment[0]),
+                "csrfmiddlewaretoken": token.group(1),
+            },
+            headers={"Referer": f"{base}/admin/llm/deployment/", "Origin": base},
+        )
+    assert done.status_code == 302, done.text[:2000]
+    row = deployment_health(site, "manual")
+    assert (row["state"], row["consecutive_failures"]) == ("closed", 0), row
+    heard = await ask(site, "manual")
+    assert (final(heard)["type"], heard.text) == ("done", f"{ANSWER} (manual)"), heard.frames
