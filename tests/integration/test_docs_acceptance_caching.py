@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import re
 import tempfile
 import time
 import uuid
@@ -24,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
 
 from tests.fault_server import Fail, Reply
 from tests.harness.processes import manage
-from tests.harness.sockets import Heard, hear_reply, recv_frame
+from tests.harness.sockets import Heard, hear_reply, recv_frame, sign_in_cookie
 from tests.harness.topology import START_TIMEOUT
 from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
 
@@ -446,15 +448,16 @@ POLICY = """
 from accounts.models import Organisation
 from llm.cache_models import CachePolicy
 CachePolicy.objects.update_or_create(
-    organisation=Organisation.objects.get(personal_owner__username="promise-outsider"),
+    organisation=Organisation.objects.get(personal_owner__username={username!r}),
     defaults={fields!r},
 )
 """
 
 
-def outsider_policy(cache: CacheSite, **fields: Any) -> None:
-    """The outsider's organisation's CachePolicy row, as its admin sets it in the admin."""
-    cache.manage("shell", "-c", POLICY.format(fields=fields))
+def outsider_policy(cache: CacheSite, username: str = "promise-outsider", **fields: Any) -> None:
+    """The CachePolicy row of a personal organisation (the outsider's, unless `username`
+    names another owner), as its admin sets it in the admin."""
+    cache.manage("shell", "-c", POLICY.format(fields=fields, username=username))
 
 
 async def test_an_organisations_policy_switches_its_cache_and_bounds_it_least_recently_used(
@@ -618,3 +621,80 @@ async def test_cancelled_empty_and_too_long_replies_are_never_stored(cache: Cach
         heard = await ask(cache, text)
         assert (done(heard)["cached"], heard.text) == (False, ANSWER), text
     assert cache.upstream.count("det") == before + 3
+
+
+async def test_with_mid_conversation_matching_a_reworded_follow_up_hits_after_the_same_turns(
+    cache: CacheSite,
+) -> None:
+    """caching.md: a follow-up is matched semantically "only if the organisation enables
+    `semantic_mid_conversation`, and then only after the very same earlier conversation"."""
+    outsider_policy(cache, "promise-owner", semantic_mid_conversation=True)
+    key = cache.site.key  # the owner's personal organisation
+    tag = uuid.uuid4().hex[:8]
+    opening = f"Tell me about plan {tag}"
+    first = await ask(cache, opening, key=key)
+    await ask(
+        cache, f"How do I enable dark mode in plan {tag}?", key=key, conversation=first.conversation
+    )
+    before = cache.upstream.count("det")
+    same = await ask(cache, opening, key=key)  # the very same first turn, answered the same
+    reworded = await ask(
+        cache, f"how can I turn on dark mode in plan {tag}", key=key, conversation=same.conversation
+    )
+    assert (done(reworded)["cached"], routing(cache, reworded.reply).get("cache")) == (
+        True,
+        "semantic",
+    ), routing(cache, reworded.reply)
+    other = await ask(cache, f"Tell me about the pricing of plan {tag}", key=key)
+    elsewhere = await ask(
+        cache,
+        f"how can I turn on dark mode in plan {tag}",
+        key=key,
+        conversation=other.conversation,
+    )
+    assert done(elsewhere)["cached"] is False
+    assert cache.upstream.count("det") == before + 2  # the other opening and its follow-up
+
+
+OPERATOR = """
+from accounts.models import Organisation, User
+from accounts.services import membership_set
+user = User.objects.create_user(
+    username="cache-operator", password="correct horse battery staple", is_staff=True
+)
+acme = Organisation.objects.get(slug={org!r})
+membership_set(organisation=acme, user=user, role="operator", by=None)
+"""
+
+
+async def test_an_organisations_operator_sees_and_purges_its_entries_only(cache: CacheSite) -> None:
+    """caching.md, Operators: "Organisation operators see and purge their own organisations'
+    entries only"; "purge every organisation's cache" is for superusers."""
+    ours, theirs = question("How do I invite a colleague"), question("How do I leave a team")
+    await ask(cache, ours)  # the team organisation
+    await ask(cache, theirs, key=cache.site.key)  # the owner's personal organisation
+    cache.manage("shell", "-c", OPERATOR.format(org=cache.org))
+    base = cache.site.topo.base
+    cookie = sign_in_cookie(base, "cache-operator", "correct horse battery staple")
+    with httpx.Client(base_url=base, headers={"Cookie": cookie}, timeout=30) as admin:
+        listing = admin.get("/admin/llm/cacheentry/", params={"all": ""})
+        assert listing.status_code == 200, listing.text[:2000]
+        assert ours.casefold() in listing.text.casefold(), "the operator's own entry is missing"
+        assert theirs.casefold() not in listing.text.casefold()
+        assert admin.get("/admin/llm/cacheentry/purge-all/").status_code == 403
+        (other,) = cache.site.topo.query(
+            "SELECT id FROM llm_cacheentry WHERE question ILIKE %s", f"%{theirs.split()[-1]}%"
+        )
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', listing.text)
+        assert token is not None
+        purged = admin.post(
+            "/admin/llm/cacheentry/",
+            data={
+                "action": "purge_organisations",
+                "_selected_action": str(other[0]),
+                "csrfmiddlewaretoken": token.group(1),
+            },
+            headers={"Referer": f"{base}/admin/llm/cacheentry/", "Origin": base},
+        )
+        assert purged.status_code in (200, 302), purged.text[:2000]
+    assert done(await ask(cache, theirs, key=cache.site.key))["cached"] is True  # kept
