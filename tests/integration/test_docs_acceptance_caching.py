@@ -698,3 +698,32 @@ async def test_an_organisations_operator_sees_and_purges_its_entries_only(cache:
         )
         assert purged.status_code in (200, 302), purged.text[:2000]
     assert done(await ask(cache, theirs, key=cache.site.key))["cached"] is True  # kept
+
+
+FRESH_TENANT = """
+from accounts.services import account_create, api_key_create
+user = account_create(username="cache-stats", password="correct horse battery staple")
+organisation = user.personal_organisation
+print(organisation.pk)
+print(api_key_create(user=user, organisation=organisation, name="acceptance").raw)
+"""
+
+
+async def test_a_tenants_statistics_count_its_lookups_hits_stores_and_savings(
+    cache: CacheSite,
+) -> None:
+    """caching.md: `CacheStat` holds "lookups, hits, stores, savings per tenant and day"
+    (the admin's "Cache statistics per day": exact and semantic hits)."""
+    organisation, key = cache.manage("shell", "-c", FRESH_TENANT).strip().splitlines()[-2:]
+    tag = uuid.uuid4().hex[:8]
+    await ask(cache, f"How do I enable dark mode in app {tag}?", key=key)  # a store
+    await ask(cache, f"how do I enable dark mode in app {tag}", key=key)  # exact
+    await ask(cache, f"how can I turn on dark mode in app {tag}", key=key)  # semantic
+    (row,) = cache.site.topo.query(
+        "SELECT lookups, exact_hits, semantic_hits, stores, saved_tokens, saved_cost "
+        "FROM llm_cachestat WHERE namespace = %s",
+        f"org:{organisation}",
+    )
+    lookups, exact, semantic, stores, saved_tokens, saved_cost = row
+    assert (lookups, exact, semantic, stores) == (3, 1, 1, 1), row
+    assert saved_tokens > 0 and saved_cost > 0, row

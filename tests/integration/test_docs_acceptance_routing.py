@@ -12,9 +12,11 @@ admin row (as an operator adds it) pointing at a route of its own on the upstrea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,6 +68,9 @@ ROWS: dict[str, tuple[str, str, int, int, dict[str, Any], dict[str, Any]]] = {
     "bulk-1": ("bulk-1", "bulk", 1, 1, {}, {}),
     "tpm": ("tpm", "tpm", 0, 1, {"tpm_limit": 5}, {}),
     "manual": ("manual", "manual", 0, 1, {}, {}),
+    "probe": ("probe", "probe", 0, 1, {}, {}),
+    # 1 prompt token at 0.365 per million: 0.000000365, half-up 0.00000037 (half-even: …36)
+    "half-up": ("half-up", "half-up", 0, 1, {"input_price": "0.365", "output_price": "0"}, {}),
 }
 
 SETUP = """
@@ -587,3 +592,59 @@ async def test_an_operator_closes_an_open_breaker_by_hand_in_the_admin(site: Sit
     assert (row["state"], row["consecutive_failures"]) == ("closed", 0), row
     heard = await ask(site, "manual")
     assert (final(heard)["type"], heard.text) == ("done", f"{ANSWER} (manual)"), heard.frames
+
+
+async def test_a_half_open_breaker_lets_exactly_one_probe_go(site: Site) -> None:
+    """routing.md: half-open, "exactly one probe may go"; a deployment "half-open with a probe
+    already in flight" is skipped, so a reply with nothing else fails at once; the probe's
+    first token closes it."""
+    site.upstream.script("probe", *[Fail(500)] * 3)
+    for _ in range(2):  # the third failure opens it (see the breaker test above)
+        assert final(await ask(site, "probe"))["type"] == "error"
+    deadline = time.monotonic() + 60  # a bound for failing only
+    while deployment_health(site, "probe")["state"] != "half_open":
+        assert time.monotonic() < deadline, deployment_health(site, "probe")
+        await asyncio.sleep(0.2)
+    first_token = threading.Event()
+    site.upstream.script("probe", Reply(text="The probe's answer.", held_until=first_token))
+    asked = site.upstream.count("probe")
+    probe = asyncio.create_task(ask(site, "probe"))
+    sent_by = time.monotonic() + 60  # a bound for failing only
+    try:
+        while site.upstream.count("probe") == asked:  # the probe's call is out, held
+            assert time.monotonic() < sent_by and not probe.done(), "no probe was sent"
+            await asyncio.sleep(0.05)
+        other = await ask(site, "probe")
+        assert final(other)["code"] == "provider_unavailable", other.frames
+        skipped = routing(site, other.reply)["skipped"]
+        assert [s["label"].split("/")[0] for s in skipped] == ["probe"], skipped
+        assert site.upstream.count("probe") == asked + 1
+        assert deployment_health(site, "probe")["state"] == "half_open"
+    finally:
+        first_token.set()
+    heard = await probe
+    assert (final(heard)["type"], heard.text) == ("done", "The probe's answer."), heard.frames
+    assert deployment_health(site, "probe")["state"] == "closed"
+
+
+async def test_cost_is_priced_per_million_tokens_and_rounded_half_up_to_8_places(
+    site: Site,
+) -> None:
+    """routing.md: "`Message.cost` = prompt × input price + completion × output price, per
+    million tokens, in Decimal rounded half-up to 8 places", from the provider's counts."""
+    site.upstream.script("half-up", Reply(text="Priced.", prompt_tokens=1, completion_tokens=2))
+    heard = await ask(site, "half-up")
+    done = final(heard)
+    assert done["type"] == "done", heard.frames
+    assert done["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "estimated": False}
+    assert done["cost"] == "0.00000037", done
+
+
+def test_health_lists_the_settings_served_deployments_too(site: Site) -> None:
+    """routing.md, Health: "as JSON at `GET /llm/health` (settings-served deployments
+    included)": here `OPENAI_COMPATIBLE_BASE_URL`'s, served as `openai-compatible`."""
+    status, body = health(site)
+    assert status == 200 and body["status"] in ("ok", "degraded"), body
+    served = {(d["alias"], d["kind"]) for d in body["deployments"]}
+    assert ("openai-compatible", "openai-compatible") in served, served
+    assert ("weighted", "openai-compatible") in served, served
