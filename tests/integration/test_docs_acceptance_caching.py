@@ -58,6 +58,7 @@ for name, (route, options, priority, alias) in routes.items():
     Deployment.objects.create(
         provider=provider, alias=alias, model="cache-model", priority=priority,
         input_price={input_price!r}, output_price={output_price!r},
+        rpm_limit=1 if alias == "det-rpm" else None,
     )
 print(acme.slug)
 print(api_key_create(user=owner, organisation=acme, name="acceptance").raw)
@@ -71,6 +72,7 @@ ROUTES: dict[str, tuple[str, dict[str, Any], int, str]] = {
     "fo-0": ("fo-0", {"temperature": 0}, 0, "det-fo"),
     "fo-1": ("fo-1", {"temperature": 0}, 1, "det-fo"),
     "cut-0": ("cut", {"temperature": 0}, 0, "det-cut"),
+    "rpm-0": ("rpm", {"temperature": 0}, 0, "det-rpm"),  # 1 request a minute
 }
 
 
@@ -96,7 +98,7 @@ class CacheSite:
 def cache() -> Iterator[CacheSite]:
     with topology_with_upstream("acceptance-caching", {"CACHE_ENABLED": "true"}) as site:
         up = site.upstream
-        for route in ("det", "sampled", "fo-1"):
+        for route in ("det", "sampled", "fo-1", "rpm"):
             up.default(route, Reply(text=ANSWER))
         up.default("fo-0", Fail(500))
         up.default("cut", Reply(text=ANSWER, finish_reason="length"))
@@ -727,3 +729,32 @@ async def test_a_tenants_statistics_count_its_lookups_hits_stores_and_savings(
     lookups, exact, semantic, stores, saved_tokens, saved_cost = row
     assert (lookups, exact, semantic, stores) == (3, 1, 1, 1), row
     assert saved_tokens > 0 and saved_cost > 0, row
+
+
+async def test_a_cached_answer_is_served_while_its_deployment_is_at_its_rate_limit(
+    cache: CacheSite,
+) -> None:
+    """caching.md: "A hit replaces the provider call"; routing.md gates a deployment "just
+    before each attempt", so a hit, which makes none, is not refused for the deployment's spent
+    rpm (1 here) while a new question is (`provider_unavailable`)."""
+    sdk = openai.OpenAI(base_url=f"{cache.site.topo.base}/v1", api_key=cache.owner, max_retries=0)
+    for _ in range(2):  # a run straddling a minute's edge is tried once more
+        minute = int(time.time() // 60)
+        text = question("How do I reset my PIN")
+        assert done(await ask(cache, text, "det-rpm"))["cached"] is False
+        refused = await ask(cache, question("How do I reset my PIN"), "det-rpm")
+        again = await ask(cache, text, "det-rpm")
+        mark = settle_mark(cache)
+        completion = sdk.chat.completions.with_raw_response.create(
+            model="det-rpm", messages=[{"role": "user", "content": text}]
+        )
+        await settled(cache, mark)
+        if int(time.time() // 60) != minute:
+            continue
+        assert refused.final is not None and refused.final["code"] == "provider_unavailable"
+        assert (done(again)["cached"], again.text) == (True, ANSWER), again.frames
+        assert completion.parse().choices[0].message.content == ANSWER
+        reply = int(completion.headers["x-parley-message"])
+        assert routing(cache, reply)["cache"] == "exact"
+        return
+    pytest.fail("the replies never fell in one minute")

@@ -69,6 +69,8 @@ ROWS: dict[str, tuple[str, str, int, int, dict[str, Any], dict[str, Any]]] = {
     "tpm": ("tpm", "tpm", 0, 1, {"tpm_limit": 5}, {}),
     "manual": ("manual", "manual", 0, 1, {}, {}),
     "probe": ("probe", "probe", 0, 1, {}, {}),
+    "long-503": ("long-503", "long-503", 0, 1, {}, {}),
+    "always-500": ("always-500", "always-500", 0, 1, {}, {}),
     # 1 prompt token at 0.365 per million: 0.000000365, half-up 0.00000037 (half-even: …36)
     "half-up": ("half-up", "half-up", 0, 1, {"input_price": "0.365", "output_price": "0"}, {}),
 }
@@ -112,6 +114,8 @@ def site() -> Iterator[Site]:
         up.default("long-429", Fail(429, retry_after=600))
         up.default("key-0", Fail(401, message="vendor says: bad key"))
         up.default("r408", Fail(408))
+        up.default("long-503", Fail(503, retry_after=600))
+        up.default("always-500", Fail(500))
         up.default("cut0", Cut(after_chunks=0))
         base = up.base_url("x").removesuffix("x/v1")
         code = SETUP.format(rows=ROWS, base=base, staff=STAFF[0], password=STAFF[1])
@@ -648,3 +652,22 @@ def test_health_lists_the_settings_served_deployments_too(site: Site) -> None:
     served = {(d["alias"], d["kind"]) for d in body["deployments"]}
     assert ("openai-compatible", "openai-compatible") in served, served
     assert ("weighted", "openai-compatible") in served, served
+
+
+async def test_retries_stop_at_the_attempt_bound_and_a_long_retry_after_ends_at_once(
+    site: Site,
+) -> None:
+    """routing.md: "Bounds: `LLM_RETRY_MAX_ATTEMPTS` … attempts per reply across all
+    deployments" (2 on this site); "A Retry-After longer than `LLM_RETRY_AFTER_MAX` (20 s) ends
+    the reply at once with `provider_rate_limited` (or the failure's own code)"."""
+    before = site.upstream.count("always-500")
+    heard = await ask(site, "always-500")
+    assert final(heard)["code"] == "provider_failed", heard.frames
+    assert site.upstream.count("always-500") == before + 2
+    assert len(routing(site, heard.reply)["attempts"]) == 2
+
+    before = site.upstream.count("long-503")
+    heard = await ask(site, "long-503")
+    assert (final(heard)["code"], final(heard)["retryable"]) == ("provider_failed", True)
+    assert site.upstream.count("long-503") == before + 1
+    assert routing(site, heard.reply)["retry_after"] == 600
