@@ -671,3 +671,45 @@ async def test_retries_stop_at_the_attempt_bound_and_a_long_retry_after_ends_at_
     assert (final(heard)["code"], final(heard)["retryable"]) == ("provider_failed", True)
     assert site.upstream.count("long-503") == before + 1
     assert routing(site, heard.reply)["retry_after"] == 600
+
+
+async def test_the_oldest_turns_are_left_out_and_the_history_starts_with_a_user_turn(
+    site: Site,
+) -> None:
+    """routing.md, "The prompt": the system prompt and the question always go; "then as many
+    of the latest earlier turns … as fit, the oldest left out first, starting with a user
+    turn"; the cap is lowered where the window ends sooner. Window 1,000: four turns of ~260
+    tokens each, of which two fit (with room for the second turn's answer, which is dropped
+    since the history may not start with it)."""
+    ws = await site.socket()
+    conversation: int | None = None
+    turns = [f"turn {n}: " + "word " * 198 + "end" for n in range(1, 5)]
+    try:
+        for text in [*turns, "Which turn was first?"]:
+            frame = send_frame(text, model="cw-1000")
+            frame["conversation"] = conversation
+            await ws.send(json.dumps(frame))
+            heard = await hear_reply(ws, timeout=120)
+            assert final(heard)["type"] == "done", heard.frames
+            conversation = heard.conversation
+    finally:
+        await ws.close()
+    body = site.upstream.requests("cw-1000")[-1].body
+    sent = [(m["role"], m["content"]) for m in body["messages"]]
+    answer = f"{ANSWER} (cw-1000)"
+    assert [role for role, _ in sent] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert [content for _, content in sent[1:]] == [
+        turns[2],
+        answer,
+        turns[3],
+        answer,
+        "Which turn was first?",
+    ]
+    assert body["max_tokens"] < 512, body["max_tokens"]
