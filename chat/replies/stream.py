@@ -339,12 +339,15 @@ async def _pump_tokens(
     end as soon as `stop` is set)."""
     alias = reply_alias(reply)
     options = reply_options(reply)
+    # In a thread: the catalogue may have to be read again (an admin's change, or
+    # CATALOG_MAX_AGE passed), and database queries may not run on the event loop.
+    window = await sync_to_async(alias_window)(alias)
     try:
         # The oldest turns left out where the models' context window would end before the
         # reply's room (llm/context.py); a question too long alone fails the reply.
         fitted = prompt_fit(
             messages,
-            window=alias_window(alias),
+            window=window,
             max_tokens=options.max_tokens or settings.LLM_MAX_TOKENS,
         )
     except ParleyError as exc:
