@@ -35,6 +35,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.utils import timezone
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage
@@ -327,6 +328,17 @@ def _routing_json(record: RoutingRecord | None, error: ParleyError | None) -> di
     return routing
 
 
+async def _known_window(alias: str) -> int | None:
+    """The alias's context window (llm/catalog.py alias_window), on the loop while this process
+    holds the catalogue, as a rule; where it must be read again (an admin's change, or
+    CATALOG_MAX_AGE passed), in a thread: database queries may not run on the event loop (a
+    reply starting then failed `internal`). No thread trip per reply otherwise."""
+    try:
+        return alias_window(alias)
+    except SynchronousOnlyOperation:
+        return await sync_to_async(alias_window)(alias)
+
+
 async def _pump_tokens(
     reply: Message,
     messages: list[BaseMessage],
@@ -359,11 +371,13 @@ async def _pump_tokens(
         state.prompt_estimate = accounting.estimate_tokens(text)
         return fitted.messages, state.prompt_estimate
 
-    def refit(stated: int) -> tuple[list[BaseMessage], int]:
-        """Fitted to a window a provider stated refusing the prompt (learnt by now)."""
-        return fit(min(w for w in (stated, alias_window(alias)) if w))
+    window = await _known_window(alias)
 
-    messages, _ = fit(alias_window(alias))
+    def refit(stated: int) -> tuple[list[BaseMessage], int]:
+        """Fitted to a window a provider stated refusing the prompt."""
+        return fit(min(w for w in (stated, window) if w))
+
+    messages, _ = fit(window)
     state.routing = record  # a reply failed here, before any provider, has no routing
 
     def build(deployment: DeploymentConfig) -> BaseChatModel:

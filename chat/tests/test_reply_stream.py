@@ -17,6 +17,7 @@ from chat.events import conversation_group
 from chat.models import Message
 from chat.replies.coalesce import DeltaCoalescer, flush_window
 from chat.replies.stream import reply_stream
+from llm.catalog import catalog_forget
 from llm.providers.base import ProviderError
 from llm.providers.simulated import simulated_reply
 
@@ -190,6 +191,23 @@ async def test_each_delta_carries_its_finished_frame(pending_reply):
     for delta in deltas:
         frame = {"type": "delta", **{k: delta[k] for k in ("message", "start", "seq", "text")}}
         assert delta["frame"] == json.dumps(frame)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_catalogue_read_again_when_the_reply_starts_is_read_off_the_loop(
+    pending_reply, settings
+):
+    """The context window is looked up in the catalogue just before the provider call; a
+    catalogue this process must read again then (an admin's change, or CATALOG_MAX_AGE
+    passed) is database queries, which may not run on the event loop: the reply still
+    answers (seen on the production topology as an `internal` failure now and then)."""
+    settings.CACHE_ENABLED = False  # no cache lookup reads the catalogue first in a thread
+    reply = await sync_to_async(pending_reply)()
+    catalog_forget()
+    await reply_stream(message_id=reply.pk)
+    saved = await Message.objects.aget(pk=reply.pk)
+    assert (saved.status, saved.error_code) == ("complete", "")
+    assert saved.content == simulated_reply("Tell me")
 
 
 @pytest.mark.django_db(transaction=True)

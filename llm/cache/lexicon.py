@@ -83,11 +83,12 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"°\s*f\b"), " fahrenheit"),
     (re.compile(r"°\s*c\b"), " celsius"),
     # A temperature typed without its degree sign: "bake at 200 c", "set it to 350F". Only after
-    # "at" / "to" or ending the question: "2 c flour" may be cups, "3 c programs" the language.
+    # "at" / "to" or ending the question (its "?" or "!" may follow): "2 c flour" may be cups,
+    # "3 c programs" the language. Only a number standing alone: "app 4b87ca4f" is a code.
     (re.compile(r"\b(at|to) (\d+) ?c\b(?![+#])"), r"\1 \2 celsius"),
     (re.compile(r"\b(at|to) (\d+) ?f\b"), r"\1 \2 fahrenheit"),
-    (re.compile(r"(\d) ?c\s*$"), r"\1 celsius"),
-    (re.compile(r"(\d) ?f\s*$"), r"\1 fahrenheit"),
+    (re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?) ?c(?=[\s?!.]*$)"), r"\1 celsius"),
+    (re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?) ?f(?=[\s?!.]*$)"), r"\1 fahrenheit"),
     # Feet and inches in the typographic notation: 5'10" is 5 ft 10 in.
     (re.compile(r"(\d+)\s*(?:'|′|ft)\s*(\d+)\s*(?:\"|''|″|in\b)"), r"\1 ft \2 inch"),
     (re.compile(r"(\d+)\s*(?:\"|''|″)"), r"\1 inch"),

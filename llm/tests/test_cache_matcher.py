@@ -962,6 +962,32 @@ def test_a_temperature_without_its_degree_sign_matches():
     assert "celsius" not in profile("write 3 c programs").content
 
 
+def test_a_temperature_ending_the_question_is_one_with_or_without_its_question_mark():
+    """docs/caching.md: a temperature typed without its degree sign is one "ending the
+    question" — a question mark after it changes nothing."""
+    for asked in ("how long to roast potatoes 200c?", "how long to roast potatoes 200 c ?!"):
+        assert "celsius" in profile(asked).content, asked
+        assert same("how long to roast potatoes 200°C", asked)
+    assert same("is it safe to cook chicken 165f?", "is it safe to cook chicken 165 f")
+    assert same("what is body temperature 37.5c?", "what is body temperature 37.5°C")
+
+
+def test_a_code_whose_last_digit_is_followed_by_c_or_f_is_no_temperature():
+    """Only a number standing alone is a temperature: a product code or a reference that
+    ends in a digit and "c"/"f" is one word, whether or not a question mark follows it."""
+    for code in ("4b87ca4f", "a7c", "x350f"):
+        for asked in (f"How do I enable dark mode in app {code}?", f"how do I reset app {code}"):
+            content = profile(asked).content
+            assert code in content and not {"celsius", "fahrenheit"} & set(content), asked
+    assert same(
+        "How do I enable dark mode in app 4b87ca4f?", "how can I turn on dark mode in app 4b87ca4f"
+    )
+    # A number standing alone before "c" is one, code or not: the same on both sides.
+    assert same(
+        "How do I enable dark mode in app 1177038c?", "how can I turn on dark mode in app 1177038c"
+    )
+
+
 def test_feet_and_inches_in_prime_notation_match():
     assert same("what is 5 ft 10 in in cm", "what is 5'10\" in centimeters")
     assert hits("how tall is 5 ft 10 inches in cm", "how tall is 5'10\" in cm") == ""

@@ -102,3 +102,36 @@ def test_a_counter_started_by_another_caller_meanwhile_is_counted_on(
 
     assert counter_incr(key, 60) == 2
     assert cache.get(key) == 2
+
+
+def health_of(state: str, *, enabled: bool = True, problem: str = "") -> health.Health:
+    return health.Health(
+        key=f"k-{state}",
+        alias="a",
+        provider="p",
+        kind="simulated",
+        model="m",
+        enabled=enabled,
+        state=state,
+        consecutive_failures=0,
+        retry_in=None,
+        last_ok_at=None,
+        last_first_token_ms=None,
+        last_error_at=None,
+        last_error_code="",
+        last_error_reason="",
+        last_error="",
+        problem=problem,
+    )
+
+
+def test_down_means_no_enabled_deployment_or_every_breaker_open() -> None:
+    """docs/routing.md, Health: `down` when no enabled deployment is left or every one's
+    breaker is open (one whose key cannot be decrypted does not count); half-open counts as
+    able to take traffic (a Retry-After pause or a spent rpm is not a breaker state at all)."""
+    assert health.overall([health_of("open"), health_of("open")]) == "down"
+    assert health.overall([health_of("closed", enabled=False)]) == "down"
+    assert health.overall([health_of("closed", problem="cannot be decrypted")]) == "down"
+    assert health.overall([health_of("open"), health_of("half_open")]) == "degraded"
+    assert health.overall([health_of("closed"), health_of("half_open")]) == "ok"
+    assert health.overall([health_of("closed", problem="x"), health_of("open")]) == "down"
