@@ -285,6 +285,15 @@ PAIR_SETS = [
     # (BLIND_RESULTS), then made tuning sets.
     ("held-out 21 (became tuning)", "tuning/cache_heldout21.json", ""),
     ("held-out 22 (became tuning)", "tuning/cache_heldout22.json", ""),
+    # Sets 23-26 (5 December, session 13): each written blind by a helper that read only issue
+    # 18 and its brief. 23 and 24 were run once on main 1d898f7 (judge v6b) and their false hits
+    # then read by the lead for the check's changes (alts); 25 and 26 were written later, run
+    # once on 1d898f7 and once on the frozen 9c7afb0 (judge v7 and both check changes)
+    # (BLIND_RESULTS), then all four made tuning sets.
+    ("held-out 23 (became tuning)", "tuning/cache_heldout23.json", ""),
+    ("held-out 24 (became tuning)", "tuning/cache_heldout24.json", ""),
+    ("held-out 25 (became tuning)", "tuning/cache_heldout25.json", ""),
+    ("held-out 26 (became tuning)", "tuning/cache_heldout26.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -325,6 +334,14 @@ BLIND_RESULTS = [
     # with 1 and 148 with 3 (docs/benchmarks.md, "Blind sets 21 and 22").
     ("held-out 21, blind (default of a1ac7a8, judge v6b, one run)", 154, 220, 1, 223),
     ("held-out 22, blind (default of a1ac7a8, judge v6b, one run)", 153, 220, 3, 227),
+    # Sets 23 and 24: the default of 1d898f7 (judge v6b at 0.962); check alone 123 and 162.
+    ("held-out 23, blind (default of 1d898f7, judge v6b, one run)", 138, 220, 3, 227),
+    ("held-out 24, blind (default of 1d898f7, judge v6b, one run)", 170, 220, 6, 231),
+    # Sets 25 and 26: the default of 9c7afb0 (judge v7 at 0.92); its check alone 134 and 140.
+    # 1d898f7's default (judge v6b) gave 144 with 2 and 149 with 5 (docs/benchmarks.md,
+    # "Blind sets 23-26").
+    ("held-out 25, blind (default of 9c7afb0, judge v7, one run)", 154, 220, 2, 243),
+    ("held-out 26, blind (default of 9c7afb0, judge v7, one run)", 153, 220, 2, 222),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
