@@ -76,6 +76,10 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\d)\s*(?:[×x*]|times)\s*(?=\d)"), r"\1 multiply "),
     (re.compile(r"(\d)\s*÷\s*(?=\d)"), r"\1 divided by "),
     (re.compile(r"(\d)\s+-\s+(?=\d)"), r"\1 minus "),
+    # A negative number said in words is one with its sign: "the cube of negative 2" is "-2",
+    # "what is minus 40 celsius" "-40 celsius"; not a subtraction ("£50 minus 20 percent").
+    (re.compile(r"(?:^|(?<=\D ))negative (?=\d)"), "-"),
+    (re.compile(r"(^|\b(?:of|is|at|to|by|from|be|equals) )minus (?=\d)"), r"\1-"),
     (re.compile(r"(\d)\s*\^\s*(?=\d)"), r"\1 power "),
     (re.compile(r"\s*=\s*\??\s*$"), ""),  # "sqrt(144) = ?" asks what it is
     (re.compile(r"\s*=\s*"), " equals "),

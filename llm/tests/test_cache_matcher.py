@@ -1443,3 +1443,43 @@ def test_the_askers_own_thing_never_answers_someone_elses():
         ("How do I check my car's tyre pressure?", "How do I check my tyre pressure?"),
     ]:
         assert refused(stored, asked) != "owner", (stored, asked)
+
+
+def test_a_negative_number_never_answers_its_positive():
+    assert refused("What is the square of -3?", "What is the square of 3?") == "numbers"
+    assert profile("What is minus 10 celsius in fahrenheit?").numbers == ("-10",)
+    assert profile("Is it warm at negative 5 degrees?").numbers == ("-5",)
+    for hyphenated in ("covid-19 symptoms", "a 2-3 day trip", "what is 10-4?", "£50 minus 20%"):
+        assert all(not n.startswith("-") for n in profile(hyphenated).numbers), hyphenated
+
+
+def test_all_or_most_never_answers_any():
+    assert refused("Do all spiders spin webs?", "Do any spiders spin webs?") in (
+        "quantity",
+        "alternative",
+    )
+    assert refused("Do most lizards lay eggs?", "Do any lizards lay eggs?") in (
+        "quantity",
+        "alternative",
+    )
+
+
+def test_can_i_never_answers_should_i():
+    assert (
+        refused("Can I charge my phone overnight?", "Should I charge my phone overnight?")
+        == "modality"
+    )
+    assert (
+        refused("Where can I recycle old paint?", "Where should I take old paint to recycle it?")
+        != "modality"
+    )
+
+
+def test_other_peoples_things_are_someone_elses():
+    assert (
+        refused(
+            "Can I post photos of my own kids online?",
+            "Can I post photos of other people's kids online?",
+        )
+        == "owner"
+    )

@@ -1,10 +1,10 @@
 """Closed classes of alternatives: a month, a season, a compass point, a country, a unit, a
-stretch of time, an age or sex, one end of a scale, all or most, the average or the median. Two
-questions that each name a member of one class the other does not ("visit Thailand in May" /
-"travel to Vietnam in August", "calcium for women" / "for men", "the coldest month" / "the
-warmest", "square metres" / "square feet") ask for different answers, however freely the rest
-is reworded: a hard refusal, so neither the check's second look nor the judge (which scores such
-pairs like rewordings) may overrule it.
+stretch of time, an age or sex, one end of a scale, all or most or any, the average or the
+median. Two questions that each name a member of one class the other does not ("visit Thailand
+in May" / "travel to Vietnam in August", "calcium for women" / "for men", "the coldest month" /
+"the warmest", "square metres" / "square feet") ask for different answers, however freely the
+rest is reworded: a hard refusal, so neither the check's second look nor the judge (which scores
+such pairs like rewordings) may overrule it.
 
 Words are compared as the check's content words (lemmas, units spelled out: llm/cache/lexicon.py);
 members that mean the same share a name ("kid" / "child", "big" / "large"). Words with a
@@ -62,6 +62,7 @@ _CLASSES: dict[str, dict[str, str]] = {
         "every": "all",
         "each": "all",
         "most": "most",
+        "any": "any",
         "alternate": "alternate",
     },
     # Which middle: the average (mean) of a column is not its median.

@@ -15,7 +15,7 @@ _ASKERS = frozenset({"my", "your", "our", "mine", "yours", "ours"})
 # passport" is asked as "my passport for my child") and not things ("my car's oil").
 _OUTSIDERS = frozenset(
     """someone somebody else friend neighbour neighbor stranger colleague coworker boss
-    roommate flatmate housemate""".split()
+    roommate flatmate housemate people person other others""".split()
 )
 
 
@@ -25,6 +25,8 @@ def _owner(word: str) -> str:
         return "asker"
     if word in ("his", "her") or (word.endswith("'s") and word[:-2] in _OUTSIDERS):
         return "other"
+    if word.endswith("s'") and word[:-1] in _OUTSIDERS | {"friends", "neighbours", "neighbors"}:
+        return "other"  # "others' children", "my friends' car"
     return ""
 
 

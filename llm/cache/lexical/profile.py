@@ -18,7 +18,9 @@ from llm.cache.lexicon import ABBREVIATIONS, FRAMING, STOPWORDS, SYNONYMS
 from llm.cache.synonyms import is_word
 
 _QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|“([^”]+)”|(?<!\w)'([^']+)'(?!\w)")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A minus sign before a number makes it another number ("the cube of -2"), but not a hyphen
+# after a word or a number ("covid-19", "2-3 days", "10-4").
+_NUMBER = re.compile(r"(?:(?<![\w.,)-])-)?\d+(?:[.,]\d+)*")
 WORD = re.compile(r"[^\W_](?:[\w.+#'’]*[\w+#])?")
 _NUMBER_WORDS = {
     w: str(i)

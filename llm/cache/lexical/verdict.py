@@ -70,6 +70,15 @@ def _what_against_amount(a: Profile, b: Profile) -> bool:
     )
 
 
+# A yes/no question opening with "can I" asks whether it is possible or allowed, one opening
+# with "should I" whether it is wise: "can I use git rebase on a shared branch" / "should I".
+_MODALITIES = {"can": "allowed", "could": "allowed", "may": "allowed", "should": "advised"}
+
+
+def _modality(profile: Profile) -> str:
+    return _MODALITIES.get(profile.words[0], "") if profile.words else ""
+
+
 def same_question(a: Profile, b: Profile) -> str:
     """ "" when `a` and `b` ask about the same things, "added" when one asks about more, else
     why they differ (for logs and the benchmark)."""
@@ -99,6 +108,8 @@ def same_question(a: Profile, b: Profile) -> str:
         return "question word"
     if a.tense and b.tense and a.tense != b.tense:
         return "tense"
+    if {_modality(a), _modality(b)} == {"allowed", "advised"}:
+        return "modality"
     if _other_degree(a, b):
         return "degree"
     if other_alternative(a, b):
@@ -161,9 +172,9 @@ def match(a: Profile, b: Profile, similarity: float, threshold: float) -> str:
 # The refusals the cross-encoder judge (llm/cache/judge.py) may overrule: a content word on one
 # side only ("added") or on each side ("content"), and the same words a little under the
 # threshold (""). Numbers, negation, quotes, particles, direction, quantities, another person's
-# action, whose thing it is and another question word ("when" / "where did the Titanic sink",
-# which the judge trained without blind sets 10 and 11 scored 0.995 there) stay refusals
-# (docs/benchmarks.md, "Cache: a cross-encoder of our own").
+# action, whose thing it is, can / should and another question word ("when" / "where did the
+# Titanic sink", which the judge trained without blind sets 10 and 11 scored 0.995 there) stay
+# refusals (docs/benchmarks.md, "Cache: a cross-encoder of our own").
 JUDGE_REASONS = frozenset({"content", "added", ""})
 # The judge is asked about candidates at least this close, at most JUDGE_CANDIDATES of them per
 # lookup, the most similar first (each costs a forward pass of both orders).
