@@ -519,12 +519,25 @@ async def test_a_member_of_an_organisation_requiring_two_factor_must_verify_firs
 def test_two_factor_codes_are_limited_to_ten_a_minute_per_user(site: Site) -> None:
     """ "2FA codes 10/min per user ... Over the limit: 429 with Retry-After"."""
     ((pk,),) = site.topo.query("SELECT id FROM accounts_user WHERE username = 'acc-sven'")
-    if (left := seconds_left_in_window(str(pk), 60)) < 15:
-        time.sleep(left + 0.5)  # start in a fresh window rather than straddle two
     sven = Browser(site, "acc-sven")
     try:
-        statuses = [sven.form("/accounts/2fa/", {"token": "000000"}).status_code for _ in range(10)]
-        refused = sven.form("/accounts/2fa/", {"token": "000000"})
+        # Eleven posts inside one window: on a busy machine they may outlast the window they
+        # began in, and then the next window's are counted afresh; that try is made again,
+        # from the start of a window (a bound of three for failing).
+        for attempt in range(3):
+            left = seconds_left_in_window(str(pk), 60)
+            if attempt or left < 15:
+                time.sleep(left + 0.5)  # start in a fresh window rather than straddle two
+                left = seconds_left_in_window(str(pk), 60)
+            ends = time.time() + left
+            statuses = [
+                sven.form("/accounts/2fa/", {"token": "000000"}).status_code for _ in range(10)
+            ]
+            refused = sven.form("/accounts/2fa/", {"token": "000000"})
+            if time.time() < ends:
+                break
+        else:
+            pytest.fail("eleven posts never fitted one rate-limit window")
     finally:
         sven.close()
     assert statuses == [200] * 10, statuses  # the form again: that code is not right
