@@ -294,6 +294,10 @@ PAIR_SETS = [
     ("held-out 24 (became tuning)", "tuning/cache_heldout24.json", ""),
     ("held-out 25 (became tuning)", "tuning/cache_heldout25.json", ""),
     ("held-out 26 (became tuning)", "tuning/cache_heldout26.json", ""),
+    # Sets 27 and 28 (the same session): written blind after the check's second round, run once
+    # on 1d898f7 and once on the frozen 5a6c4a4 (judge v7, every check change of the session).
+    ("held-out 27 (became tuning)", "tuning/cache_heldout27.json", ""),
+    ("held-out 28 (became tuning)", "tuning/cache_heldout28.json", ""),
 ]
 # Held-out figures from their one blind run, kept after the set was seen: (label, rewordings
 # hit, rewordings, near-misses hit, near-misses).
@@ -342,6 +346,10 @@ BLIND_RESULTS = [
     # "Blind sets 23-26").
     ("held-out 25, blind (default of 9c7afb0, judge v7, one run)", 154, 220, 2, 243),
     ("held-out 26, blind (default of 9c7afb0, judge v7, one run)", 153, 220, 2, 222),
+    # Sets 27 and 28: the default of 5a6c4a4 (judge v7 at 0.92); its check alone 119 with 2 and
+    # 150 with 3. 1d898f7's default (judge v6b) gave 130 with 4 and 159 with 5.
+    ("held-out 27, blind (default of 5a6c4a4, judge v7, one run)", 139, 220, 2, 225),
+    ("held-out 28, blind (default of 5a6c4a4, judge v7, one run)", 168, 220, 4, 231),
 ]
 # The lead's account of blind set 7's one run, kept in the report as written then.
 BLIND_SET_7 = [
