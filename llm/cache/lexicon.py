@@ -82,6 +82,13 @@ SYMBOLS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(^|\b(?:of|is|at|to|by|from|be|equals) )minus (?=\d)"), r"\1-"),
     (re.compile(r"(\d)\s*\^\s*(?=\d)"), r"\1 power "),
     (re.compile(r"\s*=\s*\??\s*$"), ""),  # "sqrt(144) = ?" asks what it is
+    # Code's operators, each its own word (lexical/alternatives.py "operator"): "==" is not
+    # "===", "&&" is not "||".
+    (re.compile(r"\s*!==?\s*"), " inequality "),
+    (re.compile(r"\s*===\s*"), " identity "),
+    (re.compile(r"\s*==\s*"), " equality "),
+    (re.compile(r"\s*&&\s*"), " conjunction "),
+    (re.compile(r"\s*\|\|\s*"), " disjunction "),
     (re.compile(r"\s*=\s*"), " equals "),
     (re.compile(r"(\d[\d,.]*)\s*(usd|eur|gbp|jpy|chf|cad|aud)\b"), r"\1 \2"),
     (re.compile(r"°\s*f\b"), " fahrenheit"),

@@ -1483,3 +1483,18 @@ def test_other_peoples_things_are_someone_elses():
         )
         == "owner"
     )
+
+
+def test_code_operators_are_not_each_other():
+    assert refused("What does != do in Python?", "What does == do in Python?") != ""
+    assert refused("Is == slow in PHP?", "Is === slow in PHP?") == "alternative"
+    assert refused(
+        "When do I use && in a shell script?", "When do I use || in a shell script?"
+    ) == ("alternative")
+
+
+def test_the_most_never_answers_the_fewest():
+    assert (
+        refused("Which city has the most bridges?", "Which city has the fewest bridges?")
+        == "alternative"
+    )

@@ -65,6 +65,12 @@ _CLASSES: dict[str, dict[str, str]] = {
         "any": "any",
         "alternate": "alternate",
     },
+    # The other end of an amount: "burns the most calories" / "the fewest".
+    "amount": {"most": "many", "fewest": "few", "least": "few"},
+    # Code's operators as the check spells them (llm/cache/lexicon.py).
+    "operator": {
+        w: w for w in ("equality", "identity", "inequality", "conjunction", "disjunction")
+    },
     # Which middle: the average (mean) of a column is not its median.
     "middle": {"average": "average", "median": "median"},
     "person": {
@@ -101,10 +107,19 @@ _CLASSES: dict[str, dict[str, str]] = {
 }
 
 
+# Members read as they are said, not as their lemma ("fewest" is "few", a word of every kind).
+_AS_SAID = frozenset({"fewest", "least"})
+
+
 def _members(profile: Profile) -> dict[str, set[str]]:
     """Each class's members the question names: its content words, the words that only frame
     it ("the longest day of the year": "day", "year") as lemmas, and the adjectives it grades."""
-    said = {*profile.content, *map(lemma_of, profile.words), *(adj for adj, _ in profile.degrees)}
+    said = {
+        *profile.content,
+        *map(lemma_of, profile.words),
+        *(adj for adj, _ in profile.degrees),
+        *(word for word in profile.words if word in _AS_SAID),
+    }
     found: dict[str, set[str]] = {}
     for word in said:
         for name, members in _CLASSES.items():
