@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
-import re
 import tempfile
 import time
 import uuid
@@ -32,7 +31,7 @@ import redis
 
 from tests.fault_server import Fail, Reply
 from tests.harness.processes import manage
-from tests.harness.sockets import Heard, hear_reply, recv_frame, sign_in_cookie
+from tests.harness.sockets import Heard, admin_action, hear_reply, recv_frame, sign_in_cookie
 from tests.harness.topology import START_TIMEOUT
 from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
 
@@ -694,17 +693,7 @@ async def test_an_organisations_operator_sees_and_purges_its_entries_only(cache:
         (other,) = cache.site.topo.query(
             "SELECT id FROM llm_cacheentry WHERE question ILIKE %s", f"%{theirs.split()[-1]}%"
         )
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', listing.text)
-        assert token is not None
-        purged = admin.post(
-            "/admin/llm/cacheentry/",
-            data={
-                "action": "purge_organisations",
-                "_selected_action": str(other[0]),
-                "csrfmiddlewaretoken": token.group(1),
-            },
-            headers={"Referer": f"{base}/admin/llm/cacheentry/", "Origin": base},
-        )
+        purged = admin_action(admin, "/admin/llm/cacheentry/", "purge_organisations", other[0])
         assert purged.status_code in (200, 302), purged.text[:2000]
     assert done(await ask(cache, theirs, key=cache.site.key))["cached"] is True  # kept
 

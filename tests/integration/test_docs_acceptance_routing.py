@@ -28,7 +28,7 @@ import pytest
 
 from tests.fault_server import Cut, Fail, Reply
 from tests.harness.processes import manage
-from tests.harness.sockets import Heard, hear_reply, sign_in_cookie
+from tests.harness.sockets import Heard, admin_action, hear_reply, sign_in_cookie
 from tests.harness.topology import START_TIMEOUT
 from tests.integration.test_protocol_promises import Site, send_frame, topology_with_upstream
 
@@ -579,18 +579,7 @@ async def test_an_operator_closes_an_open_breaker_by_hand_in_the_admin(site: Sit
     with httpx.Client(
         base_url=base, headers={"Cookie": sign_in_cookie(base, *STAFF)}, timeout=30
     ) as admin:
-        page = admin.get("/admin/llm/deployment/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-        assert token is not None, page.text[:2000]
-        done = admin.post(
-            "/admin/llm/deployment/",
-            data={
-                "action": "reset_breakers",
-                "_selected_action": str(deployment[0]),
-                "csrfmiddlewaretoken": token.group(1),
-            },
-            headers={"Referer": f"{base}/admin/llm/deployment/", "Origin": base},
-        )
+        done = admin_action(admin, "/admin/llm/deployment/", "reset_breakers", deployment[0])
     assert done.status_code == 302, done.text[:2000]
     row = deployment_health(site, "manual")
     assert (row["state"], row["consecutive_failures"]) == ("closed", 0), row
